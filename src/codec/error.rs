@@ -1,0 +1,55 @@
+//! Codec errors. Decode errors separate *malformed* packets (reason 0x81) from
+//! *protocol violations* (0x82) so the session can answer with the reason code the spec
+//! asks for.
+
+use super::packet::ReasonCode;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Remaining length longer than 4 bytes or otherwise unreadable [MQTT-1.5.5-1].
+    #[error("malformed remaining length")]
+    MalformedRemainingLength,
+    /// The frame is bigger than the receiver's maximum packet size.
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max}")]
+    PacketTooLarge { size: usize, max: u32 },
+    /// CONNECT with a protocol name / level this broker does not speak.
+    #[error("unsupported protocol level {level}")]
+    UnsupportedProtocolVersion { level: u8 },
+    /// The bytes do not form a valid packet (reason 0x81).
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+    /// A well-formed packet that breaks a protocol rule (reason 0x82).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// PUBLISH topic name with wildcards or otherwise invalid (reason 0x90 in v5).
+    #[error("invalid topic name")]
+    TopicNameInvalid,
+    /// SUBSCRIBE / UNSUBSCRIBE topic filter that breaks [MQTT-4.7.1] (reason 0x8F in
+    /// SUBACK where the spec allows, otherwise malformed).
+    #[error("invalid topic filter")]
+    TopicFilterInvalid,
+}
+
+impl DecodeError {
+    /// The MQTT 5 reason code for a DISCONNECT (or CONNACK) sent because of this error.
+    pub const fn reason_code(&self) -> ReasonCode {
+        match self {
+            Self::MalformedRemainingLength | Self::Malformed(_) => ReasonCode::MALFORMED_PACKET,
+            Self::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            Self::UnsupportedProtocolVersion { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            Self::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
+            Self::TopicNameInvalid => ReasonCode::TOPIC_NAME_INVALID,
+            Self::TopicFilterInvalid => ReasonCode::MALFORMED_PACKET,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max}")]
+    PacketTooLarge { size: usize, max: u32 },
+    #[error("string or binary field of {0} bytes is longer than 65535")]
+    FieldTooLong(usize),
+    #[error("{0} cannot be encoded in this protocol version")]
+    NotInVersion(&'static str),
+}

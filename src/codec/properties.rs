@@ -1,0 +1,118 @@
+//! MQTT 5 properties. One struct for every packet type: the decoder rejects a property
+//! that is not allowed on the packet it arrived on [MQTT-2.2.2-2] and a duplicate of a
+//! property that may appear at most once (both "protocol error", 0x82).
+//! For 3.1 / 3.1.1 every field stays at its default.
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use super::packet::ByteStr;
+
+/// Property identifiers (MQTT 5, 2.2.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PropertyId {
+    PayloadFormatIndicator = 0x01,
+    MessageExpiryInterval = 0x02,
+    ContentType = 0x03,
+    ResponseTopic = 0x08,
+    CorrelationData = 0x09,
+    SubscriptionIdentifier = 0x0B,
+    SessionExpiryInterval = 0x11,
+    AssignedClientIdentifier = 0x12,
+    ServerKeepAlive = 0x13,
+    AuthenticationMethod = 0x15,
+    AuthenticationData = 0x16,
+    RequestProblemInformation = 0x17,
+    WillDelayInterval = 0x18,
+    RequestResponseInformation = 0x19,
+    ResponseInformation = 0x1A,
+    ServerReference = 0x1C,
+    ReasonString = 0x1F,
+    ReceiveMaximum = 0x21,
+    TopicAliasMaximum = 0x22,
+    TopicAlias = 0x23,
+    MaximumQoS = 0x24,
+    RetainAvailable = 0x25,
+    UserProperty = 0x26,
+    MaximumPacketSize = 0x27,
+    WildcardSubscriptionAvailable = 0x28,
+    SubscriptionIdentifierAvailable = 0x29,
+    SharedSubscriptionAvailable = 0x2A,
+}
+
+impl PropertyId {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0x01 => Self::PayloadFormatIndicator,
+            0x02 => Self::MessageExpiryInterval,
+            0x03 => Self::ContentType,
+            0x08 => Self::ResponseTopic,
+            0x09 => Self::CorrelationData,
+            0x0B => Self::SubscriptionIdentifier,
+            0x11 => Self::SessionExpiryInterval,
+            0x12 => Self::AssignedClientIdentifier,
+            0x13 => Self::ServerKeepAlive,
+            0x15 => Self::AuthenticationMethod,
+            0x16 => Self::AuthenticationData,
+            0x17 => Self::RequestProblemInformation,
+            0x18 => Self::WillDelayInterval,
+            0x19 => Self::RequestResponseInformation,
+            0x1A => Self::ResponseInformation,
+            0x1C => Self::ServerReference,
+            0x1F => Self::ReasonString,
+            0x21 => Self::ReceiveMaximum,
+            0x22 => Self::TopicAliasMaximum,
+            0x23 => Self::TopicAlias,
+            0x24 => Self::MaximumQoS,
+            0x25 => Self::RetainAvailable,
+            0x26 => Self::UserProperty,
+            0x27 => Self::MaximumPacketSize,
+            0x28 => Self::WildcardSubscriptionAvailable,
+            0x29 => Self::SubscriptionIdentifierAvailable,
+            0x2A => Self::SharedSubscriptionAvailable,
+            _ => return None,
+        })
+    }
+}
+
+/// Every MQTT 5 property; `None` / empty means absent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Properties {
+    pub payload_format_indicator: Option<u8>,
+    pub message_expiry_interval: Option<u32>,
+    pub content_type: Option<ByteStr>,
+    pub response_topic: Option<ByteStr>,
+    pub correlation_data: Option<Bytes>,
+    /// Several on a PUBLISH sent to a client, at most one on SUBSCRIBE.
+    pub subscription_identifiers: SmallVec<[u32; 1]>,
+    pub session_expiry_interval: Option<u32>,
+    pub assigned_client_identifier: Option<ByteStr>,
+    pub server_keep_alive: Option<u16>,
+    pub authentication_method: Option<ByteStr>,
+    pub authentication_data: Option<Bytes>,
+    pub request_problem_information: Option<u8>,
+    pub will_delay_interval: Option<u32>,
+    pub request_response_information: Option<u8>,
+    pub response_information: Option<ByteStr>,
+    pub server_reference: Option<ByteStr>,
+    pub reason_string: Option<ByteStr>,
+    pub receive_maximum: Option<u16>,
+    pub topic_alias_maximum: Option<u16>,
+    pub topic_alias: Option<u16>,
+    pub maximum_qos: Option<u8>,
+    pub retain_available: Option<u8>,
+    /// Order is preserved and duplicates are allowed [MQTT-3.3.2-18].
+    pub user_properties: Vec<(ByteStr, ByteStr)>,
+    pub maximum_packet_size: Option<u32>,
+    pub wildcard_subscription_available: Option<u8>,
+    pub subscription_identifier_available: Option<u8>,
+    pub shared_subscription_available: Option<u8>,
+}
+
+impl Properties {
+    /// True when no property is set (the common case; lets encoders skip work).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}

@@ -1,0 +1,241 @@
+//! mosquitto.conf-compatible configuration: parsed once, validated, then immutable.
+//!
+//! This module owns the [`Config`] type that every other layer reads, the parser for
+//! mosquitto.conf syntax (with `include_dir`), and the embedded default. It must never
+//! touch sockets; it reads files only when asked to load one. Errors name the file,
+//! the line and the option.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where log lines go (`log_dest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDest {
+    Stderr,
+    Stdout,
+    File(PathBuf),
+    Syslog,
+    Topic,
+    None,
+}
+
+/// Which log lines are written (`log_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogTypes {
+    pub error: bool,
+    pub warning: bool,
+    pub notice: bool,
+    pub information: bool,
+    pub subscribe: bool,
+    pub unsubscribe: bool,
+    pub debug: bool,
+    pub websockets: bool,
+}
+
+impl LogTypes {
+    /// Mosquitto's default: error, warning, notice, information.
+    pub const DEFAULT: Self = Self {
+        error: true,
+        warning: true,
+        notice: true,
+        information: true,
+        subscribe: false,
+        unsubscribe: false,
+        debug: false,
+        websockets: false,
+    };
+    pub const ALL: Self = Self {
+        error: true,
+        warning: true,
+        notice: true,
+        information: true,
+        subscribe: true,
+        unsubscribe: true,
+        debug: true,
+        websockets: true,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub dests: Vec<LogDest>,
+    pub types: LogTypes,
+    pub connection_messages: bool,
+    pub timestamp: bool,
+    /// strftime-like format of `log_timestamp_format`, if set.
+    pub timestamp_format: Option<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            dests: vec![LogDest::Stderr],
+            types: LogTypes::DEFAULT,
+            connection_messages: true,
+            timestamp: true,
+            timestamp_format: None,
+        }
+    }
+}
+
+/// TLS settings of one listener.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub cafile: Option<PathBuf>,
+    pub capath: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub require_certificate: bool,
+    pub use_identity_as_username: bool,
+    pub tls_version: Option<String>,
+}
+
+/// One `listener` block (or the default listener from top-level `port` / `bind_address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub port: u16,
+    /// `None` = all interfaces (Mosquitto's behaviour for `listener PORT` without address).
+    pub bind_address: Option<String>,
+    /// Per-listener connection limit; `None` = unlimited.
+    pub max_connections: Option<usize>,
+    pub tls: Option<TlsConfig>,
+    /// Per-listener override of the global `allow_anonymous` (`per_listener_settings`).
+    pub allow_anonymous: Option<bool>,
+    pub mount_point: Option<String>,
+}
+
+impl Listener {
+    pub fn new(port: u16, bind_address: Option<String>) -> Self {
+        Self {
+            port,
+            bind_address,
+            max_connections: None,
+            tls: None,
+            allow_anonymous: None,
+            mount_point: None,
+        }
+    }
+}
+
+/// One `connection` (bridge) block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BridgeConfig {
+    pub name: String,
+    pub addresses: Vec<String>,
+    /// `topic PATTERN [in|out|both] [QOS] [LOCAL_PREFIX] [REMOTE_PREFIX]` lines.
+    pub topics: Vec<BridgeTopic>,
+    pub remote_clientid: Option<String>,
+    pub remote_username: Option<String>,
+    pub remote_password: Option<String>,
+    pub cleansession: bool,
+    pub keepalive_interval: u16,
+    pub protocol_version: Option<String>,
+    pub try_private: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BridgeTopic {
+    pub pattern: String,
+    /// "in", "out" or "both".
+    pub direction: String,
+    pub qos: u8,
+    pub local_prefix: Option<String>,
+    pub remote_prefix: Option<String>,
+}
+
+/// The validated broker configuration. Defaults follow Mosquitto 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    /// Number of shard threads; `None` = number of cores the process may use.
+    pub threads: Option<usize>,
+    /// Global connection limit (`max_connections`); `None` = unlimited (-1).
+    pub max_connections: Option<usize>,
+    /// QoS 1/2 messages in flight per client (`max_inflight_messages`, default 20;
+    /// 0 = unlimited is mapped to 65535).
+    pub max_inflight_messages: u16,
+    pub max_inflight_bytes: u64,
+    /// Messages queued per client beyond the inflight window (`max_queued_messages`,
+    /// default 1000).
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: u64,
+    /// Whether QoS 0 messages are queued for offline persistent sessions.
+    pub queue_qos0_messages: bool,
+    /// `persistent_client_expiration`; `None` = never expire.
+    pub persistent_client_expiration: Option<Duration>,
+    pub allow_anonymous: bool,
+    pub allow_zero_length_clientid: bool,
+    pub auto_id_prefix: String,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
+    pub clientid_prefixes: Option<String>,
+    pub persistence: bool,
+    pub persistence_location: Option<PathBuf>,
+    pub persistence_file: String,
+    pub autosave_interval: Duration,
+    pub autosave_on_changes: bool,
+    pub log: LogConfig,
+    /// `sys_interval`; zero disables $SYS updates.
+    pub sys_interval: Duration,
+    pub pid_file: Option<PathBuf>,
+    /// `message_size_limit` (payload bytes); 0 = MQTT's maximum.
+    pub message_size_limit: u32,
+    /// `max_packet_size`; 0 = MQTT's maximum (268435455 + 5).
+    pub max_packet_size: u32,
+    /// `max_keepalive` (seconds, MQTT 5 server keep alive); 65535 = no limit.
+    pub max_keepalive: u16,
+    pub retain_available: bool,
+    pub bridges: Vec<BridgeConfig>,
+    /// Files that were read to build this config (for messages and reloads).
+    pub source_files: Vec<PathBuf>,
+}
+
+impl Default for Config {
+    /// The embedded default: like Mosquitto 2 with no config file, one listener on
+    /// loopback port 1883 and anonymous clients allowed.
+    fn default() -> Self {
+        Self {
+            listeners: vec![Listener::new(1883, Some("127.0.0.1".into()))],
+            threads: None,
+            max_connections: None,
+            max_inflight_messages: 20,
+            max_inflight_bytes: 0,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            persistent_client_expiration: None,
+            allow_anonymous: true,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".into(),
+            password_file: None,
+            acl_file: None,
+            clientid_prefixes: None,
+            persistence: false,
+            persistence_location: None,
+            persistence_file: "shardmq.db".into(),
+            autosave_interval: Duration::from_secs(1800),
+            autosave_on_changes: false,
+            log: LogConfig::default(),
+            sys_interval: Duration::from_secs(10),
+            pid_file: None,
+            message_size_limit: 0,
+            max_packet_size: 0,
+            max_keepalive: 65535,
+            retain_available: true,
+            bridges: Vec::new(),
+            source_files: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// A config with one listener on `addr` (port 0 picks a free port) and otherwise the
+    /// embedded default. Meant for tests and embedding.
+    pub fn with_listener(addr: SocketAddr) -> Self {
+        Self {
+            listeners: vec![Listener::new(addr.port(), Some(addr.ip().to_string()))],
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! retained (to be written).
