@@ -1,1 +1,79 @@
-//! broker (to be written).
+//! Sans-IO per-shard broker: owns the sessions of one shard (a slab keyed by [`ConnId`],
+//! which is also the runtime's mio Token), the subscription index, the retained store,
+//! the client-id map and takeover, fan-out planning and $SYS statistics.
+//!
+//! It never touches sockets, threads or the clock: the runtime feeds it bytes and `now`,
+//! and drains what it wants written and closed. Driver contract, in order, once per event
+//! loop iteration:
+//!
+//! 1. `on_accept` / `on_read` / `on_writable` / `on_closed` for each readiness event,
+//!    `on_timeout(now)` when `poll_timeout()` has passed;
+//! 2. `while let Some(conn) = poll_transmit()` -> write `output(conn)` with writev until
+//!    empty or WouldBlock (keep WRITABLE interest while non-empty);
+//! 3. `while let Some(conn) = poll_close()` -> flush what can be flushed, then close the
+//!    socket (do NOT call `on_closed` for it afterwards);
+//! 4. sleep until readiness or `poll_timeout()`.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes};
+
+/// Identifies a connection within a shard: the slab key and the mio Token.
+pub type ConnId = usize;
+
+/// Bytes waiting to be written to one connection: a queue of shared chunks so that a
+/// fan-out frame is written from one `Bytes` to many sockets without copying.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl OutQueue {
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Total bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `iov` with the first chunks; returns how many were filled.
+    pub fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the first `n` bytes (after a successful write of `n` bytes).
+    pub fn consume(&mut self, mut n: usize) {
+        self.len = self.len.saturating_sub(n);
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else { break };
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+}
