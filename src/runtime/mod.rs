@@ -1,1 +1,25 @@
-//! runtime (to be written).
+//! The only code that touches mio, sockets, threads, signals and the clock.
+//!
+//! A shard is one thread running one mio event loop that owns a set of connections in a
+//! slab (the slab key is the mio Token and the [`crate::broker::ConnId`]) and drives one
+//! sans-IO [`crate::broker::Broker`] through its driver contract. The runtime never
+//! interprets MQTT bytes: it reads into per-connection buffers, hands them to the broker,
+//! and writes what the broker queued with `writev`.
+
+mod conn;
+mod handle;
+mod listener;
+mod shard;
+pub mod signals;
+
+pub use handle::{BrokerHandle, Command, StartError, Stopper};
+
+use std::sync::Arc;
+
+use crate::config::Config;
+
+/// Binds every listener and starts the shard threads. Returns once the sockets are bound,
+/// so `BrokerHandle::local_addrs` is final and clients may connect immediately.
+pub fn start(config: Config) -> Result<BrokerHandle, StartError> {
+    handle::start(Arc::new(config))
+}

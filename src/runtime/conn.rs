@@ -1,0 +1,82 @@
+//! One client connection as the runtime sees it: the socket, its read buffer and its
+//! registered interest. MQTT state lives in the broker, keyed by the same slab index.
+
+use std::io::{self, IoSlice, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use bytes::{BufMut, BytesMut};
+use mio::net::TcpStream;
+
+use crate::broker::OutQueue;
+
+/// Bytes read per `read` call; the buffer grows to hold a bigger frame when needed.
+pub const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from one connection per loop iteration before the next connection gets its
+/// turn (fairness); the rest is read on the next iteration.
+pub const READ_BUDGET: usize = 256 * 1024;
+/// Chunks handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Empty (no allocation) while the connection is idle.
+    pub rbuf: BytesMut,
+    /// WRITABLE interest is registered (only while output is pending).
+    pub writable: bool,
+    /// Data may still be readable (budget ran out or the broker paused reading).
+    pub read_pending: bool,
+}
+
+pub enum ReadOutcome {
+    /// Read everything the socket had (WouldBlock).
+    Drained,
+    /// Budget spent; more may be waiting.
+    Budget,
+    /// EOF or a socket error: the connection is gone.
+    Closed,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+        Self { stream, peer, rbuf: BytesMut::new(), writable: false, read_pending: false }
+    }
+
+    /// Reads once into the spare capacity of `rbuf`. Returns bytes read (0 = EOF).
+    pub fn read_once(&mut self) -> io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let spare = self.rbuf.chunk_mut();
+        let cap = spare.len();
+        let ptr = spare.as_mut_ptr();
+        // SAFETY: `ptr` points to `cap` writable bytes of spare capacity owned by `rbuf`;
+        // read(2) writes at most `cap` bytes there, and we only expose the `n` it wrote.
+        let n = unsafe { libc::read(self.stream.as_raw_fd(), ptr.cast(), cap) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        #[allow(clippy::cast_sign_loss)] // n >= 0 checked above
+        let n = n as usize;
+        // SAFETY: read(2) initialised exactly `n <= cap` bytes of the spare capacity.
+        unsafe { self.rbuf.advance_mut(n) };
+        Ok(n)
+    }
+
+    /// Writes as much of `out` as the socket takes. Returns Ok(true) when `out` is empty.
+    pub fn flush(&mut self, out: &mut OutQueue) -> io::Result<bool> {
+        while !out.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.io_slices(&mut iov);
+            match self.stream.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => out.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}

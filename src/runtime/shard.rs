@@ -1,0 +1,291 @@
+//! One shard: a thread, a mio `Poll`, the connections it owns and the sans-IO broker it
+//! drives. Follows the driver contract in [`crate::broker`]: feed readiness and time in,
+//! drain transmits and closes out, sleep until the next readiness or timeout.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use super::conn::{Conn, ReadOutcome, READ_BUDGET};
+use super::handle::Command;
+use super::listener::Bound;
+use crate::broker::{Broker, ConnId};
+use crate::config::Config;
+
+/// Tokens above this are not connections.
+const WAKER: Token = Token(usize::MAX - 1);
+const LISTENER_BASE: usize = usize::MAX / 2;
+/// Events handled per `poll` call.
+const EVENTS_CAPACITY: usize = 1024;
+
+pub struct Shard {
+    id: usize,
+    config: Arc<Config>,
+    poll: Poll,
+    waker: Arc<Waker>,
+    listeners: Vec<Bound>,
+    conns: Slab<Conn>,
+    broker: Broker,
+    commands: Receiver<Command>,
+    /// Connections that may have unread input (read budget spent, or reading was paused
+    /// by the broker): edge-triggered readiness will not report them again.
+    read_pending: Vec<ConnId>,
+    stopping: bool,
+}
+
+impl Shard {
+    pub fn new(id: usize, config: Arc<Config>, listeners: Vec<Bound>, commands: Receiver<Command>) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut listeners = listeners;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry().register(&mut l.socket, Token(LISTENER_BASE + i), Interest::READABLE)?;
+        }
+        let capacity = config.max_connections.unwrap_or(1024).min(65_536);
+        let broker = Broker::new(Arc::clone(&config), Instant::now());
+        Ok(Self {
+            id,
+            config,
+            poll,
+            waker,
+            listeners,
+            conns: Slab::with_capacity(capacity),
+            broker,
+            commands,
+            read_pending: Vec::new(),
+            stopping: false,
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Runs the event loop until a `Shutdown` command.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        while !self.stopping {
+            let now = Instant::now();
+            let timeout = if self.read_pending.is_empty() {
+                self.broker.poll_timeout().map(|t| t.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    crate::log_error!("Error: shard {} poll failed: {e}", self.id);
+                    break;
+                }
+            }
+            let now = Instant::now();
+            for event in &events {
+                match event.token() {
+                    WAKER => self.drain_commands(now),
+                    Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(conn) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(conn, now);
+                        }
+                        if event.is_writable() {
+                            self.writable(conn, now);
+                        }
+                    }
+                }
+            }
+            self.retry_pending_reads(now);
+            if self.broker.poll_timeout().is_some_and(|t| t <= now) {
+                self.broker.on_timeout(now);
+            }
+            self.transmit(now);
+        }
+        self.shutdown();
+    }
+
+    fn drain_commands(&mut self, now: Instant) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Publish(p) => self.broker.inject(p, now),
+                Command::Shutdown => self.stopping = true,
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        loop {
+            let Some(listener) = self.listeners.get(index) else { return };
+            let (stream, peer) = match listener.socket.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and try again on the next readiness.
+                    crate::log_error!("Error: accept failed on listener {index}: {e}");
+                    return;
+                }
+            };
+            let listener_idx = listener.index;
+            if self.at_connection_limit(listener_idx) {
+                crate::log_notice!("Client connection from {peer} denied: max_connections reached.");
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let conn = entry.key();
+            let mut c = Conn::new(stream, peer);
+            if let Err(e) = self.poll.registry().register(&mut c.stream, Token(conn), Interest::READABLE) {
+                crate::log_error!("Error: cannot register connection from {peer}: {e}");
+                continue;
+            }
+            entry.insert(c);
+            self.broker.on_accept(conn, peer, listener_idx, now);
+            // Data may already be waiting; edge-triggered readiness covers it, but reading
+            // now saves a loop iteration for the CONNECT that usually follows at once.
+            self.read(conn, now);
+        }
+    }
+
+    fn at_connection_limit(&self, listener: usize) -> bool {
+        if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
+            return true;
+        }
+        // Per-listener limits count only this shard's connections of that listener; with
+        // one shard this is exact.
+        let _ = listener;
+        false
+    }
+
+    fn read(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        if !self.broker.wants_read(conn) {
+            if !c.read_pending {
+                c.read_pending = true;
+                self.read_pending.push(conn);
+            }
+            return;
+        }
+        let mut total = 0;
+        let outcome = loop {
+            match c.read_once() {
+                Ok(0) => break ReadOutcome::Closed,
+                Ok(n) => {
+                    total += n;
+                    self.broker.on_read(conn, &mut c.rbuf, now);
+                    if total >= READ_BUDGET || !self.broker.wants_read(conn) {
+                        break ReadOutcome::Budget;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break ReadOutcome::Closed,
+            }
+        };
+        if c.rbuf.is_empty() && c.rbuf.capacity() > 0 {
+            // Idle connections hold no read buffer.
+            c.rbuf = bytes::BytesMut::new();
+        }
+        match outcome {
+            ReadOutcome::Drained => {}
+            ReadOutcome::Budget => {
+                if !c.read_pending {
+                    c.read_pending = true;
+                    self.read_pending.push(conn);
+                }
+            }
+            ReadOutcome::Closed => self.closed_by_peer(conn, now),
+        }
+    }
+
+    fn retry_pending_reads(&mut self, now: Instant) {
+        if self.read_pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.read_pending);
+        for conn in pending {
+            let Some(c) = self.conns.get_mut(conn) else { continue };
+            c.read_pending = false;
+            self.read(conn, now);
+        }
+    }
+
+    fn writable(&mut self, conn: ConnId, now: Instant) {
+        self.flush(conn, now);
+    }
+
+    /// Writes pending output of every connection the broker queued output for.
+    fn transmit(&mut self, now: Instant) {
+        while let Some(conn) = self.broker.poll_transmit() {
+            self.flush(conn, now);
+        }
+        while let Some(conn) = self.broker.poll_close() {
+            self.close(conn);
+        }
+    }
+
+    fn flush(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let Some(out) = self.broker.output(conn) else { return };
+        match c.flush(out) {
+            Ok(true) => {
+                if c.writable {
+                    c.writable = false;
+                    let _ = self.poll.registry().reregister(&mut c.stream, Token(conn), Interest::READABLE);
+                }
+                self.broker.on_writable(conn, now);
+            }
+            Ok(false) => {
+                if !c.writable {
+                    c.writable = true;
+                    let _ = self.poll.registry().reregister(
+                        &mut c.stream,
+                        Token(conn),
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                }
+            }
+            Err(_) => self.closed_by_peer(conn, now),
+        }
+    }
+
+    /// The peer went away (EOF or socket error).
+    fn closed_by_peer(&mut self, conn: ConnId, now: Instant) {
+        if let Some(mut c) = self.conns.try_remove(conn) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.broker.on_closed(conn, now);
+        }
+    }
+
+    /// The broker decided to close `conn`: flush what the socket takes, then close.
+    fn close(&mut self, conn: ConnId) {
+        let Some(mut c) = self.conns.try_remove(conn) else { return };
+        if let Some(out) = self.broker.output(conn) {
+            let _ = c.flush(out);
+            out.clear();
+        }
+        let _ = c.stream.shutdown(Shutdown::Both);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+    }
+
+    fn shutdown(&mut self) {
+        let keys: Vec<ConnId> = self.conns.iter().map(|(k, _)| k).collect();
+        let now = Instant::now();
+        for conn in keys {
+            if let Some(out) = self.broker.output(conn) {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    let _ = c.flush(out);
+                }
+            }
+            if let Some(mut c) = self.conns.try_remove(conn) {
+                let _ = c.stream.shutdown(Shutdown::Both);
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+            self.broker.on_closed(conn, now);
+        }
+        crate::log_notice!("shardmq shard {} stopped.", self.id);
+    }
+}
