@@ -4,18 +4,24 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use shardmq::cli::{Args, Command};
+use shardmq::cli::Args;
 use shardmq::runtime::signals::{self, Signal};
 use shardmq::{log_error, log_notice, log_warning, Broker};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Some(Command::Passwd(p)) = &args.command {
-        return match shardmq::cli::run_passwd(p) {
-            Ok(()) => ExitCode::SUCCESS,
+    let args = Args::from_env();
+    if let Err(e) = shardmq::cli::check_supported(&args) {
+        eprintln!("Error: {e}");
+        return ExitCode::FAILURE;
+    }
+    if args.test_config {
+        return match shardmq::cli::test_config(&args) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
-                eprintln!("Error: {e}");
+                eprintln!("{e}");
                 ExitCode::FAILURE
             }
         };
@@ -23,30 +29,23 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log_error!("Error: {e:#}");
+            let msg = format!("{e:#}");
+            if msg.starts_with("Error") {
+                log_error!("{msg}");
+            } else {
+                log_error!("Error: {msg}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let config = match shardmq::cli::load_config(args) {
-        Ok(c) => c,
-        Err(e) => {
-            // A bad config file names the file, the line and the option.
-            anyhow::bail!("{e}");
-        }
-    };
-    if args.test_config {
-        for w in &config.warnings {
-            eprintln!("Warning: {w}");
-        }
-        println!("Configuration OK");
-        return Ok(());
-    }
+    // A bad config file names the file, the line and the option.
+    let config = shardmq::cli::load_config(args).map_err(|e| anyhow::anyhow!("{e}"))?;
     shardmq::log::init(&config.log).context("cannot open the log destination")?;
     for w in &config.warnings {
-        log_warning!("Warning: {w}");
+        log_warning!("{w}");
     }
     log_notice!("shardmq version {} starting", env!("CARGO_PKG_VERSION"));
     match config.source_files.first() {
@@ -58,7 +57,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid_file {}", path.display()))?;
     }
-    let log_config = config.log.clone();
     signals::block().context("cannot block signals")?;
     let broker = Broker::builder(config).start()?;
     let stopper = broker.stopper();
@@ -69,7 +67,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
         Signal::Reload => {
             log_notice!("Reloading config (log files).");
-            if let Err(e) = shardmq::log::reinit(&log_config) {
+            if let Err(e) = shardmq::log::reinit() {
                 log_error!("Error: cannot reopen the log: {e}");
             }
         }
