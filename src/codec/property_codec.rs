@@ -31,6 +31,11 @@ impl PropCtx {
     pub const AUTH: Self = Self(1 << 9);
     /// The will properties inside CONNECT.
     pub const WILL: Self = Self(1 << 10);
+
+    /// Whether property `id` may appear on this packet (MQTT 5, 2.2.2.2).
+    pub const fn allows(self, id: PropertyId) -> bool {
+        allowed_in(id) & self.0 != 0
+    }
 }
 
 /// The packet types a property may appear on (MQTT 5, 2.2.2.2).
@@ -107,7 +112,7 @@ pub fn decode_properties(r: &mut Reader<'_>, ctx: PropCtx) -> Result<Properties>
             .ok()
             .and_then(PropertyId::from_u8)
             .ok_or(DecodeError::Malformed("unknown property identifier"))?;
-        if allowed_in(id) & ctx.0 == 0 {
+        if !ctx.allows(id) {
             // MQTT 5, 2.2.2.2: not valid for this packet type -> malformed.
             return Err(DecodeError::Malformed(
                 "property not allowed on this packet",
