@@ -68,6 +68,12 @@ impl ByteStr {
         Self(Bytes::from_static(s.as_bytes()))
     }
 
+    /// Wraps bytes the codec has just validated with [`super::wire::is_mqtt_utf8`]
+    /// (avoids validating twice on the decode path).
+    pub(crate) const fn from_validated(b: Bytes) -> Self {
+        Self(b)
+    }
+
     /// Validates `b` as an MQTT UTF-8 string.
     pub fn try_from_bytes(b: Bytes) -> Result<Self, Bytes> {
         match std::str::from_utf8(&b) {
