@@ -26,6 +26,15 @@ mod standin;
 mod subscribe;
 mod timers;
 
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod tests_connect;
+#[cfg(test)]
+mod tests_qos;
+#[cfg(test)]
+mod tests_session;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
