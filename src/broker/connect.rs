@@ -351,7 +351,8 @@ impl Broker {
             qos: will.qos,
             retain: will.retain && self.config.retain_available,
             topic: will.topic,
-            packet_id: None,
+            // Placeholder id so the header template can be encoded from it directly.
+            packet_id: (will.qos != crate::codec::QoS::AtMostOnce).then_some(1),
             properties,
             payload: will.payload,
         };

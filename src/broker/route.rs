@@ -53,14 +53,16 @@ fn header_template(msg: &Message, v5: bool, with_id: bool) -> Result<Bytes, Enco
         ProtocolVersion::V311
     };
     let p = &msg.publish;
-    let stored_has_id = p.qos != QoS::AtMostOnce;
-    if stored_has_id == with_id {
+    // The stored PUBLISH can be encoded as is when its QoS class matches (a QoS > 0
+    // message without an id, e.g. a will, takes the copy path).
+    let direct = (p.qos != QoS::AtMostOnce) == with_id && p.packet_id.is_some() == with_id;
+    if direct {
         if let Some(b) = slot.get() {
             return Ok(b.clone());
         }
     }
     let mut buf = BytesMut::new();
-    if stored_has_id == with_id {
+    if direct {
         codec::encode_publish_header(p, version, &mut buf)?;
     } else {
         let tmp = Publish {
@@ -90,7 +92,7 @@ fn header_template(msg: &Message, v5: bool, with_id: bool) -> Result<Bytes, Enco
         );
     }
     let b = buf.freeze();
-    if stored_has_id == with_id {
+    if direct {
         let _ = slot.set(b.clone());
     }
     Ok(b)

@@ -95,7 +95,7 @@ impl Broker {
                 qos: m.qos,
                 retain: true,
                 topic: m.topic.clone(),
-                packet_id: None,
+                packet_id: (m.qos != QoS::AtMostOnce).then_some(1),
                 properties: m.properties.clone(),
                 payload: m.payload.clone(),
             };
