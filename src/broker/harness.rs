@@ -31,13 +31,17 @@ pub struct Harness {
     pub broker: Broker,
     pub now: Instant,
     pub clients: HashMap<ConnId, Client>,
+    /// Connections whose socket does not accept writes (output stays queued).
+    pub stalled: std::collections::HashSet<ConnId>,
+    /// Connections `poll_transmit` yielded, in order.
+    pub transmitted: Vec<ConnId>,
     next_conn: ConnId,
 }
 
 impl Harness {
     pub fn new(config: Config) -> Self {
         let now = Instant::now();
-        Self { broker: Broker::new(Arc::new(config), now), now, clients: HashMap::new(), next_conn: 0 }
+        Self { broker: Broker::new(Arc::new(config), now), now, clients: HashMap::new(), stalled: Default::default(), transmitted: Vec::new(), next_conn: 0 }
     }
 
     pub fn default_config() -> Config {
@@ -83,7 +87,10 @@ impl Harness {
             let mut progress = false;
             while let Some(conn) = self.broker.poll_transmit() {
                 progress = true;
-                self.flush(conn);
+                self.transmitted.push(conn);
+                if !self.stalled.contains(&conn) {
+                    self.flush(conn);
+                }
             }
             while let Some(conn) = self.broker.poll_close() {
                 progress = true;
@@ -96,6 +103,13 @@ impl Harness {
                 break;
             }
         }
+    }
+
+    /// The socket of `conn` accepts writes again.
+    pub fn unstall(&mut self, conn: ConnId) {
+        self.stalled.remove(&conn);
+        self.flush(conn);
+        self.drive();
     }
 
     fn flush(&mut self, conn: ConnId) {
