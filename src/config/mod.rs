@@ -3,7 +3,24 @@
 //! This module owns the [`Config`] type that every other layer reads, the parser for
 //! mosquitto.conf syntax (with `include_dir`), and the embedded default. It must never
 //! touch sockets; it reads files only when asked to load one. Errors name the file,
-//! the line and the option.
+//! the line and the option; options shardmq does not know or does not support yet are
+//! not errors but warnings in [`Config::warnings`], for the caller to log.
+//!
+//! Files: `parse.rs` (lines and blocks), `values.rs` (one value type per function),
+//! `options.rs` (which options exist), `validate.rs` (checks across options).
+
+mod error;
+mod options;
+mod parse;
+mod validate;
+mod values;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_blocks;
+
+pub use error::{Error, Location};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,6 +120,13 @@ pub struct Listener {
     /// Per-listener override of the global `allow_anonymous` (`per_listener_settings`).
     pub allow_anonymous: Option<bool>,
     pub mount_point: Option<String>,
+    /// `password_file` of this listener (only with `per_listener_settings true`).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file` of this listener (only with `per_listener_settings true`).
+    pub acl_file: Option<PathBuf>,
+    /// Where the `listener` (or first default-listener option) line was; `None` when the
+    /// listener was not read from a file.
+    pub defined_at: Option<Location>,
 }
 
 impl Listener {
@@ -114,6 +138,9 @@ impl Listener {
             tls: None,
             allow_anonymous: None,
             mount_point: None,
+            password_file: None,
+            acl_file: None,
+            defined_at: None,
         }
     }
 }
@@ -130,8 +157,11 @@ pub struct BridgeConfig {
     pub remote_password: Option<String>,
     pub cleansession: bool,
     pub keepalive_interval: u16,
+    /// `bridge_protocol_version`: "mqttv31", "mqttv311" or "mqttv50".
     pub protocol_version: Option<String>,
     pub try_private: bool,
+    /// Where the `connection` line was; `None` when not read from a file.
+    pub defined_at: Option<Location>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -157,7 +187,7 @@ pub struct Config {
     pub max_inflight_messages: u16,
     pub max_inflight_bytes: u64,
     /// Messages queued per client beyond the inflight window (`max_queued_messages`,
-    /// default 1000).
+    /// default 1000; Mosquitto's 0 = no maximum is mapped to `usize::MAX`).
     pub max_queued_messages: usize,
     pub max_queued_bytes: u64,
     /// Whether QoS 0 messages are queued for offline persistent sessions.
@@ -189,6 +219,15 @@ pub struct Config {
     pub bridges: Vec<BridgeConfig>,
     /// Files that were read to build this config (for messages and reloads).
     pub source_files: Vec<PathBuf>,
+    /// `per_listener_settings`: `allow_anonymous`, `password_file` and `acl_file` inside
+    /// a `listener` block apply to that listener only.
+    pub per_listener_settings: bool,
+    /// Mosquitto 2's "local only" mode: no listener was configured, so the only listener
+    /// is the implied one on loopback port 1883 (and anonymous clients are allowed).
+    pub local_only: bool,
+    /// Problems that did not stop parsing (unknown or unsupported options), each naming
+    /// file, line and option. The caller logs them.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -225,6 +264,9 @@ impl Default for Config {
             retain_available: true,
             bridges: Vec::new(),
             source_files: Vec::new(),
+            per_listener_settings: false,
+            local_only: true,
+            warnings: Vec::new(),
         }
     }
 }
@@ -235,6 +277,7 @@ impl Config {
     pub fn with_listener(addr: SocketAddr) -> Self {
         Self {
             listeners: vec![Listener::new(addr.port(), Some(addr.ip().to_string()))],
+            local_only: false,
             ..Self::default()
         }
     }

@@ -1,16 +1,30 @@
 //! Broker logging as Mosquitto does it: `log_dest`, `log_type`, `log_timestamp`,
-//! `connection_messages`. One process-wide logger, set up once by [`init`]; before that,
-//! lines go to stderr with Mosquitto's default types.
+//! `log_timestamp_format`, `connection_messages`. One process-wide logger, set up by
+//! [`init`] (again on a config reload) and [`reinit`] (reopen log files on SIGHUP, for
+//! logrotate); before `init`, lines go to stderr with Mosquitto's default types.
 //!
 //! Use the macros: `log_error!`, `log_warning!`, `log_notice!`, `log_info!`,
 //! `log_subscribe!`, `log_unsubscribe!`, `log_debug!`. They check [`enabled`] before
-//! formatting, so a disabled level costs one atomic load.
+//! formatting, so a disabled level costs one atomic load. An enabled line is formatted
+//! into a per-thread buffer and written with one `write` per destination under a shared
+//! (read) lock, so shard threads log concurrently without contending. This module never
+//! panics on an I/O error: a line that cannot be written is dropped.
+//!
+//! `log_dest topic` is accepted but not delivered: publishing lines on
+//! `$SYS/broker/log/...` is the broker's job and is not wired yet.
 
+mod format;
+mod sink;
+
+use std::cell::RefCell;
 use std::fmt;
-use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::RwLock;
 
 use crate::config::LogConfig;
+
+use format::{push_message, push_prefix, Timestamp};
+use sink::Sinks;
 
 /// Mosquitto's log types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,12 +40,25 @@ pub enum Level {
 }
 
 static MASK: AtomicU8 = AtomicU8::new(1 | 2 | 4 | 8);
+static CONNECTION_MESSAGES: AtomicBool = AtomicBool::new(true);
 
-/// Installs the process-wide logger from `cfg`.
-pub fn init(cfg: &LogConfig) -> std::io::Result<()> {
+struct Logger {
+    config: LogConfig,
+    timestamp: Timestamp,
+    sinks: Sinks,
+}
+
+/// `None` until [`init`]: stderr with epoch timestamps.
+static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
+
+thread_local! {
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The `log_type` mask of `cfg` as [`Level`] bits.
+fn mask_of(cfg: &LogConfig) -> u8 {
     let t = cfg.types;
-    let mut mask = 0u8;
-    for (on, l) in [
+    [
         (t.error, Level::Error),
         (t.warning, Level::Warning),
         (t.notice, Level::Notice),
@@ -39,12 +66,36 @@ pub fn init(cfg: &LogConfig) -> std::io::Result<()> {
         (t.subscribe, Level::Subscribe),
         (t.unsubscribe, Level::Unsubscribe),
         (t.debug, Level::Debug),
-    ] {
-        if on {
-            mask |= l as u8;
-        }
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |m, (_, l)| m | l as u8)
+}
+
+/// Installs the process-wide logger from `cfg`: opens `log_dest file` paths (append),
+/// opens syslog, sets the type mask. Calling it again (config reload) replaces the
+/// logger. On error (a log file cannot be opened) the previous logger stays.
+pub fn init(cfg: &LogConfig) -> std::io::Result<()> {
+    let sinks = Sinks::open(&cfg.dests)?;
+    let logger = Logger {
+        config: cfg.clone(),
+        timestamp: Timestamp::new(cfg.timestamp, cfg.timestamp_format.as_deref()),
+        sinks,
+    };
+    let mut slot = LOGGER.write().unwrap_or_else(|e| e.into_inner());
+    *slot = Some(logger);
+    MASK.store(mask_of(cfg), Ordering::Relaxed);
+    CONNECTION_MESSAGES.store(cfg.connection_messages, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reopens the log files of the current configuration (SIGHUP after logrotate). On
+/// error the old files stay open.
+pub fn reinit() -> std::io::Result<()> {
+    let mut slot = LOGGER.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(logger) = slot.as_mut() {
+        logger.sinks = Sinks::open(&logger.config.dests)?;
     }
-    MASK.store(mask, Ordering::Relaxed);
     Ok(())
 }
 
@@ -54,6 +105,12 @@ pub fn enabled(level: Level) -> bool {
     MASK.load(Ordering::Relaxed) & (level as u8) != 0
 }
 
+/// `connection_messages`: whether connects and disconnects are logged.
+#[inline]
+pub fn connection_messages() -> bool {
+    CONNECTION_MESSAGES.load(Ordering::Relaxed)
+}
+
 /// Writes one line. Prefer the macros.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
@@ -61,9 +118,37 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
     }
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let _ = writeln!(std::io::stderr().lock(), "{secs}: {args}");
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    // The lock is not held while `args` is formatted: a Display impl may log itself.
+    let emit = |buf: &mut String| {
+        buf.clear();
+        {
+            let logger = LOGGER.read().unwrap_or_else(|e| e.into_inner());
+            let ts = logger.as_ref().map_or(&Timestamp::Epoch, |l| &l.timestamp);
+            push_prefix(buf, ts, secs);
+        }
+        let prefix_len = buf.len();
+        push_message(buf, args);
+        let logger = LOGGER.read().unwrap_or_else(|e| e.into_inner());
+        match logger.as_ref() {
+            Some(l) => l.sinks.write(level, buf, prefix_len),
+            None => sink::write_stderr(buf.as_bytes()),
+        }
+    };
+    // A Display impl that logs would re-enter: it gets a fresh buffer instead.
+    let reused = LINE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            emit(&mut buf);
+            if buf.capacity() > 64 * 1024 {
+                *buf = String::new();
+            }
+            true
+        }
+        Err(_) => false,
+    });
+    if !reused {
+        emit(&mut String::new());
+    }
 }
 
 #[macro_export]
@@ -88,3 +173,69 @@ macro_rules! log_subscribe { ($($arg:tt)*) => { $crate::log_at!($crate::log::Lev
 macro_rules! log_unsubscribe { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Unsubscribe, $($arg)*) }; }
 #[macro_export]
 macro_rules! log_debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LogDest, LogTypes};
+
+    #[test]
+    fn mask_follows_log_types() {
+        let mut cfg = LogConfig::default();
+        assert_eq!(mask_of(&cfg), 1 | 2 | 4 | 8);
+        cfg.types = LogTypes::ALL;
+        assert_eq!(mask_of(&cfg), 127);
+        cfg.types = LogTypes {
+            debug: true,
+            ..LogTypes::default()
+        };
+        assert_eq!(mask_of(&cfg), Level::Debug as u8);
+    }
+
+    /// The only test that touches the global logger (tests run in parallel).
+    #[test]
+    fn file_dest_appends_lines_and_reinit_reopens() {
+        let dir = std::env::temp_dir().join(format!("shardmq-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.log");
+        std::fs::write(&path, "old\n").unwrap();
+        let cfg = LogConfig {
+            dests: vec![LogDest::File(path.clone())],
+            types: LogTypes {
+                error: true,
+                debug: true,
+                ..LogTypes::default()
+            },
+            connection_messages: false,
+            timestamp: false,
+            timestamp_format: None,
+        };
+        init(&cfg).unwrap();
+        assert!(!connection_messages());
+        assert!(enabled(Level::Debug) && !enabled(Level::Notice));
+        crate::log_error!("first {}", 1);
+        crate::log_notice!("not written");
+        // logrotate: move the file away, reinit opens a new one at the same path.
+        let rotated = dir.join("broker.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        reinit().unwrap();
+        crate::log_debug!("second");
+        let threads: Vec<_> = (0..4)
+            .map(|t| std::thread::spawn(move || crate::log_error!("t{t}")))
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "old\nfirst 1\n");
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(new.starts_with("second\n"), "{new}");
+        assert_eq!(new.lines().count(), 5);
+        let bad = LogConfig {
+            dests: vec![LogDest::File(dir.join("no/such/dir/x.log"))],
+            ..cfg
+        };
+        assert!(init(&bad).is_err());
+        init(&LogConfig::default()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,86 @@
+//! `config::Error`: every way a configuration can be rejected.
+//!
+//! Each variant that comes from a line of a file names the file, the line and the option,
+//! in Mosquitto's wording ("Error: Invalid max_inflight_messages value 'abc' in
+//! /etc/x.conf line 12"). This module only describes errors; it never reads files.
+
+use std::path::PathBuf;
+
+/// Where an option was read: file and 1-based line number.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl Location {
+    pub fn new(file: impl Into<PathBuf>, line: usize) -> Self {
+        Self {
+            file: file.into(),
+            line,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} line {}", self.file.display(), self.line)
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The value of an option does not parse or is out of range.
+    #[error("Error: Invalid {option} value '{value}' in {at} ({reason}).")]
+    InvalidValue {
+        at: Location,
+        option: String,
+        value: String,
+        reason: String,
+    },
+    /// An option that needs a value has none.
+    #[error("Error: Empty {option} value in {at}.")]
+    MissingValue { at: Location, option: String },
+    /// The option is understood but not allowed here or in this combination
+    /// (e.g. `protocol websockets`, `address` outside a `connection` block).
+    #[error("Error: {message} ({option} in {at}).")]
+    Invalid {
+        at: Location,
+        option: String,
+        message: String,
+    },
+    /// The top-level configuration file cannot be read.
+    #[error("Error: Unable to open config file {}: {source}.", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or directory named by an option (`include_dir`) cannot be read.
+    #[error("Error: Unable to read {} ({option} in {at}): {source}.", path.display())]
+    UnreadableInclude {
+        at: Location,
+        option: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `include_dir` nesting too deep (a directory including itself).
+    #[error("Error: include_dir nested more than {max} levels in {at}.")]
+    IncludeTooDeep { at: Location, max: usize },
+}
+
+impl Error {
+    /// The file and line the error points at, when it comes from a line.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Self::InvalidValue { at, .. }
+            | Self::MissingValue { at, .. }
+            | Self::Invalid { at, .. }
+            | Self::UnreadableInclude { at, .. }
+            | Self::IncludeTooDeep { at, .. } => Some(at),
+            Self::Unreadable { .. } => None,
+        }
+    }
+}

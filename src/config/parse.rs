@@ -1,0 +1,534 @@
+//! The mosquitto.conf reader: lines, `listener` and `connection` blocks, `include_dir`.
+//!
+//! Mosquitto has no block terminators: a `listener` line makes the following
+//! per-listener options apply to that listener, a `connection` line makes the following
+//! bridge options apply to that bridge, until the next such line. Per-listener options
+//! before any `listener` (and the legacy `port` / `bind_address`) configure the default
+//! listener. This module turns text into a [`Config`]; it reads files only for
+//! [`Config::from_file`] and `include_dir`, and never touches sockets.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{Error, Location};
+use super::options::is_unsupported;
+use super::values::{parse_bridge_address, parse_int, Line};
+use super::{BridgeConfig, BridgeTopic, Config, Listener, LogDest, LogTypes, TlsConfig};
+
+/// How deep `include_dir` may nest (a directory including itself stops here).
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+impl Config {
+    /// Reads and validates a mosquitto.conf-style file (and its `include_dir`s).
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_str(&String::from_utf8_lossy(&bytes), path)
+    }
+
+    /// Parses and validates config text; `file_name` is used in messages and as the
+    /// first entry of `source_files`. `include_dir` lines still read the file system.
+    pub fn parse_str(text: &str, file_name: &Path) -> Result<Self, Error> {
+        let mut parser = Parser::new();
+        parser.cfg.source_files.push(file_name.to_path_buf());
+        parser.parse_text(text, file_name, 0)?;
+        parser.finish()
+    }
+}
+
+struct Parser {
+    cfg: Config,
+    /// Built from `port`, `bind_address` and per-listener options before any `listener`.
+    default_listener: Option<Listener>,
+    listeners: Vec<Listener>,
+    /// Index in `cfg.bridges` of the current `connection` block.
+    bridge: Option<usize>,
+    log_types_set: bool,
+    log_dests_set: bool,
+    allow_anonymous_set: bool,
+}
+
+impl Parser {
+    fn new() -> Self {
+        let mut cfg = Config::default();
+        cfg.listeners.clear();
+        Self {
+            cfg,
+            default_listener: None,
+            listeners: Vec::new(),
+            bridge: None,
+            log_types_set: false,
+            log_dests_set: false,
+            allow_anonymous_set: false,
+        }
+    }
+
+    fn parse_text(&mut self, text: &str, file: &Path, depth: usize) -> Result<(), Error> {
+        for (i, raw) in text.lines().enumerate() {
+            if let Some(line) = Line::split(raw, Location::new(file, i + 1)) {
+                self.option(&line, depth)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Config, Error> {
+        let mut listeners: Vec<Listener> = self.default_listener.take().into_iter().collect();
+        listeners.append(&mut self.listeners);
+        for l in &mut listeners {
+            if l.tls.as_ref().is_some_and(|t| *t == TlsConfig::default()) {
+                l.tls = None;
+            }
+        }
+        let mut cfg = self.cfg;
+        if listeners.is_empty() {
+            // Mosquitto 2: no listener configured = local only, anonymous allowed.
+            listeners.push(Listener::new(1883, Some("127.0.0.1".into())));
+            cfg.local_only = true;
+            if !self.allow_anonymous_set {
+                cfg.allow_anonymous = true;
+            }
+        } else {
+            cfg.local_only = false;
+            if !self.allow_anonymous_set {
+                cfg.allow_anonymous = false;
+            }
+        }
+        cfg.listeners = listeners;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn warn(&mut self, line: &Line<'_>, what: &str) {
+        self.cfg.warnings.push(format!(
+            "Warning: {what} option '{}' in {} ignored.",
+            line.option, line.at
+        ));
+    }
+
+    /// The listener per-listener options apply to: the last `listener` block, or the
+    /// default listener (created on first use).
+    fn listener(&mut self, line: &Line<'_>) -> &mut Listener {
+        if let Some(l) = self.listeners.last_mut() {
+            return l;
+        }
+        self.default_listener.get_or_insert_with(|| Listener {
+            defined_at: Some(line.at.clone()),
+            ..Listener::new(1883, None)
+        })
+    }
+
+    fn tls(&mut self, line: &Line<'_>) -> &mut TlsConfig {
+        self.listener(line)
+            .tls
+            .get_or_insert_with(TlsConfig::default)
+    }
+
+    fn bridge(&mut self, line: &Line<'_>) -> Result<&mut BridgeConfig, Error> {
+        match self.bridge.and_then(|i| self.cfg.bridges.get_mut(i)) {
+            Some(b) => Ok(b),
+            None => Err(line.invalid("bridge option outside a 'connection' block")),
+        }
+    }
+
+    /// Whether a security option on this line applies to the current listener only.
+    fn per_listener(&self) -> bool {
+        self.cfg.per_listener_settings && !self.listeners.is_empty()
+    }
+
+    fn option(&mut self, line: &Line<'_>, depth: usize) -> Result<(), Error> {
+        match line.option {
+            // Listeners.
+            "listener" => self.new_listener(line)?,
+            "port" => {
+                let port = port_of(line, line.value()?)?;
+                self.default_listener(line).port = port;
+            }
+            "bind_address" => {
+                let addr = line.string()?;
+                self.default_listener(line).bind_address = Some(addr);
+            }
+            "max_connections" => {
+                let n = line.int(-1, i64::from(i32::MAX))?;
+                let n = usize::try_from(n).ok();
+                match self.listeners.last_mut() {
+                    Some(l) => l.max_connections = n,
+                    None => self.cfg.max_connections = n,
+                }
+            }
+            "mount_point" => {
+                let mp = line.string()?;
+                self.listener(line).mount_point = Some(mp);
+            }
+            "protocol" => match line.value()? {
+                "mqtt" => {
+                    self.listener(line);
+                }
+                "websockets" => {
+                    return Err(line.invalid("websockets listeners are not supported by shardmq"))
+                }
+                other => return Err(line.invalid_value(other, "expected mqtt")),
+            },
+            "cafile" => self.tls(line).cafile = Some(line.path()?),
+            "capath" => self.tls(line).capath = Some(line.path()?),
+            "certfile" => self.tls(line).certfile = Some(line.path()?),
+            "keyfile" => self.tls(line).keyfile = Some(line.path()?),
+            "require_certificate" => self.tls(line).require_certificate = line.bool()?,
+            "use_identity_as_username" => {
+                self.tls(line).use_identity_as_username = line.bool()?;
+            }
+            "tls_version" => {
+                let v = line.value()?;
+                if !matches!(v, "tlsv1.1" | "tlsv1.2" | "tlsv1.3") {
+                    return Err(line.invalid_value(v, "expected tlsv1.1, tlsv1.2 or tlsv1.3"));
+                }
+                self.tls(line).tls_version = Some(v.to_string());
+            }
+
+            // Security.
+            "per_listener_settings" => self.cfg.per_listener_settings = line.bool()?,
+            "allow_anonymous" => {
+                let v = line.bool()?;
+                if self.per_listener() {
+                    self.listener(line).allow_anonymous = Some(v);
+                } else {
+                    self.cfg.allow_anonymous = v;
+                    self.allow_anonymous_set = true;
+                }
+            }
+            "password_file" => {
+                let p = line.path()?;
+                if self.per_listener() {
+                    self.listener(line).password_file = Some(p);
+                } else {
+                    self.cfg.password_file = Some(p);
+                }
+            }
+            "acl_file" => {
+                let p = line.path()?;
+                if self.per_listener() {
+                    self.listener(line).acl_file = Some(p);
+                } else {
+                    self.cfg.acl_file = Some(p);
+                }
+            }
+            "allow_zero_length_clientid" => self.cfg.allow_zero_length_clientid = line.bool()?,
+            "auto_id_prefix" => self.cfg.auto_id_prefix = line.string()?,
+            "clientid_prefixes" => self.cfg.clientid_prefixes = Some(line.string()?),
+
+            // Limits and queues.
+            "max_inflight_messages" => {
+                let n = line.int(0, 65535)?;
+                self.cfg.max_inflight_messages = u16::try_from(n)
+                    .ok()
+                    .filter(|&n| n != 0)
+                    .unwrap_or(u16::MAX);
+            }
+            "max_inflight_bytes" => {
+                self.cfg.max_inflight_bytes = line.int(0, i64::MAX)?.unsigned_abs()
+            }
+            "max_queued_messages" => {
+                let n = line.int(0, i64::MAX)?;
+                self.cfg.max_queued_messages = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n != 0)
+                    .unwrap_or(usize::MAX);
+            }
+            "max_queued_bytes" => self.cfg.max_queued_bytes = line.int(0, i64::MAX)?.unsigned_abs(),
+            "queue_qos0_messages" => self.cfg.queue_qos0_messages = line.bool()?,
+            "message_size_limit" => {
+                self.cfg.message_size_limit = u32_of(line.int(0, 268_435_455)?);
+            }
+            "max_packet_size" => {
+                let n = line.int(0, 268_435_460)?;
+                if (1..20).contains(&n) {
+                    return Err(
+                        line.invalid_value(line.rest, "must be 0 (no limit) or at least 20")
+                    );
+                }
+                self.cfg.max_packet_size = u32_of(n);
+            }
+            "max_keepalive" => {
+                self.cfg.max_keepalive = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX)
+            }
+            "retain_available" => self.cfg.retain_available = line.bool()?,
+            "threads" => {
+                self.cfg.threads = if line.value()? == "auto" {
+                    None
+                } else {
+                    usize::try_from(line.int(0, 1024)?).ok().filter(|&n| n != 0)
+                };
+            }
+
+            // Persistence.
+            "persistence" => self.cfg.persistence = line.bool()?,
+            "persistence_location" => self.cfg.persistence_location = Some(line.path()?),
+            "persistence_file" => self.cfg.persistence_file = line.string()?,
+            "autosave_interval" => self.cfg.autosave_interval = line.seconds()?,
+            "autosave_on_changes" => self.cfg.autosave_on_changes = line.bool()?,
+            "persistent_client_expiration" => {
+                self.cfg.persistent_client_expiration = Some(line.expiration()?);
+            }
+
+            // Logging and the rest.
+            "log_dest" => self.log_dest(line)?,
+            "log_type" => self.log_type(line)?,
+            "connection_messages" => self.cfg.log.connection_messages = line.bool()?,
+            "log_timestamp" => self.cfg.log.timestamp = line.bool()?,
+            "log_timestamp_format" => self.cfg.log.timestamp_format = Some(line.string()?),
+            "sys_interval" => self.cfg.sys_interval = line.seconds()?,
+            "pid_file" => self.cfg.pid_file = Some(line.path()?),
+            "include_dir" => self.include_dir(line, depth)?,
+
+            // Bridges.
+            "connection" => {
+                let name = line.value()?;
+                if name.contains(char::is_whitespace) {
+                    return Err(line.invalid_value(name, "a bridge name is one word"));
+                }
+                self.cfg.bridges.push(BridgeConfig {
+                    name: name.to_string(),
+                    keepalive_interval: 60,
+                    try_private: true,
+                    defined_at: Some(line.at.clone()),
+                    ..BridgeConfig::default()
+                });
+                self.bridge = Some(self.cfg.bridges.len() - 1);
+            }
+            "address" | "addresses" => {
+                let mut parsed = Vec::new();
+                for a in line.tokens()? {
+                    parsed.push(
+                        parse_bridge_address(a)
+                            .ok_or_else(|| line.invalid_value(a, "expected host[:port]"))?,
+                    );
+                }
+                self.bridge(line)?.addresses.extend(parsed);
+            }
+            "topic" => {
+                let topic = bridge_topic(line)?;
+                self.bridge(line)?.topics.push(topic);
+            }
+            "remote_clientid" | "clientid" => {
+                self.bridge(line)?.remote_clientid = Some(line.string()?)
+            }
+            "remote_username" | "username" => {
+                self.bridge(line)?.remote_username = Some(line.string()?)
+            }
+            "remote_password" | "password" => {
+                self.bridge(line)?.remote_password = Some(line.string()?)
+            }
+            "cleansession" => self.bridge(line)?.cleansession = line.bool()?,
+            "keepalive_interval" => {
+                let n = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX);
+                self.bridge(line)?.keepalive_interval = n;
+            }
+            "bridge_protocol_version" => {
+                let v = line.value()?;
+                if !matches!(v, "mqttv31" | "mqttv311" | "mqttv50") {
+                    return Err(line.invalid_value(v, "expected mqttv31, mqttv311 or mqttv50"));
+                }
+                self.bridge(line)?.protocol_version = Some(v.to_string());
+            }
+            "try_private" => self.bridge(line)?.try_private = line.bool()?,
+
+            other if is_unsupported(other) => self.warn(line, "Unsupported"),
+            _ => self.warn(line, "Unknown"),
+        }
+        Ok(())
+    }
+
+    /// The default listener (legacy `port` / `bind_address`), created on first use.
+    fn default_listener(&mut self, line: &Line<'_>) -> &mut Listener {
+        self.default_listener.get_or_insert_with(|| Listener {
+            defined_at: Some(line.at.clone()),
+            ..Listener::new(1883, None)
+        })
+    }
+
+    /// `listener PORT [BIND_ADDRESS]`.
+    fn new_listener(&mut self, line: &Line<'_>) -> Result<(), Error> {
+        let tokens = line.tokens()?;
+        let (port, bind) = match tokens.as_slice() {
+            [port] => (*port, None),
+            [port, bind] => (*port, Some((*bind).to_string())),
+            _ => return Err(line.invalid_value(line.rest, "expected PORT [BIND_ADDRESS]")),
+        };
+        let port = port_of(line, port)?;
+        self.listeners.push(Listener {
+            defined_at: Some(line.at.clone()),
+            ..Listener::new(port, bind)
+        });
+        Ok(())
+    }
+
+    /// `log_dest stderr|stdout|syslog|topic|none|file PATH`; the first one replaces the
+    /// default (stderr), later ones add.
+    fn log_dest(&mut self, line: &Line<'_>) -> Result<(), Error> {
+        let value = line.value()?;
+        let (kind, arg) = match value.find(char::is_whitespace) {
+            Some(i) => (&value[..i], value[i..].trim()),
+            None => (value, ""),
+        };
+        let dest = match (kind, arg) {
+            ("stderr", "") => LogDest::Stderr,
+            ("stdout", "") => LogDest::Stdout,
+            ("syslog", "") => LogDest::Syslog,
+            ("topic", "") => LogDest::Topic,
+            ("none", "") => LogDest::None,
+            ("file", "") => return Err(line.invalid_value(value, "log_dest file needs a path")),
+            ("file", path) => LogDest::File(PathBuf::from(path)),
+            _ => {
+                return Err(line.invalid_value(
+                    value,
+                    "expected stderr, stdout, syslog, topic, none or file PATH",
+                ))
+            }
+        };
+        let dests = &mut self.cfg.log.dests;
+        if !self.log_dests_set {
+            dests.clear();
+            self.log_dests_set = true;
+        }
+        if dest == LogDest::None {
+            dests.clear();
+        } else if !dests.contains(&dest) {
+            dests.push(dest);
+        }
+        Ok(())
+    }
+
+    /// `log_type NAME`; the first one replaces the defaults, later ones add.
+    fn log_type(&mut self, line: &Line<'_>) -> Result<(), Error> {
+        let value = line.value()?;
+        let types = &mut self.cfg.log.types;
+        if !self.log_types_set {
+            *types = LogTypes::default();
+            self.log_types_set = true;
+        }
+        match value {
+            "error" => types.error = true,
+            "warning" => types.warning = true,
+            "notice" => types.notice = true,
+            "information" => types.information = true,
+            "subscribe" => types.subscribe = true,
+            "unsubscribe" => types.unsubscribe = true,
+            "debug" => types.debug = true,
+            "websockets" => types.websockets = true,
+            "all" => *types = LogTypes::ALL,
+            "none" => *types = LogTypes::default(),
+            other => {
+                return Err(line.invalid_value(
+                    other,
+                    "expected error, warning, notice, information, subscribe, unsubscribe, \
+                     debug, websockets, all or none",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// `include_dir DIR`: every `*.conf` in DIR, in ASCII order of the file names.
+    fn include_dir(&mut self, line: &Line<'_>, depth: usize) -> Result<(), Error> {
+        if depth >= MAX_INCLUDE_DEPTH {
+            return Err(Error::IncludeTooDeep {
+                at: line.at.clone(),
+                max: MAX_INCLUDE_DEPTH,
+            });
+        }
+        let dir = line.path()?;
+        let unreadable = |path: &Path, source| Error::UnreadableInclude {
+            at: line.at.clone(),
+            option: line.option.to_string(),
+            path: path.to_path_buf(),
+            source,
+        };
+        let entries = std::fs::read_dir(&dir).map_err(|e| unreadable(&dir, e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| unreadable(&dir, e))?.path();
+            let is_conf = path.extension().is_some_and(|e| e == "conf");
+            // metadata() follows symlinks, as Mosquitto does.
+            if is_conf && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                files.push(path);
+            }
+        }
+        // Byte order of the names = ASCII order (Mosquitto sorts case-sensitively).
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        for file in files {
+            let bytes = std::fs::read(&file).map_err(|e| unreadable(&file, e))?;
+            self.cfg.source_files.push(file.clone());
+            self.parse_text(&String::from_utf8_lossy(&bytes), &file, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+fn port_of(line: &Line<'_>, v: &str) -> Result<u16, Error> {
+    parse_int(v, 0, 65535)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| line.invalid_value(v, "expected a port from 0 to 65535"))
+}
+
+/// Values were range-checked by the caller, so this never saturates in practice.
+fn u32_of(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `topic PATTERN [[[in|out|both] QOS] LOCAL_PREFIX REMOTE_PREFIX]`; `""` is an empty
+/// word (an empty pattern or prefix).
+fn bridge_topic(line: &Line<'_>) -> Result<BridgeTopic, Error> {
+    let words: Vec<&str> = line
+        .tokens()?
+        .into_iter()
+        .map(|w| if w == "\"\"" { "" } else { w })
+        .collect();
+    let bad = |reason: &str| line.invalid_value(line.rest, reason);
+    let (pattern, direction, qos, prefixes) = match words.as_slice() {
+        [p] => (*p, "out", "0", None),
+        [p, d] => (*p, *d, "0", None),
+        [p, d, q] => (*p, *d, *q, None),
+        [p, d, q, l, r] => (*p, *d, *q, Some((*l, *r))),
+        _ => {
+            return Err(bad(
+                "expected PATTERN [[[in|out|both] QOS] LOCAL_PREFIX REMOTE_PREFIX]",
+            ))
+        }
+    };
+    if !matches!(direction, "in" | "out" | "both") {
+        return Err(bad("direction must be in, out or both"));
+    }
+    let qos = parse_int(qos, 0, 2).ok_or_else(|| bad("QoS must be 0, 1 or 2"))?;
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let (local_prefix, remote_prefix) = match prefixes {
+        Some((l, r)) => (non_empty(l), non_empty(r)),
+        None => (None, None),
+    };
+    if pattern.is_empty() && local_prefix.is_none() && remote_prefix.is_none() {
+        return Err(bad("an empty pattern needs a prefix"));
+    }
+    if !valid_filter(pattern) {
+        return Err(bad("invalid topic filter"));
+    }
+    Ok(BridgeTopic {
+        pattern: pattern.to_string(),
+        direction: direction.to_string(),
+        qos: u8::try_from(qos).unwrap_or(0),
+        local_prefix,
+        remote_prefix,
+    })
+}
+
+/// Wildcards fill a whole level and `#` is the last one. [MQTT-4.7.1-1], [MQTT-4.7.1-2]
+fn valid_filter(pattern: &str) -> bool {
+    let levels: Vec<&str> = pattern.split('/').collect();
+    let last = levels.len() - 1;
+    levels.iter().enumerate().all(|(i, level)| {
+        if level.contains('#') {
+            *level == "#" && i == last
+        } else {
+            !level.contains('+') || *level == "+"
+        }
+    }) && !pattern.contains('\0')
+}

@@ -1,0 +1,305 @@
+//! Parser tests for blocks: listeners, the default listener, TLS, per-listener
+//! settings, bridges, and `include_dir`.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn parse(text: &str) -> Config {
+    Config::parse_str(text, Path::new("/etc/x.conf")).unwrap()
+}
+
+fn parse_err(text: &str) -> String {
+    Config::parse_str(text, Path::new("/etc/x.conf"))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn listener_blocks_take_their_options() {
+    let c = parse(
+        "listener 1883\nmax_connections 10\nmount_point m/\nprotocol mqtt\n\
+         listener 8883 10.0.0.1\ncafile /ca\ncertfile /c\nkeyfile /k\n\
+         require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\n\
+         capath /cadir\n",
+    );
+    assert_eq!(c.listeners.len(), 2);
+    let (a, b) = (&c.listeners[0], &c.listeners[1]);
+    assert_eq!((a.port, a.bind_address.as_deref()), (1883, None));
+    assert_eq!(a.max_connections, Some(10));
+    assert_eq!(a.mount_point.as_deref(), Some("m/"));
+    assert!(a.tls.is_none());
+    assert_eq!(a.defined_at, Some(Location::new("/etc/x.conf", 1)));
+    assert_eq!(
+        (b.port, b.bind_address.as_deref()),
+        (8883, Some("10.0.0.1"))
+    );
+    assert_eq!(b.max_connections, None);
+    let tls = b.tls.as_ref().unwrap();
+    assert_eq!(tls.cafile.as_deref(), Some(Path::new("/ca")));
+    assert_eq!(tls.capath.as_deref(), Some(Path::new("/cadir")));
+    assert_eq!(tls.certfile.as_deref(), Some(Path::new("/c")));
+    assert_eq!(tls.keyfile.as_deref(), Some(Path::new("/k")));
+    assert!(tls.require_certificate && tls.use_identity_as_username);
+    assert_eq!(tls.tls_version.as_deref(), Some("tlsv1.2"));
+    assert_eq!(
+        c.max_connections, None,
+        "listener max_connections is not global"
+    );
+}
+
+#[test]
+fn listener_port_zero_is_allowed_twice() {
+    let c = parse("listener 0 127.0.0.1\nlistener 0 127.0.0.1\n");
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[0].port, 0);
+}
+
+#[test]
+fn legacy_port_and_bind_address_make_the_default_listener_first() {
+    let c = parse("listener 9000\nport 1884\nbind_address 0.0.0.0\n");
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[0].port, 1884);
+    assert_eq!(c.listeners[0].bind_address.as_deref(), Some("0.0.0.0"));
+    assert_eq!(c.listeners[1].port, 9000);
+    assert!(!c.allow_anonymous);
+    let c = parse("port 1885\n");
+    assert_eq!(
+        c.listeners[0].bind_address, None,
+        "port alone = all interfaces"
+    );
+    assert!(!c.local_only && !c.allow_anonymous);
+}
+
+#[test]
+fn per_listener_options_before_any_listener_configure_the_default_listener() {
+    let c = parse("mount_point x/\n");
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(
+        (c.listeners[0].port, c.listeners[0].bind_address.as_deref()),
+        (1883, None)
+    );
+    assert_eq!(c.listeners[0].mount_point.as_deref(), Some("x/"));
+}
+
+#[test]
+fn websockets_protocol_is_a_clear_error() {
+    let e = parse_err("listener 9001\nprotocol websockets\n");
+    assert!(e.contains("websockets"), "{e}");
+    assert!(e.contains("/etc/x.conf line 2"), "{e}");
+    let e = parse_err("listener 9001\nprotocol http\n");
+    assert!(e.contains("Invalid protocol value 'http'"), "{e}");
+}
+
+#[test]
+fn per_listener_settings_scope_security_options() {
+    let c = parse(
+        "per_listener_settings true\nallow_anonymous false\nlistener 1883\nallow_anonymous true\n\
+         password_file /pw\nacl_file /acl\nlistener 1884\n",
+    );
+    assert!(c.per_listener_settings);
+    assert!(!c.allow_anonymous);
+    assert_eq!(c.listeners[0].allow_anonymous, Some(true));
+    assert_eq!(
+        c.listeners[0].password_file.as_deref(),
+        Some(Path::new("/pw"))
+    );
+    assert_eq!(c.listeners[0].acl_file.as_deref(), Some(Path::new("/acl")));
+    assert_eq!(c.listeners[1].allow_anonymous, None);
+    assert_eq!(c.password_file, None);
+    // Without per_listener_settings they are global even inside a listener block.
+    let c = parse("listener 1883\nallow_anonymous true\npassword_file /pw\n");
+    assert!(c.allow_anonymous);
+    assert_eq!(c.listeners[0].allow_anonymous, None);
+    assert_eq!(c.password_file.as_deref(), Some(Path::new("/pw")));
+}
+
+#[test]
+fn tls_validation_names_the_listener_line() {
+    let e = parse_err("listener 1883\nlistener 8883\ncertfile /c\n");
+    assert!(
+        e.contains("keyfile") && e.contains("/etc/x.conf line 2"),
+        "{e}"
+    );
+    let e = parse_err("listener 8883\ncertfile /c\nkeyfile /k\nrequire_certificate true\n");
+    assert!(e.contains("cafile") && e.contains("line 1"), "{e}");
+    let e = parse_err("listener 8883\ncertfile /c\nkeyfile /k\nuse_identity_as_username true\n");
+    assert!(e.contains("require_certificate"), "{e}");
+    // require_certificate false alone does not turn TLS on.
+    let c = parse("listener 1883\nrequire_certificate false\n");
+    assert!(c.listeners[0].tls.is_none());
+}
+
+#[test]
+fn duplicate_listener_is_an_error() {
+    let e = parse_err("listener 1883\nlistener 1883\n");
+    assert!(
+        e.contains("duplicate listener") && e.contains("line 2"),
+        "{e}"
+    );
+    let c = parse("listener 1883 127.0.0.1\nlistener 1883 ::1\n");
+    assert_eq!(c.listeners.len(), 2);
+}
+
+#[test]
+fn bridge_blocks() {
+    let c = parse(
+        "connection up\naddress broker.example:8883 backup\ntopic sensors/# out 1\n\
+         topic cmd/+ in 2 local/ remote/\ntopic \"\" both 0 a/b c/d\ntopic #\n\
+         remote_clientid me\nremote_username u\nremote_password p w\ncleansession true\n\
+         keepalive_interval 30\nbridge_protocol_version mqttv50\ntry_private false\n\
+         connection second\naddresses [::1]:1884\ntopic x both\nclientid c2\nusername u2\n\
+         password p2\n",
+    );
+    assert_eq!(c.bridges.len(), 2);
+    let b = &c.bridges[0];
+    assert_eq!(b.name, "up");
+    assert_eq!(b.addresses, vec!["broker.example:8883", "backup:1883"]);
+    assert_eq!(b.topics.len(), 4);
+    assert_eq!(
+        b.topics[0],
+        BridgeTopic {
+            pattern: "sensors/#".into(),
+            direction: "out".into(),
+            qos: 1,
+            local_prefix: None,
+            remote_prefix: None
+        }
+    );
+    assert_eq!(b.topics[1].direction, "in");
+    assert_eq!(b.topics[1].qos, 2);
+    assert_eq!(b.topics[1].local_prefix.as_deref(), Some("local/"));
+    assert_eq!(b.topics[1].remote_prefix.as_deref(), Some("remote/"));
+    assert_eq!(b.topics[2].pattern, "");
+    assert_eq!(b.topics[3].direction, "out", "default direction");
+    assert_eq!(b.remote_clientid.as_deref(), Some("me"));
+    assert_eq!(b.remote_username.as_deref(), Some("u"));
+    assert_eq!(b.remote_password.as_deref(), Some("p w"));
+    assert!(b.cleansession);
+    assert_eq!(b.keepalive_interval, 30);
+    assert_eq!(b.protocol_version.as_deref(), Some("mqttv50"));
+    assert!(!b.try_private);
+    assert_eq!(b.defined_at, Some(Location::new("/etc/x.conf", 1)));
+    let b = &c.bridges[1];
+    assert_eq!(b.addresses, vec!["[::1]:1884"]);
+    assert_eq!(b.keepalive_interval, 60, "Mosquitto default");
+    assert!(b.try_private, "Mosquitto default");
+    assert_eq!(b.remote_clientid.as_deref(), Some("c2"));
+    assert_eq!(b.remote_username.as_deref(), Some("u2"));
+    assert_eq!(b.remote_password.as_deref(), Some("p2"));
+}
+
+#[test]
+fn bridge_errors() {
+    let cases = [
+        ("address h\n", "outside a 'connection' block"),
+        ("topic a\n", "outside a 'connection' block"),
+        (
+            "connection b\naddress h:x\ntopic a\n",
+            "Invalid address value 'h:x'",
+        ),
+        ("connection b\naddress h\ntopic a sideways\n", "direction"),
+        ("connection b\naddress h\ntopic a in 3\n", "QoS"),
+        ("connection b\naddress h\ntopic a in 1 x\n", "PATTERN"),
+        ("connection b\naddress h\ntopic \"\" in 1\n", "prefix"),
+        ("connection b\naddress h\ntopic a/#/b\n", "topic filter"),
+        ("connection b\naddress h\ntopic a+\n", "topic filter"),
+        (
+            "connection b\naddress h\nbridge_protocol_version v9\n",
+            "bridge_protocol_version",
+        ),
+        ("connection b\ntopic a\n", "has no address"),
+        ("connection b\naddress h\n", "has no topic"),
+        (
+            "connection b\naddress h\ntopic a\nconnection b\naddress h\ntopic a\n",
+            "duplicate bridge",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = parse_err(text);
+        assert!(e.contains(want), "{text:?}: {e}");
+        assert!(e.contains("/etc/x.conf line"), "{text:?}: {e}");
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("shardmq-cfg-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn include_dir_reads_conf_files_in_ascii_order() {
+    let d = TempDir::new("order");
+    std::fs::write(
+        d.0.join("b.conf"),
+        "max_queued_messages 2\nlog_type debug\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.0.join("B.conf"),
+        "max_queued_messages 1\nlog_type error\n",
+    )
+    .unwrap();
+    std::fs::write(d.0.join("a.conf"), "listener 1999\n").unwrap();
+    std::fs::write(d.0.join("c.txt"), "max_queued_messages 99\n").unwrap();
+    std::fs::create_dir(d.0.join("sub.conf")).unwrap();
+    let main = format!(
+        "max_queued_messages 0\ninclude_dir {}\nmax_inflight_messages 3\n",
+        d.0.display()
+    );
+    let c = parse(&main);
+    // "B.conf" < "a.conf" < "b.conf": the last one wins.
+    assert_eq!(c.max_queued_messages, 2);
+    assert!(c.log.types.error && c.log.types.debug && !c.log.types.warning);
+    assert_eq!(c.listeners[0].port, 1999);
+    assert_eq!(c.max_inflight_messages, 3);
+    let names: Vec<_> = c
+        .source_files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["x.conf", "B.conf", "a.conf", "b.conf"]);
+}
+
+#[test]
+fn include_dir_errors_name_the_included_file_and_line() {
+    let d = TempDir::new("err");
+    std::fs::write(d.0.join("10-bad.conf"), "# ok\n\nmax_keepalive nope\n").unwrap();
+    let e = parse_err(&format!("include_dir {}\n", d.0.display()));
+    let want = format!("{} line 3", d.0.join("10-bad.conf").display());
+    assert!(e.contains(&want) && e.contains("max_keepalive"), "{e}");
+    std::fs::write(d.0.join("10-bad.conf"), "frob 1\n").unwrap();
+    let c = parse(&format!("include_dir {}\n", d.0.display()));
+    assert!(c.warnings[0].contains(&format!("{} line 1", d.0.join("10-bad.conf").display())));
+}
+
+#[test]
+fn include_dir_unreadable_names_the_including_line() {
+    let e = parse_err("\ninclude_dir /nonexistent/conf.d\n");
+    assert!(e.contains("/nonexistent/conf.d"), "{e}");
+    assert!(e.contains("include_dir in /etc/x.conf line 2"), "{e}");
+}
+
+#[test]
+fn include_dir_including_itself_stops() {
+    let d = TempDir::new("loop");
+    std::fs::write(
+        d.0.join("self.conf"),
+        format!("include_dir {}\n", d.0.display()),
+    )
+    .unwrap();
+    let e = parse_err(&format!("include_dir {}\n", d.0.display()));
+    assert!(e.contains("nested"), "{e}");
+}
