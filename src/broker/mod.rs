@@ -22,7 +22,6 @@
 mod connect;
 mod out_queue;
 mod route;
-mod standin;
 mod subscribe;
 mod timers;
 
@@ -50,7 +49,8 @@ use crate::metrics::Stats;
 use crate::session::{Limits, Session, Subscription};
 
 pub use out_queue::OutQueue;
-use standin::{RetainedStore, TopicIndex};
+use crate::retained::RetainedStore;
+use crate::topic::TopicIndex;
 use timers::{Timer, Timers};
 
 /// Identifies a connection within a shard: the slab key and the mio Token.

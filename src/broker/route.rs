@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 use crate::codec::{self, EncodeError, PacketId, ProtocolVersion, Publish, QoS};
 use crate::session::{Delivery, Message, Outgoing, Transmit};
 
-use super::standin::RetainedMessage;
+use crate::retained::RetainedMessage;
 use super::{Broker, ConnId};
 
 /// Payloads up to this size are copied next to their header so that a QoS 0 frame is one

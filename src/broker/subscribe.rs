@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 use crate::codec::{Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
 use crate::session::{Delivery, Message, Outgoing, Subscription};
 
-use super::standin::TopicFilter;
+use crate::topic::TopicFilter;
 use super::Broker;
 
 impl Broker {
