@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crate::codec::{
-    ByteStr, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
-    Publish, ReasonCode, Will,
+    ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, Publish,
+    ReasonCode, Will,
 };
 use crate::session::{self, Action, Session, SessionExpiry};
 
@@ -58,7 +58,9 @@ impl Broker {
                     Ok(Some(Action::Subscribe(sub))) => self.on_subscribe(key, sub, now),
                     Ok(Some(Action::Unsubscribe(unsub))) => self.on_unsubscribe(key, unsub, now),
                     Ok(Some(Action::Disconnect { publish_will })) => {
-                        crate::log_info!("Client {} disconnected.", slot.session.client_id());
+                        if crate::log::connection_messages() {
+                            crate::log_info!("Client {} disconnected.", slot.session.client_id());
+                        }
                         self.end_connection(conn, now, publish_will);
                     }
                 }
@@ -194,18 +196,21 @@ impl Broker {
             c.state = ConnState::Active(key);
         }
         self.stats.client_connected();
+        self.stats.clients_total = self.sessions.len() as u64;
         let user = connect
             .username
             .as_ref()
             .map(|u| format!(", u'{u}'"))
             .unwrap_or_default();
-        crate::log_info!(
-            "New client connected from {} as {client_id} (p{}, c{}, k{}{user}).",
-            peer,
-            mosquitto_protocol(version),
-            u8::from(connect.clean_start),
-            accepted.keep_alive
-        );
+        if crate::log::connection_messages() {
+            crate::log_info!(
+                "New client connected from {} as {client_id} (p{}, c{}, k{}{user}).",
+                peer,
+                mosquitto_protocol(version),
+                u8::from(connect.clean_start),
+                accepted.keep_alive
+            );
+        }
         self.flush_session(key, now);
     }
 
@@ -323,6 +328,7 @@ impl Broker {
         let Some(mut slot) = self.sessions.try_remove(key) else {
             return;
         };
+        self.stats.clients_total = self.sessions.len() as u64;
         for filter in slot.session.take_subscriptions() {
             self.index.remove(filter.as_str(), &key);
         }
@@ -357,18 +363,5 @@ impl Broker {
             payload: will.payload,
         };
         self.route(publish, None, now);
-    }
-
-    /// The client id of an active connection, for log lines.
-    #[allow(dead_code)] // used by log lines in later issues
-    pub(super) fn client_name(&self, conn: ConnId) -> ByteStr {
-        match self.conn(conn).map(|c| c.state) {
-            Some(ConnState::Active(key)) => self
-                .sessions
-                .get(key)
-                .map(|s| s.session.client_id().clone())
-                .unwrap_or_default(),
-            _ => ByteStr::from_static("<unknown>"),
-        }
     }
 }

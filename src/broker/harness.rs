@@ -41,11 +41,21 @@ pub struct Harness {
 impl Harness {
     pub fn new(config: Config) -> Self {
         let now = Instant::now();
-        Self { broker: Broker::new(Arc::new(config), now), now, clients: HashMap::new(), stalled: Default::default(), transmitted: Vec::new(), next_conn: 0 }
+        Self {
+            broker: Broker::new(Arc::new(config), now),
+            now,
+            clients: HashMap::new(),
+            stalled: Default::default(),
+            transmitted: Vec::new(),
+            next_conn: 0,
+        }
     }
 
     pub fn default_config() -> Config {
-        Config { sys_interval: Duration::ZERO, ..Config::default() }
+        Config {
+            sys_interval: Duration::ZERO,
+            ..Config::default()
+        }
     }
 
     /// A new TCP connection (no CONNECT yet).
@@ -54,7 +64,15 @@ impl Harness {
         self.next_conn += 1;
         let peer: SocketAddr = format!("127.0.0.1:{}", 40000 + conn).parse().unwrap();
         self.broker.on_accept(conn, peer, 0, self.now);
-        self.clients.insert(conn, Client { version, wire: BytesMut::new(), received: VecDeque::new(), closed: false });
+        self.clients.insert(
+            conn,
+            Client {
+                version,
+                wire: BytesMut::new(),
+                received: VecDeque::new(),
+                closed: false,
+            },
+        );
         conn
     }
 
@@ -65,6 +83,7 @@ impl Harness {
         self.drive();
     }
 
+    #[allow(clippy::needless_pass_by_value)] // test API: callers build packets inline
     pub fn send(&mut self, conn: ConnId, packet: Packet) {
         let version = self.clients[&conn].version;
         let mut buf = BytesMut::new();
@@ -113,8 +132,12 @@ impl Harness {
     }
 
     fn flush(&mut self, conn: ConnId) {
-        let Some(out) = self.broker.output(conn) else { return };
-        let Some(client) = self.clients.get_mut(&conn) else { return };
+        let Some(out) = self.broker.output(conn) else {
+            return;
+        };
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
         while !out.is_empty() {
             let mut written = 0;
             {
@@ -154,7 +177,8 @@ impl Harness {
     }
 
     pub fn expect(&mut self, conn: ConnId) -> Packet {
-        self.recv(conn).unwrap_or_else(|| panic!("connection {conn} received nothing"))
+        self.recv(conn)
+            .unwrap_or_else(|| panic!("connection {conn} received nothing"))
     }
 
     pub fn expect_publish(&mut self, conn: ConnId) -> Publish {
@@ -172,7 +196,11 @@ impl Harness {
     }
 
     pub fn assert_idle(&mut self, conn: ConnId) {
-        assert!(self.clients[&conn].received.is_empty(), "unexpected: {:?}", self.clients[&conn].received);
+        assert!(
+            self.clients[&conn].received.is_empty(),
+            "unexpected: {:?}",
+            self.clients[&conn].received
+        );
     }
 
     pub fn is_closed(&self, conn: ConnId) -> bool {
@@ -197,17 +225,35 @@ impl Harness {
     }
 
     pub fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) -> SubAck {
-        self.subscribe_opts(conn, filter, SubscriptionOptions { qos, ..Default::default() }, None)
+        self.subscribe_opts(
+            conn,
+            filter,
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+            None,
+        )
     }
 
-    pub fn subscribe_opts(&mut self, conn: ConnId, filter: &str, options: SubscriptionOptions, id: Option<u32>) -> SubAck {
+    pub fn subscribe_opts(
+        &mut self,
+        conn: ConnId,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> SubAck {
         let mut properties = Properties::default();
         if let Some(id) = id {
             properties.subscription_identifiers.push(id);
         }
         self.send(
             conn,
-            Packet::Subscribe(Subscribe { packet_id: 1, filters: smallvec![(ByteStr::from(filter), options)], properties }),
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters: smallvec![(ByteStr::from(filter), options)],
+                properties,
+            }),
         );
         match self.expect(conn) {
             Packet::SubAck(a) => a,
@@ -215,8 +261,19 @@ impl Harness {
         }
     }
 
-    pub fn publish(&mut self, conn: ConnId, topic: &str, payload: &'static [u8], qos: QoS, retain: bool, id: Option<PacketId>) {
-        self.send(conn, Packet::Publish(publish(topic, payload, qos, retain, id)));
+    pub fn publish(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        payload: &'static [u8],
+        qos: QoS,
+        retain: bool,
+        id: Option<PacketId>,
+    ) {
+        self.send(
+            conn,
+            Packet::Publish(publish(topic, payload, qos, retain, id)),
+        );
     }
 
     pub fn ack(&mut self, conn: ConnId, kind: AckKind, packet_id: PacketId) {
@@ -238,10 +295,22 @@ pub fn connect(id: &str, version: ProtocolVersion, clean: bool) -> Connect {
 }
 
 pub fn will(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Will {
-    Will { topic: ByteStr::from(topic), payload: Bytes::from_static(payload), qos, retain, properties: Properties::default() }
+    Will {
+        topic: ByteStr::from(topic),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain,
+        properties: Properties::default(),
+    }
 }
 
-pub fn publish(topic: &str, payload: &'static [u8], qos: QoS, retain: bool, id: Option<PacketId>) -> Publish {
+pub fn publish(
+    topic: &str,
+    payload: &'static [u8],
+    qos: QoS,
+    retain: bool,
+    id: Option<PacketId>,
+) -> Publish {
     Publish {
         dup: false,
         qos,
@@ -254,5 +323,10 @@ pub fn publish(topic: &str, payload: &'static [u8], qos: QoS, retain: bool, id: 
 }
 
 pub fn ack(kind: AckKind, packet_id: PacketId) -> Packet {
-    Packet::Ack(Ack { kind, packet_id, reason: codec::ReasonCode::SUCCESS, properties: Properties::default() })
+    Packet::Ack(Ack {
+        kind,
+        packet_id,
+        reason: codec::ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    })
 }

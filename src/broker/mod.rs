@@ -48,9 +48,9 @@ use crate::config::Config;
 use crate::metrics::Stats;
 use crate::session::{Limits, Session, Subscription};
 
-pub use out_queue::OutQueue;
 use crate::retained::RetainedStore;
 use crate::topic::TopicIndex;
+pub use out_queue::OutQueue;
 use timers::{Timer, Timers};
 
 /// Identifies a connection within a shard: the slab key and the mio Token.
@@ -255,7 +255,9 @@ impl Broker {
                 .get(key)
                 .map(|s| s.session.client_id().clone())
                 .unwrap_or_default();
-            crate::log_info!("Client {id} closed its connection.");
+            if crate::log::connection_messages() {
+                crate::log_info!("Client {id} closed its connection.");
+            }
             self.end_connection(conn, now, true);
         }
         self.release_publisher(conn);

@@ -16,8 +16,8 @@ use smallvec::SmallVec;
 use crate::codec::{self, EncodeError, PacketId, ProtocolVersion, Publish, QoS};
 use crate::session::{Delivery, Message, Outgoing, Transmit};
 
-use crate::retained::RetainedMessage;
 use super::{Broker, ConnId};
+use crate::retained::RetainedMessage;
 
 /// Payloads up to this size are copied next to their header so that a QoS 0 frame is one
 /// chunk; larger ones are shared.

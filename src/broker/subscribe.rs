@@ -12,8 +12,8 @@ use smallvec::SmallVec;
 use crate::codec::{Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
 use crate::session::{Delivery, Message, Outgoing, Subscription};
 
-use crate::topic::TopicFilter;
 use super::Broker;
+use crate::topic::TopicFilter;
 
 impl Broker {
     pub(super) fn on_subscribe(&mut self, key: usize, sub: Subscribe, now: Instant) {

@@ -24,7 +24,11 @@ fn connack_bytes_v311() {
     let mut h = Harness::new(Harness::default_config());
     let conn = h.open(V311);
     // CONNECT "MQTT" level 4, clean session, keep alive 60, client id "a".
-    let mut buf = bytes::BytesMut::from(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'a'][..]);
+    let mut buf = bytes::BytesMut::from(
+        &[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'a',
+        ][..],
+    );
     h.broker.on_read(conn, &mut buf, h.now);
     assert!(h.broker.poll_transmit() == Some(conn));
     let out = h.broker.output(conn).unwrap();
@@ -38,7 +42,12 @@ fn connack_bytes_v311() {
 fn mqtt_3_1_2_2_unsupported_level_gets_connack_0x01() {
     let mut h = Harness::new(Harness::default_config());
     let conn = h.open(V311);
-    h.send_bytes(conn, &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 2, 0x02, 0, 60, 0, 1, b'a']);
+    h.send_bytes(
+        conn,
+        &[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 2, 0x02, 0, 60, 0, 1, b'a',
+        ],
+    );
     match h.expect(conn) {
         Packet::ConnAck(a) => assert_eq!(a.reason, ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION),
         other => panic!("{other:?}"),
@@ -102,7 +111,10 @@ fn mqtt_3_1_3_6_empty_id_v5_gets_assigned_client_identifier() {
 
 #[test]
 fn anonymous_refused_v311_and_v5() {
-    let config = Config { allow_anonymous: false, ..Harness::default_config() };
+    let config = Config {
+        allow_anonymous: false,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let (c3, a3) = h.connect_with(connect("a", V311, true));
     assert_eq!(a3.reason, ReasonCode::V3_NOT_AUTHORIZED);
@@ -118,7 +130,10 @@ fn anonymous_refused_v311_and_v5() {
 
 #[test]
 fn clientid_prefixes_enforced() {
-    let config = Config { clientid_prefixes: Some("ok-".into()), ..Harness::default_config() };
+    let config = Config {
+        clientid_prefixes: Some("ok-".into()),
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let (_, bad) = h.connect_with(connect("nope", V311, true));
     assert_eq!(bad.reason, ReasonCode::V3_NOT_AUTHORIZED);
@@ -257,7 +272,10 @@ fn keep_alive_expiry_v5_sends_disconnect_0x8d() {
 
 #[test]
 fn mqtt_3_2_2_21_server_keep_alive_when_max_keepalive_lower() {
-    let config = Config { max_keepalive: 30, ..Harness::default_config() };
+    let config = Config {
+        max_keepalive: 30,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let mut c = connect("ka", V5, true);
     c.keep_alive = 0;
@@ -267,7 +285,11 @@ fn mqtt_3_2_2_21_server_keep_alive_when_max_keepalive_lower() {
 
 #[test]
 fn v5_connack_announces_limits() {
-    let config = Config { max_packet_size: 1000, retain_available: false, ..Harness::default_config() };
+    let config = Config {
+        max_packet_size: 1000,
+        retain_available: false,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let (_, ack) = h.connect_with(connect("c", V5, true));
     let p: Properties = ack.properties;
@@ -294,7 +316,10 @@ fn topic_alias_gets_disconnect_0x94() {
 
 #[test]
 fn retain_not_available_gets_disconnect_0x9a() {
-    let config = Config { retain_available: false, ..Harness::default_config() };
+    let config = Config {
+        retain_available: false,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let conn = h.connect("c", V5);
     h.publish(conn, "t", b"x", QoS::AtMostOnce, true, None);

@@ -4,7 +4,9 @@
 use bytes::Bytes;
 
 use super::harness::{connect, publish, Harness};
-use crate::codec::{AckKind, ByteStr, Packet, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
+use crate::codec::{
+    AckKind, ByteStr, Packet, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions,
+};
 use crate::config::Config;
 
 const V311: ProtocolVersion = ProtocolVersion::V311;
@@ -16,13 +18,19 @@ fn qos0_routes_with_wildcards() {
     let s1 = h.connect("s1", V311);
     let s2 = h.connect("s2", V311);
     let s3 = h.connect("s3", V311);
-    assert_eq!(h.subscribe(s1, "a/+/c", QoS::AtMostOnce).reasons[0], ReasonCode(0));
+    assert_eq!(
+        h.subscribe(s1, "a/+/c", QoS::AtMostOnce).reasons[0],
+        ReasonCode(0)
+    );
     h.subscribe(s2, "a/#", QoS::AtMostOnce);
     h.subscribe(s3, "x/y", QoS::AtMostOnce);
     let p = h.connect("p", V311);
     h.publish(p, "a/b/c", b"hello", QoS::AtMostOnce, false, None);
     let m1 = h.expect_publish(s1);
-    assert_eq!((m1.topic.as_str(), m1.payload.as_ref(), m1.qos), ("a/b/c", &b"hello"[..], QoS::AtMostOnce));
+    assert_eq!(
+        (m1.topic.as_str(), m1.payload.as_ref(), m1.qos),
+        ("a/b/c", &b"hello"[..], QoS::AtMostOnce)
+    );
     assert_eq!(h.expect_publish(s2).payload.as_ref(), b"hello");
     h.assert_idle(s3);
     h.assert_idle(p);
@@ -39,7 +47,12 @@ fn qos0_fanout_shares_one_frame() {
     let p = h.connect("p", V311);
     // Route without draining so the output queues can be compared.
     let mut buf = bytes::BytesMut::new();
-    crate::codec::encode(&Packet::Publish(publish("t", b"abc", QoS::AtMostOnce, false, None)), V311, &mut buf).unwrap();
+    crate::codec::encode(
+        &Packet::Publish(publish("t", b"abc", QoS::AtMostOnce, false, None)),
+        V311,
+        &mut buf,
+    )
+    .unwrap();
     h.broker.on_read(p, &mut buf, h.now);
     let mut ptrs = Vec::new();
     for &s in &subs {
@@ -87,7 +100,10 @@ fn mqtt_3_3_5_1_overlapping_subscriptions_one_copy_highest_qos() {
 fn overlapping_subscriptions_v5_carry_every_subscription_identifier() {
     let mut h = Harness::new(Harness::default_config());
     let s = h.connect("s", V5);
-    let o = SubscriptionOptions { qos: QoS::AtMostOnce, ..Default::default() };
+    let o = SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        ..Default::default()
+    };
     h.subscribe_opts(s, "a/#", o, Some(3));
     h.subscribe_opts(s, "a/b", o, Some(9));
     let p = h.connect("p", V5);
@@ -129,7 +145,14 @@ fn qos1_both_directions() {
     assert_ne!(id, 0);
     h.ack(s, AckKind::PubAck, id);
     h.assert_idle(s);
-    assert_eq!(h.broker.sessions.iter().map(|(_, s)| s.session.inflight_len()).sum::<usize>(), 0);
+    assert_eq!(
+        h.broker
+            .sessions
+            .iter()
+            .map(|(_, s)| s.session.inflight_len())
+            .sum::<usize>(),
+        0
+    );
 }
 
 #[test]
@@ -170,7 +193,14 @@ fn qos2_outbound_flow() {
     assert_eq!(h.expect_ack(s, AckKind::PubRel).packet_id, id);
     h.ack(s, AckKind::PubComp, id);
     h.assert_idle(s);
-    assert_eq!(h.broker.sessions.iter().map(|(_, s)| s.session.inflight_len()).sum::<usize>(), 0);
+    assert_eq!(
+        h.broker
+            .sessions
+            .iter()
+            .map(|(_, s)| s.session.inflight_len())
+            .sum::<usize>(),
+        0
+    );
 }
 
 #[test]
@@ -178,13 +208,22 @@ fn v5_puback_0x10_when_no_matching_subscribers() {
     let mut h = Harness::new(Harness::default_config());
     let p = h.connect("p", V5);
     h.publish(p, "nobody", b"x", QoS::AtLeastOnce, false, Some(1));
-    assert_eq!(h.expect_ack(p, AckKind::PubAck).reason, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+    assert_eq!(
+        h.expect_ack(p, AckKind::PubAck).reason,
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
+    );
     h.publish(p, "nobody", b"x", QoS::ExactlyOnce, false, Some(2));
-    assert_eq!(h.expect_ack(p, AckKind::PubRec).reason, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+    assert_eq!(
+        h.expect_ack(p, AckKind::PubRec).reason,
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
+    );
     // 3.1.1 acks carry no reason.
     let p3 = h.connect("p3", V311);
     h.publish(p3, "nobody", b"x", QoS::AtLeastOnce, false, Some(1));
-    assert_eq!(h.expect_ack(p3, AckKind::PubAck).reason, ReasonCode::SUCCESS);
+    assert_eq!(
+        h.expect_ack(p3, AckKind::PubAck).reason,
+        ReasonCode::SUCCESS
+    );
 }
 
 #[test]
@@ -194,7 +233,10 @@ fn v5_properties_forwarded_unchanged() {
     h.subscribe(s, "t", QoS::AtLeastOnce);
     let p = h.connect("p", V5);
     let mut msg = publish("t", b"x", QoS::AtLeastOnce, false, Some(1));
-    msg.properties.user_properties = vec![(ByteStr::from("k"), ByteStr::from("1")), (ByteStr::from("k"), ByteStr::from("2"))];
+    msg.properties.user_properties = vec![
+        (ByteStr::from("k"), ByteStr::from("1")),
+        (ByteStr::from("k"), ByteStr::from("2")),
+    ];
     msg.properties.content_type = Some(ByteStr::from("text/plain"));
     msg.properties.response_topic = Some(ByteStr::from("reply"));
     msg.properties.correlation_data = Some(Bytes::from_static(b"cd"));
@@ -209,7 +251,11 @@ fn v5_properties_forwarded_unchanged() {
 fn mqtt_3_8_3_3_no_local() {
     let mut h = Harness::new(Harness::default_config());
     let c = h.connect("c", V5);
-    let o = SubscriptionOptions { qos: QoS::AtMostOnce, no_local: true, ..Default::default() };
+    let o = SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        no_local: true,
+        ..Default::default()
+    };
     h.subscribe_opts(c, "t", o, None);
     h.publish(c, "t", b"x", QoS::AtMostOnce, false, None);
     h.assert_idle(c);
@@ -240,7 +286,10 @@ fn retained_set_replace_delete() {
     let s2 = h.connect("s2", V311);
     h.subscribe(s2, "r/#", QoS::AtLeastOnce);
     let m = h.expect_publish(s2);
-    assert_eq!((m.payload.as_ref(), m.qos), (&b"other"[..], QoS::AtLeastOnce));
+    assert_eq!(
+        (m.payload.as_ref(), m.qos),
+        (&b"other"[..], QoS::AtLeastOnce)
+    );
     h.assert_idle(s2);
 }
 
@@ -260,13 +309,21 @@ fn v5_retain_as_published_and_retain_handling() {
     let p = h.connect("p", V5);
     h.publish(p, "t", b"kept", QoS::AtMostOnce, true, None);
     let s = h.connect("s", V5);
-    let rap = SubscriptionOptions { qos: QoS::AtMostOnce, retain_as_published: true, retain_handling: 2, ..Default::default() };
+    let rap = SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        retain_as_published: true,
+        retain_handling: 2,
+        ..Default::default()
+    };
     h.subscribe_opts(s, "t", rap, None);
     h.assert_idle(s); // retain handling 2: no retained on subscribe
     h.publish(p, "t", b"live", QoS::AtMostOnce, true, None);
     assert!(h.expect_publish(s).retain);
     // Retain handling 1: only for a new subscription.
-    let once = SubscriptionOptions { retain_handling: 1, ..Default::default() };
+    let once = SubscriptionOptions {
+        retain_handling: 1,
+        ..Default::default()
+    };
     let s2 = h.connect("s2", V5);
     h.subscribe_opts(s2, "t", once, None);
     assert_eq!(h.expect_publish(s2).payload.as_ref(), b"live");
@@ -276,7 +333,10 @@ fn v5_retain_as_published_and_retain_handling() {
 
 #[test]
 fn v5_receive_maximum_exceeded_gets_disconnect_0x93() {
-    let config = Config { max_inflight_messages: 2, ..Harness::default_config() };
+    let config = Config {
+        max_inflight_messages: 2,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let p = h.connect("p", V5);
     for id in 1..=2 {
@@ -299,8 +359,22 @@ fn mqtt_3_1_2_25_packet_larger_than_client_maximum_is_dropped() {
     let (s, _) = h.connect_with(c);
     h.subscribe(s, "t", QoS::AtLeastOnce);
     let p = h.connect("p", V5);
-    h.publish(p, "t", b"this payload is far too long", QoS::AtMostOnce, false, None);
-    h.publish(p, "t", b"this payload is far too long", QoS::AtLeastOnce, false, Some(1));
+    h.publish(
+        p,
+        "t",
+        b"this payload is far too long",
+        QoS::AtMostOnce,
+        false,
+        None,
+    );
+    h.publish(
+        p,
+        "t",
+        b"this payload is far too long",
+        QoS::AtLeastOnce,
+        false,
+        Some(1),
+    );
     h.expect_ack(p, AckKind::PubAck);
     h.publish(p, "t", b"ok", QoS::AtLeastOnce, false, Some(2));
     h.expect_ack(p, AckKind::PubAck);
@@ -325,7 +399,10 @@ fn unsubscribe_stops_delivery_v5_reason_codes() {
     match h.expect(s) {
         Packet::UnsubAck(a) => {
             assert_eq!(a.packet_id, 2);
-            assert_eq!(a.reasons.to_vec(), [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]);
+            assert_eq!(
+                a.reasons.to_vec(),
+                [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -347,7 +424,8 @@ fn inject_routes_like_a_client() {
     let mut h = Harness::new(Harness::default_config());
     let s = h.connect("s", V311);
     h.subscribe(s, "in", QoS::AtLeastOnce);
-    h.broker.inject(publish("in", b"x", QoS::AtLeastOnce, false, Some(1)), h.now);
+    h.broker
+        .inject(publish("in", b"x", QoS::AtLeastOnce, false, Some(1)), h.now);
     h.drive();
     let m = h.expect_publish(s);
     assert_eq!((m.payload.as_ref(), m.qos), (&b"x"[..], QoS::AtLeastOnce));

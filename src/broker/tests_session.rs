@@ -11,7 +11,13 @@ const V311: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
 fn disconnect(h: &mut Harness, conn: usize, reason: ReasonCode) {
-    h.send(conn, Packet::Disconnect(Disconnect { reason, properties: Default::default() }));
+    h.send(
+        conn,
+        Packet::Disconnect(Disconnect {
+            reason,
+            properties: Default::default(),
+        }),
+    );
     assert!(h.is_closed(conn));
 }
 
@@ -110,7 +116,10 @@ fn persistent_session_queues_qos1_not_qos0() {
 
 #[test]
 fn queue_qos0_messages_option() {
-    let config = Config { queue_qos0_messages: true, ..Harness::default_config() };
+    let config = Config {
+        queue_qos0_messages: true,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let (s, _) = h.connect_with(connect("s", V311, false));
     h.subscribe(s, "t", QoS::AtLeastOnce);
@@ -190,7 +199,10 @@ impl TapExpiry for crate::codec::Connect {
 
 #[test]
 fn inflight_window_limits_outbound_qos1() {
-    let config = Config { max_inflight_messages: 2, ..Harness::default_config() };
+    let config = Config {
+        max_inflight_messages: 2,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let s = h.connect("s", V311);
     h.subscribe(s, "t", QoS::AtLeastOnce);
@@ -230,7 +242,11 @@ fn v5_client_receive_maximum_lowers_window() {
 
 #[test]
 fn backpressure_pauses_publisher_of_full_qos1_subscriber() {
-    let config = Config { max_inflight_messages: 1, max_queued_messages: 2, ..Harness::default_config() };
+    let config = Config {
+        max_inflight_messages: 1,
+        max_queued_messages: 2,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let s = h.connect("s", V311);
     h.subscribe(s, "t", QoS::AtLeastOnce);
@@ -252,12 +268,18 @@ fn backpressure_pauses_publisher_of_full_qos1_subscriber() {
     }
     assert_eq!(got, 4);
     assert!(h.broker.wants_read(p));
-    assert!(h.transmitted.contains(&p), "poll_transmit yields the released publisher");
+    assert!(
+        h.transmitted.contains(&p),
+        "poll_transmit yields the released publisher"
+    );
 }
 
 #[test]
 fn backpressure_qos0_drops_and_pauses_when_every_subscriber_is_full() {
-    let config = Config { max_queued_bytes: 64, ..Harness::default_config() };
+    let config = Config {
+        max_queued_bytes: 64,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let s = h.connect("s", V311);
     h.subscribe(s, "t", QoS::AtMostOnce);
@@ -274,7 +296,10 @@ fn backpressure_qos0_drops_and_pauses_when_every_subscriber_is_full() {
 
 #[test]
 fn offline_queue_overflow_is_counted() {
-    let config = Config { max_queued_messages: 2, ..Harness::default_config() };
+    let config = Config {
+        max_queued_messages: 2,
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let (s, _) = h.connect_with(connect("s", V311, false));
     h.subscribe(s, "t", QoS::AtLeastOnce);
@@ -284,7 +309,10 @@ fn offline_queue_overflow_is_counted() {
         h.publish(p, "t", b"x", QoS::AtLeastOnce, false, Some(id));
     }
     assert_eq!(h.broker.stats().publish_dropped, 1);
-    assert!(h.broker.wants_read(p), "an offline subscriber never pauses publishers");
+    assert!(
+        h.broker.wants_read(p),
+        "an offline subscriber never pauses publishers"
+    );
     let (s, _) = h.connect_with(connect("s", V311, false));
     h.expect_publish(s);
     h.expect_publish(s);
@@ -293,7 +321,10 @@ fn offline_queue_overflow_is_counted() {
 
 #[test]
 fn persistent_client_expiration_ends_v311_session() {
-    let config = Config { persistent_client_expiration: Some(Duration::from_secs(60)), ..Harness::default_config() };
+    let config = Config {
+        persistent_client_expiration: Some(Duration::from_secs(60)),
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let (s, _) = h.connect_with(connect("s", V311, false));
     h.drop_conn(s);
@@ -347,7 +378,10 @@ fn message_expiry_decremented_while_queued() {
 
 #[test]
 fn sys_topics_published_every_interval() {
-    let config = Config { sys_interval: Duration::from_secs(10), ..Harness::default_config() };
+    let config = Config {
+        sys_interval: Duration::from_secs(10),
+        ..Harness::default_config()
+    };
     let mut h = Harness::new(config);
     let all = h.connect("all", V311);
     h.subscribe(all, "#", QoS::AtMostOnce);
@@ -384,7 +418,7 @@ fn sys_topics_published_every_interval() {
         assert!(topics.iter().any(|x| x == t), "missing {t}");
     }
     h.assert_idle(all); // [MQTT-4.7.2-1]
-    // They are retained: a late subscriber gets them at once.
+                        // They are retained: a late subscriber gets them at once.
     let late = h.connect("late", V311);
     h.subscribe(late, "$SYS/broker/version", QoS::AtMostOnce);
     assert!(h.expect_publish(late).retain);

@@ -61,6 +61,13 @@ pub fn accept(
     auto_id: impl FnOnce() -> u64,
 ) -> Result<Accepted, ReasonCode> {
     let v = connect.protocol;
+    if connect.properties.authentication_method.is_some() {
+        // No enhanced authentication method is supported yet [MQTT-4.12.0-1].
+        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
+    if connect.will.as_ref().is_some_and(|w| w.retain) && !config.retain_available {
+        return Err(ReasonCode::RETAIN_NOT_SUPPORTED); // [MQTT-3.2.2-13]
+    }
     let mut assigned_id = false;
     let client_id = if connect.client_id.is_empty() {
         let allowed = match v {
