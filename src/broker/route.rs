@@ -109,6 +109,10 @@ impl Broker {
         now: Instant,
     ) -> bool {
         publish.dup = false;
+        if publish.qos != QoS::AtMostOnce && publish.packet_id.is_none() {
+            // Injected or will messages: a placeholder id keeps the header template direct.
+            publish.packet_id = Some(1);
+        }
         publish.properties.topic_alias = None;
         publish.properties.subscription_identifiers.clear();
         if publish.retain {

@@ -56,6 +56,23 @@ fn mqtt_3_1_2_2_unsupported_level_gets_connack_0x01() {
 }
 
 #[test]
+fn unsupported_level_above_5_gets_v5_connack_0x84() {
+    let mut h = Harness::new(Harness::default_config());
+    let conn = h.open(V5);
+    h.send_bytes(
+        conn,
+        &[
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 0, 1, b'a',
+        ],
+    );
+    match h.expect(conn) {
+        Packet::ConnAck(a) => assert_eq!(a.reason, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
+        other => panic!("{other:?}"),
+    }
+    assert!(h.is_closed(conn));
+}
+
+#[test]
 fn mqtt_3_1_0_1_first_packet_must_be_connect() {
     let mut h = Harness::new(Harness::default_config());
     let conn = h.open(V311);

@@ -94,6 +94,23 @@ fn v5_will_delay_interval() {
 }
 
 #[test]
+fn will_sent_at_session_end_when_before_will_delay() {
+    let mut h = Harness::new(Harness::default_config());
+    let w = h.connect("w", V5);
+    h.subscribe(w, "will", QoS::AtMostOnce);
+    let mut c = connect("c", V5, false).tap_expiry(3);
+    let mut wl = will("will", b"end", QoS::AtMostOnce, false);
+    wl.properties.will_delay_interval = Some(60);
+    c.will = Some(wl);
+    let (conn, _) = h.connect_with(c);
+    h.drop_conn(conn);
+    h.advance(Duration::from_secs(2));
+    h.assert_idle(w);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.expect_publish(w).payload.as_ref(), b"end");
+}
+
+#[test]
 fn persistent_session_queues_qos1_not_qos0() {
     let mut h = Harness::new(Harness::default_config());
     let (s, ack) = h.connect_with(connect("s", V311, false));
