@@ -357,3 +357,33 @@ fn socket_close_without_disconnect_counts_and_frees() {
     let again = h.connect("c", V311);
     assert!(!h.is_closed(again));
 }
+
+#[test]
+fn random_bytes_never_panic_the_broker() {
+    let mut h = Harness::new(Harness::default_config());
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300 {
+        let version = if round % 2 == 0 { V311 } else { V5 };
+        let conn = if round % 3 == 0 {
+            h.open(version)
+        } else {
+            h.connect(&format!("f{round}"), version)
+        };
+        let len = (next() % 64) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if let Some(first) = bytes.first_mut() {
+            // Bias towards valid packet types so the parsers behind them run.
+            *first = (*first & 0x0F) | (((next() % 14) as u8 + 1) << 4);
+        }
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        h.broker.on_read(conn, &mut buf, h.now);
+        h.drive();
+        h.advance(Duration::from_secs(1));
+    }
+}

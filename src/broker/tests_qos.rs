@@ -438,7 +438,10 @@ fn qos1_header_template_patched_per_subscriber() {
     let s3 = h.connect("s3", V311);
     h.subscribe(s3, "t", QoS::AtLeastOnce);
     let s5 = h.connect("s5", V5);
-    let o = SubscriptionOptions { qos: QoS::ExactlyOnce, ..Default::default() };
+    let o = SubscriptionOptions {
+        qos: QoS::ExactlyOnce,
+        ..Default::default()
+    };
     h.subscribe_opts(s5, "t", o, Some(42));
     let p = h.connect("p", V5);
     // Bump s3's packet id counter so the two subscribers use different ids.
@@ -450,7 +453,10 @@ fn qos1_header_template_patched_per_subscriber() {
     h.ack(s5, AckKind::PubAck, w5.packet_id.unwrap());
     h.publish(p, "t", &BIG, QoS::ExactlyOnce, true, Some(1000));
     let m3 = h.expect_publish(s3);
-    assert_eq!((m3.qos, m3.packet_id, m3.retain, m3.payload.len()), (QoS::AtLeastOnce, Some(2), false, 300));
+    assert_eq!(
+        (m3.qos, m3.packet_id, m3.retain, m3.payload.len()),
+        (QoS::AtLeastOnce, Some(2), false, 300)
+    );
     let m5 = h.expect_publish(s5);
     assert_eq!((m5.qos, m5.packet_id), (QoS::ExactlyOnce, Some(2)));
     assert_eq!(m5.properties.subscription_identifiers.to_vec(), [42]);
