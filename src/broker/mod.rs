@@ -13,67 +13,461 @@
 //! 3. `while let Some(conn) = poll_close()` -> flush what can be flushed, then close the
 //!    socket (do NOT call `on_closed` for it afterwards);
 //! 4. sleep until readiness or `poll_timeout()`.
+//!
+//! Back-pressure: `wants_read(conn)` turns false while a connection's messages feed a
+//! subscriber whose queue is full. When it may turn true again, `poll_transmit` yields that
+//! connection once (its output may be empty): the runtime re-checks `wants_read` for every
+//! connection `poll_transmit` yields and resumes reading a paused one.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
+mod connect;
+mod out_queue;
+mod route;
+mod subscribe;
+mod timers;
 
-use bytes::{Buf, Bytes};
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod tests_connect;
+#[cfg(test)]
+mod tests_qos;
+#[cfg(test)]
+mod tests_session;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use slab::Slab;
+use smallvec::SmallVec;
+
+use crate::codec::{self, ByteStr, Packet, ProtocolVersion, Publish};
+use crate::config::Config;
+use crate::metrics::Stats;
+use crate::session::{Limits, Session, Subscription};
+
+use crate::retained::RetainedStore;
+use crate::topic::TopicIndex;
+pub use out_queue::OutQueue;
+use timers::{Timer, Timers};
 
 /// Identifies a connection within a shard: the slab key and the mio Token.
 pub type ConnId = usize;
 
-/// Bytes waiting to be written to one connection: a queue of shared chunks so that a
-/// fan-out frame is written from one `Bytes` to many sockets without copying.
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    chunks: VecDeque<Bytes>,
-    len: usize,
+/// Largest packet MQTT can encode (remaining length 268435455 + 5 header bytes).
+const MQTT_MAX_PACKET: u32 = 268_435_460;
+
+/// Bytes of output queued for one connection above which QoS 0 messages to it are
+/// dropped and its publishers paused (when `max_queued_bytes` is not set).
+const DEFAULT_OUT_LIMIT: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// Accepted, waiting for CONNECT.
+    AwaitConnect,
+    /// CONNECT accepted; the session's slab key.
+    Active(usize),
+    /// The broker decided to close; waiting for `poll_close`.
+    Closing,
 }
 
-impl OutQueue {
-    pub fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks.push_back(chunk);
+#[derive(Debug)]
+struct Conn {
+    uid: u64,
+    peer: SocketAddr,
+    listener: usize,
+    state: ConnState,
+    version: ProtocolVersion,
+    out: OutQueue,
+    /// In `transmit_ready` already.
+    transmit_flag: bool,
+    /// Sessions (slab key, uid) whose full queues pause reading this connection.
+    blocked_on: SmallVec<[(usize, u64); 2]>,
+}
+
+/// A session plus the broker's bookkeeping about it.
+#[derive(Debug)]
+struct Slot {
+    session: Session,
+    conn: Option<ConnId>,
+    /// Publishers (conn, conn uid) paused because this session's queue is full.
+    paused: SmallVec<[(ConnId, u64); 2]>,
+}
+
+/// The per-shard broker. See the module documentation for the driver contract.
+#[derive(Debug)]
+pub struct Broker {
+    config: Arc<Config>,
+    limits: Limits,
+    conns: Vec<Option<Conn>>,
+    sessions: Slab<Slot>,
+    client_ids: HashMap<ByteStr, usize>,
+    index: TopicIndex<usize, Subscription>,
+    retained: RetainedStore,
+    timers: Timers,
+    transmit_ready: VecDeque<ConnId>,
+    close_ready: VecDeque<ConnId>,
+    /// Returned by the last `poll_close`; freed on the next call.
+    last_closed: Option<(ConnId, u64)>,
+    stats: Stats,
+    next_uid: u64,
+    max_packet_in: u32,
+    out_limit: usize,
+    /// Reused encode buffer.
+    scratch: BytesMut,
+    /// Reused fan-out target list.
+    targets: Vec<(usize, Subscription)>,
+}
+
+impl Broker {
+    pub fn new(config: Arc<Config>, now: Instant) -> Self {
+        let mut timers = Timers::default();
+        if !config.sys_interval.is_zero() {
+            timers.push(now, Timer::Sys);
+        }
+        let max_packet_in = if config.max_packet_size == 0 {
+            MQTT_MAX_PACKET
+        } else {
+            config.max_packet_size
+        };
+        let out_limit = if config.max_queued_bytes == 0 {
+            DEFAULT_OUT_LIMIT
+        } else {
+            usize::try_from(config.max_queued_bytes).unwrap_or(usize::MAX)
+        };
+        let mut stats = Stats::new(now);
+        stats.update_load(now);
+        Self {
+            limits: Limits::from_config(&config),
+            config,
+            conns: Vec::new(),
+            sessions: Slab::new(),
+            client_ids: HashMap::new(),
+            index: TopicIndex::new(),
+            retained: RetainedStore::new(),
+            timers,
+            transmit_ready: VecDeque::new(),
+            close_ready: VecDeque::new(),
+            last_closed: None,
+            stats,
+            next_uid: 1,
+            max_packet_in,
+            out_limit,
+            scratch: BytesMut::with_capacity(64 * 1024),
+            targets: Vec::new(),
         }
     }
 
-    /// Total bytes queued.
-    pub fn len(&self) -> usize {
-        self.len
+    fn uid(&mut self) -> u64 {
+        self.next_uid += 1;
+        self.next_uid
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    fn conn(&self, conn: ConnId) -> Option<&Conn> {
+        self.conns.get(conn).and_then(Option::as_ref)
     }
 
-    /// Fills `iov` with the first chunks; returns how many were filled.
-    pub fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
-            *slot = IoSlice::new(chunk);
-            n += 1;
+    fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(conn).and_then(Option::as_mut)
+    }
+
+    pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, listener: usize, now: Instant) {
+        if self.conns.len() <= conn {
+            self.conns.resize_with(conn + 1, || None);
         }
-        n
+        let uid = self.uid();
+        if self.last_closed.is_some_and(|(c, _)| c == conn) {
+            self.last_closed = None;
+        }
+        self.conns[conn] = Some(Conn {
+            uid,
+            peer,
+            listener,
+            state: ConnState::AwaitConnect,
+            version: ProtocolVersion::V311,
+            out: OutQueue::default(),
+            transmit_flag: false,
+            blocked_on: SmallVec::new(),
+        });
+        self.stats.connections_accepted += 1;
+        self.timers.push(
+            now + crate::session::CONNECT_TIMEOUT,
+            Timer::Connect { conn, uid },
+        );
     }
 
-    /// Drops the first `n` bytes (after a successful write of `n` bytes).
-    pub fn consume(&mut self, mut n: usize) {
-        self.len = self.len.saturating_sub(n);
-        while n > 0 {
-            let Some(front) = self.chunks.front_mut() else { break };
-            if front.len() <= n {
-                n -= front.len();
-                self.chunks.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
+    /// Consumes every complete frame in `buf`, leaves a partial one.
+    pub fn on_read(&mut self, conn: ConnId, buf: &mut BytesMut, now: Instant) {
+        loop {
+            let Some(c) = self.conn(conn) else {
+                buf.clear();
+                return;
+            };
+            if c.state == ConnState::Closing {
+                buf.clear();
+                return;
+            }
+            let version = c.version;
+            let awaiting_connect = c.state == ConnState::AwaitConnect;
+            let before = buf.len();
+            match codec::decode(buf, version, self.max_packet_in) {
+                Ok(None) => return,
+                Ok(Some(packet)) => {
+                    self.stats.messages_received += 1;
+                    self.stats.bytes_received += (before - buf.len()) as u64;
+                    self.handle_packet(conn, packet, now);
+                }
+                Err(err) => {
+                    self.stats.bytes_received += before as u64;
+                    if awaiting_connect {
+                        self.refuse_undecodable_connect(conn, &err);
+                    } else {
+                        self.protocol_error(conn, &crate::session::ProtocolError::Decode(err), now);
+                    }
+                    buf.clear();
+                    return;
+                }
             }
         }
     }
 
-    pub fn clear(&mut self) {
-        self.chunks.clear();
-        self.len = 0;
+    /// The connection's output queue drained; lets back-pressure release.
+    pub fn on_writable(&mut self, conn: ConnId, now: Instant) {
+        let _ = now;
+        if let Some(Conn {
+            state: ConnState::Active(key),
+            ..
+        }) = self.conn(conn)
+        {
+            let key = *key;
+            self.maybe_release(key);
+        }
+    }
+
+    /// Socket EOF/error: an abnormal disconnect unless DISCONNECT was received.
+    pub fn on_closed(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conn(conn) else { return };
+        if let ConnState::Active(key) = c.state {
+            let id = self
+                .sessions
+                .get(key)
+                .map(|s| s.session.client_id().clone())
+                .unwrap_or_default();
+            if crate::log::connection_messages() {
+                crate::log_info!("Client {id} closed its connection.");
+            }
+            self.end_connection(conn, now, true);
+        }
+        self.release_publisher(conn);
+        if let Some(slot) = self.conns.get_mut(conn) {
+            *slot = None;
+        }
+    }
+
+    pub fn on_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            self.fire(timer, now);
+        }
+    }
+
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Each connection with new output (or whose reads may resume), once.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<ConnId> {
+        while let Some(conn) = self.transmit_ready.pop_front() {
+            if let Some(c) = self.conn_mut(conn) {
+                if c.transmit_flag {
+                    c.transmit_flag = false;
+                    return Some(conn);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn output(&mut self, conn: ConnId) -> Option<&mut OutQueue> {
+        self.conn_mut(conn).map(|c| &mut c.out)
+    }
+
+    /// The runtime flushes, then closes; no `on_closed` after.
+    #[must_use]
+    pub fn poll_close(&mut self) -> Option<ConnId> {
+        if let Some((conn, uid)) = self.last_closed.take() {
+            if let Some(slot) = self.conns.get_mut(conn) {
+                if slot.as_ref().is_some_and(|c| c.uid == uid) {
+                    *slot = None;
+                }
+            }
+        }
+        while let Some(conn) = self.close_ready.pop_front() {
+            if let Some(c) = self.conn(conn) {
+                if c.state == ConnState::Closing {
+                    self.last_closed = Some((conn, c.uid));
+                    return Some(conn);
+                }
+            }
+        }
+        None
+    }
+
+    /// False while this connection must not be read: it feeds a subscriber whose queue is
+    /// full (back-pressure), or it is closing.
+    pub fn wants_read(&self, conn: ConnId) -> bool {
+        let Some(c) = self.conn(conn) else {
+            return false;
+        };
+        if c.state == ConnState::Closing {
+            return false;
+        }
+        !c.blocked_on
+            .iter()
+            .any(|&(key, uid)| self.is_congested(key, uid))
+    }
+
+    /// Embedding: publishes a message from inside the process as if from a client.
+    pub fn inject(&mut self, publish: Publish, now: Instant) {
+        self.route(publish, None, now);
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Queues `packet` for `conn` directly (used when no session is attached).
+    fn send_packet(&mut self, conn: ConnId, packet: &Packet, version: ProtocolVersion) {
+        self.scratch.clear();
+        if let Err(e) = codec::encode(packet, version, &mut self.scratch) {
+            crate::log_warning!(
+                "Unable to encode {} for connection {conn}: {e}",
+                packet.name()
+            );
+            return;
+        }
+        let frame = self.scratch.split().freeze();
+        self.push_frame(conn, frame, None);
+    }
+
+    /// Appends encoded bytes to a connection's output and flags it for `poll_transmit`.
+    fn push_frame(&mut self, conn: ConnId, head: bytes::Bytes, body: Option<bytes::Bytes>) {
+        let Some(c) = self.conns.get_mut(conn).and_then(Option::as_mut) else {
+            return;
+        };
+        let n = head.len() + body.as_ref().map_or(0, bytes::Bytes::len);
+        c.out.push(head);
+        if let Some(b) = body {
+            c.out.push(b);
+        }
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += n as u64;
+        if !c.transmit_flag {
+            c.transmit_flag = true;
+            self.transmit_ready.push_back(conn);
+        }
+    }
+
+    /// Whether the session `key` (if it is still `uid`) is connected with a full output or
+    /// queue.
+    fn is_congested(&self, key: usize, uid: u64) -> bool {
+        let Some(slot) = self.sessions.get(key) else {
+            return false;
+        };
+        if slot.session.uid() != uid {
+            return false;
+        }
+        let Some(conn) = slot.conn.and_then(|c| self.conn(c)) else {
+            return false;
+        };
+        conn.out.len() >= self.out_limit || slot.session.is_backlogged()
+    }
+
+    /// Pauses `publisher` until session `key` drains.
+    fn pause(&mut self, publisher: ConnId, key: usize) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let suid = slot.session.uid();
+        let Some(c) = self.conns.get_mut(publisher).and_then(Option::as_mut) else {
+            return;
+        };
+        if !c.blocked_on.iter().any(|&(k, u)| k == key && u == suid) {
+            c.blocked_on.push((key, suid));
+        }
+        let puid = c.uid;
+        if !slot
+            .paused
+            .iter()
+            .any(|&(p, u)| p == publisher && u == puid)
+        {
+            slot.paused.push((publisher, puid));
+        }
+    }
+
+    /// If session `key` is no longer congested, lets its paused publishers read again.
+    fn maybe_release(&mut self, key: usize) {
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        if slot.paused.is_empty() || self.is_congested(key, slot.session.uid()) {
+            return;
+        }
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let paused = std::mem::take(&mut slot.paused);
+        for (p, puid) in paused {
+            let Some(c) = self.conns.get_mut(p).and_then(Option::as_mut) else {
+                continue;
+            };
+            if c.uid != puid {
+                continue;
+            }
+            c.blocked_on.retain(|(k, _)| *k != key);
+            if c.blocked_on.is_empty() && !c.transmit_flag {
+                c.transmit_flag = true;
+                self.transmit_ready.push_back(p);
+            }
+        }
+    }
+
+    /// Forgets that `conn` is paused on anything (it is going away).
+    fn release_publisher(&mut self, conn: ConnId) {
+        if let Some(c) = self.conn_mut(conn) {
+            c.blocked_on.clear();
+        }
+    }
+
+    /// Drains the session's transmits into its connection's output.
+    fn flush_session(&mut self, key: usize, now: Instant) {
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        let Some(conn) = slot.conn else { return };
+        loop {
+            let Some(slot) = self.sessions.get_mut(key) else {
+                return;
+            };
+            let Some(t) = slot.session.poll_transmit() else {
+                break;
+            };
+            self.write_transmit(key, conn, t, now);
+        }
+    }
+
+    /// Refreshes the counters that are gauges rather than events.
+    fn refresh_gauges(&mut self) {
+        self.stats.clients_total = self.sessions.len() as u64;
+        self.stats.subscriptions = self.index.len() as u64;
+        self.stats.retained = self.retained.len() as u64;
+        self.stats.stored = self
+            .sessions
+            .iter()
+            .map(|(_, s)| s.session.stored() as u64)
+            .sum();
     }
 }

@@ -52,4 +52,8 @@ pub enum EncodeError {
     FieldTooLong(usize),
     #[error("{0} cannot be encoded in this protocol version")]
     NotInVersion(&'static str),
+    /// The packet breaks a rule the encoder can check cheaply (e.g. QoS > 0 without a
+    /// packet identifier).
+    #[error("invalid packet: {0}")]
+    Invalid(&'static str),
 }

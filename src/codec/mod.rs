@@ -14,7 +14,11 @@ mod encode;
 mod error;
 mod packet;
 mod properties;
+mod property_codec;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
 
 pub use decode::{decode, decode_connect_version, frame_len};
 pub use encode::{encode, encode_publish_header, encoded_len};

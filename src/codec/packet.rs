@@ -68,6 +68,12 @@ impl ByteStr {
         Self(Bytes::from_static(s.as_bytes()))
     }
 
+    /// Wraps bytes the codec has just validated with [`super::wire::is_mqtt_utf8`]
+    /// (avoids validating twice on the decode path).
+    pub(crate) const fn from_validated(b: Bytes) -> Self {
+        Self(b)
+    }
+
     /// Validates `b` as an MQTT UTF-8 string.
     pub fn try_from_bytes(b: Bytes) -> Result<Self, Bytes> {
         match std::str::from_utf8(&b) {
@@ -77,8 +83,12 @@ impl ByteStr {
     }
 
     pub fn as_str(&self) -> &str {
-        // SAFETY-free: constructed only from validated UTF-8 (see constructors).
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        debug_assert!(std::str::from_utf8(&self.0).is_ok());
+        // SAFETY: every constructor guarantees valid UTF-8: `from_static`, `From<&str>` and
+        // `From<String>` take a `str`, `try_from_bytes` validates, and `from_validated` is
+        // crate-private and only called on bytes that passed `wire::is_mqtt_utf8`. This is
+        // on the publish hot path (topic matching), so it must not re-validate.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
     pub fn as_bytes(&self) -> &Bytes {

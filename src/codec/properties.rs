@@ -1,6 +1,7 @@
 //! MQTT 5 properties. One struct for every packet type: the decoder rejects a property
-//! that is not allowed on the packet it arrived on [MQTT-2.2.2-2] and a duplicate of a
-//! property that may appear at most once (both "protocol error", 0x82).
+//! that is not allowed on the packet it arrived on (malformed, 0x81, as MQTT 5 2.2.2.2
+//! says) and a duplicate of a property that may appear at most once (protocol error,
+//! 0x82). The wire format lives in `property_codec`.
 //! For 3.1 / 3.1.1 every field stays at its default.
 
 use bytes::Bytes;
@@ -113,6 +114,33 @@ pub struct Properties {
 impl Properties {
     /// True when no property is set (the common case; lets encoders skip work).
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        // Field by field, cheapest and most likely set first; no temporary default.
+        self.user_properties.is_empty()
+            && self.subscription_identifiers.is_empty()
+            && self.topic_alias.is_none()
+            && self.payload_format_indicator.is_none()
+            && self.message_expiry_interval.is_none()
+            && self.content_type.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.session_expiry_interval.is_none()
+            && self.assigned_client_identifier.is_none()
+            && self.server_keep_alive.is_none()
+            && self.authentication_method.is_none()
+            && self.authentication_data.is_none()
+            && self.request_problem_information.is_none()
+            && self.will_delay_interval.is_none()
+            && self.request_response_information.is_none()
+            && self.response_information.is_none()
+            && self.server_reference.is_none()
+            && self.reason_string.is_none()
+            && self.receive_maximum.is_none()
+            && self.topic_alias_maximum.is_none()
+            && self.maximum_qos.is_none()
+            && self.retain_available.is_none()
+            && self.maximum_packet_size.is_none()
+            && self.wildcard_subscription_available.is_none()
+            && self.subscription_identifier_available.is_none()
+            && self.shared_subscription_available.is_none()
     }
 }

@@ -1,1 +1,466 @@
-//! session (to be written).
+//! Sans-IO per-client MQTT session: the state that belongs to one client id — its
+//! subscriptions, the inbound QoS 2 packet ids awaiting PUBREL, the outbound inflight
+//! window and queue, keep alive, the will — and the rules of the packets a connected
+//! client sends.
+//!
+//! It never touches sockets, the clock (time arrives as `now`), the subscription index or
+//! other sessions: what needs the broker (routing a PUBLISH, changing the index,
+//! DISCONNECT) is returned as an [`Action`]. It never encodes bytes: packets to send come
+//! out of [`Session::poll_transmit`] as [`Transmit`]s.
+
+mod connect;
+mod error;
+mod message;
+mod outbound;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::codec::{
+    AckKind, ByteStr, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
+    SubscriptionOptions, Unsubscribe, Will,
+};
+use crate::config::Config;
+
+pub use connect::{
+    accept, authenticate, connack_code, connack_properties, Accepted, SessionExpiry,
+    CONNECT_TIMEOUT,
+};
+pub use error::ProtocolError;
+pub use message::{Message, Outgoing, Transmit};
+pub use outbound::AckOutcome;
+use outbound::Outbound;
+
+/// Limits a session applies, from [`Config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Outbound QoS 1/2 window (`max_inflight_messages`).
+    pub max_inflight: u16,
+    /// Queue length beyond the window (`max_queued_messages`; 0 = unlimited).
+    pub max_queued: usize,
+    /// Queue QoS 0 messages for an offline session (`queue_qos0_messages`).
+    pub queue_qos0: bool,
+    /// Our Receive Maximum: QoS 2 publishes a v5 client may have awaiting PUBREL.
+    pub receive_maximum: u16,
+    pub retain_available: bool,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_inflight: config.max_inflight_messages.max(1),
+            max_queued: if config.max_queued_messages == 0 {
+                usize::MAX
+            } else {
+                config.max_queued_messages
+            },
+            queue_qos0: config.queue_qos0_messages,
+            receive_maximum: config.max_inflight_messages.max(1),
+            retain_available: config.retain_available,
+        }
+    }
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub options: SubscriptionOptions,
+    /// MQTT 5 Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+/// What the broker must do after a packet.
+#[derive(Debug)]
+pub enum Action {
+    /// Route this PUBLISH; for QoS 1/2 then call [`Session::acknowledge_publish`].
+    Route(Publish),
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    /// The client sent DISCONNECT; `publish_will` for v5 reason 0x04.
+    Disconnect {
+        publish_will: bool,
+    },
+}
+
+/// What happened to a message offered to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to the transmit queue.
+    Sent,
+    /// Waiting for a free inflight slot (or for the client to reconnect).
+    Queued,
+    /// Not kept: offline QoS 0 without `queue_qos0_messages`.
+    Skipped,
+    /// Offline queue full: dropped (count and log it).
+    Dropped,
+}
+
+/// The live connection of a session.
+#[derive(Debug)]
+struct Link {
+    keep_alive: Duration,
+    last_packet: Instant,
+    will: Option<Will>,
+    /// v5 Receive Maximum of the client (65535 for 3.1.1).
+    client_receive_maximum: u16,
+    /// v5 Maximum Packet Size of the client (`u32::MAX` when absent).
+    client_max_packet_size: u32,
+}
+
+/// A client's session.
+///
+/// Driver order (the broker): [`Session::attach`] after an accepted CONNECT; then per
+/// packet [`Session::handle_packet`], carrying out the returned [`Action`]; messages for
+/// the client through [`Session::deliver`]; when [`Session::poll_timeout`] passes,
+/// [`Session::keep_alive_expired`]; after every call, drain [`Session::poll_transmit`]
+/// into the connection's output; [`Session::detach`] when the connection ends.
+#[derive(Debug)]
+pub struct Session {
+    client_id: ByteStr,
+    uid: u64,
+    version: ProtocolVersion,
+    expiry: SessionExpiry,
+    subscriptions: HashMap<ByteStr, Subscription>,
+    outbound: Outbound,
+    /// Inbound QoS 2 packet ids received and not yet released by PUBREL.
+    inbound_qos2: Vec<PacketId>,
+    link: Option<Link>,
+    transmits: VecDeque<Transmit>,
+    limits: Limits,
+    /// A will waiting for its v5 Will Delay Interval.
+    pub pending_will: Option<(Instant, Will)>,
+    /// When this offline session expires.
+    pub expires_at: Option<Instant>,
+}
+
+impl Session {
+    pub fn new(client_id: ByteStr, uid: u64, limits: Limits) -> Self {
+        Self {
+            client_id,
+            uid,
+            version: ProtocolVersion::V311,
+            expiry: SessionExpiry::After(Duration::ZERO),
+            subscriptions: HashMap::new(),
+            outbound: Outbound::default(),
+            inbound_qos2: Vec::new(),
+            link: None,
+            transmits: VecDeque::new(),
+            limits,
+            pending_will: None,
+            expires_at: None,
+        }
+    }
+
+    pub fn client_id(&self) -> &ByteStr {
+        &self.client_id
+    }
+
+    /// Unique for the broker's lifetime (slab keys are reused, this is not).
+    pub const fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    pub const fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    pub const fn expiry(&self) -> SessionExpiry {
+        self.expiry
+    }
+
+    pub const fn is_connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Binds the session to a new connection: resends the inflight window with DUP=1 and
+    /// PUBREL for PUBREC'd messages, then queued messages [MQTT-4.4.0-1]. A pending
+    /// delayed will is cancelled [MQTT-3.1.3-9].
+    pub fn attach(
+        &mut self,
+        now: Instant,
+        connect: &crate::codec::Connect,
+        accepted: &Accepted,
+        will: Option<Will>,
+    ) {
+        self.version = connect.protocol;
+        self.expiry = accepted.expiry;
+        self.pending_will = None;
+        self.expires_at = None;
+        self.link = Some(Link {
+            keep_alive: Duration::from_secs(u64::from(accepted.keep_alive)),
+            last_packet: now,
+            will,
+            client_receive_maximum: connect
+                .properties
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .max(1),
+            client_max_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
+        });
+    }
+
+    /// Queues the resend of the inflight window and the queue, after the CONNACK.
+    pub fn resume(&mut self, now: Instant) -> usize {
+        self.outbound.resend(&mut self.transmits);
+        self.pump(now)
+    }
+
+    /// Ends the connection. Returns the will if it must be published (abnormal close, or
+    /// v5 DISCONNECT 0x04), which the caller publishes now or after its delay.
+    pub fn detach(&mut self, publish_will: bool) -> Option<Will> {
+        let link = self.link.take()?;
+        self.transmits.clear();
+        if !self.limits.queue_qos0 {
+            self.outbound.drop_queued_qos0();
+        }
+        if publish_will {
+            link.will
+        } else {
+            None
+        }
+    }
+
+    /// The outbound window: our `max_inflight_messages`, lowered to the client's v5
+    /// Receive Maximum [MQTT-3.3.4-9].
+    fn window(&self) -> usize {
+        let client = self
+            .link
+            .as_ref()
+            .map_or(u16::MAX, |l| l.client_receive_maximum);
+        usize::from(self.limits.max_inflight.min(client))
+    }
+
+    /// The client's Maximum Packet Size (v5), `u32::MAX` when it set none.
+    pub fn client_max_packet_size(&self) -> u32 {
+        self.link
+            .as_ref()
+            .map_or(u32::MAX, |l| l.client_max_packet_size)
+    }
+
+    /// When keep alive runs out: 1.5 x keep alive after the last packet [MQTT-3.1.2-24].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let link = self.link.as_ref()?;
+        if link.keep_alive.is_zero() {
+            return None;
+        }
+        Some(link.last_packet + link.keep_alive * 3 / 2)
+    }
+
+    /// Whether the keep alive has run out at `now`.
+    pub fn keep_alive_expired(&self, now: Instant) -> bool {
+        self.poll_timeout().is_some_and(|deadline| now >= deadline)
+    }
+
+    /// The next packet to write to the client.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Messages held (inflight + queued), for `$SYS/broker/store/messages/count`.
+    pub fn stored(&self) -> usize {
+        self.outbound.stored()
+    }
+
+    /// More messages queued than `max_queued_messages`: the publishers feeding this
+    /// connected session must be paused.
+    pub fn is_backlogged(&self) -> bool {
+        self.outbound.queued_len() >= self.limits.max_queued
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.outbound.inflight_len()
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.outbound.queued_len()
+    }
+
+    /// Offers a message to the session. While connected QoS 1/2 is never dropped (it
+    /// waits in the queue, beyond `max_queued_messages` if need be: the caller
+    /// back-pressures); offline, the queue is bounded.
+    pub fn deliver(&mut self, out: Outgoing) -> Delivery {
+        if self.link.is_some() {
+            let window = self.window();
+            if self.outbound.offer(out, window, &mut self.transmits) {
+                Delivery::Sent
+            } else {
+                Delivery::Queued
+            }
+        } else if out.qos == QoS::AtMostOnce && !self.limits.queue_qos0 {
+            Delivery::Skipped
+        } else if self.outbound.queued_len() >= self.limits.max_queued {
+            Delivery::Dropped
+        } else {
+            self.outbound.enqueue(out);
+            Delivery::Queued
+        }
+    }
+
+    /// Completes an inflight message that could not be sent (too large for the client's
+    /// Maximum Packet Size) [MQTT-3.1.2-25], and refills the window.
+    pub fn discard_inflight(&mut self, packet_id: PacketId) {
+        self.outbound.forget(packet_id);
+    }
+
+    /// Moves queued messages into the window; returns how many expired on the way.
+    fn pump(&mut self, now: Instant) -> usize {
+        if self.link.is_none() {
+            return 0;
+        }
+        let window = self.window();
+        self.outbound.pump(window, now, &mut self.transmits)
+    }
+
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&ByteStr, &Subscription)> {
+        self.subscriptions.iter()
+    }
+
+    /// Adds or replaces a subscription; returns the previous one [MQTT-3.8.4-3].
+    pub fn subscribe(&mut self, filter: ByteStr, sub: Subscription) -> Option<Subscription> {
+        self.subscriptions.insert(filter, sub)
+    }
+
+    pub fn unsubscribe(&mut self, filter: &ByteStr) -> Option<Subscription> {
+        self.subscriptions.remove(filter)
+    }
+
+    /// Removes every subscription (session discarded); returns the filters.
+    pub fn take_subscriptions(&mut self) -> Vec<ByteStr> {
+        self.subscriptions.drain().map(|(f, _)| f).collect()
+    }
+
+    /// Queues a packet for the client (CONNACK, SUBACK, DISCONNECT, ...).
+    pub fn send(&mut self, packet: Packet) {
+        self.transmits.push_back(Transmit::Packet(Box::new(packet)));
+    }
+
+    /// Handles one packet from the connected client. `Err` means: close the connection
+    /// (v5: DISCONNECT with `err.reason_code()` first) and publish the will.
+    ///
+    /// `now` is also the new keep alive reference.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+        expired: &mut usize,
+    ) -> Result<Option<Action>, ProtocolError> {
+        if let Some(link) = &mut self.link {
+            link.last_packet = now;
+        }
+        match packet {
+            Packet::Connect(_) => Err(ProtocolError::SecondConnect), // [MQTT-3.1.0-2]
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::Ack(ack) => {
+                if ack.kind == AckKind::PubRel {
+                    self.on_pubrel(ack.packet_id);
+                } else if self.outbound.acknowledge(&ack, &mut self.transmits)
+                    == AckOutcome::Released
+                {
+                    *expired += self.pump(now);
+                }
+                Ok(None)
+            }
+            Packet::Subscribe(s) => Ok(Some(Action::Subscribe(s))),
+            Packet::Unsubscribe(u) => Ok(Some(Action::Unsubscribe(u))),
+            Packet::PingReq => {
+                self.transmits.push_back(Transmit::PingResp); // [MQTT-3.12.4-1]
+                Ok(None)
+            }
+            Packet::Disconnect(d) => {
+                if let Some(interval) = d.properties.session_expiry_interval {
+                    if self.expiry.ends_at_disconnect() && interval != 0 {
+                        return Err(ProtocolError::SessionExpiryAfterZero);
+                    }
+                    self.expiry = SessionExpiry::from_v5_interval(interval);
+                }
+                Ok(Some(Action::Disconnect {
+                    publish_will: self.version.is_v5()
+                        && d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+                }))
+            }
+            other @ (Packet::Auth(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => Err(ProtocolError::Unexpected(other.name())),
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish) -> Result<Option<Action>, ProtocolError> {
+        if p.properties.topic_alias.is_some() {
+            return Err(ProtocolError::TopicAliasInvalid);
+        }
+        if p.topic.is_empty() {
+            return Err(ProtocolError::EmptyTopic);
+        }
+        if p.retain && !self.limits.retain_available {
+            return Err(ProtocolError::RetainNotSupported); // [MQTT-3.3.1-11]
+        }
+        if p.qos == QoS::ExactlyOnce {
+            let Some(id) = p.packet_id else {
+                return Err(ProtocolError::Decode(crate::codec::DecodeError::Malformed(
+                    "QoS 2 PUBLISH without packet id",
+                )));
+            };
+            if self.inbound_qos2.contains(&id) {
+                // Duplicate before PUBREL: acknowledge again, do not deliver again
+                // [MQTT-4.3.3-10].
+                self.transmits
+                    .push_back(Transmit::Ack(AckKind::PubRec, id, ReasonCode::SUCCESS));
+                return Ok(None);
+            }
+            if self.version.is_v5()
+                && self.inbound_qos2.len() >= usize::from(self.limits.receive_maximum)
+            {
+                return Err(ProtocolError::ReceiveMaximumExceeded); // [MQTT-3.3.4-8]
+            }
+            self.inbound_qos2.push(id);
+        }
+        Ok(Some(Action::Route(p)))
+    }
+
+    /// Sends the PUBACK / PUBREC of a routed QoS 1/2 PUBLISH. `reason` is v5's (0x10 when
+    /// nobody matched); 3.1.1 acks carry none.
+    pub fn acknowledge_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: Option<PacketId>,
+        reason: ReasonCode,
+    ) {
+        let Some(id) = packet_id else { return };
+        let reason = if self.version.is_v5() {
+            reason
+        } else {
+            ReasonCode::SUCCESS
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                self.transmits
+                    .push_back(Transmit::Ack(AckKind::PubAck, id, reason))
+            }
+            QoS::ExactlyOnce => {
+                if reason.is_error() {
+                    self.inbound_qos2.retain(|&p| p != id);
+                }
+                self.transmits
+                    .push_back(Transmit::Ack(AckKind::PubRec, id, reason));
+            }
+        }
+    }
+
+    fn on_pubrel(&mut self, id: PacketId) {
+        let reason = if let Some(pos) = self.inbound_qos2.iter().position(|&p| p == id) {
+            self.inbound_qos2.swap_remove(pos);
+            ReasonCode::SUCCESS
+        } else if self.version.is_v5() {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        } else {
+            ReasonCode::SUCCESS
+        };
+        self.transmits
+            .push_back(Transmit::Ack(AckKind::PubComp, id, reason)); // [MQTT-4.3.3-11]
+    }
+}

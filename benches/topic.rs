@@ -1,0 +1,99 @@
+//! Topic matching on the publish hot path: `TopicIndex::for_each_match` with 1k, 100k and
+//! 1M subscriptions, for exact filters, '+'-heavy filters and '#'-heavy filters.
+//!
+//! Each index is built once per (shape, size); every iteration matches one topic from a
+//! pre-built list of 1024 topics that each match exactly one subscription.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use shardmq::topic::{TopicFilter, TopicIndex};
+
+const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
+
+#[derive(Clone, Copy)]
+enum Shape {
+    /// "s/{a}/{b}"
+    Exact,
+    /// "s/{a}/+/{b}"
+    Plus,
+    /// "s/{a}/{b}/#"
+    Hash,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Plus => "plus",
+            Self::Hash => "hash",
+        }
+    }
+
+    fn filter(self, a: usize, b: usize) -> String {
+        match self {
+            Self::Exact => format!("s/{a}/{b}"),
+            Self::Plus => format!("s/{a}/+/{b}"),
+            Self::Hash => format!("s/{a}/{b}/#"),
+        }
+    }
+
+    fn topic(self, a: usize, b: usize) -> String {
+        match self {
+            Self::Exact => format!("s/{a}/{b}"),
+            Self::Plus => format!("s/{a}/dev7/{b}"),
+            Self::Hash => format!("s/{a}/{b}/x/y"),
+        }
+    }
+}
+
+fn build(shape: Shape, n: usize) -> TopicIndex<usize, u8> {
+    let mut idx = TopicIndex::new();
+    for i in 0..n {
+        let filter = shape.filter(i / 1000, i % 1000);
+        if let Ok(f) = TopicFilter::parse(&filter) {
+            idx.insert(&f, i, 0);
+        }
+    }
+    idx
+}
+
+fn topics(shape: Shape, n: usize) -> Vec<String> {
+    // A small LCG spreads the lookups over the whole index.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..1024)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let i = (x >> 33) as usize % n;
+            shape.topic(i / 1000, i % 1000)
+        })
+        .collect()
+}
+
+fn bench_matching(c: &mut Criterion) {
+    for shape in [Shape::Exact, Shape::Plus, Shape::Hash] {
+        let mut group = c.benchmark_group(format!("topic_match/{}", shape.name()));
+        group.sample_size(20);
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(2));
+        for n in SIZES {
+            let idx = build(shape, n);
+            let topics = topics(shape, n);
+            group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                let mut j = 0usize;
+                b.iter(|| {
+                    let t = &topics[j & 1023];
+                    j = j.wrapping_add(1);
+                    let mut hits = 0usize;
+                    idx.for_each_match(black_box(t), |k, _| hits += *k);
+                    black_box(hits)
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_matching);
+criterion_main!(benches);

@@ -1,0 +1,367 @@
+//! Connection and session lifecycle inside the broker: the CONNECT handshake (accept or
+//! refuse, client-id takeover, session present), per-packet dispatch to the session,
+//! DISCONNECT and abnormal ends, wills (immediate or delayed) and session expiry.
+//!
+//! It never blocks and never trusts the client: every refusal is a CONNACK or DISCONNECT
+//! with the spec's code and a log line, then a close.
+
+use std::time::{Duration, Instant};
+
+use crate::codec::{
+    ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, Publish,
+    ReasonCode, Will,
+};
+use crate::session::{self, Action, Session, SessionExpiry};
+
+use super::timers::Timer;
+use super::{Broker, ConnId, ConnState, Slot};
+
+/// Mosquitto's protocol number in "New client connected ... (p2, c1, k60)".
+const fn mosquitto_protocol(v: ProtocolVersion) -> u8 {
+    match v {
+        ProtocolVersion::V31 => 1,
+        ProtocolVersion::V311 => 2,
+        ProtocolVersion::V5 => 5,
+    }
+}
+
+impl Broker {
+    pub(super) fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        let Some(c) = self.conn(conn) else { return };
+        match c.state {
+            ConnState::AwaitConnect => match packet {
+                Packet::Connect(connect) => self.on_connect(conn, connect, now),
+                other => {
+                    // [MQTT-3.1.0-1]: the first packet must be CONNECT.
+                    crate::log_notice!(
+                        "Client <unknown> from {} sent {} before CONNECT, disconnecting.",
+                        c.peer,
+                        other.name()
+                    );
+                    self.close_conn(conn);
+                }
+            },
+            ConnState::Active(key) => {
+                let Some(slot) = self.sessions.get_mut(key) else {
+                    return;
+                };
+                let mut expired = 0;
+                let result = slot.session.handle_packet(now, packet, &mut expired);
+                self.stats.publish_dropped += expired as u64;
+                match result {
+                    Err(err) => self.protocol_error(conn, &err, now),
+                    Ok(None) => {
+                        self.flush_session(key, now);
+                        self.maybe_release(key);
+                    }
+                    Ok(Some(Action::Route(publish))) => self.on_publish(key, conn, publish, now),
+                    Ok(Some(Action::Subscribe(sub))) => self.on_subscribe(key, sub, now),
+                    Ok(Some(Action::Unsubscribe(unsub))) => self.on_unsubscribe(key, unsub, now),
+                    Ok(Some(Action::Disconnect { publish_will })) => {
+                        if crate::log::connection_messages() {
+                            crate::log_info!("Client {} disconnected.", slot.session.client_id());
+                        }
+                        self.end_connection(conn, now, publish_will);
+                    }
+                }
+            }
+            ConnState::Closing => {}
+        }
+    }
+
+    fn on_publish(&mut self, key: usize, conn: ConnId, publish: Publish, now: Instant) {
+        self.stats.publish_received += 1;
+        let (qos, packet_id) = (publish.qos, publish.packet_id);
+        let limit = self.config.message_size_limit;
+        let reason = if limit != 0 && publish.payload.len() > limit as usize {
+            let id = self
+                .sessions
+                .get(key)
+                .map(|s| s.session.client_id().to_string())
+                .unwrap_or_default();
+            crate::log_notice!(
+                "Dropped too large PUBLISH from {id} (q{}, {} bytes).",
+                qos as u8,
+                publish.payload.len()
+            );
+            self.stats.publish_dropped += 1;
+            ReasonCode::PACKET_TOO_LARGE
+        } else if self.route(publish, Some((conn, key)), now) {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        };
+        if let Some(slot) = self.sessions.get_mut(key) {
+            slot.session.acknowledge_publish(qos, packet_id, reason);
+        }
+        self.flush_session(key, now);
+    }
+
+    fn on_connect(&mut self, conn: ConnId, mut connect: Box<Connect>, now: Instant) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        let version = connect.protocol;
+        c.version = version;
+        let (peer, listener, conn_uid) = (c.peer, c.listener, c.uid);
+        let allow_anonymous = self
+            .config
+            .listeners
+            .get(listener)
+            .and_then(|l| l.allow_anonymous)
+            .unwrap_or(self.config.allow_anonymous);
+        let auto = self.uid();
+        let accepted = match session::accept(&connect, &self.config, allow_anonymous, || auto) {
+            Ok(a) => a,
+            Err(reason) => {
+                let code = session::connack_code(version, reason);
+                let ack = ConnAck {
+                    session_present: false,
+                    reason: code,
+                    properties: Properties::default(),
+                };
+                self.send_packet(conn, &Packet::ConnAck(ack), version);
+                crate::log_notice!(
+                    "Client {} from {peer} refused: CONNACK 0x{:02x}.",
+                    connect.client_id,
+                    code.0
+                );
+                self.close_conn(conn);
+                return;
+            }
+        };
+        let client_id = accepted.client_id.clone();
+
+        // Takeover: the old connection of this client id is closed [MQTT-3.1.4-3].
+        if let Some(old) = self
+            .client_ids
+            .get(&client_id)
+            .and_then(|&k| self.sessions.get(k))
+            .and_then(|s| s.conn)
+        {
+            crate::log_notice!("Client {client_id} already connected, closing old connection.");
+            self.disconnect_with(old, ReasonCode::SESSION_TAKEN_OVER);
+            self.end_connection(old, now, true);
+        }
+        let mut session_present = false;
+        let existing = self.client_ids.get(&client_id).copied();
+        let key = match existing {
+            // [MQTT-3.1.2-4]: resume the session unless clean start.
+            Some(key) if !connect.clean_start => {
+                session_present = true;
+                key
+            }
+            other => {
+                if let Some(key) = other {
+                    self.end_session(key); // [MQTT-3.1.2-6]
+                }
+                let uid = self.uid();
+                let session = Session::new(client_id.clone(), uid, self.limits);
+                let key = self.sessions.insert(Slot {
+                    session,
+                    conn: None,
+                    paused: Default::default(),
+                });
+                self.client_ids.insert(client_id.clone(), key);
+                key
+            }
+        };
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let will = connect.will.take();
+        slot.session.attach(now, &connect, &accepted, will);
+        slot.conn = Some(conn);
+        let properties = if version.is_v5() {
+            session::connack_properties(&self.config, &accepted)
+        } else {
+            Properties::default()
+        };
+        // [MQTT-3.2.2-1] [MQTT-3.2.2-2]: session present only when resumed.
+        slot.session.send(Packet::ConnAck(ConnAck {
+            session_present,
+            reason: ReasonCode::SUCCESS,
+            properties,
+        }));
+        let expired = slot.session.resume(now);
+        self.stats.publish_dropped += expired as u64;
+        if let Some(deadline) = slot.session.poll_timeout() {
+            self.timers.push(
+                deadline,
+                Timer::KeepAlive {
+                    conn,
+                    uid: conn_uid,
+                },
+            );
+        }
+        if let Some(c) = self.conn_mut(conn) {
+            c.state = ConnState::Active(key);
+        }
+        self.stats.client_connected();
+        self.stats.clients_total = self.sessions.len() as u64;
+        let user = connect
+            .username
+            .as_ref()
+            .map(|u| format!(", u'{u}'"))
+            .unwrap_or_default();
+        if crate::log::connection_messages() {
+            crate::log_info!(
+                "New client connected from {} as {client_id} (p{}, c{}, k{}{user}).",
+                peer,
+                mosquitto_protocol(version),
+                u8::from(connect.clean_start),
+                accepted.keep_alive
+            );
+        }
+        self.flush_session(key, now);
+    }
+
+    /// A first frame that does not decode. An unsupported protocol level gets its CONNACK
+    /// (0x01 in 3.1.1 framing, 0x84 for 5 and later) [MQTT-3.1.2-2]; anything else closes.
+    pub(super) fn refuse_undecodable_connect(&mut self, conn: ConnId, err: &DecodeError) {
+        let peer = self.conn(conn).map(|c| c.peer);
+        if let DecodeError::UnsupportedProtocolVersion { level } = *err {
+            let (version, reason) = if level >= 5 {
+                (
+                    ProtocolVersion::V5,
+                    ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                )
+            } else {
+                (
+                    ProtocolVersion::V311,
+                    ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION,
+                )
+            };
+            let ack = ConnAck {
+                session_present: false,
+                reason,
+                properties: Properties::default(),
+            };
+            self.send_packet(conn, &Packet::ConnAck(ack), version);
+        }
+        if let Some(peer) = peer {
+            crate::log_notice!(
+                "Client <unknown> from {peer} sent a bad CONNECT: {err}, disconnecting."
+            );
+        }
+        self.close_conn(conn);
+    }
+
+    /// Sends a v5 DISCONNECT with `reason` to an active v5 connection (nothing for 3.1.1).
+    pub(super) fn disconnect_with(&mut self, conn: ConnId, reason: ReasonCode) {
+        let Some(c) = self.conn(conn) else { return };
+        if c.version.is_v5() && matches!(c.state, ConnState::Active(_)) {
+            let d = Disconnect {
+                reason,
+                properties: Properties::default(),
+            };
+            self.send_packet(conn, &Packet::Disconnect(d), ProtocolVersion::V5);
+        }
+    }
+
+    /// Marks a connection for `poll_close` (idempotent).
+    pub(super) fn close_conn(&mut self, conn: ConnId) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        if c.state == ConnState::Closing {
+            return;
+        }
+        c.state = ConnState::Closing;
+        c.blocked_on.clear();
+        self.close_ready.push_back(conn);
+    }
+
+    /// Detaches the session of an active connection (publishing the will when
+    /// `publish_will`), starts its expiry, and closes the connection.
+    pub(super) fn end_connection(&mut self, conn: ConnId, now: Instant, publish_will: bool) {
+        let Some(c) = self.conn(conn) else { return };
+        let ConnState::Active(key) = c.state else {
+            self.close_conn(conn);
+            return;
+        };
+        self.close_conn(conn);
+        self.stats.client_disconnected();
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        slot.conn = None;
+        let will = slot.session.detach(publish_will);
+        self.maybe_release(key);
+        self.session_offline(key, will, now);
+    }
+
+    /// A session just lost its connection: the will now or after its delay, then the
+    /// session ends or waits for its expiry.
+    fn session_offline(&mut self, key: usize, will: Option<Will>, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let expiry = slot.session.expiry();
+        let uid = slot.session.uid();
+        if let Some(will) = will {
+            let delay = if slot.session.version().is_v5() {
+                will.properties.will_delay_interval.unwrap_or(0)
+            } else {
+                0
+            };
+            if delay == 0 || expiry.ends_at_disconnect() {
+                self.publish_will(will, now);
+            } else {
+                let at = now + Duration::from_secs(u64::from(delay));
+                slot.session.pending_will = Some((at, will));
+                self.timers.push(at, Timer::WillDelay { key, uid });
+            }
+        }
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        match expiry {
+            SessionExpiry::After(d) if d.is_zero() => self.end_session(key),
+            SessionExpiry::After(d) => {
+                let at = now + d;
+                slot.session.expires_at = Some(at);
+                self.timers.push(at, Timer::SessionExpiry { key, uid });
+            }
+            SessionExpiry::Never => {}
+        }
+    }
+
+    /// Removes a session: its subscriptions leave the index and its client id is freed.
+    pub(super) fn end_session(&mut self, key: usize) {
+        let Some(mut slot) = self.sessions.try_remove(key) else {
+            return;
+        };
+        self.stats.clients_total = self.sessions.len() as u64;
+        for filter in slot.session.take_subscriptions() {
+            self.index.remove(filter.as_str(), &key);
+        }
+        if self.client_ids.get(slot.session.client_id()) == Some(&key) {
+            self.client_ids.remove(slot.session.client_id());
+        }
+        for (p, puid) in slot.paused {
+            if let Some(c) = self.conns.get_mut(p).and_then(Option::as_mut) {
+                if c.uid == puid {
+                    c.blocked_on.retain(|(k, _)| *k != key);
+                    if c.blocked_on.is_empty() && !c.transmit_flag {
+                        c.transmit_flag = true;
+                        self.transmit_ready.push_back(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes a will as a normal message (the Will Delay Interval is not forwarded).
+    pub(super) fn publish_will(&mut self, will: Will, now: Instant) {
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain && self.config.retain_available,
+            topic: will.topic,
+            // Placeholder id so the header template can be encoded from it directly.
+            packet_id: (will.qos != crate::codec::QoS::AtMostOnce).then_some(1),
+            properties,
+            payload: will.payload,
+        };
+        self.route(publish, None, now);
+    }
+}

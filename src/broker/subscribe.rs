@@ -1,0 +1,138 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the session's subscription set, the shard's index, the
+//! SUBACK / UNSUBACK reason codes and the retained messages sent after a SUBACK.
+//!
+//! It never sends a retained message before the SUBACK and never accepts a filter the
+//! topic layer rejects.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use crate::codec::{Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
+use crate::session::{Delivery, Message, Outgoing, Subscription};
+
+use super::Broker;
+use crate::topic::TopicFilter;
+
+impl Broker {
+    pub(super) fn on_subscribe(&mut self, key: usize, sub: Subscribe, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let v5 = slot.session.version().is_v5();
+        let sub_id = sub.properties.subscription_identifiers.first().copied();
+        let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
+        let mut retained_for: SmallVec<[(TopicFilter, QoS); 1]> = SmallVec::new();
+        for (filter, options) in sub.filters {
+            let failure = if v5 {
+                None
+            } else {
+                Some(ReasonCode::V3_SUBACK_FAILURE)
+            };
+            if filter.starts_with("$share/") {
+                reasons.push(failure.unwrap_or(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED));
+                continue;
+            }
+            let Ok(parsed) = TopicFilter::try_from(filter.clone()) else {
+                reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
+            };
+            let subscription = Subscription {
+                options,
+                id: sub_id,
+            };
+            // [MQTT-3.8.4-3]: an identical filter replaces the subscription.
+            let previous = slot.session.subscribe(filter.clone(), subscription);
+            self.index.insert(&parsed, key, subscription);
+            crate::log_subscribe!(
+                "{} {} {}",
+                slot.session.client_id(),
+                options.qos as u8,
+                filter
+            );
+            reasons.push(ReasonCode(options.qos as u8));
+            let send_retained = !v5
+                || match options.retain_handling {
+                    0 => true,
+                    1 => previous.is_none(),
+                    _ => false,
+                };
+            if send_retained {
+                retained_for.push((parsed, options.qos));
+            }
+        }
+        slot.session.send(Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            reasons,
+            properties: Default::default(),
+        }));
+        self.stats.subscriptions = self.index.len() as u64;
+        self.flush_session(key, now);
+        for (filter, granted) in retained_for {
+            self.send_retained(key, &filter, granted, sub_id, now);
+        }
+    }
+
+    /// Retained messages matching `filter`, with RETAIN set [MQTT-3.3.1-8], after SUBACK.
+    fn send_retained(
+        &mut self,
+        key: usize,
+        filter: &TopicFilter,
+        granted: QoS,
+        sub_id: Option<u32>,
+        now: Instant,
+    ) {
+        let mut found = Vec::new();
+        self.retained
+            .for_each_match(filter, |m| found.push(Arc::clone(m)));
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        for m in found {
+            let publish = Publish {
+                dup: false,
+                qos: m.qos,
+                retain: true,
+                topic: m.topic.clone(),
+                packet_id: (m.qos != QoS::AtMostOnce).then_some(1),
+                properties: m.properties.clone(),
+                payload: m.payload.clone(),
+            };
+            let out = Outgoing {
+                msg: Arc::new(Message::new(publish, now, None)),
+                qos: m.qos.min(granted),
+                retain: true,
+                sub_ids: sub_id.into_iter().collect(),
+            };
+            if slot.session.deliver(out) == Delivery::Dropped {
+                self.stats.publish_dropped += 1;
+            }
+        }
+        self.flush_session(key, now);
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, key: usize, unsub: Unsubscribe, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
+        for filter in unsub.filters {
+            let existed = slot.session.unsubscribe(&filter).is_some();
+            self.index.remove(filter.as_str(), &key);
+            crate::log_unsubscribe!("{} {}", slot.session.client_id(), filter);
+            reasons.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        slot.session.send(Packet::UnsubAck(SubAck {
+            packet_id: unsub.packet_id,
+            reasons,
+            properties: Default::default(),
+        }));
+        self.stats.subscriptions = self.index.len() as u64;
+        self.flush_session(key, now);
+    }
+}

@@ -1,0 +1,171 @@
+//! The broker's timers: a min-heap of deadlines with lazy invalidation. An entry names a
+//! connection or session by slab key *and* uid, so an entry for a slot that was freed and
+//! reused is recognised as stale and ignored; a keep alive entry that fires early (the
+//! client sent packets since) is simply pushed again at the real deadline.
+//!
+//! It never reads the clock: `now` comes from the runtime.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+use super::{Broker, ConnId, ConnState};
+use crate::session::ProtocolError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    /// A connection that has not sent CONNECT yet.
+    Connect {
+        conn: ConnId,
+        uid: u64,
+    },
+    KeepAlive {
+        conn: ConnId,
+        uid: u64,
+    },
+    SessionExpiry {
+        key: usize,
+        uid: u64,
+    },
+    WillDelay {
+        key: usize,
+        uid: u64,
+    },
+    Sys,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
+}
+
+impl Timers {
+    pub(super) fn push(&mut self, at: Instant, timer: Timer) {
+        self.heap.push(Reverse((at, timer)));
+    }
+
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        if self.next()? > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse((_, t))| t)
+    }
+}
+
+impl Broker {
+    pub(super) fn fire(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::Connect { conn, uid } => {
+                let Some(c) = self.conn(conn) else { return };
+                if c.uid == uid && c.state == ConnState::AwaitConnect {
+                    crate::log_notice!(
+                        "Client <unknown> from {} did not send CONNECT in time, disconnecting.",
+                        c.peer
+                    );
+                    self.close_conn(conn);
+                }
+            }
+            Timer::KeepAlive { conn, uid } => {
+                let Some(c) = self.conn(conn) else { return };
+                let ConnState::Active(key) = c.state else {
+                    return;
+                };
+                if c.uid != uid {
+                    return;
+                }
+                let Some(slot) = self.sessions.get(key) else {
+                    return;
+                };
+                let Some(deadline) = slot.session.poll_timeout() else {
+                    return;
+                };
+                if deadline <= now {
+                    crate::log_notice!(
+                        "Client {} has exceeded timeout, disconnecting.",
+                        slot.session.client_id()
+                    );
+                    self.disconnect_with(conn, crate::codec::ReasonCode::KEEP_ALIVE_TIMEOUT);
+                    self.end_connection(conn, now, true);
+                    self.close_conn(conn);
+                } else {
+                    self.timers.push(deadline, Timer::KeepAlive { conn, uid });
+                }
+            }
+            Timer::SessionExpiry { key, uid } => {
+                let Some(slot) = self.sessions.get_mut(key) else {
+                    return;
+                };
+                if slot.session.uid() != uid || slot.conn.is_some() {
+                    return;
+                }
+                if slot.session.expires_at.is_some_and(|t| t <= now) {
+                    crate::log_notice!("Expiring client {}.", slot.session.client_id());
+                    if let Some((_, will)) = slot.session.pending_will.take() {
+                        // The will is sent at session end if that comes first [MQTT-3.1.3-9].
+                        self.publish_will(will, now);
+                    }
+                    self.end_session(key);
+                }
+            }
+            Timer::WillDelay { key, uid } => {
+                let Some(slot) = self.sessions.get_mut(key) else {
+                    return;
+                };
+                if slot.session.uid() != uid || slot.conn.is_some() {
+                    return;
+                }
+                if slot
+                    .session
+                    .pending_will
+                    .as_ref()
+                    .is_some_and(|(t, _)| *t <= now)
+                {
+                    if let Some((_, will)) = slot.session.pending_will.take() {
+                        self.publish_will(will, now);
+                    }
+                }
+            }
+            Timer::Sys => {
+                self.publish_sys(now);
+                self.timers.push(now + self.config.sys_interval, Timer::Sys);
+            }
+        }
+    }
+
+    /// Publishes the `$SYS` topics as retained messages.
+    fn publish_sys(&mut self, now: Instant) {
+        self.refresh_gauges();
+        self.stats.update_load(now);
+        for (topic, value) in self.stats.sys_messages(now) {
+            let publish = crate::codec::Publish {
+                retain: true,
+                topic: crate::codec::ByteStr::from_static(topic),
+                payload: bytes::Bytes::from(value),
+                ..Default::default()
+            };
+            self.route(publish, None, now);
+        }
+    }
+
+    /// A protocol violation by a connected client: v5 DISCONNECT with the reason code,
+    /// a log line naming the client, will published, connection closed.
+    pub(super) fn protocol_error(&mut self, conn: ConnId, err: &ProtocolError, now: Instant) {
+        let Some(c) = self.conn(conn) else { return };
+        let name = match c.state {
+            ConnState::Active(key) => self
+                .sessions
+                .get(key)
+                .map(|s| s.session.client_id().to_string()),
+            _ => None,
+        }
+        .unwrap_or_else(|| format!("<unknown> from {}", c.peer));
+        crate::log_notice!("Client {name} disconnected due to protocol error: {err}.");
+        self.disconnect_with(conn, err.reason_code());
+        self.end_connection(conn, now, true);
+        self.close_conn(conn);
+    }
+}

@@ -1,0 +1,219 @@
+//! Server -> client QoS 1 / 2 state of one session: the inflight window (packet id,
+//! stage of the PUBACK or PUBREC/PUBREL/PUBCOMP flow) and the queue of messages waiting
+//! for a free slot.
+//!
+//! It allocates packet ids per session, never drops a message silently (the caller
+//! decides what overflow means: back-pressure while connected, a counted drop while
+//! offline) and never encodes anything.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::codec::{Ack, AckKind, PacketId, QoS, ReasonCode};
+
+use super::message::{Outgoing, Transmit};
+
+/// Where an outbound QoS 1 / 2 message is in its flow: the acknowledgement awaited.
+#[allow(clippy::enum_variant_names)] // named after the packets awaited
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    PubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    PubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    PubComp,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    packet_id: PacketId,
+    stage: Stage,
+    out: Outgoing,
+}
+
+/// What an acknowledgement from the client did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// A slot in the window was freed.
+    Released,
+    /// PUBREC accepted; PUBREL queued.
+    Progressed,
+    /// No such packet id in the expected stage (ignored; a PUBREL is still answered).
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub struct Outbound {
+    inflight: VecDeque<Inflight>,
+    queue: VecDeque<Outgoing>,
+    next_id: PacketId,
+}
+
+impl Outbound {
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Messages held: inflight plus queued.
+    pub fn stored(&self) -> usize {
+        self.inflight.len() + self.queue.len()
+    }
+
+    fn allocate_id(&mut self) -> PacketId {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if self.next_id == 0 {
+                self.next_id = 1;
+            }
+            let id = self.next_id;
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Sends `out` now if the window allows (QoS 0 always passes), else queues it.
+    /// Returns `true` if it was sent.
+    pub fn offer(
+        &mut self,
+        out: Outgoing,
+        window: usize,
+        transmits: &mut VecDeque<Transmit>,
+    ) -> bool {
+        if self.queue.is_empty() && (out.qos == QoS::AtMostOnce || self.inflight.len() < window) {
+            self.send(out, transmits);
+            true
+        } else {
+            self.queue.push_back(out);
+            false
+        }
+    }
+
+    /// Queues `out` without trying to send it (offline session).
+    pub fn enqueue(&mut self, out: Outgoing) {
+        self.queue.push_back(out);
+    }
+
+    fn send(&mut self, out: Outgoing, transmits: &mut VecDeque<Transmit>) {
+        let stage = match out.qos {
+            QoS::AtMostOnce => {
+                transmits.push_back(Transmit::Publish {
+                    out,
+                    packet_id: None,
+                    dup: false,
+                });
+                return;
+            }
+            QoS::AtLeastOnce => Stage::PubAck,
+            QoS::ExactlyOnce => Stage::PubRec,
+        };
+        let packet_id = self.allocate_id();
+        transmits.push_back(Transmit::Publish {
+            out: out.clone(),
+            packet_id: Some(packet_id),
+            dup: false,
+        });
+        self.inflight.push_back(Inflight {
+            packet_id,
+            stage,
+            out,
+        });
+    }
+
+    /// Moves queued messages into free window slots; drops expired ones (returned count).
+    pub fn pump(
+        &mut self,
+        window: usize,
+        now: Instant,
+        transmits: &mut VecDeque<Transmit>,
+    ) -> usize {
+        let mut expired = 0;
+        while let Some(front) = self.queue.front() {
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+                break;
+            }
+            let Some(out) = self.queue.pop_front() else {
+                break;
+            };
+            if out.msg.expiry_left(now) == Some(0) {
+                expired += 1;
+                continue;
+            }
+            self.send(out, transmits);
+        }
+        expired
+    }
+
+    /// Re-sends the window after a reconnect: unacknowledged PUBLISH with DUP=1 and PUBREL
+    /// for PUBREC'd ones, in their original order [MQTT-4.4.0-1].
+    pub fn resend(&self, transmits: &mut VecDeque<Transmit>) {
+        for f in &self.inflight {
+            match f.stage {
+                Stage::PubAck | Stage::PubRec => transmits.push_back(Transmit::Publish {
+                    out: f.out.clone(),
+                    packet_id: Some(f.packet_id),
+                    dup: true,
+                }),
+                Stage::PubComp => transmits.push_back(pubrel(f.packet_id)),
+            }
+        }
+    }
+
+    /// Handles PUBACK, PUBREC or PUBCOMP from the client.
+    pub fn acknowledge(&mut self, ack: &Ack, transmits: &mut VecDeque<Transmit>) -> AckOutcome {
+        let Some(pos) = self
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == ack.packet_id)
+        else {
+            return AckOutcome::Unknown;
+        };
+        let stage = self.inflight[pos].stage;
+        match (ack.kind, stage) {
+            (AckKind::PubAck, Stage::PubAck) | (AckKind::PubComp, Stage::PubComp) => {
+                self.inflight.remove(pos);
+                AckOutcome::Released
+            }
+            (AckKind::PubRec, Stage::PubRec) => {
+                if ack.reason.is_error() {
+                    // v5: a PUBREC with an error ends the flow [MQTT-4.3.3-4].
+                    self.inflight.remove(pos);
+                    return AckOutcome::Released;
+                }
+                self.inflight[pos].stage = Stage::PubComp;
+                transmits.push_back(pubrel(ack.packet_id));
+                AckOutcome::Progressed
+            }
+            (AckKind::PubRec, Stage::PubComp) => {
+                // Duplicate PUBREC: answer it again.
+                transmits.push_back(pubrel(ack.packet_id));
+                AckOutcome::Progressed
+            }
+            _ => AckOutcome::Unknown,
+        }
+    }
+
+    /// Forgets an inflight message as if its flow completed (it could not be sent).
+    pub fn forget(&mut self, packet_id: PacketId) -> bool {
+        let before = self.inflight.len();
+        self.inflight.retain(|f| f.packet_id != packet_id);
+        before != self.inflight.len()
+    }
+
+    /// Drops QoS 0 messages from the queue (a session going offline without
+    /// `queue_qos0_messages`); returns how many.
+    pub fn drop_queued_qos0(&mut self) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|o| o.qos != QoS::AtMostOnce);
+        before - self.queue.len()
+    }
+}
+
+const fn pubrel(packet_id: PacketId) -> Transmit {
+    Transmit::Ack(AckKind::PubRel, packet_id, ReasonCode::SUCCESS)
+}
