@@ -25,18 +25,31 @@ fn help_documents_the_mosquitto_options() {
 fn bad_config_value_names_file_line_and_option() {
     let dir = common::temp_dir("badconf");
     let path = dir.join("bad.conf");
-    std::fs::write(&path, "# comment\nlistener 0 127.0.0.1\nmax_inflight_messages lots\n").unwrap();
+    std::fs::write(
+        &path,
+        "# comment\nlistener 0 127.0.0.1\nmax_inflight_messages lots\n",
+    )
+    .unwrap();
     let out = shardmq().arg("-c").arg(&path).output().unwrap();
-    assert!(!out.status.success(), "a bad config must not start the broker");
+    assert!(
+        !out.status.success(),
+        "a bad config must not start the broker"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.conf"), "names the file: {err}");
     assert!(err.contains('3'), "names the line: {err}");
-    assert!(err.contains("max_inflight_messages"), "names the option: {err}");
+    assert!(
+        err.contains("max_inflight_messages"),
+        "names the option: {err}"
+    );
 }
 
 #[test]
 fn missing_config_file_is_a_clear_error() {
-    let out = shardmq().args(["-c", "/nonexistent/shardmq.conf"]).output().unwrap();
+    let out = shardmq()
+        .args(["-c", "/nonexistent/shardmq.conf"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/shardmq.conf"));
 }
@@ -44,7 +57,10 @@ fn missing_config_file_is_a_clear_error() {
 #[test]
 fn unsupported_option_is_a_warning_not_a_crash() {
     let broker = BrokerProc::start("websockets_log_level 255");
-    assert!(broker.wait_log("websockets_log_level"), "warned about the unsupported option");
+    assert!(
+        broker.wait_log("websockets_log_level"),
+        "warned about the unsupported option"
+    );
     let c = V4::connect("works", broker.port);
     c.disconnect();
 }
@@ -55,7 +71,11 @@ fn sigterm_shuts_down_cleanly_and_removes_the_pid_file() {
     let pid_file = dir.join("shardmq.pid");
     let mut broker = BrokerProc::start(&format!("pid_file {}", pid_file.display()));
     assert!(common::wait_until(common::TIMEOUT, || pid_file.exists()));
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(pid, broker.pid());
     let _c = V4::connect("connected", broker.port);
     broker.signal(libc::SIGTERM);
@@ -80,7 +100,12 @@ fn include_dir_and_multiple_listeners() {
     let broker = BrokerProc::start(&format!("include_dir {}", inc.display()));
     // Two listeners were opened; the first one serves clients.
     assert!(common::wait_until(common::TIMEOUT, || {
-        broker.log_lines().iter().filter(|l| l.contains("listen socket on port")).count() >= 2
+        broker
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("listen socket on port"))
+            .count()
+            >= 2
     }));
     V4::connect("on-first", broker.port).disconnect();
 }

@@ -33,8 +33,12 @@ fn start_inject_and_stop_in_process() {
 
 #[test]
 fn two_brokers_in_one_process() {
-    let a = Broker::builder(Config::with_listener("127.0.0.1:0".parse().unwrap())).start().unwrap();
-    let b = Broker::builder(Config::with_listener("127.0.0.1:0".parse().unwrap())).start().unwrap();
+    let a = Broker::builder(Config::with_listener("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
+    let b = Broker::builder(Config::with_listener("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
     assert_ne!(a.port(), b.port());
     V4::connect("on-a", a.port()).disconnect();
     V4::connect("on-b", b.port()).disconnect();

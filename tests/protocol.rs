@@ -14,7 +14,10 @@ fn still_serving(broker: &BrokerProc) {
     sub.subscribe("health", QoS::AtLeastOnce);
     let publ = V4::connect("healthy-pub", broker.port);
     publ.publish("health", QoS::AtLeastOnce, false, "ok");
-    assert_eq!(&sub.next_publish().expect("broker still serving").payload[..], b"ok");
+    assert_eq!(
+        &sub.next_publish().expect("broker still serving").payload[..],
+        b"ok"
+    );
 }
 
 /// [MQTT-3.1.0-1] the first packet must be CONNECT.
@@ -37,17 +40,25 @@ fn mqtt_3_1_0_2_second_connect_closes() {
     still_serving(&broker);
 }
 
-/// [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01, then close.
+/// [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 (3.1.1 framing) for a level
+/// below 5, reason 0x84 (5.0 framing) above it, then close.
 #[test]
 fn mqtt_3_1_2_2_unsupported_protocol_level() {
     let broker = BrokerProc::start("");
-    let mut raw = Raw::connect(broker.port);
-    let mut c = common::connect_v311("lvl", true, 60, None);
-    c[8] = 6; // protocol level byte (after 0x10, len, 00 04 'MQTT')
-    raw.send(&c);
-    let ack = raw.recv().expect("CONNACK");
-    assert_eq!((ack.first, ack.body.clone()), (0x20, vec![0x00, 0x01]));
-    assert!(raw.closed_by_broker());
+    for (level, expected) in [(2u8, vec![0x00, 0x01]), (6, vec![0x00, 0x84, 0x00])] {
+        let mut raw = Raw::connect(broker.port);
+        let mut c = common::connect_v311("lvl", true, 60, None);
+        c[8] = level; // protocol level byte (after 0x10, len, 00 04 'MQTT')
+        raw.send(&c);
+        let ack = raw.recv().expect("CONNACK");
+        assert_eq!(
+            (ack.first, ack.body.clone()),
+            (0x20, expected),
+            "level {level}"
+        );
+        assert!(raw.closed_by_broker());
+    }
+    still_serving(&broker);
 }
 
 /// [MQTT-3.3.1-4] QoS 3 is malformed: the connection is closed.
@@ -136,6 +147,9 @@ fn malformed_input_loses_nothing_for_others() {
     bad.send(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
     assert!(bad.closed_by_broker());
     for i in 0..50 {
-        assert_eq!(sub.next_publish().unwrap().payload, format!("{i}").into_bytes());
+        assert_eq!(
+            sub.next_publish().unwrap().payload,
+            format!("{i}").into_bytes()
+        );
     }
 }

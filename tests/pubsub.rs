@@ -17,7 +17,10 @@ fn qos0_qos1_qos2_round_trip() {
         vec![SubscribeReasonCode::Success(QoS::ExactlyOnce)]
     );
     let publ = V4::connect("pub", broker.port);
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
         publ.publish("a/b", qos, false, format!("m{i}"));
         let p = sub.next_publish().expect("message delivered");
         assert_eq!(p.topic, "a/b");
@@ -46,12 +49,20 @@ fn wildcards_plus_and_hash() {
     sub.subscribe("news/#", QoS::AtLeastOnce);
     let publ = V4::connect("pub", broker.port);
     // Only the 2nd, 3rd and 5th match.
-    for t in ["sport/tennis/player2", "sport/tennis/player1", "news", "other/news", "news/a/b/c"] {
+    for t in [
+        "sport/tennis/player2",
+        "sport/tennis/player1",
+        "news",
+        "other/news",
+        "news/a/b/c",
+    ] {
         publ.publish(t, QoS::AtLeastOnce, false, t);
     }
     let got: Vec<String> = (0..3).map(|_| sub.next_publish().unwrap().topic).collect();
     assert_eq!(got, vec!["sport/tennis/player1", "news", "news/a/b/c"]);
-    assert!(sub.next_publish_within(Duration::from_millis(300)).is_none());
+    assert!(sub
+        .next_publish_within(Duration::from_millis(300))
+        .is_none());
 }
 
 /// [MQTT-4.7.2-1] a leading wildcard does not match topics that start with '$'.
@@ -67,7 +78,9 @@ fn mqtt_4_7_2_1_wildcards_do_not_match_dollar_topics() {
     let p = sub.next_publish().unwrap();
     assert_eq!(p.topic, "visible");
     // $SYS is published every second; none of it may reach '#' or '+/...'.
-    assert!(sub.next_publish_within(Duration::from_millis(2500)).is_none());
+    assert!(sub
+        .next_publish_within(Duration::from_millis(2500))
+        .is_none());
 }
 
 /// [MQTT-3.3.5-1] overlapping subscriptions deliver one copy at the highest QoS.
@@ -82,7 +95,11 @@ fn mqtt_3_3_5_1_overlapping_subscriptions_deliver_one_copy() {
     publ.publish("a/b", QoS::ExactlyOnce, false, "one");
     let p = sub.next_publish().unwrap();
     assert_eq!(p.qos, QoS::ExactlyOnce);
-    assert!(sub.next_publish_within(Duration::from_millis(500)).is_none(), "exactly one copy");
+    assert!(
+        sub.next_publish_within(Duration::from_millis(500))
+            .is_none(),
+        "exactly one copy"
+    );
 }
 
 #[test]
@@ -91,11 +108,15 @@ fn unsubscribe_stops_delivery() {
     let sub = V4::connect("sub", broker.port);
     sub.subscribe("u/1", QoS::AtLeastOnce);
     sub.client.unsubscribe("u/1").unwrap();
-    sub.wait_for(|ev| matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(_))).then_some(()))
-        .expect("UNSUBACK");
+    sub.wait_for(|ev| {
+        matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(_))).then_some(())
+    })
+    .expect("UNSUBACK");
     let publ = V4::connect("pub", broker.port);
     publ.publish("u/1", QoS::AtLeastOnce, false, "gone");
-    assert!(sub.next_publish_within(Duration::from_millis(500)).is_none());
+    assert!(sub
+        .next_publish_within(Duration::from_millis(500))
+        .is_none());
 }
 
 /// Messages from one publisher arrive in order, at every QoS.
@@ -133,7 +154,10 @@ fn qos2_flow_both_directions() {
     let p = sub.recv().unwrap();
     assert_eq!(p.first & 0xF6, 0x34, "QoS 2 PUBLISH");
     let (topic, id, payload) = p.publish_parts();
-    assert_eq!((topic.as_str(), payload.as_slice()), ("q2", &b"exactly"[..]));
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("q2", &b"exactly"[..])
+    );
     assert_ne!(id, 0);
     sub.send(&common::ack(0x50, id));
     let rel = sub.recv().unwrap();
@@ -157,5 +181,7 @@ fn qos2_duplicate_publish_is_delivered_once() {
     publ.send(&common::ack(0x62, 9));
     assert_eq!(publ.recv().unwrap().first, 0x70);
     assert_eq!(&sub.next_publish().unwrap().payload[..], b"once");
-    assert!(sub.next_publish_within(Duration::from_millis(500)).is_none());
+    assert!(sub
+        .next_publish_within(Duration::from_millis(500))
+        .is_none());
 }

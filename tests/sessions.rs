@@ -39,7 +39,9 @@ fn persistent_session_queues_while_offline() {
         got.push(String::from_utf8(sub.next_publish().unwrap().payload.to_vec()).unwrap());
     }
     assert_eq!(got, vec!["m0", "m1", "m2", "m3", "m4", "last"]);
-    assert!(sub.next_publish_within(Duration::from_millis(300)).is_none());
+    assert!(sub
+        .next_publish_within(Duration::from_millis(300))
+        .is_none());
 }
 
 /// A clean session starts empty and is discarded at disconnect.
@@ -65,7 +67,10 @@ fn client_id_takeover_closes_the_old_connection() {
     let (mut first, _, _) = Raw::mqtt_connect(broker.port, "same-id", true);
     let (mut second, _, rc) = Raw::mqtt_connect(broker.port, "same-id", true);
     assert_eq!(rc, 0);
-    assert!(first.closed_by_broker(), "old connection closed on takeover");
+    assert!(
+        first.closed_by_broker(),
+        "old connection closed on takeover"
+    );
     // The new connection works.
     assert_eq!(second.subscribe(1, &[("x", 0)]), vec![0]);
 }
@@ -104,7 +109,11 @@ fn qos2_exactly_once_across_publisher_reconnect() {
     assert_eq!((comp.first, comp.packet_id()), (0x70, 42));
 
     assert_eq!(&sub.next_publish().unwrap().payload[..], b"payload");
-    assert!(sub.next_publish_within(Duration::from_millis(500)).is_none(), "delivered exactly once");
+    assert!(
+        sub.next_publish_within(Duration::from_millis(500))
+            .is_none(),
+        "delivered exactly once"
+    );
 }
 
 /// Outbound: unacknowledged QoS 1/2 messages are resent with DUP=1 when a persistent
@@ -141,7 +150,10 @@ fn mqtt_4_4_0_1_unacked_messages_are_resent_with_dup() {
         assert_eq!(p.first & 0x08, 0x08, "DUP set on resend");
     }
     let (t, id, payload) = pubs[0].publish_parts();
-    assert_eq!((t.as_str(), id, payload.as_slice()), ("r/1", id1, &b"one"[..]));
+    assert_eq!(
+        (t.as_str(), id, payload.as_slice()),
+        ("r/1", id1, &b"one"[..])
+    );
     let rel: Vec<_> = seen.iter().filter(|p| p.first == 0x62).collect();
     assert_eq!(rel.len(), 1, "PUBREL resent");
     assert_eq!(rel[0].packet_id(), id3);

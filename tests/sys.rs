@@ -31,11 +31,23 @@ fn sys_topics_are_published() {
     let mut seen: HashMap<String, String> = HashMap::new();
     let ok = common::wait_until(common::TIMEOUT, || {
         while let Some(p) = sub.next_publish_within(std::time::Duration::from_millis(50)) {
-            seen.insert(p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned());
+            seen.insert(
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            );
         }
+        let num = |t: &str| seen.get(t).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // The first values may predate our clients (they are retained from the last
+        // tick): wait for a tick that counts them.
         wanted.iter().all(|t| seen.contains_key(*t))
+            && num("$SYS/broker/clients/connected") >= 2
+            && num("$SYS/broker/messages/received") >= 3
     });
-    assert!(ok, "missing $SYS topics; saw {:?}", seen.keys().collect::<Vec<_>>());
+    assert!(
+        ok,
+        "missing $SYS topics; saw {:?}",
+        seen.keys().collect::<Vec<_>>()
+    );
     assert!(seen["$SYS/broker/version"].starts_with("shardmq"));
     let connected: u64 = seen["$SYS/broker/clients/connected"].parse().unwrap();
     assert!(connected >= 2, "two clients connected: {connected}");

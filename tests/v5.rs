@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{BrokerProc, TIMEOUT};
-use rumqttc::v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnAck, ConnectReturnCode, Packet, PubAckReason, PublishProperties,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{Client, Event, MqttOptions};
 
@@ -37,7 +39,11 @@ impl V5 {
                 }
             }
         });
-        Self { client, events: rx, stop }
+        Self {
+            client,
+            events: rx,
+            stop,
+        }
     }
 
     fn wait<T>(&self, timeout: Duration, mut f: impl FnMut(&Packet) -> Option<T>) -> Option<T> {
@@ -90,7 +96,8 @@ fn v5_properties_are_forwarded_to_subscribers() {
     let sub = V5::start(opts("sub5", broker.port));
     assert_eq!(sub.connack().code, ConnectReturnCode::Success);
     sub.client.subscribe("p/1", QoS::AtLeastOnce).unwrap();
-    sub.wait(TIMEOUT, |p| matches!(p, Packet::SubAck(_)).then_some(())).expect("SUBACK");
+    sub.wait(TIMEOUT, |p| matches!(p, Packet::SubAck(_)).then_some(()))
+        .expect("SUBACK");
 
     let publ = V5::start(opts("pub5", broker.port));
     publ.connack();
@@ -98,11 +105,17 @@ fn v5_properties_are_forwarded_to_subscribers() {
         payload_format_indicator: Some(1),
         response_topic: Some("reply/here".into()),
         correlation_data: Some(Bytes::from_static(b"corr-1")),
-        user_properties: vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("a".into(), "3".into())],
+        user_properties: vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into()),
+        ],
         content_type: Some("text/plain".into()),
         ..Default::default()
     };
-    publ.client.publish_with_properties("p/1", QoS::AtLeastOnce, false, "body", props).unwrap();
+    publ.client
+        .publish_with_properties("p/1", QoS::AtLeastOnce, false, "body", props)
+        .unwrap();
     let ack = publ
         .wait(TIMEOUT, |p| match p {
             Packet::PubAck(a) => Some(a.clone()),
@@ -119,7 +132,11 @@ fn v5_properties_are_forwarded_to_subscribers() {
     assert_eq!(p.content_type.as_deref(), Some("text/plain"));
     assert_eq!(
         p.user_properties,
-        vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("a".into(), "3".into())],
+        vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into())
+        ],
         "user properties in order [MQTT-3.3.2-18]"
     );
 }
@@ -130,7 +147,9 @@ fn v5_puback_no_matching_subscribers() {
     let broker = BrokerProc::start("");
     let publ = V5::start(opts("lonely", broker.port));
     publ.connack();
-    publ.client.publish("nobody/listens", QoS::AtLeastOnce, false, "x").unwrap();
+    publ.client
+        .publish("nobody/listens", QoS::AtLeastOnce, false, "x")
+        .unwrap();
     let ack = publ
         .wait(TIMEOUT, |p| match p {
             Packet::PubAck(a) => Some(a.clone()),
@@ -147,7 +166,10 @@ fn v5_assigned_client_identifier() {
     let c = V5::start(opts("", broker.port));
     let ack = c.connack();
     assert_eq!(ack.code, ConnectReturnCode::Success);
-    let id = ack.properties.and_then(|p| p.assigned_client_identifier).expect("assigned id");
+    let id = ack
+        .properties
+        .and_then(|p| p.assigned_client_identifier)
+        .expect("assigned id");
     assert!(!id.is_empty());
 }
 
@@ -161,20 +183,27 @@ fn v5_session_expiry_keeps_session() {
     let sub = V5::start(o.clone());
     sub.connack();
     sub.client.subscribe("keep5", QoS::AtLeastOnce).unwrap();
-    sub.wait(TIMEOUT, |p| matches!(p, Packet::SubAck(_)).then_some(())).unwrap();
+    sub.wait(TIMEOUT, |p| matches!(p, Packet::SubAck(_)).then_some(()))
+        .unwrap();
     sub.client.disconnect().unwrap();
     sub.wait(Duration::from_millis(500), |_| None::<()>);
     drop(sub);
 
     let publ = V5::start(opts("pub-exp", broker.port));
     publ.connack();
-    publ.client.publish("keep5", QoS::AtLeastOnce, false, "stored").unwrap();
-    publ.wait(TIMEOUT, |p| matches!(p, Packet::PubAck(_)).then_some(())).unwrap();
+    publ.client
+        .publish("keep5", QoS::AtLeastOnce, false, "stored")
+        .unwrap();
+    publ.wait(TIMEOUT, |p| matches!(p, Packet::PubAck(_)).then_some(()))
+        .unwrap();
 
     let sub = V5::start(o);
     let ack = sub.connack();
     assert!(ack.session_present);
-    assert_eq!(&sub.next_publish(TIMEOUT).expect("queued message").payload[..], b"stored");
+    assert_eq!(
+        &sub.next_publish(TIMEOUT).expect("queued message").payload[..],
+        b"stored"
+    );
 }
 
 /// Session expiry 0 (the default in v5): the session ends with the connection.

@@ -23,7 +23,10 @@ fn will_is_published_when_the_connection_drops() {
     let c = will_client("dying", broker.port, 30);
     c.drop_connection();
     let p = watcher.next_publish().expect("will delivered");
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("wills/x", &b"gone"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("wills/x", &b"gone"[..])
+    );
     assert_eq!(p.qos, QoS::AtLeastOnce);
 }
 
@@ -34,7 +37,9 @@ fn will_is_not_published_after_disconnect() {
     watcher.subscribe("wills/#", QoS::AtLeastOnce);
     let c = will_client("polite", broker.port, 30);
     c.disconnect();
-    assert!(watcher.next_publish_within(Duration::from_millis(800)).is_none());
+    assert!(watcher
+        .next_publish_within(Duration::from_millis(800))
+        .is_none());
 }
 
 /// [MQTT-3.1.2-24] keepalive: a silent client is disconnected after 1.5 x keep alive, and
@@ -46,12 +51,20 @@ fn mqtt_3_1_2_24_keepalive_expiry_publishes_will() {
     watcher.subscribe("wills/#", QoS::AtLeastOnce);
     let mut raw = Raw::connect(broker.port);
     let start = Instant::now();
-    raw.send(&common::connect_v311("silent", true, 1, Some(("wills/silent", b"timeout", 0, false))));
+    raw.send(&common::connect_v311(
+        "silent",
+        true,
+        1,
+        Some(("wills/silent", b"timeout", 0, false)),
+    ));
     assert_eq!(raw.recv().unwrap().first, 0x20);
     let p = watcher.next_publish().expect("will after keepalive expiry");
     let waited = start.elapsed();
     assert_eq!(p.topic, "wills/silent");
-    assert!(waited >= Duration::from_millis(1400), "not before 1.5 x keepalive: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "not before 1.5 x keepalive: {waited:?}"
+    );
     assert!(raw.closed_by_broker());
 }
 
@@ -74,13 +87,31 @@ fn pingreq_keeps_the_connection_alive() {
 /// A killed process (mosquitto_sub, SIGKILL) gets its will published.
 #[test]
 fn will_on_killed_mosquitto_sub() {
-    let Some(sub_bin) = common::mosquitto_tool("mosquitto_sub") else { return };
+    let Some(sub_bin) = common::mosquitto_tool("mosquitto_sub") else {
+        return;
+    };
     let broker = BrokerProc::start("");
     let watcher = V4::connect("watcher", broker.port);
     watcher.subscribe("wills/#", QoS::AtLeastOnce);
     let mut child = std::process::Command::new(sub_bin)
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "nothing", "-i", "victim"])
-        .args(["--will-topic", "wills/victim", "--will-payload", "killed", "--will-qos", "1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "nothing",
+            "-i",
+            "victim",
+        ])
+        .args([
+            "--will-topic",
+            "wills/victim",
+            "--will-payload",
+            "killed",
+            "--will-qos",
+            "1",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -88,7 +119,10 @@ fn will_on_killed_mosquitto_sub() {
     child.kill().unwrap();
     let _ = child.wait();
     let p = watcher.next_publish().expect("will of the killed client");
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("wills/victim", &b"killed"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("wills/victim", &b"killed"[..])
+    );
 }
 
 #[test]
@@ -117,10 +151,17 @@ fn retained_set_replace_delete() {
     got.sort();
     assert_eq!(
         got,
-        vec![("r/a".into(), b"second".to_vec(), true), ("r/b".into(), b"bee".to_vec(), true)],
+        vec![
+            ("r/a".into(), b"second".to_vec(), true),
+            ("r/b".into(), b"bee".to_vec(), true)
+        ],
         "latest retained per topic, retain flag set [MQTT-3.3.1-8]"
     );
-    assert!(sub.next_publish_within(Duration::from_millis(400)).is_none(), "deleted one not sent");
+    assert!(
+        sub.next_publish_within(Duration::from_millis(400))
+            .is_none(),
+        "deleted one not sent"
+    );
 
     // Live messages to an existing subscription carry retain=0 [MQTT-3.3.1-9].
     publ.publish("r/a", QoS::AtLeastOnce, true, "third");

@@ -2,7 +2,6 @@
 //! registered interest. MQTT state lives in the broker, keyed by the same slab index.
 
 use std::io::{self, IoSlice, Write};
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use bytes::{BufMut, BytesMut};
@@ -20,7 +19,6 @@ const MAX_IOV: usize = 64;
 
 pub struct Conn {
     pub stream: TcpStream,
-    pub peer: SocketAddr,
     /// Empty (no allocation) while the connection is idle.
     pub rbuf: BytesMut,
     /// WRITABLE interest is registered (only while output is pending).
@@ -39,8 +37,13 @@ pub enum ReadOutcome {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
-        Self { stream, peer, rbuf: BytesMut::new(), writable: false, read_pending: false }
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            rbuf: BytesMut::new(),
+            writable: false,
+            read_pending: false,
+        }
     }
 
     /// Reads once into the spare capacity of `rbuf`. Returns bytes read (0 = EOF).

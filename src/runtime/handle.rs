@@ -15,7 +15,10 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the event loop: {0}")]
     Io(#[from] std::io::Error),
     #[error("the configuration has no listener")]
@@ -26,7 +29,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub enum Command {
     /// Publish a message as if a client had sent it.
-    Publish(Publish),
+    Publish(Box<Publish>),
     /// Stop: close every connection and end the thread.
     Shutdown,
 }
@@ -43,24 +46,37 @@ pub struct BrokerHandle {
     shards: Vec<ShardControl>,
 }
 
-pub(super) fn start(config: Arc<Config>) -> Result<BrokerHandle, StartError> {
+pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     if config.listeners.is_empty() {
         return Err(StartError::NoListener);
     }
     let mut bound = Vec::with_capacity(config.listeners.len());
     for (i, l) in config.listeners.iter().enumerate() {
         let b = listener::bind(i, l).map_err(|source| StartError::Bind {
-            addr: format!("{}:{}", l.bind_address.as_deref().unwrap_or("0.0.0.0"), l.port),
+            addr: format!(
+                "{}:{}",
+                l.bind_address.as_deref().unwrap_or("0.0.0.0"),
+                l.port
+            ),
             source,
         })?;
         bound.push(b);
     }
     let addrs = bound.iter().map(|b| b.addr).collect();
     let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-    let shard = Shard::new(0, Arc::clone(&config), bound, rx)?;
+    let shard = Shard::new(0, Arc::clone(config), bound, rx)?;
     let waker = shard.waker();
-    let thread = std::thread::Builder::new().name("shardmq-shard-0".into()).spawn(move || shard.run())?;
-    Ok(BrokerHandle { addrs, shards: vec![ShardControl { commands: tx, waker, thread: Some(thread) }] })
+    let thread = std::thread::Builder::new()
+        .name("shardmq-shard-0".into())
+        .spawn(move || shard.run())?;
+    Ok(BrokerHandle {
+        addrs,
+        shards: vec![ShardControl {
+            commands: tx,
+            waker,
+            thread: Some(thread),
+        }],
+    })
 }
 
 impl BrokerHandle {
@@ -78,7 +94,7 @@ impl BrokerHandle {
     /// towards subscribers; there is no acknowledgement back to the caller).
     pub fn publish(&self, publish: Publish) {
         if let Some(s) = self.shards.first() {
-            if s.commands.send(Command::Publish(publish)).is_ok() {
+            if s.commands.send(Command::Publish(Box::new(publish))).is_ok() {
                 let _ = s.waker.wake();
             }
         }
@@ -93,7 +109,11 @@ impl BrokerHandle {
     /// signal-handling thread) while this handle waits in [`BrokerHandle::join`].
     pub fn stopper(&self) -> Stopper {
         Stopper {
-            shards: self.shards.iter().map(|s| (s.commands.clone(), Arc::clone(&s.waker))).collect(),
+            shards: self
+                .shards
+                .iter()
+                .map(|s| (s.commands.clone(), Arc::clone(&s.waker)))
+                .collect(),
         }
     }
 

@@ -18,12 +18,21 @@ pub fn bind(index: usize, listener: &Listener) -> io::Result<Bound> {
     let addr = (host, listener.port)
         .to_socket_addrs()?
         .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("cannot resolve bind address {host}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot resolve bind address {host}"),
+            )
+        })?;
     // std sets SO_REUSEADDR on Unix, so a restart does not wait for TIME_WAIT.
     let std_listener = TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
     let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
     crate::log_notice!("Opening {family} listen socket on port {}.", addr.port());
-    Ok(Bound { index, socket: mio::net::TcpListener::from_std(std_listener), addr })
+    Ok(Bound {
+        index,
+        socket: mio::net::TcpListener::from_std(std_listener),
+        addr,
+    })
 }

@@ -21,5 +21,5 @@ use crate::config::Config;
 /// Binds every listener and starts the shard threads. Returns once the sockets are bound,
 /// so `BrokerHandle::local_addrs` is final and clients may connect immediately.
 pub fn start(config: Config) -> Result<BrokerHandle, StartError> {
-    handle::start(Arc::new(config))
+    handle::start(&Arc::new(config))
 }

@@ -39,12 +39,21 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: usize, config: Arc<Config>, listeners: Vec<Bound>, commands: Receiver<Command>) -> io::Result<Self> {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        listeners: Vec<Bound>,
+        commands: Receiver<Command>,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listeners = listeners;
         for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry().register(&mut l.socket, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            poll.registry().register(
+                &mut l.socket,
+                Token(LISTENER_BASE + i),
+                Interest::READABLE,
+            )?;
         }
         let capacity = config.max_connections.unwrap_or(1024).min(65_536);
         let broker = Broker::new(Arc::clone(&config), Instant::now());
@@ -72,7 +81,9 @@ impl Shard {
         while !self.stopping {
             let now = Instant::now();
             let timeout = if self.read_pending.is_empty() {
-                self.broker.poll_timeout().map(|t| t.saturating_duration_since(now))
+                self.broker
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -109,7 +120,7 @@ impl Shard {
     fn drain_commands(&mut self, now: Instant) {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Publish(p) => self.broker.inject(p, now),
+                Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
             }
         }
@@ -117,7 +128,9 @@ impl Shard {
 
     fn accept(&mut self, index: usize, now: Instant) {
         loop {
-            let Some(listener) = self.listeners.get(index) else { return };
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
             let (stream, peer) = match listener.socket.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -130,15 +143,21 @@ impl Shard {
             };
             let listener_idx = listener.index;
             if self.at_connection_limit(listener_idx) {
-                crate::log_notice!("Client connection from {peer} denied: max_connections reached.");
+                crate::log_notice!(
+                    "Client connection from {peer} denied: max_connections reached."
+                );
                 drop(stream);
                 continue;
             }
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let conn = entry.key();
-            let mut c = Conn::new(stream, peer);
-            if let Err(e) = self.poll.registry().register(&mut c.stream, Token(conn), Interest::READABLE) {
+            let mut c = Conn::new(stream);
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut c.stream, Token(conn), Interest::READABLE)
+            {
                 crate::log_error!("Error: cannot register connection from {peer}: {e}");
                 continue;
             }
@@ -151,7 +170,11 @@ impl Shard {
     }
 
     fn at_connection_limit(&self, listener: usize) -> bool {
-        if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
+        if self
+            .config
+            .max_connections
+            .is_some_and(|max| self.conns.len() >= max)
+        {
             return true;
         }
         // Per-listener limits count only this shard's connections of that listener; with
@@ -161,7 +184,9 @@ impl Shard {
     }
 
     fn read(&mut self, conn: ConnId, now: Instant) {
-        let Some(c) = self.conns.get_mut(conn) else { return };
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
         if !self.broker.wants_read(conn) {
             if !c.read_pending {
                 c.read_pending = true;
@@ -207,7 +232,9 @@ impl Shard {
         }
         let pending = std::mem::take(&mut self.read_pending);
         for conn in pending {
-            let Some(c) = self.conns.get_mut(conn) else { continue };
+            let Some(c) = self.conns.get_mut(conn) else {
+                continue;
+            };
             c.read_pending = false;
             self.read(conn, now);
         }
@@ -228,13 +255,21 @@ impl Shard {
     }
 
     fn flush(&mut self, conn: ConnId, now: Instant) {
-        let Some(c) = self.conns.get_mut(conn) else { return };
-        let Some(out) = self.broker.output(conn) else { return };
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let Some(out) = self.broker.output(conn) else {
+            return;
+        };
         match c.flush(out) {
             Ok(true) => {
                 if c.writable {
                     c.writable = false;
-                    let _ = self.poll.registry().reregister(&mut c.stream, Token(conn), Interest::READABLE);
+                    let _ = self.poll.registry().reregister(
+                        &mut c.stream,
+                        Token(conn),
+                        Interest::READABLE,
+                    );
                 }
                 self.broker.on_writable(conn, now);
             }
@@ -262,7 +297,9 @@ impl Shard {
 
     /// The broker decided to close `conn`: flush what the socket takes, then close.
     fn close(&mut self, conn: ConnId) {
-        let Some(mut c) = self.conns.try_remove(conn) else { return };
+        let Some(mut c) = self.conns.try_remove(conn) else {
+            return;
+        };
         if let Some(out) = self.broker.output(conn) {
             let _ = c.flush(out);
             out.clear();

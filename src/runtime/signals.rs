@@ -43,22 +43,24 @@ pub fn block() -> io::Result<()> {
 /// Spawns a thread that waits for the blocked signals and calls `on_signal` for each.
 /// The thread ends after the first `Stop`.
 pub fn spawn_handler(mut on_signal: impl FnMut(Signal) + Send + 'static) -> io::Result<()> {
-    std::thread::Builder::new().name("shardmq-signals".into()).spawn(move || {
-        let set = signal_set();
-        loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
-            let rc = unsafe { libc::sigwait(&set, &mut sig) };
-            if rc != 0 {
-                continue;
+    std::thread::Builder::new()
+        .name("shardmq-signals".into())
+        .spawn(move || {
+            let set = signal_set();
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+                let rc = unsafe { libc::sigwait(&set, &mut sig) };
+                if rc != 0 {
+                    continue;
+                }
+                if sig == libc::SIGHUP {
+                    on_signal(Signal::Reload);
+                } else {
+                    on_signal(Signal::Stop);
+                    return;
+                }
             }
-            if sig == libc::SIGHUP {
-                on_signal(Signal::Reload);
-            } else {
-                on_signal(Signal::Stop);
-                return;
-            }
-        }
-    })?;
+        })?;
     Ok(())
 }

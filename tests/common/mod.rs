@@ -76,7 +76,13 @@ impl BrokerProc {
                 log2.lock().unwrap().push(line);
             }
         });
-        let mut this = Self { child, port: 0, dir, config_path, log };
+        let mut this = Self {
+            child,
+            port: 0,
+            dir,
+            config_path,
+            log,
+        };
         let mut port = 0;
         let ok = wait_until(TIMEOUT, || {
             port = this.logged_port().unwrap_or(0);
@@ -84,7 +90,10 @@ impl BrokerProc {
         });
         if !ok {
             let status = this.child.try_wait();
-            panic!("shardmq did not report a listening port (status {status:?}); log: {:?}", this.log_lines());
+            panic!(
+                "shardmq did not report a listening port (status {status:?}); log: {:?}",
+                this.log_lines()
+            );
         }
         this.port = port;
         this
@@ -107,7 +116,9 @@ impl BrokerProc {
 
     /// Waits until a log line contains `needle`.
     pub fn wait_log(&self, needle: &str) -> bool {
-        wait_until(TIMEOUT, || self.log.lock().unwrap().iter().any(|l| l.contains(needle)))
+        wait_until(TIMEOUT, || {
+            self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        })
     }
 
     pub fn signal(&self, sig: i32) {
@@ -170,7 +181,11 @@ impl V4 {
     pub fn connect_with(opts: rumqttc::MqttOptions) -> Self {
         let c = Self::start(opts);
         let ack = c.wait_connack();
-        assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success, "CONNACK refused");
+        assert_eq!(
+            ack.code,
+            rumqttc::ConnectReturnCode::Success,
+            "CONNACK refused"
+        );
         c
     }
 
@@ -198,7 +213,12 @@ impl V4 {
             }
             // Dropping `connection` closes the socket without DISCONNECT.
         });
-        Self { client, events: rx, stop, thread: Some(thread) }
+        Self {
+            client,
+            events: rx,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn wait_connack(&self) -> rumqttc::ConnAck {
@@ -214,7 +234,11 @@ impl V4 {
         self.wait_for_within(TIMEOUT, &mut f)
     }
 
-    pub fn wait_for_within<T>(&self, timeout: Duration, mut f: impl FnMut(&rumqttc::Event) -> Option<T>) -> Option<T> {
+    pub fn wait_for_within<T>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&rumqttc::Event) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -238,8 +262,16 @@ impl V4 {
         .expect("SUBACK")
     }
 
-    pub fn publish(&self, topic: &str, qos: rumqttc::QoS, retain: bool, payload: impl Into<Vec<u8>>) {
-        self.client.publish(topic, qos, retain, payload.into()).unwrap();
+    pub fn publish(
+        &self,
+        topic: &str,
+        qos: rumqttc::QoS,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) {
+        self.client
+            .publish(topic, qos, retain, payload.into())
+            .unwrap();
     }
 
     /// The next PUBLISH received.
@@ -326,7 +358,12 @@ pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// CONNECT for MQTT 3.1.1 (level 4) with optional will (topic, payload, qos, retain).
-pub fn connect_v311(client_id: &str, clean: bool, keep_alive: u16, will: Option<(&str, &[u8], u8, bool)>) -> Vec<u8> {
+pub fn connect_v311(
+    client_id: &str,
+    clean: bool,
+    keep_alive: u16,
+    will: Option<(&str, &[u8], u8, bool)>,
+) -> Vec<u8> {
     let mut body = Vec::new();
     mqtt_str(b"MQTT", &mut body);
     body.push(4);
@@ -344,7 +381,14 @@ pub fn connect_v311(client_id: &str, clean: bool, keep_alive: u16, will: Option<
     frame(0x10, &body)
 }
 
-pub fn publish(topic: &str, qos: u8, retain: bool, dup: bool, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+pub fn publish(
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    dup: bool,
+    packet_id: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut body = Vec::new();
     mqtt_str(topic.as_bytes(), &mut body);
     if qos > 0 {
@@ -442,7 +486,10 @@ impl Raw {
         }
         let mut body = vec![0u8; len];
         self.stream.read_exact(&mut body).ok()?;
-        Some(RawPacket { first: first[0], body })
+        Some(RawPacket {
+            first: first[0],
+            body,
+        })
     }
 
     pub fn recv_within(&mut self, timeout: Duration) -> Option<RawPacket> {
@@ -461,7 +508,10 @@ impl Raw {
             match self.stream.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
                     return false
                 }
                 Err(_) => return true,
@@ -491,7 +541,9 @@ impl Raw {
 /// SHARDMQ_REQUIRE_INTEROP=1 a missing program fails the test instead.
 pub fn mosquitto_tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
     });
     if found.is_none() {
         if std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() == Ok("1") {
