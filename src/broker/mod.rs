@@ -22,6 +22,7 @@
 mod connect;
 mod out_queue;
 mod route;
+mod shards;
 mod subscribe;
 mod timers;
 
@@ -51,6 +52,7 @@ use crate::session::{Limits, Session, Subscription};
 use crate::retained::RetainedStore;
 use crate::topic::TopicIndex;
 pub use out_queue::OutQueue;
+pub use shards::{home_shard, Control, ShardId, ShardMsg, ShardReport};
 use timers::{Timer, Timers};
 
 /// Identifies a connection within a shard: the slab key and the mio Token.
@@ -67,6 +69,8 @@ const DEFAULT_OUT_LIMIT: usize = 4 << 20;
 enum ConnState {
     /// Accepted, waiting for CONNECT.
     AwaitConnect,
+    /// CONNECT accepted, waiting for the client id's home shard (N > 1).
+    AwaitHome,
     /// CONNECT accepted; the session's slab key.
     Active(usize),
     /// The broker decided to close; waiting for `poll_close`.
@@ -94,6 +98,9 @@ struct Slot {
     conn: Option<ConnId>,
     /// Publishers (conn, conn uid) paused because this session's queue is full.
     paused: SmallVec<[(ConnId, u64); 2]>,
+    /// A stub left behind by a session that moved to this shard: messages still
+    /// addressed here go there.
+    forward: Option<ShardId>,
 }
 
 /// The per-shard broker. See the module documentation for the driver contract.
@@ -119,10 +126,39 @@ pub struct Broker {
     scratch: BytesMut,
     /// Reused fan-out target list.
     targets: Vec<(usize, Subscription)>,
+    /// This shard and the shard count.
+    shard: ShardId,
+    shards: usize,
+    /// Messages for other shards, in order.
+    outbox: VecDeque<(ShardId, ShardMsg)>,
+    /// Replicated shard-interest index: filter -> shards (other than this one) with a
+    /// subscriber.
+    remote: TopicIndex<ShardId, ()>,
+    /// Local subscriptions per filter (the interest this shard advertises).
+    filter_counts: HashMap<ByteStr, u32>,
+    /// Home-shard directory: client id -> shard holding its session.
+    directory: HashMap<ByteStr, ShardId>,
+    /// CONNECTs waiting for their home shard, by connection.
+    pending: HashMap<ConnId, Box<shards::PendingConnect>>,
+    /// Takeovers postponed until a pending CONNECT of the same client completes.
+    deferred: Vec<Control>,
+    /// Sessions fed by other shards that are over their queue limit.
+    remote_congested: Vec<(usize, u64)>,
+    /// Shard 0: the last report of every shard.
+    reports: Vec<Option<ShardReport>>,
+    loop_lag_us: u64,
 }
 
 impl Broker {
+    /// A single-shard broker (what the sans-IO tests drive).
     pub fn new(config: Arc<Config>, now: Instant) -> Self {
+        Self::new_shard(config, 0, 1, now)
+    }
+
+    /// Shard `shard` of `shards` (session uids are strided by the shard count so they
+    /// stay unique across shards).
+    pub fn new_shard(config: Arc<Config>, shard: ShardId, shards: usize, now: Instant) -> Self {
+        let shards = shards.clamp(1, 64);
         let mut timers = Timers::default();
         if !config.sys_interval.is_zero() {
             timers.push(now, Timer::Sys);
@@ -152,16 +188,27 @@ impl Broker {
             close_ready: VecDeque::new(),
             last_closed: None,
             stats,
-            next_uid: 1,
             max_packet_in,
             out_limit,
             scratch: BytesMut::with_capacity(64 * 1024),
             targets: Vec::new(),
+            next_uid: shard as u64 + 1,
+            shard,
+            shards,
+            outbox: VecDeque::new(),
+            remote: TopicIndex::new(),
+            filter_counts: HashMap::new(),
+            directory: HashMap::new(),
+            pending: HashMap::new(),
+            deferred: Vec::new(),
+            remote_congested: Vec::new(),
+            reports: (0..shards).map(|_| None).collect(),
+            loop_lag_us: 0,
         }
     }
 
     fn uid(&mut self) -> u64 {
-        self.next_uid += 1;
+        self.next_uid += self.shards as u64;
         self.next_uid
     }
 
@@ -420,6 +467,11 @@ impl Broker {
             return;
         };
         let paused = std::mem::take(&mut slot.paused);
+        self.release_paused(key, paused);
+    }
+
+    /// Lets the publishers paused on session `key` read again.
+    fn release_paused(&mut self, key: usize, paused: SmallVec<[(ConnId, u64); 2]>) {
         for (p, puid) in paused {
             let Some(c) = self.conns.get_mut(p).and_then(Option::as_mut) else {
                 continue;
@@ -461,7 +513,11 @@ impl Broker {
 
     /// Refreshes the counters that are gauges rather than events.
     fn refresh_gauges(&mut self) {
-        self.stats.clients_total = self.sessions.len() as u64;
+        self.stats.clients_total = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.forward.is_none())
+            .count() as u64;
         self.stats.subscriptions = self.index.len() as u64;
         self.stats.retained = self.retained.len() as u64;
         self.stats.stored = self

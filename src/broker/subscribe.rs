@@ -24,6 +24,7 @@ impl Broker {
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
         let mut retained_for: SmallVec<[(TopicFilter, QoS); 1]> = SmallVec::new();
+        let mut added: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
         for (filter, options) in sub.filters {
             let failure = if v5 {
                 None
@@ -44,7 +45,9 @@ impl Broker {
             };
             // [MQTT-3.8.4-3]: an identical filter replaces the subscription.
             let previous = slot.session.subscribe(filter.clone(), subscription);
-            self.index.insert(&parsed, key, subscription);
+            if self.index.insert(&parsed, key, subscription).is_none() {
+                added.push(filter.clone());
+            }
             crate::log_subscribe!(
                 "{} {} {}",
                 slot.session.client_id(),
@@ -68,6 +71,9 @@ impl Broker {
             properties: Default::default(),
         }));
         self.stats.subscriptions = self.index.len() as u64;
+        for filter in &added {
+            self.filter_added(filter);
+        }
         self.flush_session(key, now);
         for (filter, granted) in retained_for {
             self.send_retained(key, &filter, granted, sub_id, now);
@@ -117,9 +123,12 @@ impl Broker {
             return;
         };
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
+        let mut removed: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
         for filter in unsub.filters {
             let existed = slot.session.unsubscribe(&filter).is_some();
-            self.index.remove(filter.as_str(), &key);
+            if self.index.remove(filter.as_str(), &key).is_some() {
+                removed.push(filter.clone());
+            }
             crate::log_unsubscribe!("{} {}", slot.session.client_id(), filter);
             reasons.push(if existed {
                 ReasonCode::SUCCESS
@@ -133,6 +142,9 @@ impl Broker {
             properties: Default::default(),
         }));
         self.stats.subscriptions = self.index.len() as u64;
+        for filter in &removed {
+            self.filter_removed(filter);
+        }
         self.flush_session(key, now);
     }
 }
