@@ -34,6 +34,8 @@ mod tests_connect;
 mod tests_qos;
 #[cfg(test)]
 mod tests_session;
+#[cfg(test)]
+mod tests_shards;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -411,6 +411,11 @@ impl Broker {
         }
         let session = std::mem::replace(&mut slot.session, stub);
         slot.forward = Some(to);
+        crate::log_notice!(
+            "Client {} session moved from shard {} to shard {to}.",
+            session.client_id(),
+            self.shard
+        );
         let paused = std::mem::take(&mut slot.paused);
         self.release_paused(key, paused);
         Some(Box::new(session))
@@ -558,12 +563,12 @@ impl Broker {
         total
     }
 
-    /// Per-shard loop lag for $SYS, `(shard, microseconds)`.
-    pub(super) fn shard_lags(&self) -> Vec<(ShardId, u64)> {
-        let mut out = vec![(self.shard, self.loop_lag_us)];
+    /// Per-shard $SYS values: `(shard, loop lag in microseconds, clients connected)`.
+    pub(super) fn shard_lags(&self) -> Vec<(ShardId, u64, u64)> {
+        let mut out = vec![(self.shard, self.loop_lag_us, self.stats.clients_connected)];
         for r in self.reports.iter().flatten() {
             if r.shard != self.shard {
-                out.push((r.shard, r.loop_lag_us));
+                out.push((r.shard, r.loop_lag_us, r.stats.clients_connected));
             }
         }
         out.sort_unstable();

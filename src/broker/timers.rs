@@ -153,10 +153,16 @@ impl Broker {
             .into_iter()
             .map(|(t, v)| (crate::codec::ByteStr::from_static(t), v))
             .collect();
-        for (shard, lag) in self.shard_lags() {
+        for (shard, lag, connected) in self.shard_lags() {
             messages.push((
                 crate::codec::ByteStr::from(format!("$SYS/broker/shards/{shard}/loop_lag_us")),
                 lag.to_string(),
+            ));
+            messages.push((
+                crate::codec::ByteStr::from(format!(
+                    "$SYS/broker/shards/{shard}/clients/connected"
+                )),
+                connected.to_string(),
             ));
         }
         self.loop_lag_us = 0;
