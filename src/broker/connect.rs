@@ -158,7 +158,7 @@ impl Broker {
             self.send_control(home, control);
             return;
         }
-        self.finish_connect(conn, connect, accepted, None, now);
+        self.finish_connect(conn, connect, &accepted, None, now);
     }
 
     /// Completes an accepted CONNECT: takes over a local session of the same client id,
@@ -168,7 +168,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         mut connect: Box<Connect>,
-        accepted: session::Accepted,
+        accepted: &session::Accepted,
         moved: Option<Box<Session>>,
         now: Instant,
     ) {
@@ -230,10 +230,10 @@ impl Broker {
             return;
         };
         let will = connect.will.take();
-        slot.session.attach(now, &connect, &accepted, will);
+        slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
         let properties = if version.is_v5() {
-            session::connack_properties(&self.config, &accepted)
+            session::connack_properties(&self.config, accepted)
         } else {
             Properties::default()
         };

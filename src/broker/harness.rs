@@ -109,6 +109,9 @@ impl Harness {
     pub fn drive(&mut self) {
         loop {
             let mut progress = false;
+            if self.broker.has_deferred_work() && self.broker.run_deferred(self.now) {
+                progress = true;
+            }
             while let Some(conn) = self.broker.poll_transmit() {
                 progress = true;
                 self.transmitted.push(conn);

@@ -12,7 +12,10 @@
 //!    empty or WouldBlock (keep WRITABLE interest while non-empty);
 //! 3. `while let Some(conn) = poll_close()` -> flush what can be flushed, then close the
 //!    socket (do NOT call `on_closed` for it afterwards);
-//! 4. sleep until readiness or `poll_timeout()`.
+//! 4. `run_deferred(now)` while `has_deferred_work()` (budgeted retained lookups), and
+//!    move `poll_shard_message()` output into the mailboxes (N > 1);
+//! 5. sleep until readiness, mail or `poll_timeout()` (not at all while deferred work
+//!    remains).
 //!
 //! Back-pressure: `wants_read(conn)` turns false while a connection's messages feed a
 //! subscriber whose queue is full. When it may turn true again, `poll_transmit` yields that
@@ -149,6 +152,8 @@ pub struct Broker {
     /// Shard 0: the last report of every shard.
     reports: Vec<Option<ShardReport>>,
     loop_lag_us: u64,
+    /// Retained lookups continued by `run_deferred`.
+    retained_jobs: VecDeque<subscribe::RetainedJob>,
 }
 
 impl Broker {
@@ -206,6 +211,7 @@ impl Broker {
             remote_congested: Vec::new(),
             reports: (0..shards).map(|_| None).collect(),
             loop_lag_us: 0,
+            retained_jobs: VecDeque::new(),
         }
     }
 

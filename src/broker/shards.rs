@@ -54,7 +54,7 @@ pub enum Control {
     /// The sender's local index gained (or lost) its only subscriptions to `filter`.
     Interest { filter: ByteStr, add: bool },
     /// A retained message was set (empty payload: deleted) on the sender.
-    Retain(RetainedMessage),
+    Retain(Box<RetainedMessage>),
     /// To the home shard: a CONNECT for `client_id` arrived on the sender.
     Claim {
         client_id: ByteStr,
@@ -211,7 +211,7 @@ impl Broker {
     /// Sends a retained set to every other shard's replica.
     pub(super) fn replicate_retained(&mut self, msg: &RetainedMessage) {
         if self.shards > 1 {
-            self.broadcast(|| Control::Retain(msg.clone()));
+            self.broadcast(|| Control::Retain(Box::new(msg.clone())));
         }
     }
 
@@ -250,7 +250,7 @@ impl Broker {
                 }
             }
             Control::Retain(m) => {
-                self.retained.set(m);
+                self.retained.set(*m);
                 self.stats.retained = self.retained.len() as u64;
             }
             Control::Claim {
@@ -291,7 +291,7 @@ impl Broker {
                 conn,
                 conn_uid,
                 session,
-            } => self.on_moved(from, client_id, conn, conn_uid, session, now),
+            } => self.on_moved(from, &client_id, conn, conn_uid, session, now),
             Control::Installed { client_id, uid } => {
                 if let Some(&key) = self.client_ids.get(&client_id) {
                     let is_stub = self
@@ -424,7 +424,7 @@ impl Broker {
     fn on_moved(
         &mut self,
         from: ShardId,
-        client_id: ByteStr,
+        client_id: &ByteStr,
         conn: ConnId,
         conn_uid: u64,
         session: Option<Box<Session>>,
@@ -446,7 +446,7 @@ impl Broker {
         match (pending, live) {
             (Some(p), true) => {
                 let p = *p;
-                self.finish_connect(conn, p.connect, p.accepted, session, now);
+                self.finish_connect(conn, p.connect, &p.accepted, session, now);
                 for packet in p.queued {
                     self.handle_packet(conn, packet, now);
                 }
@@ -479,7 +479,7 @@ impl Broker {
             }
         }
         // Takeovers that arrived while this CONNECT was pending.
-        if !self.deferred.is_empty() && !self.pending_for(&client_id, None) {
+        if !self.deferred.is_empty() && !self.pending_for(client_id, None) {
             let deferred = std::mem::take(&mut self.deferred);
             for c in deferred {
                 self.on_control(self.shard, c, now);

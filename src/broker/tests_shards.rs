@@ -225,3 +225,67 @@ fn stub_forwards_messages_that_raced_the_move() {
     assert_eq!(&m.shards[1].expect_publish(conn).payload[..], b"raced");
     assert!(m.shards[1].recv(conn).is_none(), "delivered once");
 }
+
+#[test]
+fn retained_for_a_wildcard_is_sent_in_budgeted_batches() {
+    let mut h = Harness::new(Harness::default_config());
+    let publ = h.connect("p", V4);
+    let n = super::subscribe::RETAINED_BATCH * 2 + 7;
+    for i in 0..n {
+        let topic: &'static str = format!("r/{i}").leak();
+        h.publish(publ, topic, b"v", QoS::AtMostOnce, true, None);
+    }
+    let sub = h.connect("s", V4);
+    h.send(
+        sub,
+        Packet::Subscribe(crate::codec::Subscribe {
+            packet_id: 1,
+            filters: smallvec::smallvec![(
+                crate::codec::ByteStr::from("r/#"),
+                crate::codec::SubscriptionOptions::default()
+            )],
+            properties: Default::default(),
+        }),
+    );
+    // `send` drives deferred work to the end: SUBACK first, then every retained message.
+    assert!(matches!(h.expect(sub), Packet::SubAck(_)));
+    let mut got = 0;
+    while let Some(Packet::Publish(p)) = h.recv(sub) {
+        assert!(p.retain);
+        got += 1;
+    }
+    assert_eq!(got, n);
+}
+
+#[test]
+fn retained_batches_leave_the_rest_for_later() {
+    let mut h = Harness::new(Harness::default_config());
+    let publ = h.connect("p", V4);
+    for i in 0..(super::subscribe::RETAINED_BATCH + 1) {
+        let topic: &'static str = format!("r/{i}").leak();
+        h.publish(publ, topic, b"v", QoS::AtMostOnce, true, None);
+    }
+    let sub = h.connect("s", V4);
+    let mut buf = bytes::BytesMut::new();
+    crate::codec::encode(
+        &Packet::Subscribe(crate::codec::Subscribe {
+            packet_id: 1,
+            filters: smallvec::smallvec![(
+                crate::codec::ByteStr::from("r/#"),
+                crate::codec::SubscriptionOptions::default()
+            )],
+            properties: Default::default(),
+        }),
+        V4,
+        &mut buf,
+    )
+    .unwrap();
+    let now = h.now;
+    h.broker.on_read(sub, &mut buf, now);
+    assert!(
+        h.broker.has_deferred_work(),
+        "one batch now, the rest deferred"
+    );
+    assert!(h.broker.run_deferred(now));
+    assert!(!h.broker.has_deferred_work());
+}

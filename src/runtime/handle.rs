@@ -91,7 +91,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     let mut controls = Vec::with_capacity(n);
     for (id, ((outbox, inbox), bound)) in mesh.into_iter().zip(per_shard).enumerate() {
         let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-        let shard = Shard::new(id, n, Arc::clone(config), bound, rx, outbox, inbox)?;
+        let shard = Shard::new(id, n, config, bound, rx, outbox, inbox)?;
         controls.push((tx, shard.waker()));
         shards.push(shard);
     }

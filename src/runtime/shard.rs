@@ -55,13 +55,15 @@ pub struct Shard {
     /// by the broker): edge-triggered readiness will not report them again.
     read_pending: Vec<ConnId>,
     stopping: bool,
+    /// The last `run_deferred` progressed: run it again without sleeping.
+    deferred_progress: bool,
 }
 
 impl Shard {
     pub fn new(
         id: usize,
         shards: usize,
-        config: Arc<Config>,
+        config: &Arc<Config>,
         listeners: Vec<Bound>,
         commands: Receiver<Command>,
         outbox: Outbox<ShardMsg>,
@@ -79,7 +81,7 @@ impl Shard {
         }
         let max_conns = config.max_connections.map(|m| m.div_ceil(shards.max(1)));
         let capacity = max_conns.unwrap_or(DEFAULT_CONNS_PER_SHARD).min(65_536);
-        let broker = Broker::new_shard(Arc::clone(&config), id, shards, Instant::now());
+        let broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
         Ok(Self {
             id,
             outbox,
@@ -94,6 +96,7 @@ impl Shard {
             commands,
             read_pending: Vec::new(),
             stopping: false,
+            deferred_progress: false,
         })
     }
 
@@ -148,6 +151,8 @@ impl Shard {
             if self.broker.poll_timeout().is_some_and(|t| t <= now) {
                 self.broker.on_timeout(now);
             }
+            self.deferred_progress =
+                self.broker.has_deferred_work() && self.broker.run_deferred(now);
             self.send_mail(now);
             self.transmit(now);
             // Loop lag: how long readiness seen at `now` may have waited for this
@@ -169,7 +174,9 @@ impl Shard {
             .poll_timeout()
             .map(|t| t.saturating_duration_since(now));
         let backlogged = self.outbox.backlog() > 0;
-        if !backlogged && self.read_pending.iter().any(|&c| self.broker.wants_read(c)) {
+        if self.deferred_progress
+            || (!backlogged && self.read_pending.iter().any(|&c| self.broker.wants_read(c)))
+        {
             return Some(Duration::ZERO);
         }
         let accepts = self.broker.accepts_remote();
