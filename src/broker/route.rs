@@ -128,7 +128,13 @@ impl Broker {
             self.stats.retained = self.retained.len() as u64;
         }
         let dests = self.remote_dests(publish.topic.as_str());
-        if dests == 0 && !self.index.has_match(publish.topic.as_str()) {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        self.index
+            .for_each_match(publish.topic.as_str(), |k, s| targets.push((*k, *s)));
+        let local = !targets.is_empty();
+        self.targets = targets;
+        if dests == 0 && !local {
             return false;
         }
         let origin_uid = origin
@@ -147,7 +153,7 @@ impl Broker {
                 },
             ));
         }
-        self.fanout_local(&msg, origin, dests, now) || dests != 0
+        (local && self.fanout_targets(&msg, origin, dests, now)) || dests != 0
     }
 
     /// Delivers `msg` to this shard's matching subscribers. `origin` is the local
@@ -164,10 +170,20 @@ impl Broker {
         targets.clear();
         self.index
             .for_each_match(msg.publish.topic.as_str(), |k, s| targets.push((*k, *s)));
-        if targets.is_empty() {
-            self.targets = targets;
-            return false;
-        }
+        let any = !targets.is_empty();
+        self.targets = targets;
+        any && self.fanout_targets(msg, origin, dests, now)
+    }
+
+    /// Delivers `msg` to the subscriptions already collected in `self.targets`.
+    fn fanout_targets(
+        &mut self,
+        msg: &Arc<Message>,
+        origin: Option<(ConnId, usize)>,
+        dests: u64,
+        now: Instant,
+    ) -> bool {
+        let mut targets = std::mem::take(&mut self.targets);
         targets.sort_unstable_by_key(|t| t.0);
         let mut frames: [Option<Frame>; 4] = Default::default();
         let mut fanout = Fanout {
@@ -423,8 +439,23 @@ fn qos0_frame(
     v5: bool,
     retain: bool,
 ) -> Result<Frame, EncodeError> {
-    let template = header_template(msg, v5, false)?;
     let payload = &msg.publish.payload;
+    let p = &msg.publish;
+    if p.qos == QoS::AtMostOnce && p.packet_id.is_none() && payload.len() <= INLINE_PAYLOAD {
+        // The common small QoS 0 case: header and payload straight into one frame, no
+        // cached template (it would cost an allocation and a copy for one use).
+        let version = if v5 {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        };
+        scratch.clear();
+        codec::encode_publish_header(p, version, scratch)?;
+        scratch[0] = publish_flags(QoS::AtMostOnce, retain, false);
+        scratch.extend_from_slice(payload);
+        return Ok((scratch.split().freeze(), None));
+    }
+    let template = header_template(msg, v5, false)?;
     if !retain && payload.len() > INLINE_PAYLOAD {
         return Ok((template, Some(payload.clone())));
     }
