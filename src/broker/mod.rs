@@ -152,6 +152,9 @@ pub struct Broker {
     /// Shard 0: the last report of every shard.
     reports: Vec<Option<ShardReport>>,
     loop_lag_us: u64,
+    /// Messages from each shard to hand back for freeing (see `Control::Release`).
+    releases: Vec<Vec<Arc<crate::session::Message>>>,
+    releases_pending: bool,
     /// Retained lookups continued by `run_deferred`.
     retained_jobs: VecDeque<subscribe::RetainedJob>,
 }
@@ -212,6 +215,8 @@ impl Broker {
             reports: (0..shards).map(|_| None).collect(),
             loop_lag_us: 0,
             retained_jobs: VecDeque::new(),
+            releases: (0..shards).map(|_| Vec::new()).collect(),
+            releases_pending: false,
         }
     }
 

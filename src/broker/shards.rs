@@ -89,6 +89,10 @@ pub enum Control {
     },
     /// To shard 0 every `sys_interval`: the sender's counters.
     Report(Box<ShardReport>),
+    /// Messages the sender published to us and we were the last to hold: dropped here,
+    /// on the thread that allocated them, so allocator caches stay per-thread and no
+    /// free takes another thread's arena lock.
+    Release(Vec<Arc<Message>>),
 }
 
 /// What one shard tells shard 0 for `$SYS`.
@@ -125,6 +129,16 @@ impl Broker {
     /// `on_shard_message`). Drain after every call into the broker.
     #[must_use]
     pub fn poll_shard_message(&mut self) -> Option<(ShardId, ShardMsg)> {
+        if self.outbox.is_empty() && self.releases_pending {
+            self.releases_pending = false;
+            for (to, batch) in self.releases.iter_mut().enumerate() {
+                if !batch.is_empty() {
+                    let batch = std::mem::take(batch);
+                    self.outbox
+                        .push_back((to, ShardMsg::Control(Box::new(Control::Release(batch)))));
+                }
+            }
+        }
         self.outbox.pop_front()
     }
 
@@ -233,6 +247,12 @@ impl Broker {
         match msg {
             ShardMsg::Publish { msg, dests } => {
                 self.fanout_local(&msg, None, dests, now);
+                if Arc::strong_count(&msg) == 1 && from != self.shard {
+                    if let Some(batch) = self.releases.get_mut(from) {
+                        batch.push(msg);
+                        self.releases_pending = true;
+                    }
+                }
             }
             ShardMsg::Control(c) => self.on_control(from, *c, now),
         }
@@ -324,6 +344,7 @@ impl Broker {
                     self.deliver_outgoing(key, out, None, now);
                 }
             }
+            Control::Release(batch) => drop(batch),
             Control::Report(r) => {
                 if let Some(slot) = self.reports.get_mut(r.shard) {
                     *slot = Some(*r);
@@ -595,6 +616,10 @@ mod tests {
 
     #[test]
     fn shard_msg_stays_small() {
-        assert!(std::mem::size_of::<ShardMsg>() <= 24);
+        assert!(
+            std::mem::size_of::<ShardMsg>() <= 24,
+            "{}",
+            std::mem::size_of::<ShardMsg>()
+        );
     }
 }
