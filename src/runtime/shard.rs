@@ -34,6 +34,8 @@ const EVENTS_CAPACITY: usize = 1024;
 const DRAIN_BUDGET: usize = 4096;
 /// How long to sleep while a peer's ring is full (it does not wake us when it drains).
 const BACKLOG_RETRY: Duration = Duration::from_micros(500);
+/// Read buffers kept for reuse per shard.
+const RBUF_POOL: usize = 256;
 /// Connections preallocated per shard when `max_connections` is unlimited.
 const DEFAULT_CONNS_PER_SHARD: usize = 4096;
 
@@ -57,6 +59,8 @@ pub struct Shard {
     stopping: bool,
     /// The last `run_deferred` progressed: run it again without sleeping.
     deferred_progress: bool,
+    /// Emptied read buffers (see `read`).
+    rbuf_pool: Vec<bytes::BytesMut>,
 }
 
 impl Shard {
@@ -97,6 +101,7 @@ impl Shard {
             read_pending: Vec::new(),
             stopping: false,
             deferred_progress: false,
+            rbuf_pool: Vec::new(),
         })
     }
 
@@ -285,6 +290,11 @@ impl Shard {
             }
             return;
         }
+        if c.rbuf.capacity() == 0 {
+            if let Some(buf) = self.rbuf_pool.pop() {
+                c.rbuf = buf;
+            }
+        }
         let mut total = 0;
         let outcome = loop {
             match c.read_once() {
@@ -302,8 +312,12 @@ impl Shard {
             }
         };
         if c.rbuf.is_empty() && c.rbuf.capacity() > 0 {
-            // Idle connections hold no read buffer.
-            c.rbuf = bytes::BytesMut::new();
+            // Idle connections hold no read buffer: it goes back to the shard's pool, and
+            // `reserve` reuses its allocation in place once no frame references it.
+            let buf = std::mem::take(&mut c.rbuf);
+            if self.rbuf_pool.len() < RBUF_POOL {
+                self.rbuf_pool.push(buf);
+            }
         }
         match outcome {
             ReadOutcome::Drained => {}
