@@ -54,7 +54,12 @@ impl Broker {
                         self.flush_session(key, now);
                         self.maybe_release(key);
                     }
-                    Ok(Some(Action::Route(publish))) => self.on_publish(key, conn, publish, now),
+                    Ok(Some(Action::Route(publish))) => {
+                        if let Some(c) = self.conn_mut(conn) {
+                            c.publisher = true;
+                        }
+                        self.on_publish(key, conn, publish, now);
+                    }
                     Ok(Some(Action::Subscribe(sub))) => self.on_subscribe(key, sub, now),
                     Ok(Some(Action::Unsubscribe(unsub))) => self.on_unsubscribe(key, unsub, now),
                     Ok(Some(Action::Disconnect { publish_will })) => {

@@ -94,6 +94,9 @@ struct Conn {
     transmit_flag: bool,
     /// Sessions (slab key, uid) whose full queues pause reading this connection.
     blocked_on: SmallVec<[(usize, u64); 2]>,
+    /// Has sent a PUBLISH (the runtime pauses only publishers while a mailbox to
+    /// another shard is full, so subscribers' acknowledgements keep flowing).
+    publisher: bool,
 }
 
 /// A session plus the broker's bookkeeping about it.
@@ -250,6 +253,7 @@ impl Broker {
             out: OutQueue::default(),
             transmit_flag: false,
             blocked_on: SmallVec::new(),
+            publisher: false,
         });
         self.stats.connections_accepted += 1;
         self.timers.push(
@@ -388,6 +392,12 @@ impl Broker {
         !c.blocked_on
             .iter()
             .any(|&(key, uid)| self.is_congested(key, uid))
+    }
+
+    /// Whether `conn` has published: such connections stop being read while a mailbox
+    /// to another shard overflows (cross-shard back-pressure); others keep being read.
+    pub fn is_publisher(&self, conn: ConnId) -> bool {
+        self.conn(conn).is_some_and(|c| c.publisher)
     }
 
     /// Embedding: publishes a message from inside the process as if from a client.

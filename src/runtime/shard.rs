@@ -179,9 +179,10 @@ impl Shard {
             .poll_timeout()
             .map(|t| t.saturating_duration_since(now));
         let backlogged = self.outbox.backlog() > 0;
-        if self.deferred_progress
-            || (!backlogged && self.read_pending.iter().any(|&c| self.broker.wants_read(c)))
-        {
+        let readable = |c: &ConnId| {
+            self.broker.wants_read(*c) && !(backlogged && self.broker.is_publisher(*c))
+        };
+        if self.deferred_progress || self.read_pending.iter().any(readable) {
             return Some(Duration::ZERO);
         }
         let accepts = self.broker.accepts_remote();
@@ -283,7 +284,10 @@ impl Shard {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        if !self.broker.wants_read(conn) || self.outbox.backlog() > 0 {
+        // A full mailbox pauses publishers only: subscribers' acknowledgements must keep
+        // flowing or two shards waiting on each other's rings could deadlock.
+        let backlogged = self.outbox.backlog() > 0 && self.broker.is_publisher(conn);
+        if !self.broker.wants_read(conn) || backlogged {
             if !c.read_pending {
                 c.read_pending = true;
                 self.read_pending.push(conn);
@@ -302,7 +306,10 @@ impl Shard {
                 Ok(n) => {
                     total += n;
                     self.broker.on_read(conn, &mut c.rbuf, now);
-                    if total >= READ_BUDGET || !self.broker.wants_read(conn) {
+                    if total >= READ_BUDGET
+                        || !self.broker.wants_read(conn)
+                        || (self.outbox.backlog() > 0 && self.broker.is_publisher(conn))
+                    {
                         break ReadOutcome::Budget;
                     }
                 }
