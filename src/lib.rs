@@ -21,6 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod log;
 pub mod metrics;
+pub mod persist;
 pub mod retained;
 pub mod runtime;
 pub mod session;
