@@ -12,6 +12,12 @@
 //!    empty or WouldBlock (keep WRITABLE interest while non-empty);
 //! 3. `while let Some(conn) = poll_close()` -> flush what can be flushed, then close the
 //!    socket (do NOT call `on_closed` for it afterwards);
+//!
+//! With persistence (`enable_persistence`), before writing any output in 2 and 3 (and
+//! before a write on a WRITABLE event): if `has_persist_events()`, `drain_persist` and
+//! append the records (with `persistence_fsync always`, fsync them): acknowledgements
+//! queued this iteration then reach the publisher only after what they acknowledge is
+//! durable.
 //! 4. sleep until readiness or `poll_timeout()`.
 //!
 //! Back-pressure: `wants_read(conn)` turns false while a connection's messages feed a
@@ -21,6 +27,7 @@
 
 mod connect;
 mod out_queue;
+mod persist_hook; // persistence (src/persist): event hook + restore
 mod route;
 mod subscribe;
 mod timers;
@@ -119,6 +126,8 @@ pub struct Broker {
     scratch: BytesMut,
     /// Reused fan-out target list.
     targets: Vec<(usize, Subscription)>,
+    /// Persistence events for the runtime (empty and unused when persistence is off).
+    persist: persist_hook::PersistHook,
 }
 
 impl Broker {
@@ -157,6 +166,7 @@ impl Broker {
             out_limit,
             scratch: BytesMut::with_capacity(64 * 1024),
             targets: Vec::new(),
+            persist: persist_hook::PersistHook::default(),
         }
     }
 

@@ -124,6 +124,7 @@ impl Broker {
                 properties: publish.properties.clone(),
             });
             self.stats.retained = self.retained.len() as u64;
+            self.persist_retain(&publish);
         }
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
@@ -249,6 +250,7 @@ impl Broker {
                 return;
             }
         }
+        let persisted_ids = self.persist.wants(&slot.session).then(|| sub_ids.clone());
         let out = Outgoing {
             msg: Arc::clone(msg),
             qos,
@@ -256,7 +258,13 @@ impl Broker {
             sub_ids,
         };
         match slot.session.deliver(out) {
-            Delivery::Sent | Delivery::Queued | Delivery::Skipped => {}
+            Delivery::Sent | Delivery::Queued => {
+                if let Some(ids) = persisted_ids {
+                    self.persist
+                        .message(key, &slot.session, msg, (qos, retain, &ids));
+                }
+            }
+            Delivery::Skipped => {}
             Delivery::Dropped => {
                 self.stats.publish_dropped += 1;
                 crate::log_notice!(

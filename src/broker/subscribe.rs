@@ -45,6 +45,8 @@ impl Broker {
             // [MQTT-3.8.4-3]: an identical filter replaces the subscription.
             let previous = slot.session.subscribe(filter.clone(), subscription);
             self.index.insert(&parsed, key, subscription);
+            self.persist
+                .subscribe(&slot.session, &filter, Some(subscription));
             crate::log_subscribe!(
                 "{} {} {}",
                 slot.session.client_id(),
@@ -120,6 +122,9 @@ impl Broker {
         for filter in unsub.filters {
             let existed = slot.session.unsubscribe(&filter).is_some();
             self.index.remove(filter.as_str(), &key);
+            if existed {
+                self.persist.subscribe(&slot.session, &filter, None);
+            }
             crate::log_unsubscribe!("{} {}", slot.session.client_id(), filter);
             reasons.push(if existed {
                 ReasonCode::SUCCESS

@@ -23,6 +23,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("the configuration has no listener")]
     NoListener,
+    #[error("{0}")]
+    Persist(#[from] crate::persist::Error),
 }
 
 /// Instructions from the embedding process to a shard.
@@ -50,6 +52,12 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     if config.listeners.is_empty() {
         return Err(StartError::NoListener);
     }
+    // Persistence is opened (and refuses corrupt data) before any socket is bound.
+    let persister = if config.persistence {
+        Some(super::persist::Persister::open(config)?)
+    } else {
+        None
+    };
     let mut bound = Vec::with_capacity(config.listeners.len());
     for (i, l) in config.listeners.iter().enumerate() {
         let b = listener::bind(i, l).map_err(|source| StartError::Bind {
@@ -64,7 +72,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     }
     let addrs = bound.iter().map(|b| b.addr).collect();
     let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-    let shard = Shard::new(0, Arc::clone(config), bound, rx)?;
+    let shard = Shard::new(0, Arc::clone(config), bound, rx, persister)?;
     let waker = shard.waker();
     let thread = std::thread::Builder::new()
         .name("shardmq-shard-0".into())

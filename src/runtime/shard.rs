@@ -14,6 +14,7 @@ use slab::Slab;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::handle::Command;
 use super::listener::Bound;
+use super::persist::Persister;
 use crate::broker::{Broker, ConnId};
 use crate::config::Config;
 
@@ -36,6 +37,8 @@ pub struct Shard {
     /// by the broker): edge-triggered readiness will not report them again.
     read_pending: Vec<ConnId>,
     stopping: bool,
+    /// Persistence (None when off): flushed before any output is written.
+    persist: Option<Persister>,
 }
 
 impl Shard {
@@ -44,6 +47,7 @@ impl Shard {
         config: Arc<Config>,
         listeners: Vec<Bound>,
         commands: Receiver<Command>,
+        persist: Option<Persister>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -56,7 +60,10 @@ impl Shard {
             )?;
         }
         let capacity = config.max_connections.unwrap_or(1024).min(65_536);
-        let broker = Broker::new(Arc::clone(&config), Instant::now());
+        let mut broker = Broker::new(Arc::clone(&config), Instant::now());
+        if let Some(p) = &persist {
+            p.restore(&mut broker, &|_| true);
+        }
         Ok(Self {
             id,
             config,
@@ -68,6 +75,7 @@ impl Shard {
             commands,
             read_pending: Vec::new(),
             stopping: false,
+            persist,
         })
     }
 
@@ -81,9 +89,12 @@ impl Shard {
         while !self.stopping {
             let now = Instant::now();
             let timeout = if self.read_pending.is_empty() {
-                self.broker
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(now))
+                let persist = self.persist.as_ref().and_then(Persister::poll_timeout);
+                let next = match (self.broker.poll_timeout(), persist) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|t| t.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
             };
@@ -111,6 +122,10 @@ impl Shard {
             self.retry_pending_reads(now);
             if self.broker.poll_timeout().is_some_and(|t| t <= now) {
                 self.broker.on_timeout(now);
+            }
+            if let Some(p) = &mut self.persist {
+                p.flush(&mut self.broker, now);
+                p.tick(now);
             }
             self.transmit(now);
         }
@@ -241,6 +256,10 @@ impl Shard {
     }
 
     fn writable(&mut self, conn: ConnId, now: Instant) {
+        if let Some(p) = &mut self.persist {
+            // Output may hold acknowledgements of this iteration's records.
+            p.flush(&mut self.broker, now);
+        }
         self.flush(conn, now);
     }
 
@@ -322,6 +341,9 @@ impl Shard {
                 let _ = self.poll.registry().deregister(&mut c.stream);
             }
             self.broker.on_closed(conn, now);
+        }
+        if let Some(p) = &mut self.persist {
+            p.shutdown(&mut self.broker);
         }
         crate::log_notice!("shardmq shard {} stopped.", self.id);
     }

@@ -451,6 +451,30 @@ impl Session {
         }
     }
 
+    // ---- persistence hooks (src/persist) ----
+
+    /// Sequence number of the last message [`Session::deliver`] accepted.
+    pub fn last_seq(&self) -> u64 {
+        self.outbound.last_seq()
+    }
+
+    /// The outbound window for persistence; see `Outbound::persist_window`.
+    pub fn persist_window(&self, inflight: &mut Vec<(u64, PacketId, u8)>) -> u64 {
+        self.outbound.persist_window(inflight)
+    }
+
+    /// Sets what a restored (offline) session was last connected with.
+    pub fn restore_meta(&mut self, version: ProtocolVersion, expiry: SessionExpiry) {
+        self.version = version;
+        self.expiry = expiry;
+    }
+
+    /// Puts back a restored message (in sequence order), inflight with its packet id
+    /// and stage, or queued.
+    pub fn restore_message(&mut self, seq: u64, out: Outgoing, inflight: Option<(PacketId, u8)>) {
+        self.outbound.restore(seq, out, inflight);
+    }
+
     fn on_pubrel(&mut self, id: PacketId) {
         let reason = if let Some(pos) = self.inbound_qos2.iter().position(|&p| p == id) {
             self.inbound_qos2.swap_remove(pos);
