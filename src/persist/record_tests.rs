@@ -102,8 +102,10 @@ fn every_record_type_roundtrips() {
 
 #[test]
 fn will_delay_is_not_stored_with_the_will() {
-    let mut props = Properties::default();
-    props.will_delay_interval = Some(30);
+    let props = Properties {
+        will_delay_interval: Some(30),
+        ..Properties::default()
+    };
     let r = Record::Will {
         client_id: ByteStr::from("c"),
         at: 1,

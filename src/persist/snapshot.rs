@@ -170,7 +170,7 @@ mod tests {
             parse(p, &data[..data.len() - 3]),
             Err(Error::Corrupt { .. })
         ));
-        let mut bad = data.clone();
+        let mut bad = data;
         bad[HEADER_LEN + 20] ^= 1;
         match parse(p, &bad) {
             Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, HEADER_LEN as u64),
