@@ -37,6 +37,8 @@ mod harness;
 #[cfg(test)]
 mod tests_connect;
 #[cfg(test)]
+mod tests_persist;
+#[cfg(test)]
 mod tests_qos;
 #[cfg(test)]
 mod tests_session;
