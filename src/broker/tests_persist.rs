@@ -183,3 +183,38 @@ fn retained_messages_and_their_deletion_survive_restart() {
     assert_eq!(&p.payload[..], b"1");
     h.assert_idle(s);
 }
+
+#[test]
+fn offline_queue_is_bounded_in_bytes_and_drops_are_counted() {
+    let config = crate::config::Config {
+        max_queued_bytes: 100,
+        ..Harness::default_config()
+    };
+    let mut h = Harness::new(config);
+    h.broker.enable_persistence(h.now, T0);
+    let mut state = State::default();
+    let (s, _) = h.connect_with(connect("s", ProtocolVersion::V311, false));
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    h.send(s, Packet::Disconnect(Default::default()));
+    let p = h.connect("p", ProtocolVersion::V311);
+    for i in 1..=10 {
+        // 1 + 20 bytes each: four fit in 100.
+        h.publish(
+            p,
+            "t",
+            b"01234567890123456789",
+            QoS::AtLeastOnce,
+            false,
+            Some(i),
+        );
+    }
+    assert_eq!(h.broker.stats().publish_dropped, 6);
+    save(&mut h, &mut state);
+    let stored = &state.sessions[&crate::codec::ByteStr::from("s")];
+    assert_eq!(stored.messages.len(), 4, "dropped messages are not stored");
+    let (s, _) = h.connect_with(connect("s", ProtocolVersion::V311, false));
+    for _ in 0..4 {
+        h.expect_publish(s);
+    }
+    h.assert_idle(s);
+}

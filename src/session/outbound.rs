@@ -53,6 +53,13 @@ pub struct Outbound {
     next_id: PacketId,
     /// Sequence number of the next message offered.
     next_seq: u64,
+    /// Topic + payload bytes of the queued messages (for `max_queued_bytes`).
+    queued_bytes: usize,
+}
+
+/// What a queued message counts against `max_queued_bytes`.
+pub fn message_bytes(out: &Outgoing) -> usize {
+    out.msg.publish.topic.len() + out.msg.publish.payload.len()
 }
 
 impl Outbound {
@@ -62,6 +69,10 @@ impl Outbound {
 
     pub fn queued_len(&self) -> usize {
         self.queue.len()
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     /// Messages held: inflight plus queued.
@@ -95,6 +106,7 @@ impl Outbound {
             self.send(seq, out, transmits);
             true
         } else {
+            self.queued_bytes += message_bytes(&out);
             self.queue.push_back((seq, out));
             false
         }
@@ -103,6 +115,7 @@ impl Outbound {
     /// Queues `out` without trying to send it (offline session).
     pub fn enqueue(&mut self, out: Outgoing) {
         let seq = self.take_seq();
+        self.queued_bytes += message_bytes(&out);
         self.queue.push_back((seq, out));
     }
 
@@ -154,6 +167,7 @@ impl Outbound {
             let Some((seq, out)) = self.queue.pop_front() else {
                 break;
             };
+            self.queued_bytes = self.queued_bytes.saturating_sub(message_bytes(&out));
             if out.msg.expiry_left(now) == Some(0) {
                 expired += 1;
                 continue;
@@ -224,6 +238,7 @@ impl Outbound {
     pub fn drop_queued_qos0(&mut self) -> usize {
         let before = self.queue.len();
         self.queue.retain(|(_, o)| o.qos != QoS::AtMostOnce);
+        self.queued_bytes = self.queue.iter().map(|(_, o)| message_bytes(o)).sum();
         before - self.queue.len()
     }
 
@@ -270,7 +285,10 @@ impl Outbound {
                     out,
                 });
             }
-            _ => self.queue.push_back((seq, out)),
+            _ => {
+                self.queued_bytes += message_bytes(&out);
+                self.queue.push_back((seq, out));
+            }
         }
     }
 }
