@@ -102,6 +102,11 @@ impl PersistHook {
         });
     }
 
+    /// The session of `client_id` moved to another shard, which records it from now on.
+    pub(super) fn moved_out(&mut self, client_id: &ByteStr) {
+        self.persisted.remove(client_id);
+    }
+
     /// The window of session `key` changed (an acknowledgement arrived).
     pub(super) fn dirty(&mut self, key: usize, session: &Session) {
         if self.wants(session) {
@@ -223,6 +228,7 @@ impl Broker {
             return;
         }
         let client_id = s.client_id().clone();
+        self.persist.persisted.insert(client_id.clone());
         self.persist.events.push(Record::SessionOffline {
             client_id: client_id.clone(),
             at: self.persist.unix_ms(now),
@@ -329,7 +335,13 @@ impl Broker {
                     id: (sub_id != 0).then_some(sub_id),
                 };
                 session.subscribe(filter.clone(), sub);
-                self.index.insert(&parsed, self.sessions.vacant_key(), sub);
+                if self
+                    .index
+                    .insert(&parsed, self.sessions.vacant_key(), sub)
+                    .is_none()
+                {
+                    self.filter_added(filter);
+                }
             }
             for (&seq, m) in &s.messages {
                 let out = Outgoing {
@@ -361,6 +373,7 @@ impl Broker {
                 session,
                 conn: None,
                 paused: Default::default(),
+                forward: None,
             });
             let Some(slot) = self.sessions.get(key) else {
                 continue;
@@ -372,6 +385,9 @@ impl Broker {
                 self.timers.push(*at, Timer::WillDelay { key, uid });
             }
             self.client_ids.insert(id.clone(), key);
+            if self.home_of(id.as_str()) == self.shard {
+                self.directory.insert(id.clone(), self.shard);
+            }
             self.persist.persisted.insert(id.clone());
             if s.offline_at.is_none() {
                 // Connected when the broker stopped: offline from now.

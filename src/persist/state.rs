@@ -161,9 +161,17 @@ impl State {
                     for e in inflight {
                         s.inflight.insert(e.seq, (e.packet_id, e.stage));
                     }
-                    let inflight = &s.inflight;
-                    s.messages
-                        .retain(|seq, _| *seq >= done_below || inflight.contains_key(seq));
+                    // Only the messages below `done_below` are visited (amortised by
+                    // the messages completed), not the whole queue.
+                    let done: Vec<u64> = s
+                        .messages
+                        .range(..done_below)
+                        .map(|(seq, _)| *seq)
+                        .filter(|seq| !s.inflight.contains_key(seq))
+                        .collect();
+                    for seq in done {
+                        s.messages.remove(&seq);
+                    }
                     s.inflight.retain(|seq, _| s.messages.contains_key(seq));
                 }
             }

@@ -4,17 +4,30 @@
 //! written, so acknowledgements wait for the disk); interval fsyncs and compaction run
 //! from the loop's timeout.
 //!
-//! It never blocks the loop on anything but its own file writes, and never lets a write
-//! error crash the broker: it is logged, loudly, once per failure streak.
+//! With several shards there is one store (one log, one snapshot) behind a mutex: each
+//! shard appends its iteration's batch under the lock, so the log holds every shard's
+//! records in an order consistent with the messages between shards (a shard flushes
+//! before it sends its mail). The last shard to stop writes the final snapshot.
+//!
+//! It never blocks the loop on anything but its own file writes (and the short lock), and
+//! never lets a write error crash the broker: it is logged, loudly, once per failure
+//! streak.
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::persist::{Error, Record, Store};
 
+/// The store shared by every shard, and how many shards still run.
+pub(super) struct Shared {
+    store: Mutex<Store>,
+    live: Mutex<usize>,
+}
+
 pub(super) struct Persister {
-    store: Store,
+    shared: Arc<Shared>,
     batch: Vec<Record>,
     failing: bool,
 }
@@ -27,12 +40,25 @@ fn unix_ms() -> u64 {
 
 impl Persister {
     /// Opens the files named by `config` (refusing corrupt data, see [`Store::open`]).
-    pub(super) fn open(config: &Config) -> Result<Self, Error> {
-        Ok(Self {
-            store: Store::open(config, Instant::now())?,
+    pub(super) fn open_store(config: &Config) -> Result<Arc<Shared>, Error> {
+        Ok(Arc::new(Shared {
+            store: Mutex::new(Store::open(config, Instant::now())?),
+            live: Mutex::new(0),
+        }))
+    }
+
+    /// One shard's handle on the shared store.
+    pub(super) fn new(shared: &Arc<Shared>) -> Self {
+        *lock(&shared.live) += 1;
+        Self {
+            shared: Arc::clone(shared),
             batch: Vec::new(),
             failing: false,
-        })
+        }
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.shared.store)
     }
 
     /// Turns on the broker's persistence events and loads the saved state into it.
@@ -40,7 +66,8 @@ impl Persister {
     pub(super) fn restore(&self, broker: &mut Broker, owns: &dyn Fn(&str) -> bool) {
         let now = Instant::now();
         broker.enable_persistence(now, unix_ms());
-        let state = self.store.state();
+        let store = self.store();
+        let state = store.state();
         if state.is_empty() {
             return;
         }
@@ -58,30 +85,44 @@ impl Persister {
             return;
         }
         broker.drain_persist(&mut self.batch);
-        let result = self.store.append(&mut self.batch, now);
-        self.batch.clear();
+        let mut batch = std::mem::take(&mut self.batch);
+        let result = self.store().append(&mut batch, now);
+        batch.clear();
+        self.batch = batch;
         self.report(result);
     }
 
     #[must_use]
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        self.store.poll_timeout()
+        self.store().poll_timeout()
     }
 
     /// Interval fsync and compaction, when due.
     pub(super) fn tick(&mut self, now: Instant) {
-        if self.store.poll_timeout().is_some_and(|t| t <= now) {
-            let result = self.store.tick(now);
-            self.report(result);
-        }
+        let result = {
+            let mut store = self.store();
+            if store.poll_timeout().is_some_and(|t| t <= now) {
+                store.tick(now)
+            } else {
+                Ok(())
+            }
+        };
+        self.report(result);
     }
 
-    /// Clean shutdown: the last records, then a snapshot.
+    /// Clean shutdown: the last records; the last shard to stop writes a snapshot.
     pub(super) fn shutdown(&mut self, broker: &mut Broker) {
         let now = Instant::now();
         self.flush(broker, now);
-        let result = self.store.compact(now);
-        self.report(result);
+        let last = {
+            let mut live = lock(&self.shared.live);
+            *live = live.saturating_sub(1);
+            *live == 0
+        };
+        if last {
+            let result = self.store().compact(now);
+            self.report(result);
+        }
     }
 
     fn report(&mut self, result: Result<(), Error>) {
@@ -102,4 +143,9 @@ impl Persister {
             }
         }
     }
+}
+
+/// Locks, going on with the data if another shard panicked while holding the lock.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
