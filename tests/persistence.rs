@@ -157,23 +157,15 @@ fn clean_restart_keeps_retained_messages_sessions_and_queued_qos1() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
-    let dir = temp_dir("persist-kill9");
-    let config = persist_config(&dir, "always");
-    let broker = BrokerProc::start(&config);
-    let (mut sub, _, _) = Raw::mqtt_connect(broker.port, "victim", false);
-    sub.subscribe(1, &[("load/#", 1)]);
-    sub.disconnect();
-
-    // Publisher: up to 64 unacknowledged PUBLISHes; the reader records each PUBACK.
-    let (publisher, _, _) = Raw::mqtt_connect(broker.port, "loader", true);
+/// One QoS 1 publisher with up to 64 unacknowledged PUBLISHes, payload = [index, id];
+/// returns (acknowledged ids, highest id sent) once the broker is gone.
+fn spawn_loader(port: u16, index: u8) -> (Arc<Mutex<BTreeSet<u16>>>, std::thread::JoinHandle<u64>) {
+    let (publisher, _, _) = Raw::mqtt_connect(port, &format!("loader-{index}"), true);
     let mut writer = publisher.stream.try_clone().unwrap();
     let mut reader = Raw {
         stream: publisher.stream,
     };
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let sent = Arc::new(AtomicU64::new(0));
     let dead = Arc::new(AtomicBool::new(false));
     let reader_thread = {
         let (acked, dead) = (Arc::clone(&acked), Arc::clone(&dead));
@@ -186,41 +178,65 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
             dead.store(true, Ordering::SeqCst);
         })
     };
-    let writer_thread = {
-        let (acked, sent, dead) = (Arc::clone(&acked), Arc::clone(&sent), Arc::clone(&dead));
+    let handle = {
+        let acked = Arc::clone(&acked);
         std::thread::spawn(move || {
+            let sent = AtomicU64::new(0);
             for id in 1..=60_000u16 {
                 while id as usize - 1 > acked.lock().unwrap().len() + 64 {
                     if dead.load(Ordering::SeqCst) {
-                        return;
+                        break;
                     }
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                let bytes = publish("load/x", 1, false, false, id, &id.to_be_bytes());
-                if writer.write_all(&bytes).is_err() || dead.load(Ordering::SeqCst) {
-                    return;
+                let mut payload = vec![index];
+                payload.extend_from_slice(&id.to_be_bytes());
+                let bytes = publish("load/x", 1, false, false, id, &payload);
+                if dead.load(Ordering::SeqCst) || writer.write_all(&bytes).is_err() {
+                    break;
                 }
                 sent.store(u64::from(id), Ordering::SeqCst);
             }
+            reader_thread.join().unwrap();
+            sent.load(Ordering::SeqCst)
         })
     };
+    (acked, handle)
+}
+
+#[test]
+fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
+    let dir = temp_dir("persist-kill9");
+    // Two shards: publishers and the subscriber's session are spread over both, so
+    // messages also cross shards through the mailboxes.
+    let config = format!("{}threads 2\n", persist_config(&dir, "always"));
+    let broker = BrokerProc::start(&config);
+    let (mut sub, _, _) = Raw::mqtt_connect(broker.port, "victim", false);
+    sub.subscribe(1, &[("load/#", 1)]);
+    sub.disconnect();
+
+    let loaders: Vec<_> = (0..3u8).map(|i| spawn_loader(broker.port, i)).collect();
     // Let the load run, then crash the broker in the middle of it.
-    assert!(common::wait_until(TIMEOUT, || acked.lock().unwrap().len() >= 1500));
+    let total = || -> usize { loaders.iter().map(|l| l.0.lock().unwrap().len()).sum() };
+    assert!(common::wait_until(TIMEOUT, || total() >= 3000));
     crash(broker);
-    reader_thread.join().unwrap();
-    writer_thread.join().unwrap();
-    let acked = acked.lock().unwrap().clone();
-    let sent = sent.load(Ordering::SeqCst);
-    eprintln!("sent {sent}, acknowledged {} before kill -9", acked.len());
-    assert!(acked.len() >= 1500);
+    let mut acked = BTreeSet::new();
+    let mut sent = Vec::new();
+    for (i, (ids, handle)) in loaders.into_iter().enumerate() {
+        sent.push(handle.join().unwrap());
+        for id in ids.lock().unwrap().iter() {
+            acked.insert((i as u8, *id));
+        }
+    }
+    eprintln!("sent {sent:?}, acknowledged {} before kill -9", acked.len());
 
     let broker = BrokerProc::start(&config);
     let (mut sub, present, _) = Raw::mqtt_connect(broker.port, "victim", false);
     assert!(present, "persistent session lost by kill -9");
     let got = drain_publishes(&mut sub, Duration::from_millis(1500));
-    let received: BTreeSet<u16> = got
+    let received: BTreeSet<(u8, u16)> = got
         .iter()
-        .map(|g| u16::from_be_bytes([g.1[0], g.1[1]]))
+        .map(|g| (g.1[0], u16::from_be_bytes([g.1[1], g.1[2]])))
         .collect();
     let lost: Vec<_> = acked.difference(&received).collect();
     assert!(
@@ -230,8 +246,10 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
         &lost[..lost.len().min(10)],
         received.len()
     );
-    // Nothing beyond what was sent; duplicates are allowed by QoS 1 but counted.
-    assert!(received.iter().all(|&id| u64::from(id) <= sent));
+    // Nothing that was never sent; duplicates are allowed by QoS 1 but counted.
+    assert!(received
+        .iter()
+        .all(|&(i, id)| u64::from(id) <= sent[usize::from(i)]));
     eprintln!(
         "after restart: {} delivered ({} distinct)",
         got.len(),

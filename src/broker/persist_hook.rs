@@ -34,6 +34,14 @@ pub(super) struct PersistHook {
     /// Client ids with a persistent session on record.
     persisted: HashSet<ByteStr>,
     scratch: Vec<(u64, PacketId, u8)>,
+    /// This process run (shared by every shard), to key messages between shards.
+    boot: u64,
+    /// QoS 1/2 messages this shard sent to other shards, and per destination ring.
+    routed_n: u64,
+    sent_seq: Vec<u64>,
+    /// Per source shard: QoS 1/2 messages received and delivered; sources to report.
+    received_seq: Vec<u64>,
+    received_dirty: Vec<u8>,
 }
 
 impl PersistHook {
@@ -102,6 +110,49 @@ impl PersistHook {
         });
     }
 
+    /// Shard `from` sent `msg` (QoS 1/2) to the shards in `dests`: record it here, before
+    /// this shard acknowledges it, until each destination records its delivery.
+    pub(super) fn routed(&mut self, from: usize, msg: &Message, dests: u64) {
+        if !self.enabled || msg.publish.qos == QoS::AtMostOnce || dests == 0 {
+            return;
+        }
+        self.routed_n += 1;
+        let mut seqs = Vec::with_capacity(dests.count_ones() as usize);
+        let mut remaining = dests;
+        while remaining != 0 {
+            let to = remaining.trailing_zeros() as usize;
+            remaining &= remaining - 1;
+            if self.sent_seq.len() <= to {
+                self.sent_seq.resize(to + 1, 0);
+            }
+            self.sent_seq[to] += 1;
+            seqs.push((to as u8, self.sent_seq[to]));
+        }
+        self.events.push(Record::Routed {
+            boot: self.boot,
+            from: from as u8,
+            n: self.routed_n,
+            seqs,
+            received: self.unix_ms(msg.received),
+            publish: msg.publish.clone(),
+        });
+    }
+
+    /// A QoS 1/2 message from shard `from` was delivered here (rings are FIFO, so the
+    /// count is the sender's ring sequence number).
+    pub(super) fn received_remote(&mut self, from: usize, msg: &Message) {
+        if !self.enabled || msg.publish.qos == QoS::AtMostOnce {
+            return;
+        }
+        if self.received_seq.len() <= from {
+            self.received_seq.resize(from + 1, 0);
+        }
+        self.received_seq[from] += 1;
+        if !self.received_dirty.contains(&(from as u8)) {
+            self.received_dirty.push(from as u8);
+        }
+    }
+
     /// The session of `client_id` moved to another shard, which records it from now on.
     pub(super) fn moved_out(&mut self, client_id: &ByteStr) {
         self.persisted.remove(client_id);
@@ -142,22 +193,34 @@ fn options_from_byte(b: u8) -> SubscriptionOptions {
 }
 
 impl Broker {
-    /// Turns persistence events on. `unix_ms` is the wall clock at `now`.
-    pub fn enable_persistence(&mut self, now: Instant, unix_ms: u64) {
+    /// Turns persistence events on. `unix_ms` is the wall clock at `now`; `boot`
+    /// identifies this process run (the same on every shard).
+    pub fn enable_persistence(&mut self, now: Instant, unix_ms: u64, boot: u64) {
         self.persist.enabled = true;
         self.persist.anchor = Some((now, unix_ms));
+        self.persist.boot = boot;
     }
 
     /// Whether [`Broker::drain_persist`] has anything (the runtime must write and, with
     /// `persistence_fsync always`, sync it before writing any output).
     pub fn has_persist_events(&self) -> bool {
-        !self.persist.events.is_empty() || !self.persist.dirty.is_empty()
+        !self.persist.events.is_empty()
+            || !self.persist.dirty.is_empty()
+            || !self.persist.received_dirty.is_empty()
     }
 
     /// Moves this iteration's records into `out`: the events in order, then the current
     /// window of every session whose window changed.
     pub fn drain_persist(&mut self, out: &mut Vec<Record>) {
         out.append(&mut self.persist.events);
+        for from in std::mem::take(&mut self.persist.received_dirty) {
+            out.push(Record::Delivered {
+                boot: self.persist.boot,
+                from,
+                to: self.shard as u8,
+                upto: self.persist.received_seq[usize::from(from)],
+            });
+        }
         let mut dirty = std::mem::take(&mut self.persist.dirty);
         dirty.sort_unstable();
         dirty.dedup();
@@ -401,6 +464,16 @@ impl Broker {
         }
         self.stats.clients_total = self.sessions.len() as u64;
         self.stats.subscriptions = self.index.len() as u64;
+        // Messages between shards that a crash caught in a mailbox: every shard offers
+        // them to its own (restored) sessions, so each session gets one copy.
+        for m in state.routed.values() {
+            let msg = Arc::new(Message::new(
+                m.publish.clone(),
+                instant_of(m.received),
+                None,
+            ));
+            self.fanout_local(&msg, None, 0, now);
+        }
         for will in due_wills {
             self.publish_will(will, now);
         }

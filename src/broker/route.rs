@@ -136,6 +136,7 @@ impl Broker {
             .and_then(|o| self.sessions.get(o.1))
             .map(|s| s.session.uid());
         let msg = Arc::new(Message::new(publish, now, origin_uid));
+        self.persist.routed(self.shard, &msg, dests); // before the publisher's ack
         let mut remaining = dests;
         while remaining != 0 {
             let j = remaining.trailing_zeros() as usize;

@@ -233,6 +233,7 @@ impl Broker {
         match msg {
             ShardMsg::Publish { msg, dests } => {
                 self.fanout_local(&msg, None, dests, now);
+                self.persist.received_remote(from, &msg);
             }
             ShardMsg::Control(c) => self.on_control(from, *c, now),
         }

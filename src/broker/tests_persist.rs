@@ -13,7 +13,7 @@ const T0: u64 = 1_700_000_000_000;
 
 fn harness() -> Harness {
     let mut h = Harness::new(Harness::default_config());
-    h.broker.enable_persistence(h.now, T0);
+    h.broker.enable_persistence(h.now, T0, 1);
     h
 }
 
@@ -31,7 +31,7 @@ fn save(h: &mut Harness, state: &mut State) -> Vec<Record> {
 fn restart(state: &State, later: Duration) -> Harness {
     let mut h = Harness::new(Harness::default_config());
     h.broker
-        .enable_persistence(h.now, T0 + later.as_millis() as u64);
+        .enable_persistence(h.now, T0 + later.as_millis() as u64, 2);
     h.broker.restore_retained(state);
     h.broker.restore_sessions(state, &|_| true, h.now);
     h.drive();
@@ -191,7 +191,7 @@ fn offline_queue_is_bounded_in_bytes_and_drops_are_counted() {
         ..Harness::default_config()
     };
     let mut h = Harness::new(config);
-    h.broker.enable_persistence(h.now, T0);
+    h.broker.enable_persistence(h.now, T0, 1);
     let mut state = State::default();
     let (s, _) = h.connect_with(connect("s", ProtocolVersion::V311, false));
     h.subscribe(s, "t", QoS::AtLeastOnce);
@@ -217,4 +217,52 @@ fn offline_queue_is_bounded_in_bytes_and_drops_are_counted() {
         h.expect_publish(s);
     }
     h.assert_idle(s);
+}
+
+#[test]
+fn messages_caught_between_shards_by_a_crash_are_delivered_after_restart() {
+    let mut h = harness();
+    let mut state = State::default();
+    let (s, _) = h.connect_with(connect("s", ProtocolVersion::V311, false));
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    h.send(s, Packet::Disconnect(Default::default()));
+    save(&mut h, &mut state);
+    // Shard 1 routed a message to shard 0 and acknowledged it; shard 0 never got it.
+    state.apply(Record::Routed {
+        boot: 1,
+        from: 1,
+        n: 1,
+        seqs: vec![(0, 1)],
+        received: T0,
+        publish: super::harness::publish("t", b"in the mailbox", QoS::AtLeastOnce, false, Some(3)),
+    });
+    let mut h = restart(&state, Duration::from_secs(1));
+    let (s, ack) = h.connect_with(connect("s", ProtocolVersion::V311, false));
+    assert!(ack.session_present);
+    assert_eq!(&h.expect_publish(s).payload[..], b"in the mailbox");
+}
+
+#[test]
+fn routed_records_precede_the_ack_and_delivery_is_reported_per_source() {
+    let mut h = harness();
+    let mut state = State::default();
+    h.connect("p", ProtocolVersion::V311);
+    // The hook itself: a QoS 1 message to shards 1 and 3, then shard 2 delivering two.
+    let msg = crate::session::Message::new(
+        super::harness::publish("t", b"x", QoS::AtLeastOnce, false, Some(1)),
+        h.now,
+        None,
+    );
+    h.broker.persist.routed(0, &msg, 0b1010);
+    h.broker.persist.received_remote(2, &msg);
+    h.broker.persist.received_remote(2, &msg);
+    let records = save(&mut h, &mut state);
+    assert!(matches!(
+        &records[..],
+        [
+            Record::Routed { seqs, .. },
+            Record::Delivered { from: 2, to: 0, upto: 2, .. }
+        ] if seqs == &vec![(1, 1), (3, 1)]
+    ));
+    assert_eq!(state.routed.len(), 1);
 }

@@ -24,7 +24,7 @@ pub mod store;
 
 pub use error::Error;
 pub use record::{InflightEntry, Record, RecordError, EXPIRY_NEVER};
-pub use state::{State, StoredMessage, StoredSession};
+pub use state::{RoutedMessage, State, StoredMessage, StoredSession};
 pub use store::Store;
 
 /// fsync of the parent directory, so a rename or a new file survives power loss.

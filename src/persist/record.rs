@@ -104,6 +104,29 @@ pub enum Record {
     WillDone {
         client_id: ByteStr,
     },
+    /// A QoS 1/2 message shard `from` sent to other shards (acknowledged to its
+    /// publisher once this record is durable): its `n`-th such message of process run
+    /// `boot`, the `seq`-th QoS 1/2 publish on each (destination shard, seq) ring.
+    Routed {
+        boot: u64,
+        from: u8,
+        n: u64,
+        seqs: Vec<(u8, u64)>,
+        received: u64,
+        publish: Publish,
+    },
+    /// Shard `to` delivered (and recorded) every QoS 1/2 publish from shard `from` up to
+    /// ring sequence number `upto` of run `boot`.
+    Delivered {
+        boot: u64,
+        from: u8,
+        to: u8,
+        upto: u64,
+    },
+    /// Routed messages of every run other than `keep_boot` were re-delivered on restart.
+    RoutedClear {
+        keep_boot: u64,
+    },
     /// Last record of a snapshot (a snapshot without it is incomplete).
     End,
 }
@@ -134,6 +157,9 @@ const T_WINDOW: u8 = 8;
 const T_WILL: u8 = 9;
 const T_WILL_DONE: u8 = 10;
 const T_END: u8 = 11;
+const T_ROUTED: u8 = 12;
+const T_DELIVERED: u8 = 13;
+const T_ROUTED_CLEAR: u8 = 14;
 
 /// Appends `record`, framed, to `out`.
 pub fn encode(record: &Record, out: &mut BytesMut) -> Result<(), RecordError> {
@@ -318,6 +344,44 @@ fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), RecordError> {
             out.put_u8(T_WILL_DONE);
             put_bytes(out, client_id.as_bytes())?;
         }
+        Record::Routed {
+            boot,
+            from,
+            n,
+            seqs,
+            received,
+            publish,
+        } => {
+            out.put_u8(T_ROUTED);
+            out.put_u64_le(*boot);
+            out.put_u8(*from);
+            out.put_u64_le(*n);
+            let count =
+                u32::try_from(seqs.len()).map_err(|_| RecordError::TooLarge(seqs.len() as u64))?;
+            out.put_u32_le(count);
+            for (to, seq) in seqs {
+                out.put_u8(*to);
+                out.put_u64_le(*seq);
+            }
+            out.put_u64_le(*received);
+            put_publish(out, publish)?;
+        }
+        Record::Delivered {
+            boot,
+            from,
+            to,
+            upto,
+        } => {
+            out.put_u8(T_DELIVERED);
+            out.put_u64_le(*boot);
+            out.put_u8(*from);
+            out.put_u8(*to);
+            out.put_u64_le(*upto);
+        }
+        Record::RoutedClear { keep_boot } => {
+            out.put_u8(T_ROUTED_CLEAR);
+            out.put_u64_le(*keep_boot);
+        }
         Record::End => out.put_u8(T_END),
     }
     Ok(())
@@ -492,6 +556,33 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
         }
         T_WILL_DONE => Record::WillDone {
             client_id: r.str()?,
+        },
+        T_ROUTED => {
+            let boot = r.u64()?;
+            let from = r.u8()?;
+            let n = r.u64()?;
+            let count = r.count(9)?;
+            let mut seqs = Vec::with_capacity(count);
+            for _ in 0..count {
+                seqs.push((r.u8()?, r.u64()?));
+            }
+            Record::Routed {
+                boot,
+                from,
+                n,
+                seqs,
+                received: r.u64()?,
+                publish: r.publish()?,
+            }
+        }
+        T_DELIVERED => Record::Delivered {
+            boot: r.u64()?,
+            from: r.u8()?,
+            to: r.u8()?,
+            upto: r.u64()?,
+        },
+        T_ROUTED_CLEAR => Record::RoutedClear {
+            keep_boot: r.u64()?,
         },
         T_END => Record::End,
         other => return Err(RecordError::UnknownType(other)),

@@ -89,6 +89,21 @@ fn samples() -> Vec<Record> {
             },
         },
         Record::WillDone { client_id: id },
+        Record::Routed {
+            boot: 99,
+            from: 1,
+            n: 7,
+            seqs: vec![(0, 5), (3, 8)],
+            received: 12,
+            publish: publish("x/y", QoS::AtLeastOnce, b"routed"),
+        },
+        Record::Delivered {
+            boot: 99,
+            from: 1,
+            to: 0,
+            upto: 5,
+        },
+        Record::RoutedClear { keep_boot: 100 },
         Record::End,
     ]
 }
@@ -138,7 +153,7 @@ fn partial_frames_are_incomplete_not_errors() {
 #[test]
 fn flipped_bit_is_a_checksum_error() {
     let mut buf = BytesMut::new();
-    encode(&samples()[6], &mut buf).unwrap();
+    encode(&samples()[6], &mut buf).unwrap(); // a Message
     for i in FRAME_HEADER..buf.len() {
         let mut bad = buf.clone();
         bad[i] ^= 0x10;
@@ -279,6 +294,30 @@ fn arb_record() -> impl Strategy<Value = Record> {
                     })
                     .collect(),
             }),
+        (
+            any::<u64>(),
+            any::<u8>(),
+            any::<u64>(),
+            vec((any::<u8>(), any::<u64>()), 0..4),
+            any::<u64>(),
+            arb_publish()
+        )
+            .prop_map(|(boot, from, n, seqs, received, publish)| Record::Routed {
+                boot,
+                from,
+                n,
+                seqs,
+                received,
+                publish,
+            }),
+        (any::<u64>(), any::<u8>(), any::<u8>(), any::<u64>()).prop_map(
+            |(boot, from, to, upto)| Record::Delivered {
+                boot,
+                from,
+                to,
+                upto
+            }
+        ),
         Just(Record::End),
     ]
 }

@@ -64,17 +64,31 @@ impl StoredSession {
     }
 }
 
+/// A QoS 1/2 message one shard sent to others, not yet delivered by all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedMessage {
+    /// Unix milliseconds when the broker received it.
+    pub received: u64,
+    pub publish: Publish,
+    /// (destination shard, ring sequence number) still to be delivered.
+    pub pending: Vec<(u8, u64)>,
+}
+
 /// Everything persistence keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     /// Topic -> retained PUBLISH (QoS and properties as published).
     pub retained: BTreeMap<ByteStr, Publish>,
     pub sessions: BTreeMap<ByteStr, StoredSession>,
+    /// (run, sending shard, n) -> message in flight between shards.
+    pub routed: BTreeMap<(u64, u8, u64), RoutedMessage>,
+    /// (run, from, to, ring seq) -> n, to find `routed` entries by delivery watermark.
+    ring: BTreeMap<(u64, u8, u8, u64), u64>,
 }
 
 impl State {
     pub fn is_empty(&self) -> bool {
-        self.retained.is_empty() && self.sessions.is_empty()
+        self.retained.is_empty() && self.sessions.is_empty() && self.routed.is_empty()
     }
 
     /// Applies one record.
@@ -189,6 +203,51 @@ impl State {
                     s.will = None;
                 }
             }
+            Record::Routed {
+                boot,
+                from,
+                n,
+                seqs,
+                received,
+                publish,
+            } => {
+                for &(to, seq) in &seqs {
+                    self.ring.insert((boot, from, to, seq), n);
+                }
+                self.routed.insert(
+                    (boot, from, n),
+                    RoutedMessage {
+                        received,
+                        publish,
+                        pending: seqs,
+                    },
+                );
+            }
+            Record::Delivered {
+                boot,
+                from,
+                to,
+                upto,
+            } => {
+                let done: Vec<((u64, u8, u8, u64), u64)> = self
+                    .ring
+                    .range((boot, from, to, 0)..=(boot, from, to, upto))
+                    .map(|(k, n)| (*k, *n))
+                    .collect();
+                for (key, n) in done {
+                    self.ring.remove(&key);
+                    if let Some(m) = self.routed.get_mut(&(boot, from, n)) {
+                        m.pending.retain(|&(t, seq)| (t, seq) != (to, key.3));
+                        if m.pending.is_empty() {
+                            self.routed.remove(&(boot, from, n));
+                        }
+                    }
+                }
+            }
+            Record::RoutedClear { keep_boot } => {
+                self.routed.retain(|k, _| k.0 == keep_boot);
+                self.ring.retain(|k, _| k.0 == keep_boot);
+            }
             Record::End => {}
         }
     }
@@ -196,6 +255,16 @@ impl State {
     /// The records that rebuild this state from empty (a snapshot's content, without
     /// the final [`Record::End`]).
     pub fn to_records(&self, mut emit: impl FnMut(Record)) {
+        for (&(boot, from, n), m) in &self.routed {
+            emit(Record::Routed {
+                boot,
+                from,
+                n,
+                seqs: m.pending.clone(),
+                received: m.received,
+                publish: m.publish.clone(),
+            });
+        }
         for publish in self.retained.values() {
             emit(Record::Retain {
                 publish: publish.clone(),
@@ -367,6 +436,46 @@ mod tests {
         s.to_records(|r| rebuilt.apply(r));
         assert_eq!(rebuilt, s);
         assert_eq!(s.sessions[&id()].expires_at(), Some(60_010));
+    }
+
+    #[test]
+    fn routed_messages_leave_when_every_destination_delivered_them() {
+        let mut s = State::default();
+        let routed = |n: u64, seqs: Vec<(u8, u64)>| Record::Routed {
+            boot: 1,
+            from: 0,
+            n,
+            seqs,
+            received: 0,
+            publish: Publish {
+                qos: QoS::AtLeastOnce,
+                topic: ByteStr::from("t"),
+                packet_id: Some(1),
+                ..Publish::default()
+            },
+        };
+        s.apply(routed(1, vec![(1, 1), (2, 1)]));
+        s.apply(routed(2, vec![(1, 2)]));
+        s.apply(routed(3, vec![(2, 2)]));
+        s.apply(Record::Delivered {
+            boot: 1,
+            from: 0,
+            to: 1,
+            upto: 2,
+        });
+        assert_eq!(s.routed.keys().map(|k| k.2).collect::<Vec<_>>(), [1, 3]);
+        let mut rebuilt = State::default();
+        s.to_records(|r| rebuilt.apply(r));
+        assert_eq!(rebuilt, s);
+        s.apply(Record::Delivered {
+            boot: 1,
+            from: 0,
+            to: 2,
+            upto: 1,
+        });
+        assert_eq!(s.routed.keys().map(|k| k.2).collect::<Vec<_>>(), [3]);
+        s.apply(Record::RoutedClear { keep_boot: 2 });
+        assert!(s.is_empty());
     }
 
     #[test]

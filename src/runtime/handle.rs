@@ -99,10 +99,18 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     let mut controls = Vec::with_capacity(n);
     for (id, ((outbox, inbox), bound)) in mesh.into_iter().zip(per_shard).enumerate() {
         let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-        let persister = store.as_ref().map(super::persist::Persister::new);
-        let shard = Shard::new(id, n, config, bound, rx, outbox, inbox, persister)?;
+        let mut shard = Shard::new(id, n, config, bound, rx, outbox, inbox)?;
+        if let Some(store) = &store {
+            shard.set_persister(super::persist::Persister::new(store));
+        }
         controls.push((tx, shard.waker()));
         shards.push(shard);
+    }
+    if let Some(store) = &store {
+        for shard in &mut shards {
+            shard.flush_persist();
+        }
+        super::persist::Persister::finish_restore(store)?;
     }
     let wakers: Arc<[Arc<mio::Waker>]> = controls.iter().map(|(_, w)| Arc::clone(w)).collect();
     let mut handles = Vec::with_capacity(n);

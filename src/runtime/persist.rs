@@ -24,6 +24,8 @@ use crate::persist::{Error, Record, Store};
 pub(super) struct Shared {
     store: Mutex<Store>,
     live: Mutex<usize>,
+    /// This process run (Unix ms at start), to key messages between shards.
+    boot: u64,
 }
 
 pub(super) struct Persister {
@@ -44,7 +46,26 @@ impl Persister {
         Ok(Arc::new(Shared {
             store: Mutex::new(Store::open(config, Instant::now())?),
             live: Mutex::new(0),
+            boot: unix_ms(),
         }))
+    }
+
+    /// After every shard restored and flushed ([`Persister::flush`]): syncs, then
+    /// forgets the messages between shards of earlier runs (they were re-delivered).
+    pub(super) fn finish_restore(shared: &Shared) -> Result<(), Error> {
+        let mut store = lock(&shared.store);
+        if store.state().routed.keys().all(|k| k.0 == shared.boot) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        store.sync(now)?;
+        store.append(
+            &mut vec![Record::RoutedClear {
+                keep_boot: shared.boot,
+            }],
+            now,
+        )?;
+        store.sync(now)
     }
 
     /// One shard's handle on the shared store.
@@ -65,7 +86,7 @@ impl Persister {
     /// `owns` selects the sessions that live on this broker's shard.
     pub(super) fn restore(&self, broker: &mut Broker, owns: &dyn Fn(&str) -> bool) {
         let now = Instant::now();
-        broker.enable_persistence(now, unix_ms());
+        broker.enable_persistence(now, unix_ms(), self.shared.boot);
         let store = self.store();
         let state = store.state();
         if state.is_empty() {

@@ -71,7 +71,6 @@ impl Shard {
         commands: Receiver<Command>,
         outbox: Outbox<ShardMsg>,
         inbox: Inbox<ShardMsg>,
-        persist: Option<Persister>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -85,13 +84,7 @@ impl Shard {
         }
         let max_conns = config.max_connections.map(|m| m.div_ceil(shards.max(1)));
         let capacity = max_conns.unwrap_or(DEFAULT_CONNS_PER_SHARD).min(65_536);
-        let mut broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
-        if let Some(p) = &persist {
-            // Each session goes to its home shard; every shard holds the retained replica.
-            p.restore(&mut broker, &|client_id| {
-                crate::broker::home_shard(client_id, shards) == id
-            });
-        }
+        let broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
         Ok(Self {
             id,
             outbox,
@@ -107,8 +100,25 @@ impl Shard {
             read_pending: Vec::new(),
             stopping: false,
             deferred_progress: false,
-            persist,
+            persist: None,
         })
+    }
+
+    /// Turns persistence on and restores this shard's part of the saved state (before
+    /// the thread starts): each session on its home shard, retained on every shard.
+    pub fn set_persister(&mut self, p: Persister) {
+        let (id, shards) = (self.id, self.broker.shard_count());
+        p.restore(&mut self.broker, &|client_id| {
+            crate::broker::home_shard(client_id, shards) == id
+        });
+        self.persist = Some(p);
+    }
+
+    /// Writes what restoring recorded (before the thread starts).
+    pub fn flush_persist(&mut self) {
+        if let Some(p) = &mut self.persist {
+            p.flush(&mut self.broker, Instant::now());
+        }
     }
 
     pub fn waker(&self) -> Arc<Waker> {
