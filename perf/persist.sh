@@ -224,7 +224,7 @@ os.close(fd); os.unlink(p); t.sort()
 print(f"p50 {t[len(t)//2]*1e6:.0f} us, p99 {t[int(len(t)*0.99)]*1e6:.0f} us")
 PY
 )"
-    echo "broker pinned to core $BROKER_CORE, client to core $CLIENT_CORE (NO_PIN=${NO_PIN:-0});"
+    echo "broker pinned to core $BROKER_CORE (so shardmq runs one shard), client to core $CLIENT_CORE (NO_PIN=${NO_PIN:-0});"
     echo "the machine is shared with other jobs, so treat differences under ~15% as noise."
     echo '```'
     echo
