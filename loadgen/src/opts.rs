@@ -101,6 +101,10 @@ pub struct Opts {
     /// Open loop: messages per second per publisher (latency from the intended send time).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Pause (microseconds) after an event-loop turn that moved few messages, so more
+    /// accumulate per wakeup. Default 200 in closed loop, 0 in open loop (latency runs).
+    #[arg(long)]
+    pub coalesce_us: Option<f64>,
     /// Event-loop threads (clients are spread over them).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -186,6 +190,7 @@ pub struct Plan {
     pub inflight: usize,
     pub rate: Option<f64>,
     pub threads: usize,
+    pub coalesce_us: f64,
     pub connect_rate: f64,
     pub bind: Vec<Ipv4Addr>,
     pub broker_pid: Option<u32>,
@@ -398,6 +403,7 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
         inflight: o.inflight.min(65_000),
         rate: o.rate.or(d.rate),
         threads: o.threads,
+        coalesce_us: o.coalesce_us.unwrap_or(if o.rate.or(d.rate).is_some() { 0.0 } else { 200.0 }).max(0.0),
         connect_rate: o.connect_rate.unwrap_or(d.crate_),
         bind: o.bind.clone(),
         broker_pid: o.broker_pid,

@@ -40,6 +40,7 @@ pub struct Report {
     pub churn_cycles: u64,
     pub stalls: u64,
     pub foreign: u64,
+    pub rejected: u64,
     pub first_conn_error: Option<String>,
     pub timeline: Vec<TimePoint>,
     pub duration_secs: f64,
@@ -243,6 +244,9 @@ impl Report {
                 self.msgs_per_sec(),
                 self.mb_per_sec()
             );
+            if self.rejected > 0 {
+                let _ = writeln!(s, "rejected by the broker (v5 PUBACK/PUBREC reason >= 0x80): {}", self.rejected);
+            }
             if self.stalls > 0 {
                 let _ = writeln!(s, "closed-loop stalls (window given up after 1 s): {}", self.stalls);
             }
@@ -326,6 +330,7 @@ impl Report {
         kv("reordered", self.counts.reordered.to_string());
         kv("stalls", self.stalls.to_string());
         kv("foreign_messages", self.foreign.to_string());
+        kv("rejected_by_broker", self.rejected.to_string());
         kv("msgs_per_sec", format!("{:.3}", self.msgs_per_sec()));
         kv("sent_per_sec", format!("{:.3}", self.sent_per_sec()));
         kv("mb_per_sec", format!("{:.3}", self.mb_per_sec()));

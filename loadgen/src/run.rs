@@ -58,7 +58,7 @@ pub fn run(plan: Plan) -> Result<Report> {
             .context("spawning worker thread")?;
         handles.push(h);
     }
-    let outcome = coordinate(&sh, broker_before.as_ref().and_then(|b| b.as_ref().ok()));
+    let outcome = coordinate(&sh);
     if outcome.is_err() && sh.phase() != phase::ABORT {
         sh.set_phase(phase::ABORT);
     }
@@ -124,9 +124,8 @@ fn wait_for(sh: &Shared, what: &str, total: usize, count: impl Fn() -> usize) ->
     }
 }
 
-fn coordinate(sh: &Shared, broker_pid_ok: Option<&BrokerSample>) -> Result<(Vec<TimePoint>, Window)> {
+fn coordinate(sh: &Shared) -> Result<(Vec<TimePoint>, Window)> {
     let plan = &sh.plan;
-    let _ = broker_pid_ok;
     match plan.kind {
         Kind::PubSub => {
             wait_for(sh, "subscribers", plan.subscribers, || sh.subs_ready.load(Ordering::Acquire))?;
@@ -154,8 +153,7 @@ fn coordinate(sh: &Shared, broker_pid_ok: Option<&BrokerSample>) -> Result<(Vec<
     let (mut last_sent, mut last_recv, mut last_t) = (0u64, 0u64, run_start);
     let mut next_tick = run_start + 1_000_000_000;
     loop {
-        let started = start_sample.is_some() || warmup == 0;
-        let wake = if started { next_tick.min(measure_end) } else { next_tick.min(measure_start) };
+        let wake = if start_sample.is_some() { next_tick.min(measure_end) } else { next_tick.min(measure_start) };
         sleep_until(wake);
         if sh.phase() == phase::ABORT {
             bail!("aborted");
@@ -201,6 +199,10 @@ fn coordinate(sh: &Shared, broker_pid_ok: Option<&BrokerSample>) -> Result<(Vec<
     let held_sample = plan.broker_pid.map(report::sample_broker);
     sh.set_phase(phase::STOP);
     let stop = now_ns();
+    // Counters are only comparable once every worker has published them after STOP.
+    while sh.stopped.load(Ordering::Acquire) < plan.threads && sh.phase() != phase::ABORT {
+        thread::sleep(Duration::from_millis(1));
+    }
     let drain_deadline = stop + (plan.drain * 1e9) as u64;
     if plan.kind == Kind::PubSub {
         loop {
@@ -237,7 +239,7 @@ fn merge(
     let mut latency = new_histogram();
     let mut connect_latency = new_histogram();
     let (mut sent, mut expected, mut bytes) = (0, 0, 0);
-    let (mut ok, mut failed, mut churn, mut stalls, mut foreign) = (0, 0, 0, 0, 0);
+    let (mut ok, mut failed, mut churn, mut stalls, mut foreign, mut rejected) = (0, 0, 0, 0, 0, 0);
     let mut first_err = None;
     for r in results {
         counts.merge(&r.counts);
@@ -251,6 +253,7 @@ fn merge(
         churn += r.churn_cycles;
         stalls += r.stalls;
         foreign += r.foreign;
+        rejected += r.rejected;
         if first_err.is_none() {
             first_err = r.first_conn_error;
         }
@@ -268,6 +271,7 @@ fn merge(
         churn_cycles: churn,
         stalls,
         foreign,
+        rejected,
         first_conn_error: first_err,
         timeline,
         duration_secs: w.secs,

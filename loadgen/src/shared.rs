@@ -46,6 +46,8 @@ pub struct Shared {
     pub subs_ready: AtomicUsize,
     pub pubs_ready: AtomicUsize,
     pub conn_failed: AtomicUsize,
+    /// Workers that saw STOP and published their final send counters.
+    pub stopped: AtomicUsize,
     pub fatal: Mutex<Option<String>>,
     pub counters: Vec<ThreadCounters>,
     /// Latency of the last progress interval (ns), merged in by workers.
@@ -72,6 +74,7 @@ impl Shared {
             subs_ready: AtomicUsize::new(0),
             pubs_ready: AtomicUsize::new(0),
             conn_failed: AtomicUsize::new(0),
+            stopped: AtomicUsize::new(0),
             fatal: Mutex::new(None),
             counters: (0..threads).map(|_| ThreadCounters::default()).collect(),
             interval: Mutex::new(new_histogram()),

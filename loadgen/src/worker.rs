@@ -28,6 +28,8 @@ const MAX_PENDING: usize = 256;
 const HOUSEKEEPING_NS: u64 = 100_000_000;
 /// Stop encoding for a client whose unsent bytes exceed this.
 pub const WBUF_HIGH: usize = 256 * 1024;
+/// Turns that moved fewer messages than this are followed by the coalescing pause.
+const COALESCE_BELOW: u64 = 512;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -99,6 +101,8 @@ pub struct WorkerResult {
     pub churn_cycles: u64,
     pub stalls: u64,
     pub foreign: u64,
+    /// v5 PUBACK/PUBREC with a failure reason code (the broker refused the message).
+    pub rejected: u64,
     pub first_conn_error: Option<String>,
 }
 
@@ -116,6 +120,9 @@ pub struct Worker {
     trackers: StreamMap,
     pub measure_start: u64,
     running: bool,
+    stop_seen: bool,
+    coalesce: u64,
+    last_moved: u64,
     bind_rr: usize,
     tokens: f64,
     last_refill: u64,
@@ -163,6 +170,9 @@ impl Worker {
             trackers: StreamMap::default(),
             measure_start: u64::MAX,
             running: false,
+            stop_seen: false,
+            coalesce: (sh.plan.coalesce_us * 1e3) as u64,
+            last_moved: 0,
             bind_rr: id,
             tokens: 1.0,
             last_refill: now_ns(),
@@ -185,6 +195,7 @@ impl Worker {
                 churn_cycles: 0,
                 stalls: 0,
                 foreign: 0,
+                rejected: 0,
                 first_conn_error: None,
             },
             step,
@@ -214,6 +225,21 @@ impl Worker {
             if ph == phase::RUN {
                 self.pump(now);
             }
+            if ph == phase::STOP {
+                // Every iteration during drain: the coordinator compares these totals.
+                self.publish_counters();
+                if !self.stop_seen {
+                    self.stop_seen = true;
+                    self.sh.stopped.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            // Coalescing: after a turn that moved few messages, let more accumulate
+            // instead of waking for every few packets (like NIC interrupt moderation).
+            let moved = self.sent_total + self.recv_total;
+            if self.coalesce > 0 && ph >= phase::RUN && moved - self.last_moved < COALESCE_BELOW {
+                std::thread::sleep(Duration::from_nanos(self.coalesce));
+            }
+            self.last_moved = moved;
             let timeout = self.timeout(ph, now);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -437,7 +463,13 @@ impl Worker {
                 Err(e) => return Err(e.to_string()),
             };
             c.rlen += n;
+            // A short read drained the socket: with edge-triggered epoll new data raises
+            // a new event, so skip the read that would only return WouldBlock.
+            let drained = c.rlen < c.rbuf.len();
             self.parse(key, now)?;
+            if drained {
+                return Ok(());
+            }
         }
     }
 
@@ -496,6 +528,8 @@ impl Worker {
                     if a != Arrival::Duplicate {
                         *unique_total += 1;
                     }
+                    // A shared group gives no order across its members. [MQTT-4.8.2]
+                    let a = if shared_mode && matches!(a, Arrival::Late | Arrival::TooOld) { Arrival::InOrder } else { a };
                     if st.sent_ns >= *measure_start {
                         res.counts.add(a);
                         res.bytes += payload.len() as u64;
@@ -520,6 +554,9 @@ impl Worker {
                     ptype::PUBREL => wire::encode_ack(&mut c.wbuf, ptype::PUBCOMP, packet_id),
                     _ => {
                         if let Some(p) = c.publ.as_mut() {
+                            if reason >= 0x80 {
+                                res.rejected += 1;
+                            }
                             if kind == ptype::PUBREC && reason < 0x80 {
                                 wire::encode_ack(&mut c.wbuf, ptype::PUBREL, packet_id);
                             } else {
