@@ -36,10 +36,12 @@ fn real_main() -> Result<ExitCode> {
     let report = run::run(plan)?;
     print!("{}", report.text());
     if let Some(path) = &report.plan.json {
-        std::fs::write(path, report.json()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, report.json())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &report.plan.plot {
-        std::fs::write(path, plot::svg(&report)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, plot::svg(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if report.is_messaging() && report.counts.received == 0 {
         eprintln!(

@@ -213,7 +213,9 @@ impl Plan {
     pub fn filters(&self, j: usize) -> Vec<String> {
         match self.sub_mode {
             SubMode::OneEach => vec![self.topic(j)],
-            SubMode::AllTopics if self.topics <= 16 => (0..self.topics).map(|t| self.topic(t)).collect(),
+            SubMode::AllTopics if self.topics <= 16 => {
+                (0..self.topics).map(|t| self.topic(t)).collect()
+            }
             SubMode::AllTopics => vec![format!("{}/+", self.topic_prefix)],
             SubMode::Shared => vec![format!("$share/{}/{}/#", self.group, self.topic_prefix)],
         }
@@ -277,22 +279,100 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
         group: "g",
     };
     let (o, d) = match cmd {
-        Cmd::FanIn(o) => (o, D { name: "fan-in", p: 8, s: 1, ..base }),
-        Cmd::FanOut(o) => (o, D { name: "fan-out", p: 1, s: 100, ..base }),
+        Cmd::FanIn(o) => (
+            o,
+            D {
+                name: "fan-in",
+                p: 8,
+                s: 1,
+                ..base
+            },
+        ),
+        Cmd::FanOut(o) => (
+            o,
+            D {
+                name: "fan-out",
+                p: 1,
+                s: 100,
+                ..base
+            },
+        ),
         Cmd::Pairs(o) => {
             let n = o.pairs.unwrap_or(100);
-            (o, D { name: "pairs", p: n, s: n, t: None, mode: SubMode::OneEach, ..base })
+            (
+                o,
+                D {
+                    name: "pairs",
+                    p: n,
+                    s: n,
+                    t: None,
+                    mode: SubMode::OneEach,
+                    ..base
+                },
+            )
         }
-        Cmd::Shared(o) => (o, D { name: "shared", p: 8, s: 4, t: None, mode: SubMode::Shared, v: 5, ..base }),
-        Cmd::Conn(o) => (o, D { name: "conn", kind: Kind::Conn, conns: 1000, ..base }),
-        Cmd::Churn(o) => (o, D { name: "churn", kind: Kind::Churn, conns: 10, ..base }),
+        Cmd::Shared(o) => (
+            o,
+            D {
+                name: "shared",
+                p: 8,
+                s: 4,
+                t: None,
+                mode: SubMode::Shared,
+                v: 5,
+                ..base
+            },
+        ),
+        Cmd::Conn(o) => (
+            o,
+            D {
+                name: "conn",
+                kind: Kind::Conn,
+                conns: 1000,
+                ..base
+            },
+        ),
+        Cmd::Churn(o) => (
+            o,
+            D {
+                name: "churn",
+                kind: Kind::Churn,
+                conns: 10,
+                ..base
+            },
+        ),
         Cmd::Fanout5k(o) => {
             let s = scaled(1000, o.scale);
-            (o, D { name: "fanout-5-1000-5-250K", p: 5, s, t: Some(5), qos: 1, rate: Some(50.0), keepalive: 300, ..base })
+            (
+                o,
+                D {
+                    name: "fanout-5-1000-5-250K",
+                    p: 5,
+                    s,
+                    t: Some(5),
+                    qos: 1,
+                    rate: Some(50.0),
+                    keepalive: 300,
+                    ..base
+                },
+            )
         }
         Cmd::P2p50k(o) => {
             let n = scaled(50_000, o.scale);
-            (o, D { name: "p2p-50K", p: n, s: n, t: None, mode: SubMode::OneEach, qos: 1, rate: Some(1.0), keepalive: 300, ..base })
+            (
+                o,
+                D {
+                    name: "p2p-50K",
+                    p: n,
+                    s: n,
+                    t: None,
+                    mode: SubMode::OneEach,
+                    qos: 1,
+                    rate: Some(1.0),
+                    keepalive: 300,
+                    ..base
+                },
+            )
         }
         Cmd::Sharesub50k(o) => {
             let (p, s) = (scaled(50_000, o.scale), scaled(500, o.scale));
@@ -314,14 +394,25 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
         }
         Cmd::ConnTcp1m(o) => {
             let (n, r) = (scaled(1_000_000, o.scale), scaled(5000, o.scale) as f64);
-            (o, D { name: "conn-tcp-1M-5K", kind: Kind::Conn, conns: n, crate_: r, keepalive: 300, ..base })
+            (
+                o,
+                D {
+                    name: "conn-tcp-1M-5K",
+                    kind: Kind::Conn,
+                    conns: n,
+                    crate_: r,
+                    keepalive: 300,
+                    ..base
+                },
+            )
         }
     };
     let version_level = o.protocol.unwrap_or(d.v);
     let Some(version) = Version::from_level(version_level) else {
         bail!("--protocol must be 4 (MQTT 3.1.1) or 5, not {version_level}");
     };
-    let (mut publishers, mut subscribers) = (o.publishers.unwrap_or(d.p), o.subscribers.unwrap_or(d.s));
+    let (mut publishers, mut subscribers) =
+        (o.publishers.unwrap_or(d.p), o.subscribers.unwrap_or(d.s));
     if d.mode == SubMode::OneEach {
         if let Some(n) = o.pairs {
             publishers = n;
@@ -386,8 +477,16 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
         kind: d.kind,
         version,
         addr,
-        publishers: if d.kind == Kind::PubSub { publishers } else { 0 },
-        subscribers: if d.kind == Kind::PubSub { subscribers } else { 0 },
+        publishers: if d.kind == Kind::PubSub {
+            publishers
+        } else {
+            0
+        },
+        subscribers: if d.kind == Kind::PubSub {
+            subscribers
+        } else {
+            0
+        },
         connections: o.connections.unwrap_or(d.conns),
         topics,
         sub_mode: d.mode,
@@ -403,7 +502,14 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
         inflight: o.inflight.min(65_000),
         rate: o.rate.or(d.rate),
         threads: o.threads,
-        coalesce_us: o.coalesce_us.unwrap_or(if o.rate.or(d.rate).is_some() { 0.0 } else { 200.0 }).max(0.0),
+        coalesce_us: o
+            .coalesce_us
+            .unwrap_or(if o.rate.or(d.rate).is_some() {
+                0.0
+            } else {
+                200.0
+            })
+            .max(0.0),
         connect_rate: o.connect_rate.unwrap_or(d.crate_),
         bind: o.bind.clone(),
         broker_pid: o.broker_pid,
@@ -431,10 +537,28 @@ mod tests {
     #[test]
     fn fan_in_interface_scripts_use() {
         let p = plan(&[
-            "fan-in", "--host", "127.0.0.1", "--port", "1883", "--publishers", "8", "--subscribers", "1", "--qos",
-            "0", "--payload", "16", "--duration", "10", "--json", "out.json",
+            "fan-in",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1883",
+            "--publishers",
+            "8",
+            "--subscribers",
+            "1",
+            "--qos",
+            "0",
+            "--payload",
+            "16",
+            "--duration",
+            "10",
+            "--json",
+            "out.json",
         ]);
-        assert_eq!((p.publishers, p.subscribers, p.qos, p.payload), (8, 1, 0, 16));
+        assert_eq!(
+            (p.publishers, p.subscribers, p.qos, p.payload),
+            (8, 1, 0, 16)
+        );
         assert_eq!(p.fanout(3), 1);
         assert_eq!(p.filters(0), vec!["lg/bench/0".to_string()]);
     }
@@ -442,7 +566,10 @@ mod tests {
     #[test]
     fn presets_scale() {
         let p = plan(&["fanout-5-1000-5-250K", "--scale", "0.01"]);
-        assert_eq!((p.publishers, p.subscribers, p.topics, p.qos), (5, 10, 5, 1));
+        assert_eq!(
+            (p.publishers, p.subscribers, p.topics, p.qos),
+            (5, 10, 5, 1)
+        );
         assert_eq!(p.filters(0).len(), 5);
         assert_eq!(p.fanout(4), 10);
         let p = plan(&["p2p-50K", "--scale", "0.01"]);
@@ -450,10 +577,16 @@ mod tests {
         assert_eq!(p.fanout(7), 1);
         assert_eq!(p.filters(7), vec!["lg/bench/7".to_string()]);
         let p = plan(&["sharesub-50K-500", "--scale", "0.01"]);
-        assert_eq!((p.publishers, p.subscribers, p.version), (500, 5, Version::V5));
+        assert_eq!(
+            (p.publishers, p.subscribers, p.version),
+            (500, 5, Version::V5)
+        );
         assert_eq!(p.filters(0), vec!["$share/benchmark/test/#".to_string()]);
         let p = plan(&["conn-tcp-1M-5K", "--scale", "0.001"]);
-        assert_eq!((p.connections, p.connect_rate, p.keepalive), (1000, 5.0, 300));
+        assert_eq!(
+            (p.connections, p.connect_rate, p.keepalive),
+            (1000, 5.0, 300)
+        );
     }
 
     #[test]

@@ -17,11 +17,18 @@ fn polyline(s: &mut String, pts: &[(f64, f64)], color: &str) {
     for (x, y) in pts {
         let _ = write!(d, "{x:.1},{y:.1} ");
     }
-    let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{d}"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{d}"/>"#
+    );
 }
 
 fn frame(s: &mut String, y0: f64, title: &str, xlabel: &str, ymax: f64, yunit: &str) {
-    let _ = writeln!(s, r#"<text x="{ML}" y="{:.0}" font-size="15" font-weight="bold">{title}</text>"#, y0 + 20.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{ML}" y="{:.0}" font-size="15" font-weight="bold">{title}</text>"#,
+        y0 + 20.0
+    );
     let (top, bot) = (y0 + MT, y0 + H - MB);
     let _ = writeln!(
         s,
@@ -41,7 +48,12 @@ fn frame(s: &mut String, y0: f64, title: &str, xlabel: &str, ymax: f64, yunit: &
             human(ymax * f, yunit)
         );
     }
-    let _ = writeln!(s, r#"<text x="{:.0}" y="{:.0}" font-size="12" text-anchor="middle">{xlabel}</text>"#, (ML + W - MR) / 2.0, y0 + H - 8.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.0}" y="{:.0}" font-size="12" text-anchor="middle">{xlabel}</text>"#,
+        (ML + W - MR) / 2.0,
+        y0 + H - 8.0
+    );
 }
 
 fn human(v: f64, unit: &str) -> String {
@@ -64,20 +76,51 @@ pub fn svg(r: &Report) -> String {
     // Throughput over time.
     let tl = &r.timeline;
     let tmax = tl.last().map_or(1.0, |t| t.t).max(1.0);
-    let ymax = tl.iter().map(|t| t.sent_per_sec.max(t.recv_per_sec)).fold(1.0, f64::max) * 1.1;
-    frame(&mut s, 0.0, &format!("{}: throughput (blue sent, green received)", r.plan.scenario), "seconds", ymax, "/s");
+    let ymax = tl
+        .iter()
+        .map(|t| t.sent_per_sec.max(t.recv_per_sec))
+        .fold(1.0, f64::max)
+        * 1.1;
+    frame(
+        &mut s,
+        0.0,
+        &format!(
+            "{}: throughput (blue sent, green received)",
+            r.plan.scenario
+        ),
+        "seconds",
+        ymax,
+        "/s",
+    );
     let x = |t: f64| ML + t / tmax * (W - ML - MR);
     let y = |v: f64, y0: f64, max: f64| y0 + H - MB - v / max * (H - MT - MB);
-    let sent: Vec<(f64, f64)> = tl.iter().map(|t| (x(t.t), y(t.sent_per_sec, 0.0, ymax))).collect();
-    let recv: Vec<(f64, f64)> = tl.iter().map(|t| (x(t.t), y(t.recv_per_sec, 0.0, ymax))).collect();
+    let sent: Vec<(f64, f64)> = tl
+        .iter()
+        .map(|t| (x(t.t), y(t.sent_per_sec, 0.0, ymax)))
+        .collect();
+    let recv: Vec<(f64, f64)> = tl
+        .iter()
+        .map(|t| (x(t.t), y(t.recv_per_sec, 0.0, ymax)))
+        .collect();
     polyline(&mut s, &sent, "#1f6fd0");
     polyline(&mut s, &recv, "#2a9d3a");
     // Latency percentile curve: x = nines (0 = p0, 1 = p90, 2 = p99, ... 5 = p99.999).
-    let h = if r.is_messaging() { &r.latency } else { &r.connect_latency };
+    let h = if r.is_messaging() {
+        &r.latency
+    } else {
+        &r.connect_latency
+    };
     let y0 = H;
     let max_nines = 5.0;
     let lmax = (h.max() as f64 / 1e3).max(1.0) * 1.1;
-    frame(&mut s, y0, "latency by percentile (us)", "percentile: 0, 90, 99, 99.9, 99.99, 99.999", lmax, "us");
+    frame(
+        &mut s,
+        y0,
+        "latency by percentile (us)",
+        "percentile: 0, 90, 99, 99.9, 99.99, 99.999",
+        lmax,
+        "us",
+    );
     let xn = |n: f64| ML + n / max_nines * (W - ML - MR);
     let mut pts = Vec::new();
     if !h.is_empty() {
@@ -88,8 +131,16 @@ pub fn svg(r: &Report) -> String {
         }
     }
     polyline(&mut s, &pts, "#c0392b");
-    for (i, lbl) in ["0", "90", "99", "99.9", "99.99", "99.999"].iter().enumerate() {
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.0}" font-size="11" text-anchor="middle">{lbl}</text>"#, xn(i as f64), y0 + H - MB + 14.0);
+    for (i, lbl) in ["0", "90", "99", "99.9", "99.99", "99.999"]
+        .iter()
+        .enumerate()
+    {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.0}" font-size="11" text-anchor="middle">{lbl}</text>"#,
+            xn(i as f64),
+            y0 + H - MB + 14.0
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -45,7 +45,13 @@ impl Publisher {
     pub fn new(plan: &Plan, idx: usize) -> Self {
         Self {
             stream: idx as u32,
-            tmpl: PublishTemplate::new(plan.version, &plan.topic(idx), plan.qos, false, plan.payload),
+            tmpl: PublishTemplate::new(
+                plan.version,
+                &plan.topic(idx),
+                plan.qos,
+                false,
+                plan.payload,
+            ),
             qos: plan.qos,
             seq: 0,
             fanout: plan.fanout(idx),
@@ -253,7 +259,9 @@ impl Worker {
             let Some(p) = self.clients.get_mut(key).and_then(|c| c.publ.as_mut()) else {
                 continue;
             };
-            let hi = self.sh.gates[p.stream as usize].recv_hi.load(Ordering::Acquire);
+            let hi = self.sh.gates[p.stream as usize]
+                .recv_hi
+                .load(Ordering::Acquire);
             if hi != p.last_hi || p.last_hi_ns == 0 {
                 p.last_hi = hi;
                 p.last_hi_ns = now;

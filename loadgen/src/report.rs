@@ -65,7 +65,8 @@ pub fn cpu_seconds() -> f64 {
 
 /// Reads utime+stime (fields 14, 15 of /proc/PID/stat) and VmRSS / VmHWM.
 pub fn sample_broker(pid: u32) -> Result<BrokerSample, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("broker pid {pid}: {e}"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("broker pid {pid}: {e}"))?;
     // The command name may hold spaces: fields start after the last ')'.
     let after = stat.rsplit_once(')').map(|x| x.1).ok_or("bad /proc stat")?;
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -73,7 +74,8 @@ pub fn sample_broker(pid: u32) -> Result<BrokerSample, String> {
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpu_secs = (ticks(11) + ticks(12)) as f64 / hz;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("broker pid {pid}: {e}"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("broker pid {pid}: {e}"))?;
     let kb = |key: &str| {
         status
             .lines()
@@ -180,7 +182,8 @@ impl Report {
     }
     /// (sent + received) per CPU-second of the load generator itself.
     pub fn loadgen_msgs_per_cpu_sec(&self) -> Option<f64> {
-        (self.loadgen_cpu_secs > 0.0).then(|| (self.sent + self.counts.received) as f64 / self.loadgen_cpu_secs)
+        (self.loadgen_cpu_secs > 0.0)
+            .then(|| (self.sent + self.counts.received) as f64 / self.loadgen_cpu_secs)
     }
     pub fn broker_cpu_secs(&self) -> Option<f64> {
         match (&self.broker_start, &self.broker_end) {
@@ -209,18 +212,33 @@ impl Report {
     pub fn text(&self) -> String {
         let p = &self.plan;
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "== {} (MQTT {}, QoS {}, {} B payload, {}) ==",
-            p.scenario,
-            if p.version.is_v5() { "5.0" } else { "3.1.1" },
-            p.qos,
-            p.payload,
-            match p.rate {
-                Some(r) => format!("open loop {r} msg/s per publisher"),
-                None => format!("closed loop, inflight {}", p.inflight),
-            }
-        );
+        if !self.is_messaging() {
+            let _ = writeln!(
+                s,
+                "== {} (MQTT {}, keepalive {} s, {}) ==",
+                p.scenario,
+                if p.version.is_v5() { "5.0" } else { "3.1.1" },
+                p.keepalive,
+                if p.connect_rate > 0.0 {
+                    format!("{} connects/s", p.connect_rate)
+                } else {
+                    "connects as fast as possible".into()
+                }
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "== {} (MQTT {}, QoS {}, {} B payload, {}) ==",
+                p.scenario,
+                if p.version.is_v5() { "5.0" } else { "3.1.1" },
+                p.qos,
+                p.payload,
+                match p.rate {
+                    Some(r) => format!("open loop {r} msg/s per publisher"),
+                    None => format!("closed loop, inflight {}", p.inflight),
+                }
+            );
+        }
         if self.is_messaging() {
             let _ = writeln!(
                 s,
@@ -245,10 +263,18 @@ impl Report {
                 self.mb_per_sec()
             );
             if self.rejected > 0 {
-                let _ = writeln!(s, "rejected by the broker (v5 PUBACK/PUBREC reason >= 0x80): {}", self.rejected);
+                let _ = writeln!(
+                    s,
+                    "rejected by the broker (v5 PUBACK/PUBREC reason >= 0x80): {}",
+                    self.rejected
+                );
             }
             if self.stalls > 0 {
-                let _ = writeln!(s, "closed-loop stalls (window given up after 1 s): {}", self.stalls);
+                let _ = writeln!(
+                    s,
+                    "closed-loop stalls (window given up after 1 s): {}",
+                    self.stalls
+                );
             }
         } else {
             let _ = writeln!(
@@ -256,12 +282,20 @@ impl Report {
                 "connections ok {}  failed {}  churn cycles {}  held {:.1} s",
                 self.connects_ok, self.connect_failed, self.churn_cycles, self.duration_secs
             );
+            if self.plan.kind == Kind::Churn {
+                let _ = writeln!(
+                    s,
+                    "churn rate: {:.0} connect+disconnect cycles/s",
+                    self.churn_cycles as f64 / self.duration_secs
+                );
+            }
             if let Some(e) = &self.first_conn_error {
                 let _ = writeln!(s, "first connect error: {e}");
             }
         }
         let l = percentiles(self.main_latency());
-        let _ = writeln!(
+        let _ =
+            writeln!(
             s,
             "{} latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             if self.is_messaging() { "end-to-end" } else { "connect" },
@@ -273,7 +307,10 @@ impl Report {
             l.mean
         );
         let _ = write!(s, "loadgen CPU {:.3} s", self.loadgen_cpu_secs);
-        if let Some(r) = self.loadgen_msgs_per_cpu_sec() {
+        if let Some(r) = self
+            .loadgen_msgs_per_cpu_sec()
+            .filter(|_| self.is_messaging())
+        {
             let _ = write!(s, " = {:.2} M msgs (sent+received) per CPU-second", r / 1e6);
         }
         let _ = writeln!(s);
@@ -340,14 +377,32 @@ impl Report {
         kv("connects_ok", self.connects_ok.to_string());
         kv("connect_failed", self.connect_failed.to_string());
         kv("churn_cycles", self.churn_cycles.to_string());
-        kv("loadgen_cpu_seconds", format!("{:.3}", self.loadgen_cpu_secs));
-        kv("loadgen_msgs_per_cpu_second", num(self.loadgen_msgs_per_cpu_sec()));
-        kv("broker_pid", p.broker_pid.map_or("null".into(), |x| x.to_string()));
+        kv(
+            "loadgen_cpu_seconds",
+            format!("{:.3}", self.loadgen_cpu_secs),
+        );
+        kv(
+            "loadgen_msgs_per_cpu_second",
+            num(self.loadgen_msgs_per_cpu_sec()),
+        );
+        kv(
+            "broker_pid",
+            p.broker_pid.map_or("null".into(), |x| x.to_string()),
+        );
         kv("broker_cpu_seconds", num(self.broker_cpu_secs()));
         kv("broker_cpu_us_per_msg", num(self.broker_cpu_us_per_msg()));
-        kv("broker_peak_rss_kb", be.map_or("null".into(), |b| b.hwm_kb.to_string()));
-        kv("broker_rss_kb", be.map_or("null".into(), |b| b.rss_kb.to_string()));
-        kv("broker_bytes_per_connection", num(self.broker_bytes_per_connection()));
+        kv(
+            "broker_peak_rss_kb",
+            be.map_or("null".into(), |b| b.hwm_kb.to_string()),
+        );
+        kv(
+            "broker_rss_kb",
+            be.map_or("null".into(), |b| b.rss_kb.to_string()),
+        );
+        kv(
+            "broker_bytes_per_connection",
+            num(self.broker_bytes_per_connection()),
+        );
         let tl: Vec<String> = self
             .timeline
             .iter()

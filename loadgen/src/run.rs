@@ -42,7 +42,11 @@ pub fn run(plan: Plan) -> Result<Report> {
             }
         }
         Kind::Conn | Kind::Churn => {
-            let role = if plan.kind == Kind::Conn { Role::Idle } else { Role::Churn };
+            let role = if plan.kind == Kind::Conn {
+                Role::Idle
+            } else {
+                Role::Churn
+            };
             for c in 0..plan.connections {
                 subs[c % threads].push((role, c));
             }
@@ -128,9 +132,13 @@ fn coordinate(sh: &Shared) -> Result<(Vec<TimePoint>, Window)> {
     let plan = &sh.plan;
     match plan.kind {
         Kind::PubSub => {
-            wait_for(sh, "subscribers", plan.subscribers, || sh.subs_ready.load(Ordering::Acquire))?;
+            wait_for(sh, "subscribers", plan.subscribers, || {
+                sh.subs_ready.load(Ordering::Acquire)
+            })?;
             sh.set_phase(phase::CONNECT_PUBS);
-            wait_for(sh, "publishers", plan.publishers, || sh.pubs_ready.load(Ordering::Acquire))?;
+            wait_for(sh, "publishers", plan.publishers, || {
+                sh.pubs_ready.load(Ordering::Acquire)
+            })?;
         }
         Kind::Conn => {
             wait_for(sh, "connections", plan.connections, || {
@@ -153,7 +161,11 @@ fn coordinate(sh: &Shared) -> Result<(Vec<TimePoint>, Window)> {
     let (mut last_sent, mut last_recv, mut last_t) = (0u64, 0u64, run_start);
     let mut next_tick = run_start + 1_000_000_000;
     loop {
-        let wake = if start_sample.is_some() { next_tick.min(measure_end) } else { next_tick.min(measure_start) };
+        let wake = if start_sample.is_some() {
+            next_tick.min(measure_end)
+        } else {
+            next_tick.min(measure_start)
+        };
         sleep_until(wake);
         if sh.phase() == phase::ABORT {
             bail!("aborted");
@@ -171,7 +183,11 @@ fn coordinate(sh: &Shared) -> Result<(Vec<TimePoint>, Window)> {
                 .interval
                 .lock()
                 .map(|mut h| {
-                    let v = if h.is_empty() { 0 } else { h.value_at_quantile(0.99) };
+                    let v = if h.is_empty() {
+                        0
+                    } else {
+                        h.value_at_quantile(0.99)
+                    };
                     h.reset();
                     v
                 })
@@ -216,7 +232,11 @@ fn coordinate(sh: &Shared) -> Result<(Vec<TimePoint>, Window)> {
     }
     let end = now_ns();
     let cpu_secs = report::cpu_seconds() - cpu_start;
-    let broker_end = if plan.kind == Kind::PubSub { plan.broker_pid.map(report::sample_broker) } else { held_sample };
+    let broker_end = if plan.kind == Kind::PubSub {
+        plan.broker_pid.map(report::sample_broker)
+    } else {
+        held_sample
+    };
     sh.set_phase(phase::DONE);
     let window = Window {
         secs: plan.duration,

@@ -66,7 +66,9 @@ impl Shared {
     pub fn new(plan: Plan, wakers: Vec<mio::Waker>) -> Self {
         let threads = wakers.len();
         Self {
-            gates: (0..plan.publishers).map(|_| StreamGate::default()).collect(),
+            gates: (0..plan.publishers)
+                .map(|_| StreamGate::default())
+                .collect(),
             plan,
             phase: AtomicU8::new(phase::CONNECT_SUBS),
             run_start_ns: AtomicU64::new(0),
@@ -112,6 +114,9 @@ impl Shared {
     }
 
     pub fn sum(&self, f: impl Fn(&ThreadCounters) -> &AtomicU64) -> u64 {
-        self.counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        self.counters
+            .iter()
+            .map(|c| f(c).load(Ordering::Relaxed))
+            .sum()
     }
 }

@@ -78,7 +78,14 @@ mod tests {
     fn short_payload_has_no_stamp() {
         assert_eq!(read(&[1, 2, 3]), None);
         let mut p = [7u8; 15];
-        write(&mut p, Stamp { stream: 1, seq: 1, sent_ns: 1 });
+        write(
+            &mut p,
+            Stamp {
+                stream: 1,
+                seq: 1,
+                sent_ns: 1,
+            },
+        );
         assert_eq!(p, [7u8; 15]);
     }
 

@@ -152,7 +152,13 @@ fn is_closed_err(e: &io::Error) -> bool {
 }
 
 impl Worker {
-    pub fn new(id: usize, sh: Arc<Shared>, poll: Poll, subs: Vec<(Role, usize)>, pubs: Vec<usize>) -> Self {
+    pub fn new(
+        id: usize,
+        sh: Arc<Shared>,
+        poll: Poll,
+        subs: Vec<(Role, usize)>,
+        pubs: Vec<usize>,
+    ) -> Self {
         let step = (sh.plan.inflight as u64 / 4).max(1);
         let mut todo_subs = subs;
         todo_subs.reverse();
@@ -271,7 +277,8 @@ impl Worker {
                 t = t.min(due.saturating_sub(now));
             }
         }
-        let waiting_to_connect = !self.todo_subs.is_empty() || (!self.todo_pubs.is_empty() && ph >= phase::CONNECT_PUBS);
+        let waiting_to_connect =
+            !self.todo_subs.is_empty() || (!self.todo_pubs.is_empty() && ph >= phase::CONNECT_PUBS);
         if waiting_to_connect && self.connecting < MAX_PENDING {
             t = t.min(2_000_000);
         }
@@ -365,7 +372,11 @@ impl Worker {
             last_write_ns: now,
             publ,
         };
-        if let Err(e) = self.poll.registry().register(&mut c.sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut c.sock,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             return self.connect_failed(role, idx, &format!("register: {e}"));
         }
         entry.insert(c);
@@ -436,7 +447,8 @@ impl Worker {
             return;
         }
         let who = format!("client {}", self.client_id(c.role, c.idx));
-        self.sh.fail(format!("broker closed the connection of {who} ({err})"));
+        self.sh
+            .fail(format!("broker closed the connection of {who} ({err})"));
     }
 
     fn read(&mut self, key: usize, now: u64) -> Result<(), String> {
@@ -497,7 +509,8 @@ impl Worker {
         let threads = plan.threads;
         let mut event = None;
         while c.rpos < c.rlen {
-            let parsed = wire::parse(&c.rbuf[c.rpos..c.rlen], v).map_err(|e| format!("malformed packet from broker: {e}"))?;
+            let parsed = wire::parse(&c.rbuf[c.rpos..c.rlen], v)
+                .map_err(|e| format!("malformed packet from broker: {e}"))?;
             let Some((pkt, used)) = parsed else {
                 break;
             };
@@ -529,7 +542,11 @@ impl Worker {
                         *unique_total += 1;
                     }
                     // A shared group gives no order across its members. [MQTT-4.8.2]
-                    let a = if shared_mode && matches!(a, Arrival::Late | Arrival::TooOld) { Arrival::InOrder } else { a };
+                    let a = if shared_mode && matches!(a, Arrival::Late | Arrival::TooOld) {
+                        Arrival::InOrder
+                    } else {
+                        a
+                    };
                     if st.sent_ns >= *measure_start {
                         res.counts.add(a);
                         res.bytes += payload.len() as u64;
@@ -541,7 +558,9 @@ impl Worker {
                     if next % *step == 0 {
                         if let Some(g) = sh.gates.get(st.stream as usize) {
                             g.recv_hi.fetch_max(next, Ordering::AcqRel);
-                            if g.blocked.load(Ordering::Acquire) && g.blocked.swap(false, Ordering::AcqRel) {
+                            if g.blocked.load(Ordering::Acquire)
+                                && g.blocked.swap(false, Ordering::AcqRel)
+                            {
                                 let owner = st.stream as usize % threads;
                                 if owner != *my_id {
                                     let _ = sh.wakers[owner].wake();
@@ -550,7 +569,11 @@ impl Worker {
                         }
                     }
                 }
-                Packet::Ack { kind, packet_id, reason } => match kind {
+                Packet::Ack {
+                    kind,
+                    packet_id,
+                    reason,
+                } => match kind {
                     ptype::PUBREL => wire::encode_ack(&mut c.wbuf, ptype::PUBCOMP, packet_id),
                     _ => {
                         if let Some(p) = c.publ.as_mut() {
@@ -565,7 +588,9 @@ impl Worker {
                         }
                     }
                 },
-                Packet::ConnAck { code, receive_max, .. } => {
+                Packet::ConnAck {
+                    code, receive_max, ..
+                } => {
                     if c.state != State::WaitConnAck {
                         return Err("unexpected CONNACK".into());
                     }
@@ -590,7 +615,9 @@ impl Worker {
                     event = Some(("suback", 0));
                 }
                 Packet::Disconnect { reason } => {
-                    return Err(format!("broker sent DISCONNECT, reason code 0x{reason:02x}"));
+                    return Err(format!(
+                        "broker sent DISCONNECT, reason code 0x{reason:02x}"
+                    ));
                 }
                 Packet::PingResp | Packet::Other(_) => {}
             }
@@ -621,7 +648,9 @@ impl Worker {
             return;
         };
         self.res.connects_ok += 1;
-        self.res.connect_latency.saturating_record(now.saturating_sub(c.started_ns).max(1));
+        self.res
+            .connect_latency
+            .saturating_record(now.saturating_sub(c.started_ns).max(1));
         self.conns += 1;
         let plan = &self.sh.plan;
         match c.role {
@@ -670,7 +699,12 @@ impl Worker {
     fn begin_run(&mut self, now: u64) {
         self.running = true;
         self.measure_start = self.sh.measure_start_ns.load(Ordering::Acquire);
-        let keys: Vec<usize> = self.clients.iter().filter(|(_, c)| c.role == Role::Pub && c.state == State::Ready).map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.role == Role::Pub && c.state == State::Ready)
+            .map(|(k, _)| k)
+            .collect();
         for key in keys {
             self.pub_keys.push(key);
             self.schedule(key, now);
