@@ -33,7 +33,7 @@ fn real_main() -> Result<ExitCode> {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let cli = opts::Cli::parse();
     let plan = opts::resolve(cli.cmd, command_line)?;
-    let report = run::run(plan)?;
+    let report = run::run(&plan)?;
     print!("{}", report.text());
     if let Some(path) = &report.plan.json {
         std::fs::write(path, report.json())

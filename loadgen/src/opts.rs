@@ -437,11 +437,17 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
     if o.threads == 0 || o.inflight == 0 {
         bail!("--threads and --inflight must be at least 1");
     }
-    if !(o.duration > 0.0) || o.warmup < 0.0 || o.drain < 0.0 {
+    if o.duration.is_nan()
+        || o.duration <= 0.0
+        || o.warmup.is_nan()
+        || o.warmup < 0.0
+        || o.drain.is_nan()
+        || o.drain < 0.0
+    {
         bail!("--duration must be > 0, --warmup and --drain >= 0");
     }
     if let Some(r) = o.rate {
-        if !(r > 0.0) {
+        if r.is_nan() || r <= 0.0 {
             bail!("--rate must be > 0 messages per second per publisher");
         }
     }

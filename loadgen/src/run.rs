@@ -20,7 +20,7 @@ use crate::worker::{Role, Worker, WorkerResult, WAKER};
 /// Give up waiting for connections when none completed for this long.
 const CONNECT_IDLE_TIMEOUT_NS: u64 = 15_000_000_000;
 
-pub fn run(plan: Plan) -> Result<Report> {
+pub fn run(plan: &Plan) -> Result<Report> {
     let threads = plan.threads;
     let mut polls = Vec::with_capacity(threads);
     let mut wakers = Vec::with_capacity(threads);
@@ -77,7 +77,7 @@ pub fn run(plan: Plan) -> Result<Report> {
         bail!("{msg}");
     }
     let (timeline, window) = outcome?;
-    Ok(merge(&plan, results, timeline, window, broker_before))
+    Ok(merge(plan, results, timeline, window, broker_before))
 }
 
 /// Figures sampled at the edges of the measured window.

@@ -278,12 +278,9 @@ impl PublishTemplate {
     }
 
     /// Size in bytes of one encoded packet.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
     }
 
     /// Appends one PUBLISH to `buf` and returns the payload slice (inside `buf`) so the
