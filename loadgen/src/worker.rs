@@ -30,6 +30,8 @@ const HOUSEKEEPING_NS: u64 = 100_000_000;
 pub const WBUF_HIGH: usize = 256 * 1024;
 /// Turns that moved fewer messages than this are followed by the coalescing pause.
 const COALESCE_BELOW: u64 = 512;
+/// ... or fewer than this many per socket event.
+const COALESCE_PER_EVENT: u64 = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -123,6 +125,7 @@ pub struct Worker {
     stop_seen: bool,
     coalesce: u64,
     last_moved: u64,
+    last_events: u64,
     bind_rr: usize,
     tokens: f64,
     last_refill: u64,
@@ -179,6 +182,7 @@ impl Worker {
             stop_seen: false,
             coalesce: (sh.plan.coalesce_us * 1e3) as u64,
             last_moved: 0,
+            last_events: 0,
             bind_rr: id,
             tokens: 1.0,
             last_refill: now_ns(),
@@ -241,8 +245,11 @@ impl Worker {
             }
             // Coalescing: after a turn that moved few messages, let more accumulate
             // instead of waking for every few packets (like NIC interrupt moderation).
+            // "Few" is per readable socket too: a thousand subscribers with one message
+            // each cost a thousand reads.
             let moved = self.sent_total + self.recv_total;
-            if self.coalesce > 0 && ph >= phase::RUN && moved - self.last_moved < COALESCE_BELOW {
+            let few = COALESCE_BELOW.max(COALESCE_PER_EVENT * self.last_events);
+            if self.coalesce > 0 && ph >= phase::RUN && moved - self.last_moved < few {
                 std::thread::sleep(Duration::from_nanos(self.coalesce));
             }
             self.last_moved = moved;
@@ -254,6 +261,7 @@ impl Worker {
                 }
             }
             let now = now_ns();
+            self.last_events = events.iter().count() as u64;
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
