@@ -148,7 +148,7 @@ run_one() { # scenario broker -> writes $WORK/<broker>.json, or returns 1 (skipp
     local cmd=("${PIN_LOADGEN[@]}" "$LOADGEN" "${args[@]}" --host 127.0.0.1 --port "$PORT"
         --broker-pid "$BROKER_PID" --json "$WORK/$broker.json" --quiet)
     echo "${PIN_BROKER[*]} $bin -c CONF" >"$WORK/$broker.cmd"
-    echo "${cmd[*]}" | sed -e "s#$WORK/##g" -e "s#--broker-pid [0-9]*#--broker-pid PID#" >>"$WORK/$broker.cmd"
+    echo "${cmd[*]}" | sed -e "s#$WORK/##g" -e "s#$ROOT/##g" -e "s#--broker-pid [0-9]*#--broker-pid PID#" >>"$WORK/$broker.cmd"
     echo "== $scenario on $broker" >&2
     set +e
     timeout $((DURATION + WARMUP + DRAIN + 300)) "${cmd[@]}" >"$WORK/$broker.txt" 2>&1

@@ -11,6 +11,7 @@ mod report;
 mod run;
 mod shared;
 mod stamp;
+mod timer;
 mod tracker;
 mod wire;
 mod worker;

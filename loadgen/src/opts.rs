@@ -105,6 +105,10 @@ pub struct Opts {
     /// accumulate per wakeup. Default 200 in closed loop, 0 in open loop (latency runs).
     #[arg(long)]
     pub coalesce_us: Option<f64>,
+    /// Open loop: messages due within this many microseconds of a wakeup are sent with it
+    /// (stamped with their actual, earlier, send time), saving wakeups.
+    #[arg(long, default_value_t = 100.0)]
+    pub timer_slack_us: f64,
     /// Event-loop threads (clients are spread over them).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -191,6 +195,7 @@ pub struct Plan {
     pub rate: Option<f64>,
     pub threads: usize,
     pub coalesce_us: f64,
+    pub timer_slack_us: f64,
     pub connect_rate: f64,
     pub bind: Vec<Ipv4Addr>,
     pub broker_pid: Option<u32>,
@@ -516,6 +521,7 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
                 200.0
             })
             .max(0.0),
+        timer_slack_us: o.timer_slack_us.max(0.0),
         connect_rate: o.connect_rate.unwrap_or(d.crate_),
         bind: o.bind.clone(),
         broker_pid: o.broker_pid,

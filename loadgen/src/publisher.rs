@@ -130,12 +130,13 @@ impl Worker {
     /// Sends what every publisher may send now.
     pub fn pump(&mut self, now: u64) {
         if self.sh.plan.is_open_loop() {
+            let horizon = now + self.slack;
             while let Some(&Reverse((due, key))) = self.heap.peek() {
-                if due > now {
+                if due > horizon {
                     break;
                 }
                 self.heap.pop();
-                let next = self.send_open(key, now);
+                let next = self.send_open(key, now, horizon);
                 if let Some(t) = next {
                     self.heap.push(Reverse((t, key)));
                 }
@@ -201,9 +202,11 @@ impl Worker {
         }
     }
 
-    /// Open loop: every message whose intended time has come, stamped with that time.
-    /// Returns when to look at this publisher again.
-    fn send_open(&mut self, key: usize, now: u64) -> Option<u64> {
+    /// Open loop: every message whose intended time is before `horizon` (now + timer
+    /// slack). A late message is stamped with its intended time (the wait counts as
+    /// latency: no coordinated omission); one sent up to `slack` early with the actual
+    /// send time (no bias either way). Returns when to look at this publisher again.
+    fn send_open(&mut self, key: usize, now: u64, horizon: u64) -> Option<u64> {
         let measure_start = self.measure_start;
         let c = self.clients.get_mut(key)?;
         if c.state != State::Ready {
@@ -211,13 +214,13 @@ impl Worker {
         }
         let room = if c.pending() > WBUF_HIGH { 0 } else { BATCH };
         let p = c.publ.as_mut()?;
-        let due_end = ((now.saturating_sub(p.t0)) as f64 / p.interval_ns) as u64 + 1;
+        let due_end = ((horizon.saturating_sub(p.t0)) as f64 / p.interval_ns) as u64 + 1;
         let behind = due_end.saturating_sub(u64::from(p.seq));
         let n = behind.min(p.qos_window()).min(room);
         let mut sent_measured = 0;
         for _ in 0..n {
             let id = if p.qos > 0 { p.alloc_id() } else { 0 };
-            let t = p.intended(u64::from(p.seq));
+            let t = p.intended(u64::from(p.seq)).min(now);
             let payload = p.tmpl.append(&mut c.wbuf, id);
             stamp::write(
                 payload,

@@ -19,10 +19,12 @@ use crate::opts::{Kind, SubMode};
 use crate::publisher::Publisher;
 use crate::shared::{new_histogram, phase, Shared};
 use crate::stamp::{self, now_ns};
+use crate::timer::Timer;
 use crate::tracker::{Arrival, Counts, StreamMap};
 use crate::wire::{self, ptype, ConnectOpts, Packet};
 
 pub const WAKER: Token = Token(usize::MAX);
+const TIMER: Token = Token(usize::MAX - 1);
 /// Handshakes in progress per thread when no connect rate is given.
 const MAX_PENDING: usize = 256;
 const HOUSEKEEPING_NS: u64 = 100_000_000;
@@ -121,8 +123,12 @@ pub struct Worker {
     pub heap: BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
     trackers: StreamMap,
     pub measure_start: u64,
+    /// Open loop: messages due within this many ns of a wakeup go out with it.
+    pub slack: u64,
     running: bool,
     stop_seen: bool,
+    /// Precise wakeups for open-loop sends (None: fall back to poll timeouts).
+    timer: Option<Timer>,
     coalesce: u64,
     last_moved: u64,
     last_events: u64,
@@ -163,6 +169,11 @@ impl Worker {
         pubs: Vec<usize>,
     ) -> Self {
         let step = (sh.plan.inflight as u64 / 4).max(1);
+        let timer = if sh.plan.is_open_loop() {
+            Timer::new(poll.registry(), TIMER).ok()
+        } else {
+            None
+        };
         let mut todo_subs = subs;
         todo_subs.reverse();
         let mut todo_pubs = pubs;
@@ -178,8 +189,10 @@ impl Worker {
             heap: BinaryHeap::new(),
             trackers: StreamMap::default(),
             measure_start: u64::MAX,
+            slack: (sh.plan.timer_slack_us * 1e3) as u64,
             running: false,
             stop_seen: false,
+            timer,
             coalesce: (sh.plan.coalesce_us * 1e3) as u64,
             last_moved: 0,
             last_events: 0,
@@ -253,6 +266,13 @@ impl Worker {
                 std::thread::sleep(Duration::from_nanos(self.coalesce));
             }
             self.last_moved = moved;
+            if ph == phase::RUN {
+                if let (Some(t), Some(std::cmp::Reverse((due, _)))) =
+                    (self.timer.as_mut(), self.heap.peek())
+                {
+                    t.arm(*due);
+                }
+            }
             let timeout = self.timeout(ph, now);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -264,6 +284,12 @@ impl Worker {
             self.last_events = events.iter().count() as u64;
             for ev in events.iter() {
                 if ev.token() == WAKER {
+                    continue;
+                }
+                if ev.token() == TIMER {
+                    if let Some(t) = self.timer.as_mut() {
+                        t.fired();
+                    }
                     continue;
                 }
                 self.on_event(ev.token().0, now);
@@ -280,7 +306,7 @@ impl Worker {
 
     fn timeout(&self, ph: u8, now: u64) -> Duration {
         let mut t = HOUSEKEEPING_NS;
-        if ph == phase::RUN {
+        if ph == phase::RUN && self.timer.is_none() {
             if let Some(std::cmp::Reverse((due, _))) = self.heap.peek() {
                 t = t.min(due.saturating_sub(now));
             }
@@ -347,7 +373,11 @@ impl Worker {
             Err(e) => return self.connect_failed(role, idx, &e.to_string()),
         };
         let id = self.client_id(role, idx);
-        let mut wbuf = Vec::with_capacity(if role == Role::Pub { 64 * 1024 } else { 128 });
+        // Big buffers only when clients are few: 50K subscribers x 64 KiB would be 3 GiB.
+        // Buffers grow on demand either way.
+        let many = plan.publishers + plan.subscribers > 2000;
+        let big = if many { 4096 } else { 64 * 1024 };
+        let mut wbuf = Vec::with_capacity(if role == Role::Pub { big } else { 128 });
         let opts = ConnectOpts {
             client_id: &id,
             keep_alive: plan.keepalive,
@@ -360,7 +390,7 @@ impl Worker {
         wire::encode_connect(&mut wbuf, plan.version, &opts);
         let publ = (role == Role::Pub).then(|| Box::new(Publisher::new(plan, idx)));
         let rsize = match role {
-            Role::Sub => 64 * 1024,
+            Role::Sub => big,
             Role::Pub => 4096,
             Role::Idle | Role::Churn => 64,
         };
