@@ -11,6 +11,7 @@
 #   PORT [18883]                        BROKERS ["shardmq mosquitto"]
 #   BROKER_CORE [0]  LOADGEN_CORE [1]   (taskset cores; NO_PIN=1 disables pinning)
 #   PAYLOAD [16]  INFLIGHT [100]  PUBLISHERS [8] (fan-in)  PAIRS [100]  FANOUT_SUBS [1000]
+#   FANOUT_INFLIGHT [10] (messages in flight of the fan-out publisher: x subscribers deliveries)
 #   LAT_PAIRS [10]  RATE [1000] msg/s per publisher (latency)
 #   CONNS [10000]  CONNECT_RATE [0 = as fast as possible] (conn-idle)
 #   MAX_QUEUED [1000] max_queued_messages   MAX_INFLIGHT [20] max_inflight_messages
@@ -31,6 +32,7 @@ INFLIGHT=${INFLIGHT:-100}
 PUBLISHERS=${PUBLISHERS:-8}
 PAIRS=${PAIRS:-100}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
+FANOUT_INFLIGHT=${FANOUT_INFLIGHT:-10}
 LAT_PAIRS=${LAT_PAIRS:-10}
 RATE=${RATE:-1000}
 CONNS=${CONNS:-10000}
@@ -59,7 +61,7 @@ scenario_args() {
         fan-in-qos0) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 0 "${common[@]}" ;;
         fan-in-qos1) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 1 "${common[@]}" ;;
         pairs-qos0) echo pairs --pairs "$PAIRS" --qos 0 "${common[@]}" ;;
-        fan-out-qos0) echo fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos 0 "${common[@]}" ;;
+        fan-out-qos0) echo fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos 0 "${common[@]}" --inflight "$FANOUT_INFLIGHT" ;;
         latency) echo pairs --pairs "$LAT_PAIRS" --qos 0 --rate "$RATE" "${common[@]}" ;;
         conn-idle) echo conn --connections "$CONNS" --connect-rate "$CONNECT_RATE" --duration "$DURATION" --keepalive 300 ;;
         *) return 1 ;;
@@ -147,7 +149,7 @@ run_one() { # scenario broker -> writes $WORK/<broker>.json, or returns 1 (skipp
     read -r -a args <<<"$(scenario_args "$scenario")"
     local cmd=("${PIN_LOADGEN[@]}" "$LOADGEN" "${args[@]}" --host 127.0.0.1 --port "$PORT"
         --broker-pid "$BROKER_PID" --json "$WORK/$broker.json" --quiet)
-    echo "${PIN_BROKER[*]} $bin -c CONF" >"$WORK/$broker.cmd"
+    echo "${PIN_BROKER[*]} ${bin#"$ROOT"/} -c CONF" >"$WORK/$broker.cmd"
     echo "${cmd[*]}" | sed -e "s#$WORK/##g" -e "s#$ROOT/##g" -e "s#--broker-pid [0-9]*#--broker-pid PID#" >>"$WORK/$broker.cmd"
     echo "== $scenario on $broker" >&2
     set +e

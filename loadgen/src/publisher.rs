@@ -35,10 +35,10 @@ pub struct Publisher {
     /// Open loop: first intended send time and interval between messages.
     t0: u64,
     interval_ns: f64,
-    /// Closed loop: sequence treated as received after a stall.
-    forgiven: u64,
-    last_hi: u64,
-    last_hi_ns: u64,
+    /// Closed loop: messages written off as never delivered (after stalls).
+    credit: u64,
+    last_acked: u64,
+    last_acked_ns: u64,
 }
 
 impl Publisher {
@@ -61,9 +61,9 @@ impl Publisher {
             next_id: 1,
             t0: 0,
             interval_ns: plan.rate.map_or(0.0, |r| 1e9 / r),
-            forgiven: 0,
-            last_hi: 0,
-            last_hi_ns: 0,
+            credit: 0,
+            last_acked: 0,
+            last_acked_ns: 0,
         }
     }
 
@@ -105,6 +105,11 @@ impl Publisher {
         } else {
             self.max_inflight.saturating_sub(self.unacked) as u64
         }
+    }
+
+    /// Messages the average subscriber has seen (plus those written off).
+    fn acked(&self, delivered: u64) -> u64 {
+        delivered / self.fanout.max(1) + self.credit
     }
 
     fn intended(&self, seq: u64) -> u64 {
@@ -163,13 +168,12 @@ impl Worker {
             return;
         };
         let gate = &self.sh.gates[p.stream as usize];
-        let mut hi = gate.recv_hi.load(Ordering::Acquire).max(p.forgiven);
-        let mut out = u64::from(p.seq).saturating_sub(hi);
+        let mut out =
+            u64::from(p.seq).saturating_sub(p.acked(gate.delivered.load(Ordering::Acquire)));
         if out >= inflight {
             gate.blocked.store(true, Ordering::SeqCst);
             // Re-check after announcing: a subscriber may have advanced in between.
-            hi = gate.recv_hi.load(Ordering::SeqCst).max(p.forgiven);
-            out = u64::from(p.seq).saturating_sub(hi);
+            out = u64::from(p.seq).saturating_sub(p.acked(gate.delivered.load(Ordering::SeqCst)));
             if out >= inflight {
                 return;
             }
@@ -252,7 +256,8 @@ impl Worker {
         Some(next)
     }
 
-    /// Closed loop only: a publisher whose window has not moved for `STALL_NS` forgives it.
+    /// Closed loop only: a publisher whose window has not moved for `STALL_NS` writes the
+    /// outstanding messages off (the broker dropped them) and counts a stall.
     pub fn check_stalls(&mut self, now: u64) {
         if self.sh.plan.is_open_loop() {
             return;
@@ -262,18 +267,20 @@ impl Worker {
             let Some(p) = self.clients.get_mut(key).and_then(|c| c.publ.as_mut()) else {
                 continue;
             };
-            let hi = self.sh.gates[p.stream as usize]
-                .recv_hi
-                .load(Ordering::Acquire);
-            if hi != p.last_hi || p.last_hi_ns == 0 {
-                p.last_hi = hi;
-                p.last_hi_ns = now;
+            let acked = p.acked(
+                self.sh.gates[p.stream as usize]
+                    .delivered
+                    .load(Ordering::Acquire),
+            );
+            if acked != p.last_acked || p.last_acked_ns == 0 {
+                p.last_acked = acked;
+                p.last_acked_ns = now;
                 continue;
             }
-            let out = u64::from(p.seq).saturating_sub(hi.max(p.forgiven));
-            if out >= inflight && now.saturating_sub(p.last_hi_ns) > STALL_NS {
-                p.forgiven = u64::from(p.seq);
-                p.last_hi_ns = now;
+            let out = u64::from(p.seq).saturating_sub(acked);
+            if out >= inflight && now.saturating_sub(p.last_acked_ns) > STALL_NS {
+                p.credit += out;
+                p.last_acked_ns = now;
                 self.res.stalls += 1;
             }
         }

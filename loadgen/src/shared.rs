@@ -29,11 +29,12 @@ pub struct ThreadCounters {
     pub conns: AtomicU64,
 }
 
-/// Closed-loop gate of one publisher: the highest sequence (+1) some subscriber has seen,
-/// published in steps, and whether the publisher waits for it.
+/// Closed-loop gate of one publisher: deliveries of its messages counted by all its
+/// subscribers together (each adds `step` every `step` messages), and whether the
+/// publisher waits for it. Divided by the fan-out it is the average subscriber's progress.
 #[derive(Default)]
 pub struct StreamGate {
-    pub recv_hi: AtomicU64,
+    pub delivered: AtomicU64,
     pub blocked: AtomicBool,
 }
 
@@ -41,6 +42,9 @@ pub struct Shared {
     pub plan: Plan,
     pub phase: AtomicU8,
     pub run_start_ns: AtomicU64,
+    /// When this process set up the run: older stamps come from an earlier run (a
+    /// persistent session's queue) and are not tracked.
+    pub created_ns: u64,
     pub measure_start_ns: AtomicU64,
     /// Subscribers with every subscription granted (or idle connections up).
     pub subs_ready: AtomicUsize,
@@ -72,6 +76,7 @@ impl Shared {
             plan,
             phase: AtomicU8::new(phase::CONNECT_SUBS),
             run_start_ns: AtomicU64::new(0),
+            created_ns: crate::stamp::now_ns(),
             measure_start_ns: AtomicU64::new(u64::MAX),
             subs_ready: AtomicUsize::new(0),
             pubs_ready: AtomicUsize::new(0),

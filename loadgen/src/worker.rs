@@ -564,10 +564,14 @@ impl Worker {
                     } else if qos == 2 {
                         wire::encode_ack(&mut c.wbuf, ptype::PUBREC, packet_id);
                     }
-                    let Some(st) = stamp::read(payload) else {
-                        res.foreign += 1;
-                        c.rpos += used;
-                        continue;
+                    let st = match stamp::read(payload) {
+                        Some(st) if st.sent_ns >= sh.created_ns => st,
+                        // Not ours, or queued for a persistent session by an earlier run.
+                        _ => {
+                            res.foreign += 1;
+                            c.rpos += used;
+                            continue;
+                        }
                     };
                     let tkey = if shared_mode {
                         u64::from(st.stream)
@@ -592,10 +596,9 @@ impl Worker {
                         res.latency.saturating_record(lat);
                         interval.saturating_record(lat);
                     }
-                    let next = u64::from(st.seq) + 1;
-                    if next % *step == 0 {
+                    if (u64::from(st.seq) + 1) % *step == 0 {
                         if let Some(g) = sh.gates.get(st.stream as usize) {
-                            g.recv_hi.fetch_max(next, Ordering::AcqRel);
+                            g.delivered.fetch_add(*step, Ordering::AcqRel);
                             if g.blocked.load(Ordering::Acquire)
                                 && g.blocked.swap(false, Ordering::AcqRel)
                             {
