@@ -44,6 +44,13 @@ fn set_int(
     }
 }
 
+/// Re-enters TCP quick-ACK mode (Linux leaves it on its own): a reader that pauses
+/// between reads would otherwise delay its ACKs up to 40 ms, and a broker with Nagle on
+/// (Mosquitto's default) waits for them before sending more.
+pub fn quickack(sock: &impl std::os::fd::AsRawFd) {
+    let _ = set_int(sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
+}
+
 /// Starts a non-blocking connect to `to`, bound to `from` when given. The connect
 /// completes (or fails) later: the caller learns which from the first writable event.
 pub fn connect(to: SocketAddrV4, from: Option<Ipv4Addr>) -> io::Result<mio::net::TcpStream> {

@@ -57,7 +57,9 @@ fn frame(s: &mut String, y0: f64, title: &str, xlabel: &str, ymax: f64, yunit: &
 }
 
 fn human(v: f64, unit: &str) -> String {
-    if v >= 1e6 {
+    if v < 100.0 && v.fract() != 0.0 {
+        format!("{v:.1}{unit}")
+    } else if v >= 1e6 {
         format!("{:.1}M{unit}", v / 1e6)
     } else if v >= 1e3 {
         format!("{:.1}k{unit}", v / 1e3)
@@ -84,13 +86,10 @@ pub fn svg(r: &Report) -> String {
     frame(
         &mut s,
         0.0,
-        &format!(
-            "{}: throughput (blue sent, green received)",
-            r.plan.scenario
-        ),
+        &format!("{}: msgs/s (blue sent, green received)", r.plan.scenario),
         "seconds",
         ymax,
-        "/s",
+        "",
     );
     let x = |t: f64| ML + t / tmax * (W - ML - MR);
     let y = |v: f64, y0: f64, max: f64| y0 + H - MB - v / max * (H - MT - MB);
@@ -102,6 +101,15 @@ pub fn svg(r: &Report) -> String {
         .iter()
         .map(|t| (x(t.t), y(t.recv_per_sec, 0.0, ymax)))
         .collect();
+    for i in 0..=4 {
+        let t = tmax * f64::from(i) / 4.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.0}" font-size="11" text-anchor="middle">{t:.1}</text>"#,
+            x(t),
+            H - MB + 14.0
+        );
+    }
     polyline(&mut s, &sent, "#1f6fd0");
     polyline(&mut s, &recv, "#2a9d3a");
     // Latency percentile curve: x = nines (0 = p0, 1 = p90, 2 = p99, ... 5 = p99.999).
@@ -112,22 +120,22 @@ pub fn svg(r: &Report) -> String {
     };
     let y0 = H;
     let max_nines = 5.0;
-    let lmax = (h.max() as f64 / 1e3).max(1.0) * 1.1;
-    frame(
-        &mut s,
-        y0,
-        "latency by percentile (us)",
-        "percentile: 0, 90, 99, 99.9, 99.99, 99.999",
-        lmax,
-        "us",
-    );
+    // Axis in ms when the tail is long, else in us.
+    let (div, unit) = if h.max() > 10_000_000 {
+        (1e6, "ms")
+    } else {
+        (1e3, "us")
+    };
+    let lmax = (h.max() as f64 / div).max(1.0) * 1.1;
+    let title = format!("latency by percentile ({unit})");
+    frame(&mut s, y0, &title, "percentile", lmax, "");
     let xn = |n: f64| ML + n / max_nines * (W - ML - MR);
     let mut pts = Vec::new();
     if !h.is_empty() {
         for i in 0..=200 {
             let n = f64::from(i) / 200.0 * max_nines;
             let q = 1.0 - 10f64.powf(-n);
-            pts.push((xn(n), y(h.value_at_quantile(q) as f64 / 1e3, y0, lmax)));
+            pts.push((xn(n), y(h.value_at_quantile(q) as f64 / div, y0, lmax)));
         }
     }
     polyline(&mut s, &pts, "#c0392b");

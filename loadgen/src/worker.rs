@@ -490,6 +490,7 @@ impl Worker {
     }
 
     fn read(&mut self, key: usize, now: u64) -> Result<(), String> {
+        let quickack = self.coalesce > 0;
         loop {
             let Some(c) = self.clients.get_mut(key) else {
                 return Ok(());
@@ -513,6 +514,9 @@ impl Worker {
                 Err(e) => return Err(e.to_string()),
             };
             c.rlen += n;
+            if quickack {
+                net::quickack(&c.sock);
+            }
             // A short read drained the socket: with edge-triggered epoll new data raises
             // a new event, so skip the read that would only return WouldBlock.
             let drained = c.rlen < c.rbuf.len();
@@ -565,8 +569,15 @@ impl Worker {
                         wire::encode_ack(&mut c.wbuf, ptype::PUBREC, packet_id);
                     }
                     let st = match stamp::read(payload) {
-                        Some(st) if st.sent_ns >= sh.created_ns => st,
-                        // Not ours, or queued for a persistent session by an earlier run.
+                        Some(st)
+                            if st.sent_ns >= sh.created_ns
+                                && st.sent_ns <= now + 1_000_000_000
+                                && (st.stream as usize) < plan.publishers =>
+                        {
+                            st
+                        }
+                        // Not ours (another client's payload), or queued for a persistent
+                        // session by an earlier run.
                         _ => {
                             res.foreign += 1;
                             c.rpos += used;
