@@ -12,6 +12,7 @@
 #   BROKER_CORE [0]  LOADGEN_CORE [1]   (taskset cores; NO_PIN=1 disables pinning)
 #   PAYLOAD [16]  INFLIGHT [100]  PUBLISHERS [8] (fan-in)  PAIRS [100]  FANOUT_SUBS [1000]
 #   FANOUT_INFLIGHT [10] (messages in flight of the fan-out publisher: x subscribers deliveries)
+#   PAIRS_INFLIGHT [10] (per pair: 100 pairs x 10 = 1000 in flight)
 #   LAT_PAIRS [10]  RATE [1000] msg/s per publisher (latency)
 #   CONNS [10000]  CONNECT_RATE [0 = as fast as possible] (conn-idle)
 #   MAX_QUEUED [1000] max_queued_messages   MAX_INFLIGHT [20] max_inflight_messages
@@ -33,6 +34,7 @@ PUBLISHERS=${PUBLISHERS:-8}
 PAIRS=${PAIRS:-100}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
 FANOUT_INFLIGHT=${FANOUT_INFLIGHT:-10}
+PAIRS_INFLIGHT=${PAIRS_INFLIGHT:-10}
 LAT_PAIRS=${LAT_PAIRS:-10}
 RATE=${RATE:-1000}
 CONNS=${CONNS:-10000}
@@ -56,12 +58,12 @@ fi
 
 # Loadgen arguments for a scenario (the broker address and report flags are added later).
 scenario_args() {
-    local common=(--payload "$PAYLOAD" --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" --inflight "$INFLIGHT")
+    local common=(--payload "$PAYLOAD" --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN")
     case "$1" in
-        fan-in-qos0) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 0 "${common[@]}" ;;
-        fan-in-qos1) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 1 "${common[@]}" ;;
-        pairs-qos0) echo pairs --pairs "$PAIRS" --qos 0 "${common[@]}" ;;
-        fan-out-qos0) echo fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos 0 "${common[@]}" --inflight "$FANOUT_INFLIGHT" ;;
+        fan-in-qos0) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 0 --inflight "$INFLIGHT" "${common[@]}" ;;
+        fan-in-qos1) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 1 --inflight "$INFLIGHT" "${common[@]}" ;;
+        pairs-qos0) echo pairs --pairs "$PAIRS" --qos 0 --inflight "$PAIRS_INFLIGHT" "${common[@]}" ;;
+        fan-out-qos0) echo fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos 0 --inflight "$FANOUT_INFLIGHT" "${common[@]}" ;;
         latency) echo pairs --pairs "$LAT_PAIRS" --qos 0 --rate "$RATE" "${common[@]}" ;;
         conn-idle) echo conn --connections "$CONNS" --connect-rate "$CONNECT_RATE" --duration "$DURATION" --keepalive 300 ;;
         *) return 1 ;;
