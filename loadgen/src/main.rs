@@ -3,6 +3,7 @@
 //! writes the JSON / SVG files. Exit status: 0 ok, 1 error (unreachable broker, refused
 //! CONNACK, subscription not granted, ...), 2 a run that received nothing.
 
+mod housekeeping;
 mod net;
 mod opts;
 mod plot;

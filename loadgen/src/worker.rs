@@ -113,40 +113,40 @@ pub struct WorkerResult {
 pub struct Worker {
     pub id: usize,
     pub sh: Arc<Shared>,
-    poll: Poll,
+    pub(crate) poll: Poll,
     pub clients: Slab<Client>,
     /// (role, idx) still to connect, popped from the back.
-    todo_subs: Vec<(Role, usize)>,
-    todo_pubs: Vec<usize>,
-    connecting: usize,
+    pub(crate) todo_subs: Vec<(Role, usize)>,
+    pub(crate) todo_pubs: Vec<usize>,
+    pub(crate) connecting: usize,
     pub pub_keys: Vec<usize>,
     pub heap: BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
-    trackers: StreamMap,
+    pub(crate) trackers: StreamMap,
     pub measure_start: u64,
     /// Open loop: messages due within this many ns of a wakeup go out with it.
     pub slack: u64,
-    running: bool,
-    stop_seen: bool,
+    pub(crate) running: bool,
+    pub(crate) stop_seen: bool,
     /// Precise wakeups for open-loop sends (None: fall back to poll timeouts).
-    timer: Option<Timer>,
-    coalesce: u64,
-    last_moved: u64,
-    last_events: u64,
-    bind_rr: usize,
-    tokens: f64,
-    last_refill: u64,
-    last_ping_scan: u64,
+    pub(crate) timer: Option<Timer>,
+    pub(crate) coalesce: u64,
+    pub(crate) last_moved: u64,
+    pub(crate) last_events: u64,
+    pub(crate) bind_rr: usize,
+    pub(crate) tokens: f64,
+    pub(crate) last_refill: u64,
+    pub(crate) last_ping_scan: u64,
     pub interval: Histogram<u64>,
     // totals (all messages) for progress and drain
     pub sent_total: u64,
     pub expected_total: u64,
-    recv_total: u64,
-    unique_total: u64,
+    pub(crate) recv_total: u64,
+    pub(crate) unique_total: u64,
     pub conns: u64,
     pub res: WorkerResult,
     /// Publisher gate step: subscribers publish progress every `step` messages.
     pub step: u64,
-    to_close: Vec<usize>,
+    pub(crate) to_close: Vec<usize>,
 }
 
 fn is_closed_err(e: &io::Error) -> bool {
@@ -467,7 +467,7 @@ impl Worker {
     }
 
     /// A connection failed or was closed by the broker.
-    fn drop_client(&mut self, key: usize, err: &str, connecting: bool) {
+    pub(crate) fn drop_client(&mut self, key: usize, err: &str, connecting: bool) {
         let Some(c) = self.clients.try_remove(key) else {
             return;
         };
@@ -736,7 +736,7 @@ impl Worker {
         }
     }
 
-    fn close_pending(&mut self) {
+    pub(crate) fn close_pending(&mut self) {
         while let Some(key) = self.to_close.pop() {
             if let Some(c) = self.clients.try_remove(key) {
                 let _ = self.poll.registry().deregister(&mut { c.sock });
@@ -761,57 +761,5 @@ impl Worker {
             self.pub_keys.push(key);
             self.schedule(key, now);
         }
-    }
-
-    fn housekeeping(&mut self, ph: u8, now: u64) {
-        self.publish_counters();
-        if !self.interval.is_empty() {
-            if let Ok(mut h) = self.sh.interval.lock() {
-                let _ = h.add(&self.interval);
-            }
-            self.interval.reset();
-        }
-        if ph == phase::RUN {
-            self.check_stalls(now);
-        }
-        // Keepalive: PINGREQ on clients silent for half the keepalive. [MQTT-3.1.2-23]
-        let ka = u64::from(self.sh.plan.keepalive) * 1_000_000_000;
-        if ka > 0 && now.saturating_sub(self.last_ping_scan) >= 1_000_000_000 {
-            self.last_ping_scan = now;
-            let mut dead = Vec::new();
-            for (k, c) in self.clients.iter_mut() {
-                if c.state != State::Connecting && now.saturating_sub(c.last_write_ns) > ka / 2 {
-                    wire::encode_pingreq(&mut c.wbuf);
-                    c.last_write_ns = now;
-                    if c.flush(now).is_err() {
-                        dead.push(k);
-                    }
-                }
-            }
-            for k in dead {
-                self.drop_client(k, "write failed", false);
-            }
-        }
-    }
-
-    fn publish_counters(&self) {
-        let t = &self.sh.counters[self.id];
-        t.sent.store(self.sent_total, Ordering::Relaxed);
-        t.expected.store(self.expected_total, Ordering::Relaxed);
-        t.received.store(self.recv_total, Ordering::Relaxed);
-        t.unique.store(self.unique_total, Ordering::Relaxed);
-        t.conns.store(self.conns, Ordering::Relaxed);
-    }
-
-    fn shutdown(&mut self) {
-        let now = now_ns();
-        for (_, c) in self.clients.iter_mut() {
-            if c.state == State::Ready || c.state == State::WaitSubAck {
-                wire::encode_disconnect(&mut c.wbuf);
-                let _ = c.flush(now);
-            }
-        }
-        self.clients.clear();
-        self.conns = 0;
     }
 }
