@@ -247,6 +247,7 @@ impl Broker {
         match msg {
             ShardMsg::Publish { msg, dests } => {
                 self.fanout_local(&msg, None, dests, now);
+                self.persist.received_remote(from, &msg);
                 if Arc::strong_count(&msg) == 1 && from != self.shard {
                     if let Some(batch) = self.releases.get_mut(from) {
                         batch.push(msg);
@@ -432,6 +433,7 @@ impl Broker {
         }
         let session = std::mem::replace(&mut slot.session, stub);
         slot.forward = Some(to);
+        self.persist.moved_out(session.client_id()); // the new shard records it now
         crate::log_notice!(
             "Client {} session moved from shard {} to shard {to}.",
             session.client_id(),

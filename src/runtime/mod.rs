@@ -9,6 +9,7 @@
 mod conn;
 mod handle;
 mod listener;
+mod persist; // persistence driver (src/persist)
 mod shard;
 pub mod signals;
 

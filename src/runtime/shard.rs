@@ -21,6 +21,7 @@ use slab::Slab;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::handle::Command;
 use super::listener::Bound;
+use super::persist::Persister;
 use crate::broker::{Broker, ConnId, ShardMsg};
 use crate::config::Config;
 use crate::mailbox::{Inbox, Outbox};
@@ -61,6 +62,8 @@ pub struct Shard {
     deferred_progress: bool,
     /// Emptied read buffers (see `read`).
     rbuf_pool: Vec<bytes::BytesMut>,
+    /// Persistence (None when off): flushed before any output or mail leaves.
+    persist: Option<Persister>,
 }
 
 impl Shard {
@@ -102,7 +105,25 @@ impl Shard {
             stopping: false,
             deferred_progress: false,
             rbuf_pool: Vec::new(),
+            persist: None,
         })
+    }
+
+    /// Turns persistence on and restores this shard's part of the saved state (before
+    /// the thread starts): each session on its home shard, retained on every shard.
+    pub fn set_persister(&mut self, p: Persister) {
+        let (id, shards) = (self.id, self.broker.shard_count());
+        p.restore(&mut self.broker, &|client_id| {
+            crate::broker::home_shard(client_id, shards) == id
+        });
+        self.persist = Some(p);
+    }
+
+    /// Writes what restoring recorded (before the thread starts).
+    pub fn flush_persist(&mut self) {
+        if let Some(p) = &mut self.persist {
+            p.flush(&mut self.broker, Instant::now());
+        }
     }
 
     pub fn waker(&self) -> Arc<Waker> {
@@ -158,6 +179,10 @@ impl Shard {
             }
             self.deferred_progress =
                 self.broker.has_deferred_work() && self.broker.run_deferred(now);
+            if let Some(p) = &mut self.persist {
+                p.flush(&mut self.broker, now);
+                p.tick(now);
+            }
             self.send_mail(now);
             self.transmit(now);
             // Loop lag: how long readiness seen at `now` may have waited for this
@@ -174,10 +199,12 @@ impl Shard {
     /// other shards so that their next message wakes us).
     fn sleep_timeout(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        let timer = self
-            .broker
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(now));
+        let persist = self.persist.as_ref().and_then(Persister::poll_timeout);
+        let timer = match (self.broker.poll_timeout(), persist) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|t| t.saturating_duration_since(now));
         let backlogged = self.outbox.backlog() > 0;
         let readable = |c: &ConnId| {
             self.broker.wants_read(*c) && !(backlogged && self.broker.is_publisher(*c))
@@ -353,6 +380,10 @@ impl Shard {
     }
 
     fn writable(&mut self, conn: ConnId, now: Instant) {
+        if let Some(p) = &mut self.persist {
+            // Output may hold acknowledgements of this iteration's records.
+            p.flush(&mut self.broker, now);
+        }
         self.flush(conn, now);
     }
 
@@ -434,6 +465,9 @@ impl Shard {
                 let _ = self.poll.registry().deregister(&mut c.stream);
             }
             self.broker.on_closed(conn, now);
+        }
+        if let Some(p) = &mut self.persist {
+            p.shutdown(&mut self.broker);
         }
         crate::log_notice!("shardmq shard {} stopped.", self.id);
     }
