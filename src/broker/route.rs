@@ -143,19 +143,26 @@ impl Broker {
             .map(|s| s.session.uid());
         let msg = Arc::new(Message::new(publish, now, origin_uid));
         self.persist.routed(self.shard, &msg, dests); // before the publisher's ack
+                                                      // Local subscribers first, then the other shards: the last destination gets the
+                                                      // Arc itself, so this shard does not touch the reference count again while the
+                                                      // receivers are using it.
+        let matched = local && self.fanout_targets(&msg, origin, dests, now);
         let mut remaining = dests;
+        let mut msg = Some(msg);
         while remaining != 0 {
             let j = remaining.trailing_zeros() as usize;
             remaining &= remaining - 1;
-            self.outbox.push_back((
-                j,
-                super::ShardMsg::Publish {
-                    msg: Arc::clone(&msg),
-                    dests,
-                },
-            ));
+            let m = if remaining == 0 {
+                msg.take()
+            } else {
+                msg.as_ref().map(Arc::clone)
+            };
+            if let Some(m) = m {
+                self.outbox
+                    .push_back((j, super::ShardMsg::Publish { msg: m, dests }));
+            }
         }
-        (local && self.fanout_targets(&msg, origin, dests, now)) || dests != 0
+        matched || dests != 0
     }
 
     /// Delivers `msg` to this shard's matching subscribers. `origin` is the local
