@@ -48,6 +48,7 @@ use crate::config::Config;
 use crate::metrics::Stats;
 use crate::session::{Limits, Session, Subscription};
 
+use crate::auth::{ClientSecurity, Security};
 use crate::retained::RetainedStore;
 use crate::topic::TopicIndex;
 pub use out_queue::OutQueue;
@@ -85,6 +86,8 @@ struct Conn {
     transmit_flag: bool,
     /// Sessions (slab key, uid) whose full queues pause reading this connection.
     blocked_on: SmallVec<[(usize, u64); 2]>,
+    /// Verified TLS client-certificate identity (for `use_identity_as_username`).
+    identity: Option<String>,
 }
 
 /// A session plus the broker's bookkeeping about it.
@@ -94,6 +97,8 @@ struct Slot {
     conn: Option<ConnId>,
     /// Publishers (conn, conn uid) paused because this session's queue is full.
     paused: SmallVec<[(ConnId, u64); 2]>,
+    /// Who the session connected as and its ACL (set on every CONNECT).
+    security: Option<Box<ClientSecurity>>,
 }
 
 /// The per-shard broker. See the module documentation for the driver contract.
@@ -119,6 +124,8 @@ pub struct Broker {
     scratch: BytesMut,
     /// Reused fan-out target list.
     targets: Vec<(usize, Subscription)>,
+    /// Password and ACL rules (replaced whole on reload).
+    security: Arc<Security>,
 }
 
 impl Broker {
@@ -139,6 +146,7 @@ impl Broker {
         };
         let mut stats = Stats::new(now);
         stats.update_load(now);
+        let config_for_security = Arc::clone(&config);
         Self {
             limits: Limits::from_config(&config),
             config,
@@ -157,6 +165,26 @@ impl Broker {
             out_limit,
             scratch: BytesMut::with_capacity(64 * 1024),
             targets: Vec::new(),
+            security: Arc::new(Security::open(&config_for_security)),
+        }
+    }
+
+    /// Installs loaded password / ACL rules (at start and on SIGHUP); every session's ACL
+    /// is re-derived and its decision cache dropped. Connections stay up.
+    pub fn set_security(&mut self, security: Arc<Security>) {
+        for (_, slot) in &mut self.sessions {
+            if let Some(s) = slot.security.as_mut() {
+                s.reload(&security);
+            }
+        }
+        self.security = security;
+    }
+
+    /// The runtime reports a TLS connection's verified client-certificate identity
+    /// (before any MQTT bytes of that connection are fed in).
+    pub fn set_identity(&mut self, conn: ConnId, identity: Option<String>) {
+        if let Some(c) = self.conn_mut(conn) {
+            c.identity = identity;
         }
     }
 
@@ -190,6 +218,7 @@ impl Broker {
             out: OutQueue::default(),
             transmit_flag: false,
             blocked_on: SmallVec::new(),
+            identity: None,
         });
         self.stats.connections_accepted += 1;
         self.timers.push(

@@ -204,6 +204,13 @@ impl Broker {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
         };
+        // ACL: read rights are checked per delivered message (cached per topic), so a
+        // wildcard subscription spanning denied topics does not leak them.
+        if let Some(sec) = slot.security.as_mut() {
+            if !sec.may_read(&msg.publish.topic) {
+                return;
+            }
+        }
         fanout.matched = true;
         let v5 = slot.session.version().is_v5();
         if let Some(conn) = slot.conn {

@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::listener;
 use super::shard::Shard;
+use crate::auth::Security;
 use crate::codec::Publish;
 use crate::config::Config;
 
@@ -23,6 +24,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("the configuration has no listener")]
     NoListener,
+    #[error(transparent)]
+    Security(#[from] crate::auth::AuthError),
 }
 
 /// Instructions from the embedding process to a shard.
@@ -32,6 +35,8 @@ pub enum Command {
     Publish(Box<Publish>),
     /// Stop: close every connection and end the thread.
     Shutdown,
+    /// Install reloaded password / ACL rules (SIGHUP); connections stay up.
+    SetSecurity(Arc<Security>),
 }
 
 struct ShardControl {
@@ -44,6 +49,7 @@ struct ShardControl {
 pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
     shards: Vec<ShardControl>,
+    config: Arc<Config>,
 }
 
 pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
@@ -63,8 +69,11 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
         bound.push(b);
     }
     let addrs = bound.iter().map(|b| b.addr).collect();
+    // Password and ACL files: a bad file stops the start, naming file and line.
+    let security = Arc::new(Security::load(config)?);
     let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-    let shard = Shard::new(0, Arc::clone(config), bound, rx)?;
+    let mut shard = Shard::new(0, Arc::clone(config), bound, rx)?;
+    shard.set_security(security);
     let waker = shard.waker();
     let thread = std::thread::Builder::new()
         .name("shardmq-shard-0".into())
@@ -76,6 +85,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
             waker,
             thread: Some(thread),
         }],
+        config: Arc::clone(config),
     })
 }
 
@@ -97,6 +107,21 @@ impl BrokerHandle {
             if s.commands.send(Command::Publish(Box::new(publish))).is_ok() {
                 let _ = s.waker.wake();
             }
+        }
+    }
+
+    /// Re-reads the password and ACL files and installs them in every shard without
+    /// dropping connections. On error the old rules stay in force.
+    pub fn reload_security(&self) -> Result<(), crate::auth::AuthError> {
+        self.reloader().reload_security()
+    }
+
+    /// A cloneable, `Send` handle for [`BrokerHandle::reload_security`] from another
+    /// thread (the SIGHUP handler).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            config: Arc::clone(&self.config),
+            shards: self.stopper().shards,
         }
     }
 
@@ -159,5 +184,28 @@ impl Stopper {
             let _ = commands.send(Command::Shutdown);
             let _ = waker.wake();
         }
+    }
+}
+
+/// Reloads the security files of a running broker from any thread.
+#[derive(Clone)]
+pub struct Reloader {
+    config: Arc<Config>,
+    shards: Vec<(Sender<Command>, Arc<mio::Waker>)>,
+}
+
+impl Reloader {
+    /// See [`BrokerHandle::reload_security`].
+    pub fn reload_security(&self) -> Result<(), crate::auth::AuthError> {
+        let security = Arc::new(Security::load(&self.config)?);
+        for (commands, waker) in &self.shards {
+            if commands
+                .send(Command::SetSecurity(Arc::clone(&security)))
+                .is_ok()
+            {
+                let _ = waker.wake();
+            }
+        }
+        Ok(())
     }
 }

@@ -12,7 +12,7 @@ mod listener;
 mod shard;
 pub mod signals;
 
-pub use handle::{BrokerHandle, Command, StartError, Stopper};
+pub use handle::{BrokerHandle, Command, Reloader, StartError, Stopper};
 
 use std::sync::Arc;
 

@@ -71,6 +71,11 @@ impl Shard {
         })
     }
 
+    /// Installs the loaded password / ACL rules (before `run`).
+    pub fn set_security(&mut self, security: Arc<crate::auth::Security>) {
+        self.broker.set_security(security);
+    }
+
     pub fn waker(&self) -> Arc<Waker> {
         Arc::clone(&self.waker)
     }
@@ -122,6 +127,7 @@ impl Shard {
             match cmd {
                 Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
+                Command::SetSecurity(s) => self.broker.set_security(s),
             }
         }
     }
