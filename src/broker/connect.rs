@@ -74,6 +74,12 @@ impl Broker {
 
     fn on_publish(&mut self, key: usize, conn: ConnId, publish: Publish, now: Instant) {
         self.stats.publish_received += 1;
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6]: only the server sends Subscription Identifiers.
+            let err = session::ProtocolError::Unexpected("Subscription Identifier");
+            self.protocol_error(conn, &err, now);
+            return;
+        }
         let (qos, packet_id) = (publish.qos, publish.packet_id);
         let limit = self.config.message_size_limit;
         let reason = if limit != 0 && publish.payload.len() > limit as usize {
