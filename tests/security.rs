@@ -439,3 +439,159 @@ fn sighup_reloads_acl_and_passwords_without_dropping_connections() {
     assert_eq!(subscribe_v5(&mut alice, 4, "b/y", 0), 0);
     connected(b.port, 5, "still", Some("alice"), Some("two"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Limits and hardening.
+
+/// A connection that never sends CONNECT is closed after the CONNECT timeout (10 s).
+#[test]
+fn connection_without_connect_is_closed_after_timeout() {
+    let b = BrokerProc::start("");
+    let mut raw = Raw::connect(b.port);
+    let t0 = std::time::Instant::now();
+    assert!(raw.closed_by_broker());
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    assert!(b.wait_log("did not send CONNECT in time"));
+}
+
+#[test]
+fn max_connections_per_listener() {
+    // BrokerProc's `listener 0` line comes first, so this applies to that listener.
+    let b = BrokerProc::start("max_connections 2");
+    let _a = connected(b.port, 4, "m1", None, None);
+    let _b = connected(b.port, 4, "m2", None, None);
+    let mut third = Raw::connect(b.port);
+    third.try_send(&connect_packet(4, "m3", None, None));
+    assert!(
+        third.recv().is_none(),
+        "third connection must get no CONNACK"
+    );
+    drop(_a);
+    // A slot frees up once a connection ends.
+    assert!(common::wait_until(common::TIMEOUT, || {
+        let mut r = Raw::connect(b.port);
+        r.try_send(&connect_packet(4, "m4", None, None));
+        r.recv_within(Duration::from_millis(500)).is_some()
+    }));
+}
+
+#[test]
+fn max_connection_rate_limits_reconnect_storms() {
+    let b = BrokerProc::start("max_connection_rate 5");
+    let mut accepted = 0;
+    for i in 0..30 {
+        let mut r = Raw::connect(b.port);
+        r.try_send(&connect_packet(4, &format!("storm{i}"), None, None));
+        if r.recv_within(Duration::from_millis(500)).is_some() {
+            accepted += 1;
+        }
+    }
+    assert!((5..=15).contains(&accepted), "accepted {accepted} of 30");
+    assert!(b.wait_log("max_connection_rate exceeded"));
+    std::thread::sleep(Duration::from_millis(1100));
+    connected(b.port, 4, "after-storm", None, None);
+}
+
+#[test]
+fn message_size_limit_drops_v3_and_refuses_v5() {
+    let b = BrokerProc::start("message_size_limit 100");
+    let mut sub = connected(b.port, 4, "msl-sub", None, None);
+    assert_eq!(sub.subscribe(1, &[("big/#", 0)]), vec![0]);
+    let mut p3 = connected(b.port, 4, "msl-p3", None, None);
+    p3.send(&common::publish("big/a", 1, false, false, 1, &[b'x'; 200]));
+    assert_eq!(p3.recv().unwrap().first, 0x40); // acknowledged, dropped
+    let mut p5 = connected(b.port, 5, "msl-p5", None, None);
+    assert_eq!(publish_v5_qos1(&mut p5, "big/b", 2, &[b'x'; 200]), 0x95);
+    assert_eq!(publish_v5_qos1(&mut p5, "big/c", 3, b"small"), 0);
+    assert_eq!(
+        drain_topics(&mut sub, Duration::from_millis(500)),
+        vec!["big/c"]
+    );
+}
+
+#[test]
+fn max_keepalive_refuses_v311_and_overrides_v5() {
+    let b = BrokerProc::start("max_keepalive 30");
+    // connect_packet asks for 60 s.
+    assert_eq!(connect(b.port, 4, "ka4", None, None).1, 2);
+    let mut raw = Raw::connect(b.port);
+    raw.send(&connect_packet(5, "ka5", None, None));
+    let ack = raw.recv().unwrap();
+    assert_eq!(ack.body[1], 0);
+    // Server Keep Alive (0x13) = 30 among the CONNACK properties.
+    assert!(ack.body.windows(3).any(|w| w == [0x13, 0, 30]), "{ack:?}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A subscriber that never reads is cut off once its queue stays full, while a publisher
+/// floods QoS 0; the broker's memory stays bounded and a healthy subscriber keeps
+/// receiving afterwards.
+#[test]
+fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
+    let b = BrokerProc::start("max_queued_bytes 1000000\nslow_subscriber_timeout 2");
+    let mut slow = Raw::connect(b.port);
+    slow.send(&connect_packet(4, "slow", None, None));
+    assert_eq!(slow.recv().unwrap().first, 0x20);
+    slow.send(&common::subscribe(1, &[("flood", 0)]));
+    assert_eq!(slow.recv().unwrap().kind(), 9);
+    // From here on `slow` never reads.
+    let before = rss_kib(b.pid());
+    let port = b.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let flooder = std::thread::spawn(move || {
+        let mut p = Raw::connect(port);
+        p.send(&connect_packet(4, "flooder", None, None));
+        p.recv().unwrap();
+        p.stream
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let frame = common::publish("flood", 0, false, false, 0, &[b'x'; 1024]);
+        let batch: Vec<u8> = frame
+            .iter()
+            .copied()
+            .cycle()
+            .take(frame.len() * 64)
+            .collect();
+        let mut sent = 0usize;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            use std::io::Write;
+            if p.stream.write_all(&batch).is_ok() {
+                sent += 64;
+            }
+        }
+        sent
+    });
+    assert!(
+        b.wait_log("has not read its full queue"),
+        "slow subscriber not cut off"
+    );
+    let peak = rss_kib(b.pid());
+    // The flood goes on; a healthy subscriber gets messages again.
+    let mut healthy = connected(b.port, 4, "healthy", None, None);
+    assert_eq!(healthy.subscribe(1, &[("flood", 0)]), vec![0]);
+    let got = healthy.recv_within(Duration::from_secs(5));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flooder.join().unwrap();
+    assert!(
+        got.is_some_and(|p| p.kind() == 3),
+        "no message after the cut-off"
+    );
+    assert!(sent > 1000, "flooder sent only {sent}");
+    assert!(
+        peak < before + 64 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+}

@@ -88,6 +88,8 @@ struct Conn {
     blocked_on: SmallVec<[(usize, u64); 2]>,
     /// Verified TLS client-certificate identity (for `use_identity_as_username`).
     identity: Option<String>,
+    /// `OutQueue::written` when the slow-subscriber timer was armed (None = not armed).
+    stall_mark: Option<u64>,
 }
 
 /// A session plus the broker's bookkeeping about it.
@@ -219,6 +221,7 @@ impl Broker {
             transmit_flag: false,
             blocked_on: SmallVec::new(),
             identity: None,
+            stall_mark: None,
         });
         self.stats.connections_accepted += 1;
         self.timers.push(
@@ -469,6 +472,21 @@ impl Broker {
         if let Some(c) = self.conn_mut(conn) {
             c.blocked_on.clear();
         }
+    }
+
+    /// A subscriber's output is full: arms the slow-subscriber timer once
+    /// (`slow_subscriber_timeout`).
+    fn arm_stall(&mut self, conn: ConnId, now: Instant) {
+        let timeout = self.config.slow_subscriber_timeout;
+        let Some(c) = self.conns.get_mut(conn).and_then(Option::as_mut) else {
+            return;
+        };
+        if timeout.is_zero() || c.stall_mark.is_some() {
+            return;
+        }
+        c.stall_mark = Some(c.out.written());
+        let uid = c.uid;
+        self.timers.push(now + timeout, Timer::Stall { conn, uid });
     }
 
     /// Drains the session's transmits into its connection's output.

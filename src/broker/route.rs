@@ -227,6 +227,7 @@ impl Broker {
                 if c.out.len() >= self.out_limit {
                     self.stats.publish_dropped += 1;
                     fanout.qos0_full.push(key);
+                    self.arm_stall(conn, now);
                     return;
                 }
                 let class = usize::from(v5) * 2 + usize::from(retain);
@@ -279,6 +280,9 @@ impl Broker {
             if backlogged {
                 if let Some(p) = publisher {
                     self.pause(p, key);
+                }
+                if let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) {
+                    self.arm_stall(conn, now);
                 }
             }
         }

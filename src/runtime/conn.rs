@@ -25,6 +25,8 @@ pub struct Conn {
     pub writable: bool,
     /// Data may still be readable (budget ran out or the broker paused reading).
     pub read_pending: bool,
+    /// Index of the listener that accepted it (for per-listener limits).
+    pub listener: usize,
 }
 
 pub enum ReadOutcome {
@@ -37,12 +39,13 @@ pub enum ReadOutcome {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: TcpStream, listener: usize) -> Self {
         Self {
             stream,
             rbuf: BytesMut::new(),
             writable: false,
             read_pending: false,
+            listener,
         }
     }
 

@@ -6,6 +6,7 @@
 //! interprets MQTT bytes: it reads into per-connection buffers, hands them to the broker,
 //! and writes what the broker queued with `writev`.
 
+mod admission;
 mod conn;
 mod handle;
 mod listener;

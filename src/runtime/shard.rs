@@ -11,6 +11,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use super::admission::Admission;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::handle::Command;
 use super::listener::Bound;
@@ -25,7 +26,6 @@ const EVENTS_CAPACITY: usize = 1024;
 
 pub struct Shard {
     id: usize,
-    config: Arc<Config>,
     poll: Poll,
     waker: Arc<Waker>,
     listeners: Vec<Bound>,
@@ -36,6 +36,7 @@ pub struct Shard {
     /// by the broker): edge-triggered readiness will not report them again.
     read_pending: Vec<ConnId>,
     stopping: bool,
+    admission: Admission,
 }
 
 impl Shard {
@@ -57,9 +58,9 @@ impl Shard {
         }
         let capacity = config.max_connections.unwrap_or(1024).min(65_536);
         let broker = Broker::new(Arc::clone(&config), Instant::now());
+        let admission = Admission::new(&config, Instant::now());
         Ok(Self {
             id,
-            config,
             poll,
             waker,
             listeners,
@@ -68,6 +69,7 @@ impl Shard {
             commands,
             read_pending: Vec::new(),
             stopping: false,
+            admission,
         })
     }
 
@@ -148,23 +150,22 @@ impl Shard {
                 }
             };
             let listener_idx = listener.index;
-            if self.at_connection_limit(listener_idx) {
-                crate::log_notice!(
-                    "Client connection from {peer} denied: max_connections reached."
-                );
+            // --- limits hook: max_connections (global, per listener), connection rate.
+            if self.admission.admit(listener_idx, now).is_err() {
                 drop(stream);
                 continue;
             }
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let conn = entry.key();
-            let mut c = Conn::new(stream);
+            let mut c = Conn::new(stream, listener_idx);
             if let Err(e) =
                 self.poll
                     .registry()
                     .register(&mut c.stream, Token(conn), Interest::READABLE)
             {
                 crate::log_error!("Error: cannot register connection from {peer}: {e}");
+                self.admission.release(listener_idx);
                 continue;
             }
             entry.insert(c);
@@ -173,20 +174,6 @@ impl Shard {
             // now saves a loop iteration for the CONNECT that usually follows at once.
             self.read(conn, now);
         }
-    }
-
-    fn at_connection_limit(&self, listener: usize) -> bool {
-        if self
-            .config
-            .max_connections
-            .is_some_and(|max| self.conns.len() >= max)
-        {
-            return true;
-        }
-        // Per-listener limits count only this shard's connections of that listener; with
-        // one shard this is exact.
-        let _ = listener;
-        false
     }
 
     fn read(&mut self, conn: ConnId, now: Instant) {
@@ -296,6 +283,7 @@ impl Shard {
     /// The peer went away (EOF or socket error).
     fn closed_by_peer(&mut self, conn: ConnId, now: Instant) {
         if let Some(mut c) = self.conns.try_remove(conn) {
+            self.admission.release(c.listener);
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.broker.on_closed(conn, now);
         }
@@ -306,6 +294,7 @@ impl Shard {
         let Some(mut c) = self.conns.try_remove(conn) else {
             return;
         };
+        self.admission.release(c.listener);
         if let Some(out) = self.broker.output(conn) {
             let _ = c.flush(out);
             out.clear();

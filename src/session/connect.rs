@@ -101,6 +101,15 @@ pub fn accept(
         identity_verified,
     )?;
 
+    let max_ka = config.max_keepalive;
+    if !v.is_v5()
+        && max_ka != u16::MAX
+        && max_ka != 0
+        && (connect.keep_alive == 0 || connect.keep_alive > max_ka)
+    {
+        // 3.1.1 cannot be told another keep alive: refused as Mosquitto does (CONNACK 2).
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
     let (keep_alive, server_keep_alive) =
         negotiate_keep_alive(v, connect.keep_alive, config.max_keepalive);
     let expiry = match v {
