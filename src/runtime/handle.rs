@@ -26,6 +26,11 @@ pub enum StartError {
     NoListener,
     #[error(transparent)]
     Security(#[from] crate::auth::AuthError),
+    #[error("TLS on listener {port}: {source}")]
+    Tls {
+        port: u16,
+        source: super::tls::TlsError,
+    },
 }
 
 /// Instructions from the embedding process to a shard.
@@ -66,6 +71,14 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
             ),
             source,
         })?;
+        let mut b = b;
+        if let Some(tls) = &l.tls {
+            let cfg = super::tls::server_config(tls).map_err(|source| StartError::Tls {
+                port: l.port,
+                source,
+            })?;
+            b.tls = Some(cfg);
+        }
         bound.push(b);
     }
     let addrs = bound.iter().map(|b| b.addr).collect();

@@ -10,6 +10,8 @@ pub struct Bound {
     pub index: usize,
     pub socket: mio::net::TcpListener,
     pub addr: SocketAddr,
+    /// rustls configuration of a TLS listener.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// Binds `listener` (port 0 lets the OS pick; the bound address says which).
@@ -34,5 +36,6 @@ pub fn bind(index: usize, listener: &Listener) -> io::Result<Bound> {
         index,
         socket: mio::net::TcpListener::from_std(std_listener),
         addr,
+        tls: None,
     })
 }

@@ -12,6 +12,7 @@ mod handle;
 mod listener;
 mod shard;
 pub mod signals;
+mod tls;
 
 pub use handle::{BrokerHandle, Command, Reloader, StartError, Stopper};
 

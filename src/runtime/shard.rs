@@ -15,6 +15,7 @@ use super::admission::Admission;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::handle::Command;
 use super::listener::Bound;
+use super::tls::TlsConn;
 use crate::broker::{Broker, ConnId};
 use crate::config::Config;
 
@@ -159,6 +160,17 @@ impl Shard {
             let entry = self.conns.vacant_entry();
             let conn = entry.key();
             let mut c = Conn::new(stream, listener_idx);
+            if let Some(cfg) = &listener.tls {
+                // --- TLS hook: the handshake runs inside read/flush.
+                match TlsConn::new(cfg) {
+                    Ok(t) => c.tls = Some(Box::new(t)),
+                    Err(e) => {
+                        crate::log_error!("Error: TLS setup for {peer} failed: {e}");
+                        self.admission.release(listener_idx);
+                        continue;
+                    }
+                }
+            }
             if let Err(e) =
                 self.poll
                     .registry()
@@ -193,6 +205,9 @@ impl Shard {
                 Ok(0) => break ReadOutcome::Closed,
                 Ok(n) => {
                     total += n;
+                    if let Some(identity) = c.tls.as_mut().and_then(|t| t.take_identity()) {
+                        self.broker.set_identity(conn, identity);
+                    }
                     self.broker.on_read(conn, &mut c.rbuf, now);
                     if total >= READ_BUDGET || !self.broker.wants_read(conn) {
                         break ReadOutcome::Budget;
@@ -207,7 +222,9 @@ impl Shard {
             // Idle connections hold no read buffer.
             c.rbuf = bytes::BytesMut::new();
         }
+        let tls_pending = c.tls.as_ref().is_some_and(|t| t.wants_write());
         match outcome {
+            ReadOutcome::Drained if tls_pending => self.flush(conn, now),
             ReadOutcome::Drained => {}
             ReadOutcome::Budget => {
                 if !c.read_pending {
@@ -298,6 +315,9 @@ impl Shard {
         if let Some(out) = self.broker.output(conn) {
             let _ = c.flush(out);
             out.clear();
+        }
+        if let Some(tls) = c.tls.as_mut() {
+            tls.close(&mut c.stream);
         }
         let _ = c.stream.shutdown(Shutdown::Both);
         let _ = self.poll.registry().deregister(&mut c.stream);
