@@ -160,7 +160,7 @@ impl Acl {
         };
         let dangerous = |s: &str| s.contains(['+', '#', '/']);
         let mut patterns = Vec::new();
-        if !username.is_some_and(|u| dangerous(u)) && !dangerous(client_id) {
+        if !username.is_some_and(&dangerous) && !dangerous(client_id) {
             for (p, access) in &self.patterns {
                 if p.contains("%u") && username.is_none() {
                     continue;

@@ -242,8 +242,10 @@ mod tests {
 
     #[test]
     fn per_listener_domains() {
-        let mut c = Config::default();
-        c.allow_anonymous = false;
+        let mut c = Config {
+            allow_anonymous: false,
+            ..Config::default()
+        };
         c.listeners.push(crate::config::Listener::new(1884, None));
         c.listeners[1].allow_anonymous = Some(true);
         let s = Security::open(&c);

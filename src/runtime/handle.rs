@@ -85,7 +85,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     // Password and ACL files: a bad file stops the start, naming file and line.
     let security = Arc::new(Security::load(config)?);
     let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-    let mut shard = Shard::new(0, Arc::clone(config), bound, rx)?;
+    let mut shard = Shard::new(0, config, bound, rx)?;
     shard.set_security(security);
     let waker = shard.waker();
     let thread = std::thread::Builder::new()

@@ -43,7 +43,7 @@ pub struct Shard {
 impl Shard {
     pub fn new(
         id: usize,
-        config: Arc<Config>,
+        config: &Arc<Config>,
         listeners: Vec<Bound>,
         commands: Receiver<Command>,
     ) -> io::Result<Self> {
@@ -58,8 +58,8 @@ impl Shard {
             )?;
         }
         let capacity = config.max_connections.unwrap_or(1024).min(65_536);
-        let broker = Broker::new(Arc::clone(&config), Instant::now());
-        let admission = Admission::new(&config, Instant::now());
+        let broker = Broker::new(Arc::clone(config), Instant::now());
+        let admission = Admission::new(config, Instant::now());
         Ok(Self {
             id,
             poll,
