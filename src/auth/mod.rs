@@ -99,6 +99,14 @@ impl Security {
         })
     }
 
+    /// One domain for every listener (embedding, tests and fuzzing).
+    pub fn with_domain(domain: Domain) -> Self {
+        Self {
+            listeners: Vec::new(),
+            fallback: Arc::new(domain),
+        }
+    }
+
     fn deny_all() -> Self {
         Self {
             listeners: Vec::new(),
