@@ -21,6 +21,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod log;
+pub mod mailbox;
 pub mod metrics;
 pub mod retained;
 pub mod runtime;

@@ -68,6 +68,12 @@ impl Broker {
                     }
                 }
             }
+            ConnState::AwaitHome => {
+                // Pipelined after CONNECT: replayed once the session is in place.
+                if let Some(p) = self.pending.get_mut(&conn) {
+                    p.queued.push(packet);
+                }
+            }
             ConnState::Closing => {}
         }
     }
@@ -172,6 +178,47 @@ impl Broker {
                 return;
             }
         };
+        if self.shards > 1 {
+            // The client id's home shard knows where its session lives [MQTT-3.1.4-3].
+            let home = self.home_of(accepted.client_id.as_str());
+            let control = super::Control::Claim {
+                client_id: accepted.client_id.clone(),
+                conn,
+                conn_uid,
+                clean_start: connect.clean_start,
+            };
+            if let Some(c) = self.conn_mut(conn) {
+                c.state = ConnState::AwaitHome;
+            }
+            self.pending.insert(
+                conn,
+                Box::new(super::shards::PendingConnect {
+                    uid: conn_uid,
+                    connect,
+                    accepted,
+                    queued: Vec::new(),
+                }),
+            );
+            self.send_control(home, control);
+            return;
+        }
+        self.finish_connect(conn, connect, &accepted, None, now);
+    }
+
+    /// Completes an accepted CONNECT: takes over a local session of the same client id,
+    /// resumes it (or `moved`, a session that came from another shard) or starts a new
+    /// one, and sends CONNACK.
+    pub(super) fn finish_connect(
+        &mut self,
+        conn: ConnId,
+        mut connect: Box<Connect>,
+        accepted: &session::Accepted,
+        moved: Option<Box<Session>>,
+        now: Instant,
+    ) {
+        let Some(c) = self.conn(conn) else { return };
+        let (peer, conn_uid, version) = (c.peer, c.uid, connect.protocol);
+        let (listener, security) = (c.listener, Arc::clone(&self.security));
         let client_id = accepted.client_id.clone();
 
         // Takeover: the old connection of this client id is closed [MQTT-3.1.4-3].
@@ -179,14 +226,26 @@ impl Broker {
             .client_ids
             .get(&client_id)
             .and_then(|&k| self.sessions.get(k))
+            .filter(|s| s.forward.is_none())
             .and_then(|s| s.conn)
         {
             crate::log_notice!("Client {client_id} already connected, closing old connection.");
             self.disconnect_with(old, ReasonCode::SESSION_TAKEN_OVER);
             self.end_connection(old, now, true);
         }
+        if let Some(session) = moved {
+            if connect.clean_start {
+                drop(session);
+            } else {
+                self.install(*session);
+            }
+        }
         let mut session_present = false;
-        let existing = self.client_ids.get(&client_id).copied();
+        let existing = self
+            .client_ids
+            .get(&client_id)
+            .copied()
+            .filter(|&k| self.sessions.get(k).is_some_and(|s| s.forward.is_none()));
         let key = match existing {
             // [MQTT-3.1.2-4]: resume the session unless clean start.
             Some(key) if !connect.clean_start => {
@@ -199,10 +258,14 @@ impl Broker {
                 }
                 let uid = self.uid();
                 let session = Session::new(client_id.clone(), uid, self.limits);
+                if let Some(stub) = self.client_ids.get(&client_id).copied() {
+                    self.end_session(stub);
+                }
                 let key = self.sessions.insert(Slot {
                     session,
                     conn: None,
                     paused: Default::default(),
+                    forward: None,
                     security: None,
                 });
                 self.client_ids.insert(client_id.clone(), key);
@@ -213,7 +276,7 @@ impl Broker {
             return;
         };
         let will = connect.will.take();
-        slot.session.attach(now, &connect, &accepted, will);
+        slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
         slot.security = Some(Box::new(ClientSecurity::new(
             &security,
@@ -222,7 +285,7 @@ impl Broker {
             client_id.as_str(),
         )));
         let properties = if version.is_v5() {
-            session::connack_properties(&self.config, &accepted)
+            session::connack_properties(&self.config, accepted)
         } else {
             Properties::default()
         };
@@ -340,7 +403,7 @@ impl Broker {
 
     /// A session just lost its connection: the will now or after its delay, then the
     /// session ends or waits for its expiry.
-    fn session_offline(&mut self, key: usize, will: Option<Will>, now: Instant) {
+    pub(super) fn session_offline(&mut self, key: usize, will: Option<Will>, now: Instant) {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
         };
@@ -381,22 +444,23 @@ impl Broker {
         };
         self.stats.clients_total = self.sessions.len() as u64;
         for filter in slot.session.take_subscriptions() {
-            self.index.remove(filter.as_str(), &key);
+            if self.index.remove(filter.as_str(), &key).is_some() {
+                self.filter_removed(&filter);
+            }
         }
         if self.client_ids.get(slot.session.client_id()) == Some(&key) {
             self.client_ids.remove(slot.session.client_id());
-        }
-        for (p, puid) in slot.paused {
-            if let Some(c) = self.conns.get_mut(p).and_then(Option::as_mut) {
-                if c.uid == puid {
-                    c.blocked_on.retain(|(k, _)| *k != key);
-                    if c.blocked_on.is_empty() && !c.transmit_flag {
-                        c.transmit_flag = true;
-                        self.transmit_ready.push_back(p);
-                    }
-                }
+            if self.shards > 1 && slot.forward.is_none() {
+                let home = self.home_of(slot.session.client_id().as_str());
+                self.send_control(
+                    home,
+                    super::Control::Forget {
+                        client_id: slot.session.client_id().clone(),
+                    },
+                );
             }
         }
+        self.release_paused(key, slot.paused);
     }
 
     /// Publishes a will as a normal message (the Will Delay Interval is not forwarded).

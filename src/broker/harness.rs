@@ -40,9 +40,14 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config: Config) -> Self {
+        Self::new_shard(config, 0, 1)
+    }
+
+    /// Shard `shard` of `shards` (see `tests_shards` for the mesh that connects them).
+    pub fn new_shard(config: Config, shard: usize, shards: usize) -> Self {
         let now = Instant::now();
         Self {
-            broker: Broker::new(Arc::new(config), now),
+            broker: Broker::new_shard(Arc::new(config), shard, shards, now),
             now,
             clients: HashMap::new(),
             stalled: Default::default(),
@@ -104,6 +109,9 @@ impl Harness {
     pub fn drive(&mut self) {
         loop {
             let mut progress = false;
+            if self.broker.has_deferred_work() && self.broker.run_deferred(self.now) {
+                progress = true;
+            }
             while let Some(conn) = self.broker.poll_transmit() {
                 progress = true;
                 self.transmitted.push(conn);

@@ -12,7 +12,10 @@
 //!    empty or WouldBlock (keep WRITABLE interest while non-empty);
 //! 3. `while let Some(conn) = poll_close()` -> flush what can be flushed, then close the
 //!    socket (do NOT call `on_closed` for it afterwards);
-//! 4. sleep until readiness or `poll_timeout()`.
+//! 4. `run_deferred(now)` while `has_deferred_work()` (budgeted retained lookups), and
+//!    move `poll_shard_message()` output into the mailboxes (N > 1);
+//! 5. sleep until readiness, mail or `poll_timeout()` (not at all while deferred work
+//!    remains).
 //!
 //! Back-pressure: `wants_read(conn)` turns false while a connection's messages feed a
 //! subscriber whose queue is full. When it may turn true again, `poll_transmit` yields that
@@ -22,6 +25,7 @@
 mod connect;
 mod out_queue;
 mod route;
+mod shards;
 mod subscribe;
 mod timers;
 
@@ -33,6 +37,8 @@ mod tests_connect;
 mod tests_qos;
 #[cfg(test)]
 mod tests_session;
+#[cfg(test)]
+mod tests_shards;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -52,6 +58,7 @@ use crate::auth::{ClientSecurity, Security};
 use crate::retained::RetainedStore;
 use crate::topic::TopicIndex;
 pub use out_queue::OutQueue;
+pub use shards::{home_shard, Control, ShardId, ShardMsg, ShardReport};
 use timers::{Timer, Timers};
 
 /// Identifies a connection within a shard: the slab key and the mio Token.
@@ -68,6 +75,8 @@ const DEFAULT_OUT_LIMIT: usize = 4 << 20;
 enum ConnState {
     /// Accepted, waiting for CONNECT.
     AwaitConnect,
+    /// CONNECT accepted, waiting for the client id's home shard (N > 1).
+    AwaitHome,
     /// CONNECT accepted; the session's slab key.
     Active(usize),
     /// The broker decided to close; waiting for `poll_close`.
@@ -99,6 +108,9 @@ struct Slot {
     conn: Option<ConnId>,
     /// Publishers (conn, conn uid) paused because this session's queue is full.
     paused: SmallVec<[(ConnId, u64); 2]>,
+    /// A stub left behind by a session that moved to this shard: messages still
+    /// addressed here go there.
+    forward: Option<ShardId>,
     /// Who the session connected as and its ACL (set on every CONNECT).
     security: Option<Box<ClientSecurity>>,
 }
@@ -128,10 +140,41 @@ pub struct Broker {
     targets: Vec<(usize, Subscription)>,
     /// Password and ACL rules (replaced whole on reload).
     security: Arc<Security>,
+    /// This shard and the shard count.
+    shard: ShardId,
+    shards: usize,
+    /// Messages for other shards, in order.
+    outbox: VecDeque<(ShardId, ShardMsg)>,
+    /// Replicated shard-interest index: filter -> shards (other than this one) with a
+    /// subscriber.
+    remote: TopicIndex<ShardId, ()>,
+    /// Local subscriptions per filter (the interest this shard advertises).
+    filter_counts: HashMap<ByteStr, u32>,
+    /// Home-shard directory: client id -> shard holding its session.
+    directory: HashMap<ByteStr, ShardId>,
+    /// CONNECTs waiting for their home shard, by connection.
+    pending: HashMap<ConnId, Box<shards::PendingConnect>>,
+    /// Takeovers postponed until a pending CONNECT of the same client completes.
+    deferred: Vec<Control>,
+    /// Sessions fed by other shards that are over their queue limit.
+    remote_congested: Vec<(usize, u64)>,
+    /// Shard 0: the last report of every shard.
+    reports: Vec<Option<ShardReport>>,
+    loop_lag_us: u64,
+    /// Retained lookups continued by `run_deferred`.
+    retained_jobs: VecDeque<subscribe::RetainedJob>,
 }
 
 impl Broker {
+    /// A single-shard broker (what the sans-IO tests drive).
     pub fn new(config: Arc<Config>, now: Instant) -> Self {
+        Self::new_shard(config, 0, 1, now)
+    }
+
+    /// Shard `shard` of `shards` (session uids are strided by the shard count so they
+    /// stay unique across shards).
+    pub fn new_shard(config: Arc<Config>, shard: ShardId, shards: usize, now: Instant) -> Self {
+        let shards = shards.clamp(1, 64);
         let mut timers = Timers::default();
         if !config.sys_interval.is_zero() {
             timers.push(now, Timer::Sys);
@@ -162,11 +205,23 @@ impl Broker {
             close_ready: VecDeque::new(),
             last_closed: None,
             stats,
-            next_uid: 1,
             max_packet_in,
             out_limit,
             scratch: BytesMut::with_capacity(64 * 1024),
             targets: Vec::new(),
+            next_uid: shard as u64 + 1,
+            shard,
+            shards,
+            outbox: VecDeque::new(),
+            remote: TopicIndex::new(),
+            filter_counts: HashMap::new(),
+            directory: HashMap::new(),
+            pending: HashMap::new(),
+            deferred: Vec::new(),
+            remote_congested: Vec::new(),
+            reports: (0..shards).map(|_| None).collect(),
+            loop_lag_us: 0,
+            retained_jobs: VecDeque::new(),
             security: Arc::new(Security::open(&config_for_security)),
         }
     }
@@ -191,7 +246,7 @@ impl Broker {
     }
 
     fn uid(&mut self) -> u64 {
-        self.next_uid += 1;
+        self.next_uid += self.shards as u64;
         self.next_uid
     }
 
@@ -452,6 +507,11 @@ impl Broker {
             return;
         };
         let paused = std::mem::take(&mut slot.paused);
+        self.release_paused(key, paused);
+    }
+
+    /// Lets the publishers paused on session `key` read again.
+    fn release_paused(&mut self, key: usize, paused: SmallVec<[(ConnId, u64); 2]>) {
         for (p, puid) in paused {
             let Some(c) = self.conns.get_mut(p).and_then(Option::as_mut) else {
                 continue;
@@ -508,7 +568,11 @@ impl Broker {
 
     /// Refreshes the counters that are gauges rather than events.
     fn refresh_gauges(&mut self) {
-        self.stats.clients_total = self.sessions.len() as u64;
+        self.stats.clients_total = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.forward.is_none())
+            .count() as u64;
         self.stats.subscriptions = self.index.len() as u64;
         self.stats.retained = self.retained.len() as u64;
         self.stats.stored = self

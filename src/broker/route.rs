@@ -117,30 +117,63 @@ impl Broker {
         publish.properties.subscription_identifiers.clear();
         if publish.retain {
             // [MQTT-3.3.1-5] [MQTT-3.3.1-10]: store, replace, or delete on empty payload.
-            self.retained.set(RetainedMessage {
+            let retained = RetainedMessage {
                 topic: publish.topic.clone(),
                 payload: publish.payload.clone(),
                 qos: publish.qos,
                 properties: publish.properties.clone(),
-            });
+            };
+            self.replicate_retained(&retained);
+            self.retained.set(retained);
             self.stats.retained = self.retained.len() as u64;
         }
+        let dests = self.remote_dests(publish.topic.as_str());
+        if dests == 0 && !self.index.has_match(publish.topic.as_str()) {
+            return false;
+        }
+        let origin_uid = origin
+            .and_then(|o| self.sessions.get(o.1))
+            .map(|s| s.session.uid());
+        let msg = Arc::new(Message::new(publish, now, origin_uid));
+        let mut remaining = dests;
+        while remaining != 0 {
+            let j = remaining.trailing_zeros() as usize;
+            remaining &= remaining - 1;
+            self.outbox.push_back((
+                j,
+                super::ShardMsg::Publish {
+                    msg: Arc::clone(&msg),
+                    dests,
+                },
+            ));
+        }
+        self.fanout_local(&msg, origin, dests, now) || dests != 0
+    }
+
+    /// Delivers `msg` to this shard's matching subscribers. `origin` is the local
+    /// publisher (for back-pressure), `dests` the shards the message was sent to (a
+    /// forwarding stub skips a shard that got it directly).
+    pub(super) fn fanout_local(
+        &mut self,
+        msg: &Arc<Message>,
+        origin: Option<(ConnId, usize)>,
+        dests: u64,
+        now: Instant,
+    ) -> bool {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.index
-            .for_each_match(publish.topic.as_str(), |k, s| targets.push((*k, *s)));
+            .for_each_match(msg.publish.topic.as_str(), |k, s| targets.push((*k, *s)));
         if targets.is_empty() {
             self.targets = targets;
             return false;
         }
         targets.sort_unstable_by_key(|t| t.0);
-        let origin_key = origin.map(|o| o.1);
-        let origin_uid = origin_key
-            .and_then(|k| self.sessions.get(k))
-            .map(|s| s.session.uid());
-        let msg = Arc::new(Message::new(publish, now, origin_uid));
         let mut frames: [Option<Frame>; 4] = Default::default();
-        let mut fanout = Fanout::default();
+        let mut fanout = Fanout {
+            dests,
+            ..Fanout::default()
+        };
         let mut i = 0;
         while i < targets.len() {
             let key = targets[i].0;
@@ -150,7 +183,10 @@ impl Broker {
             while i < targets.len() && targets[i].0 == key {
                 let sub = targets[i].1;
                 i += 1;
-                if sub.options.no_local && origin_key == Some(key) {
+                if sub.options.no_local
+                    && msg.origin.is_some()
+                    && self.sessions.get(key).map(|s| s.session.uid()) == msg.origin
+                {
                     continue; // [MQTT-3.8.3-3]
                 }
                 // One copy at the highest QoS of the overlapping subscriptions [MQTT-3.3.5-1].
@@ -166,7 +202,7 @@ impl Broker {
             let retain = retain_as_published && msg.publish.retain;
             self.deliver(
                 key,
-                &msg,
+                msg,
                 qos,
                 retain,
                 sub_ids,
@@ -212,6 +248,23 @@ impl Broker {
             }
         }
         fanout.matched = true;
+        if let Some(to) = slot.forward {
+            // A stub: the session moved; forward unless `to` got the message directly.
+            if to < 64 && fanout.dests & (1 << to) == 0 {
+                let control = super::Control::Forward {
+                    client_id: slot.session.client_id().clone(),
+                    uid: slot.session.uid(),
+                    out: Outgoing {
+                        msg: Arc::clone(msg),
+                        qos,
+                        retain,
+                        sub_ids,
+                    },
+                };
+                self.send_control(to, control);
+            }
+            return;
+        }
         let v5 = slot.session.version().is_v5();
         if let Some(conn) = slot.conn {
             let fast = qos == QoS::AtMostOnce
@@ -263,6 +316,28 @@ impl Broker {
             retain,
             sub_ids,
         };
+        self.deliver_outgoing(key, out, publisher, now);
+    }
+
+    /// Offers `out` to session `key` through its QoS window and queue; back-pressures
+    /// the local `publisher` (or, for messages from other shards, this shard's inboxes)
+    /// when the session's queue is full.
+    pub(super) fn deliver_outgoing(
+        &mut self,
+        key: usize,
+        out: Outgoing,
+        publisher: Option<ConnId>,
+        now: Instant,
+    ) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        // ACL (cached): also covers messages forwarded from another shard.
+        if let Some(sec) = slot.security.as_mut() {
+            if !sec.may_read(&out.msg.publish.topic) {
+                return;
+            }
+        }
         match slot.session.deliver(out) {
             Delivery::Sent | Delivery::Queued | Delivery::Skipped => {}
             Delivery::Dropped => {
@@ -276,10 +351,13 @@ impl Broker {
         let connected = slot.conn.is_some();
         if connected {
             let backlogged = slot.session.is_backlogged();
+            let uid = slot.session.uid();
             self.flush_session(key, now);
             if backlogged {
                 if let Some(p) = publisher {
                     self.pause(p, key);
+                } else if !self.remote_congested.contains(&(key, uid)) {
+                    self.remote_congested.push((key, uid));
                 }
                 if let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) {
                     self.arm_stall(conn, now);
@@ -350,6 +428,8 @@ impl Broker {
 #[derive(Debug, Default)]
 struct Fanout {
     matched: bool,
+    /// Shards the message was sent to directly.
+    dests: u64,
     qos0: usize,
     qos0_full: SmallVec<[usize; 4]>,
 }

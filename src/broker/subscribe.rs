@@ -13,7 +13,22 @@ use crate::codec::{Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscr
 use crate::session::{Delivery, Message, Outgoing, Subscription};
 
 use super::Broker;
+use crate::retained::RetainedCursor;
 use crate::topic::TopicFilter;
+
+/// Retained messages handed to one subscription per batch.
+pub(super) const RETAINED_BATCH: usize = 256;
+
+/// A retained lookup in progress for one subscription.
+#[derive(Debug)]
+pub(super) struct RetainedJob {
+    key: usize,
+    uid: u64,
+    filter: TopicFilter,
+    granted: QoS,
+    sub_id: Option<u32>,
+    cursor: RetainedCursor,
+}
 
 impl Broker {
     pub(super) fn on_subscribe(&mut self, key: usize, sub: Subscribe, now: Instant) {
@@ -24,6 +39,7 @@ impl Broker {
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
         let mut retained_for: SmallVec<[(TopicFilter, QoS); 1]> = SmallVec::new();
+        let mut added: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
         for (filter, options) in sub.filters {
             let failure = if v5 {
                 None
@@ -56,7 +72,9 @@ impl Broker {
             };
             // [MQTT-3.8.4-3]: an identical filter replaces the subscription.
             let previous = slot.session.subscribe(filter.clone(), subscription);
-            self.index.insert(&parsed, key, subscription);
+            if self.index.insert(&parsed, key, subscription).is_none() {
+                added.push(filter.clone());
+            }
             crate::log_subscribe!(
                 "{} {} {}",
                 slot.session.client_id(),
@@ -80,6 +98,9 @@ impl Broker {
             properties: Default::default(),
         }));
         self.stats.subscriptions = self.index.len() as u64;
+        for filter in &added {
+            self.filter_added(filter);
+        }
         self.flush_session(key, now);
         for (filter, granted) in retained_for {
             self.send_retained(key, &filter, granted, sub_id, now);
@@ -87,6 +108,8 @@ impl Broker {
     }
 
     /// Retained messages matching `filter`, with RETAIN set [MQTT-3.3.1-8], after SUBACK.
+    /// At most [`RETAINED_BATCH`] now; the rest continue in [`Broker::run_deferred`] so a
+    /// wildcard over a large store cannot stall the shard.
     fn send_retained(
         &mut self,
         key: usize,
@@ -95,12 +118,40 @@ impl Broker {
         sub_id: Option<u32>,
         now: Instant,
     ) {
-        let mut found = Vec::new();
-        self.retained
-            .for_each_match(filter, |m| found.push(Arc::clone(m)));
-        let Some(slot) = self.sessions.get_mut(key) else {
+        let Some(uid) = self.sessions.get(key).map(|s| s.session.uid()) else {
             return;
         };
+        let job = RetainedJob {
+            key,
+            uid,
+            filter: filter.clone(),
+            granted,
+            sub_id,
+            cursor: RetainedCursor::default(),
+        };
+        if let Some(job) = self.retained_batch(job, now) {
+            self.retained_jobs.push_back(job);
+        }
+    }
+
+    /// Hands one batch of a retained lookup to its session; returns the job if more
+    /// remain.
+    fn retained_batch(&mut self, mut job: RetainedJob, now: Instant) -> Option<RetainedJob> {
+        let slot = self.sessions.get(job.key)?;
+        if slot.session.uid() != job.uid {
+            return None; // the session ended
+        }
+        if self.is_congested(job.key, job.uid) {
+            return Some(job); // let its output drain first
+        }
+        let mut found = Vec::new();
+        let done = self.retained.matches_budgeted(
+            &job.filter,
+            &mut job.cursor,
+            RETAINED_BATCH,
+            &mut found,
+        );
+        let slot = self.sessions.get_mut(job.key)?;
         for m in found {
             if !slot
                 .security
@@ -120,15 +171,39 @@ impl Broker {
             };
             let out = Outgoing {
                 msg: Arc::new(Message::new(publish, now, None)),
-                qos: m.qos.min(granted),
+                qos: m.qos.min(job.granted),
                 retain: true,
-                sub_ids: sub_id.into_iter().collect(),
+                sub_ids: job.sub_id.into_iter().collect(),
             };
             if slot.session.deliver(out) == Delivery::Dropped {
                 self.stats.publish_dropped += 1;
             }
         }
-        self.flush_session(key, now);
+        self.flush_session(job.key, now);
+        (!done).then_some(job)
+    }
+
+    /// Whether [`Broker::run_deferred`] has work (the runtime then must not sleep).
+    pub fn has_deferred_work(&self) -> bool {
+        !self.retained_jobs.is_empty()
+    }
+
+    /// Continues deferred work (retained lookups of earlier SUBSCRIBEs), one batch each.
+    /// Returns whether anything progressed (false: every job waits for its subscriber's
+    /// output to drain).
+    pub fn run_deferred(&mut self, now: Instant) -> bool {
+        let mut progressed = false;
+        for _ in 0..self.retained_jobs.len() {
+            let Some(job) = self.retained_jobs.pop_front() else {
+                break;
+            };
+            let congested = self.is_congested(job.key, job.uid);
+            progressed |= !congested;
+            if let Some(job) = self.retained_batch(job, now) {
+                self.retained_jobs.push_back(job);
+            }
+        }
+        progressed
     }
 
     pub(super) fn on_unsubscribe(&mut self, key: usize, unsub: Unsubscribe, now: Instant) {
@@ -136,9 +211,12 @@ impl Broker {
             return;
         };
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
+        let mut removed: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
         for filter in unsub.filters {
             let existed = slot.session.unsubscribe(&filter).is_some();
-            self.index.remove(filter.as_str(), &key);
+            if self.index.remove(filter.as_str(), &key).is_some() {
+                removed.push(filter.clone());
+            }
             crate::log_unsubscribe!("{} {}", slot.session.client_id(), filter);
             reasons.push(if existed {
                 ReasonCode::SUCCESS
@@ -152,6 +230,9 @@ impl Broker {
             properties: Default::default(),
         }));
         self.stats.subscriptions = self.index.len() as u64;
+        for filter in &removed {
+            self.filter_removed(filter);
+        }
         self.flush_session(key, now);
     }
 }

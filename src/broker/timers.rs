@@ -185,14 +185,40 @@ impl Broker {
         self.end_connection(conn, now, true);
     }
 
-    /// Publishes the `$SYS` topics as retained messages.
+    /// Publishes the `$SYS` topics as retained messages. With several shards only shard
+    /// 0 publishes, from the sum of every shard's last report; the others send it theirs.
     fn publish_sys(&mut self, now: Instant) {
         self.refresh_gauges();
         self.stats.update_load(now);
-        for (topic, value) in self.stats.sys_messages(now) {
+        if self.shard != 0 {
+            let report = self.shard_report();
+            self.loop_lag_us = 0;
+            self.send_control(0, super::Control::Report(Box::new(report)));
+            return;
+        }
+        let total = self.aggregate_stats();
+        let mut messages: Vec<(crate::codec::ByteStr, String)> = total
+            .sys_messages(now)
+            .into_iter()
+            .map(|(t, v)| (crate::codec::ByteStr::from_static(t), v))
+            .collect();
+        for (shard, lag, connected) in self.shard_lags() {
+            messages.push((
+                crate::codec::ByteStr::from(format!("$SYS/broker/shards/{shard}/loop_lag_us")),
+                lag.to_string(),
+            ));
+            messages.push((
+                crate::codec::ByteStr::from(format!(
+                    "$SYS/broker/shards/{shard}/clients/connected"
+                )),
+                connected.to_string(),
+            ));
+        }
+        self.loop_lag_us = 0;
+        for (topic, value) in messages {
             let publish = crate::codec::Publish {
                 retain: true,
-                topic: crate::codec::ByteStr::from_static(topic),
+                topic,
                 payload: bytes::Bytes::from(value),
                 ..Default::default()
             };

@@ -3,8 +3,8 @@
 //! before registering a socket and calls [`Admission::release`] when one closes.
 //!
 //! It never touches a socket and keeps no per-connection state beyond a counter per
-//! listener. Counts are per shard: with N shards a limit is split N ways by the kernel's
-//! SO_REUSEPORT hashing, which is exact for one shard.
+//! listener. Counts are per shard: with N shards each gets 1/N of every limit (rounded
+//! up), as the kernel's SO_REUSEPORT hashing spreads connections; exact for one shard.
 
 use std::time::Instant;
 
@@ -39,17 +39,27 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(config: &Config, now: Instant) -> Self {
+    /// This shard's share of the limits of `config` (one of `shards` shards).
+    pub fn new(config: &Config, shards: usize, now: Instant) -> Self {
         let n = config.listeners.len();
+        let shards = shards.max(1);
+        let share = |m: usize| m.div_ceil(shards);
+        let rate = config
+            .max_connection_rate
+            .div_ceil(u32::try_from(shards).unwrap_or(u32::MAX));
         Self {
-            global_max: config.max_connections,
-            listener_max: config.listeners.iter().map(|l| l.max_connections).collect(),
+            global_max: config.max_connections.map(share),
+            listener_max: config
+                .listeners
+                .iter()
+                .map(|l| l.max_connections.map(share))
+                .collect(),
             open: vec![0; n],
             total: 0,
-            rate: config.max_connection_rate,
+            rate,
             buckets: (0..n)
                 .map(|_| Bucket {
-                    tokens: f64::from(config.max_connection_rate),
+                    tokens: f64::from(rate),
                     last: now,
                 })
                 .collect(),
@@ -141,7 +151,7 @@ mod tests {
         c.listeners[0].max_connections = Some(1);
         c.max_connections = Some(3);
         let now = Instant::now();
-        let mut a = Admission::new(&c, now);
+        let mut a = Admission::new(&c, 1, now);
         assert_eq!(a.admit(0, now), Ok(()));
         assert_eq!(a.admit(0, now), Err(Refusal::MaxConnections));
         assert_eq!(a.admit(1, now), Ok(()));
@@ -156,7 +166,7 @@ mod tests {
         let mut c = Config::with_listener("127.0.0.1:0".parse().unwrap());
         c.max_connection_rate = 2;
         let t0 = Instant::now();
-        let mut a = Admission::new(&c, t0);
+        let mut a = Admission::new(&c, 1, t0);
         assert_eq!(a.admit(0, t0), Ok(()));
         assert_eq!(a.admit(0, t0), Ok(()));
         assert_eq!(a.admit(0, t0), Err(Refusal::Rate));

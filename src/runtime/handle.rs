@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::listener;
 use super::shard::Shard;
 use crate::auth::Security;
+use crate::broker::ShardMsg;
 use crate::codec::Publish;
 use crate::config::Config;
 
@@ -57,47 +58,96 @@ pub struct BrokerHandle {
     config: Arc<Config>,
 }
 
+/// Messages a mailbox ring holds between two shards before the sender spills into its
+/// overflow and stops reading its publishers.
+const MAILBOX_CAPACITY: usize = 16 * 1024;
+
+/// How many shards to run: `threads` from the config, else the CPUs this process may use.
+fn shard_count(config: &Config, cpus: &[usize]) -> usize {
+    config
+        .threads
+        .unwrap_or_else(|| cpus.len().max(1))
+        .clamp(1, crate::mailbox::MAX_SHARDS)
+}
+
 pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     if config.listeners.is_empty() {
         return Err(StartError::NoListener);
     }
-    let mut bound = Vec::with_capacity(config.listeners.len());
+    let cpus = listener::allowed_cpus();
+    let n = shard_count(config, &cpus);
+    // Shard 0 binds what the config asks for; the others bind the port it got.
+    let mut per_shard: Vec<Vec<listener::Bound>> = (0..n).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::with_capacity(config.listeners.len());
     for (i, l) in config.listeners.iter().enumerate() {
-        let b = listener::bind(i, l).map_err(|source| StartError::Bind {
+        let bind_err = |source| StartError::Bind {
             addr: format!(
                 "{}:{}",
                 l.bind_address.as_deref().unwrap_or("0.0.0.0"),
                 l.port
             ),
             source,
-        })?;
-        let mut b = b;
-        if let Some(tls) = &l.tls {
-            let cfg = super::tls::server_config(tls).map_err(|source| StartError::Tls {
+        };
+        // --- TLS hook: one rustls configuration per TLS listener, shared by the shards.
+        let tls = match &l.tls {
+            Some(t) => Some(super::tls::server_config(t).map_err(|source| StartError::Tls {
                 port: l.port,
                 source,
-            })?;
-            b.tls = Some(cfg);
+            })?),
+            None => None,
+        };
+        let wanted = listener::resolve(l).map_err(bind_err)?;
+        let mut first = listener::bind(i, wanted, true).map_err(bind_err)?;
+        first.tls.clone_from(&tls);
+        let addr = first.addr;
+        addrs.push(addr);
+        per_shard[0].push(first);
+        for shard in per_shard.iter_mut().skip(1) {
+            let mut b = listener::bind(i, addr, false).map_err(bind_err)?;
+            b.tls.clone_from(&tls);
+            shard.push(b);
         }
-        bound.push(b);
     }
-    let addrs = bound.iter().map(|b| b.addr).collect();
     // Password and ACL files: a bad file stops the start, naming file and line.
     let security = Arc::new(Security::load(config)?);
-    let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-    let mut shard = Shard::new(0, config, bound, rx)?;
-    shard.set_security(security);
-    let waker = shard.waker();
-    let thread = std::thread::Builder::new()
-        .name("shardmq-shard-0".into())
-        .spawn(move || shard.run())?;
-    Ok(BrokerHandle {
-        addrs,
-        shards: vec![ShardControl {
+    let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY);
+    let mut shards = Vec::with_capacity(n);
+    let mut controls = Vec::with_capacity(n);
+    for (id, ((outbox, inbox), bound)) in mesh.into_iter().zip(per_shard).enumerate() {
+        let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
+        let mut shard = Shard::new(id, n, config, bound, rx, outbox, inbox)?;
+        shard.set_security(Arc::clone(&security));
+        controls.push((tx, shard.waker()));
+        shards.push(shard);
+    }
+    let wakers: Arc<[Arc<mio::Waker>]> = controls.iter().map(|(_, w)| Arc::clone(w)).collect();
+    let mut handles = Vec::with_capacity(n);
+    for (mut shard, (tx, waker)) in shards.into_iter().zip(controls) {
+        shard.set_peers(Arc::clone(&wakers));
+        let id = shard.id();
+        let cpu = (!cpus.is_empty() && n > 1).then(|| cpus[id % cpus.len()]);
+        let thread = std::thread::Builder::new()
+            .name(format!("shardmq-shard-{id}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if let Err(e) = listener::pin_current_thread(cpu) {
+                        crate::log_warning!("Warning: cannot pin shard {id} to CPU {cpu}: {e}");
+                    }
+                }
+                shard.run();
+            })?;
+        handles.push(ShardControl {
             commands: tx,
             waker,
             thread: Some(thread),
-        }],
+        });
+    }
+    if n > 1 {
+        crate::log_notice!("shardmq running {n} shards.");
+    }
+    Ok(BrokerHandle {
+        addrs,
+        shards: handles,
         config: Arc::clone(config),
     })
 }

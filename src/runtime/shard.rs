@@ -1,6 +1,13 @@
-//! One shard: a thread, a mio `Poll`, the connections it owns and the sans-IO broker it
-//! drives. Follows the driver contract in [`crate::broker`]: feed readiness and time in,
-//! drain transmits and closes out, sleep until the next readiness or timeout.
+//! One shard: a thread, a mio `Poll`, the connections it owns, its mailboxes to and from
+//! the other shards, and the sans-IO broker it drives. Follows the driver contract in
+//! [`crate::broker`]: feed readiness, mail and time in, drain transmits, shard messages
+//! and closes out, sleep until the next readiness, mail or timeout.
+//!
+//! Each iteration: poll; handle readiness; drain the inboxes (unless a local subscriber
+//! fed by other shards is over its limit: back-pressure); retry paused reads; timers;
+//! move the broker's shard messages into the rings and publish them once (waking only
+//! sleeping shards); flush connections with writev. While the outbox overflows (a peer's
+//! ring is full) no connection is read, so memory stays bounded.
 
 use std::io;
 use std::net::Shutdown;
@@ -16,17 +23,28 @@ use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::handle::Command;
 use super::listener::Bound;
 use super::tls::TlsConn;
-use crate::broker::{Broker, ConnId};
+use crate::broker::{Broker, ConnId, ShardMsg};
 use crate::config::Config;
+use crate::mailbox::{Inbox, Outbox};
 
 /// Tokens above this are not connections.
 const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// Events handled per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
+/// Messages taken from each inbox ring per iteration.
+const DRAIN_BUDGET: usize = 4096;
+/// How long to sleep while a peer's ring is full (it does not wake us when it drains).
+const BACKLOG_RETRY: Duration = Duration::from_micros(500);
+/// Connections preallocated per shard when `max_connections` is unlimited.
+const DEFAULT_CONNS_PER_SHARD: usize = 4096;
 
 pub struct Shard {
     id: usize,
+    outbox: Outbox<ShardMsg>,
+    inbox: Inbox<ShardMsg>,
+    /// Every shard's waker, by shard id.
+    peers: Arc<[Arc<Waker>]>,
     poll: Poll,
     waker: Arc<Waker>,
     listeners: Vec<Bound>,
@@ -37,15 +55,22 @@ pub struct Shard {
     /// by the broker): edge-triggered readiness will not report them again.
     read_pending: Vec<ConnId>,
     stopping: bool,
+    /// The last `run_deferred` progressed: run it again without sleeping.
+    deferred_progress: bool,
+    /// `max_connections` (global and per listener, this shard's share) and
+    /// `max_connection_rate`.
     admission: Admission,
 }
 
 impl Shard {
     pub fn new(
         id: usize,
+        shards: usize,
         config: &Arc<Config>,
         listeners: Vec<Bound>,
         commands: Receiver<Command>,
+        outbox: Outbox<ShardMsg>,
+        inbox: Inbox<ShardMsg>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -57,11 +82,15 @@ impl Shard {
                 Interest::READABLE,
             )?;
         }
-        let capacity = config.max_connections.unwrap_or(1024).min(65_536);
-        let broker = Broker::new(Arc::clone(config), Instant::now());
-        let admission = Admission::new(config, Instant::now());
+        let max_conns = config.max_connections.map(|m| m.div_ceil(shards.max(1)));
+        let capacity = max_conns.unwrap_or(DEFAULT_CONNS_PER_SHARD).min(65_536);
+        let broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
+        let admission = Admission::new(config, shards, Instant::now());
         Ok(Self {
             id,
+            outbox,
+            inbox,
+            peers: Arc::from(Vec::new()),
             poll,
             waker,
             listeners,
@@ -70,6 +99,7 @@ impl Shard {
             commands,
             read_pending: Vec::new(),
             stopping: false,
+            deferred_progress: false,
             admission,
         })
     }
@@ -83,19 +113,23 @@ impl Shard {
         Arc::clone(&self.waker)
     }
 
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Every shard's waker (set before the thread starts).
+    pub fn set_peers(&mut self, peers: Arc<[Arc<Waker>]>) {
+        self.peers = peers;
+    }
+
     /// Runs the event loop until a `Shutdown` command.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         while !self.stopping {
-            let now = Instant::now();
-            let timeout = if self.read_pending.is_empty() {
-                self.broker
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(now))
-            } else {
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let timeout = self.sleep_timeout();
+            let poll = self.poll.poll(&mut events, timeout);
+            self.inbox.parker().awake();
+            if let Err(e) = poll {
                 if e.kind() != io::ErrorKind::Interrupted {
                     crate::log_error!("Error: shard {} poll failed: {e}", self.id);
                     break;
@@ -116,13 +150,75 @@ impl Shard {
                     }
                 }
             }
+            if self.broker.accepts_remote() {
+                let broker = &mut self.broker;
+                self.inbox.drain(DRAIN_BUDGET, |from, msg| {
+                    broker.on_shard_message(from, msg, now)
+                });
+            }
             self.retry_pending_reads(now);
             if self.broker.poll_timeout().is_some_and(|t| t <= now) {
                 self.broker.on_timeout(now);
             }
+            self.deferred_progress =
+                self.broker.has_deferred_work() && self.broker.run_deferred(now);
+            self.send_mail(now);
             self.transmit(now);
+            // Loop lag: how long readiness seen at `now` may have waited for this
+            // iteration to finish.
+            let lag = now.elapsed();
+            self.broker
+                .set_loop_lag(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
         }
         self.shutdown();
+    }
+
+    /// How long `poll` may block: not at all while work is waiting, briefly while a peer
+    /// ring is full, else until the broker's next timer (announcing the sleep to the
+    /// other shards so that their next message wakes us).
+    fn sleep_timeout(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let timer = self
+            .broker
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now));
+        let backlogged = self.outbox.backlog() > 0;
+        if self.deferred_progress
+            || (!backlogged && self.read_pending.iter().any(|&c| self.broker.wants_read(c)))
+        {
+            return Some(Duration::ZERO);
+        }
+        let accepts = self.broker.accepts_remote();
+        if accepts {
+            self.inbox.parker().prepare_sleep();
+            if self.inbox.has_mail() {
+                self.inbox.parker().awake();
+                return Some(Duration::ZERO);
+            }
+        }
+        if backlogged {
+            return Some(timer.map_or(BACKLOG_RETRY, |t| t.min(BACKLOG_RETRY)));
+        }
+        timer
+    }
+
+    /// Moves the broker's messages for other shards into the rings (looping back those
+    /// for this shard) and publishes them, waking sleeping shards.
+    fn send_mail(&mut self, now: Instant) {
+        while let Some((to, msg)) = self.broker.poll_shard_message() {
+            if to == self.id {
+                self.broker.on_shard_message(to, msg, now);
+            } else if let Err(msg) = self.outbox.send(to, msg) {
+                drop(msg);
+                crate::log_error!("Error: shard {} has no mailbox to shard {to}.", self.id);
+            }
+        }
+        let peers = &self.peers;
+        self.outbox.flush(|j| {
+            if let Some(w) = peers.get(j) {
+                let _ = w.wake();
+            }
+        });
     }
 
     fn drain_commands(&mut self, now: Instant) {
@@ -192,7 +288,7 @@ impl Shard {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        if !self.broker.wants_read(conn) {
+        if !self.broker.wants_read(conn) || self.outbox.backlog() > 0 {
             if !c.read_pending {
                 c.read_pending = true;
                 self.read_pending.push(conn);

@@ -1,0 +1,602 @@
+//! The cross-shard side of the broker: the messages shards exchange through their
+//! mailboxes ([`ShardMsg`]), the replicated shard-interest index, client-id home shards
+//! and the session-move (takeover) protocol, retained replication and $SYS reports.
+//!
+//! Protocol summary (N > 1 shards):
+//! - Interest: when a shard's local index gains its first subscription to a filter it
+//!   tells every other shard `Interest{add}`; when it loses the last, `Interest{remove}`.
+//!   Each shard keeps `remote: TopicIndex<ShardId, ()>` and sends one `Arc<Message>` per
+//!   interested shard, tagged with the destination set.
+//! - Retained: every shard holds a replica; a retained PUBLISH is applied locally and
+//!   broadcast (`Retain`), so SUBSCRIBE reads the local replica without a round trip.
+//! - Sessions: client id -> home shard `fnv(id) % N` holds the directory (client id ->
+//!   shard where the session lives). CONNECT on k sends `Claim` to the home, which
+//!   records k and sends `Takeover` to the previous owner s (or `Moved{None}` straight to
+//!   k). s closes the old connection, and for a resumed persistent session moves the
+//!   `Session` itself (subscriptions, inflight, queue) to k in `Moved`, leaving a stub
+//!   that forwards messages still addressed to s (unless k got them directly, per the
+//!   destination set) until k says `Installed`.
+//!
+//! It never blocks and never touches a mailbox itself: the runtime drains
+//! [`Broker::poll_shard_message`] into the rings and feeds what arrives into
+//! [`Broker::on_shard_message`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::codec::ByteStr;
+use crate::metrics::Stats;
+use crate::retained::RetainedMessage;
+use crate::session::{Message, Outgoing, Session};
+use crate::topic::TopicFilter;
+
+use super::{Broker, ConnId, ConnState};
+
+/// Index of a shard (0..N, N <= 64).
+pub type ShardId = usize;
+
+/// One message between shards. Publishes are the hot case and stay small; control
+/// messages are boxed.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Deliver to the receiver's local subscribers. `dests` is the set of shards the
+    /// sender addressed (bit j = shard j).
+    Publish {
+        msg: Arc<Message>,
+        dests: u64,
+    },
+    Control(Box<Control>),
+}
+
+/// Rare cross-shard messages.
+#[derive(Debug)]
+pub enum Control {
+    /// The sender's local index gained (or lost) its only subscriptions to `filter`.
+    Interest { filter: ByteStr, add: bool },
+    /// A retained message was set (empty payload: deleted) on the sender.
+    Retain(Box<RetainedMessage>),
+    /// To the home shard: a CONNECT for `client_id` arrived on the sender.
+    Claim {
+        client_id: ByteStr,
+        conn: ConnId,
+        conn_uid: u64,
+        clean_start: bool,
+    },
+    /// From the home shard to the shard holding the session: hand it to `to`.
+    Takeover {
+        client_id: ByteStr,
+        to: ShardId,
+        conn: ConnId,
+        conn_uid: u64,
+        clean_start: bool,
+    },
+    /// To the connecting shard: the previous session (resumed) or none.
+    Moved {
+        client_id: ByteStr,
+        conn: ConnId,
+        conn_uid: u64,
+        session: Option<Box<Session>>,
+    },
+    /// To the previous owner: the moved session is installed, drop the stub.
+    Installed { client_id: ByteStr, uid: u64 },
+    /// To the home shard: the session of `client_id` on the sender ended.
+    Forget { client_id: ByteStr },
+    /// From a stub: a message for the moved session `uid`.
+    Forward {
+        client_id: ByteStr,
+        uid: u64,
+        out: Outgoing,
+    },
+    /// To shard 0 every `sys_interval`: the sender's counters.
+    Report(Box<ShardReport>),
+}
+
+/// What one shard tells shard 0 for `$SYS`.
+#[derive(Debug, Clone)]
+pub struct ShardReport {
+    pub shard: ShardId,
+    pub stats: Stats,
+    /// Event-loop lag (readiness to handling, worst of the last interval), microseconds.
+    pub loop_lag_us: u64,
+}
+
+/// A CONNECT waiting for its home shard's answer.
+#[derive(Debug)]
+pub(super) struct PendingConnect {
+    pub uid: u64,
+    pub connect: Box<crate::codec::Connect>,
+    pub accepted: crate::session::Accepted,
+    /// Packets the client pipelined after CONNECT, replayed once it completes.
+    pub queued: Vec<crate::codec::Packet>,
+}
+
+/// FNV-1a: stable across shards and runs, cheap for short client ids.
+pub fn home_shard(client_id: &str, shards: usize) -> ShardId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in client_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
+
+impl Broker {
+    /// Next message for another shard (or for this one: loop it back through
+    /// `on_shard_message`). Drain after every call into the broker.
+    #[must_use]
+    pub fn poll_shard_message(&mut self) -> Option<(ShardId, ShardMsg)> {
+        self.outbox.pop_front()
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards
+    }
+
+    /// False while a connected session fed by other shards is over its queue limit: the
+    /// runtime then stops draining its inboxes, so the senders' rings fill and they stop
+    /// reading their publishers (cross-shard back-pressure).
+    pub fn accepts_remote(&mut self) -> bool {
+        if self.remote_congested.is_empty() {
+            return true;
+        }
+        let mut list = std::mem::take(&mut self.remote_congested);
+        list.retain(|&(k, u)| self.is_congested(k, u));
+        self.remote_congested = list;
+        self.remote_congested.is_empty()
+    }
+
+    /// The runtime's measure of this shard's event-loop lag, microseconds.
+    pub fn set_loop_lag(&mut self, us: u64) {
+        self.loop_lag_us = self.loop_lag_us.max(us);
+    }
+
+    pub fn loop_lag_us(&self) -> u64 {
+        self.loop_lag_us
+    }
+
+    pub(super) fn send_control(&mut self, to: ShardId, control: Control) {
+        self.outbox
+            .push_back((to, ShardMsg::Control(Box::new(control))));
+    }
+
+    fn broadcast(&mut self, mut make: impl FnMut() -> Control) {
+        for j in 0..self.shards {
+            if j != self.shard {
+                self.send_control(j, make());
+            }
+        }
+    }
+
+    pub(super) fn home_of(&self, client_id: &str) -> ShardId {
+        home_shard(client_id, self.shards)
+    }
+
+    /// The local index gained a subscription to `filter`.
+    pub(super) fn filter_added(&mut self, filter: &ByteStr) {
+        if self.shards <= 1 {
+            return;
+        }
+        let n = self.filter_counts.entry(filter.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.broadcast(|| Control::Interest {
+                filter: filter.clone(),
+                add: true,
+            });
+        }
+    }
+
+    /// The local index lost a subscription to `filter`.
+    pub(super) fn filter_removed(&mut self, filter: &ByteStr) {
+        if self.shards <= 1 {
+            return;
+        }
+        let Some(n) = self.filter_counts.get_mut(filter) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.filter_counts.remove(filter);
+            self.broadcast(|| Control::Interest {
+                filter: filter.clone(),
+                add: false,
+            });
+        }
+    }
+
+    /// Sends a retained set to every other shard's replica.
+    pub(super) fn replicate_retained(&mut self, msg: &RetainedMessage) {
+        if self.shards > 1 {
+            self.broadcast(|| Control::Retain(Box::new(msg.clone())));
+        }
+    }
+
+    /// Shards (other than this one) with a subscriber matching `topic`.
+    pub(super) fn remote_dests(&self, topic: &str) -> u64 {
+        let mut dests = 0u64;
+        if self.shards > 1 {
+            self.remote.for_each_match(topic, |&j, ()| {
+                if j < 64 {
+                    dests |= 1 << j;
+                }
+            });
+        }
+        dests
+    }
+
+    /// Hands one message to another shard.
+    pub fn on_shard_message(&mut self, from: ShardId, msg: ShardMsg, now: Instant) {
+        match msg {
+            ShardMsg::Publish { msg, dests } => {
+                self.fanout_local(&msg, None, dests, now);
+            }
+            ShardMsg::Control(c) => self.on_control(from, *c, now),
+        }
+    }
+
+    fn on_control(&mut self, from: ShardId, control: Control, now: Instant) {
+        match control {
+            Control::Interest { filter, add } => {
+                if add {
+                    if let Ok(f) = TopicFilter::try_from(filter) {
+                        self.remote.insert(&f, from, ());
+                    }
+                } else {
+                    self.remote.remove(filter.as_str(), &from);
+                }
+            }
+            Control::Retain(m) => {
+                self.retained.set(*m);
+                self.stats.retained = self.retained.len() as u64;
+            }
+            Control::Claim {
+                client_id,
+                conn,
+                conn_uid,
+                clean_start,
+            } => match self.directory.insert(client_id.clone(), from) {
+                Some(owner) => self.send_control(
+                    owner,
+                    Control::Takeover {
+                        client_id,
+                        to: from,
+                        conn,
+                        conn_uid,
+                        clean_start,
+                    },
+                ),
+                None => self.send_control(
+                    from,
+                    Control::Moved {
+                        client_id,
+                        conn,
+                        conn_uid,
+                        session: None,
+                    },
+                ),
+            },
+            Control::Takeover {
+                client_id,
+                to,
+                conn,
+                conn_uid,
+                clean_start,
+            } => self.on_takeover(client_id, to, conn, conn_uid, clean_start, now),
+            Control::Moved {
+                client_id,
+                conn,
+                conn_uid,
+                session,
+            } => self.on_moved(from, &client_id, conn, conn_uid, session, now),
+            Control::Installed { client_id, uid } => {
+                if let Some(&key) = self.client_ids.get(&client_id) {
+                    let is_stub = self
+                        .sessions
+                        .get(key)
+                        .is_some_and(|s| s.forward.is_some() && s.session.uid() == uid);
+                    if is_stub {
+                        self.end_session(key);
+                    }
+                }
+            }
+            Control::Forget { client_id } => {
+                if self.directory.get(&client_id) == Some(&from) {
+                    self.directory.remove(&client_id);
+                }
+            }
+            Control::Forward {
+                client_id,
+                uid,
+                out,
+            } => {
+                let Some(&key) = self.client_ids.get(&client_id) else {
+                    return;
+                };
+                let ok = self
+                    .sessions
+                    .get(key)
+                    .is_some_and(|s| s.session.uid() == uid && s.forward.is_none());
+                if ok {
+                    self.deliver_outgoing(key, out, None, now);
+                }
+            }
+            Control::Report(r) => {
+                if let Some(slot) = self.reports.get_mut(r.shard) {
+                    *slot = Some(*r);
+                }
+            }
+        }
+    }
+
+    /// Whether a CONNECT of `client_id` other than `except` (connection, uid) waits for
+    /// its home shard here.
+    fn pending_for(&self, client_id: &ByteStr, except: Option<(ConnId, u64)>) -> bool {
+        self.pending
+            .iter()
+            .any(|(&c, p)| &p.accepted.client_id == client_id && except != Some((c, p.uid)))
+    }
+
+    fn on_takeover(
+        &mut self,
+        client_id: ByteStr,
+        to: ShardId,
+        conn: ConnId,
+        conn_uid: u64,
+        clean_start: bool,
+        now: Instant,
+    ) {
+        let target = (to == self.shard).then_some((conn, conn_uid));
+        if self.pending_for(&client_id, target) {
+            // Our own earlier CONNECT for this id has not completed: take over after it
+            // does.
+            self.deferred.push(Control::Takeover {
+                client_id,
+                to,
+                conn,
+                conn_uid,
+                clean_start,
+            });
+            return;
+        }
+        let mut session = None;
+        if to != self.shard {
+            if let Some(&key) = self.client_ids.get(&client_id) {
+                let old = self
+                    .sessions
+                    .get(key)
+                    .filter(|s| s.forward.is_none())
+                    .and_then(|s| s.conn);
+                if let Some(old) = old {
+                    crate::log_notice!(
+                        "Client {client_id} already connected, closing old connection."
+                    );
+                    self.disconnect_with(old, crate::codec::ReasonCode::SESSION_TAKEN_OVER);
+                    self.end_connection(old, now, true);
+                }
+                // end_connection may have ended a non-persistent session.
+                if let Some(&key) = self.client_ids.get(&client_id) {
+                    if self.sessions.get(key).is_some_and(|s| s.forward.is_none()) {
+                        if clean_start {
+                            self.end_session(key); // [MQTT-3.1.2-6]
+                        } else {
+                            session = self.move_out(key, to);
+                        }
+                    }
+                }
+            }
+        }
+        self.send_control(
+            to,
+            Control::Moved {
+                client_id,
+                conn,
+                conn_uid,
+                session,
+            },
+        );
+    }
+
+    /// Takes the session out of slot `key`, leaving a forwarding stub with the same
+    /// subscriptions in its place.
+    fn move_out(&mut self, key: usize, to: ShardId) -> Option<Box<Session>> {
+        let limits = self.limits;
+        let slot = self.sessions.get_mut(key)?;
+        let mut stub = Session::new(slot.session.client_id().clone(), slot.session.uid(), limits);
+        for (f, s) in slot.session.subscriptions() {
+            stub.subscribe(f.clone(), *s);
+        }
+        let session = std::mem::replace(&mut slot.session, stub);
+        slot.forward = Some(to);
+        crate::log_notice!(
+            "Client {} session moved from shard {} to shard {to}.",
+            session.client_id(),
+            self.shard
+        );
+        let paused = std::mem::take(&mut slot.paused);
+        self.release_paused(key, paused);
+        Some(Box::new(session))
+    }
+
+    fn on_moved(
+        &mut self,
+        from: ShardId,
+        client_id: &ByteStr,
+        conn: ConnId,
+        conn_uid: u64,
+        session: Option<Box<Session>>,
+        now: Instant,
+    ) {
+        let moved_uid = session.as_ref().map(|s| s.uid());
+        let pending = match self.pending.remove(&conn) {
+            Some(p) if p.uid == conn_uid => Some(p),
+            Some(p) => {
+                self.pending.insert(conn, p);
+                None
+            }
+            None => None,
+        };
+        let live = pending.is_some()
+            && self
+                .conn(conn)
+                .is_some_and(|c| c.uid == conn_uid && c.state == ConnState::AwaitHome);
+        match (pending, live) {
+            (Some(p), true) => {
+                let p = *p;
+                self.finish_connect(conn, p.connect, &p.accepted, session, now);
+                for packet in p.queued {
+                    self.handle_packet(conn, packet, now);
+                }
+            }
+            _ => {
+                // The client left before its session arrived: keep the session offline here.
+                if let Some(session) = session {
+                    let key = self.install(*session);
+                    self.session_offline(key, None, now);
+                } else {
+                    let home = self.home_of(client_id.as_str());
+                    self.send_control(
+                        home,
+                        Control::Forget {
+                            client_id: client_id.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(uid) = moved_uid {
+            if from != self.shard {
+                self.send_control(
+                    from,
+                    Control::Installed {
+                        client_id: client_id.clone(),
+                        uid,
+                    },
+                );
+            }
+        }
+        // Takeovers that arrived while this CONNECT was pending.
+        if !self.deferred.is_empty() && !self.pending_for(client_id, None) {
+            let deferred = std::mem::take(&mut self.deferred);
+            for c in deferred {
+                self.on_control(self.shard, c, now);
+            }
+        }
+    }
+
+    /// Puts a session that arrived from another shard into the slab and the index.
+    pub(super) fn install(&mut self, session: Session) -> usize {
+        if let Some(&old) = self.client_ids.get(session.client_id()) {
+            // A stub (or stale entry) of the same client: the moved session wins.
+            self.end_session(old);
+        }
+        let client_id = session.client_id().clone();
+        let filters: Vec<(ByteStr, crate::session::Subscription)> = session
+            .subscriptions()
+            .map(|(f, s)| (f.clone(), *s))
+            .collect();
+        let key = self.sessions.insert(super::Slot {
+            session,
+            conn: None,
+            paused: Default::default(),
+            forward: None,
+            // Set again by `finish_connect` right after the move.
+            security: None,
+        });
+        self.client_ids.insert(client_id, key);
+        for (filter, sub) in filters {
+            if let Ok(parsed) = TopicFilter::try_from(filter.clone()) {
+                self.index.insert(&parsed, key, sub);
+                self.filter_added(&filter);
+            }
+        }
+        self.stats.clients_total = self.sessions.len() as u64;
+        key
+    }
+
+    /// This shard's counters for $SYS, with gauges refreshed.
+    pub fn shard_report(&mut self) -> ShardReport {
+        self.refresh_gauges();
+        ShardReport {
+            shard: self.shard,
+            stats: self.stats.clone(),
+            loop_lag_us: self.loop_lag_us,
+        }
+    }
+
+    /// Shard 0: the sum of every shard's last report and its own counters.
+    pub(super) fn aggregate_stats(&self) -> Stats {
+        let mut total = self.stats.clone();
+        for r in self.reports.iter().flatten() {
+            if r.shard == self.shard {
+                continue;
+            }
+            let s = &r.stats;
+            total.clients_connected += s.clients_connected;
+            total.clients_total += s.clients_total;
+            total.clients_maximum += s.clients_maximum;
+            total.connections_accepted += s.connections_accepted;
+            total.messages_received += s.messages_received;
+            total.messages_sent += s.messages_sent;
+            total.publish_received += s.publish_received;
+            total.publish_sent += s.publish_sent;
+            total.publish_dropped += s.publish_dropped;
+            total.bytes_received += s.bytes_received;
+            total.bytes_sent += s.bytes_sent;
+            total.subscriptions += s.subscriptions;
+            total.stored += s.stored;
+            for (t, o) in [
+                (&mut total.load_received, &s.load_received),
+                (&mut total.load_sent, &s.load_sent),
+                (&mut total.load_publish_received, &s.load_publish_received),
+                (&mut total.load_publish_sent, &s.load_publish_sent),
+                (&mut total.load_bytes_received, &s.load_bytes_received),
+                (&mut total.load_bytes_sent, &s.load_bytes_sent),
+                (&mut total.load_connections, &s.load_connections),
+            ] {
+                t.one += o.one;
+                t.five += o.five;
+                t.fifteen += o.fifteen;
+            }
+        }
+        total
+    }
+
+    /// Per-shard $SYS values: `(shard, loop lag in microseconds, clients connected)`.
+    pub(super) fn shard_lags(&self) -> Vec<(ShardId, u64, u64)> {
+        let mut out = vec![(self.shard, self.loop_lag_us, self.stats.clients_connected)];
+        for r in self.reports.iter().flatten() {
+            if r.shard != self.shard {
+                out.push((r.shard, r.loop_lag_us, r.stats.clients_connected));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_shard_is_stable_and_in_range() {
+        assert_eq!(home_shard("abc", 1), 0);
+        for n in 1..8 {
+            let h = home_shard("client-42", n);
+            assert!(h < n);
+            assert_eq!(h, home_shard("client-42", n));
+        }
+        let spread: std::collections::HashSet<_> =
+            (0..64).map(|i| home_shard(&format!("c{i}"), 4)).collect();
+        assert_eq!(spread.len(), 4);
+    }
+
+    #[test]
+    fn shard_msg_stays_small() {
+        assert!(std::mem::size_of::<ShardMsg>() <= 24);
+    }
+}

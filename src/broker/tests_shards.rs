@@ -1,0 +1,291 @@
+//! Sans-IO multi-shard scenarios: N brokers joined by in-memory mailboxes (a `Mesh` that
+//! shuttles `poll_shard_message` output into `on_shard_message` until quiet). Covers the
+//! replicated interest index, cross-shard fan-out, retained replication, and the home
+//! shard / session-move protocol.
+#![allow(clippy::unwrap_used)]
+
+use crate::codec::{AckKind, Packet, ProtocolVersion, QoS};
+
+use super::harness::{connect, Harness};
+use super::{ConnId, ShardMsg};
+
+const V4: ProtocolVersion = ProtocolVersion::V311;
+
+struct Mesh {
+    shards: Vec<Harness>,
+    /// Messages that crossed shards (for "nothing sent without interest" checks).
+    publishes_sent: usize,
+}
+
+impl Mesh {
+    fn new(n: usize) -> Self {
+        Self {
+            shards: (0..n)
+                .map(|i| Harness::new_shard(Harness::default_config(), i, n))
+                .collect(),
+            publishes_sent: 0,
+        }
+    }
+
+    /// Delivers every pending shard message (and drives the outputs) until quiet.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = Vec::new();
+            for (i, h) in self.shards.iter_mut().enumerate() {
+                h.drive();
+                while let Some((to, msg)) = h.broker.poll_shard_message() {
+                    moved.push((i, to, msg));
+                }
+            }
+            if moved.is_empty() {
+                return;
+            }
+            for (from, to, msg) in moved {
+                if matches!(msg, ShardMsg::Publish { .. }) {
+                    self.publishes_sent += 1;
+                }
+                let h = &mut self.shards[to];
+                let now = h.now;
+                h.broker.on_shard_message(from, msg, now);
+            }
+        }
+    }
+
+    fn connect(&mut self, shard: usize, id: &str, clean: bool) -> (ConnId, bool) {
+        let h = &mut self.shards[shard];
+        let conn = h.open(V4);
+        h.send(conn, Packet::Connect(Box::new(connect(id, V4, clean))));
+        self.settle();
+        match self.shards[shard].expect(conn) {
+            Packet::ConnAck(a) => {
+                assert_eq!(a.reason.0, 0);
+                (conn, a.session_present)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn interest_index_follows_subscriptions() {
+    let mut m = Mesh::new(2);
+    let (publ, _) = m.connect(0, "pub", true);
+    let (sub, _) = m.connect(1, "sub", true);
+    // No subscriber anywhere: nothing crosses.
+    m.shards[0].publish(publ, "a/b", b"x", QoS::AtMostOnce, false, None);
+    m.settle();
+    assert_eq!(m.publishes_sent, 0);
+    m.shards[1].subscribe(sub, "a/+", QoS::AtMostOnce);
+    m.settle();
+    assert!(m.shards[0].broker.remote.has_match("a/b"));
+    m.shards[0].publish(publ, "a/b", b"x", QoS::AtMostOnce, false, None);
+    m.settle();
+    assert_eq!(m.publishes_sent, 1);
+    assert_eq!(&m.shards[1].expect_publish(sub).payload[..], b"x");
+    // A second subscriber to the same filter on the same shard does not re-announce;
+    // the last one leaving withdraws the interest.
+    let (sub2, _) = m.connect(1, "sub2", true);
+    m.shards[1].subscribe(sub2, "a/+", QoS::AtMostOnce);
+    m.shards[1].drop_conn(sub2);
+    m.settle();
+    assert!(m.shards[0].broker.remote.has_match("a/b"));
+    m.shards[1].drop_conn(sub);
+    m.settle();
+    assert!(!m.shards[0].broker.remote.has_match("a/b"));
+    m.shards[0].publish(publ, "a/b", b"y", QoS::AtMostOnce, false, None);
+    m.settle();
+    assert_eq!(m.publishes_sent, 1);
+}
+
+#[test]
+fn cross_shard_qos1_is_delivered_in_order_and_acknowledged() {
+    let mut m = Mesh::new(3);
+    let (sub1, _) = m.connect(1, "s1", true);
+    let (sub2, _) = m.connect(2, "s2", true);
+    m.shards[1].subscribe(sub1, "t", QoS::AtLeastOnce);
+    m.shards[2].subscribe(sub2, "#", QoS::AtLeastOnce);
+    let (publ, _) = m.connect(0, "p", true);
+    m.settle();
+    for (i, payload) in [&b"1"[..], b"2", b"3"].into_iter().enumerate() {
+        let id = u16::try_from(i + 1).unwrap();
+        m.shards[0].publish(
+            publ,
+            "t",
+            payload.to_vec().leak(),
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+        );
+        assert_eq!(m.shards[0].expect_ack(publ, AckKind::PubAck).packet_id, id);
+    }
+    m.settle();
+    // One Arc per destination shard per message.
+    assert_eq!(m.publishes_sent, 6);
+    for (shard, conn) in [(1, sub1), (2, sub2)] {
+        for want in [b"1", b"2", b"3"] {
+            let p = m.shards[shard].expect_publish(conn);
+            assert_eq!(p.qos, QoS::AtLeastOnce);
+            assert_eq!(&p.payload[..], want);
+        }
+    }
+}
+
+#[test]
+fn retained_messages_are_replicated_to_every_shard() {
+    let mut m = Mesh::new(2);
+    let (publ, _) = m.connect(0, "p", true);
+    m.shards[0].publish(publ, "r/1", b"kept", QoS::AtMostOnce, true, None);
+    m.settle();
+    let (sub, _) = m.connect(1, "s", true);
+    m.shards[1].subscribe(sub, "r/#", QoS::AtMostOnce);
+    let p = m.shards[1].expect_publish(sub);
+    assert!(p.retain);
+    assert_eq!(&p.payload[..], b"kept");
+    // Deleting it (empty payload) deletes every replica.
+    m.shards[0].publish(publ, "r/1", b"", QoS::AtMostOnce, true, None);
+    m.settle();
+    assert_eq!(m.shards[1].broker.retained.len(), 0);
+}
+
+#[test]
+fn reconnect_on_another_shard_moves_the_session_with_its_queue() {
+    let mut m = Mesh::new(2);
+    let (c, present) = m.connect(0, "durable", false);
+    assert!(!present);
+    m.shards[0].subscribe(c, "q/#", QoS::AtLeastOnce);
+    m.shards[0].drop_conn(c);
+    m.settle();
+    let (publ, _) = m.connect(1, "p", true);
+    for (i, payload) in [&b"a"[..], b"b"].into_iter().enumerate() {
+        let id = u16::try_from(i + 1).unwrap();
+        m.shards[1].publish(
+            publ,
+            "q/x",
+            payload.to_vec().leak(),
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+        );
+    }
+    m.settle();
+    let (c2, present) = m.connect(1, "durable", false);
+    assert!(present, "[MQTT-3.2.2-2] session present after the move");
+    for want in [b"a", b"b"] {
+        assert_eq!(&m.shards[1].expect_publish(c2).payload[..], want);
+    }
+    // The stub on shard 0 is gone and the subscription now lives on shard 1 only.
+    assert!(m.shards[0].broker.client_ids.is_empty());
+    assert!(m.shards[0].broker.index.is_empty());
+    assert!(!m.shards[0]
+        .broker
+        .filter_counts
+        .contains_key(&crate::codec::ByteStr::from("q/#")));
+    m.shards[1].publish(publ, "q/y", b"c", QoS::AtLeastOnce, false, Some(3));
+    m.settle();
+    assert_eq!(&m.shards[1].expect_publish(c2).payload[..], b"c");
+    assert!(m.shards[0].clients[&c]
+        .received
+        .iter()
+        .all(|p| !matches!(p, Packet::Publish(_))));
+}
+
+#[test]
+fn live_takeover_across_shards_closes_the_old_connection() {
+    let mut m = Mesh::new(2);
+    let (old, _) = m.connect(0, "dup", false);
+    m.shards[0].subscribe(old, "t", QoS::AtLeastOnce);
+    let (new, present) = m.connect(1, "dup", false);
+    assert!(present);
+    assert!(
+        m.shards[0].is_closed(old),
+        "[MQTT-3.1.4-3] old connection closed"
+    );
+    let (publ, _) = m.connect(0, "p", true);
+    m.shards[0].publish(publ, "t", b"after", QoS::AtLeastOnce, false, Some(1));
+    m.settle();
+    assert_eq!(&m.shards[1].expect_publish(new).payload[..], b"after");
+}
+
+#[test]
+fn stub_forwards_messages_that_raced_the_move() {
+    let mut m = Mesh::new(2);
+    let (c, _) = m.connect(0, "mover", false);
+    m.shards[0].subscribe(c, "t", QoS::AtLeastOnce);
+    m.shards[0].drop_conn(c);
+    m.settle();
+    // Start the move but deliver a publish to the old shard before it completes: the
+    // publisher's shard 1 still believes only shard 0 is interested.
+    let (publ, _) = m.connect(1, "p", true);
+    let conn = m.shards[1].open(V4);
+    m.shards[1].send(conn, Packet::Connect(Box::new(connect("mover", V4, false))));
+    m.shards[1].publish(publ, "t", b"raced", QoS::AtLeastOnce, false, Some(1));
+    m.settle();
+    let ack = m.shards[1].expect(conn);
+    assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
+    assert_eq!(&m.shards[1].expect_publish(conn).payload[..], b"raced");
+    assert!(m.shards[1].recv(conn).is_none(), "delivered once");
+}
+
+#[test]
+fn retained_for_a_wildcard_is_sent_in_budgeted_batches() {
+    let mut h = Harness::new(Harness::default_config());
+    let publ = h.connect("p", V4);
+    let n = super::subscribe::RETAINED_BATCH * 2 + 7;
+    for i in 0..n {
+        let topic: &'static str = format!("r/{i}").leak();
+        h.publish(publ, topic, b"v", QoS::AtMostOnce, true, None);
+    }
+    let sub = h.connect("s", V4);
+    h.send(
+        sub,
+        Packet::Subscribe(crate::codec::Subscribe {
+            packet_id: 1,
+            filters: smallvec::smallvec![(
+                crate::codec::ByteStr::from("r/#"),
+                crate::codec::SubscriptionOptions::default()
+            )],
+            properties: Default::default(),
+        }),
+    );
+    // `send` drives deferred work to the end: SUBACK first, then every retained message.
+    assert!(matches!(h.expect(sub), Packet::SubAck(_)));
+    let mut got = 0;
+    while let Some(Packet::Publish(p)) = h.recv(sub) {
+        assert!(p.retain);
+        got += 1;
+    }
+    assert_eq!(got, n);
+}
+
+#[test]
+fn retained_batches_leave_the_rest_for_later() {
+    let mut h = Harness::new(Harness::default_config());
+    let publ = h.connect("p", V4);
+    for i in 0..(super::subscribe::RETAINED_BATCH + 1) {
+        let topic: &'static str = format!("r/{i}").leak();
+        h.publish(publ, topic, b"v", QoS::AtMostOnce, true, None);
+    }
+    let sub = h.connect("s", V4);
+    let mut buf = bytes::BytesMut::new();
+    crate::codec::encode(
+        &Packet::Subscribe(crate::codec::Subscribe {
+            packet_id: 1,
+            filters: smallvec::smallvec![(
+                crate::codec::ByteStr::from("r/#"),
+                crate::codec::SubscriptionOptions::default()
+            )],
+            properties: Default::default(),
+        }),
+        V4,
+        &mut buf,
+    )
+    .unwrap();
+    let now = h.now;
+    h.broker.on_read(sub, &mut buf, now);
+    assert!(
+        h.broker.has_deferred_work(),
+        "one batch now, the rest deferred"
+    );
+    assert!(h.broker.run_deferred(now));
+    assert!(!h.broker.has_deferred_work());
+}
