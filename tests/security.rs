@@ -460,8 +460,9 @@ fn connection_without_connect_is_closed_after_timeout() {
 
 #[test]
 fn max_connections_per_listener() {
-    // BrokerProc's `listener 0` line comes first, so this applies to that listener.
-    let b = BrokerProc::start("max_connections 2");
+    // BrokerProc's `listener 0` line comes first, so this applies to that listener. One
+    // shard: with N shards each gets 1/N of the limit (SO_REUSEPORT spreads connections).
+    let b = BrokerProc::start("threads 1\nmax_connections 2");
     let _a = connected(b.port, 4, "m1", None, None);
     let _b = connected(b.port, 4, "m2", None, None);
     let mut third = Raw::connect(b.port);
@@ -481,7 +482,7 @@ fn max_connections_per_listener() {
 
 #[test]
 fn max_connection_rate_limits_reconnect_storms() {
-    let b = BrokerProc::start("max_connection_rate 5");
+    let b = BrokerProc::start("threads 1\nmax_connection_rate 5");
     let mut accepted = 0;
     for i in 0..30 {
         let mut r = Raw::connect(b.port);
@@ -540,7 +541,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// receiving afterwards.
 #[test]
 fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
-    let b = BrokerProc::start("max_queued_bytes 1000000\nslow_subscriber_timeout 2");
+    let b = BrokerProc::start("threads 2\nmax_queued_bytes 1000000\nslow_subscriber_timeout 2");
     let mut slow = Raw::connect(b.port);
     slow.send(&connect_packet(4, "slow", None, None));
     assert_eq!(slow.recv().unwrap().first, 0x20);
@@ -566,9 +567,21 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
             .take(frame.len() * 64)
             .collect();
         let mut sent = 0usize;
+        let mut at = 0;
+        // Never abandon a partial frame: a timed-out write resumes where it stopped.
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             use std::io::Write;
-            if p.stream.write_all(&batch).is_ok() {
+            match p.stream.write(&batch[at..]) {
+                Ok(n) => at += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("flooder: {e}"),
+            }
+            if at == batch.len() {
+                at = 0;
                 sent += 64;
             }
         }
@@ -587,7 +600,8 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
     let sent = flooder.join().unwrap();
     assert!(
         got.is_some_and(|p| p.kind() == 3),
-        "no message after the cut-off"
+        "no message after the cut-off; log: {:?}",
+        b.log_lines().iter().rev().take(12).collect::<Vec<_>>()
     );
     assert!(sent > 1000, "flooder sent only {sent}");
     assert!(

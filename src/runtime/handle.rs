@@ -90,10 +90,12 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
         };
         // --- TLS hook: one rustls configuration per TLS listener, shared by the shards.
         let tls = match &l.tls {
-            Some(t) => Some(super::tls::server_config(t).map_err(|source| StartError::Tls {
-                port: l.port,
-                source,
-            })?),
+            Some(t) => Some(
+                super::tls::server_config(t).map_err(|source| StartError::Tls {
+                    port: l.port,
+                    source,
+                })?,
+            ),
             None => None,
         };
         let wanted = listener::resolve(l).map_err(bind_err)?;
