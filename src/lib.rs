@@ -23,6 +23,7 @@ pub mod config;
 pub mod log;
 pub mod mailbox;
 pub mod metrics;
+pub mod persist;
 pub mod retained;
 pub mod runtime;
 pub mod session;

@@ -49,7 +49,11 @@ impl Broker {
                     return;
                 };
                 let mut expired = 0;
+                let is_ack = matches!(packet, Packet::Ack(_));
                 let result = slot.session.handle_packet(now, packet, &mut expired);
+                if is_ack {
+                    self.persist.dirty(key, &slot.session);
+                }
                 self.stats.publish_dropped += expired as u64;
                 match result {
                     Err(err) => self.protocol_error(conn, &err, now),
@@ -325,6 +329,7 @@ impl Broker {
                 accepted.keep_alive
             );
         }
+        self.persist_session_open(key);
         self.flush_session(key, now);
     }
 
@@ -435,6 +440,7 @@ impl Broker {
             }
             SessionExpiry::Never => {}
         }
+        self.persist_session_offline(key, now);
     }
 
     /// Removes a session: its subscriptions leave the index and its client id is freed.
@@ -443,6 +449,10 @@ impl Broker {
             return;
         };
         self.stats.clients_total = self.sessions.len() as u64;
+        if slot.forward.is_none() {
+            // A stub's session lives on (moved to another shard).
+            self.persist_session_gone(slot.session.client_id());
+        }
         for filter in slot.session.take_subscriptions() {
             if self.index.remove(filter.as_str(), &key).is_some() {
                 self.filter_removed(&filter);

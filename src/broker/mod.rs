@@ -17,6 +17,12 @@
 //! 5. sleep until readiness, mail or `poll_timeout()` (not at all while deferred work
 //!    remains).
 //!
+//! With persistence (`enable_persistence`), before writing any output in 2 and 3 (and
+//! before a write on a WRITABLE event): if `has_persist_events()`, `drain_persist` and
+//! append the records (with `persistence_fsync always`, fsync them): acknowledgements
+//! queued this iteration then reach the publisher only after what they acknowledge is
+//! durable.
+//!
 //! Back-pressure: `wants_read(conn)` turns false while a connection's messages feed a
 //! subscriber whose queue is full. When it may turn true again, `poll_transmit` yields that
 //! connection once (its output may be empty): the runtime re-checks `wants_read` for every
@@ -24,6 +30,7 @@
 
 mod connect;
 mod out_queue;
+mod persist_hook; // persistence (src/persist): event hook + restore
 mod route;
 mod shards;
 mod subscribe;
@@ -33,6 +40,8 @@ mod timers;
 mod harness;
 #[cfg(test)]
 mod tests_connect;
+#[cfg(test)]
+mod tests_persist;
 #[cfg(test)]
 mod tests_qos;
 #[cfg(test)]
@@ -140,6 +149,8 @@ pub struct Broker {
     targets: Vec<(usize, Subscription)>,
     /// Password and ACL rules (replaced whole on reload).
     security: Arc<Security>,
+    /// Persistence events for the runtime (empty and unused when persistence is off).
+    persist: persist_hook::PersistHook,
     /// This shard and the shard count.
     shard: ShardId,
     shards: usize,
@@ -209,6 +220,7 @@ impl Broker {
             out_limit,
             scratch: BytesMut::with_capacity(64 * 1024),
             targets: Vec::new(),
+            persist: persist_hook::PersistHook::default(),
             next_uid: shard as u64 + 1,
             shard,
             shards,

@@ -126,6 +126,7 @@ impl Broker {
             self.replicate_retained(&retained);
             self.retained.set(retained);
             self.stats.retained = self.retained.len() as u64;
+            self.persist_retain(&publish);
         }
         let dests = self.remote_dests(publish.topic.as_str());
         if dests == 0 && !self.index.has_match(publish.topic.as_str()) {
@@ -135,6 +136,7 @@ impl Broker {
             .and_then(|o| self.sessions.get(o.1))
             .map(|s| s.session.uid());
         let msg = Arc::new(Message::new(publish, now, origin_uid));
+        self.persist.routed(self.shard, &msg, dests); // before the publisher's ack
         let mut remaining = dests;
         while remaining != 0 {
             let j = remaining.trailing_zeros() as usize;
@@ -338,8 +340,15 @@ impl Broker {
                 return;
             }
         }
+        let persisted = self.persist.wants(&slot.session).then(|| out.clone());
         match slot.session.deliver(out) {
-            Delivery::Sent | Delivery::Queued | Delivery::Skipped => {}
+            Delivery::Sent | Delivery::Queued => {
+                if let Some(o) = persisted {
+                    self.persist
+                        .message(key, &slot.session, &o.msg, (o.qos, o.retain, &o.sub_ids));
+                }
+            }
+            Delivery::Skipped => {}
             Delivery::Dropped => {
                 self.stats.publish_dropped += 1;
                 crate::log_notice!(

@@ -233,6 +233,7 @@ impl Broker {
         match msg {
             ShardMsg::Publish { msg, dests } => {
                 self.fanout_local(&msg, None, dests, now);
+                self.persist.received_remote(from, &msg);
             }
             ShardMsg::Control(c) => self.on_control(from, *c, now),
         }
@@ -411,6 +412,7 @@ impl Broker {
         }
         let session = std::mem::replace(&mut slot.session, stub);
         slot.forward = Some(to);
+        self.persist.moved_out(session.client_id()); // the new shard records it now
         crate::log_notice!(
             "Client {} session moved from shard {} to shard {to}.",
             session.client_id(),

@@ -75,6 +75,8 @@ impl Broker {
             if self.index.insert(&parsed, key, subscription).is_none() {
                 added.push(filter.clone());
             }
+            self.persist
+                .subscribe(&slot.session, &filter, Some(subscription));
             crate::log_subscribe!(
                 "{} {} {}",
                 slot.session.client_id(),
@@ -216,6 +218,9 @@ impl Broker {
             let existed = slot.session.unsubscribe(&filter).is_some();
             if self.index.remove(filter.as_str(), &key).is_some() {
                 removed.push(filter.clone());
+            }
+            if existed {
+                self.persist.subscribe(&slot.session, &filter, None);
             }
             crate::log_unsubscribe!("{} {}", slot.session.client_id(), filter);
             reasons.push(if existed {

@@ -130,6 +130,7 @@ impl Broker {
                     .is_some_and(|(t, _)| *t <= now)
                 {
                     if let Some((_, will)) = slot.session.pending_will.take() {
+                        self.persist_will_done(key);
                         self.publish_will(will, now);
                     }
                 }

@@ -205,6 +205,9 @@ pub struct Config {
     pub persistence_file: String,
     pub autosave_interval: Duration,
     pub autosave_on_changes: bool,
+    /// `persistence_fsync always|interval|never` (shardmq only): when the persistence log
+    /// is fsynced. See [`PersistenceFsync`].
+    pub persistence_fsync: PersistenceFsync,
     pub log: LogConfig,
     /// `sys_interval`; zero disables $SYS updates.
     pub sys_interval: Duration,
@@ -239,6 +242,22 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// When the persistence log is fsynced (`persistence_fsync`). Every setting writes each
+/// event-loop iteration's changes to the log in one write, so a crash of the process
+/// (`kill -9`) loses nothing the kernel has; the setting decides what survives power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PersistenceFsync {
+    /// fdatasync once per iteration before any output is written: a PUBACK / PUBREC is
+    /// sent only once the message it acknowledges is on disk.
+    Always,
+    /// fdatasync at most once per second (the default): power loss may lose the last
+    /// second of acknowledged messages.
+    #[default]
+    Interval,
+    /// Never fsync (the OS writes back when it likes); compaction still syncs snapshots.
+    Never,
+}
+
 impl Default for Config {
     /// The embedded default: like Mosquitto 2 with no config file, one listener on
     /// loopback port 1883 and anonymous clients allowed.
@@ -264,6 +283,7 @@ impl Default for Config {
             persistence_file: "shardmq.db".into(),
             autosave_interval: Duration::from_secs(1800),
             autosave_on_changes: false,
+            persistence_fsync: PersistenceFsync::Interval,
             log: LogConfig::default(),
             sys_interval: Duration::from_secs(10),
             pid_file: None,

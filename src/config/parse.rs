@@ -271,6 +271,16 @@ impl Parser {
             "persistence_file" => self.cfg.persistence_file = line.string()?,
             "autosave_interval" => self.cfg.autosave_interval = line.seconds()?,
             "autosave_on_changes" => self.cfg.autosave_on_changes = line.bool()?,
+            "persistence_fsync" => {
+                self.cfg.persistence_fsync = match line.value()? {
+                    "always" => super::PersistenceFsync::Always,
+                    "interval" => super::PersistenceFsync::Interval,
+                    "never" => super::PersistenceFsync::Never,
+                    other => {
+                        return Err(line.invalid_value(other, "expected always, interval or never"))
+                    }
+                };
+            }
             "persistent_client_expiration" => {
                 self.cfg.persistent_client_expiration = Some(line.expiration()?);
             }

@@ -303,3 +303,17 @@ fn garbage_input_never_panics() {
         let _ = Config::parse_str(i, Path::new("g"));
     }
 }
+
+#[test]
+fn persistence_fsync_values() {
+    assert_eq!(parse("").persistence_fsync, PersistenceFsync::Interval);
+    assert_eq!(
+        parse("persistence_fsync always\n").persistence_fsync,
+        PersistenceFsync::Always
+    );
+    assert_eq!(
+        parse("persistence_fsync never\n").persistence_fsync,
+        PersistenceFsync::Never
+    );
+    assert!(parse_err("persistence_fsync sometimes\n").contains("persistence_fsync"));
+}

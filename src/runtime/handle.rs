@@ -32,6 +32,8 @@ pub enum StartError {
         port: u16,
         source: super::tls::TlsError,
     },
+    #[error("{0}")]
+    Persist(#[from] crate::persist::Error),
 }
 
 /// Instructions from the embedding process to a shard.
@@ -74,6 +76,12 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     if config.listeners.is_empty() {
         return Err(StartError::NoListener);
     }
+    // Persistence is opened (and refuses corrupt data) before any socket is bound.
+    let store = if config.persistence {
+        Some(super::persist::Persister::open_store(config)?)
+    } else {
+        None
+    };
     let cpus = listener::allowed_cpus();
     let n = shard_count(config, &cpus);
     // Shard 0 binds what the config asks for; the others bind the port it got.
@@ -119,8 +127,17 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
         let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
         let mut shard = Shard::new(id, n, config, bound, rx, outbox, inbox)?;
         shard.set_security(Arc::clone(&security));
+        if let Some(store) = &store {
+            shard.set_persister(super::persist::Persister::new(store));
+        }
         controls.push((tx, shard.waker()));
         shards.push(shard);
+    }
+    if let Some(store) = &store {
+        for shard in &mut shards {
+            shard.flush_persist();
+        }
+        super::persist::Persister::finish_restore(store)?;
     }
     let wakers: Arc<[Arc<mio::Waker>]> = controls.iter().map(|(_, w)| Arc::clone(w)).collect();
     let mut handles = Vec::with_capacity(n);

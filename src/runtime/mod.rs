@@ -10,6 +10,7 @@ mod admission;
 mod conn;
 mod handle;
 mod listener;
+mod persist; // persistence driver (src/persist)
 mod shard;
 pub mod signals;
 mod tls;

@@ -22,6 +22,7 @@ use super::admission::Admission;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::handle::Command;
 use super::listener::Bound;
+use super::persist::Persister;
 use super::tls::TlsConn;
 use crate::broker::{Broker, ConnId, ShardMsg};
 use crate::config::Config;
@@ -60,6 +61,8 @@ pub struct Shard {
     /// `max_connections` (global and per listener, this shard's share) and
     /// `max_connection_rate`.
     admission: Admission,
+    /// Persistence (None when off): flushed before any output or mail leaves.
+    persist: Option<Persister>,
 }
 
 impl Shard {
@@ -101,12 +104,30 @@ impl Shard {
             stopping: false,
             deferred_progress: false,
             admission,
+            persist: None,
         })
     }
 
     /// Installs the loaded password / ACL rules (before `run`).
     pub fn set_security(&mut self, security: Arc<crate::auth::Security>) {
         self.broker.set_security(security);
+    }
+
+    /// Turns persistence on and restores this shard's part of the saved state (before
+    /// the thread starts): each session on its home shard, retained on every shard.
+    pub fn set_persister(&mut self, p: Persister) {
+        let (id, shards) = (self.id, self.broker.shard_count());
+        p.restore(&mut self.broker, &|client_id| {
+            crate::broker::home_shard(client_id, shards) == id
+        });
+        self.persist = Some(p);
+    }
+
+    /// Writes what restoring recorded (before the thread starts).
+    pub fn flush_persist(&mut self) {
+        if let Some(p) = &mut self.persist {
+            p.flush(&mut self.broker, Instant::now());
+        }
     }
 
     pub fn waker(&self) -> Arc<Waker> {
@@ -162,6 +183,10 @@ impl Shard {
             }
             self.deferred_progress =
                 self.broker.has_deferred_work() && self.broker.run_deferred(now);
+            if let Some(p) = &mut self.persist {
+                p.flush(&mut self.broker, now);
+                p.tick(now);
+            }
             self.send_mail(now);
             self.transmit(now);
             // Loop lag: how long readiness seen at `now` may have waited for this
@@ -178,10 +203,12 @@ impl Shard {
     /// other shards so that their next message wakes us).
     fn sleep_timeout(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        let timer = self
-            .broker
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(now));
+        let persist = self.persist.as_ref().and_then(Persister::poll_timeout);
+        let timer = match (self.broker.poll_timeout(), persist) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|t| t.saturating_duration_since(now));
         let backlogged = self.outbox.backlog() > 0;
         if self.deferred_progress
             || (!backlogged && self.read_pending.iter().any(|&c| self.broker.wants_read(c)))
@@ -347,6 +374,10 @@ impl Shard {
     }
 
     fn writable(&mut self, conn: ConnId, now: Instant) {
+        if let Some(p) = &mut self.persist {
+            // Output may hold acknowledgements of this iteration's records.
+            p.flush(&mut self.broker, now);
+        }
         self.flush(conn, now);
     }
 
@@ -433,6 +464,9 @@ impl Shard {
                 let _ = self.poll.registry().deregister(&mut c.stream);
             }
             self.broker.on_closed(conn, now);
+        }
+        if let Some(p) = &mut self.persist {
+            p.shutdown(&mut self.broker);
         }
         crate::log_notice!("shardmq shard {} stopped.", self.id);
     }

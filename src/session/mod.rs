@@ -38,6 +38,9 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Queue length beyond the window (`max_queued_messages`; 0 = unlimited).
     pub max_queued: usize,
+    /// Topic + payload bytes an offline session may queue (`max_queued_bytes`;
+    /// `usize::MAX` = unlimited).
+    pub max_queued_bytes: usize,
     /// Queue QoS 0 messages for an offline session (`queue_qos0_messages`).
     pub queue_qos0: bool,
     /// Our Receive Maximum: QoS 2 publishes a v5 client may have awaiting PUBREL.
@@ -53,6 +56,11 @@ impl Limits {
                 usize::MAX
             } else {
                 config.max_queued_messages
+            },
+            max_queued_bytes: if config.max_queued_bytes == 0 {
+                usize::MAX
+            } else {
+                usize::try_from(config.max_queued_bytes).unwrap_or(usize::MAX)
             },
             queue_qos0: config.queue_qos0_messages,
             receive_maximum: config.max_inflight_messages.max(1),
@@ -290,7 +298,13 @@ impl Session {
             }
         } else if out.qos == QoS::AtMostOnce && !self.limits.queue_qos0 {
             Delivery::Skipped
-        } else if self.outbound.queued_len() >= self.limits.max_queued {
+        } else if self.outbound.queued_len() >= self.limits.max_queued
+            || self
+                .outbound
+                .queued_bytes()
+                .saturating_add(outbound::message_bytes(&out))
+                > self.limits.max_queued_bytes
+        {
             Delivery::Dropped
         } else {
             self.outbound.enqueue(out);
@@ -449,6 +463,30 @@ impl Session {
                     .push_back(Transmit::Ack(AckKind::PubRec, id, reason));
             }
         }
+    }
+
+    // ---- persistence hooks (src/persist) ----
+
+    /// Sequence number of the last message [`Session::deliver`] accepted.
+    pub fn last_seq(&self) -> u64 {
+        self.outbound.last_seq()
+    }
+
+    /// The outbound window for persistence; see `Outbound::persist_window`.
+    pub fn persist_window(&self, inflight: &mut Vec<(u64, PacketId, u8)>) -> u64 {
+        self.outbound.persist_window(inflight)
+    }
+
+    /// Sets what a restored (offline) session was last connected with.
+    pub fn restore_meta(&mut self, version: ProtocolVersion, expiry: SessionExpiry) {
+        self.version = version;
+        self.expiry = expiry;
+    }
+
+    /// Puts back a restored message (in sequence order), inflight with its packet id
+    /// and stage, or queued.
+    pub fn restore_message(&mut self, seq: u64, out: Outgoing, inflight: Option<(PacketId, u8)>) {
+        self.outbound.restore(seq, out, inflight);
     }
 
     fn on_pubrel(&mut self, id: PacketId) {

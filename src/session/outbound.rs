@@ -27,6 +27,8 @@ enum Stage {
 
 #[derive(Debug)]
 struct Inflight {
+    /// Order of arrival in this session (persistence names messages by it).
+    seq: u64,
     packet_id: PacketId,
     stage: Stage,
     out: Outgoing,
@@ -46,8 +48,18 @@ pub enum AckOutcome {
 #[derive(Debug, Default)]
 pub struct Outbound {
     inflight: VecDeque<Inflight>,
-    queue: VecDeque<Outgoing>,
+    /// (sequence number, message), oldest first.
+    queue: VecDeque<(u64, Outgoing)>,
     next_id: PacketId,
+    /// Sequence number of the next message offered.
+    next_seq: u64,
+    /// Topic + payload bytes of the queued messages (for `max_queued_bytes`).
+    queued_bytes: usize,
+}
+
+/// What a queued message counts against `max_queued_bytes`.
+pub fn message_bytes(out: &Outgoing) -> usize {
+    out.msg.publish.topic.len() + out.msg.publish.payload.len()
 }
 
 impl Outbound {
@@ -57,6 +69,10 @@ impl Outbound {
 
     pub fn queued_len(&self) -> usize {
         self.queue.len()
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     /// Messages held: inflight plus queued.
@@ -85,21 +101,31 @@ impl Outbound {
         window: usize,
         transmits: &mut VecDeque<Transmit>,
     ) -> bool {
+        let seq = self.take_seq();
         if self.queue.is_empty() && (out.qos == QoS::AtMostOnce || self.inflight.len() < window) {
-            self.send(out, transmits);
+            self.send(seq, out, transmits);
             true
         } else {
-            self.queue.push_back(out);
+            self.queued_bytes += message_bytes(&out);
+            self.queue.push_back((seq, out));
             false
         }
     }
 
     /// Queues `out` without trying to send it (offline session).
     pub fn enqueue(&mut self, out: Outgoing) {
-        self.queue.push_back(out);
+        let seq = self.take_seq();
+        self.queued_bytes += message_bytes(&out);
+        self.queue.push_back((seq, out));
     }
 
-    fn send(&mut self, out: Outgoing, transmits: &mut VecDeque<Transmit>) {
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn send(&mut self, seq: u64, out: Outgoing, transmits: &mut VecDeque<Transmit>) {
         let stage = match out.qos {
             QoS::AtMostOnce => {
                 transmits.push_back(Transmit::Publish {
@@ -119,6 +145,7 @@ impl Outbound {
             dup: false,
         });
         self.inflight.push_back(Inflight {
+            seq,
             packet_id,
             stage,
             out,
@@ -133,18 +160,19 @@ impl Outbound {
         transmits: &mut VecDeque<Transmit>,
     ) -> usize {
         let mut expired = 0;
-        while let Some(front) = self.queue.front() {
+        while let Some((_, front)) = self.queue.front() {
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
                 break;
             }
-            let Some(out) = self.queue.pop_front() else {
+            let Some((seq, out)) = self.queue.pop_front() else {
                 break;
             };
+            self.queued_bytes = self.queued_bytes.saturating_sub(message_bytes(&out));
             if out.msg.expiry_left(now) == Some(0) {
                 expired += 1;
                 continue;
             }
-            self.send(out, transmits);
+            self.send(seq, out, transmits);
         }
         expired
     }
@@ -209,8 +237,59 @@ impl Outbound {
     /// `queue_qos0_messages`); returns how many.
     pub fn drop_queued_qos0(&mut self) -> usize {
         let before = self.queue.len();
-        self.queue.retain(|o| o.qos != QoS::AtMostOnce);
+        self.queue.retain(|(_, o)| o.qos != QoS::AtMostOnce);
+        self.queued_bytes = self.queue.iter().map(|(_, o)| message_bytes(o)).sum();
         before - self.queue.len()
+    }
+
+    // ---- persistence hooks (src/persist) ----
+
+    /// Sequence number given to the last message offered or queued.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.wrapping_sub(1)
+    }
+
+    /// The window as persistence records it: messages below the returned sequence number
+    /// are complete unless listed in `inflight` as (seq, packet id, stage 0/1/2 =
+    /// awaiting PUBACK / PUBREC / PUBCOMP).
+    pub fn persist_window(&self, inflight: &mut Vec<(u64, PacketId, u8)>) -> u64 {
+        inflight.clear();
+        for f in &self.inflight {
+            let stage = match f.stage {
+                Stage::PubAck => 0,
+                Stage::PubRec => 1,
+                Stage::PubComp => 2,
+            };
+            inflight.push((f.seq, f.packet_id, stage));
+        }
+        self.queue.front().map_or(self.next_seq, |(seq, _)| *seq)
+    }
+
+    /// Puts back a restored message: into the window with its packet id and stage
+    /// (0/1/2 as in [`Outbound::persist_window`]), or at the end of the queue. Call in
+    /// sequence order; later messages get later sequence numbers.
+    pub fn restore(&mut self, seq: u64, out: Outgoing, inflight: Option<(PacketId, u8)>) {
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
+        match inflight {
+            Some((packet_id, stage)) if out.qos != QoS::AtMostOnce => {
+                let stage = match stage {
+                    0 => Stage::PubAck,
+                    1 => Stage::PubRec,
+                    _ => Stage::PubComp,
+                };
+                self.next_id = self.next_id.max(packet_id);
+                self.inflight.push_back(Inflight {
+                    seq,
+                    packet_id,
+                    stage,
+                    out,
+                });
+            }
+            _ => {
+                self.queued_bytes += message_bytes(&out);
+                self.queue.push_back((seq, out));
+            }
+        }
     }
 }
 

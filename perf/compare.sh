@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# perf/compare.sh SCENARIO... : run each scenario against shardmq and Mosquitto, one broker
+# after the other, same loopback port, same limits, broker pinned to one core and the load
+# generator to another, and write perf/results/<date>-<scenario>.md with both sets of
+# numbers and their ratio.
+#
+# Scenarios: fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle (or "all").
+# Environment overrides (defaults in brackets):
+#   DURATION [10] measured seconds      WARMUP [2] unmeasured seconds first
+#   DRAIN [2] seconds to wait for in-flight messages after publishers stop
+#   PORT [18883]                        BROKERS ["shardmq mosquitto"]
+#   BROKER_CORE [0]  LOADGEN_CORE [1]   (taskset cores; NO_PIN=1 disables pinning)
+#   PAYLOAD [16]  INFLIGHT [100]  PUBLISHERS [8] (fan-in)  PAIRS [100]  FANOUT_SUBS [1000]
+#   FANOUT_INFLIGHT [10] (messages in flight of the fan-out publisher: x subscribers deliveries)
+#   PAIRS_INFLIGHT [10] (per pair: 100 pairs x 10 = 1000 in flight)
+#   LAT_PAIRS [10]  RATE [1000] msg/s per publisher (latency)
+#   CONNS [10000]  CONNECT_RATE [0 = as fast as possible] (conn-idle)
+#   MAX_QUEUED [1000] max_queued_messages   MAX_INFLIGHT [20] max_inflight_messages
+#   SHARDMQ_BIN [target/release/shardmq]  MOSQUITTO_BIN [/usr/sbin/mosquitto]
+#   SKIP_BUILD [0]  OUT [perf/results]   LABEL [""] appended to the result file name
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+DRAIN=${DRAIN:-2}
+PORT=${PORT:-18883}
+BROKERS=${BROKERS:-"shardmq mosquitto"}
+BROKER_CORE=${BROKER_CORE:-0}
+LOADGEN_CORE=${LOADGEN_CORE:-1}
+PAYLOAD=${PAYLOAD:-16}
+INFLIGHT=${INFLIGHT:-100}
+PUBLISHERS=${PUBLISHERS:-8}
+PAIRS=${PAIRS:-100}
+FANOUT_SUBS=${FANOUT_SUBS:-1000}
+FANOUT_INFLIGHT=${FANOUT_INFLIGHT:-10}
+PAIRS_INFLIGHT=${PAIRS_INFLIGHT:-10}
+LAT_PAIRS=${LAT_PAIRS:-10}
+RATE=${RATE:-1000}
+CONNS=${CONNS:-10000}
+CONNECT_RATE=${CONNECT_RATE:-0}
+MAX_QUEUED=${MAX_QUEUED:-1000}
+MAX_INFLIGHT=${MAX_INFLIGHT:-20}
+SHARDMQ_BIN=${SHARDMQ_BIN:-$ROOT/target/release/shardmq}
+MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
+LOADGEN=${LOADGEN:-$ROOT/target/release/shardmq-loadgen}
+SKIP_BUILD=${SKIP_BUILD:-0}
+OUT=${OUT:-$ROOT/perf/results}
+LABEL=${LABEL:-}
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+
+[ $# -ge 1 ] || die "usage: perf/compare.sh SCENARIO... (fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle | all)"
+SCENARIOS=("$@")
+if [ "${SCENARIOS[0]}" = all ]; then
+    SCENARIOS=(fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle)
+fi
+
+# Loadgen arguments for a scenario (the broker address and report flags are added later).
+scenario_args() {
+    local common=(--payload "$PAYLOAD" --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN")
+    case "$1" in
+        fan-in-qos0) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 0 --inflight "$INFLIGHT" "${common[@]}" ;;
+        fan-in-qos1) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 1 --inflight "$INFLIGHT" "${common[@]}" ;;
+        pairs-qos0) echo pairs --pairs "$PAIRS" --qos 0 --inflight "$PAIRS_INFLIGHT" "${common[@]}" ;;
+        fan-out-qos0) echo fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos 0 --inflight "$FANOUT_INFLIGHT" "${common[@]}" ;;
+        latency) echo pairs --pairs "$LAT_PAIRS" --qos 0 --rate "$RATE" "${common[@]}" ;;
+        conn-idle) echo conn --connections "$CONNS" --connect-rate "$CONNECT_RATE" --duration "$DURATION" --keepalive 300 ;;
+        *) return 1 ;;
+    esac
+}
+for s in "${SCENARIOS[@]}"; do
+    scenario_args "$s" >/dev/null || die "unknown scenario '$s' (fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle)"
+done
+
+cd "$ROOT"
+if [ "$SKIP_BUILD" != 1 ]; then
+    echo "== cargo build --release --workspace" >&2
+    if ! cargo build --release --workspace >&2; then
+        echo "compare.sh: workspace build failed; building the load generator alone" >&2
+        cargo build --release -p shardmq-loadgen >&2 || die "cannot build shardmq-loadgen"
+    fi
+fi
+[ -x "$LOADGEN" ] || die "$LOADGEN not found"
+
+# Many connections need many descriptors (conn-idle); both brokers inherit this limit.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+PIN_BROKER=()
+PIN_LOADGEN=()
+if [ "${NO_PIN:-0}" != 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    PIN_BROKER=(taskset -c "$BROKER_CORE")
+    PIN_LOADGEN=(taskset -c "$LOADGEN_CORE")
+fi
+
+WORK=$(mktemp -d /tmp/shardmq-compare.XXXXXX)
+BROKER_PID=""
+cleanup() {
+    if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+config_text() { # broker
+    {
+        echo "listener $PORT 127.0.0.1"
+        echo "allow_anonymous true"
+        echo "max_queued_messages $MAX_QUEUED"
+        echo "max_inflight_messages $MAX_INFLIGHT"
+        echo "persistence false"
+        # Mosquitto leaves Nagle on unless told; shardmq always sets TCP_NODELAY.
+        if [ "$1" = mosquitto ]; then echo "set_tcp_nodelay true"; fi
+    }
+}
+
+broker_bin() { if [ "$1" = shardmq ]; then echo "$SHARDMQ_BIN"; else echo "$MOSQUITTO_BIN"; fi; }
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# JSON accessors for the one-key-per-line report the load generator writes.
+jget() { sed -n "s/^  \"$2\": \\(.*\\),\$/\\1/p" "$1" | tr -d '"' | head -1; }
+jlat() { sed -n "s/^  \"latency_us\": .*\"$2\": \\([0-9.]*\\).*/\\1/p" "$1" | head -1; }
+
+run_one() { # scenario broker -> writes $WORK/<broker>.json, or returns 1 (skipped)
+    local scenario=$1 broker=$2 bin conf log rc
+    bin=$(broker_bin "$broker")
+    if [ ! -x "$bin" ]; then
+        echo "compare.sh: skipping $broker: $bin not found (not built yet?)" >&2
+        echo "skipped: $bin not found" >"$WORK/$broker.skip"
+        return 1
+    fi
+    conf="$WORK/$broker.conf"
+    log="$WORK/$broker.log"
+    config_text "$broker" >"$conf"
+    "${PIN_BROKER[@]}" "$bin" -c "$conf" >"$log" 2>&1 &
+    BROKER_PID=$!
+    if ! wait_port; then
+        echo "compare.sh: $broker did not open port $PORT; its log:" >&2
+        cat "$log" >&2
+        kill "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=""
+        echo "skipped: did not start" >"$WORK/$broker.skip"
+        return 1
+    fi
+    read -r -a args <<<"$(scenario_args "$scenario")"
+    local cmd=("${PIN_LOADGEN[@]}" "$LOADGEN" "${args[@]}" --host 127.0.0.1 --port "$PORT"
+        --broker-pid "$BROKER_PID" --json "$WORK/$broker.json" --quiet)
+    echo "${PIN_BROKER[*]} ${bin#"$ROOT"/} -c CONF" >"$WORK/$broker.cmd"
+    echo "${cmd[*]}" | sed -e "s#$WORK/##g" -e "s#$ROOT/##g" -e "s#--broker-pid [0-9]*#--broker-pid PID#" >>"$WORK/$broker.cmd"
+    echo "== $scenario on $broker" >&2
+    set +e
+    timeout $((DURATION + WARMUP + DRAIN + 300)) "${cmd[@]}" >"$WORK/$broker.txt" 2>&1
+    rc=$?
+    set -e
+    echo "exit status $rc" >>"$WORK/$broker.txt"
+    cat "$WORK/$broker.txt" >&2
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+    sleep 1 # let TIME_WAIT sockets and the port settle
+    [ -s "$WORK/$broker.json" ] || { echo "skipped: load generator failed (exit $rc)" >"$WORK/$broker.skip"; return 1; }
+}
+
+ratio() { # a b
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-" || a == "null" || b == "null" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
+
+mkdir -p "$OUT"
+DATE=$(date +%Y-%m-%d)
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+CORES=$(nproc)
+KERNEL=$(uname -r)
+MOSQ_VERSION=$("$MOSQUITTO_BIN" -h 2>/dev/null | head -1 || true)
+
+for scenario in "${SCENARIOS[@]}"; do
+    rm -f "$WORK"/*.json "$WORK"/*.skip "$WORK"/*.txt "$WORK"/*.cmd
+    ran=()
+    for b in $BROKERS; do
+        if run_one "$scenario" "$b"; then ran+=("$b"); fi
+    done
+    file="$OUT/$DATE-$scenario${LABEL:+-$LABEL}.md"
+    {
+        echo "# $scenario: shardmq vs Mosquitto"
+        echo
+        if [ "${#ran[@]}" -eq 1 ]; then
+            echo "**Only ${ran[0]} ran** (the other broker was skipped: $(cat "$WORK"/*.skip 2>/dev/null | head -1)). No ratio can be given."
+            echo
+        fi
+        echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        echo "- machine: $CPU_MODEL, $CORES cores, kernel $KERNEL"
+        echo "- Mosquitto: $MOSQ_VERSION ($MOSQUITTO_BIN)"
+        echo "- pinning: broker ${PIN_BROKER[*]:-none}, load generator ${PIN_LOADGEN[*]:-none}"
+        echo "- load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average when written; other work on the host skews numbers)"
+        echo
+        echo "## Commands"
+        echo
+        echo '```'
+        for b in $BROKERS; do
+            if [ -f "$WORK/$b.cmd" ]; then cat "$WORK/$b.cmd"; else echo "# $b: $(cat "$WORK/$b.skip" 2>/dev/null)"; fi
+        done
+        echo "# config (same for both; Mosquitto also gets set_tcp_nodelay true):"
+        config_text shardmq
+        echo '```'
+        echo
+        echo "## Results"
+        echo
+        echo "| metric | shardmq | mosquitto | shardmq/mosquitto |"
+        echo "|---|---|---|---|"
+        row() { # label key-or-fn
+            local s="-" m="-"
+            [ -f "$WORK/shardmq.json" ] && s=$($2 "$WORK/shardmq.json" "$3")
+            [ -f "$WORK/mosquitto.json" ] && m=$($2 "$WORK/mosquitto.json" "$3")
+            echo "| $1 | ${s:--} | ${m:--} | $(ratio "$s" "$m") |"
+        }
+        if [ "$scenario" = conn-idle ]; then
+            row "connections held" jget connects_ok
+            row "connect failures" jget connect_failed
+            row "connect latency p50 (us)" jlat p50
+            row "connect latency p99 (us)" jlat p99
+            row "connect latency max (us)" jlat max
+            row "broker RSS with all held (kB)" jget broker_rss_kb
+            row "broker peak RSS (kB)" jget broker_peak_rss_kb
+            row "broker memory per connection (B)" jget broker_bytes_per_connection
+            row "broker CPU (s)" jget broker_cpu_seconds
+        else
+            row "sent" jget sent
+            row "received" jget received
+            row "lost" jget lost
+            row "duplicated" jget duplicated
+            row "reordered" jget reordered
+            row "received msgs/s" jget msgs_per_sec
+            row "sent msgs/s" jget sent_per_sec
+            row "latency p50 (us)" jlat p50
+            row "latency p90 (us)" jlat p90
+            row "latency p99 (us)" jlat p99
+            row "latency p99.9 (us)" jlat p999
+            row "latency max (us)" jlat max
+            row "broker CPU (s)" jget broker_cpu_seconds
+            row "broker CPU per delivered msg (us)" jget broker_cpu_us_per_msg
+            row "broker peak RSS (kB)" jget broker_peak_rss_kb
+            row "load generator CPU (s)" jget loadgen_cpu_seconds
+        fi
+        echo
+        echo "## Raw load generator output"
+        for b in $BROKERS; do
+            echo
+            echo "### $b"
+            echo
+            echo '```'
+            if [ -f "$WORK/$b.txt" ]; then cat "$WORK/$b.txt"; else cat "$WORK/$b.skip" 2>/dev/null || echo "not run"; fi
+            echo '```'
+        done
+    } >"$file"
+    echo "wrote $file" >&2
+done

@@ -1,0 +1,506 @@
+//! The broker's side of persistence: hooks in the connection, subscription and fan-out
+//! code push [`Record`]s into a `Vec` (no I/O, nothing at all when persistence is off),
+//! which the runtime drains once per loop iteration with [`Broker::drain_persist`] and
+//! writes in one go; and [`Broker::restore_retained`] / [`Broker::restore_sessions`]
+//! rebuild retained messages and sessions from a [`State`] before listeners accept.
+//!
+//! Only persistent sessions (session expiry not zero) are recorded. The outbound window
+//! of a session that acknowledged or was sent something is recorded once per iteration
+//! (at drain time), not once per packet. It never reads the clock: wall-clock times come
+//! from the anchor the runtime gives [`Broker::enable_persistence`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::{ByteStr, PacketId, ProtocolVersion, Publish, QoS, SubscriptionOptions, Will};
+use crate::persist::{InflightEntry, Record, State, EXPIRY_NEVER};
+use crate::retained::RetainedMessage;
+use crate::session::{Message, Outgoing, Session, SessionExpiry, Subscription};
+use crate::topic::TopicFilter;
+
+use super::timers::Timer;
+use super::{Broker, Slot};
+
+/// Persistence events waiting for the runtime.
+#[derive(Debug, Default)]
+pub(super) struct PersistHook {
+    enabled: bool,
+    /// (monotonic, Unix ms) at the same moment.
+    anchor: Option<(Instant, u64)>,
+    events: Vec<Record>,
+    /// Sessions (key, uid) whose window changed this iteration.
+    dirty: Vec<(usize, u64)>,
+    /// Client ids with a persistent session on record.
+    persisted: HashSet<ByteStr>,
+    scratch: Vec<(u64, PacketId, u8)>,
+    /// This process run (shared by every shard), to key messages between shards.
+    boot: u64,
+    /// QoS 1/2 messages this shard sent to other shards, and per destination ring.
+    routed_n: u64,
+    sent_seq: Vec<u64>,
+    /// Per source shard: QoS 1/2 messages received and delivered; sources to report.
+    received_seq: Vec<u64>,
+    received_dirty: Vec<u8>,
+}
+
+impl PersistHook {
+    pub(super) fn unix_ms(&self, t: Instant) -> u64 {
+        let Some((at, ms)) = self.anchor else {
+            return 0;
+        };
+        if t >= at {
+            ms.saturating_add(u64::try_from(t.duration_since(at).as_millis()).unwrap_or(0))
+        } else {
+            ms.saturating_sub(u64::try_from(at.duration_since(t).as_millis()).unwrap_or(0))
+        }
+    }
+
+    /// Whether `session` is recorded (persistence on, session outlives its connection).
+    pub(super) fn wants(&self, session: &Session) -> bool {
+        self.enabled && !session.expiry().ends_at_disconnect()
+    }
+
+    /// A message `session.deliver` accepted (call only when it returned Sent or Queued).
+    pub(super) fn message(
+        &mut self,
+        key: usize,
+        session: &Session,
+        msg: &Message,
+        out: (QoS, bool, &[u32]),
+    ) {
+        let (qos, retain, sub_ids) = out;
+        if !self.wants(session) || (qos == QoS::AtMostOnce && session.is_connected()) {
+            return;
+        }
+        self.events.push(Record::Message {
+            client_id: session.client_id().clone(),
+            seq: session.last_seq(),
+            qos,
+            retain,
+            sub_ids: sub_ids.to_vec(),
+            received: self.unix_ms(msg.received),
+            publish: msg.publish.clone(),
+        });
+        if session.is_connected() {
+            self.dirty.push((key, session.uid()));
+        }
+    }
+
+    /// A subscription of `session` was added or replaced (`Some`) or removed (`None`).
+    pub(super) fn subscribe(
+        &mut self,
+        session: &Session,
+        filter: &ByteStr,
+        sub: Option<Subscription>,
+    ) {
+        if !self.wants(session) {
+            return;
+        }
+        let client_id = session.client_id().clone();
+        let filter = filter.clone();
+        self.events.push(match sub {
+            Some(sub) => Record::Subscribe {
+                client_id,
+                filter,
+                options: options_byte(sub.options),
+                id: sub.id.unwrap_or(0),
+            },
+            None => Record::Unsubscribe { client_id, filter },
+        });
+    }
+
+    /// Shard `from` sent `msg` (QoS 1/2) to the shards in `dests`: record it here, before
+    /// this shard acknowledges it, until each destination records its delivery.
+    pub(super) fn routed(&mut self, from: usize, msg: &Message, dests: u64) {
+        if !self.enabled || msg.publish.qos == QoS::AtMostOnce || dests == 0 {
+            return;
+        }
+        self.routed_n += 1;
+        let mut seqs = Vec::with_capacity(dests.count_ones() as usize);
+        let mut remaining = dests;
+        while remaining != 0 {
+            let to = remaining.trailing_zeros() as usize;
+            remaining &= remaining - 1;
+            if self.sent_seq.len() <= to {
+                self.sent_seq.resize(to + 1, 0);
+            }
+            self.sent_seq[to] += 1;
+            seqs.push((to as u8, self.sent_seq[to]));
+        }
+        self.events.push(Record::Routed {
+            boot: self.boot,
+            from: from as u8,
+            n: self.routed_n,
+            seqs,
+            received: self.unix_ms(msg.received),
+            publish: msg.publish.clone(),
+        });
+    }
+
+    /// A QoS 1/2 message from shard `from` was delivered here (rings are FIFO, so the
+    /// count is the sender's ring sequence number).
+    pub(super) fn received_remote(&mut self, from: usize, msg: &Message) {
+        if !self.enabled || msg.publish.qos == QoS::AtMostOnce {
+            return;
+        }
+        if self.received_seq.len() <= from {
+            self.received_seq.resize(from + 1, 0);
+        }
+        self.received_seq[from] += 1;
+        if !self.received_dirty.contains(&(from as u8)) {
+            self.received_dirty.push(from as u8);
+        }
+    }
+
+    /// The session of `client_id` moved to another shard, which records it from now on.
+    pub(super) fn moved_out(&mut self, client_id: &ByteStr) {
+        self.persisted.remove(client_id);
+    }
+
+    /// The window of session `key` changed (an acknowledgement arrived).
+    pub(super) fn dirty(&mut self, key: usize, session: &Session) {
+        if self.wants(session) {
+            self.dirty.push((key, session.uid()));
+        }
+    }
+}
+
+fn expiry_secs(e: SessionExpiry) -> u32 {
+    match e {
+        SessionExpiry::Never => EXPIRY_NEVER,
+        SessionExpiry::After(d) => u32::try_from(d.as_secs())
+            .unwrap_or(EXPIRY_NEVER - 1)
+            .min(EXPIRY_NEVER - 1),
+    }
+}
+
+/// The SUBSCRIBE options byte (MQTT 5 layout; 3.1.1 uses the QoS bits only).
+fn options_byte(o: SubscriptionOptions) -> u8 {
+    (o.qos as u8)
+        | (u8::from(o.no_local) << 2)
+        | (u8::from(o.retain_as_published) << 3)
+        | ((o.retain_handling & 3) << 4)
+}
+
+fn options_from_byte(b: u8) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos: QoS::from_u8(b & 3).unwrap_or(QoS::ExactlyOnce),
+        no_local: b & 4 != 0,
+        retain_as_published: b & 8 != 0,
+        retain_handling: (b >> 4) & 3,
+    }
+}
+
+impl Broker {
+    /// Turns persistence events on. `unix_ms` is the wall clock at `now`; `boot`
+    /// identifies this process run (the same on every shard).
+    pub fn enable_persistence(&mut self, now: Instant, unix_ms: u64, boot: u64) {
+        self.persist.enabled = true;
+        self.persist.anchor = Some((now, unix_ms));
+        self.persist.boot = boot;
+    }
+
+    /// Whether [`Broker::drain_persist`] has anything (the runtime must write and, with
+    /// `persistence_fsync always`, sync it before writing any output).
+    pub fn has_persist_events(&self) -> bool {
+        !self.persist.events.is_empty()
+            || !self.persist.dirty.is_empty()
+            || !self.persist.received_dirty.is_empty()
+    }
+
+    /// Moves this iteration's records into `out`: the events in order, then the current
+    /// window of every session whose window changed.
+    pub fn drain_persist(&mut self, out: &mut Vec<Record>) {
+        out.append(&mut self.persist.events);
+        for from in std::mem::take(&mut self.persist.received_dirty) {
+            out.push(Record::Delivered {
+                boot: self.persist.boot,
+                from,
+                to: self.shard as u8,
+                upto: self.persist.received_seq[usize::from(from)],
+            });
+        }
+        let mut dirty = std::mem::take(&mut self.persist.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut scratch = std::mem::take(&mut self.persist.scratch);
+        for &(key, uid) in &dirty {
+            let session = match self.sessions.get(key) {
+                Some(s) if s.session.uid() == uid => &s.session,
+                _ => continue,
+            };
+            if !self.persist.wants(session) {
+                continue;
+            }
+            let done_below = session.persist_window(&mut scratch);
+            out.push(Record::Window {
+                client_id: session.client_id().clone(),
+                done_below,
+                inflight: scratch
+                    .iter()
+                    .map(|&(seq, packet_id, stage)| InflightEntry {
+                        seq,
+                        packet_id,
+                        stage,
+                    })
+                    .collect(),
+            });
+        }
+        dirty.clear();
+        self.persist.dirty = dirty;
+        self.persist.scratch = scratch;
+    }
+
+    pub(super) fn persist_retain(&mut self, publish: &Publish) {
+        if self.persist.enabled && !publish.topic.starts_with("$SYS") {
+            self.persist.events.push(Record::Retain {
+                publish: publish.clone(),
+            });
+        }
+    }
+
+    /// A session was attached to a connection (new or resumed).
+    pub(super) fn persist_session_open(&mut self, key: usize) {
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        let s = &slot.session;
+        if self.persist.wants(s) {
+            self.persist.persisted.insert(s.client_id().clone());
+            self.persist.events.push(Record::SessionOpen {
+                client_id: s.client_id().clone(),
+                version: s.version().level(),
+                expiry: expiry_secs(s.expiry()),
+            });
+            self.persist.dirty.push((key, s.uid()));
+        } else if self.persist.enabled && self.persist.persisted.remove(s.client_id()) {
+            self.persist.events.push(Record::SessionGone {
+                client_id: s.client_id().clone(),
+            });
+        }
+    }
+
+    /// The session lost its connection (after its will and expiry were decided).
+    pub(super) fn persist_session_offline(&mut self, key: usize, now: Instant) {
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        let s = &slot.session;
+        if !self.persist.wants(s) {
+            return;
+        }
+        let client_id = s.client_id().clone();
+        self.persist.persisted.insert(client_id.clone());
+        self.persist.events.push(Record::SessionOffline {
+            client_id: client_id.clone(),
+            at: self.persist.unix_ms(now),
+            expiry: expiry_secs(s.expiry()),
+        });
+        if let Some((at, will)) = &s.pending_will {
+            self.persist.events.push(Record::Will {
+                client_id,
+                at: self.persist.unix_ms(*at),
+                will: will.clone(),
+            });
+        }
+    }
+
+    pub(super) fn persist_session_gone(&mut self, client_id: &ByteStr) {
+        if self.persist.enabled && self.persist.persisted.remove(client_id) {
+            self.persist.events.push(Record::SessionGone {
+                client_id: client_id.clone(),
+            });
+        }
+    }
+
+    pub(super) fn persist_will_done(&mut self, key: usize) {
+        if let Some(slot) = self.sessions.get(key) {
+            if self.persist.wants(&slot.session) {
+                self.persist.events.push(Record::WillDone {
+                    client_id: slot.session.client_id().clone(),
+                });
+            }
+        }
+    }
+
+    /// Loads the retained messages of `state` into this shard's retained store.
+    pub fn restore_retained(&mut self, state: &State) {
+        for p in state.retained.values() {
+            self.retained.set(RetainedMessage {
+                topic: p.topic.clone(),
+                payload: p.payload.clone(),
+                qos: p.qos,
+                properties: p.properties.clone(),
+            });
+        }
+        self.stats.retained = self.retained.len() as u64;
+    }
+
+    /// Rebuilds the persistent sessions of `state` for which `owns(client_id)` holds
+    /// (with several shards: the sessions whose home is this shard), offline, with their
+    /// subscriptions, inflight and queued messages, expiry and delayed will. Sessions
+    /// that expired while the broker was down are dropped (their will is published).
+    /// Returns how many sessions were restored.
+    pub fn restore_sessions(
+        &mut self,
+        state: &State,
+        owns: &dyn Fn(&str) -> bool,
+        now: Instant,
+    ) -> usize {
+        let now_ms = self.persist.unix_ms(now);
+        let instant_of = |ms: u64| -> Instant {
+            if ms >= now_ms {
+                now + Duration::from_millis(ms - now_ms)
+            } else {
+                now.checked_sub(Duration::from_millis(now_ms - ms))
+                    .unwrap_or(now)
+            }
+        };
+        let mut due_wills: Vec<Will> = Vec::new();
+        let mut restored = 0;
+        for (id, s) in &state.sessions {
+            if !owns(id.as_str()) {
+                continue;
+            }
+            let offline_at = s.offline_at.unwrap_or(now_ms);
+            let expires_at = (s.expiry != EXPIRY_NEVER)
+                .then(|| offline_at.saturating_add(u64::from(s.expiry) * 1000));
+            if expires_at.is_some_and(|at| at <= now_ms) {
+                crate::log_notice!("Expiring client {id} (expired while the broker was down).");
+                if let Some((_, will)) = &s.will {
+                    due_wills.push(will.clone());
+                }
+                self.persist.events.push(Record::SessionGone {
+                    client_id: id.clone(),
+                });
+                continue;
+            }
+            let version = match s.version {
+                3 => ProtocolVersion::V31,
+                5 => ProtocolVersion::V5,
+                _ => ProtocolVersion::V311,
+            };
+            let expiry = if s.expiry == EXPIRY_NEVER {
+                SessionExpiry::Never
+            } else {
+                SessionExpiry::After(Duration::from_secs(u64::from(s.expiry)))
+            };
+            let uid = self.uid();
+            let mut session = Session::new(id.clone(), uid, self.limits);
+            session.restore_meta(version, expiry);
+            for (filter, &(options, sub_id)) in &s.subscriptions {
+                let Ok(parsed) = TopicFilter::try_from(filter.clone()) else {
+                    continue;
+                };
+                let sub = Subscription {
+                    options: options_from_byte(options),
+                    id: (sub_id != 0).then_some(sub_id),
+                };
+                session.subscribe(filter.clone(), sub);
+                if self
+                    .index
+                    .insert(&parsed, self.sessions.vacant_key(), sub)
+                    .is_none()
+                {
+                    self.filter_added(filter);
+                }
+            }
+            for (&seq, m) in &s.messages {
+                let out = Outgoing {
+                    msg: Arc::new(Message::new(
+                        m.publish.clone(),
+                        instant_of(m.received),
+                        None,
+                    )),
+                    qos: m.qos,
+                    retain: m.retain,
+                    sub_ids: m.sub_ids.iter().copied().collect(),
+                };
+                session.restore_message(seq, out, s.inflight.get(&seq).copied());
+            }
+            if let Some(at) = expires_at {
+                session.expires_at = Some(instant_of(at));
+            }
+            if let Some((at, will)) = &s.will {
+                if *at <= now_ms {
+                    due_wills.push(will.clone());
+                    self.persist.events.push(Record::WillDone {
+                        client_id: id.clone(),
+                    });
+                } else {
+                    session.pending_will = Some((instant_of(*at), will.clone()));
+                }
+            }
+            // The username is not persisted: until the client reconnects, a restored
+            // session reads with the anonymous ACL rules (never more than it may).
+            let security = crate::auth::ClientSecurity::new(
+                &self.security,
+                0,
+                None,
+                session.client_id().as_str(),
+            );
+            let key = self.sessions.insert(Slot {
+                session,
+                conn: None,
+                paused: Default::default(),
+                forward: None,
+                security: Some(Box::new(security)),
+            });
+            let Some(slot) = self.sessions.get(key) else {
+                continue;
+            };
+            if let Some(at) = slot.session.expires_at {
+                self.timers.push(at, Timer::SessionExpiry { key, uid });
+            }
+            if let Some((at, _)) = &slot.session.pending_will {
+                self.timers.push(*at, Timer::WillDelay { key, uid });
+            }
+            self.client_ids.insert(id.clone(), key);
+            if self.home_of(id.as_str()) == self.shard {
+                self.directory.insert(id.clone(), self.shard);
+            }
+            self.persist.persisted.insert(id.clone());
+            if s.offline_at.is_none() {
+                // Connected when the broker stopped: offline from now.
+                self.persist.events.push(Record::SessionOffline {
+                    client_id: id.clone(),
+                    at: now_ms,
+                    expiry: s.expiry,
+                });
+            }
+            restored += 1;
+        }
+        self.stats.clients_total = self.sessions.len() as u64;
+        self.stats.subscriptions = self.index.len() as u64;
+        // Messages between shards that a crash caught in a mailbox: every shard offers
+        // them to its own (restored) sessions, so each session gets one copy.
+        for m in state.routed.values() {
+            let msg = Arc::new(Message::new(
+                m.publish.clone(),
+                instant_of(m.received),
+                None,
+            ));
+            self.fanout_local(&msg, None, 0, now);
+        }
+        for will in due_wills {
+            self.publish_will(will, now);
+        }
+        restored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_byte_roundtrips() {
+        for b in 0u8..64 {
+            if b & 3 == 3 {
+                continue;
+            }
+            assert_eq!(options_byte(options_from_byte(b)), b);
+        }
+    }
+}
