@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # perf/crosscheck.sh : checks shardmq-loadgen's counts against independent witnesses, on a
-# private Mosquitto (loopback, port $PORT):
-#   1. Mosquitto's own $SYS counters (publish/messages/received, /sent, /dropped) before and
+# private broker (loopback, port $PORT): BROKER=mosquitto (default) or BROKER=shardmq
+# (target/release/shardmq, which publishes the same $SYS counters):
+#   1. the broker's own $SYS counters (publish/messages/received, /sent, /dropped) before and
 #      after a run, against the load generator's sent / received / lost;
 #   2. a mosquitto_sub counting the messages of the run on the same topic;
 #   3. mqttwrk (if installed: `cargo install mqttwrk`) as a second generator, for rates.
@@ -15,15 +16,26 @@ PUBLISHERS=${PUBLISHERS:-4}
 RATE=${RATE:-500}
 LOADGEN=${LOADGEN:-$ROOT/target/release/shardmq-loadgen}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
+BROKER=${BROKER:-mosquitto}
+case "$BROKER" in
+    mosquitto) BROKER_BIN=$MOSQUITTO_BIN ;;
+    shardmq) BROKER_BIN=${SHARDMQ_BIN:-$ROOT/target/release/shardmq} ;;
+    *) echo "BROKER must be mosquitto or shardmq" >&2; exit 1 ;;
+esac
 [ -x "$LOADGEN" ] || { echo "build first: cargo build --release -p shardmq-loadgen" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/shardmq-crosscheck.XXXXXX)
 PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nsys_interval 1\n' "$PORT" >"$WORK/m.conf"
-"$MOSQUITTO_BIN" -c "$WORK/m.conf" >"$WORK/m.log" 2>&1 &
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nsys_interval 1\n' "$PORT" >"$WORK/m.conf"
+[ "$BROKER" = mosquitto ] && echo "set_tcp_nodelay true" >>"$WORK/m.conf"
+"$BROKER_BIN" -c "$WORK/m.conf" >"$WORK/m.log" 2>&1 &
 PID=$!
-sleep 0.5
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+    sleep 0.1
+done
+echo "broker: $BROKER ($BROKER_BIN)"
 
 sys() { timeout 5 mosquitto_sub -p "$PORT" -C 1 -t "\$SYS/broker/publish/messages/$1"; }
 jget() { sed -n "s/^  \"$2\": \\(.*\\),\$/\\1/p" "$1" | head -1; }
@@ -33,7 +45,7 @@ r0=$(sys received); s0=$(sys sent); d0=$(sys dropped)
 "$LOADGEN" fan-in --port "$PORT" --publishers "$PUBLISHERS" --qos "$QOS" --duration "$DURATION" --quiet --json "$WORK/a.json" >/dev/null
 sleep 2.5 # $SYS refreshes every second
 r1=$(sys received); s1=$(sys sent); d1=$(sys dropped)
-printf '%-28s %12s %12s\n' "" loadgen mosquitto
+printf '%-28s %12s %12s\n' "" loadgen "$BROKER"
 printf '%-28s %12s %12s\n' "published (broker received)" "$(jget "$WORK/a.json" sent)" $((r1 - r0))
 printf '%-28s %12s %12s\n' "delivered (broker sent)" "$(jget "$WORK/a.json" received)" $((s1 - s0))
 printf '%-28s %12s %12s\n' "lost (broker dropped)" "$(jget "$WORK/a.json" lost)" $((d1 - d0))
@@ -55,7 +67,7 @@ printf '%-28s %12s\n' "mosquitto_sub counted" "$(wc -l <"$WORK/sub.txt")"
 
 echo
 echo "== 3. mqttwrk as a second generator (publishers only: with a subscriber it waits"
-echo "   forever for messages Mosquitto dropped; see perf/README.md)"
+echo "   forever for messages a broker dropped; see perf/README.md)"
 if command -v mqttwrk >/dev/null; then
     n=$((RATE * DURATION * 5))
     timeout 120 mqttwrk bench -S 127.0.0.1 -P "$PORT" -p "$PUBLISHERS" -s 0 -n "$n" -m 16 \

@@ -15,6 +15,7 @@
 //! broker.stop();
 //! ```
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod codec;

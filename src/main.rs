@@ -14,6 +14,15 @@ fn main() -> ExitCode {
         eprintln!("Error: {e}");
         return ExitCode::FAILURE;
     }
+    if let Some(shardmq::cli::Command::Passwd { args }) = &args.command {
+        return match shardmq::auth::passwd::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.test_config {
         return match shardmq::cli::test_config(&args) {
             Ok(report) => {
@@ -60,15 +69,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
     signals::block().context("cannot block signals")?;
     let broker = Broker::builder(config).start()?;
     let stopper = broker.stopper();
+    let reloader = broker.reloader();
     signals::spawn_handler(move |sig| match sig {
         Signal::Stop => {
             log_notice!("Signal received, shutting down.");
             stopper.stop();
         }
         Signal::Reload => {
-            log_notice!("Reloading config (log files).");
+            log_notice!("Reloading config (log files, password and ACL files).");
             if let Err(e) = shardmq::log::reinit() {
                 log_error!("Error: cannot reopen the log: {e}");
+            }
+            // A bad file keeps the old rules in force.
+            match reloader.reload_security() {
+                Ok(()) => log_notice!("Password and ACL files reloaded."),
+                Err(e) => log_error!("Error: reload failed, keeping the old rules: {e}"),
             }
         }
     })

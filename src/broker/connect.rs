@@ -5,7 +5,10 @@
 //! It never blocks and never trusts the client: every refusal is a CONNACK or DISCONNECT
 //! with the spec's code and a log line, then a close.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::auth::ClientSecurity;
 
 use crate::codec::{
     ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, Publish,
@@ -86,6 +89,12 @@ impl Broker {
 
     fn on_publish(&mut self, key: usize, conn: ConnId, publish: Publish, now: Instant) {
         self.stats.publish_received += 1;
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6]: only the server sends Subscription Identifiers.
+            let err = session::ProtocolError::Unexpected("Subscription Identifier");
+            self.protocol_error(conn, &err, now);
+            return;
+        }
         let (qos, packet_id) = (publish.qos, publish.packet_id);
         let limit = self.config.message_size_limit;
         let reason = if limit != 0 && publish.payload.len() > limit as usize {
@@ -101,6 +110,11 @@ impl Broker {
             );
             self.stats.publish_dropped += 1;
             ReasonCode::PACKET_TOO_LARGE
+        } else if !self.may_write(key, &publish.topic) {
+            // ACL: v5 gets 0x87 on PUBACK/PUBREC; 3.1.1 is acknowledged and dropped, as
+            // Mosquitto does.
+            self.stats.publish_dropped += 1;
+            ReasonCode::NOT_AUTHORIZED
         } else if self.route(publish, Some((conn, key)), now) {
             ReasonCode::SUCCESS
         } else {
@@ -112,19 +126,49 @@ impl Broker {
         self.flush_session(key, now);
     }
 
-    fn on_connect(&mut self, conn: ConnId, connect: Box<Connect>, now: Instant) {
+    /// ACL write check for session `key` (allowed when no ACL applies).
+    fn may_write(&mut self, key: usize, topic: &crate::codec::ByteStr) -> bool {
+        self.sessions
+            .get_mut(key)
+            .and_then(|s| s.security.as_mut())
+            .map_or(true, |s| s.may_write(topic))
+    }
+
+    fn on_connect(&mut self, conn: ConnId, mut connect: Box<Connect>, now: Instant) {
         let Some(c) = self.conn_mut(conn) else { return };
         let version = connect.protocol;
         c.version = version;
         let (peer, listener, conn_uid) = (c.peer, c.listener, c.uid);
-        let allow_anonymous = self
+        // --- security hook: TLS identity as username, then password / ACL checks.
+        let identity = c.identity.clone();
+        let use_identity = self
             .config
             .listeners
             .get(listener)
-            .and_then(|l| l.allow_anonymous)
-            .unwrap_or(self.config.allow_anonymous);
+            .and_then(|l| l.tls.as_ref())
+            .is_some_and(|t| t.use_identity_as_username);
+        if use_identity {
+            // Without a verified certificate identity the client is anonymous.
+            connect.username = identity.map(crate::codec::ByteStr::from);
+            connect.password = None;
+        }
+        let security = Arc::clone(&self.security);
+        let domain = security.domain(listener);
         let auto = self.uid();
-        let accepted = match session::accept(&connect, &self.config, allow_anonymous, || auto) {
+        let verdict = session::accept(&connect, &self.config, domain, use_identity, || auto)
+            .and_then(|a| {
+                let will_ok = connect.will.as_ref().map_or(true, |w| {
+                    let username = connect.username.as_ref().map(crate::codec::ByteStr::as_str);
+                    ClientSecurity::new(&security, listener, username, a.client_id.as_str())
+                        .may_write(&w.topic)
+                });
+                if will_ok {
+                    Ok(a)
+                } else {
+                    Err(ReasonCode::NOT_AUTHORIZED)
+                }
+            });
+        let accepted = match verdict {
             Ok(a) => a,
             Err(reason) => {
                 let code = session::connack_code(version, reason);
@@ -183,6 +227,7 @@ impl Broker {
     ) {
         let Some(c) = self.conn(conn) else { return };
         let (peer, conn_uid, version) = (c.peer, c.uid, connect.protocol);
+        let (listener, security) = (c.listener, Arc::clone(&self.security));
         let client_id = accepted.client_id.clone();
 
         // Takeover: the old connection of this client id is closed [MQTT-3.1.4-3].
@@ -230,6 +275,7 @@ impl Broker {
                     conn: None,
                     paused: Default::default(),
                     forward: None,
+                    security: None,
                 });
                 self.client_ids.insert(client_id.clone(), key);
                 key
@@ -241,6 +287,12 @@ impl Broker {
         let will = connect.will.take();
         slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
+        slot.security = Some(Box::new(ClientSecurity::new(
+            &security,
+            listener,
+            connect.username.as_ref().map(crate::codec::ByteStr::as_str),
+            client_id.as_str(),
+        )));
         let properties = if version.is_v5() {
             session::connack_properties(&self.config, accepted)
         } else {

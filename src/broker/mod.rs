@@ -63,6 +63,7 @@ use crate::config::Config;
 use crate::metrics::Stats;
 use crate::session::{Limits, Session, Subscription};
 
+use crate::auth::{ClientSecurity, Security};
 use crate::retained::RetainedStore;
 use crate::topic::TopicIndex;
 pub use out_queue::OutQueue;
@@ -106,6 +107,10 @@ struct Conn {
     /// Has sent a PUBLISH (the runtime pauses only publishers while a mailbox to
     /// another shard is full, so subscribers' acknowledgements keep flowing).
     publisher: bool,
+    /// Verified TLS client-certificate identity (for `use_identity_as_username`).
+    identity: Option<String>,
+    /// `OutQueue::written` when the slow-subscriber timer was armed (None = not armed).
+    stall_mark: Option<u64>,
 }
 
 /// A session plus the broker's bookkeeping about it.
@@ -118,6 +123,8 @@ struct Slot {
     /// A stub left behind by a session that moved to this shard: messages still
     /// addressed here go there.
     forward: Option<ShardId>,
+    /// Who the session connected as and its ACL (set on every CONNECT).
+    security: Option<Box<ClientSecurity>>,
 }
 
 /// The per-shard broker. See the module documentation for the driver contract.
@@ -143,6 +150,8 @@ pub struct Broker {
     scratch: BytesMut,
     /// Reused fan-out target list.
     targets: Vec<(usize, Subscription)>,
+    /// Password and ACL rules (replaced whole on reload).
+    security: Arc<Security>,
     /// Persistence events for the runtime (empty and unused when persistence is off).
     persist: persist_hook::PersistHook,
     /// This shard and the shard count.
@@ -199,6 +208,7 @@ impl Broker {
         };
         let mut stats = Stats::new(now);
         stats.update_load(now);
+        let config_for_security = Arc::clone(&config);
         Self {
             limits: Limits::from_config(&config),
             config,
@@ -232,6 +242,26 @@ impl Broker {
             retained_jobs: VecDeque::new(),
             releases: (0..shards).map(|_| Vec::new()).collect(),
             releases_pending: false,
+            security: Arc::new(Security::open(&config_for_security)),
+        }
+    }
+
+    /// Installs loaded password / ACL rules (at start and on SIGHUP); every session's ACL
+    /// is re-derived and its decision cache dropped. Connections stay up.
+    pub fn set_security(&mut self, security: Arc<Security>) {
+        for (_, slot) in &mut self.sessions {
+            if let Some(s) = slot.security.as_mut() {
+                s.reload(&security);
+            }
+        }
+        self.security = security;
+    }
+
+    /// The runtime reports a TLS connection's verified client-certificate identity
+    /// (before any MQTT bytes of that connection are fed in).
+    pub fn set_identity(&mut self, conn: ConnId, identity: Option<String>) {
+        if let Some(c) = self.conn_mut(conn) {
+            c.identity = identity;
         }
     }
 
@@ -266,6 +296,8 @@ impl Broker {
             transmit_flag: false,
             blocked_on: SmallVec::new(),
             publisher: false,
+            identity: None,
+            stall_mark: None,
         });
         self.stats.connections_accepted += 1;
         self.timers.push(
@@ -527,6 +559,21 @@ impl Broker {
         if let Some(c) = self.conn_mut(conn) {
             c.blocked_on.clear();
         }
+    }
+
+    /// A subscriber's output is full: arms the slow-subscriber timer once
+    /// (`slow_subscriber_timeout`).
+    fn arm_stall(&mut self, conn: ConnId, now: Instant) {
+        let timeout = self.config.slow_subscriber_timeout;
+        let Some(c) = self.conns.get_mut(conn).and_then(Option::as_mut) else {
+            return;
+        };
+        if timeout.is_zero() || c.stall_mark.is_some() {
+            return;
+        }
+        c.stall_mark = Some(c.out.written());
+        let uid = c.uid;
+        self.timers.push(now + timeout, Timer::Stall { conn, uid });
     }
 
     /// Drains the session's transmits into its connection's output.

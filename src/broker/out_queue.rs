@@ -12,6 +12,8 @@ use bytes::{Buf, Bytes};
 pub struct OutQueue {
     chunks: VecDeque<Bytes>,
     len: usize,
+    /// Bytes ever consumed (written to the socket): progress for stall detection.
+    written: u64,
 }
 
 impl OutQueue {
@@ -41,9 +43,15 @@ impl OutQueue {
         n
     }
 
+    /// Bytes written so far (never decreases).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Drops the first `n` bytes (after a successful write of `n` bytes).
     pub fn consume(&mut self, mut n: usize) {
         self.len = self.len.saturating_sub(n);
+        self.written += n as u64;
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 break;

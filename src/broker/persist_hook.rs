@@ -432,11 +432,20 @@ impl Broker {
                     session.pending_will = Some((instant_of(*at), will.clone()));
                 }
             }
+            // The username is not persisted: until the client reconnects, a restored
+            // session reads with the anonymous ACL rules (never more than it may).
+            let security = crate::auth::ClientSecurity::new(
+                &self.security,
+                0,
+                None,
+                session.client_id().as_str(),
+            );
             let key = self.sessions.insert(Slot {
                 session,
                 conn: None,
                 paused: Default::default(),
                 forward: None,
+                security: Some(Box::new(security)),
             });
             let Some(slot) = self.sessions.get(key) else {
                 continue;

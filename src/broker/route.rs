@@ -265,6 +265,13 @@ impl Broker {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
         };
+        // ACL: read rights are checked per delivered message (cached per topic), so a
+        // wildcard subscription spanning denied topics does not leak them.
+        if let Some(sec) = slot.security.as_mut() {
+            if !sec.may_read(&msg.publish.topic) {
+                return;
+            }
+        }
         fanout.matched = true;
         if let Some(to) = slot.forward {
             // A stub: the session moved; forward unless `to` got the message directly.
@@ -298,6 +305,7 @@ impl Broker {
                 if c.out.len() >= self.out_limit {
                     self.stats.publish_dropped += 1;
                     fanout.qos0_full.push(key);
+                    self.arm_stall(conn, now);
                     return;
                 }
                 let class = usize::from(v5) * 2 + usize::from(retain);
@@ -349,6 +357,12 @@ impl Broker {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
         };
+        // ACL (cached): also covers messages forwarded from another shard.
+        if let Some(sec) = slot.security.as_mut() {
+            if !sec.may_read(&out.msg.publish.topic) {
+                return;
+            }
+        }
         let persisted = self.persist.wants(&slot.session).then(|| out.clone());
         match slot.session.deliver(out) {
             Delivery::Sent | Delivery::Queued => {
@@ -376,6 +390,9 @@ impl Broker {
                     self.pause(p, key);
                 } else if !self.remote_congested.contains(&(key, uid)) {
                     self.remote_congested.push((key, uid));
+                }
+                if let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) {
+                    self.arm_stall(conn, now);
                 }
             }
         }

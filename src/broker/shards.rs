@@ -526,6 +526,8 @@ impl Broker {
             conn: None,
             paused: Default::default(),
             forward: None,
+            // Set again by `finish_connect` right after the move.
+            security: None,
         });
         self.client_ids.insert(client_id, key);
         for (filter, sub) in filters {

@@ -54,6 +54,18 @@ impl Broker {
                 reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
                 continue;
             };
+            if !slot
+                .security
+                .as_ref()
+                .map_or(true, |s| s.may_subscribe(filter.as_str()))
+            {
+                crate::log_notice!(
+                    "Denied SUBSCRIBE from {} to {filter} (ACL).",
+                    slot.session.client_id()
+                );
+                reasons.push(failure.unwrap_or(ReasonCode::NOT_AUTHORIZED));
+                continue;
+            }
             let subscription = Subscription {
                 options,
                 id: sub_id,
@@ -143,6 +155,13 @@ impl Broker {
         );
         let slot = self.sessions.get_mut(job.key)?;
         for m in found {
+            if !slot
+                .security
+                .as_mut()
+                .map_or(true, |s| s.may_read(&m.topic))
+            {
+                continue; // ACL: retained messages are read too
+            }
             let publish = Publish {
                 dup: false,
                 qos: m.qos,

@@ -31,6 +31,11 @@ pub(super) enum Timer {
         key: usize,
         uid: u64,
     },
+    /// A subscriber whose output was full when armed (slow-subscriber cut-off).
+    Stall {
+        conn: ConnId,
+        uid: u64,
+    },
     Sys,
 }
 
@@ -130,11 +135,55 @@ impl Broker {
                     }
                 }
             }
+            Timer::Stall { conn, uid } => self.check_stall(conn, uid, now),
             Timer::Sys => {
                 self.publish_sys(now);
                 self.timers.push(now + self.config.sys_interval, Timer::Sys);
             }
         }
+    }
+
+    /// Cuts off a subscriber that kept a full output queue without reading a byte for
+    /// `slow_subscriber_timeout`; re-arms while it still makes progress.
+    fn check_stall(&mut self, conn: ConnId, uid: u64, now: Instant) {
+        let out_limit = self.out_limit;
+        let Some(c) = self.conn_mut(conn) else { return };
+        if c.uid != uid {
+            return;
+        }
+        let Some(mark) = c.stall_mark.take() else {
+            return;
+        };
+        let ConnState::Active(key) = c.state else {
+            return;
+        };
+        let full = c.out.len() >= out_limit
+            || self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.session.is_backlogged());
+        let Some(c) = self.conn(conn) else { return };
+        if !full {
+            return;
+        }
+        if c.out.written() != mark {
+            self.arm_stall(conn, now); // slow but reading: look again later
+            return;
+        }
+        let id = self
+            .sessions
+            .get(key)
+            .map(|s| s.session.client_id().to_string())
+            .unwrap_or_default();
+        crate::log_notice!(
+            "Client {id} has not read its full queue for {}s, disconnecting.",
+            self.config.slow_subscriber_timeout.as_secs()
+        );
+        self.stats.publish_dropped += 1;
+        if let Some(c) = self.conn_mut(conn) {
+            c.out.clear(); // the memory goes now, not when the socket drains
+        }
+        self.end_connection(conn, now, true);
     }
 
     /// Publishes the `$SYS` topics as retained messages. With several shards only shard

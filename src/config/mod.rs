@@ -218,6 +218,15 @@ pub struct Config {
     pub max_packet_size: u32,
     /// `max_keepalive` (seconds, MQTT 5 server keep alive); 65535 = no limit.
     pub max_keepalive: u16,
+    /// `max_connection_rate` (shardmq only): new connections accepted per second on each
+    /// listener, a token bucket of that size; connections past it are closed at once and
+    /// counted. 0 = unlimited (the default), guards against reconnect storms.
+    pub max_connection_rate: u32,
+    /// `slow_subscriber_timeout` (shardmq only, seconds): a client whose output queue is
+    /// full (`max_queued_bytes`) and that has not read a byte for this long is
+    /// disconnected, so one dead subscriber cannot stall its publishers forever.
+    /// 0 = never (default 60).
+    pub slow_subscriber_timeout: Duration,
     pub retain_available: bool,
     pub bridges: Vec<BridgeConfig>,
     /// Files that were read to build this config (for messages and reloads).
@@ -281,6 +290,8 @@ impl Default for Config {
             message_size_limit: 0,
             max_packet_size: 0,
             max_keepalive: 65535,
+            max_connection_rate: 0,
+            slow_subscriber_timeout: Duration::from_secs(60),
             retain_available: true,
             bridges: Vec::new(),
             source_files: Vec::new(),

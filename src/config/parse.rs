@@ -252,6 +252,10 @@ impl Parser {
             "max_keepalive" => {
                 self.cfg.max_keepalive = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX)
             }
+            "max_connection_rate" => {
+                self.cfg.max_connection_rate = u32::try_from(line.int(0, 1_000_000)?).unwrap_or(0)
+            }
+            "slow_subscriber_timeout" => self.cfg.slow_subscriber_timeout = line.seconds()?,
             "retain_available" => self.cfg.retain_available = line.bool()?,
             "threads" => {
                 self.cfg.threads = if line.value()? == "auto" {

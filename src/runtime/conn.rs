@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use bytes::{BufMut, BytesMut};
 use mio::net::TcpStream;
 
+use super::tls::TlsConn;
 use crate::broker::OutQueue;
 
 /// Bytes read per `read` call; the buffer grows to hold a bigger frame when needed.
@@ -25,6 +26,10 @@ pub struct Conn {
     pub writable: bool,
     /// Data may still be readable (budget ran out or the broker paused reading).
     pub read_pending: bool,
+    /// Index of the listener that accepted it (for per-listener limits).
+    pub listener: usize,
+    /// TLS state on a TLS listener.
+    pub tls: Option<Box<TlsConn>>,
 }
 
 pub enum ReadOutcome {
@@ -37,17 +42,26 @@ pub enum ReadOutcome {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: TcpStream, listener: usize) -> Self {
         Self {
             stream,
             rbuf: BytesMut::new(),
             writable: false,
             read_pending: false,
+            listener,
+            tls: None,
         }
     }
 
     /// Reads once into the spare capacity of `rbuf`. Returns bytes read (0 = EOF).
     pub fn read_once(&mut self) -> io::Result<usize> {
+        if let Some(tls) = self.tls.as_mut() {
+            let len = self.rbuf.len();
+            self.rbuf.resize(len + READ_CHUNK, 0);
+            let res = tls.read(&mut self.stream, &mut self.rbuf[len..]);
+            self.rbuf.truncate(len + *res.as_ref().unwrap_or(&0));
+            return res;
+        }
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
             self.rbuf.reserve(READ_CHUNK);
         }
@@ -69,6 +83,9 @@ impl Conn {
 
     /// Writes as much of `out` as the socket takes. Returns Ok(true) when `out` is empty.
     pub fn flush(&mut self, out: &mut OutQueue) -> io::Result<bool> {
+        if let Some(tls) = self.tls.as_mut() {
+            return tls.flush(&mut self.stream, out);
+        }
         while !out.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n = out.io_slices(&mut iov);

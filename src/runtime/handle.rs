@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::listener;
 use super::shard::Shard;
+use crate::auth::Security;
 use crate::broker::ShardMsg;
 use crate::codec::Publish;
 use crate::config::Config;
@@ -24,6 +25,13 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("the configuration has no listener")]
     NoListener,
+    #[error(transparent)]
+    Security(#[from] crate::auth::AuthError),
+    #[error("TLS on listener {port}: {source}")]
+    Tls {
+        port: u16,
+        source: super::tls::TlsError,
+    },
     #[error("{0}")]
     Persist(#[from] crate::persist::Error),
 }
@@ -35,6 +43,8 @@ pub enum Command {
     Publish(Box<Publish>),
     /// Stop: close every connection and end the thread.
     Shutdown,
+    /// Install reloaded password / ACL rules (SIGHUP); connections stay up.
+    SetSecurity(Arc<Security>),
 }
 
 struct ShardControl {
@@ -47,6 +57,7 @@ struct ShardControl {
 pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
     shards: Vec<ShardControl>,
+    config: Arc<Config>,
 }
 
 /// Messages a mailbox ring holds between two shards before the sender spills into its
@@ -85,21 +96,37 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
             ),
             source,
         };
+        // --- TLS hook: one rustls configuration per TLS listener, shared by the shards.
+        let tls = match &l.tls {
+            Some(t) => Some(
+                super::tls::server_config(t).map_err(|source| StartError::Tls {
+                    port: l.port,
+                    source,
+                })?,
+            ),
+            None => None,
+        };
         let wanted = listener::resolve(l).map_err(bind_err)?;
-        let first = listener::bind(i, wanted, true).map_err(bind_err)?;
+        let mut first = listener::bind(i, wanted, true).map_err(bind_err)?;
+        first.tls.clone_from(&tls);
         let addr = first.addr;
         addrs.push(addr);
         per_shard[0].push(first);
         for shard in per_shard.iter_mut().skip(1) {
-            shard.push(listener::bind(i, addr, false).map_err(bind_err)?);
+            let mut b = listener::bind(i, addr, false).map_err(bind_err)?;
+            b.tls.clone_from(&tls);
+            shard.push(b);
         }
     }
+    // Password and ACL files: a bad file stops the start, naming file and line.
+    let security = Arc::new(Security::load(config)?);
     let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY);
     let mut shards = Vec::with_capacity(n);
     let mut controls = Vec::with_capacity(n);
     for (id, ((outbox, inbox), bound)) in mesh.into_iter().zip(per_shard).enumerate() {
         let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
         let mut shard = Shard::new(id, n, config, bound, rx, outbox, inbox)?;
+        shard.set_security(Arc::clone(&security));
         if let Some(store) = &store {
             shard.set_persister(super::persist::Persister::new(store));
         }
@@ -140,6 +167,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     Ok(BrokerHandle {
         addrs,
         shards: handles,
+        config: Arc::clone(config),
     })
 }
 
@@ -161,6 +189,21 @@ impl BrokerHandle {
             if s.commands.send(Command::Publish(Box::new(publish))).is_ok() {
                 let _ = s.waker.wake();
             }
+        }
+    }
+
+    /// Re-reads the password and ACL files and installs them in every shard without
+    /// dropping connections. On error the old rules stay in force.
+    pub fn reload_security(&self) -> Result<(), crate::auth::AuthError> {
+        self.reloader().reload_security()
+    }
+
+    /// A cloneable, `Send` handle for [`BrokerHandle::reload_security`] from another
+    /// thread (the SIGHUP handler).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            config: Arc::clone(&self.config),
+            shards: self.stopper().shards,
         }
     }
 
@@ -223,5 +266,28 @@ impl Stopper {
             let _ = commands.send(Command::Shutdown);
             let _ = waker.wake();
         }
+    }
+}
+
+/// Reloads the security files of a running broker from any thread.
+#[derive(Clone)]
+pub struct Reloader {
+    config: Arc<Config>,
+    shards: Vec<(Sender<Command>, Arc<mio::Waker>)>,
+}
+
+impl Reloader {
+    /// See [`BrokerHandle::reload_security`].
+    pub fn reload_security(&self) -> Result<(), crate::auth::AuthError> {
+        let security = Arc::new(Security::load(&self.config)?);
+        for (commands, waker) in &self.shards {
+            if commands
+                .send(Command::SetSecurity(Arc::clone(&security)))
+                .is_ok()
+            {
+                let _ = waker.wake();
+            }
+        }
+        Ok(())
     }
 }

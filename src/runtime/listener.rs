@@ -13,6 +13,8 @@ pub struct Bound {
     pub index: usize,
     pub socket: mio::net::TcpListener,
     pub addr: SocketAddr,
+    /// rustls configuration of a TLS listener.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// The address `listener` asks for (port 0 = any).
@@ -43,6 +45,7 @@ pub fn bind(index: usize, addr: SocketAddr, log: bool) -> io::Result<Bound> {
         index,
         socket: mio::net::TcpListener::from_std(std_listener),
         addr,
+        tls: None,
     })
 }
 

@@ -6,14 +6,16 @@
 //! interprets MQTT bytes: it reads into per-connection buffers, hands them to the broker,
 //! and writes what the broker queued with `writev`.
 
+mod admission;
 mod conn;
 mod handle;
 mod listener;
 mod persist; // persistence driver (src/persist)
 mod shard;
 pub mod signals;
+mod tls;
 
-pub use handle::{BrokerHandle, Command, StartError, Stopper};
+pub use handle::{BrokerHandle, Command, Reloader, StartError, Stopper};
 
 use std::sync::Arc;
 

@@ -18,10 +18,12 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use super::admission::Admission;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::handle::Command;
 use super::listener::Bound;
 use super::persist::Persister;
+use super::tls::TlsConn;
 use crate::broker::{Broker, ConnId, ShardMsg};
 use crate::config::Config;
 use crate::mailbox::{Inbox, Outbox};
@@ -46,8 +48,6 @@ pub struct Shard {
     inbox: Inbox<ShardMsg>,
     /// Every shard's waker, by shard id.
     peers: Arc<[Arc<Waker>]>,
-    /// Per-shard share of `max_connections`.
-    max_conns: Option<usize>,
     poll: Poll,
     waker: Arc<Waker>,
     listeners: Vec<Bound>,
@@ -62,6 +62,9 @@ pub struct Shard {
     deferred_progress: bool,
     /// Emptied read buffers (see `read`).
     rbuf_pool: Vec<bytes::BytesMut>,
+    /// `max_connections` (global and per listener, this shard's share) and
+    /// `max_connection_rate`.
+    admission: Admission,
     /// Persistence (None when off): flushed before any output or mail leaves.
     persist: Option<Persister>,
 }
@@ -89,12 +92,12 @@ impl Shard {
         let max_conns = config.max_connections.map(|m| m.div_ceil(shards.max(1)));
         let capacity = max_conns.unwrap_or(DEFAULT_CONNS_PER_SHARD).min(65_536);
         let broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
+        let admission = Admission::new(config, shards, Instant::now());
         Ok(Self {
             id,
             outbox,
             inbox,
             peers: Arc::from(Vec::new()),
-            max_conns,
             poll,
             waker,
             listeners,
@@ -105,8 +108,14 @@ impl Shard {
             stopping: false,
             deferred_progress: false,
             rbuf_pool: Vec::new(),
+            admission,
             persist: None,
         })
+    }
+
+    /// Installs the loaded password / ACL rules (before `run`).
+    pub fn set_security(&mut self, security: Arc<crate::auth::Security>) {
+        self.broker.set_security(security);
     }
 
     /// Turns persistence on and restores this shard's part of the saved state (before
@@ -250,6 +259,7 @@ impl Shard {
             match cmd {
                 Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
+                Command::SetSecurity(s) => self.broker.set_security(s),
             }
         }
     }
@@ -270,23 +280,33 @@ impl Shard {
                 }
             };
             let listener_idx = listener.index;
-            if self.at_connection_limit(listener_idx) {
-                crate::log_notice!(
-                    "Client connection from {peer} denied: max_connections reached."
-                );
+            // --- limits hook: max_connections (global, per listener), connection rate.
+            if self.admission.admit(listener_idx, now).is_err() {
                 drop(stream);
                 continue;
             }
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let conn = entry.key();
-            let mut c = Conn::new(stream);
+            let mut c = Conn::new(stream, listener_idx);
+            if let Some(cfg) = &listener.tls {
+                // --- TLS hook: the handshake runs inside read/flush.
+                match TlsConn::new(cfg) {
+                    Ok(t) => c.tls = Some(Box::new(t)),
+                    Err(e) => {
+                        crate::log_error!("Error: TLS setup for {peer} failed: {e}");
+                        self.admission.release(listener_idx);
+                        continue;
+                    }
+                }
+            }
             if let Err(e) =
                 self.poll
                     .registry()
                     .register(&mut c.stream, Token(conn), Interest::READABLE)
             {
                 crate::log_error!("Error: cannot register connection from {peer}: {e}");
+                self.admission.release(listener_idx);
                 continue;
             }
             entry.insert(c);
@@ -295,16 +315,6 @@ impl Shard {
             // now saves a loop iteration for the CONNECT that usually follows at once.
             self.read(conn, now);
         }
-    }
-
-    fn at_connection_limit(&self, listener: usize) -> bool {
-        if self.max_conns.is_some_and(|max| self.conns.len() >= max) {
-            return true;
-        }
-        // Per-listener limits count only this shard's connections of that listener; with
-        // one shard this is exact.
-        let _ = listener;
-        false
     }
 
     fn read(&mut self, conn: ConnId, now: Instant) {
@@ -332,6 +342,9 @@ impl Shard {
                 Ok(0) => break ReadOutcome::Closed,
                 Ok(n) => {
                     total += n;
+                    if let Some(identity) = c.tls.as_mut().and_then(|t| t.take_identity()) {
+                        self.broker.set_identity(conn, identity);
+                    }
                     self.broker.on_read(conn, &mut c.rbuf, now);
                     if total >= READ_BUDGET
                         || !self.broker.wants_read(conn)
@@ -353,7 +366,9 @@ impl Shard {
                 self.rbuf_pool.push(buf);
             }
         }
+        let tls_pending = c.tls.as_ref().is_some_and(|t| t.wants_write());
         match outcome {
+            ReadOutcome::Drained if tls_pending => self.flush(conn, now),
             ReadOutcome::Drained => {}
             ReadOutcome::Budget => {
                 if !c.read_pending {
@@ -433,6 +448,7 @@ impl Shard {
     /// The peer went away (EOF or socket error).
     fn closed_by_peer(&mut self, conn: ConnId, now: Instant) {
         if let Some(mut c) = self.conns.try_remove(conn) {
+            self.admission.release(c.listener);
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.broker.on_closed(conn, now);
         }
@@ -443,9 +459,13 @@ impl Shard {
         let Some(mut c) = self.conns.try_remove(conn) else {
             return;
         };
+        self.admission.release(c.listener);
         if let Some(out) = self.broker.output(conn) {
             let _ = c.flush(out);
             out.clear();
+        }
+        if let Some(tls) = c.tls.as_mut() {
+            tls.close(&mut c.stream);
         }
         let _ = c.stream.shutdown(Shutdown::Both);
         let _ = self.poll.registry().deregister(&mut c.stream);

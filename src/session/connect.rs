@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::auth::Domain;
 use crate::codec::{ByteStr, Connect, Properties, ProtocolVersion, ReasonCode};
 use crate::config::Config;
 
@@ -51,13 +52,15 @@ pub struct Accepted {
     pub expiry: SessionExpiry,
 }
 
-/// Checks a CONNECT against the configuration. `auto_id` yields a fresh unique suffix for
-/// an assigned client id. `Err` carries the v5 reason code; map it with
-/// [`connack_code`] for the client's version.
+/// Checks a CONNECT against the configuration and the listener's security `domain`
+/// (`identity_verified`: the username is a verified client-certificate identity). `auto_id`
+/// yields a fresh unique suffix for an assigned client id. `Err` carries the v5 reason
+/// code; map it with [`connack_code`] for the client's version.
 pub fn accept(
     connect: &Connect,
     config: &Config,
-    allow_anonymous: bool,
+    domain: &Domain,
+    identity_verified: bool,
     auto_id: impl FnOnce() -> u64,
 ) -> Result<Accepted, ReasonCode> {
     let v = connect.protocol;
@@ -92,13 +95,21 @@ pub fn accept(
         }
     }
     authenticate(
-        config,
-        allow_anonymous,
+        domain,
         connect.username.as_ref(),
         connect.password.as_ref(),
-        &client_id,
+        identity_verified,
     )?;
 
+    let max_ka = config.max_keepalive;
+    if !v.is_v5()
+        && max_ka != u16::MAX
+        && max_ka != 0
+        && (connect.keep_alive == 0 || connect.keep_alive > max_ka)
+    {
+        // 3.1.1 cannot be told another keep alive: refused as Mosquitto does (CONNACK 2).
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
     let (keep_alive, server_keep_alive) =
         negotiate_keep_alive(v, connect.keep_alive, config.max_keepalive);
     let expiry = match v {
@@ -119,20 +130,19 @@ pub fn accept(
     })
 }
 
-/// The authentication hook. For now it only enforces `allow_anonymous`; password files
-/// and plugins plug in here. Returns the v5 reason code on refusal.
+/// The authentication hook: `allow_anonymous` and the password file of the listener's
+/// [`Domain`]. Returns the v5 reason code on refusal (0x87 anonymous, 0x86 credentials).
 pub fn authenticate(
-    config: &Config,
-    allow_anonymous: bool,
+    domain: &Domain,
     username: Option<&ByteStr>,
     password: Option<&Bytes>,
-    client_id: &ByteStr,
+    identity_verified: bool,
 ) -> Result<(), ReasonCode> {
-    let _ = (config, password, client_id);
-    if username.is_none() && !allow_anonymous {
-        return Err(ReasonCode::NOT_AUTHORIZED);
-    }
-    Ok(())
+    domain.authenticate(
+        username.map(ByteStr::as_str),
+        password.map(|p| &p[..]),
+        identity_verified,
+    )
 }
 
 /// v5 Server Keep Alive: when `max_keepalive` is set and the client asks for more (or for
@@ -154,8 +164,8 @@ pub const fn connack_code(version: ProtocolVersion, reason: ReasonCode) -> Reaso
         0x00 => ReasonCode::V3_ACCEPTED,
         0x84 => ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION,
         0x85 => ReasonCode::V3_IDENTIFIER_REJECTED,
-        0x86 => ReasonCode::V3_BAD_USERNAME_OR_PASSWORD,
-        0x87 | 0x8A => ReasonCode::V3_NOT_AUTHORIZED,
+        // Mosquitto answers a wrong password with 5 (not authorised), not 4.
+        0x86 | 0x87 | 0x8A => ReasonCode::V3_NOT_AUTHORIZED,
         _ => ReasonCode::V3_SERVER_UNAVAILABLE,
     }
 }
@@ -185,6 +195,13 @@ pub fn connack_properties(config: &Config, accepted: &Accepted) -> Properties {
 mod tests {
     use super::*;
 
+    fn open() -> Domain {
+        Domain {
+            allow_anonymous: true,
+            ..Domain::default()
+        }
+    }
+
     fn connect(v: ProtocolVersion, id: &str, clean: bool) -> Connect {
         Connect {
             protocol: v,
@@ -201,7 +218,13 @@ mod tests {
     #[test]
     fn mqtt_3_1_3_8_empty_id_without_clean_session_rejected() {
         let c = Config::default();
-        let r = accept(&connect(ProtocolVersion::V311, "", false), &c, true, || 1);
+        let r = accept(
+            &connect(ProtocolVersion::V311, "", false),
+            &c,
+            &open(),
+            false,
+            || 1,
+        );
         assert_eq!(r.map(|_| ()), Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID));
         assert_eq!(
             connack_code(
@@ -215,16 +238,36 @@ mod tests {
     #[test]
     fn empty_id_assigned_with_prefix() {
         let c = Config::default();
-        let a = accept(&connect(ProtocolVersion::V5, "", false), &c, true, || 0xab).unwrap();
+        let a = accept(
+            &connect(ProtocolVersion::V5, "", false),
+            &c,
+            &open(),
+            false,
+            || 0xab,
+        )
+        .unwrap();
         assert!(a.assigned_id);
         assert_eq!(a.client_id.as_str(), "auto-00000000000000ab");
-        assert!(accept(&connect(ProtocolVersion::V31, "", true), &c, true, || 1).is_err());
+        assert!(accept(
+            &connect(ProtocolVersion::V31, "", true),
+            &c,
+            &open(),
+            false,
+            || 1
+        )
+        .is_err());
     }
 
     #[test]
     fn anonymous_refused_when_not_allowed() {
         let c = Config::default();
-        let r = accept(&connect(ProtocolVersion::V311, "a", true), &c, false, || 1);
+        let r = accept(
+            &connect(ProtocolVersion::V311, "a", true),
+            &c,
+            &Domain::default(),
+            false,
+            || 1,
+        );
         assert_eq!(r.map(|_| ()), Err(ReasonCode::NOT_AUTHORIZED));
         assert_eq!(
             connack_code(ProtocolVersion::V311, ReasonCode::NOT_AUTHORIZED),

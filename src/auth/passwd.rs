@@ -1,0 +1,323 @@
+//! `shardmq passwd`: creates and edits Mosquitto password files the way `mosquitto_passwd`
+//! does (`-c` create, `-b` batch, `-D` delete, `-U` hash a plain-text file, `-H sha512 |
+//! sha512-pbkdf2`). Files are rewritten through a temporary file and a rename, mode 0600.
+//!
+//! It never echoes a password, never prints a hash, and reads a password interactively
+//! only from a terminal (`/dev/tty` with echo off); without one it says to use `-b`.
+
+use std::fs;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::password::{format_entries, parse_entries, Entry, HashKind, PasswordHash};
+
+/// What `shardmq passwd` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswdCommand {
+    /// Add or update `user` (password from the command line with `-b`, else prompted).
+    Set {
+        file: PathBuf,
+        user: String,
+        password: Option<String>,
+        create: bool,
+        kind: HashKind,
+    },
+    Delete {
+        file: PathBuf,
+        user: String,
+    },
+    /// `-U`: hash every plain-text password in the file.
+    Upgrade {
+        file: PathBuf,
+        kind: HashKind,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswdError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("Error: cannot {action} password file {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Error: user {0} not found in the password file.")]
+    UserNotFound(String),
+    #[error("Error: no terminal to read a password from; use -b FILE USER PASSWORD.")]
+    NoTty,
+    #[error("Error: passwords do not match.")]
+    Mismatch,
+    #[error("Error: {0}")]
+    Hash(#[from] super::PasswordError),
+}
+
+pub const USAGE: &str =
+    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n\
+       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n\
+       shardmq passwd -U passwordfile";
+
+/// Parses mosquitto_passwd's arguments.
+pub fn parse_args(args: &[String]) -> Result<PasswdCommand, PasswdError> {
+    let usage = |msg: &str| PasswdError::Usage(format!("Error: {msg}\n{USAGE}"));
+    let (mut create, mut batch, mut delete, mut upgrade) = (false, false, false, false);
+    let mut kind = HashKind::Pbkdf2;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-c" => create = true,
+            "-b" => batch = true,
+            "-D" => delete = true,
+            "-U" => upgrade = true,
+            "-H" => {
+                kind = match it.next().map(String::as_str) {
+                    Some("sha512") => HashKind::Sha512,
+                    Some("sha512-pbkdf2") => HashKind::Pbkdf2,
+                    _ => return Err(usage("-H takes sha512 or sha512-pbkdf2.")),
+                }
+            }
+            s if s.starts_with('-') && s.len() > 1 => {
+                return Err(usage(&format!("unknown option {s}.")))
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
+    if (create && delete) || (upgrade && (create || delete || batch)) || (batch && delete) {
+        return Err(usage("conflicting options."));
+    }
+    let check_user = |u: &str| {
+        if u.contains(':') {
+            Err(usage("username must not contain the ':' character."))
+        } else if u.is_empty() {
+            Err(usage("empty username."))
+        } else {
+            Ok(())
+        }
+    };
+    match (upgrade, delete, batch, rest.as_slice()) {
+        (true, _, _, [file]) => Ok(PasswdCommand::Upgrade {
+            file: file.into(),
+            kind,
+        }),
+        (false, true, _, [file, user]) => {
+            check_user(user)?;
+            Ok(PasswdCommand::Delete {
+                file: file.into(),
+                user: user.clone(),
+            })
+        }
+        (false, false, true, [file, user, password]) => {
+            check_user(user)?;
+            Ok(PasswdCommand::Set {
+                file: file.into(),
+                user: user.clone(),
+                password: Some(password.clone()),
+                create,
+                kind,
+            })
+        }
+        (false, false, false, [file, user]) => {
+            check_user(user)?;
+            Ok(PasswdCommand::Set {
+                file: file.into(),
+                user: user.clone(),
+                password: None,
+                create,
+                kind,
+            })
+        }
+        _ => Err(usage("wrong number of arguments.")),
+    }
+}
+
+/// Runs `shardmq passwd ARGS`.
+pub fn run(args: &[String]) -> Result<(), PasswdError> {
+    match parse_args(args)? {
+        PasswdCommand::Set {
+            file,
+            user,
+            password,
+            create,
+            kind,
+        } => {
+            let mut entries = if create { Vec::new() } else { read(&file)? };
+            let password = match password {
+                Some(p) => p,
+                None => prompt_password()?,
+            };
+            let secret = PasswordHash::new(kind, password.as_bytes())?.encode();
+            match entries.iter_mut().find(|e| e.username == user) {
+                Some(e) => e.secret = secret,
+                None => entries.push(Entry {
+                    username: user,
+                    secret,
+                }),
+            }
+            write(&file, &entries)
+        }
+        PasswdCommand::Delete { file, user } => {
+            let mut entries = read(&file)?;
+            let before = entries.len();
+            entries.retain(|e| e.username != user);
+            if entries.len() == before {
+                return Err(PasswdError::UserNotFound(user));
+            }
+            write(&file, &entries)
+        }
+        PasswdCommand::Upgrade { file, kind } => {
+            let mut entries = read(&file)?;
+            for e in &mut entries {
+                if PasswordHash::parse(&e.secret).is_err() {
+                    e.secret = PasswordHash::new(kind, e.secret.as_bytes())?.encode();
+                }
+            }
+            write(&file, &entries)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<Entry>, PasswdError> {
+    let text = fs::read_to_string(path).map_err(|source| PasswdError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(parse_entries(&text).into_iter().map(|(_, e)| e).collect())
+}
+
+fn write(path: &Path, entries: &[Entry]) -> Result<(), PasswdError> {
+    let io = |source| PasswdError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(format_entries(entries).as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+/// Reads a password twice from the terminal with echo off.
+fn prompt_password() -> Result<String, PasswdError> {
+    let tty = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| PasswdError::NoTty)?;
+    let first = read_hidden(&tty, "Password: ")?;
+    let second = read_hidden(&tty, "Reenter password: ")?;
+    if first != second {
+        return Err(PasswdError::Mismatch);
+    }
+    Ok(first)
+}
+
+fn read_hidden(tty: &fs::File, prompt: &str) -> Result<String, PasswdError> {
+    use std::os::fd::AsRawFd;
+    let fd = tty.as_raw_fd();
+    let mut w = tty;
+    let _ = w.write_all(prompt.as_bytes());
+    let _ = w.flush();
+    // SAFETY: termios is plain data; tcgetattr fills it for a valid fd we own.
+    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is an open terminal; `term` is a valid termios.
+    let have_term = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
+    if !have_term {
+        return Err(PasswdError::NoTty);
+    }
+    let mut hidden = term;
+    hidden.c_lflag &= !libc::ECHO;
+    // SAFETY: as above; restores the original settings below.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &hidden) };
+    let mut line = String::new();
+    let res = std::io::BufReader::new(tty).read_line(&mut line);
+    // SAFETY: restores the settings read by tcgetattr.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    let _ = w.write_all(b"\n");
+    res.map_err(|_| PasswdError::NoTty)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_mosquitto_passwd_forms() {
+        assert_eq!(
+            parse_args(&args(&["-c", "-b", "f", "u", "p"])).unwrap(),
+            PasswdCommand::Set {
+                file: "f".into(),
+                user: "u".into(),
+                password: Some("p".into()),
+                create: true,
+                kind: HashKind::Pbkdf2
+            }
+        );
+        assert!(matches!(
+            parse_args(&args(&["-H", "sha512", "-b", "f", "u", "p"])).unwrap(),
+            PasswdCommand::Set {
+                kind: HashKind::Sha512,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_args(&args(&["-D", "f", "u"])).unwrap(),
+            PasswdCommand::Delete { .. }
+        ));
+        assert!(matches!(
+            parse_args(&args(&["-U", "f"])).unwrap(),
+            PasswdCommand::Upgrade { .. }
+        ));
+        for bad in [
+            &["-c", "-D", "f", "u"][..],
+            &["-b", "f", "u"],
+            &["-b", "f", "a:b", "p"],
+            &["-H", "md5", "f", "u"],
+            &["-x", "f", "u"],
+            &[],
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn create_update_delete_upgrade() {
+        let dir = std::env::temp_dir().join(format!("shardmq-passwd-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        let fs_ = f.to_str().unwrap();
+        run(&args(&["-c", "-b", fs_, "a", "1"])).unwrap();
+        run(&args(&["-H", "sha512", "-b", fs_, "b", "2"])).unwrap();
+        run(&args(&["-b", fs_, "a", "3"])).unwrap();
+        let pw = crate::auth::PasswordFile::load(&f).unwrap();
+        assert!(pw.check("a", Some(b"3")) && pw.check("b", Some(b"2")));
+        run(&args(&["-D", fs_, "a"])).unwrap();
+        assert!(matches!(
+            run(&args(&["-D", fs_, "a"])),
+            Err(PasswdError::UserNotFound(_))
+        ));
+        fs::write(&f, "x:plain\ny:other\n").unwrap();
+        run(&args(&["-U", fs_])).unwrap();
+        let pw = crate::auth::PasswordFile::load(&f).unwrap();
+        assert!(pw.check("x", Some(b"plain")) && pw.check("y", Some(b"other")));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
