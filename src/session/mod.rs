@@ -403,6 +403,21 @@ impl Session {
     }
 
     fn on_publish(&mut self, p: Publish) -> Result<Option<Action>, ProtocolError> {
+        Ok(self.check_publish(&p)?.then_some(Action::Route(p)))
+    }
+
+    /// The PUBLISH half of [`Session::handle_packet`] without moving the packet (the
+    /// broker's hot path): refreshes keep alive, checks the packet, records an inbound
+    /// QoS 2 id. `Ok(true)`: route it, then call [`Session::acknowledge_publish`];
+    /// `Ok(false)`: a duplicate QoS 2 PUBLISH, already answered.
+    pub fn accept_publish(&mut self, now: Instant, p: &Publish) -> Result<bool, ProtocolError> {
+        if let Some(link) = &mut self.link {
+            link.last_packet = now;
+        }
+        self.check_publish(p)
+    }
+
+    fn check_publish(&mut self, p: &Publish) -> Result<bool, ProtocolError> {
         if p.properties.topic_alias.is_some() {
             return Err(ProtocolError::TopicAliasInvalid);
         }
@@ -423,7 +438,7 @@ impl Session {
                 // [MQTT-4.3.3-10].
                 self.transmits
                     .push_back(Transmit::Ack(AckKind::PubRec, id, ReasonCode::SUCCESS));
-                return Ok(None);
+                return Ok(false);
             }
             if self.version.is_v5()
                 && self.inbound_qos2.len() >= usize::from(self.limits.receive_maximum)
@@ -432,7 +447,7 @@ impl Session {
             }
             self.inbound_qos2.push(id);
         }
-        Ok(Some(Action::Route(p)))
+        Ok(true)
     }
 
     /// Sends the PUBACK / PUBREC of a routed QoS 1/2 PUBLISH. `reason` is v5's (0x10 when
