@@ -138,9 +138,17 @@ fn takeover_moves_persistent_session_across_shards() {
             c.wait_connack().session_present,
             "round {round}: session present"
         );
-        for want in next - 3..next {
+        // QoS 1 may resend (DUP) what an earlier connection received but had not
+        // acknowledged when it was taken over; new messages arrive in order.
+        let mut want = next - 3;
+        while want < next {
             let p = c.next_publish().expect("queued message");
-            assert_eq!(payload_of(&p).1, want, "round {round}");
+            let n = payload_of(&p).1;
+            if n < want {
+                continue;
+            }
+            assert_eq!(n, want, "round {round}");
+            want += 1;
         }
         if round % 2 == 1 {
             // Live takeover: a second connection while this one is up.
@@ -150,7 +158,10 @@ fn takeover_moves_persistent_session_across_shards() {
         } else {
             c.disconnect();
         }
-        moved = broker.wait_log("session moved from shard");
+        moved = broker
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("session moved from shard"));
         if moved && round >= 3 {
             break;
         }

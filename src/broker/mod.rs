@@ -135,6 +135,8 @@ pub struct Broker {
     conns: Vec<Option<Conn>>,
     sessions: Slab<Slot>,
     client_ids: HashMap<ByteStr, usize>,
+    /// Local subscriptions (key = session slab key) and, replicated from the other shards,
+    /// their interest (key = [`shards::remote_key`]): one trie walk per publish finds both.
     index: TopicIndex<usize, Subscription>,
     retained: RetainedStore,
     timers: Timers,
@@ -159,9 +161,8 @@ pub struct Broker {
     shards: usize,
     /// Messages for other shards, in order.
     outbox: VecDeque<(ShardId, ShardMsg)>,
-    /// Replicated shard-interest index: filter -> shards (other than this one) with a
-    /// subscriber.
-    remote: TopicIndex<ShardId, ()>,
+    /// Entries of `index` that stand for other shards' interest (not local subscriptions).
+    remote_entries: usize,
     /// Local subscriptions per filter (the interest this shard advertises).
     filter_counts: HashMap<ByteStr, u32>,
     /// Home-shard directory: client id -> shard holding its session.
@@ -231,7 +232,7 @@ impl Broker {
             shard,
             shards,
             outbox: VecDeque::new(),
-            remote: TopicIndex::new(),
+            remote_entries: 0,
             filter_counts: HashMap::new(),
             directory: HashMap::new(),
             pending: HashMap::new(),
@@ -600,7 +601,7 @@ impl Broker {
             .iter()
             .filter(|(_, s)| s.forward.is_none())
             .count() as u64;
-        self.stats.subscriptions = self.index.len() as u64;
+        self.stats.subscriptions = self.local_subscriptions();
         self.stats.retained = self.retained.len() as u64;
         self.stats.stored = self
             .sessions

@@ -472,7 +472,7 @@ impl Broker {
             restored += 1;
         }
         self.stats.clients_total = self.sessions.len() as u64;
-        self.stats.subscriptions = self.index.len() as u64;
+        self.stats.subscriptions = self.local_subscriptions();
         // Messages between shards that a crash caught in a mailbox: every shard offers
         // them to its own (restored) sessions, so each session gets one copy.
         for m in state.routed.values() {

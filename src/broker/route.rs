@@ -128,11 +128,16 @@ impl Broker {
             self.stats.retained = self.retained.len() as u64;
             self.persist_retain(&publish);
         }
-        let dests = self.remote_dests(publish.topic.as_str());
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
-        self.index
-            .for_each_match(publish.topic.as_str(), |k, s| targets.push((*k, *s)));
+        let mut dests = 0u64;
+        self.index.for_each_match(
+            publish.topic.as_str(),
+            |k, s| match super::shards::remote_shard(*k) {
+                Some(j) => dests |= 1 << j,
+                None => targets.push((*k, *s)),
+            },
+        );
         let local = !targets.is_empty();
         self.targets = targets;
         if dests == 0 && !local {
@@ -178,7 +183,11 @@ impl Broker {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.index
-            .for_each_match(msg.publish.topic.as_str(), |k, s| targets.push((*k, *s)));
+            .for_each_match(msg.publish.topic.as_str(), |k, s| {
+                if super::shards::remote_shard(*k).is_none() {
+                    targets.push((*k, *s));
+                }
+            });
         let any = !targets.is_empty();
         self.targets = targets;
         any && self.fanout_targets(msg, origin, dests, now)

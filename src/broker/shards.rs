@@ -35,6 +35,24 @@ use super::{Broker, ConnId, ConnState};
 /// Index of a shard (0..N, N <= 64).
 pub type ShardId = usize;
 
+/// Most shards (destination sets are `u64` masks).
+pub const MAX_SHARDS: usize = 64;
+
+/// The key under which shard `j`'s interest sits in the subscription index (far above
+/// any slab key).
+pub(super) const fn remote_key(j: ShardId) -> usize {
+    usize::MAX - j
+}
+
+/// The shard a key of the subscription index stands for, `None` for a local session.
+pub(super) const fn remote_shard(key: usize) -> Option<ShardId> {
+    if key > usize::MAX - MAX_SHARDS {
+        Some(usize::MAX - key)
+    } else {
+        None
+    }
+}
+
 /// One message between shards. Publishes are the hot case and stay small; control
 /// messages are boxed.
 #[derive(Debug)]
@@ -230,16 +248,20 @@ impl Broker {
     }
 
     /// Shards (other than this one) with a subscriber matching `topic`.
+    #[cfg(test)]
     pub(super) fn remote_dests(&self, topic: &str) -> u64 {
         let mut dests = 0u64;
-        if self.shards > 1 {
-            self.remote.for_each_match(topic, |&j, ()| {
-                if j < 64 {
-                    dests |= 1 << j;
-                }
-            });
-        }
+        self.index.for_each_match(topic, |&k, _| {
+            if let Some(j) = remote_shard(k) {
+                dests |= 1 << j;
+            }
+        });
         dests
+    }
+
+    /// Local subscriptions (the index minus the other shards' interest entries).
+    pub(super) fn local_subscriptions(&self) -> u64 {
+        self.index.len().saturating_sub(self.remote_entries) as u64
     }
 
     /// Hands one message to another shard.
@@ -262,12 +284,25 @@ impl Broker {
     fn on_control(&mut self, from: ShardId, control: Control, now: Instant) {
         match control {
             Control::Interest { filter, add } => {
+                if from == self.shard || from >= MAX_SHARDS {
+                    return;
+                }
                 if add {
                     if let Ok(f) = TopicFilter::try_from(filter) {
-                        self.remote.insert(&f, from, ());
+                        let interest = crate::session::Subscription {
+                            options: crate::codec::SubscriptionOptions::default(),
+                            id: None,
+                        };
+                        if self.index.insert(&f, remote_key(from), interest).is_none() {
+                            self.remote_entries += 1;
+                        }
                     }
-                } else {
-                    self.remote.remove(filter.as_str(), &from);
+                } else if self
+                    .index
+                    .remove(filter.as_str(), &remote_key(from))
+                    .is_some()
+                {
+                    self.remote_entries -= 1;
                 }
             }
             Control::Retain(m) => {

@@ -99,7 +99,7 @@ impl Broker {
             reasons,
             properties: Default::default(),
         }));
-        self.stats.subscriptions = self.index.len() as u64;
+        self.stats.subscriptions = self.local_subscriptions();
         for filter in &added {
             self.filter_added(filter);
         }
@@ -234,7 +234,7 @@ impl Broker {
             reasons,
             properties: Default::default(),
         }));
-        self.stats.subscriptions = self.index.len() as u64;
+        self.stats.subscriptions = self.local_subscriptions();
         for filter in &removed {
             self.filter_removed(filter);
         }
