@@ -9,6 +9,10 @@
 //!   interested shard, tagged with the destination set.
 //! - Retained: every shard holds a replica; a retained PUBLISH is applied locally and
 //!   broadcast (`Retain`), so SUBSCRIBE reads the local replica without a round trip.
+//!   Chosen over one owning shard because SUBSCRIBE (with its budgeted wildcard lookup)
+//!   then never waits on another core, and retained *sets* are rare next to publishes;
+//!   the cost is N copies of the (shared, `Bytes`) payload references and eventual
+//!   consistency of microseconds. Replicas apply sets in per-sender order.
 //! - Sessions: client id -> home shard `fnv(id) % N` holds the directory (client id ->
 //!   shard where the session lives). CONNECT on k sends `Claim` to the home, which
 //!   records k and sends `Takeover` to the previous owner s (or `Moved{None}` straight to

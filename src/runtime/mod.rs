@@ -1,8 +1,11 @@
 //! The only code that touches mio, sockets, threads, signals and the clock.
 //!
-//! A shard is one thread running one mio event loop that owns a set of connections in a
-//! slab (the slab key is the mio Token and the [`crate::broker::ConnId`]) and drives one
-//! sans-IO [`crate::broker::Broker`] through its driver contract. The runtime never
+//! Thread per core: `threads` shards (default: the CPUs in the process's affinity mask),
+//! each a thread pinned to one CPU running one mio event loop with its own SO_REUSEPORT
+//! listening socket per listener (the kernel spreads connections), its own connection
+//! slab (the slab key is the mio Token and the [`crate::broker::ConnId`]) and one sans-IO
+//! [`crate::broker::Broker`] driven through its driver contract. Shards talk only through
+//! [`crate::mailbox`] rings (one per ordered pair), woken on the sleeping edge. The runtime never
 //! interprets MQTT bytes: it reads into per-connection buffers, hands them to the broker,
 //! and writes what the broker queued with `writev`.
 
