@@ -179,6 +179,9 @@ pub struct Broker {
     /// Messages from each shard to hand back for freeing (see `Control::Release`).
     releases: Vec<Vec<Arc<crate::session::Message>>>,
     releases_pending: bool,
+    /// Lamport clock and per-topic version of retained sets (N > 1; see `Control::Retain`).
+    retain_clock: u64,
+    retain_versions: HashMap<ByteStr, (u64, ShardId)>,
     /// Retained lookups continued by `run_deferred`.
     retained_jobs: VecDeque<subscribe::RetainedJob>,
 }
@@ -243,6 +246,8 @@ impl Broker {
             retained_jobs: VecDeque::new(),
             releases: (0..shards).map(|_| Vec::new()).collect(),
             releases_pending: false,
+            retain_clock: 0,
+            retain_versions: HashMap::new(),
             security: Arc::new(Security::open(&config_for_security)),
         }
     }

@@ -75,8 +75,10 @@ pub enum ShardMsg {
 pub enum Control {
     /// The sender's local index gained (or lost) its only subscriptions to `filter`.
     Interest { filter: ByteStr, add: bool },
-    /// A retained message was set (empty payload: deleted) on the sender.
-    Retain(Box<RetainedMessage>),
+    /// A retained message was set (empty payload: deleted) on the sender, with its
+    /// version (Lamport clock, sender): every replica keeps the highest version per
+    /// topic, so concurrent sets on two shards converge to the same winner everywhere.
+    Retain(Box<RetainedMessage>, (u64, ShardId)),
     /// To the home shard: a CONNECT for `client_id` arrived on the sender.
     Claim {
         client_id: ByteStr,
@@ -247,7 +249,10 @@ impl Broker {
     /// Sends a retained set to every other shard's replica.
     pub(super) fn replicate_retained(&mut self, msg: &RetainedMessage) {
         if self.shards > 1 {
-            self.broadcast(|| Control::Retain(Box::new(msg.clone())));
+            self.retain_clock += 1;
+            let version = (self.retain_clock, self.shard);
+            self.retain_versions.insert(msg.topic.clone(), version);
+            self.broadcast(|| Control::Retain(Box::new(msg.clone()), version));
         }
     }
 
@@ -309,7 +314,16 @@ impl Broker {
                     self.remote_entries -= 1;
                 }
             }
-            Control::Retain(m) => {
+            Control::Retain(m, version) => {
+                self.retain_clock = self.retain_clock.max(version.0);
+                let newer = self
+                    .retain_versions
+                    .get(&m.topic)
+                    .map_or(true, |&v| v < version);
+                if !newer {
+                    return; // a later set of this topic already won here
+                }
+                self.retain_versions.insert(m.topic.clone(), version);
                 self.retained.set(*m);
                 self.stats.retained = self.retained.len() as u64;
             }

@@ -289,3 +289,22 @@ fn retained_batches_leave_the_rest_for_later() {
     assert!(h.broker.run_deferred(now));
     assert!(!h.broker.has_deferred_work());
 }
+
+#[test]
+fn concurrent_retained_sets_converge_on_every_shard() {
+    let mut m = Mesh::new(3);
+    let (a, _) = m.connect(0, "a", true);
+    let (b, _) = m.connect(1, "b", true);
+    m.settle();
+    // Both set the same topic before either replica update is delivered.
+    m.shards[0].publish(a, "r/x", b"from-a", QoS::AtMostOnce, true, None);
+    m.shards[1].publish(b, "r/x", b"from-b", QoS::AtMostOnce, true, None);
+    m.settle();
+    let values: Vec<Vec<u8>> = m
+        .shards
+        .iter()
+        .map(|h| h.broker.retained.get("r/x").unwrap().payload.to_vec())
+        .collect();
+    assert_eq!(values[0], values[1]);
+    assert_eq!(values[1], values[2]);
+}
