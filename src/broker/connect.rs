@@ -243,7 +243,7 @@ impl Broker {
         conn: ConnId,
         mut connect: Box<Connect>,
         accepted: &session::Accepted,
-        moved: Option<Box<Session>>,
+        moved: Option<super::shards::MovedSession>,
         now: Instant,
     ) {
         let Some(c) = self.conn(conn) else { return };
@@ -256,18 +256,16 @@ impl Broker {
             .client_ids
             .get(&client_id)
             .and_then(|&k| self.sessions.get(k))
-            .filter(|s| s.forward.is_none())
+            .filter(|s| !s.is_stub())
             .and_then(|s| s.conn)
         {
             crate::log_notice!("Client {client_id} already connected, closing old connection.");
             self.disconnect_with(old, ReasonCode::SESSION_TAKEN_OVER);
             self.end_connection(old, now, true);
         }
-        if let Some(session) = moved {
-            if connect.clean_start {
-                drop(session);
-            } else {
-                self.install(*session);
+        if let Some(moved) = moved {
+            if !connect.clean_start {
+                self.install(moved);
             }
         }
         let mut session_present = false;
@@ -275,7 +273,7 @@ impl Broker {
             .client_ids
             .get(&client_id)
             .copied()
-            .filter(|&k| self.sessions.get(k).is_some_and(|s| s.forward.is_none()));
+            .filter(|&k| self.sessions.get(k).is_some_and(|s| !s.is_stub()));
         let key = match existing {
             // [MQTT-3.1.2-4]: resume the session unless clean start.
             Some(key) if !connect.clean_start => {
@@ -475,7 +473,7 @@ impl Broker {
             return;
         };
         self.stats.clients_total = self.sessions.len() as u64;
-        if slot.forward.is_none() {
+        if !slot.is_stub() {
             // A stub's session lives on (moved to another shard).
             self.persist_session_gone(slot.session.client_id());
         }
@@ -486,7 +484,7 @@ impl Broker {
         }
         if self.client_ids.get(slot.session.client_id()) == Some(&key) {
             self.client_ids.remove(slot.session.client_id());
-            if self.shards > 1 && slot.forward.is_none() {
+            if self.shards > 1 && !slot.is_stub() {
                 let home = self.home_of(slot.session.client_id().as_str());
                 self.send_control(
                     home,

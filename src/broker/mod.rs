@@ -120,11 +120,26 @@ struct Slot {
     conn: Option<ConnId>,
     /// Publishers (conn, conn uid) paused because this session's queue is full.
     paused: SmallVec<[(ConnId, u64); 2]>,
-    /// A stub left behind by a session that moved to this shard: messages still
-    /// addressed here go there.
-    forward: Option<ShardId>,
+    /// Set while a session moves between shards: on the old shard the slot is a stub
+    /// that forwards to the new one; on the new shard it filters duplicates. See
+    /// [`shards::Handoff`].
+    forward: Option<Box<shards::Handoff>>,
     /// Who the session connected as and its ACL (set on every CONNECT).
     security: Option<Box<ClientSecurity>>,
+}
+
+impl Slot {
+    /// The shard this stub forwards to (`None`: a real session).
+    fn stub_to(&self) -> Option<ShardId> {
+        match self.forward.as_deref() {
+            Some(shards::Handoff::Stub { to, .. }) => Some(*to),
+            _ => None,
+        }
+    }
+
+    fn is_stub(&self) -> bool {
+        self.stub_to().is_some()
+    }
 }
 
 /// The per-shard broker. See the module documentation for the driver contract.
@@ -181,6 +196,10 @@ pub struct Broker {
     releases_pending: bool,
     /// Lamport clock and per-topic version of retained sets (N > 1; see `Control::Retain`).
     retain_clock: u64,
+    /// Sequence number of the last message this shard sent to other shards, and of the
+    /// last one received from each shard (handoff watermarks).
+    send_seq: u64,
+    seen_seq: Vec<u64>,
     retain_versions: HashMap<ByteStr, (u64, ShardId)>,
     /// Retained lookups continued by `run_deferred`.
     retained_jobs: VecDeque<subscribe::RetainedJob>,
@@ -247,6 +266,8 @@ impl Broker {
             releases: (0..shards).map(|_| Vec::new()).collect(),
             releases_pending: false,
             retain_clock: 0,
+            send_seq: 0,
+            seen_seq: vec![0; shards],
             retain_versions: HashMap::new(),
             security: Arc::new(Security::open(&config_for_security)),
         }
@@ -601,11 +622,8 @@ impl Broker {
 
     /// Refreshes the counters that are gauges rather than events.
     fn refresh_gauges(&mut self) {
-        self.stats.clients_total = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.forward.is_none())
-            .count() as u64;
+        self.stats.clients_total =
+            self.sessions.iter().filter(|(_, s)| !s.is_stub()).count() as u64;
         self.stats.subscriptions = self.local_subscriptions();
         self.stats.retained = self.retained.len() as u64;
         self.stats.stored = self

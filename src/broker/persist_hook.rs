@@ -481,7 +481,7 @@ impl Broker {
                 instant_of(m.received),
                 None,
             ));
-            self.fanout_local(&msg, None, 0, now);
+            self.fanout_local(&msg, None, 0, (self.shard, 0), now);
         }
         for will in due_wills {
             self.publish_will(will, now);

@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 use crate::codec::{self, EncodeError, PacketId, ProtocolVersion, Publish, QoS};
 use crate::session::{Delivery, Message, Outgoing, Transmit};
 
-use super::{Broker, ConnId};
+use super::{Broker, ConnId, ShardId};
 use crate::retained::RetainedMessage;
 
 /// Payloads up to this size are copied next to their header so that a QoS 0 frame is one
@@ -151,7 +151,14 @@ impl Broker {
                                                       // Local subscribers first, then the other shards: the last destination gets the
                                                       // Arc itself, so this shard does not touch the reference count again while the
                                                       // receivers are using it.
-        let matched = local && self.fanout_targets(&msg, origin, dests, now);
+        let seq = if dests == 0 {
+            0
+        } else {
+            self.send_seq += 1;
+            self.send_seq
+        };
+        let source = (self.shard, seq);
+        let matched = local && self.fanout_targets(&msg, origin, dests, source, now);
         let mut remaining = dests;
         let mut msg = Some(msg);
         while remaining != 0 {
@@ -164,20 +171,21 @@ impl Broker {
             };
             if let Some(m) = m {
                 self.outbox
-                    .push_back((j, super::ShardMsg::Publish { msg: m, dests }));
+                    .push_back((j, super::ShardMsg::Publish { msg: m, dests, seq }));
             }
         }
         matched || dests != 0
     }
 
     /// Delivers `msg` to this shard's matching subscribers. `origin` is the local
-    /// publisher (for back-pressure), `dests` the shards the message was sent to (a
-    /// forwarding stub skips a shard that got it directly).
+    /// publisher (for back-pressure), `dests` the shards the message was sent to and
+    /// `source` its (sending shard, sequence number): both steer session handoffs.
     pub(super) fn fanout_local(
         &mut self,
         msg: &Arc<Message>,
         origin: Option<(ConnId, usize)>,
         dests: u64,
+        source: (ShardId, u64),
         now: Instant,
     ) -> bool {
         let mut targets = std::mem::take(&mut self.targets);
@@ -190,7 +198,7 @@ impl Broker {
             });
         let any = !targets.is_empty();
         self.targets = targets;
-        any && self.fanout_targets(msg, origin, dests, now)
+        any && self.fanout_targets(msg, origin, dests, source, now)
     }
 
     /// Delivers `msg` to the subscriptions already collected in `self.targets`.
@@ -199,6 +207,7 @@ impl Broker {
         msg: &Arc<Message>,
         origin: Option<(ConnId, usize)>,
         dests: u64,
+        source: (ShardId, u64),
         now: Instant,
     ) -> bool {
         let mut targets = std::mem::take(&mut self.targets);
@@ -206,6 +215,7 @@ impl Broker {
         let mut frames: [Option<Frame>; 4] = Default::default();
         let mut fanout = Fanout {
             dests,
+            source,
             ..Fanout::default()
         };
         let mut i = 0;
@@ -282,22 +292,32 @@ impl Broker {
             }
         }
         fanout.matched = true;
-        if let Some(to) = slot.forward {
-            // A stub: the session moved; forward unless `to` got the message directly.
-            if to < 64 && fanout.dests & (1 << to) == 0 {
-                let control = super::Control::Forward {
-                    client_id: slot.session.client_id().clone(),
-                    uid: slot.session.uid(),
-                    out: Outgoing {
+        if let Some(handoff) = slot.forward.as_deref_mut() {
+            // A session in handoff: a stub forwards or holds, the new home drops what the
+            // old one had already queued.
+            match handoff.offer(self.shard, fanout.dests, fanout.source) {
+                super::shards::Offer::Deliver => {}
+                super::shards::Offer::Skip => return,
+                offer => {
+                    let out = Outgoing {
                         msg: Arc::clone(msg),
                         qos,
                         retain,
                         sub_ids,
-                    },
-                };
-                self.send_control(to, control);
+                    };
+                    if let super::shards::Offer::Forward(to) = offer {
+                        let control = super::Control::Forward {
+                            client_id: slot.session.client_id().clone(),
+                            uid: slot.session.uid(),
+                            out,
+                        };
+                        self.send_control(to, control);
+                    } else {
+                        handoff.hold(fanout.source, out);
+                    }
+                    return;
+                }
             }
-            return;
         }
         let v5 = slot.session.version().is_v5();
         if let Some(conn) = slot.conn {
@@ -471,6 +491,8 @@ struct Fanout {
     matched: bool,
     /// Shards the message was sent to directly.
     dests: u64,
+    /// (sending shard, its sequence number) of the message.
+    source: (usize, u64),
     qos0: usize,
     qos0_full: SmallVec<[usize; 4]>,
 }

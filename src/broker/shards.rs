@@ -12,14 +12,19 @@
 //!   Chosen over one owning shard because SUBSCRIBE (with its budgeted wildcard lookup)
 //!   then never waits on another core, and retained *sets* are rare next to publishes;
 //!   the cost is N copies of the (shared, `Bytes`) payload references and eventual
-//!   consistency of microseconds. Replicas apply sets in per-sender order.
+//!   consistency of microseconds. Sets carry Lamport versions, so concurrent sets of one
+//!   topic on two shards leave the same winner in every replica.
 //! - Sessions: client id -> home shard `fnv(id) % N` holds the directory (client id ->
 //!   shard where the session lives). CONNECT on k sends `Claim` to the home, which
 //!   records k and sends `Takeover` to the previous owner s (or `Moved{None}` straight to
 //!   k). s closes the old connection, and for a resumed persistent session moves the
 //!   `Session` itself (subscriptions, inflight, queue) to k in `Moved`, leaving a stub
-//!   that forwards messages still addressed to s (unless k got them directly, per the
-//!   destination set) until k says `Installed`.
+//!   until k says `Installed`. Watermarks make the handoff exact: every cross-shard
+//!   publish carries its sender's sequence number; `Moved` carries how far s had read
+//!   from each shard (k skips direct messages at or below it: already queued), and
+//!   `Installed` how far k had read when it installed. The stub forwards at once what
+//!   k will never get directly, holds what k might, and on `Installed` forwards only
+//!   those k had read before the install (k could not deliver them then).
 //!
 //! It never blocks and never touches a mailbox itself: the runtime drains
 //! [`Broker::poll_shard_message`] into the rings and feeds what arrives into
@@ -66,6 +71,8 @@ pub enum ShardMsg {
     Publish {
         msg: Arc<Message>,
         dests: u64,
+        /// The sender's sequence number (handoff watermarks).
+        seq: u64,
     },
     Control(Box<Control>),
 }
@@ -99,10 +106,16 @@ pub enum Control {
         client_id: ByteStr,
         conn: ConnId,
         conn_uid: u64,
-        session: Option<Box<Session>>,
+        session: Option<MovedSession>,
     },
-    /// To the previous owner: the moved session is installed, drop the stub.
-    Installed { client_id: ByteStr, uid: u64 },
+    /// To the previous owner: the moved session is installed, drop the stub after
+    /// forwarding what it held that the new shard had not seen (`upto[j]`: the last
+    /// sequence number the new shard had taken from shard j, its own for itself).
+    Installed {
+        client_id: ByteStr,
+        uid: u64,
+        upto: Vec<u64>,
+    },
     /// To the home shard: the session of `client_id` on the sender ended.
     Forget { client_id: ByteStr },
     /// From a stub: a message for the moved session `uid`.
@@ -117,6 +130,70 @@ pub enum Control {
     /// on the thread that allocated them, so allocator caches stay per-thread and no
     /// free takes another thread's arena lock.
     Release(Vec<Arc<Message>>),
+}
+
+/// A session on its way between shards, with the old shard's watermarks: `floor[j]` is
+/// the last sequence number it had taken from shard j (its own last sent for itself)
+/// before the move, so those messages are already in the session.
+#[derive(Debug)]
+pub struct MovedSession {
+    pub session: Box<Session>,
+    pub floor: Vec<u64>,
+}
+
+/// Per-slot state of a session handoff (see the module documentation).
+#[derive(Debug)]
+pub enum Handoff {
+    /// Old shard: the session moved to `to`. Messages `to` may also get directly (it
+    /// was a destination, or it sent them) wait in `held` for its `Installed`
+    /// watermarks; the others are forwarded at once.
+    Stub {
+        to: ShardId,
+        held: Vec<((ShardId, u64), Outgoing)>,
+    },
+    /// New shard: skip direct messages the old shard had already queued.
+    Arrived { floor: Vec<u64> },
+}
+
+/// What a slot in handoff does with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Offer {
+    Deliver,
+    Skip,
+    Forward(ShardId),
+    Hold,
+}
+
+impl Handoff {
+    /// Decides for a message from `source` (shard, sequence number) that was sent
+    /// directly to the shards in `dests`; `me` is this shard.
+    pub(super) fn offer(&self, me: ShardId, dests: u64, source: (ShardId, u64)) -> Offer {
+        match self {
+            Self::Stub { to, .. } => {
+                let direct = *to < MAX_SHARDS && dests & (1 << to) != 0;
+                if direct || source.0 == *to {
+                    Offer::Hold
+                } else {
+                    Offer::Forward(*to)
+                }
+            }
+            Self::Arrived { floor } => {
+                let (from, seq) = source;
+                let queued = from != me && seq != 0 && floor.get(from).is_some_and(|&f| seq <= f);
+                if queued {
+                    Offer::Skip
+                } else {
+                    Offer::Deliver
+                }
+            }
+        }
+    }
+
+    pub(super) fn hold(&mut self, source: (ShardId, u64), out: Outgoing) {
+        if let Self::Stub { held, .. } = self {
+            held.push((source, out));
+        }
+    }
 }
 
 /// What one shard tells shard 0 for `$SYS`.
@@ -276,8 +353,11 @@ impl Broker {
     /// Hands one message to another shard.
     pub fn on_shard_message(&mut self, from: ShardId, msg: ShardMsg, now: Instant) {
         match msg {
-            ShardMsg::Publish { msg, dests } => {
-                self.fanout_local(&msg, None, dests, now);
+            ShardMsg::Publish { msg, dests, seq } => {
+                if let Some(s) = self.seen_seq.get_mut(from) {
+                    *s = seq;
+                }
+                self.fanout_local(&msg, None, dests, (from, seq), now);
                 self.persist.received_remote(from, &msg);
                 if Arc::strong_count(&msg) == 1 && from != self.shard {
                     if let Some(batch) = self.releases.get_mut(from) {
@@ -366,16 +446,40 @@ impl Broker {
                 conn_uid,
                 session,
             } => self.on_moved(from, &client_id, conn, conn_uid, session, now),
-            Control::Installed { client_id, uid } => {
-                if let Some(&key) = self.client_ids.get(&client_id) {
-                    let is_stub = self
-                        .sessions
-                        .get(key)
-                        .is_some_and(|s| s.forward.is_some() && s.session.uid() == uid);
-                    if is_stub {
-                        self.end_session(key);
-                    }
+            Control::Installed {
+                client_id,
+                uid,
+                upto,
+            } => {
+                let Some(&key) = self.client_ids.get(&client_id) else {
+                    return;
+                };
+                let Some(slot) = self.sessions.get_mut(key) else {
+                    return;
+                };
+                if slot.session.uid() != uid {
+                    return;
                 }
+                let Some(super::shards::Handoff::Stub { to, held }) = slot.forward.as_deref_mut()
+                else {
+                    return;
+                };
+                let to = *to;
+                for ((shard, seq), out) in std::mem::take(held) {
+                    // Not yet taken by the new shard when it installed: forward.
+                    if upto.get(shard).is_some_and(|&u| seq > u) {
+                        continue;
+                    }
+                    self.send_control(
+                        to,
+                        Control::Forward {
+                            client_id: client_id.clone(),
+                            uid,
+                            out,
+                        },
+                    );
+                }
+                self.end_session(key);
             }
             Control::Forget { client_id } => {
                 if self.directory.get(&client_id) == Some(&from) {
@@ -393,7 +497,7 @@ impl Broker {
                 let ok = self
                     .sessions
                     .get(key)
-                    .is_some_and(|s| s.session.uid() == uid && s.forward.is_none());
+                    .is_some_and(|s| s.session.uid() == uid && !s.is_stub());
                 if ok {
                     self.deliver_outgoing(key, out, None, now);
                 }
@@ -443,7 +547,7 @@ impl Broker {
                 let old = self
                     .sessions
                     .get(key)
-                    .filter(|s| s.forward.is_none())
+                    .filter(|s| !s.is_stub())
                     .and_then(|s| s.conn);
                 if let Some(old) = old {
                     crate::log_notice!(
@@ -454,7 +558,7 @@ impl Broker {
                 }
                 // end_connection may have ended a non-persistent session.
                 if let Some(&key) = self.client_ids.get(&client_id) {
-                    if self.sessions.get(key).is_some_and(|s| s.forward.is_none()) {
+                    if self.sessions.get(key).is_some_and(|s| !s.is_stub()) {
                         if clean_start {
                             self.end_session(key); // [MQTT-3.1.2-6]
                         } else {
@@ -477,15 +581,19 @@ impl Broker {
 
     /// Takes the session out of slot `key`, leaving a forwarding stub with the same
     /// subscriptions in its place.
-    fn move_out(&mut self, key: usize, to: ShardId) -> Option<Box<Session>> {
+    fn move_out(&mut self, key: usize, to: ShardId) -> Option<MovedSession> {
         let limits = self.limits;
+        let floor = self.seen_snapshot();
         let slot = self.sessions.get_mut(key)?;
         let mut stub = Session::new(slot.session.client_id().clone(), slot.session.uid(), limits);
         for (f, s) in slot.session.subscriptions() {
             stub.subscribe(f.clone(), *s);
         }
         let session = std::mem::replace(&mut slot.session, stub);
-        slot.forward = Some(to);
+        slot.forward = Some(Box::new(Handoff::Stub {
+            to,
+            held: Vec::new(),
+        }));
         self.persist.moved_out(session.client_id()); // the new shard records it now
         crate::log_notice!(
             "Client {} session moved from shard {} to shard {to}.",
@@ -494,7 +602,19 @@ impl Broker {
         );
         let paused = std::mem::take(&mut slot.paused);
         self.release_paused(key, paused);
-        Some(Box::new(session))
+        Some(MovedSession {
+            session: Box::new(session),
+            floor,
+        })
+    }
+
+    /// The last sequence number taken from each shard, this shard's last sent for itself.
+    fn seen_snapshot(&self) -> Vec<u64> {
+        let mut v = self.seen_seq.clone();
+        if let Some(me) = v.get_mut(self.shard) {
+            *me = self.send_seq;
+        }
+        v
     }
 
     fn on_moved(
@@ -503,10 +623,10 @@ impl Broker {
         client_id: &ByteStr,
         conn: ConnId,
         conn_uid: u64,
-        session: Option<Box<Session>>,
+        session: Option<MovedSession>,
         now: Instant,
     ) {
-        let moved_uid = session.as_ref().map(|s| s.uid());
+        let moved_uid = session.as_ref().map(|s| s.session.uid());
         let pending = match self.pending.remove(&conn) {
             Some(p) if p.uid == conn_uid => Some(p),
             Some(p) => {
@@ -530,7 +650,7 @@ impl Broker {
             _ => {
                 // The client left before its session arrived: keep the session offline here.
                 if let Some(session) = session {
-                    let key = self.install(*session);
+                    let key = self.install(session);
                     self.session_offline(key, None, now);
                 } else {
                     let home = self.home_of(client_id.as_str());
@@ -550,6 +670,7 @@ impl Broker {
                     Control::Installed {
                         client_id: client_id.clone(),
                         uid,
+                        upto: self.seen_snapshot(),
                     },
                 );
             }
@@ -564,7 +685,9 @@ impl Broker {
     }
 
     /// Puts a session that arrived from another shard into the slab and the index.
-    pub(super) fn install(&mut self, session: Session) -> usize {
+    pub(super) fn install(&mut self, moved: MovedSession) -> usize {
+        let MovedSession { session, floor } = moved;
+        let session = *session;
         if let Some(&old) = self.client_ids.get(session.client_id()) {
             // A stub (or stale entry) of the same client: the moved session wins.
             self.end_session(old);
@@ -578,7 +701,7 @@ impl Broker {
             session,
             conn: None,
             paused: Default::default(),
-            forward: None,
+            forward: Some(Box::new(Handoff::Arrived { floor })),
             // Set again by `finish_connect` right after the move.
             security: None,
         });
@@ -674,7 +797,7 @@ mod tests {
     #[test]
     fn shard_msg_stays_small() {
         assert!(
-            std::mem::size_of::<ShardMsg>() <= 24,
+            std::mem::size_of::<ShardMsg>() <= 32,
             "{}",
             std::mem::size_of::<ShardMsg>()
         );

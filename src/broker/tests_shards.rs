@@ -29,17 +29,25 @@ impl Mesh {
 
     /// Delivers every pending shard message (and drives the outputs) until quiet.
     fn settle(&mut self) {
-        loop {
-            let mut moved = Vec::new();
-            for (i, h) in self.shards.iter_mut().enumerate() {
-                h.drive();
-                while let Some((to, msg)) = h.broker.poll_shard_message() {
-                    moved.push((i, to, msg));
-                }
+        let order: Vec<usize> = (0..self.shards.len()).collect();
+        while self.step(&order) {}
+    }
+
+    /// One round: collects every shard's pending messages, in `order` of sender, and
+    /// delivers them. Returns whether anything moved.
+    fn step(&mut self, order: &[usize]) -> bool {
+        let mut moved = Vec::new();
+        for &i in order {
+            let h = &mut self.shards[i];
+            h.drive();
+            while let Some((to, msg)) = h.broker.poll_shard_message() {
+                moved.push((i, to, msg));
             }
-            if moved.is_empty() {
-                return;
-            }
+        }
+        if moved.is_empty() {
+            return false;
+        }
+        {
             for (from, to, msg) in moved {
                 if matches!(msg, ShardMsg::Publish { .. }) {
                     self.publishes_sent += 1;
@@ -49,6 +57,15 @@ impl Mesh {
                 h.broker.on_shard_message(from, msg, now);
             }
         }
+        true
+    }
+
+    fn is_stub(&self, shard: usize, client_id: &str) -> bool {
+        let b = &self.shards[shard].broker;
+        b.client_ids
+            .get(&crate::codec::ByteStr::from(client_id))
+            .and_then(|&k| b.sessions.get(k))
+            .is_some_and(super::Slot::is_stub)
     }
 
     fn connect(&mut self, shard: usize, id: &str, clean: bool) -> (ConnId, bool) {
@@ -307,4 +324,44 @@ fn concurrent_retained_sets_converge_on_every_shard() {
         .collect();
     assert_eq!(values[0], values[1]);
     assert_eq!(values[1], values[2]);
+}
+
+/// A publish from a third shard that reaches the new shard before the session does, and
+/// the old shard after it left, is forwarded once (not lost); one that reaches the new
+/// shard after the install is delivered there and not forwarded again.
+#[test]
+fn handoff_watermarks_neither_lose_nor_duplicate() {
+    let mut m = Mesh::new(3);
+    let (c, _) = m.connect(0, "mover", false);
+    m.shards[0].subscribe(c, "t", QoS::AtLeastOnce);
+    m.shards[0].drop_conn(c);
+    // Shard 1 already wants "t" (another subscriber), so publishers address it directly.
+    let (other, _) = m.connect(1, "other", true);
+    m.shards[1].subscribe(other, "t", QoS::AtMostOnce);
+    let (publ, _) = m.connect(2, "p", true);
+    m.settle();
+    // The move starts; step until shard 0 has handed the session over.
+    let conn = m.shards[1].open(V4);
+    m.shards[1].send(conn, Packet::Connect(Box::new(connect("mover", V4, false))));
+    let order = [0, 1, 2];
+    while !m.is_stub(0, "mover") {
+        assert!(m.step(&order), "the move never started");
+    }
+    // Published now: shard 2's copies are delivered before the session (Moved) reaches
+    // shard 1, so shard 1 cannot deliver it and shard 0's stub must hold and forward it.
+    m.shards[2].publish(publ, "t", b"raced", QoS::AtLeastOnce, false, Some(1));
+    assert!(m.step(&[2, 0, 1]));
+    // Published after the install reaches shard 1 directly; the stub must not forward it.
+    m.settle();
+    m.shards[2].publish(publ, "t", b"after", QoS::AtLeastOnce, false, Some(2));
+    m.settle();
+    assert!(matches!(m.shards[1].expect(conn), Packet::ConnAck(a) if a.session_present));
+    let mut got = Vec::new();
+    while let Some(p) = m.shards[1].recv(conn) {
+        if let Packet::Publish(p) = p {
+            got.push(p.payload.to_vec());
+        }
+    }
+    assert_eq!(got, vec![b"raced".to_vec(), b"after".to_vec()]);
+    assert!(!m.is_stub(0, "mover"), "stub removed after Installed");
 }
