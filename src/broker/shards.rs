@@ -581,6 +581,7 @@ impl Broker {
             forward: None,
             // Set again by `finish_connect` right after the move.
             security: None,
+            username: None,
         });
         self.client_ids.insert(client_id, key);
         for (filter, sub) in filters {
