@@ -65,7 +65,11 @@ scenario_args() {
         pairs-qos0) echo pairs --pairs "$PAIRS" --qos 0 --inflight "$PAIRS_INFLIGHT" "${common[@]}" ;;
         fan-out-qos0) echo fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos 0 --inflight "$FANOUT_INFLIGHT" "${common[@]}" ;;
         latency) echo pairs --pairs "$LAT_PAIRS" --qos 0 --rate "$RATE" "${common[@]}" ;;
-        conn-idle) echo conn --connections "$CONNS" --connect-rate "$CONNECT_RATE" --duration "$DURATION" --keepalive 300 ;;
+        conn-idle)
+            # One local address gives ~28k ephemeral ports: spread big runs over several.
+            local bind=()
+            [ "$CONNS" -gt 20000 ] && bind=(--bind 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4)
+            echo conn --connections "$CONNS" --connect-rate "$CONNECT_RATE" --duration "$DURATION" --keepalive 300 "${bind[@]}" ;;
         *) return 1 ;;
     esac
 }

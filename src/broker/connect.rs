@@ -249,7 +249,7 @@ impl Broker {
         let Some(c) = self.conn(conn) else { return };
         let (peer, conn_uid, version) = (c.peer, c.uid, connect.protocol);
         let (listener, security) = (c.listener, Arc::clone(&self.security));
-        let client_id = accepted.client_id.clone();
+        let client_id = accepted.client_id.clone(); // compact since session::accept
 
         // Takeover: the old connection of this client id is closed [MQTT-3.1.4-3].
         if let Some(old) = self
@@ -295,6 +295,7 @@ impl Broker {
                     paused: Default::default(),
                     forward: None,
                     security: None,
+                    username: None,
                 });
                 self.client_ids.insert(client_id.clone(), key);
                 key
@@ -306,12 +307,18 @@ impl Broker {
         let will = connect.will.take();
         slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
-        slot.security = Some(Box::new(ClientSecurity::new(
-            &security,
-            listener,
-            connect.username.as_ref().map(crate::codec::ByteStr::as_str),
-            client_id.as_str(),
-        )));
+        slot.username = connect
+            .username
+            .as_ref()
+            .map(crate::codec::ByteStr::compact);
+        slot.security = security.has_acl().then(|| {
+            Box::new(ClientSecurity::new(
+                &security,
+                listener,
+                connect.username.as_ref().map(crate::codec::ByteStr::as_str),
+                client_id.as_str(),
+            ))
+        });
         let properties = if version.is_v5() {
             session::connack_properties(&self.config, accepted)
         } else {
@@ -448,7 +455,7 @@ impl Broker {
                 self.publish_will(will, now);
             } else {
                 let at = now + Duration::from_secs(u64::from(delay));
-                slot.session.pending_will = Some((at, will));
+                slot.session.pending_will = Some((at, Box::new(will)));
                 self.timers.push(at, Timer::WillDelay { key, uid });
             }
         }

@@ -124,8 +124,11 @@ struct Slot {
     /// that forwards to the new one; on the new shard it filters duplicates. See
     /// [`shards::Handoff`].
     forward: Option<Box<shards::Handoff>>,
-    /// Who the session connected as and its ACL (set on every CONNECT).
+    /// Its ACL (set on every CONNECT); `None` while no ACL is configured, which allows
+    /// everything and costs an idle connection no allocation.
     security: Option<Box<ClientSecurity>>,
+    /// The user name it connected with, to derive an ACL when a reload adds one.
+    username: Option<ByteStr>,
 }
 
 impl Slot {
@@ -276,9 +279,23 @@ impl Broker {
     /// Installs loaded password / ACL rules (at start and on SIGHUP); every session's ACL
     /// is re-derived and its decision cache dropped. Connections stay up.
     pub fn set_security(&mut self, security: Arc<Security>) {
+        let has_acl = security.has_acl();
         for (_, slot) in &mut self.sessions {
-            if let Some(s) = slot.security.as_mut() {
+            if !has_acl {
+                slot.security = None;
+            } else if let Some(s) = slot.security.as_mut() {
                 s.reload(&security);
+            } else if let Some(c) = slot
+                .conn
+                .and_then(|c| self.conns.get(c))
+                .and_then(Option::as_ref)
+            {
+                slot.security = Some(Box::new(ClientSecurity::new(
+                    &security,
+                    c.listener,
+                    slot.username.as_ref().map(ByteStr::as_str),
+                    slot.session.client_id().as_str(),
+                )));
             }
         }
         self.security = security;

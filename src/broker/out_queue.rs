@@ -64,6 +64,11 @@ impl OutQueue {
                 n = 0;
             }
         }
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+            // An idle connection keeps no queue allocation (one free per drained queue,
+            // not per message).
+            self.chunks = VecDeque::new();
+        }
     }
 
     pub fn clear(&mut self) {

@@ -301,7 +301,7 @@ impl Broker {
             self.persist.events.push(Record::Will {
                 client_id,
                 at: self.persist.unix_ms(*at),
-                will: will.clone(),
+                will: (**will).clone(),
             });
         }
     }
@@ -397,7 +397,7 @@ impl Broker {
                     options: options_from_byte(options),
                     id: (sub_id != 0).then_some(sub_id),
                 };
-                session.subscribe(filter.clone(), sub);
+                session.subscribe(filter, sub);
                 if self
                     .index
                     .insert(&parsed, self.sessions.vacant_key(), sub)
@@ -429,23 +429,26 @@ impl Broker {
                         client_id: id.clone(),
                     });
                 } else {
-                    session.pending_will = Some((instant_of(*at), will.clone()));
+                    session.pending_will = Some((instant_of(*at), Box::new(will.clone())));
                 }
             }
             // The username is not persisted: until the client reconnects, a restored
             // session reads with the anonymous ACL rules (never more than it may).
-            let security = crate::auth::ClientSecurity::new(
-                &self.security,
-                0,
-                None,
-                session.client_id().as_str(),
-            );
+            let security = self.security.has_acl().then(|| {
+                Box::new(crate::auth::ClientSecurity::new(
+                    &self.security,
+                    0,
+                    None,
+                    session.client_id().as_str(),
+                ))
+            });
             let key = self.sessions.insert(Slot {
                 session,
                 conn: None,
                 paused: Default::default(),
                 forward: None,
-                security: Some(Box::new(security)),
+                security,
+                username: None,
             });
             let Some(slot) = self.sessions.get(key) else {
                 continue;

@@ -117,9 +117,10 @@ impl Broker {
         publish.properties.subscription_identifiers.clear();
         if publish.retain {
             // [MQTT-3.3.1-5] [MQTT-3.3.1-10]: store, replace, or delete on empty payload.
+            // Stored until replaced: compact copies, so the read buffer is not pinned.
             let retained = RetainedMessage {
-                topic: publish.topic.clone(),
-                payload: publish.payload.clone(),
+                topic: publish.topic.compact(),
+                payload: bytes::Bytes::copy_from_slice(&publish.payload),
                 qos: publish.qos,
                 properties: publish.properties.clone(),
             };

@@ -587,7 +587,7 @@ impl Broker {
         let slot = self.sessions.get_mut(key)?;
         let mut stub = Session::new(slot.session.client_id().clone(), slot.session.uid(), limits);
         for (f, s) in slot.session.subscriptions() {
-            stub.subscribe(f.clone(), *s);
+            stub.subscribe(f, *s);
         }
         let session = std::mem::replace(&mut slot.session, stub);
         slot.forward = Some(Box::new(Handoff::Stub {
@@ -704,6 +704,7 @@ impl Broker {
             forward: Some(Box::new(Handoff::Arrived { floor })),
             // Set again by `finish_connect` right after the move.
             security: None,
+            username: None,
         });
         self.client_ids.insert(client_id, key);
         for (filter, sub) in filters {

@@ -71,7 +71,7 @@ impl Broker {
                 id: sub_id,
             };
             // [MQTT-3.8.4-3]: an identical filter replaces the subscription.
-            let previous = slot.session.subscribe(filter.clone(), subscription);
+            let previous = slot.session.subscribe(&filter, subscription);
             if self.index.insert(&parsed, key, subscription).is_none() {
                 added.push(filter.clone());
             }

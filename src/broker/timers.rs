@@ -111,7 +111,7 @@ impl Broker {
                     crate::log_notice!("Expiring client {}.", slot.session.client_id());
                     if let Some((_, will)) = slot.session.pending_will.take() {
                         // The will is sent at session end if that comes first [MQTT-3.1.3-9].
-                        self.publish_will(will, now);
+                        self.publish_will(*will, now);
                     }
                     self.end_session(key);
                 }
@@ -131,7 +131,7 @@ impl Broker {
                 {
                     if let Some((_, will)) = slot.session.pending_will.take() {
                         self.persist_will_done(key);
-                        self.publish_will(will, now);
+                        self.publish_will(*will, now);
                     }
                 }
             }

@@ -91,6 +91,14 @@ impl ByteStr {
         unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
+    /// A copy in its own exact-size allocation. Decoded strings are slices of a read
+    /// buffer; anything kept for long (client ids, subscription filters, wills, retained
+    /// messages) is compacted so that it does not pin that whole buffer in memory.
+    #[must_use]
+    pub fn compact(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
     }
@@ -215,6 +223,21 @@ pub struct Will {
     /// Will properties (MQTT 5): will delay interval, payload format, message expiry,
     /// content type, response topic, correlation data, user properties.
     pub properties: Properties,
+}
+
+impl Will {
+    /// A copy that shares no memory with the read buffer it was decoded from (see
+    /// [`ByteStr::compact`]); string and binary properties stay as decoded.
+    #[must_use]
+    pub fn compact(&self) -> Self {
+        Self {
+            topic: self.topic.compact(),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -108,7 +108,9 @@ pub enum Delivery {
 struct Link {
     keep_alive: Duration,
     last_packet: Instant,
-    will: Option<Will>,
+    /// Boxed: a `Will` is ~470 bytes (its properties), and most clients have none; an idle
+    /// connection's memory is mostly its session.
+    will: Option<Box<Will>>,
     /// v5 Receive Maximum of the client (65535 for 3.1.1).
     client_receive_maximum: u16,
     /// v5 Maximum Packet Size of the client (`u32::MAX` when absent).
@@ -136,7 +138,7 @@ pub struct Session {
     transmits: VecDeque<Transmit>,
     limits: Limits,
     /// A will waiting for its v5 Will Delay Interval.
-    pub pending_will: Option<(Instant, Will)>,
+    pub pending_will: Option<(Instant, Box<Will>)>,
     /// When this offline session expires.
     pub expires_at: Option<Instant>,
 }
@@ -197,7 +199,7 @@ impl Session {
         self.link = Some(Link {
             keep_alive: Duration::from_secs(u64::from(accepted.keep_alive)),
             last_packet: now,
-            will,
+            will: will.map(|w| Box::new(w.compact())),
             client_receive_maximum: connect
                 .properties
                 .receive_maximum
@@ -222,7 +224,7 @@ impl Session {
             self.outbound.drop_queued_qos0();
         }
         if publish_will {
-            link.will
+            link.will.map(|w| *w)
         } else {
             None
         }
@@ -263,7 +265,12 @@ impl Session {
     /// The next packet to write to the client.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() && self.transmits.capacity() > 0 {
+            // Drained: an idle session keeps no transmit buffer.
+            self.transmits = VecDeque::new();
+        }
+        t
     }
 
     /// Messages held (inflight + queued), for `$SYS/broker/store/messages/count`.
@@ -332,8 +339,9 @@ impl Session {
     }
 
     /// Adds or replaces a subscription; returns the previous one [MQTT-3.8.4-3].
-    pub fn subscribe(&mut self, filter: ByteStr, sub: Subscription) -> Option<Subscription> {
-        self.subscriptions.insert(filter, sub)
+    /// `filter` is compacted (see [`ByteStr::compact`]): it lives as long as the session.
+    pub fn subscribe(&mut self, filter: &ByteStr, sub: Subscription) -> Option<Subscription> {
+        self.subscriptions.insert(filter.compact(), sub)
     }
 
     pub fn unsubscribe(&mut self, filter: &ByteStr) -> Option<Subscription> {
