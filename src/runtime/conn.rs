@@ -30,6 +30,13 @@ pub struct Conn {
     pub listener: usize,
     /// TLS state on a TLS listener.
     pub tls: Option<Box<TlsConn>>,
+    /// The last plain read filled less than the space offered: the socket was empty at
+    /// that moment, and with edge-triggered readiness new data brings a new event, so the
+    /// read that would only return EAGAIN can be skipped (one syscall per readable
+    /// connection per iteration).
+    pub last_read_short: bool,
+    /// The peer shut down its side (EPOLLRDHUP/error seen): keep reading until EOF.
+    pub peer_closed: bool,
 }
 
 pub enum ReadOutcome {
@@ -50,6 +57,8 @@ impl Conn {
             read_pending: false,
             listener,
             tls: None,
+            last_read_short: false,
+            peer_closed: false,
         }
     }
 
@@ -78,6 +87,7 @@ impl Conn {
         let n = n as usize;
         // SAFETY: read(2) initialised exactly `n <= cap` bytes of the spare capacity.
         unsafe { self.rbuf.advance_mut(n) };
+        self.last_read_short = n < cap;
         Ok(n)
     }
 

@@ -167,6 +167,11 @@ impl Shard {
                     WAKER => self.drain_commands(now),
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                     Token(conn) => {
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(c) = self.conns.get_mut(conn) {
+                                c.peer_closed = true;
+                            }
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(conn, now);
                         }
@@ -351,6 +356,9 @@ impl Shard {
                         || (self.outbox.backlog() > 0 && self.broker.is_publisher(conn))
                     {
                         break ReadOutcome::Budget;
+                    }
+                    if c.last_read_short && !c.peer_closed && c.tls.is_none() {
+                        break ReadOutcome::Drained;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadOutcome::Drained,
