@@ -241,6 +241,47 @@ fn inflight_window_limits_outbound_qos1() {
     h.assert_idle(s);
 }
 
+/// `max_inflight_bytes` closes the window by bytes too; one message always fits.
+#[test]
+fn max_inflight_bytes_limits_outbound_qos1() {
+    let config = Config {
+        max_inflight_messages: 100,
+        // Topic "t" + 9-byte payload = 10 bytes per message: two fit, the third waits.
+        max_inflight_bytes: 20,
+        ..Harness::default_config()
+    };
+    let mut h = Harness::new(config);
+    let s = h.connect("s", V311);
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = h.connect("p", V311);
+    for id in 1..=4 {
+        h.publish(p, "t", b"123456789", QoS::AtLeastOnce, false, Some(id));
+        h.expect_ack(p, AckKind::PubAck);
+    }
+    let a = h.expect_publish(s);
+    let b = h.expect_publish(s);
+    h.assert_idle(s);
+    h.ack(s, AckKind::PubAck, a.packet_id.unwrap());
+    let c = h.expect_publish(s);
+    h.assert_idle(s);
+    h.ack(s, AckKind::PubAck, b.packet_id.unwrap());
+    h.ack(s, AckKind::PubAck, c.packet_id.unwrap());
+    let d = h.expect_publish(s);
+    h.assert_idle(s);
+    h.ack(s, AckKind::PubAck, d.packet_id.unwrap());
+
+    // A message bigger than the limit still goes out (alone: the next one waits).
+    h.publish(p, "t", &[7u8; 100], QoS::AtLeastOnce, false, Some(9));
+    h.expect_ack(p, AckKind::PubAck);
+    h.publish(p, "t", b"small", QoS::AtLeastOnce, false, Some(10));
+    h.expect_ack(p, AckKind::PubAck);
+    let big = h.expect_publish(s);
+    assert_eq!(big.payload.len(), 100);
+    h.assert_idle(s);
+    h.ack(s, AckKind::PubAck, big.packet_id.unwrap());
+    assert_eq!(&h.expect_publish(s).payload[..], b"small");
+}
+
 #[test]
 fn v5_client_receive_maximum_lowers_window() {
     let mut h = Harness::new(Harness::default_config());

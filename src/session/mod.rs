@@ -41,6 +41,9 @@ pub struct Limits {
     /// Topic + payload bytes an offline session may queue (`max_queued_bytes`;
     /// `usize::MAX` = unlimited).
     pub max_queued_bytes: usize,
+    /// Topic + payload bytes of QoS 1/2 messages in flight (`max_inflight_bytes`; 0 = no
+    /// byte limit).
+    pub max_inflight_bytes: usize,
     /// Queue QoS 0 messages for an offline session (`queue_qos0_messages`).
     pub queue_qos0: bool,
     /// Our Receive Maximum: QoS 2 publishes a v5 client may have awaiting PUBREL.
@@ -62,6 +65,7 @@ impl Limits {
             } else {
                 usize::try_from(config.max_queued_bytes).unwrap_or(usize::MAX)
             },
+            max_inflight_bytes: usize::try_from(config.max_inflight_bytes).unwrap_or(usize::MAX),
             queue_qos0: config.queue_qos0_messages,
             receive_maximum: config.max_inflight_messages.max(1),
             retain_available: config.retain_available,
@@ -151,7 +155,7 @@ impl Session {
             version: ProtocolVersion::V311,
             expiry: SessionExpiry::After(Duration::ZERO),
             subscriptions: HashMap::new(),
-            outbound: Outbound::default(),
+            outbound: Outbound::with_max_inflight_bytes(limits.max_inflight_bytes),
             inbound_qos2: Vec::new(),
             link: None,
             transmits: VecDeque::new(),

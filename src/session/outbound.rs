@@ -55,6 +55,11 @@ pub struct Outbound {
     next_seq: u64,
     /// Topic + payload bytes of the queued messages (for `max_queued_bytes`).
     queued_bytes: usize,
+    /// Topic + payload bytes of the inflight QoS 1/2 messages.
+    inflight_bytes: usize,
+    /// `max_inflight_bytes` (0 = no byte limit): the window also closes once this many
+    /// bytes are in flight (one message always fits, however large).
+    max_inflight_bytes: usize,
 }
 
 /// What a queued message counts against `max_queued_bytes`.
@@ -63,6 +68,28 @@ pub fn message_bytes(out: &Outgoing) -> usize {
 }
 
 impl Outbound {
+    pub fn with_max_inflight_bytes(max_inflight_bytes: usize) -> Self {
+        Self {
+            max_inflight_bytes,
+            ..Self::default()
+        }
+    }
+
+    /// The window has no room for another QoS 1/2 message: `window` messages, or
+    /// `max_inflight_bytes` bytes, are in flight.
+    fn window_full(&self, window: usize) -> bool {
+        self.inflight.len() >= window
+            || (self.max_inflight_bytes > 0
+                && !self.inflight.is_empty()
+                && self.inflight_bytes >= self.max_inflight_bytes)
+    }
+
+    fn remove_inflight(&mut self, pos: usize) {
+        if let Some(f) = self.inflight.remove(pos) {
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(message_bytes(&f.out));
+        }
+    }
+
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
     }
@@ -102,7 +129,7 @@ impl Outbound {
         transmits: &mut VecDeque<Transmit>,
     ) -> bool {
         let seq = self.take_seq();
-        if self.queue.is_empty() && (out.qos == QoS::AtMostOnce || self.inflight.len() < window) {
+        if self.queue.is_empty() && (out.qos == QoS::AtMostOnce || !self.window_full(window)) {
             self.send(seq, out, transmits);
             true
         } else {
@@ -139,6 +166,7 @@ impl Outbound {
             QoS::ExactlyOnce => Stage::PubRec,
         };
         let packet_id = self.allocate_id();
+        self.inflight_bytes += message_bytes(&out);
         transmits.push_back(Transmit::Publish {
             out: out.clone(),
             packet_id: Some(packet_id),
@@ -161,7 +189,7 @@ impl Outbound {
     ) -> usize {
         let mut expired = 0;
         while let Some((_, front)) = self.queue.front() {
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+            if front.qos != QoS::AtMostOnce && self.window_full(window) {
                 break;
             }
             let Some((seq, out)) = self.queue.pop_front() else {
@@ -204,13 +232,13 @@ impl Outbound {
         let stage = self.inflight[pos].stage;
         match (ack.kind, stage) {
             (AckKind::PubAck, Stage::PubAck) | (AckKind::PubComp, Stage::PubComp) => {
-                self.inflight.remove(pos);
+                self.remove_inflight(pos);
                 AckOutcome::Released
             }
             (AckKind::PubRec, Stage::PubRec) => {
                 if ack.reason.is_error() {
                     // v5: a PUBREC with an error ends the flow [MQTT-4.3.3-4].
-                    self.inflight.remove(pos);
+                    self.remove_inflight(pos);
                     return AckOutcome::Released;
                 }
                 self.inflight[pos].stage = Stage::PubComp;
@@ -228,9 +256,13 @@ impl Outbound {
 
     /// Forgets an inflight message as if its flow completed (it could not be sent).
     pub fn forget(&mut self, packet_id: PacketId) -> bool {
-        let before = self.inflight.len();
-        self.inflight.retain(|f| f.packet_id != packet_id);
-        before != self.inflight.len()
+        match self.inflight.iter().position(|f| f.packet_id == packet_id) {
+            Some(pos) => {
+                self.remove_inflight(pos);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drops QoS 0 messages from the queue (a session going offline without
@@ -278,6 +310,7 @@ impl Outbound {
                     _ => Stage::PubComp,
                 };
                 self.next_id = self.next_id.max(packet_id);
+                self.inflight_bytes += message_bytes(&out);
                 self.inflight.push_back(Inflight {
                     seq,
                     packet_id,
