@@ -68,129 +68,94 @@ fn check_filter(s: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// A topic name as a PUBLISH carries it: non-empty, no wildcard.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicName(ByteStr);
+/// A validated topic string over a [`ByteStr`]: the shared part of [`TopicName`] and
+/// [`TopicFilter`], which differ only in their rules (`$check`) and a few methods.
+macro_rules! validated_topic {
+    ($(#[$doc:meta])* $name:ident, $check:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(ByteStr);
+
+        impl $name {
+            /// Validates and copies `s`.
+            pub fn parse(s: &str) -> Result<Self, TopicError> {
+                $check(s)?;
+                Ok(Self(ByteStr::from(s)))
+            }
+
+            pub fn as_str(&self) -> &str {
+                self.0.as_str()
+            }
+
+            pub fn as_byte_str(&self) -> &ByteStr {
+                &self.0
+            }
+
+            pub fn into_inner(self) -> ByteStr {
+                self.0
+            }
+
+            /// The levels between '/' separators; empty levels count ("a//b" has three).
+            pub fn levels(&self) -> std::str::Split<'_, char> {
+                self.0.as_str().split('/')
+            }
+        }
+
+        impl TryFrom<ByteStr> for $name {
+            type Error = TopicError;
+            /// Zero-copy: keeps the `ByteStr` (typically a slice of the read buffer).
+            fn try_from(s: ByteStr) -> Result<Self, TopicError> {
+                $check(s.as_str())?;
+                Ok(Self(s))
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = TopicError;
+            fn try_from(s: &str) -> Result<Self, TopicError> {
+                Self::parse(s)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self.as_str(), f)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+validated_topic!(
+    /// A topic name as a PUBLISH carries it: non-empty, no wildcard.
+    TopicName,
+    check_name
+);
+
+validated_topic!(
+    /// A topic filter as a SUBSCRIBE, UNSUBSCRIBE or ACL rule carries it: non-empty, '#'
+    /// only as the whole last level, '+' only as a whole level.
+    TopicFilter,
+    check_filter
+);
 
 impl TopicName {
-    /// Validates and copies `s`.
-    pub fn parse(s: &str) -> Result<Self, TopicError> {
-        check_name(s)?;
-        Ok(Self(ByteStr::from(s)))
-    }
-
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-
-    pub fn as_byte_str(&self) -> &ByteStr {
-        &self.0
-    }
-
-    pub fn into_inner(self) -> ByteStr {
-        self.0
-    }
-
     /// Topics beginning with '$' are server topics: a filter starting with a wildcard
     /// never matches them [MQTT-4.7.2-1].
     pub fn is_system(&self) -> bool {
         self.0.as_str().starts_with('$')
     }
-
-    /// The levels between '/' separators; empty levels count ("a//b" has three).
-    pub fn levels(&self) -> std::str::Split<'_, char> {
-        self.0.as_str().split('/')
-    }
 }
-
-impl TryFrom<ByteStr> for TopicName {
-    type Error = TopicError;
-    /// Zero-copy: keeps the `ByteStr` (typically a slice of the read buffer).
-    fn try_from(s: ByteStr) -> Result<Self, TopicError> {
-        check_name(s.as_str())?;
-        Ok(Self(s))
-    }
-}
-
-impl TryFrom<&str> for TopicName {
-    type Error = TopicError;
-    fn try_from(s: &str) -> Result<Self, TopicError> {
-        Self::parse(s)
-    }
-}
-
-impl std::fmt::Debug for TopicName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl std::fmt::Display for TopicName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A topic filter as a SUBSCRIBE, UNSUBSCRIBE or ACL rule carries it: non-empty, '#' only
-/// as the whole last level, '+' only as a whole level.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicFilter(ByteStr);
 
 impl TopicFilter {
-    /// Validates and copies `s`.
-    pub fn parse(s: &str) -> Result<Self, TopicError> {
-        check_filter(s)?;
-        Ok(Self(ByteStr::from(s)))
-    }
-
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-
-    pub fn as_byte_str(&self) -> &ByteStr {
-        &self.0
-    }
-
-    pub fn into_inner(self) -> ByteStr {
-        self.0
-    }
-
     /// True when the filter contains '+' or '#'.
     pub fn is_wildcard(&self) -> bool {
         self.0.as_str().bytes().any(|b| b == b'+' || b == b'#')
-    }
-
-    /// The levels between '/' separators; empty levels count ("a//b" has three).
-    pub fn levels(&self) -> std::str::Split<'_, char> {
-        self.0.as_str().split('/')
-    }
-}
-
-impl TryFrom<ByteStr> for TopicFilter {
-    type Error = TopicError;
-    /// Zero-copy: keeps the `ByteStr` (typically a slice of the read buffer).
-    fn try_from(s: ByteStr) -> Result<Self, TopicError> {
-        check_filter(s.as_str())?;
-        Ok(Self(s))
-    }
-}
-
-impl TryFrom<&str> for TopicFilter {
-    type Error = TopicError;
-    fn try_from(s: &str) -> Result<Self, TopicError> {
-        Self::parse(s)
-    }
-}
-
-impl std::fmt::Debug for TopicFilter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl std::fmt::Display for TopicFilter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
