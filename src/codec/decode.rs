@@ -421,13 +421,27 @@ fn decode_ack(kind: AckKind, r: &mut Reader<'_>, version: ProtocolVersion) -> Re
     // MQTT 3: exactly 2 bytes (the caller's `finish` rejects more). MQTT 5: the reason
     // code is absent when the remaining length is 2 (Success), and the properties are
     // absent when it is 3.
-    if version.is_v5() && !r.is_empty() {
-        ack.reason = ReasonCode(r.u8("reason code")?);
-        if !r.is_empty() {
-            ack.properties = decode_properties(r, PropCtx::ACK)?;
-        }
+    if version.is_v5() {
+        (ack.reason, ack.properties) = optional_reason_and_properties(r, PropCtx::ACK)?;
     }
     Ok(ack)
+}
+
+/// The MQTT 5 tail of acks, DISCONNECT and AUTH: a reason code (absent = Success) then
+/// properties (absent = none), each optional at the end of the packet.
+fn optional_reason_and_properties(
+    r: &mut Reader<'_>,
+    ctx: PropCtx,
+) -> Result<(ReasonCode, Properties)> {
+    let mut reason = ReasonCode::SUCCESS;
+    let mut properties = Properties::default();
+    if !r.is_empty() {
+        reason = ReasonCode(r.u8("reason code")?);
+        if !r.is_empty() {
+            properties = decode_properties(r, ctx)?;
+        }
+    }
+    Ok((reason, properties))
 }
 
 fn decode_subscribe(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Subscribe> {
@@ -543,11 +557,8 @@ fn decode_disconnect(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Dis
     let mut d = Disconnect::default();
     // MQTT 3: no body (the caller's `finish` rejects one). MQTT 5: reason code and
     // properties are each optional at the end.
-    if version.is_v5() && !r.is_empty() {
-        d.reason = ReasonCode(r.u8("reason code")?);
-        if !r.is_empty() {
-            d.properties = decode_properties(r, PropCtx::DISCONNECT)?;
-        }
+    if version.is_v5() {
+        (d.reason, d.properties) = optional_reason_and_properties(r, PropCtx::DISCONNECT)?;
     }
     Ok(d)
 }
@@ -556,12 +567,6 @@ fn decode_auth(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Auth> {
     if !version.is_v5() {
         return Err(DecodeError::Malformed("AUTH before MQTT 5"));
     }
-    let mut a = Auth::default();
-    if !r.is_empty() {
-        a.reason = ReasonCode(r.u8("reason code")?);
-        if !r.is_empty() {
-            a.properties = decode_properties(r, PropCtx::AUTH)?;
-        }
-    }
-    Ok(a)
+    let (reason, properties) = optional_reason_and_properties(r, PropCtx::AUTH)?;
+    Ok(Auth { reason, properties })
 }
