@@ -1,8 +1,9 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the session's subscription set, the shard's index, the
 //! SUBACK / UNSUBACK reason codes and the retained messages sent after a SUBACK.
 //!
-//! It never sends a retained message before the SUBACK and never accepts a filter the
-//! topic layer rejects.
+//! It never accepts a filter the topic layer rejects. With several shards a SUBACK may
+//! wait for the other shards to apply the new interest (`interest.rs`); retained and
+//! live messages matching the filter are not held back meanwhile [MQTT-3.8.4].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +41,7 @@ impl Broker {
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
         let mut retained_for: SmallVec<[(TopicFilter, QoS); 1]> = SmallVec::new();
         let mut added: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
+        let mut granted: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
         for (filter, options) in sub.filters {
             let failure = if v5 {
                 None
@@ -84,6 +86,9 @@ impl Broker {
                 filter
             );
             reasons.push(ReasonCode(options.qos as u8));
+            if self.shards > 1 {
+                granted.push(filter.clone());
+            }
             let send_retained = !v5
                 || match options.retain_handling {
                     0 => true,
@@ -94,15 +99,17 @@ impl Broker {
                 retained_for.push((parsed, options.qos));
             }
         }
-        slot.session.send(Packet::SubAck(SubAck {
-            packet_id: sub.packet_id,
-            reasons,
-            properties: Default::default(),
-        }));
         self.stats.subscriptions = self.local_subscriptions();
         for filter in &added {
             self.filter_added(filter);
         }
+        let suback = SubAck {
+            packet_id: sub.packet_id,
+            reasons,
+            properties: Default::default(),
+        };
+        // Held while another shard has not applied the interest in these filters.
+        self.send_suback(key, &granted, suback);
         self.flush_session(key, now);
         for (filter, granted) in retained_for {
             self.send_retained(key, &filter, granted, sub_id, now);
