@@ -11,15 +11,19 @@
 //! not yet acknowledged is held in `held_subacks` until every other shard's watermark
 //! reaches the filters' sequence number (a second subscriber of a filter whose broadcast
 //! is still in flight waits for the same number), and the SUBACKs of one connection
-//! leave in order. Matching PUBLISH packets (retained and live) may precede it
-//! [MQTT-3.8.4]. UNSUBACK is never held: after it a few extra messages are tolerable.
+//! leave in order. The retained messages of a held SUBACK follow it (as with one shard:
+//! clients commonly expect them after the SUBACK); live matching PUBLISH packets may
+//! precede it [MQTT-3.8.4]. UNSUBACK is never held: after it a few extra messages are
+//! tolerable.
 //! With one shard nothing is broadcast or held.
 //!
 //! It never touches the publish path: only SUBSCRIBE, UNSUBSCRIBE and control messages.
 
 use std::time::Instant;
 
-use crate::codec::{ByteStr, Packet, SubAck};
+use smallvec::SmallVec;
+
+use crate::codec::{ByteStr, Packet, QoS, SubAck};
 use crate::topic::TopicFilter;
 
 use super::shards::{remote_key, Control, ShardId, MAX_SHARDS};
@@ -42,6 +46,15 @@ pub(super) struct HeldSubAck {
     /// Sent once every other shard acknowledged Interest broadcasts up to this number.
     seq: u64,
     suback: SubAck,
+    then: RetainedAfter,
+}
+
+/// The retained lookups a SUBSCRIBE starts once its SUBACK is queued: (filter, granted
+/// QoS) and the subscription identifier.
+#[derive(Debug, Default)]
+pub(super) struct RetainedAfter {
+    pub filters: SmallVec<[(TopicFilter, QoS); 1]>,
+    pub sub_id: Option<u32>,
 }
 
 impl Broker {
@@ -150,6 +163,9 @@ impl Broker {
             if let Some(slot) = self.sessions.get_mut(key) {
                 slot.session.send(Packet::SubAck(h.suback));
                 self.flush_session(key, now);
+                for (filter, granted) in h.then.filters {
+                    self.send_retained(key, &filter, granted, h.then.sub_id, now);
+                }
             }
         }
     }
@@ -165,10 +181,16 @@ impl Broker {
             .unwrap_or(u64::MAX)
     }
 
-    /// Queues the SUBACK for session `key` now, or holds it until the Interest broadcasts
-    /// of `filters` (and the SUBACKs this connection is already waiting for) are
-    /// acknowledged by every other shard.
-    pub(super) fn send_suback(&mut self, key: usize, filters: &[ByteStr], suback: SubAck) {
+    /// Queues the SUBACK for session `key` now and returns `then` for the caller to
+    /// start, or holds both until the Interest broadcasts of `filters` (and the SUBACKs
+    /// this connection is already waiting for) are acknowledged by every other shard.
+    pub(super) fn send_suback(
+        &mut self,
+        key: usize,
+        filters: &[ByteStr],
+        suback: SubAck,
+        then: RetainedAfter,
+    ) -> Option<RetainedAfter> {
         let mut need = 0;
         if self.shards > 1 {
             need = filters
@@ -196,13 +218,14 @@ impl Broker {
                     conn_uid,
                     seq: need,
                     suback,
+                    then,
                 });
-                return;
+                return None;
             }
         }
-        if let Some(slot) = self.sessions.get_mut(key) {
-            slot.session.send(Packet::SubAck(suback));
-        }
+        let slot = self.sessions.get_mut(key)?;
+        slot.session.send(Packet::SubAck(suback));
+        Some(then)
     }
 
     /// The connection ended: its held SUBACKs go nowhere.

@@ -1,9 +1,10 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the session's subscription set, the shard's index, the
 //! SUBACK / UNSUBACK reason codes and the retained messages sent after a SUBACK.
 //!
-//! It never accepts a filter the topic layer rejects. With several shards a SUBACK may
-//! wait for the other shards to apply the new interest (`interest.rs`); retained and
-//! live messages matching the filter are not held back meanwhile [MQTT-3.8.4].
+//! It never sends a retained message before the SUBACK and never accepts a filter the
+//! topic layer rejects. With several shards a SUBACK (and its retained messages) may wait
+//! for the other shards to apply the new interest (`interest.rs`); live messages matching
+//! the filter are not held back meanwhile [MQTT-3.8.4].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use smallvec::SmallVec;
 use crate::codec::{Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
 use crate::session::{Delivery, Message, Outgoing, Subscription};
 
+use super::interest::RetainedAfter;
 use super::Broker;
 use crate::retained::RetainedCursor;
 use crate::topic::TopicFilter;
@@ -39,7 +41,10 @@ impl Broker {
         let v5 = slot.session.version().is_v5();
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
-        let mut retained_for: SmallVec<[(TopicFilter, QoS); 1]> = SmallVec::new();
+        let mut retained_for = RetainedAfter {
+            filters: SmallVec::new(),
+            sub_id,
+        };
         let mut added: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
         let mut granted: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
         for (filter, options) in sub.filters {
@@ -96,7 +101,7 @@ impl Broker {
                     _ => false,
                 };
             if send_retained {
-                retained_for.push((parsed, options.qos));
+                retained_for.filters.push((parsed, options.qos));
             }
         }
         self.stats.subscriptions = self.local_subscriptions();
@@ -109,9 +114,9 @@ impl Broker {
             properties: Default::default(),
         };
         // Held while another shard has not applied the interest in these filters.
-        self.send_suback(key, &granted, suback);
+        let retained_now = self.send_suback(key, &granted, suback, retained_for);
         self.flush_session(key, now);
-        for (filter, granted) in retained_for {
+        for (filter, granted) in retained_now.map(|r| r.filters).unwrap_or_default() {
             self.send_retained(key, &filter, granted, sub_id, now);
         }
     }
@@ -119,7 +124,7 @@ impl Broker {
     /// Retained messages matching `filter`, with RETAIN set [MQTT-3.3.1-8], after SUBACK.
     /// At most [`RETAINED_BATCH`] now; the rest continue in [`Broker::run_deferred`] so a
     /// wildcard over a large store cannot stall the shard.
-    fn send_retained(
+    pub(super) fn send_retained(
         &mut self,
         key: usize,
         filter: &TopicFilter,

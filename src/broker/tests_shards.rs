@@ -186,7 +186,11 @@ fn retained_messages_are_replicated_to_every_shard() {
     m.shards[0].publish(publ, "r/1", b"kept", QoS::AtMostOnce, true, None);
     m.settle();
     let (sub, _) = m.connect(1, "s", true);
-    m.subscribe(1, sub, "r/#", QoS::AtMostOnce);
+    m.shards[1].send(sub, subscribe_packet("r/#", QoS::AtMostOnce));
+    m.settle();
+    // The SUBACK waited for shard 0's interest acknowledgement; the retained message
+    // follows it.
+    assert!(matches!(m.shards[1].expect(sub), Packet::SubAck(_)));
     let p = m.shards[1].expect_publish(sub);
     assert!(p.retain);
     assert_eq!(&p.payload[..], b"kept");
