@@ -270,3 +270,43 @@ fn qos1_flood_8_publishers_4_subscribers_loses_nothing() {
         }
     });
 }
+
+/// After SUBACK, a publish matching the filter is delivered whichever shard it comes
+/// from: the SUBACK waits until every shard applied the new subscriber's interest.
+/// 200 rounds of: a fresh subscriber subscribes, and the moment its SUBACK arrives one
+/// of several publishers (spread over both shards) publishes QoS 1.
+#[test]
+fn publish_right_after_suback_reaches_the_subscriber_on_any_shard() {
+    use common::Raw;
+    let broker = BrokerProc::start(SHARDS);
+    let mut pubs: Vec<Raw> = (0..6)
+        .map(|i| Raw::mqtt_connect(broker.port, &format!("sa-pub{i}"), true).0)
+        .collect();
+    assert_both_shards_used(broker.port);
+    for round in 0..200u16 {
+        let (mut sub, _, rc) = Raw::mqtt_connect(broker.port, &format!("sa-sub{round}"), true);
+        assert_eq!(rc, 0);
+        assert_eq!(sub.subscribe(1, &[("sa/+", 1)]), vec![1]);
+        let publ = &mut pubs[usize::from(round) % 6];
+        let id = round + 1;
+        let payload = format!("round {round}");
+        publ.send(&common::publish(
+            &format!("sa/{round}"),
+            1,
+            false,
+            false,
+            id,
+            payload.as_bytes(),
+        ));
+        let ack = publ.recv().expect("PUBACK");
+        assert_eq!((ack.kind(), ack.packet_id()), (4, id));
+        let got = sub
+            .recv_within(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("round {round}: publish after SUBACK not delivered"));
+        let (topic, pid, body) = got.publish_parts();
+        assert_eq!(topic, format!("sa/{round}"));
+        assert_eq!(body, payload.as_bytes());
+        sub.send(&common::ack(0x40, pid));
+        sub.disconnect();
+    }
+}

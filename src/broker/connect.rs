@@ -421,6 +421,7 @@ impl Broker {
     /// Detaches the session of an active connection (publishing the will when
     /// `publish_will`), starts its expiry, and closes the connection.
     pub(super) fn end_connection(&mut self, conn: ConnId, now: Instant, publish_will: bool) {
+        self.drop_held_subacks(conn);
         let Some(c) = self.conn(conn) else { return };
         let ConnState::Active(key) = c.state else {
             self.close_conn(conn);

@@ -29,6 +29,7 @@
 //! connection `poll_transmit` yields and resumes reading a paused one.
 
 mod connect;
+mod interest;
 mod out_queue;
 mod persist_hook; // persistence (src/persist): event hook + restore
 mod route;
@@ -182,7 +183,13 @@ pub struct Broker {
     /// Entries of `index` that stand for other shards' interest (not local subscriptions).
     remote_entries: usize,
     /// Local subscriptions per filter (the interest this shard advertises).
-    filter_counts: HashMap<ByteStr, u32>,
+    filter_counts: HashMap<ByteStr, interest::FilterInterest>,
+    /// Sequence number of the last Interest addition this shard broadcast, and the
+    /// highest each shard acknowledged (see `interest.rs`).
+    interest_seq: u64,
+    interest_acked: Vec<u64>,
+    /// SUBACKs waiting for Interest acknowledgements, in arrival order.
+    held_subacks: VecDeque<interest::HeldSubAck>,
     /// Home-shard directory: client id -> shard holding its session.
     directory: HashMap<ByteStr, ShardId>,
     /// CONNECTs waiting for their home shard, by connection.
@@ -259,6 +266,9 @@ impl Broker {
             outbox: VecDeque::new(),
             remote_entries: 0,
             filter_counts: HashMap::new(),
+            interest_seq: 0,
+            interest_acked: vec![0; shards],
+            held_subacks: VecDeque::new(),
             directory: HashMap::new(),
             pending: HashMap::new(),
             deferred: Vec::new(),

@@ -5,6 +5,8 @@
 //! Protocol summary (N > 1 shards):
 //! - Interest: when a shard's local index gains its first subscription to a filter it
 //!   tells every other shard `Interest{add}`; when it loses the last, `Interest{remove}`.
+//!   Additions are acknowledged (`InterestAck`) and the SUBACK waits for them
+//!   (`interest.rs`).
 //!   Each shard keeps `remote: TopicIndex<ShardId, ()>` and sends one `Arc<Message>` per
 //!   interested shard, tagged with the destination set.
 //! - Retained: every shard holds a replica; a retained PUBLISH is applied locally and
@@ -81,7 +83,15 @@ pub enum ShardMsg {
 #[derive(Debug)]
 pub enum Control {
     /// The sender's local index gained (or lost) its only subscriptions to `filter`.
-    Interest { filter: ByteStr, add: bool },
+    /// An addition carries a sequence number (`seq > 0`) for the receiver to acknowledge
+    /// once applied (see `interest.rs`).
+    Interest {
+        filter: ByteStr,
+        add: bool,
+        seq: u64,
+    },
+    /// The sender applied the receiver's Interest broadcasts up to `seq`.
+    InterestAck { seq: u64 },
     /// A retained message was set (empty payload: deleted) on the sender, with its
     /// version (Lamport clock, sender): every replica keeps the highest version per
     /// topic, so concurrent sets on two shards converge to the same winner everywhere.
@@ -278,7 +288,7 @@ impl Broker {
             .push_back((to, ShardMsg::Control(Box::new(control))));
     }
 
-    fn broadcast(&mut self, mut make: impl FnMut() -> Control) {
+    pub(super) fn broadcast(&mut self, mut make: impl FnMut() -> Control) {
         for j in 0..self.shards {
             if j != self.shard {
                 self.send_control(j, make());
@@ -288,39 +298,6 @@ impl Broker {
 
     pub(super) fn home_of(&self, client_id: &str) -> ShardId {
         home_shard(client_id, self.shards)
-    }
-
-    /// The local index gained a subscription to `filter`.
-    pub(super) fn filter_added(&mut self, filter: &ByteStr) {
-        if self.shards <= 1 {
-            return;
-        }
-        let n = self.filter_counts.entry(filter.clone()).or_insert(0);
-        *n += 1;
-        if *n == 1 {
-            self.broadcast(|| Control::Interest {
-                filter: filter.clone(),
-                add: true,
-            });
-        }
-    }
-
-    /// The local index lost a subscription to `filter`.
-    pub(super) fn filter_removed(&mut self, filter: &ByteStr) {
-        if self.shards <= 1 {
-            return;
-        }
-        let Some(n) = self.filter_counts.get_mut(filter) else {
-            return;
-        };
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            self.filter_counts.remove(filter);
-            self.broadcast(|| Control::Interest {
-                filter: filter.clone(),
-                add: false,
-            });
-        }
     }
 
     /// Sends a retained set to every other shard's replica.
@@ -372,28 +349,8 @@ impl Broker {
 
     fn on_control(&mut self, from: ShardId, control: Control, now: Instant) {
         match control {
-            Control::Interest { filter, add } => {
-                if from == self.shard || from >= MAX_SHARDS {
-                    return;
-                }
-                if add {
-                    if let Ok(f) = TopicFilter::try_from(filter) {
-                        let interest = crate::session::Subscription {
-                            options: crate::codec::SubscriptionOptions::default(),
-                            id: None,
-                        };
-                        if self.index.insert(&f, remote_key(from), interest).is_none() {
-                            self.remote_entries += 1;
-                        }
-                    }
-                } else if self
-                    .index
-                    .remove(filter.as_str(), &remote_key(from))
-                    .is_some()
-                {
-                    self.remote_entries -= 1;
-                }
-            }
+            Control::Interest { filter, add, seq } => self.on_interest(from, filter, add, seq),
+            Control::InterestAck { seq } => self.on_interest_ack(from, seq, now),
             Control::Retain(m, version) => {
                 self.retain_clock = self.retain_clock.max(version.0);
                 let newer = self

@@ -2,7 +2,9 @@
 //! SUBACK / UNSUBACK reason codes and the retained messages sent after a SUBACK.
 //!
 //! It never sends a retained message before the SUBACK and never accepts a filter the
-//! topic layer rejects.
+//! topic layer rejects. With several shards a SUBACK (and its retained messages) may wait
+//! for the other shards to apply the new interest (`interest.rs`); live messages matching
+//! the filter are not held back meanwhile [MQTT-3.8.4].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +14,7 @@ use smallvec::SmallVec;
 use crate::codec::{Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
 use crate::session::{Delivery, Message, Outgoing, Subscription};
 
+use super::interest::RetainedAfter;
 use super::Broker;
 use crate::retained::RetainedCursor;
 use crate::topic::TopicFilter;
@@ -38,8 +41,12 @@ impl Broker {
         let v5 = slot.session.version().is_v5();
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
-        let mut retained_for: SmallVec<[(TopicFilter, QoS); 1]> = SmallVec::new();
+        let mut retained_for = RetainedAfter {
+            filters: SmallVec::new(),
+            sub_id,
+        };
         let mut added: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
+        let mut granted: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
         for (filter, options) in sub.filters {
             let failure = if v5 {
                 None
@@ -84,6 +91,9 @@ impl Broker {
                 filter
             );
             reasons.push(ReasonCode(options.qos as u8));
+            if self.shards > 1 {
+                granted.push(filter.clone());
+            }
             let send_retained = !v5
                 || match options.retain_handling {
                     0 => true,
@@ -91,20 +101,22 @@ impl Broker {
                     _ => false,
                 };
             if send_retained {
-                retained_for.push((parsed, options.qos));
+                retained_for.filters.push((parsed, options.qos));
             }
         }
-        slot.session.send(Packet::SubAck(SubAck {
-            packet_id: sub.packet_id,
-            reasons,
-            properties: Default::default(),
-        }));
         self.stats.subscriptions = self.local_subscriptions();
         for filter in &added {
             self.filter_added(filter);
         }
+        let suback = SubAck {
+            packet_id: sub.packet_id,
+            reasons,
+            properties: Default::default(),
+        };
+        // Held while another shard has not applied the interest in these filters.
+        let retained_now = self.send_suback(key, &granted, suback, retained_for);
         self.flush_session(key, now);
-        for (filter, granted) in retained_for {
+        for (filter, granted) in retained_now.map(|r| r.filters).unwrap_or_default() {
             self.send_retained(key, &filter, granted, sub_id, now);
         }
     }
@@ -112,7 +124,7 @@ impl Broker {
     /// Retained messages matching `filter`, with RETAIN set [MQTT-3.3.1-8], after SUBACK.
     /// At most [`RETAINED_BATCH`] now; the rest continue in [`Broker::run_deferred`] so a
     /// wildcard over a large store cannot stall the shard.
-    fn send_retained(
+    pub(super) fn send_retained(
         &mut self,
         key: usize,
         filter: &TopicFilter,

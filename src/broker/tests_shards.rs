@@ -4,12 +4,28 @@
 //! shard / session-move protocol.
 #![allow(clippy::unwrap_used)]
 
-use crate::codec::{AckKind, Packet, ProtocolVersion, QoS};
+use smallvec::smallvec;
+
+use crate::codec::{AckKind, ByteStr, Packet, ProtocolVersion, QoS, SubAck, Subscribe};
 
 use super::harness::{connect, Harness};
 use super::{ConnId, ShardMsg};
 
 const V4: ProtocolVersion = ProtocolVersion::V311;
+
+fn subscribe_packet(filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: smallvec![(
+            ByteStr::from(filter),
+            crate::codec::SubscriptionOptions {
+                qos,
+                ..Default::default()
+            }
+        )],
+        properties: Default::default(),
+    })
+}
 
 struct Mesh {
     shards: Vec<Harness>,
@@ -68,6 +84,22 @@ impl Mesh {
             .is_some_and(super::Slot::is_stub)
     }
 
+    /// SUBSCRIBE, settle, and take the SUBACK out of what the client received (matching
+    /// PUBLISH packets may precede it [MQTT-3.8.4] and stay queued).
+    fn subscribe(&mut self, shard: usize, conn: ConnId, filter: &str, qos: QoS) -> SubAck {
+        self.shards[shard].send(conn, subscribe_packet(filter, qos));
+        self.settle();
+        let received = &mut self.shards[shard].clients.get_mut(&conn).unwrap().received;
+        let at = received
+            .iter()
+            .position(|p| matches!(p, Packet::SubAck(_)))
+            .expect("no SUBACK after settling");
+        match received.remove(at) {
+            Some(Packet::SubAck(a)) => a,
+            _ => unreachable!(),
+        }
+    }
+
     fn connect(&mut self, shard: usize, id: &str, clean: bool) -> (ConnId, bool) {
         let h = &mut self.shards[shard];
         let conn = h.open(V4);
@@ -92,7 +124,7 @@ fn interest_index_follows_subscriptions() {
     m.shards[0].publish(publ, "a/b", b"x", QoS::AtMostOnce, false, None);
     m.settle();
     assert_eq!(m.publishes_sent, 0);
-    m.shards[1].subscribe(sub, "a/+", QoS::AtMostOnce);
+    m.subscribe(1, sub, "a/+", QoS::AtMostOnce);
     m.settle();
     assert_eq!(m.shards[0].broker.remote_dests("a/b"), 0b10);
     m.shards[0].publish(publ, "a/b", b"x", QoS::AtMostOnce, false, None);
@@ -102,7 +134,7 @@ fn interest_index_follows_subscriptions() {
     // A second subscriber to the same filter on the same shard does not re-announce;
     // the last one leaving withdraws the interest.
     let (sub2, _) = m.connect(1, "sub2", true);
-    m.shards[1].subscribe(sub2, "a/+", QoS::AtMostOnce);
+    m.subscribe(1, sub2, "a/+", QoS::AtMostOnce);
     m.shards[1].drop_conn(sub2);
     m.settle();
     assert_eq!(m.shards[0].broker.remote_dests("a/b"), 0b10);
@@ -119,8 +151,8 @@ fn cross_shard_qos1_is_delivered_in_order_and_acknowledged() {
     let mut m = Mesh::new(3);
     let (sub1, _) = m.connect(1, "s1", true);
     let (sub2, _) = m.connect(2, "s2", true);
-    m.shards[1].subscribe(sub1, "t", QoS::AtLeastOnce);
-    m.shards[2].subscribe(sub2, "#", QoS::AtLeastOnce);
+    m.subscribe(1, sub1, "t", QoS::AtLeastOnce);
+    m.subscribe(2, sub2, "#", QoS::AtLeastOnce);
     let (publ, _) = m.connect(0, "p", true);
     m.settle();
     for (i, payload) in [&b"1"[..], b"2", b"3"].into_iter().enumerate() {
@@ -154,7 +186,11 @@ fn retained_messages_are_replicated_to_every_shard() {
     m.shards[0].publish(publ, "r/1", b"kept", QoS::AtMostOnce, true, None);
     m.settle();
     let (sub, _) = m.connect(1, "s", true);
-    m.shards[1].subscribe(sub, "r/#", QoS::AtMostOnce);
+    m.shards[1].send(sub, subscribe_packet("r/#", QoS::AtMostOnce));
+    m.settle();
+    // The SUBACK waited for shard 0's interest acknowledgement; the retained message
+    // follows it.
+    assert!(matches!(m.shards[1].expect(sub), Packet::SubAck(_)));
     let p = m.shards[1].expect_publish(sub);
     assert!(p.retain);
     assert_eq!(&p.payload[..], b"kept");
@@ -169,7 +205,7 @@ fn reconnect_on_another_shard_moves_the_session_with_its_queue() {
     let mut m = Mesh::new(2);
     let (c, present) = m.connect(0, "durable", false);
     assert!(!present);
-    m.shards[0].subscribe(c, "q/#", QoS::AtLeastOnce);
+    m.subscribe(0, c, "q/#", QoS::AtLeastOnce);
     m.shards[0].drop_conn(c);
     m.settle();
     let (publ, _) = m.connect(1, "p", true);
@@ -210,7 +246,7 @@ fn reconnect_on_another_shard_moves_the_session_with_its_queue() {
 fn live_takeover_across_shards_closes_the_old_connection() {
     let mut m = Mesh::new(2);
     let (old, _) = m.connect(0, "dup", false);
-    m.shards[0].subscribe(old, "t", QoS::AtLeastOnce);
+    m.subscribe(0, old, "t", QoS::AtLeastOnce);
     let (new, present) = m.connect(1, "dup", false);
     assert!(present);
     assert!(
@@ -227,7 +263,7 @@ fn live_takeover_across_shards_closes_the_old_connection() {
 fn stub_forwards_messages_that_raced_the_move() {
     let mut m = Mesh::new(2);
     let (c, _) = m.connect(0, "mover", false);
-    m.shards[0].subscribe(c, "t", QoS::AtLeastOnce);
+    m.subscribe(0, c, "t", QoS::AtLeastOnce);
     m.shards[0].drop_conn(c);
     m.settle();
     // Start the move but deliver a publish to the old shard before it completes: the
@@ -333,11 +369,11 @@ fn concurrent_retained_sets_converge_on_every_shard() {
 fn handoff_watermarks_neither_lose_nor_duplicate() {
     let mut m = Mesh::new(3);
     let (c, _) = m.connect(0, "mover", false);
-    m.shards[0].subscribe(c, "t", QoS::AtLeastOnce);
+    m.subscribe(0, c, "t", QoS::AtLeastOnce);
     m.shards[0].drop_conn(c);
     // Shard 1 already wants "t" (another subscriber), so publishers address it directly.
     let (other, _) = m.connect(1, "other", true);
-    m.shards[1].subscribe(other, "t", QoS::AtMostOnce);
+    m.subscribe(1, other, "t", QoS::AtMostOnce);
     let (publ, _) = m.connect(2, "p", true);
     m.settle();
     // The move starts; step until shard 0 has handed the session over.
@@ -364,4 +400,85 @@ fn handoff_watermarks_neither_lose_nor_duplicate() {
     }
     assert_eq!(got, vec![b"raced".to_vec(), b"after".to_vec()]);
     assert!(!m.is_stub(0, "mover"), "stub removed after Installed");
+}
+
+fn has_suback(m: &Mesh, shard: usize, conn: ConnId) -> bool {
+    m.shards[shard].clients[&conn]
+        .received
+        .iter()
+        .any(|p| matches!(p, Packet::SubAck(_)))
+}
+
+/// After SUBACK, a publish on any shard matching the filter is delivered: the SUBACK of a
+/// filter's first subscriber waits until every other shard applied the interest, and so
+/// does a second subscriber's while that interest is still in flight.
+#[test]
+fn suback_waits_for_every_shard_to_apply_the_interest() {
+    let mut m = Mesh::new(3);
+    let (sub, _) = m.connect(1, "sub", true);
+    let (sub2, _) = m.connect(1, "sub2", true);
+    let (known, _) = m.connect(1, "known", true);
+    let (publ, _) = m.connect(2, "pub", true);
+    m.subscribe(1, known, "k", QoS::AtMostOnce);
+    m.shards[1].send(sub, subscribe_packet("s/+", QoS::AtLeastOnce));
+    m.shards[1].send(sub2, subscribe_packet("s/+", QoS::AtMostOnce));
+    // A filter every shard already knows is acknowledged at once.
+    m.shards[1].send(known, subscribe_packet("k", QoS::AtLeastOnce));
+    assert!(has_suback(&m, 1, known));
+    assert!(
+        !has_suback(&m, 1, sub),
+        "SUBACK before the other shards know"
+    );
+    assert!(
+        !has_suback(&m, 1, sub2),
+        "second subscriber overtook the interest"
+    );
+    // The Interest reaches shards 0 and 2; only shard 0's acknowledgement comes back.
+    let mut acks_from_2 = Vec::new();
+    assert!(m.step(&[1]));
+    m.shards[0].drive();
+    while let Some((to, msg)) = m.shards[0].broker.poll_shard_message() {
+        let now = m.shards[to].now;
+        m.shards[to].broker.on_shard_message(0, msg, now);
+    }
+    while let Some(x) = m.shards[2].broker.poll_shard_message() {
+        acks_from_2.push(x);
+    }
+    m.shards[1].drive();
+    assert!(
+        !has_suback(&m, 1, sub),
+        "SUBACK before shard 2 acknowledged"
+    );
+    assert!(!has_suback(&m, 1, sub2));
+    for (to, msg) in acks_from_2 {
+        let now = m.shards[to].now;
+        m.shards[to].broker.on_shard_message(2, msg, now);
+    }
+    m.shards[1].drive();
+    assert!(has_suback(&m, 1, sub));
+    assert!(has_suback(&m, 1, sub2));
+    // Causally after the SUBACK, a publish on shard 2 (the last to acknowledge) is
+    // delivered.
+    m.shards[2].publish(publ, "s/x", b"after", QoS::AtLeastOnce, false, Some(1));
+    m.settle();
+    m.shards[2].expect_ack(publ, AckKind::PubAck);
+    assert!(matches!(m.shards[1].expect(sub), Packet::SubAck(_)));
+    assert_eq!(&m.shards[1].expect_publish(sub).payload[..], b"after");
+    assert!(matches!(m.shards[1].expect(sub2), Packet::SubAck(_)));
+    assert_eq!(&m.shards[1].expect_publish(sub2).payload[..], b"after");
+    // A subscriber that leaves before its SUBACK is released just drops it.
+    let (gone, _) = m.connect(2, "gone", true);
+    m.shards[2].send(gone, subscribe_packet("g", QoS::AtMostOnce));
+    m.shards[2].drop_conn(gone);
+    m.settle();
+    assert!(m.shards[2].broker.held_subacks.is_empty());
+    assert!(!has_suback(&m, 2, gone));
+}
+
+#[test]
+fn one_shard_sends_suback_at_once() {
+    let mut h = Harness::new_shard(Harness::default_config(), 0, 1);
+    let c = h.connect("solo", V4);
+    h.send(c, subscribe_packet("t", QoS::AtMostOnce));
+    assert!(matches!(h.expect(c), Packet::SubAck(_)));
 }
