@@ -222,7 +222,7 @@ recv_prof=$(jget "$WORK/profile.json" received)
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "- machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores, kernel $(uname -r), $(perf --version 2>/dev/null)"
     echo "- load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average when written; other jobs on the host add noise)"
-    echo "- shardmq: $(git -C "$ROOT" log -1 --format='%h %s' | cut -c1-100)"
+    echo "- shardmq: src/ at $(git -C "$ROOT" log -1 --format="%h %s" -- src | cut -c1-100)$(git -C "$ROOT" diff --quiet HEAD -- src || echo " + uncommitted changes")"
     echo "- pinning: broker ${PIN_BROKER[*]:-none}, load generator ${PIN_LOADGEN[*]:-none}; sampling event: ${PERF_EVENT:-callgrind}"
     echo
     echo "## Commands"
