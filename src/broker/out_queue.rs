@@ -29,6 +29,11 @@ impl OutQueue {
         self.len
     }
 
+    /// Number of chunks queued (how many `IoSlice`s a `writev` of everything needs).
+    pub fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -33,10 +33,18 @@ impl Hasher for FxHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
+            // Tail without a variable-length copy: two overlapping 4-byte loads, or
+            // first/middle/last byte below 4.
+            let n = rest.len();
+            let w = if n >= 4 {
+                let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
+                u64::from(lo) | (u64::from(hi) << 32)
+            } else {
+                u64::from(rest[0]) | (u64::from(rest[n / 2]) << 8) | (u64::from(rest[n - 1]) << 16)
+            };
             // Mix the length in so "a" and "a\0" differ.
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+            self.add(w ^ ((n as u64) << 59));
         }
     }
 

@@ -520,10 +520,17 @@ impl Raw {
         false
     }
 
-    /// Subscribes and returns the SUBACK return codes.
+    /// Subscribes and returns the SUBACK return codes. PUBLISH packets that match the new
+    /// subscription may arrive before the SUBACK [MQTT-3.8.4] (with several shards the
+    /// SUBACK waits until every shard knows the subscription); they are skipped.
     pub fn subscribe(&mut self, packet_id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
         self.send(&subscribe(packet_id, filters));
-        let ack = self.recv().expect("SUBACK");
+        let ack = loop {
+            let p = self.recv().expect("SUBACK");
+            if p.kind() != 3 {
+                break p;
+            }
+        };
         assert_eq!(ack.kind(), 9, "expected SUBACK, got {ack:?}");
         assert_eq!(ack.packet_id(), packet_id);
         ack.body[2..].to_vec()
