@@ -247,19 +247,11 @@ fn decode_connect(r: &mut Reader<'_>) -> Result<Connect> {
         return Err(DecodeError::Malformed("password without user name"));
     }
     let keep_alive = r.u16("keep alive")?;
-    let properties = if v5 {
-        decode_properties(r, PropCtx::CONNECT)?
-    } else {
-        Properties::default()
-    };
+    let properties = properties_if(v5, r, PropCtx::CONNECT)?;
     // May be empty: whether that is acceptable is the session's decision.
     let client_id = r.string("client identifier")?;
     let will = if will_flag {
-        let properties = if v5 {
-            decode_properties(r, PropCtx::WILL)?
-        } else {
-            Properties::default()
-        };
+        let properties = properties_if(v5, r, PropCtx::WILL)?;
         let topic = r.string("will topic")?;
         if !wire::is_valid_topic_name(topic.as_bytes()) {
             return Err(DecodeError::TopicNameInvalid);
@@ -300,11 +292,7 @@ fn decode_connect(r: &mut Reader<'_>) -> Result<Connect> {
 fn decode_connack(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<ConnAck> {
     let session_present = connack_flags(r.u8("connack flags")?)?;
     let reason = ReasonCode(r.u8("connack reason code")?);
-    let properties = if version.is_v5() {
-        decode_properties(r, PropCtx::CONNACK)?
-    } else {
-        Properties::default()
-    };
+    let properties = properties_if(version.is_v5(), r, PropCtx::CONNACK)?;
     Ok(ConnAck {
         session_present,
         reason,
@@ -326,11 +314,7 @@ fn decode_publish(byte: u8, r: &mut Reader<'_>, version: ProtocolVersion) -> Res
     } else {
         Some(packet_id(r)?)
     };
-    let properties = if version.is_v5() {
-        decode_properties(r, PropCtx::PUBLISH)?
-    } else {
-        Properties::default()
-    };
+    let properties = properties_if(version.is_v5(), r, PropCtx::PUBLISH)?;
     // [MQTT-3.3.2-2] no wildcards; [MQTT-4.7.3-1] non-empty, except that MQTT 5 allows an
     // empty topic name when a Topic Alias is present (3.3.2.3.4).
     let alias_only = topic.is_empty() && properties.topic_alias.is_some();
@@ -427,6 +411,15 @@ fn decode_ack(kind: AckKind, r: &mut Reader<'_>, version: ProtocolVersion) -> Re
     Ok(ack)
 }
 
+/// The property block of an MQTT 5 packet; none in 3.1 / 3.1.1.
+fn properties_if(v5: bool, r: &mut Reader<'_>, ctx: PropCtx) -> Result<Properties> {
+    if v5 {
+        decode_properties(r, ctx)
+    } else {
+        Ok(Properties::default())
+    }
+}
+
 /// The MQTT 5 tail of acks, DISCONNECT and AUTH: a reason code (absent = Success) then
 /// properties (absent = none), each optional at the end of the packet.
 fn optional_reason_and_properties(
@@ -447,11 +440,7 @@ fn optional_reason_and_properties(
 fn decode_subscribe(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Subscribe> {
     let packet_id = packet_id(r)?;
     let v5 = version.is_v5();
-    let properties = if v5 {
-        decode_properties(r, PropCtx::SUBSCRIBE)?
-    } else {
-        Properties::default()
-    };
+    let properties = properties_if(v5, r, PropCtx::SUBSCRIBE)?;
     let mut filters = SmallVec::new();
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
@@ -493,11 +482,7 @@ fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions> {
 
 fn decode_unsubscribe(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Unsubscribe> {
     let packet_id = packet_id(r)?;
-    let properties = if version.is_v5() {
-        decode_properties(r, PropCtx::UNSUBSCRIBE)?
-    } else {
-        Properties::default()
-    };
+    let properties = properties_if(version.is_v5(), r, PropCtx::UNSUBSCRIBE)?;
     let mut filters = SmallVec::new();
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
@@ -526,11 +511,7 @@ fn decode_suback(r: &mut Reader<'_>, version: ProtocolVersion, unsuback: bool) -
     } else {
         PropCtx::SUBACK
     };
-    let properties = if v5 {
-        decode_properties(r, ctx)?
-    } else {
-        Properties::default()
-    };
+    let properties = properties_if(v5, r, ctx)?;
     let mut reasons = SmallVec::new();
     if unsuback && !v5 {
         return Ok(SubAck {
