@@ -170,7 +170,11 @@ impl Broker {
                 .for_each_match(&entry.filter, |m| found.push(Arc::clone(m)));
             let mut dropped = 0;
             for m in found {
-                if !offer(&mut entry, Message::from_retained(&m, sub.qos), &mut dropped) {
+                if !offer(
+                    &mut entry,
+                    Message::from_retained(&m, sub.qos),
+                    &mut dropped,
+                ) {
                     return; // nobody is listening any more
                 }
             }
@@ -338,7 +342,10 @@ mod tests {
         b.inject(publish("a/b", QoS::AtLeastOnce, false), Instant::now());
         b.inject(publish("b/b", QoS::AtLeastOnce, false), Instant::now());
         let m = rx.try_recv().unwrap();
-        assert_eq!((m.topic.as_str(), m.qos, m.retain), ("a/b", QoS::AtMostOnce, false));
+        assert_eq!(
+            (m.topic.as_str(), m.qos, m.retain),
+            ("a/b", QoS::AtMostOnce, false)
+        );
         assert!(rx.try_recv().is_err());
     }
 
@@ -350,7 +357,10 @@ mod tests {
         b.add_internal(s, true);
         b.inject(publish("r/2", QoS::AtMostOnce, false), Instant::now());
         let m = rx.try_recv().unwrap();
-        assert_eq!((m.topic.as_str(), m.qos, m.retain), ("r/1", QoS::AtLeastOnce, true));
+        assert_eq!(
+            (m.topic.as_str(), m.qos, m.retain),
+            ("r/1", QoS::AtLeastOnce, true)
+        );
         assert_eq!(rx.try_recv().unwrap().topic.as_str(), "r/2");
     }
 
