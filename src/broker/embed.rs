@@ -6,7 +6,9 @@
 //! and a shard delivers only the messages published on it (`route`), never those other
 //! shards hand it: so a message reaches a subscription exactly once, without a
 //! cross-shard hop. The table is consulted only when it is non-empty, so the publish path
-//! pays one length check when no host process subscribes.
+//! pays one length check when no host process subscribes. A delivered message's topic
+//! and payload are one copy per publish (shared by the matching subscriptions), so
+//! messages the host keeps never pin a connection's read buffer.
 //!
 //! It must never block a shard: delivery is `try_send`; a message for a full channel is
 //! dropped and counted (`publish_dropped` and [`Subscription::dropped`]), whatever its
@@ -202,13 +204,21 @@ impl Broker {
         let InternalSubs { index, subs } = &mut self.internal;
         let mut dropped = 0;
         let mut gone: SmallVec<[u64; 2]> = SmallVec::new();
-        let mut matched = false;
+        // The host may keep messages for long: copied once per publish (not per
+        // subscription) so they never pin the connection's read buffer.
+        let mut compact: Option<Publish> = None;
         index.for_each_match(publish.topic.as_str(), |id, qos| {
             let Some(entry) = subs.get_mut(id) else {
                 return;
             };
-            matched = true;
-            if !offer(entry, Message::from_publish(publish, *qos), &mut dropped) {
+            let p = compact.get_or_insert_with(|| Publish {
+                topic: publish.topic.compact(),
+                payload: Bytes::copy_from_slice(&publish.payload),
+                qos: publish.qos,
+                properties: publish.properties.clone(),
+                ..Publish::default()
+            });
+            if !offer(entry, Message::from_publish(p, *qos), &mut dropped) {
                 gone.push(*id);
             }
         });
@@ -216,7 +226,7 @@ impl Broker {
         for id in gone {
             self.internal.remove(id);
         }
-        matched
+        compact.is_some()
     }
 }
 
