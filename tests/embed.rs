@@ -75,6 +75,10 @@ fn inject(broker: &BrokerHandle, topic: &str, retain: bool, payload: &'static [u
 fn subscription_receives_every_publisher_in_order_across_shards() {
     let broker = two_shards();
     let sub = broker.subscribe("ingest/#", QoS::AtLeastOnce).unwrap();
+    // A network subscriber too, so messages also cross shards (they must not reach the
+    // in-process subscription twice).
+    let watcher = V4::connect("ingest-watcher", broker.port());
+    watcher.subscribe("ingest/#", rumqttc::QoS::AtMostOnce);
     // Eight connections: SO_REUSEPORT spreads them over both shards (all on one shard
     // has probability 1/128).
     let publishers: Vec<V4> = (0..8)
@@ -105,6 +109,8 @@ fn subscription_receives_every_publisher_in_order_across_shards() {
     }
     assert!(next.values().all(|&n| n == PER));
     assert_eq!(sub.dropped(), 0);
+    assert!(watcher.next_publish().is_some());
+    std::thread::sleep(Duration::from_millis(100));
     assert!(sub.try_recv().is_err(), "nothing delivered twice");
 }
 
