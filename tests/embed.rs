@@ -43,3 +43,227 @@ fn two_brokers_in_one_process() {
     V4::connect("on-a", a.port()).disconnect();
     V4::connect("on-b", b.port()).disconnect();
 }
+
+// ---------------------------------------------------------------------------------------
+// In-process subscriptions (`BrokerHandle::subscribe`), two shards.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
+use shardmq::{BrokerHandle, SubscribeError};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn two_shards() -> BrokerHandle {
+    let mut config = Config::with_listener("127.0.0.1:0".parse().unwrap());
+    config.threads = Some(2);
+    Broker::builder(config).start().unwrap()
+}
+
+fn inject(broker: &BrokerHandle, topic: &str, retain: bool, payload: &'static [u8]) {
+    broker.publish(Publish {
+        topic: ByteStr::from(topic),
+        qos: QoS::AtLeastOnce,
+        retain,
+        payload: Bytes::from_static(payload),
+        ..Publish::default()
+    });
+}
+
+#[test]
+fn subscription_receives_every_publisher_in_order_across_shards() {
+    let broker = two_shards();
+    let sub = broker.subscribe("ingest/#", QoS::AtLeastOnce).unwrap();
+    // A network subscriber too, so messages also cross shards (they must not reach the
+    // in-process subscription twice).
+    let watcher = V4::connect("ingest-watcher", broker.port());
+    watcher.subscribe("ingest/#", rumqttc::QoS::AtMostOnce);
+    // Eight connections: SO_REUSEPORT spreads them over both shards (all on one shard
+    // has probability 1/128).
+    let publishers: Vec<V4> = (0..8)
+        .map(|i| V4::connect(&format!("ingest-pub-{i}"), broker.port()))
+        .collect();
+    const PER: usize = 50;
+    for seq in 0..PER {
+        for (i, p) in publishers.iter().enumerate() {
+            p.publish(
+                &format!("ingest/{i}"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("{i}:{seq}"),
+            );
+        }
+    }
+    let mut next: HashMap<usize, usize> = HashMap::new();
+    for _ in 0..PER * publishers.len() {
+        let m = sub.recv_timeout(WAIT).expect("every message arrives");
+        let text = std::str::from_utf8(&m.payload).unwrap();
+        let (i, seq) = text.split_once(':').unwrap();
+        let (i, seq): (usize, usize) = (i.parse().unwrap(), seq.parse().unwrap());
+        assert_eq!(m.topic.as_str(), format!("ingest/{i}"));
+        assert_eq!((m.qos, m.retain), (QoS::AtLeastOnce, false));
+        let expected = next.entry(i).or_insert(0);
+        assert_eq!(seq, *expected, "in order per publisher");
+        *expected += 1;
+    }
+    assert!(next.values().all(|&n| n == PER));
+    assert_eq!(sub.dropped(), 0);
+    assert!(watcher.next_publish().is_some());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(sub.try_recv().is_err(), "nothing delivered twice");
+}
+
+#[test]
+fn retained_messages_come_first() {
+    let broker = two_shards();
+    inject(&broker, "state/a", true, b"A");
+    // A client's retained message reaches every shard's replica asynchronously: wait
+    // until a probe subscription sees it.
+    let client = V4::connect("retainer", broker.port());
+    client.publish("state/b", rumqttc::QoS::AtLeastOnce, true, "B");
+    assert!(common::wait_until(WAIT, || {
+        let probe = broker.subscribe("state/b", QoS::AtMostOnce).unwrap();
+        probe.recv_timeout(Duration::from_millis(20)).is_ok()
+    }));
+    let sub = broker.subscribe("state/+", QoS::ExactlyOnce).unwrap();
+    client.publish("state/c", rumqttc::QoS::AtMostOnce, false, "C");
+    let mut retained: Vec<(String, Bytes)> = (0..2)
+        .map(|_| {
+            let m = sub.recv_timeout(WAIT).unwrap();
+            assert!(m.retain);
+            assert_eq!(m.qos, QoS::AtLeastOnce);
+            (m.topic.as_str().to_owned(), m.payload)
+        })
+        .collect();
+    retained.sort();
+    assert_eq!(
+        retained,
+        [
+            ("state/a".to_owned(), Bytes::from_static(b"A")),
+            ("state/b".to_owned(), Bytes::from_static(b"B")),
+        ]
+    );
+    let live = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!((live.topic.as_str(), live.retain), ("state/c", false));
+    assert_eq!(live.qos, QoS::AtMostOnce);
+    assert!(sub.recv_timeout(Duration::from_millis(100)).is_err());
+}
+
+#[test]
+fn wildcard_filters_and_the_dollar_rule() {
+    let broker = two_shards();
+    let plus = broker.subscribe("site/+/temp", QoS::AtMostOnce).unwrap();
+    let all = broker.subscribe("#", QoS::AtMostOnce).unwrap();
+    let sys = broker.subscribe("$SYS/embed/#", QoS::AtMostOnce).unwrap();
+    let client = V4::connect("wild", broker.port());
+    client.publish("site/1/temp", rumqttc::QoS::AtLeastOnce, false, "1");
+    client.publish("site/1/humidity", rumqttc::QoS::AtLeastOnce, false, "2");
+    client.publish("site/2/temp", rumqttc::QoS::AtLeastOnce, false, "3");
+    // [MQTT-4.7.2-1]: '#' does not match a '$' topic.
+    inject(&broker, "$SYS/embed/x", false, b"sys");
+    let topics = |s: &shardmq::Subscription, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| s.recv_timeout(WAIT).unwrap().topic.as_str().to_owned())
+            .collect()
+    };
+    assert_eq!(topics(&plus, 2), ["site/1/temp", "site/2/temp"]);
+    assert_eq!(
+        topics(&all, 3),
+        ["site/1/temp", "site/1/humidity", "site/2/temp"]
+    );
+    assert_eq!(topics(&sys, 1), ["$SYS/embed/x"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(all.try_iter().all(|m| !m.topic.as_str().starts_with('$')));
+    assert!(plus.try_recv().is_err());
+    assert!(matches!(
+        broker.subscribe("a/#/b", QoS::AtMostOnce),
+        Err(SubscribeError::InvalidFilter(_))
+    ));
+    assert!(matches!(
+        broker.subscribe("$share/g/a", QoS::AtMostOnce),
+        Err(SubscribeError::Shared)
+    ));
+}
+
+#[test]
+fn dropping_the_subscription_removes_it_from_every_shard() {
+    let broker = two_shards();
+    let sub = broker.subscribe("gone/#", QoS::AtMostOnce).unwrap();
+    inject(&broker, "gone/1", false, b"1");
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().topic.as_str(), "gone/1");
+    // Keep the channel open from this side: once every shard has removed the
+    // subscription (and its sender), the channel reports disconnection.
+    let rx = sub.receiver().clone();
+    drop(sub);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Err(RecvTimeoutError::Disconnected) => break,
+            Ok(m) => panic!("delivered after unsubscribe: {m:?}"),
+            Err(RecvTimeoutError::Timeout) => {
+                assert!(std::time::Instant::now() < deadline, "a shard kept it");
+            }
+        }
+    }
+    // Publishing on both shards afterwards delivers nothing and costs nothing.
+    let clients: Vec<V4> = (0..4)
+        .map(|i| V4::connect(&format!("gone-{i}"), broker.port()))
+        .collect();
+    for c in &clients {
+        c.publish("gone/2", rumqttc::QoS::AtLeastOnce, false, "x");
+    }
+    inject(&broker, "gone/3", false, b"3");
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn inject_and_subscribe_round_trip_without_network_clients() {
+    let broker = two_shards();
+    let sub = broker.subscribe("loop/+", QoS::ExactlyOnce).unwrap();
+    for i in 0..100u32 {
+        broker.publish(Publish {
+            topic: ByteStr::from("loop/x"),
+            qos: QoS::ExactlyOnce,
+            payload: Bytes::from(i.to_be_bytes().to_vec()),
+            ..Publish::default()
+        });
+    }
+    for i in 0..100u32 {
+        let m = sub.recv_timeout(WAIT).unwrap();
+        assert_eq!(m.payload, Bytes::from(i.to_be_bytes().to_vec()));
+        assert_eq!(m.qos, QoS::ExactlyOnce);
+    }
+    // The channel ends when the broker stops.
+    broker.stop();
+    assert!(sub.recv().is_err());
+}
+
+#[test]
+fn full_subscription_drops_and_counts_without_stalling_the_broker() {
+    let broker = two_shards();
+    let slow = broker
+        .subscribe_with_capacity("flood/#", QoS::AtLeastOnce, 4)
+        .unwrap();
+    let watcher = V4::connect("flood-watcher", broker.port());
+    watcher.subscribe("flood/#", rumqttc::QoS::AtLeastOnce);
+    let publisher = V4::connect("flood-pub", broker.port());
+    const N: usize = 200;
+    for i in 0..N {
+        publisher.publish("flood/x", rumqttc::QoS::AtLeastOnce, false, i.to_string());
+    }
+    for i in 0..N {
+        let p = watcher
+            .next_publish()
+            .expect("the network subscriber gets everything");
+        assert_eq!(p.payload, i.to_string().as_bytes());
+    }
+    assert_eq!(slow.receiver().len(), 4);
+    assert_eq!(slow.dropped(), (N - 4) as u64);
+    // The first four were kept, in order.
+    let kept: Vec<Bytes> = slow.try_iter().map(|m| m.payload).collect();
+    assert_eq!(
+        kept,
+        ["0", "1", "2", "3"].map(|s| Bytes::from(s.as_bytes().to_vec()))
+    );
+}

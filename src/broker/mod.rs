@@ -29,6 +29,7 @@
 //! connection `poll_transmit` yields and resumes reading a paused one.
 
 mod connect;
+pub mod embed; // in-process subscriptions of the embedding API
 mod interest;
 mod out_queue;
 mod persist_hook; // persistence (src/persist): event hook + restore
@@ -213,6 +214,8 @@ pub struct Broker {
     retain_versions: HashMap<ByteStr, (u64, ShardId)>,
     /// Retained lookups continued by `run_deferred`.
     retained_jobs: VecDeque<subscribe::RetainedJob>,
+    /// In-process subscriptions of the embedding API (empty unless a host subscribes).
+    internal: embed::InternalSubs,
 }
 
 impl Broker {
@@ -276,6 +279,7 @@ impl Broker {
             reports: (0..shards).map(|_| None).collect(),
             loop_lag_us: 0,
             retained_jobs: VecDeque::new(),
+            internal: embed::InternalSubs::default(),
             releases: (0..shards).map(|_| Vec::new()).collect(),
             releases_pending: false,
             retain_clock: 0,

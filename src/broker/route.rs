@@ -141,8 +141,11 @@ impl Broker {
         );
         let local = !targets.is_empty();
         self.targets = targets;
+        // In-process subscribers (embedding API): only the shard a message is published
+        // on delivers it to them; one length check when there are none.
+        let internal = !self.internal.is_empty() && self.deliver_internal(&publish);
         if dests == 0 && !local {
-            return false;
+            return internal;
         }
         let origin_uid = origin
             .and_then(|o| self.sessions.get(o.1))
@@ -175,7 +178,7 @@ impl Broker {
                     .push_back((j, super::ShardMsg::Publish { msg: m, dests, seq }));
             }
         }
-        matched || dests != 0
+        matched || internal || dests != 0
     }
 
     /// Delivers `msg` to this shard's matching subscribers. `origin` is the local

@@ -482,3 +482,47 @@ fn one_shard_sends_suback_at_once() {
     h.send(c, subscribe_packet("t", QoS::AtMostOnce));
     assert!(matches!(h.expect(c), Packet::SubAck(_)));
 }
+
+#[test]
+fn internal_subscription_gets_each_message_once_across_shards() {
+    use crate::broker::embed::InternalSub;
+    use crate::topic::TopicFilter;
+    let mut m = Mesh::new(2);
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let sub = InternalSub {
+        id: 7,
+        filter: TopicFilter::parse("x/#").unwrap(),
+        qos: QoS::AtLeastOnce,
+        tx,
+        dropped: std::sync::Arc::default(),
+    };
+    for (i, h) in m.shards.iter_mut().enumerate() {
+        h.broker.add_internal(sub.clone(), i == 0);
+    }
+    drop(sub);
+    // Network subscribers on both shards make every message cross shards too.
+    let (s0, _) = m.connect(0, "s0", true);
+    let (s1, _) = m.connect(1, "s1", true);
+    m.subscribe(0, s0, "x/#", QoS::AtMostOnce);
+    m.subscribe(1, s1, "x/#", QoS::AtMostOnce);
+    let (p0, _) = m.connect(0, "p0", true);
+    let (p1, _) = m.connect(1, "p1", true);
+    m.shards[0].publish(p0, "x/0", b"a", QoS::AtMostOnce, false, None);
+    m.shards[1].publish(p1, "x/1", b"b", QoS::AtMostOnce, false, None);
+    m.settle();
+    let mut got: Vec<String> = rx.try_iter().map(|m| m.topic.to_string()).collect();
+    got.sort();
+    assert_eq!(got, ["x/0", "x/1"]);
+    for (shard, conn) in [(0, s0), (1, s1)] {
+        m.shards[shard].expect_publish(conn);
+        m.shards[shard].expect_publish(conn);
+    }
+    // Removed from every shard: the channel's senders are gone.
+    for h in &mut m.shards {
+        assert!(h.broker.remove_internal(7));
+    }
+    assert!(matches!(
+        rx.try_recv(),
+        Err(crossbeam_channel::TryRecvError::Disconnected)
+    ));
+}

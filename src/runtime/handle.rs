@@ -1,6 +1,7 @@
 //! Starting, controlling and stopping a running broker.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -9,8 +10,11 @@ use crossbeam_channel::{Receiver, Sender};
 use super::listener;
 use super::shard::Shard;
 use crate::auth::Security;
+use crate::broker::embed::{
+    self, InternalSub, SubscribeError, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
+};
 use crate::broker::ShardMsg;
-use crate::codec::Publish;
+use crate::codec::{Publish, QoS};
 use crate::config::Config;
 
 /// Why a broker could not start.
@@ -45,6 +49,15 @@ pub enum Command {
     Shutdown,
     /// Install reloaded password / ACL rules (SIGHUP); connections stay up.
     SetSecurity(Arc<Security>),
+    /// Install an in-process subscription (first offering it the matching retained
+    /// messages when `retained`), then acknowledge on `ack`.
+    Subscribe {
+        sub: Box<InternalSub>,
+        retained: bool,
+        ack: Sender<()>,
+    },
+    /// Remove an in-process subscription by id.
+    Unsubscribe(u64),
 }
 
 struct ShardControl {
@@ -58,6 +71,8 @@ pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
     shards: Vec<ShardControl>,
     config: Arc<Config>,
+    /// Id of the last in-process subscription.
+    last_sub: AtomicU64,
 }
 
 /// Messages a mailbox ring holds between two shards before the sender spills into its
@@ -168,6 +183,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
         addrs,
         shards: handles,
         config: Arc::clone(config),
+        last_sub: AtomicU64::new(0),
     })
 }
 
@@ -190,6 +206,80 @@ impl BrokerHandle {
                 let _ = s.waker.wake();
             }
         }
+    }
+
+    /// Subscribes the host process to `filter` with a channel of
+    /// [`DEFAULT_SUBSCRIPTION_CAPACITY`] messages; see
+    /// [`BrokerHandle::subscribe_with_capacity`].
+    pub fn subscribe(&self, filter: &str, qos: QoS) -> Result<Subscription, SubscribeError> {
+        self.subscribe_with_capacity(filter, qos, DEFAULT_SUBSCRIPTION_CAPACITY)
+    }
+
+    /// Subscribes the host process to `filter`: every message published after this
+    /// returns (by a client or [`BrokerHandle::publish`]) and matching it is delivered to
+    /// the returned [`Subscription`] at the lower of its QoS and `qos`, in order per
+    /// publisher, after the matching retained messages. The broker never waits for the
+    /// host: once `capacity` (at least 1) messages are queued, further ones are dropped
+    /// and counted ([`Subscription::dropped`], `$SYS/broker/publish/messages/dropped`),
+    /// whatever their QoS. No ACL applies; shared (`$share/`) filters are refused.
+    /// Dropping the `Subscription` unsubscribes.
+    pub fn subscribe_with_capacity(
+        &self,
+        filter: &str,
+        qos: QoS,
+        capacity: usize,
+    ) -> Result<Subscription, SubscribeError> {
+        let filter = embed::parse_filter(filter)?;
+        let id = self.last_sub.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sub = InternalSub {
+            id,
+            filter: filter.clone(),
+            qos,
+            tx,
+            dropped: Arc::clone(&dropped),
+        };
+        let shards = self.stopper().shards;
+        let unsubscribe = shards.clone();
+        // Built first, so an error below unsubscribes whatever was installed.
+        let subscription = Subscription::new(
+            filter,
+            rx,
+            dropped,
+            Box::new(move || {
+                for (commands, waker) in &unsubscribe {
+                    if commands.send(Command::Unsubscribe(id)).is_ok() {
+                        let _ = waker.wake();
+                    }
+                }
+            }),
+        );
+        // Shard 0 first, with its retained replica: nothing live can precede the
+        // retained messages. Then every other shard; each acknowledges once installed.
+        let install = |targets: &[(Sender<Command>, Arc<mio::Waker>)], retained: bool| {
+            let (ack, acks) = crossbeam_channel::bounded(targets.len());
+            for (commands, waker) in targets {
+                let cmd = Command::Subscribe {
+                    sub: Box::new(sub.clone()),
+                    retained,
+                    ack: ack.clone(),
+                };
+                if commands.send(cmd).is_err() {
+                    return Err(SubscribeError::Stopped);
+                }
+                let _ = waker.wake();
+            }
+            drop(ack); // a shard that stops drops its sender: recv errs, no hang
+            for _ in targets {
+                acks.recv().map_err(|_| SubscribeError::Stopped)?;
+            }
+            Ok(())
+        };
+        let (first, rest) = shards.split_at(shards.len().min(1));
+        install(first, true)?;
+        install(rest, false)?;
+        Ok(subscription)
     }
 
     /// Re-reads the password and ACL files and installs them in every shard without

@@ -265,6 +265,13 @@ impl Shard {
                 Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
                 Command::SetSecurity(s) => self.broker.set_security(s),
+                Command::Subscribe { sub, retained, ack } => {
+                    self.broker.add_internal(*sub, retained);
+                    let _ = ack.send(());
+                }
+                Command::Unsubscribe(id) => {
+                    self.broker.remove_internal(id);
+                }
             }
         }
     }
