@@ -34,6 +34,22 @@ pub const WBUF_HIGH: usize = 256 * 1024;
 const COALESCE_BELOW: u64 = 512;
 /// ... or fewer than this many per socket event.
 const COALESCE_PER_EVENT: u64 = 16;
+/// Readable sockets per base coalescing pause (see `coalesce_pause`).
+const PAUSE_STEP_EVENTS: u64 = 50;
+/// Longest coalescing pause, in base pauses.
+const PAUSE_MAX_STEPS: u64 = 20;
+
+/// The coalescing pause (ns) after a turn that moved `moved` messages over `events` socket
+/// events, for a base pause `base` (`--coalesce-us`). "Few" is per readable socket too: a
+/// thousand subscribers with one message each cost a thousand reads (and as many ACKs),
+/// so with many sockets the pause grows with their number (one base pause per
+/// `PAUSE_STEP_EVENTS` events, at most `PAUSE_MAX_STEPS`) to let each read carry more.
+pub fn coalesce_pause(base: u64, moved: u64, events: u64) -> u64 {
+    if base == 0 || moved >= COALESCE_BELOW.max(COALESCE_PER_EVENT * events) {
+        return 0;
+    }
+    base * (events / PAUSE_STEP_EVENTS).clamp(1, PAUSE_MAX_STEPS)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -64,6 +80,9 @@ pub struct Client {
     pub wpos: usize,
     started_ns: u64,
     pub last_write_ns: u64,
+    /// This socket sent data since its last TCP_QUICKACK: sending can put Linux in
+    /// delayed-ACK ("pingpong") mode, which the next read undoes (see `read`).
+    pub wrote: bool,
     pub publ: Option<Box<Publisher>>,
 }
 
@@ -76,6 +95,7 @@ impl Client {
                 Ok(n) => {
                     self.wpos += n;
                     self.last_write_ns = now;
+                    self.wrote = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -147,17 +167,6 @@ pub struct Worker {
     /// Publisher gate step: subscribers publish progress every `step` messages.
     pub step: u64,
     pub(crate) to_close: Vec<usize>,
-}
-
-fn is_closed_err(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::NotConnected
-    )
 }
 
 impl Worker {
@@ -258,12 +267,13 @@ impl Worker {
             }
             // Coalescing: after a turn that moved few messages, let more accumulate
             // instead of waking for every few packets (like NIC interrupt moderation).
-            // "Few" is per readable socket too: a thousand subscribers with one message
-            // each cost a thousand reads.
             let moved = self.sent_total + self.recv_total;
-            let few = COALESCE_BELOW.max(COALESCE_PER_EVENT * self.last_events);
-            if self.coalesce > 0 && ph >= phase::RUN && moved - self.last_moved < few {
-                std::thread::sleep(Duration::from_nanos(self.coalesce));
+            if ph >= phase::RUN {
+                let pause =
+                    coalesce_pause(self.coalesce, moved - self.last_moved, self.last_events);
+                if pause > 0 {
+                    std::thread::sleep(Duration::from_nanos(pause));
+                }
             }
             self.last_moved = moved;
             if ph == phase::RUN {
@@ -274,6 +284,11 @@ impl Worker {
                 }
             }
             let timeout = self.timeout(ph, now);
+            // One epoll_wait returns every ready socket: room for all of this thread's.
+            let want = self.clients.len() + 2;
+            if events.capacity() < want {
+                events = Events::with_capacity(want.next_power_of_two());
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     self.sh.fail(format!("poll failed: {e}"));
@@ -292,7 +307,7 @@ impl Worker {
                     }
                     continue;
                 }
-                self.on_event(ev.token().0, now);
+                self.on_event(ev.token().0, ev.is_read_closed(), now);
             }
             self.close_pending();
             if now.saturating_sub(last_house) >= HOUSEKEEPING_NS {
@@ -408,6 +423,7 @@ impl Worker {
             wpos: 0,
             started_ns: now,
             last_write_ns: now,
+            wrote: true,
             publ,
         };
         if let Err(e) = self.poll.registry().register(
@@ -441,7 +457,7 @@ impl Worker {
         }
     }
 
-    fn on_event(&mut self, key: usize, now: u64) {
+    fn on_event(&mut self, key: usize, read_closed: bool, now: u64) {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
@@ -456,7 +472,7 @@ impl Worker {
                 Err(e) => return self.drop_client(key, &e.to_string(), true),
             }
         }
-        if let Err(e) = self.read(key, now) {
+        if let Err(e) = self.read(key, read_closed) {
             return self.drop_client(key, &e, false);
         }
         if let Some(c) = self.clients.get_mut(key) {
@@ -489,7 +505,13 @@ impl Worker {
             .fail(format!("broker closed the connection of {who} ({err})"));
     }
 
-    fn read(&mut self, key: usize, now: u64) -> Result<(), String> {
+    /// Reads what the socket holds and parses it. One read per event when it returns less
+    /// than the space offered: the socket is drained, and with edge-triggered epoll new data
+    /// raises a new event (EOF too: it is a readable edge), so the read that would only
+    /// return WouldBlock is skipped, unless the peer's FIN was seen with this event
+    /// (`read_closed`): then reading goes on to the end of stream. The receive time of the messages is read from the clock
+    /// once per read, right after it returns.
+    fn read(&mut self, key: usize, read_closed: bool) -> Result<(), String> {
         let quickack = self.coalesce > 0;
         loop {
             let Some(c) = self.clients.get_mut(key) else {
@@ -510,18 +532,21 @@ impl Worker {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_closed_err(&e) => return Err(e.to_string()),
                 Err(e) => return Err(e.to_string()),
             };
+            let now = now_ns();
             c.rlen += n;
-            if quickack {
+            // Linux ACKs a drained small-segment read by itself unless the socket is in
+            // delayed-ACK ("pingpong") mode, which only sending data enters: re-arm quick
+            // ACKs only after a write (PINGREQ, PUBACK), not with a syscall per read. A
+            // broker with Nagle on (Mosquitto's default) waits for these ACKs.
+            if quickack && c.wrote {
+                c.wrote = false;
                 net::quickack(&c.sock);
             }
-            // A short read drained the socket: with edge-triggered epoll new data raises
-            // a new event, so skip the read that would only return WouldBlock.
             let drained = c.rlen < c.rbuf.len();
             self.parse(key, now)?;
-            if drained {
+            if drained && !read_closed {
                 return Ok(());
             }
         }
