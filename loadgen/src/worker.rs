@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::net;
 use crate::opts::{Kind, SubMode};
+use crate::pacing::{coalesce_pause, read_again};
 use crate::publisher::Publisher;
 use crate::shared::{new_histogram, phase, Shared};
 use crate::stamp::{self, now_ns};
@@ -30,26 +31,6 @@ const MAX_PENDING: usize = 256;
 const HOUSEKEEPING_NS: u64 = 100_000_000;
 /// Stop encoding for a client whose unsent bytes exceed this.
 pub const WBUF_HIGH: usize = 256 * 1024;
-/// Turns that moved fewer messages than this are followed by the coalescing pause.
-const COALESCE_BELOW: u64 = 512;
-/// ... or fewer than this many per socket event.
-const COALESCE_PER_EVENT: u64 = 16;
-/// Readable sockets per base coalescing pause (see `coalesce_pause`).
-const PAUSE_STEP_EVENTS: u64 = 50;
-/// Longest coalescing pause, in base pauses.
-const PAUSE_MAX_STEPS: u64 = 20;
-
-/// The coalescing pause (ns) after a turn that moved `moved` messages over `events` socket
-/// events, for a base pause `base` (`--coalesce-us`). "Few" is per readable socket too: a
-/// thousand subscribers with one message each cost a thousand reads (and as many ACKs),
-/// so with many sockets the pause grows with their number (one base pause per
-/// `PAUSE_STEP_EVENTS` events, at most `PAUSE_MAX_STEPS`) to let each read carry more.
-pub fn coalesce_pause(base: u64, moved: u64, events: u64) -> u64 {
-    if base == 0 || moved >= COALESCE_BELOW.max(COALESCE_PER_EVENT * events) {
-        return 0;
-    }
-    base * (events / PAUSE_STEP_EVENTS).clamp(1, PAUSE_MAX_STEPS)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -505,12 +486,9 @@ impl Worker {
             .fail(format!("broker closed the connection of {who} ({err})"));
     }
 
-    /// Reads what the socket holds and parses it. One read per event when it returns less
-    /// than the space offered: the socket is drained, and with edge-triggered epoll new data
-    /// raises a new event (EOF too: it is a readable edge), so the read that would only
-    /// return WouldBlock is skipped, unless the peer's FIN was seen with this event
-    /// (`read_closed`): then reading goes on to the end of stream. The receive time of the messages is read from the clock
-    /// once per read, right after it returns.
+    /// Reads what the socket holds and parses it: one read per event unless it filled the
+    /// buffer or the peer's FIN came with the event (see `pacing::read_again`). The receive
+    /// time of the messages is read from the clock once per read, right after it returns.
     fn read(&mut self, key: usize, read_closed: bool) -> Result<(), String> {
         let quickack = self.coalesce > 0;
         loop {
@@ -527,6 +505,7 @@ impl Worker {
                     c.rbuf.resize(n, 0);
                 }
             }
+            let offered = c.rbuf.len() - c.rlen;
             let n = match c.sock.read(&mut c.rbuf[c.rlen..]) {
                 Ok(0) => return Err("end of stream".into()),
                 Ok(n) => n,
@@ -544,9 +523,8 @@ impl Worker {
                 c.wrote = false;
                 net::quickack(&c.sock);
             }
-            let drained = c.rlen < c.rbuf.len();
             self.parse(key, now)?;
-            if drained && !read_closed {
+            if !read_again(n, offered, read_closed) {
                 return Ok(());
             }
         }
