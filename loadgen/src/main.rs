@@ -6,6 +6,7 @@
 mod housekeeping;
 mod net;
 mod opts;
+mod pacing;
 mod plot;
 mod publisher;
 mod report;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::net;
 use crate::opts::{Kind, SubMode};
+use crate::pacing::{coalesce_pause, read_again};
 use crate::publisher::Publisher;
 use crate::shared::{new_histogram, phase, Shared};
 use crate::stamp::{self, now_ns};
@@ -30,10 +31,6 @@ const MAX_PENDING: usize = 256;
 const HOUSEKEEPING_NS: u64 = 100_000_000;
 /// Stop encoding for a client whose unsent bytes exceed this.
 pub const WBUF_HIGH: usize = 256 * 1024;
-/// Turns that moved fewer messages than this are followed by the coalescing pause.
-const COALESCE_BELOW: u64 = 512;
-/// ... or fewer than this many per socket event.
-const COALESCE_PER_EVENT: u64 = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -64,6 +61,9 @@ pub struct Client {
     pub wpos: usize,
     started_ns: u64,
     pub last_write_ns: u64,
+    /// This socket sent data since its last TCP_QUICKACK: sending can put Linux in
+    /// delayed-ACK ("pingpong") mode, which the next read undoes (see `read`).
+    pub wrote: bool,
     pub publ: Option<Box<Publisher>>,
 }
 
@@ -76,6 +76,7 @@ impl Client {
                 Ok(n) => {
                     self.wpos += n;
                     self.last_write_ns = now;
+                    self.wrote = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -147,17 +148,6 @@ pub struct Worker {
     /// Publisher gate step: subscribers publish progress every `step` messages.
     pub step: u64,
     pub(crate) to_close: Vec<usize>,
-}
-
-fn is_closed_err(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::NotConnected
-    )
 }
 
 impl Worker {
@@ -258,12 +248,13 @@ impl Worker {
             }
             // Coalescing: after a turn that moved few messages, let more accumulate
             // instead of waking for every few packets (like NIC interrupt moderation).
-            // "Few" is per readable socket too: a thousand subscribers with one message
-            // each cost a thousand reads.
             let moved = self.sent_total + self.recv_total;
-            let few = COALESCE_BELOW.max(COALESCE_PER_EVENT * self.last_events);
-            if self.coalesce > 0 && ph >= phase::RUN && moved - self.last_moved < few {
-                std::thread::sleep(Duration::from_nanos(self.coalesce));
+            if ph >= phase::RUN {
+                let pause =
+                    coalesce_pause(self.coalesce, moved - self.last_moved, self.last_events);
+                if pause > 0 {
+                    std::thread::sleep(Duration::from_nanos(pause));
+                }
             }
             self.last_moved = moved;
             if ph == phase::RUN {
@@ -274,6 +265,11 @@ impl Worker {
                 }
             }
             let timeout = self.timeout(ph, now);
+            // One epoll_wait returns every ready socket: room for all of this thread's.
+            let want = self.clients.len() + 2;
+            if events.capacity() < want {
+                events = Events::with_capacity(want.next_power_of_two());
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     self.sh.fail(format!("poll failed: {e}"));
@@ -292,7 +288,7 @@ impl Worker {
                     }
                     continue;
                 }
-                self.on_event(ev.token().0, now);
+                self.on_event(ev.token().0, ev.is_read_closed(), now);
             }
             self.close_pending();
             if now.saturating_sub(last_house) >= HOUSEKEEPING_NS {
@@ -408,6 +404,7 @@ impl Worker {
             wpos: 0,
             started_ns: now,
             last_write_ns: now,
+            wrote: true,
             publ,
         };
         if let Err(e) = self.poll.registry().register(
@@ -441,7 +438,7 @@ impl Worker {
         }
     }
 
-    fn on_event(&mut self, key: usize, now: u64) {
+    fn on_event(&mut self, key: usize, read_closed: bool, now: u64) {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
@@ -456,7 +453,7 @@ impl Worker {
                 Err(e) => return self.drop_client(key, &e.to_string(), true),
             }
         }
-        if let Err(e) = self.read(key, now) {
+        if let Err(e) = self.read(key, read_closed) {
             return self.drop_client(key, &e, false);
         }
         if let Some(c) = self.clients.get_mut(key) {
@@ -489,7 +486,10 @@ impl Worker {
             .fail(format!("broker closed the connection of {who} ({err})"));
     }
 
-    fn read(&mut self, key: usize, now: u64) -> Result<(), String> {
+    /// Reads what the socket holds and parses it: one read per event unless it filled the
+    /// buffer or the peer's FIN came with the event (see `pacing::read_again`). The receive
+    /// time of the messages is read from the clock once per read, right after it returns.
+    fn read(&mut self, key: usize, read_closed: bool) -> Result<(), String> {
         let quickack = self.coalesce > 0;
         loop {
             let Some(c) = self.clients.get_mut(key) else {
@@ -505,23 +505,26 @@ impl Worker {
                     c.rbuf.resize(n, 0);
                 }
             }
+            let offered = c.rbuf.len() - c.rlen;
             let n = match c.sock.read(&mut c.rbuf[c.rlen..]) {
                 Ok(0) => return Err("end of stream".into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_closed_err(&e) => return Err(e.to_string()),
                 Err(e) => return Err(e.to_string()),
             };
+            let now = now_ns();
             c.rlen += n;
-            if quickack {
+            // Linux ACKs a drained small-segment read by itself unless the socket is in
+            // delayed-ACK ("pingpong") mode, which only sending data enters: re-arm quick
+            // ACKs only after a write (PINGREQ, PUBACK), not with a syscall per read. A
+            // broker with Nagle on (Mosquitto's default) waits for these ACKs.
+            if quickack && c.wrote {
+                c.wrote = false;
                 net::quickack(&c.sock);
             }
-            // A short read drained the socket: with edge-triggered epoll new data raises
-            // a new event, so skip the read that would only return WouldBlock.
-            let drained = c.rlen < c.rbuf.len();
             self.parse(key, now)?;
-            if drained {
+            if !read_again(n, offered, read_closed) {
                 return Ok(());
             }
         }
