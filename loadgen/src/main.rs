@@ -46,15 +46,15 @@ fn real_main() -> Result<ExitCode> {
         std::fs::write(path, plot::svg(&report))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if report.is_messaging() && report.counts.received == 0 {
+    if report.is_messaging() && report.totals.counts.received == 0 {
         eprintln!(
             "shardmq-loadgen: error: received nothing ({} messages sent): is the broker routing {}?",
-            report.sent,
+            report.totals.sent,
             report.plan.topic(0)
         );
         return Ok(ExitCode::from(2));
     }
-    if !report.is_messaging() && report.connects_ok == 0 {
+    if !report.is_messaging() && report.totals.connects_ok == 0 {
         eprintln!("shardmq-loadgen: error: no connection succeeded");
         return Ok(ExitCode::from(2));
     }

@@ -114,9 +114,9 @@ pub fn svg(r: &Report) -> String {
     polyline(&mut s, &recv, "#2a9d3a");
     // Latency percentile curve: x = nines (0 = p0, 1 = p90, 2 = p99, ... 5 = p99.999).
     let h = if r.is_messaging() {
-        &r.latency
+        &r.totals.latency
     } else {
-        &r.connect_latency
+        &r.totals.connect_latency
     };
     let y0 = H;
     let max_nines = 5.0;

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use std::fmt::Write as _;
 
 use crate::opts::{Kind, Plan};
-use crate::tracker::Counts;
+use crate::worker::WorkerResult;
 
 /// One progress interval.
 #[derive(Clone, Debug)]
@@ -29,19 +29,8 @@ pub struct BrokerSample {
 
 pub struct Report {
     pub plan: Plan,
-    pub counts: Counts,
-    pub sent: u64,
-    pub expected: u64,
-    pub bytes: u64,
-    pub latency: Histogram<u64>,
-    pub connect_latency: Histogram<u64>,
-    pub connects_ok: u64,
-    pub connect_failed: u64,
-    pub churn_cycles: u64,
-    pub stalls: u64,
-    pub foreign: u64,
-    pub rejected: u64,
-    pub first_conn_error: Option<String>,
+    /// Every worker's measurements, summed.
+    pub totals: WorkerResult,
     pub timeline: Vec<TimePoint>,
     pub duration_secs: f64,
     pub drain_secs: f64,
@@ -159,31 +148,34 @@ fn esc(s: &str) -> String {
 
 impl Report {
     pub fn lost(&self) -> u64 {
-        self.expected.saturating_sub(self.counts.unique())
+        self.totals
+            .expected
+            .saturating_sub(self.totals.counts.unique())
     }
     pub fn is_messaging(&self) -> bool {
         self.plan.kind == Kind::PubSub
     }
     pub fn msgs_per_sec(&self) -> f64 {
-        self.counts.received as f64 / self.duration_secs
+        self.totals.counts.received as f64 / self.duration_secs
     }
     pub fn sent_per_sec(&self) -> f64 {
-        self.sent as f64 / self.duration_secs
+        self.totals.sent as f64 / self.duration_secs
     }
     pub fn mb_per_sec(&self) -> f64 {
-        self.bytes as f64 / self.duration_secs / 1e6
+        self.totals.bytes as f64 / self.duration_secs / 1e6
     }
     pub fn connections(&self) -> u64 {
         match self.plan.kind {
             Kind::PubSub => (self.plan.publishers + self.plan.subscribers) as u64,
-            Kind::Conn => self.connects_ok,
+            Kind::Conn => self.totals.connects_ok,
             Kind::Churn => self.plan.connections as u64,
         }
     }
     /// (sent + received) per CPU-second of the load generator itself.
     pub fn loadgen_msgs_per_cpu_sec(&self) -> Option<f64> {
-        (self.loadgen_cpu_secs > 0.0)
-            .then(|| (self.sent + self.counts.received) as f64 / self.loadgen_cpu_secs)
+        (self.loadgen_cpu_secs > 0.0).then(|| {
+            (self.totals.sent + self.totals.counts.received) as f64 / self.loadgen_cpu_secs
+        })
     }
     pub fn broker_cpu_secs(&self) -> Option<f64> {
         match (&self.broker_start, &self.broker_end) {
@@ -193,19 +185,19 @@ impl Report {
     }
     pub fn broker_cpu_us_per_msg(&self) -> Option<f64> {
         let c = self.broker_cpu_secs()?;
-        (self.counts.received > 0).then(|| c * 1e6 / self.counts.received as f64)
+        (self.totals.counts.received > 0).then(|| c * 1e6 / self.totals.counts.received as f64)
     }
     /// Broker RSS growth per held connection (conn scenario).
     pub fn broker_bytes_per_connection(&self) -> Option<f64> {
         let (a, b) = (self.broker_before.as_ref()?, self.broker_end.as_ref()?);
-        (self.connects_ok > 0 && self.plan.kind == Kind::Conn)
-            .then(|| (b.rss_kb as f64 - a.rss_kb as f64) * 1024.0 / self.connects_ok as f64)
+        (self.totals.connects_ok > 0 && self.plan.kind == Kind::Conn)
+            .then(|| (b.rss_kb as f64 - a.rss_kb as f64) * 1024.0 / self.totals.connects_ok as f64)
     }
     fn main_latency(&self) -> &Histogram<u64> {
         if self.is_messaging() {
-            &self.latency
+            &self.totals.latency
         } else {
-            &self.connect_latency
+            &self.totals.connect_latency
         }
     }
 
@@ -248,12 +240,12 @@ impl Report {
             let _ = writeln!(
                 s,
                 "sent {}  expected {}  received {}  lost {}  duplicated {}  reordered {}",
-                self.sent,
-                self.expected,
-                self.counts.received,
+                self.totals.sent,
+                self.totals.expected,
+                self.totals.counts.received,
                 self.lost(),
-                self.counts.duplicated,
-                self.counts.reordered
+                self.totals.counts.duplicated,
+                self.totals.counts.reordered
             );
             let _ = writeln!(
                 s,
@@ -262,34 +254,37 @@ impl Report {
                 self.msgs_per_sec(),
                 self.mb_per_sec()
             );
-            if self.rejected > 0 {
+            if self.totals.rejected > 0 {
                 let _ = writeln!(
                     s,
                     "rejected by the broker (v5 PUBACK/PUBREC reason >= 0x80): {}",
-                    self.rejected
+                    self.totals.rejected
                 );
             }
-            if self.stalls > 0 {
+            if self.totals.stalls > 0 {
                 let _ = writeln!(
                     s,
                     "closed-loop stalls (window given up after 1 s): {}",
-                    self.stalls
+                    self.totals.stalls
                 );
             }
         } else {
             let _ = writeln!(
                 s,
                 "connections ok {}  failed {}  churn cycles {}  held {:.1} s",
-                self.connects_ok, self.connect_failed, self.churn_cycles, self.duration_secs
+                self.totals.connects_ok,
+                self.totals.connect_failed,
+                self.totals.churn_cycles,
+                self.duration_secs
             );
             if self.plan.kind == Kind::Churn {
                 let _ = writeln!(
                     s,
                     "churn rate: {:.0} connect+disconnect cycles/s",
-                    self.churn_cycles as f64 / self.duration_secs
+                    self.totals.churn_cycles as f64 / self.duration_secs
                 );
             }
-            if let Some(e) = &self.first_conn_error {
+            if let Some(e) = &self.totals.first_conn_error {
                 let _ = writeln!(s, "first connect error: {e}");
             }
         }
@@ -359,24 +354,24 @@ impl Report {
         kv("duration_secs", format!("{:.3}", self.duration_secs));
         kv("warmup_secs", format!("{:.3}", p.warmup));
         kv("drain_secs", format!("{:.3}", self.drain_secs));
-        kv("sent", self.sent.to_string());
-        kv("expected", self.expected.to_string());
-        kv("received", self.counts.received.to_string());
+        kv("sent", self.totals.sent.to_string());
+        kv("expected", self.totals.expected.to_string());
+        kv("received", self.totals.counts.received.to_string());
         kv("lost", self.lost().to_string());
-        kv("duplicated", self.counts.duplicated.to_string());
-        kv("reordered", self.counts.reordered.to_string());
-        kv("stalls", self.stalls.to_string());
-        kv("foreign_messages", self.foreign.to_string());
-        kv("rejected_by_broker", self.rejected.to_string());
+        kv("duplicated", self.totals.counts.duplicated.to_string());
+        kv("reordered", self.totals.counts.reordered.to_string());
+        kv("stalls", self.totals.stalls.to_string());
+        kv("foreign_messages", self.totals.foreign.to_string());
+        kv("rejected_by_broker", self.totals.rejected.to_string());
         kv("msgs_per_sec", format!("{:.3}", self.msgs_per_sec()));
         kv("sent_per_sec", format!("{:.3}", self.sent_per_sec()));
         kv("mb_per_sec", format!("{:.3}", self.mb_per_sec()));
         kv("latency_us", lat(self.main_latency()));
-        kv("connect_latency_us", lat(&self.connect_latency));
+        kv("connect_latency_us", lat(&self.totals.connect_latency));
         kv("connections", self.connections().to_string());
-        kv("connects_ok", self.connects_ok.to_string());
-        kv("connect_failed", self.connect_failed.to_string());
-        kv("churn_cycles", self.churn_cycles.to_string());
+        kv("connects_ok", self.totals.connects_ok.to_string());
+        kv("connect_failed", self.totals.connect_failed.to_string());
+        kv("churn_cycles", self.totals.churn_cycles.to_string());
         kv(
             "loadgen_cpu_seconds",
             format!("{:.3}", self.loadgen_cpu_secs),

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use crate::opts::{Kind, Plan};
 use crate::report::{self, BrokerSample, Report, TimePoint};
-use crate::shared::{new_histogram, phase, Shared};
+use crate::shared::{phase, Shared};
 use crate::stamp::now_ns;
-use crate::tracker::Counts;
 use crate::worker::{Role, Worker, WorkerResult, WAKER};
 
 /// Give up waiting for connections when none completed for this long.
@@ -255,44 +254,13 @@ fn merge(
     w: Window,
     broker_before: Option<std::result::Result<BrokerSample, String>>,
 ) -> Report {
-    let mut counts = Counts::default();
-    let mut latency = new_histogram();
-    let mut connect_latency = new_histogram();
-    let (mut sent, mut expected, mut bytes) = (0, 0, 0);
-    let (mut ok, mut failed, mut churn, mut stalls, mut foreign, mut rejected) = (0, 0, 0, 0, 0, 0);
-    let mut first_err = None;
+    let mut totals = WorkerResult::empty();
     for r in results {
-        counts.merge(&r.counts);
-        let _ = latency.add(&r.latency);
-        let _ = connect_latency.add(&r.connect_latency);
-        sent += r.sent;
-        expected += r.expected;
-        bytes += r.bytes;
-        ok += r.connects_ok;
-        failed += r.connect_failed;
-        churn += r.churn_cycles;
-        stalls += r.stalls;
-        foreign += r.foreign;
-        rejected += r.rejected;
-        if first_err.is_none() {
-            first_err = r.first_conn_error;
-        }
+        totals.merge(r);
     }
     Report {
         plan: plan.clone(),
-        counts,
-        sent,
-        expected,
-        bytes,
-        latency,
-        connect_latency,
-        connects_ok: ok,
-        connect_failed: failed,
-        churn_cycles: churn,
-        stalls,
-        foreign,
-        rejected,
-        first_conn_error: first_err,
+        totals,
         timeline,
         duration_secs: w.secs,
         drain_secs: w.drain_secs,

@@ -111,6 +111,46 @@ pub struct WorkerResult {
     pub first_conn_error: Option<String>,
 }
 
+impl WorkerResult {
+    /// Nothing measured yet.
+    pub fn empty() -> Self {
+        Self {
+            counts: Counts::default(),
+            sent: 0,
+            expected: 0,
+            bytes: 0,
+            latency: new_histogram(),
+            connect_latency: new_histogram(),
+            connects_ok: 0,
+            connect_failed: 0,
+            churn_cycles: 0,
+            stalls: 0,
+            foreign: 0,
+            rejected: 0,
+            first_conn_error: None,
+        }
+    }
+
+    /// Adds another worker's measurements (the first connection error wins).
+    pub fn merge(&mut self, r: Self) {
+        self.counts.merge(&r.counts);
+        let _ = self.latency.add(&r.latency);
+        let _ = self.connect_latency.add(&r.connect_latency);
+        self.sent += r.sent;
+        self.expected += r.expected;
+        self.bytes += r.bytes;
+        self.connects_ok += r.connects_ok;
+        self.connect_failed += r.connect_failed;
+        self.churn_cycles += r.churn_cycles;
+        self.stalls += r.stalls;
+        self.foreign += r.foreign;
+        self.rejected += r.rejected;
+        if self.first_conn_error.is_none() {
+            self.first_conn_error = r.first_conn_error;
+        }
+    }
+}
+
 pub struct Worker {
     pub id: usize,
     pub sh: Arc<Shared>,
