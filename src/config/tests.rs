@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use super::*;
 
-fn parse(text: &str) -> Config {
+pub(super) fn parse(text: &str) -> Config {
     Config::parse_str(text, Path::new("/etc/x.conf")).unwrap()
 }
 
-fn parse_err(text: &str) -> String {
+pub(super) fn parse_err(text: &str) -> String {
     Config::parse_str(text, Path::new("/etc/x.conf"))
         .unwrap_err()
         .to_string()

@@ -5,15 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
-fn parse(text: &str) -> Config {
-    Config::parse_str(text, Path::new("/etc/x.conf")).unwrap()
-}
-
-fn parse_err(text: &str) -> String {
-    Config::parse_str(text, Path::new("/etc/x.conf"))
-        .unwrap_err()
-        .to_string()
-}
+use super::tests::{parse, parse_err};
 
 #[test]
 fn listener_blocks_take_their_options() {
