@@ -89,11 +89,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 Err(e) => log_error!("Error: reload failed, keeping the old rules: {e}"),
             }
             // Per listener: a file that fails to load keeps that listener's old files.
-            for (port, e) in reloader.reload_tls() {
-                log_error!(
-                    "Error: TLS reload of listener {port} failed, keeping its old \
-                     configuration: {e}"
-                );
+            for (port, outcome) in reloader.reload_tls() {
+                match outcome {
+                    Ok(()) => log_notice!("TLS files of listener {port} reloaded."),
+                    Err(e) => log_error!(
+                        "Error: TLS reload of listener {port} failed, keeping its old \
+                         configuration: {e}"
+                    ),
+                }
             }
         }
     })

@@ -136,9 +136,15 @@ fn tls_cipher_list_is_honoured_on_certificate_listeners() {
         (out.status.success(), text)
     };
     let (ok, text) = cipher(&["-tls1_3"]);
-    assert!(ok && text.contains("TLS_CHACHA20_POLY1305_SHA256"), "{text}");
+    assert!(
+        ok && text.contains("TLS_CHACHA20_POLY1305_SHA256"),
+        "{text}"
+    );
     let (ok, text) = cipher(&["-tls1_2"]);
-    assert!(ok && text.contains("ECDHE-ECDSA-AES128-GCM-SHA256"), "{text}");
+    assert!(
+        ok && text.contains("ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "{text}"
+    );
     let (ok, _) = cipher(&["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]);
     assert!(!ok, "a suite left out of `ciphers` was negotiated");
 }

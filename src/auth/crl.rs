@@ -35,11 +35,9 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>,
         return Err(CrlError::Empty);
     }
     for (i, crl) in crls.iter().enumerate() {
-        webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
-            CrlError::Invalid {
-                index: i + 1,
-                reason: format!("{e:?}"),
-            }
+        webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| CrlError::Invalid {
+            index: i + 1,
+            reason: format!("{e:?}"),
         })?;
     }
     Ok(crls)

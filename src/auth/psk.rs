@@ -18,13 +18,13 @@ pub const MAX_KEY_LEN: usize = 512;
 /// Why a psk_file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PskError {
-    #[error("Error: Unable to open psk_file {}: {source}.", path.display())]
+    #[error("cannot read {}: {source}", path.display())]
     Unreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("Error: {reason} in psk_file {} line {line}.", path.display())]
+    #[error("{} line {line}: {reason}", path.display())]
     Invalid {
         path: PathBuf,
         line: usize,
@@ -131,7 +131,11 @@ impl PskFile {
 
 /// Hex digits to bytes; an odd count reads as if it had a leading `0`.
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
     let bytes = hex.as_bytes();
     let mut out = Vec::with_capacity(bytes.len() / 2 + 1);
     let (first, rest) = bytes.split_at(bytes.len() % 2);

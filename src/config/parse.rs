@@ -81,7 +81,12 @@ impl Parser {
         listeners.append(&mut self.listeners);
         let mut cfg = self.cfg;
         for l in &mut listeners {
-            resolve_psk_file(l, cfg.psk_file.as_ref(), self.psk_file_at.as_ref(), &mut cfg.warnings);
+            resolve_psk_file(
+                l,
+                cfg.psk_file.as_ref(),
+                self.psk_file_at.as_ref(),
+                &mut cfg.warnings,
+            );
             if l.tls.as_ref().is_some_and(TlsConfig::is_empty) {
                 l.tls = None;
             }

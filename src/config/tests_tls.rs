@@ -49,10 +49,26 @@ fn per_listener_psk_file() {
 #[test]
 fn psk_and_certificates_on_one_listener_is_an_error() {
     for (text, option, line) in [
-        ("listener 8883\npsk_hint h\npsk_file /p\ncertfile /c\nkeyfile /k\n", "certfile", 4),
-        ("listener 8883\ncafile /ca\npsk_hint h\npsk_file /p\n", "cafile", 2),
-        ("listener 8883\npsk_hint h\npsk_file /p\nrequire_certificate true\n", "require_certificate", 4),
-        ("listener 8883\npsk_hint h\npsk_file /p\ncrlfile /crl\n", "crlfile", 4),
+        (
+            "listener 8883\npsk_hint h\npsk_file /p\ncertfile /c\nkeyfile /k\n",
+            "certfile",
+            4,
+        ),
+        (
+            "listener 8883\ncafile /ca\npsk_hint h\npsk_file /p\n",
+            "cafile",
+            2,
+        ),
+        (
+            "listener 8883\npsk_hint h\npsk_file /p\nrequire_certificate true\n",
+            "require_certificate",
+            4,
+        ),
+        (
+            "listener 8883\npsk_hint h\npsk_file /p\ncrlfile /crl\n",
+            "crlfile",
+            4,
+        ),
     ] {
         let e = parse_err(text);
         assert!(
@@ -78,7 +94,10 @@ fn psk_hint_needs_a_psk_file_and_a_sane_hint() {
 #[test]
 fn crlfile_needs_a_ca() {
     let e = parse_err("listener 8883\ncertfile /c\nkeyfile /k\ncrlfile /crl\n");
-    assert!(e.contains("crlfile") && e.contains("line 4") && e.contains("cafile"), "{e}");
+    assert!(
+        e.contains("crlfile") && e.contains("line 4") && e.contains("cafile"),
+        "{e}"
+    );
     let c = parse(
         "listener 8883\ncertfile /c\nkeyfile /k\ncafile /ca\nrequire_certificate true\ncrlfile /crl\n",
     );
@@ -92,6 +111,9 @@ fn crlfile_needs_a_ca() {
 fn without_the_psk_feature_psk_options_stop_the_start() {
     for text in ["listener 8883\npsk_hint h\n", "psk_file /p\n"] {
         let e = parse_err(text);
-        assert!(e.contains("feature") && e.contains("/etc/x.conf line"), "{e}");
+        assert!(
+            e.contains("feature") && e.contains("/etc/x.conf line"),
+            "{e}"
+        );
     }
 }

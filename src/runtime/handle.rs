@@ -72,8 +72,8 @@ pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
     shards: Vec<ShardControl>,
     config: Arc<Config>,
-    /// The TLS listeners' configurations (reloaded by [`Reloader::reload_tls`]).
-    tls: Arc<[Arc<TlsSlot>]>,
+    /// The TLS listeners' configurations by bound port (see [`Reloader::reload_tls`]).
+    tls: Arc<[(u16, Arc<TlsSlot>)]>,
     /// Id of the last in-process subscription.
     last_sub: AtomicU64,
 }
@@ -126,12 +126,13 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
             })?)),
             None => None,
         };
-        tls_slots.extend(tls.clone());
+        let tls_slot = tls.clone();
         let wanted = listener::resolve(l).map_err(bind_err)?;
         let mut first = listener::bind(i, wanted, true).map_err(bind_err)?;
         first.tls.clone_from(&tls);
         let addr = first.addr;
         addrs.push(addr);
+        tls_slots.extend(tls_slot.map(|slot| (addr.port(), slot)));
         per_shard[0].push(first);
         for shard in per_shard.iter_mut().skip(1) {
             let mut b = listener::bind(i, addr, false).map_err(bind_err)?;
@@ -297,7 +298,7 @@ impl BrokerHandle {
 
     /// Re-reads the TLS listeners' files for new connections; see
     /// [`Reloader::reload_tls`].
-    pub fn reload_tls(&self) -> Vec<(u16, TlsError)> {
+    pub fn reload_tls(&self) -> Vec<(u16, Result<(), TlsError>)> {
         self.reloader().reload_tls()
     }
 
@@ -378,7 +379,7 @@ impl Stopper {
 pub struct Reloader {
     config: Arc<Config>,
     shards: Vec<(Sender<Command>, Arc<mio::Waker>)>,
-    tls: Arc<[Arc<TlsSlot>]>,
+    tls: Arc<[(u16, Arc<TlsSlot>)]>,
 }
 
 impl Reloader {
@@ -398,12 +399,12 @@ impl Reloader {
 
     /// Re-reads every TLS listener's certificate, key, CA, CRL and psk_file. New
     /// connections use them; connections that are up keep their session. A listener whose
-    /// files fail to load keeps its configuration in force, and its error is returned
-    /// (one per such listener, with its configured port).
-    pub fn reload_tls(&self) -> Vec<(u16, TlsError)> {
+    /// files fail to load keeps its configuration in force. Returns the outcome for each
+    /// TLS listener, by bound port.
+    pub fn reload_tls(&self) -> Vec<(u16, Result<(), TlsError>)> {
         self.tls
             .iter()
-            .filter_map(|slot| slot.reload().err().map(|e| (slot.port(), e)))
+            .map(|(port, slot)| (*port, slot.reload()))
             .collect()
     }
 }

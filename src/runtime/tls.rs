@@ -113,11 +113,6 @@ impl TlsSlot {
         Ok(())
     }
 
-    /// The port the listener was configured with (0 = chosen by the OS).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     fn current(&self) -> ListenerTls {
         self.current
             .read()
@@ -169,7 +164,9 @@ impl TlsConn {
             #[cfg(feature = "psk")]
             Session::Psk(c) => c.read(stream, buf),
         };
-        if handshaking {
+        // Failed = the handshake was under way and did not finish (a handshake that
+        // completes and is closed in the same read did not fail).
+        if handshaking && self.is_handshaking() {
             match &res {
                 Ok(0) => self.log_failed("connection closed during the TLS handshake"),
                 Err(e)

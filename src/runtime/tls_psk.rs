@@ -73,11 +73,12 @@ pub fn context(tls: &TlsConfig, port: u16) -> Result<SslContext, TlsError> {
         ));
     };
     let keys = Arc::new(
-        PskFile::load(path)
-            .map_err(|e| TlsError::new(tls, "psk_file", Some(path), e.to_string()))?,
+        // The error names the psk_file and its line.
+        PskFile::load(path).map_err(|e| TlsError::new(tls, "psk_file", None, e.to_string()))?,
     );
     let index = lookup_index().map_err(|e| ssl_err("psk_hint", e))?;
-    let mut b = SslContextBuilder::new(SslMethod::tls_server()).map_err(|e| ssl_err("psk_hint", e))?;
+    let mut b =
+        SslContextBuilder::new(SslMethod::tls_server()).map_err(|e| ssl_err("psk_hint", e))?;
     let min = match tls.tls_version.as_deref() {
         Some("tlsv1.3") => SslVersion::TLS1_3,
         Some("tlsv1.1") => SslVersion::TLS1_1,
@@ -102,7 +103,8 @@ pub fn context(tls: &TlsConfig, port: u16) -> Result<SslContext, TlsError> {
     b.set_session_id_context(format!("shardmq-{port}").as_bytes())
         .map_err(|e| ssl_err("psk_hint", e))?;
     let ciphers = tls.ciphers.as_deref().unwrap_or(DEFAULT_CIPHERS);
-    b.set_cipher_list(ciphers).map_err(|e| ssl_err("ciphers", e))?;
+    b.set_cipher_list(ciphers)
+        .map_err(|e| ssl_err("ciphers", e))?;
     if let Some(suites) = &tls.ciphers_tls13 {
         b.set_ciphersuites(suites)
             .map_err(|e| ssl_err("ciphers_tls1.3", e))?;
@@ -210,6 +212,7 @@ impl PskConn {
         let detail = e
             .ssl_error()
             .map_or_else(|| e.to_string(), ToString::to_string);
+        let detail = detail.trim_end_matches(':');
         let lookup = lookup_index()
             .ok()
             .and_then(|i| self.tls.ssl().ex_data(i).cloned());
@@ -303,7 +306,8 @@ impl PskConn {
         let n = out.io_slices(&mut iov);
         for slice in &iov[..n] {
             let room = RECORD - self.plain.len();
-            self.plain.extend_from_slice(&slice[..slice.len().min(room)]);
+            self.plain
+                .extend_from_slice(&slice[..slice.len().min(room)]);
             if self.plain.len() == RECORD {
                 break;
             }

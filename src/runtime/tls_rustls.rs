@@ -27,8 +27,14 @@ use crate::config::TlsConfig;
 /// OpenSSL's names (what mosquitto.conf's `ciphers` / `ciphers_tls1.3` hold) of the
 /// suites rustls' ring provider implements.
 const SUITE_NAMES: &[(&str, CipherSuite)] = &[
-    ("TLS_AES_256_GCM_SHA384", CipherSuite::TLS13_AES_256_GCM_SHA384),
-    ("TLS_AES_128_GCM_SHA256", CipherSuite::TLS13_AES_128_GCM_SHA256),
+    (
+        "TLS_AES_256_GCM_SHA384",
+        CipherSuite::TLS13_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_AES_128_GCM_SHA256",
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+    ),
     (
         "TLS_CHACHA20_POLY1305_SHA256",
         CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
@@ -102,7 +108,10 @@ fn provider(tls: &TlsConfig) -> Result<CryptoProvider, TlsError> {
     let pick = |option: &'static str, list: &str, tls13: bool| {
         let mut picked = Vec::new();
         for name in list.split([':', ',', ' ']).filter(|n| !n.is_empty()) {
-            let wanted = SUITE_NAMES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+            let wanted = SUITE_NAMES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| *s);
             let suite = all
                 .iter()
                 .find(|s| Some(s.suite()) == wanted && is13(s) == tls13)
@@ -192,7 +201,11 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     };
     let builder = if roots.is_empty() {
         if tls.crlfile.is_some() || tls.require_certificate {
-            let option = if tls.crlfile.is_some() { "crlfile" } else { "require_certificate" };
+            let option = if tls.crlfile.is_some() {
+                "crlfile"
+            } else {
+                "require_certificate"
+            };
             return Err(TlsError::new(
                 tls,
                 option,

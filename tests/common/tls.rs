@@ -105,7 +105,12 @@ impl Pki {
         run(Command::new(openssl)
             .args(["req", "-x509", "-days", "2", "-subj", "/CN=rogue"])
             .args(EC_KEY)
-            .args(["-keyout", &pki.path("rogue.key"), "-out", &pki.path("rogue.crt")]));
+            .args([
+                "-keyout",
+                &pki.path("rogue.key"),
+                "-out",
+                &pki.path("rogue.crt"),
+            ]));
         pki
     }
 
@@ -208,7 +213,16 @@ impl Sub {
         let mut child = Command::new("stdbuf")
             .arg("-oL")
             .arg(&t.sub)
-            .args(["-d", "-v", "-h", "localhost", "-p", &port.to_string(), "-t", topic])
+            .args([
+                "-d",
+                "-v",
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-t",
+                topic,
+            ])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -279,7 +293,16 @@ impl Drop for Sub {
 /// Runs mosquitto_pub to `localhost:port` with `args`; true if it exited successfully.
 pub fn publish(t: &Tools, port: u16, topic: &str, payload: &str, args: &[String]) -> bool {
     Command::new(&t.publ)
-        .args(["-h", "localhost", "-p", &port.to_string(), "-t", topic, "-m", payload])
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
         .args(args)
         .stdin(Stdio::null())
         .output()
