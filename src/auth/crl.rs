@@ -48,6 +48,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn openssl_ca_crls_parse_as_pem_and_der() {
+        // `openssl ca -gencrl` output (one revoked certificate), as the fuzz seeds keep it.
+        let pem = include_bytes!("../../fuzz/corpus/crl/seed-00");
+        let der = include_bytes!("../../fuzz/corpus/crl/seed-01");
+        let from_pem = parse(pem).map_err(|e| e.to_string());
+        assert_eq!(from_pem.as_ref().map(Vec::len), Ok(1));
+        let from_der = parse(der).map_err(|e| e.to_string());
+        assert_eq!(from_der, from_pem);
+        // Two CRLs in one PEM file are both kept.
+        let two = [&pem[..], &pem[..]].concat();
+        assert_eq!(parse(&two).map(|c| c.len()), Ok(2));
+    }
+
+    #[test]
     fn garbage_is_an_error_never_a_panic() {
         assert_eq!(parse(b""), Err(CrlError::Empty));
         assert_eq!(parse(b"hello"), Err(CrlError::Empty));
