@@ -30,7 +30,7 @@ fn tls_listener_serves_mosquitto_clients() {
     let ca = pki.client_args(None);
     assert!(roundtrip(&t, port, "tls/a", &ca, &ca));
     // MQTT 5 over TLS too.
-    let mut v5 = ca.clone();
+    let mut v5 = ca;
     v5.extend(args(&["-V", "mqttv5"]));
     assert!(roundtrip(&t, port, "tls/b", &v5, &v5));
     // A plain-text client on the TLS port gets nothing and the broker carries on.

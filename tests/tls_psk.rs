@@ -5,6 +5,7 @@
 //! password and ACL rules see. Skipped with a message when the mosquitto clients are
 //! missing, unless SHARDMQ_REQUIRE_INTEROP=1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(not(feature = "psk"), allow(dead_code, unused_imports))]
 
 mod common;
 
@@ -39,6 +40,7 @@ fn broker(extra: &str) -> BrokerProc {
     BrokerProc::start(&extra.replace("PSKFILE", file.to_str().unwrap()))
 }
 
+#[cfg(feature = "psk")]
 #[test]
 fn psk_clients_publish_and_subscribe() {
     let Some(t) = tools() else { return };
@@ -58,6 +60,7 @@ fn psk_clients_publish_and_subscribe() {
     assert!(roundtrip(&t, port, "psk/c", &v12, &v12));
 }
 
+#[cfg(feature = "psk")]
 #[test]
 fn psk_refuses_wrong_keys_unknown_identities_and_plain_tcp() {
     let Some(t) = tools() else { return };
@@ -109,6 +112,7 @@ fn psk_refuses_wrong_keys_unknown_identities_and_plain_tcp() {
     assert!(!sub.output().contains("psk/x wrong") && !sub.output().contains("psk/x who"));
 }
 
+#[cfg(feature = "psk")]
 #[test]
 fn psk_identity_as_username_meets_passwords_and_acls() {
     let Some(t) = tools() else { return };
@@ -157,5 +161,25 @@ fn psk_identity_as_username_meets_passwords_and_acls() {
         anon.output().contains("not authorised") || anon.output().contains("CONNACK (5)"),
         "{}",
         anon.output()
+    );
+}
+
+/// Built without the `psk` feature, a PSK option stops the start (never a plain listener).
+#[cfg(not(feature = "psk"))]
+#[test]
+fn without_the_psk_feature_a_psk_listener_refuses_to_start() {
+    let dir = common::temp_dir("nopsk");
+    let conf = dir.join("c.conf");
+    std::fs::write(&conf, "listener 0 127.0.0.1\npsk_hint h\npsk_file /p\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardmq"))
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("psk_hint") && err.contains("c.conf line 2") && err.contains("feature"),
+        "{err}"
     );
 }

@@ -82,6 +82,7 @@ fn sighup_reloads_the_certificate_for_new_connections_only() {
     assert!(old.wait_line("reload/y still-b", TIMEOUT));
 }
 
+#[cfg(feature = "psk")]
 #[test]
 fn sighup_reloads_the_psk_file() {
     let Some(t) = tools() else { return };

@@ -121,6 +121,9 @@ impl TlsSlot {
     }
 }
 
+// The whole TlsConn is boxed in `Conn`, so one more box for the smaller variant would buy
+// nothing.
+#[allow(clippy::large_enum_variant)]
 enum Session {
     Certificates(RustlsConn),
     #[cfg(feature = "psk")]
