@@ -10,7 +10,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::tls::{listener_port, roundtrip, tools, Pki};
+use common::tls::{listener_port, refused_start, roundtrip, tools, Pki};
 use common::BrokerProc;
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -149,24 +149,10 @@ fn tls_cipher_list_is_honoured_on_certificate_listeners() {
     assert!(!ok, "a suite left out of `ciphers` was negotiated");
 }
 
-/// Runs the broker on `conf` (a file's text) and returns its exit status and stderr.
-fn start_fails(conf: &str) -> String {
-    let dir = common::temp_dir("badtls");
-    let path = dir.join("c.conf");
-    std::fs::write(&path, conf).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shardmq"))
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the broker started with {conf:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn tls_bad_key_file_stops_the_start() {
     let dir = common::temp_dir("badtls");
-    let err = start_fails(&format!(
+    let err = refused_start(&format!(
         "listener 0 127.0.0.1\ncertfile {0}/missing.crt\nkeyfile {0}/missing.key\n",
         dir.display()
     ));
@@ -177,7 +163,7 @@ fn tls_bad_key_file_stops_the_start() {
     // An unknown cipher name stops the start too, naming the option and line.
     let Some(t) = tools() else { return };
     let pki = Pki::generate(&t.openssl);
-    let err = start_fails(&format!(
+    let err = refused_start(&format!(
         "listener 0 127.0.0.1\ncertfile {}\nkeyfile {}\nciphers HIGH:!aNULL\n",
         pki.path("server.crt"),
         pki.path("server.key")

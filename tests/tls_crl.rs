@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::tls::{listener_port, roundtrip, tools, Pki};
+use common::tls::{listener_port, refused_start, roundtrip, tools, Pki};
 use common::BrokerProc;
 
 #[test]
@@ -67,25 +65,13 @@ fn missing_or_broken_crl_file_stops_the_start() {
         (broken.to_str().unwrap(), "invalid"),
         (not_a_crl.as_str(), "no certificate revocation list"),
     ] {
-        let conf = pki.dir.join("c.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener 0 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
-                 require_certificate true\ncrlfile {crl}\n",
-                pki.path("ca.crt"),
-                pki.path("server.crt"),
-                pki.path("server.key"),
-            ),
-        )
-        .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_shardmq"))
-            .arg("-c")
-            .arg(&conf)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "started with crlfile {crl}: {err}");
+        let err = refused_start(&format!(
+            "listener 0 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+             require_certificate true\ncrlfile {crl}\n",
+            pki.path("ca.crt"),
+            pki.path("server.crt"),
+            pki.path("server.key"),
+        ));
         assert!(
             err.contains("crlfile")
                 && err.contains(crl)

@@ -168,16 +168,7 @@ fn psk_identity_as_username_meets_passwords_and_acls() {
 #[cfg(not(feature = "psk"))]
 #[test]
 fn without_the_psk_feature_a_psk_listener_refuses_to_start() {
-    let dir = common::temp_dir("nopsk");
-    let conf = dir.join("c.conf");
-    std::fs::write(&conf, "listener 0 127.0.0.1\npsk_hint h\npsk_file /p\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardmq"))
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = common::tls::refused_start("listener 0 127.0.0.1\npsk_hint h\npsk_file /p\n");
     assert!(
         err.contains("psk_hint") && err.contains("c.conf line 2") && err.contains("feature"),
         "{err}"

@@ -328,3 +328,31 @@ pub fn roundtrip(
     publish(t, port, topic, &payload, pub_args)
         && sub.wait_line(&format!("{topic} {payload}"), TIMEOUT)
 }
+
+/// Runs the broker on a config file with `conf` as its text, expecting it to refuse to
+/// start; returns what it printed on stderr. A broker that is still running after the
+/// timeout is killed and the test fails (it must never hang).
+pub fn refused_start(conf: &str) -> String {
+    let dir = super::temp_dir("refused");
+    let path = dir.join("c.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardmq"))
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = super::wait_until(TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        exited && !out.status.success(),
+        "the broker started with {conf:?}: {err}"
+    );
+    err
+}
