@@ -43,6 +43,18 @@ impl TlsError {
     }
 }
 
+impl TlsError {
+    /// `tls_version` holds a value the config parser would not have let through.
+    pub fn unsupported_version(tls: &TlsConfig, version: &str) -> Self {
+        Self::new(
+            tls,
+            "tls_version",
+            None,
+            format!("unsupported tls_version {version}"),
+        )
+    }
+}
+
 impl std::fmt::Display for TlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.option)?;

@@ -83,14 +83,7 @@ pub fn context(tls: &TlsConfig, port: u16) -> Result<SslContext, TlsError> {
         Some("tlsv1.3") => SslVersion::TLS1_3,
         Some("tlsv1.1") => SslVersion::TLS1_1,
         None | Some("tlsv1.2") => SslVersion::TLS1_2,
-        Some(other) => {
-            return Err(TlsError::new(
-                tls,
-                "tls_version",
-                None,
-                format!("unsupported tls_version {other}"),
-            ))
-        }
+        Some(other) => return Err(TlsError::unsupported_version(tls, other)),
     };
     b.set_min_proto_version(Some(min))
         .map_err(|e| ssl_err("tls_version", e))?;

@@ -181,14 +181,7 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
         Some("tlsv1.3") => &[&rustls::version::TLS13],
         // tls_version is the minimum; rustls has no TLS 1.1, so 1.2 is the floor.
         None | Some("tlsv1.2" | "tlsv1.1") => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        Some(other) => {
-            return Err(TlsError::new(
-                tls,
-                "tls_version",
-                None,
-                format!("unsupported tls_version {other}"),
-            ))
-        }
+        Some(other) => return Err(TlsError::unsupported_version(tls, other)),
     };
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)

@@ -356,3 +356,12 @@ pub fn refused_start(conf: &str) -> String {
     );
     err
 }
+
+/// A plain MQTT client on the TLS port `port` sends CONNECT: true when it gets no CONNACK
+/// (at most a TLS alert) and the broker closes the connection.
+pub fn plain_client_refused(port: u16) -> bool {
+    let mut raw = super::Raw::connect(port);
+    raw.try_send(&super::connect_v311("plain", true, 60, None));
+    let reply = raw.recv_within(Duration::from_secs(3));
+    reply.as_ref().map_or(true, |p| p.first != 0x20) && raw.closed_by_broker()
+}
