@@ -213,16 +213,8 @@ impl Sub {
         let mut child = Command::new("stdbuf")
             .arg("-oL")
             .arg(&t.sub)
-            .args([
-                "-d",
-                "-v",
-                "-h",
-                "localhost",
-                "-p",
-                &port.to_string(),
-                "-t",
-                topic,
-            ])
+            .args(["-d", "-v"])
+            .args(endpoint(port, topic))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -290,19 +282,16 @@ impl Drop for Sub {
     }
 }
 
+/// `-h localhost -p PORT -t TOPIC` (localhost: the name the test server certificates have).
+fn endpoint(port: u16, topic: &str) -> [String; 6] {
+    ["-h", "localhost", "-p", &port.to_string(), "-t", topic].map(str::to_string)
+}
+
 /// Runs mosquitto_pub to `localhost:port` with `args`; true if it exited successfully.
 pub fn publish(t: &Tools, port: u16, topic: &str, payload: &str, args: &[String]) -> bool {
     Command::new(&t.publ)
-        .args([
-            "-h",
-            "localhost",
-            "-p",
-            &port.to_string(),
-            "-t",
-            topic,
-            "-m",
-            payload,
-        ])
+        .args(endpoint(port, topic))
+        .args(["-m", payload])
         .args(args)
         .stdin(Stdio::null())
         .output()
