@@ -9,21 +9,11 @@
 
 mod common;
 
-use common::tls::{listener_port, plain_client_refused, publish, roundtrip, tools, Sub};
+use common::tls::{listener_port, plain_client_refused, psk_args, publish, roundtrip, tools, Sub};
 use common::BrokerProc;
 
 const ALICE_KEY: &str = "00deadbeef0123456789abcdef";
 const BOB_KEY: &str = "c0ffee";
-
-/// `--psk KEY --psk-identity ID` plus `extra`.
-fn psk(id: &str, key: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["--psk", key, "--psk-identity", id]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
-    v.extend(extra.iter().map(|s| (*s).to_string()));
-    v
-}
 
 /// A broker with `extra` config, after writing the psk_file (alice and bob) it names as
 /// `PSKFILE`.
@@ -44,17 +34,17 @@ fn psk_clients_publish_and_subscribe() {
     let Some(t) = tools() else { return };
     let b = broker("psk_file PSKFILE\nlistener 0 127.0.0.1\npsk_hint shardmq-test");
     let port = listener_port(&b, 1);
-    let alice = psk("alice", ALICE_KEY, &[]);
-    let bob = psk("bob", BOB_KEY, &[]);
+    let alice = psk_args("alice", ALICE_KEY, &[]);
+    let bob = psk_args("bob", BOB_KEY, &[]);
     assert!(
         roundtrip(&t, port, "psk/a", &alice, &bob),
         "{:?}",
         b.log_lines()
     );
     // MQTT 5, and TLS 1.2 (where the hint is sent) as well as the default TLS 1.3.
-    let v5 = psk("alice", ALICE_KEY, &["-V", "mqttv5"]);
+    let v5 = psk_args("alice", ALICE_KEY, &["-V", "mqttv5"]);
     assert!(roundtrip(&t, port, "psk/b", &v5, &v5));
-    let v12 = psk("bob", BOB_KEY, &["--tls-version", "tlsv1.2"]);
+    let v12 = psk_args("bob", BOB_KEY, &["--tls-version", "tlsv1.2"]);
     assert!(roundtrip(&t, port, "psk/c", &v12, &v12));
 }
 
@@ -64,7 +54,7 @@ fn psk_refuses_wrong_keys_unknown_identities_and_plain_tcp() {
     let Some(t) = tools() else { return };
     let b = broker("psk_file PSKFILE\nlistener 0 127.0.0.1\npsk_hint shardmq-test");
     let port = listener_port(&b, 1);
-    let mut sub = Sub::start(&t, port, "psk/#", &psk("alice", ALICE_KEY, &[]));
+    let mut sub = Sub::start(&t, port, "psk/#", &psk_args("alice", ALICE_KEY, &[]));
     assert!(sub.subscribed());
     // A wrong key and an unknown identity get no connection, and the log says why.
     assert!(!publish(
@@ -72,7 +62,7 @@ fn psk_refuses_wrong_keys_unknown_identities_and_plain_tcp() {
         port,
         "psk/x",
         "wrong",
-        &psk("bob", "c0ffef", &[])
+        &psk_args("bob", "c0ffef", &[])
     ));
     assert!(b.wait_log("PSK identity \"bob\" did not prove its key"));
     assert!(!publish(
@@ -80,7 +70,7 @@ fn psk_refuses_wrong_keys_unknown_identities_and_plain_tcp() {
         port,
         "psk/x",
         "who",
-        &psk("carol", BOB_KEY, &[])
+        &psk_args("carol", BOB_KEY, &[])
     ));
     assert!(b.wait_log("unknown PSK identity \"carol\""));
     // A plain MQTT client on the PSK port gets no CONNACK and is closed.
@@ -103,7 +93,7 @@ fn psk_refuses_wrong_keys_unknown_identities_and_plain_tcp() {
         port,
         "psk/x",
         "good",
-        &psk("bob", BOB_KEY, &[])
+        &psk_args("bob", BOB_KEY, &[])
     ));
     assert!(sub.wait_line("psk/x good", common::TIMEOUT));
     assert!(!sub.output().contains("psk/x wrong") && !sub.output().contains("psk/x who"));
@@ -133,7 +123,7 @@ fn psk_identity_as_username_meets_passwords_and_acls() {
     ));
     let (with_id, without_id) = (listener_port(&b, 1), listener_port(&b, 2));
     // The identity is the username: alice needs no password and her ACL applies.
-    let alice = psk("alice", ALICE_KEY, &[]);
+    let alice = psk_args("alice", ALICE_KEY, &[]);
     assert!(
         roundtrip(&t, with_id, "psk/a", &alice, &alice),
         "{:?}",
@@ -144,7 +134,7 @@ fn psk_identity_as_username_meets_passwords_and_acls() {
         &t,
         with_id,
         "psk/#",
-        &psk("bob", BOB_KEY, &["-V", "mqttv311"]),
+        &psk_args("bob", BOB_KEY, &["-V", "mqttv311"]),
     );
     assert!(
         bob.wait_line("Subscribed (mid: 1): 128", common::TIMEOUT),
@@ -168,6 +158,48 @@ fn without_the_psk_feature_a_psk_listener_refuses_to_start() {
     let err = common::tls::refused_start("listener 0 127.0.0.1\npsk_hint h\npsk_file /p\n");
     assert!(
         err.contains("psk_hint") && err.contains("c.conf line 2") && err.contains("feature"),
+        "{err}"
+    );
+}
+
+/// `openssl s_client` with PSK and the given protocol / cipher flags: did it connect?
+#[cfg(feature = "psk")]
+fn s_client_psk(openssl: &std::path::Path, port: u16, flags: &[&str]) -> bool {
+    std::process::Command::new(openssl)
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-psk_identity", "alice", "-psk", ALICE_KEY])
+        .args(flags)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[cfg(feature = "psk")]
+#[test]
+fn psk_ciphers_are_honoured_and_a_bad_list_stops_the_start() {
+    let Some(t) = tools() else { return };
+    let b = broker(
+        "psk_file PSKFILE\nlistener 0 127.0.0.1\npsk_hint h\nciphers PSK-AES128-GCM-SHA256\n\
+         ciphers_tls1.3 TLS_AES_128_GCM_SHA256",
+    );
+    let port = listener_port(&b, 1);
+    let s = |flags: &[&str]| s_client_psk(&t.openssl, port, flags);
+    assert!(s(&["-tls1_2", "-cipher", "PSK-AES128-GCM-SHA256"]));
+    assert!(!s(&["-tls1_2", "-cipher", "PSK-AES256-GCM-SHA384"]));
+    assert!(s(&["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"]));
+    // (A SHA-384 suite cannot carry the SHA-256 PSK at all: CHACHA20 is the real check.)
+    assert!(!s(&[
+        "-tls1_3",
+        "-ciphersuites",
+        "TLS_CHACHA20_POLY1305_SHA256"
+    ]));
+    let err = common::tls::refused_start(
+        "psk_file /dev/null\nlistener 0 127.0.0.1\npsk_hint h\nciphers NO-SUCH-CIPHER\n",
+    );
+    assert!(
+        err.contains("ciphers") && err.contains("c.conf line 4"),
         "{err}"
     );
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::tls::{listener_port, publish, served_subject, tools, Pki, Sub};
+use common::tls::{listener_port, psk_args, publish, served_subject, tools, Pki, Sub};
 use common::{wait_until, BrokerProc, TIMEOUT};
 
 /// Waits for the `n`-th log line containing `needle`.
@@ -94,15 +94,15 @@ fn sighup_reloads_the_psk_file() {
         file.display()
     ));
     let port = listener_port(&b, 1);
-    let id = |name: &str, key: &str| -> Vec<String> {
-        ["--psk", key, "--psk-identity", name]
-            .iter()
-            .map(|s| (*s).to_string())
-            .collect()
-    };
-    let mut alice = Sub::start(&t, port, "psk/#", &id("alice", "a11ce"));
+    let mut alice = Sub::start(&t, port, "psk/#", &psk_args("alice", "a11ce", &[]));
     assert!(alice.subscribed());
-    assert!(!publish(&t, port, "psk/x", "early", &id("carol", "ca201")));
+    assert!(!publish(
+        &t,
+        port,
+        "psk/x",
+        "early",
+        &psk_args("carol", "ca201", &[])
+    ));
 
     std::fs::write(&file, "carol:ca201\n").unwrap();
     b.signal(libc::SIGHUP);
@@ -112,7 +112,7 @@ fn sighup_reloads_the_psk_file() {
         port,
         "psk/x",
         "from-carol",
-        &id("carol", "ca201")
+        &psk_args("carol", "ca201", &[])
     ));
     // alice's session predates the reload and stays; a new alice connection is refused.
     assert!(
@@ -125,7 +125,7 @@ fn sighup_reloads_the_psk_file() {
         port,
         "psk/x",
         "new-alice",
-        &id("alice", "a11ce")
+        &psk_args("alice", "a11ce", &[])
     ));
 
     // A broken psk_file keeps carol's key and names the line.
@@ -144,7 +144,7 @@ fn sighup_reloads_the_psk_file() {
         port,
         "psk/x",
         "still-carol",
-        &id("carol", "ca201")
+        &psk_args("carol", "ca201", &[])
     ));
     assert!(alice.wait_line("psk/x still-carol", TIMEOUT));
 }

@@ -282,6 +282,15 @@ impl Drop for Sub {
     }
 }
 
+/// mosquitto_pub/sub arguments for TLS-PSK: `--psk KEY --psk-identity ID` plus `extra`.
+pub fn psk_args(id: &str, key: &str, extra: &[&str]) -> Vec<String> {
+    ["--psk", key, "--psk-identity", id]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_string())
+        .collect()
+}
+
 /// `-h localhost -p PORT -t TOPIC` (localhost: the name the test server certificates have).
 fn endpoint(port: u16, topic: &str) -> [String; 6] {
     ["-h", "localhost", "-p", &port.to_string(), "-t", topic].map(str::to_string)
