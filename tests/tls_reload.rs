@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::tls::{listener_port, psk_args, publish, served_subject, tools, Pki, Sub};
+#[cfg(feature = "psk")]
+use common::tls::psk_args;
+use common::tls::{listener_port, publish, served_subject, tools, Pki, Sub};
 use common::{wait_until, BrokerProc, TIMEOUT};
 
 /// Waits for the `n`-th log line containing `needle`.
