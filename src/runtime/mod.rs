@@ -17,8 +17,12 @@ mod persist; // persistence driver (src/persist)
 mod shard;
 pub mod signals;
 mod tls;
+#[cfg(feature = "psk")]
+mod tls_psk;
+mod tls_rustls;
 
 pub use handle::{BrokerHandle, Command, Reloader, StartError, Stopper};
+pub use tls::TlsError;
 
 use std::sync::Arc;
 
