@@ -11,12 +11,17 @@
 //! Generations make compaction crash-safe: the snapshot and the log each carry one; a
 //! log older than the snapshot is already contained in it and is ignored.
 //!
+//! [`mosquitto_db`] reads Mosquitto's own persistence file (sans-IO) and [`import`]
+//! turns it into records written through the [`Store`] (`shardmq import-mosquitto-db`).
+//!
 //! This module never touches sockets or the broker's state and never reads the clock
 //! (`now` comes from the runtime); on start, a torn tail is truncated with a log line and
 //! a corrupt record anywhere else stops the broker with its offset.
 
 pub mod error;
+pub mod import;
 pub mod log;
+pub mod mosquitto_db;
 pub mod record;
 pub mod snapshot;
 pub mod state;
