@@ -160,6 +160,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     })
     .context("cannot start the signal thread")?;
+    log_notice!("shardmq version {} running", env!("CARGO_PKG_VERSION"));
     if let Some(d) = daemon {
         d.running()?;
     }

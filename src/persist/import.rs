@@ -455,23 +455,39 @@ pub fn import_file(
         })?;
         moved = Some(aside);
     }
-    let mut store = Store::open(config, now)?;
-    let state = store.state();
-    if !state.is_empty() {
-        return Err(ImportError::NotEmpty {
-            path: snapshot,
-            retained: state.retained.len(),
-            sessions: state.sessions.len(),
-        });
+    let written = write_store(config, &snapshot, &mut records, now);
+    if let (Err(_), Some(aside)) = (&written, &moved) {
+        // Put Mosquitto's file back where it was: nothing was imported.
+        let _ = std::fs::rename(aside, &snapshot);
     }
-    store.append(&mut records, now)?;
-    store.compact(now)?;
+    written?;
     Ok(Imported {
         summary,
         snapshot,
         moved,
         version: db.version,
     })
+}
+
+/// Writes `records` into the store of `config`, which must be empty, as a new snapshot.
+fn write_store(
+    config: &Config,
+    snapshot: &Path,
+    records: &mut Vec<Record>,
+    now: Instant,
+) -> Result<(), ImportError> {
+    let mut store = Store::open(config, now)?;
+    let state = store.state();
+    if !state.is_empty() {
+        return Err(ImportError::NotEmpty {
+            path: snapshot.to_path_buf(),
+            retained: state.retained.len(),
+            sessions: state.sessions.len(),
+        });
+    }
+    store.append(records, now)?;
+    store.compact(now)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -483,4 +483,4 @@ fn read_client(b: &mut Body<'_>, version: u32) -> Result<Client, DbError> {
 
 #[cfg(test)]
 #[path = "mosquitto_db_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -24,6 +24,7 @@ mod tls;
 #[cfg(feature = "psk")]
 mod tls_psk;
 mod tls_rustls;
+mod tls_v1;
 
 pub use handle::{BrokerHandle, Command, Prepared, Reloader, StartError, Stopper};
 pub use tls::TlsError;

@@ -53,13 +53,17 @@ pub struct BrokerProc {
 impl BrokerProc {
     /// Starts shardmq with `listener 0 127.0.0.1`, anonymous access and `extra` config lines.
     pub fn start(extra: &str) -> Self {
+        Self::start_config(&format!(
+            "listener 0 127.0.0.1\nallow_anonymous true\nlog_type all\n{extra}\n"
+        ))
+    }
+
+    /// Starts shardmq with exactly `config` as its config file; `port` is the first port
+    /// it logs.
+    pub fn start_config(config: &str) -> Self {
         let dir = temp_dir("broker");
         let config_path = dir.join("shardmq.conf");
-        std::fs::write(
-            &config_path,
-            format!("listener 0 127.0.0.1\nallow_anonymous true\nlog_type all\n{extra}\n"),
-        )
-        .unwrap();
+        std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardmq"))
             .arg("-c")
             .arg(&config_path)
