@@ -59,24 +59,27 @@ pub enum PasswdError {
     Hash(#[from] super::PasswordError),
 }
 
-pub const USAGE: &str =
-    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n\
-       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n\
-       shardmq passwd -U passwordfile";
+pub const USAGE: &str = concat!(
+    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n",
+    "       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n",
+    "       shardmq passwd -U passwordfile",
+);
 
 /// `shardmq passwd --help`: mosquitto_passwd's help, for shardmq.
-pub const HELP: &str = "shardmq passwd manages password files for shardmq and Mosquitto (the same format as \
-mosquitto_passwd).\n\n\
-Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n\
-       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n\
-       shardmq passwd -U passwordfile\n\
- -b : run in batch mode to allow passing passwords on the command line.\n\
- -c : create a new password file. This will overwrite existing files.\n\
- -D : delete the username rather than adding/updating its password.\n\
- -H : specify the hashing algorithm. Defaults to sha512-pbkdf2, which is recommended.\n\
- -U : update a plain text password file to use hashed passwords.\n\n\
-Without -b the password is read from standard input, twice: typed at a terminal (not \
-echoed), or as two lines from a pipe or file.";
+pub const HELP: &str = concat!(
+    "shardmq passwd manages password files for shardmq and Mosquitto (the format of ",
+    "mosquitto_passwd).\n\n",
+    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n",
+    "       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n",
+    "       shardmq passwd -U passwordfile\n",
+    " -b : run in batch mode to allow passing passwords on the command line.\n",
+    " -c : create a new password file. This will overwrite existing files.\n",
+    " -D : delete the username rather than adding/updating its password.\n",
+    " -H : specify the hashing algorithm. Defaults to sha512-pbkdf2, which is recommended.\n",
+    " -U : update a plain text password file to use hashed passwords.\n\n",
+    "Without -b the password is read from standard input, twice: typed at a terminal (not\n",
+    "echoed), or as two lines from a pipe or a file.",
+);
 
 /// Parses mosquitto_passwd's arguments.
 pub fn parse_args(args: &[String]) -> Result<PasswdCommand, PasswdError> {

@@ -16,8 +16,15 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
 
 /// Why a version 1 client certificate was refused, and what to do about it.
-#[derive(Debug)]
 pub struct V1Certificate;
+
+/// rustls shows a `CertificateError::Other` with `{:?}`, so Debug is the message too:
+/// the handshake failure line then says why and how to fix it.
+impl std::fmt::Debug for V1Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
 
 impl std::fmt::Display for V1Certificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
