@@ -84,6 +84,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let pid_file = config.pid_file.clone();
     let user = config.user.clone();
+    // Before anything is bound: a SIGINT / SIGTERM from now on is a clean shutdown (the
+    // signal thread takes them once the broker runs).
+    signals::block().context("cannot block signals")?;
     // Listeners bound (privileged ports work), TLS, password and ACL files loaded.
     let prepared = shardmq::runtime::prepare_config(config)?;
     // Then, as Mosquitto: switch from root to `user`; persistence, pid_file and later
@@ -119,7 +122,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(path);
         }
     };
-    signals::block().context("cannot block signals")?;
     let broker = match prepared.start() {
         Ok(b) => b,
         Err(e) => {

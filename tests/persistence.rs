@@ -25,7 +25,7 @@ fn persist_config(dir: &Path, fsync: &str) -> String {
 }
 
 fn log_path(dir: &Path) -> PathBuf {
-    dir.join("shardmq.db.log")
+    dir.join("mosquitto.db.log")
 }
 
 /// SIGTERM and wait: the clean shutdown path (final snapshot).
@@ -123,7 +123,7 @@ fn clean_restart_keeps_retained_messages_sessions_and_queued_qos1() {
     publisher.disconnect();
     stop_clean(broker);
     assert!(
-        dir.join("shardmq.db").exists(),
+        dir.join("mosquitto.db").exists(),
         "no snapshot after a clean stop"
     );
 
