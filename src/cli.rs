@@ -159,7 +159,11 @@ pub fn test_config(args: &Args) -> Result<String, String> {
 
 /// `shardmq import-mosquitto-db PATH [-c FILE]`: the import's report, or why it failed
 /// (nothing is written then).
-pub fn import_mosquitto_db(args: &Args, path: &Path, config_file: Option<&Path>) -> Result<String, String> {
+pub fn import_mosquitto_db(
+    args: &Args,
+    path: &Path,
+    config_file: Option<&Path>,
+) -> Result<String, String> {
     let cfg = match config_file.or(args.config_file.as_deref()) {
         Some(file) => Config::from_file(file),
         None => Ok(Config::default()),
@@ -168,8 +172,9 @@ pub fn import_mosquitto_db(args: &Args, path: &Path, config_file: Option<&Path>)
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let imported = crate::persist::import::import_file(&cfg, path, std::time::Instant::now(), now_ms)
-        .map_err(|e| e.to_string())?;
+    let imported =
+        crate::persist::import::import_file(&cfg, path, std::time::Instant::now(), now_ms)
+            .map_err(|e| e.to_string())?;
     let mut report = format!(
         "Imported {} (Mosquitto persistence format {}): {}.\nshardmq's store: {}.",
         path.display(),
@@ -178,7 +183,10 @@ pub fn import_mosquitto_db(args: &Args, path: &Path, config_file: Option<&Path>)
         imported.snapshot.display()
     );
     if let Some(moved) = &imported.moved {
-        report.push_str(&format!("\nThe Mosquitto file is kept as {}.", moved.display()));
+        report.push_str(&format!(
+            "\nThe Mosquitto file is kept as {}.",
+            moved.display()
+        ));
     }
     if !cfg.persistence {
         report.push_str(
@@ -296,7 +304,12 @@ mod tests {
     fn daemon_and_subcommands_parse() {
         assert!(check_supported(&args(&["-d"])).is_ok());
         assert!(args(&["-d"]).daemon);
-        let a = args(&["import-mosquitto-db", "/var/lib/mosquitto/mosquitto.db", "-c", "/etc/s.conf"]);
+        let a = args(&[
+            "import-mosquitto-db",
+            "/var/lib/mosquitto/mosquitto.db",
+            "-c",
+            "/etc/s.conf",
+        ]);
         assert_eq!(
             a.command,
             Some(Command::ImportMosquittoDb {
@@ -305,7 +318,12 @@ mod tests {
             })
         );
         let a = args(&["passwd", "--help"]);
-        assert_eq!(a.command, Some(Command::Passwd { args: vec!["--help".into()] }));
+        assert_eq!(
+            a.command,
+            Some(Command::Passwd {
+                args: vec!["--help".into()]
+            })
+        );
         let a = args(&["passwd", "-c", "/etc/pw", "user"]);
         assert_eq!(
             a.command,

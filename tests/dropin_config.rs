@@ -26,7 +26,10 @@ fn an_acl_line_with_an_unknown_access_type_stops_the_start() {
     let dir = common::temp_dir("acl-reed");
     let acl = dir.join("acl");
     std::fs::write(&acl, "user alice\ntopic read a/#\ntopic reed sensors/#\n").unwrap();
-    let err = refused_start(&format!("listener 0 127.0.0.1\nacl_file {}\n", acl.display()));
+    let err = refused_start(&format!(
+        "listener 0 127.0.0.1\nacl_file {}\n",
+        acl.display()
+    ));
     assert!(err.contains("line 3") && err.contains("\"reed\""), "{err}");
 }
 
@@ -35,14 +38,23 @@ fn options_shardmq_cannot_honour_yet_stop_the_start() {
     for (lines, option) in [
         ("mount_point site1/", "mount_point"),
         ("max_qos 1", "max_qos 1"),
-        ("use_username_as_clientid true", "use_username_as_clientid true"),
+        (
+            "use_username_as_clientid true",
+            "use_username_as_clientid true",
+        ),
         ("upgrade_outgoing_qos true", "upgrade_outgoing_qos true"),
         ("check_retain_source true", "check_retain_source true"),
         ("memory_limit 1000000", "memory_limit 1000000"),
         ("max_topic_alias 10", "max_topic_alias 10"),
-        ("use_subject_as_username true", "use_subject_as_username true"),
+        (
+            "use_subject_as_username true",
+            "use_subject_as_username true",
+        ),
         ("auth_plugin /usr/lib/x.so", "auth_plugin"),
-        ("connection up\naddress 10.0.0.1\ntopic # out 0", "connection"),
+        (
+            "connection up\naddress 10.0.0.1\ntopic # out 0",
+            "connection",
+        ),
     ] {
         let err = refused_start(&format!("listener 0 127.0.0.1\n{lines}\n"));
         assert!(
@@ -74,12 +86,34 @@ fn x509_v1_client_certificates_are_refused_with_the_fix() {
     };
     let (csr, key, crt) = (pki.path("v1.csr"), pki.path("v1.key"), pki.path("v1.crt"));
     run(&[
-        "req", "-new", "-subj", "/CN=v1client", "-newkey", "ec", "-pkeyopt",
-        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key, "-out", &csr,
+        "req",
+        "-new",
+        "-subj",
+        "/CN=v1client",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
     ]);
     run(&[
-        "x509", "-req", "-in", &csr, "-CA", &pki.path("ca.crt"), "-CAkey", &pki.path("ca.key"),
-        "-CAcreateserial", "-days", "2", "-out", &crt,
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &pki.path("ca.crt"),
+        "-CAkey",
+        &pki.path("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &crt,
     ]);
     assert!(run(&["x509", "-in", &crt, "-noout", "-text"]).contains("Version: 1 (0x0)"));
     let b = BrokerProc::start(&format!(
@@ -91,9 +125,21 @@ fn x509_v1_client_certificates_are_refused_with_the_fix() {
     let port = listener_port(&b, 1);
     let mut v1 = pki.client_args(None);
     v1.extend(["--cert".into(), crt, "--key".into(), key]);
-    assert!(!publish(&t, port, "v1/t", "x", &v1), "a v1 certificate is refused");
+    assert!(
+        !publish(&t, port, "v1/t", "x", &v1),
+        "a v1 certificate is refused"
+    );
     assert!(b.wait_log("the client certificate is X.509 version 1"));
-    assert!(b.wait_log("-extfile"), "the log line says how to make a v3 certificate");
+    assert!(
+        b.wait_log("-extfile"),
+        "the log line says how to make a v3 certificate"
+    );
     // The same CA's version 3 certificate works.
-    assert!(publish(&t, port, "v3/t", "x", &pki.client_args(Some("client1"))));
+    assert!(publish(
+        &t,
+        port,
+        "v3/t",
+        "x",
+        &pki.client_args(Some("client1"))
+    ));
 }

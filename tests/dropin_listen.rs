@@ -15,7 +15,11 @@ use common::{BrokerProc, V4};
 
 /// Waits until the broker logged that it runs (every listener bound).
 fn running(b: &BrokerProc) {
-    assert!(b.wait_log(concat!("shardmq version ", env!("CARGO_PKG_VERSION"), " running")));
+    assert!(b.wait_log(concat!(
+        "shardmq version ",
+        env!("CARGO_PKG_VERSION"),
+        " running"
+    )));
 }
 
 fn reachable(addr: SocketAddr) -> bool {
@@ -183,9 +187,9 @@ fn each_connection_is_logged_before_the_client() {
     assert!(b.wait_log("New client connected"));
     c.disconnect();
     let lines = b.log_lines();
-    let new_conn = lines
-        .iter()
-        .position(|l| l.contains("New connection from 127.0.0.1:") && l.ends_with(&format!("on port {}.", b.port)));
+    let new_conn = lines.iter().position(|l| {
+        l.contains("New connection from 127.0.0.1:") && l.ends_with(&format!("on port {}.", b.port))
+    });
     let client = lines.iter().position(|l| l.contains("as logged"));
     assert!(
         matches!((new_conn, client), (Some(a), Some(b)) if a < b),

@@ -20,7 +20,11 @@ fn shardmq() -> Command {
 }
 
 fn running(b: &BrokerProc) {
-    assert!(b.wait_log(concat!("shardmq version ", env!("CARGO_PKG_VERSION"), " running")));
+    assert!(b.wait_log(concat!(
+        "shardmq version ",
+        env!("CARGO_PKG_VERSION"),
+        " running"
+    )));
 }
 
 fn is_root() -> bool {
@@ -97,7 +101,11 @@ fn user_drops_privileges_after_binding_and_writes_as_that_user() {
     // pid_file written by the broker as nobody (Mosquitto 2 writes it after the switch).
     let meta = std::fs::metadata(&pid_file).unwrap();
     assert_eq!(meta.uid(), uid);
-    let written: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let written: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(written, b.pid());
     // The persistence files are nobody's: the user must read and write them, as
     // Mosquitto documents.
@@ -129,7 +137,10 @@ fn files_the_user_cannot_write_stop_the_start() {
         "listener 0 127.0.0.1\nuser nobody\npersistence true\npersistence_location {}/data/\n",
         dir.display()
     ));
-    assert!(err.contains("Permission denied") && err.contains("data"), "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains("data"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,7 +190,11 @@ fn daemon_mode_forks_and_the_daemon_writes_its_pid_file() {
     .unwrap();
     let out = shardmq().arg("-d").arg("-c").arg(&conf).output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let _guard = Daemon(pid);
     // The daemon is a session leader of its own, with its standard streams on /dev/null.
     assert_eq!(session_id(pid), pid);
@@ -198,9 +213,16 @@ fn daemon_mode_forks_and_the_daemon_writes_its_pid_file() {
     V4::connect("to-the-daemon", port).disconnect();
     // SAFETY: plain kill(2) of the daemon this test started.
     unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGTERM) };
-    assert!(common::wait_until(common::TIMEOUT, || !Path::new(&format!("/proc/{pid}")).exists()
-        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))));
-    assert!(common::wait_until(common::TIMEOUT, || !pid_file.exists()), "pid file removed");
+    assert!(common::wait_until(common::TIMEOUT, || !Path::new(
+        &format!("/proc/{pid}")
+    )
+    .exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.contains(") Z"))));
+    assert!(
+        common::wait_until(common::TIMEOUT, || !pid_file.exists()),
+        "pid file removed"
+    );
 }
 
 #[test]
@@ -233,7 +255,12 @@ fn passwd(args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -248,7 +275,10 @@ fn passwd_reads_the_password_from_standard_input() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Passwords do not match"));
     let out = passwd(&[f, "bob"], "only-once\n");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Empty password"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Empty password"),
+        "{out:?}"
+    );
     // The broker accepts alice with the password given on standard input.
     let b = BrokerProc::start(&format!("allow_anonymous false\npassword_file {f}"));
     let mut o = common::v4_options("alice-client", b.port);
@@ -292,7 +322,12 @@ fn test_config_opens_every_file_and_reports_every_problem() {
         ),
     )
     .unwrap();
-    let out = shardmq().arg("--test-config").arg("-c").arg(&conf).output().unwrap();
+    let out = shardmq()
+        .arg("--test-config")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -307,7 +342,12 @@ fn test_config_opens_every_file_and_reports_every_problem() {
     }
     // A clean config passes.
     std::fs::write(&conf, "listener 0 127.0.0.1\n").unwrap();
-    let out = shardmq().arg("--test-config").arg("-c").arg(&conf).output().unwrap();
+    let out = shardmq()
+        .arg("--test-config")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Configuration OK"));
 }

@@ -64,7 +64,10 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        assert!(common::wait_until(common::TIMEOUT, || TcpStream::connect(("127.0.0.1", port)).is_ok()));
+        assert!(common::wait_until(common::TIMEOUT, || TcpStream::connect(
+            ("127.0.0.1", port)
+        )
+        .is_ok()));
         Self { child, port }
     }
 
@@ -92,7 +95,11 @@ impl Drop for Mosquitto {
 
 fn tool(name: &str, args: &[&str]) {
     let bin = common::mosquitto_tool(name).unwrap();
-    let out = Command::new(bin).args(args).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{name} {args:?}: {out:?}");
 }
 
@@ -116,7 +123,9 @@ fn next_publish(raw: &mut Raw) -> common::RawPacket {
 #[test]
 fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     let Some(bin) = mosquitto() else { return };
-    if common::mosquitto_tool("mosquitto_sub").is_none() || common::mosquitto_tool("mosquitto_pub").is_none() {
+    if common::mosquitto_tool("mosquitto_sub").is_none()
+        || common::mosquitto_tool("mosquitto_pub").is_none()
+    {
         return;
     }
     let dir = common::temp_dir("import");
@@ -124,8 +133,16 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     let mp = m.port.to_string();
     let mp = mp.as_str();
     // Offline persistent sessions: MQTT 3.1.1 (never expires) and MQTT 5 (1 hour).
-    tool("mosquitto_sub", &["-p", mp, "-c", "-i", "sess1", "-q", "1", "-t", "q/#", "-E"]);
-    tool("mosquitto_sub", &["-p", mp, "-V", "5", "-c", "-i", "sess5", "-x", "3600", "-q", "2", "-t", "v5/#", "-E"]);
+    tool(
+        "mosquitto_sub",
+        &["-p", mp, "-c", "-i", "sess1", "-q", "1", "-t", "q/#", "-E"],
+    );
+    tool(
+        "mosquitto_sub",
+        &[
+            "-p", mp, "-V", "5", "-c", "-i", "sess5", "-x", "3600", "-q", "2", "-t", "v5/#", "-E",
+        ],
+    );
     // A session with a QoS 1 message in flight: received, never acknowledged.
     let (mut raw, _, code) = Raw::mqtt_connect(m.port, "inflight1", false);
     assert_eq!(code, 0);
@@ -137,12 +154,36 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     // Retained messages, one with MQTT 5 properties.
     publish(m.port, &["-r", "-q", "1", "-t", "r/a", "-m", "retained-a"]);
     publish(m.port, &["-r", "-q", "0", "-t", "r/b", "-m", "retained-b"]);
-    publish(m.port, &["-V", "5", "-r", "-q", "1", "-t", "r/c", "-m", "retained-c", "-D", "publish", "user-property", "k", "v"]);
+    publish(
+        m.port,
+        &[
+            "-V",
+            "5",
+            "-r",
+            "-q",
+            "1",
+            "-t",
+            "r/c",
+            "-m",
+            "retained-c",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v",
+        ],
+    );
     // Queued for the offline sessions.
     for i in 1..=3 {
-        publish(m.port, &["-q", "1", "-t", "q/x", "-m", &format!("queued-{i}")]);
+        publish(
+            m.port,
+            &["-q", "1", "-t", "q/x", "-m", &format!("queued-{i}")],
+        );
     }
-    publish(m.port, &["-V", "5", "-q", "2", "-t", "v5/y", "-m", "v5-queued"]);
+    publish(
+        m.port,
+        &["-V", "5", "-q", "2", "-t", "v5/y", "-m", "v5-queued"],
+    );
     m.stop();
     let db = dir.join("mosquitto.db");
     assert!(db.exists(), "mosquitto saved its database");
@@ -174,7 +215,10 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
         report.contains("3 retained messages, 3 persistent sessions with 3 subscriptions, 4 queued and 1 in-flight messages"),
         "{report}"
     );
-    assert!(dir.join("mosquitto.db.mosquitto").exists(), "Mosquitto's file kept");
+    assert!(
+        dir.join("mosquitto.db.mosquitto").exists(),
+        "Mosquitto's file kept"
+    );
 
     let b = BrokerProc::start_config(&conf);
     // Retained messages, with their properties.
@@ -199,10 +243,26 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     c.disconnect();
     if let Some(sub) = common::mosquitto_tool("mosquitto_sub") {
         let out = Command::new(sub)
-            .args(["-p", &b.port.to_string(), "-V", "5", "-t", "r/c", "-C", "1", "-W", "10", "-F", "%t %p %P"])
+            .args([
+                "-p",
+                &b.port.to_string(),
+                "-V",
+                "5",
+                "-t",
+                "r/c",
+                "-C",
+                "1",
+                "-W",
+                "10",
+                "-F",
+                "%t %p %P",
+            ])
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "r/c retained-c k:v");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "r/c retained-c k:v"
+        );
     }
 
     // sess1: the queued messages arrive on reconnection, without subscribing again...
@@ -211,7 +271,10 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     let s1 = V4::connect_with(o.clone());
     for i in 1..=3 {
         let p = s1.next_publish().expect("a queued message");
-        assert_eq!((p.topic.as_str(), p.payload.as_ref()), ("q/x", format!("queued-{i}").as_bytes()));
+        assert_eq!(
+            (p.topic.as_str(), p.payload.as_ref()),
+            ("q/x", format!("queued-{i}").as_bytes())
+        );
     }
     s1.disconnect();
     // ... and its subscription is there: a message published while it is offline waits.
@@ -219,17 +282,42 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     p.publish("q/later", rumqttc::QoS::AtLeastOnce, false, "later");
     p.disconnect();
     let s1 = V4::connect_with(o);
-    let later = s1.next_publish().expect("queued for the imported subscription");
+    let later = s1
+        .next_publish()
+        .expect("queued for the imported subscription");
     assert_eq!(later.payload.as_ref(), b"later");
     s1.disconnect();
 
     // sess5 (MQTT 5): its QoS 2 message.
     if let Some(sub) = common::mosquitto_tool("mosquitto_sub") {
         let out = Command::new(sub)
-            .args(["-p", &b.port.to_string(), "-V", "5", "-c", "-i", "sess5", "-x", "3600", "-q", "2", "-t", "v5/#", "-C", "1", "-W", "10", "-F", "%t %p %q"])
+            .args([
+                "-p",
+                &b.port.to_string(),
+                "-V",
+                "5",
+                "-c",
+                "-i",
+                "sess5",
+                "-x",
+                "3600",
+                "-q",
+                "2",
+                "-t",
+                "v5/#",
+                "-C",
+                "1",
+                "-W",
+                "10",
+                "-F",
+                "%t %p %q",
+            ])
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v5/y v5-queued 2");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "v5/y v5-queued 2"
+        );
     }
 
     // inflight1: the unacknowledged message again, same packet id, DUP set
@@ -238,7 +326,10 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     assert_eq!((present, code), (true, 0));
     let again = next_publish(&mut raw);
     let (topic, id, payload) = again.publish_parts();
-    assert_eq!((topic.as_str(), payload.as_slice()), ("f/x", &b"in-flight"[..]));
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("f/x", &b"in-flight"[..])
+    );
     assert_eq!(id, inflight_id);
     assert_eq!(again.first & 0x08, 0x08, "DUP");
 }

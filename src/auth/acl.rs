@@ -448,9 +448,12 @@ pattern deny users/%u/locked
     /// Mosquitto refuses an unknown access type; it must not become part of the topic.
     #[test]
     fn unknown_access_type_is_an_error_with_file_and_line() {
-        let e = Acl::parse("user a\ntopic read x\ntopic reed sensors/#\n", Path::new("/etc/acl"))
-            .unwrap_err()
-            .to_string();
+        let e = Acl::parse(
+            "user a\ntopic read x\ntopic reed sensors/#\n",
+            Path::new("/etc/acl"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 3") && e.contains("\"reed\""), "{e}");
         // One word is still a topic with read and write access.
         let acl = Acl::parse("topic sensors/#\n", Path::new("/etc/acl")).unwrap();

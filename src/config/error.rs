@@ -82,7 +82,7 @@ pub enum Error {
     },
     /// Several lines are wrong; each is reported (in file order).
     #[error("{}", join_lines(.0))]
-    Many(Vec<Error>),
+    Many(Vec<Self>),
 }
 
 fn join_lines(errors: &[Error]) -> String {

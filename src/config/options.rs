@@ -52,7 +52,8 @@ const fn row(name: &'static str, support: Support, note: &'static str) -> Option
 
 use Support::{Bridge, Deprecated, Ignored, NotYet, OnlyValue, Shardmq, Yes};
 
-const BRIDGE: &str = "bridge option; bridges are not supported yet (a `connection` block stops the start)";
+const BRIDGE: &str =
+    "bridge option; bridges are not supported yet (a `connection` block stops the start)";
 
 /// Every option, sorted by name (checked by a test; looked up by binary search).
 pub const OPTIONS: &[OptionInfo] = &[

@@ -146,7 +146,10 @@ fn the_parser_handles_every_supported_option() {
         let (result, warnings) = run(r.name, value);
         if r.name == "include_dir" {
             // Handled: it tried to read the directory.
-            assert!(matches!(result, Err(Error::UnreadableInclude { .. })), "{result:?}");
+            assert!(
+                matches!(result, Err(Error::UnreadableInclude { .. })),
+                "{result:?}"
+            );
             continue;
         }
         assert!(result.is_ok(), "{} {value}: {result:?}", r.name);
@@ -192,7 +195,10 @@ fn only_the_value_shardmq_honours_is_accepted() {
         ("tls_keyform", "pem", "engine"),
     ] {
         let (ok, warnings) = run(option, accepted);
-        assert!(ok.is_ok() && warnings.is_empty(), "{option} {accepted}: {ok:?}");
+        assert!(
+            ok.is_ok() && warnings.is_empty(),
+            "{option} {accepted}: {ok:?}"
+        );
         let e = run(option, refused).0.unwrap_err().to_string();
         assert!(
             e.contains(&format!("{option} {refused} is not supported yet")),
@@ -204,7 +210,12 @@ fn only_the_value_shardmq_honours_is_accepted() {
 
 #[test]
 fn harmless_tuning_is_a_warning() {
-    for option in ["dhparamfile", "log_facility", "websockets_log_level", "auth_opt_db"] {
+    for option in [
+        "dhparamfile",
+        "log_facility",
+        "websockets_log_level",
+        "auth_opt_db",
+    ] {
         let (result, warnings) = run(option, "x");
         assert!(result.is_ok(), "{option}");
         assert_eq!(warnings.len(), 1, "{option}");
@@ -221,8 +232,10 @@ fn retry_interval_gets_mosquittos_note() {
     assert!(result.is_ok());
     assert_eq!(
         warnings,
-        ["Warning: retry_interval in /etc/x.conf line 3: The retry_interval option is no \
-          longer available."]
+        [
+            "Warning: retry_interval in /etc/x.conf line 3: The retry_interval option is no \
+          longer available."
+        ]
     );
     assert!(run("allow_duplicate_messages", "maybe").0.is_err());
     assert_eq!(run("allow_duplicate_messages", "false").1.len(), 1);
@@ -237,18 +250,22 @@ fn bridge_blocks_stop_the_start_at_their_connection_line() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("connection is not supported yet"), "{e}");
-    assert!(e.contains("bridge 'up'") && e.contains("/etc/x.conf line 2"), "{e}");
+    assert!(
+        e.contains("bridge 'up'") && e.contains("/etc/x.conf line 2"),
+        "{e}"
+    );
     // Bridge options outside a block are still an error of their own.
     let (result, _) = run("bridge_cafile", "/ca");
-    assert!(result.unwrap_err().to_string().contains("outside a 'connection' block"));
+    assert!(result
+        .unwrap_err()
+        .to_string()
+        .contains("outside a 'connection' block"));
 }
 
 #[test]
 fn readme_option_table_is_generated_from_this_table() {
-    let readme = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
-    )
-    .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let begin = "<!-- options-table: begin (generated from src/config/options.rs) -->\n";
     let end = "<!-- options-table: end -->";
     let table = markdown_table();

@@ -130,10 +130,9 @@ impl Parser {
     }
 
     fn warn(&mut self, line: &Line<'_>, what: &str) {
-        self.cfg.warnings.push(format!(
-            "Warning: {} in {}: {what}.",
-            line.option, line.at
-        ));
+        self.cfg
+            .warnings
+            .push(format!("Warning: {} in {}: {what}.", line.option, line.at));
     }
 
     /// The listener per-listener options apply to: the last `listener` block, or the
@@ -230,7 +229,10 @@ impl Parser {
             "bind_interface" => {
                 let name = line.string()?;
                 // IFNAMSIZ - 1; a longer name can never exist.
-                if name.len() > 15 || name.contains(['/', '\0']) || name.contains(char::is_whitespace) {
+                if name.len() > 15
+                    || name.contains(['/', '\0'])
+                    || name.contains(char::is_whitespace)
+                {
                     return Err(line.invalid_value(&name, "not a network interface name"));
                 }
                 self.listener(line).bind_interface = Some(name);

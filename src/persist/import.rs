@@ -116,7 +116,7 @@ pub struct BadEntry {
     pub reason: String,
 }
 
-fn bad(what: String, reason: impl ToString) -> BadEntry {
+fn bad(what: String, reason: impl std::fmt::Display) -> BadEntry {
     BadEntry {
         what,
         reason: reason.to_string(),
@@ -257,7 +257,11 @@ pub fn to_records(db: &MosquittoDb, now_ms: u64) -> Result<(Vec<Record>, Summary
         };
         // Only MQTT 5 clients choose an expiry other than 0 or "never"; the version is
         // updated by the client's next CONNECT anyway.
-        let version = if matches!(c.session_expiry_interval, 0 | u32::MAX) { 4 } else { 5 };
+        let version = if matches!(c.session_expiry_interval, 0 | u32::MAX) {
+            4
+        } else {
+            5
+        };
         sessions.insert(id, Session::new(version, expiry));
     }
     summary.expired_sessions = expired.len();
@@ -265,7 +269,10 @@ pub fn to_records(db: &MosquittoDb, now_ms: u64) -> Result<(Vec<Record>, Summary
         let id = utf8("client id", &s.client_id)?;
         let filter = utf8("subscription", &s.topic)?;
         if !codec::wire::is_valid_topic_filter(filter.as_bytes()) || s.qos > 2 {
-            return Err(bad(format!("subscription {:?}", filter.as_str()), "invalid filter or QoS"));
+            return Err(bad(
+                format!("subscription {:?}", filter.as_str()),
+                "invalid filter or QoS",
+            ));
         }
         if let Some(session) = session_of(&mut sessions, &expired, id.clone()) {
             session.records.push(Record::Subscribe {

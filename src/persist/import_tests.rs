@@ -54,15 +54,25 @@ fn mosquittos_file_becomes_the_state_the_broker_restores() {
     assert_eq!((sess1.version, sess1.expiry), (4, EXPIRY_NEVER));
     assert_eq!(sess1.offline_at, Some(now_ms));
     assert_eq!(sess1.subscriptions[&ByteStr::from("q/#")], (1, 0));
-    let payloads: Vec<&[u8]> = sess1.messages.values().map(|m| m.publish.payload.as_ref()).collect();
+    let payloads: Vec<&[u8]> = sess1
+        .messages
+        .values()
+        .map(|m| m.publish.payload.as_ref())
+        .collect();
     assert_eq!(payloads, [&b"queued-1"[..], b"queued-2", b"queued-3"]);
-    assert!(sess1.messages.values().all(|m| m.qos == QoS::AtLeastOnce && m.received == now_ms));
+    assert!(sess1
+        .messages
+        .values()
+        .all(|m| m.qos == QoS::AtLeastOnce && m.received == now_ms));
     assert!(sess1.inflight.is_empty(), "queued, not sent");
     let sess5 = &state.sessions[&ByteStr::from("sess5")];
     assert_eq!((sess5.version, sess5.expiry), (5, 3590));
     assert_eq!(sess5.subscriptions[&ByteStr::from("v5/#")], (2, 0));
     let m = sess5.messages.values().next().unwrap();
-    assert_eq!((m.qos, m.publish.payload.as_ref()), (QoS::ExactlyOnce, &b"v5-queued"[..]));
+    assert_eq!(
+        (m.qos, m.publish.payload.as_ref()),
+        (QoS::ExactlyOnce, &b"v5-queued"[..])
+    );
     let left = m.publish.properties.message_expiry_interval.unwrap();
     assert!(left <= 600 && left > 500, "{left}");
 }
@@ -78,7 +88,10 @@ fn expired_sessions_and_messages_are_left_out_and_counted() {
     assert_eq!(summary.subscriptions, 1);
     let state = state_of(records);
     assert!(!state.sessions.contains_key(&ByteStr::from("sess5")));
-    assert!(summary.to_string().contains("left out: 1 expired messages"), "{summary}");
+    assert!(
+        summary.to_string().contains("left out: 1 expired messages"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -86,7 +99,10 @@ fn an_inflight_message_keeps_its_packet_id() {
     for version in [2, 3, 4] {
         let db = mdb::parse(&v234_file(version)).unwrap();
         let (records, summary) = to_records(&db, 1_000).unwrap();
-        assert_eq!((summary.inflight, summary.queued, summary.retained), (1, 0, 1));
+        assert_eq!(
+            (summary.inflight, summary.queued, summary.retained),
+            (1, 0, 1)
+        );
         let state = state_of(records);
         let s = &state.sessions[&ByteStr::from("old-client")];
         assert_eq!(s.expiry, EXPIRY_NEVER, "formats before 5 have no expiry");
@@ -154,21 +170,42 @@ fn a_mosquitto_file_at_the_store_path_is_refused_then_imported_in_place() {
     let db_path = d.0.join("mosquitto.db");
     std::fs::write(&db_path, MOSQUITTO_2_0_11).unwrap();
     let e = check_store_path(&cfg).unwrap_err().to_string();
-    assert!(e.contains("is a Mosquitto persistence file (format version 6)"), "{e}");
+    assert!(
+        e.contains("is a Mosquitto persistence file (format version 6)"),
+        "{e}"
+    );
     assert!(e.contains("shardmq import-mosquitto-db"), "{e}");
     let now_ms = fixture_now_ms(&fixture());
     let imported = import_file(&cfg, &db_path, Instant::now(), now_ms).unwrap();
     assert_eq!(imported.moved, Some(d.0.join("mosquitto.db.mosquitto")));
-    assert_eq!(std::fs::read(d.0.join("mosquitto.db.mosquitto")).unwrap(), MOSQUITTO_2_0_11);
+    assert_eq!(
+        std::fs::read(d.0.join("mosquitto.db.mosquitto")).unwrap(),
+        MOSQUITTO_2_0_11
+    );
     check_store_path(&cfg).unwrap();
     let store = Store::open(&cfg, Instant::now()).unwrap();
     assert_eq!(store.state().retained.len(), 3);
     assert_eq!(store.state().sessions.len(), 2);
     drop(store);
     // Importing again into a store that holds data is refused; nothing changes.
-    let e = import_file(&cfg, &d.0.join("mosquitto.db.mosquitto"), Instant::now(), now_ms)
-        .unwrap_err();
-    assert!(matches!(e, ImportError::NotEmpty { retained: 3, sessions: 2, .. }), "{e}");
+    let e = import_file(
+        &cfg,
+        &d.0.join("mosquitto.db.mosquitto"),
+        Instant::now(),
+        now_ms,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ImportError::NotEmpty {
+                retained: 3,
+                sessions: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -178,7 +215,10 @@ fn a_leftover_of_the_old_default_name_is_refused() {
     check_store_path(&cfg).unwrap();
     std::fs::write(d.0.join("shardmq.db.log"), b"x").unwrap();
     let e = check_store_path(&cfg).unwrap_err().to_string();
-    assert!(e.contains("shardmq.db") && e.contains("persistence_file shardmq.db"), "{e}");
+    assert!(
+        e.contains("shardmq.db") && e.contains("persistence_file shardmq.db"),
+        "{e}"
+    );
     let named = Config {
         persistence_file: "shardmq.db".into(),
         ..cfg
@@ -192,7 +232,9 @@ fn a_damaged_file_imports_nothing() {
     let cfg = config(&d.0.join("store"));
     let src = d.0.join("mosquitto.db");
     std::fs::write(&src, &MOSQUITTO_2_0_11[..MOSQUITTO_2_0_11.len() - 3]).unwrap();
-    let e = import_file(&cfg, &src, Instant::now(), 0).unwrap_err().to_string();
+    let e = import_file(&cfg, &src, Instant::now(), 0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("truncated"), "{e}");
     assert!(!d.0.join("store").exists(), "nothing written");
 }

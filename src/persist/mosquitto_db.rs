@@ -321,8 +321,8 @@ fn read_msg_store(b: &mut Body<'_>, version: u32) -> Result<StoredMessage, DbErr
         let source_id = b.take(usize::from(source_id_len))?;
         b.skip(usize::from(source_username_len))?;
         let topic = b.take(usize::from(topic_len))?;
-        let payload_len = usize::try_from(payload_len)
-            .map_err(|_| b.malformed("payload length"))?;
+        let payload_len =
+            usize::try_from(payload_len).map_err(|_| b.malformed("payload length"))?;
         let payload = b.take(payload_len)?;
         let properties = b.rest();
         return Ok(StoredMessage {

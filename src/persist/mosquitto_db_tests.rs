@@ -27,7 +27,10 @@ fn reads_what_mosquitto_2_0_wrote() {
         .collect();
     assert_eq!(retained, [&b"r/a"[..], b"r/b", b"r/c"]);
     let r_c = db.messages.values().find(|m| m.topic == "r/c").unwrap();
-    assert_eq!((r_c.qos, r_c.retain, r_c.payload.as_ref()), (1, true, &b"retained-c"[..]));
+    assert_eq!(
+        (r_c.qos, r_c.retain, r_c.payload.as_ref()),
+        (1, true, &b"retained-c"[..])
+    );
     assert!(!r_c.properties.is_empty());
     assert_eq!(db.clients.len(), 2);
     let sess1 = &db.clients[0];
@@ -57,7 +60,10 @@ fn reads_what_mosquitto_2_0_wrote() {
         .iter()
         .map(|s| (s.client_id.as_ref(), s.topic.as_ref(), s.qos))
         .collect();
-    assert_eq!(subs, [(&b"sess1"[..], &b"q/#"[..], 1), (b"sess5", b"v5/#", 2)]);
+    assert_eq!(
+        subs,
+        [(&b"sess1"[..], &b"q/#"[..], 1), (b"sess5", b"v5/#", 2)]
+    );
 }
 
 fn header(version: u32) -> BytesMut {
@@ -150,7 +156,10 @@ fn reads_formats_2_3_and_4() {
         assert_eq!(db.clients[0].id, "old-client");
         assert_eq!(db.clients[0].session_expiry_interval, u32::MAX, "never");
         let c = &db.client_messages[0];
-        assert_eq!((c.store_id, c.mid, c.state, c.dup), (6, 7, state::WAIT_FOR_PUBACK, true));
+        assert_eq!(
+            (c.store_id, c.mid, c.state, c.dup),
+            (6, 7, state::WAIT_FOR_PUBACK, true)
+        );
         assert_eq!(db.subscriptions[0].topic, "old/#");
         assert_eq!(db.unknown_chunks, 1, "skipped, as Mosquitto does");
     }
@@ -185,15 +194,24 @@ fn reads_format_5() {
     chunk(&mut f, 5, 5, &b);
     let db = parse(&f.freeze()).unwrap();
     let c = &db.clients[0];
-    assert_eq!((c.session_expiry_time, c.session_expiry_interval, c.last_mid), (1_700_000_100, 100, 4));
+    assert_eq!(
+        (c.session_expiry_time, c.session_expiry_interval, c.last_mid),
+        (1_700_000_100, 100, 4)
+    );
     assert_eq!(c.username, None);
     let s = &db.subscriptions[0];
-    assert_eq!((s.identifier, s.qos, s.options, s.topic.as_ref()), (42, 2, 0b0100, &b"a/b"[..]));
+    assert_eq!(
+        (s.identifier, s.qos, s.options, s.topic.as_ref()),
+        (42, 2, 0b0100, &b"a/b"[..])
+    );
 }
 
 #[test]
 fn other_files_and_versions_are_refused() {
-    assert_eq!(parse(&Bytes::from_static(b"SMQSNAP\x01")), Err(DbError::NotMosquitto));
+    assert_eq!(
+        parse(&Bytes::from_static(b"SMQSNAP\x01")),
+        Err(DbError::NotMosquitto)
+    );
     let mut f = header(7);
     f.put_slice(&[0; 8]);
     assert_eq!(parse(&f.freeze()), Err(DbError::Version(7)));
@@ -218,7 +236,10 @@ fn damaged_files_never_panic() {
     }
     // A cut inside a chunk is refused, never read as a shorter file.
     let cut = &MOSQUITTO_2_0_11[..MOSQUITTO_2_0_11.len() - 1];
-    assert!(matches!(parse(&Bytes::copy_from_slice(cut)), Err(DbError::Truncated(_))));
+    assert!(matches!(
+        parse(&Bytes::copy_from_slice(cut)),
+        Err(DbError::Truncated(_))
+    ));
     for i in 0..MOSQUITTO_2_0_11.len() {
         for flip in [0x01u8, 0x80, 0xFF] {
             let mut d = MOSQUITTO_2_0_11.to_vec();

@@ -201,8 +201,7 @@ impl Prepared {
             }
             super::persist::Persister::finish_restore(store)?;
         }
-        let wakers: Arc<[Arc<mio::Waker>]> =
-            controls.iter().map(|(_, w)| Arc::clone(w)).collect();
+        let wakers: Arc<[Arc<mio::Waker>]> = controls.iter().map(|(_, w)| Arc::clone(w)).collect();
         let mut handles = Vec::with_capacity(n);
         for (mut shard, (tx, waker)) in shards.into_iter().zip(controls) {
             shard.set_peers(Arc::clone(&wakers));
@@ -213,9 +212,7 @@ impl Prepared {
                 .spawn(move || {
                     if let Some(cpu) = cpu {
                         if let Err(e) = listener::pin_current_thread(cpu) {
-                            crate::log_warning!(
-                                "Warning: cannot pin shard {id} to CPU {cpu}: {e}"
-                            );
+                            crate::log_warning!("Warning: cannot pin shard {id} to CPU {cpu}: {e}");
                         }
                     }
                     shard.run();

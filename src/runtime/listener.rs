@@ -99,7 +99,8 @@ fn bind_once(
     };
     let io_err = |e: &io::Error| err(socket::describe(e), e.kind());
     let targets = targets(l).map_err(|e| io_err(&e))?;
-    let explicit = l.bind_address.is_some() || l.bind_interface.is_some() || l.socket_domain.is_some();
+    let explicit =
+        l.bind_address.is_some() || l.bind_interface.is_some() || l.socket_domain.is_some();
     let opts = SocketOptions {
         reuse_port: true,
         device: l.bind_interface.clone(),
@@ -123,10 +124,11 @@ fn bind_once(
         for (shard, sockets) in per_shard.iter_mut().enumerate() {
             let fd = match socket::bound(addr, &opts) {
                 Ok(fd) => fd,
-                Err(e) if shard == 0
-                    && addr.is_ipv6()
-                    && !explicit
-                    && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+                Err(e)
+                    if shard == 0
+                        && addr.is_ipv6()
+                        && !explicit
+                        && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
                 {
                     crate::log_warning!("Warning: no IPv6 on this host: {}", socket::describe(&e));
                     break;

@@ -27,7 +27,9 @@ fn a_port_held_by_another_broker_is_address_already_in_use() {
     // A plain (non-SO_REUSEPORT) holder too, and on the wildcard address.
     let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = plain.local_addr().unwrap().port();
-    let e = bind_listener(0, &listener(port, None), 1, true).err().unwrap();
+    let e = bind_listener(0, &listener(port, None), 1, true)
+        .err()
+        .unwrap();
     assert_eq!(e.kind, io::ErrorKind::AddrInUse, "{e}");
 }
 
@@ -35,9 +37,15 @@ fn a_port_held_by_another_broker_is_address_already_in_use() {
 fn a_listener_without_address_listens_on_ipv4_and_ipv6() {
     let b = bind_listener(0, &listener(0, None), 1, true).unwrap();
     let addrs: Vec<SocketAddr> = b.per_shard[0].iter().map(|s| s.addr).collect();
-    assert!(addrs[0].is_ipv4() && addrs[0].ip().is_unspecified(), "{addrs:?}");
+    assert!(
+        addrs[0].is_ipv4() && addrs[0].ip().is_unspecified(),
+        "{addrs:?}"
+    );
     if addrs.len() == 2 {
-        assert!(addrs[1].is_ipv6() && addrs[1].port() == addrs[0].port(), "{addrs:?}");
+        assert!(
+            addrs[1].is_ipv6() && addrs[1].port() == addrs[0].port(),
+            "{addrs:?}"
+        );
     }
     let mut v6 = listener(0, None);
     v6.socket_domain = Some(SocketDomain::Ipv6);
@@ -65,8 +73,7 @@ fn accepted_connections_inherit_tcp_nodelay() {
                 Err(e) => panic!("{e}"),
             }
         };
-        let on = socket::get_int(stream.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY)
-            .unwrap();
+        let on = socket::get_int(stream.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY).unwrap();
         assert_eq!(on != 0, nodelay);
     }
 }
@@ -88,7 +95,10 @@ fn bind_interface_binds_the_interface_addresses_and_the_device() {
     l.bind_address = None;
     l.bind_interface = Some("nosuchif0".into());
     let e = bind_listener(0, &l, 1, true).err().unwrap().to_string();
-    assert!(e.contains("no network interface") && e.contains("nosuchif0"), "{e}");
+    assert!(
+        e.contains("no network interface") && e.contains("nosuchif0"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -153,7 +153,13 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for t in ["", "\n", "h\n0: x", "h\n0: 0100007F:zz 0 0A 0 0 0 0 0 x", "h\n0: é:1 0 0A"] {
+        for t in [
+            "",
+            "\n",
+            "h\n0: x",
+            "h\n0: 0100007F:zz 0 0A 0 0 0 0 0 x",
+            "h\n0: é:1 0 0A",
+        ] {
             let _ = parse_listeners(t, false);
             let _ = parse_listeners(t, true);
         }
@@ -177,8 +183,8 @@ mod tests {
             reuse_port: true,
             ..SocketOptions::default()
         };
-        let first = socket::listen(socket::bound("127.0.0.1:0".parse().unwrap(), &opts).unwrap())
-            .unwrap();
+        let first =
+            socket::listen(socket::bound("127.0.0.1:0".parse().unwrap(), &opts).unwrap()).unwrap();
         let addr = first.local_addr().unwrap();
         let mine = socket::inode(std::os::fd::AsRawFd::as_raw_fd(&first)).unwrap();
         verify(addr, &[mine]).unwrap();

@@ -135,9 +135,11 @@ pub fn daemonize() -> Result<Daemon, ProcessError> {
     let fail = |step, source| ProcessError::Daemon { step, source };
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 returns.
-    os_err(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }).map_err(|e| fail("pipe", e))?;
+    os_err(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+        .map_err(|e| fail("pipe", e))?;
     // SAFETY: pipe2 returned two fresh descriptors that we now own.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: the process has a single thread here (the caller's contract).
     let pid = unsafe { libc::fork() };
     if pid < 0 {

@@ -48,7 +48,15 @@ pub fn get_int(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<li
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for writes of the sizes passed.
-    check(unsafe { libc::getsockopt(fd, level, opt, std::ptr::addr_of_mut!(value).cast(), &mut len) })?;
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            std::ptr::addr_of_mut!(value).cast(),
+            &mut len,
+        )
+    })?;
     Ok(value)
 }
 
@@ -205,7 +213,9 @@ pub fn interface_addresses(name: &str) -> io::Result<Vec<IpAddr>> {
         if family == libc::AF_INET {
             // SAFETY: the family says it is a sockaddr_in.
             let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-            out.push(IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes())));
+            out.push(IpAddr::V4(Ipv4Addr::from(
+                sin.sin_addr.s_addr.to_ne_bytes(),
+            )));
         } else if family == libc::AF_INET6 {
             // SAFETY: the family says it is a sockaddr_in6.
             let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 
 /// Why a version 1 client certificate was refused, and what to do about it.
 pub struct V1Certificate;
@@ -139,15 +141,27 @@ mod tests {
     #[test]
     fn versions_from_der() {
         // SEQUENCE { SEQUENCE { [0] { INTEGER 2 } ... } }: v3.
-        assert_eq!(x509_version(&[0x30, 0x08, 0x30, 0x06, 0xA0, 0x03, 0x02, 0x01, 0x02, 0x02]), Some(3));
+        assert_eq!(
+            x509_version(&[0x30, 0x08, 0x30, 0x06, 0xA0, 0x03, 0x02, 0x01, 0x02, 0x02]),
+            Some(3)
+        );
         // No [0]: the serial number INTEGER comes first: v1.
-        assert_eq!(x509_version(&[0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x07]), Some(1));
+        assert_eq!(
+            x509_version(&[0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x07]),
+            Some(1)
+        );
         // Long-form lengths.
         assert_eq!(
             x509_version(&[0x30, 0x82, 0x01, 0x00, 0x30, 0x81, 0xF0, 0x02, 0x01, 0x07]),
             Some(1)
         );
-        for bad in [&[][..], &[0x30], &[0x31, 0, 0], &[0x30, 0x02, 0x30, 0x00], &[0x30, 0x82]] {
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x31, 0, 0],
+            &[0x30, 0x02, 0x30, 0x00],
+            &[0x30, 0x82],
+        ] {
             assert_eq!(x509_version(bad), None);
         }
     }
