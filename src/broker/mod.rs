@@ -66,10 +66,11 @@ use crate::metrics::Stats;
 use crate::session::{Limits, Session, Subscription};
 
 use crate::auth::{ClientSecurity, Security};
+pub use crate::mailbox::{ShardId, MAX_SHARDS};
 use crate::retained::RetainedStore;
 use crate::topic::TopicIndex;
 pub use out_queue::OutQueue;
-pub use shards::{home_shard, Control, ShardId, ShardMsg, ShardReport};
+pub use shards::{home_shard, Control, ShardMsg, ShardReport};
 use timers::{Timer, Timers};
 
 /// Identifies a connection within a shard: the slab key and the mio Token.
@@ -227,7 +228,7 @@ impl Broker {
     /// Shard `shard` of `shards` (session uids are strided by the shard count so they
     /// stay unique across shards).
     pub fn new_shard(config: Arc<Config>, shard: ShardId, shards: usize, now: Instant) -> Self {
-        let shards = shards.clamp(1, 64);
+        let shards = shards.clamp(1, MAX_SHARDS);
         let mut timers = Timers::default();
         if !config.sys_interval.is_zero() {
             timers.push(now, Timer::Sys);

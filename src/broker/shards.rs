@@ -43,11 +43,7 @@ use crate::topic::TopicFilter;
 
 use super::{Broker, ConnId, ConnState};
 
-/// Index of a shard (0..N, N <= 64).
-pub type ShardId = usize;
-
-/// Most shards (destination sets are `u64` masks).
-pub const MAX_SHARDS: usize = 64;
+pub use crate::mailbox::{ShardId, MAX_SHARDS};
 
 /// The key under which shard `j`'s interest sits in the subscription index (far above
 /// any slab key).

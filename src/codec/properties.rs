@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::packet::ByteStr;
+use super::bytestr::ByteStr;
 
 /// Property identifiers (MQTT 5, 2.2.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::command::Command;
 use super::listener;
 use super::shard::Shard;
 use crate::auth::Security;
@@ -38,26 +39,6 @@ pub enum StartError {
     },
     #[error("{0}")]
     Persist(#[from] crate::persist::Error),
-}
-
-/// Instructions from the embedding process to a shard.
-#[derive(Debug)]
-pub enum Command {
-    /// Publish a message as if a client had sent it.
-    Publish(Box<Publish>),
-    /// Stop: close every connection and end the thread.
-    Shutdown,
-    /// Install reloaded password / ACL rules (SIGHUP); connections stay up.
-    SetSecurity(Arc<Security>),
-    /// Install an in-process subscription (first offering it the matching retained
-    /// messages when `retained`), then acknowledge on `ack`.
-    Subscribe {
-        sub: Box<InternalSub>,
-        retained: bool,
-        ack: Sender<()>,
-    },
-    /// Remove an in-process subscription by id.
-    Unsubscribe(u64),
 }
 
 struct ShardControl {

@@ -10,6 +10,7 @@
 //! and writes what the broker queued with `writev`.
 
 mod admission;
+mod command;
 mod conn;
 mod handle;
 mod listener;
@@ -18,7 +19,8 @@ mod shard;
 pub mod signals;
 mod tls;
 
-pub use handle::{BrokerHandle, Command, Reloader, StartError, Stopper};
+pub use command::Command;
+pub use handle::{BrokerHandle, Reloader, StartError, Stopper};
 
 use std::sync::Arc;
 

@@ -19,8 +19,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::admission::Admission;
+use super::command::Command;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
-use super::handle::Command;
 use super::listener::Bound;
 use super::persist::Persister;
 use super::tls::TlsConn;
