@@ -39,17 +39,7 @@ mod subscribe;
 mod timers;
 
 #[cfg(test)]
-mod harness;
-#[cfg(test)]
-mod tests_connect;
-#[cfg(test)]
-mod tests_persist;
-#[cfg(test)]
-mod tests_qos;
-#[cfg(test)]
-mod tests_session;
-#[cfg(test)]
-mod tests_shards;
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

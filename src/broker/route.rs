@@ -27,12 +27,12 @@ const INLINE_PAYLOAD: usize = 512;
 type Frame = (Bytes, Option<Bytes>);
 
 /// The fixed-header byte of a PUBLISH.
-const fn publish_flags(qos: QoS, retain: bool, dup: bool) -> u8 {
+pub(super) const fn publish_flags(qos: QoS, retain: bool, dup: bool) -> u8 {
     0x30 | ((dup as u8) << 3) | ((qos as u8) << 1) | (retain as u8)
 }
 
 /// Offset of the packet identifier in an encoded PUBLISH header.
-fn packet_id_offset(header: &[u8]) -> Option<usize> {
+pub(super) fn packet_id_offset(header: &[u8]) -> Option<usize> {
     let mut i = 1;
     while *header.get(i)? & 0x80 != 0 {
         i += 1;
@@ -578,24 +578,4 @@ fn encode_delivery(
         codec::encode_publish_header(&tmp, version, scratch)?;
     }
     Ok((scratch.split().freeze(), p.payload.clone()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn packet_id_offset_skips_varint_and_topic() {
-        // PUBLISH qos1, remaining length 200 (2-byte varint), topic "a/b", id 0x0102.
-        let h = [0x32, 0xC8, 0x01, 0x00, 0x03, b'a', b'/', b'b', 0x01, 0x02];
-        assert_eq!(packet_id_offset(&h), Some(8));
-        assert_eq!(packet_id_offset(&h[..9]), None);
-        assert_eq!(packet_id_offset(&[]), None);
-    }
-
-    #[test]
-    fn flags_byte() {
-        assert_eq!(publish_flags(QoS::ExactlyOnce, true, true), 0x3D);
-        assert_eq!(publish_flags(QoS::AtMostOnce, false, false), 0x30);
-    }
 }

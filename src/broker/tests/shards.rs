@@ -9,7 +9,7 @@ use smallvec::smallvec;
 use crate::codec::{AckKind, ByteStr, Packet, ProtocolVersion, QoS, SubAck, Subscribe};
 
 use super::harness::{connect, Harness};
-use super::{ConnId, ShardMsg};
+use crate::broker::{ConnId, ShardMsg};
 
 const V4: ProtocolVersion = ProtocolVersion::V311;
 
@@ -81,7 +81,7 @@ impl Mesh {
         b.client_ids
             .get(&crate::codec::ByteStr::from(client_id))
             .and_then(|&k| b.sessions.get(k))
-            .is_some_and(super::Slot::is_stub)
+            .is_some_and(crate::broker::Slot::is_stub)
     }
 
     /// SUBSCRIBE, settle, and take the SUBACK out of what the client received (matching
@@ -283,7 +283,7 @@ fn stub_forwards_messages_that_raced_the_move() {
 fn retained_for_a_wildcard_is_sent_in_budgeted_batches() {
     let mut h = Harness::new(Harness::default_config());
     let publ = h.connect("p", V4);
-    let n = super::subscribe::RETAINED_BATCH * 2 + 7;
+    let n = crate::broker::subscribe::RETAINED_BATCH * 2 + 7;
     for i in 0..n {
         let topic: &'static str = format!("r/{i}").leak();
         h.publish(publ, topic, b"v", QoS::AtMostOnce, true, None);
@@ -314,7 +314,7 @@ fn retained_for_a_wildcard_is_sent_in_budgeted_batches() {
 fn retained_batches_leave_the_rest_for_later() {
     let mut h = Harness::new(Harness::default_config());
     let publ = h.connect("p", V4);
-    for i in 0..(super::subscribe::RETAINED_BATCH + 1) {
+    for i in 0..(crate::broker::subscribe::RETAINED_BATCH + 1) {
         let topic: &'static str = format!("r/{i}").leak();
         h.publish(publ, topic, b"v", QoS::AtMostOnce, true, None);
     }
