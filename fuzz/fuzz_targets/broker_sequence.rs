@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 broker.on_writable(c, now);
             }
-            let _ = broker.wants_read(c);
+            let _ = broker.wants_read(c, 0);
         }
         while let Some(c) = broker.poll_close() {
             if let Some(out) = broker.output(c) {

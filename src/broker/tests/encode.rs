@@ -1,7 +1,7 @@
 //! Unit tests of the encode-once helpers: the PUBLISH flags byte and where the packet
 //! identifier sits in an encoded header.
 
-use crate::broker::route::{packet_id_offset, publish_flags};
+use crate::broker::routing::{packet_id_offset, publish_flags};
 use crate::codec::QoS;
 
 #[test]
