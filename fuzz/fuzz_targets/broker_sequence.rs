@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use shardmq::auth::{Acl, Domain, Security};
-use shardmq::broker::Broker;
+use shardmq::internals::auth::{Acl, Domain, Security};
+use shardmq::internals::broker::Broker;
 use shardmq::Config;
 
 const ACL: &str = "topic read $SYS/#\ntopic readwrite a/#\nuser u\ntopic deny a/secret/#\n\

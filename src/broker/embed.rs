@@ -61,6 +61,7 @@ impl Message {
 
 /// Why [`crate::BrokerHandle::subscribe`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubscribeError {
     #[error("invalid topic filter: {0}")]
     InvalidFilter(#[from] TopicError),

@@ -34,6 +34,7 @@ impl ProtocolVersion {
 
 /// Quality of service of a PUBLISH or a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
 pub enum QoS {
     #[default]
     AtMostOnce = 0,
@@ -186,6 +187,7 @@ pub struct Publish {
 
 /// Which of the four publish acknowledgements an [`Ack`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::enum_variant_names)] // MQTT's own names: PUBACK, PUBREC, PUBREL, PUBCOMP
 pub enum AckKind {
     PubAck,
     PubRec,

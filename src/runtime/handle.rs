@@ -20,6 +20,7 @@ use crate::config::Config;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {

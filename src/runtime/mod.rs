@@ -19,8 +19,8 @@ mod shard;
 pub mod signals;
 mod tls;
 
-pub use command::Command;
 pub use handle::{BrokerHandle, Reloader, StartError, Stopper};
+pub use tls::TlsError;
 
 use std::sync::Arc;
 

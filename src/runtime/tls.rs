@@ -23,6 +23,7 @@ use crate::config::TlsConfig;
 
 /// Why a listener's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     #[error("cannot read {}: {source}", path.display())]
     Io {
