@@ -1,4 +1,7 @@
-//! Packet types shared by every protocol version.
+//! Packet types shared by every protocol version: one struct per packet, the version a
+//! parameter of encode and decode, v5-only data in [`super::Properties`]. It owns the
+//! types and their small invariants (e.g. `packet_id` is `Some` exactly when QoS > 0);
+//! it never encodes, decodes or validates bytes (that is `decode`, `encode`, `wire`).
 
 use bytes::Bytes;
 use smallvec::SmallVec;

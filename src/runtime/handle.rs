@@ -1,4 +1,8 @@
-//! Starting, controlling and stopping a running broker.
+//! Starting, controlling and stopping a running broker: binding the listeners, building
+//! one shard per thread, and the handles ([`BrokerHandle`], [`Stopper`], [`Reloader`])
+//! through which the embedding process talks to the shards, only ever by sending them a
+//! [`super::command::Command`] and waking them. It never touches a shard's state directly
+//! and never blocks a shard (only the calling thread waits, e.g. for `subscribe`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,8 +6,9 @@
 //! Each iteration: poll; handle readiness; drain the inboxes (unless a local subscriber
 //! fed by other shards is over its limit: back-pressure); retry paused reads; timers;
 //! move the broker's shard messages into the rings and publish them once (waking only
-//! sleeping shards); flush connections with writev. While the outbox overflows (a peer's
-//! ring is full) no connection is read, so memory stays bounded.
+//! sleeping shards); flush connections with writev. Whether to read a connection is
+//! the broker's decision (`wants_read`, its flow control); the runtime only reports its
+//! outbox backlog (a peer's ring is full), so memory stays bounded.
 
 use std::io;
 use std::net::Shutdown;
