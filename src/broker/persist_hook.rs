@@ -476,7 +476,11 @@ impl Broker {
                 instant_of(m.received),
                 None,
             ));
-            self.fanout_local(&msg, None, 0, (self.cross.me(), 0), now);
+            let sent = super::publish::Sent {
+                dests: 0,
+                source: (self.cross.me(), 0),
+            };
+            self.fanout_local(&msg, sent, now);
         }
         for will in due_wills {
             self.publish_will(will, now);

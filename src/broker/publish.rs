@@ -43,14 +43,20 @@ pub(super) fn load_of(
     })
 }
 
+/// How a message came to this shard's fan-out; both fields steer session hand-offs.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Sent {
+    /// Shards the message was sent to directly (bit j = shard j).
+    pub(super) dests: u64,
+    /// (sending shard, its sequence number) of the message.
+    pub(super) source: (ShardId, u64),
+}
+
 /// What one fan-out did, for back-pressure and the v5 "no matching subscribers" code.
 #[derive(Debug, Default)]
 struct Fanout {
     matched: bool,
-    /// Shards the message was sent to directly.
-    dests: u64,
-    /// (sending shard, its sequence number) of the message.
-    source: (ShardId, u64),
+    sent: Sent,
     /// QoS 0 subscribers offered the message, and those (key, uid) whose output was full.
     qos0: usize,
     qos0_full: SmallVec<[(usize, u64); 4]>,
@@ -104,40 +110,32 @@ impl Broker {
         // Local subscribers first, then the other shards: the last destination gets the
         // Arc itself, so this shard does not touch the reference count again while the
         // receivers are using it.
-        let matched = local && self.fanout_targets(&msg, origin, dests, source, now);
+        let sent = Sent { dests, source };
+        let matched = local && self.fanout_targets(&msg, origin, sent, now);
         self.cross.send_publish(msg, dests, seq);
         matched || internal || dests != 0
     }
 
-    /// Delivers `msg` to this shard's matching subscribers. `origin` is the local
-    /// publisher (for back-pressure), `dests` the shards the message was sent to and
-    /// `source` its (sending shard, sequence number): both steer session handoffs.
-    pub(super) fn fanout_local(
-        &mut self,
-        msg: &Arc<Message>,
-        origin: Option<(ConnId, usize)>,
-        dests: u64,
-        source: (ShardId, u64),
-        now: Instant,
-    ) -> bool {
+    /// Delivers `msg`, which came from another shard (or from the persisted state), to
+    /// this shard's matching subscribers.
+    pub(super) fn fanout_local(&mut self, msg: &Arc<Message>, sent: Sent, now: Instant) -> bool {
         self.routing.match_topic(msg.publish.topic.as_str(), false);
-        self.routing.has_targets() && self.fanout_targets(msg, origin, dests, source, now)
+        self.routing.has_targets() && self.fanout_targets(msg, None, sent, now)
     }
 
-    /// Delivers `msg` to the local subscriptions routing matched last.
+    /// Delivers `msg` to the local subscriptions routing matched last. `origin` is the
+    /// local publisher (connection, session), for back-pressure and No Local.
     fn fanout_targets(
         &mut self,
         msg: &Arc<Message>,
         origin: Option<(ConnId, usize)>,
-        dests: u64,
-        source: (ShardId, u64),
+        sent: Sent,
         now: Instant,
     ) -> bool {
         let targets = self.routing.take_targets();
         let mut frames = Frames::default();
         let mut fanout = Fanout {
-            dests,
-            source,
+            sent,
             ..Fanout::default()
         };
         let publisher = origin.map(|o| o.0);
@@ -192,7 +190,7 @@ impl Broker {
         if let Some(handoff) = slot.forward.as_deref_mut() {
             // A session in handoff: a stub forwards or holds, the new home drops what the
             // old one had already queued.
-            match handoff.offer(self.cross.me(), fanout.dests, fanout.source) {
+            match handoff.offer(self.cross.me(), fanout.sent.dests, fanout.sent.source) {
                 Offer::Deliver => {}
                 Offer::Skip => return,
                 offer => {
@@ -210,7 +208,7 @@ impl Broker {
                         };
                         self.cross.send(to, control);
                     } else {
-                        handoff.hold(fanout.source, out);
+                        handoff.hold(fanout.sent.source, out);
                     }
                     return;
                 }

@@ -19,6 +19,7 @@ use crate::topic::TopicFilter;
 
 use super::connections::ConnState;
 use super::cross::{Control, Handoff, MovedSession, ShardMsg};
+use super::publish::Sent;
 use super::sessions::Slot;
 use super::{Broker, ConnId};
 
@@ -35,7 +36,11 @@ impl Broker {
         match msg {
             ShardMsg::Publish { msg, dests, seq } => {
                 self.cross.on_publish_taken(from, seq);
-                self.fanout_local(&msg, None, dests, (from, seq), now);
+                let sent = Sent {
+                    dests,
+                    source: (from, seq),
+                };
+                self.fanout_local(&msg, sent, now);
                 self.persist.received_remote(from, &msg);
                 self.cross.release(from, msg);
             }

@@ -17,7 +17,7 @@ use crate::codec::{ByteStr, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe,
 use crate::session::{Delivery, Message, Outgoing, Subscription};
 use crate::topic::TopicFilter;
 
-use super::cross::RetainedAfter;
+use super::cross::{HeldSubAck, RetainedAfter};
 use super::routing::RetainedJob;
 use super::Broker;
 
@@ -126,9 +126,11 @@ impl Broker {
             .and_then(|s| s.conn)
             .and_then(|c| self.conns.get(c).map(|x| (c, x.uid)));
         let (suback, then) = match conn {
-            Some((conn, conn_uid)) => self
-                .cross
-                .hold_suback(conn, conn_uid, filters, suback, then)?,
+            Some((conn, conn_uid)) => {
+                let held = HeldSubAck::new(conn, conn_uid, suback, then);
+                let h = self.cross.hold_suback(filters, held)?;
+                (h.suback, h.then)
+            }
             None => (suback, then),
         };
         let slot = self.sessions.get_mut(key)?;

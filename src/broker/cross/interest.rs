@@ -38,7 +38,8 @@ struct FilterInterest {
     seq: u64,
 }
 
-/// A SUBACK waiting for the other shards to acknowledge an Interest broadcast.
+/// A SUBACK for connection `conn` (uid `conn_uid`) and what follows it, possibly waiting
+/// for the other shards to acknowledge an Interest broadcast.
 #[derive(Debug)]
 pub(in crate::broker) struct HeldSubAck {
     pub(in crate::broker) conn: ConnId,
@@ -47,6 +48,23 @@ pub(in crate::broker) struct HeldSubAck {
     seq: u64,
     pub(in crate::broker) suback: SubAck,
     pub(in crate::broker) then: RetainedAfter,
+}
+
+impl HeldSubAck {
+    pub(in crate::broker) fn new(
+        conn: ConnId,
+        conn_uid: u64,
+        suback: SubAck,
+        then: RetainedAfter,
+    ) -> Self {
+        Self {
+            conn,
+            conn_uid,
+            seq: 0,
+            suback,
+            then,
+        }
+    }
 }
 
 /// The retained lookups a SUBSCRIBE starts once its SUBACK is queued: (filter, granted
@@ -157,17 +175,14 @@ impl Interest {
             .unwrap_or(u64::MAX)
     }
 
-    /// Holds the SUBACK of connection `conn` (uid `conn_uid`) for `filters` if the
-    /// Interest broadcasts of those filters (or the SUBACKs this connection already
-    /// waits for) are not acknowledged by every other shard yet; otherwise gives it back.
+    /// Holds `suback` for `filters` if the Interest broadcasts of those filters (or the
+    /// SUBACKs its connection already waits for) are not acknowledged by every other
+    /// shard yet; otherwise gives it back.
     pub(super) fn hold_suback(
         &mut self,
-        conn: ConnId,
-        conn_uid: u64,
         filters: &[ByteStr],
-        suback: SubAck,
-        then: RetainedAfter,
-    ) -> Option<(SubAck, RetainedAfter)> {
+        mut suback: HeldSubAck,
+    ) -> Option<HeldSubAck> {
         let mut need = filters
             .iter()
             .filter_map(|f| self.filters.get(f))
@@ -176,21 +191,16 @@ impl Interest {
             .unwrap_or(0);
         // SUBACKs of one connection leave in order.
         for h in &self.held {
-            if h.conn == conn && h.conn_uid == conn_uid {
+            if h.conn == suback.conn && h.conn_uid == suback.conn_uid {
                 need = need.max(h.seq);
             }
         }
         if need > self.done() {
-            self.held.push_back(HeldSubAck {
-                conn,
-                conn_uid,
-                seq: need,
-                suback,
-                then,
-            });
+            suback.seq = need;
+            self.held.push_back(suback);
             return None;
         }
-        Some((suback, then))
+        Some(suback)
     }
 
     /// The connection ended: its held SUBACKs go nowhere.

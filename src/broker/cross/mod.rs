@@ -23,7 +23,7 @@ mod reports;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::codec::{ByteStr, Packet, SubAck};
+use crate::codec::{ByteStr, Packet};
 use crate::mailbox::{ShardId, MAX_SHARDS};
 use crate::metrics::Stats;
 use crate::retained::RetainedMessage;
@@ -218,20 +218,18 @@ impl CrossShard {
         self.interest.on_ack(from, seq)
     }
 
-    /// See [`interest::Interest::hold_suback`].
+    /// Holds `suback` until every other shard applied the Interest broadcasts of
+    /// `filters` (and the SUBACKs its connection already waits for left); gives it back
+    /// when it may go now. See `interest.rs`.
     pub(super) fn hold_suback(
         &mut self,
-        conn: ConnId,
-        conn_uid: u64,
         filters: &[ByteStr],
-        suback: SubAck,
-        then: RetainedAfter,
-    ) -> Option<(SubAck, RetainedAfter)> {
+        suback: HeldSubAck,
+    ) -> Option<HeldSubAck> {
         if !self.is_multi() {
-            return Some((suback, then));
+            return Some(suback);
         }
-        self.interest
-            .hold_suback(conn, conn_uid, filters, suback, then)
+        self.interest.hold_suback(filters, suback)
     }
 
     /// The connection ended: its held SUBACKs go nowhere.
