@@ -112,7 +112,7 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     /// Used by the runtime: `on_drop` removes the subscription from the shards.
-    pub fn new(
+    pub(crate) fn new(
         filter: TopicFilter,
         rx: Receiver<Message>,
         dropped: Arc<AtomicU64>,
