@@ -76,7 +76,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             stopper.stop();
         }
         Signal::Reload => {
-            log_notice!("Reloading config (log files, password and ACL files).");
+            log_notice!(
+                "Reloading config (log files, password and ACL files, TLS certificates, \
+                 keys, CRLs and PSK files)."
+            );
             if let Err(e) = shardmq::log::reinit() {
                 log_error!("Error: cannot reopen the log: {e}");
             }
@@ -84,6 +87,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
             match reloader.reload_security() {
                 Ok(()) => log_notice!("Password and ACL files reloaded."),
                 Err(e) => log_error!("Error: reload failed, keeping the old rules: {e}"),
+            }
+            // Per listener: a file that fails to load keeps that listener's old files.
+            for (port, outcome) in reloader.reload_tls() {
+                match outcome {
+                    Ok(()) => log_notice!("TLS files of listener {port} reloaded."),
+                    Err(e) => log_error!(
+                        "Error: TLS reload of listener {port} failed, keeping its old \
+                         configuration: {e}"
+                    ),
+                }
             }
         }
     })

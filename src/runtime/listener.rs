@@ -15,8 +15,8 @@ pub struct Bound {
     pub index: usize,
     pub socket: mio::net::TcpListener,
     pub addr: SocketAddr,
-    /// rustls configuration of a TLS listener.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// TLS configuration of a TLS listener (shared by the shards, reloadable).
+    pub tls: Option<std::sync::Arc<super::tls::TlsSlot>>,
 }
 
 /// The address `listener` asks for (port 0 = any).

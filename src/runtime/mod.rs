@@ -18,6 +18,9 @@ mod persist; // persistence driver (src/persist)
 mod shard;
 pub mod signals;
 mod tls;
+#[cfg(feature = "psk")]
+mod tls_psk;
+mod tls_rustls;
 
 pub use handle::{BrokerHandle, Reloader, StartError, Stopper};
 pub use tls::TlsError;

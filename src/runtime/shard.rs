@@ -300,9 +300,9 @@ impl Shard {
             let entry = self.conns.vacant_entry();
             let conn = entry.key();
             let mut c = Conn::new(stream, listener_idx);
-            if let Some(cfg) = &listener.tls {
+            if let Some(slot) = &listener.tls {
                 // --- TLS hook: the handshake runs inside read/flush.
-                match TlsConn::new(cfg) {
+                match TlsConn::new(slot, peer) {
                     Ok(t) => c.tls = Some(Box::new(t)),
                     Err(e) => {
                         crate::log_error!("Error: TLS setup for {peer} failed: {e}");
