@@ -4,18 +4,18 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use shardmq::cli::Args;
-use shardmq::runtime::signals::{self, Signal};
+use shardmq::executable::signals::{self, Signal};
+use shardmq::executable::Args;
 use shardmq::{log_error, log_notice, log_warning, Broker};
 
 fn main() -> ExitCode {
     let args = Args::from_env();
-    if let Err(e) = shardmq::cli::check_supported(&args) {
+    if let Err(e) = shardmq::executable::check_supported(&args) {
         eprintln!("Error: {e}");
         return ExitCode::FAILURE;
     }
-    if let Some(shardmq::cli::Command::Passwd { args }) = &args.command {
-        return match shardmq::auth::passwd::run(args) {
+    if let Some(shardmq::executable::Command::Passwd { args }) = &args.command {
+        return match shardmq::executable::passwd(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         };
     }
     if args.test_config {
-        return match shardmq::cli::test_config(&args) {
+        return match shardmq::executable::test_config(&args) {
             Ok(report) => {
                 println!("{report}");
                 ExitCode::SUCCESS
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     // A bad config file names the file, the line and the option.
-    let config = shardmq::cli::load_config(args).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = shardmq::executable::load_config(args).map_err(|e| anyhow::anyhow!("{e}"))?;
     shardmq::log::init(&config.log).context("cannot open the log destination")?;
     for w in &config.warnings {
         log_warning!("{w}");

@@ -1,4 +1,8 @@
-//! Starting, controlling and stopping a running broker.
+//! Starting, controlling and stopping a running broker: binding the listeners, building
+//! one shard per thread, and the handles ([`BrokerHandle`], [`Stopper`], [`Reloader`])
+//! through which the embedding process talks to the shards, only ever by sending them a
+//! [`super::command::Command`] and waking them. It never touches a shard's state directly
+//! and never blocks a shard (only the calling thread waits, e.g. for `subscribe`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +11,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::command::Command;
 use super::listener;
 use super::shard::Shard;
 use super::tls::{TlsError, TlsSlot};
@@ -20,6 +25,7 @@ use crate::config::Config;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -39,26 +45,6 @@ pub enum StartError {
     },
     #[error("{0}")]
     Persist(#[from] crate::persist::Error),
-}
-
-/// Instructions from the embedding process to a shard.
-#[derive(Debug)]
-pub enum Command {
-    /// Publish a message as if a client had sent it.
-    Publish(Box<Publish>),
-    /// Stop: close every connection and end the thread.
-    Shutdown,
-    /// Install reloaded password / ACL rules (SIGHUP); connections stay up.
-    SetSecurity(Arc<Security>),
-    /// Install an in-process subscription (first offering it the matching retained
-    /// messages when `retained`), then acknowledge on `ack`.
-    Subscribe {
-        sub: Box<InternalSub>,
-        retained: bool,
-        ack: Sender<()>,
-    },
-    /// Remove an in-process subscription by id.
-    Unsubscribe(u64),
 }
 
 struct ShardControl {

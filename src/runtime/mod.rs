@@ -10,6 +10,7 @@
 //! and writes what the broker queued with `writev`.
 
 mod admission;
+mod command;
 mod conn;
 mod handle;
 mod listener;
@@ -21,7 +22,7 @@ mod tls;
 mod tls_psk;
 mod tls_rustls;
 
-pub use handle::{BrokerHandle, Command, Reloader, StartError, Stopper};
+pub use handle::{BrokerHandle, Reloader, StartError, Stopper};
 pub use tls::TlsError;
 
 use std::sync::Arc;
