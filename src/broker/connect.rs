@@ -100,7 +100,8 @@ impl Broker {
             }
             ConnState::AwaitHome => {
                 // Pipelined after CONNECT: replayed once the session is in place.
-                self.cross.queue_pipelined(conn, packet);
+                let claim = c.uid;
+                self.cross.queue_pipelined(claim, packet);
             }
             ConnState::Closing => {}
         }
@@ -215,12 +216,12 @@ impl Broker {
             }
             let clean_start = connect.clean_start;
             let pending = PendingConnect {
-                uid: conn_uid,
+                conn,
                 connect,
                 accepted,
                 queued: Vec::new(),
             };
-            self.cross.claim(conn, clean_start, Box::new(pending));
+            self.cross.claim(conn_uid, clean_start, Box::new(pending));
             return;
         }
         self.finish_connect(conn, connect, &accepted, None, now);
@@ -252,7 +253,7 @@ impl Broker {
         }
         if let Some(moved) = moved {
             if !connect.clean_start {
-                self.install(moved);
+                self.install(moved, conn_uid);
             }
         }
         let mut session_present = false;
@@ -281,6 +282,7 @@ impl Broker {
         let will = connect.will.take();
         slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
+        slot.claim = conn_uid;
         slot.username = connect.username.as_ref().map(ByteStr::compact);
         slot.security = security.has_acl().then(|| {
             Box::new(ClientSecurity::new(

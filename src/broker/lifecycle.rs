@@ -102,7 +102,8 @@ impl Broker {
             }
         }
         if owned_id && self.cross.is_multi() && !stub {
-            self.cross.forget(slot.session.client_id().clone());
+            self.cross
+                .forget(slot.session.client_id().clone(), slot.claim);
         }
         self.release_paused(key);
     }

@@ -287,7 +287,8 @@ impl Broker {
         self.conns.poll_close()
     }
 
-    /// Whether to read `conn` now. False while it is closing, while it feeds a
+    /// Whether to read `conn` now. False while it is closing or its CONNECT waits for
+    /// its home shard, while it feeds a
     /// subscriber that cannot take more (back-pressure), and, for a connection that has
     /// published, while `outbox_backlog` (messages for other shards waiting outside a
     /// full ring, as the runtime's mailbox counts them) is not zero. The policy is
@@ -296,7 +297,9 @@ impl Broker {
         let Some(c) = self.conns.get(conn) else {
             return false;
         };
-        if c.state == ConnState::Closing {
+        if matches!(c.state, ConnState::Closing | ConnState::AwaitHome) {
+            // Waiting for its home shard: what the client pipelined behind CONNECT stays
+            // in the socket (at most one read's worth is queued), so the wait is bounded.
             return false;
         }
         self.flow.wants_read(conn, outbox_backlog, |key, uid| {

@@ -36,6 +36,10 @@ pub(super) struct Slot {
     pub(super) security: Option<Box<ClientSecurity>>,
     /// The user name it connected with, to derive an ACL when a reload adds one.
     pub(super) username: Option<ByteStr>,
+    /// The claim (uid of the claiming connection; 0 for a session restored from disk)
+    /// that made this shard the session's owner. Its home shard forgets the session
+    /// only while this is still the latest claim it recorded.
+    pub(super) claim: u64,
 }
 
 impl Slot {
@@ -47,6 +51,7 @@ impl Slot {
             forward: None,
             security: None,
             username: None,
+            claim: 0,
         }
     }
 

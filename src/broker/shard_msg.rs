@@ -77,7 +77,24 @@ impl Broker {
                 conn,
                 conn_uid,
                 clean_start,
-            } => self.on_takeover(client_id, to, conn, conn_uid, clean_start, now),
+                prev,
+            } => {
+                if self.cross.is_pending(prev) {
+                    // The claim this one supersedes has not completed here yet: the
+                    // session may still be on its way to this shard.
+                    let takeover = Control::Takeover {
+                        client_id,
+                        to,
+                        conn,
+                        conn_uid,
+                        clean_start,
+                        prev,
+                    };
+                    self.cross.defer_takeover(prev, takeover);
+                } else {
+                    self.on_takeover(client_id, to, conn, conn_uid, clean_start, now);
+                }
+            }
             Control::Moved {
                 client_id,
                 conn,
@@ -89,7 +106,7 @@ impl Broker {
                 uid,
                 upto,
             } => self.on_installed(&client_id, uid, &upto),
-            Control::Forget { client_id } => self.cross.on_forget(from, &client_id),
+            Control::Forget { client_id, claim } => self.cross.on_forget(from, &client_id, claim),
             Control::Forward {
                 client_id,
                 uid,
@@ -121,19 +138,6 @@ impl Broker {
         clean_start: bool,
         now: Instant,
     ) {
-        let target = (to == self.cross.me()).then_some((conn, conn_uid));
-        if self.cross.pending_for(&client_id, target) {
-            // Our own earlier CONNECT for this id has not completed: take over after it
-            // does.
-            self.cross.defer_takeover(Control::Takeover {
-                client_id,
-                to,
-                conn,
-                conn_uid,
-                clean_start,
-            });
-            return;
-        }
         let mut session = None;
         if to != self.cross.me() && self.sessions.key_of(&client_id).is_some() {
             if let Some(old) = self.sessions.live_conn_of(&client_id) {
@@ -201,14 +205,9 @@ impl Broker {
                     self.handle_packet(conn, packet, now);
                 }
             }
-            _ => {
-                // The client left before its session arrived: keep the session offline here.
-                if let Some(session) = session {
-                    let key = self.install(session);
-                    self.session_offline(key, None, now);
-                } else {
-                    self.cross.forget(client_id.clone());
-                }
+            (p, _) => {
+                let clean_start = p.is_some_and(|p| p.connect.clean_start);
+                self.abandoned_claim(client_id, conn_uid, clean_start, session, now);
             }
         }
         if let Some(uid) = moved_uid {
@@ -223,14 +222,48 @@ impl Broker {
                 );
             }
         }
-        // Takeovers that arrived while this CONNECT was pending.
-        for c in self.cross.take_deferred(client_id) {
-            self.on_control(self.cross.me(), c, now);
+        // The takeover of this claim, if it arrived while the claim was pending.
+        if let Some(takeover) = self.cross.take_deferred(conn_uid) {
+            self.on_control(self.cross.me(), takeover, now);
+        }
+    }
+
+    /// A claim whose client left before it completed. It is still the latest claim the
+    /// home shard recorded, so it takes effect as if the client had connected and left at
+    /// once: an older connection of the client id here is taken over, and the session
+    /// stays here offline under this claim (or ends, for a clean start). So the directory
+    /// and the session's place agree whatever the order of events.
+    fn abandoned_claim(
+        &mut self,
+        client_id: &ByteStr,
+        claim: u64,
+        clean_start: bool,
+        session: Option<MovedSession>,
+        now: Instant,
+    ) {
+        if let Some(session) = session {
+            let key = self.install(session, claim);
+            self.session_offline(key, None, now);
+        } else if let Some(old) = self.sessions.live_conn_of(client_id) {
+            crate::log_notice!("Client {client_id} already connected, closing old connection.");
+            self.disconnect_with(old, ReasonCode::SESSION_TAKEN_OVER);
+            self.end_connection(old, now, true);
+        }
+        match self.sessions.live_key_of(client_id) {
+            Some(key) => {
+                if let Some(slot) = self.sessions.get_mut(key) {
+                    slot.claim = claim;
+                }
+                if clean_start {
+                    self.end_session(key); // [MQTT-3.1.2-6]
+                }
+            }
+            None => self.cross.forget(client_id.clone(), claim),
         }
     }
 
     /// Puts a session that arrived from another shard into the slab and the index.
-    pub(super) fn install(&mut self, moved: MovedSession) -> usize {
+    pub(super) fn install(&mut self, moved: MovedSession, claim: u64) -> usize {
         let MovedSession { session, floor } = moved;
         let session = *session;
         if let Some(old) = self.sessions.key_of(session.client_id()) {
@@ -242,6 +275,7 @@ impl Broker {
             .map(|(f, s)| (f.clone(), *s))
             .collect();
         let mut slot = Slot::new(session);
+        slot.claim = claim;
         // Security is set again by `finish_connect` right after the move.
         slot.forward = Some(Box::new(Handoff::Arrived { floor }));
         let key = self.sessions.add(slot);

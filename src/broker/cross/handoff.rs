@@ -4,8 +4,13 @@
 //! per-session [`Handoff`] state a slot carries while its session moves.
 //!
 //! The protocol: client id -> home shard `fnv(id) % N` holds the directory. CONNECT on k
-//! sends `Claim` to the home, which records k and sends `Takeover` to the previous owner
-//! s (or `Moved{None}` straight to k). s closes the old connection, and for a resumed
+//! sends `Claim` to the home, which records the claim (k, connection uid) as the latest
+//! and sends `Takeover` naming the previous claim to that claim's shard s (or
+//! `Moved{None}` straight to k). If that previous claim is still pending on s, the
+//! takeover waits for it (see [`Directory`]: waits form a chain, never a cycle); a claim
+//! whose client left before it completed still takes effect (the older connection is
+//! closed, the session stays offline under it), and `Forget` names the claim so a stale
+//! one cannot erase a newer entry. s closes the old connection, and for a resumed
 //! persistent session moves the `Session` itself (subscriptions, inflight, queue) to k in
 //! `Moved`, leaving a stub until k says `Installed`. Watermarks make the handoff exact:
 //! every cross-shard publish carries its sender's sequence number; `Moved` carries how far
@@ -116,79 +121,95 @@ impl Handoff {
 /// A CONNECT waiting for its home shard's answer.
 #[derive(Debug)]
 pub(in crate::broker) struct PendingConnect {
-    pub(in crate::broker) uid: u64,
+    /// The connection (its uid is the claim, the key of [`Directory::pending`]).
+    pub(in crate::broker) conn: ConnId,
     pub(in crate::broker) connect: Box<Connect>,
     pub(in crate::broker) accepted: Accepted,
     /// Packets the client pipelined after CONNECT, replayed once it completes.
     pub(in crate::broker) queued: Vec<Packet>,
 }
 
-/// The home-shard directory and the CONNECTs in flight on this shard.
+/// The home-shard directory and the claims in flight on this shard.
+///
+/// A claim is identified by the uid of the connection that made it (uids are unique
+/// across shards). The home shard orders the claims of a client id: each new claim is
+/// recorded as the latest and the `Takeover` goes to the shard of the claim before it,
+/// naming that claim (`prev`). That shard hands the session over at once if claim `prev`
+/// has completed there, or after it completes (the session may still be on its way).
+/// So a takeover only ever waits for the claim directly before it, the waits form a
+/// chain in claim order and never a cycle, and every claim completes.
 #[derive(Debug, Default)]
 pub(super) struct Directory {
-    /// Client id -> shard holding its session (for the ids whose home is this shard).
-    owners: HashMap<ByteStr, ShardId>,
-    /// CONNECTs waiting for their home shard, by connection.
-    pending: HashMap<ConnId, Box<PendingConnect>>,
-    /// Takeovers postponed until a pending CONNECT of the same client completes.
-    deferred: Vec<Control>,
+    /// Client id -> the latest claim of it: (shard, claim), for the ids whose home is
+    /// this shard.
+    owners: HashMap<ByteStr, (ShardId, u64)>,
+    /// CONNECTs of this shard waiting for their home shard, by claim.
+    pending: HashMap<u64, Box<PendingConnect>>,
+    /// Takeovers waiting for the pending claim they supersede (the key) to complete.
+    deferred: Vec<(u64, Control)>,
 }
 
 impl Directory {
-    /// Records that `client_id`'s session now lives on `shard`; returns the previous
-    /// owner.
-    pub(super) fn claim(&mut self, client_id: ByteStr, shard: ShardId) -> Option<ShardId> {
-        self.owners.insert(client_id, shard)
+    /// Records claim `claim` of `client_id` from `shard` as the latest; returns the
+    /// previous latest claim (shard, claim).
+    pub(super) fn claim(
+        &mut self,
+        client_id: ByteStr,
+        shard: ShardId,
+        claim: u64,
+    ) -> Option<(ShardId, u64)> {
+        self.owners.insert(client_id, (shard, claim))
     }
 
-    /// `from` says the session of `client_id` ended there.
-    pub(super) fn forget(&mut self, client_id: &ByteStr, from: ShardId) {
-        if self.owners.get(client_id) == Some(&from) {
+    /// `from` says the session that claim `claim` placed there ended.
+    pub(super) fn forget(&mut self, client_id: &ByteStr, from: ShardId, claim: u64) {
+        if self.owners.get(client_id) == Some(&(from, claim)) {
             self.owners.remove(client_id);
         }
     }
 
-    pub(super) fn add_pending(&mut self, conn: ConnId, pending: Box<PendingConnect>) {
-        self.pending.insert(conn, pending);
+    /// The shard the latest claim of `client_id` names (home shard only).
+    #[cfg(test)]
+    pub(super) fn owner(&self, client_id: &ByteStr) -> Option<ShardId> {
+        self.owners.get(client_id).map(|o| o.0)
     }
 
-    /// Queues a packet pipelined after the pending CONNECT of `conn`.
-    pub(super) fn queue_pipelined(&mut self, conn: ConnId, packet: Packet) {
-        if let Some(p) = self.pending.get_mut(&conn) {
+    pub(super) fn add_pending(&mut self, claim: u64, pending: Box<PendingConnect>) {
+        self.pending.insert(claim, pending);
+    }
+
+    /// Queues a packet pipelined after the pending CONNECT of claim `claim`.
+    pub(super) fn queue_pipelined(&mut self, claim: u64, packet: Packet) {
+        if let Some(p) = self.pending.get_mut(&claim) {
             p.queued.push(packet);
         }
     }
 
-    /// The pending CONNECT of connection `conn`, if it is still connection `uid`.
-    pub(super) fn take_pending(&mut self, conn: ConnId, uid: u64) -> Option<Box<PendingConnect>> {
-        match self.pending.remove(&conn) {
-            Some(p) if p.uid == uid => Some(p),
-            Some(p) => {
-                self.pending.insert(conn, p);
-                None
-            }
-            None => None,
-        }
+    /// The pending CONNECT of claim `claim`, made by connection `conn`.
+    pub(super) fn take_pending(&mut self, conn: ConnId, claim: u64) -> Option<Box<PendingConnect>> {
+        self.pending.remove(&claim).filter(|p| p.conn == conn)
     }
 
-    /// Whether a CONNECT of `client_id` other than `except` (connection, uid) waits for
-    /// its home shard here.
-    pub(super) fn pending_for(&self, client_id: &ByteStr, except: Option<(ConnId, u64)>) -> bool {
-        self.pending
-            .iter()
-            .any(|(&c, p)| &p.accepted.client_id == client_id && except != Some((c, p.uid)))
+    /// Whether claim `claim` waits for its home shard here.
+    pub(super) fn is_pending(&self, claim: u64) -> bool {
+        self.pending.contains_key(&claim)
     }
 
-    pub(super) fn defer(&mut self, takeover: Control) {
-        self.deferred.push(takeover);
+    /// Postpones `takeover` until pending claim `prev` completes.
+    pub(super) fn defer(&mut self, prev: u64, takeover: Control) {
+        self.deferred.push((prev, takeover));
     }
 
-    /// The deferred takeovers, once no CONNECT of `client_id` is pending any more.
-    pub(super) fn take_deferred(&mut self, client_id: &ByteStr) -> Vec<Control> {
-        if self.deferred.is_empty() || self.pending_for(client_id, None) {
-            return Vec::new();
-        }
-        std::mem::take(&mut self.deferred)
+    /// The takeover that waited for claim `claim`, now that it completed.
+    pub(super) fn take_deferred(&mut self, claim: u64) -> Option<Control> {
+        let at = self.deferred.iter().position(|(prev, _)| *prev == claim)?;
+        Some(self.deferred.swap_remove(at).1)
+    }
+
+    /// Nothing in flight (for the model checks).
+    #[cfg(test)]
+    pub(super) fn is_quiet(&self) -> bool {
+        self.pending.is_empty() && self.deferred.is_empty()
     }
 }
 

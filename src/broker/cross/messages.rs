@@ -69,13 +69,15 @@ pub enum Control {
         conn_uid: u64,
         clean_start: bool,
     },
-    /// From the home shard to the shard holding the session: hand it to `to`.
+    /// From the home shard to the owner the previous claim `prev` named: hand the
+    /// session to `to` once claim `prev` has completed there.
     Takeover {
         client_id: ByteStr,
         to: ShardId,
         conn: ConnId,
         conn_uid: u64,
         clean_start: bool,
+        prev: u64,
     },
     /// To the connecting shard: the previous session (resumed) or none.
     Moved {
@@ -93,7 +95,9 @@ pub enum Control {
         upto: Vec<u64>,
     },
     /// To the home shard: the session of `client_id` on the sender ended.
-    Forget { client_id: ByteStr },
+    /// (`claim`: the claim that placed it there; ignored by the home shard if a later
+    /// claim of the client id was recorded since).
+    Forget { client_id: ByteStr, claim: u64 },
     /// From a stub: a message for the moved session `uid`.
     Forward {
         client_id: ByteStr,

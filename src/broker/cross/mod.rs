@@ -245,22 +245,23 @@ impl CrossShard {
     // --- sessions: directory and handoff ------------------------------------------------
 
     /// Asks the home shard of `pending`'s client id where its session is; the CONNECT
-    /// waits here until the answer (`Moved`).
-    pub(super) fn claim(&mut self, conn: ConnId, clean_start: bool, pending: Box<PendingConnect>) {
+    /// waits here until the answer (`Moved`). `claim` is the connection's uid.
+    pub(super) fn claim(&mut self, claim: u64, clean_start: bool, pending: Box<PendingConnect>) {
         let client_id = pending.accepted.client_id.clone();
         let control = Control::Claim {
             client_id: client_id.clone(),
-            conn,
-            conn_uid: pending.uid,
+            conn: pending.conn,
+            conn_uid: claim,
             clean_start,
         };
-        self.directory.add_pending(conn, pending);
+        self.directory.add_pending(claim, pending);
         let home = self.home_of(client_id.as_str());
         self.send(home, control);
     }
 
-    /// Home shard: `from` claims `client_id`; the previous owner is told to hand the
-    /// session over, or `from` is told there is none.
+    /// Home shard: `from` claims `client_id`; the shard of the previous claim is told to
+    /// hand the session over (after that claim completes), or `from` is told there is
+    /// none.
     pub(super) fn on_claim(
         &mut self,
         from: ShardId,
@@ -269,8 +270,8 @@ impl CrossShard {
         conn_uid: u64,
         clean_start: bool,
     ) {
-        match self.directory.claim(client_id.clone(), from) {
-            Some(owner) => self.send(
+        match self.directory.claim(client_id.clone(), from, conn_uid) {
+            Some((owner, prev)) => self.send(
                 owner,
                 Control::Takeover {
                     client_id,
@@ -278,6 +279,7 @@ impl CrossShard {
                     conn,
                     conn_uid,
                     clean_start,
+                    prev,
                 },
             ),
             None => self.send(
@@ -292,47 +294,59 @@ impl CrossShard {
         }
     }
 
-    /// Home shard: `from` says the session of `client_id` ended there.
-    pub(super) fn on_forget(&mut self, from: ShardId, client_id: &ByteStr) {
-        self.directory.forget(client_id, from);
+    /// Home shard: `from` says the session that `claim` placed there ended.
+    pub(super) fn on_forget(&mut self, from: ShardId, client_id: &ByteStr, claim: u64) {
+        self.directory.forget(client_id, from, claim);
     }
 
-    /// The session of `client_id` ended on this shard: tell its home.
-    pub(super) fn forget(&mut self, client_id: ByteStr) {
+    /// The session of `client_id` that `claim` placed on this shard ended: tell its home.
+    pub(super) fn forget(&mut self, client_id: ByteStr, claim: u64) {
         let home = self.home_of(client_id.as_str());
-        self.send(home, Control::Forget { client_id });
+        self.send(home, Control::Forget { client_id, claim });
     }
 
     /// A restored session of `client_id` lives here: record it if this is its home.
     pub(super) fn restored(&mut self, client_id: &ByteStr) {
         if self.home_of(client_id.as_str()) == self.me {
-            self.directory.claim(client_id.clone(), self.me);
+            self.directory.claim(client_id.clone(), self.me, 0);
         }
     }
 
-    /// A packet pipelined after the pending CONNECT of `conn`.
-    pub(super) fn queue_pipelined(&mut self, conn: ConnId, packet: Packet) {
-        self.directory.queue_pipelined(conn, packet);
+    /// A packet pipelined after the pending CONNECT of claim `claim`.
+    pub(super) fn queue_pipelined(&mut self, claim: u64, packet: Packet) {
+        self.directory.queue_pipelined(claim, packet);
     }
 
-    /// The pending CONNECT of `conn` if it is still connection `uid`.
-    pub(super) fn take_pending(&mut self, conn: ConnId, uid: u64) -> Option<Box<PendingConnect>> {
-        self.directory.take_pending(conn, uid)
+    /// The pending CONNECT of claim `claim`, made by connection `conn`.
+    pub(super) fn take_pending(&mut self, conn: ConnId, claim: u64) -> Option<Box<PendingConnect>> {
+        self.directory.take_pending(conn, claim)
     }
 
-    /// Whether a CONNECT of `client_id` other than `except` waits for its home here.
-    pub(super) fn pending_for(&self, client_id: &ByteStr, except: Option<(ConnId, u64)>) -> bool {
-        self.directory.pending_for(client_id, except)
+    /// Whether claim `claim` of this shard still waits for its home shard.
+    pub(super) fn is_pending(&self, claim: u64) -> bool {
+        self.directory.is_pending(claim)
     }
 
-    /// Postpones a takeover until our own pending CONNECT of the same client completes.
-    pub(super) fn defer_takeover(&mut self, takeover: Control) {
-        self.directory.defer(takeover);
+    /// Postpones a takeover until pending claim `prev` completes here.
+    pub(super) fn defer_takeover(&mut self, prev: u64, takeover: Control) {
+        self.directory.defer(prev, takeover);
     }
 
-    /// The takeovers to run now that no CONNECT of `client_id` is pending here.
-    pub(super) fn take_deferred(&mut self, client_id: &ByteStr) -> Vec<Control> {
-        self.directory.take_deferred(client_id)
+    /// The takeover that waited for claim `claim`, now that it completed.
+    pub(super) fn take_deferred(&mut self, claim: u64) -> Option<Control> {
+        self.directory.take_deferred(claim)
+    }
+
+    /// The shard the latest claim of `client_id` names (home shard; model checks).
+    #[cfg(test)]
+    pub(super) fn claim_owner(&self, client_id: &ByteStr) -> Option<ShardId> {
+        self.directory.owner(client_id)
+    }
+
+    /// No claim waits for its home and no takeover for a claim (model checks).
+    #[cfg(test)]
+    pub(super) fn claims_quiet(&self) -> bool {
+        self.directory.is_quiet()
     }
 
     /// The last sequence number taken from each shard, this shard's last sent for itself.

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod claims;
 mod connect;
 mod embed;
 mod encode;
