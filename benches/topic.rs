@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use shardmq::topic::{TopicFilter, TopicIndex};
+use shardmq::internals::topic::{TopicFilter, TopicIndex};
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 

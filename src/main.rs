@@ -5,22 +5,21 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use shardmq::cli::{Args, Command};
-use shardmq::runtime::process;
-use shardmq::runtime::signals::{self, Signal};
+use shardmq::executable::signals::{self, Signal};
+use shardmq::executable::{process, Args, Command, PasswdError};
 use shardmq::{log_error, log_notice, log_warning};
 
 fn main() -> ExitCode {
     let args = Args::from_env();
-    if let Err(e) = shardmq::cli::check_supported(&args) {
+    if let Err(e) = shardmq::executable::check_supported(&args) {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
     match &args.command {
         Some(Command::Passwd { args }) => {
-            return match shardmq::auth::passwd::run(args) {
+            return match shardmq::executable::passwd(args) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(shardmq::auth::passwd::PasswdError::Help(help)) => {
+                Err(PasswdError::Help(help)) => {
                     println!("{help}");
                     ExitCode::SUCCESS
                 }
@@ -31,7 +30,7 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::ImportMosquittoDb { path, config_file }) => {
-            return report(shardmq::cli::import_mosquitto_db(
+            return report(shardmq::executable::import_mosquitto_db(
                 &args,
                 path,
                 config_file.as_deref(),
@@ -40,7 +39,7 @@ fn main() -> ExitCode {
         None => {}
     }
     if args.test_config {
-        return report(shardmq::cli::test_config(&args));
+        return report(shardmq::executable::test_config(&args));
     }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,7 +71,7 @@ fn report(outcome: Result<String, String>) -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     // A bad config file names the file, the line and the option.
-    let config = shardmq::cli::load_config(args).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = shardmq::executable::load_config(args).map_err(|e| anyhow::anyhow!("{e}"))?;
     shardmq::log::init(&config.log).context("cannot open the log destination")?;
     for w in &config.warnings {
         log_warning!("{w}");
@@ -88,7 +87,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // signal thread takes them once the broker runs).
     signals::block().context("cannot block signals")?;
     // Listeners bound (privileged ports work), TLS, password and ACL files loaded.
-    let prepared = shardmq::runtime::prepare_config(config)?;
+    let prepared = shardmq::executable::prepare_config(config)?;
     // Then, as Mosquitto: switch from root to `user`; persistence, pid_file and later
     // reloads happen as that user.
     match process::drop_privileges(user.as_deref())? {

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(crls) = shardmq::auth::crl::parse(data) {
+    if let Ok(crls) = shardmq::internals::auth::crl::parse(data) {
         assert!(!crls.is_empty());
     }
 });

@@ -5,9 +5,9 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use shardmq::persist::import::to_records;
-use shardmq::persist::mosquitto_db::parse;
-use shardmq::persist::record::{decode_frame, encode};
+use shardmq::internals::persist::import::to_records;
+use shardmq::internals::persist::mosquitto_db::parse;
+use shardmq::internals::persist::record::{decode_frame, encode};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(db) = parse(&Bytes::copy_from_slice(data)) else {

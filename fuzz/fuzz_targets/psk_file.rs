@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardmq::auth::psk::{PskFile, MAX_KEY_LEN};
+use shardmq::internals::auth::psk::{PskFile, MAX_KEY_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

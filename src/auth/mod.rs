@@ -26,6 +26,7 @@ use crate::config::Config;
 
 /// Why the security files of a config cannot be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     #[error(transparent)]
     Password(#[from] PasswordError),

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 /// Where log lines go (`log_dest`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogDest {
     Stderr,
     Stdout,
@@ -315,6 +316,7 @@ pub struct Config {
 /// event-loop iteration's changes to the log in one write, so a crash of the process
 /// (`kill -9`) loses nothing the kernel has; the setting decides what survives power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum PersistenceFsync {
     /// fdatasync once per iteration before any output is written: a PUBACK / PUBREC is
     /// sent only once the message it acknowledges is on disk.

@@ -1,4 +1,8 @@
-//! Starting, controlling and stopping a running broker.
+//! Starting, controlling and stopping a running broker: binding the listeners, building
+//! one shard per thread, and the handles ([`BrokerHandle`], [`Stopper`], [`Reloader`])
+//! through which the embedding process talks to the shards, only ever by sending them a
+//! [`super::command::Command`] and waking them. It never touches a shard's state directly
+//! and never blocks a shard (only the calling thread waits, e.g. for `subscribe`).
 //!
 //! Starting has two steps so that the `shardmq` executable can drop privileges and
 //! become a daemon in between, as Mosquitto does: [`prepare`] binds every listener (the
@@ -13,6 +17,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::command::Command;
 use super::listener;
 use super::shard::Shard;
 use super::tls::{TlsError, TlsSlot};
@@ -26,6 +31,7 @@ use crate::config::Config;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// A listener cannot listen (Mosquitto's reason first: "Address already in use").
     #[error(transparent)]
@@ -47,26 +53,6 @@ pub enum StartError {
     /// name): it must be imported or renamed, never ignored.
     #[error(transparent)]
     ForeignPersistence(#[from] crate::persist::import::ImportError),
-}
-
-/// Instructions from the embedding process to a shard.
-#[derive(Debug)]
-pub enum Command {
-    /// Publish a message as if a client had sent it.
-    Publish(Box<Publish>),
-    /// Stop: close every connection and end the thread.
-    Shutdown,
-    /// Install reloaded password / ACL rules (SIGHUP); connections stay up.
-    SetSecurity(Arc<Security>),
-    /// Install an in-process subscription (first offering it the matching retained
-    /// messages when `retained`), then acknowledge on `ack`.
-    Subscribe {
-        sub: Box<InternalSub>,
-        retained: bool,
-        ack: Sender<()>,
-    },
-    /// Remove an in-process subscription by id.
-    Unsubscribe(u64),
 }
 
 struct ShardControl {

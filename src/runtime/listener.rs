@@ -9,8 +9,10 @@
 //! `bind_interface IFACE` on the interface's first address of each family, with
 //! SO_BINDTODEVICE on top so that only packets that arrived on that interface reach the
 //! socket. Accepted connections inherit TCP_NODELAY (`set_tcp_nodelay`) from the
-//! listening socket. This module binds and logs the "Opening ... listen socket" and
-//! "New connection from" lines; it never reads or writes a connection.
+//! listening socket. This module owns socket setup (and CPU pinning of shard threads) and
+//! logs the "Opening ... listen socket" and "New connection from" lines; it never accepts,
+//! reads or writes a connection (the shards do), and a failed bind is an error, never a
+//! quiet retry on another address (only a port-0 listener may get another port).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

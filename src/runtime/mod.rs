@@ -10,6 +10,7 @@
 //! and writes what the broker queued with `writev`.
 
 mod admission;
+mod command;
 mod conn;
 mod handle;
 mod listener;
@@ -26,7 +27,7 @@ mod tls_psk;
 mod tls_rustls;
 mod tls_v1;
 
-pub use handle::{BrokerHandle, Command, Prepared, Reloader, StartError, Stopper};
+pub use handle::{BrokerHandle, Prepared, Reloader, StartError, Stopper};
 pub use tls::TlsError;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@ pub const MAX_TOPIC_LEN: usize = 65_535;
 
 /// Why a string is not a valid topic name or filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TopicError {
     #[error("topic is empty")]
     Empty,
