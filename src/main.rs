@@ -44,15 +44,31 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}");
-            if msg.starts_with("Error") {
-                log_error!("{msg}");
-            } else {
-                log_error!("Error: {msg}");
+            // One log line per problem (a config may have several), each cause once.
+            for line in describe(&e).lines() {
+                if line.starts_with("Error") {
+                    log_error!("{line}");
+                } else {
+                    log_error!("Error: {line}");
+                }
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each stated once: most errors already include their
+/// cause in their message.
+fn describe(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !msg.contains(&cause) {
+            msg.push_str(": ");
+            msg.push_str(&cause);
+        }
+    }
+    msg
 }
 
 /// Prints a report on standard output (success) or standard error (failure).

@@ -143,3 +143,23 @@ fn x509_v1_client_certificates_are_refused_with_the_fix() {
         &pki.client_args(Some("client1"))
     ));
 }
+
+/// An error states its cause once (the message already carries it; the chain of causes
+/// must not repeat it).
+#[test]
+fn start_errors_state_their_cause_once() {
+    let dir = common::temp_dir("cause-once");
+    for conf in [
+        format!(
+            "listener 0 127.0.0.1\ncertfile {d}/none.crt\nkeyfile {d}/none.key\n",
+            d = dir.display()
+        ),
+        format!(
+            "listener 0 127.0.0.1\npassword_file {}/none\n",
+            dir.display()
+        ),
+    ] {
+        let err = refused_start(&conf);
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    }
+}

@@ -186,7 +186,7 @@ impl Parser {
                     Err(Error::NotYet {
                         at: line.at.clone(),
                         option: format!("{} {value}", line.option),
-                        reason: format!("{}; only '{} {accepted}' is", info.note, line.option),
+                        reason: format!("only '{} {accepted}' is", line.option),
                     })
                 }
             }
