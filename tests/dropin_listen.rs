@@ -77,14 +77,7 @@ fn a_second_shardmq_on_the_same_port_refuses_to_start() {
 
 #[test]
 fn a_port_mosquitto_holds_stops_the_start() {
-    let Some(mosquitto) = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
-        if std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("mosquitto not found and SHARDMQ_REQUIRE_INTEROP=1");
-        }
-        eprintln!("SKIPPED: mosquitto not installed");
+    let Some(mosquitto) = common::mosquitto_broker() else {
         return;
     };
     let dir = common::temp_dir("mosq-port");

@@ -322,12 +322,15 @@ fn test_config_opens_every_file_and_reports_every_problem() {
         ),
     )
     .unwrap();
-    let out = shardmq()
-        .arg("--test-config")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let test_config = || {
+        shardmq()
+            .arg("--test-config")
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    let out = test_config();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -342,12 +345,7 @@ fn test_config_opens_every_file_and_reports_every_problem() {
     }
     // A clean config passes.
     std::fs::write(&conf, "listener 0 127.0.0.1\n").unwrap();
-    let out = shardmq()
-        .arg("--test-config")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = test_config();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Configuration OK"));
 }

@@ -10,26 +10,12 @@
 mod common;
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::tls::refused_start;
 use common::{BrokerProc, Raw, V4};
-
-fn mosquitto() -> Option<PathBuf> {
-    let found = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        if std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("mosquitto not found and SHARDMQ_REQUIRE_INTEROP=1 (apt-get install mosquitto)");
-        }
-        eprintln!("SKIPPED: mosquitto not installed");
-    }
-    found
-}
 
 /// A Mosquitto broker with persistence in `dir`, stopped (and its database saved) on
 /// SIGTERM.
@@ -110,6 +96,17 @@ fn publish(port: u16, args: &[&str]) {
     tool("mosquitto_pub", &all);
 }
 
+/// What mosquitto_sub prints (trimmed) for `args` against shardmq on `port`.
+fn sub_output(port: u16, args: &[&str]) -> String {
+    let bin = common::mosquitto_tool("mosquitto_sub").unwrap();
+    let out = Command::new(bin)
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The next PUBLISH a raw client receives (acknowledging nothing).
 fn next_publish(raw: &mut Raw) -> common::RawPacket {
     loop {
@@ -122,7 +119,9 @@ fn next_publish(raw: &mut Raw) -> common::RawPacket {
 
 #[test]
 fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
-    let Some(bin) = mosquitto() else { return };
+    let Some(bin) = common::mosquitto_broker() else {
+        return;
+    };
     if common::mosquitto_tool("mosquitto_sub").is_none()
         || common::mosquitto_tool("mosquitto_pub").is_none()
     {
@@ -241,29 +240,14 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
         ]
     );
     c.disconnect();
-    if let Some(sub) = common::mosquitto_tool("mosquitto_sub") {
-        let out = Command::new(sub)
-            .args([
-                "-p",
-                &b.port.to_string(),
-                "-V",
-                "5",
-                "-t",
-                "r/c",
-                "-C",
-                "1",
-                "-W",
-                "10",
-                "-F",
-                "%t %p %P",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "r/c retained-c k:v"
-        );
-    }
+    // mosquitto_sub and mosquitto_pub were checked at the start.
+    assert_eq!(
+        sub_output(
+            b.port,
+            &["-V", "5", "-t", "r/c", "-C", "1", "-W", "10", "-F", "%t %p %P"]
+        ),
+        "r/c retained-c k:v"
+    );
 
     // sess1: the queued messages arrive on reconnection, without subscribing again...
     let mut o = common::v4_options("sess1", b.port);
@@ -289,36 +273,11 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     s1.disconnect();
 
     // sess5 (MQTT 5): its QoS 2 message.
-    if let Some(sub) = common::mosquitto_tool("mosquitto_sub") {
-        let out = Command::new(sub)
-            .args([
-                "-p",
-                &b.port.to_string(),
-                "-V",
-                "5",
-                "-c",
-                "-i",
-                "sess5",
-                "-x",
-                "3600",
-                "-q",
-                "2",
-                "-t",
-                "v5/#",
-                "-C",
-                "1",
-                "-W",
-                "10",
-                "-F",
-                "%t %p %q",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "v5/y v5-queued 2"
-        );
-    }
+    let v5 = [
+        "-V", "5", "-c", "-i", "sess5", "-x", "3600", "-q", "2", "-t", "v5/#", "-C", "1", "-W",
+        "10", "-F", "%t %p %q",
+    ];
+    assert_eq!(sub_output(b.port, &v5), "v5/y v5-queued 2");
 
     // inflight1: the unacknowledged message again, same packet id, DUP set
     // [MQTT-4.4.0-1].

@@ -566,3 +566,19 @@ pub fn mosquitto_tool(name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Path of the mosquitto broker, or None (test skipped, with a message). With
+/// SHARDMQ_REQUIRE_INTEROP=1 a missing broker fails the test instead.
+pub fn mosquitto_broker() -> Option<PathBuf> {
+    let found = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() == Ok("1") {
+            panic!("mosquitto not found and SHARDMQ_REQUIRE_INTEROP=1 (apt-get install mosquitto)");
+        }
+        eprintln!("SKIPPED: mosquitto not found; install mosquitto to run this interop test");
+    }
+    found
+}
