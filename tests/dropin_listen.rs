@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::tls::refused_start;
@@ -81,25 +81,10 @@ fn a_port_mosquitto_holds_stops_the_start() {
         return;
     };
     let dir = common::temp_dir("mosq-port");
-    // A port nobody holds: take one from the kernel, free it, give it to Mosquitto.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = dir.join("m.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nuser root\n")).unwrap();
-    let mut m = Command::new(mosquitto)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(common::wait_until(common::TIMEOUT, || reachable(v4(port))));
+    let m = common::MosquittoProc::start(&mosquitto, &dir, "");
+    let port = m.port;
     let err = refused_start(&format!("listener {port} 127.0.0.1\n"));
-    let _ = m.kill();
-    let _ = m.wait();
+    drop(m);
     assert!(
         err.contains("Error: Address already in use (listener"),
         "{err}"

@@ -9,75 +9,10 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use common::tls::refused_start;
-use common::{BrokerProc, Raw, V4};
-
-/// A Mosquitto broker with persistence in `dir`, stopped (and its database saved) on
-/// SIGTERM.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-}
-
-impl Mosquitto {
-    fn start(bin: &Path, dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        // `user root`: started as root, Mosquitto would switch to the mosquitto user, who
-        // may not write this test's directory.
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nautosave_interval 1\nuser root\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(common::wait_until(common::TIMEOUT, || TcpStream::connect(
-            ("127.0.0.1", port)
-        )
-        .is_ok()));
-        Self { child, port }
-    }
-
-    /// SIGTERM: Mosquitto saves mosquitto.db and exits.
-    fn stop(mut self) {
-        // SAFETY: plain kill(2) of the child this test started.
-        unsafe { libc::kill(i32::try_from(self.child.id()).unwrap(), libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + common::TIMEOUT;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("mosquitto did not stop");
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{BrokerProc, MosquittoProc, Raw, V4};
 
 fn tool(name: &str, args: &[&str]) {
     let bin = common::mosquitto_tool(name).unwrap();
@@ -128,7 +63,15 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
         return;
     }
     let dir = common::temp_dir("import");
-    let m = Mosquitto::start(&bin, &dir);
+    let m = MosquittoProc::start(
+        &bin,
+        &dir,
+        &format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/\n\
+             autosave_interval 1",
+            dir.display()
+        ),
+    );
     let mp = m.port.to_string();
     let mp = mp.as_str();
     // Offline persistent sessions: MQTT 3.1.1 (never expires) and MQTT 5 (1 hour).
