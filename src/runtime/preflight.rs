@@ -36,7 +36,9 @@ pub fn check(config: &Config) -> Vec<String> {
             ));
         }
     }
-    if let Some(user) = config.user.as_deref().filter(|u| *u != "root") {
+    // As at start: `user` only matters when started as root.
+    let user = config.user.as_deref().filter(|u| *u != "root");
+    if let Some(user) = user.filter(|_| process::running_as_root()) {
         if let Err(e) = process::lookup_user(user) {
             problems.push(e.to_string());
         }
