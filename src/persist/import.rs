@@ -156,6 +156,8 @@ fn publish_of(m: &StoredMessage, now_s: i64) -> Result<Publish, BadEntry> {
         Err(e) => return Err(bad(what(), e)),
     };
     publish.dup = false;
+    // Per-connection properties never belong to a stored message.
+    publish.properties.topic_alias = None;
     if m.expiry_time > 0 {
         // Mosquitto keeps the expiry as a time; the broker counts it from `received`,
         // which the import sets to now.
