@@ -8,62 +8,16 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ack, publish, temp_dir, BrokerProc, Raw, TIMEOUT};
-
-fn persist_config(dir: &Path, fsync: &str) -> String {
-    format!(
-        "persistence true\npersistence_location {}/\npersistence_fsync {fsync}\n\
-         max_queued_messages 1000000\n",
-        dir.display()
-    )
-}
-
-fn log_path(dir: &Path) -> PathBuf {
-    dir.join("shardmq.db.log")
-}
-
-/// SIGTERM and wait: the clean shutdown path (final snapshot).
-fn stop_clean(mut broker: BrokerProc) {
-    broker.signal(libc::SIGTERM);
-    assert!(broker.wait_exit().is_some(), "broker did not stop");
-}
-
-/// `kill -9` and wait.
-fn crash(mut broker: BrokerProc) {
-    broker.signal(libc::SIGKILL);
-    assert!(broker.wait_exit().is_some(), "broker did not die");
-}
-
-/// Publishes with QoS 1 and waits for the PUBACK.
-fn publish_acked(raw: &mut Raw, topic: &str, id: u16, retain: bool, payload: &[u8]) {
-    raw.send(&publish(topic, 1, retain, false, id, payload));
-    let a = raw.recv().expect("PUBACK");
-    assert_eq!(a.kind(), 4, "expected PUBACK, got {a:?}");
-    assert_eq!(a.packet_id(), id);
-}
-
-/// Reads PUBLISH packets (acknowledging QoS 1) until none arrives for `quiet`.
-fn drain_publishes(raw: &mut Raw, quiet: Duration) -> Vec<(String, Vec<u8>, u8)> {
-    let mut got = Vec::new();
-    while let Some(p) = raw.recv_within(quiet) {
-        if p.kind() != 3 {
-            continue;
-        }
-        let (topic, id, payload) = p.publish_parts();
-        let qos = (p.first >> 1) & 3;
-        if qos == 1 {
-            raw.send(&ack(0x40, id));
-        }
-        got.push((topic, payload, qos));
-    }
-    got
-}
+use common::persist::{
+    crash, drain_publishes, log_path, persist_config, publish_acked, stop_clean,
+};
+use common::{publish, temp_dir, BrokerProc, Raw, TIMEOUT};
 
 /// Runs the binary with `extra` config and expects it to exit on its own: (status ok?,
 /// stderr).
@@ -204,13 +158,12 @@ fn spawn_loader(port: u16, index: u8) -> (Arc<Mutex<BTreeSet<u16>>>, std::thread
     (acked, handle)
 }
 
-#[test]
-fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
-    let dir = temp_dir("persist-kill9");
-    // Two shards: publishers and the subscriber's session are spread over both, so
-    // messages also cross shards through the mailboxes.
-    let config = format!("{}threads 2\n", persist_config(&dir, "always"));
-    let broker = BrokerProc::start(&config);
+/// Runs three QoS 1 loaders against `config` (an offline persistent subscriber "victim"
+/// on `load/#`), lets `until_crash` decide when to `kill -9` the broker, restarts it and
+/// checks that every acknowledged message reaches the subscriber. Returns the restarted
+/// broker.
+fn kill_9_under_qos1_load(config: &str, until_crash: impl FnOnce(&BrokerProc)) -> BrokerProc {
+    let broker = BrokerProc::start(config);
     let (mut sub, _, _) = Raw::mqtt_connect(broker.port, "victim", false);
     sub.subscribe(1, &[("load/#", 1)]);
     sub.disconnect();
@@ -219,6 +172,7 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
     // Let the load run, then crash the broker in the middle of it.
     let total = || -> usize { loaders.iter().map(|l| l.0.lock().unwrap().len()).sum() };
     assert!(common::wait_until(TIMEOUT, || total() >= 3000));
+    until_crash(&broker);
     crash(broker);
     let mut acked = BTreeSet::new();
     let mut sent = Vec::new();
@@ -230,7 +184,7 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
     }
     eprintln!("sent {sent:?}, acknowledged {} before kill -9", acked.len());
 
-    let broker = BrokerProc::start(&config);
+    let broker = BrokerProc::start(config);
     let (mut sub, present, _) = Raw::mqtt_connect(broker.port, "victim", false);
     assert!(present, "persistent session lost by kill -9");
     let got = drain_publishes(&mut sub, Duration::from_millis(1500));
@@ -255,6 +209,16 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
         got.len(),
         received.len()
     );
+    broker
+}
+
+#[test]
+fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
+    let dir = temp_dir("persist-kill9");
+    // Two shards: publishers and the subscriber's session are spread over both, so
+    // messages also cross shards through the mailboxes.
+    let config = format!("{}threads 2\n", persist_config(&dir, "always"));
+    let broker = kill_9_under_qos1_load(&config, |_| {});
     stop_clean(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -71,9 +71,12 @@ impl Broker {
                 };
                 let mut expired = 0;
                 let is_ack = matches!(packet, Packet::Ack(_));
+                let released =
+                    super::persist_hook::PersistHook::pubrel_releases(&slot.session, &packet);
                 let result = slot.session.handle_packet(now, packet, &mut expired);
                 if is_ack {
                     self.persist.dirty(key, &slot.session);
+                    self.persist.qos2_released(&slot.session, released);
                 }
                 self.stats.publish_dropped += expired as u64;
                 match result {
@@ -144,6 +147,7 @@ impl Broker {
         if let Some(slot) = self.sessions.get_mut(key) {
             slot.session.acknowledge_publish(qos, packet_id, reason);
         }
+        self.persist_inbound_qos2(key, qos, packet_id); // persistence hook
         self.flush_session(key, now);
     }
 

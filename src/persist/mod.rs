@@ -21,10 +21,11 @@ pub mod record;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+mod wire;
 
 pub use error::Error;
 pub use record::{InflightEntry, Record, RecordError, EXPIRY_NEVER};
-pub use state::{RoutedMessage, State, StoredMessage, StoredSession};
+pub use state::{RoutedMessage, State, StoredMessage, StoredSession, StoredUser};
 pub use store::Store;
 
 /// fsync of the parent directory, so a rename or a new file survives power loss.

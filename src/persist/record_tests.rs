@@ -105,6 +105,26 @@ fn samples() -> Vec<Record> {
         },
         Record::RoutedClear { keep_boot: 100 },
         Record::End,
+        Record::InboundQos2 {
+            client_id: ByteStr::from("client-1"),
+            packet_id: 65535,
+        },
+        Record::InboundQos2Released {
+            client_id: ByteStr::from("client-1"),
+            packet_id: 1,
+        },
+        Record::SessionUser {
+            client_id: ByteStr::from("client-1"),
+            listener: 2,
+            username: Some(ByteStr::from("alice")),
+            identity: None,
+        },
+        Record::SessionUser {
+            client_id: ByteStr::from("client-1"),
+            listener: 0,
+            username: None,
+            identity: Some(ByteStr::from("CN=device-7")),
+        },
     ]
 }
 
@@ -195,6 +215,15 @@ fn bad_bodies_with_good_checksums_are_malformed() {
         decode_frame(&frame(&[T_SESSION_GONE, 1, 0, 0, 0, 0xff])),
         Err(RecordError::Malformed(_))
     ));
+    // An optional string whose flag is neither 0 nor 1.
+    let mut u = vec![T_SESSION_USER, 1, 0, 0, 0, b'c', 0, 0, 0, 0, 2];
+    assert!(matches!(
+        decode_frame(&frame(&u)),
+        Err(RecordError::Malformed(_))
+    ));
+    u[10] = 0;
+    u.push(0);
+    assert!(decode_frame(&frame(&u)).is_ok());
     // A window claiming 2^32-1 entries must not allocate for them.
     let mut w = vec![T_WINDOW, 1, 0, 0, 0, b'c'];
     w.extend_from_slice(&0u64.to_le_bytes());
@@ -319,6 +348,33 @@ fn arb_record() -> impl Strategy<Value = Record> {
             }
         ),
         Just(Record::End),
+        (arb_str(), any::<u16>(), any::<bool>()).prop_map(|(client_id, packet_id, released)| {
+            if released {
+                Record::InboundQos2Released {
+                    client_id,
+                    packet_id,
+                }
+            } else {
+                Record::InboundQos2 {
+                    client_id,
+                    packet_id,
+                }
+            }
+        }),
+        (
+            arb_str(),
+            any::<u32>(),
+            proptest::option::of(arb_str()),
+            proptest::option::of(arb_str())
+        )
+            .prop_map(|(client_id, listener, username, identity)| {
+                Record::SessionUser {
+                    client_id,
+                    listener,
+                    username,
+                    identity,
+                }
+            }),
     ]
 }
 

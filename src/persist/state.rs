@@ -6,7 +6,7 @@
 //! unknown session is ignored), and applying the same log twice on top of a snapshot that
 //! already holds it is prevented by generations, not relied on here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::codec::{ByteStr, Publish, QoS, Will};
 
@@ -21,6 +21,16 @@ pub struct StoredMessage {
     /// Unix milliseconds when the broker received it.
     pub received: u64,
     pub publish: Publish,
+}
+
+/// Who a persistent session's client authenticated as (see [`Record::SessionUser`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    /// Index of the listener in the config.
+    pub listener: u32,
+    pub username: Option<ByteStr>,
+    /// The verified TLS client-certificate identity.
+    pub identity: Option<ByteStr>,
 }
 
 /// A persistent session.
@@ -39,6 +49,10 @@ pub struct StoredSession {
     pub inflight: HashMap<u64, (u16, u8)>,
     /// A will waiting for its delay: (Unix milliseconds when due, will).
     pub will: Option<(u64, Will)>,
+    /// Inbound QoS 2 packet ids PUBREC'd and not yet released by PUBREL.
+    pub inbound_qos2: BTreeSet<u16>,
+    /// Who it belongs to; `None`: anonymous (or recorded by a version without it).
+    pub user: Option<StoredUser>,
 }
 
 impl StoredSession {
@@ -51,6 +65,8 @@ impl StoredSession {
             messages: BTreeMap::new(),
             inflight: HashMap::new(),
             will: None,
+            inbound_qos2: BTreeSet::new(),
+            user: None,
         }
     }
 
@@ -114,6 +130,7 @@ impl State {
                 s.expiry = expiry;
                 s.offline_at = None;
                 s.will = None; // [MQTT-3.1.3-9]: reconnecting cancels a delayed will.
+                s.user = None; // a new connection: SessionUser follows if it has one
             }
             Record::SessionOffline {
                 client_id,
@@ -248,6 +265,36 @@ impl State {
                 self.routed.retain(|k, _| k.0 == keep_boot);
                 self.ring.retain(|k, _| k.0 == keep_boot);
             }
+            Record::InboundQos2 {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.inbound_qos2.insert(packet_id);
+                }
+            }
+            Record::InboundQos2Released {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.inbound_qos2.remove(&packet_id);
+                }
+            }
+            Record::SessionUser {
+                client_id,
+                listener,
+                username,
+                identity,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.user = Some(StoredUser {
+                        listener,
+                        username,
+                        identity,
+                    });
+                }
+            }
             Record::End => {}
         }
     }
@@ -276,6 +323,14 @@ impl State {
                 version: s.version,
                 expiry: s.expiry,
             });
+            if let Some(u) = &s.user {
+                emit(Record::SessionUser {
+                    client_id: id.clone(),
+                    listener: u.listener,
+                    username: u.username.clone(),
+                    identity: u.identity.clone(),
+                });
+            }
             if let Some(at) = s.offline_at {
                 emit(Record::SessionOffline {
                     client_id: id.clone(),
@@ -325,6 +380,12 @@ impl State {
                     client_id: id.clone(),
                     at: *at,
                     will: will.clone(),
+                });
+            }
+            for &packet_id in &s.inbound_qos2 {
+                emit(Record::InboundQos2 {
+                    client_id: id.clone(),
+                    packet_id,
                 });
             }
         }
@@ -419,6 +480,16 @@ mod tests {
                 stage: stage::PUBACK,
             }],
         });
+        s.apply(Record::SessionUser {
+            client_id: id(),
+            listener: 1,
+            username: Some(ByteStr::from("alice")),
+            identity: Some(ByteStr::from("alice-cert")),
+        });
+        s.apply(Record::InboundQos2 {
+            client_id: id(),
+            packet_id: 12,
+        });
         s.apply(Record::SessionOffline {
             client_id: id(),
             at: 10,
@@ -476,6 +547,40 @@ mod tests {
         assert_eq!(s.routed.keys().map(|k| k.2).collect::<Vec<_>>(), [3]);
         s.apply(Record::RoutedClear { keep_boot: 2 });
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn inbound_qos2_ids_are_held_until_released_and_user_is_per_connection() {
+        let mut s = State::default();
+        s.apply(open());
+        let held =
+            |s: &State| -> Vec<u16> { s.sessions[&id()].inbound_qos2.iter().copied().collect() };
+        for packet_id in [3, 9] {
+            s.apply(Record::InboundQos2 {
+                client_id: id(),
+                packet_id,
+            });
+        }
+        s.apply(Record::InboundQos2Released {
+            client_id: id(),
+            packet_id: 3,
+        });
+        assert_eq!(held(&s), [9]);
+        s.apply(Record::SessionUser {
+            client_id: id(),
+            listener: 0,
+            username: Some(ByteStr::from("u")),
+            identity: None,
+        });
+        assert!(s.sessions[&id()].user.is_some());
+        // Resumed by a connection without a user: the ids stay, the user does not.
+        s.apply(open());
+        assert_eq!(held(&s), [9]);
+        assert!(s.sessions[&id()].user.is_none());
+        // A new session (clean start) starts with none.
+        s.apply(Record::SessionGone { client_id: id() });
+        s.apply(open());
+        assert!(held(&s).is_empty());
     }
 
     #[test]
