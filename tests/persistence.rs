@@ -1,6 +1,7 @@
 //! Persistence over restarts of the real binary: a clean restart keeps retained messages
 //! and persistent sessions (subscriptions, queued QoS 1 messages); `kill -9` during a
-//! QoS 1 load with `persistence_fsync always` loses no acknowledged message; a torn log
+//! QoS 1 load with `persistence_fsync always` loses no acknowledged message, also when it
+//! lands in a compaction; clients are served while a snapshot is written; a torn log
 //! tail is truncated with a log line; a corrupt record refuses the start with its offset.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -219,6 +220,91 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
     // messages also cross shards through the mailboxes.
     let config = format!("{}threads 2\n", persist_config(&dir, "always"));
     let broker = kill_9_under_qos1_load(&config, |_| {});
+    stop_clean(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `n` retained QoS 0 messages `fill/<i>` with `size`-byte payloads, pipelined, then one
+/// QoS 1 publish whose PUBACK says the broker has handled them all.
+fn fill_retained(port: u16, n: usize, size: usize) {
+    let (mut publisher, _, _) = Raw::mqtt_connect(port, "filler", true);
+    let payload = vec![b'x'; size];
+    let mut batch = Vec::new();
+    for i in 0..n {
+        batch.extend_from_slice(&publish(&format!("fill/{i}"), 0, true, false, 0, &payload));
+        if batch.len() > 1 << 16 {
+            publisher.send(&batch);
+            batch.clear();
+        }
+    }
+    publisher.send(&batch);
+    publish_acked(&mut publisher, "fill/done", 1, false, b"");
+    publisher.disconnect();
+}
+
+#[test]
+fn clients_are_served_while_a_snapshot_is_written() {
+    let dir = temp_dir("persist-compact-live");
+    let n = 200_000;
+    // One shard: the probe below is served by the shard that ran into the compaction.
+    let config = format!(
+        "{}threads 1\nautosave_on_changes true\nautosave_interval {n}\n",
+        persist_config(&dir, "interval")
+    );
+    let broker = BrokerProc::start(&config);
+    let (mut probe, _, _) = Raw::mqtt_connect(broker.port, "probe", true);
+    probe.subscribe(1, &[("probe", 0)]);
+    let (mut pinger, _, _) = Raw::mqtt_connect(broker.port, "pinger", true);
+    fill_retained(broker.port, n, 64); // n changes: a compaction is due
+    let tmp = dir.join("shardmq.db.tmp");
+    assert!(
+        common::wait_until(TIMEOUT, || tmp.exists()),
+        "no snapshot started"
+    );
+    // While the snapshot is being written, the shard answers.
+    let started = Instant::now();
+    pinger.send(&publish("probe", 0, false, false, 0, b"ping"));
+    let p = probe.recv().expect("probe message");
+    assert_eq!(p.publish_parts().2, b"ping");
+    assert!(
+        tmp.exists(),
+        "the probe waited {:?}, until the snapshot was written",
+        started.elapsed()
+    );
+    assert!(broker.wait_log("Saved persistence snapshot"));
+    stop_clean(broker);
+    let broker = BrokerProc::start(&config);
+    assert!(broker.wait_log(&format!("Restored {n} retained messages")));
+    stop_clean(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kill_9_during_background_compaction_loses_no_acknowledged_message() {
+    let dir = temp_dir("persist-kill9-compact");
+    // A compaction every 3000 changes, each writing the 20 MB of retained messages too,
+    // so the kill below lands in one (with two shards, one compacting under the load).
+    let config = format!(
+        "{}threads 2\nautosave_on_changes true\nautosave_interval 3000\n",
+        persist_config(&dir, "always")
+    );
+    let tmp = dir.join("shardmq.db.tmp");
+    let broker = kill_9_under_qos1_load(&config, |broker| {
+        fill_retained(broker.port, 20_000, 1000);
+        let saved = || {
+            broker
+                .log_lines()
+                .iter()
+                .filter(|l| l.contains("Saved persistence snapshot"))
+                .count()
+        };
+        assert!(
+            common::wait_until(TIMEOUT, || saved() >= 2),
+            "no compaction"
+        );
+        assert!(common::wait_until(TIMEOUT, || tmp.exists()), "no snapshot");
+    });
+    assert!(broker.wait_log("Restored 20000 retained messages"));
     stop_clean(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
