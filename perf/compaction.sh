@@ -14,7 +14,7 @@
 # snapshot" log line.
 #
 # Usage: perf/compaction.sh [BIN...]   (default: target/release/shardmq, built first)
-# Environment: LOG_MB [1024]  PAYLOAD [16384]  BASE [3]  PING_MS [2]  PORT [18894]
+# Environment: REPEAT [1] runs per binary  LOG_MB [1024]  PAYLOAD [16384]  BASE [3]  PING_MS [2]  PORT [18894]
 #   BROKER_CPUS [0]  CLIENT_CPU [1]  (taskset lists; NO_PIN=1 disables)  BROKER_NICE [0]
 #   (e.g. -5 on a machine shared with other jobs: they then stop dominating what the
 #   broker's loop measures; its compaction thread lowers itself to nice 19)  LABELS ["" =
@@ -35,6 +35,7 @@ OUT=${OUT:-$ROOT/perf/results}
 WORK=${WORK:-$(mktemp -d /tmp/shardmq-compaction-perf.XXXXXX)}
 trap 'if [ -n "${BROKER_PID:-}" ]; then kill -9 "$BROKER_PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
+REPEAT=${REPEAT:-1}
 BINS=("$@")
 if [ ${#BINS[@]} -eq 0 ]; then
     BINS=("$ROOT/target/release/shardmq")
@@ -122,7 +123,8 @@ while not os.path.exists(stop):
 log.close()
 EOF
 
-# Summary of one run: window = [trigger, saved], lag samples up to 1.5 s after it.
+# Summary of one run: window = [trigger, saved]; a loop-lag sample is the longest
+# iteration of the second before it, so samples up to 1 s after the window count in it.
 cat > "$WORK/summary.py" <<'EOF'
 import sys
 samples, trigger, saved, compact_ms = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
@@ -132,19 +134,28 @@ for line in open(samples):
     if kind == "rtt":
         (rtt_in if trigger <= t <= saved + 0.05 else rtt_out).append(v)
     else:
-        (lag_in if trigger < t <= saved + 1.5 else lag_out).append(v)
+        (lag_in if trigger < t <= saved + 1.0 else lag_out).append(v)
 def q(v, p): return sorted(v)[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
-fmt = lambda v: "%.0f" % v
-print(" | ".join([compact_ms, fmt(max(lag_out, default=0)), fmt(max(lag_in, default=0)),
-    fmt(q(rtt_out, .99)), fmt(max(rtt_out, default=0)), fmt(q(rtt_in, .5)), fmt(q(rtt_in, .99)),
-    fmt(max(rtt_in, default=0)), str(len(rtt_in))]))
+f = lambda v: "%.0f" % v
+over = lambda v: "%d / %d" % (sum(1 for x in v if x > 1000), len(v))
+print(" | ".join([compact_ms,
+    f(q(lag_out, .5)), f(max(lag_out, default=0)), over(lag_out),
+    f(q(lag_in, .5)), f(max(lag_in, default=0)), over(lag_in),
+    f(q(rtt_out, .5)), f(q(rtt_out, .99)), f(q(rtt_in, .5)), f(q(rtt_in, .99)), f(max(rtt_in, default=0))]))
+print("lag outside: " + " ".join(f(v) for v in lag_out), file=sys.stderr)
+print("lag during:  " + " ".join(f(v) for v in lag_in), file=sys.stderr)
 EOF
 
 ROWS=""
 RAW=""
 n=0
-for bin in "${BINS[@]}"; do
-    label=${LABEL_LIST[$n]:-$bin}
+RUNS=()
+for i in "${!BINS[@]}"; do
+    for _ in $(seq "$REPEAT"); do RUNS+=("$i"); done
+done
+for i in "${RUNS[@]}"; do
+    bin=${BINS[$i]}
+    label=${LABEL_LIST[$i]:-$bin}
     n=$((n + 1))
     dir="$WORK/run$n"
     mkdir -p "$dir"
@@ -192,11 +203,11 @@ EOF
     wait "$BROKER_PID" 2>/dev/null || true
     BROKER_PID=
     snap=$(stat -c %s "$dir/shardmq.db" 2>/dev/null || echo 0)
-    row=$(python3 "$WORK/summary.py" "$dir/samples" "$trigger" "$saved" "$compact_ms")
+    row=$(python3 "$WORK/summary.py" "$dir/samples" "$trigger" "$saved" "$compact_ms" 2> "$dir/lags")
     line="| $label | $((snap >> 20)) | $row |"
     echo "$line"
     ROWS+="$line"$'\n'
-    RAW+="== $label"$'\n'"$(grep -E "Saved|Compacting|Replayed|Restored" "$dir/broker.log" | cut -c1-200)"$'\n'
+    RAW+="== $label"$'\n'"$(grep -E "Saved|Compacting|Replayed|Restored" "$dir/broker.log" | cut -c1-200)"$'\n'"$(cat "$dir/lags")"$'\n'
     if [ -n "${KEEP_SAMPLES:-}" ]; then cp "$dir/samples" "$KEEP_SAMPLES.$n"; cp "$dir/broker.log" "$KEEP_SAMPLES.$n.log"; echo "$trigger $saved" > "$KEEP_SAMPLES.$n.window"; fi
     rm -rf "$dir"
 done
@@ -227,8 +238,11 @@ FILE="$OUT/$DATE-compaction.md"
     echo "the machine is shared with other jobs (compiles): single samples can be noisy."
     echo '```'
     echo
-    echo "| broker | snapshot MiB | compaction ms | loop lag max µs, outside | loop lag max µs, during | RTT p99 µs, outside | RTT max µs, outside | RTT p50 µs, during | RTT p99 µs, during | RTT max µs, during | pings during |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "Loop lag columns are over the per-second samples, outside the compaction and"
+    echo "during it: median, max, and how many seconds had an iteration longer than 1 ms."
+    echo
+    echo "| broker | snapshot MiB | compaction ms | lag p50 µs, outside | lag max µs, outside | seconds > 1 ms, outside | lag p50 µs, during | lag max µs, during | seconds > 1 ms, during | RTT p50 µs, outside | RTT p99 µs, outside | RTT p50 µs, during | RTT p99 µs, during | RTT max µs, during |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s' "$ROWS"
     echo
     echo "## Broker log lines"

@@ -9,45 +9,66 @@
 //!    `persistence_fsync interval`; it must be durable before any later record is);
 //! 2. the snapshot goes to `<file>.tmp`, is fsynced and renamed over `<file>`, and the
 //!    directory is fsynced: from then on the frozen log is older than the snapshot;
-//! 3. the spare log of the next generation is written to `<file>.log.swap.tmp`,
-//!    fsynced and renamed over the frozen log, directory fsynced.
+//! 3. the live log gets its usual name back (`renameat2(RENAME_EXCHANGE)` with the
+//!    frozen one, atomic; where the file system cannot, the names stay swapped);
+//! 4. the spare log of the next generation is written aside, fsynced and renamed over
+//!    the frozen log, directory fsynced.
 //!
-//! Until 2 completes the frozen log stays, so a crash loses nothing. It never touches
+//! Until 2 completes the frozen log stays, so a crash loses nothing. It never writes to
 //! the live log (the shards append to it meanwhile) and never reads the clock.
+
+use std::path::{Path, PathBuf};
 
 use super::log::LogWriter;
 use super::snapshot;
 use super::state::State;
 #[cfg(doc)]
 use super::store::Rotation;
-use super::store::{with_suffix, Paths};
+use super::store::{with_suffix, Compacted, Paths};
 use super::Error;
 
-/// Writes the snapshot of generation `generation` (from a [`Rotation`]) from `state`,
-/// which holds exactly the records of the `frozen` log and before, and prepares the
-/// next spare log; returns the spare and the snapshot's size. `between_chunks` runs
-/// every ~256 KiB of snapshot (a background caller yields the CPU there).
+/// Writes the snapshot of a [`Rotation`]'s `generation` from `state` (which holds
+/// exactly the records of the `frozen` log and before) and prepares the next spare log.
+/// `live_path`: where the new live log is. `between_chunks` runs every ~256 KiB of
+/// snapshot (a background caller yields the CPU there).
 pub fn run(
     generation: u64,
     mut frozen: LogWriter,
+    live_path: PathBuf,
     state: &State,
     paths: &Paths,
     between_chunks: &mut dyn FnMut(),
-) -> Result<(LogWriter, u64), Error> {
+) -> Result<Compacted, Error> {
     frozen.sync()?;
-    let len = snapshot::write_with(&paths.snapshot, generation, state, between_chunks)?;
+    let snapshot_len = snapshot::write_with(&paths.snapshot, generation, state, between_chunks)?;
+    let frozen_path = frozen.path().to_path_buf();
     drop(frozen);
-    let spare = prepare_spare(paths, generation + 1)?;
-    Ok((spare, len))
+    let (live_path, spare_path) = if live_path == paths.log {
+        (live_path, frozen_path)
+    } else {
+        match exchange(&live_path, &frozen_path) {
+            Ok(()) => (frozen_path, live_path),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                (live_path, frozen_path) // names stay swapped until the next compaction
+            }
+            Err(e) => return Err(Error::io(&live_path, e)),
+        }
+    };
+    let spare = prepare_spare(&spare_path, generation + 1)?;
+    Ok(Compacted {
+        spare,
+        snapshot_len,
+        live_path,
+    })
 }
 
-/// An empty log of `generation` at the swap path (written aside, then renamed there).
-pub fn prepare_spare(paths: &Paths, generation: u64) -> Result<LogWriter, Error> {
-    let tmp = with_suffix(&paths.swap, ".tmp");
+/// An empty log of `generation` at `path` (written aside, then renamed there).
+pub fn prepare_spare(path: &Path, generation: u64) -> Result<LogWriter, Error> {
+    let tmp = with_suffix(path, ".tmp");
     let mut spare = LogWriter::create(&tmp, generation)?;
-    std::fs::rename(&tmp, &paths.swap).map_err(|e| Error::io(&paths.swap, e))?;
-    super::sync_dir(&paths.swap).map_err(|e| Error::io(&paths.swap, e))?;
-    spare.moved_to(&paths.swap);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    super::sync_dir(path).map_err(|e| Error::io(path, e))?;
+    spare.moved_to(path);
     Ok(spare)
 }
 
@@ -65,10 +86,37 @@ pub struct Full {
 pub fn full(paths: &Paths, generation: u64, state: &State) -> Result<Full, Error> {
     let snapshot_len = snapshot::write(&paths.snapshot, generation, state)?;
     let live = LogWriter::create(&paths.log, generation)?;
-    let spare = prepare_spare(paths, generation + 1)?;
+    let spare = prepare_spare(&paths.swap, generation + 1)?;
     Ok(Full {
         live,
         spare,
         snapshot_len,
     })
+}
+
+/// Swaps the names `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`, Linux 3.15+).
+pub(super) fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: renameat2(2) through syscall(2) (the libc wrapper is glibc-only) with two
+    // NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

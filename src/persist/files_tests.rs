@@ -84,9 +84,11 @@ fn records_survive_reopen_and_compaction() {
     let at_rotation = model.clone();
     append(&mut store, &mut model, vec![retain("a", "")]);
     let paths = store.paths().clone();
+    let r = rotation;
     let done = compact::run(
-        rotation.generation,
-        rotation.frozen,
+        r.generation,
+        r.frozen,
+        r.live_path,
         &at_rotation,
         &paths,
         &mut || {},
@@ -98,6 +100,11 @@ fn records_survive_reopen_and_compaction() {
     assert_eq!(state.retained.len(), 1);
     assert_eq!(store.generation(), 1);
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Swaps the names of the two logs in `dir` (an exchange done, or undone by power loss).
+fn swap_names(dir: &Path) {
+    compact::exchange(&dir.join("test.db.log"), &dir.join("test.db.log.swap")).unwrap();
 }
 
 #[test]
@@ -123,15 +130,6 @@ fn a_crash_at_any_step_of_a_compaction_loses_nothing() {
         vec![retain("a", "2"), retain("c", "2")],
     );
     reopen_copy(&d, "crash-c", &model, |_| {});
-    // Power loss before the exchange of names reached the disk: they are back as they
-    // were, the records of the new log under the swap name.
-    reopen_copy(&d, "crash-c-undone", &model, |to| {
-        let (log, swap) = (to.join("test.db.log"), to.join("test.db.log.swap"));
-        let tmp = to.join("x");
-        std::fs::rename(&log, &tmp).unwrap();
-        std::fs::rename(&swap, &log).unwrap();
-        std::fs::rename(&tmp, &swap).unwrap();
-    });
     // Killed while writing the snapshot: a partial temporary file.
     reopen_copy(&d, "crash-d", &model, |to| {
         std::fs::write(
@@ -140,29 +138,53 @@ fn a_crash_at_any_step_of_a_compaction_loses_nothing() {
         )
         .unwrap();
     });
-
-    let mut generation = rotation.generation;
+    // The steps of `compact::run`, one by one.
+    let generation = rotation.generation;
     let mut frozen = rotation.frozen;
     frozen.sync().unwrap();
     snapshot::write(&paths.snapshot, generation, &frozen_state).unwrap();
     reopen_copy(&d, "crash-e", &model, |_| {});
-    reopen_copy(&d, "crash-f", &model, |to| {
+    reopen_copy(&d, "crash-f", &model, swap_names);
+    reopen_copy(&d, "crash-g", &model, |to| {
+        swap_names(to);
         std::fs::write(to.join("test.db.log.swap.tmp"), b"SMQLOG").unwrap();
     });
-    let spare = compact::prepare_spare(&paths, generation + 1).unwrap();
-    store.finish_compaction(Ok((spare, 100)));
-    reopen_copy(&d, "crash-g", &model, |_| {});
-
-    // And the next compaction runs over the same files.
-    append(&mut store, &mut model, vec![retain("d", "3")]);
-    let rotation = store.rotate(now).unwrap();
-    generation += 1;
-    assert_eq!(rotation.generation, generation);
-    let done = compact::run(generation, rotation.frozen, &model, &paths, &mut || {});
-    store.finish_compaction(done.map_err(|_| ()));
+    drop(frozen);
+    compact::exchange(&paths.log, &paths.swap).unwrap();
+    let spare = compact::prepare_spare(&paths.swap, generation + 1).unwrap();
+    store.finish_compaction(Ok(store::Compacted {
+        spare,
+        snapshot_len: 100,
+        live_path: paths.log.clone(),
+    }));
     reopen_copy(&d, "crash-h", &model, |_| {});
-    assert!(!with_suffix(&paths.swap, ".tmp").exists());
-    assert!(!snapshot::tmp_path(&paths.snapshot).exists());
+
+    // And the next compaction runs over the same files, live log under its usual name.
+    append(&mut store, &mut model, vec![retain("d", "3")]);
+    let r = store.rotate(now).unwrap();
+    assert_eq!(r.generation, generation + 1);
+    assert_eq!(r.live_path, paths.swap);
+    let done = compact::run(
+        r.generation,
+        r.frozen,
+        r.live_path,
+        &model,
+        &paths,
+        &mut || {},
+    );
+    store.finish_compaction(done.map_err(|_| ()));
+    append(&mut store, &mut model, vec![retain("e", "4")]);
+    reopen_copy(&d, "crash-i", &model, |_| {});
+    let (store, _) = open(&c, now).unwrap();
+    assert_eq!(store.generation(), generation + 1);
+    let live = log::read(&paths.log).unwrap().unwrap();
+    assert_eq!((live.generation, live.records.len()), (generation + 1, 1));
+    for tmp in [
+        with_suffix(&paths.swap, ".tmp"),
+        snapshot::tmp_path(&paths.snapshot),
+    ] {
+        assert!(!tmp.exists(), "{}", tmp.display());
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }
 

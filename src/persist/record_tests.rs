@@ -379,6 +379,21 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 proptest! {
+    /// What a record stores is exactly the network codec's MQTT 5 PUBLISH (so files stay
+    /// readable however the record code is written).
+    #[test]
+    fn stored_publish_is_the_mqtt5_packet(mut p in arb_publish(), dup in any::<bool>()) {
+        p.dup = dup;
+        let mut stored = BytesMut::new();
+        crate::persist::wire::put_publish(&mut stored, &p).unwrap();
+        let mut n = p.clone();
+        n.dup = false;
+        let mut packet = BytesMut::new();
+        crate::codec::encode(&crate::codec::Packet::Publish(n), crate::codec::ProtocolVersion::V5, &mut packet).unwrap();
+        prop_assert_eq!(&stored[..4], &(packet.len() as u32).to_le_bytes()[..]);
+        prop_assert_eq!(&stored[4..], &packet[..]);
+    }
+
     #[test]
     fn decode_of_encode_is_identity(records in vec(arb_record(), 1..8)) {
         let mut buf = BytesMut::new();

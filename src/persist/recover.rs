@@ -5,8 +5,8 @@
 //!
 //! Accepted layouts, for a snapshot of generation S (none: S = 0):
 //! - logs of generation < S: contained in the snapshot, ignored;
-//! - a log of generation S: replayed (the usual case; also every layout today's files
-//!   and those of earlier versions have);
+//! - a log of generation S, under either name: replayed, and appended to from then on
+//!   (the usual case; also every layout files of earlier versions have);
 //! - a log of generation S + 1 after one of generation S: a compaction was under way
 //!   (the frozen log, then the new live one); both are replayed, then the compaction is
 //!   finished here before the listeners open;
@@ -36,6 +36,7 @@ pub fn open(config: &Config, now: Instant) -> Result<(Store, State), Error> {
     // Left by a crash while writing them: never read, rewritten from scratch.
     for stale in [
         snapshot::tmp_path(&paths.snapshot),
+        with_suffix(&paths.log, ".tmp"),
         with_suffix(&paths.swap, ".tmp"),
     ] {
         let _ = std::fs::remove_file(stale);
@@ -58,10 +59,15 @@ pub fn open(config: &Config, now: Instant) -> Result<(Store, State), Error> {
     logs.sort_by_key(|(_, c)| c.generation);
     check_generations(&logs, generation)?;
 
-    // The usual case: at most the live log has records, of the snapshot's generation.
-    let only_live = logs
-        .iter()
-        .all(|(p, c)| !has_data(c) || (*p == paths.log && c.generation == generation));
+    // The usual case: at most one log has records, of the snapshot's generation (under
+    // either name: after a compaction on a file system without RENAME_EXCHANGE the
+    // names stay swapped).
+    let data: Vec<usize> = (0..logs.len()).filter(|&i| has_data(&logs[i].1)).collect();
+    let usual = data.len() <= 1 && data.iter().all(|&i| logs[i].1.generation == generation);
+    let live_path = data
+        .first()
+        .map_or_else(|| paths.log.clone(), |&i| logs[i].0.clone());
+    let live_len = data.first().map_or(0, |&i| logs[i].1.valid_len);
     for (path, contents) in &mut logs {
         if let Some(t) = &contents.torn {
             crate::log_warning!(
@@ -94,21 +100,24 @@ pub fn open(config: &Config, now: Instant) -> Result<(Store, State), Error> {
         );
     }
 
-    if only_live {
-        let live = logs
-            .iter()
-            .find(|(p, c)| *p == paths.log && c.generation == generation);
-        let log = match live {
-            Some((_, c)) if c.valid_len > 0 => LogWriter::open(&paths.log, c.valid_len)?,
-            _ => LogWriter::create(&paths.log, generation)?,
+    if usual {
+        let log = if live_len > 0 {
+            LogWriter::open(&live_path, live_len)?
+        } else {
+            LogWriter::create(&live_path, generation)?
+        };
+        let spare_path = if live_path == paths.log {
+            &paths.swap
+        } else {
+            &paths.log
         };
         let spare_ready = logs.iter().any(|(p, c)| {
-            *p == paths.swap && c.generation == generation + 1 && c.valid_len == HEADER_LEN
+            p == spare_path && c.generation == generation + 1 && c.valid_len == HEADER_LEN
         });
         let spare = if spare_ready {
-            LogWriter::open(&paths.swap, HEADER_LEN)?
+            LogWriter::open(spare_path, HEADER_LEN)?
         } else {
-            compact::prepare_spare(&paths, generation + 1)?
+            compact::prepare_spare(spare_path, generation + 1)?
         };
         let store = Store::new(config, log, spare, generation, snapshot_len, now);
         return Ok((store, state));

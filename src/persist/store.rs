@@ -2,19 +2,20 @@
 //! iteration's records in one write (fsynced first with `persistence_fsync always`),
 //! decides when the log is compacted (after `autosave_interval` seconds, or changes with
 //! `autosave_on_changes`, when it grows past [`COMPACT_LOG_BYTES`]) and starts a
-//! compaction by rotating the log in O(1): the live log and the prepared spare log of
-//! the next generation swap names in one `renameat2(RENAME_EXCHANGE)`, so appends go on
-//! at once into the new log while [`super::compact`] writes the snapshot elsewhere.
+//! compaction by rotating the log in memory: appends go on at once into the spare log of
+//! the next generation (prepared in advance, on disk and synced), and [`super::compact`]
+//! writes the snapshot of everything before, off the shard threads.
 //!
 //! Files: `<file>` (snapshot), `<file>.log` (live log) and `<file>.log.swap` (the other
 //! log of the pair: the empty spare of the next generation, or, during a compaction,
-//! the frozen log being compacted). Which name a log has never matters for recovery
-//! ([`super::recover`] orders logs by the generation in their header), so the exchange
-//! need not be durable before appends continue.
+//! the new live log while the frozen one is still at `<file>.log`; the compactor swaps
+//! the names back afterwards). Which name a log has never matters for recovery
+//! ([`super::recover`] orders logs by the generation in their header).
 //!
 //! It never holds the durable state (records go to the compactor's [`super::State`]),
-//! never reads the clock (`now` is a parameter) and never does more than one write and
-//! at most one fsync per call on the caller's thread.
+//! never reads the clock (`now` is a parameter), and does at most one write and one
+//! fsync per call on the caller's thread, and no file-system metadata operation at all
+//! (a rename can wait for a journal commit).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -72,10 +73,21 @@ pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 pub struct Rotation {
     /// Generation of the snapshot to write (and of the new live log).
     pub generation: u64,
-    /// The log that was live until the rotation (now at the swap path).
+    /// The log that was live until the rotation.
     pub frozen: LogWriter,
-    /// A handle on the new live log, for interval fsyncs.
+    /// A handle on the new live log, for interval fsyncs, and where it is.
     pub live: std::fs::File,
+    pub live_path: PathBuf,
+}
+
+/// A finished compaction, for the store.
+#[derive(Debug)]
+pub struct Compacted {
+    /// The spare log of the next generation.
+    pub spare: LogWriter,
+    pub snapshot_len: u64,
+    /// Where the live log is now (its name may have been swapped back).
+    pub live_path: PathBuf,
 }
 
 /// The live log and the decisions about it.
@@ -201,35 +213,25 @@ impl Store {
         big || autosave
     }
 
-    /// Starts a compaction: the spare becomes the live log of the next generation and
-    /// the live log is frozen at the swap path, in one atomic exchange of names (no
-    /// fsync here). Everything appended before this call belongs to the snapshot of
-    /// `Rotation::generation`, everything after to the new log.
+    /// Starts a compaction: the spare becomes the live log of the next generation (a
+    /// swap of file handles, nothing else). Everything appended before this call
+    /// belongs to the snapshot of `Rotation::generation`, everything after to the new
+    /// log.
     pub fn rotate(&mut self, now: Instant) -> Result<Rotation, Error> {
-        let Some(mut spare) = self.spare.take().filter(|_| !self.compacting) else {
+        if self.compacting {
+            return Err(Error::io(
+                &self.paths.swap,
+                std::io::Error::other("a compaction is already running"),
+            ));
+        }
+        let Some(spare) = self.spare.take() else {
             return Err(Error::io(
                 &self.paths.swap,
                 std::io::Error::other("no spare log prepared"),
             ));
         };
-        if let Err(e) = exchange(&self.paths.log, &self.paths.swap) {
-            if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
-                self.spare = Some(spare);
-                return Err(Error::io(&self.paths.log, e));
-            }
-            // The filesystem cannot exchange names: move the live log aside (replacing
-            // the empty spare) and create the new one here, synced (slower).
-            crate::log_notice!(
-                "Notice: {} does not support RENAME_EXCHANGE; log rotation syncs inline.",
-                self.paths.log.display()
-            );
-            std::fs::rename(&self.paths.log, &self.paths.swap)
-                .map_err(|e| Error::io(&self.paths.swap, e))?;
-            spare = LogWriter::create(&self.paths.log, self.generation + 1)?;
-        }
-        spare.moved_to(&self.paths.log);
-        let mut frozen = std::mem::replace(&mut self.log, spare);
-        frozen.moved_to(&self.paths.swap);
+        let live = spare.sync_handle()?;
+        let frozen = std::mem::replace(&mut self.log, spare);
         self.generation += 1;
         self.compacting = true;
         self.last_compact = now;
@@ -237,19 +239,21 @@ impl Store {
         Ok(Rotation {
             generation: self.generation,
             frozen,
-            live: self.log.sync_handle()?,
+            live,
+            live_path: self.log.path().to_path_buf(),
         })
     }
 
-    /// The compaction of the last [`Rotation`] ended: the snapshot is durable and
-    /// `spare` prepared (`Ok`), or it failed (`Err`: the frozen log stays, no more
+    /// The compaction of the last [`Rotation`] ended: the snapshot is durable and the
+    /// next spare prepared (`Ok`), or it failed (`Err`: the frozen log stays, no more
     /// compactions until a restart recovers from the files).
-    pub fn finish_compaction(&mut self, result: Result<(LogWriter, u64), ()>) {
+    pub fn finish_compaction(&mut self, result: Result<Compacted, ()>) {
         self.compacting = false;
         match result {
-            Ok((spare, snapshot_len)) => {
-                self.spare = Some(spare);
-                self.snapshot_len = snapshot_len;
+            Ok(done) => {
+                self.log.moved_to(&done.live_path);
+                self.spare = Some(done.spare);
+                self.snapshot_len = done.snapshot_len;
             }
             Err(()) => self.failed = true,
         }
@@ -264,32 +268,5 @@ impl Store {
         self.compacting = false;
         self.failed = false;
         self.changes_since_compact = 0;
-    }
-}
-
-/// Swaps the names `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`, Linux 3.15+).
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: renameat2(2) through syscall(2) (the libc wrapper is glibc-only) with two
-    // NUL-terminated paths that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }

@@ -17,17 +17,37 @@ pub(super) fn put_bytes(out: &mut BytesMut, b: &[u8]) -> Result<(), RecordError>
     Ok(())
 }
 
-/// Encodes a PUBLISH as an MQTT 5 packet (length-prefixed).
+/// Encodes a PUBLISH as an MQTT 5 packet (length-prefixed), straight into `out` (no
+/// copy of the message): DUP clear, a packet id exactly when QoS > 0, no topic alias or
+/// subscription identifiers (a normalised copy is made only for a message that has them).
 pub(super) fn put_publish(out: &mut BytesMut, p: &Publish) -> Result<(), RecordError> {
-    let mut p = p.clone();
-    p.dup = false;
-    p.packet_id = (p.qos != QoS::AtMostOnce).then_some(p.packet_id.unwrap_or(1));
-    p.properties.topic_alias = None;
-    p.properties.subscription_identifiers.clear();
-    let mut buf = BytesMut::new();
-    codec::encode(&Packet::Publish(p), ProtocolVersion::V5, &mut buf)
-        .map_err(|e| RecordError::Encode(e.to_string()))?;
-    put_bytes(out, &buf)
+    let id_ok = p.packet_id.is_some() == (p.qos != QoS::AtMostOnce);
+    if p.dup
+        || !id_ok
+        || p.properties.topic_alias.is_some()
+        || !p.properties.subscription_identifiers.is_empty()
+    {
+        let mut p = p.clone();
+        p.dup = false;
+        p.packet_id = (p.qos != QoS::AtMostOnce).then_some(p.packet_id.unwrap_or(1));
+        p.properties.topic_alias = None;
+        p.properties.subscription_identifiers.clear();
+        return put_publish(out, &p);
+    }
+    let at = out.len();
+    out.put_u32_le(0);
+    if let Err(e) = codec::encode_publish_header(p, ProtocolVersion::V5, out) {
+        out.truncate(at);
+        return Err(RecordError::Encode(e.to_string()));
+    }
+    out.extend_from_slice(&p.payload);
+    let len = out.len() - at - 4;
+    let Ok(len) = u32::try_from(len) else {
+        out.truncate(at);
+        return Err(RecordError::TooLarge(len as u64));
+    };
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
 }
 
 /// An optional string: a 0 byte, or a 1 byte and the string.

@@ -8,7 +8,7 @@
 //! consistent with the messages between shards (a shard flushes before it sends its
 //! mail). Under the same lock the batch goes to the compactor thread ([`compactor`]),
 //! which keeps the durable state, does the interval fsyncs and writes snapshots: a shard
-//! that finds a compaction due only rotates the log (two file names exchanged) and goes
+//! that finds a compaction due only rotates the log (a swap of two file handles) and goes
 //! on. The last shard to stop has the compactor write the final snapshot.
 //!
 //! It never blocks a loop on anything but its own log write (and fsync with `always`)
@@ -150,10 +150,6 @@ impl Persister {
     fn rotate_if_due(&self, store: &mut Store, now: Instant) -> Result<(), Error> {
         if store.compaction_due(now) {
             let rotation = store.rotate(now)?;
-            crate::log_info!(
-                "Compacting persistence log into snapshot generation {} (in the background).",
-                rotation.generation
-            );
             let _ = self.shared.jobs.send(Job::Compact(rotation));
         }
         Ok(())

@@ -154,7 +154,12 @@ impl Compactor {
             generation,
             frozen,
             live,
+            live_path,
         } = rotation;
+        crate::log_info!(
+            "Compacting persistence log into snapshot generation {generation} (in the \
+             background)."
+        );
         // From here on the interval fsyncs are for the new log; the frozen one is
         // fsynced first (in `compact::run`), so records never become durable out of order.
         self.sync.live = live;
@@ -167,9 +172,9 @@ impl Compactor {
                 .name("shardmq-snapshot".into())
                 .spawn_scoped(scope, move || {
                     background_priority();
-                    let r = compact::run(generation, frozen, state, paths, &mut || {
-                        std::thread::yield_now();
-                    });
+                    let mut yield_cpu = || std::thread::yield_now();
+                    let r =
+                        compact::run(generation, frozen, live_path, state, paths, &mut yield_cpu);
                     let _ = done_tx.send(());
                     r
                 });
@@ -202,10 +207,10 @@ impl Compactor {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        let mut store = lock(&shared.store);
         match result {
-            Ok((spare, len)) => {
-                store.finish_compaction(Ok((spare, len)));
+            Ok(done) => {
+                let len = done.snapshot_len;
+                lock(&shared.store).finish_compaction(Ok(done));
                 crate::log_info!(
                     "Saved persistence snapshot {} ({len} bytes, {} retained, {} sessions) in \
                      {} ms.",
@@ -216,7 +221,7 @@ impl Compactor {
                 );
             }
             Err(e) => {
-                store.finish_compaction(Err(()));
+                lock(&shared.store).finish_compaction(Err(()));
                 crate::log_error!(
                     "Error: persistence compaction failed, the log keeps growing until a \
                      restart: {e}"
