@@ -29,7 +29,7 @@ use super::Error;
 
 /// Writes the snapshot of a [`Rotation`]'s `generation` from `state` (which holds
 /// exactly the records of the `frozen` log and before) and prepares the next spare log.
-/// `live_path`: where the new live log is. `between_chunks` runs every ~256 KiB of
+/// `live_path`: where the new live log is. `between_chunks` runs every ~64 KiB of
 /// snapshot (a background caller yields the CPU there).
 pub fn run(
     generation: u64,

@@ -20,7 +20,7 @@ use super::Error;
 pub const MAGIC: &[u8; 8] = b"SMQSNAP\x01";
 const HEADER_LEN: usize = 16;
 /// Encoded records are written in chunks of about this size.
-const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 64 << 10;
 
 pub(super) fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
