@@ -19,6 +19,9 @@
 #   (e.g. -5 on a machine shared with other jobs: they then stop dominating what the
 #   broker's loop measures; its compaction thread lowers itself to nice 19)  LABELS ["" =
 #   binary paths]  SKIP_BUILD [0]  OUT [perf/results]  WORK [mktemp dir]
+#   SCHED_TRACE [0]: 1 = also record `perf sched` (all CPUs) through each compaction and
+#   say, for the shard's wake-to-sleep spans longer than 1 ms, which other tasks ran on
+#   its CPU inside them (needs perf and root).
 # Writes OUT/<date>-compaction.md (machine, table, raw samples summary).
 set -euo pipefail
 
@@ -146,6 +149,40 @@ print("lag outside: " + " ".join(f(v) for v in lag_out), file=sys.stderr)
 print("lag during:  " + " ".join(f(v) for v in lag_in), file=sys.stderr)
 EOF
 
+# Attribution of the shard's long spans from `perf sched timehist --state` output.
+cat > "$WORK/blame.py" <<'EOF'
+import re, sys
+timehist, tid = sys.argv[1], sys.argv[2]
+rows = []
+for l in open(timehist):
+    m = re.search(r"^\s*(\S+)\s+\[(\d+)\]\s+(.+?\[\d+(?:/\d+)?\])\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)?\s*$", l)
+    if not m: continue
+    try: t = float(m.group(1))
+    except ValueError: continue
+    rows.append((t, m.group(2), m.group(3), float(m.group(6)), m.group(7) or ""))
+me = "[%s/" % tid
+writer = [r for r in rows if "snapsho" in r[2]]
+if not writer: print("no snapshot thread in the trace"); sys.exit()
+w0, w1 = writer[0][0] - writer[0][3] / 1000, writer[-1][0]
+spans, start, cpu = [], None, None
+for t, c, task, run, state in rows:
+    if me not in task: continue
+    if start is None: start, cpu = t - run / 1000, c
+    if state == "S": spans.append((start, t, cpu)); start = None
+for label, inside in (("during", True), ("outside", False)):
+    sel = [x for x in spans if (w0 <= x[0] <= w1) == inside]
+    long = [x for x in sel if x[1] - x[0] > 0.001]
+    blame = {}
+    for s, e, c in long:
+        for t, rc, task, run, _ in rows:
+            if rc != c or me in task: continue
+            ov = min(t, e) - max(t - run / 1000, s)
+            if ov > 0:
+                n = re.sub(r"\[.*", "", task); blame[n] = blame.get(n, 0) + ov * 1e3
+    top = ", ".join("%s %.2f ms" % kv for kv in sorted(blame.items(), key=lambda kv: -kv[1])[:6])
+    print("%s the compaction: %d shard wake-to-sleep spans, %d over 1 ms; other tasks on its CPU inside those: %s" % (label, len(sel), len(long), top or "none"))
+EOF
+
 ROWS=""
 RAW=""
 n=0
@@ -177,6 +214,13 @@ for i in "${RUNS[@]}"; do
     pin "$CLIENT_CPU" python3 "$WORK/probe.py" "$PORT" "$PING_MS" "$dir/stop" "$dir/samples" &
     PROBE_PID=$!
     sleep "$BASE"
+    SCHED_PID=
+    if [ "${SCHED_TRACE:-0}" = 1 ]; then
+        SHARD_TID=$(grep -l '^shardmq-shard-0$' /proc/"$BROKER_PID"/task/*/comm | head -1 | cut -d/ -f5)
+        perf sched record -a -o "$dir/sched.data" > /dev/null 2>&1 &
+        SCHED_PID=$!
+        sleep 1
+    fi
     trigger=$(date +%s.%N)
     (pin "$CLIENT_CPU" python3 - "$PORT") <<'EOF'
 import socket, struct, sys
@@ -197,6 +241,13 @@ EOF
     compact_ms=$(grep -o "Saved persistence snapshot.*" "$dir/broker.log" | head -1 | grep -o "in [0-9]* ms" | grep -o "[0-9]*" || true)
     [ -n "$compact_ms" ] || compact_ms=$(python3 -c "print('~%.0f' % (($saved - $trigger) * 1000))")
     sleep 2
+    BLAME=""
+    if [ -n "$SCHED_PID" ]; then
+        kill -INT "$SCHED_PID"; wait "$SCHED_PID" 2>/dev/null || true
+        perf sched timehist -i "$dir/sched.data" --state > "$dir/timehist" 2>/dev/null || true
+        BLAME=$(python3 "$WORK/blame.py" "$dir/timehist" "$SHARD_TID")
+        echo "$BLAME"
+    fi
     touch "$dir/stop"
     wait "$PROBE_PID" || true
     kill -9 "$BROKER_PID" 2>/dev/null || true
@@ -207,7 +258,7 @@ EOF
     line="| $label | $((snap >> 20)) | $row |"
     echo "$line"
     ROWS+="$line"$'\n'
-    RAW+="== $label"$'\n'"$(grep -E "Saved|Compacting|Replayed|Restored" "$dir/broker.log" | cut -c1-200)"$'\n'"$(cat "$dir/lags")"$'\n'
+    RAW+="== $label"$'\n'"$(grep -E "Saved|Compacting|Replayed|Restored" "$dir/broker.log" | cut -c1-200)"$'\n'"$(cat "$dir/lags")"$'\n'"$BLAME"$'\n'
     if [ -n "${KEEP_SAMPLES:-}" ]; then cp "$dir/samples" "$KEEP_SAMPLES.$n"; cp "$dir/broker.log" "$KEEP_SAMPLES.$n.log"; echo "$trigger $saved" > "$KEEP_SAMPLES.$n.window"; fi
     rm -rf "$dir"
 done

@@ -422,3 +422,30 @@ proptest! {
         let _ = decode_frame(&v);
     }
 }
+
+/// The fuzz seed of the record types added after the first release decodes to them.
+#[test]
+fn fuzz_seed_of_the_new_record_types_decodes() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/persist_record/seed-qos2-user"
+    );
+    let data = std::fs::read(path).unwrap();
+    let mut rest = &data[..];
+    let mut kinds = Vec::new();
+    while let Some((r, used)) = decode_frame(rest).unwrap() {
+        kinds.push(match r {
+            Record::SessionOpen { .. } => "open",
+            Record::SessionUser {
+                identity: Some(_), ..
+            } => "user+cert",
+            Record::SessionUser { .. } => "user",
+            Record::InboundQos2 { packet_id: 7, .. } => "qos2",
+            Record::InboundQos2Released { packet_id: 7, .. } => "released",
+            other => panic!("{other:?}"),
+        });
+        rest = &rest[used..];
+    }
+    assert!(rest.is_empty());
+    assert_eq!(kinds, ["open", "user", "user+cert", "qos2", "released"]);
+}
