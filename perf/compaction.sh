@@ -17,7 +17,7 @@
 # Environment: REPEAT [1] runs per binary  LOG_MB [1024]  PAYLOAD [16384]  BASE [3]  PING_MS [2]  PORT [18894]
 #   BROKER_CPUS [0]  CLIENT_CPU [1]  (taskset lists; NO_PIN=1 disables)  BROKER_NICE [0]
 #   (e.g. -5 on a machine shared with other jobs: they then stop dominating what the
-#   broker's loop measures; its compaction thread lowers itself to nice 19)  LABELS ["" =
+#   broker's loop measures; its snapshot thread lowers itself to nice 10)  LABELS ["" =
 #   binary paths]  SKIP_BUILD [0]  OUT [perf/results]  WORK [mktemp dir]
 #   SCHED_TRACE [0]: 1 = also record `perf sched` (all CPUs) through each compaction and
 #   say, for the shard's wake-to-sleep spans longer than 1 ms, which other tasks ran on
@@ -26,6 +26,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/perf/results.sh"
 LOG_MB=${LOG_MB:-1024}
 PAYLOAD=${PAYLOAD:-16384}
 BASE=${BASE:-3}
@@ -36,6 +37,7 @@ BROKER_NICE=${BROKER_NICE:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 OUT=${OUT:-$ROOT/perf/results}
 WORK=${WORK:-$(mktemp -d /tmp/shardmq-compaction-perf.XXXXXX)}
+export PYTHONPATH="$ROOT/perf${PYTHONPATH:+:$PYTHONPATH}" # mqtt_raw.py
 trap 'if [ -n "${BROKER_PID:-}" ]; then kill -9 "$BROKER_PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
 REPEAT=${REPEAT:-1}
@@ -58,13 +60,8 @@ pin() { # pin CPUS CMD...: execs CMD under taskset unless NO_PIN=1 (call it with
 # len u32 LE | crc32(body) u32 LE | body, body = 1 (Retain) | u32 LE len | MQTT 5 PUBLISH.
 cat > "$WORK/mklog.py" <<'EOF'
 import struct, sys, zlib
+from mqtt_raw import varint
 path, total, size = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3])
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n % 128; n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n: return bytes(out)
 payload = b"x" * size
 written, i = 0, 0
 with open(path, "wb") as f:
@@ -81,40 +78,23 @@ EOF
 
 # The probe: round trips and $SYS loop lag, with wall-clock times, until STOP exists.
 cat > "$WORK/probe.py" <<'EOF'
-import os, select, socket, struct, sys, time
+import os, select, struct, sys, time
+from mqtt_raw import Conn, frame, s, take_packet
 port, ping_ms, stop, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
-def frame(first, body):
-    n = len(body); out = bytearray([first])
-    while True:
-        b = n % 128; n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n: break
-    return bytes(out) + body
-def s(x): return struct.pack(">H", len(x)) + x
-sock = socket.create_connection(("127.0.0.1", port))
-sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-sock.sendall(frame(0x10, s(b"MQTT") + bytes([4, 2]) + struct.pack(">H", 60) + s(b"compaction-probe")))
-sock.sendall(frame(0x82, struct.pack(">H", 1) + s(b"probe/echo") + b"\x00" + s(b"$SYS/broker/shards/+/loop_lag_us") + b"\x00"))
-buf = bytearray()
+c = Conn(port, "compaction-probe", True)
+c.send(frame(0x82, struct.pack(">H", 1) + s(b"probe/echo") + b"\x00" + s(b"$SYS/broker/shards/+/loop_lag_us") + b"\x00"))
 log = open(out, "w")
 next_ping = time.time()
 while not os.path.exists(stop):
     now = time.time()
     if now >= next_ping:
-        sock.sendall(frame(0x30, s(b"probe/echo") + struct.pack(">d", now)))
+        c.send(frame(0x30, s(b"probe/echo") + struct.pack(">d", now)))
         next_ping = now + ping_ms / 1000
-    r, _, _ = select.select([sock], [], [], max(0, next_ping - time.time()))
-    if not r: continue
-    d = sock.recv(1 << 16)
-    if not d: break
-    buf += d
-    while len(buf) >= 2:
-        n, mult, i = 0, 1, 1
-        while i < len(buf):
-            b = buf[i]; n += (b & 0x7F) * mult; mult *= 128; i += 1
-            if not b & 0x80: break
-        if len(buf) < i + n: break
-        first, body = buf[0], bytes(buf[i:i + n]); del buf[:i + n]
+    r, _, _ = select.select([c.sock], [], [], max(0, next_ping - time.time()))
+    if not r or not c.fill(5):
+        continue
+    while (p := take_packet(c.buf)) is not None:
+        first, body = p
         if first >> 4 != 3: continue
         tl = struct.unpack(">H", body[:2])[0]
         topic, payload = body[2:2 + tl], body[2 + tl:]
@@ -223,15 +203,12 @@ for i in "${RUNS[@]}"; do
     fi
     trigger=$(date +%s.%N)
     (pin "$CLIENT_CPU" python3 - "$PORT") <<'EOF'
-import socket, struct, sys
-def frame(first, body): return bytes([first, len(body)]) + body
-def s(x): return struct.pack(">H", len(x)) + x
-c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-c.sendall(frame(0x10, s(b"MQTT") + bytes([4, 2, 0, 60]) + s(b"trigger")))
-c.recv(4)
-c.sendall(frame(0x33, s(b"trigger/compaction") + struct.pack(">H", 1) + b"go"))
-c.recv(4)
-c.sendall(b"\xe0\x00")
+import sys
+from mqtt_raw import Conn, publish
+c = Conn(int(sys.argv[1]), "trigger", True)
+c.send(publish(b"trigger/compaction", b"go", qos=1, retain=True))
+assert c.packet(timeout=30)[0] == 0x40
+c.send(b"\xe0\x00")
 EOF
     for _ in $(seq 1200); do
         if grep -q "Saved persistence snapshot" "$dir/broker.log"; then break; fi
@@ -263,11 +240,9 @@ EOF
     rm -rf "$dir"
 done
 
-mkdir -p "$OUT"
-DATE=$(date -u +%Y-%m-%d)
-FILE="$OUT/$DATE-compaction.md"
+FILE=$(results_file compaction)
 {
-    echo "# Event-loop stall during persistence compaction ($DATE)"
+    echo "# Event-loop stall during persistence compaction ($(date -u +%Y-%m-%d))"
     echo
     echo "Produced by \`perf/compaction.sh\` (command: \`$0 $*\` with LOG_MB=$LOG_MB"
     echo "PAYLOAD=$PAYLOAD PING_MS=$PING_MS BROKER_CPUS=$BROKER_CPUS CLIENT_CPU=$CLIENT_CPU"
@@ -282,10 +257,7 @@ FILE="$OUT/$DATE-compaction.md"
     echo "## Machine"
     echo
     echo '```'
-    uname -srm
-    lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Hypervisor)' || true
-    echo "memory: $(free -h | awk '/Mem:/ {print $2}')"
-    echo "disk for the persistence dir: $(df -h "$WORK" | awk 'NR==2 {print $1, $2}') ($(findmnt -no FSTYPE -T "$WORK" 2>/dev/null || echo '?'))"
+    machine_description "$WORK"
     echo "the machine is shared with other jobs (compiles): single samples can be noisy."
     echo '```'
     echo

@@ -166,12 +166,7 @@ impl Broker {
         let (peer, listener, conn_uid) = (c.peer, c.listener, c.uid);
         // --- security hook: TLS identity as username, then password / ACL checks.
         let identity = c.identity.clone();
-        let use_identity = self
-            .config
-            .listeners
-            .get(listener)
-            .and_then(|l| l.tls.as_ref())
-            .is_some_and(|t| t.use_identity_as_username);
+        let use_identity = self.config.uses_identity_as_username(listener);
         if use_identity {
             // Without a verified certificate identity the client is anonymous.
             connect.username = identity.map(crate::codec::ByteStr::from);

@@ -202,13 +202,7 @@ impl Broker {
             return (0, None);
         };
         let listener = usize::try_from(u.listener).unwrap_or(usize::MAX);
-        let use_identity = self
-            .config
-            .listeners
-            .get(listener)
-            .and_then(|l| l.tls.as_ref())
-            .is_some_and(|t| t.use_identity_as_username);
-        let name = if use_identity {
+        let name = if self.config.uses_identity_as_username(listener) {
             u.identity.clone()
         } else {
             u.username.clone()

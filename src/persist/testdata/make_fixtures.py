@@ -1,44 +1,13 @@
-import socket, struct, sys, time, subprocess, os, signal, shutil
+"""Makes the persistence files of testdata/ (see README.md there):
+make_fixtures.py BINARY WORKDIR OUTDIR."""
+import os, shutil, signal, socket, struct, subprocess, sys, time
 
 BIN = sys.argv[1]; DIR = sys.argv[2]; OUT = sys.argv[3]
 PORT = 18931
 
-def frame(first, body):
-    out = bytearray([first]); n = len(body)
-    while True:
-        b = n % 128; n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n: break
-    return bytes(out) + body
-def s(x): return struct.pack(">H", len(x)) + x
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../perf"))
+from mqtt_raw import Conn, frame, s  # noqa: E402
 
-class Conn:
-    def __init__(self, cid, clean, user=None):
-        self.sock = socket.create_connection(("127.0.0.1", PORT))
-        self.buf = bytearray()
-        flags = (0x02 if clean else 0) | (0x80 if user else 0)
-        body = s(b"MQTT") + bytes([4, flags]) + struct.pack(">H", 60) + s(cid.encode())
-        if user: body += s(user.encode())
-        self.sock.sendall(frame(0x10, body))
-        f, b = self.packet(); assert f == 0x20 and b[1] == 0, (f, b)
-        self.present = b[0] & 1
-    def packet(self, timeout=5):
-        self.sock.settimeout(timeout)
-        while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]; n += (b & 0x7F) * mult; mult *= 128; i += 1
-                    if not b & 0x80: break
-                if len(self.buf) >= i + n:
-                    f, body = self.buf[0], bytes(self.buf[i:i+n]); del self.buf[:i+n]; return f, body
-            try:
-                d = self.sock.recv(65536)
-            except socket.timeout:
-                return None, None
-            if not d: return None, None
-            self.buf += d
-    def send(self, b): self.sock.sendall(b)
 
 def pub(topic, qos, retain, pid, payload):
     body = s(topic.encode()) + (struct.pack(">H", pid) if qos else b"") + payload
@@ -57,11 +26,11 @@ def start():
 os.makedirs(DIR, exist_ok=True)
 # Run 1: build state, then kill -9.
 b = start()
-sub = Conn("fx-sub", False, user="alice")
+sub = Conn(PORT, "fx-sub", False, user="alice")
 sub.send(frame(0x82, struct.pack(">H", 1) + s(b"fx/#") + b"\x02" + s(b"other/+") + b"\x01"))
-f, _ = sub.packet(); assert f == 0x90
+f, _ = sub.packet(5); assert f == 0x90
 sub.send(b"\xe0\x00"); sub.sock.close(); time.sleep(0.2)
-p = Conn("fx-pub", True)
+p = Conn(PORT, "fx-pub", True)
 p.send(pub("fx/ret", 1, True, 1, b"retained-1")); assert p.packet()[0] == 0x40
 p.send(pub("keep/ret", 0, True, 0, b"retained-2"))
 for i in range(4):
@@ -69,7 +38,7 @@ for i in range(4):
 p.send(pub("fx/q2", 2, False, 20, b"q2-0")); assert p.packet()[0] == 0x50
 p.send(frame(0x62, struct.pack(">H", 20))); assert p.packet()[0] == 0x70
 # An inbound QoS 2 publish awaiting PUBREL on a persistent publisher session.
-p2 = Conn("fx-pub2", False)
+p2 = Conn(PORT, "fx-pub2", False)
 p2.send(pub("fx/held", 2, False, 77, b"held")); assert p2.packet()[0] == 0x50
 # A v5 client with session expiry and a delayed will, dropped abnormally.
 ms = subprocess.Popen(["mosquitto_sub", "-p", str(PORT), "-V", "5", "-i", "fx-will", "-c", "-t", "w/#",
@@ -77,7 +46,7 @@ ms = subprocess.Popen(["mosquitto_sub", "-p", str(PORT), "-V", "5", "-i", "fx-wi
     stdout=subprocess.DEVNULL)
 time.sleep(1.0); ms.kill(); ms.wait(); time.sleep(0.3)
 # fx-sub comes back: takes two, acks neither, PUBREC for the QoS 2 one.
-sub = Conn("fx-sub", False, user="alice"); assert sub.present
+sub = Conn(PORT, "fx-sub", False, user="alice"); assert sub.present
 got = []
 while True:
     f, body = sub.packet(timeout=1)
@@ -95,7 +64,7 @@ print("run1 deliveries", len(got))
 b = start(); time.sleep(0.5)
 b.send_signal(signal.SIGTERM); b.wait()
 b = start()
-p = Conn("fx-pub", True)
+p = Conn(PORT, "fx-pub", True)
 p.send(pub("fx/after", 1, True, 5, b"after-snapshot")); assert p.packet()[0] == 0x40
 time.sleep(0.2)
 b.send_signal(signal.SIGKILL); b.wait()
