@@ -152,7 +152,7 @@ impl Compactor {
     fn compact(&mut self, rotation: Rotation) {
         let Rotation {
             generation,
-            frozen,
+            mut frozen,
             live,
             live_path,
         } = rotation;
@@ -161,47 +161,56 @@ impl Compactor {
              background)."
         );
         // From here on the interval fsyncs are for the new log; the frozen one is
-        // fsynced first (in `compact::run`), so records never become durable out of order.
+        // fsynced first, here, so records never become durable out of order.
+        let frozen_synced = frozen.sync();
         self.sync.live = live;
         self.sync.unsynced = true;
         let started = Instant::now();
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
         let (state, paths) = (&self.state, &self.paths);
-        let result = std::thread::scope(|scope| {
-            let writer = std::thread::Builder::new()
-                .name("shardmq-snapshot".into())
-                .spawn_scoped(scope, move || {
-                    background_priority();
-                    let mut yield_cpu = || std::thread::yield_now();
-                    let r =
-                        compact::run(generation, frozen, live_path, state, paths, &mut yield_cpu);
-                    let _ = done_tx.send(());
-                    r
-                });
-            let writer = match writer {
-                Ok(w) => w,
-                Err(e) => return Err(Error::io(&paths.snapshot, e)),
-            };
-            // Meanwhile this thread keeps the interval fsyncs of the live log going (the
-            // shards append to it all along; their batches wait in the channel).
-            loop {
-                let deadline = self
-                    .sync
-                    .deadline()
-                    .unwrap_or(started + SYNC_INTERVAL * 3600);
-                match done_rx.recv_deadline(deadline) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync.if_due();
-                        self.sync.unsynced = true;
+        let result = frozen_synced.and_then(|()| {
+            std::thread::scope(|scope| {
+                let writer = std::thread::Builder::new()
+                    .name("shardmq-snapshot".into())
+                    .spawn_scoped(scope, move || {
+                        background_priority();
+                        let mut yield_cpu = || std::thread::yield_now();
+                        let r = compact::run(
+                            generation,
+                            frozen,
+                            live_path,
+                            state,
+                            paths,
+                            &mut yield_cpu,
+                        );
+                        let _ = done_tx.send(());
+                        r
+                    });
+                let writer = match writer {
+                    Ok(w) => w,
+                    Err(e) => return Err(Error::io(&paths.snapshot, e)),
+                };
+                // Meanwhile this thread keeps the interval fsyncs of the live log going (the
+                // shards append to it all along; their batches wait in the channel).
+                loop {
+                    let deadline = self
+                        .sync
+                        .deadline()
+                        .unwrap_or(started + SYNC_INTERVAL * 3600);
+                    match done_rx.recv_deadline(deadline) {
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync.if_due();
+                            self.sync.unsynced = true;
+                        }
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                     }
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                 }
-            }
-            writer.join().unwrap_or_else(|_| {
-                Err(Error::io(
-                    &paths.snapshot,
-                    std::io::Error::other("snapshot thread panicked"),
-                ))
+                writer.join().unwrap_or_else(|_| {
+                    Err(Error::io(
+                        &paths.snapshot,
+                        std::io::Error::other("snapshot thread panicked"),
+                    ))
+                })
             })
         });
         let Some(shared) = self.shared.upgrade() else {
