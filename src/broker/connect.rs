@@ -282,6 +282,7 @@ impl Broker {
         slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
         slot.claim = conn_uid;
+        slot.listener = listener;
         slot.username = connect.username.as_ref().map(ByteStr::compact);
         slot.security = security.has_acl().then(|| {
             Box::new(ClientSecurity::new(

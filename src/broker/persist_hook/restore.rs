@@ -147,6 +147,7 @@ impl Broker {
             let mut slot = Slot::new(session);
             slot.security = security;
             slot.username = username;
+            slot.listener = listener;
             let key = self.sessions.add(slot);
             let Some(slot) = self.sessions.get(key) else {
                 continue;
