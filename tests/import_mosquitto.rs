@@ -77,7 +77,9 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     // Offline persistent sessions: MQTT 3.1.1 (never expires) and MQTT 5 (1 hour).
     tool(
         "mosquitto_sub",
-        &["-p", mp, "-c", "-i", "sess1", "-q", "1", "-t", "q/#", "-E"],
+        &[
+            "-p", mp, "-u", "alice", "-c", "-i", "sess1", "-q", "1", "-t", "q/#", "-E",
+        ],
     );
     tool(
         "mosquitto_sub",
@@ -132,9 +134,20 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
 
     // shardmq on the same persistence directory: the default persistence_file is
     // Mosquitto's name, and Mosquitto's format is refused, never ignored.
+    // Only alice may read q/#: a message for sess1 is queued while it is offline only if
+    // the import kept its user.
+    let acl = dir.join("acl");
+    std::fs::write(
+        &acl,
+        "topic write q/#\ntopic read r/#\ntopic read v5/#\ntopic read f/#\n\
+         user alice\ntopic read q/#\n",
+    )
+    .unwrap();
     let conf = format!(
-        "listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
-        dir.display()
+        "listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+         acl_file {}\n",
+        dir.display(),
+        acl.display()
     );
     let err = refused_start(&conf);
     assert!(
@@ -192,10 +205,16 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
         "r/c retained-c k:v"
     );
 
-    // sess1: the queued messages arrive on reconnection, without subscribing again...
+    // sess1 is still offline: a message for its imported subscription is queued, as
+    // alice's ACL allows (the import kept the session's user).
+    let p = V4::connect("publisher", b.port);
+    p.publish("q/later", rumqttc::QoS::AtLeastOnce, false, "later");
+    p.disconnect();
+    // On reconnection the queued messages arrive, without subscribing again.
     let mut o = common::v4_options("sess1", b.port);
     o.set_clean_session(false);
-    let s1 = V4::connect_with(o.clone());
+    o.set_credentials("alice", "");
+    let s1 = V4::connect_with(o);
     for i in 1..=3 {
         let p = s1.next_publish().expect("a queued message");
         assert_eq!(
@@ -203,15 +222,9 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
             ("q/x", format!("queued-{i}").as_bytes())
         );
     }
-    s1.disconnect();
-    // ... and its subscription is there: a message published while it is offline waits.
-    let p = V4::connect("publisher", b.port);
-    p.publish("q/later", rumqttc::QoS::AtLeastOnce, false, "later");
-    p.disconnect();
-    let s1 = V4::connect_with(o);
     let later = s1
         .next_publish()
-        .expect("queued for the imported subscription");
+        .expect("queued for the imported subscription and user");
     assert_eq!(later.payload.as_ref(), b"later");
     s1.disconnect();
 

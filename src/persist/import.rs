@@ -19,7 +19,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::mosquitto_db::{self as mdb, state, ClientMessage, DbError, MosquittoDb, StoredMessage};
 use super::record::{stage, InflightEntry, Record, EXPIRY_NEVER};
-use super::store::{paths, Store};
+use super::state::State;
+use super::store::Paths;
 use crate::codec::{self, ByteStr, Packet, ProtocolVersion, Publish, QoS};
 use crate::config::{Config, DEFAULT_PERSISTENCE_FILE, OLD_DEFAULT_PERSISTENCE_FILE};
 
@@ -80,6 +81,12 @@ pub struct Summary {
     pub incoming_qos2: usize,
     /// Client entries without an id (Mosquitto skips them too).
     pub empty_clients: usize,
+    /// Sessions whose user name is known but whose port is no listener of the config:
+    /// imported without their user (anonymous until the client connects again).
+    pub users_without_listener: usize,
+    /// User names Mosquitto 2.0.0 to 2.0.15 wrote from a stale buffer (a client without a
+    /// user name saved after one with): imported without a user.
+    pub stale_users: usize,
 }
 
 impl std::fmt::Display for Summary {
@@ -99,6 +106,16 @@ impl std::fmt::Display for Summary {
                  find no message)",
             ),
             (self.empty_clients, "client entries without an id"),
+            (
+                self.stale_users,
+                "user names Mosquitto (2.0.0 to 2.0.15) wrote from another client's buffer \
+                 (the sessions are imported, anonymous until their clients connect again)",
+            ),
+            (
+                self.users_without_listener,
+                "user names of sessions whose listener port is not in the config (the \
+                 sessions are imported, anonymous until their clients connect again)",
+            ),
         ];
         for (n, what) in left_out {
             if n > 0 {
@@ -205,14 +222,21 @@ fn inflight_stage(state: u8) -> Option<u8> {
 struct Session {
     version: u8,
     expiry: u32,
+    /// `Record::SessionUser` of the session's user name and listener.
+    user: Option<Record>,
     records: Vec<Record>,
     inflight: Vec<InflightEntry>,
     seq: u64,
 }
 
 /// The shardmq records of everything `db` holds that is still valid at Unix time
-/// `now_ms`.
-pub fn to_records(db: &MosquittoDb, now_ms: u64) -> Result<(Vec<Record>, Summary), BadEntry> {
+/// `now_ms`. `listener_of` maps a port a client connected on (format 6 keeps it, with
+/// the user name) to the index of that listener in shardmq's config.
+pub fn to_records(
+    db: &MosquittoDb,
+    now_ms: u64,
+    listener_of: &dyn Fn(u16) -> Option<u32>,
+) -> Result<(Vec<Record>, Summary), BadEntry> {
     let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
     let mut summary = Summary::default();
     let mut publishes: HashMap<u64, Publish> = HashMap::new();
@@ -264,7 +288,30 @@ pub fn to_records(db: &MosquittoDb, now_ms: u64) -> Result<(Vec<Record>, Summary
         } else {
             5
         };
-        sessions.insert(id, Session::new(version, expiry));
+        let mut session = Session::new(version, expiry);
+        // Mosquitto 2.0.0 to 2.0.15 reuse the previous client's user name buffer (and its
+        // byte-swapped length) for a client without one, writing heap bytes after the
+        // name's NUL: a name with a NUL is that, not a user (MQTT names have no U+0000).
+        let stale = c.username.as_ref().is_some_and(|n| n.contains(&0));
+        if stale {
+            summary.stale_users += 1;
+        }
+        if let Some(name) = c.username.as_ref().filter(|_| !stale) {
+            let username = utf8("user name", name)?;
+            match listener_of(c.listener_port) {
+                // Its ACL follows the session, as if the client had connected to shardmq.
+                Some(listener) => {
+                    session.user = Some(Record::SessionUser {
+                        client_id: id.clone(),
+                        listener,
+                        username: Some(username),
+                        identity: None,
+                    });
+                }
+                None => summary.users_without_listener += 1,
+            }
+        }
+        sessions.insert(id, session);
     }
     summary.expired_sessions = expired.len();
     for s in &db.subscriptions {
@@ -357,6 +404,7 @@ impl Session {
         Self {
             version,
             expiry,
+            user: None,
             records: Vec::new(),
             inflight: Vec::new(),
             seq: 0,
@@ -370,6 +418,7 @@ impl Session {
             version: self.version,
             expiry: self.expiry,
         });
+        out.extend(self.user);
         out.push(Record::SessionOffline {
             client_id: id.clone(),
             at: now_ms,
@@ -389,7 +438,7 @@ impl Session {
 /// Refuses a store path that holds Mosquitto's format, or a leftover of the old default
 /// name, so that data is never silently ignored.
 pub fn check_store_path(config: &Config) -> Result<(), ImportError> {
-    let (snapshot, _) = paths(config);
+    let snapshot = Paths::of(config).snapshot;
     let mut head = [0u8; 23];
     if let Ok(mut f) = std::fs::File::open(&snapshot) {
         let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
@@ -440,12 +489,25 @@ pub fn import_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let (mut records, summary) = to_records(&db, now_ms).map_err(|e| ImportError::Entry {
-        path: path.to_path_buf(),
-        what: e.what,
-        reason: e.reason,
-    })?;
-    let (snapshot, log) = paths(config);
+    // Without per_listener_settings every listener has the same rules: any will do.
+    let listener_of = |port: u16| {
+        let index = config.listeners.iter().position(|l| l.port == port);
+        match index {
+            Some(i) => u32::try_from(i).ok(),
+            None => (!config.per_listener_settings).then_some(0),
+        }
+    };
+    let (records, summary) =
+        to_records(&db, now_ms, &listener_of).map_err(|e| ImportError::Entry {
+            path: path.to_path_buf(),
+            what: e.what,
+            reason: e.reason,
+        })?;
+    let Paths {
+        snapshot,
+        log,
+        swap,
+    } = Paths::of(config);
     let mut moved = None;
     if let Err(ImportError::MosquittoFormat { .. }) = check_store_path(config) {
         // Mosquitto's file sits where shardmq keeps its snapshot (the default name):
@@ -453,7 +515,7 @@ pub fn import_file(
         let mut aside = snapshot.clone().into_os_string();
         aside.push(MOVED_SUFFIX);
         let aside = PathBuf::from(aside);
-        for p in [&aside, &log] {
+        for p in [&aside, &log, &swap] {
             if p.exists() {
                 return Err(ImportError::Exists { path: p.clone() });
             }
@@ -464,7 +526,7 @@ pub fn import_file(
         })?;
         moved = Some(aside);
     }
-    let written = write_store(config, &snapshot, &mut records, now);
+    let written = write_store(config, &snapshot, records, now);
     if let (Err(_), Some(aside)) = (&written, &moved) {
         // Put Mosquitto's file back where it was: nothing was imported.
         let _ = std::fs::rename(aside, &snapshot);
@@ -478,24 +540,31 @@ pub fn import_file(
     })
 }
 
-/// Writes `records` into the store of `config`, which must be empty, as a new snapshot.
+/// Writes `records` into the store of `config`, which must be empty, as a new snapshot
+/// (with an empty live log and spare, as after a shutdown).
 fn write_store(
     config: &Config,
     snapshot: &Path,
-    records: &mut Vec<Record>,
+    records: Vec<Record>,
     now: Instant,
 ) -> Result<(), ImportError> {
-    let mut store = Store::open(config, now)?;
-    let state = store.state();
-    if !state.is_empty() {
+    let (store, existing) = super::open(config, now)?;
+    if !existing.is_empty() {
         return Err(ImportError::NotEmpty {
             path: snapshot.to_path_buf(),
-            retained: state.retained.len(),
-            sessions: state.sessions.len(),
+            retained: existing.retained.len(),
+            sessions: existing.sessions.len(),
         });
     }
-    store.append(records, now)?;
-    store.compact(now)?;
+    let mut state = State::default();
+    for r in records {
+        state.apply(r);
+    }
+    let generation = store.generation() + 1;
+    let paths = store.paths().clone();
+    // The store's files must be closed before the full compaction replaces them.
+    drop(store);
+    super::compact::full(&paths, generation, &state)?;
     Ok(())
 }
 

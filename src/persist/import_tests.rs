@@ -17,6 +17,11 @@ fn fixture_now_ms(db: &MosquittoDb) -> u64 {
     u64::try_from(expires - 3600 + 10).unwrap() * 1000
 }
 
+/// The fixture's clients connected on port 18840: listener 0 here.
+fn first_listener(port: u16) -> Option<u32> {
+    (port == 18840).then_some(0)
+}
+
 fn state_of(records: Vec<Record>) -> State {
     let mut s = State::default();
     for r in records {
@@ -29,7 +34,7 @@ fn state_of(records: Vec<Record>) -> State {
 fn mosquittos_file_becomes_the_state_the_broker_restores() {
     let db = fixture();
     let now_ms = fixture_now_ms(&db);
-    let (records, summary) = to_records(&db, now_ms).unwrap();
+    let (records, summary) = to_records(&db, now_ms, &first_listener).unwrap();
     assert_eq!(
         summary,
         Summary {
@@ -77,12 +82,55 @@ fn mosquittos_file_becomes_the_state_the_broker_restores() {
     assert!(left <= 600 && left > 500, "{left}");
 }
 
+/// Mosquitto 2 keeps the user name and listener port of a session: the ACL of that user
+/// follows the imported session.
+#[test]
+fn a_sessions_user_is_imported_with_its_listener() {
+    let mut db = fixture();
+    db.clients[0].username = Some(Bytes::from_static(b"alice"));
+    db.clients[1].username = Some(Bytes::from_static(b"bob"));
+    db.clients[1].listener_port = 9999;
+    let (records, summary) = to_records(&db, fixture_now_ms(&db), &first_listener).unwrap();
+    assert_eq!(summary.users_without_listener, 1);
+    let state = state_of(records);
+    let user = state.sessions[&ByteStr::from("sess1")]
+        .user
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (user.listener, user.username),
+        (0, Some(ByteStr::from("alice")))
+    );
+    assert_eq!(state.sessions[&ByteStr::from("sess5")].user, None);
+}
+
+/// Mosquitto 2.0.0 to 2.0.15 write a client without a user name after one with it from
+/// the stale buffer: the previous name, its NUL and heap bytes, under a byte-swapped
+/// length. That is no user.
+#[test]
+fn a_user_name_from_mosquittos_stale_buffer_is_no_user() {
+    let mut db = fixture();
+    let mut garbage = b"alice".to_vec();
+    garbage.extend_from_slice(&[0; 1275]);
+    db.clients[1].username = Some(Bytes::from(garbage));
+    let (records, summary) = to_records(&db, fixture_now_ms(&db), &first_listener).unwrap();
+    assert_eq!(summary.stale_users, 1);
+    assert!(
+        summary.to_string().contains("another client's buffer"),
+        "{summary}"
+    );
+    assert_eq!(
+        state_of(records).sessions[&ByteStr::from("sess5")].user,
+        None
+    );
+}
+
 #[test]
 fn expired_sessions_and_messages_are_left_out_and_counted() {
     let db = fixture();
     // Two hours later: sess5 (3600 s) and its message (600 s) have expired.
     let now_ms = fixture_now_ms(&db) + 7_200_000;
-    let (records, summary) = to_records(&db, now_ms).unwrap();
+    let (records, summary) = to_records(&db, now_ms, &first_listener).unwrap();
     assert_eq!((summary.sessions, summary.expired_sessions), (1, 1));
     assert_eq!(summary.expired_messages, 1);
     assert_eq!(summary.subscriptions, 1);
@@ -98,7 +146,7 @@ fn expired_sessions_and_messages_are_left_out_and_counted() {
 fn an_inflight_message_keeps_its_packet_id() {
     for version in [2, 3, 4] {
         let db = mdb::parse(&v234_file(version)).unwrap();
-        let (records, summary) = to_records(&db, 1_000).unwrap();
+        let (records, summary) = to_records(&db, 1_000, &first_listener).unwrap();
         assert_eq!(
             (summary.inflight, summary.queued, summary.retained),
             (1, 0, 1)
@@ -120,7 +168,7 @@ fn incoming_qos2_awaiting_pubrel_is_counted_not_dropped_silently() {
     c.qos = 2;
     c.state = state::WAIT_FOR_PUBREL;
     db.client_messages.push(c);
-    let (_, summary) = to_records(&db, fixture_now_ms(&db)).unwrap();
+    let (_, summary) = to_records(&db, fixture_now_ms(&db), &first_listener).unwrap();
     assert_eq!(summary.incoming_qos2, 1);
     assert!(summary.to_string().contains("awaiting PUBREL"), "{summary}");
 }
@@ -129,12 +177,14 @@ fn incoming_qos2_awaiting_pubrel_is_counted_not_dropped_silently() {
 fn an_entry_that_is_not_mqtt_stops_the_import() {
     let mut db = fixture();
     db.subscriptions[0].topic = Bytes::from_static(b"a/#/b");
-    assert!(to_records(&db, fixture_now_ms(&db)).is_err());
+    assert!(to_records(&db, fixture_now_ms(&db), &first_listener).is_err());
     let mut db = fixture();
     if let Some(m) = db.messages.values_mut().next() {
         m.topic = Bytes::from_static(b"bad/+");
     }
-    let e = to_records(&db, fixture_now_ms(&db)).err().unwrap();
+    let e = to_records(&db, fixture_now_ms(&db), &first_listener)
+        .err()
+        .unwrap();
     assert!(e.what.starts_with("stored message"), "{}", e.what);
 }
 
@@ -183,9 +233,9 @@ fn a_mosquitto_file_at_the_store_path_is_refused_then_imported_in_place() {
         MOSQUITTO_2_0_11
     );
     check_store_path(&cfg).unwrap();
-    let store = Store::open(&cfg, Instant::now()).unwrap();
-    assert_eq!(store.state().retained.len(), 3);
-    assert_eq!(store.state().sessions.len(), 2);
+    let (store, state) = crate::persist::open(&cfg, Instant::now()).unwrap();
+    assert_eq!(state.retained.len(), 3);
+    assert_eq!(state.sessions.len(), 2);
     drop(store);
     // Importing again into a store that holds data is refused; nothing changes.
     let e = import_file(

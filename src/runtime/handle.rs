@@ -182,6 +182,7 @@ impl Prepared {
             shards.push(shard);
         }
         if let Some(store) = &store {
+            Shard::exchange_restored_mail(&mut shards);
             for shard in &mut shards {
                 shard.flush_persist();
             }

@@ -81,13 +81,16 @@ fn persistence(config: &Config, problems: &mut Vec<String>) {
         problems.push(e.to_string());
         return;
     }
-    let (snapshot, log) = persist::store::paths(config);
-    if let Err(e) = persist::snapshot::read(&snapshot) {
+    let paths = persist::store::Paths::of(config);
+    if let Err(e) = persist::snapshot::read(&paths.snapshot) {
         problems.push(format!("Error: {e}"));
     }
-    if let Err(e) = persist::log::read(&log) {
-        problems.push(format!("Error: {e}"));
+    for log in [&paths.log, &paths.swap] {
+        if let Err(e) = persist::log::read(log) {
+            problems.push(format!("Error: {e}"));
+        }
     }
+    let snapshot = paths.snapshot;
     let dir = snapshot
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
