@@ -1,6 +1,6 @@
 //! shardmq: a thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker, drop-in for Mosquitto.
 //!
-//! Layering, lowest first: [`codec`] <- [`topic`] <- [`session`] <- [`broker`] /
+//! Layering, lowest first: [`hash`] <- [`codec`] <- [`topic`] <- [`session`] <- [`broker`] /
 //! [`retained`] <- [`runtime`] <- this crate's embedding API. A lower layer never imports a
 //! higher one, and nothing below `runtime` touches sockets, threads or the clock.
 //!
@@ -47,6 +47,7 @@ pub mod broker;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod hash;
 pub mod log;
 pub mod mailbox;
 pub mod metrics;

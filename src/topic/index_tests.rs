@@ -305,3 +305,20 @@ proptest! {
         prop_assert!(idx.root.slots.is_none());
     }
 }
+
+/// The index hashes levels with the per-process seeded hasher by default (HashDoS), and
+/// levels crafted to collide under the unkeyed Fx hash still work as ordinary levels.
+#[test]
+fn default_level_hasher_is_seeded_and_fx_collisions_are_plain_levels() {
+    let mut idx: TopicIndex<usize, String> =
+        TopicIndex::<usize, String, crate::hash::SeededState>::default();
+    let levels = crate::hash::fx_colliding_levels(300);
+    for (i, l) in levels.iter().enumerate() {
+        idx.insert(&f(&format!("flood/{l}")), i, l.clone());
+    }
+    assert_eq!(idx.len(), 300);
+    for (i, l) in levels.iter().enumerate().step_by(37) {
+        assert_eq!(matched(&idx, &format!("flood/{l}")), [(i, l.clone())]);
+    }
+    assert!(matched(&idx, "flood/x").is_empty());
+}
