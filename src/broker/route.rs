@@ -336,6 +336,12 @@ impl Broker {
                     return;
                 };
                 if c.out.len() >= self.out_limit {
+                    crate::log_limited!(
+                        crate::log::Level::Notice,
+                        now,
+                        "Outgoing messages are being dropped for client {}.",
+                        slot.session.client_id()
+                    );
                     self.stats.publish_dropped += 1;
                     fanout.qos0_full.push(key);
                     self.arm_stall(conn, now);
@@ -407,7 +413,9 @@ impl Broker {
             Delivery::Skipped => {}
             Delivery::Dropped => {
                 self.stats.publish_dropped += 1;
-                crate::log_notice!(
+                crate::log_limited!(
+                    crate::log::Level::Notice,
+                    now,
                     "Outgoing messages are being dropped for client {}.",
                     slot.session.client_id()
                 );

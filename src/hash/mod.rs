@@ -125,8 +125,14 @@ mod tests {
         let fx = FxBuildHasher::default();
         let first = fx.hash_one(keys[0].as_str());
         assert!(keys.iter().all(|k| fx.hash_one(k.as_str()) == first));
-        assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 500, "keys distinct");
-        assert!(keys.iter().all(|k| crate::topic::TopicName::parse(k).is_ok()));
+        assert_eq!(
+            keys.iter().collect::<HashSet<_>>().len(),
+            500,
+            "keys distinct"
+        );
+        assert!(keys
+            .iter()
+            .all(|k| crate::topic::TopicName::parse(k).is_ok()));
     }
 
     /// The attack keys spread evenly under the seeded hasher: distinct hashes, and no

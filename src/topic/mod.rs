@@ -12,4 +12,6 @@ mod name;
 
 pub use index::TopicIndex;
 pub use matcher::matches;
-pub use name::{SharedFilter, TopicError, TopicFilter, TopicName, MAX_TOPIC_LEN, SHARE_PREFIX};
+pub use name::{
+    SharedFilter, TopicError, TopicFilter, TopicName, MAX_TOPIC_LEN, MAX_TOPIC_LEVELS, SHARE_PREFIX,
+};
