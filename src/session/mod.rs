@@ -24,7 +24,6 @@ use crate::config::Config;
 
 pub use connect::{
     accept, authenticate, connack_code, connack_properties, Accepted, SessionExpiry,
-    CONNECT_TIMEOUT,
 };
 pub use error::ProtocolError;
 pub use message::{Message, Outgoing, Transmit};
