@@ -51,13 +51,16 @@ pub struct BrokerProc {
 impl BrokerProc {
     /// Starts shardmq with `listener 0 127.0.0.1`, anonymous access and `extra` config lines.
     pub fn start(extra: &str) -> Self {
+        Self::start_config(&format!(
+            "listener 0 127.0.0.1\nallow_anonymous true\nlog_type all\n{extra}\n"
+        ))
+    }
+
+    /// Starts shardmq with exactly this config file text (it must log its listening port).
+    pub fn start_config(text: &str) -> Self {
         let dir = temp_dir("broker");
         let config_path = dir.join("shardmq.conf");
-        std::fs::write(
-            &config_path,
-            format!("listener 0 127.0.0.1\nallow_anonymous true\nlog_type all\n{extra}\n"),
-        )
-        .unwrap();
+        std::fs::write(&config_path, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardmq"))
             .arg("-c")
             .arg(&config_path)
