@@ -39,7 +39,10 @@ fn global_config(extra: &str) -> String {
 fn global_max_connections_is_exact_across_two_shards() {
     let broker = BrokerProc::start_config(&global_config("threads 2\nmax_connections 5"));
     let (mut conns, ok) = connect_many(broker.port, "g", 20);
-    assert_eq!(ok, 5, "connections admitted with max_connections 5 on 2 shards");
+    assert_eq!(
+        ok, 5,
+        "connections admitted with max_connections 5 on 2 shards"
+    );
     assert!(broker.wait_log("max_connections reached"));
     // Two admitted clients leave: exactly two newcomers get in, wherever they land.
     let mut closed = 0;
@@ -164,7 +167,9 @@ fn out_of_descriptors_pauses_accepting_then_takes_the_backlog() {
     // Ten clients leave; the ten queued ones get in without any new connection arriving.
     conns.truncate(conns.len() - 10);
     for (i, raw) in queued.iter_mut().enumerate() {
-        let ack = raw.recv().unwrap_or_else(|| panic!("queued client {i} never got CONNACK"));
+        let ack = raw
+            .recv()
+            .unwrap_or_else(|| panic!("queued client {i} never got CONNACK"));
         assert_eq!((ack.first, ack.body[1]), (0x20, 0));
     }
     drop(warm);

@@ -10,12 +10,14 @@
 //! parameter and waking is a callback. It never blocks and never drops a message.
 
 mod ring;
+mod sync;
 
 pub use ring::{ring, Consumer, Producer};
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
+
+use sync::{fence, AtomicBool, Ordering};
 
 /// Index of a shard (0..N).
 pub type ShardId = usize;
@@ -205,5 +207,8 @@ impl<T> Inbox<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
