@@ -8,6 +8,14 @@
 //! while shards are busy no message costs a syscall, and a sleeping shard costs exactly
 //! one `wake` per batch. This module knows nothing of MQTT or mio: messages are a type
 //! parameter and waking is a callback. It never blocks and never drops a message.
+//!
+//! The lock-free parts are model-checked with loom (`loom_tests.rs`: every interleaving
+//! of a producer and a consumer for the ring, wraparound, batched publish / release, drop
+//! with taken-but-unreleased elements, and the parker's no-lost-wakeup protocol):
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib mailbox` (about 4 minutes to build
+//! everything with that flag on 2 cores, under a second to run). The ordinary tests
+//! (`tests.rs`) also run under Miri: `cargo +nightly miri test --lib mailbox::` (needs
+//! `rustup +nightly component add miri rust-src`; about 4 minutes, mostly building).
 
 mod ring;
 mod sync;
