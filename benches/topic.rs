@@ -15,73 +15,18 @@ use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::time::Duration;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use shardmq::hash::{fx_colliding_levels, FxBuildHasher, SeededState};
 use shardmq::topic::{TopicFilter, TopicIndex};
 
+use common::{build, topics, Shape};
+
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 
-#[derive(Clone, Copy)]
-enum Shape {
-    /// "s/{a}/{b}"
-    Exact,
-    /// "s/{a}/+/{b}"
-    Plus,
-    /// "s/{a}/{b}/#"
-    Hash,
-}
-
-impl Shape {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Exact => "exact",
-            Self::Plus => "plus",
-            Self::Hash => "hash",
-        }
-    }
-
-    fn filter(self, a: usize, b: usize) -> String {
-        match self {
-            Self::Exact => format!("s/{a}/{b}"),
-            Self::Plus => format!("s/{a}/+/{b}"),
-            Self::Hash => format!("s/{a}/{b}/#"),
-        }
-    }
-
-    fn topic(self, a: usize, b: usize) -> String {
-        match self {
-            Self::Exact => format!("s/{a}/{b}"),
-            Self::Plus => format!("s/{a}/dev7/{b}"),
-            Self::Hash => format!("s/{a}/{b}/x/y"),
-        }
-    }
-}
-
-fn build<S: BuildHasher + Default>(shape: Shape, n: usize) -> TopicIndex<usize, u8, S> {
-    let mut idx = TopicIndex::default();
-    for i in 0..n {
-        let filter = shape.filter(i / 1000, i % 1000);
-        if let Ok(f) = TopicFilter::parse(&filter) {
-            idx.insert(&f, i, 0);
-        }
-    }
-    idx
-}
-
-fn topics(shape: Shape, n: usize) -> Vec<String> {
-    // A small LCG spreads the lookups over the whole index.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..1024)
-        .map(|_| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            let i = (x >> 33) as usize % n;
-            shape.topic(i / 1000, i % 1000)
-        })
-        .collect()
-}
-
 fn bench_matching(c: &mut Criterion) {
-    for shape in [Shape::Exact, Shape::Plus, Shape::Hash] {
+    for shape in Shape::ALL {
         let mut group = c.benchmark_group(format!("topic_match/{}", shape.name()));
         group.sample_size(20);
         group.warm_up_time(Duration::from_millis(500));
@@ -109,7 +54,7 @@ fn match_with<S: BuildHasher + Default>(c: &mut Criterion, group: &str, name: &s
     group.sample_size(20);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
-    for shape in [Shape::Exact, Shape::Plus, Shape::Hash] {
+    for shape in Shape::ALL {
         let n = 100_000;
         let idx: TopicIndex<usize, u8, S> = build(shape, n);
         let topics = topics(shape, n);
