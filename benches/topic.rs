@@ -25,24 +25,42 @@ use common::{build, topics, Shape};
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 
+/// A group with the sampling every match benchmark uses.
+fn match_group<'a>(
+    c: &'a mut Criterion,
+    name: String,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    group
+}
+
+/// One match per iteration, cycling through `topics`.
+fn bench_match<S: BuildHasher + Default>(
+    b: &mut criterion::Bencher<'_>,
+    idx: &TopicIndex<usize, u8, S>,
+    topics: &[String],
+) {
+    let mut j = 0usize;
+    b.iter(|| {
+        let t = &topics[j & 1023];
+        j = j.wrapping_add(1);
+        let mut hits = 0usize;
+        idx.for_each_match(black_box(t), |k, _| hits += *k);
+        black_box(hits)
+    });
+}
+
 fn bench_matching(c: &mut Criterion) {
     for shape in Shape::ALL {
-        let mut group = c.benchmark_group(format!("topic_match/{}", shape.name()));
-        group.sample_size(20);
-        group.warm_up_time(Duration::from_millis(500));
-        group.measurement_time(Duration::from_secs(2));
+        let mut group = match_group(c, format!("topic_match/{}", shape.name()));
         for n in SIZES {
             let idx: TopicIndex<usize, u8> = build(shape, n);
             let topics = topics(shape, n);
             group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-                let mut j = 0usize;
-                b.iter(|| {
-                    let t = &topics[j & 1023];
-                    j = j.wrapping_add(1);
-                    let mut hits = 0usize;
-                    idx.for_each_match(black_box(t), |k, _| hits += *k);
-                    black_box(hits)
-                });
+                bench_match(b, &idx, &topics);
             });
         }
         group.finish();
@@ -50,23 +68,13 @@ fn bench_matching(c: &mut Criterion) {
 }
 
 fn match_with<S: BuildHasher + Default>(c: &mut Criterion, group: &str, name: &str) {
-    let mut group = c.benchmark_group(group);
-    group.sample_size(20);
-    group.warm_up_time(Duration::from_millis(500));
-    group.measurement_time(Duration::from_secs(2));
+    let mut group = match_group(c, group.to_owned());
     for shape in Shape::ALL {
         let n = 100_000;
         let idx: TopicIndex<usize, u8, S> = build(shape, n);
         let topics = topics(shape, n);
         group.bench_function(format!("{}/{name}", shape.name()), |b| {
-            let mut j = 0usize;
-            b.iter(|| {
-                let t = &topics[j & 1023];
-                j = j.wrapping_add(1);
-                let mut hits = 0usize;
-                idx.for_each_match(black_box(t), |k, _| hits += *k);
-                black_box(hits)
-            });
+            bench_match(b, &idx, &topics);
         });
     }
     group.finish();

@@ -7,21 +7,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect_v311, frame, mqtt_str, var_int, BrokerProc, Raw, TIMEOUT, V4};
-
-/// The broker's resident memory in KiB (VmRSS of /proc/PID/status).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
+use common::{connect_v311, frame, mqtt_str, rss_kib, var_int, BrokerProc, Raw, TIMEOUT, V4};
 
 /// The fixed header of a CONNECT announcing `remaining` bytes, and the first bytes of a
 /// plausible body.
@@ -36,22 +26,7 @@ fn huge_connect_start(remaining: usize) -> Vec<u8> {
 /// True when the broker closes `raw` within `within` (EOF or reset), whatever it sends.
 fn closed_within(raw: &mut Raw, within: Duration) -> bool {
     raw.stream.set_read_timeout(Some(within)).unwrap();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        match raw.stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-    false
+    raw.closed_by_broker()
 }
 
 #[test]
