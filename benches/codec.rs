@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use shardmq::codec::{
+use shardmq::internals::codec::{
     decode, encode, Ack, AckKind, ByteStr, Connect, Packet, Properties, ProtocolVersion, Publish,
     QoS, ReasonCode, Subscribe, SubscriptionOptions,
 };

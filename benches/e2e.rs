@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use shardmq::broker::{Broker, ConnId};
-use shardmq::codec::{
+use shardmq::internals::broker::{Broker, ConnId};
+use shardmq::internals::codec::{
     encode, ByteStr, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions,
 };

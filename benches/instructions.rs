@@ -13,7 +13,7 @@ mod common;
 
 use std::hint::black_box;
 
-use shardmq::topic::TopicIndex;
+use shardmq::internals::topic::TopicIndex;
 
 use common::{build, topics, Fanout, Shape};
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardmq::mailbox::{mesh, ring};
+use shardmq::internals::mailbox::{mesh, ring};
 
 const BATCH: usize = 256;
 

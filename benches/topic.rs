@@ -18,8 +18,8 @@ use std::time::Duration;
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use shardmq::hash::{fx_colliding_levels, FxBuildHasher, SeededState};
-use shardmq::topic::{TopicFilter, TopicIndex};
+use shardmq::internals::hash::{fx_colliding_levels, FxBuildHasher, SeededState};
+use shardmq::internals::topic::{TopicFilter, TopicIndex};
 
 use common::{build, topics, Shape};
 

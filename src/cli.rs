@@ -264,9 +264,9 @@ mod tests {
 
     #[test]
     fn test_config_reports() {
-        let ok = TempFile::new("ok.conf", "listener 0\npsk_hint x\n");
+        let ok = TempFile::new("ok.conf", "listener 0\ndhparamfile x\n");
         let report = test_config(&args(&["-c", ok.0.to_str().unwrap(), "--test-config"])).unwrap();
-        assert!(report.contains("psk_hint"), "{report}");
+        assert!(report.contains("dhparamfile"), "{report}");
         assert!(report.ends_with("Configuration OK"), "{report}");
         let bad = TempFile::new("bad.conf", "listener 0\nmax_keepalive x\n");
         let report = test_config(&args(&["-c", bad.0.to_str().unwrap()])).unwrap_err();

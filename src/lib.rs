@@ -1,8 +1,11 @@
 //! shardmq: a thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker, drop-in for Mosquitto.
 //!
-//! Layering, lowest first: [`hash`] <- [`codec`] <- [`topic`] <- [`session`] <- [`broker`] /
-//! [`retained`] <- [`runtime`] <- this crate's embedding API. A lower layer never imports a
-//! higher one, and nothing below `runtime` touches sockets, threads or the clock.
+//! The crate root is the embedding API: [`Broker::builder`] starts a broker in this
+//! process and returns a [`BrokerHandle`]; [`BrokerHandle::subscribe`] and
+//! [`BrokerHandle::publish`] exchange [`Message`]s and [`Publish`]es with it; [`Config`]
+//! (with [`config`] for its parts and [`Config::from_file`] / [`Config::parse_str`] to read
+//! a `mosquitto.conf`) says what it serves; [`log`] sets up its logging. Everything else is
+//! internal; how it is built is in `ARCHITECTURE.md`.
 //!
 //! # Embedding
 //!
@@ -13,8 +16,7 @@
 //! use std::time::Duration;
 //!
 //! use bytes::Bytes;
-//! use shardmq::codec::{ByteStr, Publish, QoS};
-//! use shardmq::{Broker, Config};
+//! use shardmq::{Broker, ByteStr, Config, Publish, QoS};
 //!
 //! let config = Config::with_listener("127.0.0.1:0".parse().unwrap());
 //! let broker = Broker::builder(config).start().expect("broker starts");
@@ -40,26 +42,81 @@
 //! ```
 //!
 //! [`BrokerHandle::subscribe_with_capacity`] sets the channel bound (default
-//! [`broker::embed::DEFAULT_SUBSCRIPTION_CAPACITY`]).
+//! [`DEFAULT_SUBSCRIPTION_CAPACITY`]).
 
-pub mod auth;
-pub mod broker;
-pub mod cli;
-pub mod codec;
+// Without the `internals` feature, items that only the benches, fuzz targets and tests
+// use are unused here. Dead code is still checked: builds with the feature (`cargo test`,
+// `cargo clippy --all-targets`, which enable it through the dev-dependency) report it.
+#![cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
+
+// The layers (see ARCHITECTURE.md). Internal: reachable from outside only through
+// `internals` (cargo feature `internals`, for the benches and fuzz targets).
+pub(crate) mod auth;
+pub(crate) mod broker;
+pub(crate) mod cli;
+pub(crate) mod codec;
 pub mod config;
-pub mod hash;
+pub(crate) mod hash;
 pub mod log;
-pub mod mailbox;
-pub mod metrics;
-pub mod persist;
-pub mod retained;
-pub mod runtime;
-pub mod session;
-pub mod topic;
+pub(crate) mod mailbox;
+pub(crate) mod metrics;
+pub(crate) mod persist;
+pub(crate) mod retained;
+pub(crate) mod runtime;
+pub(crate) mod session;
+pub(crate) mod topic;
 
-pub use broker::embed::{Message, SubscribeError, Subscription};
+pub use auth::{AclError, AuthError, PasswordError};
+pub use broker::embed::{Message, SubscribeError, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
+pub use codec::{ByteStr, Properties, Publish, QoS};
 pub use config::Config;
-pub use runtime::{BrokerHandle, StartError, Stopper};
+pub use persist::Error as PersistError;
+pub use runtime::{BrokerHandle, Reloader, StartError, Stopper, TlsError};
+pub use topic::{TopicError, TopicFilter};
+
+/// What the `shardmq` executable (`src/main.rs`) needs beyond the embedding API: its
+/// command line, the `passwd` tool and signal handling. Not a stable API.
+#[doc(hidden)]
+pub mod executable {
+    pub use crate::auth::passwd::run as passwd;
+    pub use crate::cli::{check_supported, load_config, test_config, Args, Command};
+    pub use crate::runtime::signals;
+}
+
+/// The broker's internal layers, for the benchmarks in `benches/` and the fuzz targets in
+/// `fuzz/` (cargo feature `internals`, off by default). Not a stable API: anything here
+/// may change in any release.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub mod auth {
+        pub use crate::auth::*;
+    }
+    pub mod broker {
+        pub use crate::broker::*;
+    }
+    pub mod codec {
+        pub use crate::codec::*;
+    }
+    pub mod hash {
+        pub use crate::hash::*;
+    }
+    pub mod mailbox {
+        pub use crate::mailbox::*;
+    }
+    pub mod persist {
+        pub use crate::persist::*;
+    }
+    pub mod retained {
+        pub use crate::retained::*;
+    }
+    pub mod session {
+        pub use crate::session::*;
+    }
+    pub mod topic {
+        pub use crate::topic::*;
+    }
+}
 
 /// Entry point of the embedding API.
 pub struct Broker;

@@ -4,18 +4,18 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use shardmq::cli::Args;
-use shardmq::runtime::signals::{self, Signal};
+use shardmq::executable::signals::{self, Signal};
+use shardmq::executable::Args;
 use shardmq::{log_error, log_notice, log_warning, Broker};
 
 fn main() -> ExitCode {
     let args = Args::from_env();
-    if let Err(e) = shardmq::cli::check_supported(&args) {
+    if let Err(e) = shardmq::executable::check_supported(&args) {
         eprintln!("Error: {e}");
         return ExitCode::FAILURE;
     }
-    if let Some(shardmq::cli::Command::Passwd { args }) = &args.command {
-        return match shardmq::auth::passwd::run(args) {
+    if let Some(shardmq::executable::Command::Passwd { args }) = &args.command {
+        return match shardmq::executable::passwd(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         };
     }
     if args.test_config {
-        return match shardmq::cli::test_config(&args) {
+        return match shardmq::executable::test_config(&args) {
             Ok(report) => {
                 println!("{report}");
                 ExitCode::SUCCESS
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     // A bad config file names the file, the line and the option.
-    let config = shardmq::cli::load_config(args).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = shardmq::executable::load_config(args).map_err(|e| anyhow::anyhow!("{e}"))?;
     shardmq::log::init(&config.log).context("cannot open the log destination")?;
     for w in &config.warnings {
         log_warning!("{w}");
@@ -76,7 +76,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             stopper.stop();
         }
         Signal::Reload => {
-            log_notice!("Reloading config (log files, password and ACL files).");
+            log_notice!(
+                "Reloading config (log files, password and ACL files, TLS certificates, \
+                 keys, CRLs and PSK files)."
+            );
             if let Err(e) = shardmq::log::reinit() {
                 log_error!("Error: cannot reopen the log: {e}");
             }
@@ -84,6 +87,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
             match reloader.reload_security() {
                 Ok(()) => log_notice!("Password and ACL files reloaded."),
                 Err(e) => log_error!("Error: reload failed, keeping the old rules: {e}"),
+            }
+            // Per listener: a file that fails to load keeps that listener's old files.
+            for (port, outcome) in reloader.reload_tls() {
+                match outcome {
+                    Ok(()) => log_notice!("TLS files of listener {port} reloaded."),
+                    Err(e) => log_error!(
+                        "Error: TLS reload of listener {port} failed, keeping its old \
+                         configuration: {e}"
+                    ),
+                }
             }
         }
     })

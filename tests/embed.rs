@@ -6,8 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::V4;
-use shardmq::codec::{ByteStr, Publish, QoS};
-use shardmq::{Broker, Config};
+use shardmq::{Broker, ByteStr, Config, Publish, QoS};
 
 #[test]
 fn start_inject_and_stop_in_process() {

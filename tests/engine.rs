@@ -310,3 +310,91 @@ fn publish_right_after_suback_reaches_the_subscriber_on_any_shard() {
         sub.disconnect();
     }
 }
+
+/// Packet types (first byte >> 4) in `buf`, as far as it holds whole packets.
+fn packet_kinds(buf: &[u8]) -> Vec<u8> {
+    let mut kinds = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let (mut len, mut mult, mut i) = (0usize, 1usize, at + 1);
+        loop {
+            let Some(&b) = buf.get(i) else { return kinds };
+            len += usize::from(b & 0x7f) * mult;
+            mult *= 128;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if i + len > buf.len() {
+            break;
+        }
+        kinds.push(buf[at] >> 4);
+        at = i + len;
+    }
+    kinds
+}
+
+/// Concurrent CONNECTs of one client id on two shards: in each round 20 connections
+/// (clean session 0, CONNECT and SUBSCRIBE pipelined) race; exactly one survives with its
+/// CONNACK and SUBACK, every other is closed promptly, the survivor gets what is published
+/// next, and the broker keeps serving round after round.
+#[test]
+fn takeover_storm_leaves_one_survivor_per_round() {
+    use std::io::Read;
+    let b = BrokerProc::start(SHARDS);
+    let port = b.port;
+    let publisher = V4::connect("storm-pub", port);
+    let mut bytes = common::connect_v311("storm", false, 60, None);
+    bytes.extend(common::subscribe(1, &[("storm/#", 1)]));
+    for round in 0..10 {
+        let mut conns: Vec<(std::net::TcpStream, Vec<u8>, bool)> = (0..20)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                std::io::Write::write_all(&mut s, &bytes).unwrap();
+                s.set_nonblocking(true).unwrap();
+                (s, Vec::new(), false)
+            })
+            .collect();
+        let poll = |conns: &mut Vec<(std::net::TcpStream, Vec<u8>, bool)>| {
+            let mut chunk = [0u8; 4096];
+            for (s, buf, closed) in conns.iter_mut().filter(|c| !c.2) {
+                loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) => {
+                            *closed = true;
+                            break;
+                        }
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            *closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        let settled = common::wait_until(common::TIMEOUT, || {
+            poll(&mut conns);
+            let open: Vec<_> = conns.iter().filter(|c| !c.2).collect();
+            open.len() == 1 && packet_kinds(&open[0].1).contains(&9)
+        });
+        let open = conns.iter().filter(|c| !c.2).count();
+        let acked = conns
+            .iter()
+            .filter(|c| !c.2 && packet_kinds(&c.1).contains(&2))
+            .count();
+        assert!(
+            settled,
+            "round {round}: {open} connections still open, {acked} with CONNACK"
+        );
+        let survivor = conns.iter().position(|c| !c.2).unwrap();
+        publisher.publish(&format!("storm/{round}"), QoS::AtLeastOnce, false, b"m");
+        let got = common::wait_until(common::TIMEOUT, || {
+            poll(&mut conns);
+            packet_kinds(&conns[survivor].1).contains(&3)
+        });
+        assert!(got, "round {round}: the survivor got no PUBLISH");
+    }
+}

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use shardmq::broker::{Broker, ConnId};
-use shardmq::codec::{
+use shardmq::internals::broker::{Broker, ConnId};
+use shardmq::internals::codec::{
     encode, ByteStr, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions,
 };
-use shardmq::topic::{TopicFilter, TopicIndex};
+use shardmq::internals::topic::{TopicFilter, TopicIndex};
 use shardmq::Config;
 use smallvec::smallvec;
 

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardmq::auth::{acl, Acl, PasswordFile};
-use shardmq::codec::ByteStr;
+use shardmq::internals::auth::{acl, Acl, PasswordFile};
+use shardmq::internals::codec::ByteStr;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use shardmq::auth::{Acl, Domain, Security};
-use shardmq::broker::Broker;
+use shardmq::internals::auth::{Acl, Domain, Security};
+use shardmq::internals::broker::Broker;
 use shardmq::Config;
 
 const ACL: &str = "topic read $SYS/#\ntopic readwrite a/#\nuser u\ntopic deny a/secret/#\n\
@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 broker.on_writable(c, now);
             }
-            let _ = broker.wants_read(c);
+            let _ = broker.wants_read(c, 0);
         }
         while let Some(c) = broker.poll_close() {
             if let Some(out) = broker.output(c) {

@@ -3,7 +3,7 @@
 // packet. No input may panic.
 
 use bytes::BytesMut;
-use shardmq::codec::{self, ProtocolVersion};
+use shardmq::internals::codec::{self, ProtocolVersion};
 
 pub fn run(data: &[u8], version: ProtocolVersion) {
     let mut buf = BytesMut::from(data);

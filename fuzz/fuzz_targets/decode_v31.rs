@@ -6,4 +6,4 @@ use libfuzzer_sys::fuzz_target;
 #[path = "decode_common.rs"]
 mod decode_common;
 
-fuzz_target!(|data: &[u8]| decode_common::run(data, shardmq::codec::ProtocolVersion::V31));
+fuzz_target!(|data: &[u8]| decode_common::run(data, shardmq::internals::codec::ProtocolVersion::V31));

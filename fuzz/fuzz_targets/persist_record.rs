@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use shardmq::persist::record::{decode_frame, encode};
+use shardmq::internals::persist::record::{decode_frame, encode};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardmq::topic::{matches, TopicFilter, TopicIndex, TopicName};
+use shardmq::internals::topic::{matches, TopicFilter, TopicIndex, TopicName};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };

@@ -26,6 +26,7 @@ const DENY: u8 = 0;
 const CACHE_CAPACITY: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AclError {
     #[error("cannot read acl_file {}: {source}", path.display())]
     Io {

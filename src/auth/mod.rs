@@ -1,5 +1,7 @@
 //! Authentication and authorisation: Mosquitto password files ([`password`]), ACL files
-//! compiled into topic indexes ([`acl`]), and the `shardmq passwd` tool ([`passwd`]).
+//! compiled into topic indexes ([`acl`]), the `shardmq passwd` tool ([`passwd`]), and the
+//! parsers for TLS identity files: `psk_file` ([`psk`]) and `crlfile` ([`crl`]), which the
+//! runtime's TLS listeners load.
 //!
 //! [`Security`] is everything loaded from the files of a [`Config`], one [`Domain`] per
 //! listener (shared by all listeners unless `per_listener_settings`). It is built once by
@@ -9,8 +11,10 @@
 //! password.
 
 pub mod acl;
+pub mod crl;
 pub mod passwd;
 pub mod password;
+pub mod psk;
 
 use std::sync::Arc;
 
@@ -22,6 +26,7 @@ use crate::config::Config;
 
 /// Why the security files of a config cannot be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     #[error(transparent)]
     Password(#[from] PasswordError),

@@ -24,6 +24,7 @@ const MAX_ITERATIONS: u32 = 1_000_000;
 
 /// Why a password file cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PasswordError {
     #[error("cannot read password file {}: {source}", path.display())]
     Io {

@@ -1,21 +1,23 @@
-//! Connection and session lifecycle inside the broker: the CONNECT handshake (accept or
-//! refuse, client-id takeover, session present), per-packet dispatch to the session,
-//! DISCONNECT and abnormal ends, wills (immediate or delayed) and session expiry.
+//! The coordinator's CONNECT path and packet dispatch: the CONNECT handshake (accept or
+//! refuse, ask the home shard, client-id takeover, session present) and each later
+//! packet handed to its session, with the resulting action (route, subscribe, ...)
+//! carried out through the parts. Ends of connections and sessions are `lifecycle.rs`'s.
 //!
 //! It never blocks and never trusts the client: every refusal is a CONNACK or DISCONNECT
 //! with the spec's code and a log line, then a close.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::auth::ClientSecurity;
 
 use crate::codec::{
-    ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, Publish,
-    ReasonCode, Will,
+    ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, Publish,
+    ReasonCode,
 };
-use crate::session::{self, Action, Session, SessionExpiry};
+use crate::session::{self, Action, Session};
 
+use super::cross::{MovedSession, PendingConnect};
 use super::timers::Timer;
 use super::{Broker, ConnId, ConnState, Slot};
 
@@ -30,7 +32,9 @@ const fn mosquitto_protocol(v: ProtocolVersion) -> u8 {
 
 impl Broker {
     pub(super) fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
-        let Some(c) = self.conn(conn) else { return };
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
         match c.state {
             ConnState::AwaitConnect => match packet {
                 Packet::Connect(connect) => self.on_connect(conn, connect, now),
@@ -56,9 +60,7 @@ impl Broker {
                             Err(err) => self.protocol_error(conn, &err, now),
                             Ok(false) => self.flush_session(key, now),
                             Ok(true) => {
-                                if let Some(c) = self.conn_mut(conn) {
-                                    c.publisher = true;
-                                }
+                                self.flow.on_publish(conn);
                                 self.on_publish(key, conn, publish, now);
                             }
                         }
@@ -83,9 +85,7 @@ impl Broker {
                         self.maybe_release(key);
                     }
                     Ok(Some(Action::Route(publish))) => {
-                        if let Some(c) = self.conn_mut(conn) {
-                            c.publisher = true;
-                        }
+                        self.flow.on_publish(conn);
                         self.on_publish(key, conn, publish, now);
                     }
                     Ok(Some(Action::Subscribe(sub))) => self.on_subscribe(key, sub, now),
@@ -100,9 +100,8 @@ impl Broker {
             }
             ConnState::AwaitHome => {
                 // Pipelined after CONNECT: replayed once the session is in place.
-                if let Some(p) = self.pending.get_mut(&conn) {
-                    p.queued.push(packet);
-                }
+                let claim = c.uid;
+                self.cross.queue_pipelined(claim, packet);
             }
             ConnState::Closing => {}
         }
@@ -162,7 +161,7 @@ impl Broker {
     }
 
     /// ACL write check for session `key` (without an ACL: anything but `$SYS`).
-    fn may_write(&mut self, key: usize, topic: &crate::codec::ByteStr) -> bool {
+    fn may_write(&mut self, key: usize, topic: &ByteStr) -> bool {
         self.sessions
             .get_mut(key)
             .and_then(|s| s.security.as_mut())
@@ -173,7 +172,9 @@ impl Broker {
     }
 
     fn on_connect(&mut self, conn: ConnId, mut connect: Box<Connect>, now: Instant) {
-        let Some(c) = self.conn_mut(conn) else { return };
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
         let version = connect.protocol;
         c.version = version;
         let (peer, listener, conn_uid) = (c.peer, c.listener, c.uid);
@@ -187,7 +188,7 @@ impl Broker {
             .is_some_and(|t| t.use_identity_as_username);
         if use_identity {
             // Without a verified certificate identity the client is anonymous.
-            connect.username = identity.map(crate::codec::ByteStr::from);
+            connect.username = identity.map(ByteStr::from);
             connect.password = None;
         }
         let security = Arc::clone(&self.security);
@@ -196,7 +197,7 @@ impl Broker {
         let verdict = session::accept(&connect, &self.config, domain, use_identity, || auto)
             .and_then(|a| {
                 let will_ok = connect.will.as_ref().map_or(true, |w| {
-                    let username = connect.username.as_ref().map(crate::codec::ByteStr::as_str);
+                    let username = connect.username.as_ref().map(ByteStr::as_str);
                     ClientSecurity::new(&security, listener, username, a.client_id.as_str())
                         .may_write(&w.topic)
                 });
@@ -225,28 +226,19 @@ impl Broker {
                 return;
             }
         };
-        if self.shards > 1 {
+        if self.cross.is_multi() {
             // The client id's home shard knows where its session lives [MQTT-3.1.4-3].
-            let home = self.home_of(accepted.client_id.as_str());
-            let control = super::Control::Claim {
-                client_id: accepted.client_id.clone(),
-                conn,
-                conn_uid,
-                clean_start: connect.clean_start,
-            };
-            if let Some(c) = self.conn_mut(conn) {
+            if let Some(c) = self.conns.get_mut(conn) {
                 c.state = ConnState::AwaitHome;
             }
-            self.pending.insert(
+            let clean_start = connect.clean_start;
+            let pending = PendingConnect {
                 conn,
-                Box::new(super::shards::PendingConnect {
-                    uid: conn_uid,
-                    connect,
-                    accepted,
-                    queued: Vec::new(),
-                }),
-            );
-            self.send_control(home, control);
+                connect,
+                accepted,
+                queued: Vec::new(),
+            };
+            self.cross.claim(conn_uid, clean_start, Box::new(pending));
             return;
         }
         self.finish_connect(conn, connect, &accepted, None, now);
@@ -260,37 +252,29 @@ impl Broker {
         conn: ConnId,
         mut connect: Box<Connect>,
         accepted: &session::Accepted,
-        moved: Option<super::shards::MovedSession>,
+        moved: Option<MovedSession>,
         now: Instant,
     ) {
-        let Some(c) = self.conn(conn) else { return };
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
         let (peer, conn_uid, version) = (c.peer, c.uid, connect.protocol);
         let (listener, security) = (c.listener, Arc::clone(&self.security));
         let client_id = accepted.client_id.clone(); // compact since session::accept
 
         // Takeover: the old connection of this client id is closed [MQTT-3.1.4-3].
-        if let Some(old) = self
-            .client_ids
-            .get(&client_id)
-            .and_then(|&k| self.sessions.get(k))
-            .filter(|s| !s.is_stub())
-            .and_then(|s| s.conn)
-        {
+        if let Some(old) = self.sessions.live_conn_of(&client_id) {
             crate::log_notice!("Client {client_id} already connected, closing old connection.");
             self.disconnect_with(old, ReasonCode::SESSION_TAKEN_OVER);
             self.end_connection(old, now, true);
         }
         if let Some(moved) = moved {
             if !connect.clean_start {
-                self.install(moved);
+                self.install(moved, conn_uid);
             }
         }
         let mut session_present = false;
-        let existing = self
-            .client_ids
-            .get(&client_id)
-            .copied()
-            .filter(|&k| self.sessions.get(k).is_some_and(|s| !s.is_stub()));
+        let existing = self.sessions.live_key_of(&client_id);
         let key = match existing {
             // [MQTT-3.1.2-4]: resume the session unless clean start.
             Some(key) if !connect.clean_start => {
@@ -303,19 +287,10 @@ impl Broker {
                 }
                 let uid = self.uid();
                 let session = Session::new(client_id.clone(), uid, self.limits);
-                if let Some(stub) = self.client_ids.get(&client_id).copied() {
+                if let Some(stub) = self.sessions.key_of(&client_id) {
                     self.end_session(stub);
                 }
-                let key = self.sessions.insert(Slot {
-                    session,
-                    conn: None,
-                    paused: Default::default(),
-                    forward: None,
-                    security: None,
-                    username: None,
-                });
-                self.client_ids.insert(client_id.clone(), key);
-                key
+                self.sessions.add(Slot::new(session))
             }
         };
         let Some(slot) = self.sessions.get_mut(key) else {
@@ -324,15 +299,13 @@ impl Broker {
         let will = connect.will.take();
         slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
-        slot.username = connect
-            .username
-            .as_ref()
-            .map(crate::codec::ByteStr::compact);
+        slot.claim = conn_uid;
+        slot.username = connect.username.as_ref().map(ByteStr::compact);
         slot.security = security.has_acl().then(|| {
             Box::new(ClientSecurity::new(
                 &security,
                 listener,
-                connect.username.as_ref().map(crate::codec::ByteStr::as_str),
+                connect.username.as_ref().map(ByteStr::as_str),
                 client_id.as_str(),
             ))
         });
@@ -358,7 +331,7 @@ impl Broker {
                 },
             );
         }
-        if let Some(c) = self.conn_mut(conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.state = ConnState::Active(key);
         }
         self.stats.client_connected();
@@ -384,7 +357,7 @@ impl Broker {
     /// A first frame that does not decode. An unsupported protocol level gets its CONNACK
     /// (0x01 in 3.1.1 framing, 0x84 for 5 and later) [MQTT-3.1.2-2]; anything else closes.
     pub(super) fn refuse_undecodable_connect(&mut self, conn: ConnId, err: &DecodeError) {
-        let peer = self.conn(conn).map(|c| c.peer);
+        let peer = self.conns.get(conn).map(|c| c.peer);
         if let DecodeError::UnsupportedProtocolVersion { level } = *err {
             let (version, reason) = if level >= 5 {
                 (
@@ -410,132 +383,5 @@ impl Broker {
             );
         }
         self.close_conn(conn);
-    }
-
-    /// Sends a v5 DISCONNECT with `reason` to an active v5 connection (nothing for 3.1.1).
-    pub(super) fn disconnect_with(&mut self, conn: ConnId, reason: ReasonCode) {
-        let Some(c) = self.conn(conn) else { return };
-        if c.version.is_v5() && matches!(c.state, ConnState::Active(_)) {
-            let d = Disconnect {
-                reason,
-                properties: Properties::default(),
-            };
-            self.send_packet(conn, &Packet::Disconnect(d), ProtocolVersion::V5);
-        }
-    }
-
-    /// Marks a connection for `poll_close` (idempotent).
-    pub(super) fn close_conn(&mut self, conn: ConnId) {
-        let Some(c) = self.conn_mut(conn) else { return };
-        if c.state == ConnState::Closing {
-            return;
-        }
-        c.state = ConnState::Closing;
-        c.blocked_on.clear();
-        self.close_ready.push_back(conn);
-    }
-
-    /// Detaches the session of an active connection (publishing the will when
-    /// `publish_will`), starts its expiry, and closes the connection.
-    pub(super) fn end_connection(&mut self, conn: ConnId, now: Instant, publish_will: bool) {
-        self.drop_held_subacks(conn);
-        let Some(c) = self.conn(conn) else { return };
-        let ConnState::Active(key) = c.state else {
-            self.close_conn(conn);
-            return;
-        };
-        self.close_conn(conn);
-        self.stats.client_disconnected();
-        let Some(slot) = self.sessions.get_mut(key) else {
-            return;
-        };
-        slot.conn = None;
-        let will = slot.session.detach(publish_will);
-        self.maybe_release(key);
-        self.session_offline(key, will, now);
-    }
-
-    /// A session just lost its connection: the will now or after its delay, then the
-    /// session ends or waits for its expiry.
-    pub(super) fn session_offline(&mut self, key: usize, will: Option<Will>, now: Instant) {
-        let Some(slot) = self.sessions.get_mut(key) else {
-            return;
-        };
-        let expiry = slot.session.expiry();
-        let uid = slot.session.uid();
-        if let Some(will) = will {
-            let delay = if slot.session.version().is_v5() {
-                will.properties.will_delay_interval.unwrap_or(0)
-            } else {
-                0
-            };
-            if delay == 0 || expiry.ends_at_disconnect() {
-                self.publish_will(will, now);
-            } else {
-                let at = now + Duration::from_secs(u64::from(delay));
-                slot.session.pending_will = Some((at, Box::new(will)));
-                self.timers.push(at, Timer::WillDelay { key, uid });
-            }
-        }
-        let Some(slot) = self.sessions.get_mut(key) else {
-            return;
-        };
-        match expiry {
-            SessionExpiry::After(d) if d.is_zero() => self.end_session(key),
-            SessionExpiry::After(d) => {
-                let at = now + d;
-                slot.session.expires_at = Some(at);
-                self.timers.push(at, Timer::SessionExpiry { key, uid });
-            }
-            SessionExpiry::Never => {}
-        }
-        self.persist_session_offline(key, now);
-    }
-
-    /// Removes a session: its subscriptions leave the index and its client id is freed.
-    pub(super) fn end_session(&mut self, key: usize) {
-        let Some(mut slot) = self.sessions.try_remove(key) else {
-            return;
-        };
-        self.stats.clients_total = self.sessions.len() as u64;
-        if !slot.is_stub() {
-            // A stub's session lives on (moved to another shard).
-            self.persist_session_gone(slot.session.client_id());
-        }
-        for filter in slot.session.take_subscriptions() {
-            if self.index.remove(filter.as_str(), &key).is_some() {
-                self.filter_removed(&filter);
-            }
-        }
-        if self.client_ids.get(slot.session.client_id()) == Some(&key) {
-            self.client_ids.remove(slot.session.client_id());
-            if self.shards > 1 && !slot.is_stub() {
-                let home = self.home_of(slot.session.client_id().as_str());
-                self.send_control(
-                    home,
-                    super::Control::Forget {
-                        client_id: slot.session.client_id().clone(),
-                    },
-                );
-            }
-        }
-        self.release_paused(key, slot.paused);
-    }
-
-    /// Publishes a will as a normal message (the Will Delay Interval is not forwarded).
-    pub(super) fn publish_will(&mut self, will: Will, now: Instant) {
-        let mut properties = will.properties;
-        properties.will_delay_interval = None;
-        let publish = Publish {
-            dup: false,
-            qos: will.qos,
-            retain: will.retain && self.config.retain_available,
-            topic: will.topic,
-            // Placeholder id so the header template can be encoded from it directly.
-            packet_id: (will.qos != crate::codec::QoS::AtMostOnce).then_some(1),
-            properties,
-            payload: will.payload,
-        };
-        self.route(publish, None, now);
     }
 }

@@ -1,34 +1,22 @@
-//! In-process subscriptions of the embedding API: the [`Message`] a host process receives,
-//! the [`Subscription`] it receives them through, and each shard's small table of
-//! internal subscribers (filter -> bounded channel).
+//! The types of the embedding API's in-process subscriptions: the [`Message`] a host
+//! process receives, the [`Subscription`] it receives them through, the
+//! [`InternalSub`] the runtime installs on every shard, and [`SubscribeError`]. Each
+//! shard's table of internal subscribers lives in `routing/internal.rs`; why a message
+//! reaches a subscription exactly once, and never blocks a shard, is explained there.
 //!
-//! Every shard holds every internal subscription (the runtime installs it on all shards),
-//! and a shard delivers only the messages published on it (`route`), never those other
-//! shards hand it: so a message reaches a subscription exactly once, without a
-//! cross-shard hop. The table is consulted only when it is non-empty, so the publish path
-//! pays one length check when no host process subscribes. A delivered message's topic
-//! and payload are one copy per publish (shared by the matching subscriptions), so
-//! messages the host keeps never pin a connection's read buffer.
-//!
-//! It must never block a shard: delivery is `try_send`; a message for a full channel is
-//! dropped and counted (`publish_dropped` and [`Subscription::dropped`]), whatever its
-//! QoS. It never touches threads or sockets itself: unsubscribing on drop is a closure the
+//! It never touches threads or sockets itself: unsubscribing on drop is a closure the
 //! runtime supplies.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError, Sender, TrySendError};
-use smallvec::SmallVec;
+use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError, Sender};
 
 use crate::codec::{ByteStr, Properties, Publish, QoS};
 use crate::retained::RetainedMessage;
-use crate::topic::{TopicError, TopicFilter, TopicIndex};
-
-use super::Broker;
+use crate::topic::{TopicError, TopicFilter};
 
 /// Messages an in-process subscription's channel holds by default (see
 /// [`crate::BrokerHandle::subscribe_with_capacity`]).
@@ -50,7 +38,7 @@ pub struct Message {
 }
 
 impl Message {
-    fn from_publish(p: &Publish, qos: QoS) -> Self {
+    pub(in crate::broker) fn from_publish(p: &Publish, qos: QoS) -> Self {
         Self {
             topic: p.topic.clone(),
             payload: p.payload.clone(),
@@ -60,7 +48,7 @@ impl Message {
         }
     }
 
-    fn from_retained(m: &RetainedMessage, qos: QoS) -> Self {
+    pub(in crate::broker) fn from_retained(m: &RetainedMessage, qos: QoS) -> Self {
         Self {
             topic: m.topic.clone(),
             payload: m.payload.clone(),
@@ -73,6 +61,7 @@ impl Message {
 
 /// Why [`crate::BrokerHandle::subscribe`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubscribeError {
     #[error("invalid topic filter: {0}")]
     InvalidFilter(#[from] TopicError),
@@ -101,135 +90,6 @@ pub struct InternalSub {
     pub dropped: Arc<AtomicU64>,
 }
 
-#[derive(Debug)]
-struct Entry {
-    filter: TopicFilter,
-    tx: Sender<Message>,
-    dropped: Arc<AtomicU64>,
-    /// A QoS 1/2 drop was logged already (once per subscription and shard).
-    warned: bool,
-}
-
-/// A shard's internal subscribers.
-#[derive(Debug, Default)]
-pub(super) struct InternalSubs {
-    index: TopicIndex<u64, QoS>,
-    subs: HashMap<u64, Entry>,
-}
-
-impl InternalSubs {
-    pub(super) fn is_empty(&self) -> bool {
-        self.subs.is_empty()
-    }
-
-    fn remove(&mut self, id: u64) -> bool {
-        match self.subs.remove(&id) {
-            Some(e) => {
-                self.index.remove(e.filter.as_str(), &id);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Offers `msg` to a subscription's channel; counts (and for QoS 1/2 logs once) a drop.
-/// Returns false when the receiving side is gone.
-fn offer(entry: &mut Entry, msg: Message, dropped: &mut u64) -> bool {
-    match entry.tx.try_send(msg) {
-        Ok(()) => true,
-        Err(TrySendError::Full(msg)) => {
-            *dropped += 1;
-            entry.dropped.fetch_add(1, Ordering::Relaxed);
-            if msg.qos != QoS::AtMostOnce && !entry.warned {
-                entry.warned = true;
-                crate::log_warning!(
-                    "Warning: in-process subscription to {} is full; QoS {} messages are being dropped.",
-                    entry.filter,
-                    msg.qos as u8
-                );
-            }
-            true
-        }
-        Err(TrySendError::Disconnected(_)) => false,
-    }
-}
-
-impl Broker {
-    /// Installs an in-process subscription on this shard; with `with_retained`, first
-    /// offers it the matching retained messages of this shard's replica (the runtime asks
-    /// one shard only, so they arrive once).
-    pub fn add_internal(&mut self, sub: InternalSub, with_retained: bool) {
-        let mut entry = Entry {
-            filter: sub.filter,
-            tx: sub.tx,
-            dropped: sub.dropped,
-            warned: false,
-        };
-        if with_retained {
-            let mut found = Vec::new();
-            self.retained
-                .for_each_match(&entry.filter, |m| found.push(Arc::clone(m)));
-            let mut dropped = 0;
-            for m in found {
-                if !offer(
-                    &mut entry,
-                    Message::from_retained(&m, sub.qos),
-                    &mut dropped,
-                ) {
-                    return; // nobody is listening any more
-                }
-            }
-            self.stats.publish_dropped += dropped;
-        }
-        self.internal.remove(sub.id);
-        self.internal.index.insert(&entry.filter, sub.id, sub.qos);
-        self.internal.subs.insert(sub.id, entry);
-    }
-
-    /// Removes an in-process subscription from this shard; false if it was not there.
-    pub fn remove_internal(&mut self, id: u64) -> bool {
-        self.internal.remove(id)
-    }
-
-    /// Number of in-process subscriptions installed on this shard.
-    pub fn internal_subscriptions(&self) -> usize {
-        self.internal.subs.len()
-    }
-
-    /// Delivers a message published on this shard to the matching in-process
-    /// subscriptions (the $-rule [MQTT-4.7.2-1] is the index's). Returns whether any
-    /// matched.
-    pub(super) fn deliver_internal(&mut self, publish: &Publish) -> bool {
-        let InternalSubs { index, subs } = &mut self.internal;
-        let mut dropped = 0;
-        let mut gone: SmallVec<[u64; 2]> = SmallVec::new();
-        // The host may keep messages for long: copied once per publish (not per
-        // subscription) so they never pin the connection's read buffer.
-        let mut compact: Option<Publish> = None;
-        index.for_each_match(publish.topic.as_str(), |id, qos| {
-            let Some(entry) = subs.get_mut(id) else {
-                return;
-            };
-            let p = compact.get_or_insert_with(|| Publish {
-                topic: publish.topic.compact(),
-                payload: Bytes::copy_from_slice(&publish.payload),
-                qos: publish.qos,
-                properties: publish.properties.clone(),
-                ..Publish::default()
-            });
-            if !offer(entry, Message::from_publish(p, *qos), &mut dropped) {
-                gone.push(*id);
-            }
-        });
-        self.stats.publish_dropped += dropped;
-        for id in gone {
-            self.internal.remove(id);
-        }
-        compact.is_some()
-    }
-}
-
 /// Messages of one in-process subscription, in order per publisher. Dropping it removes
 /// the subscription from every shard. The channel ends (`recv` returns an error, `iter`
 /// stops) when the broker stops.
@@ -252,7 +112,7 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     /// Used by the runtime: `on_drop` removes the subscription from the shards.
-    pub fn new(
+    pub(crate) fn new(
         filter: TopicFilter,
         rx: Receiver<Message>,
         dropped: Arc<AtomicU64>,
@@ -310,122 +170,5 @@ impl Drop for Subscription {
         if let Some(f) = self.on_drop.take() {
             f();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    fn sub(id: u64, filter: &str, qos: QoS, cap: usize) -> (InternalSub, Receiver<Message>) {
-        let (tx, rx) = crossbeam_channel::bounded(cap);
-        let s = InternalSub {
-            id,
-            filter: TopicFilter::parse(filter).unwrap(),
-            qos,
-            tx,
-            dropped: Arc::default(),
-        };
-        (s, rx)
-    }
-
-    fn publish(topic: &str, qos: QoS, retain: bool) -> Publish {
-        Publish {
-            topic: ByteStr::from(topic),
-            qos,
-            retain,
-            payload: Bytes::from_static(b"x"),
-            ..Publish::default()
-        }
-    }
-
-    fn broker() -> Broker {
-        Broker::new(Arc::new(crate::config::Config::default()), Instant::now())
-    }
-
-    #[test]
-    fn inject_reaches_internal_subscription_with_lower_qos() {
-        let mut b = broker();
-        let (s, rx) = sub(1, "a/+", QoS::AtMostOnce, 8);
-        b.add_internal(s, true);
-        b.inject(publish("a/b", QoS::AtLeastOnce, false), Instant::now());
-        b.inject(publish("b/b", QoS::AtLeastOnce, false), Instant::now());
-        let m = rx.try_recv().unwrap();
-        assert_eq!(
-            (m.topic.as_str(), m.qos, m.retain),
-            ("a/b", QoS::AtMostOnce, false)
-        );
-        assert!(rx.try_recv().is_err());
-    }
-
-    #[test]
-    fn retained_first_then_live() {
-        let mut b = broker();
-        b.inject(publish("r/1", QoS::AtLeastOnce, true), Instant::now());
-        let (s, rx) = sub(1, "r/#", QoS::ExactlyOnce, 8);
-        b.add_internal(s, true);
-        b.inject(publish("r/2", QoS::AtMostOnce, false), Instant::now());
-        let m = rx.try_recv().unwrap();
-        assert_eq!(
-            (m.topic.as_str(), m.qos, m.retain),
-            ("r/1", QoS::AtLeastOnce, true)
-        );
-        assert_eq!(rx.try_recv().unwrap().topic.as_str(), "r/2");
-    }
-
-    #[test]
-    fn mqtt_4_7_2_1_wildcard_does_not_match_sys() {
-        let mut b = broker();
-        let (s, rx) = sub(1, "#", QoS::AtMostOnce, 8);
-        b.add_internal(s, true);
-        let (s, rx_sys) = sub(2, "$SYS/#", QoS::AtMostOnce, 8);
-        b.add_internal(s, true);
-        b.inject(publish("$SYS/x", QoS::AtMostOnce, false), Instant::now());
-        assert!(rx.try_recv().is_err());
-        assert_eq!(rx_sys.try_recv().unwrap().topic.as_str(), "$SYS/x");
-    }
-
-    #[test]
-    fn full_channel_drops_and_counts() {
-        let mut b = broker();
-        let (s, rx) = sub(1, "t", QoS::AtLeastOnce, 1);
-        let dropped = Arc::clone(&s.dropped);
-        b.add_internal(s, false);
-        for _ in 0..3 {
-            b.inject(publish("t", QoS::AtLeastOnce, false), Instant::now());
-        }
-        assert_eq!(rx.len(), 1);
-        assert_eq!(dropped.load(Ordering::Relaxed), 2);
-        assert_eq!(b.stats().publish_dropped, 2);
-    }
-
-    #[test]
-    fn removed_or_disconnected_subscription_is_forgotten() {
-        let mut b = broker();
-        let (s, rx) = sub(1, "t", QoS::AtMostOnce, 4);
-        b.add_internal(s, false);
-        assert!(b.remove_internal(1));
-        assert!(!b.remove_internal(1));
-        b.inject(publish("t", QoS::AtMostOnce, false), Instant::now());
-        assert!(rx.try_recv().is_err());
-        let (s, rx) = sub(2, "t", QoS::AtMostOnce, 4);
-        b.add_internal(s, false);
-        drop(rx);
-        b.inject(publish("t", QoS::AtMostOnce, false), Instant::now());
-        assert_eq!(b.internal_subscriptions(), 0);
-    }
-
-    #[test]
-    fn shared_and_invalid_filters_are_refused() {
-        assert!(matches!(
-            parse_filter("$share/g/t"),
-            Err(SubscribeError::Shared)
-        ));
-        assert!(matches!(
-            parse_filter("a/#/b"),
-            Err(SubscribeError::InvalidFilter(_))
-        ));
-        assert!(parse_filter("a/+/b").is_ok());
     }
 }

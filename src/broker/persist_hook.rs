@@ -19,8 +19,9 @@ use crate::retained::RetainedMessage;
 use crate::session::{Message, Outgoing, Session, SessionExpiry, Subscription};
 use crate::topic::TopicFilter;
 
+use super::sessions::Slot;
 use super::timers::Timer;
-use super::{Broker, Slot};
+use super::Broker;
 
 /// Persistence events waiting for the runtime.
 #[derive(Debug, Default)]
@@ -176,14 +177,14 @@ fn expiry_secs(e: SessionExpiry) -> u32 {
 }
 
 /// The SUBSCRIBE options byte (MQTT 5 layout; 3.1.1 uses the QoS bits only).
-fn options_byte(o: SubscriptionOptions) -> u8 {
+pub(super) fn options_byte(o: SubscriptionOptions) -> u8 {
     (o.qos as u8)
         | (u8::from(o.no_local) << 2)
         | (u8::from(o.retain_as_published) << 3)
         | ((o.retain_handling & 3) << 4)
 }
 
-fn options_from_byte(b: u8) -> SubscriptionOptions {
+pub(super) fn options_from_byte(b: u8) -> SubscriptionOptions {
     SubscriptionOptions {
         qos: QoS::from_u8(b & 3).unwrap_or(QoS::ExactlyOnce),
         no_local: b & 4 != 0,
@@ -217,7 +218,7 @@ impl Broker {
             out.push(Record::Delivered {
                 boot: self.persist.boot,
                 from,
-                to: self.shard as u8,
+                to: self.cross.me() as u8,
                 upto: self.persist.received_seq[usize::from(from)],
             });
         }
@@ -327,14 +328,14 @@ impl Broker {
     /// Loads the retained messages of `state` into this shard's retained store.
     pub fn restore_retained(&mut self, state: &State) {
         for p in state.retained.values() {
-            self.retained.set(RetainedMessage {
+            self.routing.set_retained(RetainedMessage {
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
                 qos: p.qos,
                 properties: p.properties.clone(),
             });
         }
-        self.stats.retained = self.retained.len() as u64;
+        self.stats.retained = self.routing.retained_len() as u64;
     }
 
     /// Rebuilds the persistent sessions of `state` for which `owns(client_id)` holds
@@ -399,11 +400,10 @@ impl Broker {
                 };
                 session.subscribe(filter, sub);
                 if self
-                    .index
-                    .insert(&parsed, self.sessions.vacant_key(), sub)
-                    .is_none()
+                    .routing
+                    .subscribe(&parsed, self.sessions.vacant_key(), sub)
                 {
-                    self.filter_added(filter);
+                    self.cross.filter_added(filter);
                 }
             }
             for (&seq, m) in &s.messages {
@@ -442,14 +442,9 @@ impl Broker {
                     session.client_id().as_str(),
                 ))
             });
-            let key = self.sessions.insert(Slot {
-                session,
-                conn: None,
-                paused: Default::default(),
-                forward: None,
-                security,
-                username: None,
-            });
+            let mut slot = Slot::new(session);
+            slot.security = security;
+            let key = self.sessions.add(slot);
             let Some(slot) = self.sessions.get(key) else {
                 continue;
             };
@@ -459,10 +454,7 @@ impl Broker {
             if let Some((at, _)) = &slot.session.pending_will {
                 self.timers.push(*at, Timer::WillDelay { key, uid });
             }
-            self.client_ids.insert(id.clone(), key);
-            if self.home_of(id.as_str()) == self.shard {
-                self.directory.insert(id.clone(), self.shard);
-            }
+            self.cross.restored(id);
             self.persist.persisted.insert(id.clone());
             if s.offline_at.is_none() {
                 // Connected when the broker stopped: offline from now.
@@ -475,7 +467,7 @@ impl Broker {
             restored += 1;
         }
         self.stats.clients_total = self.sessions.len() as u64;
-        self.stats.subscriptions = self.local_subscriptions();
+        self.stats.subscriptions = self.routing.local_subscriptions();
         // Messages between shards that a crash caught in a mailbox: every shard offers
         // them to its own (restored) sessions, so each session gets one copy.
         for m in state.routed.values() {
@@ -484,26 +476,15 @@ impl Broker {
                 instant_of(m.received),
                 None,
             ));
-            self.fanout_local(&msg, None, 0, (self.shard, 0), now);
+            let sent = super::publish::Sent {
+                dests: 0,
+                source: (self.cross.me(), 0),
+            };
+            self.fanout_local(&msg, sent, now);
         }
         for will in due_wills {
             self.publish_will(will, now);
         }
         restored
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_byte_roundtrips() {
-        for b in 0u8..64 {
-            if b & 3 == 3 {
-                continue;
-            }
-            assert_eq!(options_byte(options_from_byte(b)), b);
-        }
     }
 }

@@ -1,37 +1,25 @@
-//! SUBSCRIBE and UNSUBSCRIBE: the session's subscription set, the shard's index, the
-//! SUBACK / UNSUBACK reason codes and the retained messages sent after a SUBACK.
+//! The coordinator's SUBSCRIBE and UNSUBSCRIBE paths: the session's subscription set,
+//! routing's index, the interest other shards must learn, the SUBACK / UNSUBACK reason
+//! codes, and the retained messages sent after a SUBACK (in budgeted batches, continued by
+//! [`Broker::run_deferred`]).
 //!
 //! It never sends a retained message before the SUBACK and never accepts a filter the
 //! topic layer rejects. With several shards a SUBACK (and its retained messages) may wait
-//! for the other shards to apply the new interest (`interest.rs`); live messages matching
-//! the filter are not held back meanwhile [MQTT-3.8.4].
+//! for the other shards to apply the new interest (`cross/interest.rs`); live messages
+//! matching the filter are not held back meanwhile [MQTT-3.8.4].
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use smallvec::SmallVec;
 
-use crate::codec::{Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
+use crate::codec::{ByteStr, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
 use crate::session::{Delivery, Message, Outgoing, Subscription};
-
-use super::interest::RetainedAfter;
-use super::Broker;
-use crate::retained::RetainedCursor;
 use crate::topic::TopicFilter;
 
-/// Retained messages handed to one subscription per batch.
-pub(super) const RETAINED_BATCH: usize = 256;
-
-/// A retained lookup in progress for one subscription.
-#[derive(Debug)]
-pub(super) struct RetainedJob {
-    key: usize,
-    uid: u64,
-    filter: TopicFilter,
-    granted: QoS,
-    sub_id: Option<u32>,
-    cursor: RetainedCursor,
-}
+use super::cross::{HeldSubAck, RetainedAfter};
+use super::routing::RetainedJob;
+use super::Broker;
 
 impl Broker {
     pub(super) fn on_subscribe(&mut self, key: usize, sub: Subscribe, now: Instant) {
@@ -45,8 +33,8 @@ impl Broker {
             filters: SmallVec::new(),
             sub_id,
         };
-        let mut added: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
-        let mut granted: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
+        let mut added: SmallVec<[ByteStr; 1]> = SmallVec::new();
+        let mut granted: SmallVec<[ByteStr; 1]> = SmallVec::new();
         for (filter, options) in sub.filters {
             let failure = if v5 {
                 None
@@ -81,7 +69,7 @@ impl Broker {
             };
             // [MQTT-3.8.4-3]: an identical filter replaces the subscription.
             let previous = slot.session.subscribe(&filter, subscription);
-            if self.index.insert(&parsed, key, subscription).is_none() {
+            if self.routing.subscribe(&parsed, key, subscription) {
                 added.push(filter.clone());
             }
             self.persist
@@ -93,7 +81,7 @@ impl Broker {
                 filter
             );
             reasons.push(ReasonCode(options.qos as u8));
-            if self.shards > 1 {
+            if self.cross.is_multi() {
                 granted.push(filter.clone());
             }
             let send_retained = !v5
@@ -106,9 +94,9 @@ impl Broker {
                 retained_for.filters.push((parsed, options.qos));
             }
         }
-        self.stats.subscriptions = self.local_subscriptions();
+        self.stats.subscriptions = self.routing.local_subscriptions();
         for filter in &added {
-            self.filter_added(filter);
+            self.cross.filter_added(filter);
         }
         let suback = SubAck {
             packet_id: sub.packet_id,
@@ -123,8 +111,65 @@ impl Broker {
         }
     }
 
+    /// Queues the SUBACK for session `key` now and returns `then` for the caller to
+    /// start, or has the cross-shard part hold both until the Interest broadcasts of
+    /// `filters` (and the SUBACKs this connection already waits for) are acknowledged by
+    /// every other shard.
+    fn send_suback(
+        &mut self,
+        key: usize,
+        filters: &[ByteStr],
+        suback: SubAck,
+        then: RetainedAfter,
+    ) -> Option<RetainedAfter> {
+        let conn = self
+            .sessions
+            .get(key)
+            .and_then(|s| s.conn)
+            .and_then(|c| self.conns.get(c).map(|x| (c, x.uid)));
+        let (suback, then) = match conn {
+            Some((conn, conn_uid)) => {
+                let held = HeldSubAck::new(conn, conn_uid, suback, then);
+                let h = self.cross.hold_suback(filters, held)?;
+                (h.suback, h.then)
+            }
+            None => (suback, then),
+        };
+        let slot = self.sessions.get_mut(key)?;
+        slot.session.send(Packet::SubAck(suback));
+        Some(then)
+    }
+
+    /// Shard `from` applied our Interest broadcasts up to `seq`: send the SUBACKs that
+    /// waited for it, then their retained messages.
+    pub(super) fn on_interest_ack(
+        &mut self,
+        from: crate::mailbox::ShardId,
+        seq: u64,
+        now: Instant,
+    ) {
+        for h in self.cross.on_interest_ack(from, seq) {
+            let Some(c) = self.conns.get(h.conn) else {
+                continue;
+            };
+            let super::connections::ConnState::Active(key) = c.state else {
+                continue;
+            };
+            if c.uid != h.conn_uid {
+                continue; // another connection now: the subscriber left
+            }
+            if let Some(slot) = self.sessions.get_mut(key) {
+                slot.session.send(Packet::SubAck(h.suback));
+                self.flush_session(key, now);
+                for (filter, granted) in h.then.filters {
+                    self.send_retained(key, &filter, granted, h.then.sub_id, now);
+                }
+            }
+        }
+    }
+
     /// Retained messages matching `filter`, with RETAIN set [MQTT-3.3.1-8], after SUBACK.
-    /// At most [`RETAINED_BATCH`] now; the rest continue in [`Broker::run_deferred`] so a
+    /// At most [`super::routing::RETAINED_BATCH`] now; the rest continue in [`Broker::run_deferred`] so a
     /// wildcard over a large store cannot stall the shard.
     pub(super) fn send_retained(
         &mut self,
@@ -134,19 +179,12 @@ impl Broker {
         sub_id: Option<u32>,
         now: Instant,
     ) {
-        let Some(uid) = self.sessions.get(key).map(|s| s.session.uid()) else {
+        let Some(uid) = self.sessions.uid_of(key) else {
             return;
         };
-        let job = RetainedJob {
-            key,
-            uid,
-            filter: filter.clone(),
-            granted,
-            sub_id,
-            cursor: RetainedCursor::default(),
-        };
+        let job = RetainedJob::new(key, uid, filter.clone(), granted, sub_id);
         if let Some(job) = self.retained_batch(job, now) {
-            self.retained_jobs.push_back(job);
+            self.routing.defer_job(job);
         }
     }
 
@@ -161,12 +199,7 @@ impl Broker {
             return Some(job); // let its output drain first
         }
         let mut found = Vec::new();
-        let done = self.retained.matches_budgeted(
-            &job.filter,
-            &mut job.cursor,
-            RETAINED_BATCH,
-            &mut found,
-        );
+        let done = self.routing.retained_batch(&mut job, &mut found);
         let slot = self.sessions.get_mut(job.key)?;
         for m in found {
             if !slot
@@ -201,7 +234,7 @@ impl Broker {
 
     /// Whether [`Broker::run_deferred`] has work (the runtime then must not sleep).
     pub fn has_deferred_work(&self) -> bool {
-        !self.retained_jobs.is_empty()
+        self.routing.has_jobs()
     }
 
     /// Continues deferred work (retained lookups of earlier SUBSCRIBEs), one batch each.
@@ -209,14 +242,11 @@ impl Broker {
     /// output to drain).
     pub fn run_deferred(&mut self, now: Instant) -> bool {
         let mut progressed = false;
-        for _ in 0..self.retained_jobs.len() {
-            let Some(job) = self.retained_jobs.pop_front() else {
-                break;
-            };
+        for job in self.routing.take_jobs() {
             let congested = self.is_congested(job.key, job.uid);
             progressed |= !congested;
             if let Some(job) = self.retained_batch(job, now) {
-                self.retained_jobs.push_back(job);
+                self.routing.defer_job(job);
             }
         }
         progressed
@@ -227,10 +257,10 @@ impl Broker {
             return;
         };
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
-        let mut removed: SmallVec<[crate::codec::ByteStr; 1]> = SmallVec::new();
+        let mut removed: SmallVec<[ByteStr; 1]> = SmallVec::new();
         for filter in unsub.filters {
             let existed = slot.session.unsubscribe(&filter).is_some();
-            if self.index.remove(filter.as_str(), &key).is_some() {
+            if self.routing.unsubscribe(filter.as_str(), key) {
                 removed.push(filter.clone());
             }
             if existed {
@@ -248,9 +278,9 @@ impl Broker {
             reasons,
             properties: Default::default(),
         }));
-        self.stats.subscriptions = self.local_subscriptions();
+        self.stats.subscriptions = self.routing.local_subscriptions();
         for filter in &removed {
-            self.filter_removed(filter);
+            self.cross.filter_removed(filter);
         }
         self.flush_session(key, now);
     }

@@ -3,14 +3,23 @@
 //! reused is recognised as stale and ignored; a keep alive entry that fires early (the
 //! client sent packets since) is simply pushed again at the real deadline.
 //!
-//! It never reads the clock: `now` comes from the runtime.
+//! The coordinator's `fire` carries out a due timer through the parts (connect timeout,
+//! keep alive, session expiry, will delay, slow-subscriber cut-off as flow control
+//! decides it) and publishes `$SYS` every `sys_interval` (shard 0 from every shard's
+//! report). It never reads the clock: `now` comes from the runtime.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use super::{Broker, ConnId, ConnState};
-use crate::session::ProtocolError;
+use bytes::Bytes;
+
+use crate::codec::{ByteStr, Publish, ReasonCode};
+
+use super::connections::ConnState;
+use super::cross::Control;
+use super::flow::{Load, Stall};
+use super::{Broker, ConnId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
@@ -65,7 +74,9 @@ impl Broker {
     pub(super) fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::Connect { conn, uid } => {
-                let Some(c) = self.conn(conn) else { return };
+                let Some(c) = self.conns.get(conn) else {
+                    return;
+                };
                 if c.uid == uid && c.state == ConnState::AwaitConnect {
                     crate::log_notice!(
                         "Client <unknown> from {} did not send CONNECT in time, disconnecting.",
@@ -75,7 +86,9 @@ impl Broker {
                 }
             }
             Timer::KeepAlive { conn, uid } => {
-                let Some(c) = self.conn(conn) else { return };
+                let Some(c) = self.conns.get(conn) else {
+                    return;
+                };
                 let ConnState::Active(key) = c.state else {
                     return;
                 };
@@ -93,7 +106,7 @@ impl Broker {
                         "Client {} has exceeded timeout, disconnecting.",
                         slot.session.client_id()
                     );
-                    self.disconnect_with(conn, crate::codec::ReasonCode::KEEP_ALIVE_TIMEOUT);
+                    self.disconnect_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT);
                     self.end_connection(conn, now, true);
                     self.close_conn(conn);
                 } else {
@@ -101,37 +114,19 @@ impl Broker {
                 }
             }
             Timer::SessionExpiry { key, uid } => {
-                let Some(slot) = self.sessions.get_mut(key) else {
-                    return;
-                };
-                if slot.session.uid() != uid || slot.conn.is_some() {
-                    return;
-                }
-                if slot.session.expires_at.is_some_and(|t| t <= now) {
-                    crate::log_notice!("Expiring client {}.", slot.session.client_id());
-                    if let Some((_, will)) = slot.session.pending_will.take() {
+                if let Some(will) = self.sessions.on_expiry_timer(key, uid, now) {
+                    if let Some(will) = will {
                         // The will is sent at session end if that comes first [MQTT-3.1.3-9].
-                        self.publish_will(*will, now);
+                        self.publish_will(will, now);
                     }
                     self.end_session(key);
                 }
             }
             Timer::WillDelay { key, uid } => {
-                let Some(slot) = self.sessions.get_mut(key) else {
-                    return;
-                };
-                if slot.session.uid() != uid || slot.conn.is_some() {
-                    return;
-                }
-                if slot
-                    .session
-                    .pending_will
-                    .as_ref()
-                    .is_some_and(|(t, _)| *t <= now)
-                {
-                    if let Some((_, will)) = slot.session.pending_will.take() {
+                if self.sessions.will_due(key, uid, now) {
+                    if let Some(will) = self.sessions.take_will(key) {
                         self.persist_will_done(key);
-                        self.publish_will(*will, now);
+                        self.publish_will(will, now);
                     }
                 }
             }
@@ -144,46 +139,44 @@ impl Broker {
     }
 
     /// Cuts off a subscriber that kept a full output queue without reading a byte for
-    /// `slow_subscriber_timeout`; re-arms while it still makes progress.
+    /// `slow_subscriber_timeout` (flow control decides); re-arms while it still makes
+    /// progress.
     fn check_stall(&mut self, conn: ConnId, uid: u64, now: Instant) {
-        let out_limit = self.out_limit;
-        let Some(c) = self.conn_mut(conn) else { return };
-        if c.uid != uid {
-            return;
-        }
-        let Some(mark) = c.stall_mark.take() else {
+        let Some(c) = self.conns.get(conn) else {
             return;
         };
-        let ConnState::Active(key) = c.state else {
-            return;
+        let key = match c.state {
+            ConnState::Active(key) => Some(key),
+            _ => None,
         };
-        let full = c.out.len() >= out_limit
-            || self
-                .sessions
-                .get(key)
-                .is_some_and(|s| s.session.is_backlogged());
-        let Some(c) = self.conn(conn) else { return };
-        if !full {
-            return;
+        let state = key.map(|key| {
+            let load = Load {
+                queued_bytes: c.queued_bytes(),
+                backlogged: self
+                    .sessions
+                    .get(key)
+                    .is_some_and(|s| s.session.is_backlogged()),
+            };
+            (c.written(), load)
+        });
+        match self.flow.on_stall_timer(conn, uid, state, now) {
+            Stall::Ignore => {}
+            Stall::Rearm(at) => self.timers.push(at, Timer::Stall { conn, uid }),
+            Stall::Cut => {
+                let id = key
+                    .and_then(|k| self.sessions.get(k))
+                    .map(|s| s.session.client_id().to_string())
+                    .unwrap_or_default();
+                crate::log_notice!(
+                    "Client {id} has not read its full queue for {}s, disconnecting.",
+                    self.flow.stall_timeout_secs()
+                );
+                self.stats.publish_dropped += 1;
+                // The memory goes now, not when the socket drains.
+                self.conns.clear_output(conn);
+                self.end_connection(conn, now, true);
+            }
         }
-        if c.out.written() != mark {
-            self.arm_stall(conn, now); // slow but reading: look again later
-            return;
-        }
-        let id = self
-            .sessions
-            .get(key)
-            .map(|s| s.session.client_id().to_string())
-            .unwrap_or_default();
-        crate::log_notice!(
-            "Client {id} has not read its full queue for {}s, disconnecting.",
-            self.config.slow_subscriber_timeout.as_secs()
-        );
-        self.stats.publish_dropped += 1;
-        if let Some(c) = self.conn_mut(conn) {
-            c.out.clear(); // the memory goes now, not when the socket drains
-        }
-        self.end_connection(conn, now, true);
     }
 
     /// Publishes the `$SYS` topics as retained messages. With several shards only shard
@@ -191,57 +184,37 @@ impl Broker {
     fn publish_sys(&mut self, now: Instant) {
         self.refresh_gauges();
         self.stats.update_load(now);
-        if self.shard != 0 {
+        if self.cross.me() != 0 {
             let report = self.shard_report();
-            self.loop_lag_us = 0;
-            self.send_control(0, super::Control::Report(Box::new(report)));
+            self.cross.reset_loop_lag();
+            self.cross.send(0, Control::Report(Box::new(report)));
             return;
         }
-        let total = self.aggregate_stats();
-        let mut messages: Vec<(crate::codec::ByteStr, String)> = total
+        let total = self.cross.aggregate_stats(&self.stats);
+        let mut messages: Vec<(ByteStr, String)> = total
             .sys_messages(now)
             .into_iter()
-            .map(|(t, v)| (crate::codec::ByteStr::from_static(t), v))
+            .map(|(t, v)| (ByteStr::from_static(t), v))
             .collect();
-        for (shard, lag, connected) in self.shard_lags() {
+        for (shard, lag, connected) in self.cross.shard_lags(self.stats.clients_connected) {
             messages.push((
-                crate::codec::ByteStr::from(format!("$SYS/broker/shards/{shard}/loop_lag_us")),
+                ByteStr::from(format!("$SYS/broker/shards/{shard}/loop_lag_us")),
                 lag.to_string(),
             ));
             messages.push((
-                crate::codec::ByteStr::from(format!(
-                    "$SYS/broker/shards/{shard}/clients/connected"
-                )),
+                ByteStr::from(format!("$SYS/broker/shards/{shard}/clients/connected")),
                 connected.to_string(),
             ));
         }
-        self.loop_lag_us = 0;
+        self.cross.reset_loop_lag();
         for (topic, value) in messages {
-            let publish = crate::codec::Publish {
+            let publish = Publish {
                 retain: true,
                 topic,
-                payload: bytes::Bytes::from(value),
+                payload: Bytes::from(value),
                 ..Default::default()
             };
             self.route(publish, None, now);
         }
-    }
-
-    /// A protocol violation by a connected client: v5 DISCONNECT with the reason code,
-    /// a log line naming the client, will published, connection closed.
-    pub(super) fn protocol_error(&mut self, conn: ConnId, err: &ProtocolError, now: Instant) {
-        let Some(c) = self.conn(conn) else { return };
-        let name = match c.state {
-            ConnState::Active(key) => self
-                .sessions
-                .get(key)
-                .map(|s| s.session.client_id().to_string()),
-            _ => None,
-        }
-        .unwrap_or_else(|| format!("<unknown> from {}", c.peer));
-        crate::log_notice!("Client {name} disconnected due to protocol error: {err}.");
-        self.disconnect_with(conn, err.reason_code());
-        self.end_connection(conn, now, true);
-        self.close_conn(conn);
     }
 }

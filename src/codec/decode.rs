@@ -10,9 +10,10 @@
 use bytes::{Buf, BytesMut};
 use smallvec::SmallVec;
 
+use super::bytestr::ByteStr;
 use super::packet::{
-    Ack, AckKind, Auth, ByteStr, ConnAck, Connect, Disconnect, PacketId, Publish, QoS, ReasonCode,
-    SubAck, Subscribe, SubscriptionOptions, Unsubscribe, Will,
+    Ack, AckKind, Auth, ConnAck, Connect, Disconnect, PacketId, Publish, QoS, ReasonCode, SubAck,
+    Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 use super::property_codec::{decode_properties, PropCtx};
 use super::wire::{self, Reader, VarInt};
@@ -347,7 +348,8 @@ fn decode_publish(byte: u8, r: &mut Reader<'_>, version: ProtocolVersion) -> Res
         dup,
         qos,
         retain: byte & 0x01 != 0,
-        topic: ByteStr::from_validated(topic),
+        // SAFETY: `wire::is_mqtt_utf8(&topic)` passed just above.
+        topic: unsafe { ByteStr::from_validated(topic) },
         packet_id,
         properties,
         payload: r.rest(),
@@ -405,7 +407,9 @@ fn decode_publish_fast(
         dup,
         qos,
         retain: h.byte & 0x01 != 0,
-        topic: ByteStr::from_validated(topic),
+        // SAFETY: these are the bytes `wire::is_mqtt_utf8` accepted above (`body[2..2 +
+        // topic_len]`, split off the same buffer).
+        topic: unsafe { ByteStr::from_validated(topic) },
         packet_id,
         properties: Properties::default(),
         payload,

@@ -1,6 +1,6 @@
 //! Codec errors. Decode errors separate *malformed* packets (reason 0x81) from
 //! *protocol violations* (0x82) so the session can answer with the reason code the spec
-//! asks for.
+//! asks for. Types only: never a panic path, never an I/O error (the codec does no I/O).
 
 use super::packet::ReasonCode;
 

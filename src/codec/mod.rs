@@ -9,6 +9,7 @@
 //! This module must never do I/O, read the clock, allocate per byte, or panic on any
 //! input: every bound is checked in [`wire`] before it is used.
 
+mod bytestr;
 mod decode;
 mod encode;
 mod error;
@@ -20,6 +21,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use bytestr::ByteStr;
 pub use decode::{decode, decode_connect_version, frame_len};
 pub use encode::{encode, encode_publish_header, encoded_len};
 pub use error::{DecodeError, EncodeError};

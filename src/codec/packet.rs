@@ -1,8 +1,12 @@
-//! Packet types shared by every protocol version.
+//! Packet types shared by every protocol version: one struct per packet, the version a
+//! parameter of encode and decode, v5-only data in [`super::Properties`]. It owns the
+//! types and their small invariants (e.g. `packet_id` is `Some` exactly when QoS > 0);
+//! it never encodes, decodes or validates bytes (that is `decode`, `encode`, `wire`).
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use super::bytestr::ByteStr;
 use super::properties::Properties;
 
 /// The protocol level byte of CONNECT.
@@ -33,6 +37,7 @@ impl ProtocolVersion {
 
 /// Quality of service of a PUBLISH or a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
 pub enum QoS {
     #[default]
     AtMostOnce = 0,
@@ -55,97 +60,6 @@ impl QoS {
 /// A packet identifier. The codec rejects 0 where the spec requires a non-zero id
 /// [MQTT-2.3.1-1].
 pub type PacketId = u16;
-
-/// A UTF-8 string as MQTT encodes it, validated on decode (well-formed UTF-8, no U+0000
-/// [MQTT-1.5.3-1] [MQTT-1.5.3-2]), held as a zero-copy slice of the read buffer.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct ByteStr(Bytes);
-
-impl ByteStr {
-    /// Wraps bytes that the caller has already validated as an MQTT UTF-8 string.
-    /// Use [`ByteStr::try_from_bytes`] for anything that came from outside.
-    pub const fn from_static(s: &'static str) -> Self {
-        Self(Bytes::from_static(s.as_bytes()))
-    }
-
-    /// Wraps bytes the codec has just validated with [`super::wire::is_mqtt_utf8`]
-    /// (avoids validating twice on the decode path).
-    pub(crate) const fn from_validated(b: Bytes) -> Self {
-        Self(b)
-    }
-
-    /// Validates `b` as an MQTT UTF-8 string.
-    pub fn try_from_bytes(b: Bytes) -> Result<Self, Bytes> {
-        match std::str::from_utf8(&b) {
-            Ok(s) if !s.contains('\0') => Ok(Self(b)),
-            _ => Err(b),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        debug_assert!(std::str::from_utf8(&self.0).is_ok());
-        // SAFETY: every constructor guarantees valid UTF-8: `from_static`, `From<&str>` and
-        // `From<String>` take a `str`, `try_from_bytes` validates, and `from_validated` is
-        // crate-private and only called on bytes that passed `wire::is_mqtt_utf8`. This is
-        // on the publish hot path (topic matching), so it must not re-validate.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
-    }
-
-    /// A copy in its own exact-size allocation. Decoded strings are slices of a read
-    /// buffer; anything kept for long (client ids, subscription filters, wills, retained
-    /// messages) is compacted so that it does not pin that whole buffer in memory.
-    #[must_use]
-    pub fn compact(&self) -> Self {
-        Self(Bytes::copy_from_slice(&self.0))
-    }
-
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
-    }
-
-    pub fn into_bytes(self) -> Bytes {
-        self.0
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl From<&str> for ByteStr {
-    fn from(s: &str) -> Self {
-        Self(Bytes::copy_from_slice(s.as_bytes()))
-    }
-}
-
-impl From<String> for ByteStr {
-    fn from(s: String) -> Self {
-        Self(Bytes::from(s))
-    }
-}
-
-impl std::fmt::Debug for ByteStr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl std::fmt::Display for ByteStr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::ops::Deref for ByteStr {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
 
 /// A reason code (MQTT 5) or CONNACK return code (3.1 / 3.1.1) as the raw byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -276,6 +190,7 @@ pub struct Publish {
 
 /// Which of the four publish acknowledgements an [`Ack`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::enum_variant_names)] // MQTT's own names: PUBACK, PUBREC, PUBREL, PUBCOMP
 pub enum AckKind {
     PubAck,
     PubRec,

@@ -2,12 +2,13 @@
 //! that is not allowed on the packet it arrived on (malformed, 0x81, as MQTT 5 2.2.2.2
 //! says) and a duplicate of a property that may appear at most once (protocol error,
 //! 0x82). The wire format lives in `property_codec`.
-//! For 3.1 / 3.1.1 every field stays at its default.
+//! For 3.1 / 3.1.1 every field stays at its default. This module owns the struct and its
+//! cheap queries only; it never reads or writes bytes.
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::packet::ByteStr;
+use super::bytestr::ByteStr;
 
 /// Property identifiers (MQTT 5, 2.2.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

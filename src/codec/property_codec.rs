@@ -8,8 +8,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::bytestr::ByteStr;
 use super::error::{DecodeError, EncodeError};
-use super::packet::ByteStr;
 use super::properties::{Properties, PropertyId};
 use super::wire::{self, Reader, VARINT_MAX};
 

@@ -9,8 +9,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::bytestr::ByteStr;
 use super::error::{DecodeError, EncodeError};
-use super::packet::ByteStr;
 
 /// The largest value a variable byte integer can hold (4 bytes) [MQTT-1.5.5-1].
 pub const VARINT_MAX: u32 = 268_435_455;
@@ -269,7 +269,8 @@ impl<'a> Reader<'a> {
     pub fn string(&mut self, what: &'static str) -> Result<ByteStr> {
         let b = self.binary(what)?;
         if is_mqtt_utf8(&b) {
-            Ok(ByteStr::from_validated(b))
+            // SAFETY: `is_mqtt_utf8` just checked that `b` is valid UTF-8.
+            Ok(unsafe { ByteStr::from_validated(b) })
         } else {
             Err(DecodeError::Malformed("invalid UTF-8 string"))
         }

@@ -30,6 +30,7 @@ impl std::fmt::Display for Location {
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The value of an option does not parse or is out of range.
     #[error("Error: Invalid {option} value '{value}' in {at} ({reason}).")]

@@ -19,6 +19,8 @@ mod values;
 mod tests;
 #[cfg(test)]
 mod tests_blocks;
+#[cfg(test)]
+mod tests_tls;
 
 pub use error::{Error, Location};
 
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 /// Where log lines go (`log_dest`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogDest {
     Stderr,
     Stdout,
@@ -96,7 +99,8 @@ impl Default for LogConfig {
     }
 }
 
-/// TLS settings of one listener.
+/// TLS settings of one listener: certificates (rustls) or, with `psk_hint`, pre-shared
+/// keys (OpenSSL, cargo feature `psk`). Mosquitto allows only one of the two per listener.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TlsConfig {
     pub cafile: Option<PathBuf>,
@@ -104,8 +108,48 @@ pub struct TlsConfig {
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
     pub require_certificate: bool,
+    /// The verified client certificate's CN, or the PSK identity, is the username.
     pub use_identity_as_username: bool,
+    /// `tls_version`: the minimum version, as Mosquitto 2 means it.
     pub tls_version: Option<String>,
+    /// `crlfile`: PEM certificate revocation lists checked against client certificates.
+    pub crlfile: Option<PathBuf>,
+    /// `ciphers`: suites for TLS 1.2 (an OpenSSL cipher list on PSK listeners, a list of
+    /// suite names on certificate listeners).
+    pub ciphers: Option<String>,
+    /// `ciphers_tls1.3`: TLS 1.3 suites.
+    pub ciphers_tls13: Option<String>,
+    /// `psk_hint`: makes this a TLS-PSK listener.
+    pub psk_hint: Option<String>,
+    /// The `psk_file` that applies to this listener (its own with `per_listener_settings`,
+    /// else the global one); only set on PSK listeners.
+    pub psk_file: Option<PathBuf>,
+    /// Where each option above was set (option name, file and line), for error messages.
+    pub origins: Vec<(String, Location)>,
+}
+
+impl TlsConfig {
+    /// No TLS option was given (origins aside).
+    pub fn is_empty(&self) -> bool {
+        Self {
+            origins: Vec::new(),
+            ..self.clone()
+        } == Self::default()
+    }
+
+    /// A TLS-PSK listener (`psk_hint`).
+    pub fn is_psk(&self) -> bool {
+        self.psk_hint.is_some()
+    }
+
+    /// Where `option` was last set, if it came from a file.
+    pub fn origin(&self, option: &str) -> Option<&Location> {
+        self.origins
+            .iter()
+            .rev()
+            .find(|(o, _)| o == option)
+            .map(|(_, at)| at)
+    }
 }
 
 /// One `listener` block (or the default listener from top-level `port` / `bind_address`).
@@ -199,6 +243,8 @@ pub struct Config {
     pub auto_id_prefix: String,
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
+    /// The global `psk_file` (every PSK listener's, unless `per_listener_settings`).
+    pub psk_file: Option<PathBuf>,
     pub clientid_prefixes: Option<String>,
     pub persistence: bool,
     pub persistence_location: Option<PathBuf>,
@@ -257,6 +303,7 @@ pub struct Config {
 /// event-loop iteration's changes to the log in one write, so a crash of the process
 /// (`kill -9`) loses nothing the kernel has; the setting decides what survives power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum PersistenceFsync {
     /// fdatasync once per iteration before any output is written: a PUBACK / PUBREC is
     /// sent only once the message it acknowledges is on disk.
@@ -288,6 +335,7 @@ impl Default for Config {
             auto_id_prefix: "auto-".into(),
             password_file: None,
             acl_file: None,
+            psk_file: None,
             clientid_prefixes: None,
             persistence: false,
             persistence_location: None,

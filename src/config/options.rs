@@ -27,9 +27,6 @@ const UNSUPPORTED: &[&str] = &[
     "bridge_session_expiry_interval",
     "bridge_tls_version",
     "check_retain_source",
-    "ciphers",
-    "ciphers_tls1.3",
-    "crlfile",
     "dhparamfile",
     "disable_client_cert_date_checks",
     "enable_control_api",
@@ -52,8 +49,6 @@ const UNSUPPORTED: &[&str] = &[
     "plugin",
     "plugin_load",
     "plugin_use",
-    "psk_file",
-    "psk_hint",
     "restart_timeout",
     "retry_interval",
     "round_robin",
@@ -94,7 +89,8 @@ mod tests {
     fn prefixes() {
         assert!(is_unsupported("auth_opt_db_host"));
         assert!(is_unsupported("plugin_opt_x"));
-        assert!(is_unsupported("psk_hint"));
+        assert!(!is_unsupported("psk_hint"));
+        assert!(is_unsupported("dhparamfile"));
         assert!(!is_unsupported("port"));
     }
 }

@@ -47,6 +47,8 @@ struct Parser {
     log_types_set: bool,
     log_dests_set: bool,
     allow_anonymous_set: bool,
+    /// Where the global `psk_file` was set.
+    psk_file_at: Option<Location>,
 }
 
 impl Parser {
@@ -61,6 +63,7 @@ impl Parser {
             log_types_set: false,
             log_dests_set: false,
             allow_anonymous_set: false,
+            psk_file_at: None,
         }
     }
 
@@ -76,12 +79,18 @@ impl Parser {
     fn finish(mut self) -> Result<Config, Error> {
         let mut listeners: Vec<Listener> = self.default_listener.take().into_iter().collect();
         listeners.append(&mut self.listeners);
+        let mut cfg = self.cfg;
         for l in &mut listeners {
-            if l.tls.as_ref().is_some_and(|t| *t == TlsConfig::default()) {
+            resolve_psk_file(
+                l,
+                cfg.psk_file.as_ref(),
+                self.psk_file_at.as_ref(),
+                &mut cfg.warnings,
+            );
+            if l.tls.as_ref().is_some_and(TlsConfig::is_empty) {
                 l.tls = None;
             }
         }
-        let mut cfg = self.cfg;
         if listeners.is_empty() {
             // Mosquitto 2: no listener configured = local only, anonymous allowed.
             listeners.push(Listener::new(1883, Some("127.0.0.1".into())));
@@ -119,10 +128,14 @@ impl Parser {
         })
     }
 
+    /// The TLS settings of the current listener, recording that `line` set one.
     fn tls(&mut self, line: &Line<'_>) -> &mut TlsConfig {
-        self.listener(line)
+        let tls = self
+            .listener(line)
             .tls
-            .get_or_insert_with(TlsConfig::default)
+            .get_or_insert_with(TlsConfig::default);
+        tls.origins.push((line.option.to_string(), line.at.clone()));
+        tls
     }
 
     fn bridge(&mut self, line: &Line<'_>) -> Result<&mut BridgeConfig, Error> {
@@ -184,6 +197,28 @@ impl Parser {
                     return Err(line.invalid_value(v, "expected tlsv1.1, tlsv1.2 or tlsv1.3"));
                 }
                 self.tls(line).tls_version = Some(v.to_string());
+            }
+            "crlfile" => self.tls(line).crlfile = Some(line.path()?),
+            "ciphers" => self.tls(line).ciphers = Some(line.string()?),
+            "ciphers_tls1.3" => self.tls(line).ciphers_tls13 = Some(line.string()?),
+            "psk_hint" => {
+                psk_supported(line)?;
+                let hint = line.string()?;
+                // OpenSSL's limit for an identity hint (PSK_MAX_IDENTITY_LEN).
+                if hint.len() > 128 || hint.contains('\0') {
+                    return Err(line.invalid_value(&hint, "at most 128 bytes, no NUL"));
+                }
+                self.tls(line).psk_hint = Some(hint);
+            }
+            "psk_file" => {
+                psk_supported(line)?;
+                let p = line.path()?;
+                if self.per_listener() {
+                    self.tls(line).psk_file = Some(p);
+                } else {
+                    self.cfg.psk_file = Some(p);
+                    self.psk_file_at = Some(line.at.clone());
+                }
             }
 
             // Security.
@@ -483,6 +518,43 @@ impl Parser {
             self.parse_text(&String::from_utf8_lossy(&bytes), &file, depth + 1)?;
         }
         Ok(())
+    }
+}
+
+/// TLS-PSK needs the `psk` cargo feature (OpenSSL); without it a PSK option stops the
+/// start instead of leaving a plain-TCP listener.
+fn psk_supported(line: &Line<'_>) -> Result<(), Error> {
+    if cfg!(feature = "psk") {
+        Ok(())
+    } else {
+        Err(line.invalid(
+            "TLS-PSK support is not built in (build shardmq with the cargo feature `psk`)",
+        ))
+    }
+}
+
+/// Gives a PSK listener the `psk_file` that applies to it (its own, else the global one);
+/// a listener-level `psk_file` on a listener without `psk_hint` is unused and says so.
+fn resolve_psk_file(
+    l: &mut Listener,
+    global: Option<&PathBuf>,
+    global_at: Option<&Location>,
+    warnings: &mut Vec<String>,
+) {
+    let Some(tls) = l.tls.as_mut() else { return };
+    if tls.is_psk() {
+        if tls.psk_file.is_none() {
+            if let (Some(path), Some(at)) = (global, global_at) {
+                tls.psk_file = Some(path.clone());
+                tls.origins.push(("psk_file".into(), at.clone()));
+            }
+        }
+    } else if tls.psk_file.take().is_some() {
+        let at = tls.origin("psk_file").cloned().unwrap_or_default();
+        warnings.push(format!(
+            "Warning: psk_file in {at} has no effect: listener {} has no psk_hint.",
+            l.port
+        ));
     }
 }
 

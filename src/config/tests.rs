@@ -264,7 +264,7 @@ fn missing_value_is_an_error_with_location() {
 
 #[test]
 fn unknown_and_unsupported_options_are_warnings() {
-    let c = parse("websockets_log_level 255\npsk_hint x\nplugin /usr/lib/p.so\nauth_plugin a\nhttp_dir /w\nauth_opt_host h\nfrobnicate 1\n");
+    let c = parse("websockets_log_level 255\ndhparamfile x\nplugin /usr/lib/p.so\nauth_plugin a\nhttp_dir /w\nauth_opt_host h\nfrobnicate 1\n");
     assert_eq!(c.warnings.len(), 7, "{:?}", c.warnings);
     assert!(c.warnings[0].contains("'websockets_log_level'"));
     assert!(c.warnings[0].contains("/etc/x.conf line 1"));

@@ -1,9 +1,10 @@
-//! Checks that span several options: TLS completeness, duplicate listeners, bridges
+//! Checks that span several options: TLS completeness (certificates or PSK, never both),
+//! duplicate listeners, bridges
 //! without addresses or topics. Runs once after parsing (and may be re-run by a caller
 //! that changed a `Config`, e.g. after `-p`). Never reads files or opens sockets.
 
 use super::error::{Error, Location};
-use super::Config;
+use super::{Config, TlsConfig};
 
 fn origin(at: Option<&Location>) -> Location {
     at.cloned()
@@ -25,31 +26,7 @@ impl Config {
         for (i, l) in self.listeners.iter().enumerate() {
             let at = l.defined_at.as_ref();
             if let Some(tls) = &l.tls {
-                let port = l.port;
-                if tls.certfile.is_none() || tls.keyfile.is_none() {
-                    return Err(invalid(
-                        at,
-                        "listener",
-                        format!("TLS on listener {port} needs both certfile and keyfile"),
-                    ));
-                }
-                if tls.require_certificate && tls.cafile.is_none() && tls.capath.is_none() {
-                    return Err(invalid(
-                        at,
-                        "listener",
-                        format!("require_certificate on listener {port} needs cafile or capath"),
-                    ));
-                }
-                if tls.use_identity_as_username && !tls.require_certificate {
-                    return Err(invalid(
-                        at,
-                        "listener",
-                        format!(
-                            "use_identity_as_username on listener {port} needs \
-                             require_certificate true"
-                        ),
-                    ));
-                }
+                validate_tls(tls, l.port, at)?;
             }
             if l.port == 0 {
                 continue; // The OS picks a distinct port for each.
@@ -99,4 +76,68 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// One listener's TLS options make sense together. Errors point at the option at fault
+/// (or the `listener` line).
+fn validate_tls(tls: &TlsConfig, port: u16, listener_at: Option<&Location>) -> Result<(), Error> {
+    let at = |option: &str| tls.origin(option).or(listener_at);
+    if tls.is_psk() {
+        // Mosquitto: "Cannot use both certificate and psk encryption in a single listener."
+        let certificate_options = [
+            ("certfile", tls.certfile.is_some()),
+            ("keyfile", tls.keyfile.is_some()),
+            ("cafile", tls.cafile.is_some()),
+            ("capath", tls.capath.is_some()),
+            ("crlfile", tls.crlfile.is_some()),
+            ("require_certificate", tls.require_certificate),
+        ];
+        if let Some((option, _)) = certificate_options.iter().find(|(_, set)| *set) {
+            return Err(invalid(
+                at(option),
+                option,
+                format!(
+                    "Cannot use both certificate and psk encryption in a single listener \
+                     (listener {port} has psk_hint)"
+                ),
+            ));
+        }
+        if tls.psk_file.is_none() {
+            return Err(invalid(
+                at("psk_hint"),
+                "psk_hint",
+                format!("psk_hint on listener {port} needs a psk_file with the clients' keys"),
+            ));
+        }
+        return Ok(());
+    }
+    if tls.certfile.is_none() || tls.keyfile.is_none() {
+        return Err(invalid(
+            listener_at,
+            "listener",
+            format!("TLS on listener {port} needs both certfile and keyfile"),
+        ));
+    }
+    if tls.require_certificate && tls.cafile.is_none() && tls.capath.is_none() {
+        return Err(invalid(
+            listener_at,
+            "listener",
+            format!("require_certificate on listener {port} needs cafile or capath"),
+        ));
+    }
+    if tls.crlfile.is_some() && tls.cafile.is_none() && tls.capath.is_none() {
+        return Err(invalid(
+            at("crlfile"),
+            "crlfile",
+            format!("crlfile on listener {port} needs cafile or capath"),
+        ));
+    }
+    if tls.use_identity_as_username && !tls.require_certificate {
+        return Err(invalid(
+            listener_at,
+            "listener",
+            format!("use_identity_as_username on listener {port} needs require_certificate true"),
+        ));
+    }
+    Ok(())
 }

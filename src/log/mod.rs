@@ -33,6 +33,7 @@ use sink::Sinks;
 /// Mosquitto's log types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Level {
     Error = 1,
     Warning = 2,

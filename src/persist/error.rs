@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::record::RecordError;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("persistence file {}: {source}", path.display())]
     Io {

@@ -1,5 +1,7 @@
 //! The retained-message trie: one node per topic level, the retained message (if any) on
-//! the node where its topic ends.
+//! the node where its topic ends. It owns the messages (shared `Arc`s) and answers
+//! lookups, budgeted ones included; it never decides who receives them, never replicates
+//! (the broker's cross-shard part does) and never reads the clock.
 
 use std::collections::HashMap;
 use std::sync::Arc;

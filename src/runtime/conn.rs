@@ -1,5 +1,7 @@
 //! One client connection as the runtime sees it: the socket, its read buffer and its
 //! registered interest. MQTT state lives in the broker, keyed by the same slab index.
+//! It moves bytes only: it never interprets them and never decides whether to read
+//! (the broker's `wants_read` does).
 
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;

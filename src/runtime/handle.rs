@@ -1,4 +1,8 @@
-//! Starting, controlling and stopping a running broker.
+//! Starting, controlling and stopping a running broker: binding the listeners, building
+//! one shard per thread, and the handles ([`BrokerHandle`], [`Stopper`], [`Reloader`])
+//! through which the embedding process talks to the shards, only ever by sending them a
+//! [`super::command::Command`] and waking them. It never touches a shard's state directly
+//! and never blocks a shard (only the calling thread waits, e.g. for `subscribe`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,8 +12,10 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::command::Command;
 use super::listener;
 use super::shard::Shard;
+use super::tls::{TlsError, TlsSlot};
 use crate::auth::Security;
 use crate::broker::embed::{
     self, InternalSub, SubscribeError, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
@@ -20,6 +26,7 @@ use crate::config::Config;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -41,26 +48,6 @@ pub enum StartError {
     Persist(#[from] crate::persist::Error),
 }
 
-/// Instructions from the embedding process to a shard.
-#[derive(Debug)]
-pub enum Command {
-    /// Publish a message as if a client had sent it.
-    Publish(Box<Publish>),
-    /// Stop: close every connection and end the thread.
-    Shutdown,
-    /// Install reloaded password / ACL rules (SIGHUP); connections stay up.
-    SetSecurity(Arc<Security>),
-    /// Install an in-process subscription (first offering it the matching retained
-    /// messages when `retained`), then acknowledge on `ack`.
-    Subscribe {
-        sub: Box<InternalSub>,
-        retained: bool,
-        ack: Sender<()>,
-    },
-    /// Remove an in-process subscription by id.
-    Unsubscribe(u64),
-}
-
 struct ShardControl {
     commands: Sender<Command>,
     waker: Arc<mio::Waker>,
@@ -72,6 +59,8 @@ pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
     shards: Vec<ShardControl>,
     config: Arc<Config>,
+    /// The TLS listeners' configurations by bound port (see [`Reloader::reload_tls`]).
+    tls: Arc<[(u16, Arc<TlsSlot>)]>,
     /// Id of the last in-process subscription.
     last_sub: AtomicU64,
 }
@@ -103,6 +92,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     // Shard 0 binds what the config asks for; the others bind the port it got.
     let mut per_shard: Vec<Vec<listener::Bound>> = (0..n).map(|_| Vec::new()).collect();
     let mut addrs = Vec::with_capacity(config.listeners.len());
+    let mut tls_slots = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let bind_err = |source| StartError::Bind {
             addr: format!(
@@ -112,21 +102,24 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
             ),
             source,
         };
-        // --- TLS hook: one rustls configuration per TLS listener, shared by the shards.
+        // --- TLS hook: one configuration per TLS listener, shared by the shards and
+        // reloaded on SIGHUP.
         let tls = match &l.tls {
-            Some(t) => Some(
-                super::tls::server_config(t).map_err(|source| StartError::Tls {
+            Some(t) => Some(Arc::new(TlsSlot::new(t, l.port).map_err(|source| {
+                StartError::Tls {
                     port: l.port,
                     source,
-                })?,
-            ),
+                }
+            })?)),
             None => None,
         };
+        let tls_slot = tls.clone();
         let wanted = listener::resolve(l).map_err(bind_err)?;
         let mut first = listener::bind(i, wanted, true).map_err(bind_err)?;
         first.tls.clone_from(&tls);
         let addr = first.addr;
         addrs.push(addr);
+        tls_slots.extend(tls_slot.map(|slot| (addr.port(), slot)));
         per_shard[0].push(first);
         for shard in per_shard.iter_mut().skip(1) {
             let mut b = listener::bind(i, addr, false).map_err(bind_err)?;
@@ -187,6 +180,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
         addrs,
         shards: handles,
         config: Arc::clone(config),
+        tls: tls_slots.into(),
         last_sub: AtomicU64::new(0),
     })
 }
@@ -292,12 +286,19 @@ impl BrokerHandle {
         self.reloader().reload_security()
     }
 
-    /// A cloneable, `Send` handle for [`BrokerHandle::reload_security`] from another
-    /// thread (the SIGHUP handler).
+    /// Re-reads the TLS listeners' files for new connections; see
+    /// [`Reloader::reload_tls`].
+    pub fn reload_tls(&self) -> Vec<(u16, Result<(), TlsError>)> {
+        self.reloader().reload_tls()
+    }
+
+    /// A cloneable, `Send` handle for [`BrokerHandle::reload_security`] and
+    /// [`BrokerHandle::reload_tls`] from another thread (the SIGHUP handler).
     pub fn reloader(&self) -> Reloader {
         Reloader {
             config: Arc::clone(&self.config),
             shards: self.stopper().shards,
+            tls: Arc::clone(&self.tls),
         }
     }
 
@@ -363,11 +364,12 @@ impl Stopper {
     }
 }
 
-/// Reloads the security files of a running broker from any thread.
+/// Reloads the security files and the TLS listeners' files of a running broker from any thread.
 #[derive(Clone)]
 pub struct Reloader {
     config: Arc<Config>,
     shards: Vec<(Sender<Command>, Arc<mio::Waker>)>,
+    tls: Arc<[(u16, Arc<TlsSlot>)]>,
 }
 
 impl Reloader {
@@ -383,5 +385,16 @@ impl Reloader {
             }
         }
         Ok(())
+    }
+
+    /// Re-reads every TLS listener's certificate, key, CA, CRL and psk_file. New
+    /// connections use them; connections that are up keep their session. A listener whose
+    /// files fail to load keeps its configuration in force. Returns the outcome for each
+    /// TLS listener, by bound port.
+    pub fn reload_tls(&self) -> Vec<(u16, Result<(), TlsError>)> {
+        self.tls
+            .iter()
+            .map(|(port, slot)| (*port, slot.reload()))
+            .collect()
     }
 }

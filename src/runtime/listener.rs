@@ -1,6 +1,8 @@
 //! Binding the configured listeners: one listening socket per listener *per shard*, all
 //! with SO_REUSEPORT so the kernel spreads incoming connections across the shards. With
 //! port 0 the first shard's socket picks the port and the others bind the same one.
+//! It owns socket setup (and CPU pinning of shard threads); it never accepts connections
+//! (the shards do), and a failed bind is an error, never a quiet retry elsewhere.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -13,8 +15,8 @@ pub struct Bound {
     pub index: usize,
     pub socket: mio::net::TcpListener,
     pub addr: SocketAddr,
-    /// rustls configuration of a TLS listener.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// TLS configuration of a TLS listener (shared by the shards, reloadable).
+    pub tls: Option<std::sync::Arc<super::tls::TlsSlot>>,
 }
 
 /// The address `listener` asks for (port 0 = any).

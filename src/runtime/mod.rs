@@ -10,6 +10,7 @@
 //! and writes what the broker queued with `writev`.
 
 mod admission;
+mod command;
 mod conn;
 mod handle;
 mod listener;
@@ -17,8 +18,12 @@ mod persist; // persistence driver (src/persist)
 mod shard;
 pub mod signals;
 mod tls;
+#[cfg(feature = "psk")]
+mod tls_psk;
+mod tls_rustls;
 
-pub use handle::{BrokerHandle, Command, Reloader, StartError, Stopper};
+pub use handle::{BrokerHandle, Reloader, StartError, Stopper};
+pub use tls::TlsError;
 
 use std::sync::Arc;
 

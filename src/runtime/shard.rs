@@ -6,8 +6,9 @@
 //! Each iteration: poll; handle readiness; drain the inboxes (unless a local subscriber
 //! fed by other shards is over its limit: back-pressure); retry paused reads; timers;
 //! move the broker's shard messages into the rings and publish them once (waking only
-//! sleeping shards); flush connections with writev. While the outbox overflows (a peer's
-//! ring is full) no connection is read, so memory stays bounded.
+//! sleeping shards); flush connections with writev. Whether to read a connection is
+//! the broker's decision (`wants_read`, its flow control); the runtime only reports its
+//! outbox backlog (a peer's ring is full), so memory stays bounded.
 
 use std::io;
 use std::net::Shutdown;
@@ -19,8 +20,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::admission::Admission;
+use super::command::Command;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
-use super::handle::Command;
 use super::listener::Bound;
 use super::persist::Persister;
 use super::tls::TlsConn;
@@ -231,10 +232,8 @@ impl Shard {
         .flatten()
         .min()
         .map(|t| t.saturating_duration_since(now));
-        let backlogged = self.outbox.backlog() > 0;
-        let readable = |c: &ConnId| {
-            self.broker.wants_read(*c) && !(backlogged && self.broker.is_publisher(*c))
-        };
+        let backlog = self.outbox.backlog();
+        let readable = |c: &ConnId| self.broker.wants_read(*c, backlog);
         if self.deferred_progress || self.read_pending.iter().any(readable) {
             return Some(Duration::ZERO);
         }
@@ -246,7 +245,7 @@ impl Shard {
                 return Some(Duration::ZERO);
             }
         }
-        if backlogged {
+        if backlog > 0 {
             return Some(timer.map_or(BACKLOG_RETRY, |t| t.min(BACKLOG_RETRY)));
         }
         timer
@@ -332,9 +331,9 @@ impl Shard {
             let entry = self.conns.vacant_entry();
             let conn = entry.key();
             let mut c = Conn::new(stream, listener_idx);
-            if let Some(cfg) = &listener.tls {
+            if let Some(slot) = &listener.tls {
                 // --- TLS hook: the handshake runs inside read/flush.
-                match TlsConn::new(cfg) {
+                match TlsConn::new(slot, peer) {
                     Ok(t) => c.tls = Some(Box::new(t)),
                     Err(e) => {
                         crate::log_error!("Error: TLS setup for {peer} failed: {e}");
@@ -364,10 +363,8 @@ impl Shard {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        // A full mailbox pauses publishers only: subscribers' acknowledgements must keep
-        // flowing or two shards waiting on each other's rings could deadlock.
-        let backlogged = self.outbox.backlog() > 0 && self.broker.is_publisher(conn);
-        if !self.broker.wants_read(conn) || backlogged {
+        // The broker's flow control decides; the mailbox backlog is ours to report.
+        if !self.broker.wants_read(conn, self.outbox.backlog()) {
             if !c.read_pending {
                 c.read_pending = true;
                 self.read_pending.push(conn);
@@ -389,9 +386,7 @@ impl Shard {
                         self.broker.set_identity(conn, identity);
                     }
                     self.broker.on_read(conn, &mut c.rbuf, now);
-                    if total >= READ_BUDGET
-                        || !self.broker.wants_read(conn)
-                        || (self.outbox.backlog() > 0 && self.broker.is_publisher(conn))
+                    if total >= READ_BUDGET || !self.broker.wants_read(conn, self.outbox.backlog())
                     {
                         break ReadOutcome::Budget;
                     }

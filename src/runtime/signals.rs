@@ -2,7 +2,8 @@
 //!
 //! SIGINT, SIGTERM and SIGHUP are blocked in every thread (call [`block`] before the
 //! broker starts, so shard threads inherit the mask) and received synchronously by one
-//! thread with `sigwait`: no async-signal-safety concerns, no self-pipe.
+//! thread with `sigwait`: no async-signal-safety concerns, no self-pipe. It never acts
+//! on a signal itself: the handler the binary passes decides.
 
 use std::io;
 

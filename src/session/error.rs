@@ -1,5 +1,6 @@
 //! Errors that end a client's connection, with the MQTT 5 reason code to put in the
-//! DISCONNECT (or CONNACK) sent before closing.
+//! DISCONNECT (or CONNACK) sent before closing. Types only: it never closes anything
+//! itself (the broker does, after sending the reason code).
 
 use crate::codec::{DecodeError, ReasonCode};
 

@@ -17,6 +17,7 @@ pub const MAX_TOPIC_LEVELS: usize = crate::codec::wire::MAX_TOPIC_LEVELS;
 
 /// Why a string is not a valid topic name or filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TopicError {
     #[error("topic is empty")]
     Empty,

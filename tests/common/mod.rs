@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod tls;
+
 /// Generous: the CI machine has 2 cores and runs tests in parallel.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -266,3 +266,18 @@ fn routed_records_precede_the_ack_and_delivery_is_reported_per_source() {
     ));
     assert_eq!(state.routed.len(), 1);
 }
+
+#[test]
+fn options_byte_roundtrips() {
+    for b in 0u8..64 {
+        if b & 3 == 3 {
+            continue;
+        }
+        assert_eq!(
+            crate::broker::persist_hook::options_byte(
+                crate::broker::persist_hook::options_from_byte(b)
+            ),
+            b
+        );
+    }
+}

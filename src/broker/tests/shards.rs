@@ -9,7 +9,7 @@ use smallvec::smallvec;
 use crate::codec::{AckKind, ByteStr, Packet, ProtocolVersion, QoS, SubAck, Subscribe};
 
 use super::harness::{connect, Harness};
-use super::{ConnId, ShardMsg};
+use crate::broker::{ConnId, ShardMsg};
 
 const V4: ProtocolVersion = ProtocolVersion::V311;
 
@@ -78,10 +78,10 @@ impl Mesh {
 
     fn is_stub(&self, shard: usize, client_id: &str) -> bool {
         let b = &self.shards[shard].broker;
-        b.client_ids
-            .get(&crate::codec::ByteStr::from(client_id))
-            .and_then(|&k| b.sessions.get(k))
-            .is_some_and(super::Slot::is_stub)
+        b.sessions
+            .key_of(&crate::codec::ByteStr::from(client_id))
+            .and_then(|k| b.sessions.get(k))
+            .is_some_and(crate::broker::sessions::Slot::is_stub)
     }
 
     /// SUBSCRIBE, settle, and take the SUBACK out of what the client received (matching
@@ -126,7 +126,7 @@ fn interest_index_follows_subscriptions() {
     assert_eq!(m.publishes_sent, 0);
     m.subscribe(1, sub, "a/+", QoS::AtMostOnce);
     m.settle();
-    assert_eq!(m.shards[0].broker.remote_dests("a/b"), 0b10);
+    assert_eq!(m.shards[0].broker.routing.remote_dests("a/b"), 0b10);
     m.shards[0].publish(publ, "a/b", b"x", QoS::AtMostOnce, false, None);
     m.settle();
     assert_eq!(m.publishes_sent, 1);
@@ -137,10 +137,10 @@ fn interest_index_follows_subscriptions() {
     m.subscribe(1, sub2, "a/+", QoS::AtMostOnce);
     m.shards[1].drop_conn(sub2);
     m.settle();
-    assert_eq!(m.shards[0].broker.remote_dests("a/b"), 0b10);
+    assert_eq!(m.shards[0].broker.routing.remote_dests("a/b"), 0b10);
     m.shards[1].drop_conn(sub);
     m.settle();
-    assert_eq!(m.shards[0].broker.remote_dests("a/b"), 0);
+    assert_eq!(m.shards[0].broker.routing.remote_dests("a/b"), 0);
     m.shards[0].publish(publ, "a/b", b"y", QoS::AtMostOnce, false, None);
     m.settle();
     assert_eq!(m.publishes_sent, 1);
@@ -197,7 +197,7 @@ fn retained_messages_are_replicated_to_every_shard() {
     // Deleting it (empty payload) deletes every replica.
     m.shards[0].publish(publ, "r/1", b"", QoS::AtMostOnce, true, None);
     m.settle();
-    assert_eq!(m.shards[1].broker.retained.len(), 0);
+    assert_eq!(m.shards[1].broker.routing.retained_len(), 0);
 }
 
 #[test]
@@ -227,12 +227,12 @@ fn reconnect_on_another_shard_moves_the_session_with_its_queue() {
         assert_eq!(&m.shards[1].expect_publish(c2).payload[..], want);
     }
     // The stub on shard 0 is gone and the subscription now lives on shard 1 only.
-    assert!(m.shards[0].broker.client_ids.is_empty());
-    assert_eq!(m.shards[0].broker.local_subscriptions(), 0);
+    assert!(!m.shards[0].broker.sessions.has_client_ids());
+    assert_eq!(m.shards[0].broker.routing.local_subscriptions(), 0);
     assert!(!m.shards[0]
         .broker
-        .filter_counts
-        .contains_key(&crate::codec::ByteStr::from("q/#")));
+        .cross
+        .advertises(&crate::codec::ByteStr::from("q/#")));
     m.shards[1].publish(publ, "q/y", b"c", QoS::AtLeastOnce, false, Some(3));
     m.settle();
     assert_eq!(&m.shards[1].expect_publish(c2).payload[..], b"c");
@@ -283,7 +283,7 @@ fn stub_forwards_messages_that_raced_the_move() {
 fn retained_for_a_wildcard_is_sent_in_budgeted_batches() {
     let mut h = Harness::new(Harness::default_config());
     let publ = h.connect("p", V4);
-    let n = super::subscribe::RETAINED_BATCH * 2 + 7;
+    let n = crate::broker::routing::RETAINED_BATCH * 2 + 7;
     for i in 0..n {
         let topic: &'static str = format!("r/{i}").leak();
         h.publish(publ, topic, b"v", QoS::AtMostOnce, true, None);
@@ -314,7 +314,7 @@ fn retained_for_a_wildcard_is_sent_in_budgeted_batches() {
 fn retained_batches_leave_the_rest_for_later() {
     let mut h = Harness::new(Harness::default_config());
     let publ = h.connect("p", V4);
-    for i in 0..(super::subscribe::RETAINED_BATCH + 1) {
+    for i in 0..(crate::broker::routing::RETAINED_BATCH + 1) {
         let topic: &'static str = format!("r/{i}").leak();
         h.publish(publ, topic, b"v", QoS::AtMostOnce, true, None);
     }
@@ -356,7 +356,15 @@ fn concurrent_retained_sets_converge_on_every_shard() {
     let values: Vec<Vec<u8>> = m
         .shards
         .iter()
-        .map(|h| h.broker.retained.get("r/x").unwrap().payload.to_vec())
+        .map(|h| {
+            h.broker
+                .routing
+                .retained()
+                .get("r/x")
+                .unwrap()
+                .payload
+                .to_vec()
+        })
         .collect();
     assert_eq!(values[0], values[1]);
     assert_eq!(values[1], values[2]);
@@ -471,7 +479,7 @@ fn suback_waits_for_every_shard_to_apply_the_interest() {
     m.shards[2].send(gone, subscribe_packet("g", QoS::AtMostOnce));
     m.shards[2].drop_conn(gone);
     m.settle();
-    assert!(m.shards[2].broker.held_subacks.is_empty());
+    assert!(!m.shards[2].broker.cross.has_held_subacks());
     assert!(!has_suback(&m, 2, gone));
 }
 

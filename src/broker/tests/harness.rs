@@ -16,7 +16,7 @@ use crate::codec::{
 };
 use crate::config::Config;
 
-use super::{Broker, ConnId};
+use crate::broker::{Broker, ConnId};
 
 pub struct Client {
     pub version: ProtocolVersion,
@@ -43,7 +43,7 @@ impl Harness {
         Self::new_shard(config, 0, 1)
     }
 
-    /// Shard `shard` of `shards` (see `tests_shards` for the mesh that connects them).
+    /// Shard `shard` of `shards` (see `shards.rs` for the mesh that connects them).
     pub fn new_shard(config: Config, shard: usize, shards: usize) -> Self {
         let now = Instant::now();
         Self {

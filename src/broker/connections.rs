@@ -1,0 +1,218 @@
+//! The connections part of a shard's broker: the connection table (slot = [`ConnId`] =
+//! the runtime's mio Token), each connection's protocol state and [`OutQueue`], the
+//! queues of connections with new output (`poll_transmit`) or to close (`poll_close`),
+//! and the allocation of uids (connection, session and auto client-id numbers, unique
+//! across shards).
+//!
+//! It owns only per-connection IO state: it never decodes, never looks at a session, and
+//! never decides about reading or closing on its own: the coordinator says when a
+//! connection closes, and flow control (`flow.rs`) says when it may be read. It never
+//! touches a socket: the runtime writes `output(conn)` and closes what `poll_close` yields.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::codec::ProtocolVersion;
+use crate::mailbox::ShardId;
+
+use super::{ConnId, OutQueue};
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ConnState {
+    /// Accepted, waiting for CONNECT.
+    AwaitConnect,
+    /// CONNECT accepted, waiting for the client id's home shard (N > 1).
+    AwaitHome,
+    /// CONNECT accepted; the session's slab key.
+    Active(usize),
+    /// The broker decided to close; waiting for `poll_close`.
+    Closing,
+}
+
+/// One connection. Its identity and state are read by the coordinator; its output queue
+/// changes only through [`Connections`].
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) uid: u64,
+    pub(super) peer: SocketAddr,
+    pub(super) listener: usize,
+    pub(super) state: ConnState,
+    pub(super) version: ProtocolVersion,
+    /// Verified TLS client-certificate identity (for `use_identity_as_username`).
+    pub(super) identity: Option<String>,
+    out: OutQueue,
+    /// In `transmit_ready` already.
+    transmit_flag: bool,
+}
+
+impl Conn {
+    /// Bytes of output queued.
+    pub(super) fn queued_bytes(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes of output ever written to the socket (progress).
+    pub(super) fn written(&self) -> u64 {
+        self.out.written()
+    }
+}
+
+/// The connection table of one shard.
+#[derive(Debug)]
+pub(super) struct Connections {
+    table: Vec<Option<Conn>>,
+    transmit_ready: VecDeque<ConnId>,
+    close_ready: VecDeque<ConnId>,
+    /// Returned by the last `poll_close`; freed on the next call.
+    last_closed: Option<(ConnId, u64)>,
+    /// The last uid handed out; uids step by the shard count so they stay unique across
+    /// shards.
+    last_uid: u64,
+    uid_stride: u64,
+}
+
+impl Connections {
+    pub(super) fn new(shard: ShardId, shards: usize) -> Self {
+        Self {
+            table: Vec::new(),
+            transmit_ready: VecDeque::new(),
+            close_ready: VecDeque::new(),
+            last_closed: None,
+            last_uid: shard as u64 + 1,
+            uid_stride: shards as u64,
+        }
+    }
+
+    /// A fresh uid (for a connection, a session or an assigned client id).
+    pub(super) fn next_uid(&mut self) -> u64 {
+        self.last_uid += self.uid_stride;
+        self.last_uid
+    }
+
+    /// Records a new connection in slot `conn`; returns its uid.
+    pub(super) fn accept(&mut self, conn: ConnId, peer: SocketAddr, listener: usize) -> u64 {
+        if self.table.len() <= conn {
+            self.table.resize_with(conn + 1, || None);
+        }
+        let uid = self.next_uid();
+        if self.last_closed.is_some_and(|(c, _)| c == conn) {
+            self.last_closed = None;
+        }
+        self.table[conn] = Some(Conn {
+            uid,
+            peer,
+            listener,
+            state: ConnState::AwaitConnect,
+            version: ProtocolVersion::V311,
+            identity: None,
+            out: OutQueue::default(),
+            transmit_flag: false,
+        });
+        uid
+    }
+
+    pub(super) fn get(&self, conn: ConnId) -> Option<&Conn> {
+        self.table.get(conn).and_then(Option::as_ref)
+    }
+
+    pub(super) fn get_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
+        self.table.get_mut(conn).and_then(Option::as_mut)
+    }
+
+    /// Frees slot `conn` (the socket is gone).
+    pub(super) fn remove(&mut self, conn: ConnId) {
+        if let Some(slot) = self.table.get_mut(conn) {
+            *slot = None;
+        }
+    }
+
+    /// Appends encoded bytes to a connection's output and flags it for `poll_transmit`.
+    /// Returns the number of bytes queued (`None`: no such connection).
+    pub(super) fn push(&mut self, conn: ConnId, head: Bytes, body: Option<Bytes>) -> Option<usize> {
+        let c = self.table.get_mut(conn).and_then(Option::as_mut)?;
+        let n = head.len() + body.as_ref().map_or(0, Bytes::len);
+        c.out.push(head);
+        if let Some(b) = body {
+            c.out.push(b);
+        }
+        if !c.transmit_flag {
+            c.transmit_flag = true;
+            self.transmit_ready.push_back(conn);
+        }
+        Some(n)
+    }
+
+    /// Yields `conn` from `poll_transmit` once more, if it is still connection `uid` (its
+    /// output may be empty: the runtime then re-checks whether to read it).
+    pub(super) fn wake(&mut self, conn: ConnId, uid: u64) {
+        let Some(c) = self.table.get_mut(conn).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.uid == uid && !c.transmit_flag {
+            c.transmit_flag = true;
+            self.transmit_ready.push_back(conn);
+        }
+    }
+
+    /// Each connection with new output (or whose reads may resume), once.
+    pub(super) fn poll_transmit(&mut self) -> Option<ConnId> {
+        while let Some(conn) = self.transmit_ready.pop_front() {
+            if let Some(c) = self.get_mut(conn) {
+                if c.transmit_flag {
+                    c.transmit_flag = false;
+                    return Some(conn);
+                }
+            }
+        }
+        None
+    }
+
+    pub(super) fn output(&mut self, conn: ConnId) -> Option<&mut OutQueue> {
+        self.get_mut(conn).map(|c| &mut c.out)
+    }
+
+    /// Drops what is queued for `conn` (the memory goes now, not when the socket drains).
+    pub(super) fn clear_output(&mut self, conn: ConnId) {
+        if let Some(c) = self.get_mut(conn) {
+            c.out.clear();
+        }
+    }
+
+    /// Marks a connection for `poll_close`. Returns false if it was closing already (or
+    /// is gone).
+    pub(super) fn close(&mut self, conn: ConnId) -> bool {
+        let Some(c) = self.get_mut(conn) else {
+            return false;
+        };
+        if c.state == ConnState::Closing {
+            return false;
+        }
+        c.state = ConnState::Closing;
+        self.close_ready.push_back(conn);
+        true
+    }
+
+    /// The next connection to close: the runtime flushes, then closes it. The slot of the
+    /// previous one is freed now (the runtime is done with its output).
+    pub(super) fn poll_close(&mut self) -> Option<ConnId> {
+        if let Some((conn, uid)) = self.last_closed.take() {
+            if let Some(slot) = self.table.get_mut(conn) {
+                if slot.as_ref().is_some_and(|c| c.uid == uid) {
+                    *slot = None;
+                }
+            }
+        }
+        while let Some(conn) = self.close_ready.pop_front() {
+            if let Some(c) = self.get(conn) {
+                if c.state == ConnState::Closing {
+                    self.last_closed = Some((conn, c.uid));
+                    return Some(conn);
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,217 @@
+//! The replicated shard-interest protocol and the SUBACKs that wait for it.
+//!
+//! When this shard's local index gains its first subscription to a filter it broadcasts
+//! `Control::Interest{add}` with a fresh sequence number; every other shard records the
+//! interest in its index and answers `Control::InterestAck{seq}`. Mailboxes are FIFO, so
+//! the acknowledgements of one shard arrive in sequence order and one watermark per shard
+//! (`acked[j]`: the highest sequence number shard j applied) says what it knows.
+//!
+//! A SUBACK means "new publishes matching these filters are delivered from now on", on
+//! every shard. So a SUBACK whose filters have an Interest broadcast that some shard has
+//! not yet acknowledged is held until every other shard's watermark reaches the filters'
+//! sequence number (a second subscriber of a filter whose broadcast is still in flight
+//! waits for the same number), and the SUBACKs of one connection leave in order. The
+//! retained messages of a held SUBACK follow it (as with one shard: clients commonly
+//! expect them after the SUBACK); live matching PUBLISH packets may precede it
+//! [MQTT-3.8.4]. UNSUBACK is never held: after it a few extra messages are tolerable.
+//! With one shard nothing is broadcast or held.
+//!
+//! State and decisions only: the cross-shard part sends what it returns, the coordinator
+//! queues released SUBACKs. It never touches the publish path.
+
+use std::collections::{HashMap, VecDeque};
+
+use smallvec::SmallVec;
+
+use crate::codec::{ByteStr, QoS, SubAck};
+use crate::mailbox::ShardId;
+use crate::topic::TopicFilter;
+
+use crate::broker::ConnId;
+
+/// The interest this shard advertises for one filter.
+#[derive(Debug, Clone, Copy)]
+struct FilterInterest {
+    /// Local subscriptions to the filter.
+    subscribers: u32,
+    /// Sequence number of the `Interest{add}` broadcast for it.
+    seq: u64,
+}
+
+/// A SUBACK for connection `conn` (uid `conn_uid`) and what follows it, possibly waiting
+/// for the other shards to acknowledge an Interest broadcast.
+#[derive(Debug)]
+pub(in crate::broker) struct HeldSubAck {
+    pub(in crate::broker) conn: ConnId,
+    pub(in crate::broker) conn_uid: u64,
+    /// Sent once every other shard acknowledged Interest broadcasts up to this number.
+    seq: u64,
+    pub(in crate::broker) suback: SubAck,
+    pub(in crate::broker) then: RetainedAfter,
+}
+
+impl HeldSubAck {
+    pub(in crate::broker) fn new(
+        conn: ConnId,
+        conn_uid: u64,
+        suback: SubAck,
+        then: RetainedAfter,
+    ) -> Self {
+        Self {
+            conn,
+            conn_uid,
+            seq: 0,
+            suback,
+            then,
+        }
+    }
+}
+
+/// The retained lookups a SUBSCRIBE starts once its SUBACK is queued: (filter, granted
+/// QoS) and the subscription identifier.
+#[derive(Debug, Default)]
+pub(in crate::broker) struct RetainedAfter {
+    pub(in crate::broker) filters: SmallVec<[(TopicFilter, QoS); 1]>,
+    pub(in crate::broker) sub_id: Option<u32>,
+}
+
+/// This shard's side of the interest protocol.
+#[derive(Debug)]
+pub(super) struct Interest {
+    me: ShardId,
+    /// Local subscriptions per filter (the interest this shard advertises).
+    filters: HashMap<ByteStr, FilterInterest>,
+    /// Sequence number of the last Interest addition this shard broadcast.
+    seq: u64,
+    /// The highest sequence number each shard acknowledged.
+    acked: Vec<u64>,
+    /// SUBACKs waiting for acknowledgements, in arrival order.
+    held: VecDeque<HeldSubAck>,
+}
+
+impl Interest {
+    pub(super) fn new(me: ShardId, shards: usize) -> Self {
+        Self {
+            me,
+            filters: HashMap::new(),
+            seq: 0,
+            acked: vec![0; shards],
+            held: VecDeque::new(),
+        }
+    }
+
+    /// The local index gained a subscription to `filter`. Returns the sequence number to
+    /// broadcast `Interest{add}` with when it is the first one.
+    pub(super) fn added(&mut self, filter: &ByteStr) -> Option<u64> {
+        if let Some(f) = self.filters.get_mut(filter) {
+            f.subscribers += 1;
+            return None;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.filters.insert(
+            filter.clone(),
+            FilterInterest {
+                subscribers: 1,
+                seq,
+            },
+        );
+        Some(seq)
+    }
+
+    /// The local index lost a subscription to `filter`. Returns true when it was the
+    /// last one (broadcast `Interest{remove}`).
+    pub(super) fn removed(&mut self, filter: &ByteStr) -> bool {
+        let Some(f) = self.filters.get_mut(filter) else {
+            return false;
+        };
+        f.subscribers = f.subscribers.saturating_sub(1);
+        if f.subscribers == 0 {
+            self.filters.remove(filter);
+            return true;
+        }
+        false
+    }
+
+    /// Whether this shard advertises interest in `filter`.
+    #[cfg(test)]
+    pub(super) fn advertises(&self, filter: &ByteStr) -> bool {
+        self.filters.contains_key(filter)
+    }
+
+    /// Shard `from` applied our broadcasts up to `seq`: the SUBACKs that can go now, in
+    /// order.
+    pub(super) fn on_ack(&mut self, from: ShardId, seq: u64) -> Vec<HeldSubAck> {
+        let Some(acked) = self.acked.get_mut(from) else {
+            return Vec::new();
+        };
+        *acked = (*acked).max(seq);
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let done = self.done();
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].seq <= done {
+                if let Some(h) = self.held.remove(i) {
+                    ready.push(h);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        ready
+    }
+
+    /// The highest sequence number every other shard has acknowledged.
+    fn done(&self) -> u64 {
+        self.acked
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != self.me)
+            .map(|(_, &a)| a)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Holds `suback` for `filters` if the Interest broadcasts of those filters (or the
+    /// SUBACKs its connection already waits for) are not acknowledged by every other
+    /// shard yet; otherwise gives it back.
+    pub(super) fn hold_suback(
+        &mut self,
+        filters: &[ByteStr],
+        mut suback: HeldSubAck,
+    ) -> Option<HeldSubAck> {
+        let mut need = filters
+            .iter()
+            .filter_map(|f| self.filters.get(f))
+            .map(|f| f.seq)
+            .max()
+            .unwrap_or(0);
+        // SUBACKs of one connection leave in order.
+        for h in &self.held {
+            if h.conn == suback.conn && h.conn_uid == suback.conn_uid {
+                need = need.max(h.seq);
+            }
+        }
+        if need > self.done() {
+            suback.seq = need;
+            self.held.push_back(suback);
+            return None;
+        }
+        Some(suback)
+    }
+
+    /// The connection ended: its held SUBACKs go nowhere.
+    pub(super) fn drop_held(&mut self, conn: ConnId) {
+        if !self.held.is_empty() {
+            self.held.retain(|h| h.conn != conn);
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+}

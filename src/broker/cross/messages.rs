@@ -1,0 +1,141 @@
+//! The messages shards exchange through their mailboxes: [`ShardMsg`] (a publish, the hot
+//! case, or a boxed [`Control`]), the session on its way between shards, a shard's
+//! `$SYS` report, the home shard of a client id, and the keys under which other shards'
+//! interest sits in the subscription index.
+//!
+//! Types and pure functions only: nothing here keeps state, sends or receives.
+
+use std::sync::Arc;
+
+use crate::codec::ByteStr;
+use crate::mailbox::{ShardId, MAX_SHARDS};
+use crate::metrics::Stats;
+use crate::retained::RetainedMessage;
+use crate::session::{Message, Outgoing, Session};
+
+use crate::broker::ConnId;
+
+/// The key under which shard `j`'s interest sits in the subscription index (far above
+/// any slab key).
+pub(in crate::broker) const fn remote_key(j: ShardId) -> usize {
+    usize::MAX - j
+}
+
+/// The shard a key of the subscription index stands for, `None` for a local session.
+pub(in crate::broker) const fn remote_shard(key: usize) -> Option<ShardId> {
+    if key > usize::MAX - MAX_SHARDS {
+        Some(usize::MAX - key)
+    } else {
+        None
+    }
+}
+
+/// One message between shards. Publishes are the hot case and stay small; control
+/// messages are boxed.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Deliver to the receiver's local subscribers. `dests` is the set of shards the
+    /// sender addressed (bit j = shard j).
+    Publish {
+        msg: Arc<Message>,
+        dests: u64,
+        /// The sender's sequence number (handoff watermarks).
+        seq: u64,
+    },
+    Control(Box<Control>),
+}
+
+/// Rare cross-shard messages.
+#[derive(Debug)]
+pub enum Control {
+    /// The sender's local index gained (or lost) its only subscriptions to `filter`.
+    /// An addition carries a sequence number (`seq > 0`) for the receiver to acknowledge
+    /// once applied (see `interest.rs`).
+    Interest {
+        filter: ByteStr,
+        add: bool,
+        seq: u64,
+    },
+    /// The sender applied the receiver's Interest broadcasts up to `seq`.
+    InterestAck { seq: u64 },
+    /// A retained message was set (empty payload: deleted) on the sender, with its
+    /// version (Lamport clock, sender): every replica keeps the highest version per
+    /// topic, so concurrent sets on two shards converge to the same winner everywhere.
+    Retain(Box<RetainedMessage>, (u64, ShardId)),
+    /// To the home shard: a CONNECT for `client_id` arrived on the sender.
+    Claim {
+        client_id: ByteStr,
+        conn: ConnId,
+        conn_uid: u64,
+        clean_start: bool,
+    },
+    /// From the home shard to the owner the previous claim `prev` named: hand the
+    /// session to `to` once claim `prev` has completed there.
+    Takeover {
+        client_id: ByteStr,
+        to: ShardId,
+        conn: ConnId,
+        conn_uid: u64,
+        clean_start: bool,
+        prev: u64,
+    },
+    /// To the connecting shard: the previous session (resumed) or none.
+    Moved {
+        client_id: ByteStr,
+        conn: ConnId,
+        conn_uid: u64,
+        session: Option<MovedSession>,
+    },
+    /// To the previous owner: the moved session is installed, drop the stub after
+    /// forwarding what it held that the new shard had not seen (`upto[j]`: the last
+    /// sequence number the new shard had taken from shard j, its own for itself).
+    Installed {
+        client_id: ByteStr,
+        uid: u64,
+        upto: Vec<u64>,
+    },
+    /// To the home shard: the session of `client_id` on the sender ended.
+    /// (`claim`: the claim that placed it there; ignored by the home shard if a later
+    /// claim of the client id was recorded since).
+    Forget { client_id: ByteStr, claim: u64 },
+    /// From a stub: a message for the moved session `uid`.
+    Forward {
+        client_id: ByteStr,
+        uid: u64,
+        out: Outgoing,
+    },
+    /// To shard 0 every `sys_interval`: the sender's counters.
+    Report(Box<ShardReport>),
+    /// Messages the sender published to us and we were the last to hold: dropped here,
+    /// on the thread that allocated them, so allocator caches stay per-thread and no
+    /// free takes another thread's arena lock.
+    Release(Vec<Arc<Message>>),
+}
+
+/// A session on its way between shards, with the old shard's watermarks: `floor[j]` is
+/// the last sequence number it had taken from shard j (its own last sent for itself)
+/// before the move, so those messages are already in the session.
+#[derive(Debug)]
+pub struct MovedSession {
+    pub session: Box<Session>,
+    pub floor: Vec<u64>,
+}
+
+/// What one shard tells shard 0 for `$SYS`.
+#[derive(Debug, Clone)]
+pub struct ShardReport {
+    pub shard: ShardId,
+    pub stats: Stats,
+    /// Event-loop lag (readiness to handling, worst of the last interval), microseconds.
+    pub loop_lag_us: u64,
+}
+
+/// FNV-1a: stable across shards and runs, cheap for short client ids.
+pub fn home_shard(client_id: &str, shards: usize) -> ShardId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in client_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}

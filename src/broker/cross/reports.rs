@@ -1,0 +1,100 @@
+//! `$SYS` across shards: every `sys_interval` each shard but 0 sends shard 0 a
+//! [`ShardReport`] of its counters; shard 0 keeps the last one of each and publishes the
+//! sums and the per-shard figures. This module also keeps this shard's worst event-loop
+//! lag of the interval (measured by the runtime).
+//!
+//! It never sends, routes or reads the clock: it stores and adds up.
+
+use crate::mailbox::ShardId;
+use crate::metrics::Stats;
+
+use super::messages::ShardReport;
+
+#[derive(Debug)]
+pub(super) struct Reports {
+    me: ShardId,
+    /// Shard 0: the last report of every shard.
+    last: Vec<Option<ShardReport>>,
+    /// Worst loop lag since the last `$SYS` publication, microseconds.
+    loop_lag_us: u64,
+}
+
+impl Reports {
+    pub(super) fn new(me: ShardId, shards: usize) -> Self {
+        Self {
+            me,
+            last: (0..shards).map(|_| None).collect(),
+            loop_lag_us: 0,
+        }
+    }
+
+    pub(super) fn store(&mut self, report: ShardReport) {
+        if let Some(slot) = self.last.get_mut(report.shard) {
+            *slot = Some(report);
+        }
+    }
+
+    pub(super) fn note_loop_lag(&mut self, us: u64) {
+        self.loop_lag_us = self.loop_lag_us.max(us);
+    }
+
+    pub(super) fn loop_lag_us(&self) -> u64 {
+        self.loop_lag_us
+    }
+
+    /// Starts a new interval.
+    pub(super) fn reset_loop_lag(&mut self) {
+        self.loop_lag_us = 0;
+    }
+
+    /// Shard 0: the sum of every shard's last report and `own` counters.
+    pub(super) fn aggregate(&self, own: &Stats) -> Stats {
+        let mut total = own.clone();
+        for r in self.last.iter().flatten() {
+            if r.shard == self.me {
+                continue;
+            }
+            let s = &r.stats;
+            total.clients_connected += s.clients_connected;
+            total.clients_total += s.clients_total;
+            total.clients_maximum += s.clients_maximum;
+            total.connections_accepted += s.connections_accepted;
+            total.messages_received += s.messages_received;
+            total.messages_sent += s.messages_sent;
+            total.publish_received += s.publish_received;
+            total.publish_sent += s.publish_sent;
+            total.publish_dropped += s.publish_dropped;
+            total.bytes_received += s.bytes_received;
+            total.bytes_sent += s.bytes_sent;
+            total.subscriptions += s.subscriptions;
+            total.stored += s.stored;
+            for (t, o) in [
+                (&mut total.load_received, &s.load_received),
+                (&mut total.load_sent, &s.load_sent),
+                (&mut total.load_publish_received, &s.load_publish_received),
+                (&mut total.load_publish_sent, &s.load_publish_sent),
+                (&mut total.load_bytes_received, &s.load_bytes_received),
+                (&mut total.load_bytes_sent, &s.load_bytes_sent),
+                (&mut total.load_connections, &s.load_connections),
+            ] {
+                t.one += o.one;
+                t.five += o.five;
+                t.fifteen += o.fifteen;
+            }
+        }
+        total
+    }
+
+    /// Per-shard `$SYS` values: `(shard, loop lag in microseconds, clients connected)`,
+    /// this shard's from `own_connected`.
+    pub(super) fn lags(&self, own_connected: u64) -> Vec<(ShardId, u64, u64)> {
+        let mut out = vec![(self.me, self.loop_lag_us, own_connected)];
+        for r in self.last.iter().flatten() {
+            if r.shard != self.me {
+                out.push((r.shard, r.loop_lag_us, r.stats.clients_connected));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}

@@ -1,0 +1,462 @@
+//! The coordinator's publish path: a PUBLISH (from a client, a will, the host, `$SYS` or
+//! another shard) is matched by routing, encoded once, offered to each local subscriber's
+//! session or output queue, and handed to the other interested shards; the session's
+//! transmits are encoded into its connection's output. Flow control is told what fan-out
+//! saw (full outputs, backlogged sessions) and decides who stops being read.
+//!
+//! Nothing here blocks or drops a QoS 1/2 message for a connected subscriber; QoS 0 to a
+//! full output is dropped and counted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::codec::{Packet, ProtocolVersion, Publish, QoS};
+use crate::mailbox::ShardId;
+use crate::retained::RetainedMessage;
+use crate::session::{Delivery, Message, Outgoing, Transmit};
+
+use super::connections::Connections;
+use super::cross::{Control, Offer};
+use super::flow::Load;
+use super::routing::{frame_class, Frames, Routing, Target};
+use super::sessions::Sessions;
+use super::{Broker, ConnId};
+
+/// The load of connected session `key` if it is still `uid` (flow control's input).
+pub(super) fn load_of(
+    sessions: &Sessions,
+    conns: &Connections,
+    key: usize,
+    uid: u64,
+) -> Option<Load> {
+    let slot = sessions.get(key)?;
+    if slot.session.uid() != uid {
+        return None;
+    }
+    let conn = conns.get(slot.conn?)?;
+    Some(Load {
+        queued_bytes: conn.queued_bytes(),
+        backlogged: slot.session.is_backlogged(),
+    })
+}
+
+/// How a message came to this shard's fan-out; both fields steer session hand-offs.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Sent {
+    /// Shards the message was sent to directly (bit j = shard j).
+    pub(super) dests: u64,
+    /// (sending shard, its sequence number) of the message.
+    pub(super) source: (ShardId, u64),
+}
+
+/// What one fan-out did, for back-pressure and the v5 "no matching subscribers" code.
+#[derive(Debug, Default)]
+struct Fanout {
+    matched: bool,
+    sent: Sent,
+    /// QoS 0 subscribers offered the message, and those (key, uid) whose output was full.
+    qos0: usize,
+    qos0_full: SmallVec<[(usize, u64); 4]>,
+}
+
+impl Broker {
+    /// Routes a message to every matching subscription (and the retained store when
+    /// RETAIN is set). `origin` is the publishing (connection, session). Returns whether
+    /// any subscription matched.
+    pub(super) fn route(
+        &mut self,
+        mut publish: Publish,
+        origin: Option<(ConnId, usize)>,
+        now: Instant,
+    ) -> bool {
+        publish.dup = false;
+        if publish.qos != QoS::AtMostOnce && publish.packet_id.is_none() {
+            // Injected or will messages: a placeholder id keeps the header template direct.
+            publish.packet_id = Some(1);
+        }
+        publish.properties.topic_alias = None;
+        publish.properties.subscription_identifiers.clear();
+        if publish.retain {
+            // [MQTT-3.3.1-5] [MQTT-3.3.1-10]: store, replace, or delete on empty payload.
+            // Stored until replaced: compact copies, so the read buffer is not pinned.
+            let retained = RetainedMessage {
+                topic: publish.topic.compact(),
+                payload: Bytes::copy_from_slice(&publish.payload),
+                qos: publish.qos,
+                properties: publish.properties.clone(),
+            };
+            self.cross.replicate_retained(&retained);
+            self.routing.set_retained(retained);
+            self.stats.retained = self.routing.retained_len() as u64;
+            self.persist_retain(&publish);
+        }
+        let dests = self.routing.match_topic(publish.topic.as_str(), true);
+        let local = self.routing.has_targets();
+        // In-process subscribers (embedding API): only the shard a message is published
+        // on delivers it to them.
+        let (internal, dropped) = self.routing.deliver_internal(&publish);
+        self.stats.publish_dropped += dropped;
+        if dests == 0 && !local {
+            return internal;
+        }
+        let origin_uid = origin.and_then(|o| self.sessions.uid_of(o.1));
+        let msg = Arc::new(Message::new(publish, now, origin_uid));
+        self.persist.routed(self.cross.me(), &msg, dests); // before the publisher's ack
+        let seq = self.cross.publish_seq(dests);
+        let source = (self.cross.me(), seq);
+        // Local subscribers first, then the other shards: the last destination gets the
+        // Arc itself, so this shard does not touch the reference count again while the
+        // receivers are using it.
+        let sent = Sent { dests, source };
+        let matched = local && self.fanout_targets(&msg, origin, sent, now);
+        self.cross.send_publish(msg, dests, seq);
+        matched || internal || dests != 0
+    }
+
+    /// Delivers `msg`, which came from another shard (or from the persisted state), to
+    /// this shard's matching subscribers.
+    pub(super) fn fanout_local(&mut self, msg: &Arc<Message>, sent: Sent, now: Instant) -> bool {
+        self.routing.match_topic(msg.publish.topic.as_str(), false);
+        self.routing.has_targets() && self.fanout_targets(msg, None, sent, now)
+    }
+
+    /// Delivers `msg` to the local subscriptions routing matched last. `origin` is the
+    /// local publisher (connection, session), for back-pressure and No Local.
+    fn fanout_targets(
+        &mut self,
+        msg: &Arc<Message>,
+        origin: Option<(ConnId, usize)>,
+        sent: Sent,
+        now: Instant,
+    ) -> bool {
+        let targets = self.routing.take_targets();
+        let mut frames = Frames::default();
+        let mut fanout = Fanout {
+            sent,
+            ..Fanout::default()
+        };
+        let publisher = origin.map(|o| o.0);
+        let mut i = 0;
+        while i < targets.len() {
+            let sessions = &self.sessions;
+            let target = Routing::next_target(&targets, &mut i, msg, |key| {
+                sessions.uid_of(key) == msg.origin
+            });
+            if let Some(target) = target {
+                self.deliver(target, msg, publisher, &mut frames, &mut fanout, now);
+            }
+        }
+        self.routing.put_targets(targets);
+        // Never read only to drop: every QoS 0 subscriber was full, pause the publisher.
+        if let Some(publisher) = publisher {
+            if fanout.qos0 > 0 && fanout.qos0_full.len() == fanout.qos0 {
+                self.flow.on_qos0_all_full(publisher, &fanout.qos0_full);
+            }
+        }
+        fanout.matched
+    }
+
+    /// One subscriber's delivery: QoS 0 straight into its output (the shared frame),
+    /// anything else through its session.
+    fn deliver(
+        &mut self,
+        target: Target,
+        msg: &Arc<Message>,
+        publisher: Option<ConnId>,
+        frames: &mut Frames,
+        fanout: &mut Fanout,
+        now: Instant,
+    ) {
+        let Target {
+            key,
+            qos,
+            retain,
+            sub_ids,
+        } = target;
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        // ACL: read rights are checked per delivered message (cached per topic), so a
+        // wildcard subscription spanning denied topics does not leak them.
+        if let Some(sec) = slot.security.as_mut() {
+            if !sec.may_read(&msg.publish.topic) {
+                return;
+            }
+        }
+        fanout.matched = true;
+        if let Some(handoff) = slot.forward.as_deref_mut() {
+            // A session in handoff: a stub forwards or holds, the new home drops what the
+            // old one had already queued.
+            match handoff.offer(self.cross.me(), fanout.sent.dests, fanout.sent.source) {
+                Offer::Deliver => {}
+                Offer::Skip => return,
+                offer => {
+                    let out = Outgoing {
+                        msg: Arc::clone(msg),
+                        qos,
+                        retain,
+                        sub_ids,
+                    };
+                    if let Offer::Forward(to) = offer {
+                        let control = Control::Forward {
+                            client_id: slot.session.client_id().clone(),
+                            uid: slot.session.uid(),
+                            out,
+                        };
+                        self.cross.send(to, control);
+                    } else {
+                        handoff.hold(fanout.sent.source, out);
+                    }
+                    return;
+                }
+            }
+        }
+        let v5 = slot.session.version().is_v5();
+        if let Some(conn) = slot.conn {
+            let fast = qos == QoS::AtMostOnce
+                && (!v5
+                    || (sub_ids.is_empty()
+                        && msg.publish.properties.message_expiry_interval.is_none()));
+            if fast {
+                fanout.qos0 += 1;
+                let max_out = slot.session.client_max_packet_size() as usize;
+                let uid = slot.session.uid();
+                let Some(c) = self.conns.get(conn) else {
+                    return;
+                };
+                if self.flow.output_full(c.queued_bytes()) {
+                    crate::log_limited!(
+                        crate::log::Level::Notice,
+                        now,
+                        "Outgoing messages are being dropped for client {}.",
+                        slot.session.client_id()
+                    );
+                    self.stats.publish_dropped += 1;
+                    fanout.qos0_full.push((key, uid));
+                    self.arm_stall(conn, now);
+                    return;
+                }
+                let class = frame_class(v5, retain);
+                if frames[class].is_none() {
+                    match self.routing.encoder().qos0_frame(msg, v5, retain) {
+                        Ok(f) => frames[class] = Some(f),
+                        Err(e) => {
+                            crate::log_warning!(
+                                "Unable to encode PUBLISH to {}: {e}",
+                                msg.publish.topic
+                            );
+                            self.stats.publish_dropped += 1;
+                            return;
+                        }
+                    }
+                }
+                let Some((head, body)) = &frames[class] else {
+                    return;
+                };
+                if head.len() + body.as_ref().map_or(0, Bytes::len) > max_out {
+                    self.stats.publish_dropped += 1; // [MQTT-3.1.2-25]
+                    return;
+                }
+                let (head, body) = (head.clone(), body.clone());
+                self.push_frame(conn, head, body);
+                self.stats.publish_sent += 1;
+                return;
+            }
+        }
+        let out = Outgoing {
+            msg: Arc::clone(msg),
+            qos,
+            retain,
+            sub_ids,
+        };
+        self.deliver_outgoing(key, out, publisher, now);
+    }
+
+    /// Offers `out` to session `key` through its QoS window and queue; tells flow
+    /// control when the session's queue is full (it back-pressures the local `publisher`,
+    /// or for messages from other shards, this shard's inboxes).
+    pub(super) fn deliver_outgoing(
+        &mut self,
+        key: usize,
+        out: Outgoing,
+        publisher: Option<ConnId>,
+        now: Instant,
+    ) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        // ACL (cached): also covers messages forwarded from another shard.
+        if let Some(sec) = slot.security.as_mut() {
+            if !sec.may_read(&out.msg.publish.topic) {
+                return;
+            }
+        }
+        let persisted = self.persist.wants(&slot.session).then(|| out.clone());
+        match slot.session.deliver(out) {
+            Delivery::Sent | Delivery::Queued => {
+                if let Some(o) = persisted {
+                    self.persist
+                        .message(key, &slot.session, &o.msg, (o.qos, o.retain, &o.sub_ids));
+                }
+            }
+            Delivery::Skipped => {}
+            Delivery::Dropped => {
+                self.stats.publish_dropped += 1;
+                crate::log_limited!(
+                    crate::log::Level::Notice,
+                    now,
+                    "Outgoing messages are being dropped for client {}.",
+                    slot.session.client_id()
+                );
+            }
+        }
+        let connected = slot.conn.is_some();
+        if connected {
+            let backlogged = slot.session.is_backlogged();
+            let uid = slot.session.uid();
+            self.flush_session(key, now);
+            if backlogged {
+                self.flow.on_backlogged(key, uid, publisher);
+                if let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) {
+                    self.arm_stall(conn, now);
+                }
+            }
+        }
+    }
+
+    /// Drains the session's transmits into its connection's output.
+    pub(super) fn flush_session(&mut self, key: usize, now: Instant) {
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        let Some(conn) = slot.conn else { return };
+        loop {
+            let Some(slot) = self.sessions.get_mut(key) else {
+                return;
+            };
+            let Some(t) = slot.session.poll_transmit() else {
+                break;
+            };
+            self.write_transmit(key, conn, t, now);
+        }
+    }
+
+    /// Encodes one transmit of session `key` into connection `conn`'s output.
+    fn write_transmit(&mut self, key: usize, conn: ConnId, t: Transmit, now: Instant) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let version = slot.session.version();
+        let max_out = slot.session.client_max_packet_size() as usize;
+        match t {
+            Transmit::Publish {
+                out,
+                packet_id,
+                dup,
+            } => {
+                let encoded = self
+                    .routing
+                    .encoder()
+                    .delivery(&out, version, packet_id, dup, now);
+                let frame = match encoded {
+                    Ok(f) if f.0.len() + f.1.len() <= max_out => f,
+                    result => {
+                        if let Err(e) = result {
+                            crate::log_warning!(
+                                "Unable to encode PUBLISH for {}: {e}",
+                                slot.session.client_id()
+                            );
+                        }
+                        // Too large for the client: behave as if sent [MQTT-3.1.2-25].
+                        self.stats.publish_dropped += 1;
+                        if let Some(id) = packet_id {
+                            slot.session.discard_inflight(id);
+                        }
+                        return;
+                    }
+                };
+                self.push_frame(conn, frame.0, Some(frame.1));
+                self.stats.publish_sent += 1;
+            }
+            other => {
+                let Some(packet) = other.into_packet() else {
+                    return;
+                };
+                let frame = match self.routing.encoder().packet(&packet, version) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        crate::log_warning!(
+                            "Unable to encode {} for {}: {e}",
+                            packet.name(),
+                            slot.session.client_id()
+                        );
+                        return;
+                    }
+                };
+                if frame.len() > max_out {
+                    return;
+                }
+                self.push_frame(conn, frame, None);
+            }
+        }
+    }
+
+    /// Queues `packet` for `conn` directly (used when no session is attached).
+    pub(super) fn send_packet(&mut self, conn: ConnId, packet: &Packet, version: ProtocolVersion) {
+        match self.routing.encoder().packet(packet, version) {
+            Ok(frame) => self.push_frame(conn, frame, None),
+            Err(e) => crate::log_warning!(
+                "Unable to encode {} for connection {conn}: {e}",
+                packet.name()
+            ),
+        }
+    }
+
+    /// Appends encoded bytes to a connection's output (flagging it for `poll_transmit`).
+    fn push_frame(&mut self, conn: ConnId, head: Bytes, body: Option<Bytes>) {
+        if let Some(n) = self.conns.push(conn, head, body) {
+            self.stats.messages_sent += 1;
+            self.stats.bytes_sent += n as u64;
+        }
+    }
+
+    // --- back-pressure glue: flow control decides, this applies -----------------------
+
+    /// Whether session `key` (if it is still `uid`) is connected and congested.
+    pub(super) fn is_congested(&self, key: usize, uid: u64) -> bool {
+        load_of(&self.sessions, &self.conns, key, uid).is_some_and(|l| self.flow.is_congested(l))
+    }
+
+    /// If session `key` is no longer congested, lets its paused publishers read again.
+    pub(super) fn maybe_release(&mut self, key: usize) {
+        let Some(uid) = self.sessions.uid_of(key) else {
+            return;
+        };
+        if !self.flow.has_paused(key) || self.is_congested(key, uid) {
+            return;
+        }
+        self.release_paused(key);
+    }
+
+    /// Lets the publishers paused on session `key` read again (yielded from
+    /// `poll_transmit` so the runtime re-asks `wants_read`).
+    pub(super) fn release_paused(&mut self, key: usize) {
+        for (conn, uid) in self.flow.release(key) {
+            self.conns.wake(conn, uid);
+        }
+    }
+
+    /// A subscriber's output or queue is full: arms the slow-subscriber timer once.
+    pub(super) fn arm_stall(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        let (uid, written) = (c.uid, c.written());
+        if let Some(at) = self.flow.arm_stall(conn, written, now) {
+            self.timers.push(at, super::Timer::Stall { conn, uid });
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The routing part of a shard's broker: where messages go. It owns the subscription
+//! index (local subscriptions under their session's slab key, and the other shards'
+//! interest under [`remote_key`]: one trie walk per publish finds both), fan-out
+//! planning (matching, and merging a client's overlapping subscriptions into one
+//! delivery), encode-once ([`Encoder`]), the retained store with its budgeted delivery
+//! jobs, and the in-process (embedding) subscribers.
+//!
+//! It decides *who* gets a message and *as what*, never whether a subscriber can take it:
+//! sessions, connections and flow control are the coordinator's to consult. It never
+//! sends to another shard, never queues output and never blocks.
+
+mod encode;
+mod internal;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::codec::{ByteStr, Publish, QoS, SubscriptionOptions};
+use crate::mailbox::ShardId;
+use crate::retained::{RetainedCursor, RetainedMessage, RetainedStore};
+use crate::session::{Message, Subscription};
+use crate::topic::{TopicFilter, TopicIndex};
+
+use super::cross::{remote_key, remote_shard};
+use super::embed::InternalSub;
+
+pub(super) use encode::{frame_class, Encoder, Frames};
+#[cfg(test)]
+pub(super) use encode::{packet_id_offset, publish_flags};
+
+/// Retained messages handed to one subscription per batch.
+pub(super) const RETAINED_BATCH: usize = 256;
+
+/// One subscriber's share of a message: the merge of its matching subscriptions.
+#[derive(Debug)]
+pub(super) struct Target {
+    /// The session's slab key.
+    pub(super) key: usize,
+    /// The delivery QoS: the message's, at most the highest granted [MQTT-3.8.4-6].
+    pub(super) qos: QoS,
+    /// RETAIN as forwarded [MQTT-3.3.1-9] (v5 Retain As Published [MQTT-3.3.1-12]).
+    pub(super) retain: bool,
+    /// Every matching subscription identifier (v5).
+    pub(super) sub_ids: SmallVec<[u32; 1]>,
+}
+
+/// A retained lookup in progress for one subscription.
+#[derive(Debug)]
+pub(super) struct RetainedJob {
+    pub(super) key: usize,
+    pub(super) uid: u64,
+    pub(super) filter: TopicFilter,
+    pub(super) granted: QoS,
+    pub(super) sub_id: Option<u32>,
+    cursor: RetainedCursor,
+}
+
+impl RetainedJob {
+    pub(super) fn new(
+        key: usize,
+        uid: u64,
+        filter: TopicFilter,
+        granted: QoS,
+        sub_id: Option<u32>,
+    ) -> Self {
+        Self {
+            key,
+            uid,
+            filter,
+            granted,
+            sub_id,
+            cursor: RetainedCursor::default(),
+        }
+    }
+}
+
+/// Index, retained store and fan-out planning of one shard.
+#[derive(Debug)]
+pub(super) struct Routing {
+    index: TopicIndex<usize, Subscription>,
+    /// Entries of `index` that stand for other shards' interest.
+    remote_entries: usize,
+    retained: RetainedStore,
+    /// Retained lookups continued by `run_deferred`.
+    jobs: VecDeque<RetainedJob>,
+    internal: internal::InternalSubs,
+    /// Reused list of local matches.
+    targets: Vec<(usize, Subscription)>,
+    encoder: Encoder,
+}
+
+impl Routing {
+    pub(super) fn new() -> Self {
+        Self {
+            index: TopicIndex::new(),
+            remote_entries: 0,
+            retained: RetainedStore::new(),
+            jobs: VecDeque::new(),
+            internal: internal::InternalSubs::default(),
+            targets: Vec::new(),
+            encoder: Encoder::new(),
+        }
+    }
+
+    pub(super) fn encoder(&mut self) -> &mut Encoder {
+        &mut self.encoder
+    }
+
+    // --- the index ----------------------------------------------------------------------
+
+    /// Adds (or replaces) session `key`'s subscription to `filter`. Returns true when the
+    /// session had none to this filter (the shard's interest may have grown).
+    pub(super) fn subscribe(
+        &mut self,
+        filter: &TopicFilter,
+        key: usize,
+        sub: Subscription,
+    ) -> bool {
+        self.index.insert(filter, key, sub).is_none()
+    }
+
+    /// Removes session `key`'s subscription to `filter`; true if there was one.
+    pub(super) fn unsubscribe(&mut self, filter: &str, key: usize) -> bool {
+        self.index.remove(filter, &key).is_some()
+    }
+
+    /// Shard `from` has subscribers to `filter` now (`add`) or no more.
+    pub(super) fn set_remote_interest(&mut self, from: ShardId, filter: ByteStr, add: bool) {
+        if add {
+            if let Ok(f) = TopicFilter::try_from(filter) {
+                let interest = Subscription {
+                    options: SubscriptionOptions::default(),
+                    id: None,
+                };
+                if self.index.insert(&f, remote_key(from), interest).is_none() {
+                    self.remote_entries += 1;
+                }
+            }
+        } else if self
+            .index
+            .remove(filter.as_str(), &remote_key(from))
+            .is_some()
+        {
+            self.remote_entries -= 1;
+        }
+    }
+
+    /// Local subscriptions (the index minus the other shards' interest entries).
+    pub(super) fn local_subscriptions(&self) -> u64 {
+        self.index.len().saturating_sub(self.remote_entries) as u64
+    }
+
+    /// Shards (other than this one) with a subscriber matching `topic`.
+    #[cfg(test)]
+    pub(super) fn remote_dests(&self, topic: &str) -> u64 {
+        let mut dests = 0u64;
+        self.index.for_each_match(topic, |&k, _| {
+            if let Some(j) = remote_shard(k) {
+                dests |= 1 << j;
+            }
+        });
+        dests
+    }
+
+    // --- fan-out planning ---------------------------------------------------------------
+
+    /// Matches `topic`: the local subscriptions go into the target list (see
+    /// [`Routing::take_targets`]); returns the set of other shards with subscribers (bit
+    /// j = shard j), or 0 when `remote` is false (a message another shard handed us).
+    pub(super) fn match_topic(&mut self, topic: &str, remote: bool) -> u64 {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        let mut dests = 0u64;
+        self.index
+            .for_each_match(topic, |k, s| match remote_shard(*k) {
+                Some(j) => {
+                    if remote {
+                        dests |= 1 << j;
+                    }
+                }
+                None => targets.push((*k, *s)),
+            });
+        self.targets = targets;
+        dests
+    }
+
+    /// Whether the last [`Routing::match_topic`] found local subscriptions.
+    pub(super) fn has_targets(&self) -> bool {
+        !self.targets.is_empty()
+    }
+
+    /// The local matches of the last [`Routing::match_topic`], sorted by session; give
+    /// the list back with [`Routing::put_targets`] (it is reused).
+    pub(super) fn take_targets(&mut self) -> Vec<(usize, Subscription)> {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.sort_unstable_by_key(|t| t.0);
+        targets
+    }
+
+    pub(super) fn put_targets(&mut self, targets: Vec<(usize, Subscription)>) {
+        self.targets = targets;
+    }
+
+    /// The next subscriber's [`Target`] in `targets` (sorted by session) from `*i` on,
+    /// merging its overlapping subscriptions into one delivery at the highest QoS
+    /// [MQTT-3.3.5-1]. `is_origin(key)` says whether session `key` published `msg` (for No
+    /// Local [MQTT-3.8.3-3]); it is asked only when a subscription sets No Local. `None`
+    /// for a session all of whose matching subscriptions are No Local.
+    pub(super) fn next_target(
+        targets: &[(usize, Subscription)],
+        i: &mut usize,
+        msg: &Message,
+        mut is_origin: impl FnMut(usize) -> bool,
+    ) -> Option<Target> {
+        let key = targets.get(*i)?.0;
+        let mut granted: Option<QoS> = None;
+        let mut retain_as_published = false;
+        let mut sub_ids: SmallVec<[u32; 1]> = SmallVec::new();
+        while *i < targets.len() && targets[*i].0 == key {
+            let sub = targets[*i].1;
+            *i += 1;
+            if sub.options.no_local && msg.origin.is_some() && is_origin(key) {
+                continue; // [MQTT-3.8.3-3]
+            }
+            // One copy at the highest QoS of the overlapping subscriptions [MQTT-3.3.5-1].
+            granted = granted.max(Some(sub.options.qos));
+            retain_as_published |= sub.options.retain_as_published;
+            if let Some(id) = sub.id {
+                sub_ids.push(id);
+            }
+        }
+        let granted = granted?;
+        Some(Target {
+            key,
+            qos: msg.publish.qos.min(granted), // [MQTT-3.8.4-6]
+            // [MQTT-3.3.1-9] / v5 Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+            retain: retain_as_published && msg.publish.retain,
+            sub_ids,
+        })
+    }
+
+    // --- retained -----------------------------------------------------------------------
+
+    /// Stores, replaces or (empty payload) deletes a retained message [MQTT-3.3.1-5]
+    /// [MQTT-3.3.1-10].
+    pub(super) fn set_retained(&mut self, msg: RetainedMessage) {
+        self.retained.set(msg);
+    }
+
+    pub(super) fn retained_len(&self) -> usize {
+        self.retained.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn retained(&self) -> &RetainedStore {
+        &self.retained
+    }
+
+    /// The next batch (at most [`RETAINED_BATCH`]) of retained messages for `job` into
+    /// `found`; returns true when the lookup is complete.
+    pub(super) fn retained_batch(
+        &self,
+        job: &mut RetainedJob,
+        found: &mut Vec<Arc<RetainedMessage>>,
+    ) -> bool {
+        self.retained
+            .matches_budgeted(&job.filter, &mut job.cursor, RETAINED_BATCH, found)
+    }
+
+    /// Keeps `job` for `run_deferred`.
+    pub(super) fn defer_job(&mut self, job: RetainedJob) {
+        self.jobs.push_back(job);
+    }
+
+    pub(super) fn has_jobs(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    /// The deferred jobs, to run one round of batches (put back what remains with
+    /// [`Routing::defer_job`]).
+    pub(super) fn take_jobs(&mut self) -> VecDeque<RetainedJob> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    // --- in-process subscribers -----------------------------------------------------------
+
+    /// Installs an in-process subscription; with `with_retained`, first offers it the
+    /// matching retained messages of this shard's replica. Returns the messages dropped.
+    pub(super) fn add_internal(&mut self, sub: InternalSub, with_retained: bool) -> u64 {
+        let retained = with_retained.then_some(&self.retained);
+        self.internal.add(sub, retained)
+    }
+
+    pub(super) fn remove_internal(&mut self, id: u64) -> bool {
+        self.internal.remove(id)
+    }
+
+    pub(super) fn internal_subscriptions(&self) -> usize {
+        self.internal.len()
+    }
+
+    /// Offers a message published on this shard to the in-process subscribers (one
+    /// length check when there are none). Returns whether any matched and how many
+    /// copies were dropped.
+    pub(super) fn deliver_internal(&mut self, publish: &Publish) -> (bool, u64) {
+        if self.internal.is_empty() {
+            return (false, 0);
+        }
+        self.internal.deliver(publish)
+    }
+}

@@ -1,0 +1,125 @@
+//! In-process subscriptions on one shard: QoS, retained first, the $-rule, full channels,
+//! removal, refused filters.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+
+use crate::broker::embed::{parse_filter, InternalSub, Message, SubscribeError};
+use crate::broker::Broker;
+use crate::codec::{ByteStr, Publish, QoS};
+use crate::topic::TopicFilter;
+
+fn sub(id: u64, filter: &str, qos: QoS, cap: usize) -> (InternalSub, Receiver<Message>) {
+    let (tx, rx) = crossbeam_channel::bounded(cap);
+    let s = InternalSub {
+        id,
+        filter: TopicFilter::parse(filter).unwrap(),
+        qos,
+        tx,
+        dropped: Arc::default(),
+    };
+    (s, rx)
+}
+
+fn publish(topic: &str, qos: QoS, retain: bool) -> Publish {
+    Publish {
+        topic: ByteStr::from(topic),
+        qos,
+        retain,
+        payload: Bytes::from_static(b"x"),
+        ..Publish::default()
+    }
+}
+
+fn broker() -> Broker {
+    Broker::new(Arc::new(crate::config::Config::default()), Instant::now())
+}
+
+#[test]
+fn inject_reaches_internal_subscription_with_lower_qos() {
+    let mut b = broker();
+    let (s, rx) = sub(1, "a/+", QoS::AtMostOnce, 8);
+    b.add_internal(s, true);
+    b.inject(publish("a/b", QoS::AtLeastOnce, false), Instant::now());
+    b.inject(publish("b/b", QoS::AtLeastOnce, false), Instant::now());
+    let m = rx.try_recv().unwrap();
+    assert_eq!(
+        (m.topic.as_str(), m.qos, m.retain),
+        ("a/b", QoS::AtMostOnce, false)
+    );
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn retained_first_then_live() {
+    let mut b = broker();
+    b.inject(publish("r/1", QoS::AtLeastOnce, true), Instant::now());
+    let (s, rx) = sub(1, "r/#", QoS::ExactlyOnce, 8);
+    b.add_internal(s, true);
+    b.inject(publish("r/2", QoS::AtMostOnce, false), Instant::now());
+    let m = rx.try_recv().unwrap();
+    assert_eq!(
+        (m.topic.as_str(), m.qos, m.retain),
+        ("r/1", QoS::AtLeastOnce, true)
+    );
+    assert_eq!(rx.try_recv().unwrap().topic.as_str(), "r/2");
+}
+
+#[test]
+fn mqtt_4_7_2_1_wildcard_does_not_match_sys() {
+    let mut b = broker();
+    let (s, rx) = sub(1, "#", QoS::AtMostOnce, 8);
+    b.add_internal(s, true);
+    let (s, rx_sys) = sub(2, "$SYS/#", QoS::AtMostOnce, 8);
+    b.add_internal(s, true);
+    b.inject(publish("$SYS/x", QoS::AtMostOnce, false), Instant::now());
+    assert!(rx.try_recv().is_err());
+    assert_eq!(rx_sys.try_recv().unwrap().topic.as_str(), "$SYS/x");
+}
+
+#[test]
+fn full_channel_drops_and_counts() {
+    let mut b = broker();
+    let (s, rx) = sub(1, "t", QoS::AtLeastOnce, 1);
+    let dropped = Arc::clone(&s.dropped);
+    b.add_internal(s, false);
+    for _ in 0..3 {
+        b.inject(publish("t", QoS::AtLeastOnce, false), Instant::now());
+    }
+    assert_eq!(rx.len(), 1);
+    assert_eq!(dropped.load(Ordering::Relaxed), 2);
+    assert_eq!(b.stats().publish_dropped, 2);
+}
+
+#[test]
+fn removed_or_disconnected_subscription_is_forgotten() {
+    let mut b = broker();
+    let (s, rx) = sub(1, "t", QoS::AtMostOnce, 4);
+    b.add_internal(s, false);
+    assert!(b.remove_internal(1));
+    assert!(!b.remove_internal(1));
+    b.inject(publish("t", QoS::AtMostOnce, false), Instant::now());
+    assert!(rx.try_recv().is_err());
+    let (s, rx) = sub(2, "t", QoS::AtMostOnce, 4);
+    b.add_internal(s, false);
+    drop(rx);
+    b.inject(publish("t", QoS::AtMostOnce, false), Instant::now());
+    assert_eq!(b.internal_subscriptions(), 0);
+}
+
+#[test]
+fn shared_and_invalid_filters_are_refused() {
+    assert!(matches!(
+        parse_filter("$share/g/t"),
+        Err(SubscribeError::Shared)
+    ));
+    assert!(matches!(
+        parse_filter("a/#/b"),
+        Err(SubscribeError::InvalidFilter(_))
+    ));
+    assert!(parse_filter("a/+/b").is_ok());
+}

@@ -1,0 +1,108 @@
+//! [`ByteStr`]: the MQTT UTF-8 string, a zero-copy slice of the read buffer that is known
+//! to be valid UTF-8. Its own module so that `packet` and `properties` (which both hold
+//! strings) do not import each other.
+//!
+//! It owns the one invariant everything else relies on: the bytes of a `ByteStr` are
+//! valid UTF-8, so [`ByteStr::as_str`] need not check them again on the publish hot path.
+//! It must never hand out a `ByteStr` built from unchecked bytes: the only constructor
+//! that skips validation, [`ByteStr::from_validated`], is `unsafe` and crate-private.
+
+use bytes::Bytes;
+
+/// A UTF-8 string as MQTT encodes it, validated on decode (well-formed UTF-8, no U+0000
+/// [MQTT-1.5.3-1] [MQTT-1.5.3-2]), held as a zero-copy slice of the read buffer.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ByteStr(Bytes);
+
+impl ByteStr {
+    /// Wraps a static string (no copy).
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// Wraps bytes the codec has just validated with [`super::wire::is_mqtt_utf8`]
+    /// (avoids validating twice on the decode path). Use [`ByteStr::try_from_bytes`] for
+    /// anything that was not checked.
+    ///
+    /// # Safety
+    ///
+    /// `b` must be valid UTF-8. [`ByteStr::as_str`] (and `Deref`, `Display`, every topic
+    /// match) reads the bytes with `str::from_utf8_unchecked`, so anything else is
+    /// undefined behaviour. The MQTT rules beyond UTF-8 (no U+0000) are the caller's too,
+    /// but breaking them is a protocol error, not unsoundness.
+    pub(crate) const unsafe fn from_validated(b: Bytes) -> Self {
+        Self(b)
+    }
+
+    /// Validates `b` as an MQTT UTF-8 string.
+    pub fn try_from_bytes(b: Bytes) -> Result<Self, Bytes> {
+        match std::str::from_utf8(&b) {
+            Ok(s) if !s.contains('\0') => Ok(Self(b)),
+            _ => Err(b),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        debug_assert!(std::str::from_utf8(&self.0).is_ok());
+        // SAFETY: every constructor guarantees valid UTF-8: `from_static`, `From<&str>` and
+        // `From<String>` take a `str`, `try_from_bytes` validates, and `from_validated` is
+        // `unsafe` with valid UTF-8 as its contract. This is on the publish hot path (topic
+        // matching), so it must not re-validate.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// A copy in its own exact-size allocation. Decoded strings are slices of a read
+    /// buffer; anything kept for long (client ids, subscription filters, wills, retained
+    /// messages) is compacted so that it does not pin that whole buffer in memory.
+    #[must_use]
+    pub fn compact(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for ByteStr {
+    fn from(s: &str) -> Self {
+        Self(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for ByteStr {
+    fn from(s: String) -> Self {
+        Self(Bytes::from(s))
+    }
+}
+
+impl std::fmt::Debug for ByteStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for ByteStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::ops::Deref for ByteStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}

@@ -1,0 +1,34 @@
+//! [`Command`]: what the embedding process (through [`super::BrokerHandle`], `Stopper`,
+//! `Reloader` and in-process subscriptions) asks of a running shard. Its own module so
+//! that `handle` (which sends commands) and `shard` (which executes them) do not import
+//! each other.
+//!
+//! It only describes requests; it never executes one, blocks or touches a socket.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::auth::Security;
+use crate::broker::embed::InternalSub;
+use crate::codec::Publish;
+
+/// Instructions from the embedding process to a shard.
+#[derive(Debug)]
+pub enum Command {
+    /// Publish a message as if a client had sent it.
+    Publish(Box<Publish>),
+    /// Stop: close every connection and end the thread.
+    Shutdown,
+    /// Install reloaded password / ACL rules (SIGHUP); connections stay up.
+    SetSecurity(Arc<Security>),
+    /// Install an in-process subscription (first offering it the matching retained
+    /// messages when `retained`), then acknowledge on `ack`.
+    Subscribe {
+        sub: Box<InternalSub>,
+        retained: bool,
+        ack: Sender<()>,
+    },
+    /// Remove an in-process subscription by id.
+    Unsubscribe(u64),
+}
