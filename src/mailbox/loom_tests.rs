@@ -1,6 +1,6 @@
 //! Loom model checks of the ring and the wakeup protocol: every interleaving (and every
 //! memory-ordering outcome loom models) of a producer and a consumer thread. Run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release --lib mailbox` (see the module docs).
+//! `RUSTFLAGS="--cfg loom" cargo test --lib mailbox` (see the module docs).
 #![allow(clippy::unwrap_used)]
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

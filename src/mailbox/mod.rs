@@ -12,8 +12,9 @@
 //! The lock-free parts are model-checked with loom (`loom_tests.rs`: every interleaving
 //! of a producer and a consumer for the ring, wraparound, batched publish / release, drop
 //! with taken-but-unreleased elements, and the parker's no-lost-wakeup protocol):
-//! `RUSTFLAGS="--cfg loom" cargo test --release --lib mailbox` (about 4 minutes to build
-//! everything with that flag on 2 cores, under a second to run). The ordinary tests
+//! `RUSTFLAGS="--cfg loom" cargo test --lib mailbox` (add `CARGO_TARGET_DIR=target/loom`
+//! to keep the normal build: the flag rebuilds every crate; 5-10 minutes from scratch on
+//! 2 busy cores, a few seconds to run). The ordinary tests
 //! (`tests.rs`) also run under Miri: `cargo +nightly miri test --lib mailbox::` (needs
 //! `rustup +nightly component add miri rust-src`; about 4 minutes, mostly building).
 
