@@ -27,9 +27,9 @@ use std::sync::RwLock;
 use crate::config::LogConfig;
 
 use format::{push_message, push_prefix, Timestamp};
-pub(crate) use limit::{flush_suppressed, next_summary};
 #[doc(hidden)] // for `log_limited!`
 pub use limit::write_limited;
+pub(crate) use limit::{flush_suppressed, next_summary};
 use sink::Sinks;
 
 /// Mosquitto's log types.
