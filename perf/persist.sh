@@ -20,6 +20,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/perf/results.sh"
 N_SYNC=${N_SYNC:-2000}
 N_PIPE=${N_PIPE:-50000}
 WINDOW=${WINDOW:-100}
@@ -46,50 +47,8 @@ pin_to() { # sets PIN to the taskset prefix for CORE (empty when pinning is off)
 
 # A dependency-free MQTT 3.1.1 client: setup-sub | pub | drain-sub.
 cat > "$WORK/client.py" <<'EOF'
-import socket, struct, sys, time
-
-def frame(first, body):
-    out = bytearray([first]); n = len(body)
-    while True:
-        b = n % 128; n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n: break
-    return bytes(out) + body
-
-def s(x): return struct.pack(">H", len(x)) + x
-
-class Conn:
-    def __init__(self, port, cid, clean):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
-        body = s(b"MQTT") + bytes([4, 0x02 if clean else 0]) + struct.pack(">H", 60) + s(cid.encode())
-        self.sock.sendall(frame(0x10, body))
-        first, body = self.packet()
-        assert first == 0x20 and body[1] == 0, (first, body)
-    def fill(self, timeout=None):
-        self.sock.settimeout(timeout)
-        try:
-            d = self.sock.recv(1 << 20)
-        except socket.timeout:
-            return False
-        if not d: raise EOFError
-        self.buf += d
-        return True
-    def packet(self, timeout=None):
-        while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]; n += (b & 0x7F) * mult; mult *= 128; i += 1
-                    if not b & 0x80: break
-                else:
-                    i = None
-                if i is not None and len(self.buf) >= i + n:
-                    first, body = self.buf[0], bytes(self.buf[i:i + n])
-                    del self.buf[:i + n]
-                    return first, body
-            if not self.fill(timeout): return None, None
+import struct, sys, time
+from mqtt_raw import Conn, frame, s  # perf/mqtt_raw.py
 
 mode, port = sys.argv[1], int(sys.argv[2])
 if mode == "setup-sub":
@@ -168,7 +127,7 @@ stop_broker() {
     BROKER_PID=
 }
 
-client() { pin_to "$CLIENT_CORE"; "${PIN[@]}" python3 "$WORK/client.py" "$@"; }
+client() { pin_to "$CLIENT_CORE"; PYTHONPATH="$ROOT/perf" "${PIN[@]}" python3 "$WORK/client.py" "$@"; }
 
 ROWS=""
 RAW=""
@@ -194,11 +153,9 @@ for cfg in $CONFIGS; do
     RAW+="$cfg sync=$sync_rate/$sync_p50/$sync_p99 pipe=$pipe_rate/$pipe_p50/$pipe_p99 queued=$queued dir_kb=$disk"$'\n'
 done
 
-mkdir -p "$OUT"
-DATE=$(date -u +%Y-%m-%d)
-FILE="$OUT/$DATE-persist.md"
+FILE=$(results_file persist)
 {
-    echo "# Persistence cost of QoS 1 ($DATE)"
+    echo "# Persistence cost of QoS 1 ($(date -u +%Y-%m-%d))"
     echo
     echo "Produced by \`perf/persist.sh\` (one publisher, QoS 1, $PAYLOAD-byte payloads, every"
     echo "message queued for one offline persistent QoS 1 subscriber, so each one is a log record)."
@@ -210,10 +167,7 @@ FILE="$OUT/$DATE-persist.md"
     echo "## Machine"
     echo
     echo '```'
-    echo "$(uname -srm)"
-    lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Hypervisor)' || true
-    echo "memory: $(free -h | awk '/Mem:/ {print $2}')"
-    echo "disk for the persistence dir: $(df -h "$WORK" | awk 'NR==2 {print $1, $2}') ($(findmnt -no FSTYPE -T "$WORK" 2>/dev/null || echo '?'))"
+    machine_description "$WORK"
     echo "fdatasync of a 100-byte append in that dir: $(python3 - "$WORK" <<'PY'
 import os, sys, time
 p = os.path.join(sys.argv[1], "fsync-probe"); fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND)

@@ -1,6 +1,7 @@
 //! Persistence over restarts of the real binary: a clean restart keeps retained messages
 //! and persistent sessions (subscriptions, queued QoS 1 messages); `kill -9` during a
-//! QoS 1 load with `persistence_fsync always` loses no acknowledged message; a torn log
+//! QoS 1 load with `persistence_fsync always` loses no acknowledged message, also when it
+//! lands in a compaction; clients are served while a snapshot is written; a torn log
 //! tail is truncated with a log line; a corrupt record refuses the start with its offset.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,62 +9,16 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ack, publish, temp_dir, BrokerProc, Raw, TIMEOUT};
-
-fn persist_config(dir: &Path, fsync: &str) -> String {
-    format!(
-        "persistence true\npersistence_location {}/\npersistence_fsync {fsync}\n\
-         max_queued_messages 1000000\n",
-        dir.display()
-    )
-}
-
-fn log_path(dir: &Path) -> PathBuf {
-    dir.join("shardmq.db.log")
-}
-
-/// SIGTERM and wait: the clean shutdown path (final snapshot).
-fn stop_clean(mut broker: BrokerProc) {
-    broker.signal(libc::SIGTERM);
-    assert!(broker.wait_exit().is_some(), "broker did not stop");
-}
-
-/// `kill -9` and wait.
-fn crash(mut broker: BrokerProc) {
-    broker.signal(libc::SIGKILL);
-    assert!(broker.wait_exit().is_some(), "broker did not die");
-}
-
-/// Publishes with QoS 1 and waits for the PUBACK.
-fn publish_acked(raw: &mut Raw, topic: &str, id: u16, retain: bool, payload: &[u8]) {
-    raw.send(&publish(topic, 1, retain, false, id, payload));
-    let a = raw.recv().expect("PUBACK");
-    assert_eq!(a.kind(), 4, "expected PUBACK, got {a:?}");
-    assert_eq!(a.packet_id(), id);
-}
-
-/// Reads PUBLISH packets (acknowledging QoS 1) until none arrives for `quiet`.
-fn drain_publishes(raw: &mut Raw, quiet: Duration) -> Vec<(String, Vec<u8>, u8)> {
-    let mut got = Vec::new();
-    while let Some(p) = raw.recv_within(quiet) {
-        if p.kind() != 3 {
-            continue;
-        }
-        let (topic, id, payload) = p.publish_parts();
-        let qos = (p.first >> 1) & 3;
-        if qos == 1 {
-            raw.send(&ack(0x40, id));
-        }
-        got.push((topic, payload, qos));
-    }
-    got
-}
+use common::persist::{
+    crash, drain_publishes, log_path, persist_config, publish_acked, stop_clean,
+};
+use common::{publish, temp_dir, BrokerProc, Raw, TIMEOUT};
 
 /// Runs the binary with `extra` config and expects it to exit on its own: (status ok?,
 /// stderr).
@@ -204,13 +159,12 @@ fn spawn_loader(port: u16, index: u8) -> (Arc<Mutex<BTreeSet<u16>>>, std::thread
     (acked, handle)
 }
 
-#[test]
-fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
-    let dir = temp_dir("persist-kill9");
-    // Two shards: publishers and the subscriber's session are spread over both, so
-    // messages also cross shards through the mailboxes.
-    let config = format!("{}threads 2\n", persist_config(&dir, "always"));
-    let broker = BrokerProc::start(&config);
+/// Runs three QoS 1 loaders against `config` (an offline persistent subscriber "victim"
+/// on `load/#`), lets `until_crash` decide when to `kill -9` the broker, restarts it and
+/// checks that every acknowledged message reaches the subscriber. Returns the restarted
+/// broker.
+fn kill_9_under_qos1_load(config: &str, until_crash: impl FnOnce(&BrokerProc)) -> BrokerProc {
+    let broker = BrokerProc::start(config);
     let (mut sub, _, _) = Raw::mqtt_connect(broker.port, "victim", false);
     sub.subscribe(1, &[("load/#", 1)]);
     sub.disconnect();
@@ -219,6 +173,7 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
     // Let the load run, then crash the broker in the middle of it.
     let total = || -> usize { loaders.iter().map(|l| l.0.lock().unwrap().len()).sum() };
     assert!(common::wait_until(TIMEOUT, || total() >= 3000));
+    until_crash(&broker);
     crash(broker);
     let mut acked = BTreeSet::new();
     let mut sent = Vec::new();
@@ -230,7 +185,7 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
     }
     eprintln!("sent {sent:?}, acknowledged {} before kill -9", acked.len());
 
-    let broker = BrokerProc::start(&config);
+    let broker = BrokerProc::start(config);
     let (mut sub, present, _) = Raw::mqtt_connect(broker.port, "victim", false);
     assert!(present, "persistent session lost by kill -9");
     let got = drain_publishes(&mut sub, Duration::from_millis(1500));
@@ -255,6 +210,101 @@ fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
         got.len(),
         received.len()
     );
+    broker
+}
+
+#[test]
+fn kill_9_under_qos1_load_loses_no_acknowledged_message() {
+    let dir = temp_dir("persist-kill9");
+    // Two shards: publishers and the subscriber's session are spread over both, so
+    // messages also cross shards through the mailboxes.
+    let config = format!("{}threads 2\n", persist_config(&dir, "always"));
+    let broker = kill_9_under_qos1_load(&config, |_| {});
+    stop_clean(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `n` retained QoS 0 messages `fill/<i>` with `size`-byte payloads, pipelined, then one
+/// QoS 1 publish whose PUBACK says the broker has handled them all.
+fn fill_retained(port: u16, n: usize, size: usize) {
+    let (mut publisher, _, _) = Raw::mqtt_connect(port, "filler", true);
+    let payload = vec![b'x'; size];
+    let mut batch = Vec::new();
+    for i in 0..n {
+        batch.extend_from_slice(&publish(&format!("fill/{i}"), 0, true, false, 0, &payload));
+        if batch.len() > 1 << 16 {
+            publisher.send(&batch);
+            batch.clear();
+        }
+    }
+    publisher.send(&batch);
+    publish_acked(&mut publisher, "fill/done", 1, false, b"");
+    publisher.disconnect();
+}
+
+#[test]
+fn clients_are_served_while_a_snapshot_is_written() {
+    let dir = temp_dir("persist-compact-live");
+    let n = 200_000;
+    // One shard: the probe below is served by the shard that ran into the compaction.
+    let config = format!(
+        "{}threads 1\nautosave_on_changes true\nautosave_interval {n}\n",
+        persist_config(&dir, "interval")
+    );
+    let broker = BrokerProc::start(&config);
+    let (mut probe, _, _) = Raw::mqtt_connect(broker.port, "probe", true);
+    probe.subscribe(1, &[("probe", 0)]);
+    let (mut pinger, _, _) = Raw::mqtt_connect(broker.port, "pinger", true);
+    fill_retained(broker.port, n, 64); // n changes: a compaction is due
+    let tmp = dir.join("shardmq.db.tmp");
+    assert!(
+        common::wait_until(TIMEOUT, || tmp.exists()),
+        "no snapshot started"
+    );
+    // While the snapshot is being written, the shard answers.
+    let started = Instant::now();
+    pinger.send(&publish("probe", 0, false, false, 0, b"ping"));
+    let p = probe.recv().expect("probe message");
+    assert_eq!(p.publish_parts().2, b"ping");
+    assert!(
+        tmp.exists(),
+        "the probe waited {:?}, until the snapshot was written",
+        started.elapsed()
+    );
+    assert!(broker.wait_log("Saved persistence snapshot"));
+    stop_clean(broker);
+    let broker = BrokerProc::start(&config);
+    assert!(broker.wait_log(&format!("Restored {n} retained messages")));
+    stop_clean(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kill_9_during_background_compaction_loses_no_acknowledged_message() {
+    let dir = temp_dir("persist-kill9-compact");
+    // A compaction every 3000 changes, each writing the 20 MB of retained messages too,
+    // so the kill below lands in one (with two shards, one compacting under the load).
+    let config = format!(
+        "{}threads 2\nautosave_on_changes true\nautosave_interval 3000\n",
+        persist_config(&dir, "always")
+    );
+    let tmp = dir.join("shardmq.db.tmp");
+    let broker = kill_9_under_qos1_load(&config, |broker| {
+        fill_retained(broker.port, 20_000, 1000);
+        let saved = || {
+            broker
+                .log_lines()
+                .iter()
+                .filter(|l| l.contains("Saved persistence snapshot"))
+                .count()
+        };
+        assert!(
+            common::wait_until(TIMEOUT, || saved() >= 2),
+            "no compaction"
+        );
+        assert!(common::wait_until(TIMEOUT, || tmp.exists()), "no snapshot");
+    });
+    assert!(broker.wait_log("Restored 20000 retained messages"));
     stop_clean(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,9 +73,12 @@ impl Broker {
                 };
                 let mut expired = 0;
                 let is_ack = matches!(packet, Packet::Ack(_));
+                let released =
+                    super::persist_hook::PersistHook::pubrel_releases(&slot.session, &packet);
                 let result = slot.session.handle_packet(now, packet, &mut expired);
                 if is_ack {
                     self.persist.dirty(key, &slot.session);
+                    self.persist.qos2_released(&slot.session, released);
                 }
                 self.stats.publish_dropped += expired as u64;
                 match result {
@@ -157,6 +160,7 @@ impl Broker {
         if let Some(slot) = self.sessions.get_mut(key) {
             slot.session.acknowledge_publish(qos, packet_id, reason);
         }
+        self.persist_inbound_qos2(key, qos, packet_id); // persistence hook
         self.flush_session(key, now);
     }
 
@@ -180,12 +184,7 @@ impl Broker {
         let (peer, listener, conn_uid) = (c.peer, c.listener, c.uid);
         // --- security hook: TLS identity as username, then password / ACL checks.
         let identity = c.identity.clone();
-        let use_identity = self
-            .config
-            .listeners
-            .get(listener)
-            .and_then(|l| l.tls.as_ref())
-            .is_some_and(|t| t.use_identity_as_username);
+        let use_identity = self.config.uses_identity_as_username(listener);
         if use_identity {
             // Without a verified certificate identity the client is anonymous.
             connect.username = identity.map(ByteStr::from);
@@ -300,6 +299,7 @@ impl Broker {
         slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
         slot.claim = conn_uid;
+        slot.listener = listener;
         slot.username = connect.username.as_ref().map(ByteStr::compact);
         slot.security = security.has_acl().then(|| {
             Box::new(ClientSecurity::new(

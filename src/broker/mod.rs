@@ -162,10 +162,11 @@ impl Broker {
                 slot.security = None;
             } else if let Some(s) = slot.security.as_mut() {
                 s.reload(&security);
-            } else if let Some(c) = slot.conn.and_then(|c| self.conns.get(c)) {
+            } else if !slot.is_stub() {
+                // Connected or offline: checked as its user from now on.
                 slot.security = Some(Box::new(ClientSecurity::new(
                     &security,
-                    c.listener,
+                    slot.listener,
                     slot.username.as_ref().map(ByteStr::as_str),
                     slot.session.client_id().as_str(),
                 )));

@@ -1,26 +1,27 @@
 //! The broker's side of persistence: hooks in the connection, subscription and fan-out
 //! code push [`Record`]s into a `Vec` (no I/O, nothing at all when persistence is off),
 //! which the runtime drains once per loop iteration with [`Broker::drain_persist`] and
-//! writes in one go; and [`Broker::restore_retained`] / [`Broker::restore_sessions`]
-//! rebuild retained messages and sessions from a [`State`] before listeners accept.
+//! writes in one go; and [`restore`] rebuilds retained messages and sessions from a
+//! [`State`](crate::persist::State) before listeners accept.
 //!
-//! Only persistent sessions (session expiry not zero) are recorded. The outbound window
-//! of a session that acknowledged or was sent something is recorded once per iteration
-//! (at drain time), not once per packet. It never reads the clock: wall-clock times come
-//! from the anchor the runtime gives [`Broker::enable_persistence`].
+//! Only persistent sessions (session expiry not zero) are recorded: their subscriptions,
+//! every message they accept (live, or retained on SUBSCRIBE), inbound QoS 2 ids from
+//! PUBREC to PUBREL, and who they connected as. The outbound window of a session that
+//! acknowledged or was sent something is recorded once per iteration (at drain time),
+//! not once per packet. A record is pushed in the same iteration as the acknowledgement
+//! it backs, so the runtime writes it before the acknowledgement leaves. It never reads
+//! the clock: wall-clock times come from the anchor the runtime gives
+//! [`Broker::enable_persistence`].
+
+mod restore;
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::codec::{ByteStr, PacketId, ProtocolVersion, Publish, QoS, SubscriptionOptions, Will};
-use crate::persist::{InflightEntry, Record, State, EXPIRY_NEVER};
-use crate::retained::RetainedMessage;
-use crate::session::{Message, Outgoing, Session, SessionExpiry, Subscription};
-use crate::topic::TopicFilter;
+use crate::codec::{AckKind, ByteStr, Packet, PacketId, Publish, QoS, SubscriptionOptions};
+use crate::persist::{InflightEntry, Record, EXPIRY_NEVER};
+use crate::session::{Delivery, Message, Outgoing, Session, SessionExpiry, Subscription};
 
-use super::sessions::Slot;
-use super::timers::Timer;
 use super::Broker;
 
 /// Persistence events waiting for the runtime.
@@ -154,6 +155,46 @@ impl PersistHook {
         }
     }
 
+    /// `session` accepted a message (`delivery`): records it, as [`PersistHook::message`]
+    /// does. `out` is a copy of what was offered, taken only when [`PersistHook::wants`]
+    /// the session.
+    pub(super) fn delivered(
+        &mut self,
+        key: usize,
+        session: &Session,
+        delivery: Delivery,
+        out: Option<&Outgoing>,
+    ) {
+        if let (Delivery::Sent | Delivery::Queued, Some(o)) = (delivery, out) {
+            self.message(key, session, &o.msg, (o.qos, o.retain, &o.sub_ids));
+        }
+    }
+
+    /// The inbound QoS 2 id a PUBREL in `packet` releases, if `session` holds it (ask
+    /// before the session handles the packet, record with [`PersistHook::qos2_released`]
+    /// after).
+    pub(super) fn pubrel_releases(session: &Session, packet: &Packet) -> Option<PacketId> {
+        match packet {
+            Packet::Ack(a) if a.kind == AckKind::PubRel && session.awaits_pubrel(a.packet_id) => {
+                Some(a.packet_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// PUBREL released the inbound QoS 2 `id` of `session` (from
+    /// [`PersistHook::pubrel_releases`]).
+    pub(super) fn qos2_released(&mut self, session: &Session, id: Option<PacketId>) {
+        if let Some(packet_id) = id {
+            if self.wants(session) {
+                self.events.push(Record::InboundQos2Released {
+                    client_id: session.client_id().clone(),
+                    packet_id,
+                });
+            }
+        }
+    }
+
     /// The session of `client_id` moved to another shard, which records it from now on.
     pub(super) fn moved_out(&mut self, client_id: &ByteStr) {
         self.persisted.remove(client_id);
@@ -274,6 +315,15 @@ impl Broker {
                 version: s.version().level(),
                 expiry: expiry_secs(s.expiry()),
             });
+            // Who it is, for its ACL after a restart (the listener matters with
+            // per_listener_settings, even for anonymous clients).
+            let conn = slot.conn.and_then(|c| self.conns.get(c));
+            self.persist.events.push(Record::SessionUser {
+                client_id: s.client_id().clone(),
+                listener: conn.map_or(0, |c| u32::try_from(c.listener).unwrap_or(u32::MAX)),
+                username: slot.username.clone(),
+                identity: conn.and_then(|c| c.identity.as_deref()).map(ByteStr::from),
+            });
             self.persist.dirty.push((key, s.uid()));
         } else if self.persist.enabled && self.persist.persisted.remove(s.client_id()) {
             self.persist.events.push(Record::SessionGone {
@@ -307,6 +357,23 @@ impl Broker {
         }
     }
 
+    /// After the PUBREC of a QoS 2 PUBLISH from session `key`: records the packet id if
+    /// the session now holds it until PUBREL (not when the PUBREC carried an error).
+    pub(super) fn persist_inbound_qos2(&mut self, key: usize, qos: QoS, id: Option<PacketId>) {
+        let (QoS::ExactlyOnce, Some(packet_id)) = (qos, id) else {
+            return;
+        };
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        if self.persist.wants(&slot.session) && slot.session.awaits_pubrel(packet_id) {
+            self.persist.events.push(Record::InboundQos2 {
+                client_id: slot.session.client_id().clone(),
+                packet_id,
+            });
+        }
+    }
+
     pub(super) fn persist_session_gone(&mut self, client_id: &ByteStr) {
         if self.persist.enabled && self.persist.persisted.remove(client_id) {
             self.persist.events.push(Record::SessionGone {
@@ -323,168 +390,5 @@ impl Broker {
                 });
             }
         }
-    }
-
-    /// Loads the retained messages of `state` into this shard's retained store.
-    pub fn restore_retained(&mut self, state: &State) {
-        for p in state.retained.values() {
-            self.routing.set_retained(RetainedMessage {
-                topic: p.topic.clone(),
-                payload: p.payload.clone(),
-                qos: p.qos,
-                properties: p.properties.clone(),
-            });
-        }
-        self.stats.retained = self.routing.retained_len() as u64;
-    }
-
-    /// Rebuilds the persistent sessions of `state` for which `owns(client_id)` holds
-    /// (with several shards: the sessions whose home is this shard), offline, with their
-    /// subscriptions, inflight and queued messages, expiry and delayed will. Sessions
-    /// that expired while the broker was down are dropped (their will is published).
-    /// Returns how many sessions were restored.
-    pub fn restore_sessions(
-        &mut self,
-        state: &State,
-        owns: &dyn Fn(&str) -> bool,
-        now: Instant,
-    ) -> usize {
-        let now_ms = self.persist.unix_ms(now);
-        let instant_of = |ms: u64| -> Instant {
-            if ms >= now_ms {
-                now + Duration::from_millis(ms - now_ms)
-            } else {
-                now.checked_sub(Duration::from_millis(now_ms - ms))
-                    .unwrap_or(now)
-            }
-        };
-        let mut due_wills: Vec<Will> = Vec::new();
-        let mut restored = 0;
-        for (id, s) in &state.sessions {
-            if !owns(id.as_str()) {
-                continue;
-            }
-            let offline_at = s.offline_at.unwrap_or(now_ms);
-            let expires_at = (s.expiry != EXPIRY_NEVER)
-                .then(|| offline_at.saturating_add(u64::from(s.expiry) * 1000));
-            if expires_at.is_some_and(|at| at <= now_ms) {
-                crate::log_notice!("Expiring client {id} (expired while the broker was down).");
-                if let Some((_, will)) = &s.will {
-                    due_wills.push(will.clone());
-                }
-                self.persist.events.push(Record::SessionGone {
-                    client_id: id.clone(),
-                });
-                continue;
-            }
-            let version = match s.version {
-                3 => ProtocolVersion::V31,
-                5 => ProtocolVersion::V5,
-                _ => ProtocolVersion::V311,
-            };
-            let expiry = if s.expiry == EXPIRY_NEVER {
-                SessionExpiry::Never
-            } else {
-                SessionExpiry::After(Duration::from_secs(u64::from(s.expiry)))
-            };
-            let uid = self.uid();
-            let mut session = Session::new(id.clone(), uid, self.limits);
-            session.restore_meta(version, expiry);
-            for (filter, &(options, sub_id)) in &s.subscriptions {
-                let Ok(parsed) = TopicFilter::try_from(filter.clone()) else {
-                    continue;
-                };
-                let sub = Subscription {
-                    options: options_from_byte(options),
-                    id: (sub_id != 0).then_some(sub_id),
-                };
-                session.subscribe(filter, sub);
-                if self
-                    .routing
-                    .subscribe(&parsed, self.sessions.vacant_key(), sub)
-                {
-                    self.cross.filter_added(filter);
-                }
-            }
-            for (&seq, m) in &s.messages {
-                let out = Outgoing {
-                    msg: Arc::new(Message::new(
-                        m.publish.clone(),
-                        instant_of(m.received),
-                        None,
-                    )),
-                    qos: m.qos,
-                    retain: m.retain,
-                    sub_ids: m.sub_ids.iter().copied().collect(),
-                };
-                session.restore_message(seq, out, s.inflight.get(&seq).copied());
-            }
-            if let Some(at) = expires_at {
-                session.expires_at = Some(instant_of(at));
-            }
-            if let Some((at, will)) = &s.will {
-                if *at <= now_ms {
-                    due_wills.push(will.clone());
-                    self.persist.events.push(Record::WillDone {
-                        client_id: id.clone(),
-                    });
-                } else {
-                    session.pending_will = Some((instant_of(*at), Box::new(will.clone())));
-                }
-            }
-            // The username is not persisted: until the client reconnects, a restored
-            // session reads with the anonymous ACL rules (never more than it may).
-            let security = self.security.has_acl().then(|| {
-                Box::new(crate::auth::ClientSecurity::new(
-                    &self.security,
-                    0,
-                    None,
-                    session.client_id().as_str(),
-                ))
-            });
-            let mut slot = Slot::new(session);
-            slot.security = security;
-            let key = self.sessions.add(slot);
-            let Some(slot) = self.sessions.get(key) else {
-                continue;
-            };
-            if let Some(at) = slot.session.expires_at {
-                self.timers.push(at, Timer::SessionExpiry { key, uid });
-            }
-            if let Some((at, _)) = &slot.session.pending_will {
-                self.timers.push(*at, Timer::WillDelay { key, uid });
-            }
-            self.cross.restored(id);
-            self.persist.persisted.insert(id.clone());
-            if s.offline_at.is_none() {
-                // Connected when the broker stopped: offline from now.
-                self.persist.events.push(Record::SessionOffline {
-                    client_id: id.clone(),
-                    at: now_ms,
-                    expiry: s.expiry,
-                });
-            }
-            restored += 1;
-        }
-        self.stats.clients_total = self.sessions.len() as u64;
-        self.stats.subscriptions = self.routing.local_subscriptions();
-        // Messages between shards that a crash caught in a mailbox: every shard offers
-        // them to its own (restored) sessions, so each session gets one copy.
-        for m in state.routed.values() {
-            let msg = Arc::new(Message::new(
-                m.publish.clone(),
-                instant_of(m.received),
-                None,
-            ));
-            let sent = super::publish::Sent {
-                dests: 0,
-                source: (self.cross.me(), 0),
-            };
-            self.fanout_local(&msg, sent, now);
-        }
-        for will in due_wills {
-            self.publish_will(will, now);
-        }
-        restored
     }
 }

@@ -34,8 +34,10 @@ pub(super) struct Slot {
     /// Its ACL (set on every CONNECT); `None` while no ACL is configured, which allows
     /// everything and costs an idle connection no allocation.
     pub(super) security: Option<Box<ClientSecurity>>,
-    /// The user name it connected with, to derive an ACL when a reload adds one.
+    /// The user name it connected with and the listener it connected on, to derive its
+    /// ACL when a reload adds one, also while it is offline.
     pub(super) username: Option<ByteStr>,
+    pub(super) listener: usize,
     /// The claim (uid of the claiming connection; 0 for a session restored from disk)
     /// that made this shard the session's owner. Its home shard forgets the session
     /// only while this is still the latest claim it recorded.
@@ -51,6 +53,7 @@ impl Slot {
             forward: None,
             security: None,
             username: None,
+            listener: 0,
             claim: 0,
         }
     }
@@ -275,9 +278,14 @@ impl Sessions {
             to,
             held: Vec::new(),
         }));
+        // Who the session belongs to goes with it: the new shard checks its ACL from the
+        // first message (the stub forwards unchecked; the receiver checks).
         Some(MovedSession {
             session: Box::new(session),
             floor,
+            security: slot.security.take(),
+            username: slot.username.clone(),
+            listener: slot.listener,
         })
     }
 }

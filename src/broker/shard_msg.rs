@@ -264,7 +264,13 @@ impl Broker {
 
     /// Puts a session that arrived from another shard into the slab and the index.
     pub(super) fn install(&mut self, moved: MovedSession, claim: u64) -> usize {
-        let MovedSession { session, floor } = moved;
+        let MovedSession {
+            session,
+            floor,
+            security,
+            username,
+            listener,
+        } = moved;
         let session = *session;
         if let Some(old) = self.sessions.key_of(session.client_id()) {
             // A stub (or stale entry) of the same client: the moved session wins.
@@ -276,7 +282,11 @@ impl Broker {
             .collect();
         let mut slot = Slot::new(session);
         slot.claim = claim;
-        // Security is set again by `finish_connect` right after the move.
+        // Checked as its user while offline; `finish_connect` sets all three again when
+        // its client connects.
+        slot.security = security;
+        slot.username = username;
+        slot.listener = listener;
         slot.forward = Some(Box::new(Handoff::Arrived { floor }));
         let key = self.sessions.add(slot);
         for (filter, sub) in filters {

@@ -224,7 +224,11 @@ impl Broker {
                 retain: true,
                 sub_ids: job.sub_id.into_iter().collect(),
             };
-            if slot.session.deliver(out) == Delivery::Dropped {
+            let persisted = self.persist.wants(&slot.session).then(|| out.clone());
+            let delivery = slot.session.deliver(out);
+            self.persist
+                .delivered(job.key, &slot.session, delivery, persisted.as_ref());
+            if delivery == Delivery::Dropped {
                 self.stats.publish_dropped += 1;
             }
         }

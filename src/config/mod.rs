@@ -373,4 +373,13 @@ impl Config {
             ..Self::default()
         }
     }
+
+    /// Whether listener `index` takes a client's verified certificate identity as its
+    /// user name (`use_identity_as_username`).
+    pub fn uses_identity_as_username(&self, index: usize) -> bool {
+        self.listeners
+            .get(index)
+            .and_then(|l| l.tls.as_ref())
+            .is_some_and(|t| t.use_identity_as_username)
+    }
 }

@@ -215,6 +215,21 @@ impl LogWriter {
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
 
+    /// A second handle on the file, for a thread that fsyncs it (`persistence_fsync
+    /// interval`) while this one appends.
+    pub fn sync_handle(&self) -> Result<File, Error> {
+        self.file.try_clone().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// The file was renamed to `path` (the handle stays valid).
+    pub(super) fn moved_to(&mut self, path: &Path) {
+        path.clone_into(&mut self.path);
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }

@@ -6,11 +6,16 @@
 //! length, the checksum and every field before it builds a record, and reports a partial
 //! frame as `Ok(None)` so the caller can tell a torn tail from a corrupt record.
 //! Application messages are stored as encoded MQTT 5 PUBLISH packets, so every property
-//! round-trips through the same codec the network uses.
+//! round-trips through the same codec the network uses (field encoding: [`super::wire`]).
+//!
+//! The format only grows: a record type, once written by a released broker, keeps its
+//! number and layout forever (files of older versions must load); new state gets new
+//! record types (15-17 were added after the first release, see `testdata/`).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
-use crate::codec::{self, ByteStr, Packet, ProtocolVersion, Publish, QoS, Will};
+use super::wire::{put_bytes, put_opt_str, put_publish, Reader};
+use crate::codec::{ByteStr, Publish, QoS, Will};
 
 /// Bytes before a record body: length and CRC32.
 pub const FRAME_HEADER: usize = 8;
@@ -129,6 +134,27 @@ pub enum Record {
     },
     /// Last record of a snapshot (a snapshot without it is incomplete).
     End,
+    /// The client's QoS 2 PUBLISH `packet_id` was received and PUBREC'd: until its PUBREL
+    /// a resend with that id is not delivered again [MQTT-4.3.3-10].
+    InboundQos2 {
+        client_id: ByteStr,
+        packet_id: u16,
+    },
+    /// PUBREL released the inbound QoS 2 `packet_id`.
+    InboundQos2Released {
+        client_id: ByteStr,
+        packet_id: u16,
+    },
+    /// Who the session's client authenticated as at its last CONNECT (follows
+    /// [`Record::SessionOpen`], which forgets the previous one): the listener it came in
+    /// on (index in the config), its user name and its TLS certificate identity. A
+    /// restored session's ACL is derived from them.
+    SessionUser {
+        client_id: ByteStr,
+        listener: u32,
+        username: Option<ByteStr>,
+        identity: Option<ByteStr>,
+    },
 }
 
 /// Why bytes are not a record.
@@ -160,6 +186,9 @@ const T_END: u8 = 11;
 const T_ROUTED: u8 = 12;
 const T_DELIVERED: u8 = 13;
 const T_ROUTED_CLEAR: u8 = 14;
+const T_INBOUND_QOS2: u8 = 15;
+const T_INBOUND_QOS2_RELEASED: u8 = 16;
+const T_SESSION_USER: u8 = 17;
 
 /// Appends `record`, framed, to `out`.
 pub fn encode(record: &Record, out: &mut BytesMut) -> Result<(), RecordError> {
@@ -207,26 +236,6 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Record, usize)>, RecordError> 
 pub fn frame_len(buf: &[u8]) -> Option<usize> {
     let h = buf.get(..4)?;
     Some(FRAME_HEADER + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize)
-}
-
-fn put_bytes(out: &mut BytesMut, b: &[u8]) -> Result<(), RecordError> {
-    let len = u32::try_from(b.len()).map_err(|_| RecordError::TooLarge(b.len() as u64))?;
-    out.put_u32_le(len);
-    out.put_slice(b);
-    Ok(())
-}
-
-/// Encodes a PUBLISH as an MQTT 5 packet (length-prefixed).
-fn put_publish(out: &mut BytesMut, p: &Publish) -> Result<(), RecordError> {
-    let mut p = p.clone();
-    p.dup = false;
-    p.packet_id = (p.qos != QoS::AtMostOnce).then_some(p.packet_id.unwrap_or(1));
-    p.properties.topic_alias = None;
-    p.properties.subscription_identifiers.clear();
-    let mut buf = BytesMut::new();
-    codec::encode(&Packet::Publish(p), ProtocolVersion::V5, &mut buf)
-        .map_err(|e| RecordError::Encode(e.to_string()))?;
-    put_bytes(out, &buf)
 }
 
 fn will_publish(will: &Will) -> Publish {
@@ -383,86 +392,36 @@ fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), RecordError> {
             out.put_u64_le(*keep_boot);
         }
         Record::End => out.put_u8(T_END),
+        Record::InboundQos2 {
+            client_id,
+            packet_id,
+        } => {
+            out.put_u8(T_INBOUND_QOS2);
+            put_bytes(out, client_id.as_bytes())?;
+            out.put_u16_le(*packet_id);
+        }
+        Record::InboundQos2Released {
+            client_id,
+            packet_id,
+        } => {
+            out.put_u8(T_INBOUND_QOS2_RELEASED);
+            put_bytes(out, client_id.as_bytes())?;
+            out.put_u16_le(*packet_id);
+        }
+        Record::SessionUser {
+            client_id,
+            listener,
+            username,
+            identity,
+        } => {
+            out.put_u8(T_SESSION_USER);
+            put_bytes(out, client_id.as_bytes())?;
+            out.put_u32_le(*listener);
+            put_opt_str(out, username.as_ref())?;
+            put_opt_str(out, identity.as_ref())?;
+        }
     }
     Ok(())
-}
-
-/// Bounds-checked reads over a record body.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
-        if self.buf.len() < n {
-            return Err(RecordError::Malformed("field runs past the record"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, RecordError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, RecordError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, RecordError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, RecordError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], RecordError> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
-    fn str(&mut self) -> Result<ByteStr, RecordError> {
-        let b = self.bytes()?;
-        ByteStr::try_from_bytes(Bytes::copy_from_slice(b))
-            .map_err(|_| RecordError::Malformed("string is not UTF-8"))
-    }
-
-    fn bool(&mut self) -> Result<bool, RecordError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(RecordError::Malformed("flag is not 0 or 1")),
-        }
-    }
-
-    fn qos(&mut self) -> Result<QoS, RecordError> {
-        QoS::from_u8(self.u8()?).ok_or(RecordError::Malformed("QoS above 2"))
-    }
-
-    fn publish(&mut self) -> Result<Publish, RecordError> {
-        let b = self.bytes()?;
-        let mut buf = BytesMut::from(b);
-        match codec::decode(&mut buf, ProtocolVersion::V5, u32::MAX) {
-            Ok(Some(Packet::Publish(p))) if buf.is_empty() => Ok(p),
-            Ok(_) => Err(RecordError::Malformed("stored message is not one PUBLISH")),
-            Err(_) => Err(RecordError::Malformed("stored PUBLISH does not decode")),
-        }
-    }
-
-    fn count(&mut self, item_size: usize) -> Result<usize, RecordError> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(item_size) > self.buf.len() {
-            return Err(RecordError::Malformed("count runs past the record"));
-        }
-        Ok(n)
-    }
 }
 
 fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
@@ -585,6 +544,20 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
             keep_boot: r.u64()?,
         },
         T_END => Record::End,
+        T_INBOUND_QOS2 => Record::InboundQos2 {
+            client_id: r.str()?,
+            packet_id: r.u16()?,
+        },
+        T_INBOUND_QOS2_RELEASED => Record::InboundQos2Released {
+            client_id: r.str()?,
+            packet_id: r.u16()?,
+        },
+        T_SESSION_USER => Record::SessionUser {
+            client_id: r.str()?,
+            listener: r.u32()?,
+            username: r.opt_str()?,
+            identity: r.opt_str()?,
+        },
         other => return Err(RecordError::UnknownType(other)),
     };
     if !r.buf.is_empty() {

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
@@ -19,9 +20,9 @@ use super::Error;
 pub const MAGIC: &[u8; 8] = b"SMQSNAP\x01";
 const HEADER_LEN: usize = 16;
 /// Encoded records are written in chunks of about this size.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 64 << 10;
 
-fn tmp_path(path: &Path) -> PathBuf {
+pub(super) fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".tmp");
     PathBuf::from(s)
@@ -29,13 +30,32 @@ fn tmp_path(path: &Path) -> PathBuf {
 
 /// Writes `state` as the snapshot of `generation` at `path`; returns its size in bytes.
 pub fn write(path: &Path, generation: u64, state: &State) -> Result<u64, Error> {
+    write_with(path, generation, state, &mut || {})
+}
+
+/// [`write`], calling `between_chunks` after each chunk of about [`CHUNK`] bytes (the
+/// background compactor yields the CPU there). Write-out of the file is
+/// started per chunk and waited for one [`WRITEBACK`] behind, so a large snapshot never
+/// holds much dirty page cache (which would stall every other writer of the machine,
+/// the broker's own log appends included, once the kernel throttles dirty pages).
+pub fn write_with(
+    path: &Path,
+    generation: u64,
+    state: &State,
+    between_chunks: &mut dyn FnMut(),
+) -> Result<u64, Error> {
     let tmp = tmp_path(path);
     let io = |e| Error::io(&tmp, e);
-    let mut file = File::create(&tmp).map_err(io)?;
+    let file = File::create(&tmp).map_err(io)?;
+    let mut out = ChunkWriter {
+        file,
+        written: 0,
+        started: 0,
+        waited: 0,
+    };
     let mut buf = BytesMut::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&generation.to_le_bytes());
-    let mut size = 0u64;
     let mut failed: Option<Error> = None;
     state.to_records(|r| {
         if failed.is_some() {
@@ -46,11 +66,11 @@ pub fn write(path: &Path, generation: u64, state: &State) -> Result<u64, Error> 
             return;
         }
         if buf.len() >= CHUNK {
-            size += buf.len() as u64;
-            if let Err(e) = file.write_all(&buf) {
+            if let Err(e) = out.write(&buf) {
                 failed = Some(Error::io(&tmp, e));
             }
             buf.clear();
+            between_chunks();
         }
     });
     if let Some(e) = failed {
@@ -58,13 +78,63 @@ pub fn write(path: &Path, generation: u64, state: &State) -> Result<u64, Error> 
         return Err(e);
     }
     record::encode(&Record::End, &mut buf)?;
-    size += buf.len() as u64;
-    file.write_all(&buf).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
+    out.write(&buf).map_err(io)?;
+    out.file.sync_all().map_err(io)?;
+    let size = out.written;
+    drop(out);
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     super::sync_dir(path).map_err(|e| Error::io(path, e))?;
     Ok(size)
+}
+
+/// Bytes of a snapshot whose write-out is started at once; the range before it is
+/// waited for, so at most about twice this is dirty at any time.
+const WRITEBACK: u64 = 8 << 20;
+
+/// The snapshot file being written, its write-out kept close behind.
+struct ChunkWriter {
+    file: File,
+    written: u64,
+    /// Write-out was started for everything before this offset...
+    started: u64,
+    /// ...and has finished for everything before this one.
+    waited: u64,
+}
+
+impl ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        if self.written - self.started >= WRITEBACK {
+            // Advisory, errors ignored: the fsync at the end is what makes it durable.
+            let fd = self.file.as_raw_fd();
+            let range = |from: u64, to: u64| {
+                (
+                    i64::try_from(from).unwrap_or(0),
+                    i64::try_from(to - from).unwrap_or(0),
+                )
+            };
+            let (wait_at, wait_len) = range(self.waited, self.started);
+            let (start_at, start_len) = range(self.started, self.written);
+            // SAFETY: sync_file_range(2) on the file descriptor this struct owns.
+            unsafe {
+                if wait_len > 0 {
+                    libc::sync_file_range(
+                        fd,
+                        wait_at,
+                        wait_len,
+                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                }
+                libc::sync_file_range(fd, start_at, start_len, libc::SYNC_FILE_RANGE_WRITE);
+            }
+            self.waited = self.started;
+            self.started = self.written;
+        }
+        Ok(())
+    }
 }
 
 /// Reads the snapshot at `path`: `Ok(None)` if there is none, else its generation and

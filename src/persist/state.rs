@@ -6,7 +6,7 @@
 //! unknown session is ignored), and applying the same log twice on top of a snapshot that
 //! already holds it is prevented by generations, not relied on here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::codec::{ByteStr, Publish, QoS, Will};
 
@@ -21,6 +21,16 @@ pub struct StoredMessage {
     /// Unix milliseconds when the broker received it.
     pub received: u64,
     pub publish: Publish,
+}
+
+/// Who a persistent session's client authenticated as (see [`Record::SessionUser`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    /// Index of the listener in the config.
+    pub listener: u32,
+    pub username: Option<ByteStr>,
+    /// The verified TLS client-certificate identity.
+    pub identity: Option<ByteStr>,
 }
 
 /// A persistent session.
@@ -39,6 +49,10 @@ pub struct StoredSession {
     pub inflight: HashMap<u64, (u16, u8)>,
     /// A will waiting for its delay: (Unix milliseconds when due, will).
     pub will: Option<(u64, Will)>,
+    /// Inbound QoS 2 packet ids PUBREC'd and not yet released by PUBREL.
+    pub inbound_qos2: BTreeSet<u16>,
+    /// Who it belongs to; `None`: anonymous (or recorded by a version without it).
+    pub user: Option<StoredUser>,
 }
 
 impl StoredSession {
@@ -51,6 +65,8 @@ impl StoredSession {
             messages: BTreeMap::new(),
             inflight: HashMap::new(),
             will: None,
+            inbound_qos2: BTreeSet::new(),
+            user: None,
         }
     }
 
@@ -114,6 +130,7 @@ impl State {
                 s.expiry = expiry;
                 s.offline_at = None;
                 s.will = None; // [MQTT-3.1.3-9]: reconnecting cancels a delayed will.
+                s.user = None; // a new connection: SessionUser follows if it has one
             }
             Record::SessionOffline {
                 client_id,
@@ -248,6 +265,36 @@ impl State {
                 self.routed.retain(|k, _| k.0 == keep_boot);
                 self.ring.retain(|k, _| k.0 == keep_boot);
             }
+            Record::InboundQos2 {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.inbound_qos2.insert(packet_id);
+                }
+            }
+            Record::InboundQos2Released {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.inbound_qos2.remove(&packet_id);
+                }
+            }
+            Record::SessionUser {
+                client_id,
+                listener,
+                username,
+                identity,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.user = Some(StoredUser {
+                        listener,
+                        username,
+                        identity,
+                    });
+                }
+            }
             Record::End => {}
         }
     }
@@ -276,6 +323,14 @@ impl State {
                 version: s.version,
                 expiry: s.expiry,
             });
+            if let Some(u) = &s.user {
+                emit(Record::SessionUser {
+                    client_id: id.clone(),
+                    listener: u.listener,
+                    username: u.username.clone(),
+                    identity: u.identity.clone(),
+                });
+            }
             if let Some(at) = s.offline_at {
                 emit(Record::SessionOffline {
                     client_id: id.clone(),
@@ -327,169 +382,16 @@ impl State {
                     will: will.clone(),
                 });
             }
+            for &packet_id in &s.inbound_qos2 {
+                emit(Record::InboundQos2 {
+                    client_id: id.clone(),
+                    packet_id,
+                });
+            }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::persist::record::stage;
-
-    fn id() -> ByteStr {
-        ByteStr::from("c1")
-    }
-
-    fn msg(seq: u64) -> Record {
-        Record::Message {
-            client_id: id(),
-            seq,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            sub_ids: vec![],
-            received: 0,
-            publish: Publish {
-                qos: QoS::AtLeastOnce,
-                topic: ByteStr::from("t"),
-                packet_id: Some(1),
-                payload: Bytes::from(seq.to_string()),
-                ..Publish::default()
-            },
-        }
-    }
-
-    fn open() -> Record {
-        Record::SessionOpen {
-            client_id: id(),
-            version: 4,
-            expiry: EXPIRY_NEVER,
-        }
-    }
-
-    #[test]
-    fn window_completes_messages_below_it_except_inflight() {
-        let mut s = State::default();
-        s.apply(open());
-        for seq in 1..=5 {
-            s.apply(msg(seq));
-        }
-        s.apply(Record::Window {
-            client_id: id(),
-            done_below: 4,
-            inflight: vec![InflightEntry {
-                seq: 2,
-                packet_id: 9,
-                stage: stage::PUBCOMP,
-            }],
-        });
-        let sess = &s.sessions[&id()];
-        assert_eq!(sess.messages.keys().copied().collect::<Vec<_>>(), [2, 4, 5]);
-        assert_eq!(sess.inflight[&2], (9, stage::PUBCOMP));
-    }
-
-    #[test]
-    fn records_about_unknown_sessions_are_ignored() {
-        let mut s = State::default();
-        s.apply(msg(1));
-        s.apply(Record::WillDone { client_id: id() });
-        assert!(s.is_empty());
-    }
-
-    #[test]
-    fn snapshot_records_rebuild_the_same_state() {
-        let mut s = State::default();
-        s.apply(open());
-        s.apply(Record::Subscribe {
-            client_id: id(),
-            filter: ByteStr::from("a/#"),
-            options: 1,
-            id: 0,
-        });
-        for seq in 1..=3 {
-            s.apply(msg(seq));
-        }
-        s.apply(Record::Window {
-            client_id: id(),
-            done_below: 2,
-            inflight: vec![InflightEntry {
-                seq: 2,
-                packet_id: 5,
-                stage: stage::PUBACK,
-            }],
-        });
-        s.apply(Record::SessionOffline {
-            client_id: id(),
-            at: 10,
-            expiry: 60,
-        });
-        s.apply(Record::Retain {
-            publish: Publish {
-                retain: true,
-                topic: ByteStr::from("r"),
-                payload: Bytes::from_static(b"x"),
-                ..Publish::default()
-            },
-        });
-        let mut rebuilt = State::default();
-        s.to_records(|r| rebuilt.apply(r));
-        assert_eq!(rebuilt, s);
-        assert_eq!(s.sessions[&id()].expires_at(), Some(60_010));
-    }
-
-    #[test]
-    fn routed_messages_leave_when_every_destination_delivered_them() {
-        let mut s = State::default();
-        let routed = |n: u64, seqs: Vec<(u8, u64)>| Record::Routed {
-            boot: 1,
-            from: 0,
-            n,
-            seqs,
-            received: 0,
-            publish: Publish {
-                qos: QoS::AtLeastOnce,
-                topic: ByteStr::from("t"),
-                packet_id: Some(1),
-                ..Publish::default()
-            },
-        };
-        s.apply(routed(1, vec![(1, 1), (2, 1)]));
-        s.apply(routed(2, vec![(1, 2)]));
-        s.apply(routed(3, vec![(2, 2)]));
-        s.apply(Record::Delivered {
-            boot: 1,
-            from: 0,
-            to: 1,
-            upto: 2,
-        });
-        assert_eq!(s.routed.keys().map(|k| k.2).collect::<Vec<_>>(), [1, 3]);
-        let mut rebuilt = State::default();
-        s.to_records(|r| rebuilt.apply(r));
-        assert_eq!(rebuilt, s);
-        s.apply(Record::Delivered {
-            boot: 1,
-            from: 0,
-            to: 2,
-            upto: 1,
-        });
-        assert_eq!(s.routed.keys().map(|k| k.2).collect::<Vec<_>>(), [3]);
-        s.apply(Record::RoutedClear { keep_boot: 2 });
-        assert!(s.is_empty());
-    }
-
-    #[test]
-    fn empty_retained_payload_deletes() {
-        let mut s = State::default();
-        let mut p = Publish {
-            retain: true,
-            topic: ByteStr::from("r"),
-            payload: Bytes::from_static(b"x"),
-            ..Publish::default()
-        };
-        s.apply(Record::Retain { publish: p.clone() });
-        p.payload = Bytes::new();
-        s.apply(Record::Retain { publish: p });
-        assert!(s.retained.is_empty());
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,21 +1,29 @@
-//! The persistence store the runtime drives: opens the snapshot and log on start (torn
-//! tail truncated and logged, corruption refused), appends each event-loop iteration's
-//! records in one write, fsyncs per `persistence_fsync`, and compacts the log into a new
-//! snapshot after `autosave_interval` (seconds, or changes with `autosave_on_changes`),
-//! when the log grows past [`COMPACT_LOG_BYTES`], and at clean shutdown.
+//! The log side of persistence, shared by the shards: appends each event-loop
+//! iteration's records in one write (fsynced first with `persistence_fsync always`),
+//! decides when the log is compacted (after `autosave_interval` seconds, or changes with
+//! `autosave_on_changes`, when it grows past [`COMPACT_LOG_BYTES`]) and starts a
+//! compaction by rotating the log in memory: appends go on at once into the spare log of
+//! the next generation (prepared in advance, on disk and synced), and [`super::compact`]
+//! writes the snapshot of everything before, off the shard threads.
 //!
-//! It never reads the clock (`now` is a parameter) and never touches the broker: records
-//! come in, the [`State`] they describe is kept up to date for the next snapshot.
+//! Files: `<file>` (snapshot), `<file>.log` (live log) and `<file>.log.swap` (the other
+//! log of the pair: the empty spare of the next generation, or, during a compaction,
+//! the new live log while the frozen one is still at `<file>.log`; the compactor swaps
+//! the names back afterwards). Which name a log has never matters for recovery
+//! ([`super::recover`] orders logs by the generation in their header).
+//!
+//! It never holds the durable state (records go to the compactor's [`super::State`]),
+//! never reads the clock (`now` is a parameter), and does at most one write and one
+//! fsync per call on the caller's thread, and no file-system metadata operation at all
+//! (a rename can wait for a journal commit).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::log::{self, LogWriter};
+use super::log::LogWriter;
 use super::record::{self, Record};
-use super::snapshot;
-use super::state::State;
 use super::Error;
 use crate::config::{Config, PersistenceFsync};
 
@@ -25,19 +33,78 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// A log larger than this (and than twice the last snapshot) is compacted.
 pub const COMPACT_LOG_BYTES: u64 = 64 << 20;
 
-/// The open persistence files plus the state they hold.
+/// Where the persistence files of a config live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// `<location>/<persistence_file>`.
+    pub snapshot: PathBuf,
+    /// The same with `.log` appended.
+    pub log: PathBuf,
+    /// The same with `.log.swap` appended.
+    pub swap: PathBuf,
+}
+
+impl Paths {
+    pub fn of(config: &Config) -> Self {
+        let dir = config
+            .persistence_location
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."));
+        let snapshot = dir.join(&config.persistence_file);
+        let log = with_suffix(&snapshot, ".log");
+        let swap = with_suffix(&snapshot, ".log.swap");
+        Self {
+            snapshot,
+            log,
+            swap,
+        }
+    }
+}
+
+pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A started compaction, for the compactor: the state it has applied up to the moment
+/// of the rotation is exactly what the snapshot of `generation` must hold.
+#[derive(Debug)]
+pub struct Rotation {
+    /// Generation of the snapshot to write (and of the new live log).
+    pub generation: u64,
+    /// The log that was live until the rotation.
+    pub frozen: LogWriter,
+    /// A handle on the new live log, for interval fsyncs, and where it is.
+    pub live: std::fs::File,
+    pub live_path: PathBuf,
+}
+
+/// A finished compaction, for the store.
+#[derive(Debug)]
+pub struct Compacted {
+    /// The spare log of the next generation.
+    pub spare: LogWriter,
+    pub snapshot_len: u64,
+    /// Where the live log is now (its name may have been swapped back).
+    pub live_path: PathBuf,
+}
+
+/// The live log and the decisions about it.
 #[derive(Debug)]
 pub struct Store {
-    snapshot_path: PathBuf,
-    log_path: PathBuf,
+    paths: Paths,
     log: LogWriter,
+    /// The empty log of the next generation, waiting at the swap path (`None` while a
+    /// compaction runs, or after one failed).
+    spare: Option<LogWriter>,
+    /// Of the live log, and of the snapshot being or last written.
     generation: u64,
-    state: State,
     fsync: PersistenceFsync,
     buf: BytesMut,
-    /// Appended but not yet fsynced.
-    unsynced: bool,
-    last_sync: Instant,
+    compacting: bool,
+    /// A compaction failed: no more until a restart (logged), the log just grows.
+    failed: bool,
     last_compact: Instant,
     changes_since_compact: u64,
     snapshot_len: u64,
@@ -45,172 +112,95 @@ pub struct Store {
     autosave_on_changes: bool,
 }
 
-/// The snapshot and log paths for a config: `<location>/<persistence_file>` and the same
-/// with `.log` appended.
-pub fn paths(config: &Config) -> (PathBuf, PathBuf) {
-    let dir = config
-        .persistence_location
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("."));
-    let snapshot = dir.join(&config.persistence_file);
-    let mut log = snapshot.clone().into_os_string();
-    log.push(".log");
-    (snapshot, PathBuf::from(log))
-}
-
 impl Store {
-    /// Opens (or creates) the files and rebuilds the state: snapshot, then the log if it
-    /// belongs to that snapshot's generation. A torn log tail is cut off and logged.
-    pub fn open(config: &Config, now: Instant) -> Result<Self, Error> {
-        let (snapshot_path, log_path) = paths(config);
-        if let Some(dir) = snapshot_path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            }
-        }
-        let (generation, mut state, snapshot_len) = match snapshot::read(&snapshot_path)? {
-            Some((g, s)) => {
-                let len = std::fs::metadata(&snapshot_path).map_or(0, |m| m.len());
-                (g, s, len)
-            }
-            None => (0, State::default(), 0),
-        };
-        let log = match log::read(&log_path)? {
-            Some(contents) if contents.generation == generation && contents.valid_len > 0 => {
-                if let Some(t) = &contents.torn {
-                    crate::log_warning!(
-                        "Warning: persistence log {}: torn tail at offset {} ({} bytes: {}), \
-                         truncated; {} good records kept.",
-                        log_path.display(),
-                        t.offset,
-                        t.dropped,
-                        t.reason,
-                        contents.records.len()
-                    );
-                }
-                let n = contents.records.len();
-                for r in contents.records {
-                    state.apply(r);
-                }
-                if n > 0 {
-                    crate::log_notice!(
-                        "Replayed {n} records from persistence log {}.",
-                        log_path.display()
-                    );
-                }
-                LogWriter::open(&log_path, contents.valid_len)?
-            }
-            Some(contents) if contents.generation > generation => {
-                return Err(Error::Generation {
-                    path: log_path,
-                    log: contents.generation,
-                    snapshot: generation,
-                });
-            }
-            // No log, a header-less one, or one the snapshot already contains.
-            _ => LogWriter::create(&log_path, generation)?,
-        };
-        if !state.is_empty() {
-            crate::log_notice!(
-                "Restored {} retained messages and {} persistent sessions from {}.",
-                state.retained.len(),
-                state.sessions.len(),
-                snapshot_path.display()
-            );
-        }
-        Ok(Self {
-            snapshot_path,
-            log_path,
+    /// A store appending to `log` (generation `generation`) with `spare` prepared.
+    pub(super) fn new(
+        config: &Config,
+        log: LogWriter,
+        spare: LogWriter,
+        generation: u64,
+        snapshot_len: u64,
+        now: Instant,
+    ) -> Self {
+        Self {
+            paths: Paths::of(config),
             log,
+            spare: Some(spare),
             generation,
-            state,
             fsync: config.persistence_fsync,
             buf: BytesMut::with_capacity(64 * 1024),
-            unsynced: false,
-            last_sync: now,
+            compacting: false,
+            failed: false,
             last_compact: now,
             changes_since_compact: 0,
             snapshot_len,
             autosave_interval: config.autosave_interval,
             autosave_on_changes: config.autosave_on_changes,
-        })
+        }
     }
 
-    /// The durable state (what the broker restores on start).
-    pub fn state(&self) -> &State {
-        &self.state
+    pub fn paths(&self) -> &Paths {
+        &self.paths
     }
 
-    pub fn snapshot_path(&self) -> &Path {
-        &self.snapshot_path
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
-    /// Appends `records` (one event-loop iteration's) in one write and applies them to
-    /// the state; with `persistence_fsync always` also fsyncs, so the caller may then
-    /// release acknowledgements. `records` is left empty.
-    pub fn append(&mut self, records: &mut Vec<Record>, now: Instant) -> Result<(), Error> {
+    pub fn fsync(&self) -> PersistenceFsync {
+        self.fsync
+    }
+
+    /// A handle on the live log for the thread that fsyncs it (`persistence_fsync
+    /// interval`).
+    pub fn live_handle(&self) -> Result<std::fs::File, Error> {
+        self.log.sync_handle()
+    }
+
+    /// Appends `records` (one event-loop iteration's) in one write; with
+    /// `persistence_fsync always` also fsyncs, so the caller may then release
+    /// acknowledgements. The caller hands the same records to the compactor, in the same
+    /// order (under the same lock).
+    pub fn append(&mut self, records: &[Record]) -> Result<(), Error> {
         if records.is_empty() {
             return Ok(());
         }
         self.buf.clear();
-        for r in records.iter() {
+        for r in records {
             if let Err(e) = record::encode(r, &mut self.buf) {
                 crate::log_warning!("Warning: persistence record not stored: {e}");
             }
         }
         self.changes_since_compact += records.len() as u64;
-        for r in records.drain(..) {
-            self.state.apply(r);
-        }
         self.log.append(&self.buf)?;
-        self.unsynced = true;
         if self.fsync == PersistenceFsync::Always {
-            self.sync(now)?;
-        }
-        Ok(())
-    }
-
-    /// fsyncs the log if anything was appended since the last sync.
-    pub fn sync(&mut self, now: Instant) -> Result<(), Error> {
-        if self.unsynced {
             self.log.sync()?;
-            self.unsynced = false;
         }
-        self.last_sync = now;
         Ok(())
     }
 
-    /// When [`Store::tick`] next has work (an interval fsync or a timed compaction).
+    /// fsyncs the live log.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.log.sync()
+    }
+
+    /// When a timed compaction (`autosave_interval`) is next due, if one is.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sync = (self.unsynced && self.fsync == PersistenceFsync::Interval)
-            .then(|| self.last_sync + SYNC_INTERVAL);
-        let compact = (!self.autosave_on_changes
+        (!self.autosave_on_changes
             && !self.autosave_interval.is_zero()
-            && !self.log.is_empty())
-        .then(|| self.last_compact + self.autosave_interval);
-        match (sync, compact) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            && !self.log.is_empty()
+            && self.can_compact())
+        .then(|| self.last_compact + self.autosave_interval)
     }
 
-    /// Periodic work: the interval fsync and compaction when due.
-    pub fn tick(&mut self, now: Instant) -> Result<(), Error> {
-        if self.unsynced
-            && self.fsync == PersistenceFsync::Interval
-            && now >= self.last_sync + SYNC_INTERVAL
-        {
-            self.sync(now)?;
-        }
-        if self.compaction_due(now) {
-            self.compact(now)?;
-        }
-        Ok(())
+    fn can_compact(&self) -> bool {
+        !self.compacting && !self.failed && self.spare.is_some()
     }
 
-    fn compaction_due(&self, now: Instant) -> bool {
-        if self.log.is_empty() {
+    /// Whether a compaction should start now.
+    pub fn compaction_due(&self, now: Instant) -> bool {
+        if self.log.is_empty() || !self.can_compact() {
             return false;
         }
         let big = self.log.len() > COMPACT_LOG_BYTES && self.log.len() > 2 * self.snapshot_len;
@@ -223,114 +213,60 @@ impl Store {
         big || autosave
     }
 
-    /// Writes the state as a new snapshot (next generation) and starts an empty log. A
-    /// crash in between leaves the old log, whose older generation marks it as contained
-    /// in the new snapshot.
-    pub fn compact(&mut self, now: Instant) -> Result<(), Error> {
-        let generation = self.generation + 1;
-        self.snapshot_len = snapshot::write(&self.snapshot_path, generation, &self.state)?;
-        self.generation = generation;
-        self.log = LogWriter::create(&self.log_path, generation)?;
-        self.unsynced = false;
-        self.last_sync = now;
+    /// Starts a compaction: the spare becomes the live log of the next generation (a
+    /// swap of file handles, nothing else). Everything appended before this call
+    /// belongs to the snapshot of `Rotation::generation`, everything after to the new
+    /// log.
+    pub fn rotate(&mut self, now: Instant) -> Result<Rotation, Error> {
+        if self.compacting {
+            return Err(Error::io(
+                &self.paths.swap,
+                std::io::Error::other("a compaction is already running"),
+            ));
+        }
+        let Some(spare) = self.spare.take() else {
+            return Err(Error::io(
+                &self.paths.swap,
+                std::io::Error::other("no spare log prepared"),
+            ));
+        };
+        let live = spare.sync_handle()?;
+        let frozen = std::mem::replace(&mut self.log, spare);
+        self.generation += 1;
+        self.compacting = true;
         self.last_compact = now;
         self.changes_since_compact = 0;
-        crate::log_info!(
-            "Saved persistence snapshot {} ({} bytes, {} retained, {} sessions).",
-            self.snapshot_path.display(),
-            self.snapshot_len,
-            self.state.retained.len(),
-            self.state.sessions.len()
-        );
-        Ok(())
+        Ok(Rotation {
+            generation: self.generation,
+            frozen,
+            live,
+            live_path: self.log.path().to_path_buf(),
+        })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::codec::{ByteStr, Publish};
-
-    fn config(tag: &str) -> Config {
-        let dir = std::env::temp_dir().join(format!("smq-store-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Config {
-            persistence: true,
-            persistence_location: Some(dir),
-            persistence_file: "test.db".into(),
-            ..Config::default()
+    /// The compaction of the last [`Rotation`] ended: the snapshot is durable and the
+    /// next spare prepared (`Ok`), or it failed (`Err`: the frozen log stays, no more
+    /// compactions until a restart recovers from the files).
+    pub fn finish_compaction(&mut self, result: Result<Compacted, ()>) {
+        self.compacting = false;
+        match result {
+            Ok(done) => {
+                self.log.moved_to(&done.live_path);
+                self.spare = Some(done.spare);
+                self.snapshot_len = done.snapshot_len;
+            }
+            Err(()) => self.failed = true,
         }
     }
 
-    fn retain(topic: &str, payload: &'static [u8]) -> Record {
-        Record::Retain {
-            publish: Publish {
-                retain: true,
-                topic: ByteStr::from(topic),
-                payload: Bytes::from_static(payload),
-                ..Publish::default()
-            },
-        }
-    }
-
-    #[test]
-    fn appended_records_survive_reopen_and_compaction() {
-        let c = config("reopen");
-        let now = Instant::now();
-        let mut s = Store::open(&c, now).unwrap();
-        s.append(&mut vec![retain("a", b"1"), retain("b", b"2")], now)
-            .unwrap();
-        drop(s);
-        let mut s = Store::open(&c, now).unwrap();
-        assert_eq!(s.state().retained.len(), 2);
-        s.compact(now).unwrap();
-        s.append(&mut vec![retain("a", b"")], now).unwrap();
-        drop(s);
-        let s = Store::open(&c, now).unwrap();
-        assert_eq!(s.state().retained.len(), 1);
-        assert_eq!(s.generation, 1);
-        let _ = std::fs::remove_dir_all(c.persistence_location.unwrap());
-    }
-
-    #[test]
-    fn an_old_generation_log_is_ignored_after_compaction() {
-        let c = config("gen");
-        let now = Instant::now();
-        let (snap, log_path) = paths(&c);
-        let mut s = Store::open(&c, now).unwrap();
-        s.append(&mut vec![retain("a", b"1")], now).unwrap();
-        let old_log = std::fs::read(&log_path).unwrap();
-        s.compact(now).unwrap();
-        drop(s);
-        // Crash between the snapshot rename and the new log: the old log is still there.
-        std::fs::write(&log_path, old_log).unwrap();
-        let s = Store::open(&c, now).unwrap();
-        assert_eq!(s.state().retained.len(), 1);
-        drop(s);
-        std::fs::remove_file(&snap).unwrap();
-        // The log is now newer than the (missing) snapshot: refuse.
-        let mut l = LogWriter::create(&log_path, 5).unwrap();
-        l.append(b"").unwrap();
-        assert!(matches!(
-            Store::open(&c, now),
-            Err(Error::Generation { .. })
-        ));
-        let _ = std::fs::remove_dir_all(c.persistence_location.unwrap());
-    }
-
-    #[test]
-    fn interval_sync_is_scheduled_only_when_needed() {
-        let c = config("tick");
-        let now = Instant::now();
-        let mut s = Store::open(&c, now).unwrap();
-        assert_eq!(s.poll_timeout(), None);
-        s.append(&mut vec![retain("a", b"1")], now).unwrap();
-        let at = s.poll_timeout().unwrap();
-        assert!(at <= now + SYNC_INTERVAL);
-        s.tick(at).unwrap();
-        assert!(!s.unsynced);
-        let _ = std::fs::remove_dir_all(c.persistence_location.unwrap());
+    /// After a full compaction to `generation` (shutdown): its new live log and spare.
+    pub fn reset(&mut self, full: super::compact::Full, generation: u64) {
+        self.log = full.live;
+        self.spare = Some(full.spare);
+        self.generation = generation;
+        self.snapshot_len = full.snapshot_len;
+        self.compacting = false;
+        self.failed = false;
+        self.changes_since_compact = 0;
     }
 }

@@ -146,6 +146,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
         shards.push(shard);
     }
     if let Some(store) = &store {
+        Shard::exchange_restored_mail(&mut shards);
         for shard in &mut shards {
             shard.flush_persist();
         }

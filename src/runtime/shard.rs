@@ -135,6 +135,30 @@ impl Shard {
         self.persist = Some(p);
     }
 
+    /// Before the threads start, after restoring: hands the messages restoring produced
+    /// for other shards (the interest of restored subscriptions, wills that came due)
+    /// straight to them, until none is left, so that from the first connection on every
+    /// shard routes to the restored sessions of every other shard.
+    pub fn exchange_restored_mail(shards: &mut [Self]) {
+        let now = Instant::now();
+        loop {
+            let mut moved = false;
+            for from in 0..shards.len() {
+                let mail: Vec<_> =
+                    std::iter::from_fn(|| shards[from].broker.poll_shard_message()).collect();
+                for (to, msg) in mail {
+                    moved = true;
+                    if let Some(dest) = shards.get_mut(to) {
+                        dest.broker.on_shard_message(from, msg, now);
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
     /// Writes what restoring recorded (before the thread starts).
     pub fn flush_persist(&mut self) {
         if let Some(p) = &mut self.persist {

@@ -510,6 +510,19 @@ impl Session {
         self.expiry = expiry;
     }
 
+    /// Whether the inbound QoS 2 `id` was received and awaits its PUBREL.
+    pub fn awaits_pubrel(&self, id: PacketId) -> bool {
+        self.inbound_qos2.contains(&id)
+    }
+
+    /// Puts back a restored inbound QoS 2 id awaiting PUBREL: a resend with it is
+    /// answered, not delivered again [MQTT-4.3.3-10].
+    pub fn restore_inbound_qos2(&mut self, id: PacketId) {
+        if !self.inbound_qos2.contains(&id) {
+            self.inbound_qos2.push(id);
+        }
+    }
+
     /// Puts back a restored message (in sequence order), inflight with its packet id
     /// and stage, or queued.
     pub fn restore_message(&mut self, seq: u64, out: Outgoing, inflight: Option<(PacketId, u8)>) {

@@ -119,6 +119,10 @@ pub enum Control {
 pub struct MovedSession {
     pub session: Box<Session>,
     pub floor: Vec<u64>,
+    /// Its ACL, user name and listener (as in its slot on the old shard).
+    pub security: Option<Box<crate::auth::ClientSecurity>>,
+    pub username: Option<ByteStr>,
+    pub listener: usize,
 }
 
 /// What one shard tells shard 0 for `$SYS`.

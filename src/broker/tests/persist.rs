@@ -281,3 +281,169 @@ fn options_byte_roundtrips() {
         );
     }
 }
+
+#[test]
+fn inbound_qos2_id_awaiting_pubrel_survives_restart_and_pubrel_releases_it() {
+    let mut h = harness();
+    let mut state = State::default();
+    let sub = h.connect("sub", ProtocolVersion::V311);
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let (p, _) = h.connect_with(connect("p", ProtocolVersion::V311, false));
+    h.publish(p, "t", b"once", QoS::ExactlyOnce, false, Some(9));
+    h.expect_ack(p, AckKind::PubRec);
+    h.expect_publish(sub);
+    let records = save(&mut h, &mut state);
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::InboundQos2 { packet_id: 9, .. })));
+
+    let mut h = restart(&state, Duration::from_secs(1));
+    let sub = h.connect("sub", ProtocolVersion::V311);
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let (p, ack) = h.connect_with(connect("p", ProtocolVersion::V311, false));
+    assert!(ack.session_present);
+    // [MQTT-4.3.3-10]: the resend is answered, not delivered again.
+    let mut dup = super::harness::publish("t", b"once", QoS::ExactlyOnce, false, Some(9));
+    dup.dup = true;
+    h.send(p, Packet::Publish(dup));
+    h.expect_ack(p, AckKind::PubRec);
+    h.assert_idle(sub);
+    h.ack(p, AckKind::PubRel, 9);
+    h.expect_ack(p, AckKind::PubComp);
+    let records = save(&mut h, &mut state);
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::InboundQos2Released { packet_id: 9, .. })));
+    assert!(state.sessions[&crate::codec::ByteStr::from("p")]
+        .inbound_qos2
+        .is_empty());
+    // A PUBREL for an id not held records no release.
+    h.ack(p, AckKind::PubRel, 10);
+    h.expect_ack(p, AckKind::PubComp);
+    assert!(!save(&mut h, &mut state)
+        .iter()
+        .any(|r| matches!(r, Record::InboundQos2Released { .. })));
+}
+
+#[test]
+fn retained_messages_queued_by_subscribe_are_recorded() {
+    let config = crate::config::Config {
+        max_inflight_messages: 1,
+        ..Harness::default_config()
+    };
+    let mut h = Harness::new(config.clone());
+    h.broker.enable_persistence(h.now, T0, 1);
+    let mut state = State::default();
+    let p = h.connect("p", ProtocolVersion::V311);
+    for (i, topic) in ["r/1", "r/2", "r/3"].into_iter().enumerate() {
+        h.publish(
+            p,
+            topic,
+            b"kept",
+            QoS::AtLeastOnce,
+            true,
+            Some(i as u16 + 1),
+        );
+    }
+    let (s, _) = h.connect_with(connect("s", ProtocolVersion::V311, false));
+    h.subscribe(s, "r/#", QoS::AtLeastOnce);
+    let first = h.expect_publish(s); // one in flight (not acknowledged), two queued
+    h.assert_idle(s);
+    save(&mut h, &mut state);
+    let stored = &state.sessions[&crate::codec::ByteStr::from("s")];
+    assert_eq!(stored.messages.len(), 3, "{stored:?}");
+    assert!(stored.messages.values().all(|m| m.retain));
+
+    let mut h = Harness::new(config);
+    h.broker.enable_persistence(h.now, T0 + 1000, 2);
+    h.broker.restore_retained(&state);
+    h.broker.restore_sessions(&state, &|_| true, h.now);
+    let (s, ack) = h.connect_with(connect("s", ProtocolVersion::V311, false));
+    assert!(ack.session_present);
+    let again = h.expect_publish(s);
+    assert!(again.dup && again.retain);
+    assert_eq!(again.packet_id, first.packet_id);
+    let mut topics = vec![again.topic.to_string()];
+    for _ in 0..2 {
+        h.ack(s, AckKind::PubAck, topics.len() as u16);
+        topics.push(h.expect_publish(s).topic.to_string());
+    }
+    topics.sort();
+    assert_eq!(topics, ["r/1", "r/2", "r/3"]);
+}
+
+/// A broker whose listener 0 takes the TLS certificate identity as user name, with an
+/// ACL where only user alice reads `alice/#`.
+fn identity_broker(unix_ms: u64, boot: u64) -> Harness {
+    let mut config = Harness::default_config();
+    config.listeners[0].tls = Some(crate::config::TlsConfig {
+        require_certificate: true,
+        use_identity_as_username: true,
+        ..Default::default()
+    });
+    let mut h = Harness::new(config);
+    let acl = crate::auth::Acl::parse(
+        "topic write alice/#\nuser alice\ntopic read alice/#\n",
+        std::path::Path::new("acl"),
+    )
+    .unwrap();
+    h.broker
+        .set_security(std::sync::Arc::new(crate::auth::Security::with_domain(
+            crate::auth::Domain {
+                allow_anonymous: true,
+                passwords: None,
+                acl: Some(acl),
+            },
+        )));
+    h.broker.enable_persistence(h.now, unix_ms, boot);
+    h
+}
+
+/// Connects `id` (clean session 0) presenting the certificate identity `cert`.
+fn connect_with_cert(h: &mut Harness, id: &str, cert: Option<&str>) -> (usize, bool) {
+    let conn = h.open(ProtocolVersion::V311);
+    h.broker.set_identity(conn, cert.map(str::to_owned));
+    h.send(
+        conn,
+        Packet::Connect(Box::new(connect(id, ProtocolVersion::V311, false))),
+    );
+    match h.expect(conn) {
+        Packet::ConnAck(a) => {
+            assert_eq!(a.reason.0, 0);
+            (conn, a.session_present)
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn restored_session_reads_with_the_acl_of_its_certificate_identity() {
+    let mut h = identity_broker(T0, 1);
+    let mut state = State::default();
+    let (a, _) = connect_with_cert(&mut h, "device", Some("alice"));
+    assert_eq!(h.subscribe(a, "alice/#", QoS::AtLeastOnce).reasons[0].0, 1);
+    h.send(a, Packet::Disconnect(Default::default()));
+    let records = save(&mut h, &mut state);
+    assert!(records.iter().any(|r| matches!(
+        r,
+        Record::SessionUser { identity: Some(i), username: Some(u), .. }
+            if i.as_str() == "alice" && u.as_str() == "alice"
+    )));
+
+    let mut h = identity_broker(T0 + 1000, 2);
+    h.broker.restore_retained(&state);
+    h.broker.restore_sessions(&state, &|_| true, h.now);
+    // Published while the session is offline: it is checked with alice's ACL.
+    let (anon, _) = connect_with_cert(&mut h, "anon", None);
+    h.publish(
+        anon,
+        "alice/x",
+        b"for alice",
+        QoS::AtLeastOnce,
+        false,
+        Some(1),
+    );
+    let (a, present) = connect_with_cert(&mut h, "device", Some("alice"));
+    assert!(present);
+    assert_eq!(&h.expect_publish(a).payload[..], b"for alice");
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::harness::{connect, publish, will, Harness};
-use crate::codec::{AckKind, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode};
+use crate::codec::{AckKind, ByteStr, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode};
 use crate::config::Config;
 
 const V311: ProtocolVersion = ProtocolVersion::V311;
@@ -480,4 +480,36 @@ fn sys_topics_published_every_interval() {
     let late = h.connect("late", V311);
     h.subscribe(late, "$SYS/broker/version", QoS::AtMostOnce);
     assert!(h.expect_publish(late).retain);
+}
+
+/// An ACL added by a reload applies at once to an offline persistent session too (as its
+/// user), so nothing it may not read is queued for it while it is away.
+#[test]
+fn acl_added_by_reload_applies_to_an_offline_session() {
+    let mut h = Harness::new(Harness::default_config());
+    let mut c = connect("bob-device", ProtocolVersion::V311, false);
+    c.username = Some(ByteStr::from("bob"));
+    let (bob, _) = h.connect_with(c.clone());
+    h.subscribe(bob, "#", QoS::AtLeastOnce);
+    h.drop_conn(bob);
+    let acl = crate::auth::Acl::parse(
+        "topic write #\nuser bob\ntopic read bob/#\n",
+        std::path::Path::new("acl"),
+    )
+    .unwrap();
+    h.broker
+        .set_security(std::sync::Arc::new(crate::auth::Security::with_domain(
+            crate::auth::Domain {
+                allow_anonymous: true,
+                passwords: None,
+                acl: Some(acl),
+            },
+        )));
+    let p = h.connect("pub", ProtocolVersion::V311);
+    h.publish(p, "secret/x", b"no", QoS::AtLeastOnce, false, Some(1));
+    h.publish(p, "bob/x", b"yes", QoS::AtLeastOnce, false, Some(2));
+    let (bob, ack) = h.connect_with(c);
+    assert!(ack.session_present);
+    assert_eq!(&h.expect_publish(bob).payload[..], b"yes");
+    h.assert_idle(bob);
 }

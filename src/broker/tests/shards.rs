@@ -534,3 +534,54 @@ fn internal_subscription_gets_each_message_once_across_shards() {
         Err(crossbeam_channel::TryRecvError::Disconnected)
     ));
 }
+
+/// A session that moves to another shard while offline (its new connection left before
+/// the move completed) keeps being checked as its user: nothing its ACL denies is queued.
+#[test]
+fn offline_session_moved_across_shards_keeps_its_acl() {
+    let mut m = Mesh::new(2);
+    for h in &mut m.shards {
+        let acl = crate::auth::Acl::parse(
+            "topic write #\nuser bob\ntopic read bob/#\n",
+            std::path::Path::new("acl"),
+        )
+        .unwrap();
+        h.broker
+            .set_security(std::sync::Arc::new(crate::auth::Security::with_domain(
+                crate::auth::Domain {
+                    allow_anonymous: true,
+                    passwords: None,
+                    acl: Some(acl),
+                },
+            )));
+    }
+    let mut c = connect("bob-device", V4, false);
+    c.username = Some(ByteStr::from("bob"));
+    let bob = m.shards[0].open(V4);
+    m.shards[0].send(bob, Packet::Connect(Box::new(c.clone())));
+    m.settle();
+    m.subscribe(0, bob, "#", QoS::AtLeastOnce);
+    m.shards[0].drop_conn(bob);
+    m.settle();
+    // Reconnects on shard 1 and leaves before its claim completes: the session moves
+    // to shard 1 and stays offline there.
+    let gone = m.shards[1].open(V4);
+    m.shards[1].send(gone, Packet::Connect(Box::new(c.clone())));
+    m.shards[1].drop_conn(gone);
+    m.settle();
+    assert!(m.shards[1]
+        .broker
+        .sessions
+        .live_key_of(&c.client_id)
+        .is_some());
+    let (publ, _) = m.connect(1, "p", true);
+    m.shards[1].publish(publ, "secret/x", b"no", QoS::AtLeastOnce, false, Some(1));
+    m.shards[1].publish(publ, "bob/x", b"yes", QoS::AtLeastOnce, false, Some(2));
+    m.settle();
+    let bob = m.shards[1].open(V4);
+    m.shards[1].send(bob, Packet::Connect(Box::new(c)));
+    m.settle();
+    assert!(matches!(m.shards[1].expect(bob), Packet::ConnAck(a) if a.session_present));
+    assert_eq!(&m.shards[1].expect_publish(bob).payload[..], b"yes");
+    m.shards[1].assert_idle(bob);
+}

@@ -1,0 +1,265 @@
+//! The persistence thread: it owns the durable [`State`] (every batch the shards append
+//! is applied here, in log order, off the shard threads), fsyncs the live log once a
+//! second with `persistence_fsync interval`, has the snapshot of each rotation the shards
+//! start written ([`crate::persist::compact`]) and, at shutdown, writes the final one.
+//!
+//! A snapshot is written by a short-lived low-priority thread that yields the CPU every
+//! 64 KiB, reading the state in place while this thread waits (doing the interval
+//! fsyncs); batches that arrive meanwhile wait in the channel and are applied after it.
+//! The store lock is taken only to hand the store its new spare log, so the shards keep
+//! appending, and fsyncing with `always`, during a snapshot.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::config::PersistenceFsync;
+use crate::persist::store::SYNC_INTERVAL;
+use crate::persist::{compact, Error, Paths, Record, Rotation, State};
+
+use super::{lock, report, Shared};
+
+/// Makes the calling thread (a snapshot writer) give way to the shards: SCHED_BATCH (its
+/// wakeups never preempt a running shard) at nice 10 (a tenth of a shard's share of a
+/// contended core, so it still progresses). It also yields between chunks of snapshot,
+/// so a shard that wakes up while it runs waits for at most one chunk.
+fn background_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(2) and setpriority(2) on the calling thread (pid 0,
+    // its own tid), with a parameter struct that outlives the call.
+    let rc = unsafe {
+        let batch = libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param);
+        let tid = libc::id_t::try_from(libc::gettid()).unwrap_or(0);
+        batch | libc::setpriority(libc::PRIO_PROCESS, tid, 10)
+    };
+    if rc != 0 {
+        crate::log_warning!(
+            "Warning: cannot lower the priority of the snapshot thread: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Work for the persistence thread, in log order.
+pub(super) enum Job {
+    /// A batch appended to the live log.
+    Records(Vec<Record>),
+    /// A rotation: write the snapshot of everything before it.
+    Compact(Rotation),
+    /// Every shard stopped: write the final snapshot and end.
+    Stop,
+}
+
+pub(super) struct Compactor {
+    /// Weak: the thread ends (without a final snapshot) if the broker goes away without
+    /// stopping its shards.
+    shared: Weak<Shared>,
+    state: State,
+    paths: Paths,
+    sync: LiveSync,
+}
+
+/// The interval fsyncs of the live log (`persistence_fsync interval`).
+struct LiveSync {
+    fsync: PersistenceFsync,
+    live: File,
+    path: PathBuf,
+    unsynced: bool,
+    last: Instant,
+    failing: bool,
+}
+
+impl LiveSync {
+    /// When [`LiveSync::if_due`] has work.
+    fn deadline(&self) -> Option<Instant> {
+        (self.unsynced && self.fsync == PersistenceFsync::Interval)
+            .then(|| self.last + SYNC_INTERVAL)
+    }
+
+    /// fsyncs the live log once a second while something is unsynced.
+    fn if_due(&mut self) {
+        let now = Instant::now();
+        if self.deadline().is_some_and(|at| now >= at) {
+            let result = self.live.sync_data().map_err(|e| Error::io(&self.path, e));
+            report(&mut self.failing, result);
+            self.unsynced = false;
+            self.last = now;
+        }
+    }
+}
+
+impl Compactor {
+    pub(super) fn new(
+        shared: &Arc<Shared>,
+        state: State,
+        fsync: PersistenceFsync,
+    ) -> Result<Self, Error> {
+        let store = lock(&shared.store);
+        Ok(Self {
+            shared: Arc::downgrade(shared),
+            paths: store.paths().clone(),
+            sync: LiveSync {
+                fsync,
+                live: store.live_handle()?,
+                path: store.paths().log.clone(),
+                unsynced: false,
+                last: Instant::now(),
+                failing: false,
+            },
+            state,
+        })
+    }
+
+    pub(super) fn run(mut self, jobs: &Receiver<Job>) {
+        loop {
+            let job = if let Some(deadline) = self.sync.deadline() {
+                match jobs.recv_deadline(deadline) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => return,
+                }
+            };
+            match job {
+                Some(Job::Records(records)) => {
+                    for r in records {
+                        self.state.apply(r);
+                    }
+                    self.sync.unsynced = true;
+                    if !jobs.is_empty() {
+                        // Catching up (after a snapshot): let a waking shard run first.
+                        std::thread::yield_now();
+                    }
+                }
+                Some(Job::Compact(rotation)) => self.compact(rotation),
+                Some(Job::Stop) => {
+                    self.stop();
+                    return;
+                }
+                None => {}
+            }
+            self.sync.if_due();
+        }
+    }
+
+    fn compact(&mut self, rotation: Rotation) {
+        let Rotation {
+            generation,
+            mut frozen,
+            live,
+            live_path,
+        } = rotation;
+        crate::log_info!(
+            "Compacting persistence log into snapshot generation {generation} (in the \
+             background)."
+        );
+        // From here on the interval fsyncs are for the new log; the frozen one is
+        // fsynced first, here, so records never become durable out of order.
+        let frozen_synced = frozen.sync();
+        self.sync.live = live;
+        self.sync.unsynced = true;
+        let started = Instant::now();
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+        let (state, paths) = (&self.state, &self.paths);
+        let result = frozen_synced.and_then(|()| {
+            std::thread::scope(|scope| {
+                let writer = std::thread::Builder::new()
+                    .name("shardmq-snapshot".into())
+                    .spawn_scoped(scope, move || {
+                        background_priority();
+                        let mut yield_cpu = || std::thread::yield_now();
+                        let r = compact::run(
+                            generation,
+                            frozen,
+                            live_path,
+                            state,
+                            paths,
+                            &mut yield_cpu,
+                        );
+                        let _ = done_tx.send(());
+                        r
+                    });
+                let writer = match writer {
+                    Ok(w) => w,
+                    Err(e) => return Err(Error::io(&paths.snapshot, e)),
+                };
+                // Meanwhile this thread keeps the interval fsyncs of the live log going (the
+                // shards append to it all along; their batches wait in the channel).
+                loop {
+                    let deadline = self
+                        .sync
+                        .deadline()
+                        .unwrap_or(started + SYNC_INTERVAL * 3600);
+                    match done_rx.recv_deadline(deadline) {
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync.if_due();
+                            self.sync.unsynced = true;
+                        }
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                writer.join().unwrap_or_else(|_| {
+                    Err(Error::io(
+                        &paths.snapshot,
+                        std::io::Error::other("snapshot thread panicked"),
+                    ))
+                })
+            })
+        });
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        match result {
+            Ok(done) => {
+                let len = done.snapshot_len;
+                lock(&shared.store).finish_compaction(Ok(done));
+                crate::log_info!(
+                    "Saved persistence snapshot {} ({len} bytes, {} retained, {} sessions) in \
+                     {} ms.",
+                    self.paths.snapshot.display(),
+                    self.state.retained.len(),
+                    self.state.sessions.len(),
+                    started.elapsed().as_millis()
+                );
+            }
+            Err(e) => {
+                lock(&shared.store).finish_compaction(Err(()));
+                crate::log_error!(
+                    "Error: persistence compaction failed, the log keeps growing until a \
+                     restart: {e}"
+                );
+            }
+        }
+    }
+
+    /// The final snapshot, with every shard stopped.
+    fn stop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let mut store = lock(&shared.store);
+        let generation = store.generation() + 1;
+        match compact::full(&self.paths, generation, &self.state) {
+            Ok(full) => {
+                let len = full.snapshot_len;
+                store.reset(full, generation);
+                crate::log_info!(
+                    "Saved persistence snapshot {} ({len} bytes, {} retained, {} sessions).",
+                    self.paths.snapshot.display(),
+                    self.state.retained.len(),
+                    self.state.sessions.len()
+                );
+            }
+            Err(e) => {
+                crate::log_error!("Error: final persistence snapshot failed: {e}");
+            }
+        }
+    }
+}
