@@ -56,6 +56,7 @@ pub(crate) mod broker;
 pub(crate) mod cli;
 pub(crate) mod codec;
 pub mod config;
+pub(crate) mod hash;
 pub mod log;
 pub(crate) mod mailbox;
 pub(crate) mod metrics;
@@ -99,6 +100,9 @@ pub mod internals {
     }
     pub mod codec {
         pub use crate::codec::*;
+    }
+    pub mod hash {
+        pub use crate::hash::*;
     }
     pub mod mailbox {
         pub use crate::mailbox::*;

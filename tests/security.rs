@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{frame, mqtt_str, BrokerProc, Raw};
+use common::{frame, mqtt_str, rss_kib, BrokerProc, Raw};
 
 /// CONNECT with credentials; `level` 4 (3.1.1) or 5.
 fn connect_packet(level: u8, id: &str, user: Option<&str>, pass: Option<&str>) -> Vec<u8> {
@@ -523,15 +523,6 @@ fn max_keepalive_refuses_v311_and_overrides_v5() {
     assert_eq!(ack.body[1], 0);
     // Server Keep Alive (0x13) = 30 among the CONNACK properties.
     assert!(ack.body.windows(3).any(|w| w == [0x13, 0, 30]), "{ack:?}");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// A subscriber that never reads is cut off once its queue stays full, while a publisher

@@ -190,8 +190,8 @@ impl Acl {
         ClientAcl {
             rules,
             patterns,
-            read_cache: HashMap::new(),
-            write_cache: HashMap::new(),
+            read_cache: crate::hash::Map::default(),
+            write_cache: crate::hash::Map::default(),
         }
     }
 }
@@ -212,8 +212,9 @@ fn access_bits(s: &str) -> Option<u8> {
 pub struct ClientAcl {
     rules: Option<Arc<RuleSet>>,
     patterns: Vec<(String, u8)>,
-    read_cache: HashMap<ByteStr, bool>,
-    write_cache: HashMap<ByteStr, bool>,
+    /// Keyed by client-chosen topics: seeded hashing (HashDoS).
+    read_cache: crate::hash::Map<ByteStr, bool>,
+    write_cache: crate::hash::Map<ByteStr, bool>,
 }
 
 impl ClientAcl {

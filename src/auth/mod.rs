@@ -162,6 +162,37 @@ impl Security {
     }
 }
 
+/// Whether a client may publish to `topic` when no ACL applies: anywhere but the broker's
+/// own `$SYS` tree (which only an ACL rule starting with `$` can open), as in Mosquitto,
+/// whose one exception we keep: `$SYS/broker/connection/+/state`, where a bridge reports
+/// its state. Denied messages are acknowledged and dropped in 3.1.1 and refused with
+/// 0x87 in MQTT 5, like any ACL denial; a will on such a topic refuses the CONNECT.
+pub fn may_write_without_acl(topic: &str) -> bool {
+    // Mosquitto compares the first four bytes ("$SYS", "$SYSx/..." included).
+    if !topic.starts_with("$SYS") {
+        return true;
+    }
+    let mut levels = topic.split('/');
+    matches!(
+        (
+            levels.next(),
+            levels.next(),
+            levels.next(),
+            levels.next(),
+            levels.next(),
+            levels.next()
+        ),
+        (
+            Some("$SYS"),
+            Some("broker"),
+            Some("connection"),
+            Some(_),
+            Some("state"),
+            None
+        )
+    )
+}
+
 /// The security state of one session: who it connected as (to re-derive its ACL after a
 /// reload) and its ACL with the decision cache.
 #[derive(Debug)]
@@ -201,9 +232,12 @@ impl ClientSecurity {
         self.acl.as_mut().map_or(true, |a| a.may_read(topic))
     }
 
-    /// May the client publish to `topic`?
+    /// May the client publish to `topic`? Without an ACL, see [`may_write_without_acl`].
     pub fn may_write(&mut self, topic: &ByteStr) -> bool {
-        self.acl.as_mut().map_or(true, |a| a.may_write(topic))
+        match self.acl.as_mut() {
+            Some(a) => a.may_write(topic),
+            None => may_write_without_acl(topic),
+        }
     }
 
     /// May the client subscribe to `filter`?
@@ -251,6 +285,43 @@ mod tests {
         };
         assert_eq!(open.authenticate(None, None, false), Ok(()));
         assert_eq!(open.authenticate(Some("any"), None, false), Ok(()));
+    }
+
+    #[test]
+    fn sys_is_read_only_without_acl() {
+        for denied in [
+            "$SYS",
+            "$SYS/broker/uptime",
+            "$SYS/x",
+            "$SYSTEM/x",
+            "$SYS/broker/connection/b1/state/x",
+            "$SYS/broker/connection/state",
+        ] {
+            assert!(!may_write_without_acl(denied), "{denied}");
+        }
+        for allowed in [
+            "a/$SYS",
+            "$share/g/x",
+            "$other",
+            "sys",
+            "$SYS/broker/connection/b1/state",
+        ] {
+            assert!(may_write_without_acl(allowed), "{allowed}");
+        }
+        let c = Config::default();
+        let mut no_acl = ClientSecurity::new(&Security::open(&c), 0, None, "c");
+        assert!(!no_acl.may_write(&ByteStr::from("$SYS/broker/uptime")));
+        assert!(no_acl.may_write(&ByteStr::from("a/b")));
+        // An ACL decides on its own: a '$' rule can open $SYS to a client.
+        let acl = Acl::parse("topic write $SYS/test/#\n", std::path::Path::new("acl")).unwrap();
+        let open = Security::with_domain(Domain {
+            allow_anonymous: true,
+            passwords: None,
+            acl: Some(acl),
+        });
+        let mut with_acl = ClientSecurity::new(&open, 0, None, "c");
+        assert!(with_acl.may_write(&ByteStr::from("$SYS/test/x")));
+        assert!(!with_acl.may_write(&ByteStr::from("$SYS/broker/uptime")));
     }
 
     #[test]

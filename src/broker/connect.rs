@@ -126,7 +126,9 @@ impl Broker {
                 .get(key)
                 .map(|s| s.session.client_id().to_string())
                 .unwrap_or_default();
-            crate::log_notice!(
+            crate::log_limited!(
+                crate::log::Level::Notice,
+                now,
                 "Dropped too large PUBLISH from {id} (q{}, {} bytes).",
                 qos as u8,
                 publish.payload.len()
@@ -136,6 +138,18 @@ impl Broker {
         } else if !self.may_write(key, &publish.topic) {
             // ACL: v5 gets 0x87 on PUBACK/PUBREC; 3.1.1 is acknowledged and dropped, as
             // Mosquitto does.
+            crate::log_limited!(
+                crate::log::Level::Debug,
+                now,
+                "Denied PUBLISH from {} (q{}, '{}', ... ({} bytes)).",
+                self.sessions
+                    .get(key)
+                    .map(|s| s.session.client_id().clone())
+                    .unwrap_or_default(),
+                qos as u8,
+                publish.topic,
+                publish.payload.len()
+            );
             self.stats.publish_dropped += 1;
             ReasonCode::NOT_AUTHORIZED
         } else if self.route(publish, Some((conn, key)), now) {
@@ -150,12 +164,15 @@ impl Broker {
         self.flush_session(key, now);
     }
 
-    /// ACL write check for session `key` (allowed when no ACL applies).
+    /// ACL write check for session `key` (without an ACL: anything but `$SYS`).
     fn may_write(&mut self, key: usize, topic: &ByteStr) -> bool {
         self.sessions
             .get_mut(key)
             .and_then(|s| s.security.as_mut())
-            .map_or(true, |s| s.may_write(topic))
+            .map_or_else(
+                || crate::auth::may_write_without_acl(topic),
+                |s| s.may_write(topic),
+            )
     }
 
     fn on_connect(&mut self, conn: ConnId, mut connect: Box<Connect>, now: Instant) {

@@ -192,8 +192,9 @@ impl Broker {
         let uid = self.conns.accept(conn, peer, listener);
         self.flow.on_accept(conn, uid);
         self.stats.connections_accepted += 1;
+        // From accept, not from the last byte: a client trickling a CONNECT is cut too.
         self.timers.push(
-            now + crate::session::CONNECT_TIMEOUT,
+            now + self.config.connect_timeout,
             Timer::Connect { conn, uid },
         );
     }
@@ -212,7 +213,13 @@ impl Broker {
             let version = c.version;
             let awaiting_connect = c.state == ConnState::AwaitConnect;
             let before = buf.len();
-            match codec::decode(buf, version, self.max_packet_in) {
+            // Before CONNECT only a small CONNECT is buffered (refused from its header).
+            let max = if awaiting_connect {
+                self.max_packet_in.min(self.config.max_connect_packet_size)
+            } else {
+                self.max_packet_in
+            };
+            match codec::decode(buf, version, max) {
                 Ok(None) => return,
                 Ok(Some(packet)) => {
                     self.stats.messages_received += 1;

@@ -228,6 +228,12 @@ impl Broker {
                     return;
                 };
                 if self.flow.output_full(c.queued_bytes()) {
+                    crate::log_limited!(
+                        crate::log::Level::Notice,
+                        now,
+                        "Outgoing messages are being dropped for client {}.",
+                        slot.session.client_id()
+                    );
                     self.stats.publish_dropped += 1;
                     fanout.qos0_full.push((key, uid));
                     self.arm_stall(conn, now);
@@ -299,7 +305,9 @@ impl Broker {
             Delivery::Skipped => {}
             Delivery::Dropped => {
                 self.stats.publish_dropped += 1;
-                crate::log_notice!(
+                crate::log_limited!(
+                    crate::log::Level::Notice,
+                    now,
                     "Outgoing messages are being dropped for client {}.",
                     slot.session.client_id()
                 );

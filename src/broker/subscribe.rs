@@ -54,7 +54,9 @@ impl Broker {
                 .as_ref()
                 .map_or(true, |s| s.may_subscribe(filter.as_str()))
             {
-                crate::log_notice!(
+                crate::log_limited!(
+                    crate::log::Level::Notice,
+                    now,
                     "Denied SUBSCRIBE from {} to {filter} (ACL).",
                     slot.session.client_id()
                 );

@@ -255,7 +255,7 @@ fn decode_connect(r: &mut Reader<'_>) -> Result<Connect> {
         let properties = properties_if(v5, r, PropCtx::WILL)?;
         let topic = r.string("will topic")?;
         if !wire::is_valid_topic_name(topic.as_bytes()) {
-            return Err(DecodeError::TopicNameInvalid);
+            return Err(topic_name_error(topic.as_bytes()));
         }
         let payload = r.binary("will payload")?;
         Some(Will {
@@ -301,6 +301,24 @@ fn decode_connack(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<ConnAc
     })
 }
 
+/// Why a topic name failed [`wire::is_valid_topic_name`].
+fn topic_name_error(topic: &[u8]) -> DecodeError {
+    if wire::is_too_deep(topic) {
+        DecodeError::TopicTooDeep { filter: false }
+    } else {
+        DecodeError::TopicNameInvalid
+    }
+}
+
+/// Why a topic filter failed [`wire::is_valid_topic_filter`].
+fn topic_filter_error(filter: &[u8]) -> DecodeError {
+    if wire::is_too_deep(filter) {
+        DecodeError::TopicTooDeep { filter: true }
+    } else {
+        DecodeError::TopicFilterInvalid
+    }
+}
+
 fn decode_publish(byte: u8, r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Publish> {
     // [MQTT-3.3.1-4]
     let qos = QoS::from_u8((byte >> 1) & 0x03).ok_or(DecodeError::Malformed("PUBLISH QoS 3"))?;
@@ -320,7 +338,7 @@ fn decode_publish(byte: u8, r: &mut Reader<'_>, version: ProtocolVersion) -> Res
     // empty topic name when a Topic Alias is present (3.3.2.3.4).
     let alias_only = topic.is_empty() && properties.topic_alias.is_some();
     if !alias_only && !wire::is_valid_topic_name(&topic) {
-        return Err(DecodeError::TopicNameInvalid);
+        return Err(topic_name_error(&topic));
     }
     // [MQTT-3.3.2-1] the topic name is a UTF-8 string.
     if !wire::is_mqtt_utf8(&topic) {
@@ -449,7 +467,7 @@ fn decode_subscribe(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Subs
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
         if !wire::is_valid_topic_filter(filter.as_bytes()) {
-            return Err(DecodeError::TopicFilterInvalid);
+            return Err(topic_filter_error(filter.as_bytes()));
         }
         let options = subscription_options(r.u8("subscription options")?, v5)?;
         filters.push((filter, options));
@@ -491,7 +509,7 @@ fn decode_unsubscribe(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Un
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
         if !wire::is_valid_topic_filter(filter.as_bytes()) {
-            return Err(DecodeError::TopicFilterInvalid);
+            return Err(topic_filter_error(filter.as_bytes()));
         }
         filters.push(filter);
     }

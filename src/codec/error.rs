@@ -28,6 +28,10 @@ pub enum DecodeError {
     /// SUBACK where the spec allows, otherwise malformed).
     #[error("invalid topic filter")]
     TopicFilterInvalid,
+    /// A topic name (`filter == false`) or filter deeper than
+    /// [`super::wire::MAX_TOPIC_LEVELS`] levels: well formed, but refused (0x90 / 0x8F).
+    #[error("topic {} has more than {} levels", if *.filter { "filter" } else { "name" }, super::wire::MAX_TOPIC_LEVELS)]
+    TopicTooDeep { filter: bool },
 }
 
 impl DecodeError {
@@ -40,6 +44,8 @@ impl DecodeError {
             Self::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
             Self::TopicNameInvalid => ReasonCode::TOPIC_NAME_INVALID,
             Self::TopicFilterInvalid => ReasonCode::MALFORMED_PACKET,
+            Self::TopicTooDeep { filter: false } => ReasonCode::TOPIC_NAME_INVALID,
+            Self::TopicTooDeep { filter: true } => ReasonCode::TOPIC_FILTER_INVALID,
         }
     }
 }

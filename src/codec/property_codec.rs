@@ -129,9 +129,10 @@ pub fn decode_properties(r: &mut Reader<'_>, ctx: PropCtx) -> Result<Properties>
             PropertyId::ContentType => set_once(&mut p.content_type, r.string("content type")?)?,
             PropertyId::ResponseTopic => {
                 let t = r.string("response topic")?;
-                // [MQTT-3.3.2-14] the Response Topic MUST NOT contain wildcards.
+                // [MQTT-3.3.2-14] the Response Topic MUST NOT contain wildcards (nor, as
+                // any topic name here, more than `wire::MAX_TOPIC_LEVELS` levels).
                 if !wire::is_valid_topic_name(t.as_bytes()) {
-                    return Err(DecodeError::Protocol("response topic with wildcards"));
+                    return Err(DecodeError::Protocol("invalid response topic"));
                 }
                 set_once(&mut p.response_topic, t)?;
             }

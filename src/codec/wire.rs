@@ -101,21 +101,46 @@ pub fn is_mqtt_utf8(b: &[u8]) -> bool {
     !b.contains(&0) && std::str::from_utf8(b).is_ok()
 }
 
+/// Most levels a topic name or filter may have. Every level of a filter is a node of the
+/// subscription trie on every shard, so without a bound one SUBSCRIBE of `"/"` x 65535
+/// costs tens of MiB. Mosquitto refuses more than 200 `/` (`TOPIC_HIERARCHY_LIMIT`), that
+/// is more than 201 levels, on PUBLISH, SUBSCRIBE, UNSUBSCRIBE and wills alike; so do we.
+pub const MAX_TOPIC_LEVELS: usize = 201;
+
+/// Whether `b` has more than [`MAX_TOPIC_LEVELS`] levels.
+#[inline]
+pub fn is_too_deep(b: &[u8]) -> bool {
+    b.iter().filter(|&&c| c == b'/').count() >= MAX_TOPIC_LEVELS
+}
+
 /// A topic name: at least one character [MQTT-4.7.3-1], no wildcard characters
-/// [MQTT-3.3.2-2]. UTF-8 validity is checked separately.
+/// [MQTT-3.3.2-2], at most [`MAX_TOPIC_LEVELS`] levels. UTF-8 validity is checked
+/// separately. One pass without early exit (it vectorises; this is on the publish path).
 #[inline]
 pub fn is_valid_topic_name(b: &[u8]) -> bool {
-    !b.is_empty() && !b.iter().any(|&c| c == b'+' || c == b'#')
+    let (wild, slashes) = b.iter().fold((false, 0usize), |(wild, slashes), &c| {
+        (
+            wild | (c == b'+') | (c == b'#'),
+            slashes + usize::from(c == b'/'),
+        )
+    });
+    !b.is_empty() && !wild && slashes < MAX_TOPIC_LEVELS
 }
 
 /// A topic filter: at least one character [MQTT-4.7.3-1]; `#` only as the last level and
-/// alone in it [MQTT-4.7.1-1]; `+` alone in its level [MQTT-4.7.1-2].
+/// alone in it [MQTT-4.7.1-1]; `+` alone in its level [MQTT-4.7.1-2]; at most
+/// [`MAX_TOPIC_LEVELS`] levels.
 pub fn is_valid_topic_filter(b: &[u8]) -> bool {
     if b.is_empty() {
         return false;
     }
     let mut levels = b.split(|&c| c == b'/').peekable();
+    let mut depth = 0usize;
     while let Some(level) = levels.next() {
+        depth += 1;
+        if depth > MAX_TOPIC_LEVELS {
+            return false;
+        }
         let has_hash = level.contains(&b'#');
         let has_plus = level.contains(&b'+');
         if has_hash && (level.len() != 1 || levels.peek().is_some()) {
@@ -339,6 +364,23 @@ mod tests {
         for bad in ["", "a#", "a/#/b", "#/a", "a+", "a/b+/c", "##", "++"] {
             assert!(!is_valid_topic_filter(bad.as_bytes()), "{bad}");
         }
+    }
+
+    #[test]
+    fn topic_depth_is_bounded_as_mosquitto_does() {
+        let at_limit = "a/".repeat(MAX_TOPIC_LEVELS - 1) + "a"; // 200 '/', 201 levels
+        let over = "a/".repeat(MAX_TOPIC_LEVELS) + "a";
+        assert!(is_valid_topic_name(at_limit.as_bytes()));
+        assert!(is_valid_topic_filter(at_limit.as_bytes()));
+        assert!(!is_too_deep(at_limit.as_bytes()));
+        let slashes = "/".repeat(65_535);
+        for deep in [over.as_str(), slashes.as_str()] {
+            assert!(!is_valid_topic_name(deep.as_bytes()));
+            assert!(!is_valid_topic_filter(deep.as_bytes()));
+            assert!(is_too_deep(deep.as_bytes()));
+        }
+        let deep_hash = "+/".repeat(MAX_TOPIC_LEVELS) + "#";
+        assert!(!is_valid_topic_filter(deep_hash.as_bytes()));
     }
 
     #[test]

@@ -297,6 +297,17 @@ pub struct Config {
     /// disconnected, so one dead subscriber cannot stall its publishers forever.
     /// 0 = never (default 60).
     pub slow_subscriber_timeout: Duration,
+    /// `connect_timeout` (shardmq only, seconds): a connection that has not sent a valid
+    /// CONNECT this long after it was accepted is closed, however slowly it trickles
+    /// bytes in (default 10, at least 1).
+    pub connect_timeout: Duration,
+    /// `max_connect_packet_size` (shardmq only, bytes): the largest CONNECT accepted, will
+    /// and credentials included, and so the most a connection can make the broker buffer
+    /// before it has sent CONNECT; a larger one is refused from its fixed header, before
+    /// its body arrives. `max_packet_size`, if lower, applies too. Default 65536: MQTT's
+    /// fields allow more (a 64 KiB will payload plus properties), a real client sends a
+    /// few hundred bytes; raise it for clients with very large wills.
+    pub max_connect_packet_size: u32,
     pub retain_available: bool,
     pub bridges: Vec<BridgeConfig>,
     /// Files that were read to build this config (for messages and reloads).
@@ -373,6 +384,8 @@ impl Default for Config {
             max_keepalive: 65535,
             max_connection_rate: 0,
             slow_subscriber_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_connect_packet_size: 65_536,
             retain_available: true,
             bridges: Vec::new(),
             source_files: Vec::new(),

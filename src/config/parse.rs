@@ -362,6 +362,13 @@ impl Parser {
                 self.cfg.max_connection_rate = u32::try_from(line.int(0, 1_000_000)?).unwrap_or(0)
             }
             "slow_subscriber_timeout" => self.cfg.slow_subscriber_timeout = line.seconds()?,
+            "connect_timeout" => {
+                let secs = line.int(1, 3600)?;
+                self.cfg.connect_timeout = std::time::Duration::from_secs(secs.unsigned_abs());
+            }
+            "max_connect_packet_size" => {
+                self.cfg.max_connect_packet_size = u32_of(line.int(20, 268_435_460)?);
+            }
             "retain_available" => self.cfg.retain_available = line.bool()?,
             "threads" => {
                 self.cfg.threads = if line.value()? == "auto" {

@@ -228,6 +228,13 @@ fn each_bad_value_is_an_error_with_location() {
         ("listener 1 2 3", "listener"),
         ("tls_version sslv3", "tls_version"),
         ("retain_available 1", "retain_available"),
+        ("connect_timeout 0", "connect_timeout"),
+        ("connect_timeout 3601", "connect_timeout"),
+        ("max_connect_packet_size 19", "max_connect_packet_size"),
+        (
+            "max_connect_packet_size 268435461",
+            "max_connect_packet_size",
+        ),
     ];
     for (line, option) in cases {
         let e = parse_err(&format!("# first\n{line}\n"));
@@ -365,4 +372,15 @@ fn persistence_fsync_values() {
         PersistenceFsync::Never
     );
     assert!(parse_err("persistence_fsync sometimes\n").contains("persistence_fsync"));
+}
+
+#[test]
+fn connect_limits() {
+    let d = Config::default();
+    assert_eq!(d.connect_timeout, Duration::from_secs(10));
+    assert_eq!(d.max_connect_packet_size, 65_536);
+    let c = parse("connect_timeout 3\nmax_connect_packet_size 1048576\n");
+    assert_eq!(c.connect_timeout, Duration::from_secs(3));
+    assert_eq!(c.max_connect_packet_size, 1_048_576);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }

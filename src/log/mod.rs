@@ -4,7 +4,9 @@
 //! logrotate); before `init`, lines go to stderr with Mosquitto's default types.
 //!
 //! Use the macros: `log_error!`, `log_warning!`, `log_notice!`, `log_info!`,
-//! `log_subscribe!`, `log_unsubscribe!`, `log_debug!`. They check [`enabled`] before
+//! `log_subscribe!`, `log_unsubscribe!`, `log_debug!`, and `log_limited!` for lines a
+//! client can make the broker repeat (at most a few a second per call site, then a
+//! summary with the count; see `limit.rs`). They check [`enabled`] before
 //! formatting, so a disabled level costs one atomic load. An enabled line is formatted
 //! into a per-thread buffer and written with one `write` per destination under a shared
 //! (read) lock, so shard threads log concurrently without contending. This module never
@@ -14,6 +16,7 @@
 //! `$SYS/broker/log/...` is the broker's job and is not wired yet.
 
 mod format;
+mod limit;
 mod sink;
 
 use std::cell::RefCell;
@@ -24,6 +27,9 @@ use std::sync::RwLock;
 use crate::config::LogConfig;
 
 use format::{push_message, push_prefix, Timestamp};
+#[doc(hidden)] // for `log_limited!`
+pub use limit::write_limited;
+pub(crate) use limit::{flush_suppressed, next_summary};
 use sink::Sinks;
 
 /// Mosquitto's log types.

@@ -6,10 +6,10 @@
 //! It never blocks, never allocates after construction and never drops an element: a
 //! push into a full ring hands the element back.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+
+use super::sync::{Arc, AtomicUsize, Ordering, UnsafeCell};
 
 /// Keeps the producer's and the consumer's index on separate cache lines.
 #[repr(align(128))]
@@ -32,12 +32,14 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
-        let head = *self.head.0.get_mut();
-        let tail = *self.tail.0.get_mut();
+        // Both halves are gone (this is the last `Arc`), so these loads see their final
+        // stores.
+        let head = self.head.0.load(Ordering::Acquire);
+        let tail = self.tail.0.load(Ordering::Acquire);
         let mut i = head;
         while i != tail {
             // SAFETY: slots in [head, tail) hold initialised elements nobody popped.
-            unsafe { (*self.slots[i & self.mask].get()).assume_init_drop() };
+            self.slots[i & self.mask].with_mut(|slot| unsafe { (*slot).assume_init_drop() });
             i = i.wrapping_add(1);
         }
     }
@@ -113,7 +115,9 @@ impl<T> Producer<T> {
         let tail = self.tail.get();
         // SAFETY: slot `tail` is free (tail - head < capacity) and only the producer
         // writes free slots; the consumer reads it only after `publish`.
-        unsafe { (*self.shared.slots[tail & self.shared.mask].get()).write(value) };
+        self.shared.slots[tail & self.shared.mask].with_mut(|slot| unsafe {
+            (*slot).write(value);
+        });
         self.tail.set(tail.wrapping_add(1));
         Ok(())
     }
@@ -151,8 +155,8 @@ impl<T> Consumer<T> {
         let head = self.head.get();
         // SAFETY: head < published tail, so the slot holds an initialised element that
         // the producer will not touch until `head` moves past it.
-        let value =
-            unsafe { (*self.shared.slots[head & self.shared.mask].get()).assume_init_read() };
+        let value = self.shared.slots[head & self.shared.mask]
+            .with(|slot| unsafe { (*slot).assume_init_read() });
         self.head.set(head.wrapping_add(1));
         Some(value)
     }

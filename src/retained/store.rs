@@ -21,8 +21,11 @@ pub struct RetainedMessage {
     pub properties: Properties,
 }
 
-/// Level strings come from publishers, so the maps keep std's HashDoS-resistant hasher:
-/// this store is on the SUBSCRIBE and retained-PUBLISH paths, not the fan-out path.
+/// Level strings come from publishers, so the maps keep std's HashDoS-resistant hasher
+/// (SipHash, its own random keys per map) rather than [`crate::hash::SeededState`]: a `#`
+/// subscriber receives retained messages in map order, which must not leak the secret
+/// the topic index shares (see `crate::hash`). This store is on the SUBSCRIBE and
+/// retained-PUBLISH paths, not the fan-out path.
 #[derive(Default)]
 struct Node {
     children: HashMap<Box<str>, Self>,

@@ -1,11 +1,19 @@
-//! Admission control at accept time: per-listener `max_connections` and the
-//! `max_connection_rate` token bucket (reconnect storms). The shard asks [`Admission::admit`]
-//! before registering a socket and calls [`Admission::release`] when one closes.
+//! Admission control at accept time: `max_connections` (global and per listener) and
+//! `max_connection_rate` (new connections per second per listener, against reconnect
+//! storms), exact across all shards.
 //!
-//! It never touches a socket and keeps no per-connection state beyond a counter per
-//! listener. Counts are per shard: with N shards each gets 1/N of every limit (rounded
-//! up), as the kernel's SO_REUSEPORT hashing spreads connections; exact for one shard.
+//! One [`Admission`] is shared by every shard (an `Arc`). The kernel's SO_REUSEPORT
+//! hashing spreads connections unevenly, so a per-shard share of each limit would be
+//! wrong; instead every counter is one atomic and a shard *reserves* a slot with a
+//! compare-and-swap that never lets a counter pass its limit, undoing the reservations
+//! already made when a later check fails. The rate is a GCRA (a token bucket kept as one
+//! "theoretical arrival time" atomic). No lock and no allocation on the accept path.
+//!
+//! It never touches a socket and keeps no per-connection state: the shard calls
+//! [`Admission::admit`] before it registers a socket and [`Admission::release`] exactly
+//! once when an admitted connection closes (or could not be registered after all).
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::config::Config;
@@ -19,122 +27,161 @@ pub enum Refusal {
     Rate,
 }
 
+/// One connection counter with an optional limit.
 #[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+struct Counter {
+    max: Option<usize>,
+    open: AtomicUsize,
 }
 
+impl Counter {
+    fn new(max: Option<usize>) -> Self {
+        Self {
+            max,
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes a slot unless the limit is reached (never overshoots, whatever the races).
+    fn reserve(&self) -> bool {
+        match self.max {
+            None => {
+                self.open.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Some(max) => self
+                .open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok(),
+        }
+    }
+
+    fn release(&self) {
+        // Saturating: a stray extra release must not wrap the counter to "full".
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// GCRA rate limit: `rate` connections per second with bursts of up to `rate`.
+#[derive(Debug)]
+struct Rate {
+    /// Nanoseconds between two connections at the sustained rate.
+    interval: u64,
+    /// How far ahead of now the theoretical arrival time may run (the burst).
+    tolerance: u64,
+    /// Theoretical arrival time of the next connection, in ns since `Admission::base`.
+    tat: AtomicU64,
+}
+
+impl Rate {
+    fn new(rate: u32) -> Option<Self> {
+        if rate == 0 {
+            return None;
+        }
+        let interval = 1_000_000_000 / u64::from(rate);
+        Some(Self {
+            interval,
+            tolerance: interval * (u64::from(rate) - 1),
+            tat: AtomicU64::new(0),
+        })
+    }
+
+    fn admit(&self, now: u64) -> bool {
+        self.tat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                let tat = tat.max(now);
+                (tat <= now.saturating_add(self.tolerance)).then(|| tat + self.interval)
+            })
+            .is_ok()
+    }
+}
+
+/// The connection limits of one broker, shared by its shards.
 #[derive(Debug)]
 pub struct Admission {
-    global_max: Option<usize>,
-    listener_max: Vec<Option<usize>>,
-    open: Vec<usize>,
-    total: usize,
-    rate: u32,
-    buckets: Vec<Bucket>,
-    /// Refusals since the last log line (logged at most once a second).
-    refused: u64,
-    last_log: Option<Instant>,
+    global: Counter,
+    listeners: Box<[(Counter, Option<Rate>)]>,
+    /// Time origin of the rate limiters.
+    base: Instant,
 }
 
 impl Admission {
-    /// This shard's share of the limits of `config` (one of `shards` shards).
-    pub fn new(config: &Config, shards: usize, now: Instant) -> Self {
-        let n = config.listeners.len();
-        let shards = shards.max(1);
-        let share = |m: usize| m.div_ceil(shards);
-        let rate = config
-            .max_connection_rate
-            .div_ceil(u32::try_from(shards).unwrap_or(u32::MAX));
+    /// The limits of `config`; `now` is the time origin of the rate limiters.
+    pub fn new(config: &Config, now: Instant) -> Self {
         Self {
-            global_max: config.max_connections.map(share),
-            listener_max: config
+            global: Counter::new(config.max_connections),
+            listeners: config
                 .listeners
                 .iter()
-                .map(|l| l.max_connections.map(share))
-                .collect(),
-            open: vec![0; n],
-            total: 0,
-            rate,
-            buckets: (0..n)
-                .map(|_| Bucket {
-                    tokens: f64::from(rate),
-                    last: now,
+                .map(|l| {
+                    (
+                        Counter::new(l.max_connections),
+                        Rate::new(config.max_connection_rate),
+                    )
                 })
                 .collect(),
-            refused: 0,
-            last_log: None,
+            base: now,
         }
     }
 
-    /// Counts a new connection on `listener`, or says why it must be refused.
-    pub fn admit(&mut self, listener: usize, now: Instant) -> Result<(), Refusal> {
-        let refusal = self.check(listener, now);
-        match refusal {
-            Ok(()) => {
-                self.total += 1;
-                if let Some(n) = self.open.get_mut(listener) {
-                    *n += 1;
-                }
-            }
-            Err(why) => {
-                self.refused += 1;
-                if self
-                    .last_log
-                    .map_or(true, |t| now.saturating_duration_since(t).as_secs() >= 1)
-                {
-                    let what = match why {
-                        Refusal::MaxConnections => "max_connections reached",
-                        Refusal::Rate => "max_connection_rate exceeded",
-                    };
-                    crate::log_notice!(
-                        "Refused {} connection(s) on listener {listener}: {what}.",
-                        self.refused
-                    );
-                    self.refused = 0;
-                    self.last_log = Some(now);
-                }
-            }
+    /// Counts a new connection on `listener` (index in the config), or says why it must
+    /// be refused (and logs that, rate-limited). Callable from any shard at once.
+    pub fn admit(&self, listener: usize, now: Instant) -> Result<(), Refusal> {
+        let result = self.check(listener, now);
+        if let Err(why) = result {
+            let what = match why {
+                Refusal::MaxConnections => "max_connections reached",
+                Refusal::Rate => "max_connection_rate exceeded",
+            };
+            crate::log_limited!(
+                crate::log::Level::Notice,
+                now,
+                "Refused a connection on listener {listener}: {what}."
+            );
         }
-        refusal
+        result
     }
 
-    fn check(&mut self, listener: usize, now: Instant) -> Result<(), Refusal> {
-        if self.global_max.is_some_and(|m| self.total >= m) {
+    fn check(&self, listener: usize, now: Instant) -> Result<(), Refusal> {
+        let (count, rate) = match self.listeners.get(listener) {
+            Some((c, r)) => (Some(c), r.as_ref()),
+            None => (None, None),
+        };
+        if !self.global.reserve() {
             return Err(Refusal::MaxConnections);
         }
-        let open = self.open.get(listener).copied().unwrap_or(0);
-        if self
-            .listener_max
-            .get(listener)
-            .copied()
-            .flatten()
-            .is_some_and(|m| open >= m)
-        {
+        if count.is_some_and(|c| !c.reserve()) {
+            self.global.release();
             return Err(Refusal::MaxConnections);
         }
-        if self.rate > 0 {
-            if let Some(b) = self.buckets.get_mut(listener) {
-                let rate = f64::from(self.rate);
-                let dt = now.saturating_duration_since(b.last).as_secs_f64();
-                b.tokens = (b.tokens + dt * rate).min(rate);
-                b.last = now;
-                if b.tokens < 1.0 {
-                    return Err(Refusal::Rate);
-                }
-                b.tokens -= 1.0;
+        let now_ns =
+            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        if rate.is_some_and(|r| !r.admit(now_ns)) {
+            if let Some(c) = count {
+                c.release();
             }
+            self.global.release();
+            return Err(Refusal::Rate);
         }
         Ok(())
     }
 
     /// A connection admitted on `listener` closed.
-    pub fn release(&mut self, listener: usize) {
-        self.total = self.total.saturating_sub(1);
-        if let Some(n) = self.open.get_mut(listener) {
-            *n = n.saturating_sub(1);
+    pub fn release(&self, listener: usize) {
+        if let Some((c, _)) = self.listeners.get(listener) {
+            c.release();
         }
+        self.global.release();
+    }
+
+    /// Connections admitted and not released (all listeners).
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.global.open.load(Ordering::Acquire)
     }
 }
 
@@ -142,6 +189,7 @@ impl Admission {
 mod tests {
     use super::*;
     use crate::config::Listener;
+    use std::sync::Arc;
     use std::time::Duration;
 
     #[test]
@@ -151,14 +199,17 @@ mod tests {
         c.listeners[0].max_connections = Some(1);
         c.max_connections = Some(3);
         let now = Instant::now();
-        let mut a = Admission::new(&c, 1, now);
+        let a = Admission::new(&c, now);
         assert_eq!(a.admit(0, now), Ok(()));
         assert_eq!(a.admit(0, now), Err(Refusal::MaxConnections));
         assert_eq!(a.admit(1, now), Ok(()));
         assert_eq!(a.admit(1, now), Ok(()));
         assert_eq!(a.admit(1, now), Err(Refusal::MaxConnections));
+        // A listener refusal undid its global reservation.
+        assert_eq!(a.open(), 3);
         a.release(0);
         assert_eq!(a.admit(0, now), Ok(()));
+        assert_eq!(a.open(), 3);
     }
 
     #[test]
@@ -166,12 +217,45 @@ mod tests {
         let mut c = Config::with_listener("127.0.0.1:0".parse().unwrap());
         c.max_connection_rate = 2;
         let t0 = Instant::now();
-        let mut a = Admission::new(&c, 1, t0);
+        let a = Admission::new(&c, t0);
         assert_eq!(a.admit(0, t0), Ok(()));
         assert_eq!(a.admit(0, t0), Ok(()));
         assert_eq!(a.admit(0, t0), Err(Refusal::Rate));
         let t1 = t0 + Duration::from_millis(600);
         assert_eq!(a.admit(0, t1), Ok(()));
         assert_eq!(a.admit(0, t1), Err(Refusal::Rate));
+        // Refusals by rate hold no connection slot.
+        assert_eq!(a.open(), 3);
+    }
+
+    #[test]
+    fn release_never_wraps() {
+        let c = Config::with_listener("127.0.0.1:0".parse().unwrap());
+        let a = Admission::new(&c, Instant::now());
+        a.release(0);
+        a.release(7);
+        assert_eq!(a.open(), 0);
+    }
+
+    /// Shards racing for the last slots: exactly `max` are admitted, however the threads
+    /// interleave (each thread stands for a shard with its own SO_REUSEPORT share).
+    #[test]
+    fn exact_across_concurrent_shards() {
+        let mut c = Config::with_listener("127.0.0.1:0".parse().unwrap());
+        c.max_connections = Some(5);
+        c.max_connection_rate = 7;
+        let now = Instant::now();
+        for _ in 0..50 {
+            let a = Arc::new(Admission::new(&c, now));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let a = Arc::clone(&a);
+                    std::thread::spawn(move || (0..5).filter(|_| a.admit(0, now).is_ok()).count())
+                })
+                .collect();
+            let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            assert_eq!(admitted, 5);
+            assert_eq!(a.open(), 5);
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -169,11 +170,14 @@ impl Prepared {
             None
         };
         let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY);
+        // Connection limits are counted across all shards.
+        let admission = Arc::new(super::admission::Admission::new(config, Instant::now()));
         let mut shards = Vec::with_capacity(n);
         let mut controls = Vec::with_capacity(n);
-        for (id, ((outbox, inbox), bound)) in mesh.into_iter().zip(per_shard).enumerate() {
+        for (id, (mailbox, bound)) in mesh.into_iter().zip(per_shard).enumerate() {
             let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-            let mut shard = Shard::new(id, n, config, bound, rx, outbox, inbox)?;
+            let admission = Arc::clone(&admission);
+            let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
             shard.set_security(Arc::clone(&security));
             if let Some(store) = &store {
                 shard.set_persister(super::persist::Persister::new(store));

@@ -42,6 +42,9 @@ const BACKLOG_RETRY: Duration = Duration::from_micros(500);
 const RBUF_POOL: usize = 256;
 /// Connections preallocated per shard when `max_connections` is unlimited.
 const DEFAULT_CONNS_PER_SHARD: usize = 4096;
+/// How long a listener stops accepting after accept(2) failed for lack of descriptors or
+/// memory (it is then retried; closing connections frees what it needs).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct Shard {
     id: usize,
@@ -63,9 +66,11 @@ pub struct Shard {
     deferred_progress: bool,
     /// Emptied read buffers (see `read`).
     rbuf_pool: Vec<bytes::BytesMut>,
-    /// `max_connections` (global and per listener, this shard's share) and
-    /// `max_connection_rate`.
-    admission: Admission,
+    /// `max_connections` (global and per listener) and `max_connection_rate`, shared by
+    /// every shard.
+    admission: Arc<Admission>,
+    /// Per listener: accepting is paused until then (descriptors or memory ran out).
+    accept_paused: Vec<Option<Instant>>,
     /// Persistence (None when off): flushed before any output or mail leaves.
     persist: Option<Persister>,
 }
@@ -77,8 +82,8 @@ impl Shard {
         config: &Arc<Config>,
         listeners: Vec<Bound>,
         commands: Receiver<Command>,
-        outbox: Outbox<ShardMsg>,
-        inbox: Inbox<ShardMsg>,
+        (outbox, inbox): (Outbox<ShardMsg>, Inbox<ShardMsg>),
+        admission: Arc<Admission>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -93,7 +98,7 @@ impl Shard {
         let max_conns = config.max_connections.map(|m| m.div_ceil(shards.max(1)));
         let capacity = max_conns.unwrap_or(DEFAULT_CONNS_PER_SHARD).min(65_536);
         let broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
-        let admission = Admission::new(config, shards, Instant::now());
+        let accept_paused = vec![None; listeners.len()];
         Ok(Self {
             id,
             outbox,
@@ -110,6 +115,7 @@ impl Shard {
             deferred_progress: false,
             rbuf_pool: Vec::new(),
             admission,
+            accept_paused,
             persist: None,
         })
     }
@@ -213,6 +219,8 @@ impl Shard {
                 });
             }
             self.retry_pending_reads(now);
+            self.retry_paused_accepts(now);
+            crate::log::flush_suppressed(now);
             if self.broker.poll_timeout().is_some_and(|t| t <= now) {
                 self.broker.on_timeout(now);
             }
@@ -238,11 +246,15 @@ impl Shard {
     /// other shards so that their next message wakes us).
     fn sleep_timeout(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        let persist = self.persist.as_ref().and_then(Persister::poll_timeout);
-        let timer = match (self.broker.poll_timeout(), persist) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let timer = [
+            self.broker.poll_timeout(),
+            self.persist.as_ref().and_then(Persister::poll_timeout),
+            self.accept_paused.iter().flatten().min().copied(),
+            crate::log::next_summary(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
         .map(|t| t.saturating_duration_since(now));
         let backlog = self.outbox.backlog();
         let readable = |c: &ConnId| self.broker.wants_read(*c, backlog);
@@ -299,7 +311,16 @@ impl Shard {
         }
     }
 
+    /// Accepts every waiting connection of listener `index` (the position in
+    /// `self.listeners`) until the backlog is empty. Readiness is edge-triggered, so it
+    /// must end on WouldBlock; when it cannot (out of descriptors or memory) the listener
+    /// is paused for [`ACCEPT_PAUSE`] and `retry_paused_accepts` calls this again, which
+    /// neither spins on the error nor leaves queued connections waiting for an event that
+    /// will not come.
     fn accept(&mut self, index: usize, now: Instant) {
+        if self.accept_paused.get(index).is_some_and(Option::is_some) {
+            return; // the retry takes the backlog
+        }
         loop {
             let Some(listener) = self.listeners.get(index) else {
                 return;
@@ -308,9 +329,19 @@ impl Shard {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The peer gave up while queued: take the next one.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE and friends: log and try again on the next readiness.
-                    crate::log_error!("Error: accept failed on listener {index}: {e}");
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM or anything unexpected.
+                    crate::log_limited!(
+                        crate::log::Level::Error,
+                        now,
+                        "Error: accept failed on listener {index}: {e}; retrying in {} ms.",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    if let Some(p) = self.accept_paused.get_mut(index) {
+                        *p = Some(now + ACCEPT_PAUSE);
+                    }
                     return;
                 }
             };
@@ -412,6 +443,22 @@ impl Shard {
                 }
             }
             ReadOutcome::Closed => self.closed_by_peer(conn, now),
+        }
+    }
+
+    /// Accepts again on listeners whose pause has passed.
+    fn retry_paused_accepts(&mut self, now: Instant) {
+        for index in 0..self.accept_paused.len() {
+            let due = self
+                .accept_paused
+                .get(index)
+                .copied()
+                .flatten()
+                .is_some_and(|t| t <= now);
+            if due {
+                self.accept_paused[index] = None;
+                self.accept(index, now);
+            }
         }
     }
 

@@ -12,9 +12,6 @@ use crate::auth::Domain;
 use crate::codec::{ByteStr, Connect, Properties, ProtocolVersion, ReasonCode};
 use crate::config::Config;
 
-/// How long a connection may stay without sending CONNECT before it is closed.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// When a session ends after its network connection closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionExpiry {

@@ -13,7 +13,7 @@ mod error;
 mod message;
 mod outbound;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::codec::{
@@ -24,7 +24,6 @@ use crate::config::Config;
 
 pub use connect::{
     accept, authenticate, connack_code, connack_properties, Accepted, SessionExpiry,
-    CONNECT_TIMEOUT,
 };
 pub use error::ProtocolError;
 pub use message::{Message, Outgoing, Transmit};
@@ -134,7 +133,8 @@ pub struct Session {
     uid: u64,
     version: ProtocolVersion,
     expiry: SessionExpiry,
-    subscriptions: HashMap<ByteStr, Subscription>,
+    /// Keyed by client-chosen filters: seeded hashing (HashDoS).
+    subscriptions: crate::hash::Map<ByteStr, Subscription>,
     outbound: Outbound,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL.
     inbound_qos2: Vec<PacketId>,
@@ -154,7 +154,7 @@ impl Session {
             uid,
             version: ProtocolVersion::V311,
             expiry: SessionExpiry::After(Duration::ZERO),
-            subscriptions: HashMap::new(),
+            subscriptions: crate::hash::Map::default(),
             outbound: Outbound::with_max_inflight_bytes(limits.max_inflight_bytes),
             inbound_qos2: Vec::new(),
             link: None,

@@ -13,8 +13,8 @@ use std::hash::{BuildHasher, Hash};
 
 use smallvec::SmallVec;
 
-use super::hash::{FxBuildHasher, FxHashMap};
 use super::name::TopicFilter;
+use crate::hash::{FxHashMap, SeededState};
 
 /// Above this many subscribers on one filter, a key -> position map makes insert and
 /// remove O(1); below it a linear scan of the dense vector is faster.
@@ -214,15 +214,14 @@ fn filter_path(filter: &str) -> (SmallVec<[&str; 16]>, bool) {
 ///
 /// `K` identifies a subscriber (a slab index, a shard id); `V` is per-subscription data
 /// (options). A key may hold several filters; each (filter, key) pair holds one value.
-/// `S` hashes level strings; the default [`FxBuildHasher`] is fast but not HashDoS
-/// resistant, use `std::collections::hash_map::RandomState` where untrusted clients can
-/// create many filters with chosen level names and speed matters less.
-pub struct TopicIndex<K, V, S = FxBuildHasher> {
+/// `S` hashes level strings, which clients choose: the default [`SeededState`] is keyed by
+/// a per-process secret, so nobody can compute colliding levels offline (HashDoS).
+pub struct TopicIndex<K, V, S = SeededState> {
     root: Node<K, V, S>,
     len: usize,
 }
 
-impl<K: Copy + Eq + Hash, V> TopicIndex<K, V, FxBuildHasher> {
+impl<K: Copy + Eq + Hash, V> TopicIndex<K, V, SeededState> {
     pub fn new() -> Self {
         Self::default()
     }

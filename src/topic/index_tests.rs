@@ -165,9 +165,13 @@ fn many_keys_on_one_filter_use_the_position_index() {
 
 #[test]
 fn deepest_filter_does_not_overflow_the_stack() {
-    // 32,768 levels: the longest run a 65,535-byte filter allows with '+' levels.
-    let deep = ["+"; 32_768].join("/");
-    let topic = ["x"; 32_768].join("/");
+    // The deepest filter the topic layer accepts (its depth limit keeps a 65,535-byte
+    // "+/+/..." of 32,768 levels out: refused before it reaches the index); nothing here
+    // recurses, so depth is bounded by memory only.
+    let levels = crate::topic::MAX_TOPIC_LEVELS;
+    assert!(TopicFilter::parse(&["+"; 32_768].join("/")).is_err());
+    let deep = vec!["+"; levels].join("/");
+    let topic = vec!["x"; levels].join("/");
     let mut idx = TopicIndex::new();
     idx.insert(&f(&deep), 1usize, ());
     idx.insert(&f(&format!("{}/#", &deep[..deep.len() - 2])), 2, ());
@@ -175,7 +179,7 @@ fn deepest_filter_does_not_overflow_the_stack() {
     idx.for_each_match(&topic, |_, _| n += 1);
     assert_eq!(n, 2);
     assert_eq!(idx.remove(&deep, &1), Some(()));
-    drop(idx); // iterative drop of a 32k-deep chain
+    drop(idx); // iterative drop of the chain
 }
 
 #[test]
@@ -304,4 +308,21 @@ proptest! {
         prop_assert_eq!(node_count(&idx.root), 1);
         prop_assert!(idx.root.slots.is_none());
     }
+}
+
+/// The index hashes levels with the per-process seeded hasher by default (HashDoS), and
+/// levels crafted to collide under the unkeyed Fx hash still work as ordinary levels.
+#[test]
+fn default_level_hasher_is_seeded_and_fx_collisions_are_plain_levels() {
+    let mut idx: TopicIndex<usize, String> =
+        TopicIndex::<usize, String, crate::hash::SeededState>::default();
+    let levels = crate::hash::fx_colliding_levels(300);
+    for (i, l) in levels.iter().enumerate() {
+        idx.insert(&f(&format!("flood/{l}")), i, l.clone());
+    }
+    assert_eq!(idx.len(), 300);
+    for (i, l) in levels.iter().enumerate().step_by(37) {
+        assert_eq!(matched(&idx, &format!("flood/{l}")), [(i, l.clone())]);
+    }
+    assert!(matched(&idx, "flood/x").is_empty());
 }

@@ -6,12 +6,12 @@
 //! threads, allocates per publish in the steady state, or panics on any input (topics and
 //! filters come from the network and from config / ACL files).
 
-mod hash;
 mod index;
 mod matcher;
 mod name;
 
-pub use hash::{FxBuildHasher, FxHashMap, FxHasher};
 pub use index::TopicIndex;
 pub use matcher::matches;
-pub use name::{SharedFilter, TopicError, TopicFilter, TopicName, MAX_TOPIC_LEN, SHARE_PREFIX};
+pub use name::{
+    SharedFilter, TopicError, TopicFilter, TopicName, MAX_TOPIC_LEN, MAX_TOPIC_LEVELS, SHARE_PREFIX,
+};

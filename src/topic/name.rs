@@ -11,6 +11,10 @@ use crate::codec::ByteStr;
 /// prefixed by a two-byte length).
 pub const MAX_TOPIC_LEN: usize = 65_535;
 
+/// Most levels a topic name or filter may have (Mosquitto's limit; see
+/// [`crate::codec::wire::MAX_TOPIC_LEVELS`], which the decoder enforces on the wire).
+pub const MAX_TOPIC_LEVELS: usize = crate::codec::wire::MAX_TOPIC_LEVELS;
+
 /// Why a string is not a valid topic name or filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -19,6 +23,8 @@ pub enum TopicError {
     Empty,
     #[error("topic is longer than 65535 bytes")]
     TooLong,
+    #[error("topic has more than {} levels", MAX_TOPIC_LEVELS)]
+    TooDeep,
     #[error("topic contains U+0000")]
     Nul,
     #[error("topic name contains a wildcard ('+' or '#')")]
@@ -42,6 +48,9 @@ fn check_common(s: &str) -> Result<(), TopicError> {
     }
     if s.as_bytes().contains(&0) {
         return Err(TopicError::Nul); // [MQTT-4.7.3-2]
+    }
+    if crate::codec::wire::is_too_deep(s.as_bytes()) {
+        return Err(TopicError::TooDeep);
     }
     Ok(())
 }
@@ -275,6 +284,20 @@ mod tests {
         let long = "a".repeat(MAX_TOPIC_LEN + 1);
         assert_eq!(TopicName::parse(&long), Err(TopicError::TooLong));
         assert!(TopicName::parse(&long[1..]).is_ok());
+    }
+
+    /// Config files, ACL rules and the embedding API get the wire's depth limit too.
+    #[test]
+    fn more_than_max_levels_rejected() {
+        let ok = "a/".repeat(MAX_TOPIC_LEVELS - 1) + "a";
+        let deep = "a/".repeat(MAX_TOPIC_LEVELS) + "a";
+        assert!(TopicName::parse(&ok).is_ok() && TopicFilter::parse(&ok).is_ok());
+        assert_eq!(TopicName::parse(&deep), Err(TopicError::TooDeep));
+        assert_eq!(TopicFilter::parse(&deep), Err(TopicError::TooDeep));
+        assert_eq!(
+            TopicFilter::parse(&"/".repeat(65_535)),
+            Err(TopicError::TooDeep)
+        );
     }
 
     #[test]

@@ -29,6 +29,16 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Resident memory of process `pid` in KiB (VmRSS of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 /// Waits until `cond` holds, polling; false after `timeout`.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -60,12 +70,11 @@ impl BrokerProc {
         ))
     }
 
-    /// Starts shardmq with exactly `config` as its config file; `port` is the first port
-    /// it logs.
-    pub fn start_config(config: &str) -> Self {
+    /// Starts shardmq with exactly this config file text (it must log its listening port).
+    pub fn start_config(text: &str) -> Self {
         let dir = temp_dir("broker");
         let config_path = dir.join("shardmq.conf");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardmq"))
             .arg("-c")
             .arg(&config_path)

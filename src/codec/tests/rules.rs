@@ -446,3 +446,73 @@ fn large_publish_uses_multi_byte_remaining_length() {
         assert_eq!(dec(&bytes, v).unwrap(), p);
     }
 }
+
+/// Mosquitto's TOPIC_HIERARCHY_LIMIT: more than 200 '/' in a PUBLISH topic, a SUBSCRIBE /
+/// UNSUBSCRIBE filter or a will topic is refused before anything is stored (v5 DISCONNECT
+/// 0x90 / 0x8F); 201 levels still pass.
+#[test]
+fn topic_deeper_than_mosquitto_limit_is_refused() {
+    use crate::codec::{wire::MAX_TOPIC_LEVELS, ReasonCode};
+    let ok = "a/".repeat(MAX_TOPIC_LEVELS - 1) + "a";
+    let deep = "/".repeat(MAX_TOPIC_LEVELS);
+    let string = |s: &str| {
+        let mut v = (s.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v
+    };
+    let frame = |first: u8, body: Vec<u8>| {
+        let mut out = vec![first];
+        let mut n = body.len();
+        loop {
+            let b = (n % 128) as u8;
+            n /= 128;
+            out.push(if n > 0 { b | 0x80 } else { b });
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend(body);
+        out
+    };
+    for v in ALL {
+        let publish = |t: &str| {
+            let mut body = string(t);
+            if v == V5 {
+                body.push(0);
+            }
+            body.extend_from_slice(b"payload");
+            frame(0x30, body)
+        };
+        let subscribe = |first: u8, t: &str, opts: bool| {
+            let mut body = vec![0, 1];
+            if v == V5 {
+                body.push(0);
+            }
+            body.extend(string(t));
+            if opts {
+                body.push(1);
+            }
+            frame(first, body)
+        };
+        assert!(dec(&publish(&ok), v).is_ok());
+        let err = dec(&publish(&deep), v).unwrap_err();
+        assert_eq!(err, DecodeError::TopicTooDeep { filter: false });
+        assert_eq!(err.reason_code(), ReasonCode::TOPIC_NAME_INVALID);
+        assert!(dec(&subscribe(0x82, &ok, true), v).is_ok());
+        for (first, opts) in [(0x82, true), (0xA2, false)] {
+            let err = dec(&subscribe(first, &deep, opts), v).unwrap_err();
+            assert_eq!(err, DecodeError::TopicTooDeep { filter: true });
+            assert_eq!(err.reason_code(), ReasonCode::TOPIC_FILTER_INVALID);
+        }
+    }
+    // A will topic of a 3.1.1 CONNECT.
+    let mut body = string("MQTT");
+    body.extend_from_slice(&[4, 0x06, 0, 60]);
+    body.extend(string("c"));
+    body.extend(string(&deep));
+    body.extend(string("bye"));
+    assert_eq!(
+        dec(&frame(0x10, body), V311).unwrap_err(),
+        DecodeError::TopicTooDeep { filter: false }
+    );
+}

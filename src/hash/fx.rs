@@ -1,13 +1,13 @@
-//! A small, fast, non-cryptographic hasher (the Fx algorithm from rustc, written here so
-//! the crate takes no new dependency) for the maps on the publish hot path.
+//! A small, fast, unkeyed hasher (the Fx algorithm from rustc) for maps whose keys the
+//! broker picks itself: slab keys, shard ids, subscription ids.
 //!
-//! It is not resistant to HashDoS: keys an attacker controls in bulk get
-//! [`std::collections::hash_map::RandomState`] instead (the trie lets the caller pick).
-//! It never allocates and never panics.
+//! It is not resistant to HashDoS (anyone can compute colliding keys offline, see
+//! `super::tests`): a map keyed by anything a client chooses (topic levels, client ids,
+//! filters) uses [`super::SeededState`] instead. It never allocates and never panics.
 
 use std::hash::{BuildHasherDefault, Hasher};
 
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+pub(super) const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
 /// The Fx hasher: rotate, xor, multiply per word.
 #[derive(Debug, Default, Clone, Copy)]
