@@ -144,8 +144,6 @@ fn bind_once(
             if shard == 0 {
                 addr = bound_addr;
                 port = bound_addr.port();
-                let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
-                crate::log_notice!("Opening {family} listen socket on port {port}.");
             }
             sockets.push(Bound {
                 index,
@@ -158,6 +156,9 @@ fn bind_once(
             continue;
         }
         port_claim::verify(addr, &inodes).map_err(|e| io_err(&e))?;
+        // Logged once every shard's socket listens and the port is ours.
+        let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+        crate::log_notice!("Opening {family} listen socket on port {port}.");
         first.get_or_insert(addr);
     }
     let addr = first.ok_or_else(|| {

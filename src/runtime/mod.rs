@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod process;
 mod shard;
 pub mod signals;
+mod sock_diag;
 mod socket;
 mod tls;
 #[cfg(feature = "psk")]

@@ -10,13 +10,14 @@
 //!    with EADDRINUSE. Port 0 skips the probe: the kernel never hands out a port that a
 //!    socket already holds.
 //! 2. The shard sockets are bound with SO_REUSEPORT and listen. Between the probe and
-//!    those binds another shardmq could have joined, so [`verify`] then reads the
-//!    kernel's table of listening sockets (`/proc/net/tcp`, `/proc/net/tcp6`: this
-//!    network namespace) and refuses when a listening socket on the port with an
-//!    overlapping address is not one of ours (by inode). Of two brokers started at the
-//!    same instant, both see the other and both refuse; never do both run.
+//!    those binds another shardmq could have joined, so [`verify`] then asks the kernel
+//!    for its listening sockets (netlink `sock_diag`, see [`super::sock_diag`]; the
+//!    `/proc/net/tcp` tables where that is not available; both show this network
+//!    namespace) and refuses when a listening socket on the port with an overlapping
+//!    address is not one of ours (by inode). Of two brokers started at the same instant,
+//!    both see the other and both refuse; never do both run.
 //!
-//! [`parse_listeners`] is sans-IO (the text of the table in, sockets out) and never
+//! [`parse_listeners`] is sans-IO (the text of a table in, sockets out) and never
 //! panics on any input.
 
 use std::io;
@@ -50,18 +51,23 @@ pub fn probe(addr: SocketAddr, device: Option<&str>) -> io::Result<()> {
 /// After our sockets listen on `addr`: `Err(AddrInUse)` if a listening socket that is
 /// not one of `ours` (inodes) shares the port and an address with it.
 pub fn verify(addr: SocketAddr, ours: &[u64]) -> io::Result<()> {
-    let table = if addr.is_ipv4() {
-        "/proc/net/tcp"
-    } else {
-        "/proc/net/tcp6"
+    let listening = match super::sock_diag::listening(addr.is_ipv6()) {
+        Ok(l) => l,
+        Err(_) => {
+            let table = if addr.is_ipv4() {
+                "/proc/net/tcp"
+            } else {
+                "/proc/net/tcp6"
+            };
+            match std::fs::read_to_string(table) {
+                Ok(text) => parse_listeners(&text, addr.is_ipv6()),
+                // Neither (a minimal sandbox): the probe stays the only check.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
     };
-    let text = match std::fs::read_to_string(table) {
-        Ok(t) => t,
-        // No procfs (a minimal container): the probe stays the only check.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let stranger = parse_listeners(&text, addr.is_ipv6())
+    let stranger = listening
         .into_iter()
         .find(|s| overlaps(s.addr, addr) && !ours.contains(&s.inode));
     match stranger {
