@@ -1,13 +1,13 @@
 //! The `shardmq` command line, mirroring `mosquitto`'s: `-c FILE`, `-p PORT`, `-v`,
-//! `-d` (refused), plus `--test-config` and the `passwd` subcommand (run by
-//! [`crate::auth::passwd::run`]).
+//! `-d`, plus `--test-config`, the `passwd` subcommand (run by
+//! [`crate::auth::passwd::run`]) and `import-mosquitto-db` ([`import_mosquitto_db`]).
 //!
-//! This module owns argument parsing and the Mosquitto rules for combining the command
-//! line with the config file ([`load_config`]). It prints nothing and never exits the
-//! process: `main` does that with what these functions return. Its only crate import is
-//! `crate::config`.
+//! This module owns argument parsing, the Mosquitto rules for combining the command line
+//! with the config file ([`load_config`]), and the reports of `--test-config` (with the
+//! file checks of [`crate::runtime::preflight`]) and of an import. It prints nothing and
+//! never exits the process: `main` does that with what these functions return.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -38,13 +38,15 @@ pub struct Args {
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
 
-    /// Not supported: shardmq does not fork. Run it in the foreground under systemd
-    /// (Type=simple) or another supervisor.
+    /// Run in the background as a daemon (as mosquitto -d). The command returns once the
+    /// broker listens (status 0) or failed to start (status 1, with the reason); the
+    /// daemon writes pid_file. Under systemd prefer the foreground (dist/shardmq.service).
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
 
-    /// Parse the configuration, print its errors and warnings or "Configuration OK",
-    /// and exit (status 0 if it can be used, 1 otherwise).
+    /// Check the configuration and every file it names (password, ACL, certificates,
+    /// keys, psk_file, crlfile, persistence), print every problem or
+    /// "Configuration OK", and exit (status 0 if it can be used, 1 otherwise).
     #[arg(long = "test-config")]
     pub test_config: bool,
 
@@ -57,22 +59,33 @@ pub enum Command {
     /// Manage a Mosquitto password file, as mosquitto_passwd does:
     /// `passwd [-H sha512|sha512-pbkdf2] [-c|-D] FILE USER`,
     /// `passwd [-H ..] [-c] -b FILE USER PASSWORD`, `passwd -U FILE`.
+    #[command(disable_help_flag = true)]
     Passwd {
         /// Arguments, as for mosquitto_passwd (-c create, -b batch, -D delete, -U hash a
-        /// plain-text file, -H hash algorithm).
+        /// plain-text file, -H hash algorithm); `shardmq passwd --help` for details.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Import a Mosquitto persistence file (mosquitto.db of Mosquitto 1.3 to 2.0):
+    /// retained messages, persistent sessions, subscriptions, queued and in-flight
+    /// messages go into shardmq's store (persistence_location / persistence_file of
+    /// the config), which must be empty. A Mosquitto file at shardmq's own snapshot path
+    /// is kept as FILE.mosquitto.
+    #[command(name = "import-mosquitto-db")]
+    ImportMosquittoDb {
+        /// Mosquitto's persistence file.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// The config whose persistence_location and persistence_file receive the data
+        /// (default: the embedded config, ./mosquitto.db).
+        #[arg(short = 'c', long = "config-file", value_name = "FILE")]
+        config_file: Option<PathBuf>,
     },
 }
 
 /// Why the command line cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error(
-        "Error: -d/--daemon is not supported: run shardmq in the foreground under systemd \
-         (Type=simple) or another supervisor."
-    )]
-    DaemonUnsupported,
     #[error(transparent)]
     Config(#[from] config::Error),
 }
@@ -84,11 +97,9 @@ impl Args {
     }
 }
 
-/// Rejects what the command line asks for but shardmq does not do (`-d`).
-pub fn check_supported(args: &Args) -> Result<(), CliError> {
-    if args.daemon {
-        return Err(CliError::DaemonUnsupported);
-    }
+/// Rejects what the command line asks for but shardmq cannot do (nothing today: `-d`
+/// is supported).
+pub fn check_supported(_args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
@@ -128,20 +139,62 @@ pub fn load_config(args: &Args) -> Result<Config, config::Error> {
 }
 
 /// `--test-config`: `Ok(report)` if the configuration can be used (its warnings, then
-/// "Configuration OK"), `Err(report)` with the error otherwise.
+/// "Configuration OK"), `Err(report)` with every problem otherwise: the config's wrong
+/// lines, or, when it parses, each file or directory a start would fail on.
 pub fn test_config(args: &Args) -> Result<String, String> {
-    match load_config(args) {
-        Ok(cfg) => {
-            let mut report = String::new();
-            for w in &cfg.warnings {
-                report.push_str(w);
-                report.push('\n');
-            }
-            report.push_str("Configuration OK");
-            Ok(report)
-        }
-        Err(e) => Err(e.to_string()),
+    let cfg = load_config(args).map_err(|e| e.to_string())?;
+    let mut report = String::new();
+    for w in &cfg.warnings {
+        report.push_str(w);
+        report.push('\n');
     }
+    let problems = crate::runtime::preflight::check(&cfg);
+    if !problems.is_empty() {
+        report.push_str(&problems.join("\n"));
+        return Err(report);
+    }
+    report.push_str("Configuration OK");
+    Ok(report)
+}
+
+/// `shardmq import-mosquitto-db PATH [-c FILE]`: the import's report, or why it failed
+/// (nothing is written then).
+pub fn import_mosquitto_db(
+    args: &Args,
+    path: &Path,
+    config_file: Option<&Path>,
+) -> Result<String, String> {
+    let cfg = match config_file.or(args.config_file.as_deref()) {
+        Some(file) => Config::from_file(file),
+        None => Ok(Config::default()),
+    }
+    .map_err(|e| e.to_string())?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let imported =
+        crate::persist::import::import_file(&cfg, path, std::time::Instant::now(), now_ms)
+            .map_err(|e| e.to_string())?;
+    let mut report = format!(
+        "Imported {} (Mosquitto persistence format {}): {}.\nshardmq's store: {}.",
+        path.display(),
+        imported.version,
+        imported.summary,
+        imported.snapshot.display()
+    );
+    if let Some(moved) = &imported.moved {
+        report.push_str(&format!(
+            "\nThe Mosquitto file is kept as {}.",
+            moved.display()
+        ));
+    }
+    if !cfg.persistence {
+        report.push_str(
+            "\nNote: `persistence` is off in this configuration; set `persistence true` for \
+             shardmq to load the imported data.",
+        );
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -248,9 +301,29 @@ mod tests {
     }
 
     #[test]
-    fn daemon_and_passwd_are_refused_clearly() {
-        let e = check_supported(&args(&["-d"])).unwrap_err().to_string();
-        assert!(e.contains("not supported") && e.contains("systemd"), "{e}");
+    fn daemon_and_subcommands_parse() {
+        assert!(check_supported(&args(&["-d"])).is_ok());
+        assert!(args(&["-d"]).daemon);
+        let a = args(&[
+            "import-mosquitto-db",
+            "/var/lib/mosquitto/mosquitto.db",
+            "-c",
+            "/etc/s.conf",
+        ]);
+        assert_eq!(
+            a.command,
+            Some(Command::ImportMosquittoDb {
+                path: "/var/lib/mosquitto/mosquitto.db".into(),
+                config_file: Some("/etc/s.conf".into())
+            })
+        );
+        let a = args(&["passwd", "--help"]);
+        assert_eq!(
+            a.command,
+            Some(Command::Passwd {
+                args: vec!["--help".into()]
+            })
+        );
         let a = args(&["passwd", "-c", "/etc/pw", "user"]);
         assert_eq!(
             a.command,
@@ -264,7 +337,7 @@ mod tests {
 
     #[test]
     fn test_config_reports() {
-        let ok = TempFile::new("ok.conf", "listener 0\ndhparamfile x\n");
+        let ok = TempFile::new("ok.conf", "listener 0 127.0.0.1\ndhparamfile x\n");
         let report = test_config(&args(&["-c", ok.0.to_str().unwrap(), "--test-config"])).unwrap();
         assert!(report.contains("dhparamfile"), "{report}");
         assert!(report.ends_with("Configuration OK"), "{report}");

@@ -75,12 +75,15 @@ pub use runtime::{BrokerHandle, Reloader, StartError, Stopper, TlsError};
 pub use topic::{TopicError, TopicFilter};
 
 /// What the `shardmq` executable (`src/main.rs`) needs beyond the embedding API: its
-/// command line, the `passwd` tool and signal handling. Not a stable API.
+/// command line, the `passwd` and `import-mosquitto-db` tools, the two-step start with
+/// privileges dropped and `-d` in between, and signal handling. Not a stable API.
 #[doc(hidden)]
 pub mod executable {
-    pub use crate::auth::passwd::run as passwd;
-    pub use crate::cli::{check_supported, load_config, test_config, Args, Command};
-    pub use crate::runtime::signals;
+    pub use crate::auth::passwd::{run as passwd, PasswdError};
+    pub use crate::cli::{
+        check_supported, import_mosquitto_db, load_config, test_config, Args, Command,
+    };
+    pub use crate::runtime::{prepare_config, process, signals, Prepared};
 }
 
 /// The broker's internal layers, for the benchmarks in `benches/` and the fuzz targets in

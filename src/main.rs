@@ -1,49 +1,85 @@
-//! The `shardmq` command line: parse arguments, load the config, start the broker, wait
-//! for SIGINT / SIGTERM. The only place that uses `anyhow`.
+//! The `shardmq` command line: parse arguments, load the config, bind the listeners,
+//! drop privileges and become a daemon when asked, start the broker, wait for SIGINT /
+//! SIGTERM. The only place that uses `anyhow`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use shardmq::executable::signals::{self, Signal};
-use shardmq::executable::Args;
-use shardmq::{log_error, log_notice, log_warning, Broker};
+use shardmq::executable::{process, Args, Command, PasswdError};
+use shardmq::{log_error, log_notice, log_warning};
 
 fn main() -> ExitCode {
     let args = Args::from_env();
     if let Err(e) = shardmq::executable::check_supported(&args) {
-        eprintln!("Error: {e}");
+        eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    if let Some(shardmq::executable::Command::Passwd { args }) = &args.command {
-        return match shardmq::executable::passwd(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+    match &args.command {
+        Some(Command::Passwd { args }) => {
+            return match shardmq::executable::passwd(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(PasswdError::Help(help)) => {
+                    println!("{help}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::ImportMosquittoDb { path, config_file }) => {
+            return report(shardmq::executable::import_mosquitto_db(
+                &args,
+                path,
+                config_file.as_deref(),
+            ));
+        }
+        None => {}
     }
     if args.test_config {
-        return match shardmq::executable::test_config(&args) {
-            Ok(report) => {
-                println!("{report}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+        return report(shardmq::executable::test_config(&args));
     }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}");
-            if msg.starts_with("Error") {
-                log_error!("{msg}");
-            } else {
-                log_error!("Error: {msg}");
+            // One log line per problem (a config may have several), each cause once.
+            for line in describe(&e).lines() {
+                if line.starts_with("Error") {
+                    log_error!("{line}");
+                } else {
+                    log_error!("Error: {line}");
+                }
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, each stated once: most errors already include their
+/// cause in their message.
+fn describe(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !msg.contains(&cause) {
+            msg.push_str(": ");
+            msg.push_str(&cause);
+        }
+    }
+    msg
+}
+
+/// Prints a report on standard output (success) or standard error (failure).
+fn report(outcome: Result<String, String>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(text) => {
+            eprintln!("{text}");
             ExitCode::FAILURE
         }
     }
@@ -62,12 +98,52 @@ fn run(args: &Args) -> anyhow::Result<()> {
         None => log_notice!("Using default config."),
     }
     let pid_file = config.pid_file.clone();
-    if let Some(path) = &pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("cannot write pid_file {}", path.display()))?;
-    }
+    let user = config.user.clone();
+    // Before anything is bound: a SIGINT / SIGTERM from now on is a clean shutdown (the
+    // signal thread takes them once the broker runs).
     signals::block().context("cannot block signals")?;
-    let broker = Broker::builder(config).start()?;
+    // Listeners bound (privileged ports work), TLS, password and ACL files loaded.
+    let prepared = shardmq::executable::prepare_config(config)?;
+    // Then, as Mosquitto: switch from root to `user`; persistence, pid_file and later
+    // reloads happen as that user.
+    match process::drop_privileges(user.as_deref())? {
+        Some(u) => log_notice!(
+            "Dropped privileges to user {} (uid {}, gid {}).",
+            u.name,
+            u.uid,
+            u.gid
+        ),
+        None if process::running_as_root() && user.is_none() => log_warning!(
+            "Warning: shardmq is running as root; set `user` to the account it should run \
+             as (Mosquitto would switch to 'mosquitto')."
+        ),
+        None if process::running_as_root() => {
+            log_warning!("Warning: shardmq should not be run as root/administrator.");
+        }
+        None => {}
+    }
+    let daemon = if args.daemon {
+        Some(process::daemonize()?)
+    } else {
+        None
+    };
+    if let Some(path) = &pid_file {
+        // As Mosquitto 2: written by the process that runs, as the user it runs as.
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("Unable to write pid file {}", path.display()))?;
+    }
+    let remove_pid = || {
+        if let Some(path) = &pid_file {
+            let _ = std::fs::remove_file(path);
+        }
+    };
+    let broker = match prepared.start() {
+        Ok(b) => b,
+        Err(e) => {
+            remove_pid();
+            return Err(e.into());
+        }
+    };
     let stopper = broker.stopper();
     let reloader = broker.reloader();
     signals::spawn_handler(move |sig| match sig {
@@ -101,10 +177,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     })
     .context("cannot start the signal thread")?;
-    broker.join();
-    if let Some(path) = &pid_file {
-        let _ = std::fs::remove_file(path);
+    log_notice!("shardmq version {} running", env!("CARGO_PKG_VERSION"));
+    if let Some(d) = daemon {
+        d.running()?;
     }
+    broker.join();
+    remove_pid();
     log_notice!("shardmq version {} terminating", env!("CARGO_PKG_VERSION"));
     Ok(())
 }

@@ -78,7 +78,7 @@ fn clean_restart_keeps_retained_messages_sessions_and_queued_qos1() {
     publisher.disconnect();
     stop_clean(broker);
     assert!(
-        dir.join("shardmq.db").exists(),
+        dir.join("mosquitto.db").exists(),
         "no snapshot after a clean stop"
     );
 
@@ -256,7 +256,7 @@ fn clients_are_served_while_a_snapshot_is_written() {
     probe.subscribe(1, &[("probe", 0)]);
     let (mut pinger, _, _) = Raw::mqtt_connect(broker.port, "pinger", true);
     fill_retained(broker.port, n, 64); // n changes: a compaction is due
-    let tmp = dir.join("shardmq.db.tmp");
+    let tmp = dir.join("mosquitto.db.tmp");
     assert!(
         common::wait_until(TIMEOUT, || tmp.exists()),
         "no snapshot started"
@@ -288,7 +288,7 @@ fn kill_9_during_background_compaction_loses_no_acknowledged_message() {
         "{}threads 2\nautosave_on_changes true\nautosave_interval 3000\n",
         persist_config(&dir, "always")
     );
-    let tmp = dir.join("shardmq.db.tmp");
+    let tmp = dir.join("mosquitto.db.tmp");
     let broker = kill_9_under_qos1_load(&config, |broker| {
         fill_retained(broker.port, 20_000, 1000);
         let saved = || {

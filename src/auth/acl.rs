@@ -121,12 +121,20 @@ impl Acl {
                     user = Some(rest.to_owned());
                 }
                 "topic" | "pattern" => {
+                    // As Mosquitto: one word is the topic (read and write); with more,
+                    // the first word is the access type, and an unknown one is an error
+                    // (`topic reed sensors/#` must not become the topic "reed sensors/#").
                     let (access, filter) = match rest.split_once([' ', '\t']) {
-                        Some((a, f)) if access_bits(a).is_some() => (
-                            access_bits(a).unwrap_or(DENY),
-                            f.trim_start_matches([' ', '\t']),
-                        ),
-                        _ => (READ | WRITE, rest),
+                        Some((a, f)) => match access_bits(a) {
+                            Some(bits) => (bits, f.trim_matches([' ', '\t'])),
+                            None => {
+                                return Err(err(format!(
+                                    "invalid topic access type \"{a}\" (expected read, write, \
+                                     readwrite or deny)"
+                                )))
+                            }
+                        },
+                        None => (READ | WRITE, rest),
                     };
                     if filter.is_empty() {
                         return Err(err(format!("empty topic in `{keyword}` line")));
@@ -424,11 +432,34 @@ pattern deny users/%u/locked
 
     #[test]
     fn bad_lines_are_errors() {
-        for bad in ["user\n", "topic\n", "topic read a/#/b\n", "frobnicate x\n"] {
+        for bad in [
+            "user\n",
+            "topic\n",
+            "topic read a/#/b\n",
+            "frobnicate x\n",
+            "topic reed sensors/#\n",
+            "pattern rw clients/%c\n",
+        ] {
             let e = Acl::parse(bad, Path::new("/etc/acl"))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("/etc/acl") && e.contains("line 1"), "{bad}: {e}");
         }
+    }
+
+    /// Mosquitto refuses an unknown access type; it must not become part of the topic.
+    #[test]
+    fn unknown_access_type_is_an_error_with_file_and_line() {
+        let e = Acl::parse(
+            "user a\ntopic read x\ntopic reed sensors/#\n",
+            Path::new("/etc/acl"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 3") && e.contains("\"reed\""), "{e}");
+        // One word is still a topic with read and write access.
+        let acl = Acl::parse("topic sensors/#\n", Path::new("/etc/acl")).unwrap();
+        let a = acl.client(None, "c");
+        assert!(a.check("sensors/x", READ) && a.check("sensors/x", WRITE));
     }
 }

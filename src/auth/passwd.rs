@@ -2,8 +2,10 @@
 //! does (`-c` create, `-b` batch, `-D` delete, `-U` hash a plain-text file, `-H sha512 |
 //! sha512-pbkdf2`). Files are rewritten through a temporary file and a rename, mode 0600.
 //!
-//! It never echoes a password, never prints a hash, and reads a password interactively
-//! only from a terminal (`/dev/tty` with echo off); without one it says to use `-b`.
+//! It never echoes a password and never prints a hash. Without `-b` the password is read
+//! twice from standard input, as mosquitto_passwd does: with echo off on a terminal, or
+//! as two lines when standard input is a pipe or a file
+//! (`printf 'secret\nsecret\n' | shardmq passwd -c FILE USER`).
 
 use std::fs;
 use std::io::{BufRead, Write};
@@ -46,18 +48,38 @@ pub enum PasswdError {
     },
     #[error("Error: user {0} not found in the password file.")]
     UserNotFound(String),
-    #[error("Error: no terminal to read a password from; use -b FILE USER PASSWORD.")]
-    NoTty,
-    #[error("Error: passwords do not match.")]
+    #[error("Error: Empty password.")]
+    EmptyPassword,
+    #[error("Error: Passwords do not match.")]
     Mismatch,
+    /// `--help` / `-h`: the usage, for standard output.
+    #[error("{0}")]
+    Help(String),
     #[error("Error: {0}")]
     Hash(#[from] super::PasswordError),
 }
 
-pub const USAGE: &str =
-    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n\
-       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n\
-       shardmq passwd -U passwordfile";
+pub const USAGE: &str = concat!(
+    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n",
+    "       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n",
+    "       shardmq passwd -U passwordfile",
+);
+
+/// `shardmq passwd --help`: mosquitto_passwd's help, for shardmq.
+pub const HELP: &str = concat!(
+    "shardmq passwd manages password files for shardmq and Mosquitto (the format of ",
+    "mosquitto_passwd).\n\n",
+    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n",
+    "       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n",
+    "       shardmq passwd -U passwordfile\n",
+    " -b : run in batch mode to allow passing passwords on the command line.\n",
+    " -c : create a new password file. This will overwrite existing files.\n",
+    " -D : delete the username rather than adding/updating its password.\n",
+    " -H : specify the hashing algorithm. Defaults to sha512-pbkdf2, which is recommended.\n",
+    " -U : update a plain text password file to use hashed passwords.\n\n",
+    "Without -b the password is read from standard input, twice: typed at a terminal (not\n",
+    "echoed), or as two lines from a pipe or a file.",
+);
 
 /// Parses mosquitto_passwd's arguments.
 pub fn parse_args(args: &[String]) -> Result<PasswdCommand, PasswdError> {
@@ -68,6 +90,7 @@ pub fn parse_args(args: &[String]) -> Result<PasswdCommand, PasswdError> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "-h" | "--help" => return Err(PasswdError::Help(HELP.to_string())),
             "-c" => create = true,
             "-b" => batch = true,
             "-D" => delete = true,
@@ -210,45 +233,47 @@ fn write(path: &Path, entries: &[Entry]) -> Result<(), PasswdError> {
     fs::rename(&tmp, path).map_err(io)
 }
 
-/// Reads a password twice from the terminal with echo off.
+/// Reads a password twice from standard input, as mosquitto_passwd does: prompts on
+/// standard output, echo off when standard input is a terminal.
 fn prompt_password() -> Result<String, PasswdError> {
-    let tty = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .map_err(|_| PasswdError::NoTty)?;
-    let first = read_hidden(&tty, "Password: ")?;
-    let second = read_hidden(&tty, "Reenter password: ")?;
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let first = read_quiet(&mut input, "Password: ")?;
+    let second = read_quiet(&mut input, "Reenter password: ")?;
     if first != second {
         return Err(PasswdError::Mismatch);
     }
     Ok(first)
 }
 
-fn read_hidden(tty: &fs::File, prompt: &str) -> Result<String, PasswdError> {
-    use std::os::fd::AsRawFd;
-    let fd = tty.as_raw_fd();
-    let mut w = tty;
-    let _ = w.write_all(prompt.as_bytes());
-    let _ = w.flush();
-    // SAFETY: termios is plain data; tcgetattr fills it for a valid fd we own.
+/// One line of standard input (without its line end), with echo off on a terminal.
+fn read_quiet(input: &mut impl BufRead, prompt: &str) -> Result<String, PasswdError> {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(prompt.as_bytes());
+    let _ = out.flush();
+    // SAFETY: termios is plain data; tcgetattr fills it when fd 0 is a terminal.
     let mut term: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is an open terminal; `term` is a valid termios.
-    let have_term = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
-    if !have_term {
-        return Err(PasswdError::NoTty);
+    // SAFETY: fd 0 is open (or tcgetattr fails); `term` is a valid termios.
+    let tty = unsafe { libc::tcgetattr(0, &mut term) } == 0;
+    if tty {
+        let mut quiet = term;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: as above; the original settings are restored below.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
     }
-    let mut hidden = term;
-    hidden.c_lflag &= !libc::ECHO;
-    // SAFETY: as above; restores the original settings below.
-    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &hidden) };
     let mut line = String::new();
-    let res = std::io::BufReader::new(tty).read_line(&mut line);
-    // SAFETY: restores the settings read by tcgetattr.
-    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
-    let _ = w.write_all(b"\n");
-    res.map_err(|_| PasswdError::NoTty)?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    let res = input.read_line(&mut line);
+    if tty {
+        // SAFETY: restores the settings read by tcgetattr.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &term) };
+    }
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+    let password = line.trim_end_matches(['\r', '\n']);
+    match res {
+        Ok(n) if n > 0 && !password.is_empty() => Ok(password.to_owned()),
+        _ => Err(PasswdError::EmptyPassword),
+    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,28 @@ pub enum Error {
     /// `include_dir` nesting too deep (a directory including itself).
     #[error("Error: include_dir nested more than {max} levels in {at}.")]
     IncludeTooDeep { at: Location, max: usize },
+    /// Neither Mosquitto nor shardmq has this option (a typo must not, say, drop an ACL).
+    #[error("Error: Unknown configuration variable \"{option}\" in {at}.")]
+    Unknown { at: Location, option: String },
+    /// A Mosquitto option (or value) shardmq cannot honour yet; it concerns security,
+    /// listening or routing, so the broker does not start without it.
+    #[error("Error: {option} is not supported yet ({reason}), in {at}.")]
+    NotYet {
+        at: Location,
+        option: String,
+        reason: String,
+    },
+    /// Several lines are wrong; each is reported (in file order).
+    #[error("{}", join_lines(.0))]
+    Many(Vec<Self>),
+}
+
+fn join_lines(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Error {
@@ -80,7 +102,10 @@ impl Error {
             | Self::MissingValue { at, .. }
             | Self::Invalid { at, .. }
             | Self::UnreadableInclude { at, .. }
-            | Self::IncludeTooDeep { at, .. } => Some(at),
+            | Self::IncludeTooDeep { at, .. }
+            | Self::Unknown { at, .. }
+            | Self::NotYet { at, .. } => Some(at),
+            Self::Many(errors) => errors.first().and_then(Self::location),
             Self::Unreadable { .. } => None,
         }
     }

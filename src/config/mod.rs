@@ -3,14 +3,20 @@
 //! This module owns the [`Config`] type that every other layer reads, the parser for
 //! mosquitto.conf syntax (with `include_dir`), and the embedded default. It must never
 //! touch sockets; it reads files only when asked to load one. Errors name the file,
-//! the line and the option; options shardmq does not know or does not support yet are
-//! not errors but warnings in [`Config::warnings`], for the caller to log.
+//! the line and the option, and every wrong line is reported, not just the first. It
+//! fails closed: an unknown option is an error, and so is a Mosquitto option shardmq
+//! cannot honour yet when it concerns security, listening or routing; only harmless
+//! tuning it does not implement is a warning in [`Config::warnings`], for the caller to
+//! log. [`options::OPTIONS`] is the one table that says which is which (and is the
+//! README's option table).
 //!
-//! Files: `parse.rs` (lines and blocks), `values.rs` (one value type per function),
-//! `options.rs` (which options exist), `validate.rs` (checks across options).
+//! Files: `parse.rs` (lines and blocks), `bridge.rs` (bridge blocks), `values.rs` (one
+//! value type per function), `options.rs` (every option and what happens to it),
+//! `validate.rs` (checks across options).
 
+mod bridge;
 mod error;
-mod options;
+pub mod options;
 mod parse;
 mod validate;
 mod values;
@@ -161,9 +167,13 @@ pub struct Listener {
     /// Per-listener connection limit; `None` = unlimited.
     pub max_connections: Option<usize>,
     pub tls: Option<TlsConfig>,
+    /// `bind_interface`: listen only on this network interface (its addresses, and
+    /// SO_BINDTODEVICE).
+    pub bind_interface: Option<String>,
+    /// `socket_domain`: only IPv4 or only IPv6; `None` = both, as Mosquitto.
+    pub socket_domain: Option<SocketDomain>,
     /// Per-listener override of the global `allow_anonymous` (`per_listener_settings`).
     pub allow_anonymous: Option<bool>,
-    pub mount_point: Option<String>,
     /// `password_file` of this listener (only with `per_listener_settings true`).
     pub password_file: Option<PathBuf>,
     /// `acl_file` of this listener (only with `per_listener_settings true`).
@@ -180,13 +190,21 @@ impl Listener {
             bind_address,
             max_connections: None,
             tls: None,
+            bind_interface: None,
+            socket_domain: None,
             allow_anonymous: None,
-            mount_point: None,
             password_file: None,
             acl_file: None,
             defined_at: None,
         }
     }
+}
+
+/// `socket_domain ipv4|ipv6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketDomain {
+    Ipv4,
+    Ipv6,
 }
 
 /// One `connection` (bridge) block.
@@ -258,6 +276,12 @@ pub struct Config {
     /// `sys_interval`; zero disables $SYS updates.
     pub sys_interval: Duration,
     pub pid_file: Option<PathBuf>,
+    /// `user`: when started as root, the user to switch to once the listeners are bound
+    /// and the TLS, password and ACL files loaded. `None` = stay as started (Mosquitto
+    /// would switch to `mosquitto`; shardmq warns instead).
+    pub user: Option<String>,
+    /// `set_tcp_nodelay`: TCP_NODELAY on client sockets (shardmq's default is `true`).
+    pub set_tcp_nodelay: bool,
     /// `message_size_limit` (payload bytes); 0 = MQTT's maximum.
     pub message_size_limit: u32,
     /// `max_packet_size`; 0 = MQTT's maximum (268435455 + 5).
@@ -316,6 +340,13 @@ pub enum PersistenceFsync {
     Never,
 }
 
+/// Mosquitto's default `persistence_file`, so an operator's file is found where Mosquitto
+/// keeps it (and, if it is Mosquitto's format, refused with the import command to run).
+pub const DEFAULT_PERSISTENCE_FILE: &str = "mosquitto.db";
+
+/// The default `persistence_file` of shardmq before it took Mosquitto's name.
+pub const OLD_DEFAULT_PERSISTENCE_FILE: &str = "shardmq.db";
+
 impl Default for Config {
     /// The embedded default: like Mosquitto 2 with no config file, one listener on
     /// loopback port 1883 and anonymous clients allowed.
@@ -339,13 +370,15 @@ impl Default for Config {
             clientid_prefixes: None,
             persistence: false,
             persistence_location: None,
-            persistence_file: "shardmq.db".into(),
+            persistence_file: DEFAULT_PERSISTENCE_FILE.into(),
             autosave_interval: Duration::from_secs(1800),
             autosave_on_changes: false,
             persistence_fsync: PersistenceFsync::Interval,
             log: LogConfig::default(),
             sys_interval: Duration::from_secs(10),
             pid_file: None,
+            user: None,
+            set_tcp_nodelay: true,
             message_size_limit: 0,
             max_packet_size: 0,
             max_keepalive: 65535,

@@ -1,96 +1,231 @@
-//! Which Mosquitto options shardmq knows but does not implement (yet).
+//! Every option shardmq knows: each Mosquitto 2 `mosquitto.conf` option (as its man page
+//! documents them, plus the aliases Mosquitto 2.0 accepts) and shardmq's own, with what
+//! shardmq does with it. This one table drives the parser (an option that is not in it is
+//! an error; what happens to the others is [`Support`]) and the option table in README.md
+//! ([`markdown_table`], checked by a test so the two cannot drift).
 //!
-//! An option in this list, or one nobody knows, is a warning and not an error, so a
-//! real mosquitto.conf keeps loading. This module is data only.
+//! Fail closed: an option that concerns security, listening addresses or where messages
+//! go is either honoured exactly ([`Support::Yes`]), accepted only with the value that
+//! equals what shardmq does ([`Support::OnlyValue`]), or stops the start
+//! ([`Support::NotYet`], [`Support::Bridge`]). Only harmless tuning is a warning
+//! ([`Support::Ignored`]). This module is data only: it never reads files.
 
-/// Mosquitto options that are accepted and ignored, with a warning.
-const UNSUPPORTED: &[&str] = &[
-    "accept_protocol_versions",
-    "allow_duplicate_messages",
-    "auth_plugin",
-    "bind_interface",
-    "bridge_alpn",
-    "bridge_attempt_unsubscribe",
-    "bridge_bind_address",
-    "bridge_cafile",
-    "bridge_capath",
-    "bridge_certfile",
-    "bridge_identity",
-    "bridge_insecure",
-    "bridge_keyfile",
-    "bridge_max_packet_size",
-    "bridge_outgoing_retain",
-    "bridge_psk",
-    "bridge_receive_maximum",
-    "bridge_reload_type",
-    "bridge_require_ocsp",
-    "bridge_session_expiry_interval",
-    "bridge_tls_version",
-    "check_retain_source",
-    "dhparamfile",
-    "disable_client_cert_date_checks",
-    "enable_control_api",
-    "global_max_clients",
-    "global_max_connections",
-    "global_plugin",
-    "http_dir",
-    "idle_timeout",
-    "local_cleansession",
-    "local_clientid",
-    "local_password",
-    "local_username",
-    "max_qos",
-    "max_topic_alias",
-    "memory_limit",
-    "notification_topic",
-    "notifications",
-    "notifications_local_only",
-    "ocsp_stapling",
-    "plugin",
-    "plugin_load",
-    "plugin_use",
-    "restart_timeout",
-    "retry_interval",
-    "round_robin",
-    "set_tcp_nodelay",
-    "socket_domain",
-    "start_type",
-    "store_clean_interval",
-    "threshold",
-    "tls_engine",
-    "tls_engine_kpass_sha1",
-    "tls_keyform",
-    "upgrade_outgoing_qos",
-    "use_subject_as_username",
-    "use_username_as_clientid",
-    "user",
-    "websockets_headers_size",
-    "websockets_log_level",
-    "websockets_origin",
+/// What shardmq does with an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Parsed and honoured (the note says where shardmq differs from Mosquitto).
+    Yes,
+    /// shardmq's own option; Mosquitto does not have it.
+    Shardmq,
+    /// Accepted only with this value, which is what shardmq does; any other value stops
+    /// the start ("not supported yet").
+    OnlyValue(&'static str),
+    /// Not implemented yet; it concerns security, listening or routing, so it stops the
+    /// start with file, line and option.
+    NotYet,
+    /// A bridge option: checked inside a `connection` block; bridges are not supported
+    /// yet, so a `connection` block stops the start.
+    Bridge,
+    /// Harmless tuning shardmq does not implement: a warning, then ignored.
+    Ignored,
+    /// Mosquitto 2 itself no longer uses it: accepted with this note (Mosquitto's).
+    Deprecated(&'static str),
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionInfo {
+    /// The option name; a name ending in `*` is a prefix (`auth_opt_*`).
+    pub name: &'static str,
+    pub support: Support,
+    /// What shardmq does, for the README and for error and warning messages.
+    pub note: &'static str,
+}
+
+const fn row(name: &'static str, support: Support, note: &'static str) -> OptionInfo {
+    OptionInfo {
+        name,
+        support,
+        note,
+    }
+}
+
+use Support::{Bridge, Deprecated, Ignored, NotYet, OnlyValue, Shardmq, Yes};
+
+const BRIDGE: &str =
+    "bridge option; bridges are not supported yet (a `connection` block stops the start)";
+
+/// Every option, sorted by name (checked by a test; looked up by binary search).
+pub const OPTIONS: &[OptionInfo] = &[
+    row("acl_file", Yes, "`user`, `topic`, `pattern` with `%u` / `%c`; an unknown keyword or access type stops the start"),
+    row("address", Bridge, BRIDGE),
+    row("addresses", Bridge, BRIDGE),
+    row("allow_anonymous", Yes, ""),
+    row("allow_duplicate_messages", Deprecated("The 'allow_duplicate_messages' option is now deprecated and will be removed in a future version."), "accepted: shardmq sends one copy per client for overlapping subscriptions, which satisfies both values"),
+    row("allow_zero_length_clientid", Yes, ""),
+    row("auth_opt_*", Ignored, "options of an auth plugin; `auth_plugin` itself stops the start"),
+    row("auth_plugin", NotYet, "plugins cannot be loaded"),
+    row("auth_plugin_deny_special_chars", Ignored, "only applies to auth plugins, which cannot be loaded"),
+    row("auto_id_prefix", Yes, ""),
+    row("autosave_interval", Yes, "seconds (or changes) between compactions of the append log into the snapshot"),
+    row("autosave_on_changes", Yes, ""),
+    row("bind_address", Yes, "the default listener (legacy, as `port`)"),
+    row("bind_interface", Yes, "binds the interface's addresses (as Mosquitto) and sets SO_BINDTODEVICE; an unknown interface stops the start"),
+    row("bridge_alpn", Bridge, BRIDGE),
+    row("bridge_attempt_unsubscribe", Bridge, BRIDGE),
+    row("bridge_bind_address", Bridge, BRIDGE),
+    row("bridge_cafile", Bridge, BRIDGE),
+    row("bridge_capath", Bridge, BRIDGE),
+    row("bridge_certfile", Bridge, BRIDGE),
+    row("bridge_identity", Bridge, BRIDGE),
+    row("bridge_insecure", Bridge, BRIDGE),
+    row("bridge_keyfile", Bridge, BRIDGE),
+    row("bridge_max_packet_size", Bridge, BRIDGE),
+    row("bridge_outgoing_retain", Bridge, BRIDGE),
+    row("bridge_protocol_version", Bridge, BRIDGE),
+    row("bridge_psk", Bridge, BRIDGE),
+    row("bridge_require_ocsp", Bridge, BRIDGE),
+    row("bridge_tls_version", Bridge, BRIDGE),
+    row("cafile", Yes, "see TLS"),
+    row("capath", Yes, "see TLS"),
+    row("certfile", Yes, "see TLS"),
+    row("check_retain_source", OnlyValue("false"), "`true` (re-check the ACL of a retained message's publisher) is not supported yet"),
+    row("ciphers", Yes, "see TLS"),
+    row("ciphers_tls1.3", Yes, "see TLS"),
+    row("cleansession", Bridge, BRIDGE),
+    row("clientid", Bridge, BRIDGE),
+    row("clientid_prefixes", Yes, ""),
+    row("connect_timeout", Shardmq, "close a connection that has not sent CONNECT S seconds after it was accepted (default 10, 1-3600)"),
+    row("connection", Bridge, "bridges are not supported yet: a `connection` block stops the start"),
+    row("connection_messages", Yes, "also logs `New connection from ADDR:PORT on port N.`"),
+    row("crlfile", Yes, "see TLS"),
+    row("dhparamfile", Ignored, "rustls offers no DHE suites (ECDHE only), so there is nothing to configure"),
+    row("http_dir", Ignored, "websockets only; `protocol websockets` stops the start"),
+    row("idle_timeout", Bridge, BRIDGE),
+    row("include_dir", Yes, ""),
+    row("keepalive_interval", Bridge, BRIDGE),
+    row("keyfile", Yes, "see TLS"),
+    row("listener", Yes, "a port already in use (by anyone, even with SO_REUSEPORT) stops the start; `listener PORT` listens on IPv4 and IPv6 as Mosquitto; unix sockets are not supported"),
+    row("local_cleansession", Bridge, BRIDGE),
+    row("local_clientid", Bridge, BRIDGE),
+    row("local_password", Bridge, BRIDGE),
+    row("local_username", Bridge, BRIDGE),
+    row("log_dest", Yes, "`topic` is accepted with a warning: lines are not published on `$SYS/broker/log` yet"),
+    row("log_facility", Ignored, "syslog lines use LOG_DAEMON"),
+    row("log_timestamp", Yes, ""),
+    row("log_timestamp_format", Yes, ""),
+    row("log_type", Yes, ""),
+    row("max_connect_packet_size", Shardmq, "largest CONNECT accepted (will and credentials included), so the most a connection buffers before CONNECT (default 65536)"),
+    row("max_connection_rate", Shardmq, "new connections per second per listener (0 = off), against reconnect storms"),
+    row("max_connections", Yes, "global or per listener (-1 = none)"),
+    row("max_inflight_bytes", Yes, ""),
+    row("max_inflight_messages", Yes, "default 20"),
+    row("max_keepalive", Yes, ""),
+    row("max_packet_size", Yes, ""),
+    row("max_qos", OnlyValue("2"), "a lower maximum QoS is not supported yet"),
+    row("max_queued_bytes", Yes, ""),
+    row("max_queued_messages", Yes, "default 1000"),
+    row("max_topic_alias", OnlyValue("0"), "shardmq offers clients no topic aliases (Topic Alias Maximum 0); other values are not supported yet"),
+    row("maximum_qos", OnlyValue("2"), "Mosquitto's alias of `max_qos`"),
+    row("memory_limit", OnlyValue("0"), "a memory limit is not supported yet"),
+    row("message_size_limit", Yes, ""),
+    row("mount_point", NotYet, "topic prefixes per listener are not supported yet"),
+    row("notification_topic", Bridge, BRIDGE),
+    row("notifications", Bridge, BRIDGE),
+    row("notifications_local_only", Bridge, BRIDGE),
+    row("password", Bridge, BRIDGE),
+    row("password_file", Yes, "`$6$` and `$7$` entries; make one with `shardmq passwd`"),
+    row("per_listener_settings", Yes, "`allow_anonymous`, `password_file`, `acl_file`, `psk_file` per listener"),
+    row("persistence", Yes, "see Persistence"),
+    row("persistence_file", Yes, "default `mosquitto.db`; a file in Mosquitto's format there stops the start with the `shardmq import-mosquitto-db` command to run"),
+    row("persistence_fsync", Shardmq, "`always`, `interval` or `never`: see Persistence"),
+    row("persistence_location", Yes, ""),
+    row("persistent_client_expiration", Yes, ""),
+    row("pid_file", Yes, "written after privileges are dropped (as Mosquitto 2), removed at exit"),
+    row("plugin", NotYet, "plugins cannot be loaded"),
+    row("plugin_opt_*", Ignored, "options of a plugin; `plugin` itself stops the start"),
+    row("port", Yes, "the default listener (legacy, as `bind_address`)"),
+    row("protocol", Yes, "`mqtt` only; `websockets` stops the start"),
+    row("psk_file", Yes, "see TLS"),
+    row("psk_hint", Yes, "see TLS"),
+    row("queue_qos0_messages", Yes, ""),
+    row("remote_clientid", Bridge, BRIDGE),
+    row("remote_password", Bridge, BRIDGE),
+    row("remote_username", Bridge, BRIDGE),
+    row("require_certificate", Yes, "see TLS"),
+    row("restart_timeout", Bridge, BRIDGE),
+    row("retain_available", Yes, ""),
+    row("retained_persistence", Yes, "Mosquitto's alias of `persistence`"),
+    row("retry_interval", Deprecated("The retry_interval option is no longer available."), "accepted and ignored, as by Mosquitto 2"),
+    row("round_robin", Bridge, BRIDGE),
+    row("set_tcp_nodelay", Yes, "default `true` in shardmq (writes are already coalesced once per loop iteration); `false` leaves Nagle's algorithm on"),
+    row("slow_subscriber_timeout", Shardmq, "disconnect a client whose queue is full and that has read nothing for S seconds (default 60)"),
+    row("socket_domain", Yes, "`ipv4` or `ipv6` only, per listener"),
+    row("start_type", Bridge, BRIDGE),
+    row("sys_interval", Yes, ""),
+    row("threads", Shardmq, "number of shard threads (default: the cores the process may use)"),
+    row("threshold", Bridge, BRIDGE),
+    row("tls_engine", NotYet, "keys in an OpenSSL engine cannot be used"),
+    row("tls_engine_kpass_sha1", NotYet, "keys in an OpenSSL engine cannot be used"),
+    row("tls_keyform", OnlyValue("pem"), "keys in an OpenSSL engine cannot be used"),
+    row("tls_version", Yes, "the minimum version; see TLS"),
+    row("topic", Bridge, BRIDGE),
+    row("try_private", Bridge, BRIDGE),
+    row("upgrade_outgoing_qos", OnlyValue("false"), "`true` is not supported yet"),
+    row("use_identity_as_username", Yes, "see TLS"),
+    row("use_subject_as_username", OnlyValue("false"), "`true` is not supported yet"),
+    row("use_username_as_clientid", OnlyValue("false"), "`true` is not supported yet"),
+    row("user", Yes, "when started as root: drop to this user after binding the listeners and loading TLS, password and ACL files; an unknown user stops the start. Unlike Mosquitto there is no default user: as root without `user`, shardmq warns and stays root"),
+    row("username", Bridge, BRIDGE),
+    row("websockets_headers_size", Ignored, "websockets only; `protocol websockets` stops the start"),
+    row("websockets_log_level", Ignored, "websockets only; `protocol websockets` stops the start"),
 ];
 
-/// Whether `option` is a Mosquitto option that shardmq accepts and ignores.
-pub(crate) fn is_unsupported(option: &str) -> bool {
-    UNSUPPORTED.binary_search(&option).is_ok()
-        || option.starts_with("auth_opt_")
-        || option.starts_with("plugin_opt_")
+/// The row of `option` (prefix rows such as `auth_opt_*` included).
+pub fn lookup(option: &str) -> Option<&'static OptionInfo> {
+    if let Ok(i) = OPTIONS.binary_search_by(|r| r.name.cmp(option)) {
+        return OPTIONS.get(i);
+    }
+    OPTIONS.iter().find(|r| {
+        r.name
+            .strip_suffix('*')
+            .is_some_and(|prefix| option.starts_with(prefix) && option.len() > prefix.len())
+    })
+}
+
+impl Support {
+    /// The status column of the README table.
+    fn status(self) -> String {
+        match self {
+            Self::Yes => "supported".into(),
+            Self::Shardmq => "shardmq only".into(),
+            Self::OnlyValue(v) => format!("only `{v}`; other values stop the start"),
+            Self::NotYet => "not yet: stops the start".into(),
+            Self::Bridge => "not yet (bridge): stops the start".into(),
+            Self::Ignored => "not yet: warning, ignored".into(),
+            Self::Deprecated(_) => "deprecated: warning, ignored".into(),
+        }
+    }
+}
+
+/// The README's option table (markdown), one row per option.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| option | status | what shardmq does |\n| --- | --- | --- |\n");
+    for r in OPTIONS {
+        let note = match r.support {
+            Support::Deprecated(msg) if r.note.is_empty() => msg,
+            _ => r.note,
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            r.name,
+            r.support.status(),
+            note
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_is_sorted_for_binary_search() {
-        assert!(UNSUPPORTED.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn prefixes() {
-        assert!(is_unsupported("auth_opt_db_host"));
-        assert!(is_unsupported("plugin_opt_x"));
-        assert!(!is_unsupported("psk_hint"));
-        assert!(is_unsupported("dhparamfile"));
-        assert!(!is_unsupported("port"));
-    }
-}
+#[path = "options_tests.rs"]
+mod tests;

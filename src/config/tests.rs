@@ -263,14 +263,63 @@ fn missing_value_is_an_error_with_location() {
 }
 
 #[test]
-fn unknown_and_unsupported_options_are_warnings() {
-    let c = parse("websockets_log_level 255\ndhparamfile x\nplugin /usr/lib/p.so\nauth_plugin a\nhttp_dir /w\nauth_opt_host h\nfrobnicate 1\n");
-    assert_eq!(c.warnings.len(), 7, "{:?}", c.warnings);
-    assert!(c.warnings[0].contains("'websockets_log_level'"));
-    assert!(c.warnings[0].contains("/etc/x.conf line 1"));
-    assert!(c.warnings[0].contains("Unsupported"));
-    assert!(c.warnings[6].contains("Unknown option 'frobnicate'"));
-    assert!(c.warnings[6].contains("/etc/x.conf line 7"));
+fn harmless_unsupported_options_are_warnings() {
+    let c = parse("websockets_log_level 255\ndhparamfile x\nhttp_dir /w\nauth_opt_host h\n");
+    assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+    assert!(c.warnings[0].starts_with("Warning: websockets_log_level in /etc/x.conf line 1"));
+    assert!(c.warnings[0].contains("not supported, ignored"));
+}
+
+/// A typo must not drop the ACL: the unknown option stops the start.
+#[test]
+fn unknown_options_are_errors_every_one_reported() {
+    let e = parse_err("listener 1883\nacl_fille /etc/acl\nfrobnicate 1\nmax_keepalive x\n");
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 3, "{e}");
+    assert!(
+        lines[0].contains("\"acl_fille\" in /etc/x.conf line 2"),
+        "{e}"
+    );
+    assert!(
+        lines[1].contains("\"frobnicate\" in /etc/x.conf line 3"),
+        "{e}"
+    );
+    assert!(
+        lines[2].contains("max_keepalive") && lines[2].contains("line 4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn plugins_and_mount_points_stop_the_start() {
+    for text in [
+        "plugin /usr/lib/p.so\n",
+        "auth_plugin a\n",
+        "listener 1883\nmount_point a/\n",
+    ] {
+        assert!(parse_err(text).contains("is not supported yet"), "{text}");
+    }
+}
+
+#[test]
+fn user_nodelay_and_log_dest_topic() {
+    let c = parse("user mosquitto\nset_tcp_nodelay false\nlog_dest topic\n");
+    assert_eq!(c.user.as_deref(), Some("mosquitto"));
+    assert!(!c.set_tcp_nodelay);
+    assert!(parse("").set_tcp_nodelay, "shardmq's default");
+    assert!(
+        c.warnings[0].contains("$SYS/broker/log"),
+        "{:?}",
+        c.warnings
+    );
+    assert!(parse_err("user a:b\n").contains("user"));
+    assert!(parse_err("listener 1883\nsocket_domain ipv5\n").contains("socket_domain"));
+    assert!(parse_err("listener 1883\nbind_interface a/b\n").contains("bind_interface"));
+    assert_eq!(
+        parse("").persistence_file,
+        "mosquitto.db",
+        "Mosquitto's default name"
+    );
 }
 
 #[test]

@@ -13,13 +13,18 @@
 //! older than the snapshot is already contained in it and is ignored, and logs are
 //! replayed in generation order whatever their names.
 //!
+//! [`mosquitto_db`] reads Mosquitto's own persistence file (sans-IO) and [`import`]
+//! turns it into records written through the [`Store`] (`shardmq import-mosquitto-db`).
+//!
 //! This module never touches sockets, threads or the broker's state and never reads the
 //! clock (`now` comes from the runtime); on start, a torn tail is truncated with a log
 //! line and a corrupt record anywhere else stops the broker with its offset.
 
 pub mod compact;
 pub mod error;
+pub mod import;
 pub mod log;
+pub mod mosquitto_db;
 pub mod record;
 pub mod recover;
 pub mod snapshot;

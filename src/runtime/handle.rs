@@ -3,6 +3,12 @@
 //! through which the embedding process talks to the shards, only ever by sending them a
 //! [`super::command::Command`] and waking them. It never touches a shard's state directly
 //! and never blocks a shard (only the calling thread waits, e.g. for `subscribe`).
+//!
+//! Starting has two steps so that the `shardmq` executable can drop privileges and
+//! become a daemon in between, as Mosquitto does: [`prepare`] binds every listener (the
+//! ports claimed exclusively) and loads the TLS, password and ACL files, with no thread
+//! started yet; [`Prepared::start`] then opens the persistence files (as the user the
+//! broker runs as), restores the saved state and starts the shard threads.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,11 +34,9 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    /// A listener cannot listen (Mosquitto's reason first: "Address already in use").
+    #[error(transparent)]
+    Bind(#[from] listener::BindError),
     #[error("cannot start the event loop: {0}")]
     Io(#[from] std::io::Error),
     #[error("the configuration has no listener")]
@@ -46,6 +50,10 @@ pub enum StartError {
     },
     #[error("{0}")]
     Persist(#[from] crate::persist::Error),
+    /// The persistence file is not shardmq's (Mosquitto's format, or the old default
+    /// name): it must be imported or renamed, never ignored.
+    #[error(transparent)]
+    ForeignPersistence(#[from] crate::persist::import::ImportError),
 }
 
 struct ShardControl {
@@ -77,31 +85,28 @@ fn shard_count(config: &Config, cpus: &[usize]) -> usize {
         .clamp(1, crate::mailbox::MAX_SHARDS)
 }
 
-pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
+/// A broker whose listeners are bound and whose TLS, password and ACL files are loaded;
+/// nothing runs yet. See the module doc.
+pub struct Prepared {
+    config: Arc<Config>,
+    per_shard: Vec<Vec<listener::Bound>>,
+    addrs: Vec<SocketAddr>,
+    tls_slots: Vec<(u16, Arc<TlsSlot>)>,
+    security: Arc<Security>,
+    cpus: Vec<usize>,
+}
+
+/// Binds every listener and loads the TLS, password and ACL files (step 1 of a start).
+pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
     if config.listeners.is_empty() {
         return Err(StartError::NoListener);
     }
-    // Persistence is opened (and refuses corrupt data) before any socket is bound.
-    let store = if config.persistence {
-        Some(super::persist::Persister::open_store(config)?)
-    } else {
-        None
-    };
     let cpus = listener::allowed_cpus();
     let n = shard_count(config, &cpus);
-    // Shard 0 binds what the config asks for; the others bind the port it got.
     let mut per_shard: Vec<Vec<listener::Bound>> = (0..n).map(|_| Vec::new()).collect();
     let mut addrs = Vec::with_capacity(config.listeners.len());
     let mut tls_slots = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
-        let bind_err = |source| StartError::Bind {
-            addr: format!(
-                "{}:{}",
-                l.bind_address.as_deref().unwrap_or("0.0.0.0"),
-                l.port
-            ),
-            source,
-        };
         // --- TLS hook: one configuration per TLS listener, shared by the shards and
         // reloaded on SIGHUP.
         let tls = match &l.tls {
@@ -113,77 +118,113 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
             })?)),
             None => None,
         };
-        let tls_slot = tls.clone();
-        let wanted = listener::resolve(l).map_err(bind_err)?;
-        let mut first = listener::bind(i, wanted, true).map_err(bind_err)?;
-        first.tls.clone_from(&tls);
-        let addr = first.addr;
-        addrs.push(addr);
-        tls_slots.extend(tls_slot.map(|slot| (addr.port(), slot)));
-        per_shard[0].push(first);
-        for shard in per_shard.iter_mut().skip(1) {
-            let mut b = listener::bind(i, addr, false).map_err(bind_err)?;
-            b.tls.clone_from(&tls);
-            shard.push(b);
+        let bound = listener::bind_listener(i, l, n, config.set_tcp_nodelay)?;
+        addrs.push(bound.addr);
+        tls_slots.extend(tls.clone().map(|slot| (bound.addr.port(), slot)));
+        for (shard, sockets) in per_shard.iter_mut().zip(bound.per_shard) {
+            for mut b in sockets {
+                b.tls.clone_from(&tls);
+                shard.push(b);
+            }
         }
     }
     // Password and ACL files: a bad file stops the start, naming file and line.
     let security = Arc::new(Security::load(config)?);
-    let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY);
-    // Connection limits are counted across all shards.
-    let admission = Arc::new(super::admission::Admission::new(config, Instant::now()));
-    let mut shards = Vec::with_capacity(n);
-    let mut controls = Vec::with_capacity(n);
-    for (id, (mailbox, bound)) in mesh.into_iter().zip(per_shard).enumerate() {
-        let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
-        let admission = Arc::clone(&admission);
-        let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
-        shard.set_security(Arc::clone(&security));
-        if let Some(store) = &store {
-            shard.set_persister(super::persist::Persister::new(store));
-        }
-        controls.push((tx, shard.waker()));
-        shards.push(shard);
-    }
-    if let Some(store) = &store {
-        Shard::exchange_restored_mail(&mut shards);
-        for shard in &mut shards {
-            shard.flush_persist();
-        }
-        super::persist::Persister::finish_restore(store)?;
-    }
-    let wakers: Arc<[Arc<mio::Waker>]> = controls.iter().map(|(_, w)| Arc::clone(w)).collect();
-    let mut handles = Vec::with_capacity(n);
-    for (mut shard, (tx, waker)) in shards.into_iter().zip(controls) {
-        shard.set_peers(Arc::clone(&wakers));
-        let id = shard.id();
-        let cpu = (!cpus.is_empty() && n > 1).then(|| cpus[id % cpus.len()]);
-        let thread = std::thread::Builder::new()
-            .name(format!("shardmq-shard-{id}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu {
-                    if let Err(e) = listener::pin_current_thread(cpu) {
-                        crate::log_warning!("Warning: cannot pin shard {id} to CPU {cpu}: {e}");
-                    }
-                }
-                shard.run();
-            })?;
-        handles.push(ShardControl {
-            commands: tx,
-            waker,
-            thread: Some(thread),
-        });
-    }
-    if n > 1 {
-        crate::log_notice!("shardmq running {n} shards.");
-    }
-    Ok(BrokerHandle {
-        addrs,
-        shards: handles,
+    Ok(Prepared {
         config: Arc::clone(config),
-        tls: tls_slots.into(),
-        last_sub: AtomicU64::new(0),
+        per_shard,
+        addrs,
+        tls_slots,
+        security,
+        cpus,
     })
+}
+
+pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
+    prepare(config)?.start()
+}
+
+impl Prepared {
+    /// The bound address of each listener, in config order (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Opens the persistence files (refusing corrupt data and Mosquitto's format),
+    /// restores the saved state and starts the shard threads (step 2 of a start).
+    pub fn start(self) -> Result<BrokerHandle, StartError> {
+        let Self {
+            config,
+            per_shard,
+            addrs,
+            tls_slots,
+            security,
+            cpus,
+        } = self;
+        let config = &config;
+        let n = per_shard.len();
+        let store = if config.persistence {
+            crate::persist::import::check_store_path(config)?;
+            Some(super::persist::Persister::open_store(config)?)
+        } else {
+            None
+        };
+        let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY);
+        // Connection limits are counted across all shards.
+        let admission = Arc::new(super::admission::Admission::new(config, Instant::now()));
+        let mut shards = Vec::with_capacity(n);
+        let mut controls = Vec::with_capacity(n);
+        for (id, (mailbox, bound)) in mesh.into_iter().zip(per_shard).enumerate() {
+            let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
+            let admission = Arc::clone(&admission);
+            let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
+            shard.set_security(Arc::clone(&security));
+            if let Some(store) = &store {
+                shard.set_persister(super::persist::Persister::new(store));
+            }
+            controls.push((tx, shard.waker()));
+            shards.push(shard);
+        }
+        if let Some(store) = &store {
+            Shard::exchange_restored_mail(&mut shards);
+            for shard in &mut shards {
+                shard.flush_persist();
+            }
+            super::persist::Persister::finish_restore(store)?;
+        }
+        let wakers: Arc<[Arc<mio::Waker>]> = controls.iter().map(|(_, w)| Arc::clone(w)).collect();
+        let mut handles = Vec::with_capacity(n);
+        for (mut shard, (tx, waker)) in shards.into_iter().zip(controls) {
+            shard.set_peers(Arc::clone(&wakers));
+            let id = shard.id();
+            let cpu = (!cpus.is_empty() && n > 1).then(|| cpus[id % cpus.len()]);
+            let thread = std::thread::Builder::new()
+                .name(format!("shardmq-shard-{id}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if let Err(e) = listener::pin_current_thread(cpu) {
+                            crate::log_warning!("Warning: cannot pin shard {id} to CPU {cpu}: {e}");
+                        }
+                    }
+                    shard.run();
+                })?;
+            handles.push(ShardControl {
+                commands: tx,
+                waker,
+                thread: Some(thread),
+            });
+        }
+        if n > 1 {
+            crate::log_notice!("shardmq running {n} shards.");
+        }
+        Ok(BrokerHandle {
+            addrs,
+            shards: handles,
+            config: Arc::clone(config),
+            tls: tls_slots.into(),
+            last_sub: AtomicU64::new(0),
+        })
+    }
 }
 
 impl BrokerHandle {

@@ -15,14 +15,20 @@ mod conn;
 mod handle;
 mod listener;
 mod persist; // persistence driver (src/persist)
+mod port_claim;
+pub mod preflight;
+pub mod process;
 mod shard;
 pub mod signals;
+mod sock_diag;
+mod socket;
 mod tls;
 #[cfg(feature = "psk")]
 mod tls_psk;
 mod tls_rustls;
+mod tls_v1;
 
-pub use handle::{BrokerHandle, Reloader, StartError, Stopper};
+pub use handle::{BrokerHandle, Prepared, Reloader, StartError, Stopper};
 pub use tls::TlsError;
 
 use std::sync::Arc;
@@ -33,4 +39,11 @@ use crate::config::Config;
 /// so `BrokerHandle::local_addrs` is final and clients may connect immediately.
 pub fn start(config: Config) -> Result<BrokerHandle, StartError> {
     handle::start(&Arc::new(config))
+}
+
+/// Binds every listener and loads the TLS, password and ACL files without starting
+/// anything; [`Prepared::start`] runs the broker. Between the two the process may drop
+/// privileges ([`process::drop_privileges`]) or become a daemon ([`process::daemonize`]).
+pub fn prepare_config(config: Config) -> Result<Prepared, StartError> {
+    handle::prepare(&Arc::new(config))
 }

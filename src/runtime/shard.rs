@@ -351,7 +351,8 @@ impl Shard {
                 drop(stream);
                 continue;
             }
-            let _ = stream.set_nodelay(true);
+            // TCP_NODELAY (`set_tcp_nodelay`) is inherited from the listening socket.
+            listener.accepted(peer);
             let entry = self.conns.vacant_entry();
             let conn = entry.key();
             let mut c = Conn::new(stream, listener_idx);

@@ -224,7 +224,8 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
         let verifier = v
             .build()
             .map_err(|e| TlsError::new(tls, "crlfile", tls.crlfile.as_deref(), e.to_string()))?;
-        builder.with_client_cert_verifier(verifier)
+        // A version 1 client certificate is refused with the reason and the fix.
+        builder.with_client_cert_verifier(Arc::new(super::tls_v1::ExplainV1(verifier)))
     };
     let (Some(certfile), Some(keyfile)) = (&tls.certfile, &tls.keyfile) else {
         return Err(TlsError::new(

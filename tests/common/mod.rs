@@ -577,3 +577,75 @@ pub fn mosquitto_tool(name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Path of the mosquitto broker, or None (test skipped, with a message). With
+/// SHARDMQ_REQUIRE_INTEROP=1 a missing broker fails the test instead.
+pub fn mosquitto_broker() -> Option<PathBuf> {
+    let found = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() == Ok("1") {
+            panic!("mosquitto not found and SHARDMQ_REQUIRE_INTEROP=1 (apt-get install mosquitto)");
+        }
+        eprintln!("SKIPPED: mosquitto not found; install mosquitto to run this interop test");
+    }
+    found
+}
+
+/// A Mosquitto broker (`bin`, from [`mosquitto_broker`]) on a port of its own on
+/// 127.0.0.1, with the config lines `extra`, its config file in `dir`. Killed when
+/// dropped; [`MosquittoProc::stop`] stops it as an operator does (SIGTERM: it saves its
+/// persistence file).
+pub struct MosquittoProc {
+    child: Child,
+    pub port: u16,
+}
+
+impl MosquittoProc {
+    pub fn start(bin: &std::path::Path, dir: &std::path::Path, extra: &str) -> Self {
+        // Mosquitto needs a fixed port: one the kernel just handed out and freed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        // `user root`: started as root, Mosquitto would switch to the mosquitto user, who
+        // may not write the test's directory.
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nuser root\n{extra}\n"),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_until(TIMEOUT, || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()));
+        Self { child, port }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) {
+        // SAFETY: plain kill(2) of the child this process started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let stopped = wait_until(TIMEOUT, || matches!(self.child.try_wait(), Ok(Some(_))));
+        assert!(stopped, "mosquitto did not stop");
+    }
+}
+
+impl Drop for MosquittoProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,7 +17,7 @@ pub fn persist_config(dir: &Path, fsync: &str) -> String {
 }
 
 pub fn log_path(dir: &Path) -> PathBuf {
-    dir.join("shardmq.db.log")
+    dir.join("mosquitto.db.log")
 }
 
 /// SIGTERM and wait: the clean shutdown path (final snapshot).

@@ -1,0 +1,160 @@
+//! Bridge blocks: a `connection NAME` line and the bridge options after it, until the
+//! next `connection` or `listener` line.
+//!
+//! Bridges are not supported yet, so a configuration with a `connection` block does not
+//! start ([`refuse_bridges`]); the block is still checked line by line first, so that
+//! its errors are reported with their lines and the parsed [`BridgeConfig`] is ready for
+//! when bridges are implemented. This module never reads files.
+
+use super::error::{Error, Location};
+use super::parse::Parser;
+use super::values::{parse_bridge_address, parse_int, Line};
+use super::{BridgeConfig, BridgeTopic, Config};
+
+impl Parser {
+    /// The bridge block the current line belongs to.
+    fn bridge(&mut self, line: &Line<'_>) -> Result<&mut BridgeConfig, Error> {
+        match self.bridge.and_then(|i| self.cfg.bridges.get_mut(i)) {
+            Some(b) => Ok(b),
+            None => Err(line.invalid("bridge option outside a 'connection' block")),
+        }
+    }
+
+    /// One line of a bridge block (`option` is a bridge option of the option table).
+    pub(super) fn bridge_option(&mut self, line: &Line<'_>) -> Result<(), Error> {
+        match line.option {
+            "connection" => {
+                let name = line.value()?;
+                if name.contains(char::is_whitespace) {
+                    return Err(line.invalid_value(name, "a bridge name is one word"));
+                }
+                self.cfg.bridges.push(BridgeConfig {
+                    name: name.to_string(),
+                    keepalive_interval: 60,
+                    try_private: true,
+                    defined_at: Some(line.at.clone()),
+                    ..BridgeConfig::default()
+                });
+                self.bridge = Some(self.cfg.bridges.len() - 1);
+            }
+            "address" | "addresses" => {
+                let mut parsed = Vec::new();
+                for a in line.tokens()? {
+                    parsed.push(
+                        parse_bridge_address(a)
+                            .ok_or_else(|| line.invalid_value(a, "expected host[:port]"))?,
+                    );
+                }
+                self.bridge(line)?.addresses.extend(parsed);
+            }
+            "topic" => {
+                let topic = bridge_topic(line)?;
+                self.bridge(line)?.topics.push(topic);
+            }
+            "remote_clientid" | "clientid" => {
+                self.bridge(line)?.remote_clientid = Some(line.string()?);
+            }
+            "remote_username" | "username" => {
+                self.bridge(line)?.remote_username = Some(line.string()?);
+            }
+            "remote_password" | "password" => {
+                self.bridge(line)?.remote_password = Some(line.string()?);
+            }
+            "cleansession" => self.bridge(line)?.cleansession = line.bool()?,
+            "keepalive_interval" => {
+                let n = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX);
+                self.bridge(line)?.keepalive_interval = n;
+            }
+            "bridge_protocol_version" => {
+                let v = line.value()?;
+                if !matches!(v, "mqttv31" | "mqttv311" | "mqttv50") {
+                    return Err(line.invalid_value(v, "expected mqttv31, mqttv311 or mqttv50"));
+                }
+                self.bridge(line)?.protocol_version = Some(v.to_string());
+            }
+            "try_private" => self.bridge(line)?.try_private = line.bool()?,
+            // The other bridge options: only where they belong, and with a value.
+            _ => {
+                line.value()?;
+                self.bridge(line)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bridges are not supported yet: the first `connection` block stops the start.
+pub(super) fn refuse_bridges(cfg: &Config) -> Result<(), Error> {
+    match cfg.bridges.first() {
+        Some(b) => Err(Error::NotYet {
+            at: b
+                .defined_at
+                .clone()
+                .unwrap_or_else(|| Location::new("<built-in configuration>", 0)),
+            option: "connection".into(),
+            reason: format!(
+                "bridge '{}': bridges are not supported by shardmq yet, and messages must \
+                 not silently stay local",
+                b.name
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `topic PATTERN [[[in|out|both] QOS] LOCAL_PREFIX REMOTE_PREFIX]`; `""` is an empty
+/// word (an empty pattern or prefix).
+fn bridge_topic(line: &Line<'_>) -> Result<BridgeTopic, Error> {
+    let words: Vec<&str> = line
+        .tokens()?
+        .into_iter()
+        .map(|w| if w == "\"\"" { "" } else { w })
+        .collect();
+    let bad = |reason: &str| line.invalid_value(line.rest, reason);
+    let (pattern, direction, qos, prefixes) = match words.as_slice() {
+        [p] => (*p, "out", "0", None),
+        [p, d] => (*p, *d, "0", None),
+        [p, d, q] => (*p, *d, *q, None),
+        [p, d, q, l, r] => (*p, *d, *q, Some((*l, *r))),
+        _ => {
+            return Err(bad(
+                "expected PATTERN [[[in|out|both] QOS] LOCAL_PREFIX REMOTE_PREFIX]",
+            ))
+        }
+    };
+    if !matches!(direction, "in" | "out" | "both") {
+        return Err(bad("direction must be in, out or both"));
+    }
+    let qos = parse_int(qos, 0, 2).ok_or_else(|| bad("QoS must be 0, 1 or 2"))?;
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let (local_prefix, remote_prefix) = match prefixes {
+        Some((l, r)) => (non_empty(l), non_empty(r)),
+        None => (None, None),
+    };
+    if pattern.is_empty() && local_prefix.is_none() && remote_prefix.is_none() {
+        return Err(bad("an empty pattern needs a prefix"));
+    }
+    if !valid_filter(pattern) {
+        return Err(bad("invalid topic filter"));
+    }
+    Ok(BridgeTopic {
+        pattern: pattern.to_string(),
+        direction: direction.to_string(),
+        qos: u8::try_from(qos).unwrap_or(0),
+        local_prefix,
+        remote_prefix,
+    })
+}
+
+/// Wildcards fill a whole level and `#` is the last one. [MQTT-4.7.1-1], [MQTT-4.7.1-2]
+fn valid_filter(pattern: &str) -> bool {
+    let levels: Vec<&str> = pattern.split('/').collect();
+    let last = levels.len() - 1;
+    levels.iter().enumerate().all(|(i, level)| {
+        if level.contains('#') {
+            *level == "#" && i == last
+        } else {
+            !level.contains('+') || *level == "+"
+        }
+    }) && !pattern.contains('\0')
+}
