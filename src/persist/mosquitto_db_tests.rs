@@ -10,8 +10,7 @@ use super::*;
 /// and r/c (MQTT 5, user property k=v, content type text/x); session sess1 (MQTT 3.1.1,
 /// q/# at QoS 1, three queued QoS 1 messages on q/x) and sess5 (MQTT 5, expiry 3600 s,
 /// v5/# at QoS 2, one queued QoS 2 message with a message expiry of 600 s).
-pub(crate) const MOSQUITTO_2_0_11: &[u8] =
-    include_bytes!("../../fuzz/corpus/mosquitto_db/seed-v6-mosquitto-2.0.11");
+pub(crate) const MOSQUITTO_2_0_11: &[u8] = include_bytes!("testdata/mosquitto-2.0.11.db");
 
 #[test]
 fn reads_what_mosquitto_2_0_wrote() {

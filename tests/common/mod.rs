@@ -213,9 +213,16 @@ impl V4 {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
+            // rumqttc restarts the connection when a poll times out before CONNACK, so
+            // the first wait is long (a loaded machine may answer slowly); after it, short
+            // waits keep the stop flag responsive.
+            let mut wait = TIMEOUT;
             while !stop2.load(Ordering::Relaxed) {
-                match connection.recv_timeout(Duration::from_millis(50)) {
+                match connection.recv_timeout(wait) {
                     Ok(Ok(ev)) => {
+                        if matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) {
+                            wait = Duration::from_millis(50);
+                        }
                         if tx.send(Ok(ev)).is_err() {
                             return;
                         }
