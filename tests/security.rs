@@ -527,15 +527,6 @@ fn max_keepalive_refuses_v311_and_overrides_v5() {
     assert!(ack.body.windows(3).any(|w| w == [0x13, 0, 30]), "{ack:?}");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// A subscriber that never reads is cut off once its queue stays full, while a publisher
 /// floods QoS 0; the broker's memory stays bounded and a healthy subscriber keeps
 /// receiving afterwards.
@@ -548,7 +539,7 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
     slow.send(&common::subscribe(1, &[("flood", 0)]));
     assert_eq!(slow.recv().unwrap().kind(), 9);
     // From here on `slow` never reads.
-    let before = rss_kib(b.pid());
+    let before = b.rss_kib();
     let port = b.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = std::sync::Arc::clone(&stop);
@@ -591,7 +582,7 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
         b.wait_log("has not read its full queue"),
         "slow subscriber not cut off"
     );
-    let peak = rss_kib(b.pid());
+    let peak = b.rss_kib();
     // The flood goes on; a healthy subscriber gets messages again.
     let mut healthy = connected(b.port, 4, "healthy", None, None);
     assert_eq!(healthy.subscribe(1, &[("flood", 0)]), vec![0]);

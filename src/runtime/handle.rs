@@ -64,9 +64,12 @@ pub struct BrokerHandle {
     last_sub: AtomicU64,
 }
 
-/// Messages a mailbox ring holds between two shards before the sender spills into its
-/// overflow and stops reading its publishers.
+/// Messages a data ring holds between two shards before the sender spills into its
+/// overflow and stops reading the publishers that feed that shard.
 const MAILBOX_CAPACITY: usize = 16 * 1024;
+/// Messages a control ring holds (control is rare and drained first: it spills into its
+/// overflow only while the receiving shard is busy with one long iteration).
+const CONTROL_CAPACITY: usize = 1024;
 
 /// How many shards to run: `threads` from the config, else the CPUs this process may use.
 fn shard_count(config: &Config, cpus: &[usize]) -> usize {
@@ -128,7 +131,7 @@ pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
     }
     // Password and ACL files: a bad file stops the start, naming file and line.
     let security = Arc::new(Security::load(config)?);
-    let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY);
+    let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY, CONTROL_CAPACITY);
     let mut shards = Vec::with_capacity(n);
     let mut controls = Vec::with_capacity(n);
     for (id, ((outbox, inbox), bound)) in mesh.into_iter().zip(per_shard).enumerate() {
