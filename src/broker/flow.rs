@@ -39,8 +39,11 @@
 //!    bound of rule 4) without progress for `slow_subscriber_timeout` is disconnected.
 //!    Progress is an acknowledgement while its session is backlogged (the PINGRESPs and
 //!    other bytes it reads do not count) and bytes of its queued output read while its
-//!    output is over the bound. Its persistent session keeps its messages, and rule 1
-//!    lets its publishers go.
+//!    output is over the bound. The timer is armed when a message finds it stuck, when
+//!    what it sent leaves its output over the bound, and when it is found unread because
+//!    of its own output (by `wants_read` or a keep alive deadline), so a client rule 5
+//!    spares is still cut if it stops reading. Its persistent session keeps its
+//!    messages, and rule 1 lets its publishers go.
 //!
 //! The overshoot of a pause is bounded. A local publisher is held before its next
 //! read: the runtime asks `wants_read` again after each read call. A remote one is held

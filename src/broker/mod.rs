@@ -320,10 +320,14 @@ impl Broker {
         let gate = self.flow.wants_read(conn, output, |key, uid| {
             publish::load_of(sessions, conns, key, uid)
         });
-        if let (flow::Gate::Reopened, ConnState::Active(key)) = (gate, state) {
-            if let Some(slot) = self.sessions.get_mut(key) {
-                slot.session.restart_keep_alive(now);
+        match (gate, state) {
+            (flow::Gate::Reopened, ConnState::Active(key)) => {
+                if let Some(slot) = self.sessions.get_mut(key) {
+                    slot.session.restart_keep_alive(now);
+                }
             }
+            (flow::Gate::Closed, _) if self.flow.output_over(output) => self.arm_stall(conn, now),
+            _ => {}
         }
         gate != flow::Gate::Closed
     }

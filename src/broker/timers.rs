@@ -164,6 +164,10 @@ impl Broker {
         if due == KeepAlive::Expired {
             return false;
         }
+        if self.flow.output_over(output) {
+            // Not read because it does not read: the cut-off decides, not keep alive.
+            self.arm_stall(conn, now);
+        }
         if let Some(slot) = self.sessions.get_mut(key) {
             slot.session.restart_keep_alive(now);
         }

@@ -129,8 +129,10 @@ struct Link {
 /// Driver order (the broker): [`Session::attach`] after an accepted CONNECT; then per
 /// packet [`Session::handle_packet`], carrying out the returned [`Action`]; messages for
 /// the client through [`Session::deliver`]; when [`Session::poll_timeout`] passes,
-/// [`Session::keep_alive_expired`]; after every call, drain [`Session::poll_transmit`]
-/// into the connection's output; [`Session::detach`] when the connection ends.
+/// [`Session::keep_alive_expired`] (after [`Session::restart_keep_alive`] when the broker
+/// did not read the connection for a while); after every call, drain
+/// [`Session::poll_transmit`] into the connection's output; [`Session::detach`] when the
+/// connection ends.
 #[derive(Debug)]
 pub struct Session {
     client_id: ByteStr,
