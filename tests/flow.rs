@@ -349,6 +349,7 @@ fn stuck_subscriber_holds_back_only_its_publishers_until_cut() {
         "S was cut {window_end:?} after it got stuck, before the measurement window ended"
     );
     let (sum_before, sum_during): (u64, u64) = (before.iter().sum(), during.iter().sum());
+    eprintln!("cold deliveries per publisher: before {before:?}, while S was stuck {during:?}");
     assert!(
         sum_during * 2 >= sum_before,
         "cold delivery fell while S was stuck: {sum_during} vs {sum_before} before \
@@ -368,6 +369,7 @@ fn stuck_subscriber_holds_back_only_its_publishers_until_cut() {
         cut_lines(&b)
     );
     let cut_after = hot_start.elapsed();
+    eprintln!("S cut {cut_after:?} after the hot publishers started");
     assert!(
         cut_after >= Duration::from_secs(STALL_SECS),
         "S cut {cut_after:?} after it got stuck"
@@ -433,6 +435,28 @@ fn stuck_subscriber_holds_back_only_its_publishers_until_cut() {
     assert!(got >= MAX_QUEUED, "the session kept only {got} messages");
 }
 
+fn small_receive_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    // SAFETY: setsockopt(2) on a socket we own, with a pointer to a live c_int and its
+    // size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt SO_RCVBUF: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// A client that publishes QoS 1 flat out and never reads its PUBACKs: the broker stops
 /// reading it once its output is over the bound, its memory stays flat, it is cut after
 /// `slow_subscriber_timeout`, and a pair of other clients is served throughout.
@@ -451,6 +475,9 @@ fn client_that_never_reads_its_acks_is_gated_and_cut() {
 
     let (raw, _, rc) = Raw::mqtt_connect(b.port, "deaf", true);
     assert_eq!(rc, 0);
+    // A small receive buffer: the kernel would otherwise take megabytes of PUBACKs
+    // (tcp_rmem autotuning) before the broker's own queue sees any.
+    small_receive_buffer(&raw.stream);
     let frame = common::publish("deaf/t", 1, false, false, 1, b"payload!");
     let batch: Vec<u8> = frame
         .iter()
@@ -464,7 +491,7 @@ fn client_that_never_reads_its_acks_is_gated_and_cut() {
     // The pair keeps working while the flood goes on; RSS is sampled meanwhile.
     let mut peak = before;
     let mut served = 0;
-    let cut = common::wait_until(TIMEOUT, || {
+    let cut = common::wait_until(2 * TIMEOUT, || {
         peak = peak.max(b.rss_kib());
         assert!(
             peak < before + 64 * 1024,
@@ -483,6 +510,7 @@ fn client_that_never_reads_its_acks_is_gated_and_cut() {
     });
     let elapsed = started.elapsed();
     deaf.stop();
+    eprintln!("cut after {elapsed:?}; RSS {before} KiB before, peak {peak} KiB; pair served {served} times");
     assert!(cut, "the client was never cut; log: {:?}", cut_lines(&b));
     assert!(
         elapsed >= Duration::from_secs(TIMEOUT_SECS),

@@ -201,6 +201,9 @@ impl Shard {
             }
             self.send_mail(now);
             self.transmit(now);
+            // A subscriber that drained while being written to lets its publishers on
+            // other shards go now (`Control::Resume`), not after the next wakeup.
+            self.send_mail(now);
             // Loop lag: how long readiness seen at `now` may have waited for this
             // iteration to finish.
             let lag = now.elapsed();
