@@ -207,19 +207,16 @@ impl Counted {
     }
 }
 
-/// Deliveries per cold publisher summed over the cold subscribers.
-fn per_publisher(subs: &[Counted]) -> Vec<u64> {
-    let mut total = vec![0; COLD_PUBS];
-    for s in subs {
-        for (t, c) in total.iter_mut().zip(s.snapshot()) {
-            *t += c;
-        }
-    }
-    total
+/// Deliveries per (cold subscriber, cold publisher).
+fn per_pair(subs: &[Counted]) -> Vec<Vec<u64>> {
+    subs.iter().map(Counted::snapshot).collect()
 }
 
-fn diff(a: &[u64], b: &[u64]) -> Vec<u64> {
-    a.iter().zip(b).map(|(x, y)| x - y).collect()
+fn diff(a: &[Vec<u64>], b: &[Vec<u64>]) -> Vec<Vec<u64>> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.iter().zip(y).map(|(x, y)| x - y).collect())
+        .collect()
 }
 
 /// The lines of the broker's log that report a disconnect made by the broker.
@@ -319,9 +316,9 @@ fn stuck_subscriber_holds_back_only_its_publishers_until_cut() {
     );
 
     // Window 1: before S is stuck.
-    let a = per_publisher(&cold_subs);
+    let a = per_pair(&cold_subs);
     std::thread::sleep(WINDOW); // measurement window
-    let before = diff(&per_publisher(&cold_subs), &a);
+    let before = diff(&per_pair(&cold_subs), &a);
 
     // S gets stuck: its window (10) fills, then its queue.
     go.store(true, Ordering::Relaxed);
@@ -340,26 +337,25 @@ fn stuck_subscriber_holds_back_only_its_publishers_until_cut() {
     std::thread::sleep(Duration::from_millis(500)); // S's queue fills (100 messages at 400/s)
 
     // Window 2: while S is stuck.
-    let c = per_publisher(&cold_subs);
+    let c = per_pair(&cold_subs);
     std::thread::sleep(WINDOW); // measurement window
-    let during = diff(&per_publisher(&cold_subs), &c);
+    let during = diff(&per_pair(&cold_subs), &c);
     let window_end = hot_start.elapsed();
     assert!(
         !stuck.closed(),
         "S was cut {window_end:?} after it got stuck, before the measurement window ended"
     );
-    let (sum_before, sum_during): (u64, u64) = (before.iter().sum(), during.iter().sum());
-    eprintln!("cold deliveries per publisher: before {before:?}, while S was stuck {during:?}");
-    assert!(
-        sum_during * 2 >= sum_before,
-        "cold delivery fell while S was stuck: {sum_during} vs {sum_before} before \
-         (per publisher: {during:?} vs {before:?})"
-    );
-    for (p, (d, b4)) in during.iter().zip(&before).enumerate() {
-        assert!(
-            d * 4 >= *b4,
-            "cold publisher {p} held back while S was stuck: {d} deliveries vs {b4} before"
-        );
+    eprintln!("cold deliveries per subscriber and publisher: before {before:?}, while S was stuck {during:?}");
+    // Today's bug stops whole shards: the pairs whose messages cross to S's shard get
+    // nothing. A pair may slow down on a loaded box, but not to a quarter.
+    for (i, (d, b4)) in during.iter().zip(&before).enumerate() {
+        for (p, (d, b4)) in d.iter().zip(b4).enumerate() {
+            assert!(
+                d * 4 >= *b4,
+                "cold publisher {p} -> cold subscriber {i} held back while S was stuck: \
+                 {d} deliveries vs {b4} before (all: {during:?} vs {before:?})"
+            );
+        }
     }
 
     // S is cut after slow_subscriber_timeout without an acknowledgement, not before.
