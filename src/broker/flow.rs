@@ -46,15 +46,17 @@
 //!    messages, and rule 1 lets its publishers go.
 //!
 //! The overshoot of a pause is bounded. A local publisher is held before its next
-//! read: the runtime asks `wants_read` again after each read call. A remote one is held
-//! once the `Control::Pause` arrives: it leaves at the end of the iteration that queued
-//! the message, on the control lane, which the publisher's shard drains at the top of
-//! its next iteration before it reads any socket; until then that shard reads at most
-//! one more iteration's worth of the publisher (`READ_BUDGET`, 256 KiB, per read call,
-//! two calls per iteration at most). What it sent earlier waits in the data ring
-//! between the shards (at most its capacity, 16 Ki messages, plus an overflow that
-//! stops growing by rule 3) and is queued too. So a congested session holds at most
-//! `max_queued_messages` + 16 Ki messages + 512 KiB of input per paused publisher.
+//! read: the runtime asks `wants_read` again after each read call (at most
+//! `READ_BUDGET`, 256 KiB, is read per call). A remote one is held once the
+//! `Control::Pause` arrives: it leaves at the end of the iteration that queued the
+//! message, on the control lane, which the publisher's shard drains at the top of its
+//! next iteration before it reads any socket; after it is sent, that shard reads at
+//! most the rest of its current iteration's worth of the publisher (two read calls,
+//! 512 KiB). What it had sent before waits in the data ring between the two shards (at
+//! most the ring's 16 Ki messages plus its overflow, which holds at most one
+//! iteration's reads: rule 3 stops the publishers feeding a full ring) and is queued
+//! too, never dropped. So over its limit a congested session takes at most what the
+//! ring and overflow to it held, plus 512 KiB of input per remote paused publisher.
 //!
 //! This part owns its state (who is paused on whom, the remote holds, the peers each
 //! publisher fed, the backlogged peers, the stall marks) and nothing else: what it needs
@@ -64,6 +66,7 @@
 //! timers to arm, connections to cut). It never reads the clock, never touches a
 //! session, a connection table, a mailbox or a socket.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
@@ -205,7 +208,6 @@ struct ConnFlow {
     peers: u64,
     /// The broker declined to read it since it was last read.
     gated: bool,
-    stall: Option<StallMark>,
 }
 
 /// Per-session flow state (slot = session slab key).
@@ -227,6 +229,9 @@ pub(super) struct FlowControl {
     peer_backlog: u64,
     conns: Vec<ConnFlow>,
     sessions: Vec<SessionFlow>,
+    /// Armed stall timers by connection: only stuck connections have one, so an idle
+    /// connection pays nothing for them.
+    stalls: HashMap<ConnId, StallMark>,
 }
 
 impl FlowControl {
@@ -243,6 +248,7 @@ impl FlowControl {
             peer_backlog: 0,
             conns: Vec::new(),
             sessions: Vec::new(),
+            stalls: HashMap::new(),
         }
     }
 
@@ -261,15 +267,16 @@ impl FlowControl {
             uid,
             ..ConnFlow::default()
         };
+        self.stalls.remove(&conn);
     }
 
     /// The connection is closing or gone: nothing holds it back any more.
     pub(super) fn on_conn_closed(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(conn) {
             c.holds.clear();
-            c.stall = None;
             c.gated = false;
         }
+        self.stalls.remove(&conn);
     }
 
     /// The connection published a message that went to the shards in `dests`.
@@ -505,14 +512,17 @@ impl FlowControl {
         written: u64,
         now: Instant,
     ) -> Option<Instant> {
-        let c = self.conns.get_mut(conn)?;
-        if self.stall_timeout.is_zero() || c.stall.is_some() {
+        if self.stall_timeout.is_zero() || conn >= self.conns.len() {
             return None;
         }
-        c.stall = Some(StallMark {
+        if self.stalls.contains_key(&conn) {
+            return None;
+        }
+        let mark = StallMark {
             since: now,
             written,
-        });
+        };
+        self.stalls.insert(conn, mark);
         Some(now + self.stall_timeout)
     }
 
@@ -526,11 +536,10 @@ impl FlowControl {
         now: Instant,
     ) -> Stall {
         let output_over = state.is_some_and(|s| self.output_over(s.output));
-        let timeout = self.stall_timeout;
-        let Some(c) = self.conn_mut(conn, uid) else {
+        if self.conn_mut(conn, uid).is_none() {
             return Stall::Ignore;
-        };
-        let (Some(mark), Some(state)) = (c.stall.take(), state) else {
+        }
+        let (Some(mark), Some(state)) = (self.stalls.remove(&conn), state) else {
             return Stall::Ignore;
         };
         if !state.backlogged && !output_over {
@@ -543,18 +552,19 @@ impl FlowControl {
         if state.backlogged {
             since = since.max(state.last_ack.unwrap_or(since));
         }
-        if now >= since + timeout {
+        if now >= since + self.stall_timeout {
             return Stall::Cut(if output_over {
                 Stuck::Unread
             } else {
                 Stuck::Unacknowledged
             });
         }
-        c.stall = Some(StallMark {
+        let mark = StallMark {
             since,
             written: state.written,
-        });
-        Stall::Rearm(since + timeout)
+        };
+        self.stalls.insert(conn, mark);
+        Stall::Rearm(since + self.stall_timeout)
     }
 
     /// `slow_subscriber_timeout` in seconds, for the log line of a cut.

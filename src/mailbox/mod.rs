@@ -19,21 +19,25 @@
 //! publishers that feed that peer), never delays control. Each lane is FIFO; the two
 //! lanes of one pair are not ordered with respect to each other: a control message may
 //! overtake data sent before it (never the reverse: published before, it is drained
-//! before). The broker (`broker::ShardMsg`) sends every `Control` on the control lane
-//! and every `Publish` on the data lane. Why that reordering is safe, message by message:
+//! before). The broker (`broker::ShardMsg::lane`) sends every `Publish` on the data lane
+//! and every `Control` on the control lane but one. Why, message by message:
 //! - `Interest` / `InterestAck`: only ever among themselves (FIFO), which is all the
 //!   acknowledgement watermarks need; a publish the sender routed before applying an
 //!   interest did not go to the subscriber's shard at all, one routed after is in flight
 //!   to a shard that has the subscription already.
 //! - `Retain`: replicas converge on versions (Lamport clock, shard), not on arrival
-//!   order; a live copy of the same message travels as data and does not depend on it.
-//! - `Claim`, `Takeover`, `Moved`, `Installed`, `Forget`: among themselves (FIFO).
-//!   Session hand-off is made exact by sequence numbers, not by lane order: `Moved`
-//!   carries the old shard's watermarks and the new shard skips direct publishes at or
-//!   below them whenever they arrive (before the install they find no session, after
-//!   it they are filtered); `Installed` carries the watermarks the new shard had taken
-//!   from each data lane when it installed, which the stub compares with the sequence
-//!   numbers of what it held.
+//!   order; the live copy of the same message is sent after it and still arrives after.
+//! - `Claim`, `Takeover`, `Moved`, `Forget`: among themselves (FIFO). `Moved` may
+//!   overtake publishes the old shard sent before it: the new shard skips direct
+//!   publishes at or below the watermarks `Moved` carries whenever they arrive (before
+//!   the install they find no session, after it they are filtered), and those are
+//!   exactly what the old shard had queued in the session.
+//! - `Installed` takes the **data** lane: it carries the watermarks the new shard had
+//!   taken when it installed, and the stub forwards the messages it held up to them and
+//!   then ends. A publish the new shard sent to the stub's shard before installing (its
+//!   own client's message for the moving session, which found no session at home) must
+//!   reach the stub before `Installed` does, or the stub would end without holding it
+//!   and the message would be lost: so it keeps the order of the data it follows.
 //! - `Forward`: a stub forwards only what the new shard will not get directly (or had
 //!   taken before its install, by those watermarks), so its order against that shard's
 //!   direct data does not decide delivery; it travels after `Moved` on the same lane.

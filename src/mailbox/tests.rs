@@ -212,3 +212,45 @@ fn backlogged_names_each_full_peer() {
     out0.flush(|_| {});
     assert_eq!(out0.backlogged(), 0b100, "only shard 2's ring is full");
 }
+
+#[test]
+fn lanes_across_threads_lose_nothing_and_keep_order_per_lane() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut shards = mesh::<(Lane, u64)>(2, 64, 8);
+    let (_out1, mut in1) = shards.pop().unwrap();
+    let (mut out0, _in0) = shards.pop().unwrap();
+    let n: u64 = 50_000;
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let done2 = std::sync::Arc::clone(&done);
+    let producer = std::thread::spawn(move || {
+        for i in 0..n {
+            out0.send(1, Lane::Data, (Lane::Data, i)).unwrap();
+            if i % 16 == 0 {
+                out0.send(1, Lane::Control, (Lane::Control, i)).unwrap();
+            }
+            if i % 32 == 0 {
+                out0.flush(|_| {});
+            }
+        }
+        // Keep moving the overflows into the rings until everything was taken.
+        while !done2.load(Ordering::Relaxed) {
+            out0.flush(|_| {});
+            std::hint::spin_loop();
+        }
+    });
+    let (mut data, mut control) = (0u64, 0u64);
+    while data < n || control < n / 16 {
+        in1.drain(8, |_, (lane, i)| match lane {
+            Lane::Data => {
+                assert_eq!(i, data, "data out of order");
+                data += 1;
+            }
+            Lane::Control => {
+                assert_eq!(i, control * 16, "control out of order");
+                control += 1;
+            }
+        });
+    }
+    done.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+}

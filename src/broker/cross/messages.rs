@@ -46,11 +46,13 @@ pub enum ShardMsg {
 }
 
 impl ShardMsg {
-    /// The mailbox lane it travels on: control never waits behind data (the mailbox
-    /// documentation says why reordering the two is safe for each control message).
+    /// The mailbox lane it travels on: control never waits behind data, except
+    /// `Installed`, which must not overtake the publishes sent before it (the mailbox
+    /// documentation says why, message by message).
     pub fn lane(&self) -> Lane {
         match self {
             Self::Publish { .. } => Lane::Data,
+            Self::Control(c) if matches!(**c, Control::Installed { .. }) => Lane::Data,
             Self::Control(_) => Lane::Control,
         }
     }

@@ -2,7 +2,9 @@
 //! the mesh of `shards.rs`: a stuck subscriber on one shard pauses a publisher on the
 //! other and lets it go when it drains, is cut, ends or moves away; keep alive of a
 //! connection the broker does not read; the cut-off measured from acknowledgements;
-//! gating on a client's own output; the peer backlog; QoS 0 across shards.
+//! gating on a client's own output; the peer backlog; QoS 0 across shards; and the one
+//! control message that must keep its place behind data (`Installed`), delivered in the
+//! worst order the mailbox's two lanes allow.
 //!
 //! The harness delivers whatever a test sends, so a test plays the runtime: it sends a
 //! publisher's packets only while `wants_read` says so, and asks again after each step as
@@ -17,7 +19,8 @@ use crate::config::Config;
 use super::harness::{connect, Harness};
 use super::shards::Mesh;
 use crate::broker::flow::MAX_OUTPUT_CHUNKS;
-use crate::broker::ConnId;
+use crate::broker::{ConnId, ShardMsg};
+use crate::mailbox::Lane;
 
 const V4: ProtocolVersion = ProtocolVersion::V311;
 const STALL: Duration = Duration::from_secs(10);
@@ -355,4 +358,109 @@ fn qos0_full_local_subscriber_pauses_only_when_no_other_shard_got_the_message() 
         m.settle();
     }
     assert_eq!(m.shards[1].clients[&healthy].received.len(), 20);
+}
+
+/// Data held back by [`settle_control_first`]: (from, to, message), in send order.
+type Held = Vec<(usize, usize, ShardMsg)>;
+
+/// Delivers shard messages in the worst order the mailbox allows: every control-lane
+/// message at once, every data-lane one held back (in order) in `held`.
+fn settle_control_first(m: &mut Mesh, held: &mut Held) {
+    loop {
+        let mut now = Vec::new();
+        for (i, h) in m.shards.iter_mut().enumerate() {
+            h.drive();
+            while let Some((to, msg)) = h.broker.poll_shard_message() {
+                if to == i || msg.lane() == Lane::Control {
+                    now.push((i, to, msg));
+                } else {
+                    held.push((i, to, msg));
+                }
+            }
+        }
+        if now.is_empty() {
+            return;
+        }
+        for (from, to, msg) in now {
+            let h = &mut m.shards[to];
+            let at = h.now;
+            h.broker.on_shard_message(from, msg, at);
+        }
+    }
+}
+
+/// Delivers the held data in order, then settles.
+fn release_data(m: &mut Mesh, held: &mut Held) {
+    for (from, to, msg) in held.drain(..) {
+        let h = &mut m.shards[to];
+        let at = h.now;
+        h.broker.on_shard_message(from, msg, at);
+    }
+    m.settle();
+}
+
+#[test]
+fn installed_never_overtakes_a_publish_sent_to_the_stub_before_it() {
+    let mut m = Mesh::with_config(2, &Harness::default_config());
+    let (c, _) = m.connect(0, "mover", false);
+    m.subscribe(0, c, "t", QoS::AtLeastOnce);
+    m.shards[0].drop_conn(c);
+    let (p, _) = m.connect(1, "p", true);
+    // The session's client reconnects on shard 1; while its claim is under way, a
+    // client of shard 1 publishes to it: shard 1 has no session for it yet and sends
+    // the message to shard 0, which will hold it in the stub.
+    let h = &mut m.shards[1];
+    let c2 = h.open(V4);
+    h.send(c2, Packet::Connect(Box::new(connect("mover", V4, false))));
+    h.publish(p, "t", b"during", QoS::AtLeastOnce, false, Some(1));
+    // Control flows (claim, takeover, move), data waits: if `Installed` overtook the
+    // publish, the stub would end before holding it and the message would be lost.
+    let mut held = Held::new();
+    settle_control_first(&mut m, &mut held);
+    match m.shards[1].expect(c2) {
+        Packet::ConnAck(a) => assert!(a.session_present),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    release_data(&mut m, &mut held);
+    assert_eq!(&m.shards[1].expect_publish(c2).payload[..], b"during");
+}
+
+#[test]
+fn a_pause_overtaking_data_still_holds_the_publisher() {
+    let mut m = Mesh::with_config(2, &small_queues());
+    let (s, _) = m.connect(1, "s", true);
+    m.subscribe(1, s, "t", QoS::AtLeastOnce);
+    let (p, _) = m.connect(0, "p", true);
+    let mut held = Held::new();
+    // Three publishes reach shard 1 and make S backlogged; the fourth is still in the
+    // data lane when the pause (control) arrives.
+    for id in 1..=3 {
+        m.shards[0].publish(p, "t", b"m", QoS::AtLeastOnce, false, Some(id));
+    }
+    settle_control_first(&mut m, &mut held);
+    release_data(&mut m, &mut held);
+    assert!(!reads(&mut m, 0, p));
+    m.shards[0].publish(p, "t", b"m", QoS::AtLeastOnce, false, Some(4));
+    settle_control_first(&mut m, &mut held);
+    assert_eq!(held.len(), 1, "the fourth publish waits in the data lane");
+    assert!(!reads(&mut m, 0, p));
+    // S drains: the resume (control) overtakes the fourth publish, which is then
+    // queued, never dropped, and pauses P again.
+    let first = m.shards[1].expect_publish(s);
+    m.shards[1].ack(s, AckKind::PubAck, first.packet_id.unwrap());
+    settle_control_first(&mut m, &mut held);
+    assert!(reads(&mut m, 0, p));
+    release_data(&mut m, &mut held);
+    assert!(
+        !reads(&mut m, 0, p),
+        "queued over the limit again: paused again"
+    );
+    let mut got = 1;
+    while let Some(Packet::Publish(msg)) = m.shards[1].recv(s) {
+        got += 1;
+        m.shards[1].ack(s, AckKind::PubAck, msg.packet_id.unwrap());
+        m.settle();
+    }
+    assert_eq!(got, 4);
+    assert!(reads(&mut m, 0, p));
 }
