@@ -561,15 +561,8 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
         let mut at = 0;
         // Never abandon a partial frame: a timed-out write resumes where it stopped.
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            use std::io::Write;
-            match p.stream.write(&batch[at..]) {
-                Ok(n) => at += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("flooder: {e}"),
+            if let Err(e) = common::write_resuming(&mut p.stream, &batch, &mut at) {
+                panic!("flooder: {e}");
             }
             if at == batch.len() {
                 at = 0;

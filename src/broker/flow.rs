@@ -309,6 +309,17 @@ impl FlowControl {
         output.bytes >= self.out_limit || output.chunks >= MAX_OUTPUT_CHUNKS
     }
 
+    /// Whether the gate of `conn` is closed now, with its state (`None`: unknown).
+    fn gate_of(
+        &mut self,
+        conn: ConnId,
+        output: Output,
+        load: impl Fn(usize, u64) -> Option<Load>,
+    ) -> Option<(bool, &mut ConnFlow)> {
+        let closed = self.gate_closed(self.conns.get(conn)?, output, &load);
+        Some((closed, &mut self.conns[conn]))
+    }
+
     fn gate_closed(
         &self,
         c: &ConnFlow,
@@ -331,11 +342,9 @@ impl FlowControl {
         output: Output,
         load: impl Fn(usize, u64) -> Option<Load>,
     ) -> Gate {
-        let Some(c) = self.conns.get(conn) else {
+        let Some((closed, c)) = self.gate_of(conn, output, load) else {
             return Gate::Open;
         };
-        let closed = self.gate_closed(c, output, &load);
-        let c = &mut self.conns[conn];
         match (closed, c.gated) {
             (true, _) => {
                 c.gated = true;
@@ -356,11 +365,9 @@ impl FlowControl {
         output: Output,
         load: impl Fn(usize, u64) -> Option<Load>,
     ) -> KeepAlive {
-        let Some(c) = self.conns.get(conn) else {
+        let Some((closed, c)) = self.gate_of(conn, output, load) else {
             return KeepAlive::Expired;
         };
-        let closed = self.gate_closed(c, output, &load);
-        let c = &mut self.conns[conn];
         if closed || c.gated {
             // Still unread, or reopened and not asked about since (so not read yet).
             c.gated = closed;

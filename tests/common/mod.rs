@@ -500,6 +500,27 @@ impl RawPacket {
     }
 }
 
+/// One write of `buf[*at..]` to a socket with a write timeout, advancing `*at`. A write
+/// that timed out (or would block) is not an error: the next call resumes where this one
+/// stopped, so a frame is never abandoned half-written. `Err`: the connection is gone.
+pub fn write_resuming(stream: &mut TcpStream, buf: &[u8], at: &mut usize) -> std::io::Result<()> {
+    match stream.write(&buf[*at..]) {
+        Ok(n) => {
+            *at += n;
+            Ok(())
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Raw {
     pub fn connect(port: u16) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
