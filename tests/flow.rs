@@ -473,12 +473,7 @@ fn client_that_never_reads_its_acks_is_gated_and_cut() {
     // (tcp_rmem autotuning) before the broker's own queue sees any.
     small_receive_buffer(&raw.stream);
     let frame = common::publish("deaf/t", 1, false, false, 1, b"payload!");
-    let batch: Vec<u8> = frame
-        .iter()
-        .copied()
-        .cycle()
-        .take(frame.len() * 256)
-        .collect();
+    let batch = frame.repeat(256);
     let started = Instant::now();
     let mut deaf = RawClient::spawn(raw, false, move || Some(batch.clone()));
 

@@ -551,12 +551,7 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
             .set_write_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let frame = common::publish("flood", 0, false, false, 0, &[b'x'; 1024]);
-        let batch: Vec<u8> = frame
-            .iter()
-            .copied()
-            .cycle()
-            .take(frame.len() * 64)
-            .collect();
+        let batch = frame.repeat(64);
         let mut sent = 0usize;
         let mut at = 0;
         // Never abandon a partial frame: a timed-out write resumes where it stopped.
