@@ -20,8 +20,7 @@ use crate::mailbox::ShardId;
 use crate::retained::RetainedMessage;
 use crate::session::{Delivery, Message, Outgoing, PublishedBy, Transmit};
 
-use super::connections::Conn;
-use super::connections::Connections;
+use super::connections::{Conn, Connections};
 use super::cross::{Control, Offer};
 use super::flow::{Load, Output, Publisher};
 use super::routing::{frame_class, Frames, Routing, Target};
