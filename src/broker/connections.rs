@@ -54,6 +54,11 @@ impl Conn {
         self.out.len()
     }
 
+    /// Chunks of output queued (each a queue slot and a frame of its own).
+    pub(super) fn queued_chunks(&self) -> usize {
+        self.out.chunks()
+    }
+
     /// Bytes of output ever written to the socket (progress).
     pub(super) fn written(&self) -> u64 {
         self.out.written()

@@ -73,9 +73,12 @@ pub struct BrokerHandle {
     last_sub: AtomicU64,
 }
 
-/// Messages a mailbox ring holds between two shards before the sender spills into its
-/// overflow and stops reading its publishers.
+/// Messages a data ring holds between two shards before the sender spills into its
+/// overflow and stops reading the publishers that feed that shard.
 const MAILBOX_CAPACITY: usize = 16 * 1024;
+/// Messages a control ring holds (control is rare and drained first: it spills into its
+/// overflow only while the receiving shard is busy with one long iteration).
+const CONTROL_CAPACITY: usize = 1024;
 
 /// How many shards to run: `threads` from the config, else the CPUs this process may use.
 fn shard_count(config: &Config, cpus: &[usize]) -> usize {
@@ -169,7 +172,7 @@ impl Prepared {
         } else {
             None
         };
-        let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY);
+        let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY, CONTROL_CAPACITY);
         // Connection limits are counted across all shards.
         let admission = Arc::new(super::admission::Admission::new(config, Instant::now()));
         let mut shards = Vec::with_capacity(n);

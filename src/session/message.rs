@@ -6,6 +6,7 @@
 //! per-version header templates cached here so a message is encoded once, not once per
 //! subscriber.
 
+use std::num::NonZeroU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub struct Message {
     /// The publishing session's unique id (for No Local), `None` for wills, $SYS and
     /// injected messages.
     pub origin: Option<u64>,
+    /// The connection that published it, for the broker's back-pressure (`None` as
+    /// for `origin`). The session layer never reads it.
+    pub publisher: Option<PublishedBy>,
     /// Encoded PUBLISH headers (QoS 1 flags, placeholder packet id, no subscription
     /// identifiers) for 3.1/3.1.1 (`[0]`) and 5.0 (`[1]`), filled on first use.
     pub headers: [OnceLock<Bytes>; 2],
@@ -36,6 +40,7 @@ impl Message {
             publish,
             received,
             origin,
+            publisher: None,
             headers: [OnceLock::new(), OnceLock::new()],
         }
     }
@@ -52,6 +57,16 @@ impl Message {
         // Round up so a message with time left is never forwarded with interval 0.
         Some(u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0)).unwrap_or(u32::MAX))
     }
+}
+
+/// Where a message was published: the shard that received it and the connection there
+/// (its slot, and its uid, which is never reused). Travels inside the message so that a
+/// shard delivering it knows whom to pause, wherever it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedBy {
+    pub shard: u16,
+    pub conn: u32,
+    pub conn_uid: NonZeroU64,
 }
 
 /// A message as one session delivers it.

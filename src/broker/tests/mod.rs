@@ -9,6 +9,7 @@ mod claims;
 mod connect;
 mod embed;
 mod encode;
+mod flow;
 mod messages;
 mod persist;
 mod qos;
