@@ -2,7 +2,8 @@
 //! `pattern [..] FILTER` (with `%u` / `%c`), rules before the first `user` line applying
 //! to anonymous clients. Rules are compiled into one [`TopicIndex`] per user; patterns are
 //! substituted once per connection ([`Acl::client`]), and a [`ClientAcl`] caches its
-//! decisions per topic so that the publish path does one hash lookup per topic.
+//! decisions per topic so that the publish path does one hash lookup per topic (at most
+//! 256 per direction, keys compacted so that the cache never pins a read buffer).
 //!
 //! Semantics follow Mosquitto 2: a matching `deny` rule wins, then any matching rule that
 //! grants the access; nothing matching = denied. A `$`-topic is only matched by rules that
@@ -237,7 +238,8 @@ impl ClientAcl {
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(topic.clone(), d);
+        // Kept across loop iterations: a compact key, not a slice of the read buffer.
+        cache.insert(topic.compact(), d);
         d
     }
 

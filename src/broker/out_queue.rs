@@ -1,32 +1,126 @@
-//! The per-connection output queue: shared `Bytes` chunks written with writev. It never
-//! copies a chunk and never touches a socket.
+//! The per-connection output queue: shared `Bytes` chunks written with writev, and what
+//! they keep alive.
+//!
+//! On the hot path a chunk is never copied: a frame is a slice of the encoder's scratch
+//! buffer, a payload a slice of the publisher's read buffer, shared by every subscriber
+//! that gets the same bytes, and most queues are written out within the loop iteration.
+//! What the socket does not take outlives the iteration, and a 20-byte frame left there
+//! would pin a 64 KiB scratch block, a payload a whole read buffer: so when the queue is
+//! kept ([`OutQueue::compact`], once per iteration, by the coordinator) every chunk queued
+//! since the last compaction that shares a bigger buffer is replaced, once: runs of
+//! frames are copied into one exact allocation, and a payload by the payload of its
+//! message's detached copy (one copy per message, shared by every queue that keeps it).
+//! [`OutQueue::held`] is the memory that then stays alive, what the output limit counts.
+//!
+//! It never touches a socket and never decides anything: it holds bytes in order.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::session::Message;
+
+/// What one chunk costs beyond its bytes: its `Bytes` handle in the queue and its
+/// compaction mark.
+pub const CHUNK_OVERHEAD: usize = std::mem::size_of::<Bytes>() + std::mem::size_of::<Hold>();
+
+/// A message payload on its way into an output queue: the bytes, and the message they
+/// belong to when they may pin a read buffer (so that a queue that keeps them can switch
+/// to the message's detached copy instead of copying them itself).
+#[derive(Debug, Clone)]
+pub struct Body {
+    bytes: Bytes,
+    /// `None`: the bytes are an exact allocation of their own (a detached message).
+    msg: Option<Arc<Message>>,
+}
+
+impl Body {
+    /// The payload of `msg`.
+    pub fn of(msg: &Arc<Message>) -> Self {
+        Self {
+            bytes: msg.publish.payload.clone(),
+            msg: (!msg.is_standalone()).then(|| Arc::clone(msg)),
+        }
+    }
+
+    /// Bytes that are their own allocation (or shared on purpose).
+    pub fn owned(bytes: Bytes) -> Self {
+        Self { bytes, msg: None }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// How a chunk queued since the last compaction holds its memory.
+#[derive(Debug)]
+enum Hold {
+    /// Its own allocation, or one shared on purpose: kept as it is.
+    Owned,
+    /// A slice of a buffer shared with other things (the encoder's scratch): copied.
+    Slice,
+    /// The payload of a message that may pin a read buffer: replaced by the payload of
+    /// the message's detached copy.
+    Payload(Arc<Message>),
+}
 
 /// Bytes waiting to be written to one connection: a queue of shared chunks so that a
 /// fan-out frame is written from one `Bytes` to many sockets without copying.
 #[derive(Debug, Default)]
 pub struct OutQueue {
     chunks: VecDeque<Bytes>,
+    /// How the last `fresh.len()` chunks (those queued since the last compaction) hold
+    /// their memory; the earlier ones are compacted.
+    fresh: VecDeque<Hold>,
     len: usize,
     /// Bytes ever consumed (written to the socket): progress for stall detection.
     written: u64,
 }
 
 impl OutQueue {
-    pub fn push(&mut self, chunk: Bytes) {
+    fn push_held(&mut self, chunk: Bytes, hold: Hold) {
         if !chunk.is_empty() {
             self.len += chunk.len();
             self.chunks.push_back(chunk);
+            self.fresh.push_back(hold);
         }
+    }
+
+    /// Queues bytes that are an allocation of their own.
+    pub fn push(&mut self, chunk: Bytes) {
+        self.push_held(chunk, Hold::Owned);
+    }
+
+    /// Queues a slice of a shared buffer (an encoded frame): copied if it is kept past
+    /// the iteration.
+    pub fn push_slice(&mut self, chunk: Bytes) {
+        self.push_held(chunk, Hold::Slice);
+    }
+
+    /// Queues a message payload.
+    pub fn push_body(&mut self, body: Body) {
+        let hold = body.msg.map_or(Hold::Owned, Hold::Payload);
+        self.push_held(body.bytes, hold);
     }
 
     /// Total bytes queued.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The memory the queue keeps alive once compacted: its bytes plus
+    /// [`CHUNK_OVERHEAD`] per chunk (a payload shared with other queues counts in full in
+    /// each). What the output limit (`max_queued_bytes`, 4 MiB by default) is checked
+    /// against.
+    pub fn held(&self) -> usize {
+        self.len + self.chunks.len() * CHUNK_OVERHEAD
     }
 
     /// Number of chunks queued (how many `IoSlice`s a `writev` of everything needs).
@@ -69,15 +163,76 @@ impl OutQueue {
                 n = 0;
             }
         }
+        while self.fresh.len() > self.chunks.len() {
+            self.fresh.pop_front();
+        }
         if self.chunks.is_empty() && self.chunks.capacity() > 0 {
             // An idle connection keeps no queue allocation (one free per drained queue,
             // not per message).
             self.chunks = VecDeque::new();
+            self.fresh = VecDeque::new();
         }
+    }
+
+    /// The queue outlives the loop iteration (what is left after the write): every chunk
+    /// queued since the last call that shares a bigger buffer is replaced, once (see the
+    /// module documentation). Cheap when nothing is left or nothing new was queued.
+    pub fn compact(&mut self) {
+        if self.fresh.iter().all(|h| matches!(h, Hold::Owned)) {
+            self.fresh.clear();
+            return;
+        }
+        let start = self.chunks.len() - self.fresh.len();
+        let tail: Vec<Bytes> = self.chunks.drain(start..).collect();
+        let holds = std::mem::take(&mut self.fresh);
+        let mut run: Vec<Bytes> = Vec::new();
+        for (chunk, hold) in tail.into_iter().zip(holds) {
+            match hold {
+                Hold::Slice => {
+                    run.push(chunk);
+                    continue;
+                }
+                Hold::Owned => {
+                    self.push_run(&mut run);
+                    self.chunks.push_back(chunk);
+                }
+                Hold::Payload(msg) => {
+                    self.push_run(&mut run);
+                    let copy = Message::detached(&msg);
+                    let payload = &copy.publish.payload;
+                    // The chunk is the payload's tail (its front may have been written).
+                    match payload.len().checked_sub(chunk.len()) {
+                        Some(skip) if payload[skip..] == chunk[..] => {
+                            self.chunks.push_back(payload.slice(skip..));
+                        }
+                        _ => self.chunks.push_back(Bytes::copy_from_slice(&chunk)),
+                    }
+                }
+            }
+        }
+        self.push_run(&mut run);
+    }
+
+    /// Copies a run of slices into one exact allocation at the back.
+    fn push_run(&mut self, run: &mut Vec<Bytes>) {
+        if run.is_empty() {
+            return;
+        }
+        let total = run.iter().map(Bytes::len).sum();
+        let mut copy = BytesMut::with_capacity(total);
+        for chunk in run.drain(..) {
+            copy.extend_from_slice(&chunk);
+        }
+        self.chunks.push_back(copy.freeze());
     }
 
     pub fn clear(&mut self) {
         self.chunks.clear();
+        self.fresh.clear();
         self.len = 0;
     }
 }
+
+#[cfg(test)]
+#[path = "out_queue_tests.rs"]
+mod tests;

@@ -130,7 +130,7 @@ impl InternalSubs {
                 topic: publish.topic.compact(),
                 payload: Bytes::copy_from_slice(&publish.payload),
                 qos: publish.qos,
-                properties: publish.properties.clone(),
+                properties: publish.properties.compact(),
                 ..Publish::default()
             });
             if !offer(entry, Message::from_publish(p, *qos), &mut dropped) {

@@ -244,8 +244,12 @@ impl Routing {
     // --- retained -----------------------------------------------------------------------
 
     /// Stores, replaces or (empty payload) deletes a retained message [MQTT-3.3.1-5]
-    /// [MQTT-3.3.1-10].
-    pub(super) fn set_retained(&mut self, msg: RetainedMessage) {
+    /// [MQTT-3.3.1-10]. Its topic and payload come compacted; so are its properties here
+    /// (it is kept until replaced, and must not pin a read buffer).
+    pub(super) fn set_retained(&mut self, mut msg: RetainedMessage) {
+        if !msg.properties.is_empty() {
+            msg.properties = msg.properties.compact();
+        }
         self.retained.set(msg);
     }
 
