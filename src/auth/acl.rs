@@ -364,6 +364,20 @@ pattern deny users/%u/locked
     }
 
     #[test]
+    fn cached_topics_do_not_pin_the_read_buffer() {
+        let mut a = acl().client(Some("alice"), "c");
+        // The topic as the codec hands it over: a slice of a 64 KiB read buffer.
+        let mut read = vec![0u8; 64 * 1024];
+        read[..12].copy_from_slice(b"sensors/temp");
+        let read = bytes::Bytes::from(read);
+        let topic = ByteStr::try_from_bytes(read.slice(0..12)).unwrap();
+        assert!(a.may_read(&topic));
+        drop(topic);
+        assert!(read.is_unique(), "the decision cache keeps the read buffer alive");
+        assert!(a.may_read(&t("sensors/temp")));
+    }
+
+    #[test]
     fn deny_wins_over_grants() {
         let mut a = acl().client(Some("alice"), "c");
         assert!(a.may_read(&t("sensors/temp")));

@@ -362,6 +362,15 @@ impl Broker {
         self.stats.subscriptions = self.routing.local_subscriptions();
         self.stats.retained = self.routing.retained_len() as u64;
         self.stats.stored = self.sessions.stored();
+        self.stats.stored_bytes = self.sessions.held_bytes();
+        self.stats.output_bytes = self.conns.held_bytes();
+    }
+
+    /// Memory this shard keeps alive for messages in transit, as its limits count it:
+    /// (session queues and inflight windows, output queues). Walks every session and
+    /// connection: for `$SYS` and tests, not for a hot path.
+    pub fn held_bytes(&self) -> (u64, u64) {
+        (self.sessions.held_bytes(), self.conns.held_bytes())
     }
 
     /// This shard's counters for $SYS, with gauges refreshed.

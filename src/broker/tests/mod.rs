@@ -8,6 +8,7 @@ mod harness;
 mod connect;
 mod embed;
 mod encode;
+mod memory;
 mod messages;
 mod persist;
 mod qos;
