@@ -373,7 +373,10 @@ pattern deny users/%u/locked
         let topic = ByteStr::try_from_bytes(read.slice(0..12)).unwrap();
         assert!(a.may_read(&topic));
         drop(topic);
-        assert!(read.is_unique(), "the decision cache keeps the read buffer alive");
+        assert!(
+            read.is_unique(),
+            "the decision cache keeps the read buffer alive"
+        );
         assert!(a.may_read(&t("sensors/temp")));
     }
 

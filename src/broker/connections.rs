@@ -97,7 +97,11 @@ impl Connections {
 
     /// Memory held by every connection's output queue (see [`OutQueue::held`]).
     pub(super) fn held_bytes(&self) -> u64 {
-        self.table.iter().flatten().map(|c| c.out.held() as u64).sum()
+        self.table
+            .iter()
+            .flatten()
+            .map(|c| c.out.held() as u64)
+            .sum()
     }
 
     /// A fresh uid (for a connection, a session or an assigned client id).

@@ -47,8 +47,14 @@ fn compaction_releases_the_buffers_frames_and_payloads_share() {
 
     q.compact();
     assert_eq!(contents(&q), before, "compaction changes no byte");
-    assert!(scratch.is_unique(), "a queued frame still pins the scratch buffer");
-    assert!(read_buf.is_unique(), "a queued payload still pins the read buffer");
+    assert!(
+        scratch.is_unique(),
+        "a queued frame still pins the scratch buffer"
+    );
+    assert!(
+        read_buf.is_unique(),
+        "a queued payload still pins the read buffer"
+    );
     // The two leading frames became one chunk: frame, payload, frame.
     assert_eq!(q.chunks(), 3);
     assert_eq!(q.held(), 7 + 600 + 3 + 3 * CHUNK_OVERHEAD);
@@ -67,7 +73,11 @@ fn each_chunk_is_copied_once() {
     q.compact();
     let mut iov = [std::io::IoSlice::new(&[]); 4];
     assert_eq!(q.io_slices(&mut iov), 2);
-    assert_eq!(iov[0].as_ptr(), compacted, "a compacted chunk was copied again");
+    assert_eq!(
+        iov[0].as_ptr(),
+        compacted,
+        "a compacted chunk was copied again"
+    );
     assert!(scratch.is_unique());
 }
 

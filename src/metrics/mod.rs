@@ -221,10 +221,7 @@ impl Stats {
                 "$SYS/broker/store/messages/bytes",
                 self.stored_bytes.to_string(),
             ),
-            (
-                "$SYS/broker/output/bytes",
-                self.output_bytes.to_string(),
-            ),
+            ("$SYS/broker/output/bytes", self.output_bytes.to_string()),
         ];
         let loads: [(&'static str, &Load); 7] = [
             ("messages/received", &self.load_received),

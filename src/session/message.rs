@@ -39,7 +39,7 @@ pub struct Message {
     /// built by the broker): [`Message::detached`] returns it as it is.
     standalone: bool,
     /// The compacted copy that queues keep instead of this message, made once.
-    detached: OnceLock<Arc<Message>>,
+    detached: OnceLock<Arc<Self>>,
 }
 
 /// What the message record costs beyond its bytes: the struct, the `Arc` counters, the

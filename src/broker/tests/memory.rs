@@ -64,9 +64,15 @@ fn a_message_queued_for_an_offline_session_does_not_pin_the_read_buffer() {
     assert_eq!(queued(&h.broker), 0);
 
     let released = read_and_check_released(&mut h, p, busy_read(b"0123456789", QoS::AtLeastOnce));
-    assert!(released, "one queued 10-byte message pins the 64 KiB read buffer");
+    assert!(
+        released,
+        "one queued 10-byte message pins the 64 KiB read buffer"
+    );
     // What the queue keeps, as max_queued_bytes counts it: one small message.
-    assert_eq!(queued(&h.broker), footprint_of(b"0123456789", QoS::AtLeastOnce) as u64);
+    assert_eq!(
+        queued(&h.broker),
+        footprint_of(b"0123456789", QoS::AtLeastOnce) as u64
+    );
     assert!(queued(&h.broker) < 1024);
 
     let (s, _) = h.connect_with(connect("s", V4, false));
@@ -84,8 +90,14 @@ fn an_inflight_message_does_not_pin_the_read_buffer() {
     // Sent, but kept in the window until the subscriber's PUBACK.
     let m = h.expect_publish(s);
     assert_eq!(&m.payload[..], b"0123456789");
-    assert!(released, "an inflight 10-byte message pins the 64 KiB read buffer");
-    assert_eq!(queued(&h.broker), footprint_of(b"0123456789", QoS::AtLeastOnce) as u64);
+    assert!(
+        released,
+        "an inflight 10-byte message pins the 64 KiB read buffer"
+    );
+    assert_eq!(
+        queued(&h.broker),
+        footprint_of(b"0123456789", QoS::AtLeastOnce) as u64
+    );
     h.ack(s, codec::AckKind::PubAck, m.packet_id.unwrap());
     assert_eq!(queued(&h.broker), 0);
 }
@@ -103,7 +115,10 @@ fn a_frame_left_in_a_full_output_does_not_pin_the_read_buffer() {
     h.stalled.insert(s);
 
     let released = read_and_check_released(&mut h, p, busy_read(PAYLOAD, QoS::AtMostOnce));
-    assert!(released, "a 600-byte frame in a full output pins the 64 KiB read buffer");
+    assert!(
+        released,
+        "a 600-byte frame in a full output pins the 64 KiB read buffer"
+    );
     // Counted as held: header and payload, two chunks.
     let (_, output) = h.broker.held_bytes();
     // Fixed header byte, two remaining-length bytes, topic length and "q", payload.

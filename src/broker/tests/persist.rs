@@ -189,7 +189,13 @@ fn offline_queue_is_bounded_in_bytes_and_drops_are_counted() {
     // `max_queued_bytes` counts what a queued message keeps alive (its footprint): room
     // for four of the messages below, not five.
     let footprint = crate::session::Message::new(
-        super::harness::publish("t", b"01234567890123456789", QoS::AtLeastOnce, false, Some(1)),
+        super::harness::publish(
+            "t",
+            b"01234567890123456789",
+            QoS::AtLeastOnce,
+            false,
+            Some(1),
+        ),
         Instant::now(),
         None,
     )
