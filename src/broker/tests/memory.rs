@@ -127,3 +127,192 @@ fn a_frame_left_in_a_full_output_does_not_pin_the_read_buffer() {
     h.unstall(s);
     assert_eq!(&h.expect_publish(s).payload[..], PAYLOAD);
 }
+
+// --- retained versions across shards ------------------------------------------------------
+
+/// N shards joined by FIFO queues per ordered pair, delivered in an order the test picks
+/// (the `Mesh` of `shards.rs` delivers in rounds; races need single steps).
+struct Wires {
+    shards: Vec<Harness>,
+    /// `queues[from][to]`
+    queues: Vec<Vec<std::collections::VecDeque<crate::broker::ShardMsg>>>,
+    /// The publishing client on each shard.
+    clients: Vec<ConnId>,
+}
+
+impl Wires {
+    fn new(n: usize) -> Self {
+        let shards: Vec<Harness> = (0..n)
+            .map(|i| Harness::new_shard(Harness::default_config(), i, n))
+            .collect();
+        let queues = (0..n)
+            .map(|_| (0..n).map(|_| Default::default()).collect())
+            .collect();
+        let mut w = Self {
+            shards,
+            queues,
+            clients: Vec::new(),
+        };
+        for i in 0..n {
+            let h = &mut w.shards[i];
+            let conn = h.open(V4);
+            h.send(
+                conn,
+                Packet::Connect(Box::new(connect(&format!("c{i}"), V4, true))),
+            );
+            w.settle();
+            match w.shards[i].expect(conn) {
+                Packet::ConnAck(a) => assert_eq!(a.reason.0, 0),
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+            w.clients.push(conn);
+        }
+        w
+    }
+
+    /// Moves every shard's outgoing mail into the queues (what a shard sends itself is
+    /// looped back at once, as the runtime does).
+    fn collect(&mut self) {
+        loop {
+            let mut looped = false;
+            for (from, h) in self.shards.iter_mut().enumerate() {
+                h.drive();
+                while let Some((to, msg)) = h.broker.poll_shard_message() {
+                    if to == from {
+                        let now = h.now;
+                        h.broker.on_shard_message(from, msg, now);
+                        looped = true;
+                    } else {
+                        self.queues[from][to].push_back(msg);
+                    }
+                }
+            }
+            if !looped {
+                return;
+            }
+        }
+    }
+
+    /// Delivers the oldest message from `from` to `to`; false if there was none.
+    fn deliver(&mut self, from: usize, to: usize) -> bool {
+        let Some(msg) = self.queues[from][to].pop_front() else {
+            return false;
+        };
+        let h = &mut self.shards[to];
+        let now = h.now;
+        h.broker.on_shard_message(from, msg, now);
+        self.collect();
+        true
+    }
+
+    /// Delivers everything, oldest queue first, until quiet.
+    fn settle(&mut self) {
+        self.collect();
+        let n = self.shards.len();
+        while (0..n * n).any(|k| self.deliver(k / n, k % n)) {}
+    }
+
+    /// A retained PUBLISH (empty payload: delete) by shard `shard`'s client.
+    fn retain(&mut self, shard: usize, topic: &str, payload: &'static [u8]) {
+        let conn = self.clients[shard];
+        self.shards[shard].publish(conn, topic, payload, QoS::AtMostOnce, true, None);
+        self.collect();
+    }
+
+    fn retained(&self, shard: usize, topic: &str) -> Option<Vec<u8>> {
+        let store = self.shards[shard].broker.routing.retained();
+        store.get(topic).map(|m| m.payload.to_vec())
+    }
+
+    fn versions(&self, shard: usize) -> (usize, usize) {
+        self.shards[shard].broker.cross.retain_versions()
+    }
+}
+
+#[test]
+fn unique_retained_deletes_leave_no_versions_behind() {
+    let mut w = Wires::new(2);
+    let mut most = 0;
+    for batch in 0..100 {
+        // 1000 topics set then deleted, in one read of the shard's client (set and
+        // delete on one shard: on two they would race, and either may win).
+        let shard = batch % 2;
+        let mut buf = BytesMut::new();
+        for i in 0..1000 {
+            let topic: &str = &format!("unique/{batch}/{i}");
+            for payload in [&b"v"[..], b""] {
+                let p = crate::codec::Publish {
+                    retain: true,
+                    topic: crate::codec::ByteStr::from(topic),
+                    payload: bytes::Bytes::copy_from_slice(payload),
+                    ..Default::default()
+                };
+                codec::encode(&Packet::Publish(p), V4, &mut buf).unwrap();
+            }
+        }
+        let (conn, h) = (w.clients[shard], &mut w.shards[shard]);
+        let now = h.now;
+        h.broker.on_read(conn, &mut buf, now);
+        w.settle();
+        for s in 0..2 {
+            most = most.max(w.versions(s).0);
+        }
+    }
+    for s in 0..2 {
+        assert_eq!(w.shards[s].broker.routing.retained_len(), 0);
+        assert_eq!(
+            w.versions(s),
+            (0, 0),
+            "shard {s} keeps versions of 100k deleted topics"
+        );
+    }
+    // Between batches at most one batch's topics are remembered.
+    assert!(most <= 1000, "{most} versions held at once");
+}
+
+/// A tiny deterministic generator (xorshift) for the interleavings below.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[test]
+fn retained_sets_and_deletes_converge_in_every_delivery_order() {
+    const TOPICS: [&str; 2] = ["race/a", "race/b"];
+    const VALUES: [&[u8]; 4] = [b"", b"one", b"two", b""];
+    for seed in 1..=300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut w = Wires::new(3);
+        for _ in 0..40 {
+            if rng.below(3) == 0 {
+                let (shard, topic) = (rng.below(3), TOPICS[rng.below(2)]);
+                w.retain(shard, topic, VALUES[rng.below(4)]);
+            } else {
+                // One message along a random pair (FIFO per pair, as the rings are).
+                let (from, to) = (rng.below(3), rng.below(3));
+                w.deliver(from, to);
+            }
+        }
+        w.settle();
+        for topic in TOPICS {
+            let first = w.retained(0, topic);
+            for s in 1..3 {
+                assert_eq!(w.retained(s, topic), first, "seed {seed}: {topic} diverged");
+            }
+        }
+        let live = TOPICS.iter().filter(|t| w.retained(0, t).is_some()).count();
+        for s in 0..3 {
+            assert_eq!(
+                w.versions(s),
+                (live, 0),
+                "seed {seed}: shard {s} keeps expired tombstones"
+            );
+        }
+    }
+}
