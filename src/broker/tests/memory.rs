@@ -316,3 +316,71 @@ fn retained_sets_and_deletes_converge_in_every_delivery_order() {
         }
     }
 }
+
+// --- SUBSCRIBE to '#' over a large retained store -----------------------------------------
+
+#[test]
+fn subscribe_to_everything_over_100k_retained_is_budgeted_from_the_first_match() {
+    use crate::broker::routing::{RETAINED_BATCH, RETAINED_VISITS};
+    const N: usize = 100_000;
+    let mut h = Harness::new(Harness::default_config());
+    let topic = |i: usize| format!("r/{:03}/{:03}", i / 1000, i % 1000);
+    for i in 0..N {
+        h.broker
+            .routing
+            .set_retained(crate::retained::RetainedMessage {
+                topic: crate::codec::ByteStr::from(topic(i)),
+                payload: bytes::Bytes::from_static(b"v"),
+                qos: QoS::AtMostOnce,
+                properties: Default::default(),
+            });
+    }
+    let s = h.connect("s", V4);
+    let mut buf = BytesMut::new();
+    let subscribe = Packet::Subscribe(crate::codec::Subscribe {
+        packet_id: 1,
+        filters: smallvec::smallvec![(
+            crate::codec::ByteStr::from("#"),
+            crate::codec::SubscriptionOptions::default()
+        )],
+        properties: Default::default(),
+    });
+    codec::encode(&subscribe, V4, &mut buf).unwrap();
+    let now = h.now;
+    h.broker.on_read(s, &mut buf, now);
+    // The SUBSCRIBE's own step: one batch, within the budget, nothing collected ahead.
+    let visits = h.broker.routing.job_visits();
+    assert_eq!(visits.len(), 1, "the rest is deferred");
+    assert!(
+        visits[0] <= RETAINED_VISITS,
+        "first step visited {} nodes",
+        visits[0]
+    );
+    let out = h.broker.output(s).unwrap().len();
+    assert!(
+        out <= 5 + RETAINED_BATCH * 16,
+        "first step queued {out} bytes"
+    );
+
+    // Each later step of the loop is bounded the same way; all arrive, SUBACK first,
+    // then every retained message once, in the store's order.
+    let mut steps = 1;
+    while h.broker.has_deferred_work() {
+        let now = h.now;
+        assert!(h.broker.run_deferred(now));
+        for v in h.broker.routing.job_visits() {
+            assert!(v <= RETAINED_VISITS, "a step visited {v} nodes");
+        }
+        h.drive_output();
+        steps += 1;
+    }
+    h.drive();
+    assert!(steps >= N / RETAINED_BATCH, "{N} messages in {steps} steps");
+    assert!(matches!(h.expect(s), Packet::SubAck(_)));
+    for i in 0..N {
+        let p = h.expect_publish(s);
+        assert!(p.retain);
+        assert_eq!(p.topic.as_str(), topic(i), "out of order at {i}");
+    }
+    h.assert_idle(s);
+}
