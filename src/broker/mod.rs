@@ -287,7 +287,8 @@ impl Broker {
         self.conns.poll_close()
     }
 
-    /// Whether to read `conn` now. False while it is closing, while it feeds a
+    /// Whether to read `conn` now. False while it is closing, while it has as many
+    /// SUBACKs waiting for the other shards as it may (`cross/interest.rs`), while it feeds a
     /// subscriber that cannot take more (back-pressure), and, for a connection that has
     /// published, while `outbox_backlog` (messages for other shards waiting outside a
     /// full ring, as the runtime's mailbox counts them) is not zero. The policy is
@@ -296,7 +297,7 @@ impl Broker {
         let Some(c) = self.conns.get(conn) else {
             return false;
         };
-        if c.state == ConnState::Closing {
+        if c.state == ConnState::Closing || self.cross.held_subacks_at_limit(conn) {
             return false;
         }
         self.flow.wants_read(conn, outbox_backlog, |key, uid| {
@@ -364,6 +365,7 @@ impl Broker {
         self.stats.stored = self.sessions.stored();
         self.stats.stored_bytes = self.sessions.held_bytes();
         self.stats.output_bytes = self.conns.held_bytes();
+        self.stats.subscribe_paused = self.cross.held_suback_limit_hits();
     }
 
     /// Memory this shard keeps alive for messages in transit, as its limits count it:

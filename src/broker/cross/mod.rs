@@ -33,6 +33,8 @@ use crate::session::Message;
 use super::ConnId;
 
 pub(super) use handoff::{Handoff, Offer, PendingConnect};
+#[cfg(test)]
+pub(super) use interest::MAX_HELD_SUBACKS;
 pub(super) use interest::{HeldSubAck, RetainedAfter};
 pub use messages::{home_shard, Control, MovedSession, ShardMsg, ShardReport};
 pub(super) use messages::{remote_key, remote_shard};
@@ -242,6 +244,21 @@ impl CrossShard {
     /// The connection ended: its held SUBACKs go nowhere.
     pub(super) fn drop_held_subacks(&mut self, conn: ConnId) {
         self.interest.drop_held(conn);
+    }
+
+    /// Whether `conn` has as many SUBACKs held as it may (it is not read meanwhile).
+    pub(super) fn held_subacks_at_limit(&self, conn: ConnId) -> bool {
+        self.interest.at_limit(conn)
+    }
+
+    /// Times a connection reached the held-SUBACK bound.
+    pub(super) fn held_suback_limit_hits(&self) -> u64 {
+        self.interest.limit_hits()
+    }
+
+    #[cfg(test)]
+    pub(super) fn held_subacks_for(&self, conn: ConnId) -> usize {
+        self.interest.held_for(conn)
     }
 
     #[cfg(test)]

@@ -384,3 +384,52 @@ fn subscribe_to_everything_over_100k_retained_is_budgeted_from_the_first_match()
     }
     h.assert_idle(s);
 }
+
+// --- bounded queues -------------------------------------------------------------------------
+
+#[test]
+fn held_subacks_are_bounded_per_connection() {
+    use crate::broker::cross::MAX_HELD_SUBACKS;
+    let mut w = Wires::new(2);
+    let conn = w.clients[0];
+    let subscribe = |i: usize| {
+        let mut buf = BytesMut::new();
+        let p = Packet::Subscribe(crate::codec::Subscribe {
+            packet_id: u16::try_from(i % 60_000 + 1).unwrap(),
+            filters: smallvec::smallvec![(
+                crate::codec::ByteStr::from(format!("held/{i}")),
+                crate::codec::SubscriptionOptions::default()
+            )],
+            properties: Default::default(),
+        });
+        codec::encode(&p, V4, &mut buf).unwrap();
+        buf
+    };
+    // Shard 1 answers nothing: every SUBACK waits for its interest acknowledgement. The
+    // client pipelines SUBSCRIBEs as fast as the broker reads them (one per read here).
+    let mut sent = 0;
+    while sent < 2000 && w.shards[0].broker.wants_read(conn, 0) {
+        let h = &mut w.shards[0];
+        let now = h.now;
+        h.broker.on_read(conn, &mut subscribe(sent), now);
+        w.collect();
+        sent += 1;
+    }
+    assert_eq!(sent, MAX_HELD_SUBACKS, "reading stops at the bound");
+    assert_eq!(
+        w.shards[0].broker.cross.held_subacks_for(conn),
+        MAX_HELD_SUBACKS
+    );
+    assert_eq!(w.shards[0].broker.shard_report().stats.subscribe_paused, 1);
+    w.shards[0].assert_idle(conn);
+
+    // Shard 1 answers: the SUBACKs leave in order and reading resumes.
+    w.settle();
+    assert!(w.shards[0].broker.wants_read(conn, 0));
+    for i in 0..sent {
+        match w.shards[0].expect(conn) {
+            Packet::SubAck(a) => assert_eq!(usize::from(a.packet_id), i + 1),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+}
