@@ -73,7 +73,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::auth::{ClientSecurity, Security};
-use crate::codec::{self, ByteStr, Publish};
+use crate::codec::{self, ByteStr};
 use crate::config::Config;
 use crate::mailbox::MAX_SHARDS;
 use crate::metrics::Stats;
@@ -114,6 +114,9 @@ pub struct Broker {
     routing: Routing,
     cross: CrossShard,
     flow: FlowControl,
+    /// The host's count of refused `BrokerHandle::publish` calls, from the first message
+    /// it published (for `$SYS`).
+    embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Broker {
@@ -149,6 +152,7 @@ impl Broker {
             routing: Routing::new(),
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config),
+            embed_refused: None,
             config,
         }
     }
@@ -314,9 +318,16 @@ impl Broker {
             .accepts_remote(|key, uid| publish::load_of(sessions, conns, key, uid))
     }
 
-    /// Embedding: publishes a message from inside the process as if from a client.
-    pub fn inject(&mut self, publish: Publish, now: Instant) {
+    /// Embedding: publishes a message from inside the process as if from a client. Its
+    /// slot in the host's publish channel (if any) is given back once it is routed.
+    pub fn inject(&mut self, injected: impl Into<embed::Injected>, now: Instant) {
+        let injected = injected.into();
+        if self.embed_refused.is_none() {
+            self.embed_refused = injected.refused().cloned();
+        }
+        let embed::Injected { publish, slot } = injected;
         self.route(publish, None, now);
+        drop(slot);
     }
 
     /// Installs an in-process subscription on this shard; with `with_retained`, first
@@ -366,6 +377,9 @@ impl Broker {
         self.stats.stored_bytes = self.sessions.held_bytes();
         self.stats.output_bytes = self.conns.held_bytes();
         self.stats.subscribe_paused = self.cross.held_suback_limit_hits();
+        if let Some(refused) = &self.embed_refused {
+            self.stats.embed_publish_refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Memory this shard keeps alive for messages in transit, as its limits count it:
