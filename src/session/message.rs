@@ -16,10 +16,12 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use crate::codec::{Ack, AckKind, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
+use crate::codec::{
+    Ack, AckKind, ByteStr, Packet, PacketId, Properties, Publish, QoS, ReasonCode,
+};
 
 /// One application message, immutable once routed.
 #[derive(Debug)]
@@ -82,14 +84,25 @@ impl Message {
             return Arc::clone(copy);
         }
         let p = &this.publish;
+        // Topic and payload in one exact allocation.
+        let mut data = BytesMut::with_capacity(p.topic.len() + p.payload.len());
+        data.extend_from_slice(p.topic.as_bytes());
+        data.extend_from_slice(&p.payload);
+        let mut payload = data.freeze();
+        let topic = payload.split_to(p.topic.len());
         let publish = Publish {
             dup: p.dup,
             qos: p.qos,
             retain: p.retain,
-            topic: p.topic.compact(),
+            // SAFETY: the bytes of a `ByteStr`, copied: valid UTF-8.
+            topic: unsafe { ByteStr::from_validated(topic) },
             packet_id: p.packet_id,
-            properties: p.properties.compact(),
-            payload: Bytes::copy_from_slice(&p.payload),
+            properties: if p.properties.is_empty() {
+                Properties::default()
+            } else {
+                p.properties.compact()
+            },
+            payload,
         };
         let copy = Arc::new(Self {
             // The cached headers are encoded into their own buffers: shared, not copied.
