@@ -97,6 +97,25 @@ fn in_process(capacity: usize) -> shardmq::BrokerHandle {
         .unwrap()
 }
 
+/// A broker whose host may have `capacity` publishes in flight, and an in-process
+/// subscriber to them with room for `n`.
+fn host_and_subscriber(capacity: usize, n: u32) -> (shardmq::BrokerHandle, shardmq::Subscription) {
+    let broker = in_process(capacity);
+    let sub = broker
+        .subscribe_with_capacity("host/#", QoS::AtLeastOnce, n as usize)
+        .unwrap();
+    (broker, sub)
+}
+
+/// Exactly the messages `numbers` arrive at `sub`, in that order.
+fn expect_numbered(sub: &shardmq::Subscription, numbers: impl IntoIterator<Item = u32>) {
+    for i in numbers {
+        let m = sub.recv_timeout(TIMEOUT).unwrap();
+        assert_eq!(m.payload, Bytes::from(i.to_be_bytes().to_vec()));
+    }
+    assert!(sub.try_recv().is_err());
+}
+
 fn numbered(i: u32) -> Publish {
     Publish {
         topic: ByteStr::from("host/n"),
@@ -109,27 +128,18 @@ fn numbered(i: u32) -> Publish {
 #[test]
 fn host_publish_waits_for_room_and_loses_nothing() {
     const N: u32 = 5000;
-    let broker = in_process(1);
-    let sub = broker
-        .subscribe_with_capacity("host/#", QoS::AtLeastOnce, N as usize)
-        .unwrap();
+    let (broker, sub) = host_and_subscriber(1, N);
     for i in 0..N {
         broker.publish_timeout(numbered(i), TIMEOUT).unwrap();
     }
-    for i in 0..N {
-        let m = sub.recv_timeout(TIMEOUT).unwrap();
-        assert_eq!(m.payload, Bytes::from(i.to_be_bytes().to_vec()));
-    }
+    expect_numbered(&sub, 0..N);
     assert_eq!(sub.dropped(), 0);
 }
 
 #[test]
 fn host_publish_refuses_at_the_bound_and_counts_it() {
     const N: u32 = 20_000;
-    let broker = in_process(1);
-    let sub = broker
-        .subscribe_with_capacity("host/#", QoS::AtLeastOnce, N as usize)
-        .unwrap();
+    let (broker, sub) = host_and_subscriber(1, N);
     let sys = broker
         .subscribe("$SYS/broker/publish/embed/refused", QoS::AtMostOnce)
         .unwrap();
@@ -150,11 +160,7 @@ fn host_publish_refuses_at_the_bound_and_counts_it() {
     // (which must be woken for each): some are refused.
     assert!(refused > 0, "no publish was refused");
     // Exactly the accepted ones arrive, in order.
-    for &i in &accepted {
-        let m = sub.recv_timeout(TIMEOUT).unwrap();
-        assert_eq!(m.payload, Bytes::from(i.to_be_bytes().to_vec()));
-    }
-    assert!(sub.try_recv().is_err());
+    expect_numbered(&sub, accepted);
     // $SYS reports every refusal (it is published every second).
     let reported = common::wait_until(TIMEOUT, || {
         sys.try_iter()

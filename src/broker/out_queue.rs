@@ -22,9 +22,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::session::Message;
 
-/// What one chunk costs beyond its bytes: its `Bytes` handle in the queue and its
-/// compaction mark.
-pub const CHUNK_OVERHEAD: usize = std::mem::size_of::<Bytes>() + std::mem::size_of::<Hold>();
+/// What one chunk costs beyond its bytes: its `Bytes` handle in the queue and the
+/// allocator's header of the allocation it refers to.
+pub const CHUNK_OVERHEAD: usize = std::mem::size_of::<Bytes>() + 16;
 
 /// A message payload on its way into an output queue: the bytes, and the message they
 /// belong to when they may pin a read buffer (so that a queue that keeps them can switch
@@ -59,55 +59,57 @@ impl Body {
     }
 }
 
-/// How a chunk queued since the last compaction holds its memory.
-#[derive(Debug)]
-enum Hold {
-    /// Its own allocation, or one shared on purpose: kept as it is.
-    Owned,
-    /// A slice of a buffer shared with other things (the encoder's scratch): copied.
-    Slice,
-    /// The payload of a message that may pin a read buffer: replaced by the payload of
-    /// the message's detached copy.
-    Payload(Arc<Message>),
-}
-
 /// Bytes waiting to be written to one connection: a queue of shared chunks so that a
 /// fan-out frame is written from one `Bytes` to many sockets without copying.
 #[derive(Debug, Default)]
 pub struct OutQueue {
     chunks: VecDeque<Bytes>,
-    /// How the last `fresh.len()` chunks (those queued since the last compaction) hold
-    /// their memory; the earlier ones are compacted.
-    fresh: VecDeque<Hold>,
+    /// Chunks ever queued (so that a chunk has a number: `pushed - chunks.len()` is the
+    /// front's).
+    pushed: u64,
+    /// How many chunks at the back were queued since the last compaction. They are
+    /// slices of shared buffers (encoded frames), except those listed in `bodies`.
+    fresh: usize,
+    /// The fresh chunks that are not frames, by number: `None` an allocation of its own
+    /// (kept as it is), `Some` the payload of a message that may pin a read buffer.
+    bodies: VecDeque<(u64, Option<Arc<Message>>)>,
     len: usize,
     /// Bytes ever consumed (written to the socket): progress for stall detection.
     written: u64,
 }
 
 impl OutQueue {
-    fn push_held(&mut self, chunk: Bytes, hold: Hold) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks.push_back(chunk);
-            self.fresh.push_back(hold);
-        }
+    /// Queues a chunk; returns its number.
+    fn push_chunk(&mut self, chunk: Bytes) -> u64 {
+        self.len += chunk.len();
+        self.chunks.push_back(chunk);
+        self.fresh += 1;
+        self.pushed += 1;
+        self.pushed - 1
     }
 
     /// Queues bytes that are an allocation of their own.
     pub fn push(&mut self, chunk: Bytes) {
-        self.push_held(chunk, Hold::Owned);
+        if !chunk.is_empty() {
+            let n = self.push_chunk(chunk);
+            self.bodies.push_back((n, None));
+        }
     }
 
     /// Queues a slice of a shared buffer (an encoded frame): copied if it is kept past
     /// the iteration.
     pub fn push_slice(&mut self, chunk: Bytes) {
-        self.push_held(chunk, Hold::Slice);
+        if !chunk.is_empty() {
+            self.push_chunk(chunk);
+        }
     }
 
     /// Queues a message payload.
     pub fn push_body(&mut self, body: Body) {
-        let hold = body.msg.map_or(Hold::Owned, Hold::Payload);
-        self.push_held(body.bytes, hold);
+        if !body.bytes.is_empty() {
+            let n = self.push_chunk(body.bytes);
+            self.bodies.push_back((n, body.msg));
+        }
     }
 
     /// Total bytes queued.
@@ -163,14 +165,15 @@ impl OutQueue {
                 n = 0;
             }
         }
-        while self.fresh.len() > self.chunks.len() {
-            self.fresh.pop_front();
-        }
-        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
-            // An idle connection keeps no queue allocation (one free per drained queue,
-            // not per message).
-            self.chunks = VecDeque::new();
-            self.fresh = VecDeque::new();
+        self.fresh = self.fresh.min(self.chunks.len());
+        if self.chunks.is_empty() {
+            self.bodies.clear();
+            if self.chunks.capacity() > 0 {
+                // An idle connection keeps no queue allocation (one free per drained
+                // queue, not per message).
+                self.chunks = VecDeque::new();
+                self.bodies = VecDeque::new();
+            }
         }
     }
 
@@ -178,39 +181,47 @@ impl OutQueue {
     /// queued since the last call that shares a bigger buffer is replaced, once (see the
     /// module documentation). Cheap when nothing is left or nothing new was queued.
     pub fn compact(&mut self) {
-        if self.fresh.iter().all(|h| matches!(h, Hold::Owned)) {
-            self.fresh.clear();
+        let fresh = std::mem::take(&mut self.fresh).min(self.chunks.len());
+        let start = self.chunks.len() - fresh;
+        // The number of the first fresh chunk; bodies before it are gone or compacted.
+        let first = self.pushed - fresh as u64;
+        while self.bodies.front().is_some_and(|(n, _)| *n < first) {
+            self.bodies.pop_front();
+        }
+        if fresh == 0 || (self.bodies.len() == fresh && self.bodies.iter().all(|b| b.1.is_none())) {
+            self.bodies.clear();
             return;
         }
-        let start = self.chunks.len() - self.fresh.len();
         let tail: Vec<Bytes> = self.chunks.drain(start..).collect();
-        let holds = std::mem::take(&mut self.fresh);
+        let mut bodies = std::mem::take(&mut self.bodies);
         let mut run: Vec<Bytes> = Vec::new();
-        for (chunk, hold) in tail.into_iter().zip(holds) {
-            match hold {
-                Hold::Slice => {
-                    run.push(chunk);
-                    continue;
+        for (n, chunk) in (first..).zip(tail) {
+            let body = match bodies.front() {
+                Some((b, _)) if *b == n => bodies.pop_front().map(|(_, m)| m),
+                _ => None,
+            };
+            let Some(msg) = body else {
+                // A frame: part of a run copied into one allocation.
+                run.push(chunk);
+                continue;
+            };
+            self.push_run(&mut run);
+            let Some(msg) = msg else {
+                self.chunks.push_back(chunk); // its own allocation
+                continue;
+            };
+            let copy = Message::detached(&msg);
+            let payload = &copy.publish.payload;
+            // The chunk is the payload's tail (its front may have been written).
+            match payload.len().checked_sub(chunk.len()) {
+                Some(skip) if payload[skip..] == chunk[..] => {
+                    self.chunks.push_back(payload.slice(skip..));
                 }
-                Hold::Owned => {
-                    self.push_run(&mut run);
-                    self.chunks.push_back(chunk);
-                }
-                Hold::Payload(msg) => {
-                    self.push_run(&mut run);
-                    let copy = Message::detached(&msg);
-                    let payload = &copy.publish.payload;
-                    // The chunk is the payload's tail (its front may have been written).
-                    match payload.len().checked_sub(chunk.len()) {
-                        Some(skip) if payload[skip..] == chunk[..] => {
-                            self.chunks.push_back(payload.slice(skip..));
-                        }
-                        _ => self.chunks.push_back(Bytes::copy_from_slice(&chunk)),
-                    }
-                }
+                _ => self.chunks.push_back(Bytes::copy_from_slice(&chunk)),
             }
         }
         self.push_run(&mut run);
+        self.bodies = bodies; // emptied, capacity kept
     }
 
     /// Copies a run of slices into one exact allocation at the back.
@@ -228,7 +239,8 @@ impl OutQueue {
 
     pub fn clear(&mut self) {
         self.chunks.clear();
-        self.fresh.clear();
+        self.bodies.clear();
+        self.fresh = 0;
         self.len = 0;
     }
 }

@@ -14,6 +14,9 @@ use crate::session::Message;
 /// A 64 KiB "read buffer" and a message whose topic and payload are slices of it.
 fn message_in_buffer(payload_len: usize) -> (Bytes, Arc<Message>) {
     let mut buf = BytesMut::zeroed(64 * 1024);
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
     buf[..3].copy_from_slice(b"a/b");
     let buf = buf.freeze();
     let publish = Publish {
@@ -127,4 +130,64 @@ fn a_drained_queue_keeps_no_marks() {
     q.compact();
     assert_eq!(q.held(), 0);
     assert!(scratch.is_unique());
+}
+
+proptest::proptest! {
+    /// Any mix of frames, payloads and owned chunks, partial writes and compactions:
+    /// the bytes written are the bytes queued, and after a last compaction nothing
+    /// refers to the shared buffers any more.
+    #[test]
+    fn compaction_never_changes_the_output(
+        ops in proptest::collection::vec((0u8..5, 1usize..700), 1..60),
+    ) {
+        let scratch = Bytes::from(vec![b's'; 64 * 1024]);
+        let (read_buf, msg) = message_in_buffer(650);
+        let mut q = OutQueue::default();
+        let mut model: Vec<u8> = Vec::new();
+        let mut written: Vec<u8> = Vec::new();
+        let mut at = 0;
+        for (op, n) in ops {
+            match op {
+                0 => {
+                    let chunk = scratch.slice(at..at + n.min(100));
+                    at = (at + 100) % 60_000;
+                    model.extend_from_slice(&chunk);
+                    q.push_slice(chunk);
+                }
+                1 => {
+                    model.extend_from_slice(&msg.publish.payload);
+                    q.push_body(Body::of(&msg));
+                }
+                2 => {
+                    let owned = Bytes::from(vec![b'o'; n % 50 + 1]);
+                    model.extend_from_slice(&owned);
+                    q.push(owned);
+                }
+                3 => {
+                    let take = n.min(q.len());
+                    let mut iov = [std::io::IoSlice::new(&[]); 64];
+                    let k = q.io_slices(&mut iov);
+                    let mut left = take;
+                    for s in &iov[..k] {
+                        let m = left.min(s.len());
+                        written.extend_from_slice(&s[..m]);
+                        left -= m;
+                    }
+                    q.consume(take - left);
+                }
+                _ => q.compact(),
+            }
+            proptest::prop_assert_eq!(q.len(), model.len() - written.len());
+        }
+        q.compact();
+        written.extend(contents_all(&q));
+        proptest::prop_assert_eq!(written, model);
+        drop(msg);
+        proptest::prop_assert!(scratch.is_unique());
+        proptest::prop_assert!(read_buf.is_unique());
+    }
+}
+
+fn contents_all(q: &OutQueue) -> Vec<u8> {
+    q.chunks.iter().flat_map(|c| c.iter().copied()).collect()
 }

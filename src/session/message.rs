@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use crate::codec::{
-    Ack, AckKind, ByteStr, Packet, PacketId, Properties, Publish, QoS, ReasonCode,
-};
+use crate::codec::{Ack, AckKind, ByteStr, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
 
 /// One application message, immutable once routed.
 #[derive(Debug)]

@@ -54,6 +54,18 @@ fn queued(b: &Broker) -> u64 {
     b.held_bytes().0
 }
 
+/// `released` (the read buffer was free after the iteration) and the sessions keep
+/// exactly one detached 10-byte message, as `max_queued_bytes` counts it.
+fn assert_keeps_one_small_message(h: &Harness, released: bool, what: &str) {
+    assert!(
+        released,
+        "{what} 10-byte message pins the 64 KiB read buffer"
+    );
+    let footprint = footprint_of(b"0123456789", QoS::AtLeastOnce);
+    assert_eq!(queued(&h.broker), footprint as u64);
+    assert!(footprint < 1024);
+}
+
 #[test]
 fn a_message_queued_for_an_offline_session_does_not_pin_the_read_buffer() {
     let mut h = Harness::new(Harness::default_config());
@@ -64,16 +76,7 @@ fn a_message_queued_for_an_offline_session_does_not_pin_the_read_buffer() {
     assert_eq!(queued(&h.broker), 0);
 
     let released = read_and_check_released(&mut h, p, busy_read(b"0123456789", QoS::AtLeastOnce));
-    assert!(
-        released,
-        "one queued 10-byte message pins the 64 KiB read buffer"
-    );
-    // What the queue keeps, as max_queued_bytes counts it: one small message.
-    assert_eq!(
-        queued(&h.broker),
-        footprint_of(b"0123456789", QoS::AtLeastOnce) as u64
-    );
-    assert!(queued(&h.broker) < 1024);
+    assert_keeps_one_small_message(&h, released, "a queued");
 
     let (s, _) = h.connect_with(connect("s", V4, false));
     assert_eq!(&h.expect_publish(s).payload[..], b"0123456789");
@@ -90,14 +93,7 @@ fn an_inflight_message_does_not_pin_the_read_buffer() {
     // Sent, but kept in the window until the subscriber's PUBACK.
     let m = h.expect_publish(s);
     assert_eq!(&m.payload[..], b"0123456789");
-    assert!(
-        released,
-        "an inflight 10-byte message pins the 64 KiB read buffer"
-    );
-    assert_eq!(
-        queued(&h.broker),
-        footprint_of(b"0123456789", QoS::AtLeastOnce) as u64
-    );
+    assert_keeps_one_small_message(&h, released, "an inflight");
     h.ack(s, codec::AckKind::PubAck, m.packet_id.unwrap());
     assert_eq!(queued(&h.broker), 0);
 }
