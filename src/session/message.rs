@@ -88,24 +88,28 @@ impl Message {
         data.extend_from_slice(&p.payload);
         let mut payload = data.freeze();
         let topic = payload.split_to(p.topic.len());
-        let publish = Publish {
-            dup: p.dup,
-            qos: p.qos,
-            retain: p.retain,
-            // SAFETY: the bytes of a `ByteStr`, copied: valid UTF-8.
-            topic: unsafe { ByteStr::from_validated(topic) },
-            packet_id: p.packet_id,
-            properties: if p.properties.is_empty() {
-                Properties::default()
-            } else {
-                p.properties.compact()
-            },
-            payload,
-        };
+        // Built in place (the record is 600 bytes: no intermediate moves).
         let copy = Arc::new(Self {
+            publish: Publish {
+                dup: p.dup,
+                qos: p.qos,
+                retain: p.retain,
+                // SAFETY: the bytes of a `ByteStr`, copied: valid UTF-8.
+                topic: unsafe { ByteStr::from_validated(topic) },
+                packet_id: p.packet_id,
+                properties: if p.properties.is_empty() {
+                    Properties::default()
+                } else {
+                    p.properties.compact()
+                },
+                payload,
+            },
+            received: this.received,
+            origin: this.origin,
             // The cached headers are encoded into their own buffers: shared, not copied.
             headers: this.headers.clone(),
-            ..Self::standalone(publish, this.received, this.origin)
+            standalone: true,
+            detached: OnceLock::new(),
         });
         match this.detached.set(Arc::clone(&copy)) {
             Ok(()) => copy,
