@@ -167,7 +167,9 @@ impl OutQueue {
         }
         self.fresh = self.fresh.min(self.chunks.len());
         if self.chunks.is_empty() {
-            self.bodies.clear();
+            if !self.bodies.is_empty() {
+                self.bodies.clear();
+            }
             if self.chunks.capacity() > 0 {
                 // An idle connection keeps no queue allocation (one free per drained
                 // queue, not per message).
@@ -180,7 +182,15 @@ impl OutQueue {
     /// The queue outlives the loop iteration (what is left after the write): every chunk
     /// queued since the last call that shares a bigger buffer is replaced, once (see the
     /// module documentation). Cheap when nothing is left or nothing new was queued.
+    #[inline]
     pub fn compact(&mut self) {
+        // The common case: everything was written (or nothing queued since).
+        if self.fresh != 0 || !self.bodies.is_empty() {
+            self.compact_fresh();
+        }
+    }
+
+    fn compact_fresh(&mut self) {
         let fresh = std::mem::take(&mut self.fresh).min(self.chunks.len());
         let start = self.chunks.len() - fresh;
         // The number of the first fresh chunk; bodies before it are gone or compacted.
@@ -239,7 +249,9 @@ impl OutQueue {
 
     pub fn clear(&mut self) {
         self.chunks.clear();
-        self.bodies.clear();
+        if !self.bodies.is_empty() {
+            self.bodies.clear();
+        }
         self.fresh = 0;
         self.len = 0;
     }

@@ -211,6 +211,7 @@ impl Routing {
     /// [MQTT-3.3.5-1]. `is_origin(key)` says whether session `key` published `msg` (for No
     /// Local [MQTT-3.8.3-3]); it is asked only when a subscription sets No Local. `None`
     /// for a session all of whose matching subscriptions are No Local.
+    #[inline]
     pub(super) fn next_target(
         targets: &[(usize, Subscription)],
         i: &mut usize,
