@@ -28,7 +28,9 @@
 //!    `on_timeout(now)` when `poll_timeout()` has passed; mail from other shards into
 //!    `on_shard_message` while `accepts_remote()`;
 //! 2. `while let Some(conn) = poll_transmit()` -> write `output(conn)` with writev until
-//!    empty or WouldBlock (keep WRITABLE interest while non-empty);
+//!    empty or WouldBlock (keep WRITABLE interest while non-empty); call it until `None`:
+//!    the next call compacts what the previous connection's socket did not take, so that
+//!    output kept past the iteration pins no read buffer (`out_queue.rs`);
 //! 3. `while let Some(conn) = poll_close()` -> flush what can be flushed, then close the
 //!    socket (do NOT call `on_closed` for it afterwards);
 //! 4. `run_deferred(now)` while `has_deferred_work()` (budgeted retained lookups), and

@@ -1,7 +1,9 @@
 //! The retained-message trie: one node per topic level, the retained message (if any) on
 //! the node where its topic ends. It owns the messages (shared `Arc`s) and answers
-//! lookups, budgeted ones included; it never decides who receives them, never replicates
-//! (the broker's cross-shard part does) and never reads the clock.
+//! lookups, budgeted ones included: children are kept in key order, so a budgeted walk
+//! stops anywhere and resumes from a [`RetainedCursor`] (the path by key) without
+//! collecting matches ahead. It never decides who receives them, never replicates (the
+//! broker's cross-shard part does) and never reads the clock.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
