@@ -29,7 +29,9 @@
 //!    `on_accept` / `on_read` / `on_writable` / `on_closed` for each readiness event,
 //!    `on_timeout(now)` when `poll_timeout()` has passed;
 //! 2. `while let Some(conn) = poll_transmit()` -> write `output(conn)` with writev until
-//!    empty or WouldBlock (keep WRITABLE interest while non-empty);
+//!    empty or WouldBlock (keep WRITABLE interest while non-empty); call it until `None`:
+//!    the next call compacts what the previous connection's socket did not take, so that
+//!    output kept past the iteration pins no read buffer (`out_queue.rs`);
 //! 3. `while let Some(conn) = poll_close()` -> flush what can be flushed, then close the
 //!    socket (do NOT call `on_closed` for it afterwards);
 //! 4. `run_deferred(now)` while `has_deferred_work()` (budgeted retained lookups), and
@@ -75,7 +77,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::auth::{ClientSecurity, Security};
-use crate::codec::{self, ByteStr, Publish};
+use crate::codec::{self, ByteStr};
 use crate::config::Config;
 use crate::mailbox::MAX_SHARDS;
 use crate::metrics::Stats;
@@ -116,6 +118,9 @@ pub struct Broker {
     routing: Routing,
     cross: CrossShard,
     flow: FlowControl,
+    /// The host's count of refused `BrokerHandle::publish` calls, from the first message
+    /// it published (for `$SYS`).
+    embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Broker {
@@ -151,6 +156,7 @@ impl Broker {
             routing: Routing::new(),
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
+            embed_refused: None,
             config,
         }
     }
@@ -316,13 +322,16 @@ impl Broker {
     /// subscriber that cannot take more (here or on another shard), while a peer its
     /// messages went to has a full ring, and while its own output is over the bound. The
     /// policy is `flow.rs`'s; when reading resumes, the connection's keep alive clock
-    /// restarts at `now`.
+    /// restarts at `now`. Also false while it has as many SUBACKs waiting for the other
+    /// shards as it may (`cross/interest.rs`).
     pub fn wants_read(&mut self, conn: ConnId, now: Instant) -> bool {
         let Some(c) = self.conns.get(conn) else {
             return false;
         };
         let state = c.state;
-        if matches!(state, ConnState::Closing | ConnState::AwaitHome) {
+        if matches!(state, ConnState::Closing | ConnState::AwaitHome)
+            || self.cross.held_subacks_at_limit(conn)
+        {
             return false;
         }
         let output = publish::output_of(c);
@@ -349,9 +358,16 @@ impl Broker {
         self.flow.on_peer_backlog(peers);
     }
 
-    /// Embedding: publishes a message from inside the process as if from a client.
-    pub fn inject(&mut self, publish: Publish, now: Instant) {
+    /// Embedding: publishes a message from inside the process as if from a client. Its
+    /// slot in the host's publish channel (if any) is given back once it is routed.
+    pub fn inject(&mut self, injected: impl Into<embed::Injected>, now: Instant) {
+        let injected = injected.into();
+        if self.embed_refused.is_none() {
+            self.embed_refused = injected.refused().cloned();
+        }
+        let embed::Injected { publish, slot } = injected;
         self.route(publish, None, now);
+        drop(slot);
     }
 
     /// Installs an in-process subscription on this shard; with `with_retained`, first
@@ -398,6 +414,19 @@ impl Broker {
         self.stats.subscriptions = self.routing.local_subscriptions();
         self.stats.retained = self.routing.retained_len() as u64;
         self.stats.stored = self.sessions.stored();
+        self.stats.stored_bytes = self.sessions.held_bytes();
+        self.stats.output_bytes = self.conns.held_bytes();
+        self.stats.subscribe_paused = self.cross.held_suback_limit_hits();
+        if let Some(refused) = &self.embed_refused {
+            self.stats.embed_publish_refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Memory this shard keeps alive for messages in transit, as its limits count it:
+    /// (session queues and inflight windows, output queues). Walks every session and
+    /// connection: for `$SYS` and tests, not for a hot path.
+    pub fn held_bytes(&self) -> (u64, u64) {
+        (self.sessions.held_bytes(), self.conns.held_bytes())
     }
 
     /// This shard's counters for $SYS, with gauges refreshed.

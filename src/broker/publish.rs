@@ -23,6 +23,7 @@ use crate::session::{Delivery, Message, Outgoing, PublishedBy, Transmit};
 use super::connections::{Conn, Connections};
 use super::cross::{Control, Offer};
 use super::flow::{Load, Output, Publisher};
+use super::out_queue::Body;
 use super::routing::{frame_class, Frames, Routing, Target};
 use super::sessions::Sessions;
 use super::{Broker, ConnId};
@@ -278,7 +279,7 @@ impl Broker {
                 let Some((head, body)) = &frames[class] else {
                     return;
                 };
-                if head.len() + body.as_ref().map_or(0, Bytes::len) > max_out {
+                if head.len() + body.as_ref().map_or(0, Body::len) > max_out {
                     self.stats.publish_dropped += 1; // [MQTT-3.1.2-25]
                     return;
                 }
@@ -441,7 +442,7 @@ impl Broker {
     }
 
     /// Appends encoded bytes to a connection's output (flagging it for `poll_transmit`).
-    fn push_frame(&mut self, conn: ConnId, head: Bytes, body: Option<Bytes>) {
+    fn push_frame(&mut self, conn: ConnId, head: Bytes, body: Option<Body>) {
         if let Some(n) = self.conns.push(conn, head, body) {
             self.stats.messages_sent += 1;
             self.stats.bytes_sent += n as u64;

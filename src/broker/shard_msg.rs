@@ -57,8 +57,9 @@ impl Broker {
                 }
             }
             Control::InterestAck { seq } => self.on_interest_ack(from, seq, now),
+            Control::RetainClock(clock) => self.cross.on_retain_clock(from, clock),
             Control::Retain(m, version) => {
-                if self.cross.accept_retained(&m.topic, version) {
+                if self.cross.accept_retained(&m, version) {
                     self.routing.set_retained(*m);
                     self.stats.retained = self.routing.retained_len() as u64;
                 }

@@ -436,7 +436,7 @@ impl Shard {
         let tls_pending = c.tls.as_ref().is_some_and(|t| t.wants_write());
         match outcome {
             ReadOutcome::Drained if tls_pending => self.flush(conn, now),
-            ReadOutcome::Drained => {}
+            ReadOutcome::Drained => c.compact_partial_frame(),
             ReadOutcome::Budget => {
                 if !c.read_pending {
                     c.read_pending = true;

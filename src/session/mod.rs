@@ -37,8 +37,8 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Queue length beyond the window (`max_queued_messages`; 0 = unlimited).
     pub max_queued: usize,
-    /// Topic + payload bytes an offline session may queue (`max_queued_bytes`;
-    /// `usize::MAX` = unlimited).
+    /// Memory an offline session's queue may hold (`max_queued_bytes`, counted as
+    /// [`Message::footprint`]s; `usize::MAX` = unlimited).
     pub max_queued_bytes: usize,
     /// Topic + payload bytes of QoS 1/2 messages in flight (`max_inflight_bytes`; 0 = no
     /// byte limit).
@@ -295,6 +295,11 @@ impl Session {
             self.transmits = VecDeque::new();
         }
         t
+    }
+
+    /// Memory the session's queue and inflight window keep alive (message footprints).
+    pub fn held_bytes(&self) -> usize {
+        self.outbound.held_bytes()
     }
 
     /// Messages held (inflight + queued), for `$SYS/broker/store/messages/count`.

@@ -75,6 +75,9 @@ pub enum Control {
     /// version (Lamport clock, sender): every replica keeps the highest version per
     /// topic, so concurrent sets on two shards converge to the same winner everywhere.
     Retain(Box<RetainedMessage>, (u64, ShardId)),
+    /// The sender's retained clock after the `Retain`s it sent before this: no set it
+    /// makes from now on is older (tombstones of deleted topics expire on it).
+    RetainClock(u64),
     /// To the home shard: a CONNECT for `client_id` arrived on the sender.
     Claim {
         client_id: ByteStr,

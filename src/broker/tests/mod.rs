@@ -10,6 +10,7 @@ mod connect;
 mod embed;
 mod encode;
 mod flow;
+mod memory;
 mod messages;
 mod persist;
 mod qos;
