@@ -18,6 +18,7 @@ use crate::codec::{
 use crate::session::{self, Action, Session};
 
 use super::cross::{MovedSession, PendingConnect};
+use super::options;
 use super::timers::Timer;
 use super::{Broker, ConnId, ConnState, Slot};
 
@@ -53,6 +54,9 @@ impl Broker {
                 // through `Session::handle_packet` (one move of a large value fewer).
                 let packet = match packet {
                     Packet::Publish(publish) => {
+                        if self.refuse_publish_qos(key, conn, publish.qos, now) {
+                            return; // max_qos
+                        }
                         let Some(slot) = self.sessions.get_mut(key) else {
                             return;
                         };
@@ -175,7 +179,7 @@ impl Broker {
         };
         let version = connect.protocol;
         c.version = version;
-        let (peer, listener, conn_uid) = (c.peer, c.listener, c.uid);
+        let (listener, conn_uid) = (c.listener, c.uid);
         // --- security hook: TLS identity as username, then password / ACL checks.
         let identity = c.identity.clone();
         let use_identity = self.config.uses_identity_as_username(listener);
@@ -187,7 +191,14 @@ impl Broker {
         let security = Arc::clone(&self.security);
         let domain = security.domain(listener);
         let auto = self.uid();
+        if options::will_qos_refused(&self.config, listener, &connect) {
+            return self.refuse_connect(conn, &connect, ReasonCode::QOS_NOT_SUPPORTED);
+        }
         let verdict = session::accept(&connect, &self.config, domain, use_identity, || auto)
+            .and_then(|a| {
+                let username = connect.username.as_ref();
+                options::username_as_client_id(&self.config, listener, username, a)
+            })
             .and_then(|a| {
                 let will_ok = connect.will.as_ref().map_or(true, |w| {
                     let username = connect.username.as_ref().map(ByteStr::as_str);
@@ -202,22 +213,7 @@ impl Broker {
             });
         let accepted = match verdict {
             Ok(a) => a,
-            Err(reason) => {
-                let code = session::connack_code(version, reason);
-                let ack = ConnAck {
-                    session_present: false,
-                    reason: code,
-                    properties: Properties::default(),
-                };
-                self.send_packet(conn, &Packet::ConnAck(ack), version);
-                crate::log_notice!(
-                    "Client {} from {peer} refused: CONNACK 0x{:02x}.",
-                    connect.client_id,
-                    code.0
-                );
-                self.close_conn(conn);
-                return;
-            }
+            Err(reason) => return self.refuse_connect(conn, &connect, reason),
         };
         if self.cross.is_multi() {
             // The client id's home shard knows where its session lives [MQTT-3.1.4-3].
@@ -235,6 +231,35 @@ impl Broker {
             return;
         }
         self.finish_connect(conn, connect, &accepted, None, now);
+    }
+
+    /// Refuses a CONNECT with `reason` (v5's code; 3.1.1 gets its CONNACK return code,
+    /// or no CONNACK at all for a will QoS above `max_qos`, as Mosquitto), then closes.
+    fn refuse_connect(&mut self, conn: ConnId, connect: &Connect, reason: ReasonCode) {
+        let Some(peer) = self.conns.get(conn).map(|c| c.peer) else {
+            return;
+        };
+        let version = connect.protocol;
+        let code = session::connack_code(version, reason);
+        if version.is_v5() || reason != ReasonCode::QOS_NOT_SUPPORTED {
+            let ack = ConnAck {
+                session_present: false,
+                reason: code,
+                properties: Properties::default(),
+            };
+            self.send_packet(conn, &Packet::ConnAck(ack), version);
+            crate::log_notice!(
+                "Client {} from {peer} refused: CONNACK 0x{:02x}.",
+                connect.client_id,
+                code.0
+            );
+        } else {
+            crate::log_notice!(
+                "Client {} from {peer} refused: will QoS above max_qos.",
+                connect.client_id
+            );
+        }
+        self.close_conn(conn);
     }
 
     /// Completes an accepted CONNECT: takes over a local session of the same client id,
@@ -304,7 +329,9 @@ impl Broker {
             ))
         });
         let properties = if version.is_v5() {
-            session::connack_properties(&self.config, accepted)
+            let mut p = session::connack_properties(&self.config, accepted);
+            options::announce_max_qos(&self.config, listener, &mut p);
+            p
         } else {
             Properties::default()
         };

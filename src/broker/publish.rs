@@ -160,7 +160,8 @@ impl Broker {
         let mut i = 0;
         while i < targets.len() {
             let sessions = &self.sessions;
-            let target = Routing::next_target(&targets, &mut i, msg, |key| {
+            let upgrade = self.config.upgrade_outgoing_qos;
+            let target = Routing::next_target(&targets, &mut i, msg, upgrade, |key| {
                 sessions.uid_of(key) == msg.origin
             });
             if let Some(target) = target {

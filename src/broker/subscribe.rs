@@ -63,6 +63,8 @@ impl Broker {
                 reasons.push(failure.unwrap_or(ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
+            let mut options = options;
+            options.qos = super::options::granted_qos(&self.config, slot.listener, options.qos);
             let subscription = Subscription {
                 options,
                 id: sub_id,
@@ -221,7 +223,11 @@ impl Broker {
             let out = Outgoing {
                 // The store's bytes are compacted already: queues keep it as it is.
                 msg: Arc::new(Message::standalone(publish, now, None)),
-                qos: m.qos.min(job.granted),
+                qos: super::options::outgoing_qos(
+                    m.qos,
+                    job.granted,
+                    self.config.upgrade_outgoing_qos,
+                ),
                 retain: true,
                 sub_ids: job.sub_id.into_iter().collect(),
             };

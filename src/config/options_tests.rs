@@ -45,6 +45,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("max_inflight_messages", "10"),
     ("max_keepalive", "10"),
     ("max_packet_size", "100"),
+    ("max_qos", "1"),
+    ("maximum_qos", "1"),
     ("max_queued_bytes", "10"),
     ("max_queued_messages", "10"),
     ("message_size_limit", "10"),
@@ -70,7 +72,9 @@ const SAMPLES: &[(&str, &str)] = &[
     ("sys_interval", "5"),
     ("threads", "2"),
     ("tls_version", "tlsv1.2"),
+    ("upgrade_outgoing_qos", "true"),
     ("use_identity_as_username", "true"),
+    ("use_username_as_clientid", "true"),
     ("user", "nobody"),
 ];
 
@@ -186,10 +190,6 @@ fn not_yet_options_stop_the_start() {
 #[test]
 fn only_the_value_shardmq_honours_is_accepted() {
     for (option, accepted, refused) in [
-        ("max_qos", "2", "1"),
-        ("maximum_qos", "2", "0"),
-        ("upgrade_outgoing_qos", "false", "true"),
-        ("use_username_as_clientid", "false", "true"),
         ("use_subject_as_username", "false", "true"),
         ("check_retain_source", "false", "true"),
         ("memory_limit", "0", "1000000"),

@@ -1,0 +1,175 @@
+//! Scenario tests for Mosquitto's per-listener and delivery options (issue 11 part B):
+//! `max_qos`, `upgrade_outgoing_qos`, `use_username_as_clientid`.
+
+use super::harness::{connect, will, Harness};
+use crate::codec::{AckKind, ByteStr, Packet, ProtocolVersion, QoS, ReasonCode};
+use crate::config::Config;
+
+const V311: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+fn with_max_qos(max: u8) -> Config {
+    let mut config = Harness::default_config();
+    config.listeners[0].max_qos = max;
+    config
+}
+
+#[test]
+fn max_qos_v5_connack_announces_it_and_suback_is_capped() {
+    let mut h = Harness::new(with_max_qos(1));
+    let (conn, ack) = h.connect_with(connect("c", V5, true));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    // [MQTT-3.2.2-9]
+    assert_eq!(ack.properties.maximum_qos, Some(1));
+    let suback = h.subscribe(conn, "t", QoS::ExactlyOnce);
+    assert_eq!(suback.reasons[0], ReasonCode(1));
+    // A QoS 2 message to the capped subscription arrives at QoS 1.
+    let p = h.connect("p", V5);
+    h.publish(p, "t", b"x", QoS::AtLeastOnce, false, Some(7));
+    h.expect_ack(p, AckKind::PubAck);
+    assert_eq!(h.expect_publish(conn).qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn max_qos_default_announces_nothing() {
+    let mut h = Harness::new(Harness::default_config());
+    let (_, ack) = h.connect_with(connect("c", V5, true));
+    assert_eq!(ack.properties.maximum_qos, None);
+}
+
+#[test]
+fn max_qos_v5_publish_above_it_gets_disconnect_0x9b() {
+    let mut h = Harness::new(with_max_qos(1));
+    let sub = h.connect("s", V311);
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let p = h.connect("p", V5);
+    h.publish(p, "t", b"x", QoS::ExactlyOnce, false, Some(1));
+    match h.expect(p) {
+        Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::QOS_NOT_SUPPORTED),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert!(h.is_closed(p));
+    h.assert_idle(sub); // not routed
+}
+
+#[test]
+fn max_qos_v311_publish_above_it_closes_and_subscribe_is_capped() {
+    let mut h = Harness::new(with_max_qos(0));
+    let sub = h.connect("s", V311);
+    assert_eq!(
+        h.subscribe(sub, "t", QoS::AtLeastOnce).reasons[0],
+        ReasonCode(0)
+    );
+    let p = h.connect("p", V311);
+    h.publish(p, "t", b"x", QoS::AtLeastOnce, false, Some(1));
+    assert!(h.is_closed(p));
+    assert!(h.recv(p).is_none(), "3.1.1: no PUBACK, no DISCONNECT");
+    h.assert_idle(sub);
+    // QoS 0 still flows.
+    let p2 = h.connect("p2", V311);
+    h.publish(p2, "t", b"y", QoS::AtMostOnce, false, None);
+    assert_eq!(h.expect_publish(sub).payload.as_ref(), b"y");
+}
+
+#[test]
+fn max_qos_will_above_it_refuses_connect() {
+    let mut h = Harness::new(with_max_qos(1));
+    let mut c = connect("w5", V5, true);
+    c.will = Some(will("w", b"bye", QoS::ExactlyOnce, false));
+    let (conn, ack) = h.connect_with(c);
+    assert_eq!(ack.reason, ReasonCode::QOS_NOT_SUPPORTED);
+    assert!(h.is_closed(conn));
+    // 3.1.1: closed without CONNACK, as Mosquitto.
+    let mut c = connect("w3", V311, true);
+    c.will = Some(will("w", b"bye", QoS::ExactlyOnce, false));
+    let conn = h.open(V311);
+    h.send(conn, Packet::Connect(Box::new(c)));
+    assert!(h.is_closed(conn));
+    assert!(h.recv(conn).is_none());
+    // At the maximum it is fine.
+    let mut c = connect("ok", V5, true);
+    c.will = Some(will("w", b"bye", QoS::AtLeastOnce, false));
+    assert_eq!(h.connect_with(c).1.reason, ReasonCode::SUCCESS);
+}
+
+#[test]
+fn upgrade_outgoing_qos_delivers_at_the_subscription_qos() {
+    for upgrade in [false, true] {
+        let mut config = Harness::default_config();
+        config.upgrade_outgoing_qos = upgrade;
+        let mut h = Harness::new(config);
+        let p = h.connect("p", V311);
+        h.publish(p, "r", b"kept", QoS::AtMostOnce, true, None);
+        let s = h.connect("s", V311);
+        h.subscribe(s, "r", QoS::ExactlyOnce);
+        let want = if upgrade {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        let retained = h.expect_publish(s);
+        assert_eq!((retained.qos, retained.retain), (want, true));
+        assert_eq!(retained.packet_id.is_some(), upgrade);
+        h.subscribe(s, "t", QoS::AtLeastOnce);
+        h.publish(p, "t", b"live", QoS::AtMostOnce, false, None);
+        let live = h.expect_publish(s);
+        let want = if upgrade {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        assert_eq!(live.qos, want, "upgrade_outgoing_qos {upgrade}");
+        assert_eq!(live.packet_id.is_some(), upgrade);
+    }
+}
+
+fn with_username_as_clientid() -> Config {
+    let mut config = Harness::default_config();
+    config.listeners[0].use_username_as_clientid = true;
+    config
+}
+
+#[test]
+fn use_username_as_clientid_replaces_the_client_id() {
+    let mut h = Harness::new(with_username_as_clientid());
+    let mut c = connect("first", V311, false);
+    c.username = Some(ByteStr::from("alice"));
+    let (a, ack) = h.connect_with(c);
+    assert_eq!(ack.reason, ReasonCode::V3_ACCEPTED);
+    h.subscribe(a, "t", QoS::AtLeastOnce);
+    // Another client id with the same username is the same client: it takes over the
+    // session (present) and its subscription.
+    let mut c = connect("second", V311, false);
+    c.username = Some(ByteStr::from("alice"));
+    let (b, ack) = h.connect_with(c);
+    assert!(ack.session_present);
+    assert!(h.is_closed(a));
+    let mut c = connect("p", V311, true);
+    c.username = Some(ByteStr::from("publisher"));
+    let (p, _) = h.connect_with(c);
+    h.publish(p, "t", b"x", QoS::AtMostOnce, false, None);
+    assert_eq!(h.expect_publish(b).payload.as_ref(), b"x");
+}
+
+#[test]
+fn use_username_as_clientid_without_username_is_not_authorised() {
+    let mut h = Harness::new(with_username_as_clientid());
+    let (conn, ack) = h.connect_with(connect("anon", V311, true));
+    assert_eq!(ack.reason, ReasonCode::V3_NOT_AUTHORIZED);
+    assert!(h.is_closed(conn));
+    let (_, ack) = h.connect_with(connect("anon", V5, true));
+    assert_eq!(ack.reason, ReasonCode::NOT_AUTHORIZED);
+}
+
+#[test]
+fn use_username_as_clientid_v5_empty_id_is_assigned_the_username() {
+    let mut h = Harness::new(with_username_as_clientid());
+    let mut c = connect("", V5, true);
+    c.username = Some(ByteStr::from("bob"));
+    let (_, ack) = h.connect_with(c);
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert_eq!(
+        ack.properties.assigned_client_identifier.as_deref(),
+        Some("bob")
+    );
+}

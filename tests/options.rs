@@ -1,0 +1,82 @@
+//! Mosquitto's per-listener and delivery options against a real broker process with real
+//! clients (mosquitto_pub / mosquitto_sub, rumqttc) and raw sockets: `max_qos`,
+//! `upgrade_outgoing_qos`, `use_username_as_clientid`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{BrokerProc, Raw, V4};
+use rumqttc::{QoS, SubscribeReasonCode};
+
+#[test]
+fn max_qos_caps_subscriptions_and_refuses_publishes_above_it() {
+    let broker = BrokerProc::start("max_qos 1");
+    // rumqttc (3.1.1): SUBSCRIBE QoS 2 is granted 1.
+    let sub = V4::connect("sub", broker.port);
+    assert_eq!(
+        sub.subscribe("t", QoS::ExactlyOnce),
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    // A raw 3.1.1 PUBLISH at QoS 2 closes the connection, routes nothing.
+    let (mut raw, _, rc) = Raw::mqtt_connect(broker.port, "raw", true);
+    assert_eq!(rc, 0);
+    raw.send(&common::publish("t", 2, false, false, 1, b"too high"));
+    assert!(raw.closed_by_broker(), "QoS 2 above max_qos 1 must close");
+    assert!(broker.wait_log("Too high QoS in PUBLISH from raw, disconnecting."));
+    // QoS 1 still flows.
+    let p = V4::connect("pub", broker.port);
+    p.publish("t", QoS::AtLeastOnce, false, "fine");
+    let got = sub.next_publish().expect("the QoS 1 message");
+    assert_eq!(&got.payload[..], b"fine");
+
+    // mosquitto_pub (MQTT 5) reads CONNACK's Maximum QoS and refuses to send QoS 2.
+    let Some(pub_bin) = common::mosquitto_tool("mosquitto_pub") else {
+        return;
+    };
+    let out = Command::new(pub_bin)
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-V", "5", "-q", "2", "-t", "t", "-m", "x", "-i", "v5pub"])
+        .output()
+        .unwrap();
+    // It exits 0 after saying so.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("QoS not supported"),
+        "mosquitto_pub -q 2 should refuse against max_qos 1: {stderr}"
+    );
+}
+
+#[test]
+fn upgrade_outgoing_qos_delivers_qos0_at_the_subscription_qos() {
+    let broker = BrokerProc::start("upgrade_outgoing_qos true");
+    let sub = V4::connect("sub", broker.port);
+    sub.subscribe("t", QoS::AtLeastOnce);
+    let p = V4::connect("pub", broker.port);
+    p.publish("t", QoS::AtMostOnce, false, "up");
+    let got = sub.next_publish().expect("delivered");
+    assert_eq!((&got.payload[..], got.qos), (&b"up"[..], QoS::AtLeastOnce));
+}
+
+#[test]
+fn use_username_as_clientid_makes_the_username_the_client_id() {
+    let broker = BrokerProc::start("use_username_as_clientid true");
+    let mut o = common::v4_options("first-id", broker.port);
+    o.set_credentials("alice", "");
+    o.set_clean_session(false);
+    let first = V4::connect_with(o);
+    assert!(broker.wait_log(" as alice (p2, c0"));
+    first.subscribe("t", QoS::AtLeastOnce);
+    // Another client id with the same username takes the session over.
+    let mut o = common::v4_options("second-id", broker.port);
+    o.set_credentials("alice", "");
+    o.set_clean_session(false);
+    let second = V4::start(o);
+    let ack = second.wait_connack();
+    assert!(ack.session_present, "same client id, same session");
+    assert!(broker.wait_log("Client alice already connected, closing old connection."));
+    // Without a username: not authorised.
+    let (_, _, rc) = Raw::mqtt_connect(broker.port, "anon", true);
+    assert_eq!(rc, 5);
+}
