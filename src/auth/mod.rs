@@ -15,6 +15,7 @@ pub mod crl;
 pub mod passwd;
 pub mod password;
 pub mod psk;
+pub mod x509;
 
 use std::sync::Arc;
 

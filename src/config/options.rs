@@ -173,7 +173,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("try_private", Bridge, BRIDGE),
     row("upgrade_outgoing_qos", Yes, "`true` delivers at the subscription's QoS, retained messages included (as Mosquitto; not MQTT-conformant)"),
     row("use_identity_as_username", Yes, "see TLS"),
-    row("use_subject_as_username", OnlyValue("false"), "`true` is not supported yet"),
+    row("use_subject_as_username", Yes, "the verified client certificate's subject DN, in Mosquitto's (OpenSSL RFC 2253) form, is the username; needs `require_certificate true`; see TLS"),
     row("use_username_as_clientid", Yes, "per listener; a client without a username is refused (not authorised), as Mosquitto"),
     row("user", Yes, "when started as root: drop to this user after binding the listeners and loading TLS, password and ACL files; an unknown user stops the start. Unlike Mosquitto there is no default user: as root without `user`, shardmq warns and stays root"),
     row("username", Bridge, BRIDGE),

@@ -74,6 +74,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("tls_version", "tlsv1.2"),
     ("upgrade_outgoing_qos", "true"),
     ("use_identity_as_username", "true"),
+    ("use_subject_as_username", "true"),
     ("use_username_as_clientid", "true"),
     ("user", "nobody"),
 ];
@@ -190,7 +191,6 @@ fn not_yet_options_stop_the_start() {
 #[test]
 fn only_the_value_shardmq_honours_is_accepted() {
     for (option, accepted, refused) in [
-        ("use_subject_as_username", "false", "true"),
         ("check_retain_source", "false", "true"),
         ("memory_limit", "0", "1000000"),
         ("max_topic_alias", "0", "10"),
