@@ -80,3 +80,37 @@ fn use_username_as_clientid_makes_the_username_the_client_id() {
     let (_, _, rc) = Raw::mqtt_connect(broker.port, "anon", true);
     assert_eq!(rc, 5);
 }
+
+#[test]
+fn mount_point_separates_a_listener_into_its_own_branch() {
+    let broker = BrokerProc::start("listener 0 127.0.0.1\nmount_point site1/");
+    let mounted_port = common::tls::listener_port(&broker, 1);
+    let outside = V4::connect("outside", broker.port);
+    outside.subscribe("#", QoS::AtMostOnce);
+    let inner = V4::connect("inner", mounted_port);
+    inner.subscribe("sensors/#", QoS::AtLeastOnce);
+    // A plain client publishes under site1/: the mounted client sees it without prefix.
+    let plain = V4::connect("plain", broker.port);
+    plain.publish("site1/sensors/t", QoS::AtLeastOnce, false, "21");
+    let got = inner
+        .next_publish()
+        .expect("delivered to the mounted client");
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("sensors/t", &b"21"[..])
+    );
+    assert_eq!(outside.next_publish().unwrap().topic, "site1/sensors/t");
+    // The mounted client publishes: everyone else sees it under site1/.
+    let Some(pub_bin) = common::mosquitto_tool("mosquitto_pub") else {
+        return;
+    };
+    let ok = Command::new(pub_bin)
+        .args(["-h", "127.0.0.1", "-p", &mounted_port.to_string()])
+        .args(["-t", "sensors/h", "-m", "40", "-i", "inner-pub"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert_eq!(outside.next_publish().unwrap().topic, "site1/sensors/h");
+    assert_eq!(inner.next_publish().unwrap().topic, "sensors/h");
+}

@@ -110,6 +110,9 @@ impl Broker {
 
     fn on_publish(&mut self, key: usize, conn: ConnId, publish: Publish, now: Instant) {
         self.stats.publish_received += 1;
+        let Some(publish) = self.mount_publish(key, conn, publish, now) else {
+            return; // mount_point
+        };
         if !publish.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6]: only the server sends Subscription Identifiers.
             let err = session::ProtocolError::Unexpected("Subscription Identifier");
@@ -193,6 +196,9 @@ impl Broker {
         let auto = self.uid();
         if options::will_qos_refused(&self.config, listener, &connect) {
             return self.refuse_connect(conn, &connect, ReasonCode::QOS_NOT_SUPPORTED);
+        }
+        if !super::mount::mount_will(&self.config, listener, &mut connect) {
+            return self.refuse_connect(conn, &connect, ReasonCode::TOPIC_NAME_INVALID);
         }
         let verdict = session::accept(&connect, &self.config, domain, use_identity, || auto)
             .and_then(|a| {

@@ -58,6 +58,7 @@ mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;
 mod lifecycle;
+mod mount; // mount_point per listener
 mod options; // Mosquitto's per-listener and delivery options
 mod out_queue;
 mod persist_hook; // persistence (src/persist): event hook + restore

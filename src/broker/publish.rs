@@ -240,7 +240,10 @@ impl Broker {
         }
         let v5 = slot.session.version().is_v5();
         if let Some(conn) = slot.conn {
+            // A client under a mount point gets frames of its own (`mount.rs`).
+            let mounted = super::mount::mount_point(&self.config, slot.listener).is_some();
             let fast = qos == QoS::AtMostOnce
+                && !mounted
                 && (!v5
                     || (sub_ids.is_empty()
                         && msg.publish.properties.message_expiry_interval.is_none()));
@@ -384,20 +387,30 @@ impl Broker {
                 packet_id,
                 dup,
             } => {
-                let encoded = self
-                    .routing
-                    .encoder()
-                    .delivery(&out, version, packet_id, dup, now);
+                // `None`: not under the client's mount point, so not for it (`mount.rs`).
+                let encoded = match super::mount::mount_point(&self.config, slot.listener) {
+                    None => Some(
+                        self.routing
+                            .encoder()
+                            .delivery(&out, version, packet_id, dup, now),
+                    ),
+                    Some(mount) => {
+                        super::mount::unmounted(mount, &out.msg.publish.topic).map(|topic| {
+                            super::mount::frame(&out, topic, version, packet_id, dup, now)
+                        })
+                    }
+                };
                 let frame = match encoded {
-                    Ok(f) if f.0.len() + f.1.len() <= max_out => f,
+                    Some(Ok(f)) if f.0.len() + f.1.len() <= max_out => f,
                     result => {
-                        if let Err(e) = result {
+                        if let Some(Err(e)) = result {
                             crate::log_warning!(
                                 "Unable to encode PUBLISH for {}: {e}",
                                 slot.session.client_id()
                             );
                         }
-                        // Too large for the client: behave as if sent [MQTT-3.1.2-25].
+                        // Too large for the client: behave as if sent [MQTT-3.1.2-25];
+                        // the same when it is not under the client's mount point.
                         self.stats.publish_dropped += 1;
                         if let Some(id) = packet_id {
                             slot.session.discard_inflight(id);

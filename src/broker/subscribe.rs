@@ -35,11 +35,18 @@ impl Broker {
         };
         let mut added: SmallVec<[ByteStr; 1]> = SmallVec::new();
         let mut granted: SmallVec<[ByteStr; 1]> = SmallVec::new();
+        let mount = super::mount::mount_point(&self.config, slot.listener);
         for (filter, options) in sub.filters {
             let failure = if v5 {
                 None
             } else {
                 Some(ReasonCode::V3_SUBACK_FAILURE)
+            };
+            let Some(filter) = mount.map_or(Some(filter.clone()), |m| {
+                super::mount::mounted_filter(m, &filter)
+            }) else {
+                reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
             };
             if filter.starts_with("$share/") {
                 reasons.push(failure.unwrap_or(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED));
@@ -269,7 +276,12 @@ impl Broker {
         };
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
         let mut removed: SmallVec<[ByteStr; 1]> = SmallVec::new();
+        let mount = super::mount::mount_point(&self.config, slot.listener);
         for filter in unsub.filters {
+            let filter = match mount {
+                Some(m) => super::mount::mounted_filter(m, &filter).unwrap_or(filter),
+                None => filter,
+            };
             let existed = slot.session.unsubscribe(&filter).is_some();
             if self.routing.unsubscribe(filter.as_str(), key) {
                 removed.push(filter.clone());

@@ -129,7 +129,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("maximum_qos", Yes, "Mosquitto's alias of `max_qos`"),
     row("memory_limit", OnlyValue("0"), "a memory limit is not supported yet"),
     row("message_size_limit", Yes, ""),
-    row("mount_point", NotYet, "topic prefixes per listener are not supported yet"),
+    row("mount_point", Yes, "per listener: prefixed to the topics and filters of its clients (wills included, inside `$share/GROUP/`), stripped from what they receive; ACLs see the mounted topic; `%u` / `%c` are literal there, as in Mosquitto (a warning says so)"),
     row("notification_topic", Bridge, BRIDGE),
     row("notifications", Bridge, BRIDGE),
     row("notifications_local_only", Bridge, BRIDGE),

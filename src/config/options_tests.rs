@@ -50,6 +50,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("max_queued_bytes", "10"),
     ("max_queued_messages", "10"),
     ("message_size_limit", "10"),
+    ("mount_point", "site1/"),
     ("password_file", "/pw"),
     ("per_listener_settings", "true"),
     ("persistence", "true"),
@@ -177,7 +178,6 @@ fn unknown_option_is_an_error_with_file_and_line() {
 #[test]
 fn not_yet_options_stop_the_start() {
     for (option, value) in [
-        ("mount_point", "site1/"),
         ("auth_plugin", "/usr/lib/p.so"),
         ("plugin", "/usr/lib/p.so"),
         ("tls_engine", "pkcs11"),

@@ -31,3 +31,21 @@ fn upgrade_outgoing_qos_is_global() {
     assert!(parse("upgrade_outgoing_qos true\n").upgrade_outgoing_qos);
     assert!(!parse("listener 1883\n").upgrade_outgoing_qos);
 }
+
+#[test]
+fn mount_point_is_per_listener_literal_and_never_a_wildcard() {
+    let c = parse("listener 1883\nmount_point site1/\nlistener 1884\n");
+    assert_eq!(c.listeners[0].mount_point.as_deref(), Some("site1/"));
+    assert_eq!(c.listeners[1].mount_point, None);
+    for bad in ["a/+/", "a/#", "#"] {
+        let e = parse_err(&format!("listener 1883\nmount_point {bad}\n"));
+        assert!(e.contains("line 2") && e.contains("mount_point"), "{e}");
+    }
+    let c = parse("listener 1883\nmount_point users/%u/\n");
+    assert_eq!(c.listeners[0].mount_point.as_deref(), Some("users/%u/"));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("taken literally")),
+        "{:?}",
+        c.warnings
+    );
+}

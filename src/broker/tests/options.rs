@@ -173,3 +173,91 @@ fn use_username_as_clientid_v5_empty_id_is_assigned_the_username() {
         Some("bob")
     );
 }
+
+/// Listener 0 plain, listener 1 under `site1/`.
+fn with_mount_point() -> Config {
+    let mut config = Harness::default_config();
+    let mut mounted = config.listeners[0].clone();
+    mounted.port = 1884;
+    mounted.mount_point = Some("site1/".into());
+    config.listeners.push(mounted);
+    config
+}
+
+fn connect_on(h: &mut Harness, listener: usize, c: crate::codec::Connect) -> usize {
+    let conn = h.open_on(c.protocol, listener);
+    h.send(conn, Packet::Connect(Box::new(c)));
+    match h.expect(conn) {
+        Packet::ConnAck(a) => assert_eq!(a.reason.0, 0, "{a:?}"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    conn
+}
+
+#[test]
+fn mount_point_prefixes_topics_in_and_strips_them_out() {
+    let mut h = Harness::new(with_mount_point());
+    let outside = h.connect("outside", V311);
+    h.subscribe(outside, "#", QoS::AtLeastOnce);
+    let inner_sub = connect_on(&mut h, 1, connect("inner-sub", V5, true));
+    h.subscribe(inner_sub, "a/#", QoS::AtLeastOnce);
+    let inner_pub = connect_on(&mut h, 1, connect("inner-pub", V311, true));
+    // In: the mounted client's topic lands under site1/ for everyone else.
+    h.publish(inner_pub, "a/b", b"in", QoS::AtMostOnce, false, None);
+    assert_eq!(h.expect_publish(outside).topic.as_str(), "site1/a/b");
+    // Out: a mounted client sees it without the prefix.
+    assert_eq!(h.expect_publish(inner_sub).topic.as_str(), "a/b");
+    // A plain client's publish under site1/ reaches the mounted one, stripped, at QoS 1.
+    let plain = h.connect("plain", V311);
+    h.publish(
+        plain,
+        "site1/a/c",
+        b"from outside",
+        QoS::AtLeastOnce,
+        false,
+        Some(3),
+    );
+    let got = h.expect_publish(inner_sub);
+    assert_eq!((got.topic.as_str(), got.qos), ("a/c", QoS::AtLeastOnce));
+    assert_eq!(h.expect_publish(outside).topic.as_str(), "site1/a/c");
+    // Topics outside site1/ never reach the mounted client.
+    h.publish(plain, "a/d", b"elsewhere", QoS::AtMostOnce, false, None);
+    assert_eq!(h.expect_publish(outside).topic.as_str(), "a/d");
+    h.assert_idle(inner_sub);
+    // Unsubscribe is mounted too.
+    h.send(
+        inner_sub,
+        Packet::Unsubscribe(crate::codec::Unsubscribe {
+            packet_id: 9,
+            filters: smallvec::smallvec![ByteStr::from("a/#")],
+            properties: Default::default(),
+        }),
+    );
+    match h.expect(inner_sub) {
+        Packet::UnsubAck(a) => assert_eq!(a.reasons[0], ReasonCode::SUCCESS),
+        other => panic!("{other:?}"),
+    }
+    h.publish(plain, "site1/a/e", b"gone", QoS::AtMostOnce, false, None);
+    h.assert_idle(inner_sub);
+}
+
+#[test]
+fn mount_point_retained_and_wills_are_mounted() {
+    let mut h = Harness::new(with_mount_point());
+    let outside = h.connect("outside", V311);
+    h.subscribe(outside, "site1/#", QoS::AtMostOnce);
+    let mut c = connect("dying", V311, true);
+    c.will = Some(will("status", b"gone", QoS::AtMostOnce, true));
+    let dying = connect_on(&mut h, 1, c);
+    h.drop_conn(dying);
+    let w = h.expect_publish(outside);
+    assert_eq!(
+        (w.topic.as_str(), w.payload.as_ref()),
+        ("site1/status", &b"gone"[..])
+    );
+    // The will was retained under site1/: a mounted subscriber gets it stripped.
+    let inner = connect_on(&mut h, 1, connect("inner", V311, true));
+    h.subscribe(inner, "status", QoS::AtMostOnce);
+    let r = h.expect_publish(inner);
+    assert_eq!((r.topic.as_str(), r.retain), ("status", true));
+}
