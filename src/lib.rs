@@ -57,6 +57,7 @@ pub(crate) mod cli;
 pub(crate) mod codec;
 pub mod config;
 pub(crate) mod hash;
+pub(crate) mod http;
 pub mod log;
 pub(crate) mod mailbox;
 pub(crate) mod metrics;
@@ -65,6 +66,7 @@ pub(crate) mod retained;
 pub(crate) mod runtime;
 pub(crate) mod session;
 pub(crate) mod topic;
+pub(crate) mod ws;
 
 pub use auth::{AclError, AuthError, PasswordError};
 pub use broker::embed::{Message, SubscribeError, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
@@ -104,6 +106,9 @@ pub mod internals {
     pub mod hash {
         pub use crate::hash::*;
     }
+    pub mod http {
+        pub use crate::http::*;
+    }
     pub mod mailbox {
         pub use crate::mailbox::*;
     }
@@ -118,6 +123,9 @@ pub mod internals {
     }
     pub mod topic {
         pub use crate::topic::*;
+    }
+    pub mod ws {
+        pub use crate::ws::*;
     }
 }
 
