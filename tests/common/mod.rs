@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod tls;
+pub mod ws;
 
 /// Generous: the CI machine has 2 cores and runs tests in parallel.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
