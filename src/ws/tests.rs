@@ -444,3 +444,33 @@ proptest! {
         let _ = decode_all(&bytes, 7, 1000);
     }
 }
+
+/// The fuzz seeds of testdata/ (see make_seeds.py) are what they say: a whole session
+/// through `WsConn`, whose MQTT bytes are exactly the packets the frames carry.
+#[test]
+fn testdata_seeds_decode_to_their_mqtt_packets() {
+    let whole = include_bytes!("testdata/upgrade-then-frames.bin");
+    let frames = include_bytes!("testdata/frames-only.bin");
+    let packets = include_bytes!("testdata/mqtt-payload.bin");
+    let now = Instant::now();
+    for step in [1, 9, whole.len()] {
+        let mut ws = WsConn::new(settings(1024), peer());
+        let mut mqtt = BytesMut::new();
+        for piece in whole.chunks(step) {
+            ws.input.extend_from_slice(piece);
+            ws.on_input(&mut mqtt, 1000, now);
+        }
+        assert_eq!(mqtt.as_ref(), packets, "step {step}");
+        assert_eq!(ws.closing(), Some(Closing::Now));
+        let out = drain(&mut ws);
+        assert!(out.starts_with(b"HTTP/1.1 101 "));
+        // Two pongs, then the close echoing 1000.
+        assert!(out.ends_with(&[0x8A, 4, b'p', b'i', b'n', b'g', 0x8A, 0, 0x88, 2, 0x03, 0xE8]));
+    }
+    let (mqtt, controls, err) = decode_all(frames, 5, 1000);
+    assert_eq!((mqtt.as_slice(), err), (&packets[..], None));
+    assert_eq!(controls.len(), 3);
+    let request = include_bytes!("testdata/request-get-file.txt");
+    let (req, n) = parse_request(request, 1024).unwrap().unwrap();
+    assert_eq!((req.path(), n), ("/index.html", request.len()));
+}
