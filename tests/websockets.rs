@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::tls::{listener_port, openssl, Pki};
 use common::ws::{binary, client_frame, WsRaw, OP_CLOSE, OP_PING, OP_PONG};
-use common::{connect_v311, publish, subscribe, BrokerProc, Raw};
+use common::{connect_v311, paho_available, publish, subscribe, BrokerProc, Raw};
 
 /// A broker with its plain listener and a websockets listener (`extra` lines after it).
 fn ws_broker(extra: &str) -> (BrokerProc, u16) {
@@ -185,21 +185,6 @@ fn missing_http_dir_stops_the_start() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn paho_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "python3 with paho-mqtt not found and SHARDMQ_REQUIRE_INTEROP=1 (pip install paho-mqtt)"
-        );
-        eprintln!("SKIPPED: python3 with paho-mqtt not found; pip install paho-mqtt to run this interop test");
-    }
-    ok
 }
 
 fn paho(port: u16, ca: Option<&str>) {

@@ -41,16 +41,16 @@ pub trait Outgoing {
 
 impl Outgoing for OutQueue {
     fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
-        OutQueue::io_slices(self, iov)
+        Self::io_slices(self, iov)
     }
     fn consume(&mut self, n: usize) {
-        OutQueue::consume(self, n);
+        Self::consume(self, n);
     }
     fn is_empty(&self) -> bool {
-        OutQueue::is_empty(self)
+        Self::is_empty(self)
     }
     fn chunks(&self) -> usize {
-        OutQueue::chunks(self)
+        Self::chunks(self)
     }
 }
 
@@ -106,13 +106,15 @@ impl Outgoing for WsOut<'_> {
         // The frame ends on a chunk boundary: whole chunks until its length is reached.
         let mut left = self.framer.payload_left();
         let filled = self.out.io_slices(&mut iov[n..]);
-        for i in n..n + filled {
+        let mut taken = 0;
+        for slice in &iov[n..n + filled] {
             if left == 0 {
-                return i;
+                break;
             }
-            left = left.saturating_sub(iov[i].len());
+            left = left.saturating_sub(slice.len());
+            taken += 1;
         }
-        n + filled
+        n + taken
     }
 
     fn consume(&mut self, n: usize) {

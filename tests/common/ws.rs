@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{RawPacket, TIMEOUT};
 
@@ -195,23 +195,8 @@ impl WsRaw {
 
     /// True when the broker closes the socket within the timeout.
     pub fn closed(&mut self) -> bool {
-        let deadline = Instant::now() + TIMEOUT;
         self.buf.clear();
-        while Instant::now() < deadline {
-            let mut chunk = [0u8; 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    return false
-                }
-                Err(_) => return true,
-            }
-        }
-        false
+        super::closed_within(&mut self.stream)
     }
 
     pub fn set_timeout(&self, t: Duration) {
