@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardmq::internals::mailbox::{mesh, ring};
+use shardmq::internals::mailbox::{mesh, ring, Lane};
 
 const BATCH: usize = 256;
 
@@ -34,13 +34,13 @@ fn bench(c: &mut Criterion) {
         });
     });
     g.bench_function("outbox_send_flush_drain", |b| {
-        let mut shards = mesh::<Arc<u64>>(2, 4096);
+        let mut shards = mesh::<Arc<u64>>(2, 4096, 1024);
         let (_o1, mut in1) = shards.pop().unwrap();
         let (mut out0, _i0) = shards.pop().unwrap();
         let item = Arc::new(7u64);
         b.iter(|| {
             for _ in 0..BATCH {
-                let _ = out0.send(1, Arc::clone(&item));
+                let _ = out0.send(1, Lane::Data, Arc::clone(&item));
             }
             out0.flush(|_| {});
             in1.drain(usize::MAX, |_, v| {

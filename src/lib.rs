@@ -26,12 +26,15 @@
 //! // shard has installed it; dropping the subscription unsubscribes.
 //! let sensors = broker.subscribe("sensors/#", QoS::AtLeastOnce).expect("valid filter");
 //!
-//! broker.publish(Publish {
-//!     topic: ByteStr::from("sensors/boiler"),
-//!     qos: QoS::AtLeastOnce,
-//!     payload: Bytes::from_static(b"71.5"),
-//!     ..Publish::default()
-//! });
+//! // Never blocks: beyond the publish capacity the message comes back in an error.
+//! broker
+//!     .publish(Publish {
+//!         topic: ByteStr::from("sensors/boiler"),
+//!         qos: QoS::AtLeastOnce,
+//!         payload: Bytes::from_static(b"71.5"),
+//!         ..Publish::default()
+//!     })
+//!     .expect("room in the publish channel");
 //! let m = sensors.recv_timeout(Duration::from_secs(1)).expect("delivered");
 //! assert_eq!(m.topic.as_str(), "sensors/boiler");
 //! // Never blocks the broker: beyond the channel's capacity messages are dropped.
@@ -42,7 +45,9 @@
 //! ```
 //!
 //! [`BrokerHandle::subscribe_with_capacity`] sets the channel bound (default
-//! [`DEFAULT_SUBSCRIPTION_CAPACITY`]).
+//! [`DEFAULT_SUBSCRIPTION_CAPACITY`]); [`BrokerBuilder::publish_capacity`] how many of
+//! the host's publishes the broker holds before [`BrokerHandle::publish`] refuses more
+//! (default [`DEFAULT_PUBLISH_CAPACITY`]; [`BrokerHandle::publish_timeout`] waits).
 
 // Without the `internals` feature, items that only the benches, fuzz targets and tests
 // use are unused here. Dead code is still checked: builds with the feature (`cargo test`,
@@ -69,7 +74,10 @@ pub(crate) mod topic;
 pub(crate) mod ws;
 
 pub use auth::{AclError, AuthError, PasswordError};
-pub use broker::embed::{Message, SubscribeError, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY};
+pub use broker::embed::{
+    Message, PublishError, SubscribeError, Subscription, DEFAULT_PUBLISH_CAPACITY,
+    DEFAULT_SUBSCRIPTION_CAPACITY,
+};
 pub use codec::{ByteStr, Properties, Publish, QoS};
 pub use config::Config;
 pub use persist::Error as PersistError;
@@ -135,19 +143,37 @@ pub struct Broker;
 impl Broker {
     /// Starts configuring a broker; see [`BrokerBuilder::start`].
     pub fn builder(config: Config) -> BrokerBuilder {
-        BrokerBuilder { config }
+        BrokerBuilder {
+            config,
+            publish_capacity: DEFAULT_PUBLISH_CAPACITY,
+        }
     }
 }
 
 /// Configures and starts a broker in this process.
 pub struct BrokerBuilder {
     config: Config,
+    publish_capacity: usize,
 }
 
 impl BrokerBuilder {
+    /// How many messages published through [`BrokerHandle::publish`] the broker holds
+    /// before it has routed them (at least 1; default [`DEFAULT_PUBLISH_CAPACITY`]).
+    /// Beyond it `publish` returns [`PublishError::Full`] with the message.
+    ///
+    /// ```no_run
+    /// # use shardmq::{Broker, Config};
+    /// let broker = Broker::builder(Config::default()).publish_capacity(64).start();
+    /// ```
+    #[must_use]
+    pub fn publish_capacity(mut self, capacity: usize) -> Self {
+        self.publish_capacity = capacity.max(1);
+        self
+    }
+
     /// Binds every listener and starts the shard threads. When this returns, clients can
     /// connect to [`BrokerHandle::local_addrs`].
     pub fn start(self) -> Result<BrokerHandle, StartError> {
-        runtime::start(self.config)
+        runtime::start(self.config, self.publish_capacity)
     }
 }

@@ -16,12 +16,14 @@ fn start_inject_and_stop_in_process() {
     assert_ne!(port, 0);
     let sub = V4::connect("embedded-sub", port);
     sub.subscribe("embedded/#", rumqttc::QoS::AtLeastOnce);
-    broker.publish(Publish {
-        topic: ByteStr::from("embedded/in"),
-        qos: QoS::AtLeastOnce,
-        payload: Bytes::from_static(b"from the host process"),
-        ..Publish::default()
-    });
+    broker
+        .publish(Publish {
+            topic: ByteStr::from("embedded/in"),
+            qos: QoS::AtLeastOnce,
+            payload: Bytes::from_static(b"from the host process"),
+            ..Publish::default()
+        })
+        .unwrap();
     let p = sub.next_publish().expect("injected message delivered");
     assert_eq!(p.topic, "embedded/in");
     assert_eq!(&p.payload[..], b"from the host process");
@@ -61,13 +63,15 @@ fn two_shards() -> BrokerHandle {
 }
 
 fn inject(broker: &BrokerHandle, topic: &str, retain: bool, payload: &'static [u8]) {
-    broker.publish(Publish {
-        topic: ByteStr::from(topic),
-        qos: QoS::AtLeastOnce,
-        retain,
-        payload: Bytes::from_static(payload),
-        ..Publish::default()
-    });
+    broker
+        .publish(Publish {
+            topic: ByteStr::from(topic),
+            qos: QoS::AtLeastOnce,
+            retain,
+            payload: Bytes::from_static(payload),
+            ..Publish::default()
+        })
+        .unwrap();
 }
 
 #[test]
@@ -221,12 +225,14 @@ fn inject_and_subscribe_round_trip_without_network_clients() {
     let broker = two_shards();
     let sub = broker.subscribe("loop/+", QoS::ExactlyOnce).unwrap();
     for i in 0..100u32 {
-        broker.publish(Publish {
-            topic: ByteStr::from("loop/x"),
-            qos: QoS::ExactlyOnce,
-            payload: Bytes::from(i.to_be_bytes().to_vec()),
-            ..Publish::default()
-        });
+        broker
+            .publish(Publish {
+                topic: ByteStr::from("loop/x"),
+                qos: QoS::ExactlyOnce,
+                payload: Bytes::from(i.to_be_bytes().to_vec()),
+                ..Publish::default()
+            })
+            .unwrap();
     }
     for i in 0..100u32 {
         let m = sub.recv_timeout(WAIT).unwrap();

@@ -7,58 +7,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{BrokerProc, V4};
+use common::{assert_both_shards_used, num, watch_sys, BrokerProc, V4};
 use rumqttc::QoS;
 
 const SHARDS: &str = "threads 2\nsys_interval 1\n";
-
-/// Latest value of every `$SYS` topic matching `filter` seen within a few ticks, until
-/// `done` holds.
-fn watch_sys(
-    port: u16,
-    filter: &str,
-    mut done: impl FnMut(&HashMap<String, String>) -> bool,
-) -> HashMap<String, String> {
-    let mon = V4::connect(&format!("sysmon-{}", rand_id()), port);
-    mon.subscribe(filter, QoS::AtMostOnce);
-    let mut seen = HashMap::new();
-    common::wait_until(common::TIMEOUT, || {
-        while let Some(p) = mon.next_publish_within(Duration::from_millis(50)) {
-            seen.insert(
-                p.topic.clone(),
-                String::from_utf8_lossy(&p.payload).into_owned(),
-            );
-        }
-        done(&seen)
-    });
-    seen
-}
-
-fn rand_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn num(seen: &HashMap<String, String>, topic: &str) -> u64 {
-    seen.get(topic).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-/// Both shards hold at least one client (`extra` monitor connections included).
-fn assert_both_shards_used(port: u16) {
-    let seen = watch_sys(port, "$SYS/broker/shards/+/clients/connected", |s| {
-        num(s, "$SYS/broker/shards/0/clients/connected") > 0
-            && num(s, "$SYS/broker/shards/1/clients/connected") > 0
-    });
-    assert!(
-        num(&seen, "$SYS/broker/shards/0/clients/connected") > 0
-            && num(&seen, "$SYS/broker/shards/1/clients/connected") > 0,
-        "connections not spread over both shards: {seen:?}"
-    );
-}
 
 fn payload_of(p: &rumqttc::Publish) -> (usize, usize) {
     let s = String::from_utf8_lossy(&p.payload).into_owned();

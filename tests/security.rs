@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{frame, mqtt_str, rss_kib, BrokerProc, Raw};
+use common::{frame, mqtt_str, BrokerProc, Raw};
 
 /// CONNECT with credentials; `level` 4 (3.1.1) or 5.
 fn connect_packet(level: u8, id: &str, user: Option<&str>, pass: Option<&str>) -> Vec<u8> {
@@ -537,7 +537,7 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
     slow.send(&common::subscribe(1, &[("flood", 0)]));
     assert_eq!(slow.recv().unwrap().kind(), 9);
     // From here on `slow` never reads.
-    let before = rss_kib(b.pid());
+    let before = b.rss_kib();
     let port = b.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = std::sync::Arc::clone(&stop);
@@ -549,25 +549,13 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
             .set_write_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let frame = common::publish("flood", 0, false, false, 0, &[b'x'; 1024]);
-        let batch: Vec<u8> = frame
-            .iter()
-            .copied()
-            .cycle()
-            .take(frame.len() * 64)
-            .collect();
+        let batch = frame.repeat(64);
         let mut sent = 0usize;
         let mut at = 0;
         // Never abandon a partial frame: a timed-out write resumes where it stopped.
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            use std::io::Write;
-            match p.stream.write(&batch[at..]) {
-                Ok(n) => at += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("flooder: {e}"),
+            if let Err(e) = common::write_resuming(&mut p.stream, &batch, &mut at) {
+                panic!("flooder: {e}");
             }
             if at == batch.len() {
                 at = 0;
@@ -580,7 +568,7 @@ fn slow_subscriber_is_cut_off_and_memory_stays_bounded() {
         b.wait_log("has not read its full queue"),
         "slow subscriber not cut off"
     );
-    let peak = rss_kib(b.pid());
+    let peak = b.rss_kib();
     // The flood goes on; a healthy subscriber gets messages again.
     let mut healthy = connected(b.port, 4, "healthy", None, None);
     assert_eq!(healthy.subscribe(1, &[("flood", 0)]), vec![0]);

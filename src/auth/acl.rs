@@ -2,7 +2,8 @@
 //! `pattern [..] FILTER` (with `%u` / `%c`), rules before the first `user` line applying
 //! to anonymous clients. Rules are compiled into one [`TopicIndex`] per user; patterns are
 //! substituted once per connection ([`Acl::client`]), and a [`ClientAcl`] caches its
-//! decisions per topic so that the publish path does one hash lookup per topic.
+//! decisions per topic so that the publish path does one hash lookup per topic (at most
+//! 256 per direction, keys compacted so that the cache never pins a read buffer).
 //!
 //! Semantics follow Mosquitto 2: a matching `deny` rule wins, then any matching rule that
 //! grants the access; nothing matching = denied. A `$`-topic is only matched by rules that
@@ -246,7 +247,8 @@ impl ClientAcl {
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(topic.clone(), d);
+        // Kept across loop iterations: a compact key, not a slice of the read buffer.
+        cache.insert(topic.compact(), d);
         d
     }
 
@@ -368,6 +370,23 @@ pattern deny users/%u/locked
         // %u patterns do not apply without a username; %c ones do.
         assert!(a.may_write(&t("clients/c1")));
         assert!(!a.may_write(&t("clients/c2")));
+    }
+
+    #[test]
+    fn cached_topics_do_not_pin_the_read_buffer() {
+        let mut a = acl().client(Some("alice"), "c");
+        // The topic as the codec hands it over: a slice of a 64 KiB read buffer.
+        let mut read = vec![0u8; 64 * 1024];
+        read[..12].copy_from_slice(b"sensors/temp");
+        let read = bytes::Bytes::from(read);
+        let topic = ByteStr::try_from_bytes(read.slice(0..12)).unwrap();
+        assert!(a.may_read(&topic));
+        drop(topic);
+        assert!(
+            read.is_unique(),
+            "the decision cache keeps the read buffer alive"
+        );
+        assert!(a.may_read(&t("sensors/temp")));
     }
 
     #[test]

@@ -59,10 +59,7 @@ impl Broker {
                         match slot.session.accept_publish(now, &publish) {
                             Err(err) => self.protocol_error(conn, &err, now),
                             Ok(false) => self.flush_session(key, now),
-                            Ok(true) => {
-                                self.flow.on_publish(conn);
-                                self.on_publish(key, conn, publish, now);
-                            }
+                            Ok(true) => self.on_publish(key, conn, publish, now),
                         }
                         return;
                     }
@@ -87,10 +84,7 @@ impl Broker {
                         self.flush_session(key, now);
                         self.maybe_release(key);
                     }
-                    Ok(Some(Action::Route(publish))) => {
-                        self.flow.on_publish(conn);
-                        self.on_publish(key, conn, publish, now);
-                    }
+                    Ok(Some(Action::Route(publish))) => self.on_publish(key, conn, publish, now),
                     Ok(Some(Action::Subscribe(sub))) => self.on_subscribe(key, sub, now),
                     Ok(Some(Action::Unsubscribe(unsub))) => self.on_unsubscribe(key, unsub, now),
                     Ok(Some(Action::Disconnect { publish_will })) => {

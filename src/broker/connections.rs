@@ -4,6 +4,10 @@
 //! and the allocation of uids (connection, session and auto client-id numbers, unique
 //! across shards).
 //!
+//! An output queue left non-empty when `poll_transmit` moves on (the runtime wrote what
+//! the socket took) outlives the loop iteration, so it is compacted then
+//! ([`OutQueue::compact`]): nothing it keeps pins a read buffer or the encoder's scratch.
+//!
 //! It owns only per-connection IO state: it never decodes, never looks at a session, and
 //! never decides about reading or closing on its own: the coordinator says when a
 //! connection closes, and flow control (`flow.rs`) says when it may be read. It never
@@ -17,6 +21,7 @@ use bytes::Bytes;
 use crate::codec::ProtocolVersion;
 use crate::mailbox::ShardId;
 
+use super::out_queue::Body;
 use super::{ConnId, OutQueue};
 
 /// Where a connection is in its life.
@@ -49,9 +54,15 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// Bytes of output queued.
+    /// Memory held by the output queue (its bytes and per-chunk costs, see
+    /// [`OutQueue::held`]): what the output limit counts.
     pub(super) fn queued_bytes(&self) -> usize {
-        self.out.len()
+        self.out.held()
+    }
+
+    /// Chunks of output queued (each a queue slot and a frame of its own).
+    pub(super) fn queued_chunks(&self) -> usize {
+        self.out.chunks()
     }
 
     /// Bytes of output ever written to the socket (progress).
@@ -68,6 +79,8 @@ pub(super) struct Connections {
     close_ready: VecDeque<ConnId>,
     /// Returned by the last `poll_close`; freed on the next call.
     last_closed: Option<(ConnId, u64)>,
+    /// Returned by the last `poll_transmit`: its output is compacted on the next call.
+    last_transmit: Option<ConnId>,
     /// The last uid handed out; uids step by the shard count so they stay unique across
     /// shards.
     last_uid: u64,
@@ -81,9 +94,19 @@ impl Connections {
             transmit_ready: VecDeque::new(),
             close_ready: VecDeque::new(),
             last_closed: None,
+            last_transmit: None,
             last_uid: shard as u64 + 1,
             uid_stride: shards as u64,
         }
+    }
+
+    /// Memory held by every connection's output queue (see [`OutQueue::held`]).
+    pub(super) fn held_bytes(&self) -> u64 {
+        self.table
+            .iter()
+            .flatten()
+            .map(|c| c.out.held() as u64)
+            .sum()
     }
 
     /// A fresh uid (for a connection, a session or an assigned client id).
@@ -131,12 +154,13 @@ impl Connections {
 
     /// Appends encoded bytes to a connection's output and flags it for `poll_transmit`.
     /// Returns the number of bytes queued (`None`: no such connection).
-    pub(super) fn push(&mut self, conn: ConnId, head: Bytes, body: Option<Bytes>) -> Option<usize> {
+    /// `head` is an encoded frame (a slice of the encoder's buffer), `body` a payload.
+    pub(super) fn push(&mut self, conn: ConnId, head: Bytes, body: Option<Body>) -> Option<usize> {
         let c = self.table.get_mut(conn).and_then(Option::as_mut)?;
-        let n = head.len() + body.as_ref().map_or(0, Bytes::len);
-        c.out.push(head);
+        let n = head.len() + body.as_ref().map_or(0, Body::len);
+        c.out.push_slice(head);
         if let Some(b) = body {
-            c.out.push(b);
+            c.out.push_body(b);
         }
         if !c.transmit_flag {
             c.transmit_flag = true;
@@ -157,12 +181,20 @@ impl Connections {
         }
     }
 
-    /// Each connection with new output (or whose reads may resume), once.
+    /// Each connection with new output (or whose reads may resume), once. The output of
+    /// the previous one has been written as far as its socket allowed: what is left is
+    /// compacted.
     pub(super) fn poll_transmit(&mut self) -> Option<ConnId> {
+        if let Some(prev) = self.last_transmit.take() {
+            if let Some(c) = self.get_mut(prev) {
+                c.out.compact();
+            }
+        }
         while let Some(conn) = self.transmit_ready.pop_front() {
             if let Some(c) = self.get_mut(conn) {
                 if c.transmit_flag {
                     c.transmit_flag = false;
+                    self.last_transmit = Some(conn);
                     return Some(conn);
                 }
             }

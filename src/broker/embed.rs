@@ -4,8 +4,15 @@
 //! shard's table of internal subscribers lives in `routing/internal.rs`; why a message
 //! reaches a subscription exactly once, and never blocks a shard, is explained there.
 //!
-//! It never touches threads or sockets itself: unsubscribing on drop is a closure the
-//! runtime supplies.
+//! And the other direction, the host's publishes: [`PublishSlots`] bound the messages
+//! published through `BrokerHandle::publish` that shard 0 has not routed yet
+//! ([`DEFAULT_PUBLISH_CAPACITY`]); each travels as an [`Injected`] holding one slot,
+//! given back when the shard has routed it. At the bound the host gets
+//! [`PublishError::Full`] with its message back (or waits, with `publish_timeout`, on its
+//! own thread), and the refusal is counted (`$SYS/broker/publish/embed/refused`).
+//!
+//! It never touches threads or sockets itself and never blocks a shard: unsubscribing on
+//! drop is a closure the runtime supplies, and giving a slot back never waits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +28,131 @@ use crate::topic::{TopicError, TopicFilter};
 /// Messages an in-process subscription's channel holds by default (see
 /// [`crate::BrokerHandle::subscribe_with_capacity`]).
 pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 4096;
+
+/// Messages published through [`crate::BrokerHandle::publish`] that the broker holds
+/// before it refuses more, by default (see [`crate::BrokerBuilder::publish_capacity`]).
+pub const DEFAULT_PUBLISH_CAPACITY: usize = 4096;
+
+/// Why [`crate::BrokerHandle::publish`] did not take a message; the message comes back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The broker holds as many messages from the host as it may (its publish capacity):
+    /// try again later, or wait with [`crate::BrokerHandle::publish_timeout`].
+    #[error("the broker's publish channel is full")]
+    Full(Box<Publish>),
+    #[error("the broker has stopped")]
+    Stopped(Box<Publish>),
+}
+
+impl PublishError {
+    /// The message that was not published.
+    pub fn into_publish(self) -> Publish {
+        match self {
+            Self::Full(p) | Self::Stopped(p) => *p,
+        }
+    }
+}
+
+/// The bound on the host's publishes in flight: the slots of a bounded channel, one
+/// taken per message by the host, given back by the shard once it routed the message.
+#[derive(Debug, Clone)]
+pub struct PublishSlots {
+    take: Sender<()>,
+    give: Receiver<()>,
+    refused: Arc<AtomicU64>,
+}
+
+/// One taken slot; given back when dropped (never waits).
+#[derive(Debug)]
+pub struct PublishSlot {
+    give: Receiver<()>,
+    refused: Arc<AtomicU64>,
+}
+
+impl Drop for PublishSlot {
+    fn drop(&mut self) {
+        let _ = self.give.try_recv();
+    }
+}
+
+impl PublishSlots {
+    /// Room for `capacity` (at least 1) messages in flight.
+    pub fn new(capacity: usize) -> Self {
+        let (take, give) = crossbeam_channel::bounded(capacity.max(1));
+        Self {
+            take,
+            give,
+            refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn slot(&self) -> PublishSlot {
+        PublishSlot {
+            give: self.give.clone(),
+            refused: Arc::clone(&self.refused),
+        }
+    }
+
+    /// A slot now, or `None` (counted as refused) when every slot is taken.
+    pub fn try_take(&self) -> Option<PublishSlot> {
+        match self.take.try_send(()) {
+            Ok(()) => Some(self.slot()),
+            Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// A slot, waiting up to `timeout` on the calling thread (counted as refused when
+    /// none frees in time).
+    pub fn take_timeout(&self, timeout: Duration) -> Option<PublishSlot> {
+        match self.take.send_timeout((), timeout) {
+            Ok(()) => Some(self.slot()),
+            Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Messages refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// A message from the host on its way to a shard, holding its slot (none for messages
+/// injected directly, as tests and benches do).
+#[derive(Debug)]
+pub struct Injected {
+    pub(crate) publish: Publish,
+    pub(crate) slot: Option<PublishSlot>,
+}
+
+impl Injected {
+    pub fn new(publish: Publish, slot: PublishSlot) -> Self {
+        Self {
+            publish,
+            slot: Some(slot),
+        }
+    }
+
+    /// The host's count of refusals (what `$SYS` reports), if it came through the slots.
+    pub(crate) fn refused(&self) -> Option<&Arc<AtomicU64>> {
+        self.slot.as_ref().map(|s| &s.refused)
+    }
+}
+
+impl From<Publish> for Injected {
+    fn from(publish: Publish) -> Self {
+        Self {
+            publish,
+            slot: None,
+        }
+    }
+}
 
 /// A message delivered to an in-process [`Subscription`].
 #[derive(Debug, Clone, PartialEq, Eq)]

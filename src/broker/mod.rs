@@ -24,15 +24,19 @@
 //! and drains what it wants written and closed. Driver contract, in order, once per event
 //! loop iteration:
 //!
-//! 1. `on_accept` / `on_read` / `on_writable` / `on_closed` for each readiness event,
-//!    `on_timeout(now)` when `poll_timeout()` has passed; mail from other shards into
-//!    `on_shard_message` while `accepts_remote()`;
+//! 1. mail from other shards into `on_shard_message` (control lane first, always: no
+//!    session's congestion ever stops a shard from draining its inboxes);
+//!    `on_accept` / `on_read` / `on_writable` / `on_closed` for each readiness event,
+//!    `on_timeout(now)` when `poll_timeout()` has passed;
 //! 2. `while let Some(conn) = poll_transmit()` -> write `output(conn)` with writev until
-//!    empty or WouldBlock (keep WRITABLE interest while non-empty);
+//!    empty or WouldBlock (keep WRITABLE interest while non-empty); call it until `None`:
+//!    the next call compacts what the previous connection's socket did not take, so that
+//!    output kept past the iteration pins no read buffer (`out_queue.rs`);
 //! 3. `while let Some(conn) = poll_close()` -> flush what can be flushed, then close the
 //!    socket (do NOT call `on_closed` for it afterwards);
 //! 4. `run_deferred(now)` while `has_deferred_work()` (budgeted retained lookups), and
-//!    move `poll_shard_message()` output into the mailboxes (N > 1);
+//!    move `poll_shard_message()` output into the mailboxes (N > 1) on the message's
+//!    `lane()`, then report which peers' data rings are full with `on_peer_backlog`;
 //! 5. sleep until readiness, mail or `poll_timeout()` (not at all while deferred work
 //!    remains).
 //!
@@ -42,11 +46,11 @@
 //! queued this iteration then reach the publisher only after what they acknowledge is
 //! durable.
 //!
-//! Back-pressure: read a connection only while `wants_read(conn, outbox_backlog)` (the
-//! runtime reports how many messages for other shards wait outside a full ring). When it
-//! may turn true again, `poll_transmit` yields that connection once (its output may be
-//! empty): the runtime re-checks `wants_read` for every connection `poll_transmit` yields
-//! and resumes reading a paused one.
+//! Back-pressure: read a connection only while `wants_read(conn, now)` (ask before every
+//! read call: the answer also restarts the keep alive of a connection that was not read).
+//! When it may turn true again, `poll_transmit` yields that connection once (its output
+//! may be empty): the runtime re-checks `wants_read` for every connection `poll_transmit`
+//! yields and resumes reading a paused one. The whole policy is `flow.rs`'s.
 
 mod connect;
 mod connections;
@@ -73,7 +77,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use crate::auth::{ClientSecurity, Security};
-use crate::codec::{self, ByteStr, Publish};
+use crate::codec::{self, ByteStr};
 use crate::config::Config;
 use crate::mailbox::MAX_SHARDS;
 use crate::metrics::Stats;
@@ -114,6 +118,9 @@ pub struct Broker {
     routing: Routing,
     cross: CrossShard,
     flow: FlowControl,
+    /// The host's count of refused `BrokerHandle::publish` calls, from the first message
+    /// it published (for `$SYS`).
+    embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Broker {
@@ -148,7 +155,8 @@ impl Broker {
             sessions: Sessions::default(),
             routing: Routing::new(),
             cross: CrossShard::new(shard, shards),
-            flow: FlowControl::new(&config),
+            flow: FlowControl::new(&config, shard),
+            embed_refused: None,
             config,
         }
     }
@@ -201,6 +209,19 @@ impl Broker {
 
     /// Consumes every complete frame in `buf`, leaves a partial one.
     pub fn on_read(&mut self, conn: ConnId, buf: &mut BytesMut, now: Instant) {
+        self.decode(conn, buf, now);
+        // What the client sent may have left it more output than it reads (flow
+        // control's rule 4): then it is not read, and cut if it never catches up.
+        let over = self
+            .conns
+            .get(conn)
+            .is_some_and(|c| self.flow.output_over(publish::output_of(c)));
+        if over {
+            self.arm_stall(conn, now);
+        }
+    }
+
+    fn decode(&mut self, conn: ConnId, buf: &mut BytesMut, now: Instant) {
         loop {
             let Some(c) = self.conns.get(conn) else {
                 buf.clear();
@@ -303,37 +324,57 @@ impl Broker {
     }
 
     /// Whether to read `conn` now. False while it is closing or its CONNECT waits for
-    /// its home shard, while it feeds a
-    /// subscriber that cannot take more (back-pressure), and, for a connection that has
-    /// published, while `outbox_backlog` (messages for other shards waiting outside a
-    /// full ring, as the runtime's mailbox counts them) is not zero. The policy is
-    /// `flow.rs`'s.
-    pub fn wants_read(&self, conn: ConnId, outbox_backlog: usize) -> bool {
+    /// its home shard (what the client pipelined behind CONNECT stays in the socket: at
+    /// most one read's worth is queued), while it feeds a
+    /// subscriber that cannot take more (here or on another shard), while a peer its
+    /// messages went to has a full ring, and while its own output is over the bound. The
+    /// policy is `flow.rs`'s; when reading resumes, the connection's keep alive clock
+    /// restarts at `now`. Also false while it has as many SUBACKs waiting for the other
+    /// shards as it may (`cross/interest.rs`).
+    pub fn wants_read(&mut self, conn: ConnId, now: Instant) -> bool {
         let Some(c) = self.conns.get(conn) else {
             return false;
         };
-        if matches!(c.state, ConnState::Closing | ConnState::AwaitHome) {
-            // Waiting for its home shard: what the client pipelined behind CONNECT stays
-            // in the socket (at most one read's worth is queued), so the wait is bounded.
+        let state = c.state;
+        if matches!(state, ConnState::Closing | ConnState::AwaitHome)
+            || self.cross.held_subacks_at_limit(conn)
+        {
             return false;
         }
-        self.flow.wants_read(conn, outbox_backlog, |key, uid| {
-            publish::load_of(&self.sessions, &self.conns, key, uid)
-        })
-    }
-
-    /// False while a connected session fed by other shards is over its queue limit: the
-    /// runtime then stops draining its inboxes, so the senders' rings fill and they stop
-    /// reading their publishers (cross-shard back-pressure).
-    pub fn accepts_remote(&mut self) -> bool {
+        let output = publish::output_of(c);
         let (sessions, conns) = (&self.sessions, &self.conns);
-        self.flow
-            .accepts_remote(|key, uid| publish::load_of(sessions, conns, key, uid))
+        let gate = self.flow.wants_read(conn, output, |key, uid| {
+            publish::load_of(sessions, conns, key, uid)
+        });
+        match (gate, state) {
+            (flow::Gate::Reopened, ConnState::Active(key)) => {
+                if let Some(slot) = self.sessions.get_mut(key) {
+                    slot.session.restart_keep_alive(now);
+                }
+            }
+            (flow::Gate::Closed, _) if self.flow.output_over(output) => self.arm_stall(conn, now),
+            _ => {}
+        }
+        gate != flow::Gate::Closed
     }
 
-    /// Embedding: publishes a message from inside the process as if from a client.
-    pub fn inject(&mut self, publish: Publish, now: Instant) {
+    /// The runtime's report, after moving mail into the rings: the peers whose data ring
+    /// is full (bit j = shard j). Connections whose messages went there are not read
+    /// until the bit clears.
+    pub fn on_peer_backlog(&mut self, peers: u64) {
+        self.flow.on_peer_backlog(peers);
+    }
+
+    /// Embedding: publishes a message from inside the process as if from a client. Its
+    /// slot in the host's publish channel (if any) is given back once it is routed.
+    pub fn inject(&mut self, injected: impl Into<embed::Injected>, now: Instant) {
+        let injected = injected.into();
+        if self.embed_refused.is_none() {
+            self.embed_refused = injected.refused().cloned();
+        }
+        let embed::Injected { publish, slot } = injected;
         self.route(publish, None, now);
+        drop(slot);
     }
 
     /// Installs an in-process subscription on this shard; with `with_retained`, first
@@ -380,6 +421,19 @@ impl Broker {
         self.stats.subscriptions = self.routing.local_subscriptions();
         self.stats.retained = self.routing.retained_len() as u64;
         self.stats.stored = self.sessions.stored();
+        self.stats.stored_bytes = self.sessions.held_bytes();
+        self.stats.output_bytes = self.conns.held_bytes();
+        self.stats.subscribe_paused = self.cross.held_suback_limit_hits();
+        if let Some(refused) = &self.embed_refused {
+            self.stats.embed_publish_refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Memory this shard keeps alive for messages in transit, as its limits count it:
+    /// (session queues and inflight windows, output queues). Walks every session and
+    /// connection: for `$SYS` and tests, not for a hot path.
+    pub fn held_bytes(&self) -> (u64, u64) {
+        (self.sessions.held_bytes(), self.conns.held_bytes())
     }
 
     /// This shard's counters for $SYS, with gauges refreshed.

@@ -2,7 +2,9 @@
 //! another shard) is matched by routing, encoded once, offered to each local subscriber's
 //! session or output queue, and handed to the other interested shards; the session's
 //! transmits are encoded into its connection's output. Flow control is told what fan-out
-//! saw (full outputs, backlogged sessions) and decides who stops being read.
+//! saw (full outputs, backlogged sessions, with the publisher of the message, local or on
+//! another shard) and decides who stops being read; this file applies its decisions
+//! (wakes, `Control::Pause` / `Resume`, stall timers).
 //!
 //! Nothing here blocks or drops a QoS 1/2 message for a connected subscriber; QoS 0 to a
 //! full output is dropped and counted.
@@ -16,11 +18,12 @@ use smallvec::SmallVec;
 use crate::codec::{Packet, ProtocolVersion, Publish, QoS};
 use crate::mailbox::ShardId;
 use crate::retained::RetainedMessage;
-use crate::session::{Delivery, Message, Outgoing, Transmit};
+use crate::session::{Delivery, Message, Outgoing, PublishedBy, Transmit};
 
-use super::connections::Connections;
+use super::connections::{Conn, Connections};
 use super::cross::{Control, Offer};
-use super::flow::Load;
+use super::flow::{Load, Output, Publisher};
+use super::out_queue::Body;
 use super::routing::{frame_class, Frames, Routing, Target};
 use super::sessions::Sessions;
 use super::{Broker, ConnId};
@@ -41,6 +44,14 @@ pub(super) fn load_of(
         queued_bytes: conn.queued_bytes(),
         backlogged: slot.session.is_backlogged(),
     })
+}
+
+/// A connection's unsent output (flow control's input).
+pub(super) fn output_of(c: &Conn) -> Output {
+    Output {
+        bytes: c.queued_bytes(),
+        chunks: c.queued_chunks(),
+    }
 }
 
 /// How a message came to this shard's fan-out; both fields steer session hand-offs.
@@ -103,7 +114,12 @@ impl Broker {
             return internal;
         }
         let origin_uid = origin.and_then(|o| self.sessions.uid_of(o.1));
-        let msg = Arc::new(Message::new(publish, now, origin_uid));
+        let mut msg = Message::new(publish, now, origin_uid);
+        if let Some((conn, _)) = origin {
+            self.flow.on_publish(conn, dests);
+            msg.publisher = self.published_by(conn);
+        }
+        let msg = Arc::new(msg);
         self.persist.routed(self.cross.me(), &msg, dests); // before the publisher's ack
         let seq = self.cross.publish_seq(dests);
         let source = (self.cross.me(), seq);
@@ -111,34 +127,36 @@ impl Broker {
         // Arc itself, so this shard does not touch the reference count again while the
         // receivers are using it.
         let sent = Sent { dests, source };
-        let matched = local && self.fanout_targets(&msg, origin, sent, now);
+        let matched = local && self.fanout_targets(&msg, sent, now);
         self.cross.send_publish(msg, dests, seq);
         matched || internal || dests != 0
+    }
+
+    /// The tag of connection `conn` of this shard as a message's publisher.
+    fn published_by(&self, conn: ConnId) -> Option<PublishedBy> {
+        Some(PublishedBy {
+            shard: u16::try_from(self.cross.me()).ok()?,
+            conn: u32::try_from(conn).ok()?,
+            conn_uid: std::num::NonZeroU64::new(self.conns.get(conn)?.uid)?,
+        })
     }
 
     /// Delivers `msg`, which came from another shard (or from the persisted state), to
     /// this shard's matching subscribers.
     pub(super) fn fanout_local(&mut self, msg: &Arc<Message>, sent: Sent, now: Instant) -> bool {
         self.routing.match_topic(msg.publish.topic.as_str(), false);
-        self.routing.has_targets() && self.fanout_targets(msg, None, sent, now)
+        self.routing.has_targets() && self.fanout_targets(msg, sent, now)
     }
 
-    /// Delivers `msg` to the local subscriptions routing matched last. `origin` is the
-    /// local publisher (connection, session), for back-pressure and No Local.
-    fn fanout_targets(
-        &mut self,
-        msg: &Arc<Message>,
-        origin: Option<(ConnId, usize)>,
-        sent: Sent,
-        now: Instant,
-    ) -> bool {
+    /// Delivers `msg` to the local subscriptions routing matched last. Its publisher (on
+    /// this shard or another) is paused where a subscriber cannot take more.
+    fn fanout_targets(&mut self, msg: &Arc<Message>, sent: Sent, now: Instant) -> bool {
         let targets = self.routing.take_targets();
         let mut frames = Frames::default();
         let mut fanout = Fanout {
             sent,
             ..Fanout::default()
         };
-        let publisher = origin.map(|o| o.0);
         let mut i = 0;
         while i < targets.len() {
             let sessions = &self.sessions;
@@ -146,14 +164,20 @@ impl Broker {
                 sessions.uid_of(key) == msg.origin
             });
             if let Some(target) = target {
-                self.deliver(target, msg, publisher, &mut frames, &mut fanout, now);
+                self.deliver(target, msg, &mut frames, &mut fanout, now);
             }
         }
         self.routing.put_targets(targets);
-        // Never read only to drop: every QoS 0 subscriber was full, pause the publisher.
-        if let Some(publisher) = publisher {
-            if fanout.qos0 > 0 && fanout.qos0_full.len() == fanout.qos0 {
-                self.flow.on_qos0_all_full(publisher, &fanout.qos0_full);
+        // Never read only to drop: every QoS 0 subscriber was full and no other shard
+        // got the message, pause its local publisher.
+        let local = msg
+            .publisher
+            .map(Publisher::from)
+            .filter(|p| p.shard == self.cross.me());
+        if let Some(p) = local {
+            let all_full = fanout.qos0 > 0 && fanout.qos0_full.len() == fanout.qos0;
+            if all_full && sent.dests == 0 {
+                self.flow.on_qos0_all_full(p.conn, p.uid, &fanout.qos0_full);
             }
         }
         fanout.matched
@@ -165,7 +189,6 @@ impl Broker {
         &mut self,
         target: Target,
         msg: &Arc<Message>,
-        publisher: Option<ConnId>,
         frames: &mut Frames,
         fanout: &mut Fanout,
         now: Instant,
@@ -256,7 +279,7 @@ impl Broker {
                 let Some((head, body)) = &frames[class] else {
                     return;
                 };
-                if head.len() + body.as_ref().map_or(0, Bytes::len) > max_out {
+                if head.len() + body.as_ref().map_or(0, Body::len) > max_out {
                     self.stats.publish_dropped += 1; // [MQTT-3.1.2-25]
                     return;
                 }
@@ -272,19 +295,13 @@ impl Broker {
             retain,
             sub_ids,
         };
-        self.deliver_outgoing(key, out, publisher, now);
+        self.deliver_outgoing(key, out, now);
     }
 
     /// Offers `out` to session `key` through its QoS window and queue; tells flow
-    /// control when the session's queue is full (it back-pressures the local `publisher`,
-    /// or for messages from other shards, this shard's inboxes).
-    pub(super) fn deliver_outgoing(
-        &mut self,
-        key: usize,
-        out: Outgoing,
-        publisher: Option<ConnId>,
-        now: Instant,
-    ) {
+    /// control when the session's queue is full (it pauses the message's publisher, here
+    /// or on its shard).
+    pub(super) fn deliver_outgoing(&mut self, key: usize, out: Outgoing, now: Instant) {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
         };
@@ -294,6 +311,7 @@ impl Broker {
                 return;
             }
         }
+        let publisher = out.msg.publisher.map(Publisher::from);
         let persisted = self.persist.wants(&slot.session).then(|| out.clone());
         match slot.session.deliver(out) {
             Delivery::Sent | Delivery::Queued => {
@@ -319,7 +337,15 @@ impl Broker {
             let uid = slot.session.uid();
             self.flush_session(key, now);
             if backlogged {
-                self.flow.on_backlogged(key, uid, publisher);
+                let remote = publisher.and_then(|p| self.flow.on_backlogged(key, uid, p));
+                if let Some(p) = remote {
+                    let pause = Control::Pause {
+                        conn: p.conn,
+                        conn_uid: p.uid,
+                        session: uid,
+                    };
+                    self.cross.send(p.shard, pause);
+                }
                 if let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) {
                     self.arm_stall(conn, now);
                 }
@@ -416,7 +442,7 @@ impl Broker {
     }
 
     /// Appends encoded bytes to a connection's output (flagging it for `poll_transmit`).
-    fn push_frame(&mut self, conn: ConnId, head: Bytes, body: Option<Bytes>) {
+    fn push_frame(&mut self, conn: ConnId, head: Bytes, body: Option<Body>) {
         if let Some(n) = self.conns.push(conn, head, body) {
             self.stats.messages_sent += 1;
             self.stats.bytes_sent += n as u64;
@@ -441,15 +467,26 @@ impl Broker {
         self.release_paused(key);
     }
 
-    /// Lets the publishers paused on session `key` read again (yielded from
-    /// `poll_transmit` so the runtime re-asks `wants_read`).
+    /// Lets the publishers paused on session `key` read again: those of this shard are
+    /// yielded from `poll_transmit` so the runtime re-asks `wants_read`, those of other
+    /// shards get `Control::Resume`.
     pub(super) fn release_paused(&mut self, key: usize) {
-        for (conn, uid) in self.flow.release(key) {
+        let released = self.flow.release(key);
+        for (conn, uid) in released.wake {
             self.conns.wake(conn, uid);
+        }
+        for p in released.resume {
+            let resume = Control::Resume {
+                conn: p.conn,
+                conn_uid: p.uid,
+                session: released.session_uid,
+            };
+            self.cross.send(p.shard, resume);
         }
     }
 
-    /// A subscriber's output or queue is full: arms the slow-subscriber timer once.
+    /// A connection is stuck (backlogged session, output over the bound): arms its
+    /// slow-subscriber timer once.
     pub(super) fn arm_stall(&mut self, conn: ConnId, now: Instant) {
         let Some(c) = self.conns.get(conn) else {
             return;

@@ -177,6 +177,15 @@ impl Sessions {
             .sum()
     }
 
+    /// Memory every session's queue and inflight window keep alive (message footprints),
+    /// for `$SYS`.
+    pub(super) fn held_bytes(&self) -> u64 {
+        self.slab
+            .iter()
+            .map(|(_, s)| s.session.held_bytes() as u64)
+            .sum()
+    }
+
     /// Session `key` just lost its connection, leaving `will` to publish: decides when
     /// the will goes and when the session ends (recording both in the session).
     pub(super) fn offline(

@@ -1,8 +1,8 @@
 //! The coordinator's side of the cross-shard protocols: what this shard does with each
 //! [`ShardMsg`] another shard sends (deliver a publish, apply interest, take a retained
 //! set, answer a claim, hand a session over or install one, forward for a moved session,
-//! keep a report), and the local steps of a session move (take it out of its slot,
-//! install one that arrived). The protocols' own state and decisions are the cross-shard
+//! keep a report, pause or resume a publisher for flow control), and the local steps of a
+//! session move (take it out of its slot, install one that arrived). The protocols' own state and decisions are the cross-shard
 //! part's (`cross/`); this applies them to sessions, routing, connections and flow
 //! control.
 //!
@@ -57,8 +57,9 @@ impl Broker {
                 }
             }
             Control::InterestAck { seq } => self.on_interest_ack(from, seq, now),
+            Control::RetainClock(clock) => self.cross.on_retain_clock(from, clock),
             Control::Retain(m, version) => {
-                if self.cross.accept_retained(&m.topic, version) {
+                if self.cross.accept_retained(&m, version) {
                     self.routing.set_retained(*m);
                     self.stats.retained = self.routing.retained_len() as u64;
                 }
@@ -120,7 +121,21 @@ impl Broker {
                     .get(key)
                     .is_some_and(|s| s.session.uid() == uid && !s.is_stub());
                 if ok {
-                    self.deliver_outgoing(key, out, None, now);
+                    self.deliver_outgoing(key, out, now);
+                }
+            }
+            Control::Pause {
+                conn,
+                conn_uid,
+                session,
+            } => self.flow.on_remote_pause(from, conn, conn_uid, session),
+            Control::Resume {
+                conn,
+                conn_uid,
+                session,
+            } => {
+                if self.flow.on_remote_resume(from, conn, conn_uid, session) {
+                    self.conns.wake(conn, conn_uid);
                 }
             }
             Control::Release(batch) => drop(batch),

@@ -219,7 +219,8 @@ impl Broker {
                 payload: m.payload.clone(),
             };
             let out = Outgoing {
-                msg: Arc::new(Message::new(publish, now, None)),
+                // The store's bytes are compacted already: queues keep it as it is.
+                msg: Arc::new(Message::standalone(publish, now, None)),
                 qos: m.qos.min(job.granted),
                 retain: true,
                 sub_ids: job.sub_id.into_iter().collect(),

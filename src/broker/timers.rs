@@ -4,9 +4,11 @@
 //! client sent packets since) is simply pushed again at the real deadline.
 //!
 //! The coordinator's `fire` carries out a due timer through the parts (connect timeout,
-//! keep alive, session expiry, will delay, slow-subscriber cut-off as flow control
-//! decides it) and publishes `$SYS` every `sys_interval` (shard 0 from every shard's
-//! report). It never reads the clock: `now` comes from the runtime.
+//! keep alive, session expiry, will delay, slow-subscriber cut-off) and publishes `$SYS`
+//! every `sys_interval` (shard 0 from every shard's report). Keep alive and the cut-off
+//! report the connection's state to flow control and do what it decides (a connection
+//! the broker did not read is not timed out; a stuck one is cut). It never reads the
+//! clock: `now` comes from the runtime.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -18,7 +20,8 @@ use crate::codec::{ByteStr, Publish, ReasonCode};
 
 use super::connections::ConnState;
 use super::cross::Control;
-use super::flow::{Load, Stall};
+use super::flow::{KeepAlive, Stall, StallState, Stuck};
+use super::publish::{load_of, output_of};
 use super::{Broker, ConnId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,7 +43,7 @@ pub(super) enum Timer {
         key: usize,
         uid: u64,
     },
-    /// A subscriber whose output was full when armed (slow-subscriber cut-off).
+    /// A connection that was stuck when armed (slow-subscriber cut-off).
     Stall {
         conn: ConnId,
         uid: u64,
@@ -85,34 +88,7 @@ impl Broker {
                     self.close_conn(conn);
                 }
             }
-            Timer::KeepAlive { conn, uid } => {
-                let Some(c) = self.conns.get(conn) else {
-                    return;
-                };
-                let ConnState::Active(key) = c.state else {
-                    return;
-                };
-                if c.uid != uid {
-                    return;
-                }
-                let Some(slot) = self.sessions.get(key) else {
-                    return;
-                };
-                let Some(deadline) = slot.session.poll_timeout() else {
-                    return;
-                };
-                if deadline <= now {
-                    crate::log_notice!(
-                        "Client {} has exceeded timeout, disconnecting.",
-                        slot.session.client_id()
-                    );
-                    self.disconnect_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT);
-                    self.end_connection(conn, now, true);
-                    self.close_conn(conn);
-                } else {
-                    self.timers.push(deadline, Timer::KeepAlive { conn, uid });
-                }
-            }
+            Timer::KeepAlive { conn, uid } => self.check_keep_alive(conn, uid, now),
             Timer::SessionExpiry { key, uid } => {
                 if let Some(will) = self.sessions.on_expiry_timer(key, uid, now) {
                     if let Some(will) = will {
@@ -138,40 +114,102 @@ impl Broker {
         }
     }
 
-    /// Cuts off a subscriber that kept a full output queue without reading a byte for
+    /// Disconnects a client whose keep alive ran out [MQTT-3.1.2-24], unless the broker
+    /// did not read it (flow control); re-arms for the real deadline otherwise.
+    fn check_keep_alive(&mut self, conn: ConnId, uid: u64, now: Instant) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        let ConnState::Active(key) = c.state else {
+            return;
+        };
+        if c.uid != uid {
+            return;
+        }
+        let deadline = |b: &Self| b.sessions.get(key).and_then(|s| s.session.poll_timeout());
+        let Some(at) = deadline(self) else {
+            return;
+        };
+        if at > now || self.keep_alive_restarts(conn, now) {
+            if let Some(at) = deadline(self) {
+                self.timers.push(at, Timer::KeepAlive { conn, uid });
+            }
+            return;
+        }
+        if let Some(slot) = self.sessions.get(key) {
+            crate::log_notice!(
+                "Client {} has exceeded timeout, disconnecting.",
+                slot.session.client_id()
+            );
+        }
+        self.disconnect_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT);
+        self.end_connection(conn, now, true);
+        self.close_conn(conn);
+    }
+
+    /// The keep alive deadline of `conn` passed: if flow control says the broker did not
+    /// read it (or only just resumed), its clock restarts at `now` and this is true.
+    fn keep_alive_restarts(&mut self, conn: ConnId, now: Instant) -> bool {
+        let Some(c) = self.conns.get(conn) else {
+            return false;
+        };
+        let ConnState::Active(key) = c.state else {
+            return false;
+        };
+        let output = output_of(c);
+        let (sessions, conns) = (&self.sessions, &self.conns);
+        let due = self
+            .flow
+            .keep_alive_due(conn, output, |key, uid| load_of(sessions, conns, key, uid));
+        if due == KeepAlive::Expired {
+            return false;
+        }
+        if self.flow.output_over(output) {
+            // Not read because it does not read: the cut-off decides, not keep alive.
+            self.arm_stall(conn, now);
+        }
+        if let Some(slot) = self.sessions.get_mut(key) {
+            slot.session.restart_keep_alive(now);
+        }
+        true
+    }
+
+    /// Cuts off a connection that stayed stuck without progress for
     /// `slow_subscriber_timeout` (flow control decides); re-arms while it still makes
     /// progress.
     fn check_stall(&mut self, conn: ConnId, uid: u64, now: Instant) {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
-        let key = match c.state {
-            ConnState::Active(key) => Some(key),
+        let session = match c.state {
+            ConnState::Active(key) => self.sessions.get(key).map(|s| &s.session),
+            ConnState::Closing => return,
             _ => None,
         };
-        let state = key.map(|key| {
-            let load = Load {
-                queued_bytes: c.queued_bytes(),
-                backlogged: self
-                    .sessions
-                    .get(key)
-                    .is_some_and(|s| s.session.is_backlogged()),
-            };
-            (c.written(), load)
-        });
-        match self.flow.on_stall_timer(conn, uid, state, now) {
+        let state = StallState {
+            backlogged: session.is_some_and(|s| s.is_backlogged()),
+            output: output_of(c),
+            written: c.written(),
+            last_ack: session.and_then(|s| s.last_ack()),
+        };
+        let id = session.map(|s| s.client_id().to_string());
+        match self.flow.on_stall_timer(conn, uid, Some(state), now) {
             Stall::Ignore => {}
             Stall::Rearm(at) => self.timers.push(at, Timer::Stall { conn, uid }),
-            Stall::Cut => {
-                let id = key
-                    .and_then(|k| self.sessions.get(k))
-                    .map(|s| s.session.client_id().to_string())
-                    .unwrap_or_default();
-                crate::log_notice!(
-                    "Client {id} has not read its full queue for {}s, disconnecting.",
-                    self.flow.stall_timeout_secs()
-                );
-                self.stats.publish_dropped += 1;
+            Stall::Cut(why) => {
+                let id = id.unwrap_or_else(|| format!("<unknown> from {}", c.peer));
+                let secs = self.flow.stall_timeout_secs();
+                match why {
+                    Stuck::Unacknowledged => crate::log_notice!(
+                        "Client {id} has not acknowledged its messages for {secs}s, disconnecting."
+                    ),
+                    Stuck::Unread => {
+                        crate::log_notice!(
+                            "Client {id} has not read its full queue for {secs}s, disconnecting."
+                        );
+                        self.stats.publish_dropped += 1;
+                    }
+                }
                 // The memory goes now, not when the socket drains.
                 self.conns.clear_output(conn);
                 self.end_connection(conn, now, true);

@@ -141,7 +141,7 @@ pub struct Will {
 
 impl Will {
     /// A copy that shares no memory with the read buffer it was decoded from (see
-    /// [`ByteStr::compact`]); string and binary properties stay as decoded.
+    /// [`ByteStr::compact`] and [`Properties::compact`]).
     #[must_use]
     pub fn compact(&self) -> Self {
         Self {
@@ -149,7 +149,7 @@ impl Will {
             payload: Bytes::copy_from_slice(&self.payload),
             qos: self.qos,
             retain: self.retain,
-            properties: self.properties.clone(),
+            properties: self.properties.compact(),
         }
     }
 }

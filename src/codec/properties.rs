@@ -144,4 +144,71 @@ impl Properties {
             && self.subscription_identifier_available.is_none()
             && self.shared_subscription_available.is_none()
     }
+
+    /// A copy whose strings and binary data share no memory with the read buffer they
+    /// were decoded from (see [`ByteStr::compact`]): for properties kept past the loop
+    /// iteration that read them (wills, retained and queued messages). Cheap when empty.
+    #[must_use]
+    pub fn compact(&self) -> Self {
+        let mut p = self.clone();
+        for s in [
+            &mut p.content_type,
+            &mut p.response_topic,
+            &mut p.assigned_client_identifier,
+            &mut p.authentication_method,
+            &mut p.response_information,
+            &mut p.server_reference,
+            &mut p.reason_string,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *s = s.compact();
+        }
+        for b in [&mut p.correlation_data, &mut p.authentication_data]
+            .into_iter()
+            .flatten()
+        {
+            *b = Bytes::copy_from_slice(b);
+        }
+        for (k, v) in &mut p.user_properties {
+            *k = k.compact();
+            *v = v.compact();
+        }
+        p.user_properties.shrink_to_fit();
+        p
+    }
+
+    /// Heap bytes these properties keep alive beyond the struct itself: string and binary
+    /// values, the user property list, spilled subscription identifiers.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = [
+            &self.content_type,
+            &self.response_topic,
+            &self.assigned_client_identifier,
+            &self.authentication_method,
+            &self.response_information,
+            &self.server_reference,
+            &self.reason_string,
+        ]
+        .into_iter()
+        .flatten()
+        .map(ByteStr::len);
+        let binary = [&self.correlation_data, &self.authentication_data]
+            .into_iter()
+            .flatten()
+            .map(Bytes::len);
+        let user = self.user_properties.capacity() * std::mem::size_of::<(ByteStr, ByteStr)>()
+            + self
+                .user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        let ids = if self.subscription_identifiers.spilled() {
+            self.subscription_identifiers.capacity() * std::mem::size_of::<u32>()
+        } else {
+            0
+        };
+        strings.sum::<usize>() + binary.sum::<usize>() + user + ids
+    }
 }

@@ -269,6 +269,10 @@ pub struct Config {
     /// Messages queued per client beyond the inflight window (`max_queued_messages`,
     /// default 1000; Mosquitto's 0 = no maximum is mapped to `usize::MAX`).
     pub max_queued_messages: usize,
+    /// `max_queued_bytes` (0 = none): the memory an offline session's queue may hold,
+    /// counted as what its messages keep alive (`Message::footprint`), and the output
+    /// limit per connection (default 4 MiB), counted as the bytes queued plus a fixed
+    /// cost per chunk (`OutQueue::held`).
     pub max_queued_bytes: u64,
     /// Whether QoS 0 messages are queued for offline persistent sessions.
     pub queue_qos0_messages: bool,

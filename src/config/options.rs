@@ -159,7 +159,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("retry_interval", Deprecated("The retry_interval option is no longer available."), "accepted and ignored, as by Mosquitto 2"),
     row("round_robin", Bridge, BRIDGE),
     row("set_tcp_nodelay", Yes, "default `true` in shardmq (writes are already coalesced once per loop iteration); `false` leaves Nagle's algorithm on"),
-    row("slow_subscriber_timeout", Shardmq, "disconnect a client whose queue is full and that has read nothing for S seconds (default 60)"),
+    row("slow_subscriber_timeout", Shardmq, "disconnect a client stuck for S seconds without progress: its QoS 1/2 queue full and no acknowledgement, or its output full and none of it read (default 60, 0 = never); see Security"),
     row("socket_domain", Yes, "`ipv4` or `ipv6` only, per listener"),
     row("start_type", Bridge, BRIDGE),
     row("sys_interval", Yes, ""),

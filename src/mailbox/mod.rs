@@ -1,5 +1,6 @@
-//! Cross-core queues: one bounded SPSC ring per ordered pair of shards (i -> j), a
-//! per-destination overflow that keeps order when a ring is full, and coalesced wakeups.
+//! Cross-core queues: for each ordered pair of shards (i -> j) two bounded SPSC rings,
+//! the *control* lane and the *data* lane, each with a per-destination overflow that
+//! keeps order when its ring is full, and coalesced wakeups.
 //!
 //! A shard writes into its rings during an iteration and publishes each ring once at the
 //! end ([`Outbox::flush`]); the consumer is woken only on the sleeping edge: before it
@@ -17,6 +18,41 @@
 //! 2 busy cores, a few seconds to run). The ordinary tests
 //! (`tests.rs`) also run under Miri: `cargo +nightly miri test --lib mailbox::` (needs
 //! `rustup +nightly component add miri rust-src`; about 4 minutes, mostly building).
+//!
+//! ## Lanes: control never waits behind data
+//!
+//! [`Inbox::drain`] takes every source's control lane first (up to a full ring each),
+//! then the data lanes under the caller's budget, so a control message published before
+//! a drain is handled in that drain however much data waits; and a full data ring only
+//! counts in [`Outbox::backlogged`] (which the broker uses to stop reading the
+//! publishers that feed that peer), never delays control. Each lane is FIFO; the two
+//! lanes of one pair are not ordered with respect to each other: a control message may
+//! overtake data sent before it (never the reverse: published before, it is drained
+//! before). The broker (`broker::ShardMsg::lane`) sends every `Publish` on the data lane
+//! and every `Control` on the control lane but one. Why, message by message:
+//! - `Interest` / `InterestAck`: only ever among themselves (FIFO), which is all the
+//!   acknowledgement watermarks need; a publish the sender routed before applying an
+//!   interest did not go to the subscriber's shard at all, one routed after is in flight
+//!   to a shard that has the subscription already.
+//! - `Retain`: replicas converge on versions (Lamport clock, shard), not on arrival
+//!   order; the live copy of the same message is sent after it and still arrives after.
+//! - `Claim`, `Takeover`, `Moved`, `Forget`: among themselves (FIFO). `Moved` may
+//!   overtake publishes the old shard sent before it: the new shard skips direct
+//!   publishes at or below the watermarks `Moved` carries whenever they arrive (before
+//!   the install they find no session, after it they are filtered), and those are
+//!   exactly what the old shard had queued in the session.
+//! - `Installed` takes the **data** lane: it carries the watermarks the new shard had
+//!   taken when it installed, and the stub forwards the messages it held up to them and
+//!   then ends. A publish the new shard sent to the stub's shard before installing (its
+//!   own client's message for the moving session, which found no session at home) must
+//!   reach the stub before `Installed` does, or the stub would end without holding it
+//!   and the message would be lost: so it keeps the order of the data it follows.
+//! - `Forward`: a stub forwards only what the new shard will not get directly (or had
+//!   taken before its install, by those watermarks), so its order against that shard's
+//!   direct data does not decide delivery; it travels after `Moved` on the same lane.
+//! - `Pause` / `Resume` (flow control) and `Report`: among themselves (FIFO); they
+//!   change when a connection is read or what `$SYS` says, not what is delivered.
+//! - `Release`: messages handed back to be freed; order is irrelevant.
 
 mod ring;
 mod sync;
@@ -62,13 +98,44 @@ impl Parker {
     }
 }
 
-/// The sending side of one shard: a ring to every other shard plus the overflow.
+/// The lane of a shard pair a message takes (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Rare protocol messages: drained first, never gated by data.
+    Control,
+    /// The bulk: drained under a budget; a full ring makes [`Outbox::backlogged`].
+    Data,
+}
+
+/// One value per lane.
+#[derive(Debug, Default)]
+struct Lanes<X> {
+    control: X,
+    data: X,
+}
+
+impl<X> Lanes<X> {
+    fn get_mut(&mut self, lane: Lane) -> &mut X {
+        match lane {
+            Lane::Control => &mut self.control,
+            Lane::Data => &mut self.data,
+        }
+    }
+
+    /// Control first.
+    fn both(&self) -> [&X; 2] {
+        [&self.control, &self.data]
+    }
+}
+
+/// The sending side of one shard: both lanes to every other shard plus their overflow.
 pub struct Outbox<T> {
     me: ShardId,
-    rings: Vec<Option<Producer<T>>>,
-    /// Messages that did not fit in their ring, in order; sent before anything newer.
-    overflow: Vec<VecDeque<T>>,
-    /// Rings written since the last flush.
+    rings: Vec<Option<Lanes<Producer<T>>>>,
+    /// Messages that did not fit in their ring, in order per lane; sent before anything
+    /// newer on that lane.
+    overflow: Vec<Lanes<VecDeque<T>>>,
+    /// Destinations written since the last flush.
     dirty: u64,
     parkers: Arc<[Parker]>,
 }
@@ -76,25 +143,32 @@ pub struct Outbox<T> {
 /// The receiving side of one shard.
 pub struct Inbox<T> {
     me: ShardId,
-    rings: Vec<Option<Consumer<T>>>,
+    rings: Vec<Option<Lanes<Consumer<T>>>>,
     parkers: Arc<[Parker]>,
 }
 
-/// Builds the full mesh for `n` shards with rings of `capacity` messages: returns each
-/// shard's (outbox, inbox).
-pub fn mesh<T>(n: usize, capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
+/// Builds the full mesh for `n` shards, data rings of `capacity` messages and control
+/// rings of `control_capacity`: returns each shard's (outbox, inbox).
+pub fn mesh<T>(n: usize, capacity: usize, control_capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
     let n = n.clamp(1, MAX_SHARDS);
     let parkers: Arc<[Parker]> = (0..n).map(|_| Parker::default()).collect();
-    let mut producers: Vec<Vec<Option<Producer<T>>>> =
+    let mut producers: Vec<Vec<Option<Lanes<Producer<T>>>>> =
         (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-    let mut consumers: Vec<Vec<Option<Consumer<T>>>> =
+    let mut consumers: Vec<Vec<Option<Lanes<Consumer<T>>>>> =
         (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
     for i in 0..n {
         for j in 0..n {
             if i != j {
-                let (p, c) = ring(capacity);
-                producers[i][j] = Some(p);
-                consumers[j][i] = Some(c);
+                let (pc, cc) = ring(control_capacity);
+                let (pd, cd) = ring(capacity);
+                producers[i][j] = Some(Lanes {
+                    control: pc,
+                    data: pd,
+                });
+                consumers[j][i] = Some(Lanes {
+                    control: cc,
+                    data: cd,
+                });
             }
         }
     }
@@ -107,7 +181,7 @@ pub fn mesh<T>(n: usize, capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
                 Outbox {
                     me,
                     rings: rings_out,
-                    overflow: (0..n).map(|_| VecDeque::new()).collect(),
+                    overflow: (0..n).map(|_| Lanes::default()).collect(),
                     dirty: 0,
                     parkers: Arc::clone(&parkers),
                 },
@@ -126,14 +200,15 @@ impl<T> Outbox<T> {
         self.me
     }
 
-    /// Queues `msg` for shard `to` (visible after the next [`Outbox::flush`]). Never
-    /// fails: a full ring spills into the ordered overflow. Sending to oneself or to a
-    /// shard that does not exist hands the message back.
-    pub fn send(&mut self, to: ShardId, msg: T) -> Result<(), T> {
-        let Some(Some(ring)) = self.rings.get(to) else {
+    /// Queues `msg` for shard `to` on `lane` (visible after the next [`Outbox::flush`]).
+    /// Never fails: a full ring spills into that lane's ordered overflow. Sending to
+    /// oneself or to a shard that does not exist hands the message back.
+    pub fn send(&mut self, to: ShardId, lane: Lane, msg: T) -> Result<(), T> {
+        let Some(Some(rings)) = self.rings.get_mut(to) else {
             return Err(msg);
         };
-        let overflow = &mut self.overflow[to];
+        let ring = rings.get_mut(lane);
+        let overflow = self.overflow[to].get_mut(lane);
         if overflow.is_empty() {
             match ring.write(msg) {
                 Ok(()) => {
@@ -152,23 +227,28 @@ impl<T> Outbox<T> {
     /// `wake(j)` for each destination that was asleep.
     pub fn flush(&mut self, mut wake: impl FnMut(ShardId)) {
         for (to, overflow) in self.overflow.iter_mut().enumerate() {
-            let Some(Some(ring)) = self.rings.get(to) else {
+            let Some(Some(rings)) = self.rings.get_mut(to) else {
                 continue;
             };
-            while let Some(msg) = overflow.pop_front() {
-                if let Err(msg) = ring.write(msg) {
-                    overflow.push_front(msg);
-                    break;
+            for lane in [Lane::Control, Lane::Data] {
+                let (ring, overflow) = (rings.get_mut(lane), overflow.get_mut(lane));
+                while let Some(msg) = overflow.pop_front() {
+                    if let Err(msg) = ring.write(msg) {
+                        overflow.push_front(msg);
+                        break;
+                    }
+                    self.dirty |= 1 << to;
                 }
-                self.dirty |= 1 << to;
             }
         }
         let mut dirty = std::mem::take(&mut self.dirty);
         while dirty != 0 {
             let to = dirty.trailing_zeros() as usize;
             dirty &= dirty - 1;
-            if let Some(Some(ring)) = self.rings.get(to) {
-                ring.publish();
+            if let Some(Some(rings)) = self.rings.get(to) {
+                for ring in rings.both() {
+                    ring.publish();
+                }
                 if self.parkers[to].should_wake() {
                     wake(to);
                 }
@@ -176,10 +256,20 @@ impl<T> Outbox<T> {
         }
     }
 
-    /// Messages waiting in the overflow (their ring was full): the shard should stop
-    /// reading its publishers until this is zero again.
+    /// Data messages waiting in the overflow (their ring was full).
     pub fn backlog(&self) -> usize {
-        self.overflow.iter().map(VecDeque::len).sum()
+        self.overflow.iter().map(|o| o.data.len()).sum()
+    }
+
+    /// The destinations whose data ring is full (bit j = shard j): a message for them
+    /// waits in the overflow. The shard should stop reading the publishers that feed
+    /// them until this bit clears.
+    pub fn backlogged(&self) -> u64 {
+        self.overflow
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.data.is_empty())
+            .fold(0, |mask, (j, _)| mask | 1 << j)
     }
 }
 
@@ -192,25 +282,36 @@ impl<T> Inbox<T> {
         &self.parkers[self.me]
     }
 
-    /// Whether any ring has a published message.
+    /// Whether any ring (either lane) has a published message.
     pub fn has_mail(&self) -> bool {
-        self.rings.iter().flatten().any(|r| !r.is_empty())
+        self.rings
+            .iter()
+            .flatten()
+            .any(|r| r.both().iter().any(|c| !c.is_empty()))
     }
 
-    /// Hands up to `budget` messages per source ring to `f(from, msg)`, in order per
-    /// source. Returns how many were handled.
+    /// Hands messages to `f(from, msg)`: first every source's control lane (up to a
+    /// ring's worth each), then up to `budget` data messages per source, in order per
+    /// lane and source. Returns how many were handled.
     pub fn drain(&mut self, budget: usize, mut f: impl FnMut(ShardId, T)) -> usize {
         let mut total = 0;
-        for (from, ring) in self.rings.iter().enumerate() {
-            let Some(ring) = ring else { continue };
-            let mut n = 0;
-            while n < budget {
-                let Some(msg) = ring.take() else { break };
-                f(from, msg);
-                n += 1;
+        for lane in [Lane::Control, Lane::Data] {
+            for (from, rings) in self.rings.iter_mut().enumerate() {
+                let Some(rings) = rings else { continue };
+                let ring = rings.get_mut(lane);
+                let budget = match lane {
+                    Lane::Control => ring.capacity(),
+                    Lane::Data => budget,
+                };
+                let mut n = 0;
+                while n < budget {
+                    let Some(msg) = ring.take() else { break };
+                    f(from, msg);
+                    n += 1;
+                }
+                ring.release();
+                total += n;
             }
-            ring.release();
-            total += n;
         }
         total
     }

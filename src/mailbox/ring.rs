@@ -136,6 +136,10 @@ impl<T> Producer<T> {
 }
 
 impl<T> Consumer<T> {
+    pub fn capacity(&self) -> usize {
+        self.shared.mask + 1
+    }
+
     /// Whether a published element is waiting (may read the producer's index).
     pub fn is_empty(&self) -> bool {
         if self.head.get() != self.cached_tail.get() {

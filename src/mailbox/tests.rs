@@ -93,7 +93,7 @@ fn ring_across_threads_keeps_order() {
 
 #[test]
 fn overflow_keeps_order_and_counts_backlog() {
-    let mut shards = mesh::<u32>(2, 2);
+    let mut shards = mesh::<u32>(2, 2, 2);
     let (mut in1_out, mut in1) = (None, None);
     let (mut out0, _in0) = shards.remove(0);
     if let Some((o, i)) = shards.pop() {
@@ -102,9 +102,9 @@ fn overflow_keeps_order_and_counts_backlog() {
     }
     let mut in1 = in1.unwrap();
     for i in 0..5 {
-        out0.send(1, i).unwrap();
+        out0.send(1, Lane::Data, i).unwrap();
     }
-    assert_eq!(out0.send(0, 7), Err(7), "no ring to oneself");
+    assert_eq!(out0.send(0, Lane::Data, 7), Err(7), "no ring to oneself");
     out0.flush(|_| {});
     assert_eq!(out0.backlog(), 3);
     let mut got = Vec::new();
@@ -124,22 +124,22 @@ fn overflow_keeps_order_and_counts_backlog() {
 
 #[test]
 fn wake_only_on_the_sleeping_edge() {
-    let mut shards = mesh::<u32>(2, 16);
+    let mut shards = mesh::<u32>(2, 16, 16);
     let (_out1, in1) = shards.pop().unwrap();
     let (mut out0, _in0) = shards.pop().unwrap();
     let mut wakes = 0;
     // Busy consumer: no wake.
-    out0.send(1, 1).unwrap();
+    out0.send(1, Lane::Data, 1).unwrap();
     out0.flush(|_| wakes += 1);
     assert_eq!(wakes, 0);
     // Consumer goes to sleep: one wake for the next batch, none for the one after.
     in1.parker().prepare_sleep();
-    out0.send(1, 2).unwrap();
+    out0.send(1, Lane::Data, 2).unwrap();
     out0.flush(|j| {
         assert_eq!(j, 1);
         wakes += 1;
     });
-    out0.send(1, 3).unwrap();
+    out0.send(1, Lane::Data, 3).unwrap();
     out0.flush(|_| wakes += 1);
     assert_eq!(wakes, 1);
     in1.parker().awake();
@@ -148,14 +148,133 @@ fn wake_only_on_the_sleeping_edge() {
 
 #[test]
 fn drain_respects_budget() {
-    let mut shards = mesh::<u32>(2, 16);
+    let mut shards = mesh::<u32>(2, 16, 16);
     let (_out1, mut in1) = shards.pop().unwrap();
     let (mut out0, _in0) = shards.pop().unwrap();
     for i in 0..10 {
-        out0.send(1, i).unwrap();
+        out0.send(1, Lane::Data, i).unwrap();
     }
     out0.flush(|_| {});
     assert_eq!(in1.drain(4, |_, _| {}), 4);
     assert_eq!(in1.drain(100, |_, _| {}), 6);
     assert!(!in1.has_mail());
+}
+
+/// Shard 0's outbox and shard 1's inbox of a two-shard mesh.
+fn pair(capacity: usize, control: usize) -> (Outbox<u32>, Inbox<u32>) {
+    let mut shards = mesh::<u32>(2, capacity, control);
+    let (_out1, in1) = shards.pop().unwrap();
+    let (out0, _in0) = shards.pop().unwrap();
+    (out0, in1)
+}
+
+#[test]
+fn control_is_drained_before_data_even_behind_a_full_data_ring() {
+    let (mut out0, mut in1) = pair(4, 4);
+    for i in 0..10 {
+        out0.send(1, Lane::Data, i).unwrap();
+    }
+    out0.send(1, Lane::Control, 100).unwrap();
+    out0.flush(|_| {});
+    assert_eq!(out0.backlog(), 6, "data spilled into its overflow");
+    assert_eq!(out0.backlogged(), 0b10);
+    // A one-message data budget: the control message still comes first.
+    let mut got = Vec::new();
+    in1.drain(1, |_, m| got.push(m));
+    assert_eq!(got, vec![100, 0]);
+}
+
+#[test]
+fn control_overflow_keeps_order_and_never_counts_as_data_backlog() {
+    let (mut out0, mut in1) = pair(16, 2);
+    for i in 0..5 {
+        out0.send(1, Lane::Control, i).unwrap();
+    }
+    out0.send(1, Lane::Data, 50).unwrap();
+    out0.flush(|_| {});
+    assert_eq!(out0.backlog(), 0);
+    assert_eq!(
+        out0.backlogged(),
+        0,
+        "a control backlog holds back no publisher"
+    );
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        in1.drain(16, |_, m| got.push(m));
+        out0.flush(|_| {});
+    }
+    // Control in order; data after the control that was published before it.
+    assert_eq!(got, vec![0, 1, 50, 2, 3, 4]);
+}
+
+#[test]
+fn each_lane_is_fifo_and_wakes_once() {
+    let (mut out0, mut in1) = pair(8, 8);
+    in1.parker().prepare_sleep();
+    let mut wakes = 0;
+    for i in 0..3 {
+        out0.send(1, Lane::Control, i).unwrap();
+        out0.send(1, Lane::Data, 10 + i).unwrap();
+    }
+    out0.flush(|_| wakes += 1);
+    assert_eq!(wakes, 1, "one wake for both lanes");
+    assert!(in1.has_mail());
+    let mut got = Vec::new();
+    in1.drain(usize::MAX, |_, m| got.push(m));
+    assert_eq!(got, vec![0, 1, 2, 10, 11, 12]);
+    assert!(!in1.has_mail());
+}
+
+#[test]
+fn backlogged_names_each_full_peer() {
+    let mut shards = mesh::<u32>(3, 2, 2);
+    let (mut out0, _in0) = shards.remove(0);
+    for i in 0..3 {
+        out0.send(2, Lane::Data, i).unwrap();
+    }
+    out0.send(1, Lane::Data, 9).unwrap();
+    out0.flush(|_| {});
+    assert_eq!(out0.backlogged(), 0b100, "only shard 2's ring is full");
+}
+
+#[test]
+fn lanes_across_threads_lose_nothing_and_keep_order_per_lane() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut shards = mesh::<(Lane, u64)>(2, 64, 8);
+    let (_out1, mut in1) = shards.pop().unwrap();
+    let (mut out0, _in0) = shards.pop().unwrap();
+    let n: u64 = 50_000;
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let done2 = std::sync::Arc::clone(&done);
+    let producer = std::thread::spawn(move || {
+        for i in 0..n {
+            out0.send(1, Lane::Data, (Lane::Data, i)).unwrap();
+            if i % 16 == 0 {
+                out0.send(1, Lane::Control, (Lane::Control, i)).unwrap();
+            }
+            if i % 32 == 0 {
+                out0.flush(|_| {});
+            }
+        }
+        // Keep moving the overflows into the rings until everything was taken.
+        while !done2.load(Ordering::Relaxed) {
+            out0.flush(|_| {});
+            std::hint::spin_loop();
+        }
+    });
+    let (mut data, mut control) = (0u64, 0u64);
+    while data < n || control < n / 16 {
+        in1.drain(8, |_, (lane, i)| match lane {
+            Lane::Data => {
+                assert_eq!(i, data, "data out of order");
+                data += 1;
+            }
+            Lane::Control => {
+                assert_eq!(i, control * 16, "control out of order");
+                control += 1;
+            }
+        });
+    }
+    done.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
 }

@@ -65,6 +65,15 @@ pub struct Stats {
     pub retained: u64,
     /// Messages held in session queues and inflight windows.
     pub stored: u64,
+    /// Memory those messages keep alive (their footprints, as `max_queued_bytes` counts).
+    pub stored_bytes: u64,
+    /// Memory held by connections' output queues (as the output limit counts it).
+    pub output_bytes: u64,
+    /// Times a connection stopped being read because it had the most SUBACKs it may
+    /// have waiting for the other shards.
+    pub subscribe_paused: u64,
+    /// `BrokerHandle::publish` calls refused because the embed channel was full.
+    pub embed_publish_refused: u64,
     pub load_received: Load,
     pub load_sent: Load,
     pub load_publish_received: Load,
@@ -93,6 +102,10 @@ impl Stats {
             subscriptions: 0,
             retained: 0,
             stored: 0,
+            stored_bytes: 0,
+            output_bytes: 0,
+            subscribe_paused: 0,
+            embed_publish_refused: 0,
             load_received: Load::default(),
             load_sent: Load::default(),
             load_publish_received: Load::default(),
@@ -211,6 +224,19 @@ impl Stats {
             ),
             ("$SYS/broker/store/messages/count", self.stored.to_string()),
             ("$SYS/broker/messages/stored", self.stored.to_string()),
+            (
+                "$SYS/broker/store/messages/bytes",
+                self.stored_bytes.to_string(),
+            ),
+            ("$SYS/broker/output/bytes", self.output_bytes.to_string()),
+            (
+                "$SYS/broker/subscribe/paused",
+                self.subscribe_paused.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/embed/refused",
+                self.embed_publish_refused.to_string(),
+            ),
         ];
         let loads: [(&'static str, &Load); 7] = [
             ("messages/received", &self.load_received),

@@ -1,12 +1,17 @@
 //! The retained-message trie: one node per topic level, the retained message (if any) on
 //! the node where its topic ends. It owns the messages (shared `Arc`s) and answers
-//! lookups, budgeted ones included; it never decides who receives them, never replicates
-//! (the broker's cross-shard part does) and never reads the clock.
+//! lookups, budgeted ones included: children are kept in key order, so a budgeted walk
+//! stops anywhere and resumes from a [`RetainedCursor`] (the path by key) without
+//! collecting matches ahead. It never decides who receives them, never replicates (the
+//! broker's cross-shard part does) and never reads the clock.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use crate::codec::{ByteStr, Properties, QoS};
 use crate::topic::{TopicFilter, TopicName};
@@ -21,14 +26,12 @@ pub struct RetainedMessage {
     pub properties: Properties,
 }
 
-/// Level strings come from publishers, so the maps keep std's HashDoS-resistant hasher
-/// (SipHash, its own random keys per map) rather than [`crate::hash::SeededState`]: a `#`
-/// subscriber receives retained messages in map order, which must not leak the secret
-/// the topic index shares (see `crate::hash`). This store is on the SUBSCRIBE and
-/// retained-PUBLISH paths, not the fan-out path.
+/// Children in key order, so that a walk can stop anywhere and resume after the last key
+/// it took (a [`RetainedCursor`]) whatever was set or deleted meanwhile. Level strings
+/// come from publishers: an ordered map has no hash to flood.
 #[derive(Default)]
 struct Node {
-    children: HashMap<Box<str>, Self>,
+    children: BTreeMap<Box<str>, Self>,
     msg: Option<Arc<RetainedMessage>>,
 }
 
@@ -38,9 +41,9 @@ impl Drop for Node {
         if self.children.is_empty() {
             return;
         }
-        let mut stack: Vec<Self> = self.children.drain().map(|(_, n)| n).collect();
+        let mut stack: Vec<Self> = std::mem::take(&mut self.children).into_values().collect();
         while let Some(mut n) = stack.pop() {
-            stack.extend(n.children.drain().map(|(_, c)| c));
+            stack.extend(std::mem::take(&mut n.children).into_values());
         }
     }
 }
@@ -60,20 +63,94 @@ enum Visit<'a> {
     All(&'a Node),
 }
 
+/// The filter level of a node whose every descendant matches (below a '#').
+const ALL: usize = usize::MAX;
+
+/// One node on the path of a budgeted walk, between calls: owned keys, re-found in the
+/// trie on the next call.
+#[derive(Debug, Clone)]
+struct Frame {
+    /// The node's key under its parent (empty for the root).
+    key: Box<str>,
+    /// The filter level its children are matched against ([`ALL`] below a '#').
+    level: usize,
+    /// The last child the walk entered (`None`: none yet).
+    after: Option<Box<str>>,
+}
+
+/// The same during a call, borrowing from the trie.
+struct Step<'s> {
+    key: &'s str,
+    node: &'s Node,
+    level: usize,
+    after: Option<Cow<'s, str>>,
+}
+
 /// Where a budgeted retained lookup ([`RetainedStore::matches_budgeted`]) stands between
-/// calls. Start with `RetainedCursor::default()` for each new subscription.
+/// calls: the path from the root to the node being walked, by key. Start with
+/// `RetainedCursor::default()` for each new subscription.
 #[derive(Debug, Default, Clone)]
 pub struct RetainedCursor {
     started: bool,
-    topics: Vec<ByteStr>,
-    next: usize,
+    done: bool,
+    path: Vec<Frame>,
+    /// Nodes the last call visited.
+    visited: usize,
 }
 
 impl RetainedCursor {
-    /// Topics still to hand out (some may be deleted before they are).
-    pub fn remaining(&self) -> usize {
-        self.topics.len().saturating_sub(self.next)
+    /// Whether every match has been handed out.
+    pub fn is_done(&self) -> bool {
+        self.done
     }
+
+    /// Trie nodes the last call visited (its work, bounded by its budget).
+    pub fn visited(&self) -> usize {
+        self.visited
+    }
+}
+
+/// The next child of `step` the walk enters, in key order: (key, child, its level).
+fn next_child<'s>(
+    step: &Step<'s>,
+    levels: &[&str],
+    at_root: bool,
+) -> Option<(&'s str, &'s Node, usize)> {
+    let children = &step.node.children;
+    let after = step.after.as_deref();
+    let (wild, child_level) = match step.level {
+        ALL => (true, ALL),
+        l => match levels.get(l) {
+            Some(&"#") => (true, ALL),
+            Some(&"+") => (true, l + 1),
+            Some(exact) => {
+                if after.is_some() {
+                    return None;
+                }
+                let (k, c) = children.get_key_value(*exact)?;
+                return Some((k, c, l + 1));
+            }
+            None => return None,
+        },
+    };
+    debug_assert!(wild);
+    let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let (mut k, mut c) = children.range::<str, _>((from, Bound::Unbounded)).next()?;
+    if at_root && k.starts_with('$') {
+        // A wildcard at the root skips '$' topics [MQTT-4.7.2-1]: they sort in
+        // ["$", "%"), so jump past them.
+        (k, c) = children
+            .range::<str, _>((Bound::Included("%"), Bound::Unbounded))
+            .next()?;
+    }
+    Some((k, c, child_level))
+}
+
+/// Whether a node reached with filter level `level` holds a match: below a '#', with
+/// every filter level consumed, or where a '#' follows (the parent level matches too
+/// [MQTT-4.7.1-2]).
+fn matches_here(level: usize, levels: &[&str]) -> bool {
+    level == ALL || level == levels.len() || levels.get(level) == Some(&"#")
 }
 
 /// The retained message per topic, in a trie by topic level.
@@ -244,43 +321,96 @@ impl RetainedStore {
         }
     }
 
-    /// Budgeted form of [`RetainedStore::for_each_match`] for a driver that must not stall:
-    /// pushes at most `max` (at least 1) matching messages onto `out` per call and returns
-    /// `true` once every match has been handed out. The first call collects the matching
-    /// topics (cheap `ByteStr` clones) into `cursor`; later calls look each one up again,
-    /// so a message deleted meanwhile is skipped and a replaced one is delivered as it
-    /// is now.
+    /// Budgeted, resumable form of [`RetainedStore::for_each_match`] for a driver that
+    /// must not stall: walks the trie from where `cursor` stopped, visiting at most
+    /// `visits` nodes and pushing at most `max` matching messages onto `out` (each at
+    /// least 1), and returns `true` once the walk is complete. Nothing is collected ahead:
+    /// the cursor keeps only the path (by key) to where it stopped, so a SUBSCRIBE to `#`
+    /// over a million retained messages costs the same per call as one over ten. Matches
+    /// come in key order (level by level). The store may change between calls: a topic
+    /// deleted before the walk reaches it is not handed out, one replaced is handed out as
+    /// it is then, one created behind the cursor is not (a subscriber gets it live).
     pub fn matches_budgeted(
         &self,
         filter: &TopicFilter,
         cursor: &mut RetainedCursor,
         max: usize,
+        visits: usize,
         out: &mut Vec<Arc<RetainedMessage>>,
     ) -> bool {
+        cursor.visited = 0;
+        if cursor.done {
+            return true;
+        }
         if !cursor.started {
             cursor.started = true;
-            cursor.next = 0;
-            cursor.topics.clear();
-            self.for_each_match(filter, |m| cursor.topics.push(m.topic.clone()));
+            cursor.path = vec![Frame {
+                key: Box::from(""),
+                level: 0,
+                after: None,
+            }];
         }
-        let max = max.max(1);
+        let levels: SmallVec<[&str; 8]> = filter.as_str().split('/').collect();
+        // Find the path again: a node deleted meanwhile ends it, and its parent goes on
+        // after its key.
+        let mut path: Vec<Step<'_>> = Vec::with_capacity(cursor.path.len());
+        for frame in std::mem::take(&mut cursor.path) {
+            let (key, node) = match path.last() {
+                None => ("", &self.root),
+                Some(parent) => match parent.node.children.get_key_value(&*frame.key) {
+                    Some((k, n)) => (&**k, n),
+                    None => break,
+                },
+            };
+            path.push(Step {
+                key,
+                node,
+                level: frame.level,
+                after: frame.after.map(|a| Cow::Owned(a.into_string())),
+            });
+        }
+        let (max, visits) = (max.max(1), visits.max(1));
         let mut handed = 0;
-        while handed < max {
-            let Some(topic) = cursor.topics.get(cursor.next) else {
+        while cursor.visited < visits && handed < max {
+            let at_root = path.len() == 1;
+            let Some(step) = path.last_mut() else {
                 break;
             };
-            cursor.next += 1;
-            if let Some(m) = self.get(topic.as_str()) {
-                out.push(Arc::clone(m));
-                handed += 1;
+            let Some((key, child, level)) = next_child(step, &levels, at_root) else {
+                path.pop();
+                continue;
+            };
+            step.after = Some(Cow::Borrowed(key));
+            cursor.visited += 1;
+            if matches_here(level, &levels) {
+                if let Some(m) = &child.msg {
+                    out.push(Arc::clone(m));
+                    handed += 1;
+                }
+            }
+            if (level == ALL || level < levels.len()) && !child.children.is_empty() {
+                path.push(Step {
+                    key,
+                    node: child,
+                    level,
+                    after: None,
+                });
             }
         }
-        let done = cursor.next >= cursor.topics.len();
-        if done {
-            cursor.topics = Vec::new();
-            cursor.next = 0;
+        if path.is_empty() {
+            cursor.done = true;
+            return true;
         }
-        done
+        // Keep the path by key for the next call.
+        cursor.path = path
+            .into_iter()
+            .map(|step| Frame {
+                key: Box::from(step.key),
+                level: step.level,
+                after: step.after.map(|a| Box::from(a.as_ref())),
+            })
+            .collect();
+        false
     }
 }
 

@@ -116,8 +116,17 @@ fn mqtt_4_7_2_1_wildcards_skip_dollar_topics() {
     assert_eq!(topics(&s, "$SYS/+"), ["$SYS/uptime"]);
 }
 
+fn names(out: &[Arc<RetainedMessage>]) -> Vec<String> {
+    out.iter().map(|m| m.topic.to_string()).collect()
+}
+
+/// Topics in the order a walk hands them out: level by level, each in key order.
+fn walk_order(v: &mut [String]) {
+    v.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+}
+
 #[test]
-fn budgeted_hands_out_in_chunks_and_skips_deleted() {
+fn budgeted_hands_out_in_chunks_in_order_and_skips_deleted() {
     let mut s = RetainedStore::new();
     for i in 0..10 {
         s.set(msg(&format!("t/{i}"), "x"));
@@ -125,25 +134,56 @@ fn budgeted_hands_out_in_chunks_and_skips_deleted() {
     let filter = f("t/+");
     let mut cursor = RetainedCursor::default();
     let mut out = Vec::new();
-    assert!(!s.matches_budgeted(&filter, &mut cursor, 3, &mut out));
-    assert_eq!(out.len(), 3);
-    assert_eq!(cursor.remaining(), 7);
-    // Delete two not yet handed out and replace one.
-    let pending: Vec<String> = cursor.topics[cursor.next..]
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    s.set(msg(&pending[0], ""));
-    s.set(msg(&pending[1], ""));
-    s.set(msg(&pending[2], "new"));
-    while !s.matches_budgeted(&filter, &mut cursor, 3, &mut out) {}
-    assert_eq!(out.len(), 8);
-    let set: BTreeSet<_> = out.iter().map(|m| m.topic.to_string()).collect();
-    assert_eq!(set.len(), 8);
-    assert!(out.iter().any(|m| m.payload == "new"));
+    assert!(!s.matches_budgeted(&filter, &mut cursor, 3, 100, &mut out));
+    assert_eq!(names(&out), ["t/0", "t/1", "t/2"]);
+    // Delete two not yet handed out, replace one, delete one handed out already.
+    s.set(msg("t/5", ""));
+    s.set(msg("t/6", ""));
+    s.set(msg("t/7", "new"));
+    s.set(msg("t/1", ""));
+    while !s.matches_budgeted(&filter, &mut cursor, 3, 100, &mut out) {}
+    assert_eq!(
+        names(&out),
+        ["t/0", "t/1", "t/2", "t/3", "t/4", "t/7", "t/8", "t/9"]
+    );
+    assert_eq!(out[5].payload, "new");
     // Done stays done.
-    assert!(s.matches_budgeted(&filter, &mut cursor, 3, &mut out));
+    assert!(s.matches_budgeted(&filter, &mut cursor, 3, 100, &mut out));
     assert_eq!(out.len(), 8);
+}
+
+#[test]
+fn budgeted_walk_survives_the_deletion_of_its_path() {
+    let mut s = RetainedStore::new();
+    for t in ["a/1/x", "a/1/y", "a/2/x", "b/1"] {
+        s.set(msg(t, "v"));
+    }
+    let mut cursor = RetainedCursor::default();
+    let mut out = Vec::new();
+    assert!(!s.matches_budgeted(&f("#"), &mut cursor, 1, 100, &mut out));
+    assert_eq!(names(&out), ["a/1/x"]);
+    // The walk stands inside a/1: remove the whole branch.
+    s.set(msg("a/1/x", ""));
+    s.set(msg("a/1/y", ""));
+    while !s.matches_budgeted(&f("#"), &mut cursor, 1, 100, &mut out) {}
+    assert_eq!(names(&out), ["a/1/x", "a/2/x", "b/1"]);
+}
+
+#[test]
+fn budgeted_visits_bound_a_filter_that_matches_nothing() {
+    let mut s = RetainedStore::new();
+    for i in 0..1000 {
+        s.set(msg(&format!("t/{i}/y"), "x"));
+    }
+    let mut cursor = RetainedCursor::default();
+    let mut out = Vec::new();
+    let mut calls = 0;
+    while !s.matches_budgeted(&f("t/+/none"), &mut cursor, 100, 10, &mut out) {
+        assert!(cursor.visited() <= 10);
+        calls += 1;
+    }
+    assert!(out.is_empty());
+    assert!(calls >= 100, "1000 nodes in {calls} calls of 10 visits");
 }
 
 #[test]
@@ -152,7 +192,7 @@ fn budgeted_max_zero_still_progresses() {
     s.set(msg("a", "x"));
     let mut cursor = RetainedCursor::default();
     let mut out = Vec::new();
-    assert!(s.matches_budgeted(&f("#"), &mut cursor, 0, &mut out));
+    while !s.matches_budgeted(&f("#"), &mut cursor, 0, 0, &mut out) {}
     assert_eq!(out.len(), 1);
 }
 
@@ -215,6 +255,7 @@ proptest! {
         ops in prop::collection::vec((topic_strategy(), prop_oneof![Just(""), Just("p"), Just("qq")]), 0..60),
         filters in prop::collection::vec(filter_strategy(), 1..10),
         max in 1..4usize,
+        visits in 1..6usize,
     ) {
         let mut store = RetainedStore::new();
         let mut model: HashMap<String, String> = HashMap::new();
@@ -240,13 +281,14 @@ proptest! {
             let mut cursor = RetainedCursor::default();
             let mut out = Vec::new();
             let mut calls = 0;
-            while !store.matches_budgeted(&f(filter), &mut cursor, max, &mut out) {
+            while !store.matches_budgeted(&f(filter), &mut cursor, max, visits, &mut out) {
                 calls += 1;
                 prop_assert!(out.len() <= calls * max);
+                prop_assert!(cursor.visited() <= visits);
             }
-            let mut got: Vec<String> = out.iter().map(|m| m.topic.to_string()).collect();
-            got.sort();
-            prop_assert_eq!(got, expected);
+            // Every match once, in walk order.
+            walk_order(&mut expected);
+            prop_assert_eq!(names(&out), expected);
         }
         let keys: Vec<String> = model.keys().cloned().collect();
         for t in keys {
@@ -254,5 +296,44 @@ proptest! {
         }
         prop_assert!(store.is_empty());
         prop_assert_eq!(node_count(&store.root), 1);
+    }
+}
+
+proptest! {
+    /// A walk interrupted by sets and deletes hands out each topic at most once, every
+    /// topic that stayed put exactly once, and nothing that was gone when it got there.
+    #[test]
+    fn budgeted_walk_under_changes_hands_out_what_stayed(
+        initial in prop::collection::btree_set(topic_strategy(), 0..30),
+        changes in prop::collection::vec((topic_strategy(), any::<bool>()), 0..40),
+        filter in filter_strategy(),
+        max in 1..3usize,
+        visits in 1..4usize,
+    ) {
+        let mut store = RetainedStore::new();
+        for t in &initial {
+            store.set(msg(t, "v"));
+        }
+        let mut cursor = RetainedCursor::default();
+        let mut out = Vec::new();
+        let mut touched = BTreeSet::new();
+        let mut changes = changes.into_iter();
+        while !store.matches_budgeted(&f(&filter), &mut cursor, max, visits, &mut out) {
+            if let Some((topic, set)) = changes.next() {
+                let before = out.len();
+                store.set(msg(&topic, if set { "w" } else { "" }));
+                touched.insert(topic);
+                prop_assert_eq!(out.len(), before);
+            }
+        }
+        let got = names(&out);
+        let unique: BTreeSet<_> = got.iter().cloned().collect();
+        prop_assert_eq!(unique.len(), got.len(), "a topic handed out twice");
+        for t in &got {
+            prop_assert!(matches(&filter, t));
+        }
+        for t in initial.iter().filter(|t| !touched.contains(*t) && matches(&filter, t)) {
+            prop_assert!(unique.contains(t), "{} stayed put and was not handed out", t);
+        }
     }
 }

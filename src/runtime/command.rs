@@ -10,14 +10,14 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::auth::Security;
-use crate::broker::embed::InternalSub;
-use crate::codec::Publish;
+use crate::broker::embed::{Injected, InternalSub};
 
 /// Instructions from the embedding process to a shard.
 #[derive(Debug)]
 pub enum Command {
-    /// Publish a message as if a client had sent it.
-    Publish(Box<Publish>),
+    /// Publish a message as if a client had sent it (holding its slot of the host's
+    /// publish channel until routed).
+    Publish(Box<Injected>),
     /// Stop: close every connection and end the thread.
     Shutdown,
     /// Install reloaded password / ACL rules (SIGHUP); connections stay up.

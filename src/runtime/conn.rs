@@ -1,7 +1,9 @@
 //! One client connection as the runtime sees it: the socket, its read buffer and its
 //! registered interest. MQTT state lives in the broker, keyed by the same slab index.
 //! It moves bytes only: it never interprets them and never decides whether to read
-//! (the broker's `wants_read` does).
+//! (the broker's `wants_read` does). A partial frame left in the read buffer once the
+//! socket is drained is compacted ([`Conn::compact_partial_frame`]): a connection waiting
+//! for the rest of a frame holds its bytes, not a 16 KiB+ buffer.
 
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
@@ -26,6 +28,23 @@ pub const READ_BUDGET: usize = 256 * 1024;
 const MAX_IOV: usize = 1024;
 /// The iovec array used when few chunks are queued.
 const SMALL_IOV: usize = 32;
+/// A partial frame up to this size is copied out of its read buffer when the socket is
+/// drained; a bigger one is a frame under way that fills most of its buffer anyway.
+const COMPACT_PARTIAL: usize = READ_CHUNK / 4;
+
+/// Moves a small partial frame out of its read buffer (at least [`READ_CHUNK`], the
+/// frames before it already handed to the broker) into an exact allocation, so that a
+/// connection that stops mid-frame keeps only the frame's bytes (a connection with
+/// nothing buffered keeps nothing: its buffer goes back to the shard's pool). Returns
+/// whether it copied.
+fn compact_partial(rbuf: &mut BytesMut) -> bool {
+    let len = rbuf.len();
+    if len == 0 || len > COMPACT_PARTIAL {
+        return false;
+    }
+    *rbuf = BytesMut::from(&rbuf[..]);
+    true
+}
 
 /// Bytes waiting to be written, as `writev` (or TLS) takes them: the broker's
 /// [`OutQueue`], or that queue framed as WebSocket frames ([`WsOut`]).
@@ -195,6 +214,8 @@ pub struct Conn {
     pub last_read_short: bool,
     /// The peer shut down its side (EPOLLRDHUP/error seen): keep reading until EOF.
     pub peer_closed: bool,
+    /// `rbuf` holds a compacted partial frame and nothing was read since.
+    partial_compacted: bool,
     /// WebSocket state on a websockets listener (between the socket, or TLS, and the
     /// MQTT bytes in `rbuf`).
     pub ws: Option<Box<WsConn>>,
@@ -220,6 +241,7 @@ impl Conn {
             tls: None,
             last_read_short: false,
             peer_closed: false,
+            partial_compacted: false,
             ws: None,
         }
     }
@@ -263,6 +285,7 @@ impl Conn {
         // SAFETY: read(2) initialised exactly `n <= cap` bytes of the spare capacity.
         unsafe { buf.advance_mut(n) };
         self.last_read_short = n < cap;
+        self.partial_compacted &= n == 0;
         Ok(n)
     }
 
@@ -284,6 +307,15 @@ impl Conn {
         self.ws.as_ref().is_some_and(|ws| !ws.framer.is_idle())
     }
 
+    /// The socket is drained and a partial frame waits for more bytes: keep just its
+    /// bytes (see [`compact_partial`]). One small copy per drained read that ends
+    /// mid-frame; the next read allocates a buffer again.
+    pub fn compact_partial_frame(&mut self) {
+        if self.tls.is_none() && !self.partial_compacted {
+            self.partial_compacted = compact_partial(&mut self.rbuf);
+        }
+    }
+
     /// Writes as much of `out` as the socket takes. Returns Ok(true) when `out` is empty.
     pub fn flush(&mut self, out: &mut OutQueue) -> io::Result<bool> {
         match self.ws.as_deref_mut() {
@@ -294,5 +326,50 @@ impl Conn {
             }
             None => write_out(&mut self.stream, self.tls.as_deref_mut(), out),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::{compact_partial, COMPACT_PARTIAL};
+
+    /// 64 KiB read at once: complete frames (handed to the broker, which keeps nothing of
+    /// them) and the first 10 bytes of the next frame.
+    fn read_ending_mid_frame(partial: usize) -> BytesMut {
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        rbuf.resize(64 * 1024 - partial, b'f');
+        rbuf.resize(64 * 1024, b'p');
+        drop(rbuf.split_to(64 * 1024 - partial)); // the complete frames, decoded
+        rbuf
+    }
+
+    #[test]
+    fn a_small_partial_frame_keeps_only_its_bytes() {
+        // Without compaction the 10 bytes keep the whole 64 KiB allocation (it has room
+        // for 60 KiB more without allocating).
+        let mut kept = read_ending_mid_frame(10);
+        assert!(kept.try_reclaim(60 * 1024));
+
+        let mut rbuf = read_ending_mid_frame(10);
+        assert!(compact_partial(&mut rbuf));
+        assert_eq!(&rbuf[..], &[b'p'; 10]);
+        assert!(
+            rbuf.capacity() < 64,
+            "kept {} bytes for a 10-byte partial frame",
+            rbuf.capacity()
+        );
+        assert!(!rbuf.try_reclaim(1024));
+    }
+
+    #[test]
+    fn a_frame_under_way_is_left_in_place() {
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        rbuf.resize(COMPACT_PARTIAL + 1, b'p');
+        assert!(!compact_partial(&mut rbuf));
+        assert_eq!(rbuf.capacity(), 64 * 1024);
+        let mut empty = BytesMut::with_capacity(1024);
+        assert!(!compact_partial(&mut empty));
     }
 }

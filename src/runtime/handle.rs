@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -24,7 +24,8 @@ use super::shard::Shard;
 use super::tls::{TlsError, TlsSlot};
 use crate::auth::Security;
 use crate::broker::embed::{
-    self, InternalSub, SubscribeError, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
+    self, Injected, InternalSub, PublishError, PublishSlot, PublishSlots, SubscribeError,
+    Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
 };
 use crate::broker::ShardMsg;
 use crate::codec::{Publish, QoS};
@@ -78,11 +79,16 @@ pub struct BrokerHandle {
     tls: Arc<[(u16, Arc<TlsSlot>)]>,
     /// Id of the last in-process subscription.
     last_sub: AtomicU64,
+    /// The bound on [`BrokerHandle::publish`] messages not routed yet.
+    publish_slots: PublishSlots,
 }
 
-/// Messages a mailbox ring holds between two shards before the sender spills into its
-/// overflow and stops reading its publishers.
+/// Messages a data ring holds between two shards before the sender spills into its
+/// overflow and stops reading the publishers that feed that shard.
 const MAILBOX_CAPACITY: usize = 16 * 1024;
+/// Messages a control ring holds (control is rare and drained first: it spills into its
+/// overflow only while the receiving shard is busy with one long iteration).
+const CONTROL_CAPACITY: usize = 1024;
 
 /// How many shards to run: `threads` from the config, else the CPUs this process may use.
 fn shard_count(config: &Config, cpus: &[usize]) -> usize {
@@ -178,8 +184,11 @@ pub(super) fn websockets(
     })))
 }
 
-pub(super) fn start(config: &Arc<Config>) -> Result<BrokerHandle, StartError> {
-    prepare(config)?.start()
+pub(super) fn start(
+    config: &Arc<Config>,
+    publish_capacity: usize,
+) -> Result<BrokerHandle, StartError> {
+    prepare(config)?.start_with(publish_capacity)
 }
 
 impl Prepared {
@@ -191,6 +200,12 @@ impl Prepared {
     /// Opens the persistence files (refusing corrupt data and Mosquitto's format),
     /// restores the saved state and starts the shard threads (step 2 of a start).
     pub fn start(self) -> Result<BrokerHandle, StartError> {
+        self.start_with(crate::DEFAULT_PUBLISH_CAPACITY)
+    }
+
+    /// [`Prepared::start`] with at most `publish_capacity` host publishes not routed yet
+    /// (see [`crate::BrokerBuilder::publish_capacity`]).
+    pub fn start_with(self, publish_capacity: usize) -> Result<BrokerHandle, StartError> {
         let Self {
             config,
             per_shard,
@@ -207,7 +222,7 @@ impl Prepared {
         } else {
             None
         };
-        let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY);
+        let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY, CONTROL_CAPACITY);
         // Connection limits are counted across all shards.
         let admission = Arc::new(super::admission::Admission::new(config, Instant::now()));
         let mut shards = Vec::with_capacity(n);
@@ -261,6 +276,7 @@ impl Prepared {
             config: Arc::clone(config),
             tls: tls_slots.into(),
             last_sub: AtomicU64::new(0),
+            publish_slots: PublishSlots::new(publish_capacity),
         })
     }
 }
@@ -277,12 +293,56 @@ impl BrokerHandle {
     }
 
     /// Publishes `publish` into the broker as if a client had sent it (QoS is honoured
-    /// towards subscribers; there is no acknowledgement back to the caller).
-    pub fn publish(&self, publish: Publish) {
-        if let Some(s) = self.shards.first() {
-            if s.commands.send(Command::Publish(Box::new(publish))).is_ok() {
+    /// towards subscribers; there is no acknowledgement back to the caller). Never
+    /// blocks: the broker holds at most its publish capacity of such messages not routed
+    /// yet ([`crate::DEFAULT_PUBLISH_CAPACITY`], see
+    /// [`crate::BrokerBuilder::publish_capacity`]); beyond it the message comes back in
+    /// [`PublishError::Full`] and the refusal is counted
+    /// (`$SYS/broker/publish/embed/refused`). [`BrokerHandle::publish_timeout`] waits
+    /// for room instead.
+    ///
+    /// ```no_run
+    /// # use shardmq::{Broker, ByteStr, Config, Publish, PublishError};
+    /// # let broker = Broker::builder(Config::default()).start().unwrap();
+    /// let reading = Publish { topic: ByteStr::from("sensors/boiler"), ..Publish::default() };
+    /// match broker.publish(reading) {
+    ///     Ok(()) => {}
+    ///     Err(PublishError::Full(p)) => println!("busy, {} kept for later", p.topic),
+    ///     Err(e) => eprintln!("{e}"),
+    /// }
+    /// ```
+    pub fn publish(&self, publish: Publish) -> Result<(), PublishError> {
+        match self.publish_slots.try_take() {
+            Some(slot) => self.send_publish(publish, slot),
+            None => Err(PublishError::Full(Box::new(publish))),
+        }
+    }
+
+    /// [`BrokerHandle::publish`], waiting up to `timeout` on the calling thread for room
+    /// (back-pressure for a host that produces faster than the broker routes).
+    pub fn publish_timeout(&self, publish: Publish, timeout: Duration) -> Result<(), PublishError> {
+        match self.publish_slots.take_timeout(timeout) {
+            Some(slot) => self.send_publish(publish, slot),
+            None => Err(PublishError::Full(Box::new(publish))),
+        }
+    }
+
+    fn send_publish(&self, publish: Publish, slot: PublishSlot) -> Result<(), PublishError> {
+        let Some(s) = self.shards.first() else {
+            return Err(PublishError::Stopped(Box::new(publish)));
+        };
+        let command = Command::Publish(Box::new(Injected::new(publish, slot)));
+        match s.commands.send(command) {
+            Ok(()) => {
                 let _ = s.waker.wake();
+                Ok(())
             }
+            Err(e) => match e.into_inner() {
+                Command::Publish(injected) => {
+                    Err(PublishError::Stopped(Box::new(injected.publish)))
+                }
+                _ => unreachable!("sent a publish"),
+            },
         }
     }
 

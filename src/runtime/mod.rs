@@ -37,8 +37,9 @@ use crate::config::Config;
 
 /// Binds every listener and starts the shard threads. Returns once the sockets are bound,
 /// so `BrokerHandle::local_addrs` is final and clients may connect immediately.
-pub fn start(config: Config) -> Result<BrokerHandle, StartError> {
-    handle::start(&Arc::new(config))
+/// `publish_capacity` bounds the host's publishes in flight (`BrokerHandle::publish`).
+pub fn start(config: Config, publish_capacity: usize) -> Result<BrokerHandle, StartError> {
+    handle::start(&Arc::new(config), publish_capacity)
 }
 
 /// Binds every listener and loads the TLS, password and ACL files without starting

@@ -3,12 +3,13 @@
 //! [`crate::broker`]: feed readiness, mail and time in, drain transmits, shard messages
 //! and closes out, sleep until the next readiness, mail or timeout.
 //!
-//! Each iteration: poll; handle readiness; drain the inboxes (unless a local subscriber
-//! fed by other shards is over its limit: back-pressure); retry paused reads; timers;
-//! move the broker's shard messages into the rings and publish them once (waking only
-//! sleeping shards); flush connections with writev. Whether to read a connection is
-//! the broker's decision (`wants_read`, its flow control); the runtime only reports its
-//! outbox backlog (a peer's ring is full), so memory stays bounded.
+//! Each iteration: poll; drain the inboxes (every control lane first, then the data
+//! lanes under a budget: always, whatever state any session is in); handle readiness;
+//! retry paused reads; timers; move the broker's shard messages into the rings on their
+//! lane and publish them once (waking only sleeping shards); report which peers' data
+//! rings are full; flush connections with writev. Whether to read a connection is the
+//! broker's decision (`wants_read`, its flow control), asked before every read call;
+//! the runtime only reports the full rings, so memory stays bounded.
 
 use std::io;
 use std::net::Shutdown;
@@ -194,6 +195,12 @@ impl Shard {
                 }
             }
             let now = Instant::now();
+            // Mail first: a flow-control pause from another shard applies before this
+            // iteration reads any socket.
+            let broker = &mut self.broker;
+            self.inbox.drain(DRAIN_BUDGET, |from, msg| {
+                broker.on_shard_message(from, msg, now)
+            });
             for event in &events {
                 match event.token() {
                     WAKER => self.drain_commands(now),
@@ -213,12 +220,6 @@ impl Shard {
                     }
                 }
             }
-            if self.broker.accepts_remote() {
-                let broker = &mut self.broker;
-                self.inbox.drain(DRAIN_BUDGET, |from, msg| {
-                    broker.on_shard_message(from, msg, now)
-                });
-            }
             self.retry_pending_reads(now);
             self.retry_paused_accepts(now);
             crate::log::flush_suppressed(now);
@@ -233,6 +234,9 @@ impl Shard {
             }
             self.send_mail(now);
             self.transmit(now);
+            // A subscriber that drained while being written to lets its publishers on
+            // other shards go now (`Control::Resume`), not after the next wakeup.
+            self.send_mail(now);
             // Loop lag: how long readiness seen at `now` may have waited for this
             // iteration to finish.
             let lag = now.elapsed();
@@ -257,20 +261,17 @@ impl Shard {
         .flatten()
         .min()
         .map(|t| t.saturating_duration_since(now));
-        let backlog = self.outbox.backlog();
-        let readable = |c: &ConnId| self.broker.wants_read(*c, backlog);
+        let broker = &mut self.broker;
+        let readable = |c: &ConnId| broker.wants_read(*c, now);
         if self.deferred_progress || self.read_pending.iter().any(readable) {
             return Some(Duration::ZERO);
         }
-        let accepts = self.broker.accepts_remote();
-        if accepts {
-            self.inbox.parker().prepare_sleep();
-            if self.inbox.has_mail() {
-                self.inbox.parker().awake();
-                return Some(Duration::ZERO);
-            }
+        self.inbox.parker().prepare_sleep();
+        if self.inbox.has_mail() {
+            self.inbox.parker().awake();
+            return Some(Duration::ZERO);
         }
-        if backlog > 0 {
+        if self.outbox.backlog() > 0 {
             return Some(timer.map_or(BACKLOG_RETRY, |t| t.min(BACKLOG_RETRY)));
         }
         timer
@@ -282,7 +283,7 @@ impl Shard {
         while let Some((to, msg)) = self.broker.poll_shard_message() {
             if to == self.id {
                 self.broker.on_shard_message(to, msg, now);
-            } else if let Err(msg) = self.outbox.send(to, msg) {
+            } else if let Err(msg) = self.outbox.send(to, msg.lane(), msg) {
                 drop(msg);
                 crate::log_error!("Error: shard {} has no mailbox to shard {to}.", self.id);
             }
@@ -293,6 +294,7 @@ impl Shard {
                 let _ = w.wake();
             }
         });
+        self.broker.on_peer_backlog(self.outbox.backlogged());
     }
 
     fn drain_commands(&mut self, now: Instant) {
@@ -394,8 +396,8 @@ impl Shard {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        // The broker's flow control decides; the mailbox backlog is ours to report.
-        if !self.broker.wants_read(conn, self.outbox.backlog()) {
+        // The broker's flow control decides.
+        if !self.broker.wants_read(conn, now) {
             if !c.read_pending {
                 c.read_pending = true;
                 self.read_pending.push(conn);
@@ -426,8 +428,7 @@ impl Shard {
                         c.decode_ws(self.broker.max_packet_in(conn), now);
                     }
                     self.broker.on_read(conn, &mut c.rbuf, now);
-                    if total >= READ_BUDGET || !self.broker.wants_read(conn, self.outbox.backlog())
-                    {
+                    if total >= READ_BUDGET || !self.broker.wants_read(conn, now) {
                         break ReadOutcome::Budget;
                     }
                     if c.last_read_short && !c.peer_closed && c.tls.is_none() {
@@ -460,7 +461,7 @@ impl Shard {
         match outcome {
             ReadOutcome::Drained if tls_pending => self.flush(conn, now),
             ReadOutcome::Budget if c.ws_closing().is_some() => self.flush(conn, now),
-            ReadOutcome::Drained => {}
+            ReadOutcome::Drained => c.compact_partial_frame(),
             ReadOutcome::Budget => {
                 if !c.read_pending {
                     c.read_pending = true;

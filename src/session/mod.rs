@@ -26,7 +26,7 @@ pub use connect::{
     accept, authenticate, connack_code, connack_properties, Accepted, SessionExpiry,
 };
 pub use error::ProtocolError;
-pub use message::{Message, Outgoing, Transmit};
+pub use message::{Message, Outgoing, PublishedBy, Transmit};
 pub use outbound::AckOutcome;
 use outbound::Outbound;
 
@@ -37,8 +37,8 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Queue length beyond the window (`max_queued_messages`; 0 = unlimited).
     pub max_queued: usize,
-    /// Topic + payload bytes an offline session may queue (`max_queued_bytes`;
-    /// `usize::MAX` = unlimited).
+    /// Memory an offline session's queue may hold (`max_queued_bytes`, counted as
+    /// [`Message::footprint`]s; `usize::MAX` = unlimited).
     pub max_queued_bytes: usize,
     /// Topic + payload bytes of QoS 1/2 messages in flight (`max_inflight_bytes`; 0 = no
     /// byte limit).
@@ -111,6 +111,9 @@ pub enum Delivery {
 struct Link {
     keep_alive: Duration,
     last_packet: Instant,
+    /// The last PUBACK / PUBREC / PUBCOMP that moved an outbound message on (or the
+    /// CONNECT): how the broker tells a slow subscriber from a stuck one.
+    last_ack: Instant,
     /// Boxed: a `Will` is ~470 bytes (its properties), and most clients have none; an idle
     /// connection's memory is mostly its session.
     will: Option<Box<Will>>,
@@ -125,8 +128,10 @@ struct Link {
 /// Driver order (the broker): [`Session::attach`] after an accepted CONNECT; then per
 /// packet [`Session::handle_packet`], carrying out the returned [`Action`]; messages for
 /// the client through [`Session::deliver`]; when [`Session::poll_timeout`] passes,
-/// [`Session::keep_alive_expired`]; after every call, drain [`Session::poll_transmit`]
-/// into the connection's output; [`Session::detach`] when the connection ends.
+/// [`Session::keep_alive_expired`] (after [`Session::restart_keep_alive`] when the broker
+/// did not read the connection for a while); after every call, drain
+/// [`Session::poll_transmit`] into the connection's output; [`Session::detach`] when the
+/// connection ends.
 #[derive(Debug)]
 pub struct Session {
     client_id: ByteStr,
@@ -203,6 +208,7 @@ impl Session {
         self.link = Some(Link {
             keep_alive: Duration::from_secs(u64::from(accepted.keep_alive)),
             last_packet: now,
+            last_ack: now,
             will: will.map(|w| Box::new(w.compact())),
             client_receive_maximum: connect
                 .properties
@@ -261,6 +267,20 @@ impl Session {
         Some(link.last_packet + link.keep_alive * 3 / 2)
     }
 
+    /// Restarts the keep alive clock at `now`: the broker did not read the connection
+    /// for a while (flow control), so packets the client sent may still sit unread.
+    pub fn restart_keep_alive(&mut self, now: Instant) {
+        if let Some(link) = &mut self.link {
+            link.last_packet = link.last_packet.max(now);
+        }
+    }
+
+    /// When the connected client last acknowledged an outbound message (its CONNECT
+    /// if never); `None` while offline.
+    pub fn last_ack(&self) -> Option<Instant> {
+        self.link.as_ref().map(|l| l.last_ack)
+    }
+
     /// Whether the keep alive has run out at `now`.
     pub fn keep_alive_expired(&self, now: Instant) -> bool {
         self.poll_timeout().is_some_and(|deadline| now >= deadline)
@@ -275,6 +295,11 @@ impl Session {
             self.transmits = VecDeque::new();
         }
         t
+    }
+
+    /// Memory the session's queue and inflight window keep alive (message footprints).
+    pub fn held_bytes(&self) -> usize {
+        self.outbound.held_bytes()
     }
 
     /// Messages held (inflight + queued), for `$SYS/broker/store/messages/count`.
@@ -381,10 +406,16 @@ impl Session {
             Packet::Ack(ack) => {
                 if ack.kind == AckKind::PubRel {
                     self.on_pubrel(ack.packet_id);
-                } else if self.outbound.acknowledge(&ack, &mut self.transmits)
-                    == AckOutcome::Released
-                {
-                    *expired += self.pump(now);
+                } else {
+                    let outcome = self.outbound.acknowledge(&ack, &mut self.transmits);
+                    if outcome != AckOutcome::Unknown {
+                        if let Some(link) = &mut self.link {
+                            link.last_ack = now;
+                        }
+                    }
+                    if outcome == AckOutcome::Released {
+                        *expired += self.pump(now);
+                    }
                 }
                 Ok(None)
             }

@@ -4,14 +4,16 @@
 //!
 //! It allocates packet ids per session, never drops a message silently (the caller
 //! decides what overflow means: back-pressure while connected, a counted drop while
-//! offline) and never encodes anything.
+//! offline) and never encodes anything. Every message it keeps (queued, or inflight
+//! awaiting its acknowledgement) is [`Message::detached`]: it never pins a read buffer,
+//! and the byte counts are the [`Message::footprint`]s of what it holds.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::codec::{Ack, AckKind, PacketId, QoS, ReasonCode};
 
-use super::message::{Outgoing, Transmit};
+use super::message::{Message, Outgoing, Transmit};
 
 /// Where an outbound QoS 1 / 2 message is in its flow: the acknowledgement awaited.
 #[allow(clippy::enum_variant_names)] // named after the packets awaited
@@ -53,18 +55,32 @@ pub struct Outbound {
     next_id: PacketId,
     /// Sequence number of the next message offered.
     next_seq: u64,
-    /// Topic + payload bytes of the queued messages (for `max_queued_bytes`).
+    /// Footprints of the queued messages (for `max_queued_bytes`).
     queued_bytes: usize,
-    /// Topic + payload bytes of the inflight QoS 1/2 messages.
+    /// Topic + payload bytes of the inflight QoS 1/2 messages (for `max_inflight_bytes`,
+    /// a window in data bytes as in Mosquitto; the memory of the window is bounded by
+    /// `max_inflight_messages`).
     inflight_bytes: usize,
     /// `max_inflight_bytes` (0 = no byte limit): the window also closes once this many
     /// bytes are in flight (one message always fits, however large).
     max_inflight_bytes: usize,
 }
 
-/// What a queued message counts against `max_queued_bytes`.
+/// What a queued message counts against `max_queued_bytes`: the memory it keeps alive
+/// ([`Message::footprint`]), not only its length.
 pub fn message_bytes(out: &Outgoing) -> usize {
+    out.msg.footprint()
+}
+
+/// What an inflight message counts against `max_inflight_bytes`: topic + payload.
+fn data_bytes(out: &Outgoing) -> usize {
     out.msg.publish.topic.len() + out.msg.publish.payload.len()
+}
+
+/// `out` as a queue keeps it: its message detached from any read buffer.
+fn keep(mut out: Outgoing) -> Outgoing {
+    out.msg = Message::detached(&out.msg);
+    out
 }
 
 impl Outbound {
@@ -86,7 +102,7 @@ impl Outbound {
 
     fn remove_inflight(&mut self, pos: usize) {
         if let Some(f) = self.inflight.remove(pos) {
-            self.inflight_bytes = self.inflight_bytes.saturating_sub(message_bytes(&f.out));
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(data_bytes(&f.out));
         }
     }
 
@@ -100,6 +116,16 @@ impl Outbound {
 
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Memory the queue and the window keep alive: the footprints of every message held.
+    pub fn held_bytes(&self) -> usize {
+        self.queued_bytes
+            + self
+                .inflight
+                .iter()
+                .map(|f| message_bytes(&f.out))
+                .sum::<usize>()
     }
 
     /// Messages held: inflight plus queued.
@@ -133,6 +159,7 @@ impl Outbound {
             self.send(seq, out, transmits);
             true
         } else {
+            let out = keep(out);
             self.queued_bytes += message_bytes(&out);
             self.queue.push_back((seq, out));
             false
@@ -142,6 +169,7 @@ impl Outbound {
     /// Queues `out` without trying to send it (offline session).
     pub fn enqueue(&mut self, out: Outgoing) {
         let seq = self.take_seq();
+        let out = keep(out);
         self.queued_bytes += message_bytes(&out);
         self.queue.push_back((seq, out));
     }
@@ -166,7 +194,10 @@ impl Outbound {
             QoS::ExactlyOnce => Stage::PubRec,
         };
         let packet_id = self.allocate_id();
-        self.inflight_bytes += message_bytes(&out);
+        // Kept until acknowledged, and its frame may wait in the output: detached first,
+        // so both share the compacted copy.
+        let out = keep(out);
+        self.inflight_bytes += data_bytes(&out);
         transmits.push_back(Transmit::Publish {
             out: out.clone(),
             packet_id: Some(packet_id),
@@ -302,6 +333,7 @@ impl Outbound {
     /// sequence order; later messages get later sequence numbers.
     pub fn restore(&mut self, seq: u64, out: Outgoing, inflight: Option<(PacketId, u8)>) {
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
+        let out = keep(out);
         match inflight {
             Some((packet_id, stage)) if out.qos != QoS::AtMostOnce => {
                 let stage = match stage {
@@ -310,7 +342,7 @@ impl Outbound {
                     _ => Stage::PubComp,
                 };
                 self.next_id = self.next_id.max(packet_id);
-                self.inflight_bytes += message_bytes(&out);
+                self.inflight_bytes += data_bytes(&out);
                 self.inflight.push_back(Inflight {
                     seq,
                     packet_id,

@@ -128,6 +128,11 @@ impl BrokerProc {
         self.child.id()
     }
 
+    /// The broker's resident set size (VmRSS), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
@@ -348,6 +353,51 @@ impl Drop for V4 {
 }
 
 // ---------------------------------------------------------------------------------------
+// $SYS: where the shards stand
+
+/// Latest value of every `$SYS` topic matching `filter` seen within a few ticks, until
+/// `done` holds (the broker needs a short `sys_interval`).
+pub fn watch_sys(
+    port: u16,
+    filter: &str,
+    mut done: impl FnMut(&std::collections::HashMap<String, String>) -> bool,
+) -> std::collections::HashMap<String, String> {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mon = V4::connect(&format!("sysmon-{}-{n}", std::process::id()), port);
+    mon.subscribe(filter, rumqttc::QoS::AtMostOnce);
+    let mut seen = std::collections::HashMap::new();
+    wait_until(TIMEOUT, || {
+        while let Some(p) = mon.next_publish_within(Duration::from_millis(50)) {
+            seen.insert(
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            );
+        }
+        done(&seen)
+    });
+    seen
+}
+
+/// A `$SYS` value as a number (0 when absent).
+pub fn num(seen: &std::collections::HashMap<String, String>, topic: &str) -> u64 {
+    seen.get(topic).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Both shards of a `threads 2` broker hold at least one client (the monitor
+/// connection included).
+pub fn assert_both_shards_used(port: u16) {
+    let seen = watch_sys(port, "$SYS/broker/shards/+/clients/connected", |s| {
+        num(s, "$SYS/broker/shards/0/clients/connected") > 0
+            && num(s, "$SYS/broker/shards/1/clients/connected") > 0
+    });
+    assert!(
+        num(&seen, "$SYS/broker/shards/0/clients/connected") > 0
+            && num(&seen, "$SYS/broker/shards/1/clients/connected") > 0,
+        "connections not spread over both shards: {seen:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Raw TCP client: hand-encoded packets, independent of shardmq's codec.
 
 pub struct Raw {
@@ -503,6 +553,27 @@ impl RawPacket {
     }
     pub fn packet_id(&self) -> u16 {
         u16::from_be_bytes([self.body[0], self.body[1]])
+    }
+}
+
+/// One write of `buf[*at..]` to a socket with a write timeout, advancing `*at`. A write
+/// that timed out (or would block) is not an error: the next call resumes where this one
+/// stopped, so a frame is never abandoned half-written. `Err`: the connection is gone.
+pub fn write_resuming(stream: &mut TcpStream, buf: &[u8], at: &mut usize) -> std::io::Result<()> {
+    match stream.write(&buf[*at..]) {
+        Ok(n) => {
+            *at += n;
+            Ok(())
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

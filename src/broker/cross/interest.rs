@@ -16,6 +16,12 @@
 //! [MQTT-3.8.4]. UNSUBACK is never held: after it a few extra messages are tolerable.
 //! With one shard nothing is broadcast or held.
 //!
+//! Held SUBACKs are bounded: once a connection has [`MAX_HELD_SUBACKS`] waiting, the
+//! broker stops reading it (`Broker::wants_read`) until some leave, so a client pipelining
+//! SUBSCRIBEs while another shard is slow to answer costs a bounded amount of memory (the
+//! bound is checked between reads: one read, at most 16 KiB of packets, may pass it).
+//! Each time a connection reaches the bound is counted (`$SYS/broker/subscribe/paused`).
+//!
 //! State and decisions only: the cross-shard part sends what it returns, the coordinator
 //! queues released SUBACKs. It never touches the publish path.
 
@@ -28,6 +34,10 @@ use crate::mailbox::ShardId;
 use crate::topic::TopicFilter;
 
 use crate::broker::ConnId;
+
+/// SUBACKs one connection may have waiting for interest acknowledgements before the
+/// broker stops reading it.
+pub(in crate::broker) const MAX_HELD_SUBACKS: usize = 256;
 
 /// The interest this shard advertises for one filter.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +97,10 @@ pub(super) struct Interest {
     acked: Vec<u64>,
     /// SUBACKs waiting for acknowledgements, in arrival order.
     held: VecDeque<HeldSubAck>,
+    /// How many of them each connection has.
+    held_by: HashMap<ConnId, usize>,
+    /// Times a connection reached [`MAX_HELD_SUBACKS`].
+    limit_hits: u64,
 }
 
 impl Interest {
@@ -97,6 +111,8 @@ impl Interest {
             seq: 0,
             acked: vec![0; shards],
             held: VecDeque::new(),
+            held_by: HashMap::new(),
+            limit_hits: 0,
         }
     }
 
@@ -155,6 +171,7 @@ impl Interest {
         while i < self.held.len() {
             if self.held[i].seq <= done {
                 if let Some(h) = self.held.remove(i) {
+                    self.unheld(h.conn);
                     ready.push(h);
                 }
             } else {
@@ -197,15 +214,49 @@ impl Interest {
         }
         if need > self.done() {
             suback.seq = need;
+            let count = self.held_by.entry(suback.conn).or_default();
+            *count += 1;
+            if *count == MAX_HELD_SUBACKS {
+                self.limit_hits += 1;
+            }
             self.held.push_back(suback);
             return None;
         }
         Some(suback)
     }
 
+    fn unheld(&mut self, conn: ConnId) {
+        if let Some(n) = self.held_by.get_mut(&conn) {
+            *n -= 1;
+            if *n == 0 {
+                self.held_by.remove(&conn);
+            }
+        }
+    }
+
+    /// Whether connection `conn` has [`MAX_HELD_SUBACKS`] SUBACKs held (do not read it).
+    pub(super) fn at_limit(&self, conn: ConnId) -> bool {
+        !self.held_by.is_empty()
+            && self
+                .held_by
+                .get(&conn)
+                .is_some_and(|&n| n >= MAX_HELD_SUBACKS)
+    }
+
+    /// Times a connection reached the bound.
+    pub(super) fn limit_hits(&self) -> u64 {
+        self.limit_hits
+    }
+
+    /// SUBACKs held for `conn`.
+    #[cfg(test)]
+    pub(super) fn held_for(&self, conn: ConnId) -> usize {
+        self.held_by.get(&conn).copied().unwrap_or(0)
+    }
+
     /// The connection ended: its held SUBACKs go nowhere.
     pub(super) fn drop_held(&mut self, conn: ConnId) {
-        if !self.held.is_empty() {
+        if self.held_by.remove(&conn).is_some() {
             self.held.retain(|h| h.conn != conn);
         }
     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::codec::ByteStr;
-use crate::mailbox::{ShardId, MAX_SHARDS};
+use crate::mailbox::{Lane, ShardId, MAX_SHARDS};
 use crate::metrics::Stats;
 use crate::retained::RetainedMessage;
 use crate::session::{Message, Outgoing, Session};
@@ -45,6 +45,19 @@ pub enum ShardMsg {
     Control(Box<Control>),
 }
 
+impl ShardMsg {
+    /// The mailbox lane it travels on: control never waits behind data, except
+    /// `Installed`, which must not overtake the publishes sent before it (the mailbox
+    /// documentation says why, message by message).
+    pub fn lane(&self) -> Lane {
+        match self {
+            Self::Publish { .. } => Lane::Data,
+            Self::Control(c) if matches!(**c, Control::Installed { .. }) => Lane::Data,
+            Self::Control(_) => Lane::Control,
+        }
+    }
+}
+
 /// Rare cross-shard messages.
 #[derive(Debug)]
 pub enum Control {
@@ -62,6 +75,9 @@ pub enum Control {
     /// version (Lamport clock, sender): every replica keeps the highest version per
     /// topic, so concurrent sets on two shards converge to the same winner everywhere.
     Retain(Box<RetainedMessage>, (u64, ShardId)),
+    /// The sender's retained clock after the `Retain`s it sent before this: no set it
+    /// makes from now on is older (tombstones of deleted topics expire on it).
+    RetainClock(u64),
     /// To the home shard: a CONNECT for `client_id` arrived on the sender.
     Claim {
         client_id: ByteStr,
@@ -106,6 +122,20 @@ pub enum Control {
     },
     /// To shard 0 every `sys_interval`: the sender's counters.
     Report(Box<ShardReport>),
+    /// Flow control: the sender's session `session` (uid) is over its limit with messages
+    /// that the receiver's connection `conn` (uid `conn_uid`) published: stop reading it.
+    Pause {
+        conn: ConnId,
+        conn_uid: u64,
+        session: u64,
+    },
+    /// Flow control: the session of an earlier `Pause` drained, was cut, ended or moved
+    /// away: it no longer holds the connection back.
+    Resume {
+        conn: ConnId,
+        conn_uid: u64,
+        session: u64,
+    },
     /// Messages the sender published to us and we were the last to hold: dropped here,
     /// on the thread that allocated them, so allocator caches stay per-thread and no
     /// free takes another thread's arena lock.

@@ -6,7 +6,8 @@
 //!   advertises) and the SUBACKs held until every shard applied it;
 //! - `handoff.rs`: the home-shard directory, CONNECTs waiting for their home, deferred
 //!   takeovers, and the watermarks and per-slot state of a session move;
-//! - `replication.rs`: versions of retained sets, so every replica converges;
+//! - `replication.rs`: versions of retained sets, so every replica converges, and the
+//!   clock announcements that let deleted topics' versions expire;
 //! - `reports.rs`: the `$SYS` reports shard 0 sums up.
 //!
 //! The message types are in `messages.rs`. This part never blocks and never touches a
@@ -32,6 +33,8 @@ use crate::session::Message;
 use super::ConnId;
 
 pub(super) use handoff::{Handoff, Offer, PendingConnect};
+#[cfg(test)]
+pub(super) use interest::MAX_HELD_SUBACKS;
 pub(super) use interest::{HeldSubAck, RetainedAfter};
 pub use messages::{home_shard, Control, MovedSession, ShardMsg, ShardReport};
 pub(super) use messages::{remote_key, remote_shard};
@@ -66,7 +69,7 @@ impl CrossShard {
             watermarks: handoff::Watermarks::new(shards),
             directory: handoff::Directory::default(),
             interest: interest::Interest::new(me, shards),
-            replication: replication::Replication::default(),
+            replication: replication::Replication::new(me, shards),
             reports: reports::Reports::new(me, shards),
         }
     }
@@ -93,6 +96,12 @@ impl CrossShard {
 
     /// Next message for another shard (or for this one: the runtime loops it back).
     pub(super) fn poll_message(&mut self) -> Option<(ShardId, ShardMsg)> {
+        if self.outbox.is_empty() && self.is_multi() {
+            // After this drain's retained sets (FIFO), once per drain.
+            if let Some(clock) = self.replication.announce() {
+                self.broadcast(|| Control::RetainClock(clock));
+            }
+        }
         if self.outbox.is_empty() && self.releases_pending {
             self.releases_pending = false;
             for (to, batch) in self.releases.iter_mut().enumerate() {
@@ -237,6 +246,21 @@ impl CrossShard {
         self.interest.drop_held(conn);
     }
 
+    /// Whether `conn` has as many SUBACKs held as it may (it is not read meanwhile).
+    pub(super) fn held_subacks_at_limit(&self, conn: ConnId) -> bool {
+        self.interest.at_limit(conn)
+    }
+
+    /// Times a connection reached the held-SUBACK bound.
+    pub(super) fn held_suback_limit_hits(&self) -> u64 {
+        self.interest.limit_hits()
+    }
+
+    #[cfg(test)]
+    pub(super) fn held_subacks_for(&self, conn: ConnId) -> usize {
+        self.interest.held_for(conn)
+    }
+
     #[cfg(test)]
     pub(super) fn has_held_subacks(&self) -> bool {
         self.interest.has_held()
@@ -359,14 +383,30 @@ impl CrossShard {
     /// Sends a retained set made on this shard to every other replica.
     pub(super) fn replicate_retained(&mut self, msg: &RetainedMessage) {
         if self.is_multi() {
-            let version = self.replication.local_set(&msg.topic, self.me);
+            let deleted = msg.payload.is_empty();
+            let version = self.replication.local_set(&msg.topic, deleted);
             self.broadcast(|| Control::Retain(Box::new(msg.clone()), version));
         }
     }
 
     /// A retained set from another shard: whether to apply it to this replica.
-    pub(super) fn accept_retained(&mut self, topic: &ByteStr, version: Version) -> bool {
-        self.replication.remote_set(topic, version)
+    pub(super) fn accept_retained(&mut self, msg: &RetainedMessage, version: Version) -> bool {
+        self.replication
+            .remote_set(&msg.topic, version, msg.payload.is_empty())
+    }
+
+    /// Shard `from` announced its retained clock: expired tombstones go.
+    pub(super) fn on_retain_clock(&mut self, from: ShardId, clock: u64) {
+        self.replication.on_clock(from, clock);
+    }
+
+    /// (versions kept, tombstones waiting) of the retained replication.
+    #[cfg(test)]
+    pub(super) fn retain_versions(&self) -> (usize, usize) {
+        (
+            self.replication.versions_len(),
+            self.replication.tombstones_len(),
+        )
     }
 
     // --- $SYS reports -------------------------------------------------------------------

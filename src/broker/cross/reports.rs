@@ -68,6 +68,10 @@ impl Reports {
             total.bytes_sent += s.bytes_sent;
             total.subscriptions += s.subscriptions;
             total.stored += s.stored;
+            total.stored_bytes += s.stored_bytes;
+            total.output_bytes += s.output_bytes;
+            total.subscribe_paused += s.subscribe_paused;
+            total.embed_publish_refused += s.embed_publish_refused;
             for (t, o) in [
                 (&mut total.load_received, &s.load_received),
                 (&mut total.load_sent, &s.load_sent),

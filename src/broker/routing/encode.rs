@@ -3,10 +3,13 @@
 //! subscriber as one `Bytes`, QoS 1/2 copy the small header to patch flags and packet id
 //! and share the payload. Properties are cloned only when a subscriber needs different
 //! ones (subscription identifiers, message expiry). Other packets (acknowledgements,
-//! CONNACK, DISCONNECT) go through the same reused buffer.
+//! CONNACK, DISCONNECT) go through the same reused buffer. Frames are slices of that
+//! buffer and payloads [`Body`]s that know their message: an output queue that keeps
+//! them past the loop iteration compacts them (`out_queue.rs`), nothing here copies.
 //!
 //! It never decides who gets what and never queues anything: it returns frames.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -14,12 +17,14 @@ use bytes::{Bytes, BytesMut};
 use crate::codec::{self, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS};
 use crate::session::{Message, Outgoing};
 
+use crate::broker::out_queue::Body;
+
 /// Payloads up to this size are copied next to their header so that a QoS 0 frame is one
 /// chunk; larger ones are shared.
 const INLINE_PAYLOAD: usize = 512;
 
 /// A QoS 0 frame shared by every subscriber of one (version, retain) class.
-pub(in crate::broker) type Frame = (Bytes, Option<Bytes>);
+pub(in crate::broker) type Frame = (Bytes, Option<Body>);
 
 /// The QoS 0 frames of one fan-out, one per (version, retain) class, encoded on first use.
 pub(in crate::broker) type Frames = [Option<Frame>; 4];
@@ -128,7 +133,7 @@ impl Encoder {
     /// The QoS 0 frame of `msg` for a (version, retain) class.
     pub(in crate::broker) fn qos0_frame(
         &mut self,
-        msg: &Message,
+        msg: &Arc<Message>,
         v5: bool,
         retain: bool,
     ) -> Result<Frame, EncodeError> {
@@ -151,7 +156,7 @@ impl Encoder {
         }
         let template = header_template(msg, v5, false)?;
         if !retain && payload.len() > INLINE_PAYLOAD {
-            return Ok((template, Some(payload.clone())));
+            return Ok((template, Some(Body::of(msg))));
         }
         scratch.clear();
         scratch.extend_from_slice(&template);
@@ -160,7 +165,7 @@ impl Encoder {
             scratch.extend_from_slice(payload);
             Ok((scratch.split().freeze(), None))
         } else {
-            Ok((scratch.split().freeze(), Some(payload.clone())))
+            Ok((scratch.split().freeze(), Some(Body::of(msg))))
         }
     }
 
@@ -172,7 +177,7 @@ impl Encoder {
         packet_id: Option<PacketId>,
         dup: bool,
         now: Instant,
-    ) -> Result<(Bytes, Bytes), EncodeError> {
+    ) -> Result<(Bytes, Body), EncodeError> {
         let scratch = &mut self.scratch;
         let v5 = version.is_v5();
         let p = &out.msg.publish;
@@ -204,6 +209,6 @@ impl Encoder {
             };
             codec::encode_publish_header(&tmp, version, scratch)?;
         }
-        Ok((scratch.split().freeze(), p.payload.clone()))
+        Ok((scratch.split().freeze(), Body::of(&out.msg)))
     }
 }

@@ -94,16 +94,17 @@ impl InternalSubs {
         };
         let mut dropped = 0;
         if let Some(store) = retained {
-            let mut found = Vec::new();
-            store.for_each_match(&entry.filter, |m| found.push(Arc::clone(m)));
-            for m in found {
-                if !offer(
-                    &mut entry,
-                    Message::from_retained(&m, sub.qos),
-                    &mut dropped,
-                ) {
-                    return 0; // nobody is listening any more
+            // Offered as the walk finds them: nothing collected (the channel's capacity
+            // bounds what is kept; the rest is counted as dropped).
+            let filter = entry.filter.clone();
+            let mut gone = false;
+            store.for_each_match(&filter, |m| {
+                if !gone {
+                    gone = !offer(&mut entry, Message::from_retained(m, sub.qos), &mut dropped);
                 }
+            });
+            if gone {
+                return 0; // nobody is listening any more
             }
         }
         self.remove(sub.id);
@@ -130,7 +131,7 @@ impl InternalSubs {
                 topic: publish.topic.compact(),
                 payload: Bytes::copy_from_slice(&publish.payload),
                 qos: publish.qos,
-                properties: publish.properties.clone(),
+                properties: publish.properties.compact(),
                 ..Publish::default()
             });
             if !offer(entry, Message::from_publish(p, *qos), &mut dropped) {

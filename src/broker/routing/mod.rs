@@ -32,6 +32,9 @@ pub(super) use encode::{packet_id_offset, publish_flags};
 
 /// Retained messages handed to one subscription per batch.
 pub(super) const RETAINED_BATCH: usize = 256;
+/// Retained-store nodes one batch may visit (a filter that matches little of a large
+/// store costs at most this per batch, not a walk of the whole store).
+pub(super) const RETAINED_VISITS: usize = 4 * RETAINED_BATCH;
 
 /// One subscriber's share of a message: the merge of its matching subscriptions.
 #[derive(Debug)]
@@ -208,6 +211,7 @@ impl Routing {
     /// [MQTT-3.3.5-1]. `is_origin(key)` says whether session `key` published `msg` (for No
     /// Local [MQTT-3.8.3-3]); it is asked only when a subscription sets No Local. `None`
     /// for a session all of whose matching subscriptions are No Local.
+    #[inline]
     pub(super) fn next_target(
         targets: &[(usize, Subscription)],
         i: &mut usize,
@@ -244,8 +248,12 @@ impl Routing {
     // --- retained -----------------------------------------------------------------------
 
     /// Stores, replaces or (empty payload) deletes a retained message [MQTT-3.3.1-5]
-    /// [MQTT-3.3.1-10].
-    pub(super) fn set_retained(&mut self, msg: RetainedMessage) {
+    /// [MQTT-3.3.1-10]. Its topic and payload come compacted; so are its properties here
+    /// (it is kept until replaced, and must not pin a read buffer).
+    pub(super) fn set_retained(&mut self, mut msg: RetainedMessage) {
+        if !msg.properties.is_empty() {
+            msg.properties = msg.properties.compact();
+        }
         self.retained.set(msg);
     }
 
@@ -258,15 +266,22 @@ impl Routing {
         &self.retained
     }
 
-    /// The next batch (at most [`RETAINED_BATCH`]) of retained messages for `job` into
-    /// `found`; returns true when the lookup is complete.
+    /// The next batch of retained messages for `job` into `found`: the store's walk
+    /// resumes where the job's cursor stopped and visits at most [`RETAINED_VISITS`]
+    /// nodes, handing at most [`RETAINED_BATCH`] messages. Returns true when the lookup
+    /// is complete.
     pub(super) fn retained_batch(
         &self,
         job: &mut RetainedJob,
         found: &mut Vec<Arc<RetainedMessage>>,
     ) -> bool {
-        self.retained
-            .matches_budgeted(&job.filter, &mut job.cursor, RETAINED_BATCH, found)
+        self.retained.matches_budgeted(
+            &job.filter,
+            &mut job.cursor,
+            RETAINED_BATCH,
+            RETAINED_VISITS,
+            found,
+        )
     }
 
     /// Keeps `job` for `run_deferred`.
@@ -276,6 +291,12 @@ impl Routing {
 
     pub(super) fn has_jobs(&self) -> bool {
         !self.jobs.is_empty()
+    }
+
+    /// Store nodes each deferred job visited in its last batch.
+    #[cfg(test)]
+    pub(super) fn job_visits(&self) -> Vec<usize> {
+        self.jobs.iter().map(|j| j.cursor.visited()).collect()
     }
 
     /// The deferred jobs, to run one round of batches (put back what remains with

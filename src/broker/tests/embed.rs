@@ -123,3 +123,33 @@ fn shared_and_invalid_filters_are_refused() {
     ));
     assert!(parse_filter("a/+/b").is_ok());
 }
+
+#[test]
+fn host_publishes_in_flight_are_bounded_and_refusals_counted() {
+    use crate::broker::embed::{Injected, PublishSlots};
+    let slots = PublishSlots::new(2);
+    let a = slots.try_take().unwrap();
+    let b = slots.try_take().unwrap();
+    assert!(
+        slots.try_take().is_none(),
+        "a third message while two are in flight"
+    );
+    assert!(slots
+        .take_timeout(std::time::Duration::from_millis(1))
+        .is_none());
+    assert_eq!(slots.refused(), 2);
+    // The shard routes one: its slot is free again, and $SYS learns the refusals.
+    let mut br = broker();
+    let (s, rx) = sub(1, "h/#", QoS::AtMostOnce, 8);
+    br.add_internal(s, false);
+    br.inject(
+        Injected::new(publish("h/1", QoS::AtMostOnce, false), a),
+        Instant::now(),
+    );
+    assert_eq!(rx.try_recv().unwrap().topic.as_str(), "h/1");
+    assert_eq!(br.shard_report().stats.embed_publish_refused, 2);
+    let c = slots.try_take().expect("a slot was given back");
+    assert!(slots.try_take().is_none());
+    drop((b, c));
+    assert!(slots.try_take().is_some());
+}

@@ -132,6 +132,23 @@ impl Harness {
         }
     }
 
+    /// Step 2 and 3 of the driver contract once (output and closes), without the deferred
+    /// work `drive` runs to the end.
+    pub fn drive_output(&mut self) {
+        while let Some(conn) = self.broker.poll_transmit() {
+            self.transmitted.push(conn);
+            if !self.stalled.contains(&conn) {
+                self.flush(conn);
+            }
+        }
+        while let Some(conn) = self.broker.poll_close() {
+            self.flush(conn);
+            if let Some(c) = self.clients.get_mut(&conn) {
+                c.closed = true;
+            }
+        }
+    }
+
     /// The socket of `conn` accepts writes again.
     pub fn unstall(&mut self, conn: ConnId) {
         self.stalled.remove(&conn);

@@ -9,6 +9,8 @@ mod claims;
 mod connect;
 mod embed;
 mod encode;
+mod flow;
+mod memory;
 mod messages;
 mod persist;
 mod qos;

@@ -2,7 +2,7 @@
 //! are applied to a [`State`] (the "disk"), a second broker restores from it, and the
 //! clients see what the spec requires after a restart.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::codec::{AckKind, Packet, ProtocolVersion, QoS};
 use crate::persist::{Record, State};
@@ -186,8 +186,22 @@ fn retained_messages_and_their_deletion_survive_restart() {
 
 #[test]
 fn offline_queue_is_bounded_in_bytes_and_drops_are_counted() {
+    // `max_queued_bytes` counts what a queued message keeps alive (its footprint): room
+    // for four of the messages below, not five.
+    let footprint = crate::session::Message::new(
+        super::harness::publish(
+            "t",
+            b"01234567890123456789",
+            QoS::AtLeastOnce,
+            false,
+            Some(1),
+        ),
+        Instant::now(),
+        None,
+    )
+    .footprint();
     let config = crate::config::Config {
-        max_queued_bytes: 100,
+        max_queued_bytes: (4 * footprint + footprint / 2) as u64,
         ..Harness::default_config()
     };
     let mut h = Harness::new(config);
@@ -198,7 +212,6 @@ fn offline_queue_is_bounded_in_bytes_and_drops_are_counted() {
     h.send(s, Packet::Disconnect(Default::default()));
     let p = h.connect("p", ProtocolVersion::V311);
     for i in 1..=10 {
-        // 1 + 20 bytes each: four fit in 100.
         h.publish(
             p,
             "t",

@@ -310,11 +310,11 @@ fn backpressure_pauses_publisher_of_full_qos1_subscriber() {
     h.subscribe(s, "t", QoS::AtLeastOnce);
     let p = h.connect("p", V311);
     for id in 1..=3 {
-        assert!(h.broker.wants_read(p, 0));
+        assert!(h.broker.wants_read(p, h.now));
         h.publish(p, "t", b"x", QoS::AtLeastOnce, false, Some(id));
     }
     // 1 inflight + 2 queued: the subscriber is full, the publisher must not be read.
-    assert!(!h.broker.wants_read(p, 0));
+    assert!(!h.broker.wants_read(p, h.now));
     // Nothing was dropped: a connected QoS 1 subscriber never loses a message.
     h.publish(p, "t", b"x", QoS::AtLeastOnce, false, Some(4));
     assert_eq!(h.broker.stats().publish_dropped, 0);
@@ -325,7 +325,7 @@ fn backpressure_pauses_publisher_of_full_qos1_subscriber() {
         h.ack(s, AckKind::PubAck, m.packet_id.unwrap());
     }
     assert_eq!(got, 4);
-    assert!(h.broker.wants_read(p, 0));
+    assert!(h.broker.wants_read(p, h.now));
     assert!(
         h.transmitted.contains(&p),
         "poll_transmit yields the released publisher"
@@ -347,9 +347,9 @@ fn backpressure_qos0_drops_and_pauses_when_every_subscriber_is_full() {
         h.publish(p, "t", b"0123456789", QoS::AtMostOnce, false, None);
     }
     assert!(h.broker.stats().publish_dropped > 0);
-    assert!(!h.broker.wants_read(p, 0));
+    assert!(!h.broker.wants_read(p, h.now));
     h.unstall(s);
-    assert!(h.broker.wants_read(p, 0));
+    assert!(h.broker.wants_read(p, h.now));
 }
 
 #[test]
@@ -368,7 +368,7 @@ fn offline_queue_overflow_is_counted() {
     }
     assert_eq!(h.broker.stats().publish_dropped, 1);
     assert!(
-        h.broker.wants_read(p, 0),
+        h.broker.wants_read(p, h.now),
         "an offline subscriber never pauses publishers"
     );
     let (s, _) = h.connect_with(connect("s", V311, false));

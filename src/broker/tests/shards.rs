@@ -27,24 +27,28 @@ fn subscribe_packet(filter: &str, qos: QoS) -> Packet {
     })
 }
 
-struct Mesh {
-    shards: Vec<Harness>,
+pub(super) struct Mesh {
+    pub(super) shards: Vec<Harness>,
     /// Messages that crossed shards (for "nothing sent without interest" checks).
     publishes_sent: usize,
 }
 
 impl Mesh {
     fn new(n: usize) -> Self {
+        Self::with_config(n, &Harness::default_config())
+    }
+
+    pub(super) fn with_config(n: usize, config: &crate::config::Config) -> Self {
         Self {
             shards: (0..n)
-                .map(|i| Harness::new_shard(Harness::default_config(), i, n))
+                .map(|i| Harness::new_shard(config.clone(), i, n))
                 .collect(),
             publishes_sent: 0,
         }
     }
 
     /// Delivers every pending shard message (and drives the outputs) until quiet.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         let order: Vec<usize> = (0..self.shards.len()).collect();
         while self.step(&order) {}
     }
@@ -86,7 +90,13 @@ impl Mesh {
 
     /// SUBSCRIBE, settle, and take the SUBACK out of what the client received (matching
     /// PUBLISH packets may precede it [MQTT-3.8.4] and stay queued).
-    fn subscribe(&mut self, shard: usize, conn: ConnId, filter: &str, qos: QoS) -> SubAck {
+    pub(super) fn subscribe(
+        &mut self,
+        shard: usize,
+        conn: ConnId,
+        filter: &str,
+        qos: QoS,
+    ) -> SubAck {
         self.shards[shard].send(conn, subscribe_packet(filter, qos));
         self.settle();
         let received = &mut self.shards[shard].clients.get_mut(&conn).unwrap().received;
@@ -100,7 +110,7 @@ impl Mesh {
         }
     }
 
-    fn connect(&mut self, shard: usize, id: &str, clean: bool) -> (ConnId, bool) {
+    pub(super) fn connect(&mut self, shard: usize, id: &str, clean: bool) -> (ConnId, bool) {
         let h = &mut self.shards[shard];
         let conn = h.open(V4);
         h.send(conn, Packet::Connect(Box::new(connect(id, V4, clean))));
