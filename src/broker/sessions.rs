@@ -286,6 +286,7 @@ impl Sessions {
         slot.forward = Some(Box::new(Handoff::Stub {
             to,
             held: Vec::new(),
+            acked: 0,
         }));
         // Who the session belongs to goes with it: the new shard checks its ACL from the
         // first message (the stub forwards unchecked; the receiver checks).

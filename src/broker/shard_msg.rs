@@ -80,9 +80,10 @@ impl Broker {
                 clean_start,
                 prev,
             } => {
-                if self.cross.is_pending(prev) {
-                    // The claim this one supersedes has not completed here yet: the
-                    // session may still be on its way to this shard.
+                if self.cross.is_pending(prev) || self.arriving(&client_id) {
+                    // The claim this one supersedes has not completed here yet (the
+                    // session may still be on its way to this shard), or its session is
+                    // still arriving (see `cross/handoff.rs`): take over after that.
                     let takeover = Control::Takeover {
                         client_id,
                         to,
@@ -106,7 +107,34 @@ impl Broker {
                 client_id,
                 uid,
                 upto,
-            } => self.on_installed(&client_id, uid, &upto),
+                claim,
+            } => self.on_installed(&client_id, uid, upto, claim),
+            Control::Drain {
+                client_id,
+                uid,
+                reply_to,
+            } => self
+                .cross
+                .send(reply_to, Control::DrainAck { client_id, uid }),
+            Control::DrainAck { client_id, uid } => {
+                let Some(key) = self.sessions.key_of(&client_id) else {
+                    return;
+                };
+                let done = self
+                    .sessions
+                    .get_mut(key)
+                    .filter(|s| s.session.uid() == uid)
+                    .and_then(|s| s.forward.as_deref_mut())
+                    .and_then(|h| h.drain_ack(Some(from)));
+                if let Some((to, claim)) = done {
+                    self.finish_stub(key, to, claim);
+                }
+            }
+            Control::HandoffDone {
+                client_id,
+                uid,
+                claim,
+            } => self.on_handoff_done(&client_id, uid, claim, now),
             Control::Forget { client_id, claim } => self.cross.on_forget(from, &client_id, claim),
             Control::Forward {
                 client_id,
@@ -225,22 +253,46 @@ impl Broker {
                 self.abandoned_claim(client_id, conn_uid, clean_start, session, now);
             }
         }
-        if let Some(uid) = moved_uid {
-            if from != self.cross.me() {
+        let me = self.cross.me();
+        match moved_uid {
+            Some(uid) if from != me => {
                 self.cross.send(
                     from,
                     Control::Installed {
                         client_id: client_id.clone(),
                         uid,
                         upto: self.cross.watermarks(),
+                        claim: conn_uid,
                     },
                 );
+                // Behind the interest the install broadcast: every third shard answers
+                // the old one once it sends us the session's messages directly.
+                for j in (0..self.cross.shards()).filter(|&j| j != me && j != from) {
+                    let drain = Control::Drain {
+                        client_id: client_id.clone(),
+                        uid,
+                        reply_to: from,
+                    };
+                    self.cross.send(j, drain);
+                }
+                // A takeover of this claim waits for `HandoffDone`.
+            }
+            _ => {
+                // The takeover of this claim, if it arrived while the claim was pending.
+                if let Some(takeover) = self.cross.take_deferred(conn_uid) {
+                    self.on_control(me, takeover, now);
+                }
             }
         }
-        // The takeover of this claim, if it arrived while the claim was pending.
-        if let Some(takeover) = self.cross.take_deferred(conn_uid) {
-            self.on_control(self.cross.me(), takeover, now);
-        }
+    }
+
+    /// Whether the session of `client_id` here is still arriving from another shard.
+    fn arriving(&self, client_id: &ByteStr) -> bool {
+        self.sessions
+            .live_key_of(client_id)
+            .and_then(|k| self.sessions.get(k))
+            .and_then(|s| s.forward.as_deref())
+            .is_some_and(Handoff::is_arriving)
     }
 
     /// A claim whose client left before it completed. It is still the latest claim the
@@ -302,7 +354,7 @@ impl Broker {
         slot.security = security;
         slot.username = username;
         slot.listener = listener;
-        slot.forward = Some(Box::new(Handoff::Arrived { floor }));
+        slot.forward = Some(Box::new(Handoff::arrived(floor)));
         let key = self.sessions.add(slot);
         for (filter, sub) in filters {
             if let Ok(parsed) = TopicFilter::try_from(filter.clone()) {
@@ -314,9 +366,10 @@ impl Broker {
         key
     }
 
-    /// On the old shard: the moved session `uid` of `client_id` is installed; forward
-    /// what the stub held that the new shard could not deliver, then drop the stub.
-    fn on_installed(&mut self, client_id: &ByteStr, uid: u64, upto: &[u64]) {
+    /// On the old shard: the moved session `uid` of `client_id` is installed on the new
+    /// shard with watermarks `upto`; forward what the stub held that the new shard could
+    /// not deliver, then drain (see `cross/handoff.rs`).
+    fn on_installed(&mut self, client_id: &ByteStr, uid: u64, upto: Vec<u64>, claim: u64) {
         let Some(key) = self.sessions.key_of(client_id) else {
             return;
         };
@@ -326,14 +379,23 @@ impl Broker {
         if slot.session.uid() != uid {
             return;
         }
-        let Some((to, unseen)) = slot
-            .forward
-            .as_deref_mut()
-            .and_then(|h| h.take_unseen(upto))
-        else {
+        let me = self.cross.me();
+        let Some(handoff) = slot.forward.as_deref_mut() else {
             return;
         };
-        for out in unseen {
+        let Some(to) = handoff.stub_to() else {
+            return;
+        };
+        // Every shard but this one and the new one: they may still have messages for
+        // the session on their way here.
+        let waiting = (0..self.cross.shards())
+            .filter(|&j| j != me && j != to)
+            .fold(0u64, |m, j| m | (1 << j));
+        let Some((to, forward)) = handoff.installed(upto, waiting, claim) else {
+            return;
+        };
+        let done = handoff.drain_ack(None);
+        for out in forward {
             self.cross.send(
                 to,
                 Control::Forward {
@@ -343,6 +405,46 @@ impl Broker {
                 },
             );
         }
+        if let Some((to, claim)) = done {
+            self.finish_stub(key, to, claim);
+        }
+    }
+
+    /// The stub in slot `key` forwarded everything: tell the new shard (behind the
+    /// forwards) and drop the stub.
+    fn finish_stub(&mut self, key: usize, to: ShardId, claim: u64) {
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        let done = Control::HandoffDone {
+            client_id: slot.session.client_id().clone(),
+            uid: slot.session.uid(),
+            claim,
+        };
+        self.cross.send(to, done);
         self.end_session(key);
+    }
+
+    /// On the new shard: the move of session `uid` (installed under `claim`) is complete;
+    /// deliver what arrived meanwhile, then run a takeover that waited for it.
+    fn on_handoff_done(&mut self, client_id: &ByteStr, uid: u64, claim: u64, now: Instant) {
+        let key = self
+            .sessions
+            .live_key_of(client_id)
+            .filter(|&k| self.sessions.uid_of(k) == Some(uid));
+        if let Some(key) = key {
+            let held = self
+                .sessions
+                .get_mut(key)
+                .and_then(|s| s.forward.as_deref_mut())
+                .map(Handoff::take_held)
+                .unwrap_or_default();
+            for out in held {
+                self.deliver_outgoing(key, out, now);
+            }
+        }
+        if let Some(takeover) = self.cross.take_deferred(claim) {
+            self.on_control(self.cross.me(), takeover, now);
+        }
     }
 }

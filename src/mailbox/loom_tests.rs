@@ -7,7 +7,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-use super::{mesh, ring};
+use super::{mesh, ring, Lane};
 
 /// Drains what is left once both threads are done.
 fn rest(c: &super::Consumer<u32>) -> Vec<u32> {
@@ -126,13 +126,13 @@ fn ring_drop_with_taken_unreleased_and_unpublished_items() {
 #[test]
 fn parker_never_loses_a_wakeup() {
     loom::model(|| {
-        let mut shards = mesh::<u32>(2, 2);
+        let mut shards = mesh::<u32>(2, 2, 2);
         let (_out1, mut in1) = shards.pop().unwrap();
         let (mut out0, _in0) = shards.pop().unwrap();
         let wakes = Arc::new(AtomicUsize::new(0));
         let w = Arc::clone(&wakes);
         let sender = thread::spawn(move || {
-            out0.send(1, 7).unwrap();
+            out0.send(1, Lane::Data, 7).unwrap();
             out0.flush(|to| {
                 assert_eq!(to, 1);
                 w.fetch_add(1, Ordering::Relaxed);
@@ -165,13 +165,13 @@ fn parker_never_loses_a_wakeup() {
 #[test]
 fn parker_does_not_wake_a_busy_shard() {
     loom::model(|| {
-        let mut shards = mesh::<u32>(2, 2);
+        let mut shards = mesh::<u32>(2, 2, 2);
         let (_out1, mut in1) = shards.pop().unwrap();
         let (mut out0, _in0) = shards.pop().unwrap();
         let woke = Arc::new(AtomicBool::new(false));
         let w = Arc::clone(&woke);
         let sender = thread::spawn(move || {
-            out0.send(1, 1).unwrap();
+            out0.send(1, Lane::Data, 1).unwrap();
             out0.flush(|_| w.store(true, Ordering::Relaxed));
         });
         let mut got = 0;

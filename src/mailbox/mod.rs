@@ -41,12 +41,17 @@
 //!   publishes at or below the watermarks `Moved` carries whenever they arrive (before
 //!   the install they find no session, after it they are filtered), and those are
 //!   exactly what the old shard had queued in the session.
-//! - `Installed` takes the **data** lane: it carries the watermarks the new shard had
-//!   taken when it installed, and the stub forwards the messages it held up to them and
-//!   then ends. A publish the new shard sent to the stub's shard before installing (its
-//!   own client's message for the moving session, which found no session at home) must
-//!   reach the stub before `Installed` does, or the stub would end without holding it
-//!   and the message would be lost: so it keeps the order of the data it follows.
+//! - `Installed` and `DrainAck` take the **data** lane. `Installed` carries the
+//!   watermarks the new shard had taken when it installed, and the stub forwards what it
+//!   held up to them. A publish the new shard sent to the stub's shard before installing
+//!   (its own client's message for the moving session, which found no session at home)
+//!   must reach the stub before `Installed` does, or the stub would drop it: so it keeps
+//!   the order of the data it follows. `DrainAck` tells the stub that its sender's data
+//!   sent before it are all in, so it must follow them (`broker/cross/handoff.rs`).
+//! - `Drain` (new shard to third shards): control, behind the `Interest` the install
+//!   broadcast on the same lane, so its receiver knows the new shard's interest when it
+//!   answers. `HandoffDone` (old shard to new): control, behind the stub's `Forward`s on
+//!   the same lane, so the new shard delivers what it held after every forwarded message.
 //! - `Forward`: a stub forwards only what the new shard will not get directly (or had
 //!   taken before its install, by those watermarks), so its order against that shard's
 //!   direct data does not decide delivery; it travels after `Moved` on the same lane.

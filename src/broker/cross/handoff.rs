@@ -10,14 +10,30 @@
 //! takeover waits for it (see [`Directory`]: waits form a chain, never a cycle); a claim
 //! whose client left before it completed still takes effect (the older connection is
 //! closed, the session stays offline under it), and `Forget` names the claim so a stale
-//! one cannot erase a newer entry. s closes the old connection, and for a resumed
-//! persistent session moves the `Session` itself (subscriptions, inflight, queue) to k in
-//! `Moved`, leaving a stub until k says `Installed`. Watermarks make the handoff exact:
-//! every cross-shard publish carries its sender's sequence number; `Moved` carries how far
-//! s had read from each shard (k skips direct messages at or below it: already queued),
-//! and `Installed` how far k had read when it installed. The stub forwards at once what k
-//! will never get directly, holds what k might, and on `Installed` forwards only those k
-//! had read before the install (k could not deliver them then).
+//! one cannot erase a newer entry. s closes the old connection, and for a resumed persistent
+//! session moves the `Session` itself (subscriptions, inflight, queue) to k in `Moved`,
+//! leaving a stub.
+//!
+//! Every message of one publisher reaches the moved session exactly once and in order
+//! [MQTT-4.6.0-6], whatever the order in which the shards take their mail. Every
+//! cross-shard publish carries its sender's sequence number, and a move splits each
+//! publisher's messages in three:
+//! - A, taken by s before the move: in the moved session's queue. `Moved` carries how
+//!   far s had read from each shard (`floor`); k skips direct messages at or below it.
+//! - B, taken by k before it installed (it could not deliver them) or never sent to k (by
+//!   a shard that did not know k's interest yet): the stub on s forwards them. `Installed`
+//!   carries how far k had read from each shard (`upto`): the stub forwards what it holds
+//!   at or below it and drops the rest (k delivers those itself).
+//! - C, taken by k after it installed: k holds them until s says `HandoffDone`, then
+//!   delivers them after every forwarded B.
+//!
+//! A third shard j may still have B messages on their way to s when `Installed` arrives,
+//! so k, right after installing (and after the `Interest` its install broadcast, on the
+//! same lane), asks each such j to `Drain`; j answers s with `DrainAck` on its data lane,
+//! behind everything it sent s before, and from then on sends k its messages directly. The
+//! stub forwards B messages as they come until every `DrainAck` is in, then sends
+//! `HandoffDone` (behind its forwards) and ends. Until `HandoffDone` k defers any takeover
+//! of the session, so a session never moves again in the middle of a move.
 //!
 //! State and decisions only: it never sends (the cross-shard part does), never touches a
 //! session or a connection.
@@ -34,15 +50,31 @@ use crate::broker::ConnId;
 /// Per-slot state of a session handoff (see the module documentation).
 #[derive(Debug)]
 pub(in crate::broker) enum Handoff {
-    /// Old shard: the session moved to `to`. Messages `to` may also get directly (it
-    /// was a destination, or it sent them) wait in `held` for its `Installed`
-    /// watermarks; the others are forwarded at once.
+    /// Old shard, before `Installed`: the session moved to `to`. Messages `to` may also
+    /// get directly (it was a destination, or it sent them) wait in `held` for its
+    /// watermarks; the others are forwarded at once. `acked`: shards whose `DrainAck`
+    /// came before `Installed` (they travel different lanes).
     Stub {
         to: ShardId,
         held: Vec<((ShardId, u64), Outgoing)>,
+        acked: u64,
     },
-    /// New shard: skip direct messages the old shard had already queued.
-    Arrived { floor: Vec<u64> },
+    /// Old shard, after `Installed`: forwards what `to` took before it installed (at or
+    /// below `upto`) and what was not sent to `to`, skips the rest, until a `DrainAck`
+    /// came from every shard in `waiting` (bit j = shard j). `claim` is the claim that
+    /// installed the session on `to` (for `HandoffDone`).
+    Draining {
+        to: ShardId,
+        upto: Vec<u64>,
+        waiting: u64,
+        claim: u64,
+    },
+    /// New shard: skips direct messages the old shard had already queued (`floor`) and,
+    /// until `HandoffDone`, holds what it would deliver (`held` is `Some`).
+    Arrived {
+        floor: Vec<u64>,
+        held: Option<Vec<Outgoing>>,
+    },
 }
 
 /// What a slot in handoff does with one message.
@@ -55,6 +87,14 @@ pub(in crate::broker) enum Offer {
 }
 
 impl Handoff {
+    /// A session that just arrived: holds its deliveries until `HandoffDone`.
+    pub(in crate::broker) fn arrived(floor: Vec<u64>) -> Self {
+        Self::Arrived {
+            floor,
+            held: Some(Vec::new()),
+        }
+    }
+
     /// Decides for a message from `source` (shard, sequence number) that was sent
     /// directly to the shards in `dests`; `me` is this shard.
     pub(in crate::broker) fn offer(
@@ -63,20 +103,32 @@ impl Handoff {
         dests: u64,
         source: (ShardId, u64),
     ) -> Offer {
+        // Whether `to` gets the message directly (it was a destination, or it sent it).
+        let direct = |to: ShardId| (to < MAX_SHARDS && dests & (1 << to) != 0) || source.0 == to;
         match self {
             Self::Stub { to, .. } => {
-                let direct = *to < MAX_SHARDS && dests & (1 << to) != 0;
-                if direct || source.0 == *to {
+                if direct(*to) {
                     Offer::Hold
                 } else {
                     Offer::Forward(*to)
                 }
             }
-            Self::Arrived { floor } => {
+            Self::Draining { to, upto, .. } => {
+                let (from, seq) = source;
+                let taken_before_install = upto.get(from).is_some_and(|&u| seq <= u);
+                if direct(*to) && !taken_before_install {
+                    Offer::Skip // `to` takes it after its install and delivers it
+                } else {
+                    Offer::Forward(*to)
+                }
+            }
+            Self::Arrived { floor, held } => {
                 let (from, seq) = source;
                 let queued = from != me && seq != 0 && floor.get(from).is_some_and(|&f| seq <= f);
                 if queued {
                     Offer::Skip
+                } else if held.is_some() {
+                    Offer::Hold
                 } else {
                     Offer::Deliver
                 }
@@ -85,36 +137,83 @@ impl Handoff {
     }
 
     pub(in crate::broker) fn hold(&mut self, source: (ShardId, u64), out: Outgoing) {
-        if let Self::Stub { held, .. } = self {
-            held.push((source, out));
+        match self {
+            Self::Stub { held, .. } => held.push((source, out)),
+            Self::Arrived {
+                held: Some(held), ..
+            } => held.push(out),
+            _ => {}
         }
     }
 
     /// The shard this stub forwards to (`None`: not a stub).
     pub(in crate::broker) fn stub_to(&self) -> Option<ShardId> {
         match self {
-            Self::Stub { to, .. } => Some(*to),
+            Self::Stub { to, .. } | Self::Draining { to, .. } => Some(*to),
             Self::Arrived { .. } => None,
         }
     }
 
-    /// On the stub, when the new shard installed with watermarks `upto`: the held
-    /// messages the new shard had not taken directly before the install, in order, and
-    /// the shard to forward them to. `None`: not a stub.
-    pub(in crate::broker) fn take_unseen(
+    /// On the stub, when the new shard installed with watermarks `upto` (under claim
+    /// `claim`): the held messages it had taken before the install, in order, to forward
+    /// to it (it delivers the later ones itself). The stub then drains until the shards
+    /// in `waiting` acknowledged. `None`: not a stub waiting for `Installed`.
+    pub(in crate::broker) fn installed(
         &mut self,
-        upto: &[u64],
+        upto: Vec<u64>,
+        waiting: u64,
+        claim: u64,
     ) -> Option<(ShardId, Vec<Outgoing>)> {
-        let Self::Stub { to, held } = self else {
+        let Self::Stub { to, held, acked } = self else {
             return None;
         };
-        let unseen = std::mem::take(held)
+        let (to, waiting) = (*to, waiting & !*acked);
+        let forward = std::mem::take(held)
             .into_iter()
-            // Taken by the new shard after it installed: it delivered them itself.
-            .filter(|((shard, seq), _)| !upto.get(*shard).is_some_and(|&u| *seq > u))
+            .filter(|((shard, seq), _)| upto.get(*shard).is_some_and(|&u| *seq <= u))
             .map(|(_, out)| out)
             .collect();
-        Some((*to, unseen))
+        *self = Self::Draining {
+            to,
+            upto,
+            waiting,
+            claim,
+        };
+        Some((to, forward))
+    }
+
+    /// On a draining stub: shard `from` acknowledged (`None` for none, to check).
+    /// Returns the new shard and its claim once nobody is left to wait for.
+    pub(in crate::broker) fn drain_ack(&mut self, from: Option<ShardId>) -> Option<(ShardId, u64)> {
+        if let Self::Stub { acked, .. } = self {
+            if let Some(j) = from.filter(|&j| j < MAX_SHARDS) {
+                *acked |= 1 << j;
+            }
+            return None;
+        }
+        let Self::Draining {
+            to, waiting, claim, ..
+        } = self
+        else {
+            return None;
+        };
+        if let Some(j) = from.filter(|&j| j < MAX_SHARDS) {
+            *waiting &= !(1 << j);
+        }
+        (*waiting == 0).then_some((*to, *claim))
+    }
+
+    /// On the new shard, at `HandoffDone`: what it held, in order, to deliver now.
+    pub(in crate::broker) fn take_held(&mut self) -> Vec<Outgoing> {
+        match self {
+            Self::Arrived { held, .. } => held.take().unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether this is an arrived session still waiting for `HandoffDone`.
+    pub(in crate::broker) fn is_arriving(&self) -> bool {
+        matches!(self, Self::Arrived { held: Some(_), .. })
     }
 }
 

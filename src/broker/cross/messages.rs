@@ -47,12 +47,16 @@ pub enum ShardMsg {
 
 impl ShardMsg {
     /// The mailbox lane it travels on: control never waits behind data, except
-    /// `Installed`, which must not overtake the publishes sent before it (the mailbox
-    /// documentation says why, message by message).
+    /// `Installed` and `DrainAck`, which must not overtake the publishes sent before them
+    /// (the mailbox documentation says why, message by message).
     pub fn lane(&self) -> Lane {
         match self {
             Self::Publish { .. } => Lane::Data,
-            Self::Control(c) if matches!(**c, Control::Installed { .. }) => Lane::Data,
+            Self::Control(c)
+                if matches!(**c, Control::Installed { .. } | Control::DrainAck { .. }) =>
+            {
+                Lane::Data
+            }
             Self::Control(_) => Lane::Control,
         }
     }
@@ -102,13 +106,32 @@ pub enum Control {
         conn_uid: u64,
         session: Option<MovedSession>,
     },
-    /// To the previous owner: the moved session is installed, drop the stub after
-    /// forwarding what it held that the new shard had not seen (`upto[j]`: the last
-    /// sequence number the new shard had taken from shard j, its own for itself).
+    /// To the previous owner: the moved session is installed (under claim `claim`); the
+    /// stub forwards what the new shard had taken before (`upto[j]`: the last sequence
+    /// number it had taken from shard j, its own for itself) and drains (see
+    /// `handoff.rs`).
     Installed {
         client_id: ByteStr,
         uid: u64,
         upto: Vec<u64>,
+        claim: u64,
+    },
+    /// From the new shard to each third shard, behind the `Interest` its install sent:
+    /// answer `reply_to` (the old shard) with a `DrainAck` behind what you sent it.
+    Drain {
+        client_id: ByteStr,
+        uid: u64,
+        reply_to: ShardId,
+    },
+    /// To the old shard, on the data lane: everything the sender sent it before is in,
+    /// and the sender knows the new shard's interest.
+    DrainAck { client_id: ByteStr, uid: u64 },
+    /// From the old shard to the new one, behind every `Forward`: the move of session
+    /// `uid` (installed under `claim`) is complete; deliver what you held.
+    HandoffDone {
+        client_id: ByteStr,
+        uid: u64,
+        claim: u64,
     },
     /// To the home shard: the session of `client_id` on the sender ended.
     /// (`claim`: the claim that placed it there; ignored by the home shard if a later
