@@ -18,6 +18,8 @@
 #   MAX_QUEUED [1000] max_queued_messages   MAX_INFLIGHT [20] max_inflight_messages
 #   SHARDMQ_BIN [target/release/shardmq]  MOSQUITTO_BIN [/usr/sbin/mosquitto]
 #   SKIP_BUILD [0]  OUT [perf/results]   LABEL [""] appended to the result file name
+#   TRANSPORT [tcp] or ws: MQTT over WebSockets (a websockets listener on PORT, plus a
+#     plain one on PORT+1 that Mosquitto 2.0.11 needs to start; the load generator gets --ws)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +49,8 @@ LOADGEN=${LOADGEN:-$ROOT/target/release/shardmq-loadgen}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT=${OUT:-$ROOT/perf/results}
 LABEL=${LABEL:-}
+TRANSPORT=${TRANSPORT:-tcp}
+case "$TRANSPORT" in tcp|ws) ;; *) echo "compare.sh: TRANSPORT must be tcp or ws" >&2; exit 1 ;; esac
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 
@@ -107,7 +111,13 @@ trap cleanup EXIT
 
 config_text() { # broker
     {
-        echo "listener $PORT 127.0.0.1"
+        if [ "$TRANSPORT" = ws ]; then
+            echo "listener $((PORT + 1)) 127.0.0.1"
+            echo "listener $PORT 127.0.0.1"
+            echo "protocol websockets"
+        else
+            echo "listener $PORT 127.0.0.1"
+        fi
         echo "allow_anonymous true"
         echo "max_queued_messages $MAX_QUEUED"
         echo "max_inflight_messages $MAX_INFLIGHT"
@@ -153,6 +163,7 @@ run_one() { # scenario broker -> writes $WORK/<broker>.json, or returns 1 (skipp
         return 1
     fi
     read -r -a args <<<"$(scenario_args "$scenario")"
+    if [ "$TRANSPORT" = ws ]; then args+=(--ws); fi
     local cmd=("${PIN_LOADGEN[@]}" "$LOADGEN" "${args[@]}" --host 127.0.0.1 --port "$PORT"
         --broker-pid "$BROKER_PID" --json "$WORK/$broker.json" --quiet)
     echo "${PIN_BROKER[*]} ${bin#"$ROOT"/} -c CONF" >"$WORK/$broker.cmd"
@@ -190,7 +201,11 @@ for scenario in "${SCENARIOS[@]}"; do
     done
     file="$OUT/$DATE-$scenario${LABEL:+-$LABEL}.md"
     {
-        echo "# $scenario: shardmq vs Mosquitto"
+        if [ "$TRANSPORT" = ws ]; then
+            echo "# $scenario over WebSockets: shardmq vs Mosquitto"
+        else
+            echo "# $scenario: shardmq vs Mosquitto"
+        fi
         echo
         if [ "${#ran[@]}" -eq 1 ]; then
             echo "**Only ${ran[0]} ran** (the other broker was skipped: $(cat "$WORK"/*.skip 2>/dev/null | head -1)). No ratio can be given."
