@@ -20,6 +20,7 @@ use crate::session::{self, Action, Session};
 use super::cross::{MovedSession, PendingConnect};
 use super::options;
 use super::timers::Timer;
+use super::trace;
 use super::{Broker, ConnId, ConnState, Slot};
 
 /// Mosquitto's protocol number in "New client connected ... (p2, c1, k60)".
@@ -72,6 +73,9 @@ impl Broker {
                 let Some(slot) = self.sessions.get_mut(key) else {
                     return;
                 };
+                if trace::on() {
+                    trace::received(slot.session.client_id(), &packet);
+                }
                 let mut expired = 0;
                 let is_ack = matches!(packet, Packet::Ack(_));
                 let released =
@@ -153,16 +157,28 @@ impl Broker {
             );
             self.stats.publish_dropped += 1;
             ReasonCode::NOT_AUTHORIZED
-        } else if self.route(publish, Some((conn, key)), now) {
-            ReasonCode::SUCCESS
         } else {
-            ReasonCode::NO_MATCHING_SUBSCRIBERS
+            if trace::on() {
+                self.trace_received_publish(key, &publish);
+            }
+            if self.route(publish, Some((conn, key)), now) {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_MATCHING_SUBSCRIBERS
+            }
         };
         if let Some(slot) = self.sessions.get_mut(key) {
             slot.session.acknowledge_publish(qos, packet_id, reason);
         }
         self.persist_inbound_qos2(key, qos, packet_id); // persistence hook
         self.flush_session(key, now);
+    }
+
+    /// The trace line of a PUBLISH that is routed.
+    fn trace_received_publish(&self, key: usize, publish: &Publish) {
+        if let Some(slot) = self.sessions.get(key) {
+            trace::PublishLine::of(publish).received(slot.session.client_id());
+        }
     }
 
     /// ACL write check for session `key` (without an ACL: anything but `$SYS`).
@@ -254,11 +270,22 @@ impl Broker {
                 properties: Properties::default(),
             };
             self.send_packet(conn, &Packet::ConnAck(ack), version);
-            crate::log_notice!(
-                "Client {} from {peer} refused: CONNACK 0x{:02x}.",
-                connect.client_id,
-                code.0
+            let not_authorised = matches!(
+                reason,
+                ReasonCode::NOT_AUTHORIZED | ReasonCode::BAD_USER_NAME_OR_PASSWORD
             );
+            if not_authorised {
+                // Mosquitto 2's line: the client has no id until it is authorised.
+                if crate::log::connection_messages() {
+                    crate::log_notice!("Client <unknown> disconnected, not authorised.");
+                }
+            } else {
+                crate::log_notice!(
+                    "Client {} from {peer} refused: CONNACK 0x{:02x}.",
+                    connect.client_id,
+                    code.0
+                );
+            }
         } else {
             crate::log_notice!(
                 "Client {} from {peer} refused: will QoS above max_qos.",
@@ -321,6 +348,7 @@ impl Broker {
             return;
         };
         let will = connect.will.take();
+        let will_line = trace::on().then(|| trace::WillLine::of(will.as_ref()));
         slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
         slot.claim = conn_uid;
@@ -376,6 +404,9 @@ impl Broker {
                 u8::from(connect.clean_start),
                 accepted.keep_alive
             );
+        }
+        if let Some(line) = will_line {
+            line.write();
         }
         self.persist_session_open(key);
         self.flush_session(key, now);

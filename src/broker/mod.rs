@@ -68,6 +68,7 @@ mod sessions;
 mod shard_msg;
 mod subscribe;
 mod timers;
+mod trace; // the packet trace of log_type debug, as Mosquitto prints it
 
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,7 @@ use super::flow::{Load, Output, Publisher};
 use super::out_queue::Body;
 use super::routing::{frame_class, Frames, Routing, Target};
 use super::sessions::Sessions;
+use super::trace;
 use super::{Broker, ConnId};
 
 /// The load of connected session `key` if it is still `uid` (flow control's input).
@@ -288,6 +289,11 @@ impl Broker {
                     return;
                 }
                 let (head, body) = (head.clone(), body.clone());
+                if trace::on() {
+                    let mut line = trace::PublishLine::of(&msg.publish);
+                    (line.qos, line.retain, line.packet_id) = (QoS::AtMostOnce, retain, None);
+                    line.sending(slot.session.client_id());
+                }
                 self.push_frame(conn, head, body);
                 self.stats.publish_sent += 1;
                 return;
@@ -418,6 +424,20 @@ impl Broker {
                         return;
                     }
                 };
+                if trace::on() {
+                    let topic = super::mount::mount_point(&self.config, slot.listener)
+                        .and_then(|m| super::mount::unmounted(m, &out.msg.publish.topic))
+                        .unwrap_or(&out.msg.publish.topic);
+                    let line = trace::PublishLine {
+                        dup,
+                        qos: out.qos,
+                        retain: out.retain,
+                        packet_id,
+                        topic,
+                        payload_len: out.msg.publish.payload.len(),
+                    };
+                    line.sending(slot.session.client_id());
+                }
                 self.push_frame(conn, frame.0, Some(frame.1));
                 self.stats.publish_sent += 1;
             }
@@ -439,6 +459,9 @@ impl Broker {
                 if frame.len() > max_out {
                     return;
                 }
+                if trace::on() {
+                    trace::sending(slot.session.client_id(), &packet, version);
+                }
                 self.push_frame(conn, frame, None);
             }
         }
@@ -446,6 +469,17 @@ impl Broker {
 
     /// Queues `packet` for `conn` directly (used when no session is attached).
     pub(super) fn send_packet(&mut self, conn: ConnId, packet: &Packet, version: ProtocolVersion) {
+        if trace::on() {
+            // Before CONNECT succeeded the peer is named by its address, as Mosquitto.
+            let name = self.conns.get(conn).map(|c| match c.state {
+                super::ConnState::Active(key) => self
+                    .sessions
+                    .get(key)
+                    .map_or_else(String::new, |s| s.session.client_id().to_string()),
+                _ => c.peer.ip().to_string(),
+            });
+            trace::sending(&name.unwrap_or_default(), packet, version);
+        }
         match self.routing.encoder().packet(packet, version) {
             Ok(frame) => self.push_frame(conn, frame, None),
             Err(e) => crate::log_warning!(

@@ -52,6 +52,10 @@ impl Broker {
                 reasons.push(failure.unwrap_or(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED));
                 continue;
             }
+            if super::trace::on() {
+                let granted = super::options::granted_qos(&self.config, slot.listener, options.qos);
+                crate::log_debug!("\t{filter} (QoS {})", granted as u8);
+            }
             let Ok(parsed) = TopicFilter::try_from(filter.clone()) else {
                 reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
                 continue;
@@ -282,6 +286,9 @@ impl Broker {
                 Some(m) => super::mount::mounted_filter(m, &filter).unwrap_or(filter),
                 None => filter,
             };
+            if super::trace::on() {
+                crate::log_debug!("\t{filter}");
+            }
             let existed = slot.session.unsubscribe(&filter).is_some();
             if self.routing.unsubscribe(filter.as_str(), key) {
                 removed.push(filter.clone());

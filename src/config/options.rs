@@ -114,7 +114,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("log_facility", Ignored, "syslog lines use LOG_DAEMON"),
     row("log_timestamp", Yes, ""),
     row("log_timestamp_format", Yes, ""),
-    row("log_type", Yes, ""),
+    row("log_type", Yes, "`debug` and `all` (and `-v`) write Mosquitto's packet trace (\"Received PUBLISH from ...\", \"Sending CONNACK to ...\"), line for line"),
     row("max_connect_packet_size", Shardmq, "largest CONNECT accepted (will and credentials included), so the most a connection buffers before CONNECT (default 65536)"),
     row("max_connection_rate", Shardmq, "new connections per second per listener (0 = off), against reconnect storms"),
     row("max_connections", Yes, "global or per listener (-1 = none)"),
