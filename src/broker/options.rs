@@ -1,15 +1,19 @@
 //! The coordinator's checks for Mosquitto's per-listener and delivery options, one helper
 //! per option so that the paths that call them (`connect.rs`, `publish.rs`,
 //! `subscribe.rs`, routing) change by one line each: `max_qos` (CONNACK Maximum QoS,
-//! wills, PUBLISH, SUBSCRIBE), `upgrade_outgoing_qos` and `use_username_as_clientid`.
+//! wills, PUBLISH, SUBSCRIBE), `upgrade_outgoing_qos`, `use_username_as_clientid` and
+//! `check_retain_source`.
 //!
 //! It decides, it never encodes or queues bytes itself (refusals go through the
 //! lifecycle helpers), and a disabled option costs one comparison.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::{ClientSecurity, Security};
 use crate::codec::{ByteStr, Connect, Properties, QoS, ReasonCode};
 use crate::config::Config;
+use crate::retained::{RetainSource, RetainedMessage};
 use crate::session::Accepted;
 
 use super::{Broker, ConnId};
@@ -82,7 +86,46 @@ pub(super) fn username_as_client_id(
     Ok(accepted)
 }
 
+/// `check_retain_source`: whether the publisher of retained message `m` may still
+/// publish to its topic under the ACL in force now (its client id, user name and
+/// listener, as Mosquitto 2 re-checks them; Mosquitto 2 does not ask whether that client
+/// still exists, and neither does this). A message without a known publisher (the
+/// broker's, the host's) is not checked, as in Mosquitto.
+pub(super) fn retain_source_may_write(
+    config: &Config,
+    security: &Security,
+    m: &RetainedMessage,
+) -> bool {
+    if !config.check_retain_source {
+        return true;
+    }
+    let Some(source) = m.source.as_deref() else {
+        return true;
+    };
+    if !security.has_acl() {
+        return crate::auth::may_write_without_acl(&m.topic);
+    }
+    let username = source.username.as_ref().map(ByteStr::as_str);
+    ClientSecurity::new(
+        security,
+        source.listener,
+        username,
+        source.client_id.as_str(),
+    )
+    .may_write(&m.topic)
+}
+
 impl Broker {
+    /// Who session `key` is, as the source of a retained message it publishes.
+    pub(super) fn retain_source(&self, key: usize) -> Option<Arc<RetainSource>> {
+        let slot = self.sessions.get(key)?;
+        Some(Arc::new(RetainSource {
+            client_id: slot.session.client_id().clone(),
+            username: slot.username.clone(),
+            listener: slot.listener,
+        }))
+    }
+
     /// A PUBLISH above the listener's `max_qos`: Mosquitto's log line, v5 DISCONNECT
     /// 0x9B, the connection ends (its will is published). Returns whether it was refused.
     pub(super) fn refuse_publish_qos(

@@ -94,16 +94,18 @@ impl Broker {
         if publish.retain {
             // [MQTT-3.3.1-5] [MQTT-3.3.1-10]: store, replace, or delete on empty payload.
             // Stored until replaced: compact copies, so the read buffer is not pinned.
+            let source = origin.and_then(|(_, key)| self.retain_source(key));
             let retained = RetainedMessage {
                 topic: publish.topic.compact(),
                 payload: Bytes::copy_from_slice(&publish.payload),
                 qos: publish.qos,
                 properties: publish.properties.clone(),
+                source,
             };
+            self.persist_retain(&publish, retained.source.as_deref());
             self.cross.replicate_retained(&retained);
             self.routing.set_retained(retained);
             self.stats.retained = self.routing.retained_len() as u64;
-            self.persist_retain(&publish);
         }
         let dests = self.routing.match_topic(publish.topic.as_str(), true);
         let local = self.routing.has_targets();

@@ -222,6 +222,9 @@ impl Broker {
             {
                 continue; // ACL: retained messages are read too
             }
+            if !super::options::retain_source_may_write(&self.config, &self.security, &m) {
+                continue; // check_retain_source: its publisher may no longer write there
+            }
             let publish = Publish {
                 dup: false,
                 qos: m.qos,

@@ -352,6 +352,9 @@ pub struct Config {
     /// `upgrade_outgoing_qos`: deliver at the subscription's QoS even when the message
     /// was published at a lower one (Mosquitto's non-conforming option).
     pub upgrade_outgoing_qos: bool,
+    /// `check_retain_source`: a retained message is sent to a new subscriber only if its
+    /// publisher may still publish to its topic under the ACL in force.
+    pub check_retain_source: bool,
     /// `websockets_headers_size`: the largest HTTP request head a websockets listener
     /// reads (Mosquitto's default 1024, also what 0 means).
     pub websockets_headers_size: usize,
@@ -437,6 +440,7 @@ impl Default for Config {
             max_connect_packet_size: 65_536,
             retain_available: true,
             upgrade_outgoing_qos: false,
+            check_retain_source: false,
             websockets_headers_size: 1024,
             websockets_log_level: 0,
             bridges: Vec::new(),

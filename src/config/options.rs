@@ -89,7 +89,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("cafile", Yes, "see TLS"),
     row("capath", Yes, "see TLS"),
     row("certfile", Yes, "see TLS"),
-    row("check_retain_source", OnlyValue("false"), "`true` (re-check the ACL of a retained message's publisher) is not supported yet"),
+    row("check_retain_source", Yes, "`true`: a retained message goes to a new subscriber only if its publisher (client id, user, listener, kept with it and persisted) may still write its topic under the ACL in force, as Mosquitto 2 (which does not ask whether that client still exists)"),
     row("ciphers", Yes, "see TLS"),
     row("ciphers_tls1.3", Yes, "see TLS"),
     row("cleansession", Bridge, BRIDGE),

@@ -25,6 +25,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("cafile", "/ca.pem"),
     ("capath", "/ca"),
     ("certfile", "/c.pem"),
+    ("check_retain_source", "true"),
     ("ciphers", "ECDHE-RSA-AES128-GCM-SHA256"),
     ("ciphers_tls1.3", "TLS_AES_128_GCM_SHA256"),
     ("clientid_prefixes", "a-"),
@@ -194,7 +195,6 @@ fn not_yet_options_stop_the_start() {
 #[test]
 fn only_the_value_shardmq_honours_is_accepted() {
     for (option, accepted, refused) in [
-        ("check_retain_source", "false", "true"),
         ("memory_limit", "0", "1000000"),
         ("max_topic_alias", "0", "10"),
         ("tls_keyform", "pem", "engine"),

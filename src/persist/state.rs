@@ -80,6 +80,15 @@ impl StoredSession {
     }
 }
 
+/// The publisher of a retained message (see [`Record::RetainSource`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainSource {
+    pub client_id: ByteStr,
+    pub username: Option<ByteStr>,
+    /// Index of the listener in the config.
+    pub listener: u32,
+}
+
 /// A QoS 1/2 message one shard sent to others, not yet delivered by all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutedMessage {
@@ -95,6 +104,9 @@ pub struct RoutedMessage {
 pub struct State {
     /// Topic -> retained PUBLISH (QoS and properties as published).
     pub retained: BTreeMap<ByteStr, Publish>,
+    /// Topic -> who published the retained message there, when a client did
+    /// (`check_retain_source`).
+    pub retained_sources: BTreeMap<ByteStr, RetainSource>,
     pub sessions: BTreeMap<ByteStr, StoredSession>,
     /// (run, sending shard, n) -> message in flight between shards.
     pub routed: BTreeMap<(u64, u8, u64), RoutedMessage>,
@@ -111,10 +123,26 @@ impl State {
     pub fn apply(&mut self, record: Record) {
         match record {
             Record::Retain { publish } => {
+                self.retained_sources.remove(&publish.topic);
                 if publish.payload.is_empty() {
                     self.retained.remove(&publish.topic);
                 } else {
                     self.retained.insert(publish.topic.clone(), publish);
+                }
+            }
+            Record::RetainSource {
+                topic,
+                client_id,
+                username,
+                listener,
+            } => {
+                if self.retained.contains_key(&topic) {
+                    let source = RetainSource {
+                        client_id,
+                        username,
+                        listener,
+                    };
+                    self.retained_sources.insert(topic, source);
                 }
             }
             Record::SessionOpen {
@@ -316,6 +344,14 @@ impl State {
             emit(Record::Retain {
                 publish: publish.clone(),
             });
+            if let Some(s) = self.retained_sources.get(&publish.topic) {
+                emit(Record::RetainSource {
+                    topic: publish.topic.clone(),
+                    client_id: s.client_id.clone(),
+                    username: s.username.clone(),
+                    listener: s.listener,
+                });
+            }
         }
         for (id, s) in &self.sessions {
             emit(Record::SessionOpen {

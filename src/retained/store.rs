@@ -24,6 +24,18 @@ pub struct RetainedMessage {
     pub payload: Bytes,
     pub qos: QoS,
     pub properties: Properties,
+    /// The client that published it (`None`: the broker, the host, or unknown), for
+    /// `check_retain_source`.
+    pub source: Option<Arc<RetainSource>>,
+}
+
+/// Who published a retained message: what its ACL is derived from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainSource {
+    pub client_id: ByteStr,
+    pub username: Option<ByteStr>,
+    /// Index of the listener it came in on.
+    pub listener: usize,
 }
 
 /// Children in key order, so that a walk can stop anywhere and resume after the last key

@@ -261,3 +261,86 @@ fn mount_point_retained_and_wills_are_mounted() {
     let r = h.expect_publish(inner);
     assert_eq!((r.topic.as_str(), r.retain), ("status", true));
 }
+
+fn acl(text: &str) -> std::sync::Arc<crate::auth::Security> {
+    let acl = crate::auth::Acl::parse(text, std::path::Path::new("acl")).unwrap();
+    std::sync::Arc::new(crate::auth::Security::with_domain(crate::auth::Domain {
+        allow_anonymous: true,
+        passwords: None,
+        acl: Some(acl),
+    }))
+}
+
+#[test]
+fn check_retain_source_rechecks_the_publishers_acl_before_sending_a_retained_message() {
+    for check in [false, true] {
+        let mut config = Harness::default_config();
+        config.check_retain_source = check;
+        let mut h = Harness::new(config);
+        h.broker
+            .set_security(acl("topic read #\nuser alice\ntopic write status/#\n"));
+        let mut c = connect("alice-dev", V311, true);
+        c.username = Some(ByteStr::from("alice"));
+        let (alice, _) = h.connect_with(c);
+        h.publish(alice, "status/a", b"up", QoS::AtMostOnce, true, None);
+        // An anonymous reader gets it while alice may still write there.
+        let r1 = h.connect("r1", V311);
+        h.subscribe(r1, "status/#", QoS::AtMostOnce);
+        assert_eq!(h.expect_publish(r1).payload.as_ref(), b"up");
+        // The ACL is reloaded: alice may no longer write status/#.
+        h.broker
+            .set_security(acl("topic read #\nuser alice\ntopic write other/#\n"));
+        let r2 = h.connect("r2", V311);
+        h.subscribe(r2, "status/#", QoS::AtMostOnce);
+        if check {
+            h.assert_idle(r2);
+        } else {
+            assert_eq!(h.expect_publish(r2).payload.as_ref(), b"up");
+        }
+    }
+}
+
+/// The source of a retained message is persisted: after a restart, `check_retain_source`
+/// still knows whose ACL to ask.
+#[test]
+fn check_retain_source_survives_a_restart() {
+    const T0: u64 = 1_700_000_000_000;
+    let config = || {
+        let mut c = Harness::default_config();
+        c.check_retain_source = true;
+        c
+    };
+    let mut h = Harness::new(config());
+    h.broker.enable_persistence(h.now, T0, 1);
+    h.broker
+        .set_security(acl("topic read #\nuser alice\ntopic write status/#\n"));
+    let mut c = connect("alice-dev", V311, true);
+    c.username = Some(ByteStr::from("alice"));
+    let (alice, _) = h.connect_with(c);
+    h.publish(alice, "status/a", b"up", QoS::AtMostOnce, true, None);
+    let mut records = Vec::new();
+    h.broker.drain_persist(&mut records);
+    let mut state = crate::persist::State::default();
+    for r in records {
+        state.apply(r);
+    }
+    assert!(state
+        .retained_sources
+        .contains_key(&ByteStr::from("status/a")));
+    for (rules, delivered) in [
+        ("topic read #\nuser alice\ntopic write status/#\n", true),
+        ("topic read #\nuser alice\ntopic write other/#\n", false),
+    ] {
+        let mut h = Harness::new(config());
+        h.broker.enable_persistence(h.now, T0 + 1000, 2);
+        h.broker.set_security(acl(rules));
+        h.broker.restore_retained(&state);
+        let r = h.connect("reader", V311);
+        h.subscribe(r, "status/#", QoS::AtMostOnce);
+        if delivered {
+            assert_eq!(h.expect_publish(r).payload.as_ref(), b"up");
+        } else {
+            h.assert_idle(r);
+        }
+    }
+}
