@@ -36,7 +36,6 @@ fn an_acl_line_with_an_unknown_access_type_stops_the_start() {
 #[test]
 fn options_shardmq_cannot_honour_yet_stop_the_start() {
     for (lines, option) in [
-        ("memory_limit 1000000", "memory_limit 1000000"),
         ("max_topic_alias 10", "max_topic_alias 10"),
         ("auth_plugin /usr/lib/x.so", "auth_plugin"),
         (

@@ -161,3 +161,67 @@ fn check_retain_source_hides_a_retained_message_its_publisher_may_no_longer_writ
         .next_publish_within(std::time::Duration::from_millis(300))
         .is_none());
 }
+
+/// What `mosquitto_pub -d` prints for one QoS 1 MQTT 5 publish against `port`.
+fn mosquitto_pub_v5_debug(port: u16, id: &str) -> Option<String> {
+    let bin = common::mosquitto_tool("mosquitto_pub")?;
+    let out = Command::new(bin)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "5", "-d"])
+        .args(["-q", "1", "-t", "elsewhere", "-m", "x", "-i", id])
+        .output()
+        .unwrap();
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn memory_limit_refuses_publishes_while_an_offline_queue_holds_it() {
+    let broker = BrokerProc::start("memory_limit 300000\nthreads 1");
+    // An offline persistent session whose queue will hold the memory.
+    let (mut sub, _, rc) = Raw::mqtt_connect(broker.port, "offline", false);
+    assert_eq!(rc, 0);
+    sub.subscribe(1, &[("t", 1)]);
+    sub.disconnect();
+    // A 3.1.1 publisher fills it, one acknowledged QoS 1 message at a time, until the
+    // broker refuses one: it is disconnected without a PUBACK (it would resend it).
+    let (mut filler, _, _) = Raw::mqtt_connect(broker.port, "filler", true);
+    let mut accepted = 0u16;
+    loop {
+        let id = accepted + 1;
+        filler.send(&common::publish("t", 1, false, false, id, &[b'x'; 10_000]));
+        match filler.recv() {
+            Some(ack) => {
+                assert_eq!((ack.kind(), ack.packet_id()), (4, id), "PUBACK");
+                accepted += 1;
+            }
+            None => break, // closed by the broker
+        }
+        assert!(accepted < 100, "memory_limit never refused the filler");
+    }
+    assert!((25..=31).contains(&accepted), "{accepted} accepted");
+    assert!(broker.wait_log("Client filler disconnected: memory_limit reached."));
+    // MQTT 5: PUBACK 0x97 (151), Quota exceeded.
+    let Some(out) = mosquitto_pub_v5_debug(broker.port, "refused5") else {
+        return;
+    };
+    assert!(out.contains("received PUBACK (Mid: 1, RC:151)"), "{out}");
+    // The session comes back and takes its messages: memory is released.
+    let (mut sub, present, _) = Raw::mqtt_connect(broker.port, "offline", false);
+    assert!(present);
+    for _ in 0..accepted {
+        let m = loop {
+            let m = sub.recv().expect("a queued message");
+            if m.kind() == 3 {
+                break m;
+            }
+        };
+        sub.send(&common::ack(0x40, m.publish_parts().1));
+    }
+    let ok = common::wait_until(common::TIMEOUT, || {
+        mosquitto_pub_v5_debug(broker.port, "accepted5")
+            .is_some_and(|o| o.contains("received PUBACK (Mid: 1, RC:16)"))
+    });
+    assert!(
+        ok,
+        "accepted again (0x10: no subscriber) once the memory is released"
+    );
+}

@@ -55,8 +55,10 @@ impl Broker {
                 // through `Session::handle_packet` (one move of a large value fewer).
                 let packet = match packet {
                     Packet::Publish(publish) => {
-                        if self.refuse_publish_qos(key, conn, publish.qos, now) {
-                            return; // max_qos
+                        if self.refuse_publish_qos(key, conn, publish.qos, now)
+                            || self.refuse_unacknowledged(key, conn, publish.qos, now)
+                        {
+                            return; // max_qos, memory_limit
                         }
                         let Some(slot) = self.sessions.get_mut(key) else {
                             return;
@@ -157,10 +159,17 @@ impl Broker {
             );
             self.stats.publish_dropped += 1;
             ReasonCode::NOT_AUTHORIZED
+        } else if self.over_memory_limit(now) {
+            if !self.refuse_for_memory(key, conn, qos, now) {
+                return; // disconnected unacknowledged
+            }
+            ReasonCode::QUOTA_EXCEEDED
         } else {
             if trace::on() {
                 self.trace_received_publish(key, &publish);
             }
+            self.memory
+                .note_accepted(publish.topic.len() + publish.payload.len());
             if self.route(publish, Some((conn, key)), now) {
                 ReasonCode::SUCCESS
             } else {

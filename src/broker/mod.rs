@@ -58,6 +58,7 @@ mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;
 mod lifecycle;
+mod memory_limit; // memory_limit: each shard's share and its gauge
 mod mount; // mount_point per listener
 mod options; // Mosquitto's per-listener and delivery options
 mod out_queue;
@@ -121,6 +122,8 @@ pub struct Broker {
     routing: Routing,
     cross: CrossShard,
     flow: FlowControl,
+    /// `memory_limit`: this shard's share and its gauge.
+    memory: memory_limit::MemoryLimit,
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -159,6 +162,7 @@ impl Broker {
             routing: Routing::new(),
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
+            memory: memory_limit::MemoryLimit::new(&config, shards),
             embed_refused: None,
             config,
         }

@@ -355,6 +355,10 @@ pub struct Config {
     /// `check_retain_source`: a retained message is sent to a new subscriber only if its
     /// publisher may still publish to its topic under the ACL in force.
     pub check_retain_source: bool,
+    /// `memory_limit` (bytes, 0 = none): past it new PUBLISH packets are refused. Each
+    /// shard holds its share (the limit divided by the number of shards) and compares it
+    /// with what its session queues, inflight windows and output queues keep alive.
+    pub memory_limit: u64,
     /// `websockets_headers_size`: the largest HTTP request head a websockets listener
     /// reads (Mosquitto's default 1024, also what 0 means).
     pub websockets_headers_size: usize,
@@ -441,6 +445,7 @@ impl Default for Config {
             retain_available: true,
             upgrade_outgoing_qos: false,
             check_retain_source: false,
+            memory_limit: 0,
             websockets_headers_size: 1024,
             websockets_log_level: 0,
             bridges: Vec::new(),

@@ -127,7 +127,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("max_queued_messages", Yes, "default 1000"),
     row("max_topic_alias", OnlyValue("0"), "shardmq offers clients no topic aliases (Topic Alias Maximum 0); other values are not supported yet"),
     row("maximum_qos", Yes, "Mosquitto's alias of `max_qos`"),
-    row("memory_limit", OnlyValue("0"), "a memory limit is not supported yet"),
+    row("memory_limit", Yes, "bytes; each of the N shards holds limit / N and refuses new PUBLISH packets while what its session queues, inflight windows and output queues keep alive is over its share (a gauge refreshed every 10 ms): v5 PUBACK / PUBREC 0x97 (quota exceeded), 3.1.1 QoS 1/2 disconnected unacknowledged (the client resends), QoS 0 dropped; counted in `$SYS/broker/publish/messages/refused/memory` and logged (rate-limited)"),
     row("message_size_limit", Yes, ""),
     row("mount_point", Yes, "per listener: prefixed to the topics and filters of its clients (wills included, inside `$share/GROUP/`), stripped from what they receive; ACLs see the mounted topic; `%u` / `%c` are literal there, as in Mosquitto (a warning says so)"),
     row("notification_topic", Bridge, BRIDGE),

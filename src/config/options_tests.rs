@@ -51,6 +51,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("maximum_qos", "1"),
     ("max_queued_bytes", "10"),
     ("max_queued_messages", "10"),
+    ("memory_limit", "1000000"),
     ("message_size_limit", "10"),
     ("mount_point", "site1/"),
     ("password_file", "/pw"),
@@ -195,7 +196,6 @@ fn not_yet_options_stop_the_start() {
 #[test]
 fn only_the_value_shardmq_honours_is_accepted() {
     for (option, accepted, refused) in [
-        ("memory_limit", "0", "1000000"),
         ("max_topic_alias", "0", "10"),
         ("tls_keyform", "pem", "engine"),
     ] {

@@ -1,7 +1,7 @@
 //! The options of issue 11 part B that change what a client is and where its messages
 //! go: `max_qos` / `maximum_qos`, `mount_point` and `use_username_as_clientid` (per
-//! listener), `use_subject_as_username` (TLS, per listener), `upgrade_outgoing_qos` and
-//! `check_retain_source`.
+//! listener), `use_subject_as_username` (TLS, per listener), `upgrade_outgoing_qos`,
+//! `check_retain_source` and `memory_limit`.
 //! Kept out of `parse.rs` so that file keeps one job per block of options; it turns one
 //! line into [`Config`](super::Config) fields and never reads files.
 
@@ -44,6 +44,7 @@ impl Parser {
             }
             "upgrade_outgoing_qos" => self.cfg.upgrade_outgoing_qos = line.bool()?,
             "check_retain_source" => self.cfg.check_retain_source = line.bool()?,
+            "memory_limit" => self.cfg.memory_limit = line.int(0, i64::MAX)?.unsigned_abs(),
             _ => return Ok(false),
         }
         Ok(true)

@@ -74,6 +74,8 @@ pub struct Stats {
     pub subscribe_paused: u64,
     /// `BrokerHandle::publish` calls refused because the embed channel was full.
     pub embed_publish_refused: u64,
+    /// PUBLISH packets refused because the shard held `memory_limit` (its share) already.
+    pub publish_refused_memory: u64,
     pub load_received: Load,
     pub load_sent: Load,
     pub load_publish_received: Load,
@@ -106,6 +108,7 @@ impl Stats {
             output_bytes: 0,
             subscribe_paused: 0,
             embed_publish_refused: 0,
+            publish_refused_memory: 0,
             load_received: Load::default(),
             load_sent: Load::default(),
             load_publish_received: Load::default(),
@@ -236,6 +239,10 @@ impl Stats {
             (
                 "$SYS/broker/publish/embed/refused",
                 self.embed_publish_refused.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/refused/memory",
+                self.publish_refused_memory.to_string(),
             ),
         ];
         let loads: [(&'static str, &Load); 7] = [

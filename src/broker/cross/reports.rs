@@ -72,6 +72,7 @@ impl Reports {
             total.output_bytes += s.output_bytes;
             total.subscribe_paused += s.subscribe_paused;
             total.embed_publish_refused += s.embed_publish_refused;
+            total.publish_refused_memory += s.publish_refused_memory;
             for (t, o) in [
                 (&mut total.load_received, &s.load_received),
                 (&mut total.load_sent, &s.load_sent),

@@ -344,3 +344,63 @@ fn check_retain_source_survives_a_restart() {
         }
     }
 }
+
+#[test]
+fn memory_limit_refuses_new_messages_until_memory_is_released() {
+    let mut config = Harness::default_config();
+    config.memory_limit = 4000;
+    let mut h = Harness::new(config);
+    // A subscriber that reads nothing: what it is sent stays held in its output.
+    let slow = h.connect("slow", V311);
+    h.subscribe(slow, "t", QoS::AtMostOnce);
+    h.stalled.insert(slow);
+    let quiet = h.connect("quiet", V311);
+    h.subscribe(quiet, "u", QoS::AtMostOnce);
+    let p5 = h.connect("p5", V5);
+    static KB: [u8; 1000] = [b'x'; 1000];
+    for id in 1..=4 {
+        h.publish(p5, "t", &KB, QoS::AtLeastOnce, false, Some(id));
+        assert_eq!(
+            h.expect_ack(p5, AckKind::PubAck).reason,
+            ReasonCode::SUCCESS
+        );
+    }
+    // 4 x 1000 bytes held (the gauge adds what it accepts until it refreshes, and sees
+    // them after): v5 gets 0x97 and the message goes nowhere.
+    h.advance(std::time::Duration::from_millis(20));
+    h.publish(p5, "u", b"refused", QoS::AtLeastOnce, false, Some(6));
+    assert_eq!(
+        h.expect_ack(p5, AckKind::PubAck).reason,
+        ReasonCode::QUOTA_EXCEEDED
+    );
+    h.publish(p5, "u", b"refused", QoS::ExactlyOnce, false, Some(7));
+    assert_eq!(
+        h.expect_ack(p5, AckKind::PubRec).reason,
+        ReasonCode::QUOTA_EXCEEDED
+    );
+    // 3.1.1 QoS 1: disconnected without PUBACK (the client resends it later).
+    let p3 = h.connect("p3", V311);
+    h.publish(p3, "u", b"refused", QoS::AtLeastOnce, false, Some(1));
+    assert!(h.is_closed(p3));
+    assert!(h.recv(p3).is_none());
+    // QoS 0 is dropped.
+    let p0 = h.connect("p0", V311);
+    h.publish(p0, "u", b"dropped", QoS::AtMostOnce, false, None);
+    h.assert_idle(quiet);
+    assert_eq!(h.broker.stats().publish_refused_memory, 4);
+    // The slow subscriber reads: memory is released, messages flow again.
+    h.unstall(slow);
+    h.advance(std::time::Duration::from_millis(20));
+    h.publish(p0, "u", b"again", QoS::AtMostOnce, false, None);
+    assert_eq!(h.expect_publish(quiet).payload.as_ref(), b"again");
+}
+
+#[test]
+fn memory_limit_is_split_across_shards() {
+    let mut config = Harness::default_config();
+    config.memory_limit = 10_001;
+    let share = |c: &Config, n| crate::broker::memory_limit::MemoryLimit::new(c, n).share();
+    assert_eq!((share(&config, 1), share(&config, 4)), (10_001, 2501));
+    config.memory_limit = 0;
+    assert_eq!(share(&config, 4), 0, "unset");
+}
