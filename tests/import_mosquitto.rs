@@ -42,6 +42,22 @@ fn sub_output(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs `shardmq import-mosquitto-db DB -c CONF` (the config text written into `dir`);
+/// returns its report.
+fn import(db: &std::path::Path, dir: &std::path::Path, conf: &str) -> String {
+    let conf_file = dir.join("shardmq.conf");
+    std::fs::write(&conf_file, conf).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shardmq"))
+        .arg("import-mosquitto-db")
+        .arg(db)
+        .arg("-c")
+        .arg(&conf_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The next PUBLISH a raw client receives (acknowledging nothing).
 fn next_publish(raw: &mut Raw) -> common::RawPacket {
     loop {
@@ -155,17 +171,7 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
             && err.contains("shardmq import-mosquitto-db"),
         "{err}"
     );
-    let conf_file = dir.join("shardmq.conf");
-    std::fs::write(&conf_file, &conf).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shardmq"))
-        .arg("import-mosquitto-db")
-        .arg(&db)
-        .arg("-c")
-        .arg(&conf_file)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let report = import(&db, &dir, &conf);
     assert!(
         report.contains("3 retained messages, 3 persistent sessions with 3 subscriptions, 4 queued and 1 in-flight messages"),
         "{report}"
@@ -287,17 +293,7 @@ fn an_incoming_qos2_message_awaiting_pubrel_is_completed_after_the_import() {
         "listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
         dir.display()
     );
-    let conf_file = dir.join("shardmq.conf");
-    std::fs::write(&conf_file, &conf).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shardmq"))
-        .arg("import-mosquitto-db")
-        .arg(&db)
-        .arg("-c")
-        .arg(&conf_file)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let report = import(&db, &dir, &conf);
     assert!(
         report.contains("1 incoming QoS 2 messages awaiting PUBREL (delivered")
             && !report.contains("left out"),

@@ -52,8 +52,11 @@ fn subject(cert: &[u8]) -> Option<&[u8]> {
     (tag == 0x30).then_some(name)
 }
 
-/// Each attribute of a Name: (RDN index, OID contents, the value's whole DER element).
-fn attributes(name: &[u8]) -> Option<Vec<(usize, &[u8], &[u8])>> {
+/// One attribute of a Name: (RDN index, OID contents, the value's whole DER element).
+type Attribute<'a> = (usize, &'a [u8], &'a [u8]);
+
+/// Each attribute of a Name, in DER order.
+fn attributes(name: &[u8]) -> Option<Vec<Attribute<'_>>> {
     let mut out = Vec::new();
     let mut rdns = name;
     let mut index = 0;
@@ -236,7 +239,7 @@ fn push_escaped(out: &mut String, b: u8, first: bool, last: bool) {
     let special = matches!(b, b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';')
         || (first && b == b'#')
         || ((first || last) && b == b' ');
-    if b > 0x7F || b < 0x20 || b == 0x7F {
+    if !(0x20..0x7F).contains(&b) {
         let _ = write!(out, "\\{b:02X}");
     } else if special {
         out.push('\\');

@@ -8,6 +8,18 @@ use crate::config::Config;
 const V311: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
+/// CONNECT with a user name.
+fn connect_as(
+    id: &str,
+    version: ProtocolVersion,
+    clean: bool,
+    user: &str,
+) -> crate::codec::Connect {
+    let mut c = connect(id, version, clean);
+    c.username = Some(ByteStr::from(user));
+    c
+}
+
 fn with_max_qos(max: u8) -> Config {
     let mut config = Harness::default_config();
     config.listeners[0].max_qos = max;
@@ -132,21 +144,15 @@ fn with_username_as_clientid() -> Config {
 #[test]
 fn use_username_as_clientid_replaces_the_client_id() {
     let mut h = Harness::new(with_username_as_clientid());
-    let mut c = connect("first", V311, false);
-    c.username = Some(ByteStr::from("alice"));
-    let (a, ack) = h.connect_with(c);
+    let (a, ack) = h.connect_with(connect_as("first", V311, false, "alice"));
     assert_eq!(ack.reason, ReasonCode::V3_ACCEPTED);
     h.subscribe(a, "t", QoS::AtLeastOnce);
     // Another client id with the same username is the same client: it takes over the
     // session (present) and its subscription.
-    let mut c = connect("second", V311, false);
-    c.username = Some(ByteStr::from("alice"));
-    let (b, ack) = h.connect_with(c);
+    let (b, ack) = h.connect_with(connect_as("second", V311, false, "alice"));
     assert!(ack.session_present);
     assert!(h.is_closed(a));
-    let mut c = connect("p", V311, true);
-    c.username = Some(ByteStr::from("publisher"));
-    let (p, _) = h.connect_with(c);
+    let (p, _) = h.connect_with(connect_as("p", V311, true, "publisher"));
     h.publish(p, "t", b"x", QoS::AtMostOnce, false, None);
     assert_eq!(h.expect_publish(b).payload.as_ref(), b"x");
 }
@@ -164,9 +170,7 @@ fn use_username_as_clientid_without_username_is_not_authorised() {
 #[test]
 fn use_username_as_clientid_v5_empty_id_is_assigned_the_username() {
     let mut h = Harness::new(with_username_as_clientid());
-    let mut c = connect("", V5, true);
-    c.username = Some(ByteStr::from("bob"));
-    let (_, ack) = h.connect_with(c);
+    let (_, ack) = h.connect_with(connect_as("", V5, true, "bob"));
     assert_eq!(ack.reason, ReasonCode::SUCCESS);
     assert_eq!(
         ack.properties.assigned_client_identifier.as_deref(),
@@ -279,9 +283,7 @@ fn check_retain_source_rechecks_the_publishers_acl_before_sending_a_retained_mes
         let mut h = Harness::new(config);
         h.broker
             .set_security(acl("topic read #\nuser alice\ntopic write status/#\n"));
-        let mut c = connect("alice-dev", V311, true);
-        c.username = Some(ByteStr::from("alice"));
-        let (alice, _) = h.connect_with(c);
+        let (alice, _) = h.connect_with(connect_as("alice-dev", V311, true, "alice"));
         h.publish(alice, "status/a", b"up", QoS::AtMostOnce, true, None);
         // An anonymous reader gets it while alice may still write there.
         let r1 = h.connect("r1", V311);
@@ -314,9 +316,7 @@ fn check_retain_source_survives_a_restart() {
     h.broker.enable_persistence(h.now, T0, 1);
     h.broker
         .set_security(acl("topic read #\nuser alice\ntopic write status/#\n"));
-    let mut c = connect("alice-dev", V311, true);
-    c.username = Some(ByteStr::from("alice"));
-    let (alice, _) = h.connect_with(c);
+    let (alice, _) = h.connect_with(connect_as("alice-dev", V311, true, "alice"));
     h.publish(alice, "status/a", b"up", QoS::AtMostOnce, true, None);
     let mut records = Vec::new();
     h.broker.drain_persist(&mut records);
