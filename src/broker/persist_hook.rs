@@ -297,9 +297,6 @@ impl Broker {
 
     pub(super) fn persist_retain(&mut self, publish: &Publish, source: Option<&RetainSource>) {
         if self.persist.enabled && !publish.topic.starts_with("$SYS") {
-            self.persist.events.push(Record::Retain {
-                publish: publish.clone(),
-            });
             if let Some(s) = source.filter(|_| !publish.payload.is_empty()) {
                 self.persist.events.push(Record::RetainSource {
                     topic: publish.topic.clone(),
@@ -308,6 +305,9 @@ impl Broker {
                     listener: u32::try_from(s.listener).unwrap_or(u32::MAX),
                 });
             }
+            self.persist.events.push(Record::Retain {
+                publish: publish.clone(),
+            });
         }
     }
 

@@ -155,9 +155,10 @@ pub enum Record {
         username: Option<ByteStr>,
         identity: Option<ByteStr>,
     },
-    /// Who published the retained message of `topic` (follows its [`Record::Retain`],
-    /// which forgets the previous one): its client id, user name and listener, for
-    /// `check_retain_source`.
+    /// Who published the retained message of `topic`: its client id, user name and
+    /// listener, for `check_retain_source`. Precedes that message's [`Record::Retain`]
+    /// (which forgets the previous source), so a torn tail never keeps the message
+    /// without it.
     RetainSource {
         topic: ByteStr,
         client_id: ByteStr,

@@ -107,6 +107,10 @@ pub struct State {
     /// Topic -> who published the retained message there, when a client did
     /// (`check_retain_source`).
     pub retained_sources: BTreeMap<ByteStr, RetainSource>,
+    /// A [`Record::RetainSource`] waiting for the [`Record::Retain`] it precedes (written
+    /// first, so that a torn tail loses the message with its source, never the source
+    /// alone).
+    pending_source: Option<(ByteStr, RetainSource)>,
     pub sessions: BTreeMap<ByteStr, StoredSession>,
     /// (run, sending shard, n) -> message in flight between shards.
     pub routed: BTreeMap<(u64, u8, u64), RoutedMessage>,
@@ -124,9 +128,16 @@ impl State {
         match record {
             Record::Retain { publish } => {
                 self.retained_sources.remove(&publish.topic);
+                let source = self
+                    .pending_source
+                    .take()
+                    .filter(|(topic, _)| *topic == publish.topic);
                 if publish.payload.is_empty() {
                     self.retained.remove(&publish.topic);
                 } else {
+                    if let Some((topic, source)) = source {
+                        self.retained_sources.insert(topic, source);
+                    }
                     self.retained.insert(publish.topic.clone(), publish);
                 }
             }
@@ -136,14 +147,12 @@ impl State {
                 username,
                 listener,
             } => {
-                if self.retained.contains_key(&topic) {
-                    let source = RetainSource {
-                        client_id,
-                        username,
-                        listener,
-                    };
-                    self.retained_sources.insert(topic, source);
-                }
+                let source = RetainSource {
+                    client_id,
+                    username,
+                    listener,
+                };
+                self.pending_source = Some((topic, source));
             }
             Record::SessionOpen {
                 client_id,
@@ -341,9 +350,6 @@ impl State {
             });
         }
         for publish in self.retained.values() {
-            emit(Record::Retain {
-                publish: publish.clone(),
-            });
             if let Some(s) = self.retained_sources.get(&publish.topic) {
                 emit(Record::RetainSource {
                     topic: publish.topic.clone(),
@@ -352,6 +358,9 @@ impl State {
                     listener: s.listener,
                 });
             }
+            emit(Record::Retain {
+                publish: publish.clone(),
+            });
         }
         for (id, s) in &self.sessions {
             emit(Record::SessionOpen {

@@ -220,8 +220,8 @@ fn a_retained_message_keeps_its_source_until_replaced() {
         listener: 1,
     };
     let mut s = State::default();
-    s.apply(retain(b"up"));
     s.apply(source.clone());
+    s.apply(retain(b"up"));
     assert_eq!(s.retained_sources[&ByteStr::from("status/a")].listener, 1);
     // A snapshot rebuilds it.
     let mut rebuilt = State::default();
@@ -230,8 +230,20 @@ fn a_retained_message_keeps_its_source_until_replaced() {
     // Replaced by a message without a known source (the broker's): no source.
     s.apply(retain(b"down"));
     assert!(s.retained_sources.is_empty());
-    // Deleted: a source for a topic without a message is not kept.
+    // Deleted: no source is kept for a topic without a message.
+    s.apply(source.clone());
     s.apply(retain(b""));
-    s.apply(source);
     assert!(s.retained.is_empty() && s.retained_sources.is_empty());
+    // A source whose message was torn off the log's tail is not kept either, nor given
+    // to the next message.
+    s.apply(source);
+    s.apply(Record::Retain {
+        publish: Publish {
+            retain: true,
+            topic: ByteStr::from("status/b"),
+            payload: Bytes::from_static(b"x"),
+            ..Publish::default()
+        },
+    });
+    assert!(s.retained_sources.is_empty());
 }
