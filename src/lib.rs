@@ -61,6 +61,7 @@ pub(crate) mod broker;
 pub(crate) mod cli;
 pub(crate) mod codec;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod hash;
 pub(crate) mod http;
 pub mod log;

@@ -54,6 +54,7 @@
 
 mod connect;
 mod connections;
+mod console; // what the HTTP console reads and does (src/console)
 mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;

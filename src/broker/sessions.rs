@@ -155,7 +155,7 @@ impl Sessions {
         !self.client_ids.is_empty()
     }
 
-    #[cfg(test)]
+    /// Every slot (tests, and the HTTP console's rows once a second).
     pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Slot)> {
         self.slab.iter()
     }

@@ -12,6 +12,7 @@
 mod admission;
 mod command;
 mod conn;
+mod console; // HTTP console hook (src/console)
 mod handle;
 mod listener;
 mod persist; // persistence driver (src/persist)
