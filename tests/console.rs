@@ -86,7 +86,7 @@ fn metrics_follow_traffic_and_pass_promtool() {
 
 /// `promtool check metrics` (Debian's `prometheus` package) reads the text on stdin.
 fn promtool_check(text: &str) {
-    let Some(promtool) = common::mosquitto_tool("promtool") else {
+    let Some(promtool) = common::console::tool("promtool", "prometheus") else {
         return;
     };
     let mut child = Command::new(promtool)

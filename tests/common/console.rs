@@ -112,3 +112,21 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     }
     found
 }
+
+/// `name` on the PATH, or None (the test is SKIPPED with the Debian package to install;
+/// with SHARDMQ_REQUIRE_INTEROP=1 it fails instead).
+pub fn tool(name: &str, package: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "{name} not found and SHARDMQ_REQUIRE_INTEROP=1 (apt-get install {package})"
+        );
+        eprintln!("SKIPPED: {name} not found (apt-get install {package})");
+    }
+    found
+}
