@@ -247,3 +247,28 @@ fn an_http_listener_block_takes_no_protocol_option() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("protocol") && err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn the_console_is_served_over_tls_with_the_listener_tls_options() {
+    let Some(openssl) = common::tls::openssl() else {
+        return;
+    };
+    let pki = common::tls::Pki::generate(&openssl);
+    let Some(c) = ConsoleBroker::start(&format!(
+        "certfile {}\nkeyfile {}\n",
+        pki.path("server.crt"),
+        pki.path("server.key")
+    )) else {
+        return;
+    };
+    let url = format!("https://localhost:{}/metrics", c.http);
+    let creds = format!("{}:{}", VIEWER.0, VIEWER.1);
+    let r = curl(&url, &["--cacert", &pki.path("ca.crt"), "-u", &creds]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("shardmq_build_info"));
+    let r = curl(&url, &["--cacert", &pki.path("ca.crt")]);
+    assert_eq!(r.status, 401, "{r:?}");
+    // Plain HTTP on the TLS port gets no answer.
+    let r = curl(&c.url("/metrics"), &["-u", &creds]);
+    assert_eq!(r.status, 0, "{r:?}");
+}

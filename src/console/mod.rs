@@ -164,6 +164,12 @@ impl ConsoleListener {
         if !path.starts_with('/') {
             return Response::error(Status::BadRequest, "the request target must be a path");
         }
+        if request.has_token("Upgrade", "websocket") {
+            return Response::error(
+                Status::BadRequest,
+                "this is the HTTP console listener: it speaks no WebSockets (MQTT)",
+            );
+        }
         let Some(user) = self.console.authenticate(request, self.listener) else {
             return Response::error(
                 Status::Unauthorized,
