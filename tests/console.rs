@@ -272,3 +272,33 @@ fn the_console_is_served_over_tls_with_the_listener_tls_options() {
     let r = curl(&c.url("/metrics"), &["-u", &creds]);
     assert_eq!(r.status, 0, "{r:?}");
 }
+
+#[test]
+fn drops_are_counted_by_reason_and_publishes_by_qos() {
+    let Some(c) = ConsoleBroker::start("message_size_limit 16") else {
+        return;
+    };
+    let client = V4::connect("dropper", c.broker.port);
+    client.publish("d/t", rumqttc::QoS::AtMostOnce, false, vec![b'x'; 100]);
+    client.publish("d/t", rumqttc::QoS::AtLeastOnce, false, "small");
+    let mut text = String::new();
+    let seen = wait_until(TIMEOUT, || {
+        text = get_as(&c.url("/metrics"), VIEWER).body;
+        let too_large: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("shardmq_publish_dropped_total{")
+                    && l.contains("reason=\"too_large\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let qos1: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("shardmq_publish_received_total{") && l.contains("qos=\"1\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        too_large >= 1.0 && qos1 >= 1.0
+    });
+    assert!(seen, "no too_large drop or QoS 1 publish counted:\n{text}");
+    client.disconnect();
+}

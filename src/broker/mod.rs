@@ -382,7 +382,9 @@ impl Broker {
     /// offers it the matching retained messages of this shard's replica (the runtime asks
     /// one shard only, so they arrive once).
     pub fn add_internal(&mut self, sub: embed::InternalSub, with_retained: bool) {
-        self.stats.publish_dropped += self.routing.add_internal(sub, with_retained);
+        let dropped = self.routing.add_internal(sub, with_retained);
+        self.stats
+            .dropped(crate::metrics::DropReason::InProcess, dropped);
     }
 
     /// Removes an in-process subscription from this shard; false if it was not there.

@@ -207,7 +207,8 @@ impl Broker {
                         crate::log_notice!(
                             "Client {id} has not read its full queue for {secs}s, disconnecting."
                         );
-                        self.stats.publish_dropped += 1;
+                        self.stats
+                            .dropped(crate::metrics::DropReason::SlowSubscriber, 1);
                     }
                 }
                 // The memory goes now, not when the socket drains.

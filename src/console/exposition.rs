@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::board::{Histogram, ShardView};
-use crate::metrics::Stats;
+use crate::metrics::{DropReason, Stats};
 
 /// The `Content-Type` of Prometheus' text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -119,9 +119,6 @@ const PER_SHARD: &[PerShard] = &[
     PerShard { name: "shardmq_subscriptions", kind: Kind::Gauge, help: "Subscriptions (filter, client) held.", value: |s| s.subscriptions },
     PerShard { name: "shardmq_packets_received_total", kind: Kind::Counter, help: "MQTT packets of any type received.", value: |s| s.messages_received },
     PerShard { name: "shardmq_packets_sent_total", kind: Kind::Counter, help: "MQTT packets of any type sent.", value: |s| s.messages_sent },
-    PerShard { name: "shardmq_publish_received_total", kind: Kind::Counter, help: "PUBLISH packets received.", value: |s| s.publish_received },
-    PerShard { name: "shardmq_publish_sent_total", kind: Kind::Counter, help: "PUBLISH packets sent.", value: |s| s.publish_sent },
-    PerShard { name: "shardmq_publish_dropped_total", kind: Kind::Counter, help: "Messages dropped (QoS 0 to a full subscriber, offline queue overflow, too large for the client, expired).", value: |s| s.publish_dropped },
     PerShard { name: "shardmq_received_bytes_total", kind: Kind::Counter, help: "Bytes of MQTT packets received.", value: |s| s.bytes_received },
     PerShard { name: "shardmq_sent_bytes_total", kind: Kind::Counter, help: "Bytes of MQTT packets sent.", value: |s| s.bytes_sent },
     PerShard { name: "shardmq_stored_messages", kind: Kind::Gauge, help: "Messages held in session queues and inflight windows.", value: |s| s.stored },
@@ -184,6 +181,41 @@ pub fn render(views: &[ShardView], info: &Info, now: Instant, openmetrics: bool)
         out.family(f.name, f.kind, f.help);
         for (shard, _, stats) in &published {
             out.sample(f.name, &format!("shard=\"{shard}\""), (f.value)(stats));
+        }
+    }
+    // Per QoS and per drop reason: one series per (shard, label).
+    let by_qos: [(&str, &str, fn(&Stats) -> [u64; 3]); 2] = [
+        (
+            "shardmq_publish_received_total",
+            "PUBLISH packets received, by QoS.",
+            |s| s.publish_received_qos,
+        ),
+        (
+            "shardmq_publish_sent_total",
+            "PUBLISH packets sent, by QoS.",
+            |s| s.publish_sent_qos,
+        ),
+    ];
+    for (name, help, values) in by_qos {
+        out.family(name, Kind::Counter, help);
+        for (shard, _, stats) in &published {
+            for (qos, v) in values(stats).iter().enumerate() {
+                out.sample(name, &format!("shard=\"{shard}\",qos=\"{qos}\""), v);
+            }
+        }
+    }
+    out.family(
+        "shardmq_publish_dropped_total",
+        Kind::Counter,
+        "Messages dropped, by reason: queue_full (a full subscriber or offline queue), expired, acl, too_large, slow_subscriber (cut for not reading), in_process (an embedding-API subscriber's channel full), encode.",
+    );
+    for (shard, _, stats) in &published {
+        for (reason, v) in DropReason::ALL.iter().zip(stats.dropped_by_reason) {
+            out.sample(
+                "shardmq_publish_dropped_total",
+                &format!("shard=\"{shard}\",reason=\"{}\"", reason.name()),
+                v,
+            );
         }
     }
     out.family(

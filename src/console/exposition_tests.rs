@@ -7,7 +7,11 @@ fn views(t0: Instant) -> Vec<ShardView> {
     let mut a = ShardView::default();
     let mut stats = Stats::new(t0);
     stats.clients_connected = 3;
-    stats.publish_received = 42;
+    stats.publish_in(1);
+    for _ in 0..41 {
+        stats.publish_in(0);
+    }
+    stats.dropped(crate::metrics::DropReason::Acl, 2);
     stats.retained = 2;
     a.stats = Some(stats);
     a.retained_bytes = 11;
@@ -35,8 +39,11 @@ fn prometheus_text_has_per_shard_series_and_histograms() {
         text.contains("# TYPE shardmq_publish_received_total counter\n"),
         "{text}"
     );
-    assert!(text.contains("shardmq_publish_received_total{shard=\"0\"} 42\n"));
-    assert!(text.contains("shardmq_publish_received_total{shard=\"1\"} 0\n"));
+    assert!(text.contains("shardmq_publish_received_total{shard=\"0\",qos=\"0\"} 41\n"));
+    assert!(text.contains("shardmq_publish_received_total{shard=\"0\",qos=\"1\"} 1\n"));
+    assert!(text.contains("shardmq_publish_received_total{shard=\"1\",qos=\"2\"} 0\n"));
+    assert!(text.contains("shardmq_publish_dropped_total{shard=\"0\",reason=\"acl\"} 2\n"));
+    assert!(text.contains("shardmq_publish_dropped_total{shard=\"0\",reason=\"expired\"} 0\n"));
     assert!(
         !text.contains("shard=\"2\""),
         "unpublished shard 2 has samples"
@@ -63,7 +70,7 @@ fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
         text.contains("# TYPE shardmq_publish_received counter\n"),
         "{text}"
     );
-    assert!(text.contains("shardmq_publish_received_total{shard=\"0\"} 42\n"));
+    assert!(text.contains("shardmq_publish_received_total{shard=\"0\",qos=\"0\"} 41\n"));
     assert!(text.ends_with("# EOF\n"));
 }
 

@@ -36,6 +36,51 @@ impl Load {
     }
 }
 
+/// Why a message was dropped (the `reason` label of `shardmq_publish_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A subscriber's queue or output was full (QoS 0 to a full subscriber, an offline
+    /// session's queue overflowing).
+    QueueFull,
+    /// Its v5 Message Expiry Interval passed before delivery.
+    Expired,
+    /// The ACL denied the publisher.
+    Acl,
+    /// Larger than `message_size_limit`, or than the subscriber's Maximum Packet Size.
+    TooLarge,
+    /// Thrown away with a subscriber cut for not reading (`slow_subscriber_timeout`).
+    SlowSubscriber,
+    /// An in-process (embedding API) subscriber's channel was full.
+    InProcess,
+    /// The message could not be encoded for the subscriber.
+    Encode,
+}
+
+impl DropReason {
+    pub const ALL: [Self; 7] = [
+        Self::QueueFull,
+        Self::Expired,
+        Self::Acl,
+        Self::TooLarge,
+        Self::SlowSubscriber,
+        Self::InProcess,
+        Self::Encode,
+    ];
+
+    /// The label value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::Expired => "expired",
+            Self::Acl => "acl",
+            Self::TooLarge => "too_large",
+            Self::SlowSubscriber => "slow_subscriber",
+            Self::InProcess => "in_process",
+            Self::Encode => "encode",
+        }
+    }
+}
+
 /// Counters of one shard. Every field is a plain number; read a snapshot with `clone()`.
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -57,6 +102,11 @@ pub struct Stats {
     /// Messages dropped: QoS 0 to a full subscriber, offline queue overflow, too large
     /// for the client's Maximum Packet Size, expired.
     pub publish_dropped: u64,
+    /// `publish_dropped` by [`DropReason`] (indexed like [`DropReason::ALL`]).
+    pub dropped_by_reason: [u64; 7],
+    /// PUBLISH packets received / sent by QoS (0, 1, 2).
+    pub publish_received_qos: [u64; 3],
+    pub publish_sent_qos: [u64; 3],
     pub bytes_received: u64,
     pub bytes_sent: u64,
     /// Active subscriptions (filter, client) pairs.
@@ -97,6 +147,9 @@ impl Stats {
             publish_received: 0,
             publish_sent: 0,
             publish_dropped: 0,
+            dropped_by_reason: [0; 7],
+            publish_received_qos: [0; 3],
+            publish_sent_qos: [0; 3],
             bytes_received: 0,
             bytes_sent: 0,
             subscriptions: 0,
@@ -120,6 +173,30 @@ impl Stats {
     pub fn client_connected(&mut self) {
         self.clients_connected += 1;
         self.clients_maximum = self.clients_maximum.max(self.clients_connected);
+    }
+
+    /// `n` messages dropped for `reason`.
+    pub fn dropped(&mut self, reason: DropReason, n: u64) {
+        self.publish_dropped += n;
+        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.dropped_by_reason[i] += n;
+        }
+    }
+
+    /// A PUBLISH of QoS `qos` (0-2) received.
+    pub fn publish_in(&mut self, qos: u8) {
+        self.publish_received += 1;
+        if let Some(c) = self.publish_received_qos.get_mut(usize::from(qos)) {
+            *c += 1;
+        }
+    }
+
+    /// A PUBLISH of QoS `qos` (0-2) sent.
+    pub fn publish_out(&mut self, qos: u8) {
+        self.publish_sent += 1;
+        if let Some(c) = self.publish_sent_qos.get_mut(usize::from(qos)) {
+            *c += 1;
+        }
     }
 
     pub fn client_disconnected(&mut self) {

@@ -64,6 +64,19 @@ impl Reports {
             total.publish_received += s.publish_received;
             total.publish_sent += s.publish_sent;
             total.publish_dropped += s.publish_dropped;
+            for (t, o) in total.dropped_by_reason.iter_mut().zip(s.dropped_by_reason) {
+                *t += o;
+            }
+            for (t, o) in total
+                .publish_received_qos
+                .iter_mut()
+                .zip(s.publish_received_qos)
+            {
+                *t += o;
+            }
+            for (t, o) in total.publish_sent_qos.iter_mut().zip(s.publish_sent_qos) {
+                *t += o;
+            }
             total.bytes_received += s.bytes_received;
             total.bytes_sent += s.bytes_sent;
             total.subscriptions += s.subscriptions;
