@@ -106,7 +106,8 @@ impl Broker {
     }
 
     fn on_publish(&mut self, key: usize, conn: ConnId, publish: Publish, now: Instant) {
-        self.stats.publish_in(publish.qos as u8);
+        self.stats
+            .publish_in(publish.qos as u8, publish.payload.len());
         if !publish.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6]: only the server sends Subscription Identifiers.
             let err = session::ProtocolError::Unexpected("Subscription Identifier");

@@ -422,6 +422,7 @@ impl Broker {
     fn refresh_gauges(&mut self) {
         self.stats.clients_total = self.sessions.clients_total();
         self.stats.subscriptions = self.routing.local_subscriptions();
+        self.stats.shared_subscriptions = self.sessions.shared_subscriptions();
         self.stats.retained = self.routing.retained_len() as u64;
         self.stats.stored = self.sessions.stored();
         self.stats.stored_bytes = self.sessions.held_bytes();

@@ -286,7 +286,7 @@ impl Broker {
                 }
                 let (head, body) = (head.clone(), body.clone());
                 self.push_frame(conn, head, body);
-                self.stats.publish_out(0);
+                self.stats.publish_out(0, msg.publish.payload.len());
                 return;
             }
         }
@@ -406,7 +406,8 @@ impl Broker {
                     }
                 };
                 self.push_frame(conn, frame.0, Some(frame.1));
-                self.stats.publish_out(out.qos as u8);
+                self.stats
+                    .publish_out(out.qos as u8, out.msg.publish.payload.len());
             }
             other => {
                 let Some(packet) = other.into_packet() else {

@@ -164,6 +164,16 @@ impl Sessions {
         self.slab.iter_mut()
     }
 
+    /// Shared (`$share/`) subscriptions of the sessions that live here, for `$SYS`.
+    pub(super) fn shared_subscriptions(&self) -> u64 {
+        self.slab
+            .iter()
+            .filter(|(_, s)| !s.is_stub())
+            .flat_map(|(_, s)| s.session.subscriptions())
+            .filter(|(filter, _)| filter.starts_with("$share/"))
+            .count() as u64
+    }
+
     /// Sessions that live here (stubs excluded), for `$SYS`.
     pub(super) fn clients_total(&self) -> u64 {
         self.slab.iter().filter(|(_, s)| !s.is_stub()).count() as u64

@@ -95,6 +95,7 @@ impl Broker {
                         // The will is sent at session end if that comes first [MQTT-3.1.3-9].
                         self.publish_will(will, now);
                     }
+                    self.stats.clients_expired += 1;
                     self.end_session(key);
                 }
             }

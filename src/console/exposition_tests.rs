@@ -7,9 +7,9 @@ fn views(t0: Instant) -> Vec<ShardView> {
     let mut a = ShardView::default();
     let mut stats = Stats::new(t0);
     stats.clients_connected = 3;
-    stats.publish_in(1);
+    stats.publish_in(1, 10);
     for _ in 0..41 {
-        stats.publish_in(0);
+        stats.publish_in(0, 10);
     }
     stats.dropped(crate::metrics::DropReason::Acl, 2);
     stats.retained = 2;

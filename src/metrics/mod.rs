@@ -91,8 +91,17 @@ pub struct Stats {
     pub clients_total: u64,
     /// Highest `clients_connected` seen.
     pub clients_maximum: u64,
-    /// Connections ever accepted.
+    /// Connections ever accepted (sockets).
     pub connections_accepted: u64,
+    /// CONNECTs accepted.
+    pub connects: u64,
+    /// Disconnected persistent sessions that expired and were removed.
+    pub clients_expired: u64,
+    /// Shared (`$share/`) subscriptions held.
+    pub shared_subscriptions: u64,
+    /// Payload bytes of the PUBLISH packets received / sent.
+    pub publish_bytes_received: u64,
+    pub publish_bytes_sent: u64,
     /// MQTT packets of any type received / sent.
     pub messages_received: u64,
     pub messages_sent: u64,
@@ -131,7 +140,10 @@ pub struct Stats {
     pub load_bytes_received: Load,
     pub load_bytes_sent: Load,
     pub load_connections: Load,
-    last_load: Option<(Instant, [u64; 7])>,
+    pub load_publish_dropped: Load,
+    /// Sockets accepted (Mosquitto's `load/sockets`; `load/connections` counts CONNECTs).
+    pub load_sockets: Load,
+    last_load: Option<(Instant, [u64; 9])>,
 }
 
 impl Stats {
@@ -142,6 +154,11 @@ impl Stats {
             clients_total: 0,
             clients_maximum: 0,
             connections_accepted: 0,
+            connects: 0,
+            clients_expired: 0,
+            shared_subscriptions: 0,
+            publish_bytes_received: 0,
+            publish_bytes_sent: 0,
             messages_received: 0,
             messages_sent: 0,
             publish_received: 0,
@@ -166,11 +183,14 @@ impl Stats {
             load_bytes_received: Load::default(),
             load_bytes_sent: Load::default(),
             load_connections: Load::default(),
+            load_publish_dropped: Load::default(),
+            load_sockets: Load::default(),
             last_load: None,
         }
     }
 
     pub fn client_connected(&mut self) {
+        self.connects += 1;
         self.clients_connected += 1;
         self.clients_maximum = self.clients_maximum.max(self.clients_connected);
     }
@@ -183,17 +203,19 @@ impl Stats {
         }
     }
 
-    /// A PUBLISH of QoS `qos` (0-2) received.
-    pub fn publish_in(&mut self, qos: u8) {
+    /// A PUBLISH of QoS `qos` (0-2) with `payload` bytes received.
+    pub fn publish_in(&mut self, qos: u8, payload: usize) {
         self.publish_received += 1;
+        self.publish_bytes_received += payload as u64;
         if let Some(c) = self.publish_received_qos.get_mut(usize::from(qos)) {
             *c += 1;
         }
     }
 
-    /// A PUBLISH of QoS `qos` (0-2) sent.
-    pub fn publish_out(&mut self, qos: u8) {
+    /// A PUBLISH of QoS `qos` (0-2) with `payload` bytes sent.
+    pub fn publish_out(&mut self, qos: u8, payload: usize) {
         self.publish_sent += 1;
+        self.publish_bytes_sent += payload as u64;
         if let Some(c) = self.publish_sent_qos.get_mut(usize::from(qos)) {
             *c += 1;
         }
@@ -203,7 +225,7 @@ impl Stats {
         self.clients_connected = self.clients_connected.saturating_sub(1);
     }
 
-    fn load_counters(&self) -> [u64; 7] {
+    fn load_counters(&self) -> [u64; 9] {
         [
             self.messages_received,
             self.messages_sent,
@@ -211,6 +233,8 @@ impl Stats {
             self.publish_sent,
             self.bytes_received,
             self.bytes_sent,
+            self.connects,
+            self.publish_dropped,
             self.connections_accepted,
         ]
     }
@@ -228,6 +252,8 @@ impl Stats {
                 &mut self.load_bytes_received,
                 &mut self.load_bytes_sent,
                 &mut self.load_connections,
+                &mut self.load_publish_dropped,
+                &mut self.load_sockets,
             ];
             for ((load, cur), old) in loads.into_iter().zip(current).zip(prev) {
                 load.update(cur.saturating_sub(old), elapsed);
@@ -292,6 +318,22 @@ impl Stats {
             ),
             ("$SYS/broker/bytes/sent", self.bytes_sent.to_string()),
             (
+                "$SYS/broker/publish/bytes/received",
+                self.publish_bytes_received.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/bytes/sent",
+                self.publish_bytes_sent.to_string(),
+            ),
+            (
+                "$SYS/broker/clients/expired",
+                self.clients_expired.to_string(),
+            ),
+            (
+                "$SYS/broker/shared_subscriptions/count",
+                self.shared_subscriptions.to_string(),
+            ),
+            (
                 "$SYS/broker/subscriptions/count",
                 self.subscriptions.to_string(),
             ),
@@ -315,7 +357,7 @@ impl Stats {
                 self.embed_publish_refused.to_string(),
             ),
         ];
-        let loads: [(&'static str, &Load); 7] = [
+        let loads: [(&'static str, &Load); 9] = [
             ("messages/received", &self.load_received),
             ("messages/sent", &self.load_sent),
             ("publish/received", &self.load_publish_received),
@@ -323,6 +365,8 @@ impl Stats {
             ("bytes/received", &self.load_bytes_received),
             ("bytes/sent", &self.load_bytes_sent),
             ("connections", &self.load_connections),
+            ("publish/dropped", &self.load_publish_dropped),
+            ("sockets", &self.load_sockets),
         ];
         for (name, load) in loads {
             for (window, value) in [
@@ -333,8 +377,31 @@ impl Stats {
                 out.push((sys_load_topic(name, window), format!("{value:.2}")));
             }
         }
+        if let Some((current, maximum)) = heap() {
+            out.push(("$SYS/broker/heap/current", current.to_string()));
+            out.push(("$SYS/broker/heap/maximum", maximum.to_string()));
+        }
         out
     }
+}
+
+/// The process's heap in use (glibc's `mallinfo2`: bytes in allocated chunks, plus
+/// mmapped ones) and the most seen, for `$SYS/broker/heap/*` (Mosquitto's memory
+/// tracking); `None` on other C libraries.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap() -> Option<(u64, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static MAXIMUM: AtomicU64 = AtomicU64::new(0);
+    // SAFETY: mallinfo2 only reads the allocator's statistics; it takes no pointers.
+    let info = unsafe { libc::mallinfo2() };
+    let current = (info.uordblks as u64).saturating_add(info.hblkhd as u64);
+    let maximum = MAXIMUM.fetch_max(current, Ordering::Relaxed).max(current);
+    Some((current, maximum))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap() -> Option<(u64, u64)> {
+    None
 }
 
 /// `$SYS/broker/load/<name>/<window>` as a static string (the set is closed).
@@ -358,7 +425,9 @@ fn sys_load_topic(name: &str, window: &str) -> &'static str {
         "publish/sent",
         "bytes/received",
         "bytes/sent",
-        "connections"
+        "connections",
+        "publish/dropped",
+        "sockets"
     )
 }
 

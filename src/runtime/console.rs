@@ -173,7 +173,13 @@ impl Publisher {
             return;
         }
         let rows_due = self.rows_at.map_or(true, |t| now >= t + ROWS_EVERY);
-        let stats = broker.shard_report().stats;
+        // Gauges that walk every session are refreshed with the rows; in between the
+        // event counters are copied as they are.
+        let stats = if rows_due {
+            broker.shard_report().stats
+        } else {
+            broker.stats().clone()
+        };
         let (inflight, queued) = broker.console_totals();
         let retained_bytes = broker.retained_payload_bytes();
         let rows = rows_due.then(|| {
