@@ -504,13 +504,7 @@ impl Parser {
             ("stderr", "") => LogDest::Stderr,
             ("stdout", "") => LogDest::Stdout,
             ("syslog", "") => LogDest::Syslog,
-            ("topic", "") => {
-                self.warn(
-                    line,
-                    "'topic' accepted, but log lines are not published on $SYS/broker/log yet",
-                );
-                LogDest::Topic
-            }
+            ("topic", "") => LogDest::Topic,
             ("none", "") => LogDest::None,
             ("file", "") => return Err(line.invalid_value(value, "log_dest file needs a path")),
             ("file", path) => LogDest::File(PathBuf::from(path)),

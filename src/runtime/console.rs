@@ -136,6 +136,26 @@ pub(super) fn dispatch(console: &Console, shards: Vec<(Sender<Command>, Arc<mio:
     }));
 }
 
+/// --- `log_dest topic` hook: log lines become messages published on shard 0 (QoS 2,
+/// not retained, as Mosquitto's `$SYS/broker/log/...`).
+pub(super) fn log_topic(config: &Config, shard0: Option<(Sender<Command>, Arc<mio::Waker>)>) {
+    if !config.log.dests.contains(&crate::config::LogDest::Topic) {
+        return;
+    }
+    let Some((tx, waker)) = shard0 else { return };
+    crate::log::topic::set_publisher(Some(Box::new(move |topic, line| {
+        let publish = Publish {
+            qos: crate::codec::QoS::ExactlyOnce,
+            topic: ByteStr::from(topic),
+            payload: bytes::Bytes::copy_from_slice(line.as_bytes()),
+            ..Publish::default()
+        };
+        if tx.send(Command::Publish(Box::new(publish.into()))).is_ok() {
+            let _ = waker.wake();
+        }
+    })));
+}
+
 /// A shard's side: its loop-lag histogram and when it last published.
 pub(super) struct Publisher {
     console: Arc<Console>,

@@ -272,6 +272,7 @@ impl Prepared {
         if let Some(console) = &console {
             super::console::dispatch(console, controls.clone());
         }
+        super::console::log_topic(config, controls.first().cloned());
         let mut handles = Vec::with_capacity(n);
         for (mut shard, (tx, waker)) in shards.into_iter().zip(controls) {
             shard.set_peers(Arc::clone(&wakers));
