@@ -16,6 +16,7 @@
 
 mod bridge;
 mod error;
+pub mod example; // packaging/shardmq.conf
 pub mod options;
 mod parse;
 mod validate;

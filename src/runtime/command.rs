@@ -33,4 +33,6 @@ pub enum Command {
     Unsubscribe(u64),
     /// Disconnect this client if it is connected on this shard (the HTTP console).
     Disconnect(String),
+    /// Answer with the shard id (the systemd watchdog's liveness check).
+    Ping(Sender<usize>),
 }

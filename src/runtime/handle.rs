@@ -469,6 +469,14 @@ impl BrokerHandle {
         }
     }
 
+    /// The systemd watchdog's liveness check of the shards (for the executable).
+    #[doc(hidden)]
+    pub fn watchdog(&self) -> super::notify::Watchdog {
+        super::notify::Watchdog {
+            shards: self.stopper().shards,
+        }
+    }
+
     /// Asks every shard to stop without waiting.
     pub fn request_stop(&self) {
         self.stopper().stop();

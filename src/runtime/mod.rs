@@ -15,6 +15,7 @@ mod conn;
 mod console; // HTTP console hook (src/console)
 mod handle;
 mod listener;
+pub mod notify; // systemd Type=notify (READY, WATCHDOG)
 mod persist; // persistence driver (src/persist)
 mod port_claim;
 pub mod preflight;

@@ -321,6 +321,9 @@ impl Shard {
                 Command::Disconnect(client_id) => {
                     self.broker.admin_disconnect(&client_id, now);
                 }
+                Command::Ping(reply) => {
+                    let _ = reply.send(self.id);
+                }
                 Command::Subscribe { sub, retained, ack } => {
                     self.broker.add_internal(*sub, retained);
                     let _ = ack.send(());
