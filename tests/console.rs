@@ -302,3 +302,27 @@ fn drops_are_counted_by_reason_and_publishes_by_qos() {
     assert!(seen, "no too_large drop or QoS 1 publish counted:\n{text}");
     client.disconnect();
 }
+
+#[test]
+fn persistence_log_size_and_fsync_latency_are_exposed() {
+    let dir = common::temp_dir("console-persist");
+    let Some(c) = ConsoleBroker::start(&format!(
+        "persistence true\npersistence_location {}/\npersistence_fsync always\n",
+        dir.display()
+    )) else {
+        return;
+    };
+    let client = V4::connect("persisted", c.broker.port);
+    client.publish("keep/me", rumqttc::QoS::AtLeastOnce, true, "1");
+    let mut text = String::new();
+    let seen = wait_until(TIMEOUT, || {
+        text = get_as(&c.url("/metrics"), VIEWER).body;
+        metric_sum(&text, "shardmq_persistence_fsync_seconds_count").unwrap_or(0.0) >= 1.0
+            && metric_sum(&text, "shardmq_persistence_log_bytes").unwrap_or(0.0) > 16.0
+            && metric_sum(&text, "shardmq_persistence_last_fsync_timestamp_seconds").unwrap_or(0.0)
+                > 1.6e9
+    });
+    assert!(seen, "no fsync or log size in /metrics:\n{text}");
+    promtool_check(&text);
+    client.disconnect();
+}

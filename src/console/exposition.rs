@@ -285,6 +285,41 @@ pub fn render(views: &[ShardView], info: &Info, now: Instant, openmetrics: bool)
             &v.loop_lag,
         );
     }
+    if let Some(p) = crate::metrics::persist::figures() {
+        out.family(
+            "shardmq_persistence_log_bytes",
+            Kind::Gauge,
+            "Bytes in the live persistence log.",
+        );
+        out.sample("shardmq_persistence_log_bytes", "", p.log_bytes);
+        out.family(
+            "shardmq_persistence_last_fsync_timestamp_seconds",
+            Kind::Gauge,
+            "Unix time the last fsync of the live log ended (0: none yet).",
+        );
+        #[allow(clippy::cast_precision_loss)] // milliseconds since 1970 fit in f64
+        let last = p.last_unix_ms as f64 / 1e3;
+        out.sample("shardmq_persistence_last_fsync_timestamp_seconds", "", last);
+        out.family("shardmq_persistence_fsync_seconds", Kind::Histogram, "Latency of the live log's fsyncs (with `persistence_fsync always`, the append's write and fsync).");
+        let mut acc = 0;
+        for (i, c) in p.buckets.iter().enumerate() {
+            acc += c;
+            let le = crate::metrics::persist::FSYNC_BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |us| seconds(*us).to_string());
+            out.sample(
+                "shardmq_persistence_fsync_seconds_bucket",
+                &format!("le=\"{le}\""),
+                acc,
+            );
+        }
+        out.sample(
+            "shardmq_persistence_fsync_seconds_sum",
+            "",
+            seconds(p.sum_us),
+        );
+        out.sample("shardmq_persistence_fsync_seconds_count", "", p.count);
+    }
     // --- bridges: `shardmq_bridge_up{bridge="NAME"}` (gauge, 1 while connected) and
     // their message counters go here once src/bridge publishes its state on the board.
     if openmetrics {

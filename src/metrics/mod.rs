@@ -5,6 +5,8 @@
 //! message itself: [`Stats::sys_messages`] only says which `$SYS` topics carry which text,
 //! and the broker publishes them.
 
+pub mod persist;
+
 use std::time::{Duration, Instant};
 
 /// Mosquitto's load averages: exponential moving averages of a per-minute rate over
