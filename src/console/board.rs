@@ -95,7 +95,9 @@ pub struct ShardView {
     /// Event-loop lag: how long readiness seen at the top of an iteration waited for the
     /// iteration to finish.
     pub loop_lag: Histogram,
-    /// Messages waiting in this shard's outboxes because a peer's ring was full.
+    /// Data messages this shard sent the others, not yet taken (rings and overflow).
+    pub mailbox_depth: u64,
+    /// Of those, the ones waiting in the overflow because a peer's ring was full.
     pub mailbox_backlog: u64,
     /// Messages sent and not yet acknowledged, over every session of the shard.
     pub inflight: u64,
@@ -117,6 +119,7 @@ impl ShardView {
         Self {
             stats: self.stats.clone(),
             loop_lag: self.loop_lag.clone(),
+            mailbox_depth: self.mailbox_depth,
             mailbox_backlog: self.mailbox_backlog,
             inflight: self.inflight,
             queued: self.queued,

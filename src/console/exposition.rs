@@ -247,6 +247,18 @@ pub fn render(views: &[ShardView], info: &Info, now: Instant, openmetrics: bool)
         );
     }
     out.family(
+        "shardmq_mailbox_depth_messages",
+        Kind::Gauge,
+        "Data messages a shard sent the other shards and they have not taken yet (rings, as the sender last saw them, and overflow).",
+    );
+    for (shard, v, _) in &published {
+        out.sample(
+            "shardmq_mailbox_depth_messages",
+            &format!("shard=\"{shard}\""),
+            v.mailbox_depth,
+        );
+    }
+    out.family(
         "shardmq_mailbox_backlog_messages",
         Kind::Gauge,
         "Messages waiting in a shard's outboxes because a peer's ring was full.",

@@ -181,10 +181,12 @@ impl Publisher {
     }
 
     /// One loop iteration ended after `lag_us`; publishes when it is time.
+    /// `mailbox`: this shard's outgoing data messages (in the rings and overflow, in the
+    /// overflow only).
     pub(super) fn on_iteration(
         &mut self,
         broker: &mut Broker,
-        backlog: usize,
+        mailbox: (usize, usize),
         lag_us: u64,
         now: Instant,
     ) {
@@ -215,7 +217,8 @@ impl Publisher {
         let published = self.console.board.publish(self.shard, |v| {
             v.stats = Some(stats);
             v.loop_lag.clone_from(lag);
-            v.mailbox_backlog = backlog as u64;
+            v.mailbox_depth = mailbox.0 as u64;
+            v.mailbox_backlog = mailbox.1 as u64;
             v.inflight = inflight;
             v.queued = queued;
             v.retained_bytes = retained_bytes;

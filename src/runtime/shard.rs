@@ -250,7 +250,8 @@ impl Shard {
             let lag = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.broker.set_loop_lag(lag);
             if let Some(c) = &mut self.console {
-                c.on_iteration(&mut self.broker, self.outbox.backlog(), lag, now);
+                let mailbox = (self.outbox.depth(), self.outbox.backlog());
+                c.on_iteration(&mut self.broker, mailbox, lag, now);
             }
         }
         self.shutdown();
