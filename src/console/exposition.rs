@@ -188,7 +188,8 @@ pub fn render(views: &[ShardView], info: &Info, now: Instant, openmetrics: bool)
         }
     }
     // Per QoS and per drop reason: one series per (shard, label).
-    let by_qos: [(&str, &str, fn(&Stats) -> [u64; 3]); 2] = [
+    type ByQos = fn(&Stats) -> [u64; 3];
+    let by_qos: [(&str, &str, ByQos); 2] = [
         (
             "shardmq_publish_received_total",
             "PUBLISH packets received, by QoS.",

@@ -17,8 +17,10 @@ fn views(t0: Instant) -> Vec<ShardView> {
     a.retained_bytes = 11;
     a.loop_lag.record(70);
     a.loop_lag.record(3_000);
-    let mut b = ShardView::default();
-    b.stats = Some(Stats::new(t0));
+    let b = ShardView {
+        stats: Some(Stats::new(t0)),
+        ..ShardView::default()
+    };
     // A shard that has not published yet has no samples.
     vec![a, b, ShardView::default()]
 }

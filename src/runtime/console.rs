@@ -37,6 +37,9 @@ fn protocol_name(p: ListenerProtocol) -> &'static str {
     }
 }
 
+/// The console and each http listener's settings, by listener index.
+type Setup = (Arc<Console>, Vec<(usize, Arc<crate::ws::Settings>)>);
+
 /// The console and each http listener's settings (by listener index), or `None` when no
 /// `http_listener` is configured.
 pub(super) fn setup(
@@ -44,7 +47,7 @@ pub(super) fn setup(
     security: &Arc<Security>,
     addrs: &[SocketAddr],
     shards: usize,
-) -> Result<Option<(Arc<Console>, Vec<(usize, Arc<crate::ws::Settings>)>)>, StartError> {
+) -> Result<Option<Setup>, StartError> {
     let http: Vec<usize> = config
         .listeners
         .iter()
