@@ -9,6 +9,7 @@
 //! Nothing here blocks or drops a QoS 1/2 message for a connected subscriber; QoS 0 to a
 //! full output is dropped and counted.
 
+use crate::metrics::DropReason;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -112,7 +113,7 @@ impl Broker {
         // In-process subscribers (embedding API): only the shard a message is published
         // on delivers it to them.
         let (internal, dropped) = self.routing.deliver_internal(&publish);
-        self.stats.publish_dropped += dropped;
+        self.stats.dropped(DropReason::InProcess, dropped);
         if dests == 0 && !local {
             return internal;
         }
@@ -264,7 +265,7 @@ impl Broker {
                         "Outgoing messages are being dropped for client {}.",
                         slot.session.client_id()
                     );
-                    self.stats.publish_dropped += 1;
+                    self.stats.dropped(DropReason::QueueFull, 1);
                     fanout.qos0_full.push((key, uid));
                     self.arm_stall(conn, now);
                     return;
@@ -278,7 +279,7 @@ impl Broker {
                                 "Unable to encode PUBLISH to {}: {e}",
                                 msg.publish.topic
                             );
-                            self.stats.publish_dropped += 1;
+                            self.stats.dropped(DropReason::Encode, 1);
                             return;
                         }
                     }
@@ -287,7 +288,7 @@ impl Broker {
                     return;
                 };
                 if head.len() + body.as_ref().map_or(0, Body::len) > max_out {
-                    self.stats.publish_dropped += 1; // [MQTT-3.1.2-25]
+                    self.stats.dropped(DropReason::TooLarge, 1); // [MQTT-3.1.2-25]
                     return;
                 }
                 let (head, body) = (head.clone(), body.clone());
@@ -297,7 +298,7 @@ impl Broker {
                     line.sending(slot.session.client_id());
                 }
                 self.push_frame(conn, head, body);
-                self.stats.publish_sent += 1;
+                self.stats.publish_out(0, msg.publish.payload.len());
                 return;
             }
         }
@@ -334,7 +335,7 @@ impl Broker {
             }
             Delivery::Skipped => {}
             Delivery::Dropped => {
-                self.stats.publish_dropped += 1;
+                self.stats.dropped(DropReason::QueueFull, 1);
                 crate::log_limited!(
                     crate::log::Level::Notice,
                     now,
@@ -411,15 +412,18 @@ impl Broker {
                 let frame = match encoded {
                     Some(Ok(f)) if f.0.len() + f.1.len() <= max_out => f,
                     result => {
-                        if let Some(Err(e)) = result {
+                        if let Some(Err(e)) = &result {
                             crate::log_warning!(
                                 "Unable to encode PUBLISH for {}: {e}",
                                 slot.session.client_id()
                             );
                         }
                         // Too large for the client: behave as if sent [MQTT-3.1.2-25];
-                        // the same when it is not under the client's mount point.
-                        self.stats.publish_dropped += 1;
+                        // the same, uncounted, when it is not under the client's mount
+                        // point (not for it, as in Mosquitto).
+                        if result.is_some() {
+                            self.stats.dropped(DropReason::TooLarge, 1);
+                        }
                         if let Some(id) = packet_id {
                             slot.session.discard_inflight(id);
                         }
@@ -441,7 +445,8 @@ impl Broker {
                     line.sending(slot.session.client_id());
                 }
                 self.push_frame(conn, frame.0, Some(frame.1));
-                self.stats.publish_sent += 1;
+                self.stats
+                    .publish_out(out.qos as u8, out.msg.publish.payload.len());
             }
             other => {
                 let Some(packet) = other.into_packet() else {
