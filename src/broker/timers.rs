@@ -95,7 +95,7 @@ impl Broker {
                         // The will is sent at session end if that comes first [MQTT-3.1.3-9].
                         self.publish_will(will, now);
                     }
-                    self.end_session(key);
+                    self.end_session(key, now);
                 }
             }
             Timer::WillDelay { key, uid } => {

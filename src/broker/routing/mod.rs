@@ -2,7 +2,8 @@
 //! index (local subscriptions under their session's slab key, and the other shards'
 //! interest under [`remote_key`]: one trie walk per publish finds both), fan-out
 //! planning (matching, and merging a client's overlapping subscriptions into one
-//! delivery), encode-once ([`Encoder`]), the retained store with its budgeted delivery
+//! delivery), the shared subscription groups and their choice of one member per message
+//! (`shared.rs`), encode-once ([`Encoder`]), the retained store with its budgeted delivery
 //! jobs, and the in-process (embedding) subscribers.
 //!
 //! It decides *who* gets a message and *as what*, never whether a subscriber can take it:
@@ -11,6 +12,7 @@
 
 mod encode;
 mod internal;
+mod shared;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,17 +20,19 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::codec::{ByteStr, Publish, QoS, SubscriptionOptions};
+use crate::config::ShareStrategy;
 use crate::mailbox::ShardId;
 use crate::retained::{RetainedCursor, RetainedMessage, RetainedStore};
 use crate::session::{Message, Subscription};
-use crate::topic::{TopicFilter, TopicIndex};
+use crate::topic::{SharedFilter, TopicFilter, TopicIndex};
 
-use super::cross::{remote_key, remote_shard};
+use super::cross::{remote_key, remote_shard, ShareTarget};
 use super::embed::InternalSub;
 
 pub(super) use encode::{frame_class, Encoder, Frames};
 #[cfg(test)]
 pub(super) use encode::{packet_id_offset, publish_flags};
+pub(super) use shared::{hash_str, LocalPick, Member};
 
 /// Retained messages handed to one subscription per batch.
 pub(super) const RETAINED_BATCH: usize = 256;
@@ -89,19 +93,23 @@ pub(super) struct Routing {
     /// Retained lookups continued by `run_deferred`.
     jobs: VecDeque<RetainedJob>,
     internal: internal::InternalSubs,
+    /// Shared subscription groups.
+    groups: shared::Groups,
     /// Reused list of local matches.
     targets: Vec<(usize, Subscription)>,
     encoder: Encoder,
 }
 
 impl Routing {
-    pub(super) fn new() -> Self {
+    /// Routing of shard `me` of `shards`, with the shared subscription `strategy`.
+    pub(super) fn new(me: ShardId, shards: usize, strategy: ShareStrategy) -> Self {
         Self {
             index: TopicIndex::new(),
             remote_entries: 0,
             retained: RetainedStore::new(),
             jobs: VecDeque::new(),
             internal: internal::InternalSubs::default(),
+            groups: shared::Groups::new(me, shards, strategy),
             targets: Vec::new(),
             encoder: Encoder::new(),
         }
@@ -150,9 +158,107 @@ impl Routing {
         }
     }
 
-    /// Local subscriptions (the index minus the other shards' interest entries).
+    /// Local subscriptions (the index minus the other shards' interest entries, plus
+    /// this shard's members of shared groups).
     pub(super) fn local_subscriptions(&self) -> u64 {
-        self.index.len().saturating_sub(self.remote_entries) as u64
+        (self.index.len().saturating_sub(self.remote_entries) + self.groups.local_members()) as u64
+    }
+
+    // --- shared subscription groups (see `shared.rs`) -------------------------------------
+
+    /// Session `key` joins the group of `share` (`$share/GROUP/FILTER`, parsed as
+    /// `parsed`). Returns (members here now, group id) when the count changed.
+    pub(super) fn join_group(
+        &mut self,
+        share: &ByteStr,
+        parsed: &SharedFilter,
+        key: usize,
+        sub: Subscription,
+    ) -> Option<(u32, u64)> {
+        self.groups.join(share, parsed, key, sub)
+    }
+
+    /// Session `key` leaves the group of `share`. Returns (members here now, group id)
+    /// when it was a member.
+    pub(super) fn leave_group(&mut self, share: &str, key: usize) -> Option<(u32, u64)> {
+        self.groups.leave(share, key)
+    }
+
+    /// Shard `from` has `members` members of the group of `share`, which it names `id`.
+    pub(super) fn set_remote_group(
+        &mut self,
+        from: ShardId,
+        share: &ByteStr,
+        members: u32,
+        id: u64,
+    ) {
+        self.groups.set_remote(from, share, members, id);
+    }
+
+    /// The publishing shard's choice of member for each group matching `topic` (see
+    /// `shared.rs`); returns the other shards that serve a group.
+    #[inline]
+    pub(super) fn route_groups(&mut self, topic: &str, client_hash: Option<u64>) -> u64 {
+        if self.groups.is_empty() {
+            return 0;
+        }
+        self.groups.route(topic, client_hash)
+    }
+
+    /// The groups a message from another shard asks this shard to serve.
+    pub(super) fn received_groups(&mut self, targets: &[ShareTarget]) {
+        self.groups.received(targets);
+    }
+
+    /// Whether the last routing left groups for this shard to serve.
+    #[inline]
+    pub(super) fn has_group_picks(&self) -> bool {
+        self.groups.has_picks()
+    }
+
+    pub(super) fn take_group_picks(&mut self) -> Vec<LocalPick> {
+        self.groups.take_picks()
+    }
+
+    pub(super) fn put_group_picks(&mut self, picks: Vec<LocalPick>) {
+        self.groups.put_picks(picks);
+    }
+
+    /// The groups shard `j` serves for the message just routed.
+    pub(super) fn take_group_targets(&mut self, j: ShardId) -> SmallVec<[ShareTarget; 1]> {
+        self.groups.take_out(j)
+    }
+
+    /// Member `i` (modulo the count) of local group `group`, with the member count.
+    pub(super) fn group_member(&self, group: usize, i: u32) -> Option<(Member, u32)> {
+        self.groups.member(group, i)
+    }
+
+    /// Member `i` of `group` got a message (the sticky member from now on).
+    pub(super) fn group_chosen(&mut self, group: usize, i: u32) {
+        self.groups.chosen(group, i);
+    }
+
+    /// Where a message handed over by a member that left the group of `share` goes:
+    /// `Some(None)` here, `Some(Some(j))` shard j, `None`: no member left.
+    pub(super) fn group_target(&self, share: &str) -> Option<Option<ShardId>> {
+        self.groups.handover_target(share)
+    }
+
+    /// A pick of the next local member of the group of `share`.
+    pub(super) fn group_local_pick(&mut self, share: &str) -> Option<LocalPick> {
+        self.groups.local_pick(share)
+    }
+
+    /// The target naming the group of `share` on shard `j`.
+    pub(super) fn group_remote_target(&self, share: &str, j: ShardId) -> Option<ShareTarget> {
+        self.groups.remote_target(share, j)
+    }
+
+    /// Members of the group of `share` per shard, as this shard knows them (tests).
+    #[cfg(test)]
+    pub(super) fn group_counts(&self, share: &str) -> Vec<u32> {
+        self.groups.counts(share)
     }
 
     /// Shards (other than this one) with a subscriber matching `topic`.
@@ -187,6 +293,11 @@ impl Routing {
             });
         self.targets = targets;
         dests
+    }
+
+    /// Empties the target list (a message only for shared subscription groups).
+    pub(super) fn clear_targets(&mut self) {
+        self.targets.clear();
     }
 
     /// Whether the last [`Routing::match_topic`] found local subscriptions.
