@@ -64,8 +64,14 @@ fn one_member_gets_each_message_in_turn_on_one_shard() {
     let a = h.connect("a", V4);
     let b = h.connect("b", V5);
     let plain = h.connect("plain", V4);
-    assert_eq!(h.subscribe(a, "$share/g/t/+", QoS::AtMostOnce).reasons[0].0, 0);
-    assert_eq!(h.subscribe(b, "$share/g/t/+", QoS::AtMostOnce).reasons[0].0, 0);
+    assert_eq!(
+        h.subscribe(a, "$share/g/t/+", QoS::AtMostOnce).reasons[0].0,
+        0
+    );
+    assert_eq!(
+        h.subscribe(b, "$share/g/t/+", QoS::AtMostOnce).reasons[0].0,
+        0
+    );
     h.subscribe(plain, "t/#", QoS::AtMostOnce);
     let p = h.connect("p", V4);
     for _ in 0..10 {
@@ -73,7 +79,11 @@ fn one_member_gets_each_message_in_turn_on_one_shard() {
     }
     let (na, nb) = (publishes(&mut h, a).len(), publishes(&mut h, b).len());
     assert_eq!((na, nb), (5, 5), "round robin splits the stream evenly");
-    assert_eq!(publishes(&mut h, plain).len(), 10, "a plain subscriber gets all");
+    assert_eq!(
+        publishes(&mut h, plain).len(),
+        10,
+        "a plain subscriber gets all"
+    );
     assert_eq!(h.broker.stats.subscriptions, 3);
 }
 
@@ -87,18 +97,37 @@ fn exactly_one_member_per_message_across_three_shards() {
         (2, mesh_client(&mut m, 2, "m3", V5)),
     ];
     for &(s, c) in &members {
-        assert_eq!(m.subscribe(s, c, "$share/work/jobs", QoS::AtLeastOnce).reasons[0].0, 1);
+        assert_eq!(
+            m.subscribe(s, c, "$share/work/jobs", QoS::AtLeastOnce)
+                .reasons[0]
+                .0,
+            1
+        );
     }
     // Every shard knows every shard's member count.
     for s in 0..3 {
-        assert_eq!(m.shards[s].broker.routing.group_counts("$share/work/jobs"), [1, 1, 2]);
+        assert_eq!(
+            m.shards[s].broker.routing.group_counts("$share/work/jobs"),
+            [1, 1, 2]
+        );
     }
     let p0 = mesh_client(&mut m, 0, "p0", V4);
     let p1 = mesh_client(&mut m, 1, "p1", V4);
     for i in 0..40u16 {
         let (s, p) = if i % 2 == 0 { (0, p0) } else { (1, p1) };
-        let q = if i % 4 < 2 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        m.shards[s].publish(p, "jobs", b"j", q, false, (q != QoS::AtMostOnce).then_some(i + 1));
+        let q = if i % 4 < 2 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        m.shards[s].publish(
+            p,
+            "jobs",
+            b"j",
+            q,
+            false,
+            (q != QoS::AtMostOnce).then_some(i + 1),
+        );
         m.settle();
     }
     let mut total = 0;
@@ -159,9 +188,21 @@ fn a_member_without_room_is_skipped_and_counted() {
     // passed over while "ok" has room.
     assert_eq!(publishes(&mut h, stuck).len(), 1);
     let stuck_key = h.broker.sessions.live_key_of(&"stuck".into()).unwrap();
-    assert_eq!(h.broker.sessions.get(stuck_key).unwrap().session.queued_len(), 1);
+    assert_eq!(
+        h.broker
+            .sessions
+            .get(stuck_key)
+            .unwrap()
+            .session
+            .queued_len(),
+        1
+    );
     assert_eq!(ok_got, 8);
-    assert!(h.broker.stats.shared_skipped >= 3, "{}", h.broker.stats.shared_skipped);
+    assert!(
+        h.broker.stats.shared_skipped >= 3,
+        "{}",
+        h.broker.stats.shared_skipped
+    );
 
     // Its session ends: the 2 messages it never acknowledged go to "ok".
     h.send(stuck, Packet::Disconnect(Disconnect::default()));
@@ -229,8 +270,15 @@ fn a_member_that_ends_hands_over_to_a_member_on_another_shard() {
     m.shards[0].drop_conn(a); // clean session: it ends
     m.settle();
     let handed = publishes(&mut m.shards[1], b);
-    assert_eq!(handed.len(), 2, "a's unacknowledged messages reach b on shard 1");
-    assert_eq!(m.shards[1].broker.routing.group_counts("$share/g/t"), [0, 1]);
+    assert_eq!(
+        handed.len(),
+        2,
+        "a's unacknowledged messages reach b on shard 1"
+    );
+    assert_eq!(
+        m.shards[1].broker.routing.group_counts("$share/g/t"),
+        [0, 1]
+    );
 }
 
 #[test]
@@ -244,7 +292,10 @@ fn hash_topic_keeps_a_topic_on_one_member() {
     for _ in 0..5 {
         h.publish(p, "t/a", b"x", QoS::AtMostOnce, false, None);
     }
-    let counts: Vec<usize> = members.iter().map(|&c| publishes(&mut h, c).len()).collect();
+    let counts: Vec<usize> = members
+        .iter()
+        .map(|&c| publishes(&mut h, c).len())
+        .collect();
     assert_eq!(counts.iter().sum::<usize>(), 5);
     assert!(counts.contains(&5), "{counts:?}");
 }
@@ -292,7 +343,14 @@ fn random_and_hash_client_deliver_each_message_once() {
 fn mqtt_4_8_2_1_malformed_share_filters_get_0x8f() {
     let mut h = Harness::new(Harness::default_config());
     let c = h.connect("c", V5);
-    for bad in ["$share//t", "$share/g+/t", "$share/#/t", "$share/g", "$share/g/", "$share/"] {
+    for bad in [
+        "$share//t",
+        "$share/g+/t",
+        "$share/#/t",
+        "$share/g",
+        "$share/g/",
+        "$share/",
+    ] {
         let ack = h.subscribe(c, bad, QoS::AtMostOnce);
         assert_eq!(ack.reasons[0], ReasonCode::TOPIC_FILTER_INVALID, "{bad}");
     }
@@ -394,6 +452,10 @@ fn a_persistent_member_keeps_its_shared_subscription_across_a_restart() {
     for i in 1..=4 {
         h.publish(p, "jobs", b"j", QoS::AtLeastOnce, false, Some(i));
     }
-    assert_eq!(publishes(&mut h, w).len(), 2, "restored member is in the group");
+    assert_eq!(
+        publishes(&mut h, w).len(),
+        2,
+        "restored member is in the group"
+    );
     assert_eq!(publishes(&mut h, other).len(), 2);
 }
