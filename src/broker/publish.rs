@@ -162,6 +162,9 @@ impl Broker {
             self.routing.match_topic(msg.publish.topic.as_str(), false);
         }
         self.routing.received_groups(groups);
+        if !groups.is_empty() {
+            self.pass_on_groups(msg);
+        }
         (self.routing.has_targets() || self.routing.has_group_picks())
             && self.fanout_targets(msg, sent, now)
     }

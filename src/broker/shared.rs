@@ -12,7 +12,8 @@
 //! group's copy reaches one shard only, so it is never "direct" for a move's
 //! bookkeeping. It never drops a QoS 1/2 message a member had not acknowledged when it
 //! left: another member gets it (on this shard, or on one with members), or it stays
-//! with the leaving session when the group has no other member.
+//! with the leaving session when the group has no other member. A message that arrives
+//! for a group whose last member here left meanwhile is passed on the same way.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,8 +52,11 @@ impl Broker {
     pub(super) fn index_subscription(&mut self, key: usize, filter: &ByteStr, sub: Subscription) {
         match SharedFilter::try_parse(filter.as_str()) {
             Ok(Some(share)) => {
-                if let Some((members, group)) = self.routing.join_group(filter, &share, key, sub) {
-                    self.cross.group_changed(filter, members, group, true);
+                // Kept by the group table and the other shards: its own allocation, not a
+                // slice of the read buffer.
+                let filter = filter.compact();
+                if let Some((members, group)) = self.routing.join_group(&filter, &share, key, sub) {
+                    self.cross.group_changed(&filter, members, group, true);
                 }
             }
             Ok(None) => {
@@ -103,6 +107,15 @@ impl Broker {
             None
         };
         self.routing.route_groups(topic, client_hash)
+    }
+
+    /// Passes `msg` on for the groups it came for that have no member here any more
+    /// (the last one left while it was on its way): to a shard that has members.
+    pub(super) fn pass_on_groups(&mut self, msg: &Arc<Message>) {
+        for (to, target) in self.routing.take_passed_on_groups() {
+            let seq = self.cross.publish_seq(1 << to);
+            self.cross.send_group_only(to, Arc::clone(msg), seq, target);
+        }
     }
 
     /// Delivers `msg` to one member of each group routing left for this shard.

@@ -210,6 +210,12 @@ impl Routing {
         self.groups.received(targets);
     }
 
+    /// The groups of the last received message this shard has no member of any more,
+    /// with the shard to pass each on to.
+    pub(super) fn take_passed_on_groups(&mut self) -> Vec<(ShardId, ShareTarget)> {
+        self.groups.take_passed_on()
+    }
+
     /// Whether the last routing left groups for this shard to serve.
     #[inline]
     pub(super) fn has_group_picks(&self) -> bool {

@@ -86,6 +86,9 @@ pub(in crate::broker) struct Groups {
     picks: Vec<LocalPick>,
     /// Groups each other shard serves for it (indexed by shard).
     out: Vec<SmallVec<[ShareTarget; 1]>>,
+    /// Groups of a received message this shard has no member of any more (its last one
+    /// left while the message was on its way): the shard to pass each on to.
+    passed_on: Vec<(ShardId, ShareTarget)>,
 }
 
 /// splitmix64: a cheap, well-spread step for `random` and for hashing strings to a
@@ -125,6 +128,7 @@ impl Groups {
             rng: mix(me as u64 ^ 0x5_4a5e),
             picks: Vec::new(),
             out: (0..shards).map(|_| SmallVec::new()).collect(),
+            passed_on: Vec::new(),
         }
     }
 
@@ -329,7 +333,9 @@ impl Groups {
         dests
     }
 
-    /// A message from another shard names the groups this shard serves for it.
+    /// A message from another shard names the groups this shard serves for it. A group
+    /// whose last member here left meanwhile is passed on to a shard that has members
+    /// ([`Groups::take_passed_on`]); one that no shard has members of any more is dropped.
     pub(in crate::broker) fn received(&mut self, targets: &[ShareTarget]) {
         self.picks.clear();
         for t in targets {
@@ -338,7 +344,20 @@ impl Groups {
             let Some(g) = self.groups.get(key) else {
                 continue;
             };
-            if g.generation != generation || g.members.is_empty() {
+            if g.generation != generation {
+                continue;
+            }
+            if g.members.is_empty() {
+                let to = g
+                    .remote
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.0 > 0)
+                    .max_by_key(|(j, r)| (r.0, std::cmp::Reverse(*j)));
+                if let Some((j, &(_, id))) = to {
+                    let pick = t.pick;
+                    self.passed_on.push((j, ShareTarget { group: id, pick }));
+                }
                 continue;
             }
             let start = if self.strategy == ShareStrategy::Sticky {
@@ -348,6 +367,12 @@ impl Groups {
             };
             self.picks.push(LocalPick { group: key, start });
         }
+    }
+
+    /// The groups of the last received message to pass on, with the shard to pass each
+    /// to (emptied).
+    pub(in crate::broker) fn take_passed_on(&mut self) -> Vec<(ShardId, ShareTarget)> {
+        std::mem::take(&mut self.passed_on)
     }
 
     /// Whether the last [`Groups::route`] / [`Groups::received`] left groups to serve here.

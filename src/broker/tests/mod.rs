@@ -19,3 +19,4 @@ mod qos;
 mod session;
 mod shards;
 mod shared;
+mod shared_model;
