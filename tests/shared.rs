@@ -272,16 +272,7 @@ fn mosquitto_sub_v5_members_split_the_stream() {
 }
 
 fn paho(protocol: &str) {
-    let ok = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "python3 with paho-mqtt not found and SHARDMQ_REQUIRE_INTEROP=1"
-        );
-        eprintln!("SKIPPED: python3 with paho-mqtt not found");
+    if !common::paho_available() {
         return;
     }
     let broker = BrokerProc::start("threads 2");

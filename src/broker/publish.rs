@@ -107,7 +107,7 @@ impl Broker {
         let mut dests = self.routing.match_topic(publish.topic.as_str(), true);
         // Shared subscription groups: this shard picks the member of each (shared.rs).
         dests |= self.route_groups(publish.topic.as_str(), origin);
-        let local = self.routing.has_targets() || self.routing.has_group_picks();
+        let local = self.routing.has_targets() || self.routing.groups().has_picks();
         // In-process subscribers (embedding API): only the shard a message is published
         // on delivers it to them.
         let (internal, dropped) = self.routing.deliver_internal(&publish);
@@ -130,9 +130,9 @@ impl Broker {
         // receivers are using it.
         let sent = Sent { dests, source };
         let matched = local && self.fanout_targets(&msg, sent, now);
-        let routing = &mut self.routing;
+        let groups = self.routing.groups_mut();
         self.cross
-            .send_publish(msg, dests, seq, |j| routing.take_group_targets(j));
+            .send_publish(msg, dests, seq, |j| groups.take_out(j));
         matched || internal || dests != 0
     }
 
@@ -161,11 +161,11 @@ impl Broker {
         } else {
             self.routing.match_topic(msg.publish.topic.as_str(), false);
         }
-        self.routing.received_groups(groups);
+        self.routing.groups_mut().received(groups);
         if !groups.is_empty() {
             self.pass_on_groups(msg);
         }
-        (self.routing.has_targets() || self.routing.has_group_picks())
+        (self.routing.has_targets() || self.routing.groups().has_picks())
             && self.fanout_targets(msg, sent, now)
     }
 
@@ -189,7 +189,7 @@ impl Broker {
             }
         }
         self.routing.put_targets(targets);
-        if self.routing.has_group_picks() {
+        if self.routing.groups().has_picks() {
             self.fanout_groups(msg, &mut frames, &mut fanout, now);
         }
         // Never read only to drop: every QoS 0 subscriber was full and no other shard

@@ -80,7 +80,9 @@ impl Broker {
                 seq,
             } => {
                 if self.cross.accepts_interest_from(from) {
-                    self.routing.set_remote_group(from, &share, members, group);
+                    self.routing
+                        .groups_mut()
+                        .set_remote(from, &share, members, group);
                     self.cross.interest_applied(from, seq);
                 }
             }

@@ -55,7 +55,9 @@ impl Broker {
                 // Kept by the group table and the other shards: its own allocation, not a
                 // slice of the read buffer.
                 let filter = filter.compact();
-                if let Some((members, group)) = self.routing.join_group(&filter, &share, key, sub) {
+                if let Some((members, group)) =
+                    self.routing.groups_mut().join(&filter, &share, key, sub)
+                {
                     self.cross.group_changed(&filter, members, group, true);
                 }
             }
@@ -88,7 +90,7 @@ impl Broker {
             }
             return removed;
         }
-        let Some((members, group)) = self.routing.leave_group(filter.as_str(), key) else {
+        let Some((members, group)) = self.routing.groups_mut().leave(filter.as_str(), key) else {
             return false;
         };
         self.cross.group_changed(filter, members, group, false);
@@ -112,7 +114,7 @@ impl Broker {
     /// Passes `msg` on for the groups it came for that have no member here any more
     /// (the last one left while it was on its way): to a shard that has members.
     pub(super) fn pass_on_groups(&mut self, msg: &Arc<Message>) {
-        for (to, target) in self.routing.take_passed_on_groups() {
+        for (to, target) in self.routing.groups_mut().take_passed_on() {
             let seq = self.cross.publish_seq(1 << to);
             self.cross.send_group_only(to, Arc::clone(msg), seq, target);
         }
@@ -126,7 +128,7 @@ impl Broker {
         fanout: &mut Fanout,
         now: Instant,
     ) {
-        let picks = self.routing.take_group_picks();
+        let picks = self.routing.groups_mut().take_picks();
         let sent = std::mem::replace(&mut fanout.sent, GROUP_COPY);
         for pick in &picks {
             if let Some(target) = self.pick_member(*pick, msg) {
@@ -134,19 +136,19 @@ impl Broker {
             }
         }
         fanout.sent = sent;
-        self.routing.put_group_picks(picks);
+        self.routing.groups_mut().put_picks(picks);
     }
 
     /// The member of `pick.group` that gets `msg`: the strategy's, or the next one with
     /// room [`Room::Free`] (else [`Room::Busy`]) when it has none.
     fn pick_member(&mut self, pick: LocalPick, msg: &Message) -> Option<Target> {
-        let (_, n) = self.routing.group_member(pick.group, 0)?;
+        let (_, n) = self.routing.groups().member(pick.group, 0)?;
         let first = pick.start % n;
         let mut chosen = None;
         let mut busy = None;
         for i in 0..n {
             let idx = (first + i) % n;
-            let (m, _) = self.routing.group_member(pick.group, idx)?;
+            let (m, _) = self.routing.groups().member(pick.group, idx)?;
             match self.member_room(m.key) {
                 Room::Free => {
                     chosen = Some((idx, m));
@@ -158,12 +160,12 @@ impl Broker {
         }
         let (idx, m) = match chosen.or(busy) {
             Some(c) => c,
-            None => (first, self.routing.group_member(pick.group, first)?.0),
+            None => (first, self.routing.groups().member(pick.group, first)?.0),
         };
         if idx != first {
             self.stats.shared_skipped += 1;
         }
-        self.routing.group_chosen(pick.group, idx);
+        self.routing.groups_mut().chosen(pick.group, idx);
         Some(Target {
             key: m.key,
             qos: msg.publish.qos.min(m.sub.options.qos), // [MQTT-3.8.4-6]
@@ -204,7 +206,7 @@ impl Broker {
         let Ok(Some(parsed)) = SharedFilter::try_parse(share.as_str()) else {
             return;
         };
-        let Some(to) = self.routing.group_target(share.as_str()) else {
+        let Some(to) = self.routing.groups().handover_target(share.as_str()) else {
             return; // no other member anywhere: the messages stay where they are
         };
         let filter = parsed.filter.as_str();
@@ -243,7 +245,7 @@ impl Broker {
     ) {
         match to {
             None => {
-                let Some(pick) = self.routing.group_local_pick(share.as_str()) else {
+                let Some(pick) = self.routing.groups_mut().local_pick(share.as_str()) else {
                     return;
                 };
                 if let Some(target) = self.pick_member(pick, &msg) {
@@ -254,7 +256,7 @@ impl Broker {
                 }
             }
             Some(j) => {
-                let Some(target) = self.routing.group_remote_target(share.as_str(), j) else {
+                let Some(target) = self.routing.groups().remote_target(share.as_str(), j) else {
                     return;
                 };
                 let seq = self.cross.publish_seq(1 << j);

@@ -24,15 +24,15 @@ use crate::config::ShareStrategy;
 use crate::mailbox::ShardId;
 use crate::retained::{RetainedCursor, RetainedMessage, RetainedStore};
 use crate::session::{Message, Subscription};
-use crate::topic::{SharedFilter, TopicFilter, TopicIndex};
+use crate::topic::{TopicFilter, TopicIndex};
 
-use super::cross::{remote_key, remote_shard, ShareTarget};
+use super::cross::{remote_key, remote_shard};
 use super::embed::InternalSub;
 
 pub(super) use encode::{frame_class, Encoder, Frames};
 #[cfg(test)]
 pub(super) use encode::{packet_id_offset, publish_flags};
-pub(super) use shared::{hash_str, LocalPick, Member};
+pub(super) use shared::{hash_str, LocalPick};
 
 /// Retained messages handed to one subscription per batch.
 pub(super) const RETAINED_BATCH: usize = 256;
@@ -166,105 +166,24 @@ impl Routing {
 
     // --- shared subscription groups (see `shared.rs`) -------------------------------------
 
-    /// Session `key` joins the group of `share` (`$share/GROUP/FILTER`, parsed as
-    /// `parsed`). Returns (members here now, group id) when the count changed.
-    pub(super) fn join_group(
-        &mut self,
-        share: &ByteStr,
-        parsed: &SharedFilter,
-        key: usize,
-        sub: Subscription,
-    ) -> Option<(u32, u64)> {
-        self.groups.join(share, parsed, key, sub)
+    /// The shared subscription groups (membership, member choice; see `shared.rs`).
+    pub(super) fn groups(&self) -> &shared::Groups {
+        &self.groups
     }
 
-    /// Session `key` leaves the group of `share`. Returns (members here now, group id)
-    /// when it was a member.
-    pub(super) fn leave_group(&mut self, share: &str, key: usize) -> Option<(u32, u64)> {
-        self.groups.leave(share, key)
-    }
-
-    /// Shard `from` has `members` members of the group of `share`, which it names `id`.
-    pub(super) fn set_remote_group(
-        &mut self,
-        from: ShardId,
-        share: &ByteStr,
-        members: u32,
-        id: u64,
-    ) {
-        self.groups.set_remote(from, share, members, id);
+    pub(super) fn groups_mut(&mut self) -> &mut shared::Groups {
+        &mut self.groups
     }
 
     /// The publishing shard's choice of member for each group matching `topic` (see
-    /// `shared.rs`); returns the other shards that serve a group.
+    /// `shared.rs`); returns the other shards that serve a group. One emptiness check
+    /// while no group exists.
     #[inline]
     pub(super) fn route_groups(&mut self, topic: &str, client_hash: Option<u64>) -> u64 {
         if self.groups.is_empty() {
             return 0;
         }
         self.groups.route(topic, client_hash)
-    }
-
-    /// The groups a message from another shard asks this shard to serve.
-    pub(super) fn received_groups(&mut self, targets: &[ShareTarget]) {
-        self.groups.received(targets);
-    }
-
-    /// The groups of the last received message this shard has no member of any more,
-    /// with the shard to pass each on to.
-    pub(super) fn take_passed_on_groups(&mut self) -> Vec<(ShardId, ShareTarget)> {
-        self.groups.take_passed_on()
-    }
-
-    /// Whether the last routing left groups for this shard to serve.
-    #[inline]
-    pub(super) fn has_group_picks(&self) -> bool {
-        self.groups.has_picks()
-    }
-
-    pub(super) fn take_group_picks(&mut self) -> Vec<LocalPick> {
-        self.groups.take_picks()
-    }
-
-    pub(super) fn put_group_picks(&mut self, picks: Vec<LocalPick>) {
-        self.groups.put_picks(picks);
-    }
-
-    /// The groups shard `j` serves for the message just routed.
-    pub(super) fn take_group_targets(&mut self, j: ShardId) -> SmallVec<[ShareTarget; 1]> {
-        self.groups.take_out(j)
-    }
-
-    /// Member `i` (modulo the count) of local group `group`, with the member count.
-    pub(super) fn group_member(&self, group: usize, i: u32) -> Option<(Member, u32)> {
-        self.groups.member(group, i)
-    }
-
-    /// Member `i` of `group` got a message (the sticky member from now on).
-    pub(super) fn group_chosen(&mut self, group: usize, i: u32) {
-        self.groups.chosen(group, i);
-    }
-
-    /// Where a message handed over by a member that left the group of `share` goes:
-    /// `Some(None)` here, `Some(Some(j))` shard j, `None`: no member left.
-    pub(super) fn group_target(&self, share: &str) -> Option<Option<ShardId>> {
-        self.groups.handover_target(share)
-    }
-
-    /// A pick of the next local member of the group of `share`.
-    pub(super) fn group_local_pick(&mut self, share: &str) -> Option<LocalPick> {
-        self.groups.local_pick(share)
-    }
-
-    /// The target naming the group of `share` on shard `j`.
-    pub(super) fn group_remote_target(&self, share: &str, j: ShardId) -> Option<ShareTarget> {
-        self.groups.remote_target(share, j)
-    }
-
-    /// Members of the group of `share` per shard, as this shard knows them (tests).
-    #[cfg(test)]
-    pub(super) fn group_counts(&self, share: &str) -> Vec<u32> {
-        self.groups.counts(share)
     }
 
     /// Shards (other than this one) with a subscriber matching `topic`.

@@ -107,7 +107,11 @@ fn exactly_one_member_per_message_across_three_shards() {
     // Every shard knows every shard's member count.
     for s in 0..3 {
         assert_eq!(
-            m.shards[s].broker.routing.group_counts("$share/work/jobs"),
+            m.shards[s]
+                .broker
+                .routing
+                .groups()
+                .counts("$share/work/jobs"),
             [1, 1, 2]
         );
     }
@@ -276,7 +280,7 @@ fn a_member_that_ends_hands_over_to_a_member_on_another_shard() {
         "a's unacknowledged messages reach b on shard 1"
     );
     assert_eq!(
-        m.shards[1].broker.routing.group_counts("$share/g/t"),
+        m.shards[1].broker.routing.groups().counts("$share/g/t"),
         [0, 1]
     );
 }

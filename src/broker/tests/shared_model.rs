@@ -58,6 +58,18 @@ fn member(sim: &mut Sim, shard: usize, id: &str, qos: Option<QoS>) -> ConnId {
     conn
 }
 
+/// Schedules connection `p` on shard 0 to publish "m1" then "m2" to "t" at `qos`.
+fn publish_two(sim: &mut Sim, p: ConnId, qos: QoS) {
+    let id = |n| (qos != QoS::AtMostOnce).then_some(n);
+    let m1 = publish("t", b"m1", qos, false, id(1));
+    let m2 = publish("t", b"m2", qos, false, id(2));
+    let actions = vec![
+        Action::Send(vec![Packet::Publish(m1)]),
+        Action::Send(vec![Packet::Publish(m2)]),
+    ];
+    sim.script_on(0, p, V4, actions);
+}
+
 /// How many times each payload in `payloads` reached the connections `members`.
 fn deliveries(sim: &Sim, members: &[(usize, ConnId)], payload: &[u8]) -> usize {
     members
@@ -85,17 +97,7 @@ fn a_member_joining_while_messages_fly_never_doubles_or_loses_one() {
             subscribe(QoS::AtMostOnce),
         ];
         sim.script(2, V4, vec![Action::Send(join)]);
-        let m1 = publish("t", b"m1", QoS::AtMostOnce, false, None);
-        let m2 = publish("t", b"m2", QoS::AtMostOnce, false, None);
-        sim.script_on(
-            0,
-            p,
-            V4,
-            vec![
-                Action::Send(vec![Packet::Publish(m1)]),
-                Action::Send(vec![Packet::Publish(m2)]),
-            ],
-        );
+        publish_two(&mut sim, p, QoS::AtMostOnce);
         sim
     };
     let runs = explore(build, |sim: &mut Sim, trace: &[Step]| {
@@ -122,17 +124,7 @@ fn a_member_leaving_while_messages_fly_strands_nothing() {
         member(&mut sim, 2, "b", Some(QoS::AtLeastOnce));
         let p = member(&mut sim, 0, "p", None);
         sim.script_on(1, a, V4, vec![Action::Send(vec![unsubscribe()])]);
-        let m1 = publish("t", b"m1", QoS::AtLeastOnce, false, Some(1));
-        let m2 = publish("t", b"m2", QoS::AtLeastOnce, false, Some(2));
-        sim.script_on(
-            0,
-            p,
-            V4,
-            vec![
-                Action::Send(vec![Packet::Publish(m1)]),
-                Action::Send(vec![Packet::Publish(m2)]),
-            ],
-        );
+        publish_two(&mut sim, p, QoS::AtLeastOnce);
         sim
     };
     let runs = explore(build, |sim: &mut Sim, trace: &[Step]| {
@@ -144,7 +136,7 @@ fn a_member_leaving_while_messages_fly_strands_nothing() {
         }
         for s in 0..3 {
             assert_eq!(
-                sim.shards[s].broker.routing.group_counts(SHARE),
+                sim.shards[s].broker.routing.groups().counts(SHARE),
                 [0, 0, 1],
                 "shard {s}: {trace:?}"
             );
