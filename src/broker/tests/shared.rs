@@ -463,3 +463,35 @@ fn a_persistent_member_keeps_its_shared_subscription_across_a_restart() {
     );
     assert_eq!(publishes(&mut h, other).len(), 2);
 }
+
+#[test]
+fn acl_rules_apply_to_the_filter_without_the_share_prefix() {
+    let mut h = Harness::new(Harness::default_config());
+    let acl = crate::auth::Acl::parse(
+        "topic write #\nuser w\ntopic read jobs/#\n",
+        std::path::Path::new("acl"),
+    )
+    .unwrap();
+    h.broker
+        .set_security(std::sync::Arc::new(crate::auth::Security::with_domain(
+            crate::auth::Domain {
+                allow_anonymous: true,
+                passwords: None,
+                acl: Some(acl),
+            },
+        )));
+    let mut c = connect("worker", V5, true);
+    c.username = Some("w".into());
+    let (w, _) = h.connect_with(c);
+    // As Mosquitto: the rule for "jobs/#" grants "$share/g/jobs/#".
+    let ok = h.subscribe(w, "$share/g/jobs/#", QoS::AtLeastOnce);
+    assert_eq!(ok.reasons[0].0, 1);
+    let denied = h.subscribe(w, "$share/g/secret/#", QoS::AtLeastOnce);
+    assert_eq!(denied.reasons[0], ReasonCode::NOT_AUTHORIZED);
+    let p = h.connect("p", V4);
+    h.publish(p, "jobs/1", b"j", QoS::AtMostOnce, false, None);
+    h.publish(p, "secret/1", b"s", QoS::AtMostOnce, false, None);
+    let got = publishes(&mut h, w);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "jobs/1");
+}
