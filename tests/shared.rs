@@ -116,8 +116,10 @@ fn publish_n(publisher: &V5, topic: &str, n: usize) {
 #[test]
 fn rumqttc_v5_members_on_two_shards_share_the_stream() {
     let broker = BrokerProc::start("threads 2");
-    let a = V5::connect("member-a", broker.port, true);
-    let ack = a
+    let members: Vec<V5> = (0..6)
+        .map(|i| V5::connect(&format!("member-{i}"), broker.port, true))
+        .collect();
+    let ack = members[0]
         .wait(TIMEOUT, |p| match p {
             Packet::ConnAck(c) => Some(c.clone()),
             _ => None,
@@ -125,32 +127,34 @@ fn rumqttc_v5_members_on_two_shards_share_the_stream() {
         .unwrap();
     let props = ack.properties.unwrap();
     assert_eq!(props.shared_subscription_available, Some(1));
-    let b = V5::connect("member-b", broker.port, true);
-    let plain = V5::connect("plain", broker.port, true);
     let group = || Filter::new("$share/workers/jobs/+", QoS::AtLeastOnce);
-    assert_eq!(
-        a.suback(group()),
-        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
-    );
-    assert_eq!(
-        b.suback(group()),
-        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
-    );
+    for m in &members {
+        assert_eq!(
+            m.suback(group()),
+            [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        );
+    }
+    let plain = V5::connect("plain", broker.port, true);
     plain.suback(Filter::new("jobs/#", QoS::AtLeastOnce));
+    // Enough connections that SO_REUSEPORT puts some on each shard (12 with the monitor).
+    let _idle: Vec<V5> = (0..3)
+        .map(|i| V5::connect(&format!("idle-{i}"), broker.port, true))
+        .collect();
+    let publisher = V5::connect("publisher", broker.port, true);
     common::assert_both_shards_used(broker.port);
 
-    let publisher = V5::connect("publisher", broker.port, true);
-    publish_n(&publisher, "jobs/x", 20);
-    let (got_a, got_b) = (a.drain(QUIET), b.drain(QUIET));
-    let mut all: Vec<String> = got_a.iter().chain(&got_b).cloned().collect();
+    publish_n(&publisher, "jobs/x", 24);
+    let got: Vec<Vec<String>> = members.iter().map(|m| m.drain(QUIET)).collect();
+    let mut all: Vec<String> = got.iter().flatten().cloned().collect();
     all.sort();
-    let mut want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    let mut want: Vec<String> = (0..24).map(|i| format!("m{i}")).collect();
     want.sort();
     assert_eq!(all, want, "each message to exactly one member");
-    assert_eq!((got_a.len(), got_b.len()), (10, 10), "round robin");
+    let counts: Vec<usize> = got.iter().map(Vec::len).collect();
+    assert_eq!(counts, [4; 6], "round robin over the 6 members");
     assert_eq!(
         plain.drain(QUIET).len(),
-        20,
+        24,
         "plain subscriber gets every message"
     );
 }
