@@ -265,7 +265,7 @@ impl Broker {
         }
         if let Some(moved) = moved {
             if !connect.clean_start {
-                self.install(moved, conn_uid);
+                self.install(moved, conn_uid, now);
             }
         }
         let mut session_present = false;
@@ -278,12 +278,12 @@ impl Broker {
             }
             other => {
                 if let Some(key) = other {
-                    self.end_session(key); // [MQTT-3.1.2-6]
+                    self.end_session(key, now); // [MQTT-3.1.2-6]
                 }
                 let uid = self.uid();
                 let session = Session::new(client_id.clone(), uid, self.limits);
                 if let Some(stub) = self.sessions.key_of(&client_id) {
-                    self.end_session(stub);
+                    self.end_session(stub, now);
                 }
                 self.sessions.add(Slot::new(session))
             }

@@ -79,14 +79,15 @@ impl Broker {
             self.timers.push(at, Timer::SessionExpiry { key, uid });
         }
         if off.end {
-            self.end_session(key);
+            self.end_session(key, now);
         }
         self.persist_session_offline(key, now);
     }
 
-    /// Removes a session: its subscriptions leave the index, its client id is freed (and
-    /// its home shard told), and the publishers paused on it read again.
-    pub(super) fn end_session(&mut self, key: usize) {
+    /// Removes a session: its subscriptions leave the index (a shared subscription's
+    /// unacknowledged messages go to another member of its group), its client id is freed
+    /// (and its home shard told), and the publishers paused on it read again.
+    pub(super) fn end_session(&mut self, key: usize, now: Instant) {
         let Some((mut slot, owned_id)) = self.sessions.remove(key) else {
             return;
         };
@@ -97,9 +98,7 @@ impl Broker {
             self.persist_session_gone(slot.session.client_id());
         }
         for filter in slot.session.take_subscriptions() {
-            if self.routing.unsubscribe(filter.as_str(), key) {
-                self.cross.filter_removed(&filter);
-            }
+            self.unindex_subscription(key, &filter, Some(&mut slot.session), now);
         }
         if owned_id && self.cross.is_multi() && !stub {
             self.cross

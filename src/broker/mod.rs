@@ -16,6 +16,7 @@
 //! The coordinator's own files hold the paths through those parts: `connect.rs` (CONNECT
 //! and packet dispatch), `lifecycle.rs` (ends of connections and sessions, wills),
 //! `publish.rs` (a PUBLISH from decode to output queues and other shards), `subscribe.rs`,
+//! `shared.rs` (shared subscription groups: membership, member choice, hand-over),
 //! `shard_msg.rs` (what other shards send), `timers.rs` (deadlines and `$SYS`),
 //! `persist_hook.rs` (records for persistence). It keeps only what every path shares:
 //! the config, statistics, timers, security rules and the persistence hook.
@@ -65,6 +66,7 @@ mod publish;
 mod routing;
 mod sessions;
 mod shard_msg;
+mod shared;
 mod subscribe;
 mod timers;
 
@@ -154,7 +156,7 @@ impl Broker {
             persist: persist_hook::PersistHook::default(),
             conns: Connections::new(shard, shards),
             sessions: Sessions::default(),
-            routing: Routing::new(),
+            routing: Routing::new(shard, shards, config.shared_subscription_strategy),
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
             embed_refused: None,

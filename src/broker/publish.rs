@@ -66,9 +66,9 @@ pub(super) struct Sent {
 
 /// What one fan-out did, for back-pressure and the v5 "no matching subscribers" code.
 #[derive(Debug, Default)]
-struct Fanout {
+pub(super) struct Fanout {
     matched: bool,
-    sent: Sent,
+    pub(super) sent: Sent,
     /// QoS 0 subscribers offered the message, and those (key, uid) whose output was full.
     qos0: usize,
     qos0_full: SmallVec<[(usize, u64); 4]>,
@@ -105,8 +105,10 @@ impl Broker {
             self.stats.retained = self.routing.retained_len() as u64;
             self.persist_retain(&publish);
         }
-        let dests = self.routing.match_topic(publish.topic.as_str(), true);
-        let local = self.routing.has_targets();
+        let mut dests = self.routing.match_topic(publish.topic.as_str(), true);
+        // Shared subscription groups: this shard picks the member of each (shared.rs).
+        dests |= self.route_groups(publish.topic.as_str(), origin);
+        let local = self.routing.has_targets() || self.routing.groups().has_picks();
         // In-process subscribers (embedding API): only the shard a message is published
         // on delivers it to them.
         let (internal, dropped) = self.routing.deliver_internal(&publish);
@@ -129,7 +131,9 @@ impl Broker {
         // receivers are using it.
         let sent = Sent { dests, source };
         let matched = local && self.fanout_targets(&msg, sent, now);
-        self.cross.send_publish(msg, dests, seq);
+        let groups = self.routing.groups_mut();
+        self.cross
+            .send_publish(msg, dests, seq, |j| groups.take_out(j));
         matched || internal || dests != 0
     }
 
@@ -143,10 +147,27 @@ impl Broker {
     }
 
     /// Delivers `msg`, which came from another shard (or from the persisted state), to
-    /// this shard's matching subscribers.
-    pub(super) fn fanout_local(&mut self, msg: &Arc<Message>, sent: Sent, now: Instant) -> bool {
-        self.routing.match_topic(msg.publish.topic.as_str(), false);
-        self.routing.has_targets() && self.fanout_targets(msg, sent, now)
+    /// this shard's matching subscribers and to a member of each shared subscription
+    /// group in `groups` (those the sender picked this shard for).
+    pub(super) fn fanout_local(
+        &mut self,
+        msg: &Arc<Message>,
+        sent: Sent,
+        groups: &[super::cross::ShareTarget],
+        groups_only: bool,
+        now: Instant,
+    ) -> bool {
+        if groups_only {
+            self.routing.clear_targets();
+        } else {
+            self.routing.match_topic(msg.publish.topic.as_str(), false);
+        }
+        self.routing.groups_mut().received(groups);
+        if !groups.is_empty() {
+            self.pass_on_groups(msg);
+        }
+        (self.routing.has_targets() || self.routing.groups().has_picks())
+            && self.fanout_targets(msg, sent, now)
     }
 
     /// Delivers `msg` to the local subscriptions routing matched last. Its publisher (on
@@ -169,6 +190,9 @@ impl Broker {
             }
         }
         self.routing.put_targets(targets);
+        if self.routing.groups().has_picks() {
+            self.fanout_groups(msg, &mut frames, &mut fanout, now);
+        }
         // Never read only to drop: every QoS 0 subscriber was full and no other shard
         // got the message, pause its local publisher.
         let local = msg
@@ -186,7 +210,7 @@ impl Broker {
 
     /// One subscriber's delivery: QoS 0 straight into its output (the shared frame),
     /// anything else through its session.
-    fn deliver(
+    pub(super) fn deliver(
         &mut self,
         target: Target,
         msg: &Arc<Message>,

@@ -3,6 +3,10 @@
 //! codes, and the retained messages sent after a SUBACK (in budgeted batches, continued by
 //! [`Broker::run_deferred`]).
 //!
+//! Shared subscriptions (`$share/GROUP/FILTER`) are parsed and checked here (malformed:
+//! 0x8F; No Local: Protocol Error; ACL on the filter without the prefix; no retained
+//! messages) and enter routing through `shared.rs`.
+//!
 //! It never sends a retained message before the SUBACK and never accepts a filter the
 //! topic layer rejects. With several shards a SUBACK (and its retained messages) may wait
 //! for the other shards to apply the new interest (`cross/interest.rs`); live messages
@@ -14,8 +18,8 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use crate::codec::{ByteStr, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
-use crate::session::{Delivery, Message, Outgoing, Subscription};
-use crate::topic::TopicFilter;
+use crate::session::{Delivery, Message, Outgoing, ProtocolError, Subscription};
+use crate::topic::{SharedFilter, TopicFilter};
 
 use super::cross::{HeldSubAck, RetainedAfter};
 use super::routing::RetainedJob;
@@ -27,32 +31,55 @@ impl Broker {
             return;
         };
         let v5 = slot.session.version().is_v5();
+        if sub
+            .filters
+            .iter()
+            .any(|(f, o)| o.no_local && SharedFilter::is_shared(f.as_str()))
+        {
+            // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+            if let Some(conn) = slot.conn {
+                let err = ProtocolError::Unexpected("No Local on a shared subscription");
+                self.protocol_error(conn, &err, now);
+            }
+            return;
+        }
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
         let mut retained_for = RetainedAfter {
             filters: SmallVec::new(),
             sub_id,
         };
-        let mut added: SmallVec<[ByteStr; 1]> = SmallVec::new();
         let mut granted: SmallVec<[ByteStr; 1]> = SmallVec::new();
         for (filter, options) in sub.filters {
+            let Some(slot) = self.sessions.get_mut(key) else {
+                return;
+            };
             let failure = if v5 {
                 None
             } else {
                 Some(ReasonCode::V3_SUBACK_FAILURE)
             };
-            if filter.starts_with("$share/") {
-                reasons.push(failure.unwrap_or(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED));
-                continue;
-            }
-            let Ok(parsed) = TopicFilter::try_from(filter.clone()) else {
-                reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
-                continue;
+            // `$share/GROUP/FILTER` (v5 and, as Mosquitto allows, 3.1.1): a malformed one
+            // is refused, not taken as a plain filter [MQTT-4.8.2-1] [MQTT-4.8.2-2].
+            let (parsed, shared) = match SharedFilter::try_parse(filter.as_str()) {
+                Ok(Some(share)) => (share.filter, true),
+                Ok(None) => match TopicFilter::try_from(filter.clone()) {
+                    Ok(parsed) => (parsed, false),
+                    Err(_) => {
+                        reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
+                        continue;
+                    }
+                },
+                Err(_) => {
+                    reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
+                    continue;
+                }
             };
+            // ACLs apply to the filter without `$share/GROUP/` (as Mosquitto).
             if !slot
                 .security
                 .as_ref()
-                .map_or(true, |s| s.may_subscribe(filter.as_str()))
+                .map_or(true, |s| s.may_subscribe(parsed.as_str()))
             {
                 crate::log_limited!(
                     crate::log::Level::Notice,
@@ -69,9 +96,6 @@ impl Broker {
             };
             // [MQTT-3.8.4-3]: an identical filter replaces the subscription.
             let previous = slot.session.subscribe(&filter, subscription);
-            if self.routing.subscribe(&parsed, key, subscription) {
-                added.push(filter.clone());
-            }
             self.persist
                 .subscribe(&slot.session, &filter, Some(subscription));
             crate::log_subscribe!(
@@ -80,24 +104,24 @@ impl Broker {
                 options.qos as u8,
                 filter
             );
+            self.index_subscription(key, &filter, subscription);
             reasons.push(ReasonCode(options.qos as u8));
             if self.cross.is_multi() {
                 granted.push(filter.clone());
             }
-            let send_retained = !v5
-                || match options.retain_handling {
-                    0 => true,
-                    1 => previous.is_none(),
-                    _ => false,
-                };
+            // No retained messages on a shared subscription [MQTT-3.8.4].
+            let send_retained = !shared
+                && (!v5
+                    || match options.retain_handling {
+                        0 => true,
+                        1 => previous.is_none(),
+                        _ => false,
+                    });
             if send_retained {
                 retained_for.filters.push((parsed, options.qos));
             }
         }
         self.stats.subscriptions = self.routing.local_subscriptions();
-        for filter in &added {
-            self.cross.filter_added(filter);
-        }
         let suback = SubAck {
             packet_id: sub.packet_id,
             reasons,
@@ -258,16 +282,12 @@ impl Broker {
     }
 
     pub(super) fn on_unsubscribe(&mut self, key: usize, unsub: Unsubscribe, now: Instant) {
-        let Some(slot) = self.sessions.get_mut(key) else {
-            return;
-        };
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
-        let mut removed: SmallVec<[ByteStr; 1]> = SmallVec::new();
         for filter in unsub.filters {
+            let Some(slot) = self.sessions.get_mut(key) else {
+                return;
+            };
             let existed = slot.session.unsubscribe(&filter).is_some();
-            if self.routing.unsubscribe(filter.as_str(), key) {
-                removed.push(filter.clone());
-            }
             if existed {
                 self.persist.subscribe(&slot.session, &filter, None);
             }
@@ -277,16 +297,18 @@ impl Broker {
             } else {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
+            // A member leaving its group hands its unacknowledged messages over.
+            self.unindex_subscription(key, &filter, None, now);
         }
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
         slot.session.send(Packet::UnsubAck(SubAck {
             packet_id: unsub.packet_id,
             reasons,
             properties: Default::default(),
         }));
         self.stats.subscriptions = self.routing.local_subscriptions();
-        for filter in &removed {
-            self.cross.filter_removed(filter);
-        }
         self.flush_session(key, now);
     }
 }

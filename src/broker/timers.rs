@@ -96,7 +96,7 @@ impl Broker {
                         self.publish_will(will, now);
                     }
                     self.stats.clients_expired += 1;
-                    self.end_session(key);
+                    self.end_session(key, now);
                 }
             }
             Timer::WillDelay { key, uid } => {

@@ -334,6 +334,9 @@ pub struct Config {
     /// few hundred bytes; raise it for clients with very large wills.
     pub max_connect_packet_size: u32,
     pub retain_available: bool,
+    /// `shared_subscription_strategy` (shardmq only): which member of a shared
+    /// subscription group gets each message (default round robin).
+    pub shared_subscription_strategy: ShareStrategy,
     /// `websockets_headers_size`: the largest HTTP request head a websockets listener
     /// reads (Mosquitto's default 1024, also what 0 means).
     pub websockets_headers_size: usize,
@@ -372,6 +375,41 @@ pub enum PersistenceFsync {
     Interval,
     /// Never fsync (the OS writes back when it likes); compaction still syncs snapshots.
     Never,
+}
+
+/// How a shared subscription group (`$share/GROUP/FILTER`) picks the member that gets a
+/// message (`shared_subscription_strategy`). Whatever the strategy, a member that is full
+/// (output or QoS 1/2 queue) or offline is skipped while another one has room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ShareStrategy {
+    /// Each member in turn (the default): the stream is split evenly, as Mosquitto and
+    /// EMQX do, at the cost of a counter per group.
+    #[default]
+    RoundRobin,
+    /// A member picked at random for each message.
+    Random,
+    /// By a hash of the publisher's client id: one publisher's messages keep going to
+    /// the same member while the group does not change.
+    HashClient,
+    /// By a hash of the topic: one topic's messages keep going to the same member.
+    HashTopic,
+    /// The same member until it is full, leaves or goes offline.
+    Sticky,
+}
+
+impl ShareStrategy {
+    /// The option's value names.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "round_robin" => Self::RoundRobin,
+            "random" => Self::Random,
+            "hash_client" => Self::HashClient,
+            "hash_topic" => Self::HashTopic,
+            "sticky" => Self::Sticky,
+            _ => return None,
+        })
+    }
 }
 
 /// Mosquitto's default `persistence_file`, so an operator's file is found where Mosquitto
@@ -421,6 +459,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_connect_packet_size: 65_536,
             retain_available: true,
+            shared_subscription_strategy: ShareStrategy::RoundRobin,
             websockets_headers_size: 1024,
             websockets_log_level: 0,
             http_writers: Vec::new(),

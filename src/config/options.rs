@@ -161,6 +161,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("retry_interval", Deprecated("The retry_interval option is no longer available."), "accepted and ignored, as by Mosquitto 2"),
     row("round_robin", Bridge, BRIDGE),
     row("set_tcp_nodelay", Yes, "default `true` in shardmq (writes are already coalesced once per loop iteration); `false` leaves Nagle's algorithm on"),
+    row("shared_subscription_strategy", Shardmq, "which member of a `$share/GROUP/...` group gets each message: `round_robin` (default: spreads the stream evenly over the members, as Mosquitto and EMQX do, with no per-message hashing), `random`, `hash_client` (one publisher's messages always go to the same member while the group is unchanged), `hash_topic` (the same for one topic), or `sticky` (the same member until it is full or leaves); a full or unresponsive member is skipped in every case"),
     row("slow_subscriber_timeout", Shardmq, "disconnect a client stuck for S seconds without progress: its QoS 1/2 queue full and no acknowledgement, or its output full and none of it read (default 60, 0 = never); see Security"),
     row("socket_domain", Yes, "`ipv4` or `ipv6` only, per listener"),
     row("start_type", Bridge, BRIDGE),

@@ -68,6 +68,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("retain_available", "true"),
     ("retained_persistence", "true"),
     ("set_tcp_nodelay", "false"),
+    ("shared_subscription_strategy", "sticky"),
     ("slow_subscriber_timeout", "5"),
     ("socket_domain", "ipv6"),
     ("sys_interval", "5"),

@@ -414,6 +414,16 @@ impl Parser {
                 self.cfg.max_connect_packet_size = u32_of(line.int(20, 268_435_460)?);
             }
             "retain_available" => self.cfg.retain_available = line.bool()?,
+            "shared_subscription_strategy" => {
+                let v = line.value()?;
+                self.cfg.shared_subscription_strategy =
+                    super::ShareStrategy::parse(v).ok_or_else(|| {
+                        line.invalid_value(
+                            v,
+                            "expected round_robin, random, hash_client, hash_topic or sticky",
+                        )
+                    })?;
+            }
             "threads" => {
                 self.cfg.threads = if line.value()? == "auto" {
                     None

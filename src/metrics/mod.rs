@@ -135,6 +135,9 @@ pub struct Stats {
     pub subscribe_paused: u64,
     /// `BrokerHandle::publish` calls refused because the embed channel was full.
     pub embed_publish_refused: u64,
+    /// Shared subscription deliveries that passed over the member the strategy named
+    /// because it had no room (full, offline or not acknowledging) and another had.
+    pub shared_skipped: u64,
     pub load_received: Load,
     pub load_sent: Load,
     pub load_publish_received: Load,
@@ -178,6 +181,7 @@ impl Stats {
             output_bytes: 0,
             subscribe_paused: 0,
             embed_publish_refused: 0,
+            shared_skipped: 0,
             load_received: Load::default(),
             load_sent: Load::default(),
             load_publish_received: Load::default(),
@@ -357,6 +361,10 @@ impl Stats {
             (
                 "$SYS/broker/publish/embed/refused",
                 self.embed_publish_refused.to_string(),
+            ),
+            (
+                "$SYS/broker/shared/skipped",
+                self.shared_skipped.to_string(),
             ),
         ];
         let loads: [(&'static str, &Load); 9] = [

@@ -181,7 +181,7 @@ pub fn connack_properties(config: &Config, accepted: &Accepted) -> Properties {
         p.retain_available = Some(0);
     }
     // Topic aliases are not supported yet: Topic Alias Maximum absent = 0.
-    p.shared_subscription_available = Some(0);
+    p.shared_subscription_available = Some(1);
     if accepted.assigned_id {
         p.assigned_client_identifier = Some(accepted.client_id.clone());
     }

@@ -355,6 +355,21 @@ impl Session {
         }
     }
 
+    /// Takes the QoS 1/2 messages the client has not acknowledged for which `pick` is
+    /// true (queued, or inflight before PUBACK / PUBREC), to hand them to another
+    /// subscriber (a shared subscription member that left), then refills the window.
+    pub fn take_unacked(
+        &mut self,
+        now: Instant,
+        pick: impl FnMut(&Outgoing) -> bool,
+    ) -> Vec<Outgoing> {
+        let taken = self.outbound.take_unacked(pick);
+        if !taken.is_empty() {
+            self.pump(now);
+        }
+        taken
+    }
+
     /// Completes an inflight message that could not be sent (too large for the client's
     /// Maximum Packet Size) [MQTT-3.1.2-25], and refills the window.
     pub fn discard_inflight(&mut self, packet_id: PacketId) {

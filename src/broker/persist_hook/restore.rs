@@ -15,7 +15,7 @@ use crate::codec::{ByteStr, ProtocolVersion, Will};
 use crate::persist::{Record, State, StoredUser, EXPIRY_NEVER};
 use crate::retained::RetainedMessage;
 use crate::session::{Message, Outgoing, Session, SessionExpiry, Subscription};
-use crate::topic::TopicFilter;
+use crate::topic::{SharedFilter, TopicFilter};
 
 use super::super::sessions::Slot;
 use super::super::timers::Timer;
@@ -89,20 +89,21 @@ impl Broker {
             let mut session = Session::new(id.clone(), uid, self.limits);
             session.restore_meta(version, expiry);
             for (filter, &(options, sub_id)) in &s.subscriptions {
-                let Ok(parsed) = TopicFilter::try_from(filter.clone()) else {
-                    continue;
+                let valid = match SharedFilter::try_parse(filter.as_str()) {
+                    Ok(Some(_)) => true,
+                    Ok(None) => TopicFilter::try_from(filter.clone()).is_ok(),
+                    Err(_) => false,
                 };
+                if !valid {
+                    continue;
+                }
                 let sub = Subscription {
                     options: options_from_byte(options),
                     id: (sub_id != 0).then_some(sub_id),
                 };
                 session.subscribe(filter, sub);
-                if self
-                    .routing
-                    .subscribe(&parsed, self.sessions.vacant_key(), sub)
-                {
-                    self.cross.filter_added(filter);
-                }
+                // Plain filters and shared subscription groups alike.
+                self.index_subscription(self.sessions.vacant_key(), filter, sub);
             }
             for (&seq, m) in &s.messages {
                 let out = Outgoing {
@@ -184,7 +185,7 @@ impl Broker {
                 dests: 0,
                 source: (self.cross.me(), 0),
             };
-            self.fanout_local(&msg, sent, now);
+            self.fanout_local(&msg, sent, &[], false, now);
         }
         for will in due_wills {
             self.publish_will(will, now);

@@ -314,7 +314,7 @@ fn v5_connack_announces_limits() {
     assert_eq!(p.retain_available, Some(0));
     assert_eq!(p.receive_maximum, Some(20));
     assert_eq!(p.topic_alias_maximum, None);
-    assert_eq!(p.shared_subscription_available, Some(0));
+    assert_eq!(p.shared_subscription_available, Some(1));
 }
 
 #[test]

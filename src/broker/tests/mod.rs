@@ -18,3 +18,5 @@ mod persist;
 mod qos;
 mod session;
 mod shards;
+mod shared;
+mod shared_model;
