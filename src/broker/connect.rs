@@ -52,11 +52,11 @@ impl Broker {
                 // PUBLISH is the hot case: checked in place and routed without passing
                 // through `Session::handle_packet` (one move of a large value fewer).
                 let packet = match packet {
-                    Packet::Publish(publish) => {
+                    Packet::Publish(mut publish) => {
                         let Some(slot) = self.sessions.get_mut(key) else {
                             return;
                         };
-                        match slot.session.accept_publish(now, &publish) {
+                        match slot.session.accept_publish(now, &mut publish) {
                             Err(err) => self.protocol_error(conn, &err, now),
                             Ok(false) => self.flush_session(key, now),
                             Ok(true) => self.on_publish(key, conn, publish, now),

@@ -180,7 +180,10 @@ pub fn connack_properties(config: &Config, accepted: &Accepted) -> Properties {
     if !config.retain_available {
         p.retain_available = Some(0);
     }
-    // Topic aliases are not supported yet: Topic Alias Maximum absent = 0.
+    // [MQTT-3.2.2-17]: absent means 0, no aliases.
+    if config.max_topic_alias > 0 {
+        p.topic_alias_maximum = Some(config.max_topic_alias);
+    }
     p.shared_subscription_available = Some(0);
     if accepted.assigned_id {
         p.assigned_client_identifier = Some(accepted.client_id.clone());

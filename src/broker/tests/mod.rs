@@ -18,3 +18,4 @@ mod persist;
 mod qos;
 mod session;
 mod shards;
+mod v5_alias;
