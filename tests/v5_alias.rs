@@ -1,0 +1,131 @@
+//! MQTT 5 topic aliases with clients nobody here wrote: Mosquitto's `mosquitto_pub` /
+//! `mosquitto_sub -V mqttv5` (libmosquitto sets and resolves aliases) and Eclipse Paho's
+//! Python client (`tests/paho/v5_alias.py`). Skipped (with a message) when they are
+//! missing, unless SHARDMQ_REQUIRE_INTEROP=1.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::BrokerProc;
+
+/// mosquitto_pub sends the topic and alias 1 once, then the alias alone for every later
+/// line; mosquitto_sub (v5) gets every message with its topic. (It announces no Topic
+/// Alias Maximum: libmosquitto 2.0 accepts `-D connect topic-alias-maximum` but cannot
+/// resolve an alias it receives, it drops the connection as a protocol error; rumqttc
+/// and Paho take the broker's aliases, see `v5.rs` and `paho_python_v5_topic_aliases`.)
+#[test]
+fn mosquitto_pub_and_sub_v5_with_topic_aliases() {
+    let (Some(sub_bin), Some(pub_bin)) = (
+        common::mosquitto_tool("mosquitto_sub"),
+        common::mosquitto_tool("mosquitto_pub"),
+    ) else {
+        return;
+    };
+    let broker = BrokerProc::start("");
+    let port = broker.port.to_string();
+    let sub = Command::new(sub_bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-i",
+            "alias-sub",
+        ])
+        .args(["-t", "mal/#", "-q", "1", "-v", "-C", "5", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        broker.wait_log("alias-sub 1 mal/#"),
+        "subscription registered"
+    );
+    let mut publisher = Command::new(pub_bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-i",
+            "alias-pub",
+        ])
+        .args(["-D", "publish", "topic-alias", "1"])
+        .args(["-t", "mal/line", "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = publisher.stdin.take().unwrap();
+        for i in 0..5 {
+            writeln!(stdin, "m{i}").unwrap();
+        }
+    }
+    assert!(publisher.wait().unwrap().success(), "mosquitto_pub failed");
+    let out = sub.wait_with_output().unwrap();
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: Vec<String> = (0..5).map(|i| format!("mal/line m{i}")).collect();
+    assert_eq!(lines, expected);
+    assert!(
+        !broker
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("protocol error")),
+        "{:?}",
+        broker.log_lines()
+    );
+}
+
+fn paho_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import paho.mqtt.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "python3 with paho-mqtt not found and SHARDMQ_REQUIRE_INTEROP=1 (pip install paho-mqtt)"
+        );
+        eprintln!("SKIPPED: python3 with paho-mqtt not found");
+    }
+    ok
+}
+
+/// Paho sets an alias and then sends the alias alone; it sees the broker's outbound
+/// aliases raw; 0x94 above `max_topic_alias`, 0x82 for an alias never set.
+#[test]
+fn paho_python_v5_topic_aliases() {
+    if !paho_available() {
+        return;
+    }
+    let broker = BrokerProc::start("max_topic_alias 4\n");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/v5_alias.py");
+    let out = Command::new("python3")
+        .args([script, &broker.port.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "paho failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "connack topic alias maximum",
+        "inbound alias without topic",
+        "outbound alias",
+        "invalid aliases refused",
+    ] {
+        assert!(stdout.contains(&format!("ok {check}")), "{stdout}");
+    }
+}
