@@ -52,6 +52,7 @@
 //! may be empty): the runtime re-checks `wants_read` for every connection `poll_transmit`
 //! yields and resumes reading a paused one. The whole policy is `flow.rs`'s.
 
+mod auth;
 mod connect;
 mod connections;
 mod cross;
@@ -121,6 +122,8 @@ pub struct Broker {
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// MQTT 5 enhanced authentication exchanges in progress (`auth.rs`).
+    auth: auth::AuthFlows,
 }
 
 impl Broker {
@@ -157,6 +160,7 @@ impl Broker {
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
             embed_refused: None,
+            auth: auth::AuthFlows::default(),
             config,
         }
     }

@@ -98,6 +98,7 @@ impl Broker {
                 payload: Bytes::copy_from_slice(&publish.payload),
                 qos: publish.qos,
                 properties: publish.properties.clone(),
+                expires_at: RetainedMessage::expiry_from(&publish.properties, now),
             };
             self.cross.replicate_retained(&retained);
             self.routing.set_retained(retained);

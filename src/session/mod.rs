@@ -26,7 +26,7 @@ use crate::config::Config;
 use alias::InboundAliases;
 pub use alias::{AliasUse, OutboundAliases};
 pub use connect::{
-    accept, authenticate, connack_code, connack_properties, Accepted, SessionExpiry,
+    accept, authenticate, connack_code, connack_properties, Accepted, EnhancedAuth, SessionExpiry,
 };
 pub use error::ProtocolError;
 pub use message::{Message, Outgoing, PublishedBy, Transmit};
@@ -129,6 +129,8 @@ struct Link {
     client_max_packet_size: u32,
     /// Topic aliases the client set on this connection.
     inbound_aliases: InboundAliases,
+    /// The enhanced authentication method of the CONNECT (re-authentication uses it).
+    auth_method: Option<ByteStr>,
     /// Topic aliases we assign on this connection (`None`: the client takes none).
     /// Boxed: most clients take none.
     outbound_aliases: Option<Box<OutboundAliases>>,
@@ -227,6 +229,7 @@ impl Session {
                 .unwrap_or(u16::MAX)
                 .max(1),
             client_max_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            auth_method: accepted.auth.as_ref().map(|a| a.method.clone()),
             // New tables for every connection [MQTT-3.3.2-7].
             inbound_aliases: InboundAliases::new(if connect.protocol.is_v5() {
                 self.limits.max_topic_alias
@@ -278,6 +281,11 @@ impl Session {
         self.link
             .as_ref()
             .map_or(u32::MAX, |l| l.client_max_packet_size)
+    }
+
+    /// The enhanced authentication method the client connected with, if any.
+    pub fn auth_method(&self) -> Option<&ByteStr> {
+        self.link.as_ref().and_then(|l| l.auth_method.as_ref())
     }
 
     /// Whether the broker assigns topic aliases to this connection (v5 client with a

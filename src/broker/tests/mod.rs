@@ -19,3 +19,6 @@ mod qos;
 mod session;
 mod shards;
 mod v5_alias;
+mod v5_connack;
+mod v5_disconnect;
+mod v5_expiry;
