@@ -277,3 +277,24 @@ fn v5_topic_aliases_both_ways() {
         ]
     );
 }
+
+/// SIGTERM: a v5 client is told the server is shutting down (DISCONNECT 0x8B) before its
+/// connection closes (3.14.2.1). (Raw bytes: rumqttc drops the event of a DISCONNECT
+/// when its event loop ends on it.)
+#[test]
+fn v5_shutdown_sends_disconnect_0x8b() {
+    let broker = BrokerProc::start("");
+    let mut raw = common::Raw::connect(broker.port);
+    // CONNECT: "MQTT" level 5, clean start, keep alive 30, no properties, id "bye5".
+    let mut body = Vec::new();
+    common::mqtt_str(b"MQTT", &mut body);
+    body.extend_from_slice(&[5, 0x02, 0, 30, 0]);
+    common::mqtt_str(b"bye5", &mut body);
+    raw.send(&common::frame(0x10, &body));
+    let ack = raw.recv().expect("CONNACK");
+    assert_eq!((ack.first, ack.body[1]), (0x20, 0));
+    broker.signal(libc::SIGTERM);
+    let d = raw.recv().expect("DISCONNECT before the close");
+    assert_eq!((d.first, d.body.first().copied()), (0xE0, Some(0x8B)));
+    assert!(raw.recv().is_none(), "closed after the DISCONNECT");
+}

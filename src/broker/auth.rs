@@ -92,7 +92,7 @@ impl Broker {
 
     /// An AUTH packet: the next step of this connection's exchange (before CONNACK or
     /// during a re-authentication), or the start of a re-authentication (0x19).
-    pub(super) fn on_auth(&mut self, conn: ConnId, auth: Auth, now: Instant) {
+    pub(super) fn on_auth(&mut self, conn: ConnId, auth: &Auth, now: Instant) {
         let Some(c) = self.conns.get(conn) else {
             return;
         };

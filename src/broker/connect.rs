@@ -38,7 +38,7 @@ impl Broker {
         match c.state {
             ConnState::AwaitConnect => match packet {
                 Packet::Connect(connect) => self.on_connect(conn, connect, now),
-                Packet::Auth(auth) if c.version.is_v5() => self.on_auth(conn, auth, now),
+                Packet::Auth(auth) if c.version.is_v5() => self.on_auth(conn, &auth, now),
                 other => {
                     // [MQTT-3.1.0-1]: the first packet must be CONNECT.
                     crate::log_notice!(
@@ -65,7 +65,7 @@ impl Broker {
                         return;
                     }
                     Packet::Auth(auth) => {
-                        self.on_auth(conn, auth, now); // enhanced authentication
+                        self.on_auth(conn, &auth, now); // enhanced authentication
                         return;
                     }
                     other => other,

@@ -200,8 +200,9 @@ impl OutboundAliases {
         }
     }
 
-    /// Aliases in use (for tests and metrics).
-    pub fn len(&self) -> usize {
+    /// Aliases in use.
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
         self.by_alias.len()
     }
 }
@@ -293,7 +294,7 @@ mod tests {
     #[test]
     fn mqtt_3_3_2_11_outbound_aliases_never_above_client_maximum_busiest_first() {
         let mut a = OutboundAliases::new(3).unwrap();
-        let mut check = |a: &mut OutboundAliases, t: &str| {
+        let check = |a: &mut OutboundAliases, t: &str| {
             if let AliasUse::Known(n) | AliasUse::Bind(n) = send(a, t) {
                 assert!((1..=3).contains(&n), "alias {n}");
             }
@@ -314,7 +315,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(a.len(), 3);
+        assert_eq!(a.in_use(), 3);
         let mut aliased: Vec<_> = a.by_alias.iter().map(|t| t.as_str().to_owned()).collect();
         aliased.sort();
         assert_eq!(aliased, ["hot0", "hot1", "hot2"]);

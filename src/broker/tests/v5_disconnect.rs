@@ -51,3 +51,32 @@ fn slow_subscriber_cut_gets_disconnect_0x97() {
     assert!(h.is_closed(s));
     expect_disconnect(&mut h, s, ReasonCode::QUOTA_EXCEEDED);
 }
+
+#[test]
+fn protocol_error_disconnect_carries_a_reason_string_that_fits() {
+    use super::harness::connect;
+    let mut h = Harness::new(Harness::default_config());
+    let (c, _) = h.connect_with(connect("big", ProtocolVersion::V5, true));
+    h.send(c, Packet::PingResp); // a packet only servers send
+    match h.expect(c) {
+        Packet::Disconnect(d) => {
+            assert_eq!(d.reason, ReasonCode::PROTOCOL_ERROR);
+            let why = d.properties.reason_string.expect("reason string");
+            assert!(why.contains("PINGRESP"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A client whose Maximum Packet Size cannot take the string gets the code alone
+    // [MQTT-3.1.2-25].
+    let mut small = connect("small", ProtocolVersion::V5, true);
+    small.properties.maximum_packet_size = Some(20);
+    let (c, _) = h.connect_with(small);
+    h.send(c, Packet::PingResp);
+    match h.expect(c) {
+        Packet::Disconnect(d) => {
+            assert_eq!(d.reason, ReasonCode::PROTOCOL_ERROR);
+            assert_eq!(d.properties.reason_string, None);
+        }
+        other => panic!("{other:?}"),
+    }
+}

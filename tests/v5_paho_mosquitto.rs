@@ -1,7 +1,7 @@
-//! MQTT 5 topic aliases with clients nobody here wrote: Mosquitto's `mosquitto_pub` /
-//! `mosquitto_sub -V mqttv5` (libmosquitto sets and resolves aliases) and Eclipse Paho's
-//! Python client (`tests/paho/v5_alias.py`). Skipped (with a message) when they are
-//! missing, unless SHARDMQ_REQUIRE_INTEROP=1.
+//! MQTT 5 topic aliases and subscription options with clients nobody here wrote:
+//! Mosquitto's `mosquitto_pub` / `mosquitto_sub -V mqttv5` and Eclipse Paho's Python
+//! client (`tests/paho/v5_alias.py`, `tests/paho/v5_subopts.py`). Skipped (with a
+//! message) when they are missing, unless SHARDMQ_REQUIRE_INTEROP=1.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -125,6 +125,35 @@ fn paho_python_v5_topic_aliases() {
         "inbound alias without topic",
         "outbound alias",
         "invalid aliases refused",
+    ] {
+        assert!(stdout.contains(&format!("ok {check}")), "{stdout}");
+    }
+}
+
+/// Subscription identifiers, No Local, Retain As Published and Retain Handling with Paho
+/// (`tests/paho/v5_subopts.py`).
+#[test]
+fn paho_python_v5_subscription_options() {
+    if !paho_available() {
+        return;
+    }
+    let broker = BrokerProc::start("");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/v5_subopts.py");
+    let out = Command::new("python3")
+        .args([script, &broker.port.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "paho failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "subscription identifiers",
+        "no local",
+        "retain as published",
+        "retain handling",
     ] {
         assert!(stdout.contains(&format!("ok {check}")), "{stdout}");
     }
