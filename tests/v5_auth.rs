@@ -26,25 +26,9 @@ fn scram_password_file() -> std::path::PathBuf {
     file
 }
 
-fn python_available() -> bool {
-    let ok = Command::new("python3")
-        .arg("-c")
-        .arg("import hashlib, hmac")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "python3 not found and SHARDMQ_REQUIRE_INTEROP=1"
-        );
-        eprintln!("SKIPPED: python3 not found");
-    }
-    ok
-}
-
 #[test]
 fn scram_sha_256_connect_reauthenticate_and_refusals() {
-    if !python_available() {
+    if !common::paho_available() {
         return;
     }
     let file = scram_password_file();
@@ -52,27 +36,15 @@ fn scram_sha_256_connect_reauthenticate_and_refusals() {
         "allow_anonymous false\npassword_file {}\n",
         file.display()
     ));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/v5_scram.py");
-    let out = Command::new("python3")
-        .args([script, &broker.port.to_string(), "carol", "s3cret pass"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SCRAM client failed:\n{stdout}\n{}\n{:?}",
-        String::from_utf8_lossy(&out.stderr),
-        broker.log_lines()
-    );
-    for check in [
+    let checks = [
         "scram connect",
         "scram re-authentication",
         "re-authentication with another method refused",
         "wrong password refused",
         "unknown method refused",
-    ] {
-        assert!(stdout.contains(&format!("ok {check}")), "{stdout}");
-    }
+    ];
+    let port = broker.port.to_string();
+    common::run_python_checks("v5_scram.py", &[&port, "carol", "s3cret pass"], &checks);
 }
 
 /// A `$scram-sha-256$` entry also takes a plain CONNECT password.

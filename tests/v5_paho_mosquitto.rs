@@ -86,75 +86,36 @@ fn mosquitto_pub_and_sub_v5_with_topic_aliases() {
     );
 }
 
-fn paho_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "python3 with paho-mqtt not found and SHARDMQ_REQUIRE_INTEROP=1 (pip install paho-mqtt)"
-        );
-        eprintln!("SKIPPED: python3 with paho-mqtt not found");
-    }
-    ok
-}
-
 /// Paho sets an alias and then sends the alias alone; it sees the broker's outbound
 /// aliases raw; 0x94 above `max_topic_alias`, 0x82 for an alias never set.
 #[test]
 fn paho_python_v5_topic_aliases() {
-    if !paho_available() {
+    if !common::paho_available() {
         return;
     }
     let broker = BrokerProc::start("max_topic_alias 4\n");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/v5_alias.py");
-    let out = Command::new("python3")
-        .args([script, &broker.port.to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for check in [
+    let checks = [
         "connack topic alias maximum",
         "inbound alias without topic",
         "outbound alias",
         "invalid aliases refused",
-    ] {
-        assert!(stdout.contains(&format!("ok {check}")), "{stdout}");
-    }
+    ];
+    common::run_python_checks("v5_alias.py", &[&broker.port.to_string()], &checks);
 }
 
 /// Subscription identifiers, No Local, Retain As Published and Retain Handling with Paho
 /// (`tests/paho/v5_subopts.py`).
 #[test]
 fn paho_python_v5_subscription_options() {
-    if !paho_available() {
+    if !common::paho_available() {
         return;
     }
     let broker = BrokerProc::start("");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/v5_subopts.py");
-    let out = Command::new("python3")
-        .args([script, &broker.port.to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for check in [
+    let checks = [
         "subscription identifiers",
         "no local",
         "retain as published",
         "retain handling",
-    ] {
-        assert!(stdout.contains(&format!("ok {check}")), "{stdout}");
-    }
+    ];
+    common::run_python_checks("v5_subopts.py", &[&broker.port.to_string()], &checks);
 }
