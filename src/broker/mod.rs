@@ -14,7 +14,7 @@
 //! - `flow.rs`: read gating and cut-offs, as one policy.
 //!
 //! The coordinator's own files hold the paths through those parts: `connect.rs` (CONNECT
-//! and packet dispatch), `lifecycle.rs` (ends of connections and sessions, wills),
+//! and packet dispatch), `auth.rs` (MQTT 5 enhanced authentication exchanges), `lifecycle.rs` (ends of connections and sessions, wills),
 //! `publish.rs` (a PUBLISH from decode to output queues and other shards), `subscribe.rs`,
 //! `shard_msg.rs` (what other shards send), `timers.rs` (deadlines and `$SYS`),
 //! `persist_hook.rs` (records for persistence). It keeps only what every path shares:
