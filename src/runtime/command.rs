@@ -1,5 +1,5 @@
 //! [`Command`]: what the embedding process (through [`super::BrokerHandle`], `Stopper`,
-//! `Reloader` and in-process subscriptions) asks of a running shard. Its own module so
+//! `Reloader` and in-process subscriptions) or the HTTP console asks of a running shard. Its own module so
 //! that `handle` (which sends commands) and `shard` (which executes them) do not import
 //! each other.
 //!
@@ -31,4 +31,8 @@ pub enum Command {
     },
     /// Remove an in-process subscription by id.
     Unsubscribe(u64),
+    /// Disconnect this client if it is connected on this shard (the HTTP console).
+    Disconnect(String),
+    /// Answer with the shard id (the systemd watchdog's liveness check).
+    Ping(Sender<usize>),
 }
