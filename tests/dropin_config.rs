@@ -45,7 +45,6 @@ fn options_shardmq_cannot_honour_yet_stop_the_start() {
         ("upgrade_outgoing_qos true", "upgrade_outgoing_qos true"),
         ("check_retain_source true", "check_retain_source true"),
         ("memory_limit 1000000", "memory_limit 1000000"),
-        ("max_topic_alias 10", "max_topic_alias 10"),
         (
             "use_subject_as_username true",
             "use_subject_as_username true",

@@ -12,9 +12,11 @@
 
 pub mod acl;
 pub mod crl;
+pub mod enhanced;
 pub mod passwd;
 pub mod password;
 pub mod psk;
+pub mod scram;
 
 use std::sync::Arc;
 

@@ -39,6 +39,7 @@ impl Broker {
         match c.state {
             ConnState::AwaitConnect => match packet {
                 Packet::Connect(connect) => self.on_connect(conn, connect, now),
+                Packet::Auth(auth) if c.version.is_v5() => self.on_auth(conn, &auth, now),
                 other => {
                     // [MQTT-3.1.0-1]: the first packet must be CONNECT.
                     crate::log_notice!(
@@ -53,15 +54,19 @@ impl Broker {
                 // PUBLISH is the hot case: checked in place and routed without passing
                 // through `Session::handle_packet` (one move of a large value fewer).
                 let packet = match packet {
-                    Packet::Publish(publish) => {
+                    Packet::Publish(mut publish) => {
                         let Some(slot) = self.sessions.get_mut(key) else {
                             return;
                         };
-                        match slot.session.accept_publish(now, &publish) {
+                        match slot.session.accept_publish(now, &mut publish) {
                             Err(err) => self.protocol_error(conn, &err, now),
                             Ok(false) => self.flush_session(key, now),
                             Ok(true) => self.on_publish(key, conn, publish, now),
                         }
+                        return;
+                    }
+                    Packet::Auth(auth) => {
+                        self.on_auth(conn, &auth, now); // enhanced authentication
                         return;
                     }
                     other => other,
@@ -171,12 +176,31 @@ impl Broker {
             )
     }
 
-    fn on_connect(&mut self, conn: ConnId, mut connect: Box<Connect>, now: Instant) {
+    fn on_connect(&mut self, conn: ConnId, connect: Box<Connect>, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.version = connect.protocol;
+        if connect.protocol.is_v5() && connect.properties.authentication_method.is_some() {
+            self.begin_auth(conn, connect, now); // auth.rs; back in the next function
+            return;
+        }
+        self.on_connect_authenticated(conn, connect, None, now);
+    }
+
+    /// CONNECT, once enhanced authentication (if the client asked for it) succeeded:
+    /// `auth` is its outcome, and `connect.username` the user it established.
+    pub(super) fn on_connect_authenticated(
+        &mut self,
+        conn: ConnId,
+        mut connect: Box<Connect>,
+        auth: Option<session::EnhancedAuth>,
+        now: Instant,
+    ) {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         let version = connect.protocol;
-        c.version = version;
         let (peer, listener, conn_uid) = (c.peer, c.listener, c.uid);
         // --- security hook: TLS identity as username, then password / ACL checks.
         let identity = c.identity.clone();
@@ -189,8 +213,9 @@ impl Broker {
         let security = Arc::clone(&self.security);
         let domain = security.domain(listener);
         let auto = self.uid();
-        let verdict = session::accept(&connect, &self.config, domain, use_identity, || auto)
-            .and_then(|a| {
+        let verified = use_identity || auth.is_some();
+        let verdict =
+            session::accept(&connect, &self.config, domain, verified, || auto).and_then(|a| {
                 let will_ok = connect.will.as_ref().map_or(true, |w| {
                     let username = connect.username.as_ref().map(ByteStr::as_str);
                     ClientSecurity::new(&security, listener, username, a.client_id.as_str())
@@ -203,7 +228,7 @@ impl Broker {
                 }
             });
         let accepted = match verdict {
-            Ok(a) => a,
+            Ok(a) => session::Accepted { auth, ..a },
             Err(reason) => {
                 let code = session::connack_code(version, reason);
                 let ack = ConnAck {
@@ -310,9 +335,10 @@ impl Broker {
         } else {
             Properties::default()
         };
-        // [MQTT-3.2.2-1] [MQTT-3.2.2-2]: session present only when resumed.
+        // [MQTT-3.2.2-1] [MQTT-3.2.2-2]: session present only when resumed. MQTT 3.1
+        // (MQIsdp) has no such flag: its first CONNACK byte is reserved, always 0.
         slot.session.send(Packet::ConnAck(ConnAck {
-            session_present,
+            session_present: session_present && version != ProtocolVersion::V31,
             reason: ReasonCode::SUCCESS,
             properties,
         }));

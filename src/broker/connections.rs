@@ -100,6 +100,13 @@ impl Connections {
         }
     }
 
+    /// The connections of the table.
+    pub(super) fn ids(&self) -> Vec<ConnId> {
+        (0..self.table.len())
+            .filter(|&i| self.table[i].is_some())
+            .collect()
+    }
+
     /// Memory held by every connection's output queue (see [`OutQueue::held`]).
     pub(super) fn held_bytes(&self) -> u64 {
         self.table

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use crate::codec::{
-    Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
+    ByteStr, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
 };
 use crate::session::ProtocolError;
 
@@ -21,15 +21,46 @@ use super::{Broker, ConnId};
 impl Broker {
     /// Sends a v5 DISCONNECT with `reason` to an active v5 connection (nothing for 3.1.1).
     pub(super) fn disconnect_with(&mut self, conn: ConnId, reason: ReasonCode) {
+        self.disconnect_explained(conn, reason, None);
+    }
+
+    /// [`Broker::disconnect_with`] with a Reason String saying why, left out when it
+    /// would make the packet larger than the client's Maximum Packet Size [MQTT-3.1.2-25]
+    /// (a DISCONNECT may carry one whatever Request Problem Information said
+    /// [MQTT-3.1.2-29]).
+    fn disconnect_explained(&mut self, conn: ConnId, reason: ReasonCode, why: Option<String>) {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
-        if c.version.is_v5() && matches!(c.state, ConnState::Active(_)) {
-            let d = Disconnect {
-                reason,
-                properties: Properties::default(),
-            };
-            self.send_packet(conn, &Packet::Disconnect(d), ProtocolVersion::V5);
+        let ConnState::Active(key) = c.state else {
+            return;
+        };
+        if !c.version.is_v5() {
+            return;
+        }
+        let max = self
+            .sessions
+            .get(key)
+            .map_or(u32::MAX, |s| s.session.client_max_packet_size());
+        let mut d = Disconnect {
+            reason,
+            properties: Properties::default(),
+        };
+        if let Some(why) = why {
+            // Fixed header (1 + up to 3), reason (1), property length (up to 2), string
+            // (3 + len): an upper bound of the packet's size.
+            if 10 + why.len() <= max as usize {
+                d.properties.reason_string = Some(ByteStr::from(why));
+            }
+        }
+        self.send_packet(conn, &Packet::Disconnect(d), ProtocolVersion::V5);
+    }
+
+    /// The broker stops: every connected v5 client gets DISCONNECT 0x8B (Server shutting
+    /// down) in its output, which the runtime flushes before it closes the sockets.
+    pub fn on_shutdown(&mut self) {
+        for conn in self.conns.ids() {
+            self.disconnect_with(conn, ReasonCode::SERVER_SHUTTING_DOWN);
         }
     }
 
@@ -139,7 +170,7 @@ impl Broker {
         }
         .unwrap_or_else(|| format!("<unknown> from {}", c.peer));
         crate::log_notice!("Client {name} disconnected due to protocol error: {err}.");
-        self.disconnect_with(conn, err.reason_code());
+        self.disconnect_explained(conn, err.reason_code(), Some(err.to_string()));
         self.end_connection(conn, now, true);
         self.close_conn(conn);
     }

@@ -14,7 +14,7 @@
 //! - `flow.rs`: read gating and cut-offs, as one policy.
 //!
 //! The coordinator's own files hold the paths through those parts: `connect.rs` (CONNECT
-//! and packet dispatch), `lifecycle.rs` (ends of connections and sessions, wills),
+//! and packet dispatch), `auth.rs` (MQTT 5 enhanced authentication exchanges), `lifecycle.rs` (ends of connections and sessions, wills),
 //! `publish.rs` (a PUBLISH from decode to output queues and other shards), `subscribe.rs`,
 //! `shared.rs` (shared subscription groups: membership, member choice, hand-over),
 //! `shard_msg.rs` (what other shards send), `timers.rs` (deadlines and `$SYS`),
@@ -53,6 +53,7 @@
 //! may be empty): the runtime re-checks `wants_read` for every connection `poll_transmit`
 //! yields and resumes reading a paused one. The whole policy is `flow.rs`'s.
 
+mod auth;
 mod connect;
 mod connections;
 mod console; // what the HTTP console reads and does (src/console)
@@ -124,6 +125,8 @@ pub struct Broker {
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// MQTT 5 enhanced authentication exchanges in progress (`auth.rs`).
+    auth: auth::AuthFlows,
 }
 
 impl Broker {
@@ -160,6 +163,7 @@ impl Broker {
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
             embed_refused: None,
+            auth: auth::AuthFlows::default(),
             config,
         }
     }

@@ -16,10 +16,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::codec::{Packet, ProtocolVersion, Publish, QoS};
+use crate::codec::{Packet, PacketId, ProtocolVersion, Publish, QoS};
 use crate::mailbox::ShardId;
 use crate::retained::RetainedMessage;
-use crate::session::{Delivery, Message, Outgoing, PublishedBy, Transmit};
+use crate::session::{AliasUse, Delivery, Message, Outgoing, PublishedBy, Transmit};
 
 use super::connections::{Conn, Connections};
 use super::cross::{Control, Offer};
@@ -99,6 +99,7 @@ impl Broker {
                 payload: Bytes::copy_from_slice(&publish.payload),
                 qos: publish.qos,
                 properties: publish.properties.clone(),
+                expires_at: RetainedMessage::expiry_from(&publish.properties, now),
             };
             self.cross.replicate_retained(&retained);
             self.routing.set_retained(retained);
@@ -287,6 +288,17 @@ impl Broker {
                     self.arm_stall(conn, now);
                     return;
                 }
+                if slot.session.takes_topic_aliases() {
+                    // This client takes topic aliases: a frame of its own.
+                    let out = Outgoing {
+                        msg: Arc::clone(msg),
+                        qos,
+                        retain,
+                        sub_ids,
+                    };
+                    self.write_publish(key, conn, &out, (None, false), now);
+                    return;
+                }
                 let class = frame_class(v5, retain);
                 if frames[class].is_none() {
                     match self.routing.encoder().qos0_frame(msg, v5, retain) {
@@ -407,32 +419,7 @@ impl Broker {
                 out,
                 packet_id,
                 dup,
-            } => {
-                let encoded = self
-                    .routing
-                    .encoder()
-                    .delivery(&out, version, packet_id, dup, now);
-                let frame = match encoded {
-                    Ok(f) if f.0.len() + f.1.len() <= max_out => f,
-                    result => {
-                        if let Err(e) = result {
-                            crate::log_warning!(
-                                "Unable to encode PUBLISH for {}: {e}",
-                                slot.session.client_id()
-                            );
-                        }
-                        // Too large for the client: behave as if sent [MQTT-3.1.2-25].
-                        self.stats.dropped(DropReason::TooLarge, 1);
-                        if let Some(id) = packet_id {
-                            slot.session.discard_inflight(id);
-                        }
-                        return;
-                    }
-                };
-                self.push_frame(conn, frame.0, Some(frame.1));
-                self.stats
-                    .publish_out(out.qos as u8, out.msg.publish.payload.len());
-            }
+            } => self.write_publish(key, conn, &out, (packet_id, dup), now),
             other => {
                 let Some(packet) = other.into_packet() else {
                     return;
@@ -454,6 +441,53 @@ impl Broker {
                 self.push_frame(conn, frame, None);
             }
         }
+    }
+
+    /// Encodes one PUBLISH to session `key` (with the topic alias its session chooses)
+    /// into connection `conn`'s output. One too large for the client is dropped and
+    /// counted, and completes as if sent [MQTT-3.1.2-25].
+    fn write_publish(
+        &mut self,
+        key: usize,
+        conn: ConnId,
+        out: &Outgoing,
+        (packet_id, dup): (Option<PacketId>, bool),
+        now: Instant,
+    ) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let version = slot.session.version();
+        let max_out = slot.session.client_max_packet_size() as usize;
+        let topic = &out.msg.publish.topic;
+        let alias = slot.session.choose_topic_alias(topic);
+        let encoded = self
+            .routing
+            .encoder()
+            .delivery(out, version, (packet_id, dup), alias, now);
+        let frame = match encoded {
+            Ok(f) if f.0.len() + f.1.len() <= max_out => f,
+            result => {
+                if let Err(e) = result {
+                    crate::log_warning!(
+                        "Unable to encode PUBLISH for {}: {e}",
+                        slot.session.client_id()
+                    );
+                }
+                self.stats.dropped(DropReason::TooLarge, 1);
+                if let Some(id) = packet_id {
+                    slot.session.discard_inflight(id);
+                }
+                return;
+            }
+        };
+        if let AliasUse::Bind(n) = alias {
+            // In the output, ahead of anything that relies on it.
+            slot.session.topic_alias_bound(topic, n);
+        }
+        self.push_frame(conn, frame.0, Some(frame.1));
+        self.stats
+            .publish_out(out.qos as u8, out.msg.publish.payload.len());
     }
 
     /// Queues `packet` for `conn` directly (used when no session is attached).

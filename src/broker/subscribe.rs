@@ -226,6 +226,12 @@ impl Broker {
         let done = self.routing.retained_batch(&mut job, &mut found);
         let slot = self.sessions.get_mut(job.key)?;
         for m in found {
+            let expiry_left = m.expiry_left(now);
+            if expiry_left == Some(0) {
+                // Expired: no longer sent [MQTT-3.3.2-5] (the store keeps it until the
+                // topic is set again).
+                continue;
+            }
             if !slot
                 .security
                 .as_mut()
@@ -239,7 +245,14 @@ impl Broker {
                 retain: true,
                 topic: m.topic.clone(),
                 packet_id: (m.qos != QoS::AtMostOnce).then_some(1),
-                properties: m.properties.clone(),
+                properties: if let Some(left) = expiry_left {
+                    // What is left of its expiry [MQTT-3.3.2-6].
+                    let mut p = m.properties.clone();
+                    p.message_expiry_interval = Some(left);
+                    p
+                } else {
+                    m.properties.clone()
+                },
                 payload: m.payload.clone(),
             };
             let out = Outgoing {

@@ -212,8 +212,10 @@ impl Broker {
                             .dropped(crate::metrics::DropReason::SlowSubscriber, 1);
                     }
                 }
-                // The memory goes now, not when the socket drains.
+                // The memory goes now, not when the socket drains; a v5 client is told
+                // which limit it hit (0x97, quota exceeded), if it still reads.
                 self.conns.clear_output(conn);
+                self.disconnect_with(conn, ReasonCode::QUOTA_EXCEEDED);
                 self.end_connection(conn, now, true);
             }
         }

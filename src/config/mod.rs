@@ -313,6 +313,9 @@ pub struct Config {
     pub max_packet_size: u32,
     /// `max_keepalive` (seconds, MQTT 5 server keep alive); 65535 = no limit.
     pub max_keepalive: u16,
+    /// `max_topic_alias`: the Topic Alias Maximum announced to MQTT 5 clients (topic
+    /// aliases a client may set); 0 = none. Default 10, as in Mosquitto.
+    pub max_topic_alias: u16,
     /// `max_connection_rate` (shardmq only): new connections accepted per second on each
     /// listener, a token bucket of that size; connections past it are closed at once and
     /// counted. 0 = unlimited (the default), guards against reconnect storms.
@@ -454,6 +457,7 @@ impl Default for Config {
             message_size_limit: 0,
             max_packet_size: 0,
             max_keepalive: 65535,
+            max_topic_alias: 10,
             max_connection_rate: 0,
             slow_subscriber_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),

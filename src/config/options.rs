@@ -127,7 +127,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("max_qos", OnlyValue("2"), "a lower maximum QoS is not supported yet"),
     row("max_queued_bytes", Yes, ""),
     row("max_queued_messages", Yes, "default 1000"),
-    row("max_topic_alias", OnlyValue("0"), "shardmq offers clients no topic aliases (Topic Alias Maximum 0); other values are not supported yet"),
+    row("max_topic_alias", Yes, ""),
     row("maximum_qos", OnlyValue("2"), "Mosquitto's alias of `max_qos`"),
     row("memory_limit", OnlyValue("0"), "a memory limit is not supported yet"),
     row("message_size_limit", Yes, ""),

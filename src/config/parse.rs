@@ -402,6 +402,9 @@ impl Parser {
             "max_keepalive" => {
                 self.cfg.max_keepalive = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX)
             }
+            "max_topic_alias" => {
+                self.cfg.max_topic_alias = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX)
+            }
             "max_connection_rate" => {
                 self.cfg.max_connection_rate = u32::try_from(line.int(0, 1_000_000)?).unwrap_or(0)
             }

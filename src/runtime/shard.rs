@@ -619,6 +619,7 @@ impl Shard {
     fn shutdown(&mut self) {
         let keys: Vec<ConnId> = self.conns.iter().map(|(k, _)| k).collect();
         let now = Instant::now();
+        self.broker.on_shutdown(); // v5 DISCONNECT 0x8B, flushed below
         for conn in keys {
             if let Some(out) = self.broker.output(conn) {
                 if let Some(c) = self.conns.get_mut(conn) {

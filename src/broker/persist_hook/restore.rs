@@ -23,14 +23,17 @@ use super::super::Broker;
 use super::options_from_byte;
 
 impl Broker {
-    /// Loads the retained messages of `state` into this shard's retained store.
-    pub fn restore_retained(&mut self, state: &State) {
+    /// Loads the retained messages of `state` into this shard's retained store. A
+    /// message's expiry counts again from `now` (records keep the interval, not when the
+    /// message came).
+    pub fn restore_retained(&mut self, state: &State, now: Instant) {
         for p in state.retained.values() {
             self.routing.set_retained(RetainedMessage {
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
                 qos: p.qos,
                 properties: p.properties.clone(),
+                expires_at: RetainedMessage::expiry_from(&p.properties, now),
             });
         }
         self.stats.retained = self.routing.retained_len() as u64;

@@ -20,3 +20,7 @@ mod session;
 mod shards;
 mod shared;
 mod shared_model;
+mod v5_alias;
+mod v5_connack;
+mod v5_disconnect;
+mod v5_expiry;
