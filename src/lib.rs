@@ -76,6 +76,9 @@ pub use broker::embed::{
     Message, PublishError, SubscribeError, Subscription, DEFAULT_PUBLISH_CAPACITY,
     DEFAULT_SUBSCRIPTION_CAPACITY,
 };
+pub use broker::ingest::{
+    IngestHandler, Ingested, Provenance, Qos0Policy, Verdict, MAX_INGEST_HANDLERS,
+};
 pub use codec::{ByteStr, Properties, Publish, QoS};
 pub use config::Config;
 pub use persist::Error as PersistError;
@@ -138,6 +141,8 @@ impl Broker {
         BrokerBuilder {
             config,
             publish_capacity: DEFAULT_PUBLISH_CAPACITY,
+            ingest: Vec::new(),
+            invalid: None,
         }
     }
 }
@@ -146,6 +151,18 @@ impl Broker {
 pub struct BrokerBuilder {
     config: Config,
     publish_capacity: usize,
+    ingest: Vec<runtime::IngestSpec>,
+    /// The first invalid ingest filter, reported by `start`.
+    invalid: Option<StartError>,
+}
+
+impl std::fmt::Debug for BrokerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerBuilder")
+            .field("publish_capacity", &self.publish_capacity)
+            .field("ingest_handlers", &self.ingest.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerBuilder {
@@ -163,9 +180,83 @@ impl BrokerBuilder {
         self
     }
 
+    /// Adds an ingest handler: every message a client publishes on a topic matching
+    /// `filter` is offered to it, on the publishing client's shard thread, before the
+    /// broker acknowledges it (QoS 1/2) and routes it to its subscribers. `make` is
+    /// called once per shard at start, with the shard's number, to make that shard's
+    /// instance. A busy handler at QoS 0 does not get the message ([`Qos0Policy::Drop`];
+    /// see [`BrokerBuilder::ingest_with`]).
+    ///
+    /// Handlers see what clients publish (not wills, not [`BrokerHandle::publish`]);
+    /// several matching handlers are offered a message in the order they were added.
+    /// An invalid or shared filter, or more than [`MAX_INGEST_HANDLERS`] handlers, makes
+    /// [`BrokerBuilder::start`] fail with [`StartError::Ingest`].
+    ///
+    /// ```no_run
+    /// use shardmq::{Broker, Config, Ingested, Verdict};
+    ///
+    /// let config = Config::with_listener("127.0.0.1:1883".parse().unwrap());
+    /// let broker = Broker::builder(config)
+    ///     .ingest("telemetry/#", |_shard| {
+    ///         |msg: &Ingested<'_>| {
+    ///             println!("{} from {}: {} bytes", msg.topic(),
+    ///                 msg.provenance().client_id(), msg.payload().len());
+    ///             Verdict::Accept
+    ///         }
+    ///     })
+    ///     .start()
+    ///     .expect("broker starts");
+    /// # drop(broker);
+    /// ```
+    #[must_use]
+    pub fn ingest<H, F>(self, filter: &str, make: F) -> Self
+    where
+        H: IngestHandler + 'static,
+        F: FnMut(usize) -> H + Send + 'static,
+    {
+        self.ingest_with(filter, Qos0Policy::Drop, make)
+    }
+
+    /// [`BrokerBuilder::ingest`] with the handler's policy for QoS 0 messages it is busy
+    /// with ([`Qos0Policy::BackPressure`] holds them like QoS 1 ones).
+    #[must_use]
+    pub fn ingest_with<H, F>(mut self, filter: &str, qos0: Qos0Policy, mut make: F) -> Self
+    where
+        H: IngestHandler + 'static,
+        F: FnMut(usize) -> H + Send + 'static,
+    {
+        let refuse = |reason: String| StartError::Ingest {
+            filter: filter.to_owned(),
+            reason,
+        };
+        if self.invalid.is_some() {
+            return self;
+        }
+        if self.ingest.len() >= MAX_INGEST_HANDLERS {
+            self.invalid = Some(refuse(format!("more than {MAX_INGEST_HANDLERS} handlers")));
+            return self;
+        }
+        match broker::ingest::parse_filter(filter) {
+            Ok(filter) => self.ingest.push(runtime::IngestSpec {
+                filter,
+                qos0,
+                make: Box::new(move |shard| Box::new(make(shard)) as Box<dyn IngestHandler>),
+            }),
+            Err(e) => self.invalid = Some(refuse(e.to_string())),
+        }
+        self
+    }
+
     /// Binds every listener and starts the shard threads. When this returns, clients can
     /// connect to [`BrokerHandle::local_addrs`].
     pub fn start(self) -> Result<BrokerHandle, StartError> {
-        runtime::start(self.config, self.publish_capacity)
+        if let Some(e) = self.invalid {
+            return Err(e);
+        }
+        let embedding = runtime::Embedding {
+            publish_capacity: self.publish_capacity,
+            ingest: self.ingest,
+        };
+        runtime::start(self.config, embedding)
     }
 }

@@ -32,6 +32,11 @@ const fn mosquitto_protocol(v: ProtocolVersion) -> u8 {
 
 impl Broker {
     pub(super) fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        if self.ingest.holds(conn) {
+            // Behind a message an ingest handler is busy with, in order.
+            self.ingest.queue(conn, packet);
+            return;
+        }
         let Some(c) = self.conns.get(conn) else {
             return;
         };
@@ -146,11 +151,41 @@ impl Broker {
             );
             self.stats.publish_dropped += 1;
             ReasonCode::NOT_AUTHORIZED
-        } else if self.route(publish, Some((conn, key)), now) {
+        } else {
+            // Ingest handlers first: a busy one holds the message, unacknowledged.
+            if let Some(publish) = self.ingest_gate(key, conn, publish, 0, now) {
+                self.route_and_ack(key, conn, publish, now);
+            }
+            return;
+        };
+        self.acknowledge(key, qos, packet_id, reason, now);
+    }
+
+    /// Routes a client's PUBLISH and acknowledges it (v5: 0x10 when nobody matched).
+    pub(super) fn route_and_ack(
+        &mut self,
+        key: usize,
+        conn: ConnId,
+        publish: Publish,
+        now: Instant,
+    ) {
+        let (qos, packet_id) = (publish.qos, publish.packet_id);
+        let reason = if self.route(publish, Some((conn, key)), now) {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         };
+        self.acknowledge(key, qos, packet_id, reason, now);
+    }
+
+    fn acknowledge(
+        &mut self,
+        key: usize,
+        qos: crate::codec::QoS,
+        packet_id: Option<crate::codec::PacketId>,
+        reason: ReasonCode,
+        now: Instant,
+    ) {
         if let Some(slot) = self.sessions.get_mut(key) {
             slot.session.acknowledge_publish(qos, packet_id, reason);
         }

@@ -57,6 +57,8 @@ mod connections;
 mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;
+pub mod ingest; // ingest handlers of the embedding API
+mod ingest_hook;
 mod lifecycle;
 mod out_queue;
 mod persist_hook; // persistence (src/persist): event hook + restore
@@ -118,6 +120,8 @@ pub struct Broker {
     routing: Routing,
     cross: CrossShard,
     flow: FlowControl,
+    /// The embedding host's ingest handlers and the messages they hold.
+    ingest: ingest::Ingest,
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -156,6 +160,7 @@ impl Broker {
             routing: Routing::new(),
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
+            ingest: ingest::Ingest::default(),
             embed_refused: None,
             config,
         }
@@ -199,6 +204,7 @@ impl Broker {
     pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, listener: usize, now: Instant) {
         let uid = self.conns.accept(conn, peer, listener);
         self.flow.on_accept(conn, uid);
+        self.ingest_conn_end(conn); // nothing of an earlier connection in this slot
         self.stats.connections_accepted += 1;
         // From accept, not from the last byte: a client trickling a CONNECT is cut too.
         self.timers.push(

@@ -27,6 +27,7 @@ use crate::broker::embed::{
     self, Injected, InternalSub, PublishError, PublishSlot, PublishSlots, SubscribeError,
     Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
 };
+use crate::broker::ingest::{IngestEntry, IngestHandler, Qos0Policy};
 use crate::broker::ShardMsg;
 use crate::codec::{Publish, QoS};
 use crate::config::Config;
@@ -55,6 +56,10 @@ pub enum StartError {
     /// name): it must be imported or renamed, never ignored.
     #[error(transparent)]
     ForeignPersistence(#[from] crate::persist::import::ImportError),
+    /// An ingest handler's filter is not a valid (non-shared) topic filter, or there are
+    /// more than [`crate::MAX_INGEST_HANDLERS`] handlers.
+    #[error("ingest handler for '{filter}': {reason}")]
+    Ingest { filter: String, reason: String },
 }
 
 struct ShardControl {
@@ -146,11 +151,29 @@ pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
     })
 }
 
-pub(super) fn start(
+/// Makes one shard's instance of an ingest handler (called once per shard at start).
+pub(crate) type MakeHandler = Box<dyn FnMut(usize) -> Box<dyn IngestHandler> + Send>;
+
+/// An ingest handler as the builder describes it: filter, QoS 0 policy, one instance per
+/// shard.
+pub(crate) struct IngestSpec {
+    pub(crate) filter: crate::topic::TopicFilter,
+    pub(crate) qos0: Qos0Policy,
+    pub(crate) make: MakeHandler,
+}
+
+/// What the embedding API adds to a start: the bound on the host's publishes and the
+/// ingest handlers.
+pub(crate) struct Embedding {
+    pub(crate) publish_capacity: usize,
+    pub(crate) ingest: Vec<IngestSpec>,
+}
+
+pub(crate) fn start(
     config: &Arc<Config>,
-    publish_capacity: usize,
+    embedding: Embedding,
 ) -> Result<BrokerHandle, StartError> {
-    prepare(config)?.start_with(publish_capacity)
+    prepare(config)?.start_embedded(embedding)
 }
 
 impl Prepared {
@@ -168,6 +191,18 @@ impl Prepared {
     /// [`Prepared::start`] with at most `publish_capacity` host publishes not routed yet
     /// (see [`crate::BrokerBuilder::publish_capacity`]).
     pub fn start_with(self, publish_capacity: usize) -> Result<BrokerHandle, StartError> {
+        self.start_embedded(Embedding {
+            publish_capacity,
+            ingest: Vec::new(),
+        })
+    }
+
+    /// [`Prepared::start`] with the embedding API's additions.
+    pub(crate) fn start_embedded(self, embedding: Embedding) -> Result<BrokerHandle, StartError> {
+        let Embedding {
+            publish_capacity,
+            mut ingest,
+        } = embedding;
         let Self {
             config,
             per_shard,
@@ -194,6 +229,17 @@ impl Prepared {
             let admission = Arc::clone(&admission);
             let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
             shard.set_security(Arc::clone(&security));
+            if !ingest.is_empty() {
+                let handlers = ingest
+                    .iter_mut()
+                    .map(|spec| IngestEntry {
+                        filter: spec.filter.clone(),
+                        qos0: spec.qos0,
+                        handler: (spec.make)(id),
+                    })
+                    .collect();
+                shard.set_ingest(handlers);
+            }
             if let Some(store) = &store {
                 shard.set_persister(super::persist::Persister::new(store));
             }

@@ -126,6 +126,11 @@ impl Shard {
         self.broker.set_security(security);
     }
 
+    /// Installs this shard's ingest handlers (before `run`).
+    pub fn set_ingest(&mut self, handlers: Vec<crate::broker::ingest::IngestEntry>) {
+        self.broker.set_ingest(handlers);
+    }
+
     /// Turns persistence on and restores this shard's part of the saved state (before
     /// the thread starts): each session on its home shard, retained on every shard.
     pub fn set_persister(&mut self, p: Persister) {
