@@ -77,8 +77,10 @@ pub use broker::embed::{
     DEFAULT_SUBSCRIPTION_CAPACITY,
 };
 pub use broker::ingest::{
-    IngestHandler, Ingested, Provenance, Qos0Policy, Verdict, MAX_INGEST_HANDLERS,
+    IngestHandler, Ingested, Origin, Provenance, Qos0Policy, Verdict, MAX_INGEST_HANDLERS,
 };
+pub use broker::ingest_ack::AckToken;
+pub use broker::ingest_channel::{Delivery, IngestMessage, IngestSender};
 pub use codec::{ByteStr, Properties, Publish, QoS};
 pub use config::Config;
 pub use persist::Error as PersistError;
@@ -245,6 +247,39 @@ impl BrokerBuilder {
             Err(e) => self.invalid = Some(refuse(e.to_string())),
         }
         self
+    }
+
+    /// Adds an ingest handler in channel form, for hosts that take messages on other
+    /// threads or async tasks: `make(shard)` returns that shard's sender of a bounded
+    /// channel (one channel per shard); every matching message goes into it as a
+    /// [`Delivery`] (an owned copy with its [`Origin`] and an [`AckToken`]). A full
+    /// channel holds the device back like [`Verdict::Busy`]; the device's PUBACK/PUBREC
+    /// waits until the token is acked, while the device is read on. `qos0` as in
+    /// [`BrokerBuilder::ingest_with`].
+    ///
+    /// ```no_run
+    /// use shardmq::{Broker, Config, Delivery, Qos0Policy};
+    ///
+    /// let (tx, rx) = crossbeam_channel::bounded::<Delivery>(1024);
+    /// let broker = Broker::builder(Config::default())
+    ///     .ingest_channel("telemetry/#", Qos0Policy::Drop, move |_shard| tx.clone())
+    ///     .start()
+    ///     .expect("broker starts");
+    /// for d in rx.iter() {
+    ///     println!("{} from {}", d.message.topic(), d.message.origin().client_id());
+    ///     d.token.ack(); // now the device gets its PUBACK
+    /// }
+    /// # drop(broker);
+    /// ```
+    #[must_use]
+    pub fn ingest_channel<S, F>(self, filter: &str, qos0: Qos0Policy, mut make: F) -> Self
+    where
+        S: IngestSender + 'static,
+        F: FnMut(usize) -> S + Send + 'static,
+    {
+        self.ingest_with(filter, qos0, move |shard| {
+            broker::ingest_channel::ChannelHandler(make(shard))
+        })
     }
 
     /// Binds every listener and starts the shard threads. When this returns, clients can

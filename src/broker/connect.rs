@@ -18,6 +18,7 @@ use crate::codec::{
 use crate::session::{self, Action, Session};
 
 use super::cross::{MovedSession, PendingConnect};
+use super::ingest_ack::PendingAck;
 use super::timers::Timer;
 use super::{Broker, ConnId, ConnState, Slot};
 
@@ -153,20 +154,31 @@ impl Broker {
             ReasonCode::NOT_AUTHORIZED
         } else {
             // Ingest handlers first: a busy one holds the message, unacknowledged.
-            if let Some(publish) = self.ingest_gate(key, conn, publish, 0, now) {
-                self.route_and_ack(key, conn, publish, now);
+            let retry = super::ingest_hook::Retry::default();
+            if let Some((publish, seq)) = self.ingest_gate(key, conn, publish, retry, now) {
+                self.route_and_ack(key, conn, publish, seq, now);
             }
             return;
         };
-        self.acknowledge(key, qos, packet_id, reason, now);
+        let ack = PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        };
+        if let Some(ack) = self.ordered_ack(conn, None, ack, now) {
+            self.acknowledge_now(ack, now);
+        }
     }
 
-    /// Routes a client's PUBLISH and acknowledges it (v5: 0x10 when nobody matched).
+    /// Routes a client's PUBLISH and acknowledges it (v5: 0x10 when nobody matched), in
+    /// order behind acknowledgements that wait for ingest ack tokens (`seq`: its place).
     pub(super) fn route_and_ack(
         &mut self,
         key: usize,
         conn: ConnId,
         publish: Publish,
+        seq: Option<u64>,
         now: Instant,
     ) {
         let (qos, packet_id) = (publish.qos, publish.packet_id);
@@ -175,17 +187,25 @@ impl Broker {
         } else {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         };
-        self.acknowledge(key, qos, packet_id, reason, now);
+        let ack = PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        };
+        if let Some(ack) = self.ordered_ack(conn, seq, ack, now) {
+            self.acknowledge_now(ack, now);
+        }
     }
 
-    fn acknowledge(
-        &mut self,
-        key: usize,
-        qos: crate::codec::QoS,
-        packet_id: Option<crate::codec::PacketId>,
-        reason: ReasonCode,
-        now: Instant,
-    ) {
+    /// Sends the PUBACK / PUBREC of a routed (or refused) PUBLISH of session `key`.
+    pub(super) fn acknowledge_now(&mut self, ack: PendingAck, now: Instant) {
+        let PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        } = ack;
         if let Some(slot) = self.sessions.get_mut(key) {
             slot.session.acknowledge_publish(qos, packet_id, reason);
         }

@@ -17,6 +17,7 @@
 //! waits. It never blocks, sleeps or touches a socket: the coordinator
 //! (`ingest_hook.rs`) applies what it decides.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,9 +26,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::codec::{Packet, Properties, Publish, QoS};
+use crate::codec::{ByteStr, Packet, Properties, Publish, QoS};
 use crate::topic::{TopicFilter, TopicIndex};
 
+use super::ingest_ack::{AckSink, AckToken, Awaiting};
 use super::ConnId;
 
 /// Most handlers a broker takes (a held message records which accepted it in a `u64`).
@@ -75,8 +77,8 @@ pub enum Qos0Policy {
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Provenance<'a> {
-    pub(super) client_id: &'a str,
-    pub(super) username: Option<&'a str>,
+    pub(super) client_id: &'a ByteStr,
+    pub(super) username: Option<&'a ByteStr>,
     pub(super) listener: usize,
     pub(super) peer: SocketAddr,
     pub(super) protocol_level: u8,
@@ -85,13 +87,13 @@ pub struct Provenance<'a> {
 impl<'a> Provenance<'a> {
     /// The client identifier of the publishing session.
     pub fn client_id(&self) -> &'a str {
-        self.client_id
+        self.client_id.as_str()
     }
 
     /// The user name it authenticated as (or the TLS identity with
     /// `use_identity_as_username`); `None` for an anonymous client.
     pub fn username(&self) -> Option<&'a str> {
-        self.username
+        self.username.map(ByteStr::as_str)
     }
 
     /// The listener it connected to: an index into the configuration's listeners, in
@@ -109,6 +111,54 @@ impl<'a> Provenance<'a> {
     pub fn protocol_level(&self) -> u8 {
         self.protocol_level
     }
+
+    /// An owned copy (cheap: the client id and user name are shared, not copied).
+    pub fn to_origin(&self) -> Origin {
+        Origin {
+            client_id: self.client_id.clone(),
+            username: self.username.cloned(),
+            listener: self.listener,
+            peer: self.peer,
+            protocol_level: self.protocol_level,
+        }
+    }
+}
+
+/// Who published a message, owned (see [`Provenance`] for each field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    client_id: ByteStr,
+    username: Option<ByteStr>,
+    listener: usize,
+    peer: SocketAddr,
+    protocol_level: u8,
+}
+
+impl Origin {
+    /// The client identifier of the publishing session.
+    pub fn client_id(&self) -> &str {
+        self.client_id.as_str()
+    }
+
+    /// The user name it authenticated as; `None` for an anonymous client.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_ref().map(ByteStr::as_str)
+    }
+
+    /// The listener it connected to (index in configuration order).
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
+    /// The device's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The MQTT protocol level: 3, 4 or 5.
+    pub fn protocol_level(&self) -> u8 {
+        self.protocol_level
+    }
 }
 
 /// A message offered to an [`IngestHandler`], borrowed for the call: topic and payload
@@ -118,6 +168,17 @@ pub struct Ingested<'a> {
     pub(super) publish: &'a Publish,
     pub(super) from: Provenance<'a>,
     pub(super) shard: usize,
+    pub(super) defer: &'a Defer<'a>,
+}
+
+/// What [`Ingested::defer_ack`] needs: where tokens report, and which message they are
+/// for; counts the tokens issued during one offer.
+pub(super) struct Defer<'a> {
+    pub(super) sink: Option<&'a AckSink>,
+    pub(super) conn: ConnId,
+    pub(super) uid: u64,
+    pub(super) seq: u64,
+    pub(super) issued: Cell<u32>,
 }
 
 impl fmt::Debug for Ingested<'_> {
@@ -170,6 +231,36 @@ impl<'a> Ingested<'a> {
     /// The shard (thread) this handler instance runs on, from 0.
     pub fn shard(&self) -> usize {
         self.shard
+    }
+
+    /// Defers the device's acknowledgement of this message until the returned token is
+    /// [acked](AckToken::ack), from any thread (e.g. once an async task stored it).
+    /// Answer [`Verdict::Accept`] after taking the token: the message is routed now, and
+    /// the device is read on; its PUBACK/PUBREC (and those of the messages it sent
+    /// after it) wait for the token. Dropping the token without acking it closes the
+    /// device's connection, so that it sends the message again.
+    ///
+    /// ```
+    /// # use shardmq::{Ingested, Verdict, AckToken};
+    /// # fn f(to_task: &crossbeam_channel::Sender<(Vec<u8>, AckToken)>) {
+    /// let handler = move |msg: &Ingested<'_>| {
+    ///     if to_task.is_full() {
+    ///         return Verdict::Busy; // back-pressure, nothing taken
+    ///     }
+    ///     let _ = to_task.try_send((msg.payload().to_vec(), msg.defer_ack()));
+    ///     Verdict::Accept
+    /// };
+    /// # }
+    /// ```
+    pub fn defer_ack(&self) -> AckToken {
+        let d = self.defer;
+        match d.sink {
+            Some(sink) => {
+                d.issued.set(d.issued.get() + 1);
+                AckToken::new(sink.clone(), d.conn, d.uid, d.seq)
+            }
+            None => AckToken::detached(),
+        }
     }
 }
 
@@ -228,6 +319,8 @@ pub(super) struct HeldPublish {
     pub(super) publish: Publish,
     /// Handlers (bit i = handler i) that accepted it already: not offered again.
     pub(super) accepted: u64,
+    /// Its place in the connection's acknowledgement order, if a handler deferred it.
+    pub(super) seq: Option<u64>,
 }
 
 /// What a connection has waiting while a handler is busy: the held message and what
@@ -247,6 +340,8 @@ pub(super) struct Ingest {
     index: TopicIndex<usize, ()>,
     handlers: Vec<IngestEntry>,
     held: HashMap<ConnId, HeldConn>,
+    /// Acknowledgements waiting for [`AckToken`]s.
+    pub(super) awaiting: Awaiting,
     /// QoS 0 messages a busy handler with [`Qos0Policy::Drop`] did not get.
     pub(super) dropped: u64,
 }
@@ -384,6 +479,7 @@ impl Ingest {
     /// sends it again). Returns the held message's QoS 2 packet id, which the session
     /// must forget so that the resent message is not taken for a duplicate.
     pub(super) fn on_conn_end(&mut self, conn: ConnId) -> Option<(usize, u16)> {
+        self.awaiting.on_conn_end(conn);
         let entry = self.held.remove(&conn)?;
         let held = entry.publish?;
         (held.publish.qos == QoS::ExactlyOnce)

@@ -9,9 +9,12 @@
 
 use std::time::Instant;
 
-use crate::codec::{ByteStr, ProtocolVersion, Publish};
+use std::cell::Cell;
 
-use super::ingest::{HeldPublish, IngestEntry, Ingested, Next, Offer, Provenance};
+use crate::codec::{ProtocolVersion, Publish, ReasonCode};
+
+use super::ingest::{Defer, HeldPublish, IngestEntry, Ingested, Next, Offer, Provenance};
+use super::ingest_ack::{AckSink, Outcome, PendingAck, TokenOutcome};
 use super::timers::Timer;
 use super::{Broker, ConnId};
 
@@ -25,49 +28,69 @@ const fn protocol_level(v: ProtocolVersion) -> u8 {
 }
 
 impl Broker {
-    /// Installs this shard's ingest handlers (before it serves clients).
-    pub fn set_ingest(&mut self, handlers: Vec<IngestEntry>) {
+    /// Installs this shard's ingest handlers (before it serves clients); their ack
+    /// tokens report through `sink`.
+    pub fn set_ingest(&mut self, handlers: Vec<IngestEntry>, sink: Option<AckSink>) {
         self.ingest.set_handlers(handlers);
+        self.ingest_sink = sink;
     }
 
     /// Offers a client's `publish` (session `key`, connection `conn`) to the ingest
-    /// handlers not in `accepted`. Returns it when every matching handler took it (ack
-    /// and route it now); `None` when one was busy (it is held, the connection paused).
+    /// handlers not in `retry.accepted`. Returns it when every matching handler took it
+    /// (route it now), with its place in the connection's acknowledgement order when
+    /// its acknowledgement must wait (ack tokens); `None` when one was busy (it is held,
+    /// the connection paused).
     pub(super) fn ingest_gate(
         &mut self,
         key: usize,
         conn: ConnId,
         publish: Publish,
-        accepted: u64,
+        retry: Retry,
         now: Instant,
-    ) -> Option<Publish> {
+    ) -> Option<(Publish, Option<u64>)> {
         if self.ingest.is_empty() {
-            return Some(publish);
+            return Some((publish, retry.seq));
         }
         let (Some(slot), Some(c)) = (self.sessions.get(key), self.conns.get(conn)) else {
-            return Some(publish);
+            return Some((publish, retry.seq));
         };
         let uid = c.uid;
+        let defer = Defer {
+            sink: self.ingest_sink.as_ref(),
+            conn,
+            uid,
+            seq: retry
+                .seq
+                .unwrap_or_else(|| self.ingest.awaiting.next_seq(conn, uid)),
+            issued: Cell::new(0),
+        };
         let msg = Ingested {
             publish: &publish,
             from: Provenance {
-                client_id: slot.session.client_id().as_str(),
-                username: slot.username.as_ref().map(ByteStr::as_str),
+                client_id: slot.session.client_id(),
+                username: slot.username.as_ref(),
                 listener: slot.listener,
                 peer: c.peer,
                 protocol_level: protocol_level(slot.session.version()),
             },
             shard: self.cross.me(),
+            defer: &defer,
         };
-        let offer = self.ingest.offer(&msg, accepted);
+        let offer = self.ingest.offer(&msg, retry.accepted);
+        let issued = defer.issued.get();
         self.stats.publish_dropped += std::mem::take(&mut self.ingest.dropped);
+        let mut seq = retry.seq;
+        if issued > 0 {
+            seq = Some(self.ingest.awaiting.reserve(conn, uid, seq, issued));
+        }
         match offer {
-            Offer::Accepted => Some(publish),
+            Offer::Accepted => Some((publish, seq)),
             Offer::Busy { accepted } => {
                 let held = HeldPublish {
                     key,
                     publish,
                     accepted,
+                    seq,
                 };
                 let delay = self.ingest.hold(conn, uid, held);
                 self.flow.pause_ingest(conn, uid);
@@ -85,8 +108,12 @@ impl Broker {
             return;
         };
         let key = held.key;
-        if let Some(publish) = self.ingest_gate(key, conn, held.publish, held.accepted, now) {
-            self.route_and_ack(key, conn, publish, now);
+        let retry = Retry {
+            accepted: held.accepted,
+            seq: held.seq,
+        };
+        if let Some((publish, seq)) = self.ingest_gate(key, conn, held.publish, retry, now) {
+            self.route_and_ack(key, conn, publish, seq, now);
         }
         loop {
             match self.ingest.next_queued(conn, uid) {
@@ -102,6 +129,52 @@ impl Broker {
         }
     }
 
+    /// Queues the acknowledgement of a routed message of `conn` behind those that wait
+    /// for ack tokens (`seq`: its reserved place); returns it when it may go now.
+    pub(super) fn ordered_ack(
+        &mut self,
+        conn: ConnId,
+        seq: Option<u64>,
+        ack: PendingAck,
+        now: Instant,
+    ) -> Option<PendingAck> {
+        let Some(uid) = self.conns.get(conn).map(|c| c.uid) else {
+            return Some(ack);
+        };
+        let seq = match seq {
+            Some(seq) => seq,
+            None if self.ingest.awaiting.waits(conn) => {
+                self.ingest.awaiting.reserve(conn, uid, None, 0)
+            }
+            None => return Some(ack),
+        };
+        for ready in self.ingest.awaiting.routed(conn, uid, seq, ack) {
+            self.acknowledge_now(ready, now);
+        }
+        None
+    }
+
+    /// An ack token came back (acked, or dropped: then the device is disconnected and
+    /// sends its unacknowledged messages again).
+    pub fn on_ingest_token(&mut self, token: TokenOutcome, now: Instant) {
+        match self.ingest.awaiting.on_token(token) {
+            Outcome::Wait => {}
+            Outcome::Send(ready) => {
+                for ack in ready {
+                    self.acknowledge_now(ack, now);
+                }
+            }
+            Outcome::Close => {
+                let conn = token.conn;
+                crate::log_notice!(
+                    "An ingest ack token was dropped without ack, disconnecting connection {conn}."
+                );
+                self.disconnect_with(conn, ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR);
+                self.end_connection(conn, now, true);
+            }
+        }
+    }
+
     /// Connection `conn` ends: what it held goes (never acknowledged: the device sends
     /// it again), and a held QoS 2 id is forgotten so that the resend is delivered.
     pub(super) fn ingest_conn_end(&mut self, conn: ConnId) {
@@ -111,4 +184,12 @@ impl Broker {
             }
         }
     }
+}
+
+/// What an earlier offer of a held message left: the handlers that took it, its place
+/// in the acknowledgement order.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Retry {
+    pub(super) accepted: u64,
+    pub(super) seq: Option<u64>,
 }

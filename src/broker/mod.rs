@@ -58,6 +58,8 @@ mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;
 pub mod ingest; // ingest handlers of the embedding API
+pub mod ingest_ack; // their deferred acknowledgements
+pub mod ingest_channel; // the channel form of a handler
 mod ingest_hook;
 mod lifecycle;
 mod out_queue;
@@ -122,6 +124,9 @@ pub struct Broker {
     flow: FlowControl,
     /// The embedding host's ingest handlers and the messages they hold.
     ingest: ingest::Ingest,
+    /// Where the ingest handlers' ack tokens report (the runtime's; `None` in sans-IO
+    /// tests without one: tokens then acknowledge nothing).
+    ingest_sink: Option<ingest_ack::AckSink>,
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -161,6 +166,7 @@ impl Broker {
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
             ingest: ingest::Ingest::default(),
+            ingest_sink: None,
             embed_refused: None,
             config,
         }

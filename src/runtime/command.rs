@@ -11,6 +11,7 @@ use crossbeam_channel::Sender;
 
 use crate::auth::Security;
 use crate::broker::embed::{Injected, InternalSub};
+use crate::broker::ingest_ack::TokenOutcome;
 
 /// Instructions from the embedding process to a shard.
 #[derive(Debug)]
@@ -31,4 +32,6 @@ pub enum Command {
     },
     /// Remove an in-process subscription by id.
     Unsubscribe(u64),
+    /// An ingest ack token was acked or dropped.
+    IngestToken(TokenOutcome),
 }

@@ -28,6 +28,7 @@ use crate::broker::embed::{
     Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
 };
 use crate::broker::ingest::{IngestEntry, IngestHandler, Qos0Policy};
+use crate::broker::ingest_ack::AckSink;
 use crate::broker::ShardMsg;
 use crate::codec::{Publish, QoS};
 use crate::config::Config;
@@ -238,7 +239,14 @@ impl Prepared {
                         handler: (spec.make)(id),
                     })
                     .collect();
-                shard.set_ingest(handlers);
+                // Ack tokens come back to this shard as commands.
+                let (commands, waker) = (tx.clone(), shard.waker());
+                let sink = AckSink::new(move |t| {
+                    if commands.send(Command::IngestToken(t)).is_ok() {
+                        let _ = waker.wake();
+                    }
+                });
+                shard.set_ingest(handlers, sink);
             }
             if let Some(store) = &store {
                 shard.set_persister(super::persist::Persister::new(store));

@@ -127,8 +127,12 @@ impl Shard {
     }
 
     /// Installs this shard's ingest handlers (before `run`).
-    pub fn set_ingest(&mut self, handlers: Vec<crate::broker::ingest::IngestEntry>) {
-        self.broker.set_ingest(handlers);
+    pub fn set_ingest(
+        &mut self,
+        handlers: Vec<crate::broker::ingest::IngestEntry>,
+        sink: crate::broker::ingest_ack::AckSink,
+    ) {
+        self.broker.set_ingest(handlers, Some(sink));
     }
 
     /// Turns persistence on and restores this shard's part of the saved state (before
@@ -306,6 +310,7 @@ impl Shard {
             match cmd {
                 Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
+                Command::IngestToken(t) => self.broker.on_ingest_token(t, now),
                 Command::SetSecurity(s) => self.broker.set_security(s),
                 Command::Subscribe { sub, retained, ack } => {
                     self.broker.add_internal(*sub, retained);
