@@ -129,6 +129,9 @@ impl PublishSlots {
 pub struct Injected {
     pub(crate) publish: Publish,
     pub(crate) slot: Option<PublishSlot>,
+    /// Told whether any subscription matched once the shard routed it
+    /// (`BrokerHandle::publish_routed`).
+    pub(crate) routed: Option<Sender<bool>>,
 }
 
 impl Injected {
@@ -136,6 +139,15 @@ impl Injected {
         Self {
             publish,
             slot: Some(slot),
+            routed: None,
+        }
+    }
+
+    /// [`Injected::new`], reporting on `routed` once routed.
+    pub(crate) fn reporting(publish: Publish, slot: PublishSlot, routed: Sender<bool>) -> Self {
+        Self {
+            routed: Some(routed),
+            ..Self::new(publish, slot)
         }
     }
 
@@ -150,6 +162,7 @@ impl From<Publish> for Injected {
         Self {
             publish,
             slot: None,
+            routed: None,
         }
     }
 }

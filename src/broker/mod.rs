@@ -377,9 +377,16 @@ impl Broker {
         if self.embed_refused.is_none() {
             self.embed_refused = injected.refused().cloned();
         }
-        let embed::Injected { publish, slot } = injected;
-        self.route(publish, None, now);
+        let embed::Injected {
+            publish,
+            slot,
+            routed,
+        } = injected;
+        let matched = self.route(publish, None, now);
         drop(slot);
+        if let Some(routed) = routed {
+            let _ = routed.try_send(matched); // never waits: room for one
+        }
     }
 
     /// Installs an in-process subscription on this shard; with `with_retained`, first

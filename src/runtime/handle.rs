@@ -343,11 +343,42 @@ impl BrokerHandle {
         }
     }
 
-    fn send_publish(&self, publish: Publish, slot: PublishSlot) -> Result<(), PublishError> {
-        let Some(s) = self.shards.first() else {
-            return Err(PublishError::Stopped(Box::new(publish)));
+    /// [`BrokerHandle::publish`] that waits (up to `timeout`) for room, then until the
+    /// broker has routed the message: when it returns, every matching subscription has it
+    /// (in-process subscriptions have it in their channel; MQTT subscribers' connections
+    /// have it queued or in flight). Returns whether any subscription matched. With
+    /// persistence on, the message's record is queued for the log but may not be on
+    /// disk yet.
+    ///
+    /// ```no_run
+    /// # use shardmq::{Broker, ByteStr, Config, Publish};
+    /// # use std::time::Duration;
+    /// # let broker = Broker::builder(Config::default()).start().unwrap();
+    /// let cmd = Publish { topic: ByteStr::from("valves/3/set"), ..Publish::default() };
+    /// if !broker.publish_routed(cmd, Duration::from_secs(1)).expect("routed") {
+    ///     println!("nobody listens to valves/3/set");
+    /// }
+    /// ```
+    pub fn publish_routed(&self, publish: Publish, timeout: Duration) -> Result<bool, PublishError> {
+        let Some(slot) = self.publish_slots.take_timeout(timeout) else {
+            return Err(PublishError::Full(Box::new(publish)));
         };
-        let command = Command::Publish(Box::new(Injected::new(publish, slot)));
+        let (routed, done) = crossbeam_channel::bounded(1);
+        // Kept to give it back if the broker stops before routing it (Bytes: shared).
+        let copy = publish.clone();
+        self.send_injected(Injected::reporting(publish, slot, routed))?;
+        done.recv().map_err(|_| PublishError::Stopped(Box::new(copy)))
+    }
+
+    fn send_publish(&self, publish: Publish, slot: PublishSlot) -> Result<(), PublishError> {
+        self.send_injected(Injected::new(publish, slot))
+    }
+
+    fn send_injected(&self, injected: Injected) -> Result<(), PublishError> {
+        let Some(s) = self.shards.first() else {
+            return Err(PublishError::Stopped(Box::new(injected.publish)));
+        };
+        let command = Command::Publish(Box::new(injected));
         match s.commands.send(command) {
             Ok(()) => {
                 let _ = s.waker.wake();
