@@ -52,23 +52,38 @@
 // Without the `internals` feature, items that only the benches, fuzz targets and tests
 // use are unused here. Dead code is still checked: builds with the feature (`cargo test`,
 // `cargo clippy --all-targets`, which enable it through the dev-dependency) report it.
+// The facade is documented; with `internals` every layer is reachable, so the check
+// applies to the plain build (the public API).
+#![cfg_attr(not(feature = "internals"), warn(missing_docs))]
 #![cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
 
 // The layers (see ARCHITECTURE.md). Internal: reachable from outside only through
 // `internals` (cargo feature `internals`, for the benches and fuzz targets).
+//
+// `missing_docs` is allowed, for now, in the modules whose public items the facade
+// re-exports but that other work owns (the error enums of auth, config and persist; the
+// codec types `Publish`, `Properties`, `ByteStr`; the topic types; `config`'s fields; the
+// executable's helpers): documenting them is a follow-up of issue 15. Everything else
+// public is documented (`#![warn(missing_docs)]`).
+#[allow(missing_docs)]
 pub(crate) mod auth;
 pub(crate) mod broker;
+#[allow(missing_docs)]
 pub(crate) mod cli;
+#[allow(missing_docs)]
 pub(crate) mod codec;
+#[allow(missing_docs)]
 pub mod config;
 pub(crate) mod hash;
 pub mod log;
 pub(crate) mod mailbox;
 pub(crate) mod metrics;
+#[allow(missing_docs)]
 pub(crate) mod persist;
 pub(crate) mod retained;
 pub(crate) mod runtime;
 pub(crate) mod session;
+#[allow(missing_docs)]
 pub(crate) mod topic;
 
 pub use auth::{AclError, AuthError, PasswordError};

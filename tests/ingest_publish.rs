@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{V4, TIMEOUT};
+use common::{TIMEOUT, V4};
 use shardmq::{Broker, ByteStr, Config, Publish, QoS};
 
 fn message(topic: &str, payload: &'static [u8]) -> Publish {
@@ -34,9 +34,14 @@ fn returns_once_routed_with_whether_anyone_matched() {
         .publish_routed(message("valves/3/set", b"open"), TIMEOUT)
         .unwrap());
     // Routed before it returned: the in-process subscription has it already.
-    let m = sub.try_recv().expect("in the channel when publish_routed returned");
+    let m = sub
+        .try_recv()
+        .expect("in the channel when publish_routed returned");
     assert_eq!(&m.payload[..], b"open");
-    assert_eq!(&mqtt.next_publish().expect("delivered").payload[..], b"open");
+    assert_eq!(
+        &mqtt.next_publish().expect("delivered").payload[..],
+        b"open"
+    );
 
     assert!(!broker
         .publish_routed(message("nobody/listens", b"x"), TIMEOUT)

@@ -347,12 +347,12 @@ pub(super) struct Ingest {
 }
 
 /// A copy of `p` that pins no read buffer.
-fn detach(p: Publish) -> Publish {
+fn detach(p: &Publish) -> Publish {
     Publish {
         topic: p.topic.compact(),
         payload: Bytes::copy_from_slice(&p.payload),
         properties: p.properties.compact(),
-        ..p
+        ..*p
     }
 }
 
@@ -410,7 +410,7 @@ impl Ingest {
 
     /// Holds `held` for connection `conn` (uid); returns the back-off before the next
     /// offer.
-    pub(super) fn hold(&mut self, conn: ConnId, uid: u64, held: HeldPublish) -> Duration {
+    pub(super) fn hold(&mut self, conn: ConnId, uid: u64, held: &HeldPublish) -> Duration {
         let entry = self.held.entry(conn).or_insert_with(|| HeldConn {
             uid,
             publish: None,
@@ -429,8 +429,8 @@ impl Ingest {
         let delay = entry.delay;
         entry.delay = (delay * 2).min(RETRY_MAX);
         entry.publish = Some(HeldPublish {
-            publish: detach(held.publish),
-            ..held
+            publish: detach(&held.publish),
+            ..*held
         });
         delay
     }
@@ -440,7 +440,7 @@ impl Ingest {
     pub(super) fn queue(&mut self, conn: ConnId, packet: Packet) {
         if let Some(entry) = self.held.get_mut(&conn) {
             let packet = match packet {
-                Packet::Publish(p) => Packet::Publish(detach(p)),
+                Packet::Publish(p) => Packet::Publish(detach(&p)),
                 other => other,
             };
             entry.queued.push_back(packet);
@@ -467,7 +467,7 @@ impl Ingest {
             return Next::Held;
         }
         match entry.queued.pop_front() {
-            Some(p) => Next::Packet(p),
+            Some(p) => Next::Packet(Box::new(p)),
             None => {
                 self.held.remove(&conn);
                 Next::Released
@@ -493,7 +493,7 @@ impl Ingest {
 #[derive(Debug)]
 pub(super) enum Next {
     /// A packet it sent after the message: handle it.
-    Packet(Packet),
+    Packet(Box<Packet>),
     /// A message is held again: stop.
     Held,
     /// Nothing is held any more: read the connection again.

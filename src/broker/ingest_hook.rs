@@ -92,7 +92,7 @@ impl Broker {
                     accepted,
                     seq,
                 };
-                let delay = self.ingest.hold(conn, uid, held);
+                let delay = self.ingest.hold(conn, uid, &held);
                 self.flow.pause_ingest(conn, uid);
                 self.timers
                     .push(now + delay, Timer::IngestRetry { conn, uid });
@@ -117,7 +117,7 @@ impl Broker {
         }
         loop {
             match self.ingest.next_queued(conn, uid) {
-                Next::Packet(packet) => self.handle_packet(conn, packet, now),
+                Next::Packet(packet) => self.handle_packet(conn, *packet, now),
                 Next::Held | Next::Gone => return,
                 Next::Released => {
                     if self.flow.release_ingest(conn, uid) {

@@ -40,17 +40,24 @@ pub enum StartError {
     /// A listener cannot listen (Mosquitto's reason first: "Address already in use").
     #[error(transparent)]
     Bind(#[from] listener::BindError),
+    /// The event loop (epoll, a thread) could not be set up.
     #[error("cannot start the event loop: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration has no listener.
     #[error("the configuration has no listener")]
     NoListener,
+    /// A password or ACL file could not be loaded.
     #[error(transparent)]
     Security(#[from] crate::auth::AuthError),
+    /// A TLS listener's files could not be loaded.
     #[error("TLS on listener {port}: {source}")]
     Tls {
+        /// The listener's port.
         port: u16,
+        /// What went wrong.
         source: super::tls::TlsError,
     },
+    /// The persistence files could not be opened or restored.
     #[error("{0}")]
     Persist(#[from] crate::persist::Error),
     /// The persistence file is not shardmq's (Mosquitto's format, or the old default
@@ -60,7 +67,12 @@ pub enum StartError {
     /// An ingest handler's filter is not a valid (non-shared) topic filter, or there are
     /// more than [`crate::MAX_INGEST_HANDLERS`] handlers.
     #[error("ingest handler for '{filter}': {reason}")]
-    Ingest { filter: String, reason: String },
+    Ingest {
+        /// The handler's filter, as given.
+        filter: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 struct ShardControl {
@@ -359,7 +371,11 @@ impl BrokerHandle {
     ///     println!("nobody listens to valves/3/set");
     /// }
     /// ```
-    pub fn publish_routed(&self, publish: Publish, timeout: Duration) -> Result<bool, PublishError> {
+    pub fn publish_routed(
+        &self,
+        publish: Publish,
+        timeout: Duration,
+    ) -> Result<bool, PublishError> {
         let Some(slot) = self.publish_slots.take_timeout(timeout) else {
             return Err(PublishError::Full(Box::new(publish)));
         };
@@ -367,7 +383,8 @@ impl BrokerHandle {
         // Kept to give it back if the broker stops before routing it (Bytes: shared).
         let copy = publish.clone();
         self.send_injected(Injected::reporting(publish, slot, routed))?;
-        done.recv().map_err(|_| PublishError::Stopped(Box::new(copy)))
+        done.recv()
+            .map_err(|_| PublishError::Stopped(Box::new(copy)))
     }
 
     fn send_publish(&self, publish: Publish, slot: PublishSlot) -> Result<(), PublishError> {
@@ -543,6 +560,7 @@ pub struct Stopper {
 }
 
 impl Stopper {
+    /// Asks every shard to stop, without waiting.
     pub fn stop(&self) {
         for (commands, waker) in &self.shards {
             let _ = commands.send(Command::Shutdown);

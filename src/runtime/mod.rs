@@ -17,6 +17,7 @@ mod listener;
 mod persist; // persistence driver (src/persist)
 mod port_claim;
 pub mod preflight;
+#[allow(missing_docs)] // the executable's helpers (see lib.rs)
 pub mod process;
 mod shard;
 pub mod signals;
