@@ -75,6 +75,7 @@ pub(crate) mod codec;
 #[allow(missing_docs)]
 pub mod config;
 pub(crate) mod hash;
+pub(crate) mod http;
 pub mod log;
 pub(crate) mod mailbox;
 pub(crate) mod metrics;
@@ -85,6 +86,7 @@ pub(crate) mod runtime;
 pub(crate) mod session;
 #[allow(missing_docs)]
 pub(crate) mod topic;
+pub(crate) mod ws;
 
 pub use auth::{AclError, AuthError, PasswordError};
 pub use broker::embed::{
@@ -132,6 +134,9 @@ pub mod internals {
     pub mod hash {
         pub use crate::hash::*;
     }
+    pub mod http {
+        pub use crate::http::*;
+    }
     pub mod mailbox {
         pub use crate::mailbox::*;
     }
@@ -146,6 +151,9 @@ pub mod internals {
     }
     pub mod topic {
         pub use crate::topic::*;
+    }
+    pub mod ws {
+        pub use crate::ws::*;
     }
 }
 
