@@ -166,9 +166,7 @@ impl Broker {
             packet_id,
             reason,
         };
-        if let Some(ack) = self.ordered_ack(conn, None, ack, now) {
-            self.acknowledge_now(ack, now);
-        }
+        self.ack_in_order(conn, None, ack, now);
     }
 
     /// Routes a client's PUBLISH and acknowledges it (v5: 0x10 when nobody matched), in
@@ -193,9 +191,7 @@ impl Broker {
             packet_id,
             reason,
         };
-        if let Some(ack) = self.ordered_ack(conn, seq, ack, now) {
-            self.acknowledge_now(ack, now);
-        }
+        self.ack_in_order(conn, seq, ack, now);
     }
 
     /// Sends the PUBACK / PUBREC of a routed (or refused) PUBLISH of session `key`.

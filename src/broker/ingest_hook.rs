@@ -129,29 +129,27 @@ impl Broker {
         }
     }
 
-    /// Queues the acknowledgement of a routed message of `conn` behind those that wait
-    /// for ack tokens (`seq`: its reserved place); returns it when it may go now.
-    pub(super) fn ordered_ack(
+    /// Sends the acknowledgement of a routed (or refused) message of `conn` now, or
+    /// queues it behind those that wait for ack tokens (`seq`: its reserved place).
+    pub(super) fn ack_in_order(
         &mut self,
         conn: ConnId,
         seq: Option<u64>,
         ack: PendingAck,
         now: Instant,
-    ) -> Option<PendingAck> {
-        let Some(uid) = self.conns.get(conn).map(|c| c.uid) else {
-            return Some(ack);
-        };
-        let seq = match seq {
-            Some(seq) => seq,
-            None if self.ingest.awaiting.waits(conn) => {
+    ) {
+        let uid = self.conns.get(conn).map(|c| c.uid);
+        let seq = match (uid, seq) {
+            (Some(_), Some(seq)) => seq,
+            (Some(uid), None) if self.ingest.awaiting.waits(conn) => {
                 self.ingest.awaiting.reserve(conn, uid, None, 0)
             }
-            None => return Some(ack),
+            _ => return self.acknowledge_now(ack, now),
         };
+        let uid = uid.unwrap_or_default();
         for ready in self.ingest.awaiting.routed(conn, uid, seq, ack) {
             self.acknowledge_now(ready, now);
         }
-        None
     }
 
     /// An ack token came back (acked, or dropped: then the device is disconnected and
