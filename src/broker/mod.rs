@@ -54,6 +54,7 @@
 
 mod connect;
 mod connections;
+mod console; // what the HTTP console reads and does (src/console)
 mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;
@@ -400,7 +401,9 @@ impl Broker {
     /// offers it the matching retained messages of this shard's replica (the runtime asks
     /// one shard only, so they arrive once).
     pub fn add_internal(&mut self, sub: embed::InternalSub, with_retained: bool) {
-        self.stats.publish_dropped += self.routing.add_internal(sub, with_retained);
+        let dropped = self.routing.add_internal(sub, with_retained);
+        self.stats
+            .dropped(crate::metrics::DropReason::InProcess, dropped);
     }
 
     /// Removes an in-process subscription from this shard; false if it was not there.
@@ -438,6 +441,7 @@ impl Broker {
     fn refresh_gauges(&mut self) {
         self.stats.clients_total = self.sessions.clients_total();
         self.stats.subscriptions = self.routing.local_subscriptions();
+        self.stats.shared_subscriptions = self.sessions.shared_subscriptions();
         self.stats.retained = self.routing.retained_len() as u64;
         self.stats.stored = self.sessions.stored();
         self.stats.stored_bytes = self.sessions.held_bytes();

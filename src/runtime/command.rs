@@ -1,5 +1,5 @@
 //! [`Command`]: what the embedding process (through [`super::BrokerHandle`], `Stopper`,
-//! `Reloader` and in-process subscriptions) asks of a running shard. Its own module so
+//! `Reloader` and in-process subscriptions) or the HTTP console asks of a running shard. Its own module so
 //! that `handle` (which sends commands) and `shard` (which executes them) do not import
 //! each other.
 //!
@@ -34,4 +34,8 @@ pub enum Command {
     Unsubscribe(u64),
     /// An ingest ack token was acked or dropped.
     IngestToken(TokenOutcome),
+    /// Disconnect this client if it is connected on this shard (the HTTP console).
+    Disconnect(String),
+    /// Answer with the shard id (the systemd watchdog's liveness check).
+    Ping(Sender<usize>),
 }

@@ -12,8 +12,10 @@
 mod admission;
 mod command;
 mod conn;
+mod console; // HTTP console hook (src/console)
 mod handle;
 mod listener;
+pub mod notify; // systemd Type=notify (READY, WATCHDOG)
 mod persist; // persistence driver (src/persist)
 mod port_claim;
 pub mod preflight;
