@@ -19,6 +19,7 @@ use crate::codec::{
 use crate::session::{self, Action, Session};
 
 use super::cross::{MovedSession, PendingConnect};
+use super::ingest_ack::PendingAck;
 use super::timers::Timer;
 use super::{Broker, ConnId, ConnState, Slot};
 
@@ -33,6 +34,11 @@ const fn mosquitto_protocol(v: ProtocolVersion) -> u8 {
 
 impl Broker {
     pub(super) fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        if self.ingest.holds(conn) {
+            // Behind a message an ingest handler is busy with, in order.
+            self.ingest.queue(conn, packet);
+            return;
+        }
         let Some(c) = self.conns.get(conn) else {
             return;
         };
@@ -153,11 +159,56 @@ impl Broker {
             );
             self.stats.dropped(DropReason::Acl, 1);
             ReasonCode::NOT_AUTHORIZED
-        } else if self.route(publish, Some((conn, key)), now) {
+        } else {
+            // Ingest handlers first: a busy one holds the message, unacknowledged.
+            let retry = super::ingest_hook::Retry::default();
+            if let Some((publish, seq)) = self.ingest_gate(key, conn, publish, retry, now) {
+                self.route_and_ack(key, conn, publish, seq, now);
+            }
+            return;
+        };
+        let ack = PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        };
+        self.ack_in_order(conn, None, ack, now);
+    }
+
+    /// Routes a client's PUBLISH and acknowledges it (v5: 0x10 when nobody matched), in
+    /// order behind acknowledgements that wait for ingest ack tokens (`seq`: its place).
+    pub(super) fn route_and_ack(
+        &mut self,
+        key: usize,
+        conn: ConnId,
+        publish: Publish,
+        seq: Option<u64>,
+        now: Instant,
+    ) {
+        let (qos, packet_id) = (publish.qos, publish.packet_id);
+        let reason = if self.route(publish, Some((conn, key)), now) {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         };
+        let ack = PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        };
+        self.ack_in_order(conn, seq, ack, now);
+    }
+
+    /// Sends the PUBACK / PUBREC of a routed (or refused) PUBLISH of session `key`.
+    pub(super) fn acknowledge_now(&mut self, ack: PendingAck, now: Instant) {
+        let PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        } = ack;
         if let Some(slot) = self.sessions.get_mut(key) {
             slot.session.acknowledge_publish(qos, packet_id, reason);
         }

@@ -66,6 +66,7 @@ impl Broker {
 
     /// Marks a connection for `poll_close` (idempotent).
     pub(super) fn close_conn(&mut self, conn: ConnId) {
+        self.ingest_conn_end(conn);
         if self.conns.close(conn) {
             self.flow.on_conn_closed(conn);
         }

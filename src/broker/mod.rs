@@ -60,6 +60,10 @@ mod console; // what the HTTP console reads and does (src/console)
 mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;
+pub mod ingest; // ingest handlers of the embedding API
+pub mod ingest_ack; // their deferred acknowledgements
+pub mod ingest_channel; // the channel form of a handler
+mod ingest_hook;
 mod lifecycle;
 mod out_queue;
 mod persist_hook; // persistence (src/persist): event hook + restore
@@ -122,6 +126,11 @@ pub struct Broker {
     routing: Routing,
     cross: CrossShard,
     flow: FlowControl,
+    /// The embedding host's ingest handlers and the messages they hold.
+    ingest: ingest::Ingest,
+    /// Where the ingest handlers' ack tokens report (the runtime's; `None` in sans-IO
+    /// tests without one: tokens then acknowledge nothing).
+    ingest_sink: Option<ingest_ack::AckSink>,
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -162,6 +171,8 @@ impl Broker {
             routing: Routing::new(shard, shards, config.shared_subscription_strategy),
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
+            ingest: ingest::Ingest::default(),
+            ingest_sink: None,
             embed_refused: None,
             auth: auth::AuthFlows::default(),
             config,
@@ -206,6 +217,7 @@ impl Broker {
     pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, listener: usize, now: Instant) {
         let uid = self.conns.accept(conn, peer, listener);
         self.flow.on_accept(conn, uid);
+        self.ingest_conn_end(conn); // nothing of an earlier connection in this slot
         self.stats.connections_accepted += 1;
         // From accept, not from the last byte: a client trickling a CONNECT is cut too.
         self.timers.push(
@@ -379,9 +391,16 @@ impl Broker {
         if self.embed_refused.is_none() {
             self.embed_refused = injected.refused().cloned();
         }
-        let embed::Injected { publish, slot } = injected;
-        self.route(publish, None, now);
+        let embed::Injected {
+            publish,
+            slot,
+            routed,
+        } = injected;
+        let matched = self.route(publish, None, now);
         drop(slot);
+        if let Some(routed) = routed {
+            let _ = routed.try_send(matched); // never waits: room for one
+        }
     }
 
     /// Installs an in-process subscription on this shard; with `with_retained`, first

@@ -49,6 +49,11 @@ pub(super) enum Timer {
         uid: u64,
     },
     Sys,
+    /// Offers a message an ingest handler was busy with again.
+    IngestRetry {
+        conn: ConnId,
+        uid: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +113,7 @@ impl Broker {
                 }
             }
             Timer::Stall { conn, uid } => self.check_stall(conn, uid, now),
+            Timer::IngestRetry { conn, uid } => self.retry_ingest(conn, uid, now),
             Timer::Sys => {
                 self.publish_sys(now);
                 self.timers.push(now + self.config.sys_interval, Timer::Sys);

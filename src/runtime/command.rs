@@ -11,6 +11,7 @@ use crossbeam_channel::Sender;
 
 use crate::auth::Security;
 use crate::broker::embed::{Injected, InternalSub};
+use crate::broker::ingest_ack::TokenOutcome;
 
 /// Instructions from the embedding process to a shard.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub enum Command {
     },
     /// Remove an in-process subscription by id.
     Unsubscribe(u64),
+    /// An ingest ack token was acked or dropped.
+    IngestToken(TokenOutcome),
     /// Disconnect this client if it is connected on this shard (the HTTP console).
     Disconnect(String),
     /// Answer with the shard id (the systemd watchdog's liveness check).

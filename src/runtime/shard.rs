@@ -130,6 +130,15 @@ impl Shard {
         self.broker.set_security(security);
     }
 
+    /// Installs this shard's ingest handlers (before `run`).
+    pub fn set_ingest(
+        &mut self,
+        handlers: Vec<crate::broker::ingest::IngestEntry>,
+        sink: crate::broker::ingest_ack::AckSink,
+    ) {
+        self.broker.set_ingest(handlers, Some(sink));
+    }
+
     /// Turns persistence on and restores this shard's part of the saved state (before
     /// the thread starts): each session on its home shard, retained on every shard.
     pub fn set_persister(&mut self, p: Persister) {
@@ -313,6 +322,7 @@ impl Shard {
             match cmd {
                 Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
+                Command::IngestToken(t) => self.broker.on_ingest_token(t, now),
                 Command::SetSecurity(s) => {
                     if let Some(c) = self.console.as_ref().filter(|_| self.id == 0) {
                         c.console().set_security(Arc::clone(&s));

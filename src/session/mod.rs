@@ -628,6 +628,12 @@ impl Session {
         self.inbound_qos2.contains(&id)
     }
 
+    /// Forgets inbound QoS 2 `id` that was accepted but never acknowledged (an ingest
+    /// handler held it when the connection ended): its resend is a new message.
+    pub fn forget_inbound_qos2(&mut self, id: PacketId) {
+        self.inbound_qos2.retain(|&p| p != id);
+    }
+
     /// Puts back a restored inbound QoS 2 id awaiting PUBREL: a resend with it is
     /// answered, not delivered again [MQTT-4.3.3-10].
     pub fn restore_inbound_qos2(&mut self, id: PacketId) {
