@@ -57,6 +57,7 @@
 // The layers (see ARCHITECTURE.md). Internal: reachable from outside only through
 // `internals` (cargo feature `internals`, for the benches and fuzz targets).
 pub(crate) mod auth;
+pub(crate) mod bridge;
 pub(crate) mod broker;
 pub(crate) mod cli;
 pub(crate) mod codec;

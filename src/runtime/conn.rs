@@ -71,6 +71,8 @@ pub struct Conn {
     pub peer_closed: bool,
     /// `rbuf` holds a compacted partial frame and nothing was read since.
     partial_compacted: bool,
+    /// This is the remote socket of bridge N (`bridge_link.rs`), not a client.
+    pub bridge: Option<usize>,
 }
 
 pub enum ReadOutcome {
@@ -94,6 +96,7 @@ impl Conn {
             last_read_short: false,
             peer_closed: false,
             partial_compacted: false,
+            bridge: None,
         }
     }
 

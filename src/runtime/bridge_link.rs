@@ -1,0 +1,449 @@
+//! The shard loop's bridge connections (`connection` blocks): for each bridge this shard
+//! runs, the remote socket (a non-blocking mio `TcpStream`, registered in the shard's
+//! connection slab so that its key is also the broker `ConnId` of the bridge's local
+//! connection), the name resolution of its address (on a helper thread: never a
+//! blocking lookup on the loop), the retry timer, and the byte moves between the socket,
+//! the sans-IO [`Link`] and the broker.
+//!
+//! The local side is an ordinary broker connection that reads and writes in memory: its
+//! CONNECT comes from the link once the remote accepted the bridge, with the listener
+//! index [`BRIDGE_LISTENER`] (trusted, no password or ACL check); what the broker queues
+//! for it is handed to the link in `bridge_flush` instead of a socket. When the remote
+//! goes, the local connection closes (its session, persistent by default, keeps queueing
+//! `out` messages) and the bridge retries after its backoff. A failing bridge is logged
+//! with its name and never affects other connections.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::{Conn, Shard};
+use crate::auth::BRIDGE_LISTENER;
+use crate::bridge::{Backoff, Link, Settings};
+use crate::broker::ConnId;
+use crate::config::Config;
+
+/// Bytes read from a bridge socket per event before other connections get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the retry time.
+    Idle(Instant),
+    /// A helper thread resolves the address (attempt number).
+    Resolving(u64),
+    /// TCP connect under way or done; the socket is `key`.
+    Open,
+}
+
+/// One bridge run by this shard.
+pub(super) struct BridgeSlot {
+    link: Link,
+    phase: Phase,
+    /// Slab key of the remote socket (and broker id of the local connection).
+    key: Option<ConnId>,
+    /// The broker knows the local connection (accepted, not yet closed).
+    local_open: bool,
+    /// TCP connect finished.
+    connected: bool,
+    address: usize,
+    attempt: u64,
+    backoff: Backoff,
+    rbuf: BytesMut,
+    /// Output of the local broker waiting to be decoded by the link.
+    lbuf: BytesMut,
+    peer: Option<SocketAddr>,
+}
+
+/// This shard's bridges and the channel of finished name lookups.
+pub(super) struct Bridges {
+    slots: Vec<BridgeSlot>,
+    resolved: (
+        Sender<(usize, u64, io::Result<SocketAddr>)>,
+        Receiver<(usize, u64, io::Result<SocketAddr>)>,
+    ),
+}
+
+impl Bridges {
+    /// The bridges of `config` this shard runs (bridge i on shard i mod shards).
+    pub(super) fn new(config: &Config, shard: usize, shards: usize, now: Instant) -> Self {
+        let slots = config
+            .bridges
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % shards.max(1) == shard)
+            .map(|(i, b)| {
+                let settings = Settings::new(b);
+                BridgeSlot {
+                    backoff: Backoff::new(settings.restart_timeout, now_seed(i)),
+                    link: Link::new(settings, now),
+                    phase: Phase::Idle(now),
+                    key: None,
+                    local_open: false,
+                    connected: false,
+                    address: 0,
+                    attempt: 0,
+                    rbuf: BytesMut::new(),
+                    lbuf: BytesMut::new(),
+                    peer: None,
+                }
+            })
+            .collect();
+        Self {
+            slots,
+            resolved: crossbeam_channel::unbounded(),
+        }
+    }
+
+    /// The next retry or link timer.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s.phase {
+                Phase::Idle(at) => Some(at),
+                Phase::Resolving(_) => None,
+                Phase::Open => s.link.poll_timeout(),
+            })
+            .min()
+    }
+}
+
+/// A seed for the backoff's jitter (differs per bridge and process).
+fn now_seed(i: usize) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ ((i as u64 + 1) << 32) ^ u64::from(std::process::id())
+}
+
+impl Shard {
+    /// The bridge whose remote socket is `key`.
+    pub(super) fn bridge_of(&self, key: ConnId) -> Option<usize> {
+        self.conns.get(key).and_then(|c| c.bridge)
+    }
+
+    /// Retries that came due, finished lookups, link timers.
+    pub(super) fn bridge_tick(&mut self, now: Instant) {
+        while let Ok((idx, attempt, result)) = self.bridges.resolved.1.try_recv() {
+            let current = self
+                .bridges
+                .slots
+                .get(idx)
+                .is_some_and(|s| s.phase == Phase::Resolving(attempt));
+            if current {
+                match result {
+                    Ok(addr) => self.bridge_connect(idx, addr, now),
+                    Err(e) => self.bridge_failed(idx, &format!("cannot resolve: {e}"), now),
+                }
+            }
+        }
+        for idx in 0..self.bridges.slots.len() {
+            let slot = &mut self.bridges.slots[idx];
+            match slot.phase {
+                Phase::Idle(at) if at <= now => self.bridge_attempt(idx, now),
+                Phase::Open if slot.link.poll_timeout().is_some_and(|t| t <= now) => {
+                    if let Err(e) = slot.link.on_timeout(now) {
+                        self.bridge_failed(idx, &e, now);
+                    } else {
+                        self.bridge_pump(idx, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts a connection attempt to the bridge's current address.
+    fn bridge_attempt(&mut self, idx: usize, now: Instant) {
+        let waker = self.waker();
+        let tx = self.bridges.resolved.0.clone();
+        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+            return;
+        };
+        let addresses = &slot.link.settings().addresses;
+        let Some(address) = addresses.get(slot.address % addresses.len().max(1)).cloned() else {
+            return;
+        };
+        slot.attempt += 1;
+        crate::log_notice!("Connecting bridge {} ({address})", slot.link.name());
+        if let Ok(addr) = address.parse::<SocketAddr>() {
+            return self.bridge_connect(idx, addr, now);
+        }
+        // A host name: looked up on a helper thread, never on the loop.
+        slot.phase = Phase::Resolving(slot.attempt);
+        let attempt = slot.attempt;
+        let spawned = std::thread::Builder::new()
+            .name("shardmq-resolve".into())
+            .spawn(move || {
+                let result = address.to_socket_addrs().and_then(|mut a| {
+                    a.next()
+                        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+                });
+                let _ = tx.send((idx, attempt, result));
+                let _ = waker.wake();
+            });
+        if let Err(e) = spawned {
+            self.bridge_failed(idx, &format!("cannot start a resolver thread: {e}"), now);
+        }
+    }
+
+    fn bridge_connect(&mut self, idx: usize, addr: SocketAddr, now: Instant) {
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => return self.bridge_failed(idx, &format!("connect to {addr}: {e}"), now),
+        };
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(key), interest) {
+            return self.bridge_failed(idx, &format!("cannot register socket: {e}"), now);
+        }
+        let mut conn = Conn::new(stream, BRIDGE_LISTENER);
+        conn.bridge = Some(idx);
+        conn.writable = true;
+        entry.insert(conn);
+        if let Some(slot) = self.bridges.slots.get_mut(idx) {
+            slot.phase = Phase::Open;
+            slot.key = Some(key);
+            slot.connected = false;
+            slot.peer = Some(addr);
+            slot.link.start(now);
+        }
+    }
+
+    /// Readiness of a bridge socket.
+    pub(super) fn bridge_event(&mut self, key: ConnId, idx: usize, closed: bool, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+            return;
+        };
+        if !slot.connected {
+            if let Ok(Some(e)) | Err(e) = c.stream.take_error() {
+                return self.bridge_failed(idx, &format!("connect: {e}"), now);
+            }
+            match c.stream.peer_addr() {
+                Ok(_) => slot.connected = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected && !closed => return,
+                Err(e) => return self.bridge_failed(idx, &format!("connect: {e}"), now),
+            }
+        }
+        let mut total = 0;
+        let mut eof = false;
+        while total < READ_BUDGET {
+            slot.rbuf.reserve(16 * 1024);
+            let len = slot.rbuf.len();
+            slot.rbuf.resize(len + 16 * 1024, 0);
+            match c.stream.read(&mut slot.rbuf[len..]) {
+                Ok(0) => {
+                    slot.rbuf.truncate(len);
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    slot.rbuf.truncate(len + n);
+                    total += n;
+                }
+                Err(e) => {
+                    slot.rbuf.truncate(len);
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        break;
+                    }
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return self.bridge_failed(idx, &format!("read: {e}"), now);
+                }
+            }
+        }
+        if total >= READ_BUDGET {
+            // Edge-triggered: come back next iteration for the rest.
+            self.bridge_pending.push((key, idx));
+        }
+        if let Err(e) = slot.link.on_remote(&mut slot.rbuf, now) {
+            return self.bridge_failed(idx, &e, now);
+        }
+        self.bridge_pump(idx, now);
+        if eof {
+            self.bridge_failed(idx, "the remote closed the connection", now);
+        }
+    }
+
+    /// Re-reads bridge sockets whose read budget ran out.
+    pub(super) fn bridge_retry_reads(&mut self, now: Instant) {
+        for (key, idx) in std::mem::take(&mut self.bridge_pending) {
+            if self.bridge_of(key) == Some(idx) {
+                self.bridge_event(key, idx, false, now);
+            }
+        }
+    }
+
+    /// Moves bytes: the local connection's CONNECT and packets into the broker, and the
+    /// link's remote output to the socket.
+    fn bridge_pump(&mut self, idx: usize, now: Instant) {
+        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+            return;
+        };
+        let Some(key) = slot.key else {
+            return;
+        };
+        if slot.link.take_open_local() {
+            let peer = slot.peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.broker.on_accept(key, peer, BRIDGE_LISTENER, now);
+            slot.local_open = true;
+            slot.backoff.reset();
+            crate::log_notice!("Bridge {} connected.", slot.link.name());
+        }
+        if slot.local_open && !slot.link.local_out.is_empty() {
+            self.broker.on_read(key, &mut slot.link.local_out, now);
+        }
+        self.bridge_write(idx, now);
+    }
+
+    /// Writes the link's remote output (what the socket does not take waits for
+    /// WRITABLE).
+    fn bridge_write(&mut self, idx: usize, now: Instant) {
+        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+            return;
+        };
+        let Some(c) = slot.key.and_then(|k| self.conns.get_mut(k)) else {
+            return;
+        };
+        if !slot.connected {
+            return; // WRITABLE tells when the connect finished
+        }
+        while !slot.link.remote_out.is_empty() {
+            match c.stream.write(&slot.link.remote_out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let _ = slot.link.remote_out.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.bridge_failed(idx, &format!("write: {e}"), now),
+            }
+        }
+        let want_write = !slot.link.remote_out.is_empty();
+        if want_write != c.writable {
+            c.writable = want_write;
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Some(key) = slot.key {
+                let _ = self.poll.registry().reregister(&mut c.stream, Token(key), interest);
+            }
+        }
+    }
+
+    /// The broker queued output for the bridge's local connection: hand it to the link.
+    pub(super) fn bridge_flush(&mut self, key: ConnId, idx: usize, now: Instant) {
+        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+            return;
+        };
+        let Some(out) = self.broker.output(key) else {
+            return;
+        };
+        while !out.is_empty() {
+            let mut iov = [IoSlice::new(&[]); 64];
+            let n = out.io_slices(&mut iov);
+            let mut taken = 0;
+            for s in &iov[..n] {
+                slot.lbuf.extend_from_slice(s);
+                taken += s.len();
+            }
+            out.consume(taken);
+            if taken == 0 {
+                break;
+            }
+        }
+        self.broker.on_writable(key, now);
+        let result = slot.link.on_local(&mut slot.lbuf, now);
+        if let Err(e) = result {
+            return self.bridge_failed(idx, &e, now);
+        }
+        self.bridge_pump(idx, now);
+    }
+
+    /// The broker closed the bridge's local connection (e.g. a client took its id).
+    pub(super) fn bridge_closed_by_broker(&mut self, idx: usize, now: Instant) {
+        if let Some(slot) = self.bridges.slots.get_mut(idx) {
+            slot.local_open = false;
+        }
+        self.bridge_failed(idx, "the local broker closed the bridge's connection", now);
+    }
+
+    /// Ends the current connection (logged with the bridge's name) and schedules the
+    /// next attempt after the backoff.
+    fn bridge_failed(&mut self, idx: usize, why: &str, now: Instant) {
+        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+            return;
+        };
+        let was_up = slot.link.is_up();
+        slot.link.down(now);
+        if let Some(key) = slot.key.take() {
+            if slot.local_open {
+                // The retained "0" notification, then the local session goes offline.
+                if !slot.link.local_out.is_empty() {
+                    self.broker.on_read(key, &mut slot.link.local_out, now);
+                }
+                self.broker.on_closed(key, now);
+                slot.local_open = false;
+            }
+            if let Some(mut c) = self.conns.try_remove(key) {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+        }
+        slot.link.reset();
+        slot.rbuf.clear();
+        slot.lbuf.clear();
+        // Next address: on every failure; after a working connection only with
+        // round_robin (otherwise back to the first).
+        let settings = slot.link.settings();
+        if was_up && !settings.round_robin {
+            slot.address = 0;
+        } else {
+            slot.address = (slot.address + 1) % settings.addresses.len().max(1);
+        }
+        let delay = slot.backoff.next_delay();
+        slot.phase = Phase::Idle(now + delay);
+        crate::log_warning!(
+            "Warning: bridge {}: {why}; retrying in {:.1} s.",
+            slot.link.name(),
+            delay.as_secs_f64()
+        );
+    }
+}
+
+impl Shard {
+    /// The shard stops: every bridge's local connection ends (its session keeps what is
+    /// queued) and its socket closes without DISCONNECT, so the remote publishes the
+    /// bridge's will (the `0` notification).
+    pub(super) fn bridge_shutdown(&mut self, now: Instant) {
+        for idx in 0..self.bridges.slots.len() {
+            let slot = &mut self.bridges.slots[idx];
+            slot.link.down(now);
+            if let Some(key) = slot.key.take() {
+                if slot.local_open {
+                    if !slot.link.local_out.is_empty() {
+                        self.broker.on_read(key, &mut slot.link.local_out, now);
+                    }
+                    self.broker.on_closed(key, now);
+                    slot.local_open = false;
+                }
+                if let Some(mut c) = self.conns.try_remove(key) {
+                    let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                    let _ = self.poll.registry().deregister(&mut c.stream);
+                }
+            }
+        }
+    }
+}
