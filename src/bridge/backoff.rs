@@ -46,7 +46,9 @@ impl Backoff {
         let hi = self.last.saturating_mul(3).clamp(self.base, cap);
         let span = u64::from(hi - self.base) * 1000 + 1;
         let ms = u64::from(self.base) * 1000 + self.random() % span;
-        self.last = u32::try_from(ms / 1000).unwrap_or(cap).clamp(self.base, cap);
+        self.last = u32::try_from(ms / 1000)
+            .unwrap_or(cap)
+            .clamp(self.base, cap);
         Duration::from_millis(ms)
     }
 }
@@ -70,9 +72,15 @@ mod tests {
         assert!(delays
             .iter()
             .all(|d| *d >= Duration::from_secs(2) && *d <= Duration::from_secs(10)));
-        assert!(delays.iter().any(|d| *d > Duration::from_secs(6)), "it grows");
+        assert!(
+            delays.iter().any(|d| *d > Duration::from_secs(6)),
+            "it grows"
+        );
         assert!(delays.windows(2).any(|w| w[0] != w[1]), "it is jittered");
         b.reset();
-        assert!(b.next_delay() <= Duration::from_secs(6), "reset starts from BASE");
+        assert!(
+            b.next_delay() <= Duration::from_secs(6),
+            "reset starts from BASE"
+        );
     }
 }

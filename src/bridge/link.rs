@@ -27,8 +27,8 @@ use super::topics::TopicMap;
 use super::Settings;
 use crate::codec::{
     self, Ack, AckKind, ByteStr, ConnAck, Connect, Disconnect, Packet, PacketId, Properties,
-    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions,
-    Unsubscribe, Will,
+    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, Unsubscribe,
+    Will,
 };
 
 /// Largest packet accepted from either side (the remote's are checked by the broker
@@ -285,8 +285,7 @@ impl Link {
                     }
                 }
                 let lka = Duration::from_secs(u64::from(self.local_keepalive) / 2);
-                if self.local_up && self.local_keepalive > 1 && now >= self.last_local_send + lka
-                {
+                if self.local_up && self.local_keepalive > 1 && now >= self.last_local_send + lka {
                     self.local_send(&Packet::PingReq, now);
                 }
                 Ok(())
@@ -339,7 +338,10 @@ impl Link {
             Packet::UnsubAck(_) => {}
             Packet::PingResp => self.ping_sent = None,
             Packet::Disconnect(d) => {
-                return Err(format!("the remote disconnected (reason 0x{:02x})", d.reason.0))
+                return Err(format!(
+                    "the remote disconnected (reason 0x{:02x})",
+                    d.reason.0
+                ))
             }
             other => return Err(format!("unexpected {} from the remote", other.name())),
         }

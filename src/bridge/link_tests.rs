@@ -74,19 +74,29 @@ fn publish(topic: &str, qos: QoS, id: Option<u16>) -> Packet {
 #[test]
 fn connect_sets_the_bridge_bit_and_subscribes_both_sides() {
     let now = Instant::now();
-    let (_, remote, local) = up(settings("mqttv311", &[("a/#", "in", 1), ("b/#", "out", 1)]), now);
+    let (_, remote, local) = up(
+        settings("mqttv311", &[("a/#", "in", 1), ("b/#", "out", 1)]),
+        now,
+    );
     let mut l = Link::new(settings("mqttv311", &[("a/#", "in", 1)]), now);
     l.start(now);
     // CONNECT: 0x10, len, 0x00 0x04 "MQTT", level.
-    assert_eq!(l.remote_out[8], 0x84, "protocol level 4 with the bridge bit");
-    assert!(matches!(&remote[0], Packet::Connect(c) if c.client_id.as_str() == "edge"
-        && !c.clean_start && c.will.as_ref().is_some_and(|w| w.retain && &w.payload[..] == b"0")));
+    assert_eq!(
+        l.remote_out[8], 0x84,
+        "protocol level 4 with the bridge bit"
+    );
+    assert!(
+        matches!(&remote[0], Packet::Connect(c) if c.client_id.as_str() == "edge"
+        && !c.clean_start && c.will.as_ref().is_some_and(|w| w.retain && &w.payload[..] == b"0"))
+    );
     let remote = &remote[1..];
     assert!(matches!(&remote[0], Packet::Unsubscribe(u) if u.filters[0].as_str() == "b/#"));
     assert!(matches!(&remote[1], Packet::Subscribe(s) if s.filters[0].0.as_str() == "a/#"));
     assert!(matches!(&remote[2], Packet::Publish(p) if p.retain && &p.payload[..] == b"1"));
-    assert!(matches!(&local[0], Packet::Connect(c) if c.client_id.as_str() == "local.edge"
-        && !c.clean_start && c.properties.session_expiry_interval == Some(u32::MAX)));
+    assert!(
+        matches!(&local[0], Packet::Connect(c) if c.client_id.as_str() == "local.edge"
+        && !c.clean_start && c.properties.session_expiry_interval == Some(u32::MAX))
+    );
     match &local[1] {
         Packet::Subscribe(s) => {
             assert_eq!(s.filters[0].0.as_str(), "b/#");
@@ -117,13 +127,22 @@ fn refused_bridge_bit_is_dropped_on_the_next_attempt() {
 fn inbound_qos1_is_acknowledged_remotely_only_after_the_local_broker() {
     let now = Instant::now();
     let (mut l, _, _) = up(settings("mqttv311", &[("a/#", "in", 1)]), now);
-    l.on_remote(&mut bytes(&publish("a/1", QoS::AtLeastOnce, Some(7)), V3), now)
-        .unwrap();
-    assert!(l.remote_out.is_empty(), "no PUBACK before the local broker has it");
+    l.on_remote(
+        &mut bytes(&publish("a/1", QoS::AtLeastOnce, Some(7)), V3),
+        now,
+    )
+    .unwrap();
+    assert!(
+        l.remote_out.is_empty(),
+        "no PUBACK before the local broker has it"
+    );
     let local = packets(&mut l.local_out.split(), V5);
-    let Packet::Publish(p) = &local[0] else { panic!("{local:?}") };
+    let Packet::Publish(p) = &local[0] else {
+        panic!("{local:?}")
+    };
     let lid = p.packet_id.unwrap();
-    l.on_local(&mut bytes(&ack(AckKind::PubAck, lid), V5), now).unwrap();
+    l.on_local(&mut bytes(&ack(AckKind::PubAck, lid), V5), now)
+        .unwrap();
     let remote = packets(&mut l.remote_out.split(), V3);
     assert_eq!(remote, vec![ack(AckKind::PubAck, 7)]);
 }
@@ -132,32 +151,63 @@ fn inbound_qos1_is_acknowledged_remotely_only_after_the_local_broker() {
 fn outbound_qos1_and_qos2_are_released_locally_only_after_the_remote() {
     let now = Instant::now();
     let (mut l, _, _) = up(settings("mqttv311", &[("b/#", "out", 2)]), now);
-    l.on_local(&mut bytes(&publish("b/1", QoS::AtLeastOnce, Some(3)), V5), now)
-        .unwrap();
+    l.on_local(
+        &mut bytes(&publish("b/1", QoS::AtLeastOnce, Some(3)), V5),
+        now,
+    )
+    .unwrap();
     assert!(l.local_out.is_empty());
     let remote = packets(&mut l.remote_out.split(), V3);
-    let Packet::Publish(p) = &remote[0] else { panic!("{remote:?}") };
-    l.on_remote(&mut bytes(&ack(AckKind::PubAck, p.packet_id.unwrap()), V3), now)
-        .unwrap();
-    assert_eq!(packets(&mut l.local_out.split(), V5), vec![ack(AckKind::PubAck, 3)]);
+    let Packet::Publish(p) = &remote[0] else {
+        panic!("{remote:?}")
+    };
+    l.on_remote(
+        &mut bytes(&ack(AckKind::PubAck, p.packet_id.unwrap()), V3),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        packets(&mut l.local_out.split(), V5),
+        vec![ack(AckKind::PubAck, 3)]
+    );
 
     // QoS 2: PUBREC locally only once the remote completed.
-    l.on_local(&mut bytes(&publish("b/2", QoS::ExactlyOnce, Some(4)), V5), now)
-        .unwrap();
+    l.on_local(
+        &mut bytes(&publish("b/2", QoS::ExactlyOnce, Some(4)), V5),
+        now,
+    )
+    .unwrap();
     // A resend of the same local message is not forwarded twice.
-    l.on_local(&mut bytes(&publish("b/2", QoS::ExactlyOnce, Some(4)), V5), now)
-        .unwrap();
+    l.on_local(
+        &mut bytes(&publish("b/2", QoS::ExactlyOnce, Some(4)), V5),
+        now,
+    )
+    .unwrap();
     let remote = packets(&mut l.remote_out.split(), V3);
     assert_eq!(remote.len(), 1);
-    let Packet::Publish(p) = &remote[0] else { panic!("{remote:?}") };
+    let Packet::Publish(p) = &remote[0] else {
+        panic!("{remote:?}")
+    };
     let rid = p.packet_id.unwrap();
-    l.on_remote(&mut bytes(&ack(AckKind::PubRec, rid), V3), now).unwrap();
-    assert_eq!(packets(&mut l.remote_out.split(), V3), vec![ack(AckKind::PubRel, rid)]);
+    l.on_remote(&mut bytes(&ack(AckKind::PubRec, rid), V3), now)
+        .unwrap();
+    assert_eq!(
+        packets(&mut l.remote_out.split(), V3),
+        vec![ack(AckKind::PubRel, rid)]
+    );
     assert!(l.local_out.is_empty());
-    l.on_remote(&mut bytes(&ack(AckKind::PubComp, rid), V3), now).unwrap();
-    assert_eq!(packets(&mut l.local_out.split(), V5), vec![ack(AckKind::PubRec, 4)]);
-    l.on_local(&mut bytes(&ack(AckKind::PubRel, 4), V5), now).unwrap();
-    assert_eq!(packets(&mut l.local_out.split(), V5), vec![ack(AckKind::PubComp, 4)]);
+    l.on_remote(&mut bytes(&ack(AckKind::PubComp, rid), V3), now)
+        .unwrap();
+    assert_eq!(
+        packets(&mut l.local_out.split(), V5),
+        vec![ack(AckKind::PubRec, 4)]
+    );
+    l.on_local(&mut bytes(&ack(AckKind::PubRel, 4), V5), now)
+        .unwrap();
+    assert_eq!(
+        packets(&mut l.local_out.split(), V5),
+        vec![ack(AckKind::PubComp, 4)]
+    );
 }
 
 #[test]
@@ -170,7 +220,10 @@ fn garbage_and_silence_from_the_remote_are_errors() {
     let (mut l, _, _) = up(settings("mqttv311", &[("a", "in", 0)]), now);
     let t = l.poll_timeout().unwrap();
     l.on_timeout(t).unwrap();
-    assert_eq!(packets(&mut l.remote_out.split(), V3), vec![Packet::PingReq]);
+    assert_eq!(
+        packets(&mut l.remote_out.split(), V3),
+        vec![Packet::PingReq]
+    );
     let t = l.poll_timeout().unwrap();
     assert!(l.on_timeout(t).is_err(), "no PINGRESP within keep alive");
 }

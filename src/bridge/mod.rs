@@ -2,7 +2,7 @@
 //! one shard's event loop, relaying between a remote session and a local one.
 //!
 //! This module is sans-IO: [`Settings`] (a `BridgeConfig` with its defaults resolved),
-//! [`TopicMap`] (which filters each side subscribes to, how topics are renamed),
+//! `TopicMap` (which filters each side subscribes to, how topics are renamed),
 //! [`Link`] (the protocol relay and its QoS bookkeeping) and [`Backoff`] (when to try
 //! again). The runtime (`runtime/bridge_link.rs`) owns the socket, name resolution (off
 //! the shard thread), and the local connection into the broker. It never touches a
@@ -13,8 +13,7 @@ mod link;
 mod topics;
 
 pub use backoff::Backoff;
-pub use link::{Link, LinkStats};
-pub use topics::TopicMap;
+pub use link::Link;
 
 use crate::codec::ProtocolVersion;
 use crate::config::{BridgeConfig, BridgeTopic};

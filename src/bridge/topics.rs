@@ -130,19 +130,31 @@ mod tests {
             remote,
             vec![("remote/cmd/+", QoS::ExactlyOnce), ("#", QoS::AtMostOnce)]
         );
-        assert_eq!(m.to_remote("edge/sensors/t1").as_deref(), Some("site1/sensors/t1"));
+        assert_eq!(
+            m.to_remote("edge/sensors/t1").as_deref(),
+            Some("site1/sensors/t1")
+        );
         assert_eq!(m.to_local("remote/cmd/x").as_deref(), Some("local/cmd/x"));
         // The catch-all line maps other topics unchanged.
         assert_eq!(m.to_remote("other").as_deref(), Some("other"));
         assert_eq!(m.to_local("x/y").as_deref(), Some("x/y"));
-        assert_eq!(m.remote_out_only().collect::<Vec<_>>(), vec!["site1/sensors/#"]);
+        assert_eq!(
+            m.remote_out_only().collect::<Vec<_>>(),
+            vec!["site1/sensors/#"]
+        );
     }
 
     #[test]
     fn empty_pattern_makes_the_prefixes_whole_topics() {
         let m = TopicMap::new(&[topic("", "both", 0, Some("a/local"), Some("b/remote"))]);
-        assert_eq!(m.local_subscriptions().next(), Some(("a/local", QoS::AtMostOnce)));
-        assert_eq!(m.remote_subscriptions().next(), Some(("b/remote", QoS::AtMostOnce)));
+        assert_eq!(
+            m.local_subscriptions().next(),
+            Some(("a/local", QoS::AtMostOnce))
+        );
+        assert_eq!(
+            m.remote_subscriptions().next(),
+            Some(("b/remote", QoS::AtMostOnce))
+        );
         assert_eq!(m.to_remote("a/local").as_deref(), Some("b/remote"));
         assert_eq!(m.to_local("b/remote").as_deref(), Some("a/local"));
         assert_eq!(m.to_local("a/local"), None, "no line matches");

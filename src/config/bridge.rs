@@ -4,10 +4,10 @@
 //!
 //! Fail closed: a bridge option shardmq cannot honour yet (`start_type lazy|once`
 //! here; TLS to the remote and `bridge_bind_address` through the option table) stops the
-//! start naming file, line and option; its messages must never silently stay local or leave in clear.
-//! This module never reads files.
+//! start naming file, line and option: a bridge's messages must never silently stay
+//! local or leave in clear. This module never reads files.
 
-use super::error::{Error, Location};
+use super::error::Error;
 use super::parse::Parser;
 use super::values::{parse_bridge_address, parse_int, Line};
 use super::{BridgeConfig, BridgeTopic};

@@ -166,7 +166,10 @@ impl Shard {
             return;
         };
         let addresses = &slot.link.settings().addresses;
-        let Some(address) = addresses.get(slot.address % addresses.len().max(1)).cloned() else {
+        let Some(address) = addresses
+            .get(slot.address % addresses.len().max(1))
+            .cloned()
+        else {
             return;
         };
         slot.attempt += 1;
@@ -201,7 +204,11 @@ impl Shard {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(key), interest) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), interest)
+        {
             return self.bridge_failed(idx, &format!("cannot register socket: {e}"), now);
         }
         let mut conn = Conn::new(stream, BRIDGE_LISTENER);
@@ -295,7 +302,9 @@ impl Shard {
             return;
         };
         if slot.link.take_open_local() {
-            let peer = slot.peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let peer = slot
+                .peer
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             self.broker.on_accept(key, peer, BRIDGE_LISTENER, now);
             slot.local_open = true;
             slot.backoff.reset();
@@ -339,7 +348,10 @@ impl Shard {
                 Interest::READABLE
             };
             if let Some(key) = slot.key {
-                let _ = self.poll.registry().reregister(&mut c.stream, Token(key), interest);
+                let _ = self
+                    .poll
+                    .registry()
+                    .reregister(&mut c.stream, Token(key), interest);
             }
         }
     }

@@ -1,0 +1,304 @@
+//! Bridges with real processes on loopback: shardmq <-> shardmq and shardmq <->
+//! Mosquitto (the Debian package, started here), in, out and both directions with
+//! prefix remapping at QoS 0/1/2, a both-ways bridge without loops, the remote restarted
+//! mid-stream under QoS 1 with nothing lost, and address failover.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{temp_dir, v4_options, wait_until, BrokerProc, TIMEOUT, V4};
+use rumqttc::QoS;
+
+/// How long a message that must not come is waited for.
+const ABSENT: Duration = Duration::from_millis(1500);
+
+fn have_mosquitto() -> bool {
+    Command::new("mosquitto")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A mosquitto process on a fixed port (so that it can be restarted on it).
+struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    conf: PathBuf,
+}
+
+impl Mosquitto {
+    fn start(extra: &str) -> Self {
+        let dir = temp_dir("mosquitto");
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        let user = if unsafe_is_root() { "user root\n" } else { "" };
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\n{user}persistence_location {}/\n{extra}\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut m = Self {
+            child: None,
+            port,
+            conf,
+        };
+        m.run();
+        m
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        assert!(
+            wait_until(TIMEOUT, || std::net::TcpStream::connect(addr).is_ok()),
+            "mosquitto did not start"
+        );
+    }
+
+    /// SIGTERM (Mosquitto saves its persistence file) and wait for the exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = i32::try_from(c.id()).unwrap();
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Waits until the bridge's retained state on `port` is `1`.
+fn wait_bridge_up(port: u16, id: &str) {
+    let c = V4::connect(&format!("watch-{id}"), port);
+    c.subscribe(
+        &format!("$SYS/broker/connection/{id}/state"),
+        QoS::AtMostOnce,
+    );
+    let up = c.wait_for(|ev| match ev {
+        rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) if &p.payload[..] == b"1" => Some(()),
+        _ => None,
+    });
+    assert!(up.is_some(), "bridge {id} did not come up on port {port}");
+}
+
+fn edge(remote: u16, bridge: &str) -> BrokerProc {
+    BrokerProc::start(&format!(
+        "connection up\naddress 127.0.0.1:{remote}\nremote_clientid edge1\n\
+         restart_timeout 1\n{bridge}"
+    ))
+}
+
+fn payload(p: &rumqttc::Publish) -> String {
+    String::from_utf8_lossy(&p.payload).into_owned()
+}
+
+#[test]
+fn shardmq_to_shardmq_out_and_in_with_prefixes_at_every_qos() {
+    let central = BrokerProc::start("");
+    let edge = edge(
+        central.port,
+        "topic s/# out 2 edge/ site1/\ntopic c/# in 2 cmd/ site1/cmd/\n",
+    );
+    wait_bridge_up(central.port, "edge1");
+    wait_bridge_up(edge.port, "edge1");
+    let at_central = V4::connect("at-central", central.port);
+    at_central.subscribe("site1/s/#", QoS::ExactlyOnce);
+    let at_edge = V4::connect("at-edge", edge.port);
+    at_edge.subscribe("cmd/#", QoS::ExactlyOnce);
+    let pub_edge = V4::connect("pub-edge", edge.port);
+    let pub_central = V4::connect("pub-central", central.port);
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        pub_edge.publish("edge/s/temp", qos, false, format!("up {qos:?}"));
+        let p = at_central.next_publish().expect("out message at central");
+        assert_eq!(
+            (p.topic.as_str(), payload(&p)),
+            ("site1/s/temp", format!("up {qos:?}"))
+        );
+        assert_eq!(p.qos, qos);
+        pub_central.publish("site1/cmd/c/reboot", qos, false, format!("down {qos:?}"));
+        let p = at_edge.next_publish().expect("in message at edge");
+        assert_eq!(
+            (p.topic.as_str(), payload(&p)),
+            ("cmd/c/reboot", format!("down {qos:?}"))
+        );
+        assert_eq!(p.qos, qos);
+    }
+    // Topics no line maps stay where they are.
+    pub_edge.publish("edge/other", QoS::AtLeastOnce, false, "local");
+    pub_central.publish("cmd/c/x", QoS::AtLeastOnce, false, "not site1");
+    assert!(at_central.next_publish_within(ABSENT).is_none());
+    assert!(at_edge.next_publish_within(ABSENT).is_none());
+}
+
+#[test]
+fn shardmq_to_shardmq_both_ways_v5_has_no_loop() {
+    let central = BrokerProc::start("");
+    let edge = edge(
+        central.port,
+        "bridge_protocol_version mqttv50\ntopic b/# both 1\n",
+    );
+    wait_bridge_up(central.port, "edge1");
+    let at_central = V4::connect("at-central", central.port);
+    at_central.subscribe("b/#", QoS::AtLeastOnce);
+    let at_edge = V4::connect("at-edge", edge.port);
+    at_edge.subscribe("b/#", QoS::AtLeastOnce);
+    let pub_edge = V4::connect("pub-edge", edge.port);
+    pub_edge.publish("b/1", QoS::AtLeastOnce, false, "from edge");
+    let pub_central = V4::connect("pub-central", central.port);
+    pub_central.publish("b/2", QoS::AtLeastOnce, false, "from central");
+    for c in [&at_central, &at_edge] {
+        let mut got: Vec<String> = (0..2)
+            .map(|_| payload(&c.next_publish().expect("message")))
+            .collect();
+        got.sort();
+        assert_eq!(got, vec!["from central", "from edge"]);
+        assert!(
+            c.next_publish_within(ABSENT).is_none(),
+            "a message came back"
+        );
+    }
+}
+
+#[test]
+fn shardmq_edge_and_mosquitto_central_both_ways_without_loops() {
+    if !have_mosquitto() {
+        eprintln!("mosquitto not installed; skipped");
+        return;
+    }
+    let central = Mosquitto::start("");
+    // try_private (default): Mosquitto treats the bridge as one and sends nothing back.
+    let edge = edge(
+        central.port,
+        "topic t/# both 1\ntopic in/# in 0 local/ remote/\n",
+    );
+    wait_bridge_up(central.port, "edge1");
+    let at_central = V4::connect("at-central", central.port);
+    at_central.subscribe("t/#", QoS::AtLeastOnce);
+    let at_edge = V4::connect("at-edge", edge.port);
+    at_edge.subscribe("t/#", QoS::AtLeastOnce);
+    at_edge.subscribe("local/#", QoS::AtLeastOnce);
+    let pub_edge = V4::connect("pub-edge", edge.port);
+    let pub_central = V4::connect("pub-central", central.port);
+    pub_edge.publish("t/a", QoS::AtLeastOnce, false, "from edge");
+    pub_central.publish("t/b", QoS::AtLeastOnce, false, "from central");
+    for c in [&at_central, &at_edge] {
+        let mut got: Vec<String> = (0..2)
+            .map(|_| payload(&c.next_publish().expect("message")))
+            .collect();
+        got.sort();
+        assert_eq!(got, vec!["from central", "from edge"]);
+        assert!(c.next_publish_within(ABSENT).is_none(), "a message looped");
+    }
+    pub_central.publish("remote/in/x", QoS::AtMostOnce, false, "renamed");
+    let p = at_edge.next_publish().expect("in message");
+    assert_eq!(
+        (p.topic.as_str(), payload(&p)),
+        ("local/in/x", "renamed".to_string())
+    );
+}
+
+#[test]
+fn mosquitto_restarted_mid_stream_under_qos1_loses_nothing() {
+    if !have_mosquitto() {
+        eprintln!("mosquitto not installed; skipped");
+        return;
+    }
+    let mut central = Mosquitto::start("persistence true\nautosave_interval 1\n");
+    // A persistent subscriber at the central broker, offline while the stream flows.
+    let mut opts = v4_options("collector", central.port);
+    opts.set_clean_session(false);
+    let collector = V4::connect_with(opts.clone());
+    collector.subscribe("data/#", QoS::AtLeastOnce);
+    collector.disconnect();
+    let edge = edge(central.port, "topic data/# out 1\n");
+    wait_bridge_up(central.port, "edge1");
+    let publisher = V4::connect("publisher", edge.port);
+    const N: usize = 200;
+    for i in 0..N {
+        if i == N / 2 {
+            central.stop();
+            central.run();
+        }
+        publisher.publish("data/x", QoS::AtLeastOnce, false, format!("{i}"));
+        // Acknowledged by the edge: from here on the edge answers for it.
+        let acked = publisher.wait_for(|ev| match ev {
+            rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Some(()),
+            _ => None,
+        });
+        assert!(acked.is_some(), "PUBACK {i}");
+    }
+    let collector = V4::connect_with(opts);
+    let mut seen = BTreeSet::new();
+    while seen.len() < N {
+        match collector.next_publish() {
+            Some(p) => {
+                seen.insert(payload(&p).parse::<usize>().unwrap());
+            }
+            None => break,
+        }
+    }
+    let missing: Vec<usize> = (0..N).filter(|i| !seen.contains(i)).collect();
+    assert!(missing.is_empty(), "lost across the restart: {missing:?}");
+}
+
+#[test]
+fn the_next_address_is_tried_when_the_first_refuses() {
+    let central = BrokerProc::start("");
+    let dead = free_port();
+    let edge = BrokerProc::start(&format!(
+        "connection up\naddresses 127.0.0.1:{dead} 127.0.0.1:{}\nremote_clientid edge1\n\
+         restart_timeout 1\ntopic f/# out 1\n",
+        central.port
+    ));
+    wait_bridge_up(central.port, "edge1");
+    let at_central = V4::connect("at-central", central.port);
+    at_central.subscribe("f/#", QoS::AtLeastOnce);
+    V4::connect("p", edge.port).publish("f/1", QoS::AtLeastOnce, false, "via backup");
+    assert_eq!(
+        payload(&at_central.next_publish().expect("message")),
+        "via backup"
+    );
+    assert!(edge
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("bridge up") && l.contains("retrying")));
+}
