@@ -60,13 +60,13 @@ pub(super) struct BridgeSlot {
     peer: Option<SocketAddr>,
 }
 
+/// A finished name lookup: bridge index, attempt, result.
+type Resolved = (usize, u64, io::Result<SocketAddr>);
+
 /// This shard's bridges and the channel of finished name lookups.
 pub(super) struct Bridges {
     slots: Vec<BridgeSlot>,
-    resolved: (
-        Sender<(usize, u64, io::Result<SocketAddr>)>,
-        Receiver<(usize, u64, io::Result<SocketAddr>)>,
-    ),
+    resolved: (Sender<Resolved>, Receiver<Resolved>),
 }
 
 impl Bridges {
