@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# perf/compare.sh SCENARIO... : run each scenario against shardmq and Mosquitto, one broker
-# after the other, same loopback port, same limits, broker pinned to one core and the load
-# generator to another, and write perf/results/<date>-<scenario>.md with both sets of
-# numbers and their ratio.
+# perf/compare.sh SCENARIO... : run each scenario against shardmq, Mosquitto and FlashMQ,
+# one broker after the other, same loopback port, same limits, broker pinned to one core
+# and the load generator to another, and write perf/results/<date>-<scenario>.md with every
+# broker's numbers and shardmq's ratio to each of the others. FlashMQ is built by
+# perf/flashmq.sh (skipped, and said so in the result, when it is not built).
 #
 # Scenarios: fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle (or "all").
 # Environment overrides (defaults in brackets):
 #   DURATION [10] measured seconds      WARMUP [2] unmeasured seconds first
 #   DRAIN [2] seconds to wait for in-flight messages after publishers stop
-#   PORT [18883]                        BROKERS ["shardmq mosquitto"]
+#   PORT [18883]                        BROKERS ["shardmq mosquitto flashmq"] (shardmq first)
 #   BROKER_CORE [0]  LOADGEN_CORE [1]   (taskset cores; NO_PIN=1 disables pinning)
 #   PAYLOAD [16]  INFLIGHT [100]  PUBLISHERS [8] (fan-in)  PAIRS [100]  FANOUT_SUBS [1000]
 #   FANOUT_INFLIGHT [10] (messages in flight of the fan-out publisher: x subscribers deliveries)
@@ -17,7 +18,10 @@
 #   CONNS [10000]  CONNECT_RATE [0 = as fast as possible] (conn-idle)
 #   MAX_QUEUED [1000] max_queued_messages   MAX_INFLIGHT [20] max_inflight_messages
 #   SHARDMQ_BIN [target/release/shardmq]  MOSQUITTO_BIN [/usr/sbin/mosquitto]
+#   FLASHMQ_BIN [perf/.flashmq/flashmq] (perf/flashmq.sh builds it; run with thread_count 1)
 #   SKIP_BUILD [0]  OUT [perf/results]   LABEL [""] appended to the result file name
+#   TRANSPORT [tcp] or ws: MQTT over WebSockets (a websockets listener on PORT, plus a
+#     plain one on PORT+1 that Mosquitto 2.0.11 needs to start; the load generator gets --ws)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +29,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 DRAIN=${DRAIN:-2}
 PORT=${PORT:-18883}
-BROKERS=${BROKERS:-"shardmq mosquitto"}
+BROKERS=${BROKERS:-"shardmq mosquitto flashmq"}
 BROKER_CORE=${BROKER_CORE:-0}
 LOADGEN_CORE=${LOADGEN_CORE:-1}
 PAYLOAD=${PAYLOAD:-16}
@@ -43,10 +47,13 @@ MAX_QUEUED=${MAX_QUEUED:-1000}
 MAX_INFLIGHT=${MAX_INFLIGHT:-20}
 SHARDMQ_BIN=${SHARDMQ_BIN:-$ROOT/target/release/shardmq}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
+FLASHMQ_BIN=${FLASHMQ_BIN:-$ROOT/perf/.flashmq/flashmq}
 LOADGEN=${LOADGEN:-$ROOT/target/release/shardmq-loadgen}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OUT=${OUT:-$ROOT/perf/results}
 LABEL=${LABEL:-}
+TRANSPORT=${TRANSPORT:-tcp}
+case "$TRANSPORT" in tcp|ws) ;; *) echo "compare.sh: TRANSPORT must be tcp or ws" >&2; exit 1 ;; esac
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 
@@ -106,8 +113,15 @@ cleanup() {
 trap cleanup EXIT
 
 config_text() { # broker
+    if [ "$1" = flashmq ]; then flashmq_config; return; fi
     {
-        echo "listener $PORT 127.0.0.1"
+        if [ "$TRANSPORT" = ws ]; then
+            echo "listener $((PORT + 1)) 127.0.0.1"
+            echo "listener $PORT 127.0.0.1"
+            echo "protocol websockets"
+        else
+            echo "listener $PORT 127.0.0.1"
+        fi
         echo "allow_anonymous true"
         echo "max_queued_messages $MAX_QUEUED"
         echo "max_inflight_messages $MAX_INFLIGHT"
@@ -117,7 +131,36 @@ config_text() { # broker
     }
 }
 
-broker_bin() { if [ "$1" = shardmq ]; then echo "$SHARDMQ_BIN"; else echo "$MOSQUITTO_BIN"; fi; }
+# FlashMQ's own syntax for the same setup: one worker thread (the broker gets one pinned
+# core, as the others), the same queue limit per client (FlashMQ counts pending QoS 1/2
+# messages per client; its byte limit, 64 KiB by default, would drop long before
+# Mosquitto's and shardmq's unlimited bytes, so it is lifted), no persistence (no
+# storage_dir), the same listener(s). FlashMQ has no inflight window option: it sends up
+# to the client's Receive Maximum (65535 for v3 clients).
+flashmq_config() {
+    echo "thread_count 1"
+    echo "allow_anonymous true"
+    echo "log_level warning"
+    echo "max_qos_msg_pending_per_client $MAX_QUEUED"
+    echo "max_qos_bytes_pending_per_client 1073741824"
+    if [ "$TRANSPORT" = ws ]; then
+        printf 'listen {\n  protocol websockets\n  inet_protocol ip4\n  inet4_bind_address 127.0.0.1\n  port %s\n}\n' "$PORT"
+    else
+        printf 'listen {\n  protocol mqtt\n  inet_protocol ip4\n  inet4_bind_address 127.0.0.1\n  port %s\n}\n' "$PORT"
+    fi
+}
+
+broker_bin() {
+    case "$1" in
+        shardmq) echo "$SHARDMQ_BIN" ;;
+        flashmq) echo "$FLASHMQ_BIN" ;;
+        *) echo "$MOSQUITTO_BIN" ;;
+    esac
+}
+# The command line that starts broker $1 with config file $2.
+broker_cmd() {
+    if [ "$1" = flashmq ]; then echo "$(broker_bin "$1") --config-file $2"; else echo "$(broker_bin "$1") -c $2"; fi
+}
 
 wait_port() {
     for _ in $(seq 1 100); do
@@ -142,7 +185,8 @@ run_one() { # scenario broker -> writes $WORK/<broker>.json, or returns 1 (skipp
     conf="$WORK/$broker.conf"
     log="$WORK/$broker.log"
     config_text "$broker" >"$conf"
-    "${PIN_BROKER[@]}" "$bin" -c "$conf" >"$log" 2>&1 &
+    read -r -a bcmd <<<"$(broker_cmd "$broker" "$conf")"
+    "${PIN_BROKER[@]}" "${bcmd[@]}" >"$log" 2>&1 &
     BROKER_PID=$!
     if ! wait_port; then
         echo "compare.sh: $broker did not open port $PORT; its log:" >&2
@@ -153,9 +197,10 @@ run_one() { # scenario broker -> writes $WORK/<broker>.json, or returns 1 (skipp
         return 1
     fi
     read -r -a args <<<"$(scenario_args "$scenario")"
+    if [ "$TRANSPORT" = ws ]; then args+=(--ws); fi
     local cmd=("${PIN_LOADGEN[@]}" "$LOADGEN" "${args[@]}" --host 127.0.0.1 --port "$PORT"
         --broker-pid "$BROKER_PID" --json "$WORK/$broker.json" --quiet)
-    echo "${PIN_BROKER[*]} ${bin#"$ROOT"/} -c CONF" >"$WORK/$broker.cmd"
+    echo "${PIN_BROKER[*]} $(broker_cmd "$broker" CONF | sed "s#$ROOT/##")" >"$WORK/$broker.cmd"
     echo "${cmd[*]}" | sed -e "s#$WORK/##g" -e "s#$ROOT/##g" -e "s#--broker-pid [0-9]*#--broker-pid PID#" >>"$WORK/$broker.cmd"
     echo "== $scenario on $broker" >&2
     set +e
@@ -181,6 +226,9 @@ CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 CORES=$(nproc)
 KERNEL=$(uname -r)
 MOSQ_VERSION=$("$MOSQUITTO_BIN" -h 2>/dev/null | head -1 || true)
+FLASHMQ_VERSION=$([ -x "$FLASHMQ_BIN" ] && "$FLASHMQ_BIN" --version 2>/dev/null | head -1 || echo "not built (perf/flashmq.sh)")
+OTHERS=()
+for b in $BROKERS; do [ "$b" = shardmq ] || OTHERS+=("$b"); done
 
 for scenario in "${SCENARIOS[@]}"; do
     rm -f "$WORK"/*.json "$WORK"/*.skip "$WORK"/*.txt "$WORK"/*.cmd
@@ -190,15 +238,22 @@ for scenario in "${SCENARIOS[@]}"; do
     done
     file="$OUT/$DATE-$scenario${LABEL:+-$LABEL}.md"
     {
-        echo "# $scenario: shardmq vs Mosquitto"
-        echo
-        if [ "${#ran[@]}" -eq 1 ]; then
-            echo "**Only ${ran[0]} ran** (the other broker was skipped: $(cat "$WORK"/*.skip 2>/dev/null | head -1)). No ratio can be given."
-            echo
+        if [ "$TRANSPORT" = ws ]; then
+            echo "# $scenario over WebSockets: $BROKERS"
+        else
+            echo "# $scenario: $BROKERS"
         fi
+        echo
+        for b in $BROKERS; do
+            if [ -f "$WORK/$b.skip" ]; then
+                echo "**$b did not run** ($(cat "$WORK/$b.skip")): its column and ratio are empty."
+                echo
+            fi
+        done
         echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
         echo "- machine: $CPU_MODEL, $CORES cores, kernel $KERNEL"
         echo "- Mosquitto: $MOSQ_VERSION ($MOSQUITTO_BIN)"
+        echo "- FlashMQ: $FLASHMQ_VERSION (${FLASHMQ_BIN#"$ROOT"/}, thread_count 1)"
         echo "- pinning: broker ${PIN_BROKER[*]:-none}, load generator ${PIN_LOADGEN[*]:-none}"
         echo "- load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average when written; other work on the host skews numbers)"
         echo
@@ -208,19 +263,35 @@ for scenario in "${SCENARIOS[@]}"; do
         for b in $BROKERS; do
             if [ -f "$WORK/$b.cmd" ]; then cat "$WORK/$b.cmd"; else echo "# $b: $(cat "$WORK/$b.skip" 2>/dev/null)"; fi
         done
-        echo "# config (same for both; Mosquitto also gets set_tcp_nodelay true):"
+        echo "# config (shardmq's; Mosquitto also gets set_tcp_nodelay true):"
         config_text shardmq
+        case " $BROKERS " in *" flashmq "*)
+            echo "# FlashMQ's config (the same limits in its syntax):"
+            config_text flashmq ;;
+        esac
         echo '```'
         echo
         echo "## Results"
         echo
-        echo "| metric | shardmq | mosquitto | shardmq/mosquitto |"
-        echo "|---|---|---|---|"
+        # Columns: every broker, then shardmq's ratio to each other broker (perf/ws.sh
+        # reads the shardmq and mosquitto columns, the 2nd and 3rd: keep them there).
+        header="| metric |"; rule="|---|"
+        for b in $BROKERS; do header+=" $b |"; rule+="---|"; done
+        for o in "${OTHERS[@]}"; do header+=" shardmq/$o |"; rule+="---|"; done
+        echo "$header"
+        echo "$rule"
         row() { # label key-or-fn
-            local s="-" m="-"
-            [ -f "$WORK/shardmq.json" ] && s=$($2 "$WORK/shardmq.json" "$3")
-            [ -f "$WORK/mosquitto.json" ] && m=$($2 "$WORK/mosquitto.json" "$3")
-            echo "| $1 | ${s:--} | ${m:--} | $(ratio "$s" "$m") |"
+            local line="| $1 |" v s="-"
+            declare -A val=()
+            for b in $BROKERS; do
+                v="-"
+                [ -f "$WORK/$b.json" ] && v=$($2 "$WORK/$b.json" "$3")
+                val[$b]=${v:--}
+                line+=" ${v:--} |"
+            done
+            s=${val[shardmq]:--}
+            for o in "${OTHERS[@]}"; do line+=" $(ratio "$s" "${val[$o]}") |"; done
+            echo "$line"
         }
         if [ "$scenario" = conn-idle ]; then
             row "connections held" jget connects_ok

@@ -63,6 +63,7 @@ pub(crate) mod cli;
 pub(crate) mod codec;
 pub mod config;
 pub(crate) mod hash;
+pub(crate) mod http;
 pub mod log;
 pub(crate) mod mailbox;
 pub(crate) mod metrics;
@@ -71,6 +72,7 @@ pub(crate) mod retained;
 pub(crate) mod runtime;
 pub(crate) mod session;
 pub(crate) mod topic;
+pub(crate) mod ws;
 
 pub use auth::{AclError, AuthError, PasswordError};
 pub use broker::embed::{
@@ -113,6 +115,9 @@ pub mod internals {
     pub mod hash {
         pub use crate::hash::*;
     }
+    pub mod http {
+        pub use crate::http::*;
+    }
     pub mod mailbox {
         pub use crate::mailbox::*;
     }
@@ -127,6 +132,9 @@ pub mod internals {
     }
     pub mod topic {
         pub use crate::topic::*;
+    }
+    pub mod ws {
+        pub use crate::ws::*;
     }
 }
 

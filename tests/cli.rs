@@ -56,9 +56,9 @@ fn missing_config_file_is_a_clear_error() {
 
 #[test]
 fn unsupported_option_is_a_warning_not_a_crash() {
-    let broker = BrokerProc::start("websockets_log_level 255");
+    let broker = BrokerProc::start("log_facility 5");
     assert!(
-        broker.wait_log("websockets_log_level"),
+        broker.wait_log("log_facility"),
         "warned about the unsupported option"
     );
     let c = V4::connect("works", broker.port);

@@ -7,22 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::BrokerProc;
-
-fn paho_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "python3 with paho-mqtt not found and SHARDMQ_REQUIRE_INTEROP=1 (pip install paho-mqtt)"
-        );
-        eprintln!("SKIPPED: python3 with paho-mqtt not found; pip install paho-mqtt to run this interop test");
-    }
-    ok
-}
+use common::{paho_available, BrokerProc};
 
 fn run(protocol: &str) {
     if !paho_available() {

@@ -17,6 +17,7 @@ mod timer;
 mod tracker;
 mod wire;
 mod worker;
+mod ws;
 
 use anyhow::{Context, Result};
 use clap::Parser;

@@ -151,6 +151,12 @@ pub struct Opts {
     /// No progress line each second.
     #[arg(long)]
     pub quiet: bool,
+    /// MQTT over WebSockets (the broker's websockets listener on --port).
+    #[arg(long)]
+    pub ws: bool,
+    /// Request path of the WebSocket upgrade (with --ws).
+    #[arg(long, default_value = "/mqtt")]
+    pub ws_path: String,
 }
 
 /// What kind of worker loop a scenario needs.
@@ -207,6 +213,8 @@ pub struct Plan {
     pub username: Option<String>,
     pub password: Option<String>,
     pub quiet: bool,
+    /// MQTT over WebSockets: the upgrade's request path.
+    pub ws: Option<String>,
     pub command_line: String,
 }
 
@@ -535,6 +543,7 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
         username: o.username.clone(),
         password: o.password.clone(),
         quiet: o.quiet,
+        ws: o.ws.then(|| o.ws_path.clone()),
         command_line,
     })
 }

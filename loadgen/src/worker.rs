@@ -65,13 +65,19 @@ pub struct Client {
     /// delayed-ACK ("pingpong") mode, which the next read undoes (see `read`).
     pub wrote: bool,
     pub publ: Option<Box<Publisher>>,
+    /// MQTT over WebSockets (`--ws`).
+    pub ws: Option<crate::ws::WsClient>,
 }
 
 impl Client {
     /// Writes pending bytes until done or WouldBlock. Err = the connection is gone.
     pub fn flush(&mut self, now: u64) -> io::Result<()> {
-        while self.wpos < self.wbuf.len() {
-            match self.sock.write(&self.wbuf[self.wpos..]) {
+        let upto = match self.ws.as_mut() {
+            Some(ws) => ws.prepare(&mut self.wbuf),
+            None => self.wbuf.len(),
+        };
+        while self.wpos < upto {
+            match self.sock.write(&self.wbuf[self.wpos..upto]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => {
                     self.wpos += n;
@@ -83,8 +89,14 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+        if self.wpos < self.wbuf.len() {
+            return Ok(()); // the WebSocket upgrade is not answered yet
+        }
         self.wbuf.clear();
         self.wpos = 0;
+        if let Some(ws) = self.ws.as_mut() {
+            ws.cleared();
+        }
         Ok(())
     }
 
@@ -409,6 +421,11 @@ impl Worker {
             username: plan.username.as_deref(),
             password: plan.password.as_deref(),
         };
+        let ws = plan.ws.as_ref().map(|path| {
+            let request = crate::ws::request(&plan.addr.to_string(), path);
+            wbuf.extend_from_slice(&request);
+            crate::ws::WsClient::new(request.len())
+        });
         wire::encode_connect(&mut wbuf, plan.version, &opts);
         let publ = (role == Role::Pub).then(|| Box::new(Publisher::new(plan, idx)));
         let rsize = match role {
@@ -432,6 +449,7 @@ impl Worker {
             last_write_ns: now,
             wrote: true,
             publ,
+            ws,
         };
         if let Err(e) = self.poll.registry().register(
             &mut c.sock,
@@ -541,6 +559,9 @@ impl Worker {
             };
             let now = now_ns();
             c.rlen += n;
+            if let Some(ws) = c.ws.as_mut() {
+                c.rlen = ws.on_read(&mut c.rbuf, c.rlen - n, c.rlen)?;
+            }
             // Linux ACKs a drained small-segment read by itself unless the socket is in
             // delayed-ACK ("pingpong") mode, which only sending data enters: re-arm quick
             // ACKs only after a write (PINGREQ, PUBACK), not with a syscall per read. A

@@ -234,12 +234,7 @@ impl Broker {
             let version = c.version;
             let awaiting_connect = c.state == ConnState::AwaitConnect;
             let before = buf.len();
-            // Before CONNECT only a small CONNECT is buffered (refused from its header).
-            let max = if awaiting_connect {
-                self.max_packet_in.min(self.config.max_connect_packet_size)
-            } else {
-                self.max_packet_in
-            };
+            let max = self.max_packet_in(conn);
             match codec::decode(buf, version, max) {
                 Ok(None) => return,
                 Ok(Some(packet)) => {
@@ -258,6 +253,18 @@ impl Broker {
                     return;
                 }
             }
+        }
+    }
+
+    /// The largest packet `conn` may send now: before its CONNECT only a small CONNECT
+    /// is buffered (`max_connect_packet_size`, refused from its header), after it
+    /// `max_packet_size`. The runtime holds a WebSocket frame to the same bound.
+    pub fn max_packet_in(&self, conn: ConnId) -> u32 {
+        match self.conns.get(conn).map(|c| c.state) {
+            Some(ConnState::AwaitConnect) => {
+                self.max_packet_in.min(self.config.max_connect_packet_size)
+            }
+            _ => self.max_packet_in,
         }
     }
 

@@ -158,10 +158,26 @@ impl TlsConfig {
     }
 }
 
+/// What a listener speaks (`protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ListenerProtocol {
+    /// MQTT over TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT over WebSockets (over TLS with the TLS options: `wss://`).
+    Websockets,
+}
+
 /// One `listener` block (or the default listener from top-level `port` / `bind_address`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub port: u16,
+    /// `protocol mqtt|websockets`.
+    pub protocol: ListenerProtocol,
+    /// `http_dir`: files a websockets listener serves to plain HTTP requests, and where
+    /// the option was set.
+    pub http_dir: Option<(PathBuf, Location)>,
     /// `None` = all interfaces (Mosquitto's behaviour for `listener PORT` without address).
     pub bind_address: Option<String>,
     /// Per-listener connection limit; `None` = unlimited.
@@ -187,6 +203,8 @@ impl Listener {
     pub fn new(port: u16, bind_address: Option<String>) -> Self {
         Self {
             port,
+            protocol: ListenerProtocol::Mqtt,
+            http_dir: None,
             bind_address,
             max_connections: None,
             tls: None,
@@ -366,6 +384,12 @@ pub struct Config {
     /// few hundred bytes; raise it for clients with very large wills.
     pub max_connect_packet_size: u32,
     pub retain_available: bool,
+    /// `websockets_headers_size`: the largest HTTP request head a websockets listener
+    /// reads (Mosquitto's default 1024, also what 0 means).
+    pub websockets_headers_size: usize,
+    /// `websockets_log_level`: which WebSocket detail lines `log_type websockets` writes
+    /// (libwebsockets' bits, see `ws::conn::log_bits`).
+    pub websockets_log_level: u32,
     pub bridges: Vec<BridgeConfig>,
     /// Files that were read to build this config (for messages and reloads).
     pub source_files: Vec<PathBuf>,
@@ -444,6 +468,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_connect_packet_size: 65_536,
             retain_available: true,
+            websockets_headers_size: 1024,
+            websockets_log_level: 0,
             bridges: Vec::new(),
             source_files: Vec::new(),
             per_listener_settings: false,

@@ -96,7 +96,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("connection_messages", Yes, "also logs `New connection from ADDR:PORT on port N.`"),
     row("crlfile", Yes, "see TLS"),
     row("dhparamfile", Ignored, "rustls offers no DHE suites (ECDHE only), so there is nothing to configure"),
-    row("http_dir", Ignored, "websockets only; `protocol websockets` stops the start"),
+    row("http_dir", Yes, "websockets listeners: files for plain HTTP requests (GET and HEAD; `/` is `index.html`; nothing outside the directory, see WebSockets); a missing directory stops the start; on an `mqtt` listener: a warning, no effect"),
     row("idle_timeout", Bridge, "accepted (only used by `start_type lazy`)"),
     row("include_dir", Yes, ""),
     row("keepalive_interval", Bridge, "default 60"),
@@ -141,7 +141,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("plugin", NotYet, "plugins cannot be loaded"),
     row("plugin_opt_*", Ignored, "options of a plugin; `plugin` itself stops the start"),
     row("port", Yes, "the default listener (legacy, as `bind_address`)"),
-    row("protocol", Yes, "`mqtt` only; `websockets` stops the start"),
+    row("protocol", Yes, "`mqtt` or `websockets` (MQTT over WebSockets, `wss://` with the TLS options; see WebSockets)"),
     row("psk_file", Yes, "see TLS"),
     row("psk_hint", Yes, "see TLS"),
     row("queue_qos0_messages", Yes, ""),
@@ -173,8 +173,8 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("use_username_as_clientid", OnlyValue("false"), "`true` is not supported yet"),
     row("user", Yes, "when started as root: drop to this user after binding the listeners and loading TLS, password and ACL files; an unknown user stops the start. Unlike Mosquitto there is no default user: as root without `user`, shardmq warns and stays root"),
     row("username", Bridge, "alias of `remote_username`"),
-    row("websockets_headers_size", Ignored, "websockets only; `protocol websockets` stops the start"),
-    row("websockets_log_level", Ignored, "websockets only; `protocol websockets` stops the start"),
+    row("websockets_headers_size", Yes, "largest HTTP request head a websockets listener reads (0 or unset: 1024 bytes, at most 65535); a larger one gets 431"),
+    row("websockets_log_level", Yes, "with `log_type websockets`, which lines shardmq writes (libwebsockets' bits): 1 refusals and protocol errors, 4 upgrades and closes, 8 files served, 16 pings, 64 request headers (default 0)"),
 ];
 
 /// The row of `option` (prefix rows such as `auth_opt_*` included).

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use super::error::{Error, Location};
 use super::options::{self, Support};
 use super::values::{parse_int, Line};
-use super::{Config, Listener, LogDest, LogTypes, SocketDomain, TlsConfig};
+use super::{Config, Listener, ListenerProtocol, LogDest, LogTypes, SocketDomain, TlsConfig};
 
 /// How deep `include_dir` may nest (a directory including itself stops here).
 const MAX_INCLUDE_DEPTH: usize = 8;
@@ -107,6 +107,13 @@ impl Parser {
             );
             if l.tls.as_ref().is_some_and(TlsConfig::is_empty) {
                 l.tls = None;
+            }
+            if let (Some((_, at)), ListenerProtocol::Mqtt) = (&l.http_dir, l.protocol) {
+                cfg.warnings.push(format!(
+                    "Warning: http_dir in {at} has no effect: listener {} is not a websockets \
+                     listener.",
+                    l.port
+                ));
             }
         }
         if listeners.is_empty() {
@@ -243,15 +250,27 @@ impl Parser {
                 };
                 self.listener(line).socket_domain = Some(domain);
             }
-            "protocol" => match line.value()? {
-                "mqtt" => {
-                    self.listener(line);
-                }
-                "websockets" => {
-                    return Err(line.invalid("websockets listeners are not supported by shardmq"))
-                }
-                other => return Err(line.invalid_value(other, "expected mqtt")),
-            },
+            "protocol" => {
+                self.listener(line).protocol = match line.value()? {
+                    "mqtt" => ListenerProtocol::Mqtt,
+                    "websockets" => ListenerProtocol::Websockets,
+                    other => return Err(line.invalid_value(other, "expected mqtt or websockets")),
+                };
+            }
+            "http_dir" => {
+                let dir = line.path()?;
+                self.listener(line).http_dir = Some((dir, line.at.clone()));
+            }
+            "websockets_headers_size" => {
+                let n = line.int(0, 65535)?.unsigned_abs();
+                self.cfg.websockets_headers_size = match usize::try_from(n) {
+                    Ok(0) | Err(_) => 1024,
+                    Ok(n) => n,
+                };
+            }
+            "websockets_log_level" => {
+                self.cfg.websockets_log_level = u32_of(line.int(0, i64::from(i32::MAX))?);
+            }
             "cafile" => self.tls(line).cafile = Some(line.path()?),
             "capath" => self.tls(line).capath = Some(line.path()?),
             "certfile" => self.tls(line).certfile = Some(line.path()?),

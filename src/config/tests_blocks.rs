@@ -82,12 +82,60 @@ fn per_listener_options_before_any_listener_configure_the_default_listener() {
 }
 
 #[test]
-fn websockets_protocol_is_a_clear_error() {
-    let e = parse_err("listener 9001\nprotocol websockets\n");
-    assert!(e.contains("websockets"), "{e}");
-    assert!(e.contains("/etc/x.conf line 2"), "{e}");
+fn websockets_listeners_with_http_dir_and_header_size() {
+    let c = parse(
+        "websockets_headers_size 4096\nwebsockets_log_level 12\nlistener 1883\n\
+         listener 9001\nprotocol websockets\nhttp_dir /var/www\nlistener 9002\n\
+         protocol websockets\n",
+    );
+    let protocols: Vec<_> = c.listeners.iter().map(|l| l.protocol).collect();
+    assert_eq!(
+        protocols,
+        [
+            ListenerProtocol::Mqtt,
+            ListenerProtocol::Websockets,
+            ListenerProtocol::Websockets
+        ]
+    );
+    let (dir, at) = c.listeners[1].http_dir.clone().unwrap();
+    assert_eq!(dir, PathBuf::from("/var/www"));
+    assert_eq!(at.line, 6);
+    assert!(c.listeners[2].http_dir.is_none());
+    assert_eq!(c.websockets_headers_size, 4096);
+    assert_eq!(c.websockets_log_level, 12);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // Mosquitto's default, also for 0.
+    assert_eq!(parse("listener 1\n").websockets_headers_size, 1024);
+    let c = parse("websockets_headers_size 0\nlistener 1\n");
+    assert_eq!(c.websockets_headers_size, 1024);
+    let e = parse_err("websockets_headers_size 65536\nlistener 1\n");
+    assert!(e.contains("websockets_headers_size"), "{e}");
     let e = parse_err("listener 9001\nprotocol http\n");
     assert!(e.contains("Invalid protocol value 'http'"), "{e}");
+}
+
+#[test]
+fn http_dir_on_an_mqtt_listener_is_a_warning() {
+    let c = parse("listener 1883\nhttp_dir /var/www\n");
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("http_dir in /etc/x.conf line 2 has no effect"),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn psk_on_a_websockets_listener_stops_the_start() {
+    if !cfg!(feature = "psk") {
+        return;
+    }
+    let e = parse_err("psk_file /p\nlistener 9001\nprotocol websockets\npsk_hint h\n");
+    assert!(
+        e.contains("TLS-PSK is not available on websockets listener 9001"),
+        "{e}"
+    );
+    assert!(e.contains("psk_hint in /etc/x.conf line 4"), "{e}");
 }
 
 #[test]

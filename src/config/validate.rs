@@ -1,10 +1,11 @@
-//! Checks that span several options: TLS completeness (certificates or PSK, never both),
+//! Checks that span several options: TLS completeness (certificates or PSK, never both;
+//! no PSK on websockets listeners),
 //! duplicate listeners, bridges
 //! without addresses or topics. Runs once after parsing (and may be re-run by a caller
 //! that changed a `Config`, e.g. after `-p`). Never reads files or opens sockets.
 
 use super::error::{Error, Location};
-use super::{Config, TlsConfig};
+use super::{Config, ListenerProtocol, TlsConfig};
 
 fn origin(at: Option<&Location>) -> Location {
     at.cloned()
@@ -27,6 +28,19 @@ impl Config {
             let at = l.defined_at.as_ref();
             if let Some(tls) = &l.tls {
                 validate_tls(tls, l.port, at)?;
+                if tls.is_psk() && l.protocol == ListenerProtocol::Websockets {
+                    // Mosquitto's websockets listeners (libwebsockets) never use psk_hint, so
+                    // they would serve without TLS: refused instead.
+                    return Err(invalid(
+                        tls.origin("psk_hint").or(at),
+                        "psk_hint",
+                        format!(
+                            "TLS-PSK is not available on websockets listener {}: use \
+                             certfile and keyfile for wss://",
+                            l.port
+                        ),
+                    ));
+                }
             }
             if l.port == 0 {
                 continue; // The OS picks a distinct port for each.

@@ -44,6 +44,8 @@ pub enum Level {
     Subscribe = 16,
     Unsubscribe = 32,
     Debug = 64,
+    /// `log_type websockets`: WebSocket details, as `websockets_log_level` selects.
+    Websockets = 128,
 }
 
 static MASK: AtomicU8 = AtomicU8::new(1 | 2 | 4 | 8);
@@ -73,6 +75,7 @@ fn mask_of(cfg: &LogConfig) -> u8 {
         (t.subscribe, Level::Subscribe),
         (t.unsubscribe, Level::Unsubscribe),
         (t.debug, Level::Debug),
+        (t.websockets, Level::Websockets),
     ]
     .into_iter()
     .filter(|(on, _)| *on)
@@ -191,7 +194,7 @@ mod tests {
         let mut cfg = LogConfig::default();
         assert_eq!(mask_of(&cfg), 1 | 2 | 4 | 8);
         cfg.types = LogTypes::ALL;
-        assert_eq!(mask_of(&cfg), 127);
+        assert_eq!(mask_of(&cfg), 255);
         cfg.types = LogTypes {
             debug: true,
             ..LogTypes::default()

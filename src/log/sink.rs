@@ -83,7 +83,7 @@ fn syslog(level: Level, line: &str) {
         Level::Warning => libc::LOG_WARNING,
         Level::Notice | Level::Subscribe | Level::Unsubscribe => libc::LOG_NOTICE,
         Level::Information => libc::LOG_INFO,
-        Level::Debug => libc::LOG_DEBUG,
+        Level::Debug | Level::Websockets => libc::LOG_DEBUG,
     };
     let text = line.trim_end_matches('\n').replace('\0', " ");
     let Ok(msg) = CString::new(text) else {

@@ -7,12 +7,15 @@
 
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
 use mio::net::TcpStream;
 
 use super::tls::TlsConn;
 use crate::broker::OutQueue;
+use crate::ws::output::Framer;
+use crate::ws::{Closing, WsConn};
 
 /// Bytes read per `read` call; the buffer grows to hold a bigger frame when needed.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -43,11 +46,153 @@ fn compact_partial(rbuf: &mut BytesMut) -> bool {
     true
 }
 
-/// One `writev` of up to `N` chunks of `out`.
-fn write_some<const N: usize>(stream: &mut TcpStream, out: &OutQueue) -> io::Result<usize> {
+/// Bytes waiting to be written, as `writev` (or TLS) takes them: the broker's
+/// [`OutQueue`], or that queue framed as WebSocket frames ([`WsOut`]).
+pub trait Outgoing {
+    /// Fills `iov` with the next slices to write; returns how many were filled.
+    fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize;
+    /// The first `n` bytes of those slices were written.
+    fn consume(&mut self, n: usize);
+    fn is_empty(&self) -> bool;
+    /// How many slices everything would take (to size the iovec array).
+    fn chunks(&self) -> usize;
+}
+
+impl Outgoing for OutQueue {
+    fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        Self::io_slices(self, iov)
+    }
+    fn consume(&mut self, n: usize) {
+        Self::consume(self, n);
+    }
+    fn is_empty(&self) -> bool {
+        Self::is_empty(self)
+    }
+    fn chunks(&self) -> usize {
+        Self::chunks(self)
+    }
+}
+
+/// The broker's output queue of a WebSocket connection, written as binary frames: one
+/// frame over the chunks one `writev` takes (a write batch, not a packet), its header
+/// from the [`Framer`], its payload straight from the queue's chunks (no copy). The
+/// framer's own bytes (HTTP response, pongs, close) go between frames. While the
+/// connection is not open (handshake, closing) the broker's bytes are not sent.
+pub struct WsOut<'a> {
+    framer: &'a mut Framer,
+    out: &'a mut OutQueue,
+    open: bool,
+}
+
+impl<'a> WsOut<'a> {
+    pub fn new(framer: &'a mut Framer, out: &'a mut OutQueue, open: bool) -> Self {
+        let mut this = Self { framer, out, open };
+        this.begin_frame();
+        this
+    }
+
+    /// Between frames with nothing of the framer's own queued: the next frame covers the
+    /// chunks one writev takes, so frame boundaries fall on chunk boundaries.
+    fn begin_frame(&mut self) {
+        if !self.open || !self.framer.is_idle() || self.out.is_empty() {
+            return;
+        }
+        let len = if self.out.chunks() < SMALL_IOV {
+            self.out.len()
+        } else {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.out.io_slices(&mut iov[..MAX_IOV - 1]);
+            iov[..n].iter().map(|s| s.len()).sum()
+        };
+        self.framer.begin(len);
+    }
+}
+
+impl Outgoing for WsOut<'_> {
+    fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let prefix = self.framer.prefix();
+        if !prefix.is_empty() {
+            let Some(slot) = iov.first_mut() else {
+                return 0;
+            };
+            *slot = IoSlice::new(prefix);
+            n = 1;
+        }
+        if !self.framer.in_frame() {
+            return n;
+        }
+        // The frame ends on a chunk boundary: whole chunks until its length is reached.
+        let mut left = self.framer.payload_left();
+        let filled = self.out.io_slices(&mut iov[n..]);
+        let mut taken = 0;
+        for slice in &iov[n..n + filled] {
+            if left == 0 {
+                break;
+            }
+            left = left.saturating_sub(slice.len());
+            taken += 1;
+        }
+        n + taken
+    }
+
+    fn consume(&mut self, n: usize) {
+        let payload = self.framer.advance(n);
+        self.out.consume(payload);
+        if !self.framer.in_frame() {
+            self.begin_frame();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        let payload = if self.framer.in_frame() {
+            self.framer.payload_left().min(self.out.len())
+        } else if self.open {
+            self.out.len()
+        } else {
+            0
+        };
+        self.framer.prefix().is_empty() && payload == 0
+    }
+
+    fn chunks(&self) -> usize {
+        self.out.chunks() + 1
+    }
+}
+
+/// One `writev` of up to `N` slices of `out`.
+fn write_some<const N: usize>(stream: &mut TcpStream, out: &impl Outgoing) -> io::Result<usize> {
     let mut iov = [IoSlice::new(&[]); N];
     let n = out.io_slices(&mut iov);
     stream.write_vectored(&iov[..n])
+}
+
+/// Writes as much of `out` as the socket takes (through TLS when given). Ok(true) when
+/// `out` is empty.
+fn write_out(
+    stream: &mut TcpStream,
+    tls: Option<&mut TlsConn>,
+    out: &mut impl Outgoing,
+) -> io::Result<bool> {
+    if let Some(tls) = tls {
+        return tls.flush(stream, out);
+    }
+    while !out.is_empty() {
+        // The common case (a few chunks) does not initialise a 16 KiB iovec array.
+        let res = if out.chunks() <= SMALL_IOV {
+            write_some::<SMALL_IOV>(stream, out)
+        } else {
+            write_some::<MAX_IOV>(stream, out)
+        };
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => out.consume(written),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 pub struct Conn {
@@ -73,6 +218,9 @@ pub struct Conn {
     partial_compacted: bool,
     /// This is the remote socket of bridge N (`bridge_link.rs`), not a client.
     pub bridge: Option<usize>,
+    /// WebSocket state on a websockets listener (between the socket, or TLS, and the
+    /// MQTT bytes in `rbuf`).
+    pub ws: Option<Box<WsConn>>,
 }
 
 pub enum ReadOutcome {
@@ -97,26 +245,40 @@ impl Conn {
             peer_closed: false,
             partial_compacted: false,
             bridge: None,
+            ws: None,
         }
     }
 
-    /// Reads once into the spare capacity of `rbuf`. Returns bytes read (0 = EOF).
+    /// Reads once: into the spare capacity of `rbuf`, or on a WebSocket connection into
+    /// its undecoded input (see [`Self::decode_ws`]). Returns bytes read (0 = EOF).
     pub fn read_once(&mut self) -> io::Result<usize> {
+        let (buf, room) = match self.ws.as_deref_mut() {
+            Some(ws) => {
+                let room = ws.read_room(READ_CHUNK);
+                (&mut ws.input, room)
+            }
+            None => (&mut self.rbuf, READ_CHUNK),
+        };
+        if room == 0 {
+            // A closing WebSocket connection reads nothing more.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         if let Some(tls) = self.tls.as_mut() {
-            let len = self.rbuf.len();
-            self.rbuf.resize(len + READ_CHUNK, 0);
-            let res = tls.read(&mut self.stream, &mut self.rbuf[len..]);
-            self.rbuf.truncate(len + *res.as_ref().unwrap_or(&0));
+            let len = buf.len();
+            buf.resize(len + room, 0);
+            let res = tls.read(&mut self.stream, &mut buf[len..]);
+            buf.truncate(len + *res.as_ref().unwrap_or(&0));
             return res;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
         }
-        let spare = self.rbuf.chunk_mut();
-        let cap = spare.len();
+        let spare = buf.chunk_mut();
+        let cap = spare.len().min(room);
         let ptr = spare.as_mut_ptr();
-        // SAFETY: `ptr` points to `cap` writable bytes of spare capacity owned by `rbuf`;
-        // read(2) writes at most `cap` bytes there, and we only expose the `n` it wrote.
+        // SAFETY: `ptr` points to at least `cap` writable bytes of spare capacity owned by
+        // `buf`; read(2) writes at most `cap` bytes there, and we only expose the `n` it
+        // wrote.
         let n = unsafe { libc::read(self.stream.as_raw_fd(), ptr.cast(), cap) };
         if n < 0 {
             return Err(io::Error::last_os_error());
@@ -124,10 +286,28 @@ impl Conn {
         #[allow(clippy::cast_sign_loss)] // n >= 0 checked above
         let n = n as usize;
         // SAFETY: read(2) initialised exactly `n <= cap` bytes of the spare capacity.
-        unsafe { self.rbuf.advance_mut(n) };
+        unsafe { buf.advance_mut(n) };
         self.last_read_short = n < cap;
         self.partial_compacted &= n == 0;
         Ok(n)
+    }
+
+    /// On a WebSocket connection: handles what was read (the HTTP request, then frames),
+    /// appending MQTT bytes to `rbuf`, at most `limit` per frame.
+    pub fn decode_ws(&mut self, limit: u32, now: Instant) {
+        if let Some(ws) = self.ws.as_deref_mut() {
+            ws.on_input(&mut self.rbuf, u64::from(limit), now);
+        }
+    }
+
+    /// Whether and when a WebSocket connection is to be closed.
+    pub fn ws_closing(&self) -> Option<Closing> {
+        self.ws.as_ref().and_then(|ws| ws.closing())
+    }
+
+    /// Whether bytes of the WebSocket layer (handshake response, pong, close) wait.
+    pub fn ws_pending(&self) -> bool {
+        self.ws.as_ref().is_some_and(|ws| !ws.framer.is_idle())
     }
 
     /// The socket is drained and a partial frame waits for more bytes: keep just its
@@ -141,25 +321,14 @@ impl Conn {
 
     /// Writes as much of `out` as the socket takes. Returns Ok(true) when `out` is empty.
     pub fn flush(&mut self, out: &mut OutQueue) -> io::Result<bool> {
-        if let Some(tls) = self.tls.as_mut() {
-            return tls.flush(&mut self.stream, out);
-        }
-        while !out.is_empty() {
-            // The common case (a few chunks) does not initialise a 16 KiB iovec array.
-            let res = if out.chunks() <= SMALL_IOV {
-                write_some::<SMALL_IOV>(&mut self.stream, out)
-            } else {
-                write_some::<MAX_IOV>(&mut self.stream, out)
-            };
-            match res {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => out.consume(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        match self.ws.as_deref_mut() {
+            Some(ws) => {
+                let open = ws.is_open();
+                let mut framed = WsOut::new(&mut ws.framer, out, open);
+                write_out(&mut self.stream, self.tls.as_deref_mut(), &mut framed)
             }
+            None => write_out(&mut self.stream, self.tls.as_deref_mut(), out),
         }
-        Ok(true)
     }
 }
 

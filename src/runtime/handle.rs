@@ -44,6 +44,13 @@ pub enum StartError {
     NoListener,
     #[error(transparent)]
     Security(#[from] crate::auth::AuthError),
+    /// A websockets listener's `http_dir` cannot be used.
+    #[error("Error: Unable to open http dir \"{}\" ({at}): {source}", path.display())]
+    HttpDir {
+        path: std::path::PathBuf,
+        at: crate::config::Location,
+        source: std::io::Error,
+    },
     #[error("TLS on listener {port}: {source}")]
     Tls {
         port: u16,
@@ -124,12 +131,14 @@ pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
             })?)),
             None => None,
         };
+        let ws = websockets(config, l)?;
         let bound = listener::bind_listener(i, l, n, config.set_tcp_nodelay)?;
         addrs.push(bound.addr);
         tls_slots.extend(tls.clone().map(|slot| (bound.addr.port(), slot)));
         for (shard, sockets) in per_shard.iter_mut().zip(bound.per_shard) {
             for mut b in sockets {
                 b.tls.clone_from(&tls);
+                b.ws.clone_from(&ws);
                 shard.push(b);
             }
         }
@@ -144,6 +153,35 @@ pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
         security,
         cpus,
     })
+}
+
+/// --- WebSockets hook: the settings a websockets listener's connections share (its
+/// `http_dir` resolved once, here, so a missing directory stops the start).
+pub(super) fn websockets(
+    config: &Config,
+    l: &crate::config::Listener,
+) -> Result<Option<Arc<crate::ws::Settings>>, StartError> {
+    if l.protocol != crate::config::ListenerProtocol::Websockets {
+        return Ok(None);
+    }
+    let http_dir = match &l.http_dir {
+        Some((path, at)) => {
+            Some(
+                crate::http::files::HttpDir::open(path).map_err(|source| StartError::HttpDir {
+                    path: path.clone(),
+                    at: at.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    Ok(Some(Arc::new(crate::ws::Settings {
+        port: l.port,
+        headers_size: config.websockets_headers_size,
+        http_dir,
+        log_level: config.websockets_log_level,
+    })))
 }
 
 pub(super) fn start(

@@ -20,7 +20,7 @@ use std::os::fd::AsRawFd;
 
 use super::port_claim;
 use super::socket::{self, SocketOptions};
-use crate::config::{Listener, SocketDomain};
+use crate::config::{Listener, ListenerProtocol, SocketDomain};
 
 /// A bound, non-blocking listening socket and the index of its `listener` block.
 pub struct Bound {
@@ -29,6 +29,8 @@ pub struct Bound {
     pub addr: SocketAddr,
     /// TLS configuration of a TLS listener (shared by the shards, reloadable).
     pub tls: Option<std::sync::Arc<super::tls::TlsSlot>>,
+    /// A websockets listener's settings (shared by the shards).
+    pub ws: Option<std::sync::Arc<crate::ws::Settings>>,
 }
 
 impl Bound {
@@ -150,6 +152,7 @@ fn bind_once(
                 socket: mio::net::TcpListener::from_std(std_listener),
                 addr: bound_addr,
                 tls: None,
+                ws: None,
             });
         }
         if inodes.is_empty() {
@@ -158,7 +161,12 @@ fn bind_once(
         port_claim::verify(addr, &inodes).map_err(|e| io_err(&e))?;
         // Logged once every shard's socket listens and the port is ours.
         let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
-        crate::log_notice!("Opening {family} listen socket on port {port}.");
+        if l.protocol == ListenerProtocol::Websockets {
+            // Mosquitto's words ("Opening websockets listen socket on port N.").
+            crate::log_notice!("Opening {family} websockets listen socket on port {port}.");
+        } else {
+            crate::log_notice!("Opening {family} listen socket on port {port}.");
+        }
         first.get_or_insert(addr);
     }
     let addr = first.ok_or_else(|| {

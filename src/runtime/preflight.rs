@@ -1,6 +1,6 @@
 //! `shardmq --test-config`: what a start would find wrong beyond the config's syntax. It
 //! opens every file the broker opens at start (password and ACL files, TLS certificates,
-//! keys, CAs, CRLs and `psk_file`s), reads the persistence files and checks their
+//! keys, CAs, CRLs and `psk_file`s, websockets listeners' `http_dir`), reads the persistence files and checks their
 //! directory, looks up `user`, resolves each listener's addresses (`bind_interface`
 //! included) and checks the directories of `pid_file` and log files, and returns every
 //! problem, not just the first.
@@ -27,6 +27,9 @@ pub fn check(config: &Config) -> Vec<String> {
             if let Err(e) = tls::TlsSlot::new(t, l.port) {
                 problems.push(format!("Error: TLS on listener {}: {e}", l.port));
             }
+        }
+        if let Err(e) = super::handle::websockets(config, l) {
+            problems.push(e.to_string());
         }
         if let Err(e) = listener::targets(l) {
             problems.push(format!(

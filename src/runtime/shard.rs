@@ -29,6 +29,7 @@ use super::tls::TlsConn;
 use crate::broker::{Broker, ConnId, ShardMsg};
 use crate::config::Config;
 use crate::mailbox::{Inbox, Outbox};
+use crate::ws::{Closing, WsConn};
 
 #[path = "bridge_link.rs"]
 mod bridge_link;
@@ -392,6 +393,11 @@ impl Shard {
                     }
                 }
             }
+            if let Some(settings) = &listener.ws {
+                // --- WebSockets hook: the HTTP upgrade and the framing run inside
+                // read/flush (after TLS, before the broker).
+                c.ws = Some(Box::new(WsConn::new(Arc::clone(settings), peer)));
+            }
             if let Err(e) =
                 self.poll
                     .registry()
@@ -426,6 +432,11 @@ impl Shard {
                 c.rbuf = buf;
             }
         }
+        if let Some(ws) = c.ws.as_deref_mut().filter(|w| w.input.capacity() == 0) {
+            if let Some(buf) = self.rbuf_pool.pop() {
+                ws.input = buf;
+            }
+        }
         let mut total = 0;
         let outcome = loop {
             match c.read_once() {
@@ -434,6 +445,10 @@ impl Shard {
                     total += n;
                     if let Some(identity) = c.tls.as_mut().and_then(|t| t.take_identity()) {
                         self.broker.set_identity(conn, identity);
+                    }
+                    if c.ws.is_some() {
+                        // --- WebSockets hook: frames in, MQTT bytes into rbuf.
+                        c.decode_ws(self.broker.max_packet_in(conn), now);
                     }
                     self.broker.on_read(conn, &mut c.rbuf, now);
                     if total >= READ_BUDGET || !self.broker.wants_read(conn, now) {
@@ -456,9 +471,19 @@ impl Shard {
                 self.rbuf_pool.push(buf);
             }
         }
-        let tls_pending = c.tls.as_ref().is_some_and(|t| t.wants_write());
+        if let Some(ws) = c.ws.as_deref_mut().filter(|w| w.input.is_empty()) {
+            if ws.input.capacity() > 0 && self.rbuf_pool.len() < RBUF_POOL {
+                self.rbuf_pool.push(std::mem::take(&mut ws.input));
+            }
+        }
+        // TLS records, or the WebSocket layer's own bytes (handshake response, pong,
+        // close frame), wait; a closing WebSocket connection is closed by `flush`.
+        let tls_pending = c.tls.as_ref().is_some_and(|t| t.wants_write())
+            || c.ws_pending()
+            || c.ws_closing().is_some();
         match outcome {
             ReadOutcome::Drained if tls_pending => self.flush(conn, now),
+            ReadOutcome::Budget if c.ws_closing().is_some() => self.flush(conn, now),
             ReadOutcome::Drained => c.compact_partial_frame(),
             ReadOutcome::Budget => {
                 if !c.read_pending {
@@ -528,7 +553,17 @@ impl Shard {
         let Some(out) = self.broker.output(conn) else {
             return;
         };
-        match c.flush(out) {
+        let written = c.flush(out);
+        // --- WebSockets hook: after a close frame (or an HTTP response, once written)
+        // the connection ends as if the peer had closed it.
+        match c.ws_closing() {
+            Some(Closing::Now) => return self.closed_by_peer(conn, now),
+            Some(Closing::WhenFlushed) if matches!(written, Ok(true) | Err(_)) => {
+                return self.closed_by_peer(conn, now)
+            }
+            _ => {}
+        }
+        match written {
             Ok(true) => {
                 if c.writable {
                     c.writable = false;
@@ -574,6 +609,11 @@ impl Shard {
         self.admission.release(c.listener);
         if let Some(out) = self.broker.output(conn) {
             let _ = c.flush(out);
+            if let Some(ws) = c.ws.as_deref_mut() {
+                // A WebSocket connection ends with a close frame after the data.
+                ws.close_normal();
+                let _ = c.flush(out);
+            }
             out.clear();
         }
         if let Some(tls) = c.tls.as_mut() {

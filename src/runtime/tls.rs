@@ -17,8 +17,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use mio::net::TcpStream;
 
+use super::conn::Outgoing;
 use super::tls_rustls::RustlsConn;
-use crate::broker::OutQueue;
 use crate::config::{Location, TlsConfig};
 
 /// Why a listener's TLS files or settings cannot be used: the option, its file and line,
@@ -212,7 +212,7 @@ impl TlsConn {
     }
 
     /// Encrypts `out` and writes records. Ok(true) when everything was written.
-    pub fn flush(&mut self, stream: &mut TcpStream, out: &mut OutQueue) -> io::Result<bool> {
+    pub fn flush(&mut self, stream: &mut TcpStream, out: &mut impl Outgoing) -> io::Result<bool> {
         match &mut self.session {
             Session::Certificates(c) => c.flush(stream, out),
             #[cfg(feature = "psk")]

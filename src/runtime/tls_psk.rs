@@ -20,9 +20,9 @@ use openssl::ssl::{
     SslVersion,
 };
 
+use super::conn::Outgoing;
 use super::tls::TlsError;
 use crate::auth::psk::PskFile;
-use crate::broker::OutQueue;
 use crate::config::TlsConfig;
 
 /// Mosquitto's cipher list when `ciphers` is not set.
@@ -267,7 +267,7 @@ impl PskConn {
     }
 
     /// Encrypts `out` and writes records. Ok(true) when everything was written.
-    pub fn flush(&mut self, stream: &mut TcpStream, out: &mut OutQueue) -> io::Result<bool> {
+    pub fn flush(&mut self, stream: &mut TcpStream, out: &mut impl Outgoing) -> io::Result<bool> {
         loop {
             while !out.is_empty() && self.pending() < PENDING_RECORDS_LIMIT {
                 self.stage(out);
@@ -293,7 +293,7 @@ impl PskConn {
     }
 
     /// Copies up to one record of plaintext from the front of `out` into `self.plain`.
-    fn stage(&mut self, out: &OutQueue) {
+    fn stage(&mut self, out: &impl Outgoing) {
         self.plain.clear();
         let mut iov = [IoSlice::new(&[]); 16];
         let n = out.io_slices(&mut iov);

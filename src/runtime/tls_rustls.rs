@@ -20,8 +20,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CipherSuite, RootCertStore, ServerConfig, ServerConnection};
 
+use super::conn::Outgoing;
 use super::tls::TlsError;
-use crate::broker::OutQueue;
 use crate::config::TlsConfig;
 
 /// OpenSSL's names (what mosquitto.conf's `ciphers` / `ciphers_tls1.3` hold) of the
@@ -287,7 +287,7 @@ impl RustlsConn {
     }
 
     /// Encrypts `out` and writes records. Ok(true) when everything was written.
-    pub fn flush(&mut self, stream: &mut TcpStream, out: &mut OutQueue) -> io::Result<bool> {
+    pub fn flush(&mut self, stream: &mut TcpStream, out: &mut impl Outgoing) -> io::Result<bool> {
         loop {
             while !out.is_empty() {
                 let mut iov = [IoSlice::new(&[]); 16];

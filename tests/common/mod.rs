@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod tls;
+pub mod ws;
 
 /// Generous: the CI machine has 2 cores and runs tests in parallel.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -487,6 +488,44 @@ pub fn ack(first: u8, packet_id: u16) -> Vec<u8> {
     frame(first, &packet_id.to_be_bytes())
 }
 
+/// True when the peer closes `stream` (EOF or reset) within the timeout, skipping what
+/// it sends first.
+pub fn closed_within(stream: &mut TcpStream) -> bool {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Whether python3 with paho-mqtt is installed; if not, the test is skipped with a
+/// message (a failure with SHARDMQ_REQUIRE_INTEROP=1).
+pub fn paho_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import paho.mqtt.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("SHARDMQ_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "python3 with paho-mqtt not found and SHARDMQ_REQUIRE_INTEROP=1 (pip install paho-mqtt)"
+        );
+        eprintln!("SKIPPED: python3 with paho-mqtt not found; pip install paho-mqtt to run this interop test");
+    }
+    ok
+}
+
 /// One received packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawPacket {
@@ -597,22 +636,7 @@ impl Raw {
     /// True when the broker closes the connection (EOF or reset) within the timeout,
     /// skipping any packets it sends first (e.g. a DISCONNECT).
     pub fn closed_by_broker(&mut self) -> bool {
-        let deadline = Instant::now() + TIMEOUT;
-        let mut buf = [0u8; 1024];
-        while Instant::now() < deadline {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    return false
-                }
-                Err(_) => return true,
-            }
-        }
-        false
+        closed_within(&mut self.stream)
     }
 
     /// Subscribes and returns the SUBACK return codes. PUBLISH packets that match the new
