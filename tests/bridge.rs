@@ -169,12 +169,12 @@ fn shardmq_to_shardmq_out_and_in_with_prefixes_at_every_qos() {
     assert!(at_edge.next_publish_within(ABSENT).is_none());
 }
 
-#[test]
-fn shardmq_to_shardmq_both_ways_v5_has_no_loop() {
+/// Both directions on one pattern: each side's subscriber gets each message once.
+fn both_ways_without_loop(version: &str) {
     let central = BrokerProc::start("");
     let edge = edge(
         central.port,
-        "bridge_protocol_version mqttv50\ntopic b/# both 1\n",
+        &format!("bridge_protocol_version {version}\ntopic b/# both 1\n"),
     );
     wait_bridge_up(central.port, "edge1");
     let at_central = V4::connect("at-central", central.port);
@@ -196,6 +196,17 @@ fn shardmq_to_shardmq_both_ways_v5_has_no_loop() {
             "a message came back"
         );
     }
+}
+
+#[test]
+fn shardmq_to_shardmq_both_ways_v5_no_local_has_no_loop() {
+    both_ways_without_loop("mqttv50");
+}
+
+#[test]
+fn shardmq_to_shardmq_both_ways_v311_bridge_bit_has_no_loop() {
+    // try_private (default): the central shardmq takes the edge as a bridge.
+    both_ways_without_loop("mqttv311");
 }
 
 #[test]

@@ -30,6 +30,9 @@ use crate::config::Config;
 
 /// Bytes read from a bridge socket per event before other connections get their turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// Bytes for the remote the link may hold beyond what the socket took; the rest waits
+/// in the broker's output queue for the local connection (see `bridge_flush`).
+const REMOTE_OUT_MAX: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -242,6 +245,14 @@ impl Shard {
                 Err(e) => return self.bridge_failed(idx, &format!("connect: {e}"), now),
             }
         }
+        if slot.local_open && !self.broker.wants_read(key, now) {
+            // Flow control holds the bridge's publishes (its local subscribers are
+            // backlogged): the remote waits, as a client would.
+            if !self.bridge_pending.contains(&(key, idx)) {
+                self.bridge_pending.push((key, idx));
+            }
+            return self.bridge_pump(idx, now);
+        }
         let mut total = 0;
         let mut eof = false;
         while total < READ_BUDGET {
@@ -270,7 +281,7 @@ impl Shard {
                 }
             }
         }
-        if total >= READ_BUDGET {
+        if total >= READ_BUDGET && !self.bridge_pending.contains(&(key, idx)) {
             // Edge-triggered: come back next iteration for the rest.
             self.bridge_pending.push((key, idx));
         }
@@ -279,8 +290,33 @@ impl Shard {
         }
         self.bridge_pump(idx, now);
         if eof {
-            self.bridge_failed(idx, "the remote closed the connection", now);
+            return self.bridge_failed(idx, "the remote closed the connection", now);
         }
+        // The socket took output: take more of what the broker holds for the remote.
+        let waiting = self.broker.output(key).is_some_and(|o| !o.is_empty());
+        if waiting && self.bridge_has_room(idx) {
+            self.bridge_flush(key, idx, now);
+        }
+    }
+
+    /// The link's output to the remote is under [`REMOTE_OUT_MAX`].
+    fn bridge_has_room(&self, idx: usize) -> bool {
+        self.bridges
+            .slots
+            .get(idx)
+            .is_some_and(|s| s.link.remote_out.len() < REMOTE_OUT_MAX)
+    }
+
+    /// Whether a bridge socket left in `bridge_pending` can be read now.
+    pub(super) fn bridge_readable(&mut self, now: Instant) -> bool {
+        let Self {
+            bridge_pending,
+            broker,
+            ..
+        } = self;
+        bridge_pending
+            .iter()
+            .any(|(k, _)| broker.wants_read(*k, now))
     }
 
     /// Re-reads bridge sockets whose read budget ran out.
@@ -364,7 +400,10 @@ impl Shard {
         let Some(out) = self.broker.output(key) else {
             return;
         };
-        while !out.is_empty() {
+        // Only while the remote takes it: what stays in the broker's output queue is the
+        // back-pressure that its flow control acts on (publishers paused, QoS 0 kept
+        // bounded), exactly as for a client that reads slowly.
+        while !out.is_empty() && slot.link.remote_out.len() < REMOTE_OUT_MAX {
             let mut iov = [IoSlice::new(&[]); 64];
             let n = out.io_slices(&mut iov);
             let mut taken = 0;

@@ -281,12 +281,10 @@ impl Shard {
         .flatten()
         .min()
         .map(|t| t.saturating_duration_since(now));
+        let bridge_readable = self.bridge_readable(now);
         let broker = &mut self.broker;
         let readable = |c: &ConnId| broker.wants_read(*c, now);
-        if self.deferred_progress
-            || !self.bridge_pending.is_empty()
-            || self.read_pending.iter().any(readable)
-        {
+        if self.deferred_progress || bridge_readable || self.read_pending.iter().any(readable) {
             return Some(Duration::ZERO);
         }
         self.inbox.parker().prepare_sleep();
