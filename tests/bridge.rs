@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{temp_dir, v4_options, wait_until, BrokerProc, TIMEOUT, V4};
+use common::{num, temp_dir, v4_options, wait_until, watch_sys, BrokerProc, TIMEOUT, V4};
 use rumqttc::QoS;
 
 /// How long a message that must not come is waited for.
@@ -122,7 +122,7 @@ fn wait_bridge_up(port: u16, id: &str) {
 
 fn edge(remote: u16, bridge: &str) -> BrokerProc {
     BrokerProc::start(&format!(
-        "connection up\naddress 127.0.0.1:{remote}\nremote_clientid edge1\n\
+        "sys_interval 1\nconnection up\naddress 127.0.0.1:{remote}\nremote_clientid edge1\n\
          restart_timeout 1\n{bridge}"
     ))
 }
@@ -289,6 +289,26 @@ fn mosquitto_restarted_mid_stream_under_qos1_loses_nothing() {
     }
     let missing: Vec<usize> = (0..N).filter(|i| !seen.contains(i)).collect();
     assert!(missing.is_empty(), "lost across the restart: {missing:?}");
+    // The bridge's figures: everything sent (at least once), one reconnection, nothing
+    // waiting any more.
+    let sys = watch_sys(edge.port, "$SYS/broker/bridge/up/#", |s| {
+        num(s, "$SYS/broker/bridge/up/sent") >= N as u64
+            && num(s, "$SYS/broker/bridge/up/reconnects") >= 1
+            && s.get("$SYS/broker/bridge/up/queued").map(String::as_str) == Some("0")
+            && s.get("$SYS/broker/bridge/up/connected").map(String::as_str) == Some("1")
+    });
+    assert!(
+        num(&sys, "$SYS/broker/bridge/up/sent") >= N as u64,
+        "{sys:?}"
+    );
+    assert!(
+        num(&sys, "$SYS/broker/bridge/up/reconnects") >= 1,
+        "{sys:?}"
+    );
+    assert_eq!(
+        sys.get("$SYS/broker/bridge/up/queued").map(String::as_str),
+        Some("0")
+    );
 }
 
 #[test]

@@ -6,13 +6,16 @@
 //! their flag across brokers.
 //!
 //! (The bridges this broker runs itself live in `crate::bridge` and the runtime; their
-//! local connection is an ordinary connection on the trusted `BRIDGE_LISTENER`.) It
-//! only reads the level byte and the subscription options: never the socket or session.
+//! local connection is an ordinary connection on the trusted `BRIDGE_LISTENER`; the
+//! runtime asks [`Broker::session_stored`] and [`Broker::publish_bridge_sys`] for their `$SYS`
+//! figures.) It never touches a socket.
 
-use bytes::BytesMut;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
 
 use super::{Broker, ConnId};
-use crate::codec::{decode_connect_version, Subscribe};
+use crate::codec::{decode_connect_version, ByteStr, Publish, Subscribe};
 
 /// Clears the bridge bit of a CONNECT at the front of `buf` (3.1 or 3.1.1 with 0x80);
 /// true if it was set.
@@ -39,6 +42,26 @@ pub(super) fn take_bridge_bit(buf: &mut BytesMut) -> bool {
 }
 
 impl Broker {
+    /// Messages the session of `client_id` holds on this shard (queued and in flight),
+    /// if it lives here: what a bridge run by this shard has waiting for its remote.
+    pub fn session_stored(&self, client_id: &str) -> Option<usize> {
+        let key = self
+            .sessions
+            .live_key_of(&ByteStr::from(client_id.to_string()))?;
+        self.sessions.get(key).map(|s| s.session.stored())
+    }
+
+    /// Publishes one of a bridge's `$SYS` figures (retained, QoS 0) from this shard.
+    pub fn publish_bridge_sys(&mut self, topic: String, value: String, now: Instant) {
+        let publish = Publish {
+            retain: true,
+            topic: ByteStr::from(topic),
+            payload: Bytes::from(value),
+            ..Publish::default()
+        };
+        self.route(publish, None, now);
+    }
+
     /// A bridge's subscriptions: No Local and Retain As Published.
     pub(super) fn bridge_subscription(&self, conn: ConnId, sub: &mut Subscribe) {
         if self.conns.get(conn).is_some_and(|c| c.bridge) {

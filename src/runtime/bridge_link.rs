@@ -69,6 +69,9 @@ type Resolved = (usize, u64, io::Result<SocketAddr>);
 /// This shard's bridges and the channel of finished name lookups.
 pub(super) struct Bridges {
     slots: Vec<BridgeSlot>,
+    /// `sys_interval` (zero: no `$SYS` figures) and when they are published next.
+    sys_interval: std::time::Duration,
+    next_sys: Instant,
     resolved: (Sender<Resolved>, Receiver<Resolved>),
 }
 
@@ -99,12 +102,15 @@ impl Bridges {
             .collect();
         Self {
             slots,
+            sys_interval: config.sys_interval,
+            next_sys: now + config.sys_interval,
             resolved: crossbeam_channel::unbounded(),
         }
     }
 
     /// The next retry or link timer.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let sys = (!self.slots.is_empty() && !self.sys_interval.is_zero()).then_some(self.next_sys);
         self.slots
             .iter()
             .filter_map(|s| match s.phase {
@@ -112,6 +118,7 @@ impl Bridges {
                 Phase::Resolving(_) => None,
                 Phase::Open => s.link.poll_timeout(),
             })
+            .chain(sys)
             .min()
     }
 }
@@ -145,6 +152,10 @@ impl Shard {
                 }
             }
         }
+        if !self.bridges.sys_interval.is_zero() && self.bridges.next_sys <= now {
+            self.bridges.next_sys = now + self.bridges.sys_interval;
+            self.bridge_sys(now);
+        }
         for idx in 0..self.bridges.slots.len() {
             let slot = &mut self.bridges.slots[idx];
             match slot.phase {
@@ -157,6 +168,32 @@ impl Shard {
                     }
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Every `sys_interval`: `$SYS/broker/bridge/NAME/{connected,sent,received,queued,
+    /// dropped,reconnects}` (retained), from the shard that runs the bridge.
+    fn bridge_sys(&mut self, now: Instant) {
+        for slot in &self.bridges.slots {
+            let st = slot.link.stats;
+            let name = slot.link.name();
+            let queued = self
+                .broker
+                .session_stored(&slot.link.settings().local_clientid)
+                .unwrap_or(0);
+            let figures = [
+                ("connected", u64::from(st.connected)),
+                ("sent", st.sent),
+                ("received", st.received),
+                ("queued", queued as u64),
+                ("dropped", st.dropped),
+                ("reconnects", st.reconnects),
+            ];
+            for (what, value) in figures {
+                let topic = format!("$SYS/broker/bridge/{name}/{what}");
+                self.broker
+                    .publish_bridge_sys(topic, value.to_string(), now);
             }
         }
     }
