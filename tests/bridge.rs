@@ -333,3 +333,69 @@ fn the_next_address_is_tried_when_the_first_refuses() {
         .iter()
         .any(|l| l.contains("bridge up") && l.contains("retrying")));
 }
+
+#[test]
+fn sighup_starts_changed_and_new_bridges_and_stops_removed_ones() {
+    let central = BrokerProc::start("");
+    let edge = edge(central.port, "topic x/# out 1\n");
+    wait_bridge_up(central.port, "edge1");
+    let at_central = V4::connect("at-central", central.port);
+    at_central.subscribe("x/#", QoS::AtLeastOnce);
+    at_central.subscribe("y/#", QoS::AtLeastOnce);
+    let publisher = V4::connect("p", edge.port);
+    publisher.publish("x/1", QoS::AtLeastOnce, false, "x before");
+    assert_eq!(
+        payload(&at_central.next_publish().expect("x before")),
+        "x before"
+    );
+
+    // The bridge's topic changes and a second bridge appears.
+    let base = std::fs::read_to_string(&edge.config_path).unwrap();
+    let changed = base.replace("topic x/# out 1", "topic y/# out 1")
+        + &format!(
+            "\nconnection two\naddress 127.0.0.1:{}\nremote_clientid edge2\ntopic z/# out 1\n",
+            central.port
+        );
+    std::fs::write(&edge.config_path, changed).unwrap();
+    edge.signal(libc::SIGHUP);
+    wait_bridge_up(central.port, "edge2");
+    at_central.subscribe("z/#", QoS::AtLeastOnce);
+    // The changed bridge reconnected: y goes across, x no longer does.
+    let y_arrives = wait_until(TIMEOUT, || {
+        publisher.publish("y/1", QoS::AtLeastOnce, false, "y");
+        at_central
+            .next_publish_within(Duration::from_millis(300))
+            .is_some_and(|p| payload(&p) == "y")
+    });
+    assert!(y_arrives, "the changed bridge did not restart");
+    publisher.publish("z/1", QoS::AtLeastOnce, false, "z");
+    let mut got = at_central.next_publish().expect("z");
+    while payload(&got) == "y" {
+        got = at_central.next_publish().expect("z");
+    }
+    assert_eq!(payload(&got), "z");
+    publisher.publish("x/1", QoS::AtLeastOnce, false, "x after");
+    while let Some(p) = at_central.next_publish_within(ABSENT) {
+        assert_ne!(payload(&p), "x after", "the old definition still runs");
+    }
+
+    // Removed: the bridge stops, and the central broker publishes its will.
+    std::fs::write(
+        &edge.config_path,
+        base.split("connection up").next().unwrap(),
+    )
+    .unwrap();
+    let watch = V4::connect("watch-down", central.port);
+    watch.subscribe("$SYS/broker/connection/+/state", QoS::AtMostOnce);
+    edge.signal(libc::SIGHUP);
+    let mut down = BTreeSet::new();
+    let all_down = wait_until(TIMEOUT, || {
+        while let Some(p) = watch.next_publish_within(Duration::from_millis(100)) {
+            if &p.payload[..] == b"0" {
+                down.insert(p.topic.clone());
+            }
+        }
+        down.len() == 2
+    });
+    assert!(all_down, "bridges still up: {down:?}");
+}

@@ -26,7 +26,7 @@ use super::{Conn, Shard};
 use crate::auth::BRIDGE_LISTENER;
 use crate::bridge::{Backoff, Link, Settings};
 use crate::broker::ConnId;
-use crate::config::Config;
+use crate::config::{BridgeConfig, Config};
 
 /// Bytes read from a bridge socket per event before other connections get their turn.
 const READ_BUDGET: usize = 256 * 1024;
@@ -46,6 +46,8 @@ enum Phase {
 
 /// One bridge run by this shard.
 pub(super) struct BridgeSlot {
+    /// Its definition (a reload compares it).
+    pub(super) config: BridgeConfig,
     link: Link,
     phase: Phase,
     /// Slab key of the remote socket (and broker id of the local connection).
@@ -68,7 +70,12 @@ type Resolved = (usize, u64, io::Result<SocketAddr>);
 
 /// This shard's bridges and the channel of finished name lookups.
 pub(super) struct Bridges {
-    slots: Vec<BridgeSlot>,
+    /// By index (`Conn::bridge`); `None` where a bridge was removed by a reload.
+    pub(super) slots: Vec<Option<BridgeSlot>>,
+    /// Attempts so far (all bridges): tells a stale lookup result from the current one.
+    attempts: u64,
+    shard: usize,
+    shards: usize,
     /// `sys_interval` (zero: no `$SYS` figures) and when they are published next.
     sys_interval: std::time::Duration,
     next_sys: Instant,
@@ -76,43 +83,68 @@ pub(super) struct Bridges {
 }
 
 impl Bridges {
-    /// The bridges of `config` this shard runs (bridge i on shard i mod shards).
+    /// The bridges of `config` this shard runs (see [`Bridges::owns`]).
     pub(super) fn new(config: &Config, shard: usize, shards: usize, now: Instant) -> Self {
-        let slots = config
-            .bridges
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % shards.max(1) == shard)
-            .map(|(i, b)| {
-                let settings = Settings::new(b);
-                BridgeSlot {
-                    backoff: Backoff::new(settings.restart_timeout, now_seed(i)),
-                    link: Link::new(settings, now),
-                    phase: Phase::Idle(now),
-                    key: None,
-                    local_open: false,
-                    connected: false,
-                    address: 0,
-                    attempt: 0,
-                    rbuf: BytesMut::new(),
-                    lbuf: BytesMut::new(),
-                    peer: None,
-                }
-            })
-            .collect();
-        Self {
-            slots,
+        let mut this = Self {
+            slots: Vec::new(),
+            attempts: 0,
+            shard,
+            shards: shards.max(1),
             sys_interval: config.sys_interval,
             next_sys: now + config.sys_interval,
             resolved: crossbeam_channel::unbounded(),
+        };
+        for b in &config.bridges {
+            if this.owns(&b.name) {
+                this.add(b, now);
+            }
         }
+        this
+    }
+
+    /// Whether this shard runs the bridge `name` (by a hash of the name, so that a
+    /// reload that adds or removes other bridges leaves it where it is).
+    pub(super) fn owns(&self, name: &str) -> bool {
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        h % self.shards as u64 == self.shard as u64
+    }
+
+    /// Starts running bridge `b` (it connects on the next tick).
+    pub(super) fn add(&mut self, b: &BridgeConfig, now: Instant) {
+        let settings = Settings::new(b);
+        let slot = BridgeSlot {
+            config: b.clone(),
+            backoff: Backoff::new(settings.restart_timeout, now_seed(self.slots.len())),
+            link: Link::new(settings, now),
+            phase: Phase::Idle(now),
+            key: None,
+            local_open: false,
+            connected: false,
+            address: 0,
+            attempt: 0,
+            rbuf: BytesMut::new(),
+            lbuf: BytesMut::new(),
+            peer: None,
+        };
+        match self.slots.iter_mut().find(|s| s.is_none()) {
+            Some(free) => *free = Some(slot),
+            None => self.slots.push(Some(slot)),
+        }
+    }
+
+    fn slot(&mut self, idx: usize) -> Option<&mut BridgeSlot> {
+        self.slots.get_mut(idx).and_then(Option::as_mut)
     }
 
     /// The next retry or link timer.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        let sys = (!self.slots.is_empty() && !self.sys_interval.is_zero()).then_some(self.next_sys);
+        let any = self.slots.iter().any(Option::is_some);
+        let sys = (any && !self.sys_interval.is_zero()).then_some(self.next_sys);
         self.slots
             .iter()
+            .flatten()
             .filter_map(|s| match s.phase {
                 Phase::Idle(at) => Some(at),
                 Phase::Resolving(_) => None,
@@ -142,8 +174,7 @@ impl Shard {
         while let Ok((idx, attempt, result)) = self.bridges.resolved.1.try_recv() {
             let current = self
                 .bridges
-                .slots
-                .get(idx)
+                .slot(idx)
                 .is_some_and(|s| s.phase == Phase::Resolving(attempt));
             if current {
                 match result {
@@ -157,7 +188,9 @@ impl Shard {
             self.bridge_sys(now);
         }
         for idx in 0..self.bridges.slots.len() {
-            let slot = &mut self.bridges.slots[idx];
+            let Some(slot) = self.bridges.slot(idx) else {
+                continue;
+            };
             match slot.phase {
                 Phase::Idle(at) if at <= now => self.bridge_attempt(idx, now),
                 Phase::Open if slot.link.poll_timeout().is_some_and(|t| t <= now) => {
@@ -175,7 +208,7 @@ impl Shard {
     /// Every `sys_interval`: `$SYS/broker/bridge/NAME/{connected,sent,received,queued,
     /// dropped,reconnects}` (retained), from the shard that runs the bridge.
     fn bridge_sys(&mut self, now: Instant) {
-        for slot in &self.bridges.slots {
+        for slot in self.bridges.slots.iter().flatten() {
             let st = slot.link.stats;
             let name = slot.link.name();
             let queued = self
@@ -202,7 +235,9 @@ impl Shard {
     fn bridge_attempt(&mut self, idx: usize, now: Instant) {
         let waker = self.waker();
         let tx = self.bridges.resolved.0.clone();
-        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+        self.bridges.attempts += 1;
+        let attempt = self.bridges.attempts;
+        let Some(slot) = self.bridges.slot(idx) else {
             return;
         };
         let addresses = &slot.link.settings().addresses;
@@ -212,14 +247,13 @@ impl Shard {
         else {
             return;
         };
-        slot.attempt += 1;
+        slot.attempt = attempt;
         crate::log_notice!("Connecting bridge {} ({address})", slot.link.name());
         if let Ok(addr) = address.parse::<SocketAddr>() {
             return self.bridge_connect(idx, addr, now);
         }
         // A host name: looked up on a helper thread, never on the loop.
-        slot.phase = Phase::Resolving(slot.attempt);
-        let attempt = slot.attempt;
+        slot.phase = Phase::Resolving(attempt);
         let spawned = std::thread::Builder::new()
             .name("shardmq-resolve".into())
             .spawn(move || {
@@ -255,7 +289,7 @@ impl Shard {
         conn.bridge = Some(idx);
         conn.writable = true;
         entry.insert(conn);
-        if let Some(slot) = self.bridges.slots.get_mut(idx) {
+        if let Some(slot) = self.bridges.slot(idx) {
             slot.phase = Phase::Open;
             slot.key = Some(key);
             slot.connected = false;
@@ -269,7 +303,7 @@ impl Shard {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+        let Some(slot) = self.bridges.slot(idx) else {
             return;
         };
         if !slot.connected {
@@ -341,6 +375,7 @@ impl Shard {
         self.bridges
             .slots
             .get(idx)
+            .and_then(Option::as_ref)
             .is_some_and(|s| s.link.remote_out.len() < REMOTE_OUT_MAX)
     }
 
@@ -368,7 +403,7 @@ impl Shard {
     /// Moves bytes: the local connection's CONNECT and packets into the broker, and the
     /// link's remote output to the socket.
     fn bridge_pump(&mut self, idx: usize, now: Instant) {
-        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+        let Some(slot) = self.bridges.slot(idx) else {
             return;
         };
         let Some(key) = slot.key else {
@@ -392,7 +427,7 @@ impl Shard {
     /// Writes the link's remote output (what the socket does not take waits for
     /// WRITABLE).
     fn bridge_write(&mut self, idx: usize, now: Instant) {
-        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+        let Some(slot) = self.bridges.slot(idx) else {
             return;
         };
         let Some(c) = slot.key.and_then(|k| self.conns.get_mut(k)) else {
@@ -431,7 +466,7 @@ impl Shard {
 
     /// The broker queued output for the bridge's local connection: hand it to the link.
     pub(super) fn bridge_flush(&mut self, key: ConnId, idx: usize, now: Instant) {
-        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+        let Some(slot) = self.bridges.slot(idx) else {
             return;
         };
         let Some(out) = self.broker.output(key) else {
@@ -463,7 +498,7 @@ impl Shard {
 
     /// The broker closed the bridge's local connection (e.g. a client took its id).
     pub(super) fn bridge_closed_by_broker(&mut self, idx: usize, now: Instant) {
-        if let Some(slot) = self.bridges.slots.get_mut(idx) {
+        if let Some(slot) = self.bridges.slot(idx) {
             slot.local_open = false;
         }
         self.bridge_failed(idx, "the local broker closed the bridge's connection", now);
@@ -472,7 +507,7 @@ impl Shard {
     /// Ends the current connection (logged with the bridge's name) and schedules the
     /// next attempt after the backoff.
     fn bridge_failed(&mut self, idx: usize, why: &str, now: Instant) {
-        let Some(slot) = self.bridges.slots.get_mut(idx) else {
+        let Some(slot) = self.bridges.slot(idx) else {
             return;
         };
         let was_up = slot.link.is_up();
@@ -512,25 +547,70 @@ impl Shard {
 }
 
 impl Shard {
-    /// The shard stops: every bridge's local connection ends (its session keeps what is
-    /// queued) and its socket closes without DISCONNECT, so the remote publishes the
-    /// bridge's will (the `0` notification).
+    /// The shard stops: every bridge ends (see [`Shard::bridge_stop`]).
     pub(super) fn bridge_shutdown(&mut self, now: Instant) {
         for idx in 0..self.bridges.slots.len() {
-            let slot = &mut self.bridges.slots[idx];
-            slot.link.down(now);
-            if let Some(key) = slot.key.take() {
-                if slot.local_open {
-                    if !slot.link.local_out.is_empty() {
-                        self.broker.on_read(key, &mut slot.link.local_out, now);
+            self.bridge_stop(idx, now);
+        }
+    }
+
+    /// Ends bridge `idx`'s connection for good: its local connection ends (its session
+    /// keeps what is queued) and its socket closes without DISCONNECT, so the remote
+    /// publishes the bridge's will (the `0` notification).
+    pub(super) fn bridge_stop(&mut self, idx: usize, now: Instant) {
+        let Some(slot) = self.bridges.slot(idx) else {
+            return;
+        };
+        slot.link.down(now);
+        if let Some(key) = slot.key.take() {
+            if slot.local_open {
+                if !slot.link.local_out.is_empty() {
+                    self.broker.on_read(key, &mut slot.link.local_out, now);
+                }
+                self.broker.on_closed(key, now);
+                slot.local_open = false;
+            }
+            if let Some(mut c) = self.conns.try_remove(key) {
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+        }
+    }
+
+    /// SIGHUP: the bridges of the reloaded configuration. A bridge whose definition
+    /// changed or that is gone stops; a new or changed one starts; the others keep their
+    /// connection.
+    pub(super) fn bridge_reload(&mut self, bridges: &[BridgeConfig], now: Instant) {
+        for idx in 0..self.bridges.slots.len() {
+            let Some(old) = self.bridges.slots[idx].as_ref().map(|s| s.config.clone()) else {
+                continue;
+            };
+            let same = |b: &BridgeConfig| {
+                b.name == old.name
+                    && BridgeConfig {
+                        defined_at: None,
+                        ..b.clone()
+                    } == BridgeConfig {
+                        defined_at: None,
+                        ..old.clone()
                     }
-                    self.broker.on_closed(key, now);
-                    slot.local_open = false;
-                }
-                if let Some(mut c) = self.conns.try_remove(key) {
-                    let _ = c.stream.shutdown(std::net::Shutdown::Both);
-                    let _ = self.poll.registry().deregister(&mut c.stream);
-                }
+            };
+            if !bridges.iter().any(same) {
+                self.bridge_stop(idx, now);
+                self.bridges.slots[idx] = None;
+                crate::log_notice!("Bridge {} stopped (reload).", old.name);
+            }
+        }
+        for b in bridges {
+            let running = self
+                .bridges
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| s.config.name == b.name);
+            if self.bridges.owns(&b.name) && !running {
+                self.bridges.add(b, now);
+                crate::log_notice!("Bridge {} started (reload).", b.name);
             }
         }
     }

@@ -11,6 +11,7 @@ use crossbeam_channel::Sender;
 
 use crate::auth::Security;
 use crate::broker::embed::{Injected, InternalSub};
+use crate::config::BridgeConfig;
 
 /// Instructions from the embedding process to a shard.
 #[derive(Debug)]
@@ -31,4 +32,7 @@ pub enum Command {
     },
     /// Remove an in-process subscription by id.
     Unsubscribe(u64),
+    /// The bridges of a reloaded configuration (SIGHUP): each shard starts, stops or
+    /// restarts the ones it runs.
+    SetBridges(Arc<[BridgeConfig]>),
 }

@@ -527,6 +527,20 @@ impl Reloader {
         Ok(())
     }
 
+    /// Applies the `connection` blocks of a reloaded configuration: bridges that are new
+    /// start, removed ones stop, changed ones restart; the others keep their connection.
+    pub fn reload_bridges(&self, bridges: &[crate::config::BridgeConfig]) {
+        let bridges: Arc<[crate::config::BridgeConfig]> = Arc::from(bridges.to_vec());
+        for (commands, waker) in &self.shards {
+            if commands
+                .send(Command::SetBridges(Arc::clone(&bridges)))
+                .is_ok()
+            {
+                let _ = waker.wake();
+            }
+        }
+    }
+
     /// Re-reads every TLS listener's certificate, key, CA, CRL and psk_file. New
     /// connections use them; connections that are up keep their session. A listener whose
     /// files fail to load keeps its configuration in force. Returns the outcome for each

@@ -331,6 +331,7 @@ impl Shard {
                 Command::Unsubscribe(id) => {
                     self.broker.remove_internal(id);
                 }
+                Command::SetBridges(bridges) => self.bridge_reload(&bridges, now),
             }
         }
     }
