@@ -399,3 +399,62 @@ fn sighup_starts_changed_and_new_bridges_and_stops_removed_ones() {
     });
     assert!(all_down, "bridges still up: {down:?}");
 }
+
+#[test]
+fn tls_to_the_remote_with_a_client_certificate() {
+    let Some(t) = common::tls::tools() else {
+        eprintln!("openssl not installed; skipped");
+        return;
+    };
+    let pki = common::tls::Pki::generate(&t.openssl);
+    let central = BrokerProc::start(&format!(
+        "listener 0 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        pki.path("ca.crt"),
+        pki.path("server.crt"),
+        pki.path("server.key")
+    ));
+    let tls_port = common::tls::listener_port(&central, 1);
+    let bridge = |ca: &str| {
+        format!(
+            "sys_interval 1\nconnection up\naddress localhost:{tls_port}\nremote_clientid edge1\n\
+             restart_timeout 1\ntopic s/# out 1\nbridge_cafile {}\nbridge_certfile {}\n\
+             bridge_keyfile {}\n",
+            pki.path(ca),
+            pki.path("client1.crt"),
+            pki.path("client1.key")
+        )
+    };
+    let edge = BrokerProc::start(&bridge("ca.crt"));
+    wait_bridge_up(central.port, "edge1");
+    let at_central = V4::connect("at-central", central.port);
+    at_central.subscribe("s/#", QoS::AtLeastOnce);
+    V4::connect("p", edge.port).publish("s/1", QoS::AtLeastOnce, false, "over TLS");
+    assert_eq!(
+        payload(&at_central.next_publish().expect("message")),
+        "over TLS"
+    );
+
+    // A remote whose certificate the bridge's CA did not sign is never connected to.
+    let rogue = BrokerProc::start(&bridge("rogue.crt"));
+    assert!(rogue.wait_log("bridge up: read: TLS: invalid peer certificate"));
+    assert!(!rogue
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("Bridge up connected")));
+    drop(edge);
+}
+
+#[test]
+fn bridge_tls_options_without_a_ca_stop_the_start() {
+    let err = common::tls::refused_start(
+        "listener 0 127.0.0.1\nconnection up\naddress h\ntopic a\nbridge_certfile /c\nbridge_keyfile /k\n",
+    );
+    assert!(err.contains("would connect in clear"), "{err}");
+    let err = common::tls::refused_start(
+        "listener 0 127.0.0.1\nconnection up\naddress h\ntopic a\nbridge_cafile /nonexistent/ca.crt\n",
+    );
+    assert!(
+        err.contains("bridge up") && err.contains("/nonexistent/ca.crt"),
+        "{err}"
+    );
+}

@@ -3,7 +3,8 @@
 //! defaults (`crate::bridge` runs them).
 //!
 //! Fail closed: a bridge option shardmq cannot honour yet (`start_type lazy|once`
-//! here; TLS to the remote and `bridge_bind_address` through the option table) stops the
+//! here; TLS-PSK, OCSP and `bridge_bind_address` through the option table), and TLS
+//! options without a CA (which would leave the bridge in clear, `validate.rs`), stop the
 //! start naming file, line and option: a bridge's messages must never silently stay
 //! local or leave in clear. This module never reads files.
 
@@ -137,6 +138,29 @@ impl Parser {
                     _ => return Err(line.invalid_value(v, "expected automatic, lazy or once")),
                 }
             }
+            "bridge_cafile" | "bridge_capath" | "bridge_certfile" | "bridge_keyfile" => {
+                let path = line.path()?;
+                let b = self.bridge(line)?;
+                let option = line.option.trim_start_matches("bridge_");
+                match option {
+                    "cafile" => b.tls.cafile = Some(path),
+                    "capath" => b.tls.capath = Some(path),
+                    "certfile" => b.tls.certfile = Some(path),
+                    _ => b.tls.keyfile = Some(path),
+                }
+                b.tls.origins.push((option.to_string(), line.at.clone()));
+            }
+            "bridge_tls_version" => {
+                let v = line.value()?;
+                if !matches!(v, "tlsv1.3" | "tlsv1.2" | "tlsv1.1") {
+                    return Err(line.invalid_value(v, "expected tlsv1.3, tlsv1.2 or tlsv1.1"));
+                }
+                let b = self.bridge(line)?;
+                b.tls.tls_version = Some(v.to_string());
+                b.tls.origins.push(("tls_version".into(), line.at.clone()));
+            }
+            "bridge_insecure" => self.bridge(line)?.insecure = line.bool()?,
+            "bridge_alpn" => self.bridge(line)?.alpn = Some(line.string()?),
             // Every bridge option of the table is handled above.
             other => return Err(line.invalid(format!("unknown bridge option '{other}'"))),
         }

@@ -275,11 +275,24 @@ pub struct BridgeConfig {
     /// `idle_timeout` / `threshold` (only used by `start_type lazy`, which is refused).
     pub idle_timeout: u32,
     pub threshold: u32,
+    /// TLS to the remote: `bridge_cafile` / `bridge_capath` (either turns TLS on),
+    /// `bridge_certfile` / `bridge_keyfile` (client certificate), `bridge_tls_version`
+    /// (minimum), with the origins of the listener options they stand for (`cafile` ...).
+    pub tls: TlsConfig,
+    /// `bridge_insecure`: the remote's certificate chain is verified, its host name not.
+    pub insecure: bool,
+    /// `bridge_alpn`: the ALPN protocol offered to the remote.
+    pub alpn: Option<String>,
     /// Where the `connection` line was; `None` when not read from a file.
     pub defined_at: Option<Location>,
 }
 
 impl BridgeConfig {
+    /// Whether the bridge connects with TLS (a CA to verify the remote is set).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.cafile.is_some() || self.tls.capath.is_some()
+    }
+
     /// A bridge named `name` with Mosquitto 2's defaults.
     pub fn new(name: &str) -> Self {
         Self {

@@ -15,6 +15,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -22,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use super::super::bridge_tls::{client_config, BridgeTls};
 use super::{Conn, Shard};
 use crate::auth::BRIDGE_LISTENER;
 use crate::bridge::{Backoff, Link, Settings};
@@ -63,6 +65,12 @@ pub(super) struct BridgeSlot {
     /// Output of the local broker waiting to be decoded by the link.
     lbuf: BytesMut,
     peer: Option<SocketAddr>,
+    /// The address of the current attempt (`host:port`, the TLS server name's source).
+    address_text: String,
+    /// TLS to the remote (`bridge_cafile` ...): the configuration, and the session of
+    /// the current connection.
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<BridgeTls>,
 }
 
 /// A finished name lookup: bridge index, attempt, result.
@@ -114,6 +122,19 @@ impl Bridges {
     /// Starts running bridge `b` (it connects on the next tick).
     pub(super) fn add(&mut self, b: &BridgeConfig, now: Instant) {
         let settings = Settings::new(b);
+        // Checked when the broker prepared (`handle.rs`): a failure here is a file that
+        // changed since; the bridge then stays down, logged.
+        let tls_config = if b.uses_tls() {
+            match client_config(b) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    crate::log_error!("Error: bridge {}: {e}", b.name);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let slot = BridgeSlot {
             config: b.clone(),
             backoff: Backoff::new(settings.restart_timeout, now_seed(self.slots.len())),
@@ -127,6 +148,9 @@ impl Bridges {
             rbuf: BytesMut::new(),
             lbuf: BytesMut::new(),
             peer: None,
+            address_text: String::new(),
+            tls_config,
+            tls: None,
         };
         match self.slots.iter_mut().find(|s| s.is_none()) {
             Some(free) => *free = Some(slot),
@@ -248,6 +272,7 @@ impl Shard {
             return;
         };
         slot.attempt = attempt;
+        slot.address_text.clone_from(&address);
         crate::log_notice!("Connecting bridge {} ({address})", slot.link.name());
         if let Ok(addr) = address.parse::<SocketAddr>() {
             return self.bridge_connect(idx, addr, now);
@@ -275,6 +300,16 @@ impl Shard {
             Err(e) => return self.bridge_failed(idx, &format!("connect to {addr}: {e}"), now),
         };
         let _ = stream.set_nodelay(true);
+        let tls = match self.bridges.slot(idx) {
+            Some(slot) => match &slot.tls_config {
+                Some(config) => match BridgeTls::new(config, &slot.address_text) {
+                    Ok(t) => Some(t),
+                    Err(e) => return self.bridge_failed(idx, &e, now),
+                },
+                None => None,
+            },
+            None => return,
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -294,6 +329,7 @@ impl Shard {
             slot.key = Some(key);
             slot.connected = false;
             slot.peer = Some(addr);
+            slot.tls = tls;
             slot.link.start(now);
         }
     }
@@ -326,7 +362,13 @@ impl Shard {
         }
         let mut total = 0;
         let mut eof = false;
-        while total < READ_BUDGET {
+        if let Some(tls) = slot.tls.as_mut() {
+            match tls.read(&mut c.stream, &mut slot.rbuf) {
+                Ok(closed) => eof = closed,
+                Err(e) => return self.bridge_failed(idx, &format!("read: {e}"), now),
+            }
+        }
+        while total < READ_BUDGET && slot.tls.is_none() {
             slot.rbuf.reserve(16 * 1024);
             let len = slot.rbuf.len();
             slot.rbuf.resize(len + 16 * 1024, 0);
@@ -436,6 +478,13 @@ impl Shard {
         if !slot.connected {
             return; // WRITABLE tells when the connect finished
         }
+        if let Some(tls) = slot.tls.as_mut() {
+            let done = match tls.write(&mut c.stream, &mut slot.link.remote_out) {
+                Ok(done) => done,
+                Err(e) => return self.bridge_failed(idx, &format!("write: {e}"), now),
+            };
+            return self.bridge_interest(idx, !done);
+        }
         while !slot.link.remote_out.is_empty() {
             match c.stream.write(&slot.link.remote_out) {
                 Ok(0) => break,
@@ -448,6 +497,17 @@ impl Shard {
             }
         }
         let want_write = !slot.link.remote_out.is_empty();
+        self.bridge_interest(idx, want_write);
+    }
+
+    /// Registers WRITABLE interest for bridge `idx`'s socket while it has output waiting.
+    fn bridge_interest(&mut self, idx: usize, want_write: bool) {
+        let Some(slot) = self.bridges.slot(idx) else {
+            return;
+        };
+        let Some(c) = slot.key.and_then(|k| self.conns.get_mut(k)) else {
+            return;
+        };
         if want_write != c.writable {
             c.writable = want_write;
             let interest = if want_write {
@@ -526,6 +586,7 @@ impl Shard {
             }
         }
         slot.link.reset();
+        slot.tls = None;
         slot.rbuf.clear();
         slot.lbuf.clear();
         // Next address: on every failure; after a working connection only with
@@ -562,6 +623,7 @@ impl Shard {
             return;
         };
         slot.link.down(now);
+        slot.tls = None;
         if let Some(key) = slot.key.take() {
             if slot.local_open {
                 if !slot.link.local_out.is_empty() {

@@ -51,6 +51,11 @@ pub enum StartError {
         at: crate::config::Location,
         source: std::io::Error,
     },
+    #[error("TLS of bridge {name}: {source}")]
+    BridgeTls {
+        name: String,
+        source: super::tls::TlsError,
+    },
     #[error("TLS on listener {port}: {source}")]
     Tls {
         port: u16,
@@ -113,6 +118,13 @@ pub struct Prepared {
 pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
     if config.listeners.is_empty() {
         return Err(StartError::NoListener);
+    }
+    // --- bridge hook: TLS files of the bridges are read now, so a bad one stops the start.
+    for b in config.bridges.iter().filter(|b| b.uses_tls()) {
+        super::bridge_tls::client_config(b).map_err(|source| StartError::BridgeTls {
+            name: b.name.clone(),
+            source,
+        })?;
     }
     let cpus = listener::allowed_cpus();
     let n = shard_count(config, &cpus);
