@@ -37,7 +37,7 @@ const READ_BUDGET: usize = 256 * 1024;
 const REMOTE_OUT_MAX: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// Waiting for the retry time.
     Idle(Instant),
     /// A helper thread resolves the address (attempt number).
@@ -50,27 +50,27 @@ enum Phase {
 pub(super) struct BridgeSlot {
     /// Its definition (a reload compares it).
     pub(super) config: BridgeConfig,
-    link: Link,
-    phase: Phase,
+    pub(super) link: Link,
+    pub(super) phase: Phase,
     /// Slab key of the remote socket (and broker id of the local connection).
-    key: Option<ConnId>,
+    pub(super) key: Option<ConnId>,
     /// The broker knows the local connection (accepted, not yet closed).
-    local_open: bool,
+    pub(super) local_open: bool,
     /// TCP connect finished.
-    connected: bool,
-    address: usize,
-    attempt: u64,
-    backoff: Backoff,
-    rbuf: BytesMut,
+    pub(super) connected: bool,
+    pub(super) address: usize,
+    pub(super) attempt: u64,
+    pub(super) backoff: Backoff,
+    pub(super) rbuf: BytesMut,
     /// Output of the local broker waiting to be decoded by the link.
-    lbuf: BytesMut,
-    peer: Option<SocketAddr>,
+    pub(super) lbuf: BytesMut,
+    pub(super) peer: Option<SocketAddr>,
     /// The address of the current attempt (`host:port`, the TLS server name's source).
-    address_text: String,
+    pub(super) address_text: String,
     /// TLS to the remote (`bridge_cafile` ...): the configuration, and the session of
     /// the current connection.
-    tls_config: Option<Arc<rustls::ClientConfig>>,
-    tls: Option<BridgeTls>,
+    pub(super) tls_config: Option<Arc<rustls::ClientConfig>>,
+    pub(super) tls: Option<BridgeTls>,
 }
 
 /// A finished name lookup: bridge index, attempt, result.
@@ -158,7 +158,7 @@ impl Bridges {
         }
     }
 
-    fn slot(&mut self, idx: usize) -> Option<&mut BridgeSlot> {
+    pub(super) fn slot(&mut self, idx: usize) -> Option<&mut BridgeSlot> {
         self.slots.get_mut(idx).and_then(Option::as_mut)
     }
 
@@ -225,32 +225,6 @@ impl Shard {
                     }
                 }
                 _ => {}
-            }
-        }
-    }
-
-    /// Every `sys_interval`: `$SYS/broker/bridge/NAME/{connected,sent,received,queued,
-    /// dropped,reconnects}` (retained), from the shard that runs the bridge.
-    fn bridge_sys(&mut self, now: Instant) {
-        for slot in self.bridges.slots.iter().flatten() {
-            let st = slot.link.stats;
-            let name = slot.link.name();
-            let queued = self
-                .broker
-                .session_stored(&slot.link.settings().local_clientid)
-                .unwrap_or(0);
-            let figures = [
-                ("connected", u64::from(st.connected)),
-                ("sent", st.sent),
-                ("received", st.received),
-                ("queued", queued as u64),
-                ("dropped", st.dropped),
-                ("reconnects", st.reconnects),
-            ];
-            for (what, value) in figures {
-                let topic = format!("$SYS/broker/bridge/{name}/{what}");
-                self.broker
-                    .publish_bridge_sys(topic, value.to_string(), now);
             }
         }
     }
@@ -604,76 +578,5 @@ impl Shard {
             slot.link.name(),
             delay.as_secs_f64()
         );
-    }
-}
-
-impl Shard {
-    /// The shard stops: every bridge ends (see [`Shard::bridge_stop`]).
-    pub(super) fn bridge_shutdown(&mut self, now: Instant) {
-        for idx in 0..self.bridges.slots.len() {
-            self.bridge_stop(idx, now);
-        }
-    }
-
-    /// Ends bridge `idx`'s connection for good: its local connection ends (its session
-    /// keeps what is queued) and its socket closes without DISCONNECT, so the remote
-    /// publishes the bridge's will (the `0` notification).
-    pub(super) fn bridge_stop(&mut self, idx: usize, now: Instant) {
-        let Some(slot) = self.bridges.slot(idx) else {
-            return;
-        };
-        slot.link.down(now);
-        slot.tls = None;
-        if let Some(key) = slot.key.take() {
-            if slot.local_open {
-                if !slot.link.local_out.is_empty() {
-                    self.broker.on_read(key, &mut slot.link.local_out, now);
-                }
-                self.broker.on_closed(key, now);
-                slot.local_open = false;
-            }
-            if let Some(mut c) = self.conns.try_remove(key) {
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
-                let _ = self.poll.registry().deregister(&mut c.stream);
-            }
-        }
-    }
-
-    /// SIGHUP: the bridges of the reloaded configuration. A bridge whose definition
-    /// changed or that is gone stops; a new or changed one starts; the others keep their
-    /// connection.
-    pub(super) fn bridge_reload(&mut self, bridges: &[BridgeConfig], now: Instant) {
-        for idx in 0..self.bridges.slots.len() {
-            let Some(old) = self.bridges.slots[idx].as_ref().map(|s| s.config.clone()) else {
-                continue;
-            };
-            let same = |b: &BridgeConfig| {
-                b.name == old.name
-                    && BridgeConfig {
-                        defined_at: None,
-                        ..b.clone()
-                    } == BridgeConfig {
-                        defined_at: None,
-                        ..old.clone()
-                    }
-            };
-            if !bridges.iter().any(same) {
-                self.bridge_stop(idx, now);
-                self.bridges.slots[idx] = None;
-                crate::log_notice!("Bridge {} stopped (reload).", old.name);
-            }
-        }
-        for b in bridges {
-            let running = self
-                .bridges
-                .slots
-                .iter()
-                .flatten()
-                .any(|s| s.config.name == b.name);
-            if self.bridges.owns(&b.name) && !running {
-                self.bridges.add(b, now);
-                crate::log_notice!("Bridge {} started (reload).", b.name);
-            }
-        }
     }
 }

@@ -31,6 +31,8 @@ use crate::config::Config;
 use crate::mailbox::{Inbox, Outbox};
 use crate::ws::{Closing, WsConn};
 
+#[path = "bridge_admin.rs"]
+mod bridge_admin;
 #[path = "bridge_link.rs"]
 mod bridge_link;
 

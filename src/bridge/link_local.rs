@@ -1,0 +1,161 @@
+//! The local side of a [`Link`]: the packets the broker sends the bridge's local session
+//! (CONNACK, then `out` messages and the acknowledgements of `in` ones), relayed to the
+//! remote with the same QoS rules as the module above. No IO.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use smallvec::smallvec;
+
+use super::{ack, next_id, Link, Remote, MAX_IN};
+use crate::codec::{
+    self, Ack, AckKind, ByteStr, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS,
+    ReasonCode, SubAck, Subscribe, SubscriptionOptions,
+};
+
+impl Link {
+    /// Bytes the local broker sent to the bridge's local session.
+    pub fn on_local(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), String> {
+        loop {
+            match codec::decode(buf, ProtocolVersion::V5, MAX_IN) {
+                Ok(None) => return Ok(()),
+                Ok(Some(packet)) => self.local_packet(packet, now)?,
+                Err(e) => return Err(format!("bad packet from the local broker: {e}")),
+            }
+        }
+    }
+
+    fn local_packet(&mut self, packet: Packet, now: Instant) -> Result<(), String> {
+        match packet {
+            Packet::ConnAck(ack) => {
+                if ack.reason != ReasonCode::SUCCESS {
+                    return Err(format!(
+                        "the local broker refused the bridge (0x{:02x})",
+                        ack.reason.0
+                    ));
+                }
+                self.local_up = true;
+                self.local_keepalive = ack.properties.server_keep_alive.unwrap_or(0);
+                let filters: Vec<(ByteStr, SubscriptionOptions)> = self
+                    .map
+                    .local_subscriptions()
+                    .map(|(f, qos)| {
+                        let options = SubscriptionOptions {
+                            qos,
+                            no_local: true,
+                            retain_as_published: true,
+                            retain_handling: 0,
+                        };
+                        (ByteStr::from(f), options)
+                    })
+                    .collect();
+                for f in filters {
+                    let id = next_id(&mut self.next_local_id, &self.inbound);
+                    let sub = Subscribe {
+                        packet_id: id,
+                        filters: smallvec![f],
+                        properties: Properties::default(),
+                    };
+                    self.local_send(&Packet::Subscribe(sub), now);
+                }
+                if self.settings.notifications {
+                    self.notify_local(b"1", now);
+                }
+            }
+            Packet::Publish(p) => self.local_publish(p, now),
+            Packet::Ack(a) => self.local_ack(&a, now)?,
+            Packet::SubAck(SubAck { reasons, .. }) => {
+                if reasons.iter().any(|r| r.is_error()) {
+                    crate::log_warning!(
+                        "Warning: bridge {}: a local subscription was refused.",
+                        self.settings.name
+                    );
+                }
+            }
+            Packet::PingResp | Packet::UnsubAck(_) => {}
+            Packet::Disconnect(Disconnect { reason, .. }) => {
+                return Err(format!(
+                    "the local broker disconnected the bridge (0x{:02x})",
+                    reason.0
+                ))
+            }
+            other => return Err(format!("unexpected {} from the local broker", other.name())),
+        }
+        Ok(())
+    }
+
+    fn local_publish(&mut self, p: Publish, now: Instant) {
+        let local_id = p.packet_id;
+        if let (QoS::ExactlyOnce, Some(lid)) = (p.qos, local_id) {
+            if self.outbound_local.contains_key(&lid) {
+                return; // a resend of a message on its way already
+            }
+        }
+        let topic = self.map.to_remote(p.topic.as_str());
+        let too_big = self.settings.max_packet_size > 0
+            && p.payload.len() + p.topic.len() + 16 > self.settings.max_packet_size as usize;
+        let Some(topic) = topic.filter(|_| !too_big && self.remote == Remote::Up) else {
+            self.stats.dropped += 1;
+            match (p.qos, local_id) {
+                (QoS::AtLeastOnce, Some(id)) => self.local_send(&ack(AckKind::PubAck, id), now),
+                (QoS::ExactlyOnce, Some(id)) => self.local_send(&ack(AckKind::PubRec, id), now),
+                _ => {}
+            }
+            return;
+        };
+        let remote_id = match (p.qos, local_id) {
+            (QoS::AtMostOnce, _) | (_, None) => None,
+            (qos, Some(lid)) => {
+                let rid = next_id(&mut self.next_remote_id, &self.outbound);
+                self.outbound.insert(rid, lid);
+                if qos == QoS::ExactlyOnce {
+                    self.outbound_local.insert(lid, rid);
+                }
+                Some(rid)
+            }
+        };
+        let mut properties = if self.settings.version.is_v5() {
+            p.properties
+        } else {
+            Properties::default()
+        };
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let remote = Publish {
+            dup: false,
+            qos: p.qos,
+            retain: p.retain && self.settings.outgoing_retain,
+            topic: ByteStr::from(topic),
+            packet_id: remote_id,
+            properties,
+            payload: p.payload,
+        };
+        self.stats.sent += 1;
+        self.remote_send(&Packet::Publish(remote), now);
+    }
+
+    fn local_ack(&mut self, a: &Ack, now: Instant) -> Result<(), String> {
+        match a.kind {
+            // In, QoS 1: the local broker has it; the remote may forget it.
+            AckKind::PubAck => {
+                if let Some((rid, _)) = self.inbound.remove(&a.packet_id) {
+                    self.remote_send(&ack(AckKind::PubAck, rid), now);
+                }
+            }
+            // In, QoS 2: the local broker owns it: release locally, PUBREC remotely.
+            AckKind::PubRec => {
+                self.local_send(&ack(AckKind::PubRel, a.packet_id), now);
+                if let Some((rid, _)) = self.inbound.remove(&a.packet_id) {
+                    self.remote_send(&ack(AckKind::PubRec, rid), now);
+                }
+            }
+            AckKind::PubComp => {}
+            // Out, QoS 2, the local session's second half.
+            AckKind::PubRel => {
+                self.outbound_local.remove(&a.packet_id);
+                self.local_send(&ack(AckKind::PubComp, a.packet_id), now);
+            }
+        }
+        Ok(())
+    }
+}
