@@ -44,8 +44,11 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(extra: &str) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &str) -> Self {
         let dir = temp_dir("mosquitto");
-        let port = free_port();
         let conf = dir.join("mosquitto.conf");
         let user = if unsafe_is_root() { "user root\n" } else { "" };
         std::fs::write(
@@ -125,6 +128,18 @@ fn edge(remote: u16, bridge: &str) -> BrokerProc {
         "sys_interval 1\nconnection up\naddress 127.0.0.1:{remote}\nremote_clientid edge1\n\
          restart_timeout 1\n{bridge}"
     ))
+}
+
+/// Publishes one QoS 1 message on `port` and waits for its PUBACK (the client stays
+/// connected until then).
+fn publish_acked(port: u16, topic: &str, qos: QoS, retain: bool, body: &str) {
+    let c = V4::connect(&format!("p-{topic}"), port);
+    c.publish(topic, qos, retain, body);
+    let acked = c.wait_for(|ev| match ev {
+        rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Some(()),
+        _ => None,
+    });
+    assert!(acked.is_some(), "no PUBACK for {topic}");
 }
 
 fn payload(p: &rumqttc::Publish) -> String {
@@ -323,7 +338,7 @@ fn the_next_address_is_tried_when_the_first_refuses() {
     wait_bridge_up(central.port, "edge1");
     let at_central = V4::connect("at-central", central.port);
     at_central.subscribe("f/#", QoS::AtLeastOnce);
-    V4::connect("p", edge.port).publish("f/1", QoS::AtLeastOnce, false, "via backup");
+    publish_acked(edge.port, "f/1", QoS::AtLeastOnce, false, "via backup");
     assert_eq!(
         payload(&at_central.next_publish().expect("message")),
         "via backup"
@@ -428,7 +443,7 @@ fn tls_to_the_remote_with_a_client_certificate() {
     wait_bridge_up(central.port, "edge1");
     let at_central = V4::connect("at-central", central.port);
     at_central.subscribe("s/#", QoS::AtLeastOnce);
-    V4::connect("p", edge.port).publish("s/1", QoS::AtLeastOnce, false, "over TLS");
+    publish_acked(edge.port, "s/1", QoS::AtLeastOnce, false, "over TLS");
     assert_eq!(
         payload(&at_central.next_publish().expect("message")),
         "over TLS"
@@ -457,4 +472,45 @@ fn bridge_tls_options_without_a_ca_stop_the_start() {
         err.contains("bridge up") && err.contains("/nonexistent/ca.crt"),
         "{err}"
     );
+}
+
+#[test]
+fn messages_published_before_the_remote_was_ever_reached_wait_for_it() {
+    if !have_mosquitto() {
+        eprintln!("mosquitto not installed; skipped");
+        return;
+    }
+    let port = free_port();
+    let edge = edge(port, "topic q/# out 1\n");
+    // The bridge set up its local session, then failed to reach the remote.
+    assert!(edge.wait_log("bridge up: connect"));
+    let publisher = V4::connect("publisher", edge.port);
+    const N: usize = 20;
+    for i in 0..N {
+        // Retained, so that the central broker keeps them for a later subscriber.
+        publisher.publish(&format!("q/{i}"), QoS::AtLeastOnce, true, format!("{i}"));
+    }
+    let acked = (0..N).all(|_| {
+        publisher
+            .wait_for(|ev| match ev {
+                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Some(()),
+                _ => None,
+            })
+            .is_some()
+    });
+    assert!(acked);
+    let central = Mosquitto::start_on(port, "");
+    wait_bridge_up(central.port, "edge1");
+    let at_central = V4::connect("at-central", central.port);
+    at_central.subscribe("q/#", QoS::AtLeastOnce);
+    let mut seen = BTreeSet::new();
+    while seen.len() < N {
+        match at_central.next_publish() {
+            Some(p) => {
+                seen.insert(payload(&p));
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), N, "arrived: {seen:?}");
 }

@@ -69,6 +69,10 @@ pub struct Link {
     local_up: bool,
     /// The runtime must open the local connection before feeding `local_out`.
     open_local: bool,
+    /// The local connection only creates the session (see [`Link::prime`]).
+    priming: bool,
+    /// Local SUBSCRIBEs not answered yet.
+    subacks_pending: usize,
     /// Bytes for the remote socket.
     pub remote_out: BytesMut,
     /// Bytes for the local broker.
@@ -129,6 +133,8 @@ impl Link {
             private,
             local_up: false,
             open_local: false,
+            priming: false,
+            subacks_pending: 0,
             remote_out: BytesMut::new(),
             local_out: BytesMut::new(),
             next_remote_id: 0,
@@ -215,6 +221,8 @@ impl Link {
         self.remote = Remote::Down;
         self.local_up = false;
         self.open_local = false;
+        self.priming = false;
+        self.subacks_pending = 0;
         self.remote_out.clear();
         self.local_out.clear();
         self.inbound.clear();
@@ -374,23 +382,8 @@ impl Link {
         self.stats.connected = true;
         self.ping_sent = None;
         self.open_local = true;
-        let s = &self.settings;
-        let mut properties = Properties::default();
-        if !s.local_clean {
-            properties.session_expiry_interval = Some(u32::MAX);
-        }
-        let connect = Connect {
-            protocol: ProtocolVersion::V5,
-            clean_start: s.local_clean,
-            keep_alive: 0,
-            client_id: ByteStr::from(s.local_clientid.clone()),
-            will: None,
-            username: None,
-            password: None,
-            properties,
-        };
-        let attempt_unsubscribe = s.attempt_unsubscribe;
-        self.local_send(&Packet::Connect(Box::new(connect)), now);
+        self.local_connect(now);
+        let attempt_unsubscribe = self.settings.attempt_unsubscribe;
         if attempt_unsubscribe {
             let filters: smallvec::SmallVec<[ByteStr; 1]> =
                 self.map.remote_out_only().map(ByteStr::from).collect();
@@ -439,6 +432,26 @@ impl Link {
             self.remote_send(&Packet::Publish(p), now);
         }
         Ok(())
+    }
+
+    /// CONNECT of the local session (MQTT 5, persistent unless `local_cleansession`).
+    fn local_connect(&mut self, now: Instant) {
+        let s = &self.settings;
+        let mut properties = Properties::default();
+        if !s.local_clean {
+            properties.session_expiry_interval = Some(u32::MAX);
+        }
+        let connect = Connect {
+            protocol: ProtocolVersion::V5,
+            clean_start: s.local_clean,
+            keep_alive: 0,
+            client_id: ByteStr::from(s.local_clientid.clone()),
+            will: None,
+            username: None,
+            password: None,
+            properties,
+        };
+        self.local_send(&Packet::Connect(Box::new(connect)), now);
     }
 
     fn remote_publish(&mut self, p: Publish, now: Instant) -> Result<(), String> {

@@ -14,6 +14,22 @@ use crate::codec::{
 };
 
 impl Link {
+    /// Before the remote was ever reached: creates the bridge's local session and its
+    /// `out` subscriptions (CONNECT and SUBSCRIBE in `local_out`), so that what is
+    /// published locally from the start waits for the remote, as with Mosquitto. The
+    /// runtime opens the local connection itself and closes it once [`Link::primed`].
+    pub fn prime(&mut self, now: Instant) {
+        self.reset();
+        self.priming = true;
+        self.subacks_pending = 0;
+        self.local_connect(now);
+    }
+
+    /// The local session and its subscriptions exist: the priming connection may close.
+    pub fn primed(&self) -> bool {
+        self.priming && self.local_up && self.subacks_pending == 0
+    }
+
     /// Bytes the local broker sent to the bridge's local session.
     pub fn on_local(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), String> {
         loop {
@@ -57,14 +73,16 @@ impl Link {
                         properties: Properties::default(),
                     };
                     self.local_send(&Packet::Subscribe(sub), now);
+                    self.subacks_pending += 1;
                 }
-                if self.settings.notifications {
+                if self.settings.notifications && !self.priming {
                     self.notify_local(b"1", now);
                 }
             }
             Packet::Publish(p) => self.local_publish(p, now),
             Packet::Ack(a) => self.local_ack(&a, now)?,
             Packet::SubAck(SubAck { reasons, .. }) => {
+                self.subacks_pending = self.subacks_pending.saturating_sub(1);
                 if reasons.iter().any(|r| r.is_error()) {
                     crate::log_warning!(
                         "Warning: bridge {}: a local subscription was refused.",
@@ -91,10 +109,18 @@ impl Link {
                 return; // a resend of a message on its way already
             }
         }
+        if self.remote != Remote::Up {
+            // Priming, or the remote just went: not acknowledged, so the local session
+            // keeps a QoS 1/2 message and sends it again on the next connection.
+            if p.qos == QoS::AtMostOnce {
+                self.stats.dropped += 1;
+            }
+            return;
+        }
         let topic = self.map.to_remote(p.topic.as_str());
         let too_big = self.settings.max_packet_size > 0
             && p.payload.len() + p.topic.len() + 16 > self.settings.max_packet_size as usize;
-        let Some(topic) = topic.filter(|_| !too_big && self.remote == Remote::Up) else {
+        let Some(topic) = topic.filter(|_| !too_big) else {
             self.stats.dropped += 1;
             match (p.qos, local_id) {
                 (QoS::AtLeastOnce, Some(id)) => self.local_send(&ack(AckKind::PubAck, id), now),

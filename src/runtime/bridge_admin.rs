@@ -3,12 +3,61 @@
 //! SIGHUP reload of the `connection` blocks. Never blocks; touches only the bridges'
 //! own sockets.
 
+use std::os::fd::FromRawFd;
 use std::time::Instant;
 
-use super::Shard;
+use super::bridge_link::Phase;
+use super::{Conn, Shard};
+use crate::auth::BRIDGE_LISTENER;
 use crate::config::BridgeConfig;
 
 impl Shard {
+    /// Before the first attempt: opens the bridge's local connection on a placeholder
+    /// socket (never connected nor registered: it only holds the slab key that is the
+    /// connection's broker id) so that the local session and its `out` subscriptions
+    /// exist, and messages published before the remote is reached wait for it.
+    pub(super) fn bridge_prime(&mut self, idx: usize, now: Instant) {
+        // SAFETY: socket(2) has no preconditions; the descriptor is owned from here on.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return self.bridge_failed(idx, &format!("no socket for the local session: {e}"), now);
+        }
+        // SAFETY: `fd` is a fresh socket descriptor nobody else owns.
+        let placeholder = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Conn::new(mio::net::TcpStream::from_std(placeholder), BRIDGE_LISTENER);
+        conn.bridge = Some(idx);
+        entry.insert(conn);
+        let Some(slot) = self.bridges.slot(idx) else {
+            return;
+        };
+        slot.phase = Phase::Priming;
+        slot.key = Some(key);
+        slot.local_open = true;
+        slot.link.prime(now);
+        let peer = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        self.broker.on_accept(key, peer, BRIDGE_LISTENER, now);
+        self.broker.on_read(key, &mut slot.link.local_out, now);
+    }
+
+    /// The local session exists: its priming connection closes and the bridge connects.
+    pub(super) fn bridge_primed(&mut self, idx: usize, now: Instant) {
+        let Some(slot) = self.bridges.slot(idx) else {
+            return;
+        };
+        slot.primed = true;
+        slot.link.reset();
+        slot.lbuf.clear();
+        slot.phase = Phase::Idle(now);
+        if let Some(key) = slot.key.take() {
+            slot.local_open = false;
+            self.broker.on_closed(key, now);
+            let _ = self.conns.try_remove(key);
+        }
+    }
+
     /// Every `sys_interval`: `$SYS/broker/bridge/NAME/{connected,sent,received,queued,
     /// dropped,reconnects}` (retained), from the shard that runs the bridge.
     pub(super) fn bridge_sys(&mut self, now: Instant) {

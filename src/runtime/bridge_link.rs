@@ -44,10 +44,14 @@ pub(super) enum Phase {
     Resolving(u64),
     /// TCP connect under way or done; the socket is `key`.
     Open,
+    /// The local session is being created before the first attempt (`bridge_admin.rs`).
+    Priming,
 }
 
 /// One bridge run by this shard.
 pub(super) struct BridgeSlot {
+    /// The local session exists (or needs no priming: clean, or no `out` line).
+    pub(super) primed: bool,
     /// Its definition (a reload compares it).
     pub(super) config: BridgeConfig,
     pub(super) link: Link,
@@ -135,7 +139,9 @@ impl Bridges {
         } else {
             None
         };
+        let primed = settings.local_clean || !settings.topics.iter().any(|t| t.direction != "in");
         let slot = BridgeSlot {
+            primed,
             config: b.clone(),
             backoff: Backoff::new(settings.restart_timeout, now_seed(self.slots.len())),
             link: Link::new(settings, now),
@@ -171,7 +177,7 @@ impl Bridges {
             .flatten()
             .filter_map(|s| match s.phase {
                 Phase::Idle(at) => Some(at),
-                Phase::Resolving(_) => None,
+                Phase::Resolving(_) | Phase::Priming => None,
                 Phase::Open => s.link.poll_timeout(),
             })
             .chain(sys)
@@ -216,6 +222,7 @@ impl Shard {
                 continue;
             };
             match slot.phase {
+                Phase::Idle(at) if at <= now && !slot.primed => self.bridge_prime(idx, now),
                 Phase::Idle(at) if at <= now => self.bridge_attempt(idx, now),
                 Phase::Open if slot.link.poll_timeout().is_some_and(|t| t <= now) => {
                     if let Err(e) = slot.link.on_timeout(now) {
@@ -527,6 +534,9 @@ impl Shard {
         if let Err(e) = result {
             return self.bridge_failed(idx, &e, now);
         }
+        if slot.link.primed() {
+            return self.bridge_primed(idx, now);
+        }
         self.bridge_pump(idx, now);
     }
 
@@ -540,7 +550,7 @@ impl Shard {
 
     /// Ends the current connection (logged with the bridge's name) and schedules the
     /// next attempt after the backoff.
-    fn bridge_failed(&mut self, idx: usize, why: &str, now: Instant) {
+    pub(super) fn bridge_failed(&mut self, idx: usize, why: &str, now: Instant) {
         let Some(slot) = self.bridges.slot(idx) else {
             return;
         };
