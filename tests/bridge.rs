@@ -520,3 +520,19 @@ fn messages_published_before_the_remote_was_ever_reached_wait_for_it() {
     }
     assert_eq!(seen.len(), N, "arrived: {seen:?}");
 }
+
+#[test]
+fn start_type_once_does_not_retry() {
+    let dead = free_port();
+    let edge = edge(dead, "start_type once\ntopic o/# out 0\n");
+    assert!(edge.wait_log("not restarted (start_type once)"));
+    // restart_timeout is 1 s: an automatic bridge would have tried again by now.
+    let again = wait_until(Duration::from_secs(3), || {
+        edge.log_lines()
+            .iter()
+            .filter(|l| l.contains("Connecting bridge up"))
+            .count()
+            > 1
+    });
+    assert!(!again, "start_type once retried");
+}

@@ -41,6 +41,7 @@ pub struct Settings {
     pub outgoing_retain: bool,
     pub max_packet_size: u32,
     pub attempt_unsubscribe: bool,
+    pub start_once: bool,
 }
 
 /// This host's name (for the default client id), as Mosquitto takes it.
@@ -90,6 +91,7 @@ impl Settings {
             outgoing_retain: b.outgoing_retain,
             max_packet_size: b.max_packet_size,
             attempt_unsubscribe: b.attempt_unsubscribe,
+            start_once: b.start_once,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! next `connection` or `listener` line, into a [`BridgeConfig`] with Mosquitto 2's
 //! defaults (`crate::bridge` runs them).
 //!
-//! Fail closed: a bridge option shardmq cannot honour yet (`start_type lazy|once`
+//! Fail closed: a bridge option shardmq cannot honour yet (`start_type lazy`
 //! here; TLS-PSK, OCSP and `bridge_bind_address` through the option table), and TLS
 //! options without a CA (which would leave the bridge in clear, `validate.rs`), stop the
 //! start naming file, line and option: a bridge's messages must never silently stay
@@ -127,12 +127,13 @@ impl Parser {
                 let v = line.value()?;
                 self.bridge(line)?;
                 match v {
-                    "automatic" => {}
-                    "lazy" | "once" => {
+                    "automatic" => self.bridge(line)?.start_once = false,
+                    "once" => self.bridge(line)?.start_once = true,
+                    "lazy" => {
                         return Err(not_yet(
                             line,
-                            "only `start_type automatic` is supported: a bridge connects at \
-                             start and reconnects after every failure",
+                            "`start_type lazy` (connect once `threshold` messages wait) is not \
+                             supported yet; `automatic` and `once` are",
                         ))
                     }
                     _ => return Err(line.invalid_value(v, "expected automatic, lazy or once")),

@@ -272,6 +272,8 @@ pub struct BridgeConfig {
     pub max_packet_size: u32,
     /// Default true: `in` topics are unsubscribed remotely before subscribing.
     pub attempt_unsubscribe: bool,
+    /// `start_type once`: no new attempt after the first connection (or attempt) ends.
+    pub start_once: bool,
     /// `idle_timeout` / `threshold` (only used by `start_type lazy`, which is refused).
     pub idle_timeout: u32,
     pub threshold: u32,

@@ -157,7 +157,7 @@ pub const OPTIONS: &[OptionInfo] = &[
     row("set_tcp_nodelay", Yes, "default `true` in shardmq (writes are already coalesced once per loop iteration); `false` leaves Nagle's algorithm on"),
     row("slow_subscriber_timeout", Shardmq, "disconnect a client stuck for S seconds without progress: its QoS 1/2 queue full and no acknowledgement, or its output full and none of it read (default 60, 0 = never); see Security"),
     row("socket_domain", Yes, "`ipv4` or `ipv6` only, per listener"),
-    row("start_type", Bridge, "only `automatic`; `lazy` and `once` stop the start"),
+    row("start_type", Bridge, "`automatic` (default) or `once` (no new attempt after the first connection or attempt ends); `lazy` stops the start"),
     row("sys_interval", Yes, ""),
     row("threads", Shardmq, "number of shard threads (default: the cores the process may use)"),
     row("threshold", Bridge, "accepted (only used by `start_type lazy`)"),

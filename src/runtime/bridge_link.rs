@@ -46,6 +46,8 @@ pub(super) enum Phase {
     Open,
     /// The local session is being created before the first attempt (`bridge_admin.rs`).
     Priming,
+    /// `start_type once` after its connection ended: no new attempt.
+    Stopped,
 }
 
 /// One bridge run by this shard.
@@ -177,7 +179,7 @@ impl Bridges {
             .flatten()
             .filter_map(|s| match s.phase {
                 Phase::Idle(at) => Some(at),
-                Phase::Resolving(_) | Phase::Priming => None,
+                Phase::Resolving(_) | Phase::Priming | Phase::Stopped => None,
                 Phase::Open => s.link.poll_timeout(),
             })
             .chain(sys)
@@ -580,6 +582,13 @@ impl Shard {
             slot.address = 0;
         } else {
             slot.address = (slot.address + 1) % settings.addresses.len().max(1);
+        }
+        if slot.link.settings().start_once {
+            slot.phase = Phase::Stopped;
+            return crate::log_warning!(
+                "Warning: bridge {}: {why}; not restarted (start_type once).",
+                slot.link.name()
+            );
         }
         let delay = slot.backoff.next_delay();
         slot.phase = Phase::Idle(now + delay);
