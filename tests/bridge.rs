@@ -135,11 +135,42 @@ fn edge(remote: u16, bridge: &str) -> BrokerProc {
 fn publish_acked(port: u16, topic: &str, qos: QoS, retain: bool, body: &str) {
     let c = V4::connect(&format!("p-{topic}"), port);
     c.publish(topic, qos, retain, body);
-    let acked = c.wait_for(|ev| match ev {
+    assert!(puback(&c), "no PUBACK for {topic}");
+}
+
+/// A persistent QoS 1 subscriber to `filter` at `port`, left offline; connect again with
+/// the returned options to collect what was queued for it.
+fn offline_collector(port: u16, filter: &str) -> rumqttc::MqttOptions {
+    let mut opts = v4_options("collector", port);
+    opts.set_clean_session(false);
+    let collector = V4::connect_with(opts.clone());
+    collector.subscribe(filter, QoS::AtLeastOnce);
+    collector.disconnect();
+    opts
+}
+
+/// Connects with `opts` and collects distinct payloads until `n` arrived (or none comes).
+fn collect(opts: rumqttc::MqttOptions, n: usize) -> BTreeSet<String> {
+    let c = V4::connect_with(opts);
+    let mut seen = BTreeSet::new();
+    while seen.len() < n {
+        match c.next_publish() {
+            Some(p) => {
+                seen.insert(payload(&p));
+            }
+            None => break,
+        }
+    }
+    seen
+}
+
+/// Waits for one PUBACK on `c`.
+fn puback(c: &V4) -> bool {
+    c.wait_for(|ev| match ev {
         rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Some(()),
         _ => None,
-    });
-    assert!(acked.is_some(), "no PUBACK for {topic}");
+    })
+    .is_some()
 }
 
 fn payload(p: &rumqttc::Publish) -> String {
@@ -270,11 +301,7 @@ fn mosquitto_restarted_mid_stream_under_qos1_loses_nothing() {
     }
     let mut central = Mosquitto::start("persistence true\nautosave_interval 1\n");
     // A persistent subscriber at the central broker, offline while the stream flows.
-    let mut opts = v4_options("collector", central.port);
-    opts.set_clean_session(false);
-    let collector = V4::connect_with(opts.clone());
-    collector.subscribe("data/#", QoS::AtLeastOnce);
-    collector.disconnect();
+    let opts = offline_collector(central.port, "data/#");
     let edge = edge(central.port, "topic data/# out 1\n");
     wait_bridge_up(central.port, "edge1");
     let publisher = V4::connect("publisher", edge.port);
@@ -286,23 +313,10 @@ fn mosquitto_restarted_mid_stream_under_qos1_loses_nothing() {
         }
         publisher.publish("data/x", QoS::AtLeastOnce, false, format!("{i}"));
         // Acknowledged by the edge: from here on the edge answers for it.
-        let acked = publisher.wait_for(|ev| match ev {
-            rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Some(()),
-            _ => None,
-        });
-        assert!(acked.is_some(), "PUBACK {i}");
+        assert!(puback(&publisher), "PUBACK {i}");
     }
-    let collector = V4::connect_with(opts);
-    let mut seen = BTreeSet::new();
-    while seen.len() < N {
-        match collector.next_publish() {
-            Some(p) => {
-                seen.insert(payload(&p).parse::<usize>().unwrap());
-            }
-            None => break,
-        }
-    }
-    let missing: Vec<usize> = (0..N).filter(|i| !seen.contains(i)).collect();
+    let seen = collect(opts, N);
+    let missing: Vec<usize> = (0..N).filter(|i| !seen.contains(&i.to_string())).collect();
     assert!(missing.is_empty(), "lost across the restart: {missing:?}");
     // The bridge's figures: everything sent (at least once), one reconnection, nothing
     // waiting any more.
@@ -482,11 +496,7 @@ fn messages_published_before_the_remote_was_ever_reached_wait_for_it() {
     }
     // The central broker knows a persistent subscriber, then is stopped.
     let mut central = Mosquitto::start("persistence true\n");
-    let mut opts = v4_options("collector", central.port);
-    opts.set_clean_session(false);
-    let collector = V4::connect_with(opts.clone());
-    collector.subscribe("q/#", QoS::AtLeastOnce);
-    collector.disconnect();
+    let opts = offline_collector(central.port, "q/#");
     central.stop();
     // The edge starts while the central broker is down: its bridge sets up its local
     // session, then fails to reach the remote.
@@ -497,27 +507,10 @@ fn messages_published_before_the_remote_was_ever_reached_wait_for_it() {
     for i in 0..N {
         publisher.publish("q/x", QoS::AtLeastOnce, false, format!("{i}"));
     }
-    let acked = (0..N).all(|_| {
-        publisher
-            .wait_for(|ev| match ev {
-                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Some(()),
-                _ => None,
-            })
-            .is_some()
-    });
-    assert!(acked);
+    assert!((0..N).all(|_| puback(&publisher)));
     central.run();
     wait_bridge_up(central.port, "edge1");
-    let collector = V4::connect_with(opts);
-    let mut seen = BTreeSet::new();
-    while seen.len() < N {
-        match collector.next_publish() {
-            Some(p) => {
-                seen.insert(payload(&p));
-            }
-            None => break,
-        }
-    }
+    let seen = collect(opts, N);
     assert_eq!(seen.len(), N, "arrived: {seen:?}");
 }
 

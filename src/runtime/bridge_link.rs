@@ -557,22 +557,12 @@ impl Shard {
             return;
         };
         let was_up = slot.link.is_up();
-        slot.link.down(now);
-        if let Some(key) = slot.key.take() {
-            if slot.local_open {
-                // The retained "0" notification, then the local session goes offline.
-                if !slot.link.local_out.is_empty() {
-                    self.broker.on_read(key, &mut slot.link.local_out, now);
-                }
-                self.broker.on_closed(key, now);
-                slot.local_open = false;
-            }
-            if let Some(mut c) = self.conns.try_remove(key) {
-                let _ = self.poll.registry().deregister(&mut c.stream);
-            }
-        }
+        // The retained "0" notification, then the local session goes offline.
+        self.bridge_stop(idx, now);
+        let Some(slot) = self.bridges.slot(idx) else {
+            return;
+        };
         slot.link.reset();
-        slot.tls = None;
         slot.rbuf.clear();
         slot.lbuf.clear();
         // Next address: on every failure; after a working connection only with
