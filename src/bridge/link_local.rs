@@ -117,10 +117,33 @@ impl Link {
             }
             return;
         }
-        let topic = self.map.to_remote(p.topic.as_str());
-        let too_big = self.settings.max_packet_size > 0
-            && p.payload.len() + p.topic.len() + 16 > self.settings.max_packet_size as usize;
-        let Some(topic) = topic.filter(|_| !too_big) else {
+        let mut properties = if self.settings.version.is_v5() {
+            p.properties
+        } else {
+            Properties::default()
+        };
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let mut remote = Publish {
+            dup: false,
+            qos: p.qos,
+            retain: p.retain && self.settings.outgoing_retain,
+            topic: ByteStr::default(),
+            // A placeholder id of the right size until the size check passed.
+            packet_id: (p.qos != QoS::AtMostOnce).then_some(1),
+            properties,
+            payload: p.payload,
+        };
+        let mapped = self.map.to_remote(p.topic.as_str());
+        if let Some(t) = &mapped {
+            remote.topic = ByteStr::from(t.clone());
+        }
+        let max = self.settings.max_packet_size as usize;
+        let too_big = max > 0
+            && codec::encoded_len(&Packet::Publish(remote.clone()), self.settings.version)
+                .map_or(true, |n| n > max);
+        if mapped.is_none() || too_big {
+            // Not forwarded, ever: acknowledged so that the local session lets it go.
             self.stats.dropped += 1;
             match (p.qos, local_id) {
                 (QoS::AtLeastOnce, Some(id)) => self.local_send(&ack(AckKind::PubAck, id), now),
@@ -128,8 +151,8 @@ impl Link {
                 _ => {}
             }
             return;
-        };
-        let remote_id = match (p.qos, local_id) {
+        }
+        remote.packet_id = match (p.qos, local_id) {
             (QoS::AtMostOnce, _) | (_, None) => None,
             (qos, Some(lid)) => {
                 let rid = next_id(&mut self.next_remote_id, &self.outbound);
@@ -139,22 +162,6 @@ impl Link {
                 }
                 Some(rid)
             }
-        };
-        let mut properties = if self.settings.version.is_v5() {
-            p.properties
-        } else {
-            Properties::default()
-        };
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
-        let remote = Publish {
-            dup: false,
-            qos: p.qos,
-            retain: p.retain && self.settings.outgoing_retain,
-            topic: ByteStr::from(topic),
-            packet_id: remote_id,
-            properties,
-            payload: p.payload,
         };
         self.stats.sent += 1;
         self.remote_send(&Packet::Publish(remote), now);

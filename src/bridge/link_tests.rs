@@ -227,3 +227,35 @@ fn garbage_and_silence_from_the_remote_are_errors() {
     let t = l.poll_timeout().unwrap();
     assert!(l.on_timeout(t).is_err(), "no PINGRESP within keep alive");
 }
+
+#[test]
+fn messages_over_bridge_max_packet_size_are_dropped_and_released() {
+    let now = Instant::now();
+    let mut s = settings("mqttv311", &[("b/#", "out", 1)]);
+    s.max_packet_size = 40;
+    let (mut l, _, _) = up(s, now);
+    let big = Packet::Publish(Publish {
+        qos: QoS::AtLeastOnce,
+        topic: ByteStr::from("b/1".to_string()),
+        packet_id: Some(9),
+        payload: Bytes::from(vec![b'x'; 64]),
+        ..Publish::default()
+    });
+    l.on_local(&mut bytes(&big, V5), now).unwrap();
+    assert!(l.remote_out.is_empty(), "not forwarded");
+    assert_eq!(
+        packets(&mut l.local_out.split(), V5),
+        vec![ack(AckKind::PubAck, 9)]
+    );
+    assert_eq!(l.stats.dropped, 1);
+    l.on_local(
+        &mut bytes(&publish("b/2", QoS::AtLeastOnce, Some(10)), V5),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        packets(&mut l.remote_out.split(), V3).len(),
+        1,
+        "a small one is"
+    );
+}
