@@ -19,6 +19,7 @@
 #   PORT [18893]  BROKER_CPUS [0]  LOADGEN_CPUS [1]  (taskset -c lists; "" = unpinned)
 #   THREADS [""] broker `threads` line (empty: none, the broker uses the cores it may run on)
 #   WARMUP [2]  DRAIN [2]  PAYLOAD [16]  INFLIGHT [100]  PUBLISHERS [8]  PAIRS [100]
+#   MAX_INFLIGHT [20] the broker's max_inflight_messages
 #   PAIRS_INFLIGHT [10]  FANOUT_SUBS [1000]  FANOUT_INFLIGHT [10]
 #   FREQ [2999] sampling frequency  CALLGRAPH [dwarf,4096] (perf record --call-graph)
 #   KEEP_DATA [""] copy perf.data to this path
@@ -95,7 +96,7 @@ trap cleanup EXIT
     echo "listener $PORT 127.0.0.1"
     echo "allow_anonymous true"
     echo "max_queued_messages 1000"
-    echo "max_inflight_messages 20"
+    echo "max_inflight_messages ${MAX_INFLIGHT:-20}"
     echo "persistence false"
     [ -n "$THREADS" ] && echo "threads $THREADS"
 } >"$WORK/shardmq.conf"

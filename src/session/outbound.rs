@@ -47,9 +47,47 @@ pub enum AckOutcome {
     Unknown,
 }
 
+/// Up to this many inflight messages a new packet id is checked against the window by a
+/// scan (a few cache lines); past it an [`IdSet`] answers in O(1), so a big window
+/// (`max_inflight_messages` in the thousands, or a v5 Receive Maximum of 65535) does not
+/// make every send walk the whole window.
+const SCAN_IDS: usize = 32;
+
+/// The packet ids in use, one bit each (8 KiB, only for sessions with a big window).
+#[derive(Debug)]
+struct IdSet(Box<[u64; 1024]>);
+
+impl IdSet {
+    fn new() -> Self {
+        Self(Box::new([0; 1024]))
+    }
+    fn slot(id: PacketId) -> (usize, u64) {
+        (usize::from(id >> 6), 1u64 << (id & 63))
+    }
+    fn insert(&mut self, id: PacketId) {
+        let (i, bit) = Self::slot(id);
+        if let Some(w) = self.0.get_mut(i) {
+            *w |= bit;
+        }
+    }
+    fn remove(&mut self, id: PacketId) {
+        let (i, bit) = Self::slot(id);
+        if let Some(w) = self.0.get_mut(i) {
+            *w &= !bit;
+        }
+    }
+    fn contains(&self, id: PacketId) -> bool {
+        let (i, bit) = Self::slot(id);
+        self.0.get(i).is_some_and(|w| w & bit != 0)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Outbound {
     inflight: VecDeque<Inflight>,
+    /// The ids of `inflight` while it holds more than [`SCAN_IDS`] (dropped when the
+    /// window empties).
+    ids: Option<IdSet>,
     /// (sequence number, message), oldest first.
     queue: VecDeque<(u64, Outgoing)>,
     next_id: PacketId,
@@ -103,6 +141,35 @@ impl Outbound {
     fn remove_inflight(&mut self, pos: usize) {
         if let Some(f) = self.inflight.remove(pos) {
             self.inflight_bytes = self.inflight_bytes.saturating_sub(data_bytes(&f.out));
+            if self.inflight.is_empty() {
+                self.ids = None;
+            } else if let Some(ids) = &mut self.ids {
+                ids.remove(f.packet_id);
+            }
+        }
+    }
+
+    /// Appends to the window, keeping the id set (made when the window outgrows a scan).
+    fn push_inflight(&mut self, f: Inflight) {
+        match &mut self.ids {
+            Some(ids) => ids.insert(f.packet_id),
+            None if self.inflight.len() >= SCAN_IDS => {
+                let mut ids = IdSet::new();
+                for g in &self.inflight {
+                    ids.insert(g.packet_id);
+                }
+                ids.insert(f.packet_id);
+                self.ids = Some(ids);
+            }
+            None => {}
+        }
+        self.inflight.push_back(f);
+    }
+
+    fn id_in_use(&self, id: PacketId) -> bool {
+        match &self.ids {
+            Some(ids) => ids.contains(id),
+            None => self.inflight.iter().any(|f| f.packet_id == id),
         }
     }
 
@@ -140,7 +207,7 @@ impl Outbound {
                 self.next_id = 1;
             }
             let id = self.next_id;
-            if !self.inflight.iter().any(|f| f.packet_id == id) {
+            if !self.id_in_use(id) {
                 return id;
             }
         }
@@ -203,7 +270,7 @@ impl Outbound {
             packet_id: Some(packet_id),
             dup: false,
         });
-        self.inflight.push_back(Inflight {
+        self.push_inflight(Inflight {
             seq,
             packet_id,
             stage,
@@ -343,7 +410,7 @@ impl Outbound {
                 };
                 self.next_id = self.next_id.max(packet_id);
                 self.inflight_bytes += data_bytes(&out);
-                self.inflight.push_back(Inflight {
+                self.push_inflight(Inflight {
                     seq,
                     packet_id,
                     stage,
@@ -360,4 +427,101 @@ impl Outbound {
 
 const fn pubrel(packet_id: PacketId) -> Transmit {
     Transmit::Ack(AckKind::PubRel, packet_id, ReasonCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::codec::Publish;
+
+    fn qos1() -> Outgoing {
+        let publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "t".into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            ..Publish::default()
+        };
+        Outgoing {
+            msg: Arc::new(Message::standalone(publish, Instant::now(), None)),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Default::default(),
+        }
+    }
+
+    fn sent_ids(transmits: &mut VecDeque<Transmit>) -> Vec<PacketId> {
+        transmits
+            .drain(..)
+            .filter_map(|t| match t {
+                Transmit::Publish { packet_id, .. } => packet_id,
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn puback(packet_id: PacketId) -> Ack {
+        Ack {
+            kind: AckKind::PubAck,
+            packet_id,
+            reason: ReasonCode::SUCCESS,
+            properties: Default::default(),
+        }
+    }
+
+    /// A window far bigger than the scan limit: ids stay unique while the id set is used
+    /// (acks out of order, ids wrapping past 65535 and skipping the ones still in
+    /// flight), and the set goes away with the last inflight message.
+    #[test]
+    fn big_window_ids_are_unique_and_wrap_around_the_ones_in_flight() {
+        let mut o = Outbound::default();
+        let mut tx = VecDeque::new();
+        let window = 4000;
+        for _ in 0..window {
+            assert!(o.offer(qos1(), window, &mut tx));
+        }
+        let first = sent_ids(&mut tx);
+        assert_eq!(first, (1..=4000).collect::<Vec<_>>());
+        assert!(o.ids.is_some(), "a big window keeps an id set");
+        // Every odd id acknowledged (out of order), the evens stay in flight.
+        for id in first.iter().copied().filter(|id| id % 2 == 1).rev() {
+            assert_eq!(o.acknowledge(&puback(id), &mut tx), AckOutcome::Released);
+        }
+        // As if the session had sent 65,000 messages since: the next ids pass 65,535,
+        // wrap to 1 and take only the free (odd) ones below 4,000.
+        o.next_id = 65_530;
+        for _ in 0..window / 2 {
+            assert!(o.offer(qos1(), window, &mut tx));
+        }
+        let second = sent_ids(&mut tx);
+        let expected: Vec<PacketId> = (65_531..=65_535)
+            .chain((1..4000).step_by(2))
+            .take(2000)
+            .collect();
+        assert_eq!(second, expected, "wrapped, skipping the ids in flight");
+        assert_eq!(o.inflight_len(), window);
+        for id in first.iter().chain(&second).copied() {
+            o.acknowledge(&puback(id), &mut tx);
+        }
+        assert_eq!(o.inflight_len(), 0);
+        assert!(
+            o.ids.is_none(),
+            "the id set goes with the last inflight message"
+        );
+    }
+
+    /// A small window never allocates the id set.
+    #[test]
+    fn small_window_scans() {
+        let mut o = Outbound::default();
+        let mut tx = VecDeque::new();
+        for _ in 0..20 {
+            assert!(o.offer(qos1(), 20, &mut tx));
+        }
+        assert!(!o.offer(qos1(), 20, &mut tx), "window full: queued");
+        assert!(o.ids.is_none());
+        let ids = sent_ids(&mut tx);
+        assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+    }
 }
