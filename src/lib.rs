@@ -62,6 +62,7 @@ pub(crate) mod broker;
 pub(crate) mod cli;
 pub(crate) mod codec;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod hash;
 pub(crate) mod http;
 pub mod log;
@@ -94,7 +95,7 @@ pub mod executable {
     pub use crate::cli::{
         check_supported, import_mosquitto_db, load_config, test_config, Args, Command,
     };
-    pub use crate::runtime::{prepare_config, process, signals, Prepared};
+    pub use crate::runtime::{notify, prepare_config, process, signals, Prepared};
 }
 
 /// The broker's internal layers, for the benchmarks in `benches/` and the fuzz targets in

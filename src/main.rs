@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use shardmq::executable::signals::{self, Signal};
-use shardmq::executable::{process, Args, Command, PasswdError};
+use shardmq::executable::{notify, process, Args, Command, PasswdError};
 use shardmq::{log_error, log_notice, log_warning};
 
 fn main() -> ExitCode {
@@ -147,9 +147,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let stopper = broker.stopper();
     let reloader = broker.reloader();
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping_signal = std::sync::Arc::clone(&stopping);
     signals::spawn_handler(move |sig| match sig {
         Signal::Stop => {
             log_notice!("Signal received, shutting down.");
+            stopping_signal.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = notify::notify("STOPPING=1");
             stopper.stop();
         }
         Signal::Reload => {
@@ -157,6 +161,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 "Reloading config (log files, password and ACL files, TLS certificates, \
                  keys, CRLs and PSK files)."
             );
+            let _ = notify::notify("RELOADING=1");
             if let Err(e) = shardmq::log::reinit() {
                 log_error!("Error: cannot reopen the log: {e}");
             }
@@ -182,12 +187,29 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     ),
                 }
             }
+            let _ = notify::notify("READY=1");
         }
     })
     .context("cannot start the signal thread")?;
     log_notice!("shardmq version {} running", env!("CARGO_PKG_VERSION"));
     if let Some(d) = daemon {
         d.running()?;
+    }
+    // systemd (Type=notify): ready now; the watchdog pings every shard loop.
+    let ready = format!("READY=1\nMAINPID={}\nSTATUS=running", std::process::id());
+    if let Err(e) = notify::notify(&ready) {
+        log_warning!("Warning: cannot notify systemd (NOTIFY_SOCKET): {e}");
+    }
+    if let Some(interval) = notify::watchdog_interval() {
+        let watchdog = broker.watchdog();
+        std::thread::Builder::new()
+            .name("shardmq-watchdog".into())
+            .spawn(move || {
+                watchdog.run(interval, &|| {
+                    stopping.load(std::sync::atomic::Ordering::Relaxed)
+                });
+            })
+            .context("cannot start the watchdog thread")?;
     }
     broker.join();
     remove_pid();

@@ -28,6 +28,7 @@ fuzz_target!(|input: &[u8]| {
         headers_size: limit,
         http_dir: None,
         log_level: 0,
+        handler: None,
     });
     let mut ws = WsConn::new(settings, "127.0.0.1:1".parse().expect("address"));
     let mut mqtt = BytesMut::new();

@@ -6,6 +6,7 @@
 //! It never blocks and never trusts the client: every refusal is a CONNACK or DISCONNECT
 //! with the spec's code and a log line, then a close.
 
+use crate::metrics::DropReason;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -77,7 +78,7 @@ impl Broker {
                     self.persist.dirty(key, &slot.session);
                     self.persist.qos2_released(&slot.session, released);
                 }
-                self.stats.publish_dropped += expired as u64;
+                self.stats.dropped(DropReason::Expired, expired as u64);
                 match result {
                     Err(err) => self.protocol_error(conn, &err, now),
                     Ok(None) => {
@@ -108,7 +109,8 @@ impl Broker {
     }
 
     fn on_publish(&mut self, key: usize, conn: ConnId, publish: Publish, now: Instant) {
-        self.stats.publish_received += 1;
+        self.stats
+            .publish_in(publish.qos as u8, publish.payload.len());
         if !publish.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6]: only the server sends Subscription Identifiers.
             let err = session::ProtocolError::Unexpected("Subscription Identifier");
@@ -130,7 +132,7 @@ impl Broker {
                 qos as u8,
                 publish.payload.len()
             );
-            self.stats.publish_dropped += 1;
+            self.stats.dropped(DropReason::TooLarge, 1);
             ReasonCode::PACKET_TOO_LARGE
         } else if !self.may_write(key, &publish.topic) {
             // ACL: v5 gets 0x87 on PUBACK/PUBREC; 3.1.1 is acknowledged and dropped, as
@@ -147,7 +149,7 @@ impl Broker {
                 publish.topic,
                 publish.payload.len()
             );
-            self.stats.publish_dropped += 1;
+            self.stats.dropped(DropReason::Acl, 1);
             ReasonCode::NOT_AUTHORIZED
         } else if self.route(publish, Some((conn, key)), now) {
             ReasonCode::SUCCESS
@@ -318,7 +320,7 @@ impl Broker {
             properties,
         }));
         let expired = slot.session.resume(now);
-        self.stats.publish_dropped += expired as u64;
+        self.stats.dropped(DropReason::Expired, expired as u64);
         if let Some(deadline) = slot.session.poll_timeout() {
             self.timers.push(
                 deadline,

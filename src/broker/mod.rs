@@ -55,6 +55,7 @@
 mod bridge_member; // clients that connect with Mosquitto's bridge bit
 mod connect;
 mod connections;
+mod console; // what the HTTP console reads and does (src/console)
 mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;
@@ -387,7 +388,9 @@ impl Broker {
     /// offers it the matching retained messages of this shard's replica (the runtime asks
     /// one shard only, so they arrive once).
     pub fn add_internal(&mut self, sub: embed::InternalSub, with_retained: bool) {
-        self.stats.publish_dropped += self.routing.add_internal(sub, with_retained);
+        let dropped = self.routing.add_internal(sub, with_retained);
+        self.stats
+            .dropped(crate::metrics::DropReason::InProcess, dropped);
     }
 
     /// Removes an in-process subscription from this shard; false if it was not there.
@@ -425,6 +428,7 @@ impl Broker {
     fn refresh_gauges(&mut self) {
         self.stats.clients_total = self.sessions.clients_total();
         self.stats.subscriptions = self.routing.local_subscriptions();
+        self.stats.shared_subscriptions = self.sessions.shared_subscriptions();
         self.stats.retained = self.routing.retained_len() as u64;
         self.stats.stored = self.sessions.stored();
         self.stats.stored_bytes = self.sessions.held_bytes();

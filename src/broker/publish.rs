@@ -9,6 +9,7 @@
 //! Nothing here blocks or drops a QoS 1/2 message for a connected subscriber; QoS 0 to a
 //! full output is dropped and counted.
 
+use crate::metrics::DropReason;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -109,7 +110,7 @@ impl Broker {
         // In-process subscribers (embedding API): only the shard a message is published
         // on delivers it to them.
         let (internal, dropped) = self.routing.deliver_internal(&publish);
-        self.stats.publish_dropped += dropped;
+        self.stats.dropped(DropReason::InProcess, dropped);
         if dests == 0 && !local {
             return internal;
         }
@@ -257,7 +258,7 @@ impl Broker {
                         "Outgoing messages are being dropped for client {}.",
                         slot.session.client_id()
                     );
-                    self.stats.publish_dropped += 1;
+                    self.stats.dropped(DropReason::QueueFull, 1);
                     fanout.qos0_full.push((key, uid));
                     self.arm_stall(conn, now);
                     return;
@@ -271,7 +272,7 @@ impl Broker {
                                 "Unable to encode PUBLISH to {}: {e}",
                                 msg.publish.topic
                             );
-                            self.stats.publish_dropped += 1;
+                            self.stats.dropped(DropReason::Encode, 1);
                             return;
                         }
                     }
@@ -280,12 +281,12 @@ impl Broker {
                     return;
                 };
                 if head.len() + body.as_ref().map_or(0, Body::len) > max_out {
-                    self.stats.publish_dropped += 1; // [MQTT-3.1.2-25]
+                    self.stats.dropped(DropReason::TooLarge, 1); // [MQTT-3.1.2-25]
                     return;
                 }
                 let (head, body) = (head.clone(), body.clone());
                 self.push_frame(conn, head, body);
-                self.stats.publish_sent += 1;
+                self.stats.publish_out(0, msg.publish.payload.len());
                 return;
             }
         }
@@ -322,7 +323,7 @@ impl Broker {
             }
             Delivery::Skipped => {}
             Delivery::Dropped => {
-                self.stats.publish_dropped += 1;
+                self.stats.dropped(DropReason::QueueFull, 1);
                 crate::log_limited!(
                     crate::log::Level::Notice,
                     now,
@@ -397,7 +398,7 @@ impl Broker {
                             );
                         }
                         // Too large for the client: behave as if sent [MQTT-3.1.2-25].
-                        self.stats.publish_dropped += 1;
+                        self.stats.dropped(DropReason::TooLarge, 1);
                         if let Some(id) = packet_id {
                             slot.session.discard_inflight(id);
                         }
@@ -405,7 +406,8 @@ impl Broker {
                     }
                 };
                 self.push_frame(conn, frame.0, Some(frame.1));
-                self.stats.publish_sent += 1;
+                self.stats
+                    .publish_out(out.qos as u8, out.msg.publish.payload.len());
             }
             other => {
                 let Some(packet) = other.into_packet() else {

@@ -155,13 +155,23 @@ impl Sessions {
         !self.client_ids.is_empty()
     }
 
-    #[cfg(test)]
+    /// Every slot (tests, and the HTTP console's rows once a second).
     pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Slot)> {
         self.slab.iter()
     }
 
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Slot)> {
         self.slab.iter_mut()
+    }
+
+    /// Shared (`$share/`) subscriptions of the sessions that live here, for `$SYS`.
+    pub(super) fn shared_subscriptions(&self) -> u64 {
+        self.slab
+            .iter()
+            .filter(|(_, s)| !s.is_stub())
+            .flat_map(|(_, s)| s.session.subscriptions())
+            .filter(|(filter, _)| filter.starts_with("$share/"))
+            .count() as u64
     }
 
     /// Sessions that live here (stubs excluded), for `$SYS`.

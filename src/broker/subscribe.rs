@@ -230,7 +230,7 @@ impl Broker {
             self.persist
                 .delivered(job.key, &slot.session, delivery, persisted.as_ref());
             if delivery == Delivery::Dropped {
-                self.stats.publish_dropped += 1;
+                self.stats.dropped(crate::metrics::DropReason::QueueFull, 1);
             }
         }
         self.flush_session(job.key, now);

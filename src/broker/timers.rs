@@ -95,6 +95,7 @@ impl Broker {
                         // The will is sent at session end if that comes first [MQTT-3.1.3-9].
                         self.publish_will(will, now);
                     }
+                    self.stats.clients_expired += 1;
                     self.end_session(key);
                 }
             }
@@ -207,7 +208,8 @@ impl Broker {
                         crate::log_notice!(
                             "Client {id} has not read its full queue for {secs}s, disconnecting."
                         );
-                        self.stats.publish_dropped += 1;
+                        self.stats
+                            .dropped(crate::metrics::DropReason::SlowSubscriber, 1);
                     }
                 }
                 // The memory goes now, not when the socket drains.

@@ -16,6 +16,7 @@
 
 mod bridge;
 mod error;
+pub mod example; // packaging/shardmq.conf
 pub mod options;
 mod parse;
 mod validate;
@@ -167,6 +168,8 @@ pub enum ListenerProtocol {
     Mqtt,
     /// MQTT over WebSockets (over TLS with the TLS options: `wss://`).
     Websockets,
+    /// The HTTP console, `/metrics` and the JSON API (`http_listener`); no MQTT.
+    Http,
 }
 
 /// One `listener` block (or the default listener from top-level `port` / `bind_address`).
@@ -405,6 +408,9 @@ pub struct Config {
     /// `websockets_log_level`: which WebSocket detail lines `log_type websockets` writes
     /// (libwebsockets' bits, see `ws::conn::log_bits`).
     pub websockets_log_level: u32,
+    /// `http_acl write USER`: users who may act through the HTTP console (disconnect,
+    /// delete retained); everyone else who logs in there is read-only.
+    pub http_writers: Vec<String>,
     pub bridges: Vec<BridgeConfig>,
     /// Files that were read to build this config (for messages and reloads).
     pub source_files: Vec<PathBuf>,
@@ -485,6 +491,7 @@ impl Default for Config {
             retain_available: true,
             websockets_headers_size: 1024,
             websockets_log_level: 0,
+            http_writers: Vec::new(),
             bridges: Vec::new(),
             source_files: Vec::new(),
             per_listener_settings: false,

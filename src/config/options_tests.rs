@@ -35,6 +35,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("include_dir", "/nonexistent-dir-of-samples"),
     ("keyfile", "/k.pem"),
     ("listener", "1883"),
+    ("http_acl", "write admin"),
+    ("http_listener", "8080"),
     ("log_dest", "stderr"),
     ("log_timestamp", "true"),
     ("log_timestamp_format", "%H"),

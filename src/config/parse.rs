@@ -108,7 +108,9 @@ impl Parser {
             if l.tls.as_ref().is_some_and(TlsConfig::is_empty) {
                 l.tls = None;
             }
-            if let (Some((_, at)), ListenerProtocol::Mqtt) = (&l.http_dir, l.protocol) {
+            if let (Some((_, at)), ListenerProtocol::Mqtt | ListenerProtocol::Http) =
+                (&l.http_dir, l.protocol)
+            {
                 cfg.warnings.push(format!(
                     "Warning: http_dir in {at} has no effect: listener {} is not a websockets \
                      listener.",
@@ -215,6 +217,19 @@ impl Parser {
         match line.option {
             // Listeners.
             "listener" => self.new_listener(line)?,
+            "http_listener" => {
+                self.new_listener(line)?;
+                if let Some(l) = self.listeners.last_mut() {
+                    l.protocol = ListenerProtocol::Http;
+                }
+            }
+            "http_acl" => {
+                let tokens = line.tokens()?;
+                match tokens.as_slice() {
+                    ["write", user] => self.cfg.http_writers.push((*user).to_string()),
+                    _ => return Err(line.invalid_value(line.rest, "expected `write USERNAME`")),
+                }
+            }
             "port" => {
                 let port = port_of(line, line.value()?)?;
                 self.default_listener(line).port = port;
@@ -251,6 +266,16 @@ impl Parser {
                 self.listener(line).socket_domain = Some(domain);
             }
             "protocol" => {
+                if self
+                    .listeners
+                    .last()
+                    .is_some_and(|l| l.protocol == ListenerProtocol::Http)
+                {
+                    return Err(line.invalid_value(
+                        line.rest,
+                        "an http_listener block serves HTTP only; start a `listener` block for MQTT",
+                    ));
+                }
                 self.listener(line).protocol = match line.value()? {
                     "mqtt" => ListenerProtocol::Mqtt,
                     "websockets" => ListenerProtocol::Websockets,
@@ -477,13 +502,7 @@ impl Parser {
             ("stderr", "") => LogDest::Stderr,
             ("stdout", "") => LogDest::Stdout,
             ("syslog", "") => LogDest::Syslog,
-            ("topic", "") => {
-                self.warn(
-                    line,
-                    "'topic' accepted, but log lines are not published on $SYS/broker/log yet",
-                );
-                LogDest::Topic
-            }
+            ("topic", "") => LogDest::Topic,
             ("none", "") => LogDest::None,
             ("file", "") => return Err(line.invalid_value(value, "log_dest file needs a path")),
             ("file", path) => LogDest::File(PathBuf::from(path)),

@@ -386,3 +386,32 @@ fn include_dir_including_itself_stops() {
     let e = parse_err(&format!("include_dir {}\n", d.0.display()));
     assert!(e.contains("nested"), "{e}");
 }
+
+#[test]
+fn http_listener_starts_an_http_block_with_tls_and_writers() {
+    let c = parse(
+        "listener 1883\nhttp_listener 8080 127.0.0.1\ncertfile /c.pem\nkeyfile /k.pem\n\
+         http_acl write admin\nhttp_acl write ops\n",
+    );
+    assert_eq!(c.listeners.len(), 2);
+    let http = &c.listeners[1];
+    assert_eq!(http.protocol, ListenerProtocol::Http);
+    assert_eq!(
+        (http.port, http.bind_address.as_deref()),
+        (8080, Some("127.0.0.1"))
+    );
+    assert!(
+        http.tls.is_some(),
+        "TLS options after http_listener are its own"
+    );
+    assert_eq!(c.http_writers, vec!["admin".to_string(), "ops".to_string()]);
+    for bad in [
+        "http_acl read bob\n",
+        "http_acl write\n",
+        "http_acl write a b\n",
+    ] {
+        assert!(parse_err(bad).contains("http_acl"), "{bad}");
+    }
+    assert!(parse_err("http_listener 8080\nprotocol websockets\n").contains("protocol"));
+    assert!(parse_err("http_listener 8080\npsk_hint x\n").contains("psk_hint"));
+}

@@ -28,15 +28,20 @@ impl Config {
             let at = l.defined_at.as_ref();
             if let Some(tls) = &l.tls {
                 validate_tls(tls, l.port, at)?;
-                if tls.is_psk() && l.protocol == ListenerProtocol::Websockets {
+                if tls.is_psk() && l.protocol != ListenerProtocol::Mqtt {
                     // Mosquitto's websockets listeners (libwebsockets) never use psk_hint, so
                     // they would serve without TLS: refused instead.
                     return Err(invalid(
                         tls.origin("psk_hint").or(at),
                         "psk_hint",
                         format!(
-                            "TLS-PSK is not available on websockets listener {}: use \
-                             certfile and keyfile for wss://",
+                            "TLS-PSK is not available on {} listener {}: use \
+                             certfile and keyfile",
+                            if l.protocol == ListenerProtocol::Http {
+                                "http"
+                            } else {
+                                "websockets"
+                            },
                             l.port
                         ),
                     ));

@@ -2,7 +2,8 @@
 //! with httparse, bounded by a size limit), the responses the broker sends (status line,
 //! headers, a body), and the static files of `http_dir` (`files.rs`). The WebSockets
 //! listener (`src/ws`: its upgrade request, or a plain request for a file) uses it, and
-//! so will the HTTP console: one parser for both.
+//! so does the HTTP console (`src/console`, a [`Handler`] behind the same connection
+//! state machine): one parser for both.
 //!
 //! It never touches a socket, never panics on what a client sent and never looks at more
 //! than the limit it is given: a head that does not fit is refused with 431, a malformed
@@ -68,6 +69,18 @@ impl Request {
     }
 }
 
+/// Answers the requests of a listener that serves more than files (the HTTP console).
+/// Called on a shard thread with a complete request head; it must answer at once and
+/// never block (it reads what the shards published, it never waits for a shard).
+pub trait Handler: Send + Sync + std::fmt::Debug {
+    fn handle(
+        &self,
+        request: &Request,
+        peer: std::net::SocketAddr,
+        now: std::time::Instant,
+    ) -> Response;
+}
+
 /// Why a request head was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -126,7 +139,9 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<Option<(Request, usize)
 pub enum Status {
     SwitchingProtocols,
     Ok,
+    Accepted,
     BadRequest,
+    Unauthorized,
     Forbidden,
     NotFound,
     MethodNotAllowed,
@@ -141,7 +156,9 @@ impl Status {
         match self {
             Self::SwitchingProtocols => 101,
             Self::Ok => 200,
+            Self::Accepted => 202,
             Self::BadRequest => 400,
+            Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -156,7 +173,9 @@ impl Status {
         match self {
             Self::SwitchingProtocols => "Switching Protocols",
             Self::Ok => "OK",
+            Self::Accepted => "Accepted",
             Self::BadRequest => "Bad Request",
+            Self::Unauthorized => "Unauthorized",
             Self::Forbidden => "Forbidden",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",

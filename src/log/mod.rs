@@ -12,12 +12,13 @@
 //! (read) lock, so shard threads log concurrently without contending. This module never
 //! panics on an I/O error: a line that cannot be written is dropped.
 //!
-//! `log_dest topic` is accepted but not delivered: publishing lines on
-//! `$SYS/broker/log/...` is the broker's job and is not wired yet.
+//! `log_dest topic` publishes lines on `$SYS/broker/log/<level>` through the publisher
+//! the runtime installs (`topic.rs`).
 
 mod format;
 mod limit;
 mod sink;
+pub mod topic;
 
 use std::cell::RefCell;
 use std::fmt;

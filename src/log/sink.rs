@@ -1,4 +1,5 @@
-//! Log destinations: stderr, stdout, append-mode files and syslog.
+//! Log destinations: stderr, stdout, append-mode files, syslog and `$SYS/broker/log`
+//! topics (`topic.rs`).
 //!
 //! Each formatted line goes to each destination with one `write` call (files are opened
 //! with O_APPEND, so concurrent lines never interleave). Write errors are ignored: a
@@ -18,6 +19,8 @@ enum Sink {
     Stdout,
     File(File),
     Syslog,
+    /// `$SYS/broker/log/<level>` (see `topic.rs`).
+    Topic,
 }
 
 /// The open destinations of one logger.
@@ -47,8 +50,8 @@ impl Sinks {
                     });
                     sinks.push(Sink::Syslog);
                 }
-                // Delivered by the broker on $SYS/broker/log (not wired yet).
-                LogDest::Topic | LogDest::None => {}
+                LogDest::Topic => sinks.push(Sink::Topic),
+                LogDest::None => {}
             }
         }
         Ok(Self(sinks))
@@ -68,6 +71,12 @@ impl Sinks {
                     let _ = f.write_all(line.as_bytes());
                 }
                 Sink::Syslog => syslog(level, line.get(prefix_len..).unwrap_or(line)),
+                Sink::Topic => {
+                    let secs = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    super::topic::publish(level, line, secs);
+                }
             }
         }
     }

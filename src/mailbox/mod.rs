@@ -261,6 +261,19 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Data messages on their way to the other shards: in the rings as this producer last
+    /// saw them (an upper bound: a consumer may have taken some since) plus the overflow.
+    /// For metrics; it reads no shared state but the cached view.
+    pub fn depth(&self) -> usize {
+        let rings: usize = self
+            .rings
+            .iter()
+            .flatten()
+            .map(|r| r.data.capacity().saturating_sub(r.data.free()))
+            .sum();
+        rings + self.backlog()
+    }
+
     /// Data messages waiting in the overflow (their ring was full).
     pub fn backlog(&self) -> usize {
         self.overflow.iter().map(|o| o.data.len()).sum()

@@ -5,6 +5,8 @@
 //! message itself: [`Stats::sys_messages`] only says which `$SYS` topics carry which text,
 //! and the broker publishes them.
 
+pub mod persist;
+
 use std::time::{Duration, Instant};
 
 /// Mosquitto's load averages: exponential moving averages of a per-minute rate over
@@ -36,6 +38,51 @@ impl Load {
     }
 }
 
+/// Why a message was dropped (the `reason` label of `shardmq_publish_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A subscriber's queue or output was full (QoS 0 to a full subscriber, an offline
+    /// session's queue overflowing).
+    QueueFull,
+    /// Its v5 Message Expiry Interval passed before delivery.
+    Expired,
+    /// The ACL denied the publisher.
+    Acl,
+    /// Larger than `message_size_limit`, or than the subscriber's Maximum Packet Size.
+    TooLarge,
+    /// Thrown away with a subscriber cut for not reading (`slow_subscriber_timeout`).
+    SlowSubscriber,
+    /// An in-process (embedding API) subscriber's channel was full.
+    InProcess,
+    /// The message could not be encoded for the subscriber.
+    Encode,
+}
+
+impl DropReason {
+    pub const ALL: [Self; 7] = [
+        Self::QueueFull,
+        Self::Expired,
+        Self::Acl,
+        Self::TooLarge,
+        Self::SlowSubscriber,
+        Self::InProcess,
+        Self::Encode,
+    ];
+
+    /// The label value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::Expired => "expired",
+            Self::Acl => "acl",
+            Self::TooLarge => "too_large",
+            Self::SlowSubscriber => "slow_subscriber",
+            Self::InProcess => "in_process",
+            Self::Encode => "encode",
+        }
+    }
+}
+
 /// Counters of one shard. Every field is a plain number; read a snapshot with `clone()`.
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -46,8 +93,17 @@ pub struct Stats {
     pub clients_total: u64,
     /// Highest `clients_connected` seen.
     pub clients_maximum: u64,
-    /// Connections ever accepted.
+    /// Connections ever accepted (sockets).
     pub connections_accepted: u64,
+    /// CONNECTs accepted.
+    pub connects: u64,
+    /// Disconnected persistent sessions that expired and were removed.
+    pub clients_expired: u64,
+    /// Shared (`$share/`) subscriptions held.
+    pub shared_subscriptions: u64,
+    /// Payload bytes of the PUBLISH packets received / sent.
+    pub publish_bytes_received: u64,
+    pub publish_bytes_sent: u64,
     /// MQTT packets of any type received / sent.
     pub messages_received: u64,
     pub messages_sent: u64,
@@ -57,6 +113,11 @@ pub struct Stats {
     /// Messages dropped: QoS 0 to a full subscriber, offline queue overflow, too large
     /// for the client's Maximum Packet Size, expired.
     pub publish_dropped: u64,
+    /// `publish_dropped` by [`DropReason`] (indexed like [`DropReason::ALL`]).
+    pub dropped_by_reason: [u64; 7],
+    /// PUBLISH packets received / sent by QoS (0, 1, 2).
+    pub publish_received_qos: [u64; 3],
+    pub publish_sent_qos: [u64; 3],
     pub bytes_received: u64,
     pub bytes_sent: u64,
     /// Active subscriptions (filter, client) pairs.
@@ -81,7 +142,10 @@ pub struct Stats {
     pub load_bytes_received: Load,
     pub load_bytes_sent: Load,
     pub load_connections: Load,
-    last_load: Option<(Instant, [u64; 7])>,
+    pub load_publish_dropped: Load,
+    /// Sockets accepted (Mosquitto's `load/sockets`; `load/connections` counts CONNECTs).
+    pub load_sockets: Load,
+    last_load: Option<(Instant, [u64; 9])>,
 }
 
 impl Stats {
@@ -92,11 +156,19 @@ impl Stats {
             clients_total: 0,
             clients_maximum: 0,
             connections_accepted: 0,
+            connects: 0,
+            clients_expired: 0,
+            shared_subscriptions: 0,
+            publish_bytes_received: 0,
+            publish_bytes_sent: 0,
             messages_received: 0,
             messages_sent: 0,
             publish_received: 0,
             publish_sent: 0,
             publish_dropped: 0,
+            dropped_by_reason: [0; 7],
+            publish_received_qos: [0; 3],
+            publish_sent_qos: [0; 3],
             bytes_received: 0,
             bytes_sent: 0,
             subscriptions: 0,
@@ -113,20 +185,49 @@ impl Stats {
             load_bytes_received: Load::default(),
             load_bytes_sent: Load::default(),
             load_connections: Load::default(),
+            load_publish_dropped: Load::default(),
+            load_sockets: Load::default(),
             last_load: None,
         }
     }
 
     pub fn client_connected(&mut self) {
+        self.connects += 1;
         self.clients_connected += 1;
         self.clients_maximum = self.clients_maximum.max(self.clients_connected);
+    }
+
+    /// `n` messages dropped for `reason`.
+    pub fn dropped(&mut self, reason: DropReason, n: u64) {
+        self.publish_dropped += n;
+        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.dropped_by_reason[i] += n;
+        }
+    }
+
+    /// A PUBLISH of QoS `qos` (0-2) with `payload` bytes received.
+    pub fn publish_in(&mut self, qos: u8, payload: usize) {
+        self.publish_received += 1;
+        self.publish_bytes_received += payload as u64;
+        if let Some(c) = self.publish_received_qos.get_mut(usize::from(qos)) {
+            *c += 1;
+        }
+    }
+
+    /// A PUBLISH of QoS `qos` (0-2) with `payload` bytes sent.
+    pub fn publish_out(&mut self, qos: u8, payload: usize) {
+        self.publish_sent += 1;
+        self.publish_bytes_sent += payload as u64;
+        if let Some(c) = self.publish_sent_qos.get_mut(usize::from(qos)) {
+            *c += 1;
+        }
     }
 
     pub fn client_disconnected(&mut self) {
         self.clients_connected = self.clients_connected.saturating_sub(1);
     }
 
-    fn load_counters(&self) -> [u64; 7] {
+    fn load_counters(&self) -> [u64; 9] {
         [
             self.messages_received,
             self.messages_sent,
@@ -134,6 +235,8 @@ impl Stats {
             self.publish_sent,
             self.bytes_received,
             self.bytes_sent,
+            self.connects,
+            self.publish_dropped,
             self.connections_accepted,
         ]
     }
@@ -151,6 +254,8 @@ impl Stats {
                 &mut self.load_bytes_received,
                 &mut self.load_bytes_sent,
                 &mut self.load_connections,
+                &mut self.load_publish_dropped,
+                &mut self.load_sockets,
             ];
             for ((load, cur), old) in loads.into_iter().zip(current).zip(prev) {
                 load.update(cur.saturating_sub(old), elapsed);
@@ -215,6 +320,22 @@ impl Stats {
             ),
             ("$SYS/broker/bytes/sent", self.bytes_sent.to_string()),
             (
+                "$SYS/broker/publish/bytes/received",
+                self.publish_bytes_received.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/bytes/sent",
+                self.publish_bytes_sent.to_string(),
+            ),
+            (
+                "$SYS/broker/clients/expired",
+                self.clients_expired.to_string(),
+            ),
+            (
+                "$SYS/broker/shared_subscriptions/count",
+                self.shared_subscriptions.to_string(),
+            ),
+            (
                 "$SYS/broker/subscriptions/count",
                 self.subscriptions.to_string(),
             ),
@@ -238,7 +359,7 @@ impl Stats {
                 self.embed_publish_refused.to_string(),
             ),
         ];
-        let loads: [(&'static str, &Load); 7] = [
+        let loads: [(&'static str, &Load); 9] = [
             ("messages/received", &self.load_received),
             ("messages/sent", &self.load_sent),
             ("publish/received", &self.load_publish_received),
@@ -246,6 +367,8 @@ impl Stats {
             ("bytes/received", &self.load_bytes_received),
             ("bytes/sent", &self.load_bytes_sent),
             ("connections", &self.load_connections),
+            ("publish/dropped", &self.load_publish_dropped),
+            ("sockets", &self.load_sockets),
         ];
         for (name, load) in loads {
             for (window, value) in [
@@ -256,8 +379,31 @@ impl Stats {
                 out.push((sys_load_topic(name, window), format!("{value:.2}")));
             }
         }
+        if let Some((current, maximum)) = heap() {
+            out.push(("$SYS/broker/heap/current", current.to_string()));
+            out.push(("$SYS/broker/heap/maximum", maximum.to_string()));
+        }
         out
     }
+}
+
+/// The process's heap in use (glibc's `mallinfo2`: bytes in allocated chunks, plus
+/// mmapped ones) and the most seen, for `$SYS/broker/heap/*` (Mosquitto's memory
+/// tracking); `None` on other C libraries.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap() -> Option<(u64, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static MAXIMUM: AtomicU64 = AtomicU64::new(0);
+    // SAFETY: mallinfo2 only reads the allocator's statistics; it takes no pointers.
+    let info = unsafe { libc::mallinfo2() };
+    let current = (info.uordblks as u64).saturating_add(info.hblkhd as u64);
+    let maximum = MAXIMUM.fetch_max(current, Ordering::Relaxed).max(current);
+    Some((current, maximum))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap() -> Option<(u64, u64)> {
+    None
 }
 
 /// `$SYS/broker/load/<name>/<window>` as a static string (the set is closed).
@@ -281,7 +427,9 @@ fn sys_load_topic(name: &str, window: &str) -> &'static str {
         "publish/sent",
         "bytes/received",
         "bytes/sent",
-        "connections"
+        "connections",
+        "publish/dropped",
+        "sockets"
     )
 }
 

@@ -179,6 +179,11 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes in the live log.
+    pub fn log_len(&self) -> u64 {
+        self.log.len()
+    }
+
     /// fsyncs the live log.
     pub fn sync(&mut self) -> Result<(), Error> {
         self.log.sync()

@@ -1,5 +1,5 @@
 //! [`Command`]: what the embedding process (through [`super::BrokerHandle`], `Stopper`,
-//! `Reloader` and in-process subscriptions) asks of a running shard. Its own module so
+//! `Reloader` and in-process subscriptions) or the HTTP console asks of a running shard. Its own module so
 //! that `handle` (which sends commands) and `shard` (which executes them) do not import
 //! each other.
 //!
@@ -35,4 +35,8 @@ pub enum Command {
     /// The bridges of a reloaded configuration (SIGHUP): each shard starts, stops or
     /// restarts the ones it runs.
     SetBridges(Arc<[BridgeConfig]>),
+    /// Disconnect this client if it is connected on this shard (the HTTP console).
+    Disconnect(String),
+    /// Answer with the shard id (the systemd watchdog's liveness check).
+    Ping(Sender<usize>),
 }

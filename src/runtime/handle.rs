@@ -61,6 +61,9 @@ pub enum StartError {
         port: u16,
         source: super::tls::TlsError,
     },
+    /// An `http_listener` cannot serve the console (e.g. no password file applies).
+    #[error("{0}")]
+    Console(String),
     #[error("{0}")]
     Persist(#[from] crate::persist::Error),
     /// The persistence file is not shardmq's (Mosquitto's format, or the old default
@@ -112,6 +115,8 @@ pub struct Prepared {
     tls_slots: Vec<(u16, Arc<TlsSlot>)>,
     security: Arc<Security>,
     cpus: Vec<usize>,
+    /// The HTTP console, when an `http_listener` is configured.
+    console: Option<Arc<crate::console::Console>>,
 }
 
 /// Binds every listener and loads the TLS, password and ACL files (step 1 of a start).
@@ -157,6 +162,18 @@ pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
     }
     // Password and ACL files: a bad file stops the start, naming file and line.
     let security = Arc::new(Security::load(config)?);
+    // --- HTTP console hook: http listeners' connections go to the console.
+    let console = match super::console::setup(config, &security, &addrs, n)? {
+        Some((console, settings)) => {
+            for b in per_shard.iter_mut().flatten() {
+                if let Some((_, s)) = settings.iter().find(|(i, _)| *i == b.index) {
+                    b.ws = Some(Arc::clone(s));
+                }
+            }
+            Some(console)
+        }
+        None => None,
+    };
     Ok(Prepared {
         config: Arc::clone(config),
         per_shard,
@@ -164,6 +181,7 @@ pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
         tls_slots,
         security,
         cpus,
+        console,
     })
 }
 
@@ -193,6 +211,7 @@ pub(super) fn websockets(
         headers_size: config.websockets_headers_size,
         http_dir,
         log_level: config.websockets_log_level,
+        handler: None,
     })))
 }
 
@@ -225,6 +244,7 @@ impl Prepared {
             tls_slots,
             security,
             cpus,
+            console,
         } = self;
         let config = &config;
         let n = per_shard.len();
@@ -244,6 +264,9 @@ impl Prepared {
             let admission = Arc::clone(&admission);
             let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
             shard.set_security(Arc::clone(&security));
+            if let Some(console) = &console {
+                shard.set_console(super::console::Publisher::new(Arc::clone(console), id));
+            }
             if let Some(store) = &store {
                 shard.set_persister(super::persist::Persister::new(store));
             }
@@ -258,6 +281,10 @@ impl Prepared {
             super::persist::Persister::finish_restore(store)?;
         }
         let wakers: Arc<[Arc<mio::Waker>]> = controls.iter().map(|(_, w)| Arc::clone(w)).collect();
+        if let Some(console) = &console {
+            super::console::dispatch(console, controls.clone());
+        }
+        super::console::log_topic(config, controls.first().cloned());
         let mut handles = Vec::with_capacity(n);
         for (mut shard, (tx, waker)) in shards.into_iter().zip(controls) {
             shard.set_peers(Arc::clone(&wakers));
@@ -451,6 +478,14 @@ impl BrokerHandle {
             config: Arc::clone(&self.config),
             shards: self.stopper().shards,
             tls: Arc::clone(&self.tls),
+        }
+    }
+
+    /// The systemd watchdog's liveness check of the shards (for the executable).
+    #[doc(hidden)]
+    pub fn watchdog(&self) -> super::notify::Watchdog {
+        super::notify::Watchdog {
+            shards: self.stopper().shards,
         }
     }
 

@@ -164,6 +164,8 @@ fn bind_once(
         if l.protocol == ListenerProtocol::Websockets {
             // Mosquitto's words ("Opening websockets listen socket on port N.").
             crate::log_notice!("Opening {family} websockets listen socket on port {port}.");
+        } else if l.protocol == ListenerProtocol::Http {
+            crate::log_notice!("Opening {family} http (console) listen socket on port {port}.");
         } else {
             crate::log_notice!("Opening {family} listen socket on port {port}.");
         }

@@ -13,8 +13,10 @@ mod admission;
 mod bridge_tls; // TLS to bridges' remotes
 mod command;
 mod conn;
+mod console; // HTTP console hook (src/console)
 mod handle;
 mod listener;
+pub mod notify; // systemd Type=notify (READY, WATCHDOG)
 mod persist; // persistence driver (src/persist)
 mod port_claim;
 pub mod preflight;

@@ -47,7 +47,7 @@ pub(super) struct Persister {
     failing: bool,
 }
 
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -58,6 +58,8 @@ impl Persister {
     /// [`crate::persist::recover`]).
     pub(super) fn open_store(config: &Config) -> Result<Arc<Shared>, Error> {
         let (store, state) = crate::persist::open(config, Instant::now())?;
+        crate::metrics::persist::enable();
+        crate::metrics::persist::log_bytes(store.log_len());
         let (jobs, rx) = crossbeam_channel::unbounded();
         Ok(Arc::new(Shared {
             store: Mutex::new(store),
@@ -137,7 +139,14 @@ impl Persister {
         let batch = std::mem::take(&mut self.batch);
         let result = {
             let mut store = lock(&self.shared.store);
+            let started = Instant::now();
             let result = store.append(&batch);
+            if store.fsync() == crate::config::PersistenceFsync::Always && result.is_ok() {
+                // The append's write and fsync, the fsync dominating.
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                crate::metrics::persist::fsync_done(us, unix_ms());
+            }
+            crate::metrics::persist::log_bytes(store.log_len());
             // In log order: the compactor's state must match the log at a rotation.
             let _ = self.shared.jobs.send(Job::Records(batch));
             result.and_then(|()| self.rotate_if_due(&mut store, now))

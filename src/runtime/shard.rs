@@ -84,6 +84,8 @@ pub struct Shard {
     bridges: bridge_link::Bridges,
     /// Bridge sockets whose read budget ran out.
     bridge_pending: Vec<(ConnId, usize)>,
+    /// --- HTTP console hook: publishes this shard's figures (None without a console).
+    console: Option<super::console::Publisher>,
 }
 
 impl Shard {
@@ -131,6 +133,7 @@ impl Shard {
             persist: None,
             bridges,
             bridge_pending: Vec::new(),
+            console: None,
         })
     }
 
@@ -178,6 +181,11 @@ impl Shard {
         if let Some(p) = &mut self.persist {
             p.flush(&mut self.broker, Instant::now());
         }
+    }
+
+    /// Publishes this shard's figures for the HTTP console (before `run`).
+    pub fn set_console(&mut self, publisher: super::console::Publisher) {
+        self.console = Some(publisher);
     }
 
     pub fn waker(&self) -> Arc<Waker> {
@@ -260,9 +268,12 @@ impl Shard {
             self.send_mail(now);
             // Loop lag: how long readiness seen at `now` may have waited for this
             // iteration to finish.
-            let lag = now.elapsed();
-            self.broker
-                .set_loop_lag(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
+            let lag = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.broker.set_loop_lag(lag);
+            if let Some(c) = &mut self.console {
+                let mailbox = (self.outbox.depth(), self.outbox.backlog());
+                c.on_iteration(&mut self.broker, mailbox, lag, now);
+            }
         }
         self.shutdown();
     }
@@ -325,7 +336,18 @@ impl Shard {
             match cmd {
                 Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
-                Command::SetSecurity(s) => self.broker.set_security(s),
+                Command::SetSecurity(s) => {
+                    if let Some(c) = self.console.as_ref().filter(|_| self.id == 0) {
+                        c.console().set_security(Arc::clone(&s));
+                    }
+                    self.broker.set_security(s);
+                }
+                Command::Disconnect(client_id) => {
+                    self.broker.admin_disconnect(&client_id, now);
+                }
+                Command::Ping(reply) => {
+                    let _ = reply.send(self.id);
+                }
                 Command::Subscribe { sub, retained, ack } => {
                     self.broker.add_internal(*sub, retained);
                     let _ = ack.send(());

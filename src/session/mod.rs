@@ -187,6 +187,13 @@ impl Session {
         self.expiry
     }
 
+    /// The keep alive the connected client asked for, seconds (0: none or offline).
+    pub fn keep_alive_secs(&self) -> u16 {
+        self.link.as_ref().map_or(0, |l| {
+            u16::try_from(l.keep_alive.as_secs()).unwrap_or(u16::MAX)
+        })
+    }
+
     pub const fn is_connected(&self) -> bool {
         self.link.is_some()
     }

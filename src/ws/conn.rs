@@ -51,6 +51,9 @@ pub struct Settings {
     pub http_dir: Option<HttpDir>,
     /// `websockets_log_level`.
     pub log_level: u32,
+    /// An `http_listener`: every request goes to this handler (the console), and a
+    /// WebSocket upgrade is refused there (the listener speaks no MQTT).
+    pub handler: Option<Arc<dyn http::Handler>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +200,10 @@ impl WsConn {
                 let value = String::from_utf8_lossy(&h.value);
                 self.detail(log_bits::HEADER, format_args!("{}: {value}", h.name));
             }
+        }
+        if let Some(handler) = &self.settings.handler {
+            let response = handler.handle(&request, self.peer, now);
+            return self.respond(response);
         }
         match handshake::negotiate(&request) {
             Ok(upgrade) => {

@@ -326,6 +326,7 @@ fn settings(headers_size: usize) -> Arc<Settings> {
         headers_size,
         http_dir: None,
         log_level: 0,
+        handler: None,
     })
 }
 

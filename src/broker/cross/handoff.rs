@@ -35,6 +35,12 @@
 //! `HandoffDone` (behind its forwards) and ends. Until `HandoffDone` k defers any takeover
 //! of the session, so a session never moves again in the middle of a move.
 //!
+//! A message still in s's data lane when the reconnect's `Takeover` (control lane) reaches
+//! s is a B message: it follows the session to its live connection, even a QoS 0 message
+//! published while the session was offline, which an offline session without
+//! `queue_qos0_messages` would have skipped. That is within QoS 0's at-most-once (as if it
+//! had been published a moment later); QoS 1/2 are exactly once either way.
+//!
 //! State and decisions only: it never sends (the cross-shard part does), never touches a
 //! session or a connection.
 

@@ -59,11 +59,29 @@ impl Reports {
             total.clients_total += s.clients_total;
             total.clients_maximum += s.clients_maximum;
             total.connections_accepted += s.connections_accepted;
+            total.connects += s.connects;
+            total.clients_expired += s.clients_expired;
+            total.shared_subscriptions += s.shared_subscriptions;
+            total.publish_bytes_received += s.publish_bytes_received;
+            total.publish_bytes_sent += s.publish_bytes_sent;
             total.messages_received += s.messages_received;
             total.messages_sent += s.messages_sent;
             total.publish_received += s.publish_received;
             total.publish_sent += s.publish_sent;
             total.publish_dropped += s.publish_dropped;
+            for (t, o) in total.dropped_by_reason.iter_mut().zip(s.dropped_by_reason) {
+                *t += o;
+            }
+            for (t, o) in total
+                .publish_received_qos
+                .iter_mut()
+                .zip(s.publish_received_qos)
+            {
+                *t += o;
+            }
+            for (t, o) in total.publish_sent_qos.iter_mut().zip(s.publish_sent_qos) {
+                *t += o;
+            }
             total.bytes_received += s.bytes_received;
             total.bytes_sent += s.bytes_sent;
             total.subscriptions += s.subscriptions;
@@ -80,6 +98,8 @@ impl Reports {
                 (&mut total.load_bytes_received, &s.load_bytes_received),
                 (&mut total.load_bytes_sent, &s.load_bytes_sent),
                 (&mut total.load_connections, &s.load_connections),
+                (&mut total.load_publish_dropped, &s.load_publish_dropped),
+                (&mut total.load_sockets, &s.load_sockets),
             ] {
                 t.one += o.one;
                 t.five += o.five;

@@ -261,7 +261,7 @@ impl Routing {
         self.retained.len()
     }
 
-    #[cfg(test)]
+    /// The retained store, read-only (tests, and the HTTP console's rows).
     pub(super) fn retained(&self) -> &RetainedStore {
         &self.retained
     }

@@ -84,6 +84,10 @@ impl LiveSync {
         let now = Instant::now();
         if self.deadline().is_some_and(|at| now >= at) {
             let result = self.live.sync_data().map_err(|e| Error::io(&self.path, e));
+            if result.is_ok() {
+                let us = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX);
+                crate::metrics::persist::fsync_done(us, super::unix_ms());
+            }
             report(&mut self.failing, result);
             self.unsynced = false;
             self.last = now;
