@@ -67,6 +67,7 @@
 // public is documented (`#![warn(missing_docs)]`).
 #[allow(missing_docs)]
 pub(crate) mod auth;
+pub(crate) mod bridge;
 pub(crate) mod broker;
 #[allow(missing_docs)]
 pub(crate) mod cli;

@@ -97,7 +97,10 @@ impl Broker {
                         self.maybe_release(key);
                     }
                     Ok(Some(Action::Route(publish))) => self.on_publish(key, conn, publish, now),
-                    Ok(Some(Action::Subscribe(sub))) => self.on_subscribe(key, sub, now),
+                    Ok(Some(Action::Subscribe(mut sub))) => {
+                        self.bridge_subscription(conn, &mut sub);
+                        self.on_subscribe(key, sub, now);
+                    }
                     Ok(Some(Action::Unsubscribe(unsub))) => self.on_unsubscribe(key, unsub, now),
                     Ok(Some(Action::Disconnect { publish_will })) => {
                         if crate::log::connection_messages() {

@@ -48,6 +48,8 @@ pub(super) struct Conn {
     pub(super) version: ProtocolVersion,
     /// Verified TLS client-certificate identity (for `use_identity_as_username`).
     pub(super) identity: Option<String>,
+    /// CONNECT had Mosquitto's bridge bit (`bridge_member.rs`).
+    pub(super) bridge: bool,
     out: OutQueue,
     /// In `transmit_ready` already.
     transmit_flag: bool,
@@ -138,6 +140,7 @@ impl Connections {
             state: ConnState::AwaitConnect,
             version: ProtocolVersion::V311,
             identity: None,
+            bridge: false,
             out: OutQueue::default(),
             transmit_flag: false,
         });

@@ -54,6 +54,7 @@
 //! yields and resumes reading a paused one. The whole policy is `flow.rs`'s.
 
 mod auth;
+mod bridge_member; // clients that connect with Mosquitto's bridge bit
 mod connect;
 mod connections;
 mod console; // what the HTTP console reads and does (src/console)
@@ -252,6 +253,11 @@ impl Broker {
             }
             let version = c.version;
             let awaiting_connect = c.state == ConnState::AwaitConnect;
+            if awaiting_connect && bridge_member::take_bridge_bit(buf) {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.bridge = true;
+                }
+            }
             let before = buf.len();
             let max = self.max_packet_in(conn);
             match codec::decode(buf, version, max) {

@@ -59,6 +59,14 @@ pub enum StartError {
         /// Why it cannot be opened.
         source: std::io::Error,
     },
+    /// A bridge's TLS files could not be loaded.
+    #[error("TLS of bridge {name}: {source}")]
+    BridgeTls {
+        /// The bridge (its `connection` name).
+        name: String,
+        /// What went wrong.
+        source: super::tls::TlsError,
+    },
     /// A TLS listener's files could not be loaded.
     #[error("TLS on listener {port}: {source}")]
     Tls {
@@ -139,6 +147,13 @@ pub struct Prepared {
 pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
     if config.listeners.is_empty() {
         return Err(StartError::NoListener);
+    }
+    // --- bridge hook: TLS files of the bridges are read now, so a bad one stops the start.
+    for b in config.bridges.iter().filter(|b| b.uses_tls()) {
+        super::bridge_tls::client_config(b).map_err(|source| StartError::BridgeTls {
+            name: b.name.clone(),
+            source,
+        })?;
     }
     let cpus = listener::allowed_cpus();
     let n = shard_count(config, &cpus);
@@ -666,6 +681,20 @@ impl Reloader {
             }
         }
         Ok(())
+    }
+
+    /// Applies the `connection` blocks of a reloaded configuration: bridges that are new
+    /// start, removed ones stop, changed ones restart; the others keep their connection.
+    pub fn reload_bridges(&self, bridges: &[crate::config::BridgeConfig]) {
+        let bridges: Arc<[crate::config::BridgeConfig]> = Arc::from(bridges.to_vec());
+        for (commands, waker) in &self.shards {
+            if commands
+                .send(Command::SetBridges(Arc::clone(&bridges)))
+                .is_ok()
+            {
+                let _ = waker.wake();
+            }
+        }
     }
 
     /// Re-reads every TLS listener's certificate, key, CA, CRL and psk_file. New

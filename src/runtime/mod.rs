@@ -10,6 +10,7 @@
 //! and writes what the broker queued with `writev`.
 
 mod admission;
+mod bridge_tls; // TLS to bridges' remotes
 mod command;
 mod conn;
 mod console; // HTTP console hook (src/console)
