@@ -5,7 +5,9 @@
 # broker's numbers and shardmq's ratio to each of the others. FlashMQ is built by
 # perf/flashmq.sh (skipped, and said so in the result, when it is not built).
 #
-# Scenarios: fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle (or "all").
+# Scenarios: fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle (or "all"),
+# and the shared subscription ones: shared-qos0 shared-qos1 (8 publishers -> 4 members of
+# `$share/g/...`, MQTT 5) and sharesub-50K-500 (the mqttbs preset, scaled by SCALE).
 # Environment overrides (defaults in brackets):
 #   DURATION [10] measured seconds      WARMUP [2] unmeasured seconds first
 #   DRAIN [2] seconds to wait for in-flight messages after publishers stop
@@ -16,6 +18,9 @@
 #   PAIRS_INFLIGHT [10] (per pair: 100 pairs x 10 = 1000 in flight)
 #   LAT_PAIRS [10]  RATE [1000] msg/s per publisher (latency)
 #   CONNS [10000]  CONNECT_RATE [0 = as fast as possible] (conn-idle)
+#   SHARED_PUBLISHERS [8]  SHARED_MEMBERS [4] (shared-qos0/1)  SCALE [0.02] (sharesub-50K-500)
+#   THREADS [unset] `threads N` for shardmq (Mosquitto has one); with THREADS=2 also set
+#     BROKER_CORE=0,1 (the load generator then shares a core with a shard)
 #   MAX_QUEUED [1000] max_queued_messages   MAX_INFLIGHT [20] max_inflight_messages
 #   SHARDMQ_BIN [target/release/shardmq]  MOSQUITTO_BIN [/usr/sbin/mosquitto]
 #   FLASHMQ_BIN [perf/.flashmq/flashmq] (perf/flashmq.sh builds it; run with thread_count 1)
@@ -43,6 +48,10 @@ LAT_PAIRS=${LAT_PAIRS:-10}
 RATE=${RATE:-1000}
 CONNS=${CONNS:-10000}
 CONNECT_RATE=${CONNECT_RATE:-0}
+SHARED_PUBLISHERS=${SHARED_PUBLISHERS:-8}
+SHARED_MEMBERS=${SHARED_MEMBERS:-4}
+SCALE=${SCALE:-0.02}
+THREADS=${THREADS:-}
 MAX_QUEUED=${MAX_QUEUED:-1000}
 MAX_INFLIGHT=${MAX_INFLIGHT:-20}
 SHARDMQ_BIN=${SHARDMQ_BIN:-$ROOT/target/release/shardmq}
@@ -72,6 +81,9 @@ scenario_args() {
         pairs-qos0) echo pairs --pairs "$PAIRS" --qos 0 --inflight "$PAIRS_INFLIGHT" "${common[@]}" ;;
         fan-out-qos0) echo fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos 0 --inflight "$FANOUT_INFLIGHT" "${common[@]}" ;;
         latency) echo pairs --pairs "$LAT_PAIRS" --qos 0 --rate "$RATE" "${common[@]}" ;;
+        shared-qos0) echo shared --publishers "$SHARED_PUBLISHERS" --subscribers "$SHARED_MEMBERS" --qos 0 --inflight "$INFLIGHT" "${common[@]}" ;;
+        shared-qos1) echo shared --publishers "$SHARED_PUBLISHERS" --subscribers "$SHARED_MEMBERS" --qos 1 --inflight "$INFLIGHT" "${common[@]}" ;;
+        sharesub-50K-500) echo sharesub-50K-500 --scale "$SCALE" "${common[@]}" ;;
         conn-idle)
             # One local address gives ~28k ephemeral ports: spread big runs over several.
             local bind=()
@@ -81,7 +93,7 @@ scenario_args() {
     esac
 }
 for s in "${SCENARIOS[@]}"; do
-    scenario_args "$s" >/dev/null || die "unknown scenario '$s' (fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle)"
+    scenario_args "$s" >/dev/null || die "unknown scenario '$s' (fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle shared-qos0 shared-qos1 sharesub-50K-500)"
 done
 
 cd "$ROOT"
@@ -128,6 +140,7 @@ config_text() { # broker
         echo "persistence false"
         # Mosquitto leaves Nagle on unless told; shardmq always sets TCP_NODELAY.
         if [ "$1" = mosquitto ]; then echo "set_tcp_nodelay true"; fi
+        if [ "$1" = shardmq ] && [ -n "$THREADS" ]; then echo "threads $THREADS"; fi
     }
 }
 
@@ -263,7 +276,7 @@ for scenario in "${SCENARIOS[@]}"; do
         for b in $BROKERS; do
             if [ -f "$WORK/$b.cmd" ]; then cat "$WORK/$b.cmd"; else echo "# $b: $(cat "$WORK/$b.skip" 2>/dev/null)"; fi
         done
-        echo "# config (shardmq's; Mosquitto also gets set_tcp_nodelay true):"
+        echo "# config (shardmq's; Mosquitto also gets set_tcp_nodelay true${THREADS:+, and no threads line}):"
         config_text shardmq
         case " $BROKERS " in *" flashmq "*)
             echo "# FlashMQ's config (the same limits in its syntax):"

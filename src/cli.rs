@@ -57,7 +57,7 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Manage a Mosquitto password file, as mosquitto_passwd does:
-    /// `passwd [-H sha512|sha512-pbkdf2] [-c|-D] FILE USER`,
+    /// `passwd [-H sha512|sha512-pbkdf2|scram-sha-256] [-c|-D] FILE USER`,
     /// `passwd [-H ..] [-c] -b FILE USER PASSWORD`, `passwd -U FILE`.
     #[command(disable_help_flag = true)]
     Passwd {

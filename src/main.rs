@@ -99,6 +99,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let pid_file = config.pid_file.clone();
     let user = config.user.clone();
+    let config_file = config.source_files.first().cloned();
     // Before anything is bound: a SIGINT / SIGTERM from now on is a clean shutdown (the
     // signal thread takes them once the broker runs).
     signals::block().context("cannot block signals")?;
@@ -168,6 +169,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
             match reloader.reload_security() {
                 Ok(()) => log_notice!("Password and ACL files reloaded."),
                 Err(e) => log_error!("Error: reload failed, keeping the old rules: {e}"),
+            }
+            // Bridges: from the config file read again; a bad file changes none.
+            if let Some(path) = &config_file {
+                match shardmq::Config::from_file(path) {
+                    Ok(c) => reloader.reload_bridges(&c.bridges),
+                    Err(e) => log_error!("Error: bridges not reloaded, {}: {e}", path.display()),
+                }
             }
             // Per listener: a file that fails to load keeps that listener's old files.
             for (port, outcome) in reloader.reload_tls() {

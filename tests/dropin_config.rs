@@ -36,11 +36,10 @@ fn an_acl_line_with_an_unknown_access_type_stops_the_start() {
 #[test]
 fn options_shardmq_cannot_honour_yet_stop_the_start() {
     for (lines, option) in [
-        ("max_topic_alias 10", "max_topic_alias 10"),
         ("auth_plugin /usr/lib/x.so", "auth_plugin"),
         (
-            "connection up\naddress 10.0.0.1\ntopic # out 0",
-            "connection",
+            "bridge_psk 0a0b\nconnection up\naddress 10.0.0.1\ntopic # out 0",
+            "bridge_psk",
         ),
     ] {
         let err = refused_start(&format!("listener 0 127.0.0.1\n{lines}\n"));

@@ -294,7 +294,7 @@ fn passwd_help_shows_the_real_usage() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
-            "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username"
+            "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2 | -H scram-sha-256] [-c | -D] passwordfile username"
         ),
         "{text}"
     );

@@ -413,9 +413,10 @@ fn cases() -> Vec<Case> {
             Disconnect(&[0x82, 0x90]),
         ),
         case(
-            "publish_topic_alias_over_maximum_v5",
+            "publish_topic_alias_over_maximum_v5_mqtt_3_3_2_9",
             V5,
-            publish_v5(0x30, b"t", &[0x23, 0, 1]),
+            // max_topic_alias is 10 by default.
+            publish_v5(0x30, b"t", &[0x23, 0, 11]),
             Disconnect(&[0x94]),
         ),
         case(

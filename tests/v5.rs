@@ -220,3 +220,81 @@ fn v5_session_expiry_zero_ends_session() {
     let c = V5::start(o);
     assert!(!c.connack().session_present);
 }
+
+/// Topic aliases with rumqttc: the broker announces `max_topic_alias` [MQTT-3.2.2-17],
+/// accepts an alias the client sets with its topic [MQTT-3.3.2-12], and aliases a topic
+/// it sends the subscriber from its second delivery on, within the subscriber's maximum
+/// [MQTT-3.3.2-11]. rumqttc reports PUBLISHes as they came on the wire (then resolves the
+/// alias itself, and would answer an unknown one with DISCONNECT 0x82: it stays up).
+#[test]
+fn v5_topic_aliases_both_ways() {
+    let broker = BrokerProc::start("max_topic_alias 5\n");
+    let mut o = opts("alias-sub", broker.port);
+    o.set_topic_alias_max(Some(2));
+    let sub = V5::start(o);
+    let ack = sub.connack();
+    assert_eq!(ack.properties.and_then(|p| p.topic_alias_max), Some(5));
+    sub.client.subscribe("al/#", QoS::AtLeastOnce).unwrap();
+    sub.wait(TIMEOUT, |p| matches!(p, Packet::SubAck(_)).then_some(()))
+        .expect("SUBACK");
+
+    let publ = V5::start(opts("alias-pub", broker.port));
+    publ.connack();
+    for i in 0..4 {
+        let props = PublishProperties {
+            topic_alias: Some(5),
+            ..Default::default()
+        };
+        publ.client
+            .publish_with_properties("al/hot", QoS::AtLeastOnce, false, format!("m{i}"), props)
+            .unwrap();
+        let ack = publ
+            .wait(TIMEOUT, |p| match p {
+                Packet::PubAck(a) => Some(a.clone()),
+                _ => None,
+            })
+            .expect("PUBACK");
+        assert_eq!(ack.reason, PubAckReason::Success);
+    }
+    let got: Vec<(String, Option<u16>, String)> = (0..4)
+        .map(|_| {
+            let p = sub.next_publish(TIMEOUT).expect("delivered");
+            (
+                String::from_utf8(p.topic.to_vec()).unwrap(),
+                p.properties.and_then(|p| p.topic_alias),
+                String::from_utf8(p.payload.to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    let hot = "al/hot".to_owned();
+    assert_eq!(
+        got,
+        [
+            (hot.clone(), None, "m0".to_owned()),
+            (hot, Some(1), "m1".to_owned()),
+            (String::new(), Some(1), "m2".to_owned()),
+            (String::new(), Some(1), "m3".to_owned()),
+        ]
+    );
+}
+
+/// SIGTERM: a v5 client is told the server is shutting down (DISCONNECT 0x8B) before its
+/// connection closes (3.14.2.1). (Raw bytes: rumqttc drops the event of a DISCONNECT
+/// when its event loop ends on it.)
+#[test]
+fn v5_shutdown_sends_disconnect_0x8b() {
+    let broker = BrokerProc::start("");
+    let mut raw = common::Raw::connect(broker.port);
+    // CONNECT: "MQTT" level 5, clean start, keep alive 30, no properties, id "bye5".
+    let mut body = Vec::new();
+    common::mqtt_str(b"MQTT", &mut body);
+    body.extend_from_slice(&[5, 0x02, 0, 30, 0]);
+    common::mqtt_str(b"bye5", &mut body);
+    raw.send(&common::frame(0x10, &body));
+    let ack = raw.recv().expect("CONNACK");
+    assert_eq!((ack.first, ack.body[1]), (0x20, 0));
+    broker.signal(libc::SIGTERM);
+    let d = raw.recv().expect("DISCONNECT before the close");
+    assert_eq!((d.first, d.body.first().copied()), (0xE0, Some(0x8B)));
+    assert!(raw.recv().is_none(), "closed after the DISCONNECT");
+}

@@ -87,6 +87,7 @@ fn connect_and_subscribe(
     conn: ConnId,
     version: ProtocolVersion,
     filter: &str,
+    topic_alias_maximum: Option<u16>,
     now: Instant,
 ) {
     let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -100,7 +101,10 @@ fn connect_and_subscribe(
         will: None,
         username: None,
         password: None,
-        properties: Properties::default(),
+        properties: Properties {
+            topic_alias_maximum,
+            ..Properties::default()
+        },
     }));
     encode(&connect, version, &mut buf).unwrap();
     if !filter.is_empty() {
@@ -138,6 +142,12 @@ pub struct Fanout {
 
 impl Fanout {
     pub fn new(v5_every: usize) -> Self {
+        Self::with_topic_aliases(v5_every, None)
+    }
+
+    /// As [`Fanout::new`], the MQTT 5 subscribers announcing Topic Alias Maximum
+    /// `aliases` (the broker then sends them the topic once, then its alias).
+    pub fn with_topic_aliases(v5_every: usize, aliases: Option<u16>) -> Self {
         let now = Instant::now();
         let config = Config {
             sys_interval: Duration::ZERO,
@@ -155,10 +165,15 @@ impl Fanout {
             } else {
                 "fan/+/topic"
             };
-            connect_and_subscribe(&mut b, conn, version, filter, now);
+            let aliases = if version == ProtocolVersion::V5 {
+                aliases
+            } else {
+                None
+            };
+            connect_and_subscribe(&mut b, conn, version, filter, aliases, now);
         }
         let publisher = SUBSCRIBERS;
-        connect_and_subscribe(&mut b, publisher, ProtocolVersion::V311, "", now);
+        connect_and_subscribe(&mut b, publisher, ProtocolVersion::V311, "", None, now);
         drain(&mut b);
         let mut frame = BytesMut::new();
         let p = Publish {

@@ -12,9 +12,11 @@
 
 pub mod acl;
 pub mod crl;
+pub mod enhanced;
 pub mod passwd;
 pub mod password;
 pub mod psk;
+pub mod scram;
 pub mod x509;
 
 use std::sync::Arc;
@@ -85,6 +87,21 @@ impl Domain {
 pub struct Security {
     listeners: Vec<Arc<Domain>>,
     fallback: Arc<Domain>,
+    /// The domain of [`BRIDGE_LISTENER`]: anonymous, no ACL.
+    bridge: Arc<Domain>,
+}
+
+/// The listener index of a bridge's local connection (`crate::bridge`): a trusted local
+/// member that no password or ACL check applies to, as Mosquitto 2's bridges. It is a
+/// `u32` so that it survives persistence unchanged.
+pub const BRIDGE_LISTENER: usize = u32::MAX as usize;
+
+fn bridge_domain() -> Arc<Domain> {
+    Arc::new(Domain {
+        allow_anonymous: true,
+        passwords: None,
+        acl: None,
+    })
 }
 
 impl Security {
@@ -110,6 +127,7 @@ impl Security {
         Self {
             listeners: Vec::new(),
             fallback: Arc::new(domain),
+            bridge: bridge_domain(),
         }
     }
 
@@ -117,6 +135,7 @@ impl Security {
         Self {
             listeners: Vec::new(),
             fallback: Arc::new(Domain::default()),
+            bridge: bridge_domain(),
         }
     }
 
@@ -149,11 +168,16 @@ impl Security {
         Ok(Self {
             listeners,
             fallback: global,
+            bridge: bridge_domain(),
         })
     }
 
-    /// The domain of listener `index` (the global one for an unknown index).
+    /// The domain of listener `index` (the global one for an unknown index, the bridges'
+    /// for [`BRIDGE_LISTENER`]).
     pub fn domain(&self, listener: usize) -> &Arc<Domain> {
+        if listener == BRIDGE_LISTENER {
+            return &self.bridge;
+        }
         self.listeners.get(listener).unwrap_or(&self.fallback)
     }
 

@@ -1,6 +1,7 @@
 //! `shardmq passwd`: creates and edits Mosquitto password files the way `mosquitto_passwd`
 //! does (`-c` create, `-b` batch, `-D` delete, `-U` hash a plain-text file, `-H sha512 |
-//! sha512-pbkdf2`). Files are rewritten through a temporary file and a rename, mode 0600.
+//! sha512-pbkdf2 | scram-sha-256`; the last is shardmq's own, for MQTT 5 SCRAM-SHA-256
+//! enhanced authentication). Files are rewritten through a temporary file and a rename, mode 0600.
 //!
 //! It never echoes a password and never prints a hash. Without `-b` the password is read
 //! twice from standard input, as mosquitto_passwd does: with echo off on a terminal, or
@@ -60,8 +61,8 @@ pub enum PasswdError {
 }
 
 pub const USAGE: &str = concat!(
-    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n",
-    "       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n",
+    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2 | -H scram-sha-256] [-c | -D] passwordfile username\n",
+    "       shardmq passwd [-H sha512 | -H sha512-pbkdf2 | -H scram-sha-256] [-c] -b passwordfile username password\n",
     "       shardmq passwd -U passwordfile",
 );
 
@@ -69,13 +70,14 @@ pub const USAGE: &str = concat!(
 pub const HELP: &str = concat!(
     "shardmq passwd manages password files for shardmq and Mosquitto (the format of ",
     "mosquitto_passwd).\n\n",
-    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c | -D] passwordfile username\n",
-    "       shardmq passwd [-H sha512 | -H sha512-pbkdf2] [-c] -b passwordfile username password\n",
+    "Usage: shardmq passwd [-H sha512 | -H sha512-pbkdf2 | -H scram-sha-256] [-c | -D] passwordfile username\n",
+    "       shardmq passwd [-H sha512 | -H sha512-pbkdf2 | -H scram-sha-256] [-c] -b passwordfile username password\n",
     "       shardmq passwd -U passwordfile\n",
     " -b : run in batch mode to allow passing passwords on the command line.\n",
     " -c : create a new password file. This will overwrite existing files.\n",
     " -D : delete the username rather than adding/updating its password.\n",
-    " -H : specify the hashing algorithm. Defaults to sha512-pbkdf2, which is recommended.\n",
+    " -H : specify the hashing algorithm. Defaults to sha512-pbkdf2, which is recommended;\n",
+    "      scram-sha-256 (shardmq only) also allows MQTT 5 SCRAM-SHA-256 authentication.\n",
     " -U : update a plain text password file to use hashed passwords.\n\n",
     "Without -b the password is read from standard input, twice: typed at a terminal (not\n",
     "echoed), or as two lines from a pipe or a file.",
@@ -99,7 +101,8 @@ pub fn parse_args(args: &[String]) -> Result<PasswdCommand, PasswdError> {
                 kind = match it.next().map(String::as_str) {
                     Some("sha512") => HashKind::Sha512,
                     Some("sha512-pbkdf2") => HashKind::Pbkdf2,
-                    _ => return Err(usage("-H takes sha512 or sha512-pbkdf2.")),
+                    Some("scram-sha-256") => HashKind::ScramSha256,
+                    _ => return Err(usage("-H takes sha512, sha512-pbkdf2 or scram-sha-256.")),
                 }
             }
             s if s.starts_with('-') && s.len() > 1 => {

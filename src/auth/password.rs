@@ -1,6 +1,9 @@
 //! Mosquitto password files: `username:HASH` lines where HASH is `$6$SALT$HASH` (salted
 //! SHA-512 of password || salt, Mosquitto 1.x) or `$7$ITERATIONS$SALT$HASH` (PBKDF2-HMAC-
-//! SHA512, Mosquitto 2's default, 101 iterations), salts and hashes in standard base64.
+//! SHA512, Mosquitto 2's default, 101 iterations), salts and hashes in standard base64;
+//! and shardmq's own `$scram-sha-256$ITERATIONS$SALT$STOREDKEY$SERVERKEY` (RFC 5802's
+//! salted keys, for MQTT 5 SCRAM-SHA-256 enhanced authentication, see `scram.rs`; such a
+//! user can also log in with a plain CONNECT password).
 //!
 //! This module parses, verifies (in constant time), hashes and writes such files. It never
 //! logs a password or a hash, and never panics on a malformed line: a bad line is a
@@ -13,6 +16,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
+
+use super::scram::{self, ScramCredentials};
 
 /// Mosquitto's salt length in bytes.
 pub const SALT_LEN: usize = 12;
@@ -52,6 +57,8 @@ pub enum PasswordHash {
         salt: Vec<u8>,
         hash: Vec<u8>,
     },
+    /// `$scram-sha-256$`: SCRAM-SHA-256 stored key and server key.
+    Scram(ScramCredentials),
 }
 
 impl std::fmt::Debug for PasswordHash {
@@ -60,15 +67,17 @@ impl std::fmt::Debug for PasswordHash {
         match self {
             Self::Sha512 { .. } => f.write_str("PasswordHash::Sha512(..)"),
             Self::Pbkdf2 { iterations, .. } => write!(f, "PasswordHash::Pbkdf2({iterations}, ..)"),
+            Self::Scram(c) => write!(f, "PasswordHash::Scram({}, ..)", c.iterations),
         }
     }
 }
 
-/// Which hash `shardmq passwd` writes (`-H sha512 | sha512-pbkdf2`).
+/// Which hash `shardmq passwd` writes (`-H sha512 | sha512-pbkdf2 | scram-sha-256`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashKind {
     Sha512,
     Pbkdf2,
+    ScramSha256,
 }
 
 impl PasswordHash {
@@ -110,7 +119,31 @@ impl PasswordHash {
                     hash,
                 })
             }
-            _ => Err("unknown password hash type (expected $6$ or $7$)"),
+            Some("scram-sha-256") => {
+                let iterations: u32 = parts
+                    .next()
+                    .and_then(|i| i.parse().ok())
+                    .filter(|&i| (1..=MAX_ITERATIONS).contains(&i))
+                    .ok_or("invalid iteration count in $scram-sha-256$ password hash")?;
+                let salt = decode(parts.next())?;
+                let key = |p: Option<&str>| -> Result<[u8; 32], &'static str> {
+                    decode(p)?
+                        .try_into()
+                        .map_err(|_| "invalid $scram-sha-256$ password hash")
+                };
+                let stored_key = key(parts.next())?;
+                let server_key = key(parts.next())?;
+                if parts.next().is_some() {
+                    return Err("invalid $scram-sha-256$ password hash");
+                }
+                Ok(Self::Scram(ScramCredentials {
+                    iterations,
+                    salt,
+                    stored_key,
+                    server_key,
+                }))
+            }
+            _ => Err("unknown password hash type (expected $6$, $7$ or $scram-sha-256$)"),
         }
     }
 
@@ -128,6 +161,11 @@ impl PasswordHash {
                 hash: pbkdf2_sha512(password, &salt, DEFAULT_ITERATIONS),
                 salt,
             },
+            HashKind::ScramSha256 => Self::Scram(ScramCredentials::derive(
+                password,
+                &salt,
+                scram::DEFAULT_ITERATIONS,
+            )),
         })
     }
 
@@ -140,6 +178,7 @@ impl PasswordHash {
                 salt,
                 hash,
             } => (pbkdf2_sha512(password, salt, *iterations), hash),
+            Self::Scram(c) => return c.verify_password(password),
         };
         computed.ct_eq(stored).into()
     }
@@ -158,6 +197,13 @@ impl PasswordHash {
                 "$7${iterations}${}${}",
                 STANDARD.encode(salt),
                 STANDARD.encode(hash)
+            ),
+            Self::Scram(c) => format!(
+                "$scram-sha-256${}${}${}${}",
+                c.iterations,
+                STANDARD.encode(&c.salt),
+                STANDARD.encode(c.stored_key),
+                STANDARD.encode(c.server_key)
             ),
         }
     }
@@ -251,6 +297,14 @@ impl PasswordFile {
 
     pub fn len(&self) -> usize {
         self.users.len()
+    }
+
+    /// The SCRAM-SHA-256 credentials of `username`, if its entry has them.
+    pub fn scram(&self, username: &str) -> Option<ScramCredentials> {
+        match self.users.get(username)? {
+            PasswordHash::Scram(c) => Some(c.clone()),
+            _ => None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -19,6 +19,7 @@ use crate::codec::{
 use crate::session::{self, Action, Session};
 
 use super::cross::{MovedSession, PendingConnect};
+use super::ingest_ack::PendingAck;
 use super::options;
 use super::timers::Timer;
 use super::trace;
@@ -35,12 +36,18 @@ const fn mosquitto_protocol(v: ProtocolVersion) -> u8 {
 
 impl Broker {
     pub(super) fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        if self.ingest.holds(conn) {
+            // Behind a message an ingest handler is busy with, in order.
+            self.ingest.queue(conn, packet);
+            return;
+        }
         let Some(c) = self.conns.get(conn) else {
             return;
         };
         match c.state {
             ConnState::AwaitConnect => match packet {
                 Packet::Connect(connect) => self.on_connect(conn, connect, now),
+                Packet::Auth(auth) if c.version.is_v5() => self.on_auth(conn, &auth, now),
                 other => {
                     // [MQTT-3.1.0-1]: the first packet must be CONNECT.
                     crate::log_notice!(
@@ -55,7 +62,7 @@ impl Broker {
                 // PUBLISH is the hot case: checked in place and routed without passing
                 // through `Session::handle_packet` (one move of a large value fewer).
                 let packet = match packet {
-                    Packet::Publish(publish) => {
+                    Packet::Publish(mut publish) => {
                         if self.refuse_publish_qos(key, conn, publish.qos, now)
                             || self.refuse_unacknowledged(key, conn, publish.qos, now)
                         {
@@ -64,11 +71,15 @@ impl Broker {
                         let Some(slot) = self.sessions.get_mut(key) else {
                             return;
                         };
-                        match slot.session.accept_publish(now, &publish) {
+                        match slot.session.accept_publish(now, &mut publish) {
                             Err(err) => self.protocol_error(conn, &err, now),
                             Ok(false) => self.flush_session(key, now),
                             Ok(true) => self.on_publish(key, conn, publish, now),
                         }
+                        return;
+                    }
+                    Packet::Auth(auth) => {
+                        self.on_auth(conn, &auth, now); // enhanced authentication
                         return;
                     }
                     other => other,
@@ -96,7 +107,10 @@ impl Broker {
                         self.maybe_release(key);
                     }
                     Ok(Some(Action::Route(publish))) => self.on_publish(key, conn, publish, now),
-                    Ok(Some(Action::Subscribe(sub))) => self.on_subscribe(key, sub, now),
+                    Ok(Some(Action::Subscribe(mut sub))) => {
+                        self.bridge_subscription(conn, &mut sub);
+                        self.on_subscribe(key, sub, now);
+                    }
                     Ok(Some(Action::Unsubscribe(unsub))) => self.on_unsubscribe(key, unsub, now),
                     Ok(Some(Action::Disconnect { publish_will })) => {
                         if crate::log::connection_messages() {
@@ -172,12 +186,55 @@ impl Broker {
             }
             self.memory
                 .note_accepted(publish.topic.len() + publish.payload.len());
-            if self.route(publish, Some((conn, key)), now) {
-                ReasonCode::SUCCESS
-            } else {
-                ReasonCode::NO_MATCHING_SUBSCRIBERS
+            // Ingest handlers first: a busy one holds the message, unacknowledged.
+            let retry = super::ingest_hook::Retry::default();
+            if let Some((publish, seq)) = self.ingest_gate(key, conn, publish, retry, now) {
+                self.route_and_ack(key, conn, publish, seq, now);
             }
+            return;
         };
+        let ack = PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        };
+        self.ack_in_order(conn, None, ack, now);
+    }
+
+    /// Routes a client's PUBLISH and acknowledges it (v5: 0x10 when nobody matched), in
+    /// order behind acknowledgements that wait for ingest ack tokens (`seq`: its place).
+    pub(super) fn route_and_ack(
+        &mut self,
+        key: usize,
+        conn: ConnId,
+        publish: Publish,
+        seq: Option<u64>,
+        now: Instant,
+    ) {
+        let (qos, packet_id) = (publish.qos, publish.packet_id);
+        let reason = if self.route(publish, Some((conn, key)), now) {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        };
+        let ack = PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        };
+        self.ack_in_order(conn, seq, ack, now);
+    }
+
+    /// Sends the PUBACK / PUBREC of a routed (or refused) PUBLISH of session `key`.
+    pub(super) fn acknowledge_now(&mut self, ack: PendingAck, now: Instant) {
+        let PendingAck {
+            key,
+            qos,
+            packet_id,
+            reason,
+        } = ack;
         if let Some(slot) = self.sessions.get_mut(key) {
             slot.session.acknowledge_publish(qos, packet_id, reason);
         }
@@ -203,12 +260,30 @@ impl Broker {
             )
     }
 
-    fn on_connect(&mut self, conn: ConnId, mut connect: Box<Connect>, now: Instant) {
+    fn on_connect(&mut self, conn: ConnId, connect: Box<Connect>, now: Instant) {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        let version = connect.protocol;
-        c.version = version;
+        c.version = connect.protocol;
+        if connect.protocol.is_v5() && connect.properties.authentication_method.is_some() {
+            self.begin_auth(conn, connect, now); // auth.rs; back in the next function
+            return;
+        }
+        self.on_connect_authenticated(conn, connect, None, now);
+    }
+
+    /// CONNECT, once enhanced authentication (if the client asked for it) succeeded:
+    /// `auth` is its outcome, and `connect.username` the user it established.
+    pub(super) fn on_connect_authenticated(
+        &mut self,
+        conn: ConnId,
+        mut connect: Box<Connect>,
+        auth: Option<session::EnhancedAuth>,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
         let (listener, conn_uid) = (c.listener, c.uid);
         // --- security hook: TLS identity as username, then password / ACL checks.
         let identity = c.identity.clone();
@@ -222,12 +297,13 @@ impl Broker {
         let domain = security.domain(listener);
         let auto = self.uid();
         if options::will_qos_refused(&self.config, listener, &connect) {
-            return self.refuse_connect(conn, &connect, ReasonCode::QOS_NOT_SUPPORTED);
+            return self.refuse_connack(conn, &connect, ReasonCode::QOS_NOT_SUPPORTED);
         }
         if !super::mount::mount_will(&self.config, listener, &mut connect) {
-            return self.refuse_connect(conn, &connect, ReasonCode::TOPIC_NAME_INVALID);
+            return self.refuse_connack(conn, &connect, ReasonCode::TOPIC_NAME_INVALID);
         }
-        let verdict = session::accept(&connect, &self.config, domain, use_identity, || auto)
+        let verified = use_identity || auth.is_some();
+        let verdict = session::accept(&connect, &self.config, domain, verified, || auto)
             .and_then(|a| {
                 let username = connect.username.as_ref();
                 options::username_as_client_id(&self.config, listener, username, a)
@@ -245,8 +321,8 @@ impl Broker {
                 }
             });
         let accepted = match verdict {
-            Ok(a) => a,
-            Err(reason) => return self.refuse_connect(conn, &connect, reason),
+            Ok(a) => session::Accepted { auth, ..a },
+            Err(reason) => return self.refuse_connack(conn, &connect, reason),
         };
         if self.cross.is_multi() {
             // The client id's home shard knows where its session lives [MQTT-3.1.4-3].
@@ -268,7 +344,7 @@ impl Broker {
 
     /// Refuses a CONNECT with `reason` (v5's code; 3.1.1 gets its CONNACK return code,
     /// or no CONNACK at all for a will QoS above `max_qos`, as Mosquitto), then closes.
-    fn refuse_connect(&mut self, conn: ConnId, connect: &Connect, reason: ReasonCode) {
+    fn refuse_connack(&mut self, conn: ConnId, connect: &Connect, reason: ReasonCode) {
         let Some(peer) = self.conns.get(conn).map(|c| c.peer) else {
             return;
         };
@@ -332,7 +408,7 @@ impl Broker {
         }
         if let Some(moved) = moved {
             if !connect.clean_start {
-                self.install(moved, conn_uid);
+                self.install(moved, conn_uid, now);
             }
         }
         let mut session_present = false;
@@ -345,12 +421,12 @@ impl Broker {
             }
             other => {
                 if let Some(key) = other {
-                    self.end_session(key); // [MQTT-3.1.2-6]
+                    self.end_session(key, now); // [MQTT-3.1.2-6]
                 }
                 let uid = self.uid();
                 let session = Session::new(client_id.clone(), uid, self.limits);
                 if let Some(stub) = self.sessions.key_of(&client_id) {
-                    self.end_session(stub);
+                    self.end_session(stub, now);
                 }
                 self.sessions.add(Slot::new(session))
             }
@@ -380,9 +456,10 @@ impl Broker {
         } else {
             Properties::default()
         };
-        // [MQTT-3.2.2-1] [MQTT-3.2.2-2]: session present only when resumed.
+        // [MQTT-3.2.2-1] [MQTT-3.2.2-2]: session present only when resumed. MQTT 3.1
+        // (MQIsdp) has no such flag: its first CONNACK byte is reserved, always 0.
         slot.session.send(Packet::ConnAck(ConnAck {
-            session_present,
+            session_present: session_present && version != ProtocolVersion::V31,
             reason: ReasonCode::SUCCESS,
             properties,
         }));

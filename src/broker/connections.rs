@@ -48,6 +48,8 @@ pub(super) struct Conn {
     pub(super) version: ProtocolVersion,
     /// Verified TLS client-certificate identity (for `use_identity_as_username`).
     pub(super) identity: Option<String>,
+    /// CONNECT had Mosquitto's bridge bit (`bridge_member.rs`).
+    pub(super) bridge: bool,
     out: OutQueue,
     /// In `transmit_ready` already.
     transmit_flag: bool,
@@ -100,6 +102,13 @@ impl Connections {
         }
     }
 
+    /// The connections of the table.
+    pub(super) fn ids(&self) -> Vec<ConnId> {
+        (0..self.table.len())
+            .filter(|&i| self.table[i].is_some())
+            .collect()
+    }
+
     /// Memory held by every connection's output queue (see [`OutQueue::held`]).
     pub(super) fn held_bytes(&self) -> u64 {
         self.table
@@ -131,6 +140,7 @@ impl Connections {
             state: ConnState::AwaitConnect,
             version: ProtocolVersion::V311,
             identity: None,
+            bridge: false,
             out: OutQueue::default(),
             transmit_flag: false,
         });

@@ -41,6 +41,7 @@ pub enum PublishError {
     /// try again later, or wait with [`crate::BrokerHandle::publish_timeout`].
     #[error("the broker's publish channel is full")]
     Full(Box<Publish>),
+    /// The broker has stopped (or stopped before it routed the message).
     #[error("the broker has stopped")]
     Stopped(Box<Publish>),
 }
@@ -129,6 +130,9 @@ impl PublishSlots {
 pub struct Injected {
     pub(crate) publish: Publish,
     pub(crate) slot: Option<PublishSlot>,
+    /// Told whether any subscription matched once the shard routed it
+    /// (`BrokerHandle::publish_routed`).
+    pub(crate) routed: Option<Sender<bool>>,
 }
 
 impl Injected {
@@ -136,6 +140,15 @@ impl Injected {
         Self {
             publish,
             slot: Some(slot),
+            routed: None,
+        }
+    }
+
+    /// [`Injected::new`], reporting on `routed` once routed.
+    pub(crate) fn reporting(publish: Publish, slot: PublishSlot, routed: Sender<bool>) -> Self {
+        Self {
+            routed: Some(routed),
+            ..Self::new(publish, slot)
         }
     }
 
@@ -150,6 +163,7 @@ impl From<Publish> for Injected {
         Self {
             publish,
             slot: None,
+            routed: None,
         }
     }
 }
@@ -157,7 +171,9 @@ impl From<Publish> for Injected {
 /// A message delivered to an in-process [`Subscription`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The topic it was published on.
     pub topic: ByteStr,
+    /// The payload (a copy: it keeps no read buffer alive).
     pub payload: Bytes,
     /// The lower of the publisher's QoS and the subscription's.
     pub qos: QoS,
@@ -195,10 +211,13 @@ impl Message {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubscribeError {
+    /// The filter is not a valid MQTT topic filter.
     #[error("invalid topic filter: {0}")]
     InvalidFilter(#[from] TopicError),
+    /// Shared subscriptions (`$share/...`) cannot be made in-process.
     #[error("shared subscriptions ($share/...) cannot be made in-process")]
     Shared,
+    /// The broker has stopped.
     #[error("the broker has stopped")]
     Stopped,
 }
@@ -258,6 +277,7 @@ impl Subscription {
         }
     }
 
+    /// The subscription's topic filter.
     pub fn filter(&self) -> &TopicFilter {
         &self.filter
     }
@@ -268,10 +288,12 @@ impl Subscription {
         self.rx.recv()
     }
 
+    /// [`Subscription::recv`], giving up after `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
         self.rx.recv_timeout(timeout)
     }
 
+    /// A message if one is queued, without waiting.
     pub fn try_recv(&self) -> Result<Message, crossbeam_channel::TryRecvError> {
         self.rx.try_recv()
     }

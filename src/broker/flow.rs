@@ -44,6 +44,9 @@
 //!    of its own output (by `wants_read` or a keep alive deadline), so a client rule 5
 //!    spares is still cut if it stops reading. Its persistent session keeps its
 //!    messages, and rule 1 lets its publishers go.
+//! 7. **Ingest handlers.** A handler of the embedding API that answers "busy" to a
+//!    message a connection published holds that connection: it is not read (nor timed
+//!    out for keep alive, rule 5) until the handler accepts the message (`ingest.rs`).
 //!
 //! The overshoot of a pause is bounded. A local publisher is held before its next
 //! read: the runtime asks `wants_read` again after each read call (at most
@@ -187,6 +190,9 @@ enum Hold {
     Session(usize, u64),
     /// A session (uid) of another shard, until it sends `Control::Resume`.
     Remote(ShardId, u64),
+    /// An ingest handler said "busy" to one of its messages (`ingest.rs`), until it
+    /// accepts it.
+    Ingest,
 }
 
 /// The progress mark of an armed stall timer.
@@ -329,7 +335,7 @@ impl FlowControl {
         self.output_over(output)
             || c.peers & self.peer_backlog != 0
             || c.holds.iter().any(|h| match *h {
-                Hold::Remote(..) => true,
+                Hold::Remote(..) | Hold::Ingest => true,
                 Hold::Session(key, uid) => load(key, uid).is_some_and(|l| self.is_congested(l)),
             })
     }
@@ -505,6 +511,27 @@ impl FlowControl {
         };
         let before = c.holds.len();
         c.holds.retain(|h| *h != Hold::Remote(from, session));
+        c.holds.len() < before && c.holds.is_empty()
+    }
+
+    /// An ingest handler is busy with a message of connection `conn` (uid): it is not
+    /// read until the handler accepts it (rule 7).
+    pub(super) fn pause_ingest(&mut self, conn: ConnId, uid: u64) {
+        if let Some(c) = self.conn_mut(conn, uid) {
+            if !c.holds.contains(&Hold::Ingest) {
+                c.holds.push(Hold::Ingest);
+            }
+        }
+    }
+
+    /// The ingest handlers took every message held for `conn`. Returns true when
+    /// nothing holds it back any more (wake it).
+    pub(super) fn release_ingest(&mut self, conn: ConnId, uid: u64) -> bool {
+        let Some(c) = self.conn_mut(conn, uid) else {
+            return false;
+        };
+        let before = c.holds.len();
+        c.holds.retain(|h| *h != Hold::Ingest);
         c.holds.len() < before && c.holds.is_empty()
     }
 

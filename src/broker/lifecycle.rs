@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use crate::codec::{
-    Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
+    ByteStr, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
 };
 use crate::session::ProtocolError;
 
@@ -21,20 +21,52 @@ use super::{Broker, ConnId};
 impl Broker {
     /// Sends a v5 DISCONNECT with `reason` to an active v5 connection (nothing for 3.1.1).
     pub(super) fn disconnect_with(&mut self, conn: ConnId, reason: ReasonCode) {
+        self.disconnect_explained(conn, reason, None);
+    }
+
+    /// [`Broker::disconnect_with`] with a Reason String saying why, left out when it
+    /// would make the packet larger than the client's Maximum Packet Size [MQTT-3.1.2-25]
+    /// (a DISCONNECT may carry one whatever Request Problem Information said
+    /// [MQTT-3.1.2-29]).
+    fn disconnect_explained(&mut self, conn: ConnId, reason: ReasonCode, why: Option<String>) {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
-        if c.version.is_v5() && matches!(c.state, ConnState::Active(_)) {
-            let d = Disconnect {
-                reason,
-                properties: Properties::default(),
-            };
-            self.send_packet(conn, &Packet::Disconnect(d), ProtocolVersion::V5);
+        let ConnState::Active(key) = c.state else {
+            return;
+        };
+        if !c.version.is_v5() {
+            return;
+        }
+        let max = self
+            .sessions
+            .get(key)
+            .map_or(u32::MAX, |s| s.session.client_max_packet_size());
+        let mut d = Disconnect {
+            reason,
+            properties: Properties::default(),
+        };
+        if let Some(why) = why {
+            // Fixed header (1 + up to 3), reason (1), property length (up to 2), string
+            // (3 + len): an upper bound of the packet's size.
+            if 10 + why.len() <= max as usize {
+                d.properties.reason_string = Some(ByteStr::from(why));
+            }
+        }
+        self.send_packet(conn, &Packet::Disconnect(d), ProtocolVersion::V5);
+    }
+
+    /// The broker stops: every connected v5 client gets DISCONNECT 0x8B (Server shutting
+    /// down) in its output, which the runtime flushes before it closes the sockets.
+    pub fn on_shutdown(&mut self) {
+        for conn in self.conns.ids() {
+            self.disconnect_with(conn, ReasonCode::SERVER_SHUTTING_DOWN);
         }
     }
 
     /// Marks a connection for `poll_close` (idempotent).
     pub(super) fn close_conn(&mut self, conn: ConnId) {
+        self.ingest_conn_end(conn);
         if self.conns.close(conn) {
             self.flow.on_conn_closed(conn);
         }
@@ -79,14 +111,15 @@ impl Broker {
             self.timers.push(at, Timer::SessionExpiry { key, uid });
         }
         if off.end {
-            self.end_session(key);
+            self.end_session(key, now);
         }
         self.persist_session_offline(key, now);
     }
 
-    /// Removes a session: its subscriptions leave the index, its client id is freed (and
-    /// its home shard told), and the publishers paused on it read again.
-    pub(super) fn end_session(&mut self, key: usize) {
+    /// Removes a session: its subscriptions leave the index (a shared subscription's
+    /// unacknowledged messages go to another member of its group), its client id is freed
+    /// (and its home shard told), and the publishers paused on it read again.
+    pub(super) fn end_session(&mut self, key: usize, now: Instant) {
         let Some((mut slot, owned_id)) = self.sessions.remove(key) else {
             return;
         };
@@ -97,9 +130,7 @@ impl Broker {
             self.persist_session_gone(slot.session.client_id());
         }
         for filter in slot.session.take_subscriptions() {
-            if self.routing.unsubscribe(filter.as_str(), key) {
-                self.cross.filter_removed(&filter);
-            }
+            self.unindex_subscription(key, &filter, Some(&mut slot.session), now);
         }
         if owned_id && self.cross.is_multi() && !stub {
             self.cross
@@ -140,7 +171,7 @@ impl Broker {
         }
         .unwrap_or_else(|| format!("<unknown> from {}", c.peer));
         crate::log_notice!("Client {name} disconnected due to protocol error: {err}.");
-        self.disconnect_with(conn, err.reason_code());
+        self.disconnect_explained(conn, err.reason_code(), Some(err.to_string()));
         self.end_connection(conn, now, true);
         self.close_conn(conn);
     }

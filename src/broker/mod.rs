@@ -14,8 +14,9 @@
 //! - `flow.rs`: read gating and cut-offs, as one policy.
 //!
 //! The coordinator's own files hold the paths through those parts: `connect.rs` (CONNECT
-//! and packet dispatch), `lifecycle.rs` (ends of connections and sessions, wills),
+//! and packet dispatch), `auth.rs` (MQTT 5 enhanced authentication exchanges), `lifecycle.rs` (ends of connections and sessions, wills),
 //! `publish.rs` (a PUBLISH from decode to output queues and other shards), `subscribe.rs`,
+//! `shared.rs` (shared subscription groups: membership, member choice, hand-over),
 //! `shard_msg.rs` (what other shards send), `timers.rs` (deadlines and `$SYS`),
 //! `persist_hook.rs` (records for persistence). It keeps only what every path shares:
 //! the config, statistics, timers, security rules and the persistence hook.
@@ -52,12 +53,18 @@
 //! may be empty): the runtime re-checks `wants_read` for every connection `poll_transmit`
 //! yields and resumes reading a paused one. The whole policy is `flow.rs`'s.
 
+mod auth;
+mod bridge_member; // clients that connect with Mosquitto's bridge bit
 mod connect;
 mod connections;
 mod console; // what the HTTP console reads and does (src/console)
 mod cross;
 pub mod embed; // in-process subscriptions of the embedding API
 mod flow;
+pub mod ingest; // ingest handlers of the embedding API
+pub mod ingest_ack; // their deferred acknowledgements
+pub mod ingest_channel; // the channel form of a handler
+mod ingest_hook;
 mod lifecycle;
 mod memory_limit; // memory_limit: each shard's share and its gauge
 mod mount; // mount_point per listener
@@ -68,6 +75,7 @@ mod publish;
 mod routing;
 mod sessions;
 mod shard_msg;
+mod shared;
 mod subscribe;
 mod timers;
 mod trace; // the packet trace of log_type debug, as Mosquitto prints it
@@ -125,9 +133,16 @@ pub struct Broker {
     flow: FlowControl,
     /// `memory_limit`: this shard's share and its gauge.
     memory: memory_limit::MemoryLimit,
+    /// The embedding host's ingest handlers and the messages they hold.
+    ingest: ingest::Ingest,
+    /// Where the ingest handlers' ack tokens report (the runtime's; `None` in sans-IO
+    /// tests without one: tokens then acknowledge nothing).
+    ingest_sink: Option<ingest_ack::AckSink>,
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// MQTT 5 enhanced authentication exchanges in progress (`auth.rs`).
+    auth: auth::AuthFlows,
 }
 
 impl Broker {
@@ -160,11 +175,14 @@ impl Broker {
             persist: persist_hook::PersistHook::default(),
             conns: Connections::new(shard, shards),
             sessions: Sessions::default(),
-            routing: Routing::new(),
+            routing: Routing::new(shard, shards, config.shared_subscription_strategy),
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
             memory: memory_limit::MemoryLimit::new(&config, shards),
+            ingest: ingest::Ingest::default(),
+            ingest_sink: None,
             embed_refused: None,
+            auth: auth::AuthFlows::default(),
             config,
         }
     }
@@ -207,6 +225,7 @@ impl Broker {
     pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, listener: usize, now: Instant) {
         let uid = self.conns.accept(conn, peer, listener);
         self.flow.on_accept(conn, uid);
+        self.ingest_conn_end(conn); // nothing of an earlier connection in this slot
         self.stats.connections_accepted += 1;
         // From accept, not from the last byte: a client trickling a CONNECT is cut too.
         self.timers.push(
@@ -241,6 +260,11 @@ impl Broker {
             }
             let version = c.version;
             let awaiting_connect = c.state == ConnState::AwaitConnect;
+            if awaiting_connect && bridge_member::take_bridge_bit(buf) {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.bridge = true;
+                }
+            }
             let before = buf.len();
             let max = self.max_packet_in(conn);
             match codec::decode(buf, version, max) {
@@ -380,9 +404,16 @@ impl Broker {
         if self.embed_refused.is_none() {
             self.embed_refused = injected.refused().cloned();
         }
-        let embed::Injected { publish, slot } = injected;
-        self.route(publish, None, now);
+        let embed::Injected {
+            publish,
+            slot,
+            routed,
+        } = injected;
+        let matched = self.route(publish, None, now);
         drop(slot);
+        if let Some(routed) = routed {
+            let _ = routed.try_send(matched); // never waits: room for one
+        }
     }
 
     /// Installs an in-process subscription on this shard; with `with_retained`, first

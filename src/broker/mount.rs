@@ -18,7 +18,7 @@ use crate::codec::{
     self, ByteStr, Connect, EncodeError, PacketId, ProtocolVersion, Publish, ReasonCode,
 };
 use crate::config::Config;
-use crate::session::Outgoing;
+use crate::session::{AliasUse, Outgoing};
 
 use super::out_queue::Body;
 use super::{Broker, ConnId};
@@ -56,21 +56,32 @@ pub(super) fn unmounted<'a>(mount: &str, topic: &'a str) -> Option<&'a str> {
 
 /// One delivery to a client under a mount point: its own header with the topic `topic`
 /// (already unmounted), the payload shared. As `Encoder::delivery` does it otherwise
-/// (v5 subscription identifiers and the remaining message expiry included).
+/// (v5 subscription identifiers, the remaining message expiry and the topic alias the
+/// session chose included).
 pub(super) fn frame(
     out: &Outgoing,
     topic: &str,
     version: ProtocolVersion,
-    packet_id: Option<PacketId>,
-    dup: bool,
+    (packet_id, dup): (Option<PacketId>, bool),
+    alias: AliasUse,
     now: Instant,
 ) -> Result<(Bytes, Body), EncodeError> {
     let p = &out.msg.publish;
     let mut properties = p.properties.clone();
+    let mut topic = ByteStr::from(topic);
     if version.is_v5() {
         properties.subscription_identifiers.clone_from(&out.sub_ids);
         if let Some(left) = out.msg.expiry_left(now) {
             properties.message_expiry_interval = Some(left.max(1));
+        }
+        match alias {
+            AliasUse::Topic => {}
+            AliasUse::Bind(n) => properties.topic_alias = Some(n),
+            // [MQTT-3.3.2-11]: within the client's maximum (the session's table).
+            AliasUse::Known(n) => {
+                properties.topic_alias = Some(n);
+                topic = ByteStr::default();
+            }
         }
     } else {
         properties = Default::default();
@@ -79,7 +90,7 @@ pub(super) fn frame(
         dup,
         qos: out.qos,
         retain: out.retain,
-        topic: ByteStr::from(topic),
+        topic,
         packet_id,
         properties,
         payload: p.payload.clone(),

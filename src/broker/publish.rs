@@ -16,10 +16,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::codec::{Packet, ProtocolVersion, Publish, QoS};
+use crate::codec::{Packet, PacketId, ProtocolVersion, Publish, QoS};
 use crate::mailbox::ShardId;
 use crate::retained::RetainedMessage;
-use crate::session::{Delivery, Message, Outgoing, PublishedBy, Transmit};
+use crate::session::{AliasUse, Delivery, Message, Outgoing, PublishedBy, Transmit};
 
 use super::connections::{Conn, Connections};
 use super::cross::{Control, Offer};
@@ -67,9 +67,9 @@ pub(super) struct Sent {
 
 /// What one fan-out did, for back-pressure and the v5 "no matching subscribers" code.
 #[derive(Debug, Default)]
-struct Fanout {
+pub(super) struct Fanout {
     matched: bool,
-    sent: Sent,
+    pub(super) sent: Sent,
     /// QoS 0 subscribers offered the message, and those (key, uid) whose output was full.
     qos0: usize,
     qos0_full: SmallVec<[(usize, u64); 4]>,
@@ -102,14 +102,17 @@ impl Broker {
                 qos: publish.qos,
                 properties: publish.properties.clone(),
                 source,
+                expires_at: RetainedMessage::expiry_from(&publish.properties, now),
             };
             self.persist_retain(&publish, retained.source.as_deref());
             self.cross.replicate_retained(&retained);
             self.routing.set_retained(retained);
             self.stats.retained = self.routing.retained_len() as u64;
         }
-        let dests = self.routing.match_topic(publish.topic.as_str(), true);
-        let local = self.routing.has_targets();
+        let mut dests = self.routing.match_topic(publish.topic.as_str(), true);
+        // Shared subscription groups: this shard picks the member of each (shared.rs).
+        dests |= self.route_groups(publish.topic.as_str(), origin);
+        let local = self.routing.has_targets() || self.routing.groups().has_picks();
         // In-process subscribers (embedding API): only the shard a message is published
         // on delivers it to them.
         let (internal, dropped) = self.routing.deliver_internal(&publish);
@@ -132,7 +135,9 @@ impl Broker {
         // receivers are using it.
         let sent = Sent { dests, source };
         let matched = local && self.fanout_targets(&msg, sent, now);
-        self.cross.send_publish(msg, dests, seq);
+        let groups = self.routing.groups_mut();
+        self.cross
+            .send_publish(msg, dests, seq, |j| groups.take_out(j));
         matched || internal || dests != 0
     }
 
@@ -146,10 +151,27 @@ impl Broker {
     }
 
     /// Delivers `msg`, which came from another shard (or from the persisted state), to
-    /// this shard's matching subscribers.
-    pub(super) fn fanout_local(&mut self, msg: &Arc<Message>, sent: Sent, now: Instant) -> bool {
-        self.routing.match_topic(msg.publish.topic.as_str(), false);
-        self.routing.has_targets() && self.fanout_targets(msg, sent, now)
+    /// this shard's matching subscribers and to a member of each shared subscription
+    /// group in `groups` (those the sender picked this shard for).
+    pub(super) fn fanout_local(
+        &mut self,
+        msg: &Arc<Message>,
+        sent: Sent,
+        groups: &[super::cross::ShareTarget],
+        groups_only: bool,
+        now: Instant,
+    ) -> bool {
+        if groups_only {
+            self.routing.clear_targets();
+        } else {
+            self.routing.match_topic(msg.publish.topic.as_str(), false);
+        }
+        self.routing.groups_mut().received(groups);
+        if !groups.is_empty() {
+            self.pass_on_groups(msg);
+        }
+        (self.routing.has_targets() || self.routing.groups().has_picks())
+            && self.fanout_targets(msg, sent, now)
     }
 
     /// Delivers `msg` to the local subscriptions routing matched last. Its publisher (on
@@ -173,6 +195,9 @@ impl Broker {
             }
         }
         self.routing.put_targets(targets);
+        if self.routing.groups().has_picks() {
+            self.fanout_groups(msg, &mut frames, &mut fanout, now);
+        }
         // Never read only to drop: every QoS 0 subscriber was full and no other shard
         // got the message, pause its local publisher.
         let local = msg
@@ -190,7 +215,7 @@ impl Broker {
 
     /// One subscriber's delivery: QoS 0 straight into its output (the shared frame),
     /// anything else through its session.
-    fn deliver(
+    pub(super) fn deliver(
         &mut self,
         target: Target,
         msg: &Arc<Message>,
@@ -268,6 +293,17 @@ impl Broker {
                     self.stats.dropped(DropReason::QueueFull, 1);
                     fanout.qos0_full.push((key, uid));
                     self.arm_stall(conn, now);
+                    return;
+                }
+                if slot.session.takes_topic_aliases() {
+                    // This client takes topic aliases: a frame of its own.
+                    let out = Outgoing {
+                        msg: Arc::clone(msg),
+                        qos,
+                        retain,
+                        sub_ids,
+                    };
+                    self.write_publish(key, conn, &out, (None, false), now);
                     return;
                 }
                 let class = frame_class(v5, retain);
@@ -395,59 +431,7 @@ impl Broker {
                 out,
                 packet_id,
                 dup,
-            } => {
-                // `None`: not under the client's mount point, so not for it (`mount.rs`).
-                let encoded = match super::mount::mount_point(&self.config, slot.listener) {
-                    None => Some(
-                        self.routing
-                            .encoder()
-                            .delivery(&out, version, packet_id, dup, now),
-                    ),
-                    Some(mount) => {
-                        super::mount::unmounted(mount, &out.msg.publish.topic).map(|topic| {
-                            super::mount::frame(&out, topic, version, packet_id, dup, now)
-                        })
-                    }
-                };
-                let frame = match encoded {
-                    Some(Ok(f)) if f.0.len() + f.1.len() <= max_out => f,
-                    result => {
-                        if let Some(Err(e)) = &result {
-                            crate::log_warning!(
-                                "Unable to encode PUBLISH for {}: {e}",
-                                slot.session.client_id()
-                            );
-                        }
-                        // Too large for the client: behave as if sent [MQTT-3.1.2-25];
-                        // the same, uncounted, when it is not under the client's mount
-                        // point (not for it, as in Mosquitto).
-                        if result.is_some() {
-                            self.stats.dropped(DropReason::TooLarge, 1);
-                        }
-                        if let Some(id) = packet_id {
-                            slot.session.discard_inflight(id);
-                        }
-                        return;
-                    }
-                };
-                if trace::on() {
-                    let topic = super::mount::mount_point(&self.config, slot.listener)
-                        .and_then(|m| super::mount::unmounted(m, &out.msg.publish.topic))
-                        .unwrap_or(&out.msg.publish.topic);
-                    let line = trace::PublishLine {
-                        dup,
-                        qos: out.qos,
-                        retain: out.retain,
-                        packet_id,
-                        topic,
-                        payload_len: out.msg.publish.payload.len(),
-                    };
-                    line.sending(slot.session.client_id());
-                }
-                self.push_frame(conn, frame.0, Some(frame.1));
-                self.stats
-                    .publish_out(out.qos as u8, out.msg.publish.payload.len());
-            }
+            } => self.write_publish(key, conn, &out, (packet_id, dup), now),
             other => {
                 let Some(packet) = other.into_packet() else {
                     return;
@@ -472,6 +456,84 @@ impl Broker {
                 self.push_frame(conn, frame, None);
             }
         }
+    }
+
+    /// Encodes one PUBLISH to session `key` (with the topic alias its session chooses)
+    /// into connection `conn`'s output. One too large for the client is dropped and
+    /// counted, and completes as if sent [MQTT-3.1.2-25].
+    fn write_publish(
+        &mut self,
+        key: usize,
+        conn: ConnId,
+        out: &Outgoing,
+        (packet_id, dup): (Option<PacketId>, bool),
+        now: Instant,
+    ) {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let version = slot.session.version();
+        let max_out = slot.session.client_max_packet_size() as usize;
+        let topic = &out.msg.publish.topic;
+        // Under a mount point the client sees the topic without it, and nothing outside
+        // it: such a message completes as if sent, uncounted (as Mosquitto drops it).
+        let mount = super::mount::mount_point(&self.config, slot.listener);
+        let shown = match mount {
+            None => topic.as_str(),
+            Some(m) => match super::mount::unmounted(m, topic) {
+                Some(rest) => rest,
+                None => {
+                    if let Some(id) = packet_id {
+                        slot.session.discard_inflight(id);
+                    }
+                    return;
+                }
+            },
+        };
+        // Keyed by the full topic: one mount point per connection, so it maps one to one
+        // to the topic the client sees.
+        let alias = slot.session.choose_topic_alias(topic);
+        let encoded = if mount.is_some() {
+            super::mount::frame(out, shown, version, (packet_id, dup), alias, now)
+        } else {
+            self.routing
+                .encoder()
+                .delivery(out, version, (packet_id, dup), alias, now)
+        };
+        let frame = match encoded {
+            Ok(f) if f.0.len() + f.1.len() <= max_out => f,
+            result => {
+                if let Err(e) = result {
+                    crate::log_warning!(
+                        "Unable to encode PUBLISH for {}: {e}",
+                        slot.session.client_id()
+                    );
+                }
+                self.stats.dropped(DropReason::TooLarge, 1);
+                if let Some(id) = packet_id {
+                    slot.session.discard_inflight(id);
+                }
+                return;
+            }
+        };
+        if trace::on() {
+            let line = trace::PublishLine {
+                dup,
+                qos: out.qos,
+                retain: out.retain,
+                packet_id,
+                topic: shown,
+                payload_len: out.msg.publish.payload.len(),
+            };
+            line.sending(slot.session.client_id());
+        }
+        if let AliasUse::Bind(n) = alias {
+            // In the output, ahead of anything that relies on it.
+            slot.session.topic_alias_bound(topic, n);
+        }
+        self.push_frame(conn, frame.0, Some(frame.1));
+        self.stats
+            .publish_out(out.qos as u8, out.msg.publish.payload.len());
     }
 
     /// Queues `packet` for `conn` directly (used when no session is attached).

@@ -15,10 +15,9 @@ use std::time::Instant;
 use crate::codec::{ByteStr, ReasonCode};
 use crate::mailbox::ShardId;
 use crate::session::Subscription;
-use crate::topic::TopicFilter;
 
 use super::connections::ConnState;
-use super::cross::{Control, Handoff, MovedSession, ShardMsg};
+use super::cross::{Control, Handoff, MovedSession, ShardMsg, ShareTarget, SharedPublish};
 use super::publish::Sent;
 use super::sessions::Slot;
 use super::{Broker, ConnId};
@@ -35,21 +34,58 @@ impl Broker {
     pub fn on_shard_message(&mut self, from: ShardId, msg: ShardMsg, now: Instant) {
         match msg {
             ShardMsg::Publish { msg, dests, seq } => {
-                self.cross.on_publish_taken(from, seq);
-                let sent = Sent {
+                self.on_remote_publish(from, msg, (dests, seq), &[], false, now);
+            }
+            ShardMsg::Shared(p) => {
+                let SharedPublish {
+                    msg,
                     dests,
-                    source: (from, seq),
-                };
-                self.fanout_local(&msg, sent, now);
-                self.persist.received_remote(from, &msg);
-                self.cross.release(from, msg);
+                    seq,
+                    groups,
+                    groups_only,
+                } = *p;
+                self.on_remote_publish(from, msg, (dests, seq), &groups, groups_only, now);
             }
             ShardMsg::Control(c) => self.on_control(from, *c, now),
         }
     }
 
+    /// A publish from shard `from` (sent to `dests` with sequence number `seq`): its
+    /// local subscribers (unless `groups_only`), and a member of each group in `groups`.
+    fn on_remote_publish(
+        &mut self,
+        from: ShardId,
+        msg: std::sync::Arc<crate::session::Message>,
+        (dests, seq): (u64, u64),
+        groups: &[ShareTarget],
+        groups_only: bool,
+        now: Instant,
+    ) {
+        self.cross.on_publish_taken(from, seq);
+        let sent = Sent {
+            dests,
+            source: (from, seq),
+        };
+        self.fanout_local(&msg, sent, groups, groups_only, now);
+        self.persist.received_remote(from, &msg);
+        self.cross.release(from, msg);
+    }
+
     fn on_control(&mut self, from: ShardId, control: Control, now: Instant) {
         match control {
+            Control::ShareInterest {
+                share,
+                members,
+                group,
+                seq,
+            } => {
+                if self.cross.accepts_interest_from(from) {
+                    self.routing
+                        .groups_mut()
+                        .set_remote(from, &share, members, group);
+                    self.cross.interest_applied(from, seq);
+                }
+            }
             Control::Interest { filter, add, seq } => {
                 if self.cross.accepts_interest_from(from) {
                     self.routing.set_remote_interest(from, filter, add);
@@ -108,7 +144,7 @@ impl Broker {
                 uid,
                 upto,
                 claim,
-            } => self.on_installed(&client_id, uid, upto, claim),
+            } => self.on_installed(&client_id, uid, upto, claim, now),
             Control::Drain {
                 client_id,
                 uid,
@@ -127,7 +163,7 @@ impl Broker {
                     .and_then(|s| s.forward.as_deref_mut())
                     .and_then(|h| h.drain_ack(Some(from)));
                 if let Some((to, claim)) = done {
-                    self.finish_stub(key, to, claim);
+                    self.finish_stub(key, to, claim, now);
                 }
             }
             Control::HandoffDone {
@@ -191,7 +227,7 @@ impl Broker {
             // end_connection may have ended a non-persistent session.
             if let Some(key) = self.sessions.live_key_of(&client_id) {
                 if clean_start {
-                    self.end_session(key); // [MQTT-3.1.2-6]
+                    self.end_session(key, now); // [MQTT-3.1.2-6]
                 } else {
                     session = self.move_out(key, to);
                 }
@@ -309,7 +345,7 @@ impl Broker {
         now: Instant,
     ) {
         if let Some(session) = session {
-            let key = self.install(session, claim);
+            let key = self.install(session, claim, now);
             self.session_offline(key, None, now);
         } else if let Some(old) = self.sessions.live_conn_of(client_id) {
             crate::log_notice!("Client {client_id} already connected, closing old connection.");
@@ -322,7 +358,7 @@ impl Broker {
                     slot.claim = claim;
                 }
                 if clean_start {
-                    self.end_session(key); // [MQTT-3.1.2-6]
+                    self.end_session(key, now); // [MQTT-3.1.2-6]
                 }
             }
             None => self.cross.forget(client_id.clone(), claim),
@@ -330,7 +366,7 @@ impl Broker {
     }
 
     /// Puts a session that arrived from another shard into the slab and the index.
-    pub(super) fn install(&mut self, moved: MovedSession, claim: u64) -> usize {
+    pub(super) fn install(&mut self, moved: MovedSession, claim: u64, now: Instant) -> usize {
         let MovedSession {
             session,
             floor,
@@ -341,7 +377,7 @@ impl Broker {
         let session = *session;
         if let Some(old) = self.sessions.key_of(session.client_id()) {
             // A stub (or stale entry) of the same client: the moved session wins.
-            self.end_session(old);
+            self.end_session(old, now);
         }
         let filters: Vec<(ByteStr, Subscription)> = session
             .subscriptions()
@@ -357,10 +393,7 @@ impl Broker {
         slot.forward = Some(Box::new(Handoff::arrived(floor)));
         let key = self.sessions.add(slot);
         for (filter, sub) in filters {
-            if let Ok(parsed) = TopicFilter::try_from(filter.clone()) {
-                self.routing.subscribe(&parsed, key, sub);
-                self.cross.filter_added(&filter);
-            }
+            self.index_subscription(key, &filter, sub);
         }
         self.stats.clients_total = self.sessions.len() as u64;
         key
@@ -369,7 +402,14 @@ impl Broker {
     /// On the old shard: the moved session `uid` of `client_id` is installed on the new
     /// shard with watermarks `upto`; forward what the stub held that the new shard could
     /// not deliver, then drain (see `cross/handoff.rs`).
-    fn on_installed(&mut self, client_id: &ByteStr, uid: u64, upto: Vec<u64>, claim: u64) {
+    fn on_installed(
+        &mut self,
+        client_id: &ByteStr,
+        uid: u64,
+        upto: Vec<u64>,
+        claim: u64,
+        now: Instant,
+    ) {
         let Some(key) = self.sessions.key_of(client_id) else {
             return;
         };
@@ -406,13 +446,13 @@ impl Broker {
             );
         }
         if let Some((to, claim)) = done {
-            self.finish_stub(key, to, claim);
+            self.finish_stub(key, to, claim, now);
         }
     }
 
     /// The stub in slot `key` forwarded everything: tell the new shard (behind the
     /// forwards) and drop the stub.
-    fn finish_stub(&mut self, key: usize, to: ShardId, claim: u64) {
+    fn finish_stub(&mut self, key: usize, to: ShardId, claim: u64, now: Instant) {
         let Some(slot) = self.sessions.get(key) else {
             return;
         };
@@ -422,7 +462,7 @@ impl Broker {
             claim,
         };
         self.cross.send(to, done);
-        self.end_session(key);
+        self.end_session(key, now);
     }
 
     /// On the new shard: the move of session `uid` (installed under `claim`) is complete;

@@ -3,6 +3,10 @@
 //! codes, and the retained messages sent after a SUBACK (in budgeted batches, continued by
 //! [`Broker::run_deferred`]).
 //!
+//! Shared subscriptions (`$share/GROUP/FILTER`) are parsed and checked here (malformed:
+//! 0x8F; No Local: Protocol Error; ACL on the filter without the prefix; no retained
+//! messages) and enter routing through `shared.rs`.
+//!
 //! It never sends a retained message before the SUBACK and never accepts a filter the
 //! topic layer rejects. With several shards a SUBACK (and its retained messages) may wait
 //! for the other shards to apply the new interest (`cross/interest.rs`); live messages
@@ -14,8 +18,8 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use crate::codec::{ByteStr, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, Unsubscribe};
-use crate::session::{Delivery, Message, Outgoing, Subscription};
-use crate::topic::TopicFilter;
+use crate::session::{Delivery, Message, Outgoing, ProtocolError, Subscription};
+use crate::topic::{SharedFilter, TopicFilter};
 
 use super::cross::{HeldSubAck, RetainedAfter};
 use super::routing::RetainedJob;
@@ -27,43 +31,66 @@ impl Broker {
             return;
         };
         let v5 = slot.session.version().is_v5();
+        if sub
+            .filters
+            .iter()
+            .any(|(f, o)| o.no_local && SharedFilter::is_shared(f.as_str()))
+        {
+            // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+            if let Some(conn) = slot.conn {
+                let err = ProtocolError::Unexpected("No Local on a shared subscription");
+                self.protocol_error(conn, &err, now);
+            }
+            return;
+        }
         let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
         let mut retained_for = RetainedAfter {
             filters: SmallVec::new(),
             sub_id,
         };
-        let mut added: SmallVec<[ByteStr; 1]> = SmallVec::new();
         let mut granted: SmallVec<[ByteStr; 1]> = SmallVec::new();
-        let mount = super::mount::mount_point(&self.config, slot.listener);
+        let mount = super::mount::mount_point(&self.config, slot.listener).map(str::to_owned);
         for (filter, options) in sub.filters {
+            let Some(slot) = self.sessions.get_mut(key) else {
+                return;
+            };
             let failure = if v5 {
                 None
             } else {
                 Some(ReasonCode::V3_SUBACK_FAILURE)
             };
-            let Some(filter) = mount.map_or(Some(filter.clone()), |m| {
+            let Some(filter) = mount.as_deref().map_or(Some(filter.clone()), |m| {
                 super::mount::mounted_filter(m, &filter)
             }) else {
                 reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
                 continue;
             };
-            if filter.starts_with("$share/") {
-                reasons.push(failure.unwrap_or(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED));
-                continue;
-            }
             if super::trace::on() {
                 let granted = super::options::granted_qos(&self.config, slot.listener, options.qos);
                 crate::log_debug!("\t{filter} (QoS {})", granted as u8);
             }
-            let Ok(parsed) = TopicFilter::try_from(filter.clone()) else {
-                reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
-                continue;
+            // `$share/GROUP/FILTER` (v5 and, as Mosquitto allows, 3.1.1): a malformed one
+            // is refused, not taken as a plain filter [MQTT-4.8.2-1] [MQTT-4.8.2-2].
+            let (parsed, shared) = match SharedFilter::try_parse(filter.as_str()) {
+                Ok(Some(share)) => (share.filter, true),
+                Ok(None) => match TopicFilter::try_from(filter.clone()) {
+                    Ok(parsed) => (parsed, false),
+                    Err(_) => {
+                        reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
+                        continue;
+                    }
+                },
+                Err(_) => {
+                    reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
+                    continue;
+                }
             };
+            // ACLs apply to the filter without `$share/GROUP/` (as Mosquitto).
             if !slot
                 .security
                 .as_ref()
-                .map_or(true, |s| s.may_subscribe(filter.as_str()))
+                .map_or(true, |s| s.may_subscribe(parsed.as_str()))
             {
                 crate::log_limited!(
                     crate::log::Level::Notice,
@@ -82,9 +109,6 @@ impl Broker {
             };
             // [MQTT-3.8.4-3]: an identical filter replaces the subscription.
             let previous = slot.session.subscribe(&filter, subscription);
-            if self.routing.subscribe(&parsed, key, subscription) {
-                added.push(filter.clone());
-            }
             self.persist
                 .subscribe(&slot.session, &filter, Some(subscription));
             crate::log_subscribe!(
@@ -93,24 +117,24 @@ impl Broker {
                 options.qos as u8,
                 filter
             );
+            self.index_subscription(key, &filter, subscription);
             reasons.push(ReasonCode(options.qos as u8));
             if self.cross.is_multi() {
                 granted.push(filter.clone());
             }
-            let send_retained = !v5
-                || match options.retain_handling {
-                    0 => true,
-                    1 => previous.is_none(),
-                    _ => false,
-                };
+            // No retained messages on a shared subscription [MQTT-3.8.4].
+            let send_retained = !shared
+                && (!v5
+                    || match options.retain_handling {
+                        0 => true,
+                        1 => previous.is_none(),
+                        _ => false,
+                    });
             if send_retained {
                 retained_for.filters.push((parsed, options.qos));
             }
         }
         self.stats.subscriptions = self.routing.local_subscriptions();
-        for filter in &added {
-            self.cross.filter_added(filter);
-        }
         let suback = SubAck {
             packet_id: sub.packet_id,
             reasons,
@@ -215,6 +239,12 @@ impl Broker {
         let done = self.routing.retained_batch(&mut job, &mut found);
         let slot = self.sessions.get_mut(job.key)?;
         for m in found {
+            let expiry_left = m.expiry_left(now);
+            if expiry_left == Some(0) {
+                // Expired: no longer sent [MQTT-3.3.2-5] (the store keeps it until the
+                // topic is set again).
+                continue;
+            }
             if !slot
                 .security
                 .as_mut()
@@ -231,7 +261,14 @@ impl Broker {
                 retain: true,
                 topic: m.topic.clone(),
                 packet_id: (m.qos != QoS::AtMostOnce).then_some(1),
-                properties: m.properties.clone(),
+                properties: if let Some(left) = expiry_left {
+                    // What is left of its expiry [MQTT-3.3.2-6].
+                    let mut p = m.properties.clone();
+                    p.message_expiry_interval = Some(left);
+                    p
+                } else {
+                    m.properties.clone()
+                },
                 payload: m.payload.clone(),
             };
             let out = Outgoing {
@@ -278,24 +315,24 @@ impl Broker {
     }
 
     pub(super) fn on_unsubscribe(&mut self, key: usize, unsub: Unsubscribe, now: Instant) {
-        let Some(slot) = self.sessions.get_mut(key) else {
-            return;
-        };
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
-        let mut removed: SmallVec<[ByteStr; 1]> = SmallVec::new();
-        let mount = super::mount::mount_point(&self.config, slot.listener);
+        let mount = self
+            .sessions
+            .get(key)
+            .and_then(|s| super::mount::mount_point(&self.config, s.listener))
+            .map(str::to_owned);
         for filter in unsub.filters {
-            let filter = match mount {
+            let filter = match mount.as_deref() {
                 Some(m) => super::mount::mounted_filter(m, &filter).unwrap_or(filter),
                 None => filter,
             };
             if super::trace::on() {
                 crate::log_debug!("\t{filter}");
             }
+            let Some(slot) = self.sessions.get_mut(key) else {
+                return;
+            };
             let existed = slot.session.unsubscribe(&filter).is_some();
-            if self.routing.unsubscribe(filter.as_str(), key) {
-                removed.push(filter.clone());
-            }
             if existed {
                 self.persist.subscribe(&slot.session, &filter, None);
             }
@@ -305,16 +342,18 @@ impl Broker {
             } else {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
+            // A member leaving its group hands its unacknowledged messages over.
+            self.unindex_subscription(key, &filter, None, now);
         }
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
         slot.session.send(Packet::UnsubAck(SubAck {
             packet_id: unsub.packet_id,
             reasons,
             properties: Default::default(),
         }));
         self.stats.subscriptions = self.routing.local_subscriptions();
-        for filter in &removed {
-            self.cross.filter_removed(filter);
-        }
         self.flush_session(key, now);
     }
 }

@@ -49,6 +49,11 @@ pub(super) enum Timer {
         uid: u64,
     },
     Sys,
+    /// Offers a message an ingest handler was busy with again.
+    IngestRetry {
+        conn: ConnId,
+        uid: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -96,7 +101,7 @@ impl Broker {
                         self.publish_will(will, now);
                     }
                     self.stats.clients_expired += 1;
-                    self.end_session(key);
+                    self.end_session(key, now);
                 }
             }
             Timer::WillDelay { key, uid } => {
@@ -108,6 +113,7 @@ impl Broker {
                 }
             }
             Timer::Stall { conn, uid } => self.check_stall(conn, uid, now),
+            Timer::IngestRetry { conn, uid } => self.retry_ingest(conn, uid, now),
             Timer::Sys => {
                 self.publish_sys(now);
                 self.timers.push(now + self.config.sys_interval, Timer::Sys);
@@ -212,8 +218,10 @@ impl Broker {
                             .dropped(crate::metrics::DropReason::SlowSubscriber, 1);
                     }
                 }
-                // The memory goes now, not when the socket drains.
+                // The memory goes now, not when the socket drains; a v5 client is told
+                // which limit it hit (0x97, quota exceeded), if it still reads.
                 self.conns.clear_output(conn);
+                self.disconnect_with(conn, ReasonCode::QUOTA_EXCEEDED);
                 self.end_connection(conn, now, true);
             }
         }

@@ -466,7 +466,10 @@ fn decode_subscribe(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Subs
     let mut filters = SmallVec::new();
     while !r.is_empty() {
         let filter = r.string("topic filter")?;
-        if !wire::is_valid_topic_filter(filter.as_bytes()) {
+        // A `$share/GROUP/FILTER` is checked whole by the broker (`topic::SharedFilter`),
+        // so that a malformed one gets SUBACK 0x8F rather than a disconnect.
+        let shared = filter.as_bytes().starts_with(b"$share/");
+        if !shared && !wire::is_valid_topic_filter(filter.as_bytes()) {
             return Err(topic_filter_error(filter.as_bytes()));
         }
         let options = subscription_options(r.u8("subscription options")?, v5)?;

@@ -1,15 +1,26 @@
 //! Bridge blocks: a `connection NAME` line and the bridge options after it, until the
-//! next `connection` or `listener` line.
+//! next `connection` or `listener` line, into a [`BridgeConfig`] with Mosquitto 2's
+//! defaults (`crate::bridge` runs them).
 //!
-//! Bridges are not supported yet, so a configuration with a `connection` block does not
-//! start ([`refuse_bridges`]); the block is still checked line by line first, so that
-//! its errors are reported with their lines and the parsed [`BridgeConfig`] is ready for
-//! when bridges are implemented. This module never reads files.
+//! Fail closed: a bridge option shardmq cannot honour yet (`start_type lazy`
+//! here; TLS-PSK, OCSP and `bridge_bind_address` through the option table), and TLS
+//! options without a CA (which would leave the bridge in clear, `validate.rs`), stop the
+//! start naming file, line and option: a bridge's messages must never silently stay
+//! local or leave in clear. This module never reads files.
 
-use super::error::{Error, Location};
+use super::error::Error;
 use super::parse::Parser;
 use super::values::{parse_bridge_address, parse_int, Line};
-use super::{BridgeConfig, BridgeTopic, Config};
+use super::{BridgeConfig, BridgeTopic};
+
+/// A bridge option shardmq cannot honour: stops the start.
+fn not_yet(line: &Line<'_>, reason: &str) -> Error {
+    Error::NotYet {
+        at: line.at.clone(),
+        option: line.option.to_string(),
+        reason: reason.to_string(),
+    }
+}
 
 impl Parser {
     /// The bridge block the current line belongs to.
@@ -29,11 +40,8 @@ impl Parser {
                     return Err(line.invalid_value(name, "a bridge name is one word"));
                 }
                 self.cfg.bridges.push(BridgeConfig {
-                    name: name.to_string(),
-                    keepalive_interval: 60,
-                    try_private: true,
                     defined_at: Some(line.at.clone()),
-                    ..BridgeConfig::default()
+                    ..BridgeConfig::new(name)
                 });
                 self.bridge = Some(self.cfg.bridges.len() - 1);
             }
@@ -54,13 +62,18 @@ impl Parser {
             "remote_clientid" | "clientid" => {
                 self.bridge(line)?.remote_clientid = Some(line.string()?);
             }
+            "local_clientid" => self.bridge(line)?.local_clientid = Some(line.string()?),
             "remote_username" | "username" => {
                 self.bridge(line)?.remote_username = Some(line.string()?);
             }
             "remote_password" | "password" => {
                 self.bridge(line)?.remote_password = Some(line.string()?);
             }
+            "local_username" => self.bridge(line)?.local_username = Some(line.string()?),
+            "local_password" => self.bridge(line)?.local_password = Some(line.string()?),
             "cleansession" => self.bridge(line)?.cleansession = line.bool()?,
+            "local_cleansession" => self.bridge(line)?.local_cleansession = Some(line.bool()?),
+            "round_robin" => self.bridge(line)?.round_robin = line.bool()?,
             "keepalive_interval" => {
                 let n = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX);
                 self.bridge(line)?.keepalive_interval = n;
@@ -73,32 +86,86 @@ impl Parser {
                 self.bridge(line)?.protocol_version = Some(v.to_string());
             }
             "try_private" => self.bridge(line)?.try_private = line.bool()?,
-            // The other bridge options: only where they belong, and with a value.
-            _ => {
-                line.value()?;
-                self.bridge(line)?;
+            "restart_timeout" => {
+                let words = line.tokens()?;
+                let secs = |w: &str| {
+                    parse_int(w, 1, 86_400)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| line.invalid_value(w, "expected seconds from 1 to 86400"))
+                };
+                let value = match words.as_slice() {
+                    [base] => (secs(base)?, None),
+                    [base, cap] => (secs(base)?, Some(secs(cap)?)),
+                    _ => return Err(line.invalid_value(line.rest, "expected BASE [CAP]")),
+                };
+                self.bridge(line)?.restart_timeout = value;
             }
+            "notifications" => self.bridge(line)?.notifications = line.bool()?,
+            "notification_topic" => {
+                self.bridge(line)?.notification_topic = Some(line.string()?);
+            }
+            "notifications_local_only" => {
+                self.bridge(line)?.notifications_local_only = line.bool()?;
+            }
+            "bridge_outgoing_retain" => self.bridge(line)?.outgoing_retain = line.bool()?,
+            "bridge_attempt_unsubscribe" => {
+                self.bridge(line)?.attempt_unsubscribe = line.bool()?;
+            }
+            "bridge_max_packet_size" => {
+                let n = u32::try_from(line.int(0, i64::from(u32::MAX))?).unwrap_or(u32::MAX);
+                self.bridge(line)?.max_packet_size = n;
+            }
+            "idle_timeout" => {
+                let n = u32::try_from(line.int(1, i64::from(u32::MAX))?).unwrap_or(u32::MAX);
+                self.bridge(line)?.idle_timeout = n;
+            }
+            "threshold" => {
+                let n = u32::try_from(line.int(1, i64::from(u32::MAX))?).unwrap_or(u32::MAX);
+                self.bridge(line)?.threshold = n;
+            }
+            "start_type" => {
+                let v = line.value()?;
+                self.bridge(line)?;
+                match v {
+                    "automatic" => self.bridge(line)?.start_once = false,
+                    "once" => self.bridge(line)?.start_once = true,
+                    "lazy" => {
+                        return Err(not_yet(
+                            line,
+                            "`start_type lazy` (connect once `threshold` messages wait) is not \
+                             supported yet; `automatic` and `once` are",
+                        ))
+                    }
+                    _ => return Err(line.invalid_value(v, "expected automatic, lazy or once")),
+                }
+            }
+            "bridge_cafile" | "bridge_capath" | "bridge_certfile" | "bridge_keyfile" => {
+                let path = line.path()?;
+                let b = self.bridge(line)?;
+                let option = line.option.trim_start_matches("bridge_");
+                match option {
+                    "cafile" => b.tls.cafile = Some(path),
+                    "capath" => b.tls.capath = Some(path),
+                    "certfile" => b.tls.certfile = Some(path),
+                    _ => b.tls.keyfile = Some(path),
+                }
+                b.tls.origins.push((option.to_string(), line.at.clone()));
+            }
+            "bridge_tls_version" => {
+                let v = line.value()?;
+                if !matches!(v, "tlsv1.3" | "tlsv1.2" | "tlsv1.1") {
+                    return Err(line.invalid_value(v, "expected tlsv1.3, tlsv1.2 or tlsv1.1"));
+                }
+                let b = self.bridge(line)?;
+                b.tls.tls_version = Some(v.to_string());
+                b.tls.origins.push(("tls_version".into(), line.at.clone()));
+            }
+            "bridge_insecure" => self.bridge(line)?.insecure = line.bool()?,
+            "bridge_alpn" => self.bridge(line)?.alpn = Some(line.string()?),
+            // Every bridge option of the table is handled above.
+            other => return Err(line.invalid(format!("unknown bridge option '{other}'"))),
         }
         Ok(())
-    }
-}
-
-/// Bridges are not supported yet: the first `connection` block stops the start.
-pub(super) fn refuse_bridges(cfg: &Config) -> Result<(), Error> {
-    match cfg.bridges.first() {
-        Some(b) => Err(Error::NotYet {
-            at: b
-                .defined_at
-                .clone()
-                .unwrap_or_else(|| Location::new("<built-in configuration>", 0)),
-            option: "connection".into(),
-            reason: format!(
-                "bridge '{}': bridges are not supported by shardmq yet, and messages must \
-                 not silently stay local",
-                b.name
-            ),
-        }),
-        None => Ok(()),
     }
 }
 

@@ -246,23 +246,91 @@ pub enum SocketDomain {
     Ipv6,
 }
 
-/// One `connection` (bridge) block.
+/// One `connection` (bridge) block. Defaults are Mosquitto 2's (see
+/// [`BridgeConfig::new`]); `bridge.rs` parses it, `crate::bridge` runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BridgeConfig {
     pub name: String,
+    /// `host:port` (1883 when not given), tried in this order.
     pub addresses: Vec<String>,
+    /// `round_robin` (default false: after a connection ends, start again from the first
+    /// address; true: go on with the next one).
+    pub round_robin: bool,
     /// `topic PATTERN [in|out|both] [QOS] [LOCAL_PREFIX] [REMOTE_PREFIX]` lines.
     pub topics: Vec<BridgeTopic>,
+    /// Default `HOSTNAME.NAME`, as Mosquitto.
     pub remote_clientid: Option<String>,
+    /// Default `local.REMOTE_CLIENTID`, as Mosquitto.
+    pub local_clientid: Option<String>,
     pub remote_username: Option<String>,
     pub remote_password: Option<String>,
+    /// Accepted for Mosquitto files; the bridge is a trusted local member (no password
+    /// or ACL check), as Mosquitto 2's bridges are.
+    pub local_username: Option<String>,
+    pub local_password: Option<String>,
+    /// Default false.
     pub cleansession: bool,
+    /// Default: `cleansession`.
+    pub local_cleansession: Option<bool>,
+    /// Default 60.
     pub keepalive_interval: u16,
-    /// `bridge_protocol_version`: "mqttv31", "mqttv311" or "mqttv50".
+    /// `bridge_protocol_version`: "mqttv31", "mqttv311" (default) or "mqttv50".
     pub protocol_version: Option<String>,
+    /// Default true.
     pub try_private: bool,
+    /// `restart_timeout BASE [CAP]` in seconds: constant BASE without CAP, else a
+    /// jittered exponential backoff from BASE up to CAP. Default 5 30.
+    pub restart_timeout: (u32, Option<u32>),
+    /// Default true.
+    pub notifications: bool,
+    /// Default `$SYS/broker/connection/REMOTE_CLIENTID/state`.
+    pub notification_topic: Option<String>,
+    pub notifications_local_only: bool,
+    /// Default true: the retain flag of forwarded messages is kept.
+    pub outgoing_retain: bool,
+    /// `bridge_max_packet_size` (0 = no limit, the default): bigger outgoing messages
+    /// are dropped (counted).
+    pub max_packet_size: u32,
+    /// Default true: `in` topics are unsubscribed remotely before subscribing.
+    pub attempt_unsubscribe: bool,
+    /// `start_type once`: no new attempt after the first connection (or attempt) ends.
+    pub start_once: bool,
+    /// `idle_timeout` / `threshold` (only used by `start_type lazy`, which is refused).
+    pub idle_timeout: u32,
+    pub threshold: u32,
+    /// TLS to the remote: `bridge_cafile` / `bridge_capath` (either turns TLS on),
+    /// `bridge_certfile` / `bridge_keyfile` (client certificate), `bridge_tls_version`
+    /// (minimum), with the origins of the listener options they stand for (`cafile` ...).
+    pub tls: TlsConfig,
+    /// `bridge_insecure`: the remote's certificate chain is verified, its host name not.
+    pub insecure: bool,
+    /// `bridge_alpn`: the ALPN protocol offered to the remote.
+    pub alpn: Option<String>,
     /// Where the `connection` line was; `None` when not read from a file.
     pub defined_at: Option<Location>,
+}
+
+impl BridgeConfig {
+    /// Whether the bridge connects with TLS (a CA to verify the remote is set).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.cafile.is_some() || self.tls.capath.is_some()
+    }
+
+    /// A bridge named `name` with Mosquitto 2's defaults.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            keepalive_interval: 60,
+            try_private: true,
+            restart_timeout: (5, Some(30)),
+            notifications: true,
+            outgoing_retain: true,
+            attempt_unsubscribe: true,
+            idle_timeout: 60,
+            threshold: 10,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -331,6 +399,9 @@ pub struct Config {
     pub max_packet_size: u32,
     /// `max_keepalive` (seconds, MQTT 5 server keep alive); 65535 = no limit.
     pub max_keepalive: u16,
+    /// `max_topic_alias`: the Topic Alias Maximum announced to MQTT 5 clients (topic
+    /// aliases a client may set); 0 = none. Default 10, as in Mosquitto.
+    pub max_topic_alias: u16,
     /// `max_connection_rate` (shardmq only): new connections accepted per second on each
     /// listener, a token bucket of that size; connections past it are closed at once and
     /// counted. 0 = unlimited (the default), guards against reconnect storms.
@@ -362,6 +433,9 @@ pub struct Config {
     /// shard holds its share (the limit divided by the number of shards) and compares it
     /// with what its session queues, inflight windows and output queues keep alive.
     pub memory_limit: u64,
+    /// `shared_subscription_strategy` (shardmq only): which member of a shared
+    /// subscription group gets each message (default round robin).
+    pub shared_subscription_strategy: ShareStrategy,
     /// `websockets_headers_size`: the largest HTTP request head a websockets listener
     /// reads (Mosquitto's default 1024, also what 0 means).
     pub websockets_headers_size: usize,
@@ -400,6 +474,41 @@ pub enum PersistenceFsync {
     Interval,
     /// Never fsync (the OS writes back when it likes); compaction still syncs snapshots.
     Never,
+}
+
+/// How a shared subscription group (`$share/GROUP/FILTER`) picks the member that gets a
+/// message (`shared_subscription_strategy`). Whatever the strategy, a member that is full
+/// (output or QoS 1/2 queue) or offline is skipped while another one has room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ShareStrategy {
+    /// Each member in turn (the default): the stream is split evenly, as Mosquitto and
+    /// EMQX do, at the cost of a counter per group.
+    #[default]
+    RoundRobin,
+    /// A member picked at random for each message.
+    Random,
+    /// By a hash of the publisher's client id: one publisher's messages keep going to
+    /// the same member while the group does not change.
+    HashClient,
+    /// By a hash of the topic: one topic's messages keep going to the same member.
+    HashTopic,
+    /// The same member until it is full, leaves or goes offline.
+    Sticky,
+}
+
+impl ShareStrategy {
+    /// The option's value names.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "round_robin" => Self::RoundRobin,
+            "random" => Self::Random,
+            "hash_client" => Self::HashClient,
+            "hash_topic" => Self::HashTopic,
+            "sticky" => Self::Sticky,
+            _ => return None,
+        })
+    }
 }
 
 /// Mosquitto's default `persistence_file`, so an operator's file is found where Mosquitto
@@ -444,6 +553,7 @@ impl Default for Config {
             message_size_limit: 0,
             max_packet_size: 0,
             max_keepalive: 65535,
+            max_topic_alias: 10,
             max_connection_rate: 0,
             slow_subscriber_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
@@ -452,6 +562,7 @@ impl Default for Config {
             upgrade_outgoing_qos: false,
             check_retain_source: false,
             memory_limit: 0,
+            shared_subscription_strategy: ShareStrategy::RoundRobin,
             websockets_headers_size: 1024,
             websockets_log_level: 0,
             http_writers: Vec::new(),

@@ -54,6 +54,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("max_queued_bytes", "10"),
     ("max_queued_messages", "10"),
     ("memory_limit", "1000000"),
+    ("max_topic_alias", "20"),
     ("message_size_limit", "10"),
     ("mount_point", "site1/"),
     ("password_file", "/pw"),
@@ -73,6 +74,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("retain_available", "true"),
     ("retained_persistence", "true"),
     ("set_tcp_nodelay", "false"),
+    ("shared_subscription_strategy", "sticky"),
     ("slow_subscriber_timeout", "5"),
     ("socket_domain", "ipv6"),
     ("sys_interval", "5"),
@@ -197,22 +199,18 @@ fn not_yet_options_stop_the_start() {
 
 #[test]
 fn only_the_value_shardmq_honours_is_accepted() {
-    for (option, accepted, refused) in [
-        ("max_topic_alias", "0", "10"),
-        ("tls_keyform", "pem", "engine"),
-    ] {
-        let (ok, warnings) = run(option, accepted);
-        assert!(
-            ok.is_ok() && warnings.is_empty(),
-            "{option} {accepted}: {ok:?}"
-        );
-        let e = run(option, refused).0.unwrap_err().to_string();
-        assert!(
-            e.contains(&format!("{option} {refused} is not supported yet")),
-            "{e}"
-        );
-        assert!(e.contains(&format!("only '{option} {accepted}'")), "{e}");
-    }
+    let (option, accepted, refused) = ("tls_keyform", "pem", "engine");
+    let (ok, warnings) = run(option, accepted);
+    assert!(
+        ok.is_ok() && warnings.is_empty(),
+        "{option} {accepted}: {ok:?}"
+    );
+    let e = run(option, refused).0.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("{option} {refused} is not supported yet")),
+        "{e}"
+    );
+    assert!(e.contains(&format!("only '{option} {accepted}'")), "{e}");
 }
 
 #[test]
@@ -244,20 +242,54 @@ fn retry_interval_gets_mosquittos_note() {
 }
 
 #[test]
-fn bridge_blocks_stop_the_start_at_their_connection_line() {
-    let e = Config::parse_str(
-        "listener 1883\nconnection up\naddress h:1883\ntopic # both 0\n",
+fn bridge_blocks_start_and_what_they_cannot_honour_stops_the_start() {
+    let tls = Config::parse_str(
+        "listener 1883\nconnection up\naddress h:8883\ntopic # both 0\nbridge_cafile /ca\n\
+         bridge_insecure true\nbridge_tls_version tlsv1.3\nbridge_alpn mqtt\n",
+        Path::new("/etc/x.conf"),
+    )
+    .unwrap();
+    let b = &tls.bridges[0];
+    assert!(b.uses_tls() && b.insecure && b.alpn.as_deref() == Some("mqtt"));
+    assert_eq!(b.tls.tls_version.as_deref(), Some("tlsv1.3"));
+    assert!(Config::parse_str(
+        "listener 1883\nconnection up\naddress h\ntopic a\nbridge_insecure true\n",
         Path::new("/etc/x.conf"),
     )
     .unwrap_err()
-    .to_string();
-    assert!(e.contains("connection is not supported yet"), "{e}");
-    assert!(
-        e.contains("bridge 'up'") && e.contains("/etc/x.conf line 2"),
-        "{e}"
-    );
+    .to_string()
+    .contains("would connect in clear"));
+    let c = Config::parse_str(
+        "listener 1883\nconnection up\naddress h:1883\ntopic # both 0\n",
+        Path::new("/etc/x.conf"),
+    )
+    .unwrap();
+    assert_eq!(c.bridges.len(), 1);
+    for (line, needle) in [
+        ("bridge_psk 0a0b", "bridge_psk is not supported yet"),
+        (
+            "bridge_require_ocsp true",
+            "bridge_require_ocsp is not supported yet",
+        ),
+        (
+            "bridge_bind_address 10.0.0.1",
+            "bridge_bind_address is not supported yet",
+        ),
+        ("start_type lazy", "start_type is not supported yet"),
+    ] {
+        let e = Config::parse_str(
+            &format!("listener 1883\nconnection up\naddress h:1883\ntopic # both 0\n{line}\n"),
+            Path::new("/etc/x.conf"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(needle) && e.contains("/etc/x.conf line 5"),
+            "{e}"
+        );
+    }
     // Bridge options outside a block are still an error of their own.
-    let (result, _) = run("bridge_cafile", "/ca");
+    let (result, _) = run("restart_timeout", "5");
     assert!(result
         .unwrap_err()
         .to_string()

@@ -34,9 +34,7 @@ impl Config {
     /// Parses and validates config text; `file_name` is used in messages and as the
     /// first entry of `source_files`. `include_dir` lines still read the file system.
     pub fn parse_str(text: &str, file_name: &Path) -> Result<Self, Error> {
-        let cfg = Parser::read(text, file_name)?;
-        super::bridge::refuse_bridges(&cfg)?;
-        Ok(cfg)
+        Parser::read(text, file_name)
     }
 }
 
@@ -402,6 +400,9 @@ impl Parser {
             "max_keepalive" => {
                 self.cfg.max_keepalive = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX)
             }
+            "max_topic_alias" => {
+                self.cfg.max_topic_alias = u16::try_from(line.int(0, 65535)?).unwrap_or(u16::MAX)
+            }
             "max_connection_rate" => {
                 self.cfg.max_connection_rate = u32::try_from(line.int(0, 1_000_000)?).unwrap_or(0)
             }
@@ -414,6 +415,16 @@ impl Parser {
                 self.cfg.max_connect_packet_size = u32_of(line.int(20, 268_435_460)?);
             }
             "retain_available" => self.cfg.retain_available = line.bool()?,
+            "shared_subscription_strategy" => {
+                let v = line.value()?;
+                self.cfg.shared_subscription_strategy =
+                    super::ShareStrategy::parse(v).ok_or_else(|| {
+                        line.invalid_value(
+                            v,
+                            "expected round_robin, random, hash_client, hash_topic or sticky",
+                        )
+                    })?;
+            }
             "threads" => {
                 self.cfg.threads = if line.value()? == "auto" {
                     None

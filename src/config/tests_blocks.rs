@@ -7,8 +7,7 @@ use super::*;
 
 use super::tests::{parse, parse_err};
 
-/// Parses bridge blocks without the refusal of `Config::parse_str` (bridges are not
-/// supported yet, but their blocks are checked line by line).
+/// Parses bridge blocks (the parser alone, file name /etc/x.conf).
 fn parse_bridges(text: &str) -> Result<Config, String> {
     super::parse::Parser::read(text, Path::new("/etc/x.conf")).map_err(|e| e.to_string())
 }
@@ -236,6 +235,37 @@ fn bridge_blocks() {
     assert_eq!(b.remote_clientid.as_deref(), Some("c2"));
     assert_eq!(b.remote_username.as_deref(), Some("u2"));
     assert_eq!(b.remote_password.as_deref(), Some("p2"));
+    // Mosquitto 2's defaults.
+    assert!(!b.cleansession && b.local_cleansession.is_none() && !b.round_robin);
+    assert_eq!(b.restart_timeout, (5, Some(30)));
+    assert!(b.notifications && b.outgoing_retain && b.attempt_unsubscribe);
+}
+
+#[test]
+fn bridge_options_of_mosquitto_2() {
+    let c = parse_bridges(
+        "connection up\naddress h\ntopic a\nlocal_clientid l\nlocal_cleansession true\n\
+         round_robin true\nrestart_timeout 2 60\nnotifications false\n\
+         notification_topic n/t\nnotifications_local_only true\nbridge_outgoing_retain false\n\
+         bridge_max_packet_size 1000\nbridge_attempt_unsubscribe false\nidle_timeout 5\n\
+         threshold 3\nstart_type automatic\nlocal_username lu\nlocal_password lp\n\
+         connection two\naddress h\ntopic a\nrestart_timeout 9\n",
+    )
+    .unwrap();
+    let b = &c.bridges[0];
+    assert_eq!(b.local_clientid.as_deref(), Some("l"));
+    assert_eq!(b.local_cleansession, Some(true));
+    assert!(b.round_robin && !b.notifications && b.notifications_local_only);
+    assert_eq!(b.restart_timeout, (2, Some(60)));
+    assert_eq!(b.notification_topic.as_deref(), Some("n/t"));
+    assert!(!b.outgoing_retain && !b.attempt_unsubscribe);
+    assert_eq!(
+        (b.max_packet_size, b.idle_timeout, b.threshold),
+        (1000, 5, 3)
+    );
+    assert_eq!(c.bridges[1].restart_timeout, (9, None));
+    assert!(parse_bridges("connection up\naddress h\ntopic a\nrestart_timeout 0\n").is_err());
+    assert!(parse_bridges("connection up\naddress h\ntopic a\nstart_type x\n").is_err());
 }
 
 #[test]

@@ -78,6 +78,33 @@ impl Config {
                     format!("bridge '{}' has no topic", b.name),
                 ));
             }
+            let t = &b.tls;
+            let tls_option = t.certfile.is_some()
+                || t.keyfile.is_some()
+                || t.tls_version.is_some()
+                || b.insecure
+                || b.alpn.is_some();
+            if tls_option && !b.uses_tls() {
+                return Err(invalid(
+                    at,
+                    "connection",
+                    format!(
+                        "bridge '{}' has TLS options but neither bridge_cafile nor \
+                         bridge_capath: it would connect in clear",
+                        b.name
+                    ),
+                ));
+            }
+            if t.certfile.is_some() != t.keyfile.is_some() {
+                return Err(invalid(
+                    at,
+                    "connection",
+                    format!(
+                        "bridge '{}': bridge_certfile and bridge_keyfile go together",
+                        b.name
+                    ),
+                ));
+            }
             if self.bridges[..i].iter().any(|o| o.name == b.name) {
                 return Err(invalid(
                     at,

@@ -38,12 +38,19 @@ use sink::Sinks;
 #[repr(u8)]
 #[non_exhaustive]
 pub enum Level {
+    /// Errors (`log_type error`).
     Error = 1,
+    /// Warnings (`log_type warning`).
     Warning = 2,
+    /// Notices (`log_type notice`): connections refused, clients cut off, ...
     Notice = 4,
+    /// Information (`log_type information`): connections and disconnections.
     Information = 8,
+    /// Subscriptions (`log_type subscribe`).
     Subscribe = 16,
+    /// Unsubscriptions (`log_type unsubscribe`).
     Unsubscribe = 32,
+    /// Debugging (`log_type debug`).
     Debug = 64,
     /// `log_type websockets`: WebSocket details, as `websockets_log_level` selects.
     Websockets = 128,
@@ -122,10 +129,48 @@ pub fn connection_messages() -> bool {
     CONNECTION_MESSAGES.load(Ordering::Relaxed)
 }
 
+/// A host's receiver of log lines (see [`set_callback`]).
+type Callback = Box<dyn Fn(Level, &str) + Send + Sync>;
+
+static CALLBACK: RwLock<Option<Callback>> = RwLock::new(None);
+static HAS_CALLBACK: AtomicBool = AtomicBool::new(false);
+
+/// Sends every log line of an enabled level to `callback` (the message, without
+/// timestamp) instead of the configured destinations: an embedding host decides where
+/// the broker's logs go (its own logger, the `log` or `tracing` facade). Process-wide,
+/// like the logger; replaces an earlier callback. The callback runs on the thread that
+/// logs (often a shard thread): it must be quick, and must not call [`set_callback`] or
+/// [`clear_callback`].
+///
+/// ```
+/// shardmq::log::set_callback(|level, line| eprintln!("[shardmq {level:?}] {line}"));
+/// # shardmq::log::clear_callback();
+/// ```
+pub fn set_callback(callback: impl Fn(Level, &str) + Send + Sync + 'static) {
+    let mut slot = CALLBACK.write().unwrap_or_else(|e| e.into_inner());
+    *slot = Some(Box::new(callback));
+    HAS_CALLBACK.store(true, Ordering::Release);
+}
+
+/// Removes the callback of [`set_callback`]: lines go to the configured destinations.
+pub fn clear_callback() {
+    let mut slot = CALLBACK.write().unwrap_or_else(|e| e.into_inner());
+    *slot = None;
+    HAS_CALLBACK.store(false, Ordering::Release);
+}
+
 /// Writes one line. Prefer the macros.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
+    }
+    if HAS_CALLBACK.load(Ordering::Acquire) {
+        let line = fmt::format(args);
+        let callback = CALLBACK.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(callback) = callback.as_ref() {
+            callback(level, &line);
+            return;
+        }
     }
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -162,6 +207,8 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
     }
 }
 
+/// Writes a line at a level (checked before formatting). Internal.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! log_at {
     ($level:expr, $($arg:tt)*) => {
@@ -170,18 +217,25 @@ macro_rules! log_at {
         }
     };
 }
+#[doc(hidden)]
 #[macro_export]
 macro_rules! log_error { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Error, $($arg)*) }; }
+#[doc(hidden)]
 #[macro_export]
 macro_rules! log_warning { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Warning, $($arg)*) }; }
+#[doc(hidden)]
 #[macro_export]
 macro_rules! log_notice { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Notice, $($arg)*) }; }
+#[doc(hidden)]
 #[macro_export]
 macro_rules! log_info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Information, $($arg)*) }; }
+#[doc(hidden)]
 #[macro_export]
 macro_rules! log_subscribe { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Subscribe, $($arg)*) }; }
+#[doc(hidden)]
 #[macro_export]
 macro_rules! log_unsubscribe { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Unsubscribe, $($arg)*) }; }
+#[doc(hidden)]
 #[macro_export]
 macro_rules! log_debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }
 

@@ -28,12 +28,16 @@
 //! publishers that feed that peer), never delays control. Each lane is FIFO; the two
 //! lanes of one pair are not ordered with respect to each other: a control message may
 //! overtake data sent before it (never the reverse: published before, it is drained
-//! before). The broker (`broker::ShardMsg::lane`) sends every `Publish` on the data lane
+//! before). The broker (`broker::ShardMsg::lane`) sends every `Publish` (and `Shared` publish) on the data lane
 //! and every `Control` on the control lane but one. Why, message by message:
 //! - `Interest` / `InterestAck`: only ever among themselves (FIFO), which is all the
 //!   acknowledgement watermarks need; a publish the sender routed before applying an
 //!   interest did not go to the subscriber's shard at all, one routed after is in flight
 //!   to a shard that has the subscription already.
+//! - `ShareInterest` (a shard's member count of a shared subscription group): among the
+//!   interest messages (FIFO). A `Shared` publish (data lane, like `Publish`) routed on a
+//!   stale count may reach a shard whose last member of the group left: that shard passes
+//!   it on to one with members (`broker/shared.rs`), so a count that lags loses nothing.
 //! - `Retain`: replicas converge on versions (Lamport clock, shard), not on arrival
 //!   order; the live copy of the same message is sent after it and still arrives after.
 //! - `Claim`, `Takeover`, `Moved`, `Forget`: among themselves (FIFO). `Moved` may

@@ -137,6 +137,9 @@ pub struct Stats {
     pub embed_publish_refused: u64,
     /// PUBLISH packets refused because the shard held `memory_limit` (its share) already.
     pub publish_refused_memory: u64,
+    /// Shared subscription deliveries that passed over the member the strategy named
+    /// because it had no room (full, offline or not acknowledging) and another had.
+    pub shared_skipped: u64,
     pub load_received: Load,
     pub load_sent: Load,
     pub load_publish_received: Load,
@@ -181,6 +184,7 @@ impl Stats {
             subscribe_paused: 0,
             embed_publish_refused: 0,
             publish_refused_memory: 0,
+            shared_skipped: 0,
             load_received: Load::default(),
             load_sent: Load::default(),
             load_publish_received: Load::default(),
@@ -364,6 +368,10 @@ impl Stats {
             (
                 "$SYS/broker/publish/messages/refused/memory",
                 self.publish_refused_memory.to_string(),
+            ),
+            (
+                "$SYS/broker/shared/skipped",
+                self.shared_skipped.to_string(),
             ),
         ];
         let loads: [(&'static str, &Load); 9] = [

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -27,6 +28,25 @@ pub struct RetainedMessage {
     /// The client that published it (`None`: the broker, the host, or unknown), for
     /// `check_retain_source`.
     pub source: Option<Arc<RetainSource>>,
+    /// When its v5 Message Expiry Interval runs out (`None`: never): from then on it is
+    /// no longer sent to new subscribers [MQTT-3.3.2-5]. The caller has the clock.
+    pub expires_at: Option<Instant>,
+}
+
+impl RetainedMessage {
+    /// The deadline of a message with `properties` received at `now`.
+    pub fn expiry_from(properties: &Properties, now: Instant) -> Option<Instant> {
+        let secs = properties.message_expiry_interval?;
+        now.checked_add(Duration::from_secs(u64::from(secs)))
+    }
+
+    /// The whole seconds of expiry left at `now` (rounded up), `Some(0)` once expired,
+    /// `None` for a message that does not expire.
+    pub fn expiry_left(&self, now: Instant) -> Option<u32> {
+        let left = self.expires_at?.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
 }
 
 /// Who published a retained message: what its ACL is derived from.

@@ -18,6 +18,7 @@ fn msg(topic: &str, payload: &str) -> RetainedMessage {
         qos: QoS::AtLeastOnce,
         properties: Properties::default(),
         source: None,
+        expires_at: None,
     }
 }
 

@@ -11,6 +11,8 @@ use crossbeam_channel::Sender;
 
 use crate::auth::Security;
 use crate::broker::embed::{Injected, InternalSub};
+use crate::broker::ingest_ack::TokenOutcome;
+use crate::config::BridgeConfig;
 
 /// Instructions from the embedding process to a shard.
 #[derive(Debug)]
@@ -31,6 +33,11 @@ pub enum Command {
     },
     /// Remove an in-process subscription by id.
     Unsubscribe(u64),
+    /// An ingest ack token was acked or dropped.
+    IngestToken(TokenOutcome),
+    /// The bridges of a reloaded configuration (SIGHUP): each shard starts, stops or
+    /// restarts the ones it runs.
+    SetBridges(Arc<[BridgeConfig]>),
     /// Disconnect this client if it is connected on this shard (the HTTP console).
     Disconnect(String),
     /// Answer with the shard id (the systemd watchdog's liveness check).

@@ -216,6 +216,8 @@ pub struct Conn {
     pub peer_closed: bool,
     /// `rbuf` holds a compacted partial frame and nothing was read since.
     partial_compacted: bool,
+    /// This is the remote socket of bridge N (`bridge_link.rs`), not a client.
+    pub bridge: Option<usize>,
     /// WebSocket state on a websockets listener (between the socket, or TLS, and the
     /// MQTT bytes in `rbuf`).
     pub ws: Option<Box<WsConn>>,
@@ -242,6 +244,7 @@ impl Conn {
             last_read_short: false,
             peer_closed: false,
             partial_compacted: false,
+            bridge: None,
             ws: None,
         }
     }

@@ -27,6 +27,8 @@ use crate::broker::embed::{
     self, Injected, InternalSub, PublishError, PublishSlot, PublishSlots, SubscribeError,
     Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
 };
+use crate::broker::ingest::{IngestEntry, IngestHandler, Qos0Policy};
+use crate::broker::ingest_ack::AckSink;
 use crate::broker::ShardMsg;
 use crate::codec::{Publish, QoS};
 use crate::config::Config;
@@ -38,33 +40,60 @@ pub enum StartError {
     /// A listener cannot listen (Mosquitto's reason first: "Address already in use").
     #[error(transparent)]
     Bind(#[from] listener::BindError),
+    /// The event loop (epoll, a thread) could not be set up.
     #[error("cannot start the event loop: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration has no listener.
     #[error("the configuration has no listener")]
     NoListener,
+    /// A password or ACL file could not be loaded.
     #[error(transparent)]
     Security(#[from] crate::auth::AuthError),
     /// A websockets listener's `http_dir` cannot be used.
     #[error("Error: Unable to open http dir \"{}\" ({at}): {source}", path.display())]
     HttpDir {
+        /// The directory.
         path: std::path::PathBuf,
+        /// Where the configuration names it.
         at: crate::config::Location,
+        /// Why it cannot be opened.
         source: std::io::Error,
     },
+    /// A bridge's TLS files could not be loaded.
+    #[error("TLS of bridge {name}: {source}")]
+    BridgeTls {
+        /// The bridge (its `connection` name).
+        name: String,
+        /// What went wrong.
+        source: super::tls::TlsError,
+    },
+    /// A TLS listener's files could not be loaded.
     #[error("TLS on listener {port}: {source}")]
     Tls {
+        /// The listener's port.
         port: u16,
+        /// What went wrong.
         source: super::tls::TlsError,
     },
     /// An `http_listener` cannot serve the console (e.g. no password file applies).
     #[error("{0}")]
     Console(String),
+    /// The persistence files could not be opened or restored.
     #[error("{0}")]
     Persist(#[from] crate::persist::Error),
     /// The persistence file is not shardmq's (Mosquitto's format, or the old default
     /// name): it must be imported or renamed, never ignored.
     #[error(transparent)]
     ForeignPersistence(#[from] crate::persist::import::ImportError),
+    /// An ingest handler's filter is not a valid (non-shared) topic filter, or there are
+    /// more than [`crate::MAX_INGEST_HANDLERS`] handlers.
+    #[error("ingest handler for '{filter}': {reason}")]
+    Ingest {
+        /// The handler's filter, as given.
+        filter: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 struct ShardControl {
@@ -118,6 +147,13 @@ pub struct Prepared {
 pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
     if config.listeners.is_empty() {
         return Err(StartError::NoListener);
+    }
+    // --- bridge hook: TLS files of the bridges are read now, so a bad one stops the start.
+    for b in config.bridges.iter().filter(|b| b.uses_tls()) {
+        super::bridge_tls::client_config(b).map_err(|source| StartError::BridgeTls {
+            name: b.name.clone(),
+            source,
+        })?;
     }
     let cpus = listener::allowed_cpus();
     let n = shard_count(config, &cpus);
@@ -173,6 +209,24 @@ pub fn prepare(config: &Arc<Config>) -> Result<Prepared, StartError> {
     })
 }
 
+/// Makes one shard's instance of an ingest handler (called once per shard at start).
+pub(crate) type MakeHandler = Box<dyn FnMut(usize) -> Box<dyn IngestHandler> + Send>;
+
+/// An ingest handler as the builder describes it: filter, QoS 0 policy, one instance per
+/// shard.
+pub(crate) struct IngestSpec {
+    pub(crate) filter: crate::topic::TopicFilter,
+    pub(crate) qos0: Qos0Policy,
+    pub(crate) make: MakeHandler,
+}
+
+/// What the embedding API adds to a start: the bound on the host's publishes and the
+/// ingest handlers.
+pub(crate) struct Embedding {
+    pub(crate) publish_capacity: usize,
+    pub(crate) ingest: Vec<IngestSpec>,
+}
+
 /// --- WebSockets hook: the settings a websockets listener's connections share (its
 /// `http_dir` resolved once, here, so a missing directory stops the start).
 pub(super) fn websockets(
@@ -203,11 +257,11 @@ pub(super) fn websockets(
     })))
 }
 
-pub(super) fn start(
+pub(crate) fn start(
     config: &Arc<Config>,
-    publish_capacity: usize,
+    embedding: Embedding,
 ) -> Result<BrokerHandle, StartError> {
-    prepare(config)?.start_with(publish_capacity)
+    prepare(config)?.start_embedded(embedding)
 }
 
 impl Prepared {
@@ -225,6 +279,18 @@ impl Prepared {
     /// [`Prepared::start`] with at most `publish_capacity` host publishes not routed yet
     /// (see [`crate::BrokerBuilder::publish_capacity`]).
     pub fn start_with(self, publish_capacity: usize) -> Result<BrokerHandle, StartError> {
+        self.start_embedded(Embedding {
+            publish_capacity,
+            ingest: Vec::new(),
+        })
+    }
+
+    /// [`Prepared::start`] with the embedding API's additions.
+    pub(crate) fn start_embedded(self, embedding: Embedding) -> Result<BrokerHandle, StartError> {
+        let Embedding {
+            publish_capacity,
+            mut ingest,
+        } = embedding;
         let Self {
             config,
             per_shard,
@@ -252,6 +318,24 @@ impl Prepared {
             let admission = Arc::clone(&admission);
             let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
             shard.set_security(Arc::clone(&security));
+            if !ingest.is_empty() {
+                let handlers = ingest
+                    .iter_mut()
+                    .map(|spec| IngestEntry {
+                        filter: spec.filter.clone(),
+                        qos0: spec.qos0,
+                        handler: (spec.make)(id),
+                    })
+                    .collect();
+                // Ack tokens come back to this shard as commands.
+                let (commands, waker) = (tx.clone(), shard.waker());
+                let sink = AckSink::new(move |t| {
+                    if commands.send(Command::IngestToken(t)).is_ok() {
+                        let _ = waker.wake();
+                    }
+                });
+                shard.set_ingest(handlers, sink);
+            }
             if let Some(console) = &console {
                 shard.set_console(super::console::Publisher::new(Arc::clone(console), id));
             }
@@ -354,11 +438,47 @@ impl BrokerHandle {
         }
     }
 
-    fn send_publish(&self, publish: Publish, slot: PublishSlot) -> Result<(), PublishError> {
-        let Some(s) = self.shards.first() else {
-            return Err(PublishError::Stopped(Box::new(publish)));
+    /// [`BrokerHandle::publish`] that waits (up to `timeout`) for room, then until the
+    /// broker has routed the message: when it returns, every matching subscription has it
+    /// (in-process subscriptions have it in their channel; MQTT subscribers' connections
+    /// have it queued or in flight). Returns whether any subscription matched. With
+    /// persistence on, the message's record is queued for the log but may not be on
+    /// disk yet.
+    ///
+    /// ```no_run
+    /// # use shardmq::{Broker, ByteStr, Config, Publish};
+    /// # use std::time::Duration;
+    /// # let broker = Broker::builder(Config::default()).start().unwrap();
+    /// let cmd = Publish { topic: ByteStr::from("valves/3/set"), ..Publish::default() };
+    /// if !broker.publish_routed(cmd, Duration::from_secs(1)).expect("routed") {
+    ///     println!("nobody listens to valves/3/set");
+    /// }
+    /// ```
+    pub fn publish_routed(
+        &self,
+        publish: Publish,
+        timeout: Duration,
+    ) -> Result<bool, PublishError> {
+        let Some(slot) = self.publish_slots.take_timeout(timeout) else {
+            return Err(PublishError::Full(Box::new(publish)));
         };
-        let command = Command::Publish(Box::new(Injected::new(publish, slot)));
+        let (routed, done) = crossbeam_channel::bounded(1);
+        // Kept to give it back if the broker stops before routing it (Bytes: shared).
+        let copy = publish.clone();
+        self.send_injected(Injected::reporting(publish, slot, routed))?;
+        done.recv()
+            .map_err(|_| PublishError::Stopped(Box::new(copy)))
+    }
+
+    fn send_publish(&self, publish: Publish, slot: PublishSlot) -> Result<(), PublishError> {
+        self.send_injected(Injected::new(publish, slot))
+    }
+
+    fn send_injected(&self, injected: Injected) -> Result<(), PublishError> {
+        let Some(s) = self.shards.first() else {
+            return Err(PublishError::Stopped(Box::new(injected.publish)));
+        };
+        let command = Command::Publish(Box::new(injected));
         match s.commands.send(command) {
             Ok(()) => {
                 let _ = s.waker.wake();
@@ -531,6 +651,7 @@ pub struct Stopper {
 }
 
 impl Stopper {
+    /// Asks every shard to stop, without waiting.
     pub fn stop(&self) {
         for (commands, waker) in &self.shards {
             let _ = commands.send(Command::Shutdown);
@@ -560,6 +681,20 @@ impl Reloader {
             }
         }
         Ok(())
+    }
+
+    /// Applies the `connection` blocks of a reloaded configuration: bridges that are new
+    /// start, removed ones stop, changed ones restart; the others keep their connection.
+    pub fn reload_bridges(&self, bridges: &[crate::config::BridgeConfig]) {
+        let bridges: Arc<[crate::config::BridgeConfig]> = Arc::from(bridges.to_vec());
+        for (commands, waker) in &self.shards {
+            if commands
+                .send(Command::SetBridges(Arc::clone(&bridges)))
+                .is_ok()
+            {
+                let _ = waker.wake();
+            }
+        }
     }
 
     /// Re-reads every TLS listener's certificate, key, CA, CRL and psk_file. New

@@ -10,6 +10,7 @@
 //! and writes what the broker queued with `writev`.
 
 mod admission;
+mod bridge_tls; // TLS to bridges' remotes
 mod command;
 mod conn;
 mod console; // HTTP console hook (src/console)
@@ -19,6 +20,7 @@ pub mod notify; // systemd Type=notify (READY, WATCHDOG)
 mod persist; // persistence driver (src/persist)
 mod port_claim;
 pub mod preflight;
+#[allow(missing_docs)] // the executable's helpers (see lib.rs)
 pub mod process;
 mod shard;
 pub mod signals;
@@ -31,6 +33,7 @@ mod tls_rustls;
 mod tls_v1;
 
 pub use handle::{BrokerHandle, Prepared, Reloader, StartError, Stopper};
+pub(crate) use handle::{Embedding, IngestSpec};
 pub use tls::TlsError;
 
 use std::sync::Arc;
@@ -39,9 +42,10 @@ use crate::config::Config;
 
 /// Binds every listener and starts the shard threads. Returns once the sockets are bound,
 /// so `BrokerHandle::local_addrs` is final and clients may connect immediately.
-/// `publish_capacity` bounds the host's publishes in flight (`BrokerHandle::publish`).
-pub fn start(config: Config, publish_capacity: usize) -> Result<BrokerHandle, StartError> {
-    handle::start(&Arc::new(config), publish_capacity)
+/// `embedding`: the bound on the host's publishes in flight (`BrokerHandle::publish`)
+/// and the ingest handlers.
+pub(crate) fn start(config: Config, embedding: Embedding) -> Result<BrokerHandle, StartError> {
+    handle::start(&Arc::new(config), embedding)
 }
 
 /// Binds every listener and loads the TLS, password and ACL files without starting

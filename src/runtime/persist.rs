@@ -121,7 +121,7 @@ impl Persister {
         if state.is_empty() {
             return;
         }
-        broker.restore_retained(state);
+        broker.restore_retained(state, now);
         let n = broker.restore_sessions(state, owns, now);
         if n > 0 {
             crate::log_notice!("Restored {n} persistent sessions.");

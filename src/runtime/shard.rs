@@ -31,6 +31,11 @@ use crate::config::Config;
 use crate::mailbox::{Inbox, Outbox};
 use crate::ws::{Closing, WsConn};
 
+#[path = "bridge_admin.rs"]
+mod bridge_admin;
+#[path = "bridge_link.rs"]
+mod bridge_link;
+
 /// Tokens above this are not connections.
 const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -75,6 +80,10 @@ pub struct Shard {
     accept_paused: Vec<Option<Instant>>,
     /// Persistence (None when off): flushed before any output or mail leaves.
     persist: Option<Persister>,
+    /// The bridges this shard runs (`bridge_link.rs`).
+    bridges: bridge_link::Bridges,
+    /// Bridge sockets whose read budget ran out.
+    bridge_pending: Vec<(ConnId, usize)>,
     /// --- HTTP console hook: publishes this shard's figures (None without a console).
     console: Option<super::console::Publisher>,
 }
@@ -103,6 +112,7 @@ impl Shard {
         let capacity = max_conns.unwrap_or(DEFAULT_CONNS_PER_SHARD).min(65_536);
         let broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
         let accept_paused = vec![None; listeners.len()];
+        let bridges = bridge_link::Bridges::new(config, id, shards, Instant::now());
         Ok(Self {
             id,
             outbox,
@@ -121,6 +131,8 @@ impl Shard {
             admission,
             accept_paused,
             persist: None,
+            bridges,
+            bridge_pending: Vec::new(),
             console: None,
         })
     }
@@ -128,6 +140,15 @@ impl Shard {
     /// Installs the loaded password / ACL rules (before `run`).
     pub fn set_security(&mut self, security: Arc<crate::auth::Security>) {
         self.broker.set_security(security);
+    }
+
+    /// Installs this shard's ingest handlers (before `run`).
+    pub fn set_ingest(
+        &mut self,
+        handlers: Vec<crate::broker::ingest::IngestEntry>,
+        sink: crate::broker::ingest_ack::AckSink,
+    ) {
+        self.broker.set_ingest(handlers, Some(sink));
     }
 
     /// Turns persistence on and restores this shard's part of the saved state (before
@@ -213,6 +234,13 @@ impl Shard {
                 match event.token() {
                     WAKER => self.drain_commands(now),
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(conn) if self.bridge_of(conn).is_some() => {
+                        // --- bridge hook: a bridge's remote socket.
+                        let closed = event.is_read_closed() || event.is_error();
+                        if let Some(idx) = self.bridge_of(conn) {
+                            self.bridge_event(conn, idx, closed, now);
+                        }
+                    }
                     Token(conn) => {
                         if event.is_read_closed() || event.is_error() {
                             if let Some(c) = self.conns.get_mut(conn) {
@@ -234,6 +262,8 @@ impl Shard {
             if self.broker.poll_timeout().is_some_and(|t| t <= now) {
                 self.broker.on_timeout(now);
             }
+            self.bridge_retry_reads(now);
+            self.bridge_tick(now);
             self.deferred_progress =
                 self.broker.has_deferred_work() && self.broker.run_deferred(now);
             if let Some(p) = &mut self.persist {
@@ -267,14 +297,16 @@ impl Shard {
             self.persist.as_ref().and_then(Persister::poll_timeout),
             self.accept_paused.iter().flatten().min().copied(),
             crate::log::next_summary(),
+            self.bridges.poll_timeout(),
         ]
         .into_iter()
         .flatten()
         .min()
         .map(|t| t.saturating_duration_since(now));
+        let bridge_readable = self.bridge_readable(now);
         let broker = &mut self.broker;
         let readable = |c: &ConnId| broker.wants_read(*c, now);
-        if self.deferred_progress || self.read_pending.iter().any(readable) {
+        if self.deferred_progress || bridge_readable || self.read_pending.iter().any(readable) {
             return Some(Duration::ZERO);
         }
         self.inbox.parker().prepare_sleep();
@@ -313,6 +345,7 @@ impl Shard {
             match cmd {
                 Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
+                Command::IngestToken(t) => self.broker.on_ingest_token(t, now),
                 Command::SetSecurity(s) => {
                     if let Some(c) = self.console.as_ref().filter(|_| self.id == 0) {
                         c.console().set_security(Arc::clone(&s));
@@ -332,6 +365,7 @@ impl Shard {
                 Command::Unsubscribe(id) => {
                     self.broker.remove_internal(id);
                 }
+                Command::SetBridges(bridges) => self.bridge_reload(&bridges, now),
             }
         }
     }
@@ -543,6 +577,9 @@ impl Shard {
     }
 
     fn flush(&mut self, conn: ConnId, now: Instant) {
+        if let Some(idx) = self.bridge_of(conn) {
+            return self.bridge_flush(conn, idx, now); // --- bridge hook
+        }
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -596,6 +633,9 @@ impl Shard {
 
     /// The broker decided to close `conn`: flush what the socket takes, then close.
     fn close(&mut self, conn: ConnId) {
+        if let Some(idx) = self.bridge_of(conn) {
+            return self.bridge_closed_by_broker(idx, Instant::now()); // --- bridge hook
+        }
         let Some(mut c) = self.conns.try_remove(conn) else {
             return;
         };
@@ -617,8 +657,10 @@ impl Shard {
     }
 
     fn shutdown(&mut self) {
-        let keys: Vec<ConnId> = self.conns.iter().map(|(k, _)| k).collect();
         let now = Instant::now();
+        self.bridge_shutdown(now);
+        self.broker.on_shutdown(); // v5 DISCONNECT 0x8B, flushed below
+        let keys: Vec<ConnId> = self.conns.iter().map(|(k, _)| k).collect();
         for conn in keys {
             if let Some(out) = self.broker.output(conn) {
                 if let Some(c) = self.conns.get_mut(conn) {

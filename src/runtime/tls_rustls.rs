@@ -71,7 +71,7 @@ fn read_file(tls: &TlsConfig, option: &'static str, path: &Path) -> Result<Vec<u
     fs::read(path).map_err(|e| TlsError::new(tls, option, Some(path), format!("cannot read: {e}")))
 }
 
-fn certs(
+pub(super) fn certs(
     tls: &TlsConfig,
     option: &'static str,
     path: &Path,
@@ -90,7 +90,7 @@ fn certs(
     Ok(certs)
 }
 
-fn key(tls: &TlsConfig, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(super) fn key(tls: &TlsConfig, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read_file(tls, "keyfile", path)?;
     rustls_pemfile::private_key(&mut &pem[..])
         .map_err(|e| TlsError::new(tls, "keyfile", Some(path), e.to_string()))?
@@ -151,7 +151,7 @@ fn provider(tls: &TlsConfig) -> Result<CryptoProvider, TlsError> {
 }
 
 /// The trusted CAs of `cafile` and `capath`.
-fn roots(tls: &TlsConfig) -> Result<RootCertStore, TlsError> {
+pub(super) fn roots(tls: &TlsConfig) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     if let Some(ca) = &tls.cafile {
         for c in certs(tls, "cafile", ca)? {

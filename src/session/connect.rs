@@ -47,10 +47,21 @@ pub struct Accepted {
     /// Set when the server overrides the client's keep alive (v5 Server Keep Alive).
     pub server_keep_alive: Option<u16>,
     pub expiry: SessionExpiry,
+    /// MQTT 5 enhanced authentication that let the client in (set by the broker).
+    pub auth: Option<EnhancedAuth>,
+}
+
+/// The outcome of MQTT 5 enhanced authentication: the method (which a re-authentication
+/// must use again [MQTT-4.12.1-1]) and the data for the CONNACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnhancedAuth {
+    pub method: ByteStr,
+    pub data: Option<Bytes>,
 }
 
 /// Checks a CONNECT against the configuration and the listener's security `domain`
-/// (`identity_verified`: the username is a verified client-certificate identity). `auto_id`
+/// (`identity_verified`: the username is a verified client-certificate identity, or the
+/// user enhanced authentication established, and needs no password). `auto_id`
 /// yields a fresh unique suffix for an assigned client id. `Err` carries the v5 reason
 /// code; map it with [`connack_code`] for the client's version.
 pub fn accept(
@@ -61,8 +72,9 @@ pub fn accept(
     auto_id: impl FnOnce() -> u64,
 ) -> Result<Accepted, ReasonCode> {
     let v = connect.protocol;
-    if connect.properties.authentication_method.is_some() {
-        // No enhanced authentication method is supported yet [MQTT-4.12.0-1].
+    if connect.properties.authentication_method.is_some() && !identity_verified {
+        // The broker runs enhanced authentication before this; a method that did not
+        // run is refused [MQTT-4.12.0-1].
         return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
     }
     if connect.will.as_ref().is_some_and(|w| w.retain) && !config.retain_available {
@@ -125,6 +137,7 @@ pub fn accept(
         keep_alive,
         server_keep_alive,
         expiry,
+        auth: None,
     })
 }
 
@@ -180,12 +193,20 @@ pub fn connack_properties(config: &Config, accepted: &Accepted) -> Properties {
     if !config.retain_available {
         p.retain_available = Some(0);
     }
-    // Topic aliases are not supported yet: Topic Alias Maximum absent = 0.
-    p.shared_subscription_available = Some(0);
+    // [MQTT-3.2.2-17]: absent means 0, no aliases.
+    if config.max_topic_alias > 0 {
+        p.topic_alias_maximum = Some(config.max_topic_alias);
+    }
+    p.shared_subscription_available = Some(1);
     if accepted.assigned_id {
         p.assigned_client_identifier = Some(accepted.client_id.clone());
     }
     p.server_keep_alive = accepted.server_keep_alive;
+    if let Some(auth) = &accepted.auth {
+        // 3.2.2.3.17 / 3.2.2.3.18: the method of the CONNECT, and its last data.
+        p.authentication_method = Some(auth.method.clone());
+        p.authentication_data.clone_from(&auth.data);
+    }
     p
 }
 

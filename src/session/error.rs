@@ -17,9 +17,13 @@ pub enum ProtocolError {
     /// More QoS 2 publishes awaiting PUBREL than our Receive Maximum [MQTT-3.3.4-8].
     #[error("receive maximum exceeded")]
     ReceiveMaximumExceeded,
-    /// We announce Topic Alias Maximum 0, so any topic alias is invalid [MQTT-3.2.2-17].
+    /// Topic Alias 0, or above the Topic Alias Maximum we announced [MQTT-3.3.2-8]
+    /// [MQTT-3.3.2-9].
     #[error("topic alias invalid")]
     TopicAliasInvalid,
+    /// PUBLISH with an empty topic and an alias the client never set (3.3.2.3.4).
+    #[error("unknown topic alias")]
+    TopicAliasUnknown,
     /// PUBLISH with an empty topic and no alias.
     #[error("empty topic name")]
     EmptyTopic,
@@ -36,9 +40,10 @@ impl ProtocolError {
     pub const fn reason_code(&self) -> ReasonCode {
         match self {
             Self::Decode(e) => e.reason_code(),
-            Self::SecondConnect | Self::Unexpected(_) | Self::EmptyTopic => {
-                ReasonCode::PROTOCOL_ERROR
-            }
+            Self::SecondConnect
+            | Self::Unexpected(_)
+            | Self::EmptyTopic
+            | Self::TopicAliasUnknown => ReasonCode::PROTOCOL_ERROR,
             Self::SessionExpiryAfterZero => ReasonCode::PROTOCOL_ERROR,
             Self::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
             Self::TopicAliasInvalid => ReasonCode::TOPIC_ALIAS_INVALID,

@@ -8,6 +8,7 @@
 //! DISCONNECT) is returned as an [`Action`]. It never encodes bytes: packets to send come
 //! out of [`Session::poll_transmit`] as [`Transmit`]s.
 
+mod alias;
 mod connect;
 mod error;
 mod message;
@@ -22,8 +23,10 @@ use crate::codec::{
 };
 use crate::config::Config;
 
+use alias::InboundAliases;
+pub use alias::{AliasUse, OutboundAliases};
 pub use connect::{
-    accept, authenticate, connack_code, connack_properties, Accepted, SessionExpiry,
+    accept, authenticate, connack_code, connack_properties, Accepted, EnhancedAuth, SessionExpiry,
 };
 pub use error::ProtocolError;
 pub use message::{Message, Outgoing, PublishedBy, Transmit};
@@ -48,6 +51,8 @@ pub struct Limits {
     /// Our Receive Maximum: QoS 2 publishes a v5 client may have awaiting PUBREL.
     pub receive_maximum: u16,
     pub retain_available: bool,
+    /// Our Topic Alias Maximum (`max_topic_alias`): aliases a v5 client may set.
+    pub max_topic_alias: u16,
 }
 
 impl Limits {
@@ -68,6 +73,7 @@ impl Limits {
             queue_qos0: config.queue_qos0_messages,
             receive_maximum: config.max_inflight_messages.max(1),
             retain_available: config.retain_available,
+            max_topic_alias: config.max_topic_alias,
         }
     }
 }
@@ -121,6 +127,13 @@ struct Link {
     client_receive_maximum: u16,
     /// v5 Maximum Packet Size of the client (`u32::MAX` when absent).
     client_max_packet_size: u32,
+    /// Topic aliases the client set on this connection.
+    inbound_aliases: InboundAliases,
+    /// The enhanced authentication method of the CONNECT (re-authentication uses it).
+    auth_method: Option<ByteStr>,
+    /// Topic aliases we assign on this connection (`None`: the client takes none).
+    /// Boxed: most clients take none.
+    outbound_aliases: Option<Box<OutboundAliases>>,
 }
 
 /// A client's session.
@@ -223,6 +236,19 @@ impl Session {
                 .unwrap_or(u16::MAX)
                 .max(1),
             client_max_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            auth_method: accepted.auth.as_ref().map(|a| a.method.clone()),
+            // New tables for every connection [MQTT-3.3.2-7].
+            inbound_aliases: InboundAliases::new(if connect.protocol.is_v5() {
+                self.limits.max_topic_alias
+            } else {
+                0
+            }),
+            outbound_aliases: connect
+                .protocol
+                .is_v5()
+                .then(|| connect.properties.topic_alias_maximum.unwrap_or(0))
+                .and_then(OutboundAliases::new)
+                .map(Box::new),
         });
     }
 
@@ -262,6 +288,36 @@ impl Session {
         self.link
             .as_ref()
             .map_or(u32::MAX, |l| l.client_max_packet_size)
+    }
+
+    /// The enhanced authentication method the client connected with, if any.
+    pub fn auth_method(&self) -> Option<&ByteStr> {
+        self.link.as_ref().and_then(|l| l.auth_method.as_ref())
+    }
+
+    /// Whether the broker assigns topic aliases to this connection (v5 client with a
+    /// Topic Alias Maximum above 0).
+    pub fn takes_topic_aliases(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.outbound_aliases.is_some())
+    }
+
+    /// Counts one PUBLISH of `topic` to the client and says whether to send it with an
+    /// alias (see [`OutboundAliases::choose`]); [`AliasUse::Topic`] when the client
+    /// takes no aliases.
+    pub fn choose_topic_alias(&mut self, topic: &ByteStr) -> AliasUse {
+        self.link
+            .as_mut()
+            .and_then(|l| l.outbound_aliases.as_mut())
+            .map_or(AliasUse::Topic, |a| a.choose(topic))
+    }
+
+    /// A PUBLISH that set `alias` for `topic` is in the client's output.
+    pub fn topic_alias_bound(&mut self, topic: &ByteStr, alias: u16) {
+        if let Some(a) = self.link.as_mut().and_then(|l| l.outbound_aliases.as_mut()) {
+            a.bound(topic, alias);
+        }
     }
 
     /// When keep alive runs out: 1.5 x keep alive after the last packet [MQTT-3.1.2-24].
@@ -353,6 +409,21 @@ impl Session {
             self.outbound.enqueue(out);
             Delivery::Queued
         }
+    }
+
+    /// Takes the QoS 1/2 messages the client has not acknowledged for which `pick` is
+    /// true (queued, or inflight before PUBACK / PUBREC), to hand them to another
+    /// subscriber (a shared subscription member that left), then refills the window.
+    pub fn take_unacked(
+        &mut self,
+        now: Instant,
+        pick: impl FnMut(&Outgoing) -> bool,
+    ) -> Vec<Outgoing> {
+        let taken = self.outbound.take_unacked(pick);
+        if !taken.is_empty() {
+            self.pump(now);
+        }
+        taken
     }
 
     /// Completes an inflight message that could not be sent (too large for the client's
@@ -452,24 +523,28 @@ impl Session {
         }
     }
 
-    fn on_publish(&mut self, p: Publish) -> Result<Option<Action>, ProtocolError> {
-        Ok(self.check_publish(&p)?.then_some(Action::Route(p)))
+    fn on_publish(&mut self, mut p: Publish) -> Result<Option<Action>, ProtocolError> {
+        Ok(self.check_publish(&mut p)?.then_some(Action::Route(p)))
     }
 
     /// The PUBLISH half of [`Session::handle_packet`] without moving the packet (the
     /// broker's hot path): refreshes keep alive, checks the packet, records an inbound
-    /// QoS 2 id. `Ok(true)`: route it, then call [`Session::acknowledge_publish`];
-    /// `Ok(false)`: a duplicate QoS 2 PUBLISH, already answered.
-    pub fn accept_publish(&mut self, now: Instant, p: &Publish) -> Result<bool, ProtocolError> {
+    /// QoS 2 id, resolves a topic alias (`p` then has its topic and no alias).
+    /// `Ok(true)`: route it, then call [`Session::acknowledge_publish`]; `Ok(false)`: a
+    /// duplicate QoS 2 PUBLISH, already answered.
+    pub fn accept_publish(&mut self, now: Instant, p: &mut Publish) -> Result<bool, ProtocolError> {
         if let Some(link) = &mut self.link {
             link.last_packet = now;
         }
         self.check_publish(p)
     }
 
-    fn check_publish(&mut self, p: &Publish) -> Result<bool, ProtocolError> {
+    fn check_publish(&mut self, p: &mut Publish) -> Result<bool, ProtocolError> {
         if p.properties.topic_alias.is_some() {
-            return Err(ProtocolError::TopicAliasInvalid);
+            match &mut self.link {
+                Some(link) => link.inbound_aliases.resolve(p)?,
+                None => return Err(ProtocolError::TopicAliasInvalid),
+            }
         }
         if p.topic.is_empty() {
             return Err(ProtocolError::EmptyTopic);
@@ -551,6 +626,12 @@ impl Session {
     /// Whether the inbound QoS 2 `id` was received and awaits its PUBREL.
     pub fn awaits_pubrel(&self, id: PacketId) -> bool {
         self.inbound_qos2.contains(&id)
+    }
+
+    /// Forgets inbound QoS 2 `id` that was accepted but never acknowledged (an ingest
+    /// handler held it when the connection ended): its resend is a new message.
+    pub fn forget_inbound_qos2(&mut self, id: PacketId) {
+        self.inbound_qos2.retain(|&p| p != id);
     }
 
     /// Puts back a restored inbound QoS 2 id awaiting PUBREL: a resend with it is

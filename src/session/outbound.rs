@@ -363,6 +363,34 @@ impl Outbound {
         }
     }
 
+    /// Takes the QoS 1/2 messages the client has not acknowledged for which `pick` is
+    /// true: queued ones, and inflight ones still awaiting PUBACK or PUBREC (after a
+    /// PUBREC the client has the message). Inflight first, then queued: oldest first.
+    pub fn take_unacked(&mut self, mut pick: impl FnMut(&Outgoing) -> bool) -> Vec<Outgoing> {
+        let mut taken = Vec::new();
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let f = &self.inflight[i];
+            if f.stage != Stage::PubComp && pick(&f.out) {
+                taken.push(f.out.clone());
+                self.remove_inflight(i); // frees its packet id too
+            } else {
+                i += 1;
+            }
+        }
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for (seq, out) in self.queue.drain(..) {
+            if out.qos != QoS::AtMostOnce && pick(&out) {
+                taken.push(out);
+            } else {
+                kept.push_back((seq, out));
+            }
+        }
+        self.queue = kept;
+        self.queued_bytes = self.queue.iter().map(|(_, o)| message_bytes(o)).sum();
+        taken
+    }
+
     /// Drops QoS 0 messages from the queue (a session going offline without
     /// `queue_qos0_messages`); returns how many.
     pub fn drop_queued_qos0(&mut self) -> usize {

@@ -759,3 +759,28 @@ impl Drop for MosquittoProc {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the Python test client `tests/paho/<script>` with `args`; asserts that it exits
+/// successfully and printed `ok <check>` for every check (its output in the message).
+pub fn run_python_checks(script: &str, args: &[&str], checks: &[&str]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/paho")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in checks {
+        assert!(
+            stdout.contains(&format!("ok {check}")),
+            "{script}: {stdout}"
+        );
+    }
+}

@@ -16,6 +16,14 @@
 //! [MQTT-3.8.4]. UNSUBACK is never held: after it a few extra messages are tolerable.
 //! With one shard nothing is broadcast or held.
 //!
+//! Shared subscription groups (`$share/GROUP/FILTER`, see `routing/shared.rs`) ride the
+//! same protocol: every change of this shard's member count of a group is broadcast as
+//! `Control::ShareInterest` (the count and this shard's id of the group), so every shard
+//! can weigh the members of each shard when it picks one. The group's key counts members
+//! here like a filter counts subscriptions; the first member's broadcast carries a
+//! sequence number and its SUBACK waits for it as above, the others carry 0 (a count
+//! update, not acknowledged).
+//!
 //! Held SUBACKs are bounded: once a connection has [`MAX_HELD_SUBACKS`] waiting, the
 //! broker stops reading it (`Broker::wants_read`) until some leave, so a client pipelining
 //! SUBSCRIBEs while another shard is slow to answer costs a bounded amount of memory (the

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::codec::ByteStr;
 use crate::mailbox::{Lane, ShardId, MAX_SHARDS};
 use crate::metrics::Stats;
@@ -42,7 +44,35 @@ pub enum ShardMsg {
         /// The sender's sequence number (handoff watermarks).
         seq: u64,
     },
+    /// A publish that also asks the receiver to serve shared subscription groups (see
+    /// `routing/shared.rs`): as `Publish`, plus the groups whose member the receiver
+    /// picks. Boxed so the hot `Publish` stays small.
+    Shared(Box<SharedPublish>),
     Control(Box<Control>),
+}
+
+/// The shared subscription groups one shard serves for one message.
+pub type SharePublishTargets = SmallVec<[ShareTarget; 1]>;
+
+/// A [`ShardMsg::Shared`] publish.
+#[derive(Debug)]
+pub struct SharedPublish {
+    pub msg: Arc<Message>,
+    pub dests: u64,
+    pub seq: u64,
+    pub groups: SharePublishTargets,
+    /// Only for the groups: the receiver's plain subscribers already had it (a message
+    /// handed over by a member that left its group).
+    pub groups_only: bool,
+}
+
+/// A shared subscription group the receiving shard serves for one message: the
+/// receiver's id of the group (as its `ShareInterest` named it) and the member number the
+/// sender's strategy picked among the receiver's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareTarget {
+    pub group: u64,
+    pub pick: u32,
 }
 
 impl ShardMsg {
@@ -51,7 +81,7 @@ impl ShardMsg {
     /// (the mailbox documentation says why, message by message).
     pub fn lane(&self) -> Lane {
         match self {
-            Self::Publish { .. } => Lane::Data,
+            Self::Publish { .. } | Self::Shared(_) => Lane::Data,
             Self::Control(c)
                 if matches!(**c, Control::Installed { .. } | Control::DrainAck { .. }) =>
             {
@@ -71,6 +101,16 @@ pub enum Control {
     Interest {
         filter: ByteStr,
         add: bool,
+        seq: u64,
+    },
+    /// The sender has `members` members of the shared subscription group `share`
+    /// (`$share/GROUP/FILTER`) now, and names the group `group` in [`ShareTarget`]s. The
+    /// first member's broadcast carries a sequence number (`seq > 0`) to acknowledge
+    /// with `InterestAck`, as `Interest` does.
+    ShareInterest {
+        share: ByteStr,
+        members: u32,
+        group: u64,
         seq: u64,
     },
     /// The sender applied the receiver's Interest broadcasts up to `seq`.

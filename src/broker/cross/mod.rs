@@ -36,7 +36,10 @@ pub(super) use handoff::{Handoff, Offer, PendingConnect};
 #[cfg(test)]
 pub(super) use interest::MAX_HELD_SUBACKS;
 pub(super) use interest::{HeldSubAck, RetainedAfter};
-pub use messages::{home_shard, Control, MovedSession, ShardMsg, ShardReport};
+pub use messages::{
+    home_shard, Control, MovedSession, ShardMsg, ShardReport, SharePublishTargets, ShareTarget,
+    SharedPublish,
+};
 pub(super) use messages::{remote_key, remote_shard};
 pub(super) use replication::Version;
 
@@ -141,7 +144,15 @@ impl CrossShard {
 
     /// Sends `msg` to every shard in `dests`; the last one gets the `Arc` itself, so this
     /// shard does not touch the reference count again while the receivers use it.
-    pub(super) fn send_publish(&mut self, msg: Arc<Message>, dests: u64, seq: u64) {
+    /// `groups(j)` names the shared subscription groups shard j serves for it (see
+    /// `routing/shared.rs`).
+    pub(super) fn send_publish(
+        &mut self,
+        msg: Arc<Message>,
+        dests: u64,
+        seq: u64,
+        mut groups: impl FnMut(ShardId) -> SharePublishTargets,
+    ) {
         let mut remaining = dests;
         let mut msg = Some(msg);
         while remaining != 0 {
@@ -152,11 +163,41 @@ impl CrossShard {
             } else {
                 msg.as_ref().map(Arc::clone)
             };
-            if let Some(m) = m {
-                self.outbox
-                    .push_back((j, ShardMsg::Publish { msg: m, dests, seq }));
+            if let Some(msg) = m {
+                let groups = groups(j);
+                let message = if groups.is_empty() {
+                    ShardMsg::Publish { msg, dests, seq }
+                } else {
+                    ShardMsg::Shared(Box::new(SharedPublish {
+                        msg,
+                        dests,
+                        seq,
+                        groups,
+                        groups_only: false,
+                    }))
+                };
+                self.outbox.push_back((j, message));
             }
         }
+    }
+
+    /// Sends `msg` to shard `to` for one group only (a member's hand-over).
+    pub(super) fn send_group_only(
+        &mut self,
+        to: ShardId,
+        msg: Arc<Message>,
+        seq: u64,
+        target: ShareTarget,
+    ) {
+        let shared = SharedPublish {
+            msg,
+            dests: 1 << to,
+            seq,
+            groups: smallvec::smallvec![target],
+            groups_only: true,
+        };
+        self.outbox
+            .push_back((to, ShardMsg::Shared(Box::new(shared))));
     }
 
     /// A publish from shard `from` with sequence number `seq` was taken.
@@ -200,6 +241,34 @@ impl CrossShard {
                 seq: 0,
             });
         }
+    }
+
+    /// This shard has `members` members of the shared subscription group `share` (id
+    /// `group`) now, after one joined (`joined`) or left: every other shard learns the
+    /// count; the first member's broadcast is acknowledged (SUBACKs wait for it as for
+    /// an `Interest`).
+    pub(super) fn group_changed(
+        &mut self,
+        share: &ByteStr,
+        members: u32,
+        group: u64,
+        joined: bool,
+    ) {
+        if !self.is_multi() {
+            return;
+        }
+        let seq = if joined {
+            self.interest.added(share).unwrap_or(0)
+        } else {
+            self.interest.removed(share);
+            0
+        };
+        self.broadcast(|| Control::ShareInterest {
+            share: share.clone(),
+            members,
+            group,
+            seq,
+        });
     }
 
     /// Whether this shard advertises interest in `filter`.

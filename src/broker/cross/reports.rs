@@ -89,6 +89,7 @@ impl Reports {
             total.stored_bytes += s.stored_bytes;
             total.output_bytes += s.output_bytes;
             total.subscribe_paused += s.subscribe_paused;
+            total.shared_skipped += s.shared_skipped;
             total.embed_publish_refused += s.embed_publish_refused;
             total.publish_refused_memory += s.publish_refused_memory;
             for (t, o) in [

@@ -15,7 +15,7 @@ use crate::codec::{ByteStr, ProtocolVersion, Will};
 use crate::persist::{Record, State, StoredUser, EXPIRY_NEVER};
 use crate::retained::{RetainSource, RetainedMessage};
 use crate::session::{Message, Outgoing, Session, SessionExpiry, Subscription};
-use crate::topic::TopicFilter;
+use crate::topic::{SharedFilter, TopicFilter};
 
 use super::super::sessions::Slot;
 use super::super::timers::Timer;
@@ -23,8 +23,10 @@ use super::super::Broker;
 use super::options_from_byte;
 
 impl Broker {
-    /// Loads the retained messages of `state` into this shard's retained store.
-    pub fn restore_retained(&mut self, state: &State) {
+    /// Loads the retained messages of `state` into this shard's retained store. A
+    /// message's expiry counts again from `now` (records keep the interval, not when the
+    /// message came).
+    pub fn restore_retained(&mut self, state: &State, now: Instant) {
         for p in state.retained.values() {
             let source = state.retained_sources.get(&p.topic).map(|s| {
                 Arc::new(RetainSource {
@@ -39,6 +41,7 @@ impl Broker {
                 qos: p.qos,
                 properties: p.properties.clone(),
                 source,
+                expires_at: RetainedMessage::expiry_from(&p.properties, now),
             });
         }
         self.stats.retained = self.routing.retained_len() as u64;
@@ -97,20 +100,21 @@ impl Broker {
             let mut session = Session::new(id.clone(), uid, self.limits);
             session.restore_meta(version, expiry);
             for (filter, &(options, sub_id)) in &s.subscriptions {
-                let Ok(parsed) = TopicFilter::try_from(filter.clone()) else {
-                    continue;
+                let valid = match SharedFilter::try_parse(filter.as_str()) {
+                    Ok(Some(_)) => true,
+                    Ok(None) => TopicFilter::try_from(filter.clone()).is_ok(),
+                    Err(_) => false,
                 };
+                if !valid {
+                    continue;
+                }
                 let sub = Subscription {
                     options: options_from_byte(options),
                     id: (sub_id != 0).then_some(sub_id),
                 };
                 session.subscribe(filter, sub);
-                if self
-                    .routing
-                    .subscribe(&parsed, self.sessions.vacant_key(), sub)
-                {
-                    self.cross.filter_added(filter);
-                }
+                // Plain filters and shared subscription groups alike.
+                self.index_subscription(self.sessions.vacant_key(), filter, sub);
             }
             for (&seq, m) in &s.messages {
                 let out = Outgoing {
@@ -192,7 +196,7 @@ impl Broker {
                 dests: 0,
                 source: (self.cross.me(), 0),
             };
-            self.fanout_local(&msg, sent, now);
+            self.fanout_local(&msg, sent, &[], false, now);
         }
         for will in due_wills {
             self.publish_will(will, now);

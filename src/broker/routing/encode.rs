@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::codec::ByteStr;
 use crate::codec::{self, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS};
-use crate::session::{Message, Outgoing};
+use crate::session::{AliasUse, Message, Outgoing};
 
 use crate::broker::out_queue::Body;
 
@@ -169,21 +170,23 @@ impl Encoder {
         }
     }
 
-    /// Header + shared payload of one delivery to one subscriber.
+    /// Header + shared payload of one delivery to one subscriber; `alias` is what the
+    /// subscriber's session chose for the topic (v5 only).
     pub(in crate::broker) fn delivery(
         &mut self,
         out: &Outgoing,
         version: ProtocolVersion,
-        packet_id: Option<PacketId>,
-        dup: bool,
+        (packet_id, dup): (Option<PacketId>, bool),
+        alias: AliasUse,
         now: Instant,
     ) -> Result<(Bytes, Body), EncodeError> {
         let scratch = &mut self.scratch;
         let v5 = version.is_v5();
         let p = &out.msg.publish;
         let expiry = if v5 { out.msg.expiry_left(now) } else { None };
+        let alias = if v5 { alias } else { AliasUse::Topic };
         scratch.clear();
-        if !v5 || (out.sub_ids.is_empty() && expiry.is_none()) {
+        if !v5 || (out.sub_ids.is_empty() && expiry.is_none() && alias == AliasUse::Topic) {
             let template = header_template(&out.msg, v5, packet_id.is_some())?;
             scratch.extend_from_slice(&template);
             scratch[0] = publish_flags(out.qos, out.retain, dup);
@@ -198,11 +201,24 @@ impl Encoder {
             if let Some(left) = expiry {
                 properties.message_expiry_interval = Some(left.max(1));
             }
+            let topic = match alias {
+                AliasUse::Topic => p.topic.clone(),
+                AliasUse::Bind(n) => {
+                    properties.topic_alias = Some(n);
+                    p.topic.clone()
+                }
+                // [MQTT-3.3.2-11]: `n` is within the client's maximum (the session's
+                // table never hands out more).
+                AliasUse::Known(n) => {
+                    properties.topic_alias = Some(n);
+                    ByteStr::default()
+                }
+            };
             let tmp = Publish {
                 dup,
                 qos: out.qos,
                 retain: out.retain,
-                topic: p.topic.clone(),
+                topic,
                 packet_id,
                 properties,
                 payload: p.payload.clone(),

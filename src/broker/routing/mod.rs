@@ -2,7 +2,8 @@
 //! index (local subscriptions under their session's slab key, and the other shards'
 //! interest under [`remote_key`]: one trie walk per publish finds both), fan-out
 //! planning (matching, and merging a client's overlapping subscriptions into one
-//! delivery), encode-once ([`Encoder`]), the retained store with its budgeted delivery
+//! delivery), the shared subscription groups and their choice of one member per message
+//! (`shared.rs`), encode-once ([`Encoder`]), the retained store with its budgeted delivery
 //! jobs, and the in-process (embedding) subscribers.
 //!
 //! It decides *who* gets a message and *as what*, never whether a subscriber can take it:
@@ -11,6 +12,7 @@
 
 mod encode;
 mod internal;
+mod shared;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::codec::{ByteStr, Publish, QoS, SubscriptionOptions};
+use crate::config::ShareStrategy;
 use crate::mailbox::ShardId;
 use crate::retained::{RetainedCursor, RetainedMessage, RetainedStore};
 use crate::session::{Message, Subscription};
@@ -29,6 +32,7 @@ use super::embed::InternalSub;
 pub(super) use encode::{frame_class, Encoder, Frames};
 #[cfg(test)]
 pub(super) use encode::{packet_id_offset, publish_flags};
+pub(super) use shared::{hash_str, LocalPick};
 
 /// Retained messages handed to one subscription per batch.
 pub(super) const RETAINED_BATCH: usize = 256;
@@ -89,19 +93,23 @@ pub(super) struct Routing {
     /// Retained lookups continued by `run_deferred`.
     jobs: VecDeque<RetainedJob>,
     internal: internal::InternalSubs,
+    /// Shared subscription groups.
+    groups: shared::Groups,
     /// Reused list of local matches.
     targets: Vec<(usize, Subscription)>,
     encoder: Encoder,
 }
 
 impl Routing {
-    pub(super) fn new() -> Self {
+    /// Routing of shard `me` of `shards`, with the shared subscription `strategy`.
+    pub(super) fn new(me: ShardId, shards: usize, strategy: ShareStrategy) -> Self {
         Self {
             index: TopicIndex::new(),
             remote_entries: 0,
             retained: RetainedStore::new(),
             jobs: VecDeque::new(),
             internal: internal::InternalSubs::default(),
+            groups: shared::Groups::new(me, shards, strategy),
             targets: Vec::new(),
             encoder: Encoder::new(),
         }
@@ -150,9 +158,32 @@ impl Routing {
         }
     }
 
-    /// Local subscriptions (the index minus the other shards' interest entries).
+    /// Local subscriptions (the index minus the other shards' interest entries, plus
+    /// this shard's members of shared groups).
     pub(super) fn local_subscriptions(&self) -> u64 {
-        self.index.len().saturating_sub(self.remote_entries) as u64
+        (self.index.len().saturating_sub(self.remote_entries) + self.groups.local_members()) as u64
+    }
+
+    // --- shared subscription groups (see `shared.rs`) -------------------------------------
+
+    /// The shared subscription groups (membership, member choice; see `shared.rs`).
+    pub(super) fn groups(&self) -> &shared::Groups {
+        &self.groups
+    }
+
+    pub(super) fn groups_mut(&mut self) -> &mut shared::Groups {
+        &mut self.groups
+    }
+
+    /// The publishing shard's choice of member for each group matching `topic` (see
+    /// `shared.rs`); returns the other shards that serve a group. One emptiness check
+    /// while no group exists.
+    #[inline]
+    pub(super) fn route_groups(&mut self, topic: &str, client_hash: Option<u64>) -> u64 {
+        if self.groups.is_empty() {
+            return 0;
+        }
+        self.groups.route(topic, client_hash)
     }
 
     /// Shards (other than this one) with a subscriber matching `topic`.
@@ -187,6 +218,11 @@ impl Routing {
             });
         self.targets = targets;
         dests
+    }
+
+    /// Empties the target list (a message only for shared subscription groups).
+    pub(super) fn clear_targets(&mut self) {
+        self.targets.clear();
     }
 
     /// Whether the last [`Routing::match_topic`] found local subscriptions.

@@ -313,13 +313,17 @@ fn v5_connack_announces_limits() {
     assert_eq!(p.maximum_packet_size, Some(1000));
     assert_eq!(p.retain_available, Some(0));
     assert_eq!(p.receive_maximum, Some(20));
-    assert_eq!(p.topic_alias_maximum, None);
-    assert_eq!(p.shared_subscription_available, Some(0));
+    assert_eq!(p.topic_alias_maximum, Some(10)); // max_topic_alias's default
+    assert_eq!(p.shared_subscription_available, Some(1));
 }
 
 #[test]
-fn topic_alias_gets_disconnect_0x94() {
-    let mut h = Harness::new(Harness::default_config());
+fn topic_alias_gets_disconnect_0x94_when_max_topic_alias_0() {
+    let config = Config {
+        max_topic_alias: 0,
+        ..Harness::default_config()
+    };
+    let mut h = Harness::new(config);
     let conn = h.connect("c", V5);
     let mut p = super::harness::publish("t", b"x", QoS::AtMostOnce, false, None);
     p.properties.topic_alias = Some(1);

@@ -25,6 +25,8 @@ pub struct Client {
     pub received: VecDeque<Packet>,
     /// Closed by the broker (`poll_close`).
     pub closed: bool,
+    /// Bytes the broker wrote to it.
+    pub bytes: usize,
 }
 
 pub struct Harness {
@@ -81,6 +83,7 @@ impl Harness {
                 wire: BytesMut::new(),
                 received: VecDeque::new(),
                 closed: false,
+                bytes: 0,
             },
         );
         conn
@@ -177,6 +180,7 @@ impl Harness {
                     client.wire.extend_from_slice(s);
                     written += s.len();
                 }
+                client.bytes += written;
             }
             out.consume(written);
         }

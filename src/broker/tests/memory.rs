@@ -330,6 +330,7 @@ fn subscribe_to_everything_over_100k_retained_is_budgeted_from_the_first_match()
                 qos: QoS::AtMostOnce,
                 properties: Default::default(),
                 source: None,
+                expires_at: None,
             });
     }
     let s = h.connect("s", V4);

@@ -334,7 +334,7 @@ fn check_retain_source_survives_a_restart() {
         let mut h = Harness::new(config());
         h.broker.enable_persistence(h.now, T0 + 1000, 2);
         h.broker.set_security(acl(rules));
-        h.broker.restore_retained(&state);
+        h.broker.restore_retained(&state, h.now);
         let r = h.connect("reader", V311);
         h.subscribe(r, "status/#", QoS::AtMostOnce);
         if delivered {

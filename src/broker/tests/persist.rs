@@ -32,7 +32,7 @@ fn restart(state: &State, later: Duration) -> Harness {
     let mut h = Harness::new(Harness::default_config());
     h.broker
         .enable_persistence(h.now, T0 + later.as_millis() as u64, 2);
-    h.broker.restore_retained(state);
+    h.broker.restore_retained(state, h.now);
     h.broker.restore_sessions(state, &|_| true, h.now);
     h.drive();
     h
@@ -369,7 +369,7 @@ fn retained_messages_queued_by_subscribe_are_recorded() {
 
     let mut h = Harness::new(config);
     h.broker.enable_persistence(h.now, T0 + 1000, 2);
-    h.broker.restore_retained(&state);
+    h.broker.restore_retained(&state, h.now);
     h.broker.restore_sessions(&state, &|_| true, h.now);
     let (s, ack) = h.connect_with(connect("s", ProtocolVersion::V311, false));
     assert!(ack.session_present);
@@ -444,7 +444,7 @@ fn restored_session_reads_with_the_acl_of_its_certificate_identity() {
     )));
 
     let mut h = identity_broker(T0 + 1000, 2);
-    h.broker.restore_retained(&state);
+    h.broker.restore_retained(&state, h.now);
     h.broker.restore_sessions(&state, &|_| true, h.now);
     // Published while the session is offline: it is checked with alice's ACL.
     let (anon, _) = connect_with_cert(&mut h, "anon", None);

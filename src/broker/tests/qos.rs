@@ -413,14 +413,6 @@ fn unsubscribe_stops_delivery_v5_reason_codes() {
 }
 
 #[test]
-fn shared_subscription_refused_for_now() {
-    let mut h = Harness::new(Harness::default_config());
-    let s = h.connect("s", V5);
-    let a = h.subscribe(s, "$share/g/t", QoS::AtMostOnce);
-    assert_eq!(a.reasons[0], ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-}
-
-#[test]
 fn inject_routes_like_a_client() {
     let mut h = Harness::new(Harness::default_config());
     let s = h.connect("s", V311);

@@ -30,7 +30,7 @@ fn subscribe_packet(filter: &str, qos: QoS) -> Packet {
 pub(super) struct Mesh {
     pub(super) shards: Vec<Harness>,
     /// Messages that crossed shards (for "nothing sent without interest" checks).
-    publishes_sent: usize,
+    pub(super) publishes_sent: usize,
 }
 
 impl Mesh {
@@ -69,7 +69,7 @@ impl Mesh {
         }
         {
             for (from, to, msg) in moved {
-                if matches!(msg, ShardMsg::Publish { .. }) {
+                if matches!(msg, ShardMsg::Publish { .. } | ShardMsg::Shared(_)) {
                     self.publishes_sent += 1;
                 }
                 let h = &mut self.shards[to];
