@@ -246,6 +246,39 @@ fn mount_point_prefixes_topics_in_and_strips_them_out() {
 }
 
 #[test]
+fn mount_point_applies_to_shared_subscriptions_and_topic_aliases() {
+    let mut h = Harness::new(with_mount_point());
+    let mut c = connect("inner", V5, true);
+    c.properties.topic_alias_maximum = Some(2);
+    let inner = connect_on(&mut h, 1, c);
+    // `$share/g/hot` under the mount point is the group's filter `site1/hot`.
+    h.subscribe(inner, "$share/g/hot", QoS::AtLeastOnce);
+    let plain = h.connect("plain", V311);
+    h.publish(plain, "hot", b"outside", QoS::AtMostOnce, false, None);
+    h.assert_idle(inner);
+    let mut got = Vec::new();
+    for id in 1..=3 {
+        h.publish(plain, "site1/hot", b"x", QoS::AtLeastOnce, false, Some(id));
+        let p = h.expect_publish(inner);
+        got.push((p.topic.as_str().to_owned(), p.properties.topic_alias));
+        h.ack(
+            inner,
+            crate::codec::AckKind::PubAck,
+            p.packet_id.unwrap_or(0),
+        );
+    }
+    // The alias binds the topic the client sees (stripped), then stands for it.
+    assert_eq!(
+        got,
+        [
+            ("hot".to_owned(), None),
+            ("hot".to_owned(), Some(1)),
+            (String::new(), Some(1))
+        ]
+    );
+}
+
+#[test]
 fn mount_point_retained_and_wills_are_mounted() {
     let mut h = Harness::new(with_mount_point());
     let outside = h.connect("outside", V311);
