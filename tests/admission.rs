@@ -32,7 +32,10 @@ fn connect_many(port: u16, prefix: &str, n: usize) -> (Vec<(Raw, bool)>, usize) 
 }
 
 fn global_config(extra: &str) -> String {
-    format!("{extra}\nlistener 0 127.0.0.1\nallow_anonymous true\nlog_type all\n")
+    format!(
+        "{extra}\nlistener 0 127.0.0.1\nallow_anonymous true\n{}",
+        common::LOG_TYPES
+    )
 }
 
 #[test]

@@ -36,19 +36,6 @@ fn an_acl_line_with_an_unknown_access_type_stops_the_start() {
 #[test]
 fn options_shardmq_cannot_honour_yet_stop_the_start() {
     for (lines, option) in [
-        ("mount_point site1/", "mount_point"),
-        ("max_qos 1", "max_qos 1"),
-        (
-            "use_username_as_clientid true",
-            "use_username_as_clientid true",
-        ),
-        ("upgrade_outgoing_qos true", "upgrade_outgoing_qos true"),
-        ("check_retain_source true", "check_retain_source true"),
-        ("memory_limit 1000000", "memory_limit 1000000"),
-        (
-            "use_subject_as_username true",
-            "use_subject_as_username true",
-        ),
         ("auth_plugin /usr/lib/x.so", "auth_plugin"),
         (
             "bridge_psk 0a0b\nconnection up\naddress 10.0.0.1\ntopic # out 0",

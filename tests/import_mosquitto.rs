@@ -42,6 +42,22 @@ fn sub_output(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs `shardmq import-mosquitto-db DB -c CONF` (the config text written into `dir`);
+/// returns its report.
+fn import(db: &std::path::Path, dir: &std::path::Path, conf: &str) -> String {
+    let conf_file = dir.join("shardmq.conf");
+    std::fs::write(&conf_file, conf).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shardmq"))
+        .arg("import-mosquitto-db")
+        .arg(db)
+        .arg("-c")
+        .arg(&conf_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The next PUBLISH a raw client receives (acknowledging nothing).
 fn next_publish(raw: &mut Raw) -> common::RawPacket {
     loop {
@@ -155,17 +171,7 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
             && err.contains("shardmq import-mosquitto-db"),
         "{err}"
     );
-    let conf_file = dir.join("shardmq.conf");
-    std::fs::write(&conf_file, &conf).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shardmq"))
-        .arg("import-mosquitto-db")
-        .arg(&db)
-        .arg("-c")
-        .arg(&conf_file)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let report = import(&db, &dir, &conf);
     assert!(
         report.contains("3 retained messages, 3 persistent sessions with 3 subscriptions, 4 queued and 1 in-flight messages"),
         "{report}"
@@ -247,4 +253,66 @@ fn mosquittos_retained_messages_and_sessions_arrive_after_the_import() {
     );
     assert_eq!(id, inflight_id);
     assert_eq!(again.first & 0x08, 0x08, "DUP");
+}
+
+/// Mosquitto keeps an incoming QoS 2 message until its client's PUBREL; after the import,
+/// shardmq has delivered it (once) to the offline subscriber, and the client's PUBREL
+/// completes it (PUBCOMP).
+#[test]
+fn an_incoming_qos2_message_awaiting_pubrel_is_completed_after_the_import() {
+    let Some(bin) = common::mosquitto_broker() else {
+        return;
+    };
+    if common::mosquitto_tool("mosquitto_sub").is_none() {
+        return;
+    }
+    let dir = common::temp_dir("import-qos2");
+    let m = MosquittoProc::start(
+        &bin,
+        &dir,
+        &format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/",
+            dir.display()
+        ),
+    );
+    let mp = m.port.to_string();
+    tool(
+        "mosquitto_sub",
+        &["-p", &mp, "-c", "-i", "qsub", "-q", "2", "-t", "h/#", "-E"],
+    );
+    let (mut raw, _, code) = Raw::mqtt_connect(m.port, "holder", false);
+    assert_eq!(code, 0);
+    raw.send(&common::publish("h/x", 2, false, false, 42, b"held"));
+    let pubrec = raw.recv().expect("PUBREC");
+    assert_eq!((pubrec.kind(), pubrec.packet_id()), (5, 42));
+    drop(raw); // no PUBREL: Mosquitto keeps the message for it
+    m.stop();
+    let db = dir.join("mosquitto.db");
+
+    let conf = format!(
+        "listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+        dir.display()
+    );
+    let report = import(&db, &dir, &conf);
+    assert!(
+        report.contains("1 incoming QoS 2 messages awaiting PUBREL (delivered")
+            && !report.contains("left out"),
+        "{report}"
+    );
+
+    let b = BrokerProc::start_config(&conf);
+    let (mut raw, present, code) = Raw::mqtt_connect(b.port, "holder", false);
+    assert_eq!((present, code), (true, 0));
+    // The client had its PUBREC: on reconnection it resends PUBREL [MQTT-4.4.0-1].
+    raw.send(&common::ack(0x62, 42));
+    let pubcomp = raw.recv().expect("PUBCOMP");
+    assert_eq!((pubcomp.kind(), pubcomp.packet_id()), (7, 42));
+    // The subscriber gets it once.
+    let got = sub_output(
+        b.port,
+        &[
+            "-c", "-i", "qsub", "-q", "2", "-t", "h/#", "-C", "2", "-W", "3",
+        ],
+    );
+    assert_eq!(got, "held");
 }

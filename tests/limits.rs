@@ -319,7 +319,7 @@ fn clients_may_not_publish_to_sys_without_an_acl() {
     {
         return;
     }
-    let broker = BrokerProc::start("threads 1");
+    let broker = BrokerProc::start("threads 1\nlog_type debug"); // "Denied PUBLISH" is debug
     let watcher = sys_watcher(&broker, "sys-watch", 1);
     // 3.1.1: acknowledged and dropped, as Mosquitto does.
     for qos in ["0", "1", "2"] {

@@ -17,6 +17,7 @@ pub mod passwd;
 pub mod password;
 pub mod psk;
 pub mod scram;
+pub mod x509;
 
 use std::sync::Arc;
 

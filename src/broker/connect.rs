@@ -20,7 +20,9 @@ use crate::session::{self, Action, Session};
 
 use super::cross::{MovedSession, PendingConnect};
 use super::ingest_ack::PendingAck;
+use super::options;
 use super::timers::Timer;
+use super::trace;
 use super::{Broker, ConnId, ConnState, Slot};
 
 /// Mosquitto's protocol number in "New client connected ... (p2, c1, k60)".
@@ -61,6 +63,11 @@ impl Broker {
                 // through `Session::handle_packet` (one move of a large value fewer).
                 let packet = match packet {
                     Packet::Publish(mut publish) => {
+                        if self.refuse_publish_qos(key, conn, publish.qos, now)
+                            || self.refuse_unacknowledged(key, conn, publish.qos, now)
+                        {
+                            return; // max_qos, memory_limit
+                        }
                         let Some(slot) = self.sessions.get_mut(key) else {
                             return;
                         };
@@ -80,6 +87,9 @@ impl Broker {
                 let Some(slot) = self.sessions.get_mut(key) else {
                     return;
                 };
+                if trace::on() {
+                    trace::received(slot.session.client_id(), &packet);
+                }
                 let mut expired = 0;
                 let is_ack = matches!(packet, Packet::Ack(_));
                 let released =
@@ -122,6 +132,9 @@ impl Broker {
     fn on_publish(&mut self, key: usize, conn: ConnId, publish: Publish, now: Instant) {
         self.stats
             .publish_in(publish.qos as u8, publish.payload.len());
+        let Some(publish) = self.mount_publish(key, conn, publish, now) else {
+            return; // mount_point
+        };
         if !publish.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6]: only the server sends Subscription Identifiers.
             let err = session::ProtocolError::Unexpected("Subscription Identifier");
@@ -162,7 +175,17 @@ impl Broker {
             );
             self.stats.dropped(DropReason::Acl, 1);
             ReasonCode::NOT_AUTHORIZED
+        } else if self.over_memory_limit(now) {
+            if !self.refuse_for_memory(key, conn, qos, now) {
+                return; // disconnected unacknowledged
+            }
+            ReasonCode::QUOTA_EXCEEDED
         } else {
+            if trace::on() {
+                self.trace_received_publish(key, &publish);
+            }
+            self.memory
+                .note_accepted(publish.topic.len() + publish.payload.len());
             // Ingest handlers first: a busy one holds the message, unacknowledged.
             let retry = super::ingest_hook::Retry::default();
             if let Some((publish, seq)) = self.ingest_gate(key, conn, publish, retry, now) {
@@ -219,6 +242,13 @@ impl Broker {
         self.flush_session(key, now);
     }
 
+    /// The trace line of a PUBLISH that is routed.
+    fn trace_received_publish(&self, key: usize, publish: &Publish) {
+        if let Some(slot) = self.sessions.get(key) {
+            trace::PublishLine::of(publish).received(slot.session.client_id());
+        }
+    }
+
     /// ACL write check for session `key` (without an ACL: anything but `$SYS`).
     fn may_write(&mut self, key: usize, topic: &ByteStr) -> bool {
         self.sessions
@@ -254,8 +284,7 @@ impl Broker {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        let version = connect.protocol;
-        let (peer, listener, conn_uid) = (c.peer, c.listener, c.uid);
+        let (listener, conn_uid) = (c.listener, c.uid);
         // --- security hook: TLS identity as username, then password / ACL checks.
         let identity = c.identity.clone();
         let use_identity = self.config.uses_identity_as_username(listener);
@@ -267,9 +296,19 @@ impl Broker {
         let security = Arc::clone(&self.security);
         let domain = security.domain(listener);
         let auto = self.uid();
+        if options::will_qos_refused(&self.config, listener, &connect) {
+            return self.refuse_connack(conn, &connect, ReasonCode::QOS_NOT_SUPPORTED);
+        }
+        if !super::mount::mount_will(&self.config, listener, &mut connect) {
+            return self.refuse_connack(conn, &connect, ReasonCode::TOPIC_NAME_INVALID);
+        }
         let verified = use_identity || auth.is_some();
-        let verdict =
-            session::accept(&connect, &self.config, domain, verified, || auto).and_then(|a| {
+        let verdict = session::accept(&connect, &self.config, domain, verified, || auto)
+            .and_then(|a| {
+                let username = connect.username.as_ref();
+                options::username_as_client_id(&self.config, listener, username, a)
+            })
+            .and_then(|a| {
                 let will_ok = connect.will.as_ref().map_or(true, |w| {
                     let username = connect.username.as_ref().map(ByteStr::as_str);
                     ClientSecurity::new(&security, listener, username, a.client_id.as_str())
@@ -283,22 +322,7 @@ impl Broker {
             });
         let accepted = match verdict {
             Ok(a) => session::Accepted { auth, ..a },
-            Err(reason) => {
-                let code = session::connack_code(version, reason);
-                let ack = ConnAck {
-                    session_present: false,
-                    reason: code,
-                    properties: Properties::default(),
-                };
-                self.send_packet(conn, &Packet::ConnAck(ack), version);
-                crate::log_notice!(
-                    "Client {} from {peer} refused: CONNACK 0x{:02x}.",
-                    connect.client_id,
-                    code.0
-                );
-                self.close_conn(conn);
-                return;
-            }
+            Err(reason) => return self.refuse_connack(conn, &connect, reason),
         };
         if self.cross.is_multi() {
             // The client id's home shard knows where its session lives [MQTT-3.1.4-3].
@@ -316,6 +340,46 @@ impl Broker {
             return;
         }
         self.finish_connect(conn, connect, &accepted, None, now);
+    }
+
+    /// Refuses a CONNECT with `reason` (v5's code; 3.1.1 gets its CONNACK return code,
+    /// or no CONNACK at all for a will QoS above `max_qos`, as Mosquitto), then closes.
+    fn refuse_connack(&mut self, conn: ConnId, connect: &Connect, reason: ReasonCode) {
+        let Some(peer) = self.conns.get(conn).map(|c| c.peer) else {
+            return;
+        };
+        let version = connect.protocol;
+        let code = session::connack_code(version, reason);
+        if version.is_v5() || reason != ReasonCode::QOS_NOT_SUPPORTED {
+            let ack = ConnAck {
+                session_present: false,
+                reason: code,
+                properties: Properties::default(),
+            };
+            self.send_packet(conn, &Packet::ConnAck(ack), version);
+            let not_authorised = matches!(
+                reason,
+                ReasonCode::NOT_AUTHORIZED | ReasonCode::BAD_USER_NAME_OR_PASSWORD
+            );
+            if not_authorised {
+                // Mosquitto 2's line: the client has no id until it is authorised.
+                if crate::log::connection_messages() {
+                    crate::log_notice!("Client <unknown> disconnected, not authorised.");
+                }
+            } else {
+                crate::log_notice!(
+                    "Client {} from {peer} refused: CONNACK 0x{:02x}.",
+                    connect.client_id,
+                    code.0
+                );
+            }
+        } else {
+            crate::log_notice!(
+                "Client {} from {peer} refused: will QoS above max_qos.",
+                connect.client_id
+            );
+        }
+        self.close_conn(conn);
     }
 
     /// Completes an accepted CONNECT: takes over a local session of the same client id,
@@ -371,6 +435,7 @@ impl Broker {
             return;
         };
         let will = connect.will.take();
+        let will_line = trace::on().then(|| trace::WillLine::of(will.as_ref()));
         slot.session.attach(now, &connect, accepted, will);
         slot.conn = Some(conn);
         slot.claim = conn_uid;
@@ -385,7 +450,9 @@ impl Broker {
             ))
         });
         let properties = if version.is_v5() {
-            session::connack_properties(&self.config, accepted)
+            let mut p = session::connack_properties(&self.config, accepted);
+            options::announce_max_qos(&self.config, listener, &mut p);
+            p
         } else {
             Properties::default()
         };
@@ -425,6 +492,9 @@ impl Broker {
                 u8::from(connect.clean_start),
                 accepted.keep_alive
             );
+        }
+        if let Some(line) = will_line {
+            line.write();
         }
         self.persist_session_open(key);
         self.flush_session(key, now);

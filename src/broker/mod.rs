@@ -66,6 +66,9 @@ pub mod ingest_ack; // their deferred acknowledgements
 pub mod ingest_channel; // the channel form of a handler
 mod ingest_hook;
 mod lifecycle;
+mod memory_limit; // memory_limit: each shard's share and its gauge
+mod mount; // mount_point per listener
+mod options; // Mosquitto's per-listener and delivery options
 mod out_queue;
 mod persist_hook; // persistence (src/persist): event hook + restore
 mod publish;
@@ -75,6 +78,7 @@ mod shard_msg;
 mod shared;
 mod subscribe;
 mod timers;
+mod trace; // the packet trace of log_type debug, as Mosquitto prints it
 
 #[cfg(test)]
 mod tests;
@@ -127,6 +131,8 @@ pub struct Broker {
     routing: Routing,
     cross: CrossShard,
     flow: FlowControl,
+    /// `memory_limit`: this shard's share and its gauge.
+    memory: memory_limit::MemoryLimit,
     /// The embedding host's ingest handlers and the messages they hold.
     ingest: ingest::Ingest,
     /// Where the ingest handlers' ack tokens report (the runtime's; `None` in sans-IO
@@ -172,6 +178,7 @@ impl Broker {
             routing: Routing::new(shard, shards, config.shared_subscription_strategy),
             cross: CrossShard::new(shard, shards),
             flow: FlowControl::new(&config, shard),
+            memory: memory_limit::MemoryLimit::new(&config, shards),
             ingest: ingest::Ingest::default(),
             ingest_sink: None,
             embed_refused: None,

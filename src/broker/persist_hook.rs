@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use crate::codec::{AckKind, ByteStr, Packet, PacketId, Publish, QoS, SubscriptionOptions};
 use crate::persist::{InflightEntry, Record, EXPIRY_NEVER};
+use crate::retained::RetainSource;
 use crate::session::{Delivery, Message, Outgoing, Session, SessionExpiry, Subscription};
 
 use super::Broker;
@@ -294,8 +295,16 @@ impl Broker {
         self.persist.scratch = scratch;
     }
 
-    pub(super) fn persist_retain(&mut self, publish: &Publish) {
+    pub(super) fn persist_retain(&mut self, publish: &Publish, source: Option<&RetainSource>) {
         if self.persist.enabled && !publish.topic.starts_with("$SYS") {
+            if let Some(s) = source.filter(|_| !publish.payload.is_empty()) {
+                self.persist.events.push(Record::RetainSource {
+                    topic: publish.topic.clone(),
+                    client_id: s.client_id.clone(),
+                    username: s.username.clone(),
+                    listener: u32::try_from(s.listener).unwrap_or(u32::MAX),
+                });
+            }
             self.persist.events.push(Record::Retain {
                 publish: publish.clone(),
             });

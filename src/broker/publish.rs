@@ -27,6 +27,7 @@ use super::flow::{Load, Output, Publisher};
 use super::out_queue::Body;
 use super::routing::{frame_class, Frames, Routing, Target};
 use super::sessions::Sessions;
+use super::trace;
 use super::{Broker, ConnId};
 
 /// The load of connected session `key` if it is still `uid` (flow control's input).
@@ -94,17 +95,19 @@ impl Broker {
         if publish.retain {
             // [MQTT-3.3.1-5] [MQTT-3.3.1-10]: store, replace, or delete on empty payload.
             // Stored until replaced: compact copies, so the read buffer is not pinned.
+            let source = origin.and_then(|(_, key)| self.retain_source(key));
             let retained = RetainedMessage {
                 topic: publish.topic.compact(),
                 payload: Bytes::copy_from_slice(&publish.payload),
                 qos: publish.qos,
                 properties: publish.properties.clone(),
+                source,
                 expires_at: RetainedMessage::expiry_from(&publish.properties, now),
             };
+            self.persist_retain(&publish, retained.source.as_deref());
             self.cross.replicate_retained(&retained);
             self.routing.set_retained(retained);
             self.stats.retained = self.routing.retained_len() as u64;
-            self.persist_retain(&publish);
         }
         let mut dests = self.routing.match_topic(publish.topic.as_str(), true);
         // Shared subscription groups: this shard picks the member of each (shared.rs).
@@ -183,7 +186,8 @@ impl Broker {
         let mut i = 0;
         while i < targets.len() {
             let sessions = &self.sessions;
-            let target = Routing::next_target(&targets, &mut i, msg, |key| {
+            let upgrade = self.config.upgrade_outgoing_qos;
+            let target = Routing::next_target(&targets, &mut i, msg, upgrade, |key| {
                 sessions.uid_of(key) == msg.origin
             });
             if let Some(target) = target {
@@ -265,7 +269,10 @@ impl Broker {
         }
         let v5 = slot.session.version().is_v5();
         if let Some(conn) = slot.conn {
+            // A client under a mount point gets frames of its own (`mount.rs`).
+            let mounted = super::mount::mount_point(&self.config, slot.listener).is_some();
             let fast = qos == QoS::AtMostOnce
+                && !mounted
                 && (!v5
                     || (sub_ids.is_empty()
                         && msg.publish.properties.message_expiry_interval.is_none()));
@@ -321,6 +328,11 @@ impl Broker {
                     return;
                 }
                 let (head, body) = (head.clone(), body.clone());
+                if trace::on() {
+                    let mut line = trace::PublishLine::of(&msg.publish);
+                    (line.qos, line.retain, line.packet_id) = (QoS::AtMostOnce, retain, None);
+                    line.sending(slot.session.client_id());
+                }
                 self.push_frame(conn, head, body);
                 self.stats.publish_out(0, msg.publish.payload.len());
                 return;
@@ -438,6 +450,9 @@ impl Broker {
                 if frame.len() > max_out {
                     return;
                 }
+                if trace::on() {
+                    trace::sending(slot.session.client_id(), &packet, version);
+                }
                 self.push_frame(conn, frame, None);
             }
         }
@@ -460,11 +475,31 @@ impl Broker {
         let version = slot.session.version();
         let max_out = slot.session.client_max_packet_size() as usize;
         let topic = &out.msg.publish.topic;
+        // Under a mount point the client sees the topic without it, and nothing outside
+        // it: such a message completes as if sent, uncounted (as Mosquitto drops it).
+        let mount = super::mount::mount_point(&self.config, slot.listener);
+        let shown = match mount {
+            None => topic.as_str(),
+            Some(m) => match super::mount::unmounted(m, topic) {
+                Some(rest) => rest,
+                None => {
+                    if let Some(id) = packet_id {
+                        slot.session.discard_inflight(id);
+                    }
+                    return;
+                }
+            },
+        };
+        // Keyed by the full topic: one mount point per connection, so it maps one to one
+        // to the topic the client sees.
         let alias = slot.session.choose_topic_alias(topic);
-        let encoded = self
-            .routing
-            .encoder()
-            .delivery(out, version, (packet_id, dup), alias, now);
+        let encoded = if mount.is_some() {
+            super::mount::frame(out, shown, version, (packet_id, dup), alias, now)
+        } else {
+            self.routing
+                .encoder()
+                .delivery(out, version, (packet_id, dup), alias, now)
+        };
         let frame = match encoded {
             Ok(f) if f.0.len() + f.1.len() <= max_out => f,
             result => {
@@ -481,6 +516,17 @@ impl Broker {
                 return;
             }
         };
+        if trace::on() {
+            let line = trace::PublishLine {
+                dup,
+                qos: out.qos,
+                retain: out.retain,
+                packet_id,
+                topic: shown,
+                payload_len: out.msg.publish.payload.len(),
+            };
+            line.sending(slot.session.client_id());
+        }
         if let AliasUse::Bind(n) = alias {
             // In the output, ahead of anything that relies on it.
             slot.session.topic_alias_bound(topic, n);
@@ -492,6 +538,17 @@ impl Broker {
 
     /// Queues `packet` for `conn` directly (used when no session is attached).
     pub(super) fn send_packet(&mut self, conn: ConnId, packet: &Packet, version: ProtocolVersion) {
+        if trace::on() {
+            // Before CONNECT succeeded the peer is named by its address, as Mosquitto.
+            let name = self.conns.get(conn).map(|c| match c.state {
+                super::ConnState::Active(key) => self
+                    .sessions
+                    .get(key)
+                    .map_or_else(String::new, |s| s.session.client_id().to_string()),
+                _ => c.peer.ip().to_string(),
+            });
+            trace::sending(&name.unwrap_or_default(), packet, version);
+        }
         match self.routing.encoder().packet(packet, version) {
             Ok(frame) => self.push_frame(conn, frame, None),
             Err(e) => crate::log_warning!(

@@ -50,6 +50,7 @@ impl Broker {
             sub_id,
         };
         let mut granted: SmallVec<[ByteStr; 1]> = SmallVec::new();
+        let mount = super::mount::mount_point(&self.config, slot.listener).map(str::to_owned);
         for (filter, options) in sub.filters {
             let Some(slot) = self.sessions.get_mut(key) else {
                 return;
@@ -59,6 +60,16 @@ impl Broker {
             } else {
                 Some(ReasonCode::V3_SUBACK_FAILURE)
             };
+            let Some(filter) = mount.as_deref().map_or(Some(filter.clone()), |m| {
+                super::mount::mounted_filter(m, &filter)
+            }) else {
+                reasons.push(failure.unwrap_or(ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
+            };
+            if super::trace::on() {
+                let granted = super::options::granted_qos(&self.config, slot.listener, options.qos);
+                crate::log_debug!("\t{filter} (QoS {})", granted as u8);
+            }
             // `$share/GROUP/FILTER` (v5 and, as Mosquitto allows, 3.1.1): a malformed one
             // is refused, not taken as a plain filter [MQTT-4.8.2-1] [MQTT-4.8.2-2].
             let (parsed, shared) = match SharedFilter::try_parse(filter.as_str()) {
@@ -90,6 +101,8 @@ impl Broker {
                 reasons.push(failure.unwrap_or(ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
+            let mut options = options;
+            options.qos = super::options::granted_qos(&self.config, slot.listener, options.qos);
             let subscription = Subscription {
                 options,
                 id: sub_id,
@@ -239,6 +252,9 @@ impl Broker {
             {
                 continue; // ACL: retained messages are read too
             }
+            if !super::options::retain_source_may_write(&self.config, &self.security, &m) {
+                continue; // check_retain_source: its publisher may no longer write there
+            }
             let publish = Publish {
                 dup: false,
                 qos: m.qos,
@@ -258,7 +274,11 @@ impl Broker {
             let out = Outgoing {
                 // The store's bytes are compacted already: queues keep it as it is.
                 msg: Arc::new(Message::standalone(publish, now, None)),
-                qos: m.qos.min(job.granted),
+                qos: super::options::outgoing_qos(
+                    m.qos,
+                    job.granted,
+                    self.config.upgrade_outgoing_qos,
+                ),
                 retain: true,
                 sub_ids: job.sub_id.into_iter().collect(),
             };
@@ -296,7 +316,19 @@ impl Broker {
 
     pub(super) fn on_unsubscribe(&mut self, key: usize, unsub: Unsubscribe, now: Instant) {
         let mut reasons: SmallVec<[ReasonCode; 1]> = SmallVec::new();
+        let mount = self
+            .sessions
+            .get(key)
+            .and_then(|s| super::mount::mount_point(&self.config, s.listener))
+            .map(str::to_owned);
         for filter in unsub.filters {
+            let filter = match mount.as_deref() {
+                Some(m) => super::mount::mounted_filter(m, &filter).unwrap_or(filter),
+                None => filter,
+            };
+            if super::trace::on() {
+                crate::log_debug!("\t{filter}");
+            }
             let Some(slot) = self.sessions.get_mut(key) else {
                 return;
             };

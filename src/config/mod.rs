@@ -19,6 +19,7 @@ mod error;
 pub mod example; // packaging/shardmq.conf
 pub mod options;
 mod parse;
+mod parse_delivery;
 mod validate;
 mod values;
 
@@ -26,6 +27,8 @@ mod values;
 mod tests;
 #[cfg(test)]
 mod tests_blocks;
+#[cfg(test)]
+mod tests_delivery;
 #[cfg(test)]
 mod tests_tls;
 
@@ -117,6 +120,9 @@ pub struct TlsConfig {
     pub require_certificate: bool,
     /// The verified client certificate's CN, or the PSK identity, is the username.
     pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the verified client certificate's subject DN (RFC 2253
+    /// form, as Mosquitto prints it) is the username.
+    pub use_subject_as_username: bool,
     /// `tls_version`: the minimum version, as Mosquitto 2 means it.
     pub tls_version: Option<String>,
     /// `crlfile`: PEM certificate revocation lists checked against client certificates.
@@ -197,6 +203,15 @@ pub struct Listener {
     pub password_file: Option<PathBuf>,
     /// `acl_file` of this listener (only with `per_listener_settings true`).
     pub acl_file: Option<PathBuf>,
+    /// `max_qos` / `maximum_qos` (0-2, default 2): the highest QoS clients of this
+    /// listener may publish, subscribe with or set on their will.
+    pub max_qos: u8,
+    /// `mount_point`: prefixed to every topic and filter of this listener's clients on
+    /// the way in, stripped on the way out.
+    pub mount_point: Option<String>,
+    /// `use_username_as_clientid`: a client's username replaces its client id (no
+    /// username: refused, not authorised).
+    pub use_username_as_clientid: bool,
     /// Where the `listener` (or first default-listener option) line was; `None` when the
     /// listener was not read from a file.
     pub defined_at: Option<Location>,
@@ -216,6 +231,9 @@ impl Listener {
             allow_anonymous: None,
             password_file: None,
             acl_file: None,
+            max_qos: 2,
+            mount_point: None,
+            use_username_as_clientid: false,
             defined_at: None,
         }
     }
@@ -405,6 +423,16 @@ pub struct Config {
     /// few hundred bytes; raise it for clients with very large wills.
     pub max_connect_packet_size: u32,
     pub retain_available: bool,
+    /// `upgrade_outgoing_qos`: deliver at the subscription's QoS even when the message
+    /// was published at a lower one (Mosquitto's non-conforming option).
+    pub upgrade_outgoing_qos: bool,
+    /// `check_retain_source`: a retained message is sent to a new subscriber only if its
+    /// publisher may still publish to its topic under the ACL in force.
+    pub check_retain_source: bool,
+    /// `memory_limit` (bytes, 0 = none): past it new PUBLISH packets are refused. Each
+    /// shard holds its share (the limit divided by the number of shards) and compares it
+    /// with what its session queues, inflight windows and output queues keep alive.
+    pub memory_limit: u64,
     /// `shared_subscription_strategy` (shardmq only): which member of a shared
     /// subscription group gets each message (default round robin).
     pub shared_subscription_strategy: ShareStrategy,
@@ -531,6 +559,9 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_connect_packet_size: 65_536,
             retain_available: true,
+            upgrade_outgoing_qos: false,
+            check_retain_source: false,
+            memory_limit: 0,
             shared_subscription_strategy: ShareStrategy::RoundRobin,
             websockets_headers_size: 1024,
             websockets_log_level: 0,
@@ -561,6 +592,18 @@ impl Config {
         self.listeners
             .get(index)
             .and_then(|l| l.tls.as_ref())
-            .is_some_and(|t| t.use_identity_as_username)
+            .is_some_and(|t| t.use_identity_as_username || t.use_subject_as_username)
+    }
+
+    /// Listener `index`'s `max_qos` (2 for an unknown index).
+    pub fn max_qos(&self, index: usize) -> u8 {
+        self.listeners.get(index).map_or(2, |l| l.max_qos)
+    }
+
+    /// Listener `index`'s `mount_point`, if any.
+    pub fn mount_point(&self, index: usize) -> Option<&str> {
+        self.listeners
+            .get(index)
+            .and_then(|l| l.mount_point.as_deref())
     }
 }

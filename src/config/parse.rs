@@ -136,7 +136,7 @@ impl Parser {
         Ok(cfg)
     }
 
-    fn warn(&mut self, line: &Line<'_>, what: &str) {
+    pub(super) fn warn(&mut self, line: &Line<'_>, what: &str) {
         self.cfg
             .warnings
             .push(format!("Warning: {} in {}: {what}.", line.option, line.at));
@@ -144,7 +144,7 @@ impl Parser {
 
     /// The listener per-listener options apply to: the last `listener` block, or the
     /// default listener (created on first use).
-    fn listener(&mut self, line: &Line<'_>) -> &mut Listener {
+    pub(super) fn listener(&mut self, line: &Line<'_>) -> &mut Listener {
         if let Some(l) = self.listeners.last_mut() {
             return l;
         }
@@ -155,7 +155,7 @@ impl Parser {
     }
 
     /// The TLS settings of the current listener, recording that `line` set one.
-    fn tls(&mut self, line: &Line<'_>) -> &mut TlsConfig {
+    pub(super) fn tls(&mut self, line: &Line<'_>) -> &mut TlsConfig {
         let tls = self
             .listener(line)
             .tls
@@ -473,7 +473,11 @@ impl Parser {
 
             // In the table as supported but not handled above: a bug, caught by a test.
             other => {
-                return Err(line.invalid(format!("option {other} is not handled by the parser")))
+                if !self.delivery_option(line)? {
+                    return Err(
+                        line.invalid(format!("option {other} is not handled by the parser"))
+                    );
+                }
             }
         }
         Ok(())

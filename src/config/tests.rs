@@ -291,12 +291,8 @@ fn unknown_options_are_errors_every_one_reported() {
 }
 
 #[test]
-fn plugins_and_mount_points_stop_the_start() {
-    for text in [
-        "plugin /usr/lib/p.so\n",
-        "auth_plugin a\n",
-        "listener 1883\nmount_point a/\n",
-    ] {
+fn plugins_stop_the_start() {
+    for text in ["plugin /usr/lib/p.so\n", "auth_plugin a\n"] {
         assert!(parse_err(text).contains("is not supported yet"), "{text}");
     }
 }

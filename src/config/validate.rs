@@ -137,6 +137,7 @@ fn validate_tls(tls: &TlsConfig, port: u16, listener_at: Option<&Location>) -> R
             ("capath", tls.capath.is_some()),
             ("crlfile", tls.crlfile.is_some()),
             ("require_certificate", tls.require_certificate),
+            ("use_subject_as_username", tls.use_subject_as_username),
         ];
         if let Some((option, _)) = certificate_options.iter().find(|(_, set)| *set) {
             return Err(invalid(
@@ -183,6 +184,13 @@ fn validate_tls(tls: &TlsConfig, port: u16, listener_at: Option<&Location>) -> R
             listener_at,
             "listener",
             format!("use_identity_as_username on listener {port} needs require_certificate true"),
+        ));
+    }
+    if tls.use_subject_as_username && !tls.require_certificate {
+        return Err(invalid(
+            at("use_subject_as_username"),
+            "use_subject_as_username",
+            format!("use_subject_as_username on listener {port} needs require_certificate true"),
         ));
     }
     Ok(())

@@ -135,6 +135,8 @@ pub struct Stats {
     pub subscribe_paused: u64,
     /// `BrokerHandle::publish` calls refused because the embed channel was full.
     pub embed_publish_refused: u64,
+    /// PUBLISH packets refused because the shard held `memory_limit` (its share) already.
+    pub publish_refused_memory: u64,
     /// Shared subscription deliveries that passed over the member the strategy named
     /// because it had no room (full, offline or not acknowledging) and another had.
     pub shared_skipped: u64,
@@ -181,6 +183,7 @@ impl Stats {
             output_bytes: 0,
             subscribe_paused: 0,
             embed_publish_refused: 0,
+            publish_refused_memory: 0,
             shared_skipped: 0,
             load_received: Load::default(),
             load_sent: Load::default(),
@@ -361,6 +364,10 @@ impl Stats {
             (
                 "$SYS/broker/publish/embed/refused",
                 self.embed_publish_refused.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/refused/memory",
+                self.publish_refused_memory.to_string(),
             ),
             (
                 "$SYS/broker/shared/skipped",

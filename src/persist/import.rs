@@ -6,7 +6,7 @@
 //! parameter); [`import_file`] does the file work.
 //!
 //! It never ignores what it cannot carry over: the summary counts what was left out and
-//! why (expired messages and sessions, incoming QoS 2 messages awaiting PUBREL), and a
+//! why (expired messages and sessions, QoS 2 messages of expired publishers), and a
 //! damaged file or an entry that does not decode stops the import before anything is
 //! written. [`check_store_path`] is what makes a broker refuse to start on a Mosquitto
 //! file it was not asked to import.
@@ -18,6 +18,9 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::mosquitto_db::{self as mdb, state, ClientMessage, DbError, MosquittoDb, StoredMessage};
+
+#[path = "import_qos2.rs"]
+mod qos2;
 use super::record::{stage, InflightEntry, Record, EXPIRY_NEVER};
 use super::state::State;
 use super::store::Paths;
@@ -77,8 +80,11 @@ pub struct Summary {
     pub inflight: usize,
     pub expired_messages: usize,
     pub expired_sessions: usize,
-    /// Incoming QoS 2 messages a client sent but had not released (PUBREL) yet.
+    /// Incoming QoS 2 messages a client sent but had not released (PUBREL) yet: delivered
+    /// by the import, their packet ids kept for the client's PUBREL (`import_qos2.rs`).
     pub incoming_qos2: usize,
+    /// Such messages whose publisher's session has expired (Mosquitto drops them too).
+    pub incoming_qos2_lost: usize,
     /// Client entries without an id (Mosquitto skips them too).
     pub empty_clients: usize,
     /// Sessions whose user name is known but whose port is no listener of the config:
@@ -97,13 +103,20 @@ impl std::fmt::Display for Summary {
              and {} in-flight messages",
             self.retained, self.sessions, self.subscriptions, self.queued, self.inflight
         )?;
+        if self.incoming_qos2 > 0 {
+            write!(
+                f,
+                ", {} incoming QoS 2 messages awaiting PUBREL (delivered to their \
+                 subscribers now; their clients' PUBREL completes them)",
+                self.incoming_qos2
+            )?;
+        }
         let left_out = [
             (self.expired_messages, "expired messages"),
             (self.expired_sessions, "expired sessions"),
             (
-                self.incoming_qos2,
-                "incoming QoS 2 messages awaiting PUBREL (their clients' PUBREL will \
-                 find no message)",
+                self.incoming_qos2_lost,
+                "incoming QoS 2 messages awaiting PUBREL of expired sessions",
             ),
             (self.empty_clients, "client entries without an id"),
             (
@@ -258,6 +271,7 @@ pub fn to_records(
         summary.retained += 1;
     }
     let mut sessions: BTreeMap<ByteStr, Session> = BTreeMap::new();
+    let mut subs: Vec<qos2::Sub> = Vec::new();
     let mut expired: Vec<ByteStr> = Vec::new();
     for c in &db.clients {
         if c.id.is_empty() {
@@ -323,6 +337,13 @@ pub fn to_records(
                 "invalid filter or QoS",
             ));
         }
+        subs.push(qos2::Sub {
+            client: id.clone(),
+            filter: filter.clone(),
+            qos: s.qos,
+            options: s.options,
+            id: (s.identifier != 0).then_some(s.identifier),
+        });
         if let Some(session) = session_of(&mut sessions, &expired, id.clone()) {
             session.records.push(Record::Subscribe {
                 client_id: id,
@@ -334,10 +355,15 @@ pub fn to_records(
             summary.subscriptions += 1;
         }
     }
+    let mut held = Vec::new();
     for c in &db.client_messages {
         if c.direction != mdb::DIRECTION_OUT {
-            if c.qos == 2 {
-                summary.incoming_qos2 += 1;
+            if c.qos == 2 && c.state == state::WAIT_FOR_PUBREL && c.mid != 0 {
+                held.push(qos2::Held {
+                    publisher: utf8("client id", &c.client_id)?,
+                    packet_id: c.mid,
+                    publish: publishes.get(&c.store_id),
+                });
             }
             continue;
         }
@@ -374,6 +400,13 @@ pub fn to_records(
             publish: p.clone(),
         });
     }
+    let mut out = qos2::Out {
+        sessions: &mut sessions,
+        expired: &expired,
+        records: &mut records,
+        summary: &mut summary,
+    };
+    qos2::release(held, &subs, now_ms, &mut out);
     summary.sessions = sessions.len();
     for (id, s) in sessions {
         s.into_records(&id, now_ms, &mut records);

@@ -161,16 +161,48 @@ fn an_inflight_message_keeps_its_packet_id() {
 }
 
 #[test]
-fn incoming_qos2_awaiting_pubrel_is_counted_not_dropped_silently() {
+fn incoming_qos2_awaiting_pubrel_is_delivered_and_its_id_kept_for_the_pubrel() {
+    let mut db = fixture();
+    let before = to_records(&db, fixture_now_ms(&db), &first_listener)
+        .unwrap()
+        .1;
+    // A client "pubq2" sent QoS 2 PUBLISH id 77 on the topic of the queued q/x message
+    // and got PUBREC; sess1 (q/# at QoS 1) subscribes to it, sess5 (v5/#) does not.
+    let mut c = db.client_messages[0].clone();
+    c.client_id = Bytes::from_static(b"pubq2");
+    (c.direction, c.qos, c.state, c.mid) = (0, 2, state::WAIT_FOR_PUBREL, 77);
+    db.client_messages.push(c);
+    let (records, summary) = to_records(&db, fixture_now_ms(&db), &first_listener).unwrap();
+    assert_eq!(summary.incoming_qos2, 1);
+    assert_eq!(
+        summary.queued,
+        before.queued + 1,
+        "one more copy, for sess1"
+    );
+    assert!(summary.to_string().contains("awaiting PUBREL"), "{summary}");
+    let state = state_of(records);
+    let publisher = &state.sessions[&ByteStr::from("pubq2")];
+    assert!(publisher.inbound_qos2.contains(&77));
+    let sess1 = &state.sessions[&ByteStr::from("sess1")];
+    let (_, last) = sess1.messages.iter().next_back().unwrap();
+    assert_eq!(last.publish.topic.as_str(), "q/x");
+}
+
+#[test]
+fn incoming_qos2_of_an_expired_publisher_is_counted_as_lost() {
     let mut db = fixture();
     let mut c = db.client_messages[0].clone();
-    c.direction = 0;
-    c.qos = 2;
-    c.state = state::WAIT_FOR_PUBREL;
+    // sess5 expires 3600 s after it disconnected: an hour and more later it is gone.
+    c.client_id = db.clients[1].id.clone();
+    (c.direction, c.qos, c.state, c.mid) = (0, 2, state::WAIT_FOR_PUBREL, 5);
     db.client_messages.push(c);
-    let (_, summary) = to_records(&db, fixture_now_ms(&db), &first_listener).unwrap();
-    assert_eq!(summary.incoming_qos2, 1);
-    assert!(summary.to_string().contains("awaiting PUBREL"), "{summary}");
+    let late = fixture_now_ms(&db) + 3_700_000;
+    let (_, summary) = to_records(&db, late, &first_listener).unwrap();
+    assert_eq!((summary.incoming_qos2, summary.incoming_qos2_lost), (0, 1));
+    assert!(
+        summary.to_string().contains("left out: 1 incoming QoS 2"),
+        "{summary}"
+    );
 }
 
 #[test]

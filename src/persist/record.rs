@@ -155,6 +155,16 @@ pub enum Record {
         username: Option<ByteStr>,
         identity: Option<ByteStr>,
     },
+    /// Who published the retained message of `topic`: its client id, user name and
+    /// listener, for `check_retain_source`. Precedes that message's [`Record::Retain`]
+    /// (which forgets the previous source), so a torn tail never keeps the message
+    /// without it.
+    RetainSource {
+        topic: ByteStr,
+        client_id: ByteStr,
+        username: Option<ByteStr>,
+        listener: u32,
+    },
 }
 
 /// Why bytes are not a record.
@@ -189,6 +199,7 @@ const T_ROUTED_CLEAR: u8 = 14;
 const T_INBOUND_QOS2: u8 = 15;
 const T_INBOUND_QOS2_RELEASED: u8 = 16;
 const T_SESSION_USER: u8 = 17;
+const T_RETAIN_SOURCE: u8 = 18;
 
 /// Appends `record`, framed, to `out`.
 pub fn encode(record: &Record, out: &mut BytesMut) -> Result<(), RecordError> {
@@ -420,6 +431,18 @@ fn encode_body(record: &Record, out: &mut BytesMut) -> Result<(), RecordError> {
             put_opt_str(out, username.as_ref())?;
             put_opt_str(out, identity.as_ref())?;
         }
+        Record::RetainSource {
+            topic,
+            client_id,
+            username,
+            listener,
+        } => {
+            out.put_u8(T_RETAIN_SOURCE);
+            put_bytes(out, topic.as_bytes())?;
+            put_bytes(out, client_id.as_bytes())?;
+            put_opt_str(out, username.as_ref())?;
+            out.put_u32_le(*listener);
+        }
     }
     Ok(())
 }
@@ -557,6 +580,12 @@ fn decode_body(body: &[u8]) -> Result<Record, RecordError> {
             listener: r.u32()?,
             username: r.opt_str()?,
             identity: r.opt_str()?,
+        },
+        T_RETAIN_SOURCE => Record::RetainSource {
+            topic: r.str()?,
+            client_id: r.str()?,
+            username: r.opt_str()?,
+            listener: r.u32()?,
         },
         other => return Err(RecordError::UnknownType(other)),
     };

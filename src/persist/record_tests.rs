@@ -125,6 +125,18 @@ fn samples() -> Vec<Record> {
             username: None,
             identity: Some(ByteStr::from("CN=device-7")),
         },
+        Record::RetainSource {
+            topic: ByteStr::from("status/a"),
+            client_id: ByteStr::from("client-1"),
+            username: Some(ByteStr::from("alice")),
+            listener: 1,
+        },
+        Record::RetainSource {
+            topic: ByteStr::from("status/b"),
+            client_id: ByteStr::from("client-2"),
+            username: None,
+            listener: 0,
+        },
     ]
 }
 
@@ -373,6 +385,20 @@ fn arb_record() -> impl Strategy<Value = Record> {
                     listener,
                     username,
                     identity,
+                }
+            }),
+        (
+            arb_str(),
+            arb_str(),
+            proptest::option::of(arb_str()),
+            any::<u32>()
+        )
+            .prop_map(|(topic, client_id, username, listener)| {
+                Record::RetainSource {
+                    topic,
+                    client_id,
+                    username,
+                    listener,
                 }
             }),
     ]

@@ -80,6 +80,15 @@ impl StoredSession {
     }
 }
 
+/// The publisher of a retained message (see [`Record::RetainSource`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainSource {
+    pub client_id: ByteStr,
+    pub username: Option<ByteStr>,
+    /// Index of the listener in the config.
+    pub listener: u32,
+}
+
 /// A QoS 1/2 message one shard sent to others, not yet delivered by all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutedMessage {
@@ -95,6 +104,13 @@ pub struct RoutedMessage {
 pub struct State {
     /// Topic -> retained PUBLISH (QoS and properties as published).
     pub retained: BTreeMap<ByteStr, Publish>,
+    /// Topic -> who published the retained message there, when a client did
+    /// (`check_retain_source`).
+    pub retained_sources: BTreeMap<ByteStr, RetainSource>,
+    /// A [`Record::RetainSource`] waiting for the [`Record::Retain`] it precedes (written
+    /// first, so that a torn tail loses the message with its source, never the source
+    /// alone).
+    pending_source: Option<(ByteStr, RetainSource)>,
     pub sessions: BTreeMap<ByteStr, StoredSession>,
     /// (run, sending shard, n) -> message in flight between shards.
     pub routed: BTreeMap<(u64, u8, u64), RoutedMessage>,
@@ -111,11 +127,32 @@ impl State {
     pub fn apply(&mut self, record: Record) {
         match record {
             Record::Retain { publish } => {
+                self.retained_sources.remove(&publish.topic);
+                let source = self
+                    .pending_source
+                    .take()
+                    .filter(|(topic, _)| *topic == publish.topic);
                 if publish.payload.is_empty() {
                     self.retained.remove(&publish.topic);
                 } else {
+                    if let Some((topic, source)) = source {
+                        self.retained_sources.insert(topic, source);
+                    }
                     self.retained.insert(publish.topic.clone(), publish);
                 }
+            }
+            Record::RetainSource {
+                topic,
+                client_id,
+                username,
+                listener,
+            } => {
+                let source = RetainSource {
+                    client_id,
+                    username,
+                    listener,
+                };
+                self.pending_source = Some((topic, source));
             }
             Record::SessionOpen {
                 client_id,
@@ -313,6 +350,14 @@ impl State {
             });
         }
         for publish in self.retained.values() {
+            if let Some(s) = self.retained_sources.get(&publish.topic) {
+                emit(Record::RetainSource {
+                    topic: publish.topic.clone(),
+                    client_id: s.client_id.clone(),
+                    username: s.username.clone(),
+                    listener: s.listener,
+                });
+            }
             emit(Record::Retain {
                 publish: publish.clone(),
             });

@@ -202,3 +202,48 @@ fn empty_retained_payload_deletes() {
     s.apply(Record::Retain { publish: p });
     assert!(s.retained.is_empty());
 }
+
+#[test]
+fn a_retained_message_keeps_its_source_until_replaced() {
+    let retain = |payload: &'static [u8]| Record::Retain {
+        publish: Publish {
+            retain: true,
+            topic: ByteStr::from("status/a"),
+            payload: Bytes::from_static(payload),
+            ..Publish::default()
+        },
+    };
+    let source = Record::RetainSource {
+        topic: ByteStr::from("status/a"),
+        client_id: id(),
+        username: Some(ByteStr::from("alice")),
+        listener: 1,
+    };
+    let mut s = State::default();
+    s.apply(source.clone());
+    s.apply(retain(b"up"));
+    assert_eq!(s.retained_sources[&ByteStr::from("status/a")].listener, 1);
+    // A snapshot rebuilds it.
+    let mut rebuilt = State::default();
+    s.to_records(|r| rebuilt.apply(r));
+    assert_eq!(rebuilt, s);
+    // Replaced by a message without a known source (the broker's): no source.
+    s.apply(retain(b"down"));
+    assert!(s.retained_sources.is_empty());
+    // Deleted: no source is kept for a topic without a message.
+    s.apply(source.clone());
+    s.apply(retain(b""));
+    assert!(s.retained.is_empty() && s.retained_sources.is_empty());
+    // A source whose message was torn off the log's tail is not kept either, nor given
+    // to the next message.
+    s.apply(source);
+    s.apply(Record::Retain {
+        publish: Publish {
+            retain: true,
+            topic: ByteStr::from("status/b"),
+            payload: Bytes::from_static(b"x"),
+            ..Publish::default()
+        },
+    });
+    assert!(s.retained_sources.is_empty());
+}

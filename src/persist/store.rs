@@ -171,7 +171,12 @@ impl Store {
                 crate::log_warning!("Warning: persistence record not stored: {e}");
             }
         }
-        self.changes_since_compact += records.len() as u64;
+        // A retained message's source travels with it: one change, not two.
+        let sources = records
+            .iter()
+            .filter(|r| matches!(r, Record::RetainSource { .. }))
+            .count();
+        self.changes_since_compact += (records.len() - sources) as u64;
         self.log.append(&self.buf)?;
         if self.fsync == PersistenceFsync::Always {
             self.log.sync()?;

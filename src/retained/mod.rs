@@ -9,4 +9,4 @@
 
 mod store;
 
-pub use store::{RetainedCursor, RetainedMessage, RetainedStore};
+pub use store::{RetainSource, RetainedCursor, RetainedMessage, RetainedStore};

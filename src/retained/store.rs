@@ -25,6 +25,9 @@ pub struct RetainedMessage {
     pub payload: Bytes,
     pub qos: QoS,
     pub properties: Properties,
+    /// The client that published it (`None`: the broker, the host, or unknown), for
+    /// `check_retain_source`.
+    pub source: Option<Arc<RetainSource>>,
     /// When its v5 Message Expiry Interval runs out (`None`: never): from then on it is
     /// no longer sent to new subscribers [MQTT-3.3.2-5]. The caller has the clock.
     pub expires_at: Option<Instant>,
@@ -44,6 +47,15 @@ impl RetainedMessage {
         let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
         Some(u32::try_from(secs).unwrap_or(u32::MAX))
     }
+}
+
+/// Who published a retained message: what its ACL is derived from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainSource {
+    pub client_id: ByteStr,
+    pub username: Option<ByteStr>,
+    /// Index of the listener it came in on.
+    pub listener: usize,
 }
 
 /// Children in key order, so that a walk can stop anywhere and resume after the last key

@@ -17,6 +17,7 @@ fn msg(topic: &str, payload: &str) -> RetainedMessage {
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos: QoS::AtLeastOnce,
         properties: Properties::default(),
+        source: None,
         expires_at: None,
     }
 }

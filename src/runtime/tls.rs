@@ -153,7 +153,10 @@ impl TlsConn {
     pub fn new(slot: &TlsSlot, peer: SocketAddr) -> io::Result<Self> {
         let session = match slot.current() {
             ListenerTls::Certificates(config) => {
-                Session::Certificates(RustlsConn::new(&config).map_err(io::Error::other)?)
+                let subject_dn = slot.config.use_subject_as_username;
+                Session::Certificates(
+                    RustlsConn::new(&config, subject_dn).map_err(io::Error::other)?,
+                )
             }
             #[cfg(feature = "psk")]
             ListenerTls::Psk(context) => Session::Psk(super::tls_psk::PskConn::new(&context)?),

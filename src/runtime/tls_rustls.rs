@@ -7,7 +7,8 @@
 //! with `write_tls`. No extra threads.
 //!
 //! It never blocks, never interprets MQTT bytes and never logs key material. The verified
-//! client certificate's subject CN is what `use_identity_as_username` uses.
+//! client certificate's subject CN is what `use_identity_as_username` uses, its subject DN
+//! (`auth::x509`) what `use_subject_as_username` uses.
 
 use std::fs;
 use std::io::{self, IoSlice, Read, Write};
@@ -22,6 +23,7 @@ use rustls::{CipherSuite, RootCertStore, ServerConfig, ServerConnection};
 
 use super::conn::Outgoing;
 use super::tls::TlsError;
+use crate::auth::x509;
 use crate::config::TlsConfig;
 
 /// OpenSSL's names (what mosquitto.conf's `ciphers` / `ciphers_tls1.3` hold) of the
@@ -248,13 +250,16 @@ pub struct RustlsConn {
     conn: ServerConnection,
     /// The identity was handed to the broker already.
     identity_reported: bool,
+    /// `use_subject_as_username`: the identity is the whole subject DN, not its CN.
+    subject_dn: bool,
 }
 
 impl RustlsConn {
-    pub fn new(config: &Arc<ServerConfig>) -> Result<Self, rustls::Error> {
+    pub fn new(config: &Arc<ServerConfig>, subject_dn: bool) -> Result<Self, rustls::Error> {
         Ok(Self {
             conn: ServerConnection::new(Arc::clone(config))?,
             identity_reported: false,
+            subject_dn,
         })
     }
 
@@ -326,18 +331,21 @@ impl RustlsConn {
     }
 
     /// Once the handshake is done: `Some(identity)` exactly once (the subject CN of the
-    /// verified client certificate, if any).
+    /// verified client certificate, if any; its whole subject DN in Mosquitto's form with
+    /// `use_subject_as_username`).
     pub fn take_identity(&mut self) -> Option<Option<String>> {
         if self.identity_reported || self.conn.is_handshaking() {
             return None;
         }
         self.identity_reported = true;
-        Some(
-            self.conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| subject_cn(c)),
-        )
+        let cert = self.conn.peer_certificates().and_then(|c| c.first());
+        Some(cert.and_then(|c| {
+            if self.subject_dn {
+                x509::subject_dn(c)
+            } else {
+                x509::subject_cn(c)
+            }
+        }))
     }
 
     /// Queues close_notify (best effort; the socket is closed right after).
@@ -347,73 +355,10 @@ impl RustlsConn {
     }
 }
 
-/// One DER element: (tag, contents, rest).
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&len0, rest) = rest.split_first()?;
-    let (len, rest) = if len0 < 0x80 {
-        (usize::from(len0), rest)
-    } else {
-        let n = usize::from(len0 & 0x7F);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// The subject commonName (OID 2.5.4.3) of an X.509 certificate.
-pub fn subject_cn(cert: &[u8]) -> Option<String> {
-    const CN: &[u8] = &[0x55, 0x04, 0x03];
-    let (_, certificate, _) = der(cert)?;
-    let (_, tbs, _) = der(certificate)?;
-    let mut rest = tbs;
-    // [0] version (optional), serial, signature, issuer, validity, subject.
-    let (tag, _, r) = der(rest)?;
-    if tag == 0xA0 {
-        rest = r;
-    }
-    for _ in 0..4 {
-        let (_, _, r) = der(rest)?;
-        rest = r;
-    }
-    let (_, mut subject, _) = der(rest)?;
-    while !subject.is_empty() {
-        let (_, set, r) = der(subject)?;
-        subject = r;
-        let (_, attr, _) = der(set)?;
-        let (oid_tag, oid, value) = der(attr)?;
-        if oid_tag == 0x06 && oid == CN {
-            let (_, v, _) = der(value)?;
-            return String::from_utf8(v.to_vec()).ok();
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn der_never_panics_on_garbage() {
-        for input in [
-            &[][..],
-            &[0x30],
-            &[0x30, 0x85, 1, 2, 3, 4, 5],
-            &[0x30, 0x82, 0xFF],
-        ] {
-            assert!(subject_cn(input).is_none());
-        }
-    }
 
     #[test]
     fn unsupported_tls_version_is_an_error() {

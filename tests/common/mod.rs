@@ -56,6 +56,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// A `shardmq` process started from the binary cargo built for these tests.
+/// `log_type all` without `debug` (see [`BrokerProc::start`]).
+pub const LOG_TYPES: &str =
+    "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+                             log_type subscribe\nlog_type unsubscribe\nlog_type websockets\n";
+
 pub struct BrokerProc {
     child: Child,
     pub port: u16,
@@ -66,9 +71,11 @@ pub struct BrokerProc {
 
 impl BrokerProc {
     /// Starts shardmq with `listener 0 127.0.0.1`, anonymous access and `extra` config lines.
+    /// Every log type but `debug` (the per-packet trace, which a flooding test would turn
+    /// into millions of lines): add `log_type debug` in `extra` for it.
     pub fn start(extra: &str) -> Self {
         Self::start_config(&format!(
-            "listener 0 127.0.0.1\nallow_anonymous true\nlog_type all\n{extra}\n"
+            "listener 0 127.0.0.1\nallow_anonymous true\n{LOG_TYPES}{extra}\n"
         ))
     }
 

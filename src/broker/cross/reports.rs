@@ -91,6 +91,7 @@ impl Reports {
             total.subscribe_paused += s.subscribe_paused;
             total.shared_skipped += s.shared_skipped;
             total.embed_publish_refused += s.embed_publish_refused;
+            total.publish_refused_memory += s.publish_refused_memory;
             for (t, o) in [
                 (&mut total.load_received, &s.load_received),
                 (&mut total.load_sent, &s.load_sent),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{ByteStr, ProtocolVersion, Will};
 use crate::persist::{Record, State, StoredUser, EXPIRY_NEVER};
-use crate::retained::RetainedMessage;
+use crate::retained::{RetainSource, RetainedMessage};
 use crate::session::{Message, Outgoing, Session, SessionExpiry, Subscription};
 use crate::topic::{SharedFilter, TopicFilter};
 
@@ -28,11 +28,19 @@ impl Broker {
     /// message came).
     pub fn restore_retained(&mut self, state: &State, now: Instant) {
         for p in state.retained.values() {
+            let source = state.retained_sources.get(&p.topic).map(|s| {
+                Arc::new(RetainSource {
+                    client_id: s.client_id.clone(),
+                    username: s.username.clone(),
+                    listener: usize::try_from(s.listener).unwrap_or(usize::MAX),
+                })
+            });
             self.routing.set_retained(RetainedMessage {
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
                 qos: p.qos,
                 properties: p.properties.clone(),
+                source,
                 expires_at: RetainedMessage::expiry_from(&p.properties, now),
             });
         }

@@ -246,12 +246,14 @@ impl Routing {
     /// merging its overlapping subscriptions into one delivery at the highest QoS
     /// [MQTT-3.3.5-1]. `is_origin(key)` says whether session `key` published `msg` (for No
     /// Local [MQTT-3.8.3-3]); it is asked only when a subscription sets No Local. `None`
-    /// for a session all of whose matching subscriptions are No Local.
+    /// for a session all of whose matching subscriptions are No Local. `upgrade_qos`:
+    /// `upgrade_outgoing_qos`.
     #[inline]
     pub(super) fn next_target(
         targets: &[(usize, Subscription)],
         i: &mut usize,
         msg: &Message,
+        upgrade_qos: bool,
         mut is_origin: impl FnMut(usize) -> bool,
     ) -> Option<Target> {
         let key = targets.get(*i)?.0;
@@ -274,7 +276,8 @@ impl Routing {
         let granted = granted?;
         Some(Target {
             key,
-            qos: msg.publish.qos.min(granted), // [MQTT-3.8.4-6]
+            // [MQTT-3.8.4-6], unless `upgrade_outgoing_qos`.
+            qos: super::options::outgoing_qos(msg.publish.qos, granted, upgrade_qos),
             // [MQTT-3.3.1-9] / v5 Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
             retain: retain_as_published && msg.publish.retain,
             sub_ids,

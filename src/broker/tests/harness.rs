@@ -67,10 +67,15 @@ impl Harness {
 
     /// A new TCP connection (no CONNECT yet).
     pub fn open(&mut self, version: ProtocolVersion) -> ConnId {
+        self.open_on(version, 0)
+    }
+
+    /// A new TCP connection on the config's listener `listener`.
+    pub fn open_on(&mut self, version: ProtocolVersion, listener: usize) -> ConnId {
         let conn = self.next_conn;
         self.next_conn += 1;
         let peer: SocketAddr = format!("127.0.0.1:{}", 40000 + conn).parse().unwrap();
-        self.broker.on_accept(conn, peer, 0, self.now);
+        self.broker.on_accept(conn, peer, listener, self.now);
         self.clients.insert(
             conn,
             Client {

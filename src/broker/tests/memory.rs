@@ -329,6 +329,7 @@ fn subscribe_to_everything_over_100k_retained_is_budgeted_from_the_first_match()
                 payload: bytes::Bytes::from_static(b"v"),
                 qos: QoS::AtMostOnce,
                 properties: Default::default(),
+                source: None,
                 expires_at: None,
             });
     }

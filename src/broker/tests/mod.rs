@@ -14,6 +14,7 @@ mod handoff;
 mod memory;
 mod messages;
 mod model;
+mod options;
 mod persist;
 mod qos;
 mod session;
