@@ -15,7 +15,6 @@
 
 mod restore;
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::codec::{AckKind, ByteStr, Packet, PacketId, Publish, QoS, SubscriptionOptions};
@@ -35,7 +34,7 @@ pub(super) struct PersistHook {
     /// Sessions (key, uid) whose window changed this iteration.
     dirty: Vec<(usize, u64)>,
     /// Client ids with a persistent session on record.
-    persisted: HashSet<ByteStr>,
+    persisted: crate::hash::Set<ByteStr>,
     scratch: Vec<(u64, PacketId, u8)>,
     /// This process run (shared by every shard), to key messages between shards.
     boot: u64,

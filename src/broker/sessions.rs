@@ -9,7 +9,6 @@
 //! keeps the index, flow control and the other shards in step. It never touches a
 //! connection or a socket.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -86,7 +85,7 @@ pub(super) struct Offline {
 #[derive(Debug, Default)]
 pub(super) struct Sessions {
     slab: Slab<Slot>,
-    client_ids: HashMap<ByteStr, usize>,
+    client_ids: crate::hash::Map<ByteStr, usize>,
 }
 
 impl Sessions {

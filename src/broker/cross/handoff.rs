@@ -247,7 +247,7 @@ pub(in crate::broker) struct PendingConnect {
 pub(super) struct Directory {
     /// Client id -> the latest claim of it: (shard, claim), for the ids whose home is
     /// this shard.
-    owners: HashMap<ByteStr, (ShardId, u64)>,
+    owners: crate::hash::Map<ByteStr, (ShardId, u64)>,
     /// CONNECTs of this shard waiting for their home shard, by claim.
     pending: HashMap<u64, Box<PendingConnect>>,
     /// Takeovers waiting for the pending claim they supersede (the key) to complete.

@@ -98,7 +98,7 @@ pub(in crate::broker) struct RetainedAfter {
 pub(super) struct Interest {
     me: ShardId,
     /// Local subscriptions per filter (the interest this shard advertises).
-    filters: HashMap<ByteStr, FilterInterest>,
+    filters: crate::hash::Map<ByteStr, FilterInterest>,
     /// Sequence number of the last Interest addition this shard broadcast.
     seq: u64,
     /// The highest sequence number each shard acknowledged.
@@ -115,7 +115,7 @@ impl Interest {
     pub(super) fn new(me: ShardId, shards: usize) -> Self {
         Self {
             me,
-            filters: HashMap::new(),
+            filters: crate::hash::Map::default(),
             seq: 0,
             acked: vec![0; shards],
             held: VecDeque::new(),

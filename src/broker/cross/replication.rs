@@ -22,7 +22,7 @@
 //! says what to announce and what to apply.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use crate::codec::ByteStr;
 use crate::mailbox::ShardId;
@@ -36,7 +36,7 @@ pub(super) struct Replication {
     clock: u64,
     /// The winning version per topic: live retained messages, and deleted topics until
     /// their tombstone expires.
-    versions: HashMap<ByteStr, Version>,
+    versions: crate::hash::Map<ByteStr, Version>,
     /// Deletes that won here, oldest first; an entry whose topic has a newer version
     /// since is skipped when it expires.
     tombstones: BinaryHeap<Reverse<(Version, ByteStr)>>,
@@ -51,7 +51,7 @@ impl Replication {
         Self {
             me,
             clock: 0,
-            versions: HashMap::new(),
+            versions: crate::hash::Map::default(),
             tombstones: BinaryHeap::new(),
             heard: vec![0; shards],
             announced: 0,
