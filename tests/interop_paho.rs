@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{paho_available, BrokerProc};
 
 fn run(protocol: &str) {
@@ -14,23 +12,16 @@ fn run(protocol: &str) {
         return;
     }
     let broker = BrokerProc::start("");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/roundtrip.py");
-    let out = Command::new("python3")
-        .args([script, &broker.port.to_string(), protocol])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho {protocol} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let checks: Vec<String> = ["qos 0/1/2", "retained", "will"]
+        .iter()
+        .map(|c| format!("{c} ({protocol})"))
+        .collect();
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    common::run_python_checks(
+        "roundtrip.py",
+        &[&broker.port.to_string(), protocol],
+        &checks,
     );
-    for check in ["qos 0/1/2", "retained", "will"] {
-        assert!(
-            stdout.contains(&format!("ok {check} ({protocol})")),
-            "{stdout}"
-        );
-    }
 }
 
 #[test]

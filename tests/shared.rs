@@ -280,31 +280,13 @@ fn paho(protocol: &str) {
         return;
     }
     let broker = BrokerProc::start("threads 2");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/shared.py");
-    let out = Command::new("python3")
-        .args([script, &broker.port.to_string(), protocol])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "paho {protocol} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains(&format!("ok one member per message ({protocol})")),
-        "{stdout}"
-    );
+    let mut checks = vec![format!("one member per message ({protocol})")];
     if protocol == "5" {
-        assert!(
-            stdout.contains("ok malformed share name 0x8F (5)"),
-            "{stdout}"
-        );
-        assert!(
-            stdout.contains("ok no local is a protocol error (5)"),
-            "{stdout}"
-        );
+        checks.push("malformed share name 0x8F (5)".into());
+        checks.push("no local is a protocol error (5)".into());
     }
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    common::run_python_checks("shared.py", &[&broker.port.to_string(), protocol], &checks);
 }
 
 #[test]
