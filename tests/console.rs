@@ -126,9 +126,17 @@ fn the_api_lists_a_client_and_an_admin_disconnects_it() {
     assert!(listed, "the client never showed in /api/v1/connections");
     let r = get_as(&c.url("/api/v1/connections?search=nomatch"), VIEWER);
     assert_eq!(r.body, "{\"connections\":[]}");
-    let r = get_as(&c.url("/api/v1/subscriptions"), VIEWER);
-    assert!(r.body.contains("\"filter\":\"watch/+/x\""), "{r:?}");
-    assert!(r.body.contains("\"qos\":1"), "{r:?}");
+    // The console reads figures the shard publishes between loop iterations: the
+    // snapshot that first listed the client may predate its SUBSCRIBE, so wait for one
+    // that has the subscription too.
+    let mut last = None;
+    let subscribed = wait_until(TIMEOUT, || {
+        let r = get_as(&c.url("/api/v1/subscriptions"), VIEWER);
+        let ok = r.body.contains("\"filter\":\"watch/+/x\"") && r.body.contains("\"qos\":1");
+        last = Some(r);
+        ok
+    });
+    assert!(subscribed, "the subscription never showed: {last:?}");
     let r = get_as(&c.url("/api/v1/listeners"), VIEWER);
     assert!(r.body.contains("\"protocol\":\"http\""), "{r:?}");
     assert!(r.body.contains(&format!("\"port\":{}", c.http)), "{r:?}");
