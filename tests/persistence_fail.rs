@@ -1,0 +1,316 @@
+//! Persistence write failures fail closed, against the real binary: the broker runs with
+//! `RLIMIT_FSIZE` lowered (SIGXFSZ ignored, so a write past the limit returns EFBIG),
+//! so the log really stops taking appends. No acknowledgement escapes while its record
+//! is not on disk (on one shard or two), nothing else leaves the shard either (a PINGREQ
+//! waits too), the error is logged; once the limit is raised at run time (prlimit(2))
+//! the held acknowledgements go out, and after `kill -9` every acknowledged message
+//! reaches the persistent subscriber, from a log that is not corrupt.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::persist::{crash, drain_publishes, persist_config};
+use common::{temp_dir, BrokerProc, Raw, TIMEOUT, V4};
+use rumqttc::{Event, Packet, QoS};
+
+/// The broker's files may grow to this many bytes.
+const FSIZE_LIMIT: u64 = 64 << 10;
+/// How long a held acknowledgement must stay away (generous: nothing else can release
+/// it, so waiting longer proves nothing more).
+const HELD_FOR: Duration = Duration::from_secs(3);
+const ERROR_LINE: &str = "persistence write failed";
+
+/// Runs the child with its file size limit at `limit` and SIGXFSZ ignored (an ignored
+/// signal stays ignored across exec).
+fn limit_file_size(command: &mut Command, limit: u64) {
+    // SAFETY: between fork and exec only async-signal-safe calls: signal(2) and
+    // setrlimit(2), with a struct on the stack.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Lifts the file size limit of the running broker (prlimit(2)).
+fn lift_file_size_limit(broker: &BrokerProc) {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let pid = libc::pid_t::try_from(broker.pid()).unwrap();
+    // SAFETY: prlimit(2) on our own child with a valid new limit and no old-limit out.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+fn logged(broker: &BrokerProc, needle: &str) -> bool {
+    broker.log_lines().iter().any(|l| l.contains(needle))
+}
+
+/// A persistent subscriber ("victim") on `load/#` with QoS 1, offline: every message
+/// is recorded in its queue.
+fn offline_victim(port: u16) {
+    let (mut sub, _, _) = Raw::mqtt_connect(port, "victim", false);
+    assert_eq!(sub.subscribe(1, &[("load/#", 1)]), vec![1]);
+    sub.disconnect();
+}
+
+/// The payloads the restarted broker delivers to the victim.
+fn delivered_after_restart(config: &str) -> (BrokerProc, BTreeSet<String>) {
+    let broker = BrokerProc::start(config);
+    let (mut sub, present, _) = Raw::mqtt_connect(broker.port, "victim", false);
+    assert!(present, "persistent session lost");
+    let got = drain_publishes(&mut sub, Duration::from_millis(1500));
+    let payloads = got
+        .into_iter()
+        .map(|g| String::from_utf8(g.1).unwrap())
+        .collect();
+    assert!(!logged(&broker, "torn tail"), "{:?}", broker.log_lines());
+    (broker, payloads)
+}
+
+fn payload(publisher: usize, n: u32) -> String {
+    format!("{publisher}:{n}:{}", "x".repeat(100))
+}
+
+/// A rumqttc publisher that publishes QoS 1 messages one at a time (the next only after
+/// the PUBACK of the last) once `go` is set, keeping the payloads acknowledged, until
+/// told to stop.
+struct Loader {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Loader {
+    fn start(port: u16, index: usize, go: &Arc<AtomicBool>) -> Self {
+        let client = V4::connect(&format!("loader-{index}"), port);
+        let go = Arc::clone(go);
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                common::wait_until(TIMEOUT, || go.load(Ordering::SeqCst));
+                let mut n = 0;
+                'publish: while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let p = payload(index, n);
+                    client.publish("load/x", QoS::AtLeastOnce, false, p.clone());
+                    loop {
+                        let ack = client.wait_for_within(Duration::from_millis(100), |ev| {
+                            matches!(ev, Event::Incoming(Packet::PubAck(_))).then_some(())
+                        });
+                        if ack.is_some() {
+                            acked.lock().unwrap().push(p);
+                            break;
+                        }
+                        if stop.load(Ordering::SeqCst) {
+                            break 'publish;
+                        }
+                    }
+                }
+                client.drop_connection();
+            })
+        };
+        Self {
+            acked,
+            stop,
+            thread,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap();
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// Waits until the error line is logged and no loader's count moved for a while (every
+/// append fails now), and returns the counts then.
+fn wait_until_held(broker: &BrokerProc, loaders: &[Loader]) -> Vec<usize> {
+    assert!(
+        broker.wait_log(ERROR_LINE),
+        "no persistence error logged; log: {:?}",
+        broker.log_lines()
+    );
+    let counts = || loaders.iter().map(Loader::acked).collect::<Vec<_>>();
+    let mut last = counts();
+    let mut still_since = Instant::now();
+    let settled = common::wait_until(TIMEOUT, || {
+        let now = counts();
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+        still_since.elapsed() >= Duration::from_millis(500)
+    });
+    assert!(settled, "acknowledgements kept coming: {last:?}");
+    last
+}
+
+#[test]
+fn held_acks_wait_for_the_disk_and_go_out_when_it_takes_writes_again() {
+    let dir = temp_dir("persist-fail-one");
+    let config = format!(
+        "{}threads 1\nsys_interval 1\n",
+        persist_config(&dir, "always")
+    );
+    let broker = BrokerProc::start_with(&config, |c| limit_file_size(c, FSIZE_LIMIT));
+    offline_victim(broker.port);
+    // A QoS 0 client on the same (only) shard: while the shard holds its output it gets
+    // no answer either (decided: all of a holding shard's output waits, the simplest
+    // rule that cannot let an acknowledgement through).
+    let (mut pinger, _, _) = Raw::mqtt_connect(broker.port, "pinger", true);
+    pinger.send(&[0xC0, 0x00]);
+    assert_eq!(pinger.recv().expect("PINGRESP").kind(), 13);
+
+    let loader = Loader::start(broker.port, 0, &Arc::new(AtomicBool::new(true)));
+    let held = wait_until_held(&broker, std::slice::from_ref(&loader));
+    assert!(held[0] > 10, "the log filled up before any load: {held:?}");
+    assert!(
+        logged(&broker, "mosquitto.db.log") && logged(&broker, "File too large"),
+        "the error line names neither the file nor the OS error: {:?}",
+        broker.log_lines()
+    );
+    pinger.send(&[0xC0, 0x00]);
+    assert!(
+        pinger.recv_within(HELD_FOR).is_none(),
+        "a holding shard answered a PINGREQ"
+    );
+    assert_eq!(loader.acked(), held[0], "a PUBACK escaped while held");
+
+    lift_file_size_limit(&broker);
+    assert!(
+        common::wait_until(TIMEOUT, || loader.acked() >= held[0] + 20),
+        "the held PUBACK did not arrive after the limit was lifted"
+    );
+    assert_eq!(pinger.recv().expect("the held PINGRESP").kind(), 13);
+    assert!(broker.wait_log("Persistence writes succeed again after"));
+    let sys = common::watch_sys(broker.port, "$SYS/broker/persistence/#", |s| {
+        common::num(s, "$SYS/broker/persistence/write_failures") > 0
+            && s.get("$SYS/broker/persistence/failing").map(String::as_str) == Some("0")
+    });
+    assert!(
+        common::num(&sys, "$SYS/broker/persistence/write_failures") > 0,
+        "{sys:?}"
+    );
+    let acked = loader.finish();
+    crash(broker);
+
+    let (broker, delivered) = delivered_after_restart(&config);
+    let lost: Vec<_> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+    common::persist::stop_clean(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kill_9_while_two_shards_hold_loses_no_acknowledged_message() {
+    let dir = temp_dir("persist-fail-two");
+    let config = format!(
+        "{}threads 2\nsys_interval 1\n",
+        persist_config(&dir, "always")
+    );
+    let broker = BrokerProc::start_with(&config, |c| limit_file_size(c, FSIZE_LIMIT));
+    offline_victim(broker.port);
+    // Eight publishers over both shards (messages also cross to the victim's shard).
+    let go = Arc::new(AtomicBool::new(false));
+    let loaders: Vec<_> = (0..8).map(|i| Loader::start(broker.port, i, &go)).collect();
+    common::assert_both_shards_used(broker.port);
+    go.store(true, Ordering::SeqCst);
+    let held = wait_until_held(&broker, &loaders);
+    let counts = || loaders.iter().map(Loader::acked).collect::<Vec<_>>();
+    assert!(
+        !common::wait_until(HELD_FOR, || counts() != held),
+        "a PUBACK escaped while the log could not be written: {held:?} -> {:?}",
+        counts()
+    );
+    // Still failing: the broker dies with the records held, not written.
+    crash(broker);
+    let acked: Vec<String> = loaders.into_iter().flat_map(Loader::finish).collect();
+    assert!(acked.len() > 10, "the log filled up before any load");
+
+    let (broker, delivered) = delivered_after_restart(&config);
+    let lost: Vec<_> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+    common::persist::stop_clean(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_written_keeps_the_old_one_and_the_logs() {
+    let dir = temp_dir("persist-fail-snapshot");
+    // A compaction every 100 changes and 1000-byte retained messages: the snapshot (all
+    // of them) passes the limit long before a log (the changes since a rotation) does.
+    let config = format!(
+        "{}threads 1\nautosave_on_changes true\nautosave_interval 100\n",
+        persist_config(&dir, "always")
+    );
+    let broker = BrokerProc::start_with(&config, |c| limit_file_size(c, 4 * FSIZE_LIMIT));
+    let (mut publisher, _, _) = Raw::mqtt_connect(broker.port, "filler", true);
+    let body = vec![b'r'; 1000];
+    let publish = |raw: &mut Raw, id: u16| {
+        common::persist::publish_acked(raw, &format!("fill/{id}"), id, true, &body);
+    };
+    let mut id = 0u16;
+    while !logged(&broker, "persistence compaction failed") {
+        assert!(
+            id < 1000,
+            "no compaction failed; log: {:?}",
+            broker.log_lines()
+        );
+        id += 1;
+        publish(&mut publisher, id);
+    }
+    assert!(
+        logged(&broker, "Saved persistence snapshot"),
+        "no snapshot before"
+    );
+    for _ in 0..50 {
+        id += 1;
+        publish(&mut publisher, id); // appends go on into the live log
+    }
+    assert!(!logged(&broker, ERROR_LINE), "{:?}", broker.log_lines());
+    crash(broker);
+
+    let broker = BrokerProc::start(&config);
+    assert!(
+        broker.wait_log(&format!("Restored {id} retained messages")),
+        "{:?}",
+        broker.log_lines()
+    );
+    common::persist::stop_clean(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
