@@ -323,7 +323,8 @@ impl Shard {
             self.inbox.parker().awake();
             return Some(Duration::ZERO);
         }
-        if self.outbox.backlog() > 0 {
+        // (A full ring waits, without polling, while persistence holds the mail.)
+        if self.outbox.backlog() > 0 && !self.persist.as_ref().is_some_and(Persister::holds) {
             return Some(timer.map_or(BACKLOG_RETRY, |t| t.min(BACKLOG_RETRY)));
         }
         timer
