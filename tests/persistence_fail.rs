@@ -83,18 +83,28 @@ fn offline_victim(port: u16) {
     sub.disconnect();
 }
 
-/// The payloads the restarted broker delivers to the victim.
-fn delivered_after_restart(config: &str) -> (BrokerProc, BTreeSet<String>) {
+/// Restarts the broker on the same files (no limit), checks that the log had no torn
+/// record and that every `acked` payload reaches the victim, stops it cleanly and
+/// returns the payloads delivered.
+fn restart_expect_delivered(config: &str, acked: &[String]) -> BTreeSet<String> {
     let broker = BrokerProc::start(config);
     let (mut sub, present, _) = Raw::mqtt_connect(broker.port, "victim", false);
     assert!(present, "persistent session lost");
     let got = drain_publishes(&mut sub, Duration::from_millis(1500));
-    let payloads = got
+    let delivered: BTreeSet<String> = got
         .into_iter()
         .map(|g| String::from_utf8(g.1).unwrap())
         .collect();
     assert!(!logged(&broker, "torn tail"), "{:?}", broker.log_lines());
-    (broker, payloads)
+    let lost: Vec<_> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+    common::persist::stop_clean(broker);
+    delivered
 }
 
 fn payload(publisher: usize, n: u32) -> String {
@@ -239,15 +249,7 @@ fn held_acks_wait_for_the_disk_and_go_out_when_it_takes_writes_again() {
     let acked = loader.finish();
     crash(broker);
 
-    let (broker, delivered) = delivered_after_restart(&config);
-    let lost: Vec<_> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged messages lost: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(3)]
-    );
-    common::persist::stop_clean(broker);
+    restart_expect_delivered(&config, &acked);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -277,15 +279,7 @@ fn kill_9_while_two_shards_hold_loses_no_acknowledged_message() {
     let acked: Vec<String> = loaders.into_iter().flat_map(Loader::finish).collect();
     assert!(acked.len() > 10, "the log filled up before any load");
 
-    let (broker, delivered) = delivered_after_restart(&config);
-    let lost: Vec<_> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged messages lost: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(3)]
-    );
-    common::persist::stop_clean(broker);
+    restart_expect_delivered(&config, &acked);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -358,14 +352,11 @@ fn stopping_while_held_says_what_is_not_saved_and_exits_non_zero() {
     drop(broker);
 
     // What was acknowledged before is all there; the held records are not.
-    let (broker, delivered) = delivered_after_restart(&config);
-    let lost: Vec<_> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
-    assert!(lost.is_empty(), "{} acknowledged messages lost", lost.len());
+    let delivered = restart_expect_delivered(&config, &acked);
     assert_eq!(
         delivered.len(),
         acked.len(),
         "held messages were saved after all"
     );
-    common::persist::stop_clean(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,43 +4,20 @@
 //! reopens without a torn record; a failed snapshot leaves the old snapshot and the logs
 //! readable.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
+use super::files_tests::{append, dir, retain};
 use super::*;
-use crate::codec::{ByteStr, Publish};
 use crate::config::{Config, PersistenceFsync};
-
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("smq-appendfail-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// `always`, and a compaction due after every change.
 fn config(dir: &Path) -> Config {
     Config {
-        persistence: true,
-        persistence_location: Some(dir.to_path_buf()),
-        persistence_file: "test.db".into(),
         persistence_fsync: PersistenceFsync::Always,
         autosave_on_changes: true,
         autosave_interval: Duration::from_secs(1),
-        ..Config::default()
-    }
-}
-
-fn retain(topic: &str, payload: &str) -> Record {
-    Record::Retain {
-        publish: Publish {
-            retain: true,
-            topic: ByteStr::from(topic),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            ..Publish::default()
-        },
+        ..super::files_tests::config(dir)
     }
 }
 
@@ -69,7 +46,7 @@ fn reopened_topics(d: &Path) -> Vec<String> {
 
 #[test]
 fn a_write_cut_short_leaves_no_bytes_and_the_retry_writes_the_batch_once() {
-    let d = dir("short");
+    let d = dir("fail-short");
     let (mut store, _) = open(&config(&d), Instant::now()).unwrap();
     store.append(&[retain("a", "1")]).unwrap();
     let before = store.log_len();
@@ -91,7 +68,7 @@ fn a_write_cut_short_leaves_no_bytes_and_the_retry_writes_the_batch_once() {
 
 #[test]
 fn a_failed_fsync_cuts_the_batch_and_the_retry_writes_and_fsyncs_it_again() {
-    let d = dir("fsync");
+    let d = dir("fail-fsync");
     let (mut store, _) = open(&config(&d), Instant::now()).unwrap();
     store.append(&[retain("a", "1")]).unwrap();
     let before = store.log_len();
@@ -109,7 +86,7 @@ fn a_failed_fsync_cuts_the_batch_and_the_retry_writes_and_fsyncs_it_again() {
 
 #[test]
 fn a_failed_cut_is_redone_before_the_next_write_and_holds_compactions_back() {
-    let d = dir("cut");
+    let d = dir("fail-cut");
     let now = Instant::now();
     let (mut store, _) = open(&config(&d), now).unwrap();
     store.append(&[retain("a", "1")]).unwrap();
@@ -136,33 +113,33 @@ fn a_failed_cut_is_redone_before_the_next_write_and_holds_compactions_back() {
 
 #[test]
 fn a_failed_snapshot_keeps_the_old_snapshot_and_the_logs_readable() {
-    let d = dir("snapshot");
+    let d = dir("fail-snapshot");
     let now = Instant::now();
     let (mut store, mut model) = open(&config(&d), now).unwrap();
-    for (t, p) in [("a", "1"), ("b", "2")] {
-        store.append(&[retain(t, p)]).unwrap();
-        model.apply(retain(t, p));
-    }
-    let rotation = store.rotate(now).unwrap();
-    store.append(&[retain("c", "3")]).unwrap();
-    model.apply(retain("c", "3"));
+    append(
+        &mut store,
+        &mut model,
+        vec![retain("a", "1"), retain("b", "2")],
+    );
+    let r = store.rotate(now).unwrap();
+    let at_rotation = model.clone();
+    append(&mut store, &mut model, vec![retain("c", "3")]);
     // The snapshot cannot be written (its directory does not exist).
     let mut paths = store.paths().clone();
     paths.snapshot = d.join("missing").join("test.db");
-    let r = rotation;
+    let (generation, live_path) = (r.generation, r.live_path);
     let done = compact::run(
-        r.generation,
+        generation,
         r.frozen,
-        r.live_path,
-        &model,
+        live_path,
+        &at_rotation,
         &paths,
         &mut || {},
     );
     assert!(done.is_err());
     store.finish_compaction(Err(()));
     assert!(!store.compaction_due(now + Duration::from_secs(3600)));
-    store.append(&[retain("d", "4")]).unwrap();
-    model.apply(retain("d", "4"));
+    append(&mut store, &mut model, vec![retain("d", "4")]);
     drop(store);
     let (_, state) = open(&config(&d), now).unwrap();
     assert_eq!(state, model);
