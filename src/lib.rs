@@ -115,6 +115,7 @@ pub mod executable {
     pub use crate::cli::{
         check_supported, import_mosquitto_db, load_config, test_config, Args, Command,
     };
+    pub use crate::metrics::persist::lost_records as persistence_lost_records;
     pub use crate::runtime::{notify, prepare_config, process, signals, Prepared};
 }
 

@@ -214,5 +214,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     broker.join();
     remove_pid();
     log_notice!("shardmq version {} terminating", env!("CARGO_PKG_VERSION"));
+    let lost = shardmq::executable::persistence_lost_records();
+    if lost > 0 {
+        // Nothing that depended on them was acknowledged, but the shutdown was not clean.
+        anyhow::bail!("{lost} persistence records could not be written before stopping");
+    }
     Ok(())
 }

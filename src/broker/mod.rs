@@ -45,7 +45,8 @@
 //! before a write on a WRITABLE event): if `has_persist_events()`, `drain_persist` and
 //! append the records (with `persistence_fsync always`, fsync them): acknowledgements
 //! queued this iteration then reach the publisher only after what they acknowledge is
-//! durable.
+//! durable. If it cannot write them, it calls `set_persist_held(true)` and sends no
+//! output and no mail until it can (`wants_read` is false meanwhile).
 //!
 //! Back-pressure: read a connection only while `wants_read(conn, now)` (ask before every
 //! read call: the answer also restarts the keep alive of a connection that was not read).
@@ -370,6 +371,7 @@ impl Broker {
         let state = c.state;
         if matches!(state, ConnState::Closing | ConnState::AwaitHome)
             || self.cross.held_subacks_at_limit(conn)
+            || self.persist_held()
         {
             return false;
         }

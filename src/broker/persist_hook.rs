@@ -44,6 +44,8 @@ pub(super) struct PersistHook {
     /// Per source shard: QoS 1/2 messages received and delivered; sources to report.
     received_seq: Vec<u64>,
     received_dirty: Vec<u8>,
+    /// The runtime could not write the records: read nothing until it can.
+    held: bool,
 }
 
 impl PersistHook {
@@ -241,6 +243,18 @@ impl Broker {
         self.persist.enabled = true;
         self.persist.anchor = Some((now, unix_ms));
         self.persist.boot = boot;
+    }
+
+    /// The runtime could not write the drained records and holds this shard's output
+    /// until it can (`true`), or wrote them (`false`). While held, [`Broker::wants_read`]
+    /// is false for every connection: nothing new is accepted into memory and the
+    /// publishers get TCP back-pressure.
+    pub fn set_persist_held(&mut self, held: bool) {
+        self.persist.held = held;
+    }
+
+    pub(super) fn persist_held(&self) -> bool {
+        self.persist.held
     }
 
     /// Whether [`Broker::drain_persist`] has anything (the runtime must write and, with

@@ -155,7 +155,8 @@ impl Broker {
     }
 
     /// The keep alive deadline of `conn` passed: if flow control says the broker did not
-    /// read it (or only just resumed), its clock restarts at `now` and this is true.
+    /// read it (or only just resumed), or persistence holds the shard (nothing is read),
+    /// its clock restarts at `now` and this is true.
     fn keep_alive_restarts(&mut self, conn: ConnId, now: Instant) -> bool {
         let Some(c) = self.conns.get(conn) else {
             return false;
@@ -168,7 +169,8 @@ impl Broker {
         let due = self
             .flow
             .keep_alive_due(conn, output, |key, uid| load_of(sessions, conns, key, uid));
-        if due == KeepAlive::Expired {
+        // Nothing is read while persistence holds the shard: not the client's fault.
+        if due == KeepAlive::Expired && !self.persist_held() {
             return false;
         }
         if self.flow.output_over(output) {

@@ -306,6 +306,22 @@ pub fn render(views: &[ShardView], info: &Info, now: Instant, openmetrics: bool)
         );
         out.sample("shardmq_persistence_log_bytes", "", p.log_bytes);
         out.family(
+            "shardmq_persistence_failing",
+            Kind::Gauge,
+            "1 while a shard holds its output because the log cannot be written.",
+        );
+        out.sample("shardmq_persistence_failing", "", u64::from(p.holding > 0));
+        out.family(
+            "shardmq_persistence_write_failures_total",
+            Kind::Counter,
+            "Failed appends and fsyncs of the persistence log.",
+        );
+        out.sample(
+            "shardmq_persistence_write_failures_total",
+            "",
+            p.write_failures,
+        );
+        out.family(
             "shardmq_persistence_last_fsync_timestamp_seconds",
             Kind::Gauge,
             "Unix time the last fsync of the live log ended (0: none yet).",

@@ -398,6 +398,12 @@ impl Stats {
             out.push(("$SYS/broker/heap/current", current.to_string()));
             out.push(("$SYS/broker/heap/maximum", maximum.to_string()));
         }
+        if let Some(p) = persist::figures() {
+            let failing = u8::from(p.holding > 0).to_string();
+            out.push(("$SYS/broker/persistence/failing", failing));
+            let failures = p.write_failures.to_string();
+            out.push(("$SYS/broker/persistence/write_failures", failures));
+        }
         out
     }
 }

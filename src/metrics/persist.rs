@@ -1,6 +1,8 @@
-//! Persistence figures for `/metrics`, process-wide (one log for every shard): the
-//! latency of the live log's fsyncs as a histogram, when the last one ended, and the
-//! live log's size. Written by the runtime's persistence driver and compactor thread
+//! Persistence figures for `/metrics` and `$SYS`, process-wide (one log for every
+//! shard): the latency of the live log's fsyncs as a histogram, when the last one ended,
+//! the live log's size, and its failures: how many shards hold their output over a
+//! failed append right now (alert on it being above 0) and how many writes or fsyncs
+//! failed in total. Written by the runtime's persistence driver and compactor thread
 //! with relaxed atomics (no lock, no allocation), read by the HTTP console.
 //!
 //! It only counts: it never touches a file and never reads the clock (durations and
@@ -20,6 +22,9 @@ static SUM_US: AtomicU64 = AtomicU64::new(0);
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static LAST_UNIX_MS: AtomicU64 = AtomicU64::new(0);
 static LOG_BYTES: AtomicU64 = AtomicU64::new(0);
+static HOLDING: AtomicU64 = AtomicU64::new(0);
+static WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+static LOST_AT_SHUTDOWN: AtomicU64 = AtomicU64::new(0);
 
 /// Persistence is on (its families appear in `/metrics`).
 pub fn enable() {
@@ -43,6 +48,33 @@ pub fn log_bytes(bytes: u64) {
     LOG_BYTES.store(bytes, Ordering::Relaxed);
 }
 
+/// A shard started (`true`) or ended (`false`) holding its output over a failed append.
+pub fn holding(start: bool) {
+    if start {
+        HOLDING.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let _ = HOLDING.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(1))
+        });
+    }
+}
+
+/// One append, fsync or interval fsync of the live log failed.
+pub fn write_failed() {
+    WRITE_FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A shard stopped with `n` records it could not write.
+pub fn lost_at_shutdown(n: u64) {
+    LOST_AT_SHUTDOWN.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Records shards could not write before they stopped (the executable then exits
+/// non-zero).
+pub fn lost_records() -> u64 {
+    LOST_AT_SHUTDOWN.load(Ordering::Relaxed)
+}
+
 /// A copy of the figures, `None` while persistence is off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Figures {
@@ -53,6 +85,10 @@ pub struct Figures {
     /// Unix milliseconds of the last fsync (0: none yet).
     pub last_unix_ms: u64,
     pub log_bytes: u64,
+    /// Shards holding their output over a failed append now.
+    pub holding: u64,
+    /// Failed appends, fsyncs and interval fsyncs since the start.
+    pub write_failures: u64,
 }
 
 pub fn figures() -> Option<Figures> {
@@ -65,5 +101,7 @@ pub fn figures() -> Option<Figures> {
         count: COUNT.load(Ordering::Relaxed),
         last_unix_ms: LAST_UNIX_MS.load(Ordering::Relaxed),
         log_bytes: LOG_BYTES.load(Ordering::Relaxed),
+        holding: HOLDING.load(Ordering::Relaxed),
+        write_failures: WRITE_FAILURES.load(Ordering::Relaxed),
     })
 }

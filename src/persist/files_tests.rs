@@ -14,14 +14,14 @@ use super::*;
 use crate::codec::{ByteStr, Publish, QoS};
 use crate::config::{Config, PersistenceFsync};
 
-fn dir(tag: &str) -> PathBuf {
+pub(super) fn dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("smq-files-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-fn config(dir: &Path) -> Config {
+pub(super) fn config(dir: &Path) -> Config {
     Config {
         persistence: true,
         persistence_location: Some(dir.to_path_buf()),
@@ -31,7 +31,7 @@ fn config(dir: &Path) -> Config {
     }
 }
 
-fn retain(topic: &str, payload: &str) -> Record {
+pub(super) fn retain(topic: &str, payload: &str) -> Record {
     Record::Retain {
         publish: Publish {
             retain: true,
@@ -43,7 +43,7 @@ fn retain(topic: &str, payload: &str) -> Record {
 }
 
 /// Appends `records` and applies them to `model` (what the compactor thread does).
-fn append(store: &mut Store, model: &mut State, records: Vec<Record>) {
+pub(super) fn append(store: &mut Store, model: &mut State, records: Vec<Record>) {
     store.append(&records).unwrap();
     for r in records {
         model.apply(r);

@@ -1,7 +1,10 @@
 //! The append-only log file: a 16-byte header (magic, generation) then framed records.
 //! [`read`] parses it and tells a torn tail (the last write cut short: truncate it) from a
 //! corrupt record followed by good data (refuse to start); [`LogWriter`] appends one
-//! buffer per event-loop iteration and syncs when told.
+//! buffer per event-loop iteration and syncs when told. An append that fails leaves no
+//! bytes behind: the file is cut back to its length before it (now, or before the next
+//! append if even the cut fails), so a retry never puts a torn record in the middle of
+//! the log.
 //!
 //! It never decides when to sync or compact (the store does) and never panics on what it
 //! reads.
@@ -157,7 +160,25 @@ fn finish_torn(
 pub struct LogWriter {
     file: File,
     path: PathBuf,
+    /// Bytes of header and complete, successfully appended records.
     len: u64,
+    /// The file may hold bytes past `len` (a failed append, or bytes whose fsync failed):
+    /// they are cut off before anything else is written.
+    dirty: bool,
+    #[cfg(test)]
+    pub(super) faults: Faults,
+}
+
+/// Failures a test injects into a [`LogWriter`] (the file itself stays real).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(super) struct Faults {
+    /// The next append writes this many bytes of its buffer, then fails (EFBIG).
+    pub write_after: Option<usize>,
+    /// The next syncs fail (EIO), this many of them.
+    pub syncs: u32,
+    /// The next cuts (truncations) fail, this many of them.
+    pub cuts: u32,
 }
 
 impl LogWriter {
@@ -176,11 +197,7 @@ impl LogWriter {
         file.write_all(&header).map_err(io)?;
         file.sync_all().map_err(io)?;
         super::sync_dir(path).map_err(io)?;
-        Ok(Self {
-            file,
-            path: path.to_path_buf(),
-            len: HEADER_LEN,
-        })
+        Ok(Self::with(file, path, HEADER_LEN))
     }
 
     /// Opens an existing log for appending after its first `valid_len` bytes (a torn
@@ -194,24 +211,85 @@ impl LogWriter {
             file.sync_all().map_err(io)?;
         }
         file.seek(SeekFrom::Start(valid_len)).map_err(io)?;
-        Ok(Self {
-            file,
-            path: path.to_path_buf(),
-            len: valid_len,
-        })
+        Ok(Self::with(file, path, valid_len))
     }
 
-    /// Writes `bytes` (one iteration's records) at the end of the log.
+    fn with(file: File, path: &Path, len: u64) -> Self {
+        Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+            dirty: false,
+            #[cfg(test)]
+            faults: Faults::default(),
+        }
+    }
+
+    /// Writes `bytes` (one iteration's records) at the end of the log, all or nothing:
+    /// on an error, whatever part of them reached the file is cut off again (see
+    /// [`LogWriter::rewind`]) and the log's length is what it was.
     pub fn append(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.file
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.cut()?;
+        if let Err(e) = self.write_all(bytes) {
+            self.dirty = true;
+            // Best effort now; if it fails, the next append cuts first.
+            let _ = self.cut();
+            return Err(Error::io(&self.path, e));
+        }
         self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self.faults.write_after.take() {
+            self.file.write_all(&bytes[..n.min(bytes.len())])?;
+            return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+        }
+        self.file.write_all(bytes)
+    }
+
+    /// Forgets everything after the first `len` bytes (appended records whose fsync
+    /// failed) and cuts the file back to them; if the cut fails, the next append retries
+    /// it before writing.
+    pub fn rewind(&mut self, len: u64) -> Result<(), Error> {
+        self.len = self.len.min(len.max(HEADER_LEN));
+        self.dirty = true;
+        self.cut()
+    }
+
+    /// Whether bytes past the log's length may still be in the file (a cut failed).
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Truncates the file to `len` and puts the write position there, if dirty.
+    fn cut(&mut self) -> Result<(), Error> {
+        if !self.dirty {
+            return Ok(());
+        }
+        #[cfg(test)]
+        if self.faults.cuts > 0 {
+            self.faults.cuts -= 1;
+            return Err(Error::io(&self.path, std::io::Error::other("injected")));
+        }
+        let io = |e| Error::io(&self.path, e);
+        self.file.set_len(self.len).map_err(io)?;
+        self.file.seek(SeekFrom::Start(self.len)).map_err(io)?;
+        self.dirty = false;
         Ok(())
     }
 
     /// fdatasync: everything appended so far survives power loss.
     pub fn sync(&mut self) -> Result<(), Error> {
+        #[cfg(test)]
+        if self.faults.syncs > 0 {
+            self.faults.syncs -= 1;
+            return Err(Error::io(
+                &self.path,
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
         self.file.sync_data().map_err(|e| Error::io(&self.path, e))
     }
 

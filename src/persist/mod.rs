@@ -33,6 +33,8 @@ pub mod store;
 mod wire;
 
 #[cfg(test)]
+mod append_fail_tests;
+#[cfg(test)]
 mod files_tests;
 
 pub use error::Error;

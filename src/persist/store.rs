@@ -160,7 +160,11 @@ impl Store {
     /// Appends `records` (one event-loop iteration's) in one write; with
     /// `persistence_fsync always` also fsyncs, so the caller may then release
     /// acknowledgements. The caller hands the same records to the compactor, in the same
-    /// order (under the same lock).
+    /// order (under the same lock), only when this succeeded.
+    ///
+    /// All or nothing: on an error the log is as before the call (the bytes that reached
+    /// the file are cut off again, or before the next append if even the cut fails), so
+    /// the caller keeps the records and retries them later.
     pub fn append(&mut self, records: &[Record]) -> Result<(), Error> {
         if records.is_empty() {
             return Ok(());
@@ -171,17 +175,34 @@ impl Store {
                 crate::log_warning!("Warning: persistence record not stored: {e}");
             }
         }
+        let before = self.log.len();
+        self.log.append(&self.buf)?;
+        if self.fsync == PersistenceFsync::Always {
+            if let Err(e) = self.log.sync() {
+                // fsyncgate: after a failed fsync the kernel may have dropped the dirty
+                // pages (or marked them clean) and a second fsync can succeed without
+                // writing them. PostgreSQL panics and replays its WAL; we have no WAL
+                // beyond this log, so we treat the whole write as not done: cut it off
+                // and let the caller write the batch again and fsync that. The records
+                // before it were fsynced by earlier appends; rewriting the page they
+                // share with this batch makes it dirty again, so it is written again.
+                let _ = self.log.rewind(before);
+                return Err(e);
+            }
+        }
         // A retained message's source travels with it: one change, not two.
         let sources = records
             .iter()
             .filter(|r| matches!(r, Record::RetainSource { .. }))
             .count();
         self.changes_since_compact += (records.len() - sources) as u64;
-        self.log.append(&self.buf)?;
-        if self.fsync == PersistenceFsync::Always {
-            self.log.sync()?;
-        }
         Ok(())
+    }
+
+    /// The live log, for tests that inject failures into it.
+    #[cfg(test)]
+    pub(super) fn log_mut(&mut self) -> &mut LogWriter {
+        &mut self.log
     }
 
     /// Bytes in the live log.
@@ -210,7 +231,8 @@ impl Store {
 
     /// Whether a compaction should start now.
     pub fn compaction_due(&self, now: Instant) -> bool {
-        if self.log.is_empty() || !self.can_compact() {
+        // Not over bytes of a failed append that could not be cut off yet.
+        if self.log.is_empty() || !self.can_compact() || self.log.is_dirty() {
             return false;
         }
         let big = self.log.len() > COMPACT_LOG_BYTES && self.log.len() > 2 * self.snapshot_len;
@@ -240,7 +262,13 @@ impl Store {
                 std::io::Error::other("no spare log prepared"),
             ));
         };
-        let live = spare.sync_handle()?;
+        let live = match spare.sync_handle() {
+            Ok(live) => live,
+            Err(e) => {
+                self.spare = Some(spare); // kept for the next attempt
+                return Err(e);
+            }
+        };
         let frozen = std::mem::replace(&mut self.log, spare);
         self.generation += 1;
         self.compacting = true;

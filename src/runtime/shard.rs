@@ -78,7 +78,8 @@ pub struct Shard {
     admission: Arc<Admission>,
     /// Per listener: accepting is paused until then (descriptors or memory ran out).
     accept_paused: Vec<Option<Instant>>,
-    /// Persistence (None when off): flushed before any output or mail leaves.
+    /// Persistence (None when off): flushed before any output or mail leaves; while it
+    /// holds (the log cannot be written), no output or mail leaves at all.
     persist: Option<Persister>,
     /// The bridges this shard runs (`bridge_link.rs`).
     bridges: bridge_link::Bridges,
@@ -270,11 +271,19 @@ impl Shard {
                 p.flush(&mut self.broker, now);
                 p.tick(now);
             }
-            self.send_mail(now);
-            self.transmit(now);
-            // A subscriber that drained while being written to lets its publishers on
-            // other shards go now (`Control::Resume`), not after the next wakeup.
-            self.send_mail(now);
+            // --- persistence hook: while this iteration's records cannot be written,
+            // nothing that may depend on them leaves (the persister retries on its timer).
+            if !self.persist.as_ref().is_some_and(Persister::holds) {
+                let deferred = self.persist.as_mut().map(Persister::take_deferred_writes);
+                for conn in deferred.unwrap_or_default() {
+                    self.flush(conn, now);
+                }
+                self.send_mail(now);
+                self.transmit(now);
+                // A subscriber that drained while being written to lets its publishers on
+                // other shards go now (`Control::Resume`), not after the next wakeup.
+                self.send_mail(now);
+            }
             // Loop lag: how long readiness seen at `now` may have waited for this
             // iteration to finish.
             let lag = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -314,7 +323,8 @@ impl Shard {
             self.inbox.parker().awake();
             return Some(Duration::ZERO);
         }
-        if self.outbox.backlog() > 0 {
+        // (A full ring waits, without polling, while persistence holds the mail.)
+        if self.outbox.backlog() > 0 && !self.persist.as_ref().is_some_and(Persister::holds) {
             return Some(timer.map_or(BACKLOG_RETRY, |t| t.min(BACKLOG_RETRY)));
         }
         timer
@@ -562,6 +572,9 @@ impl Shard {
         if let Some(p) = &mut self.persist {
             // Output may hold acknowledgements of this iteration's records.
             p.flush(&mut self.broker, now);
+            if p.holds() {
+                return p.defer_write(conn);
+            }
         }
         self.flush(conn, now);
     }
@@ -660,9 +673,15 @@ impl Shard {
         let now = Instant::now();
         self.bridge_shutdown(now);
         self.broker.on_shutdown(); // v5 DISCONNECT 0x8B, flushed below
+                                   // Output may hold acknowledgements of records that could not be written yet:
+                                   // one last attempt, and without it nothing more is written to the clients.
+        let held = self.persist.as_mut().is_some_and(|p| {
+            p.flush_now(&mut self.broker);
+            p.holds()
+        });
         let keys: Vec<ConnId> = self.conns.iter().map(|(k, _)| k).collect();
         for conn in keys {
-            if let Some(out) = self.broker.output(conn) {
+            if let Some(out) = self.broker.output(conn).filter(|_| !held) {
                 if let Some(c) = self.conns.get_mut(conn) {
                     let _ = c.flush(out);
                 }

@@ -81,17 +81,32 @@ impl BrokerProc {
 
     /// Starts shardmq with exactly this config file text (it must log its listening port).
     pub fn start_config(text: &str) -> Self {
+        Self::start_config_with(text, |_| {})
+    }
+
+    /// [`BrokerProc::start`] with `configure` applied to the command before the spawn
+    /// (e.g. a `pre_exec` that lowers a resource limit).
+    pub fn start_with(extra: &str, configure: impl FnOnce(&mut Command)) -> Self {
+        Self::start_config_with(
+            &format!("listener 0 127.0.0.1\nallow_anonymous true\n{LOG_TYPES}{extra}\n"),
+            configure,
+        )
+    }
+
+    /// [`BrokerProc::start_config`] with `configure` applied to the command.
+    pub fn start_config_with(text: &str, configure: impl FnOnce(&mut Command)) -> Self {
         let dir = temp_dir("broker");
         let config_path = dir.join("shardmq.conf");
         std::fs::write(&config_path, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardmq"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardmq"));
+        command
             .arg("-c")
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn shardmq");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("spawn shardmq");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let log2 = Arc::clone(&log);

@@ -79,7 +79,12 @@ impl LiveSync {
             .then(|| self.last + SYNC_INTERVAL)
     }
 
-    /// fsyncs the live log once a second while something is unsynced.
+    /// fsyncs the live log once a second while something is unsynced. A failed fsync
+    /// is logged (once per streak), counted in the metrics and retried a second later:
+    /// with `interval` the acknowledgements never waited for it, so there is nothing to
+    /// hold; after such a failure (fsyncgate) the records appended since the last good
+    /// fsync may not survive power loss even if a retry succeeds, which the error line
+    /// says.
     fn if_due(&mut self) {
         let now = Instant::now();
         if self.deadline().is_some_and(|at| now >= at) {
@@ -87,9 +92,16 @@ impl LiveSync {
             if result.is_ok() {
                 let us = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX);
                 crate::metrics::persist::fsync_done(us, super::unix_ms());
+            } else {
+                crate::metrics::persist::write_failed();
             }
-            report(&mut self.failing, result);
-            self.unsynced = false;
+            self.unsynced = result.is_err();
+            report(
+                &mut self.failing,
+                result,
+                "interval fsync of the persistence log (records since the last good \
+                 fsync may not survive power loss)",
+            );
             self.last = now;
         }
     }
