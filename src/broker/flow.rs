@@ -601,6 +601,27 @@ impl FlowControl {
         Stall::Rearm(since + self.stall_timeout)
     }
 
+    /// The shard could not make progress for anyone (persistence holds its output and
+    /// reads): not the connection's fault, so its stall clock restarts at `now` and the
+    /// timer re-arms for a full `slow_subscriber_timeout` from there.
+    pub(super) fn excuse_stall(&mut self, conn: ConnId, uid: u64, now: Instant) -> Stall {
+        if self.conn_mut(conn, uid).is_none() {
+            return Stall::Ignore;
+        }
+        let Some(mark) = self.stalls.get_mut(&conn) else {
+            return Stall::Ignore;
+        };
+        mark.since = now;
+        Stall::Rearm(now + self.stall_timeout)
+    }
+
+    /// Persistence stopped holding the shard at `now`: every stall clock restarts there.
+    pub(super) fn restart_stalls(&mut self, now: Instant) {
+        for mark in self.stalls.values_mut() {
+            mark.since = mark.since.max(now);
+        }
+    }
+
     /// `slow_subscriber_timeout` in seconds, for the log line of a cut.
     pub(super) fn stall_timeout_secs(&self) -> u64 {
         self.stall_timeout.as_secs()

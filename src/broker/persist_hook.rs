@@ -249,7 +249,13 @@ impl Broker {
     /// until it can (`true`), or wrote them (`false`). While held, [`Broker::wants_read`]
     /// is false for every connection: nothing new is accepted into memory and the
     /// publishers get TCP back-pressure.
-    pub fn set_persist_held(&mut self, held: bool) {
+    ///
+    /// When the hold ends at `now`, every connection's `slow_subscriber_timeout` clock
+    /// restarts there: nobody could make progress while the shard held.
+    pub fn set_persist_held(&mut self, held: bool, now: Instant) {
+        if self.persist.held && !held {
+            self.flow.restart_stalls(now);
+        }
         self.persist.held = held;
     }
 

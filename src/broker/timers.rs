@@ -190,6 +190,13 @@ impl Broker {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
+        // Persistence holds the shard: nothing is written or read, for anyone.
+        if self.persist_held() {
+            if let Stall::Rearm(at) = self.flow.excuse_stall(conn, uid, now) {
+                self.timers.push(at, Timer::Stall { conn, uid });
+            }
+            return;
+        }
         let session = match c.state {
             ConnState::Active(key) => self.sessions.get(key).map(|s| &s.session),
             ConnState::Closing => return,

@@ -191,7 +191,7 @@ impl Persister {
                          (retrying)."
                     );
                     self.held = Some(Streak::start(now));
-                    broker.set_persist_held(true);
+                    broker.set_persist_held(true, now);
                     crate::metrics::persist::write_failed();
                     crate::metrics::persist::holding(true);
                 }
@@ -228,7 +228,7 @@ impl Persister {
     }
 
     fn streak_ended(&self, streak: &Streak, records: usize, broker: &mut Broker, now: Instant) {
-        broker.set_persist_held(false);
+        broker.set_persist_held(false, now);
         crate::metrics::persist::holding(false);
         crate::log_notice!(
             "Persistence writes succeed again after {} ms and {} failed attempts; {records} \

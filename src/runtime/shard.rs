@@ -672,9 +672,10 @@ impl Shard {
     fn shutdown(&mut self) {
         let now = Instant::now();
         self.bridge_shutdown(now);
-        self.broker.on_shutdown(); // v5 DISCONNECT 0x8B, flushed below
-                                   // Output may hold acknowledgements of records that could not be written yet:
-                                   // one last attempt, and without it nothing more is written to the clients.
+        // v5 DISCONNECT 0x8B, flushed below.
+        self.broker.on_shutdown();
+        // Output may hold acknowledgements of records that could not be written yet: one
+        // last attempt, and without it nothing more is written to the clients.
         let held = self.persist.as_mut().is_some_and(|p| {
             p.flush_now(&mut self.broker);
             p.holds()

@@ -126,6 +126,33 @@ fn remote_subscriber_pauses_only_its_publisher_and_resumes_it_when_it_drains() {
 }
 
 #[test]
+fn no_subscriber_is_cut_for_a_stall_while_persistence_holds_the_shard() {
+    let (mut m, s, p) = stuck_on_shard_1(true);
+    // The shard's log cannot be written for longer than slow_subscriber_timeout: nothing
+    // is written or read on shard 1 meanwhile, so S's lack of progress is not its fault.
+    let now = m.shards[1].now;
+    m.shards[1].broker.set_persist_held(true, now);
+    advance(&mut m, STALL + STALL / 2, &[(0, p)]);
+    assert!(
+        !m.shards[1].is_closed(s),
+        "cut while persistence held the shard"
+    );
+    // The disk takes writes again: S gets a full timeout from there, then is cut.
+    let now = m.shards[1].now;
+    m.shards[1].broker.set_persist_held(false, now);
+    advance(&mut m, STALL - Duration::from_secs(1), &[(0, p)]);
+    assert!(
+        !m.shards[1].is_closed(s),
+        "cut before a full timeout after the hold"
+    );
+    advance(&mut m, Duration::from_secs(2), &[(0, p)]);
+    assert!(
+        m.shards[1].is_closed(s),
+        "not cut after slow_subscriber_timeout"
+    );
+}
+
+#[test]
 fn stuck_subscriber_is_cut_after_the_timeout_despite_pings_and_releases_its_publisher() {
     let (mut m, s, p) = stuck_on_shard_1(true);
     // S reads (the harness takes its output) and pings every second: PINGRESPs are no
