@@ -272,3 +272,55 @@ fn full_subscription_drops_and_counts_without_stalling_the_broker() {
         ["0", "1", "2", "3"].map(|s| Bytes::from(s.as_bytes().to_vec()))
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Provenance: a delivered `Message` says who published it.
+
+#[test]
+fn delivered_messages_say_who_published_them() {
+    use shardmq::Source;
+    let broker = two_shards();
+    inject(&broker, "who/retained", true, b"R");
+    assert!(common::wait_until(WAIT, || {
+        let probe = broker.subscribe("who/retained", QoS::AtMostOnce).unwrap();
+        probe.recv_timeout(Duration::from_millis(20)).is_ok()
+    }));
+    let sub = broker.subscribe("who/#", QoS::AtLeastOnce).unwrap();
+    let m = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        (m.topic.as_str(), &m.source),
+        ("who/retained", &Source::Retained)
+    );
+
+    // A 3.1.1 client with a user name.
+    let mut o = common::v4_options("who-client", broker.port());
+    o.set_credentials("ursula", "pw");
+    o.set_last_will(rumqttc::LastWill::new(
+        "who/will",
+        "gone",
+        rumqttc::QoS::AtLeastOnce,
+        false,
+    ));
+    let client = V4::connect_with(o);
+    client.publish("who/client", rumqttc::QoS::AtLeastOnce, false, "C");
+    let m = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!(m.topic.as_str(), "who/client");
+    let Source::Client(from) = &m.source else {
+        panic!("expected a client source, got {:?}", m.source);
+    };
+    assert_eq!(from.client_id(), "who-client");
+    assert_eq!(from.username(), Some("ursula"));
+    assert_eq!((from.listener(), from.protocol_level()), (0, 4));
+    assert_eq!(from.peer().ip().to_string(), "127.0.0.1");
+    assert_ne!(from.peer().port(), broker.port());
+
+    // The host.
+    inject(&broker, "who/host", false, b"H");
+    let m = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!((m.topic.as_str(), &m.source), ("who/host", &Source::Host));
+
+    // The broker: the client's will, once its connection drops.
+    client.drop_connection();
+    let m = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!((m.topic.as_str(), &m.source), ("who/will", &Source::Broker));
+}

@@ -25,6 +25,8 @@ use crate::codec::{ByteStr, Properties, Publish, QoS};
 use crate::retained::RetainedMessage;
 use crate::topic::{TopicError, TopicFilter};
 
+use super::ingest::Origin;
+
 /// Messages an in-process subscription's channel holds by default (see
 /// [`crate::BrokerHandle::subscribe_with_capacity`]).
 pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 4096;
@@ -168,6 +170,32 @@ impl From<Publish> for Injected {
     }
 }
 
+/// Who published a message delivered to an in-process [`Subscription`].
+///
+/// ```
+/// # fn f(m: &shardmq::Message) {
+/// match &m.source {
+///     shardmq::Source::Client(from) => println!("from {} at {}", from.client_id(), from.peer()),
+///     shardmq::Source::Host => println!("published by this process"),
+///     other => println!("{other:?}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// An MQTT client: its client id, user name, listener, address and protocol level.
+    Client(Origin),
+    /// The host, through [`crate::BrokerHandle::publish`] (or `publish_timeout`,
+    /// `publish_routed`).
+    Host,
+    /// The broker itself: a client's will, a `$SYS` report.
+    Broker,
+    /// A retained message delivered when the subscription was made (its publisher is
+    /// not kept with it).
+    Retained,
+}
+
 /// A message delivered to an in-process [`Subscription`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -183,16 +211,19 @@ pub struct Message {
     /// The publisher's MQTT 5 properties (topic alias and subscription identifiers
     /// removed); empty for 3.1.1 publishers.
     pub properties: Properties,
+    /// Who published it.
+    pub source: Source,
 }
 
 impl Message {
-    pub(in crate::broker) fn from_publish(p: &Publish, qos: QoS) -> Self {
+    pub(in crate::broker) fn from_publish(p: &Publish, qos: QoS, source: &Source) -> Self {
         Self {
             topic: p.topic.clone(),
             payload: p.payload.clone(),
             qos: p.qos.min(qos),
             retain: false,
             properties: p.properties.clone(),
+            source: source.clone(),
         }
     }
 
@@ -203,6 +234,7 @@ impl Message {
             qos: m.qos.min(qos),
             retain: true,
             properties: m.properties.clone(),
+            source: Source::Retained,
         }
     }
 }

@@ -53,6 +53,7 @@
 //! may be empty): the runtime re-checks `wants_read` for every connection `poll_transmit`
 //! yields and resumes reading a paused one. The whole policy is `flow.rs`'s.
 
+pub mod access; // the host's access hook of the embedding API
 mod auth;
 mod bridge_member; // clients that connect with Mosquitto's bridge bit
 mod connect;
@@ -138,6 +139,10 @@ pub struct Broker {
     /// Where the ingest handlers' ack tokens report (the runtime's; `None` in sans-IO
     /// tests without one: tokens then acknowledge nothing).
     ingest_sink: Option<ingest_ack::AckSink>,
+    /// The embedding host's access hook (`access.rs`), after the password / ACL files.
+    access: access::Access,
+    /// Routing a message of the host's (`inject`), not one of the broker's own.
+    injecting: bool,
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -181,6 +186,8 @@ impl Broker {
             memory: memory_limit::MemoryLimit::new(&config, shards),
             ingest: ingest::Ingest::default(),
             ingest_sink: None,
+            access: access::Access::default(),
+            injecting: false,
             embed_refused: None,
             auth: auth::AuthFlows::default(),
             config,
@@ -207,6 +214,12 @@ impl Broker {
             }
         }
         self.security = security;
+    }
+
+    /// Installs this shard's instance of the host's access hook (before it serves
+    /// clients).
+    pub fn set_access(&mut self, hook: Box<dyn access::AccessHook>) {
+        self.access.set(hook);
     }
 
     /// The runtime reports a TLS connection's verified client-certificate identity
@@ -409,7 +422,9 @@ impl Broker {
             slot,
             routed,
         } = injected;
+        self.injecting = true; // in-process subscribers see `Source::Host`
         let matched = self.route(publish, None, now);
+        self.injecting = false;
         drop(slot);
         if let Some(routed) = routed {
             let _ = routed.try_send(matched); // never waits: room for one

@@ -220,11 +220,16 @@ pub(crate) struct IngestSpec {
     pub(crate) make: MakeHandler,
 }
 
-/// What the embedding API adds to a start: the bound on the host's publishes and the
-/// ingest handlers.
+/// Makes one shard's instance of the host's access hook (called once per shard at start).
+pub(crate) type MakeAccess =
+    Box<dyn FnMut(usize) -> Box<dyn crate::broker::access::AccessHook> + Send>;
+
+/// What the embedding API adds to a start: the bound on the host's publishes, the
+/// ingest handlers and the access hook.
 pub(crate) struct Embedding {
     pub(crate) publish_capacity: usize,
     pub(crate) ingest: Vec<IngestSpec>,
+    pub(crate) access: Option<MakeAccess>,
 }
 
 /// --- WebSockets hook: the settings a websockets listener's connections share (its
@@ -282,6 +287,7 @@ impl Prepared {
         self.start_embedded(Embedding {
             publish_capacity,
             ingest: Vec::new(),
+            access: None,
         })
     }
 
@@ -290,6 +296,7 @@ impl Prepared {
         let Embedding {
             publish_capacity,
             mut ingest,
+            mut access,
         } = embedding;
         let Self {
             config,
@@ -318,6 +325,9 @@ impl Prepared {
             let admission = Arc::clone(&admission);
             let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
             shard.set_security(Arc::clone(&security));
+            if let Some(make) = access.as_mut() {
+                shard.set_access(make(id));
+            }
             if !ingest.is_empty() {
                 let handlers = ingest
                     .iter_mut()

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use smallvec::SmallVec;
 
-use crate::broker::embed::{InternalSub, Message};
+use crate::broker::embed::{InternalSub, Message, Source};
 use crate::codec::{Publish, QoS};
 use crate::retained::RetainedStore;
 use crate::topic::{TopicFilter, TopicIndex};
@@ -114,9 +114,9 @@ impl InternalSubs {
     }
 
     /// Offers a message published on this shard to the matching subscriptions (the
-    /// $-rule [MQTT-4.7.2-1] is the index's). Returns whether any matched and how many
-    /// copies were dropped.
-    pub(super) fn deliver(&mut self, publish: &Publish) -> (bool, u64) {
+    /// $-rule [MQTT-4.7.2-1] is the index's), saying it came from `source`. Returns
+    /// whether any matched and how many copies were dropped.
+    pub(super) fn deliver(&mut self, publish: &Publish, source: &Source) -> (bool, u64) {
         let Self { index, subs } = self;
         let mut dropped = 0;
         let mut gone: SmallVec<[u64; 2]> = SmallVec::new();
@@ -134,7 +134,7 @@ impl InternalSubs {
                 properties: publish.properties.compact(),
                 ..Publish::default()
             });
-            if !offer(entry, Message::from_publish(p, *qos), &mut dropped) {
+            if !offer(entry, Message::from_publish(p, *qos, source), &mut dropped) {
                 gone.push(*id);
             }
         });
