@@ -273,7 +273,7 @@ impl BrokerBuilder {
                 qos0,
                 make: Box::new(move |shard| Box::new(make(shard)) as Box<dyn IngestHandler>),
             }),
-            Err(e) => self.invalid = Some(refuse(e.to_string())),
+            Err(reason) => self.invalid = Some(refuse(reason)),
         }
         self
     }

@@ -194,6 +194,9 @@ pub enum Source {
     /// A retained message delivered when the subscription was made (its publisher is
     /// not kept with it).
     Retained,
+    /// A client of another shard, reaching a shared (`$share/`) in-process subscription
+    /// through its group: who it was does not travel between shards.
+    Unknown,
 }
 
 /// A message delivered to an in-process [`Subscription`].
@@ -246,20 +249,18 @@ pub enum SubscribeError {
     /// The filter is not a valid MQTT topic filter.
     #[error("invalid topic filter: {0}")]
     InvalidFilter(#[from] TopicError),
-    /// Shared subscriptions (`$share/...`) cannot be made in-process.
-    #[error("shared subscriptions ($share/...) cannot be made in-process")]
-    Shared,
     /// The broker has stopped.
     #[error("the broker has stopped")]
     Stopped,
 }
 
-/// Validates an in-process subscription's filter.
-pub fn parse_filter(filter: &str) -> Result<TopicFilter, SubscribeError> {
-    if crate::topic::SharedFilter::is_shared(filter) {
-        return Err(SubscribeError::Shared);
+/// Validates an in-process subscription's filter: the filter to match and, for a shared
+/// subscription, the whole `$share/GROUP/FILTER`.
+pub fn parse_filter(filter: &str) -> Result<(TopicFilter, Option<ByteStr>), SubscribeError> {
+    match crate::topic::SharedFilter::try_parse(filter)? {
+        Some(share) => Ok((share.filter, Some(ByteStr::from(filter)))),
+        None => Ok((TopicFilter::parse(filter)?, None)),
     }
-    Ok(TopicFilter::parse(filter)?)
 }
 
 /// One shard's copy of an in-process subscription (what the runtime installs).
@@ -271,6 +272,8 @@ pub struct InternalSub {
     pub tx: Sender<Message>,
     /// Messages dropped because the channel was full (shared by every shard's copy).
     pub dropped: Arc<AtomicU64>,
+    /// `$share/GROUP/FILTER` for a member of a shared group (held by one shard only).
+    pub share: Option<ByteStr>,
 }
 
 /// Messages of one in-process subscription, in order per publisher. Dropping it removes

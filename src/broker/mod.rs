@@ -435,6 +435,10 @@ impl Broker {
     /// offers it the matching retained messages of this shard's replica (the runtime asks
     /// one shard only, so they arrive once).
     pub fn add_internal(&mut self, sub: embed::InternalSub, with_retained: bool) {
+        if sub.share.is_some() {
+            self.join_internal(sub); // one member of a shared group (shared.rs)
+            return;
+        }
         let dropped = self.routing.add_internal(sub, with_retained);
         self.stats
             .dropped(crate::metrics::DropReason::InProcess, dropped);
@@ -442,7 +446,7 @@ impl Broker {
 
     /// Removes an in-process subscription from this shard; false if it was not there.
     pub fn remove_internal(&mut self, id: u64) -> bool {
-        self.routing.remove_internal(id)
+        self.leave_internal(id) || self.routing.remove_internal(id)
     }
 
     /// Number of in-process subscriptions installed on this shard.

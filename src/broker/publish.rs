@@ -68,7 +68,7 @@ pub(super) struct Sent {
 /// What one fan-out did, for back-pressure and the v5 "no matching subscribers" code.
 #[derive(Debug, Default)]
 pub(super) struct Fanout {
-    matched: bool,
+    pub(super) matched: bool,
     pub(super) sent: Sent,
     /// QoS 0 subscribers offered the message, and those (key, uid) whose output was full.
     qos0: usize,

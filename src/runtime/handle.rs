@@ -516,15 +516,20 @@ impl BrokerHandle {
     /// publisher, after the matching retained messages. The broker never waits for the
     /// host: once `capacity` (at least 1) messages are queued, further ones are dropped
     /// and counted ([`Subscription::dropped`], `$SYS/broker/publish/messages/dropped`),
-    /// whatever their QoS. No ACL applies; shared (`$share/`) filters are refused.
-    /// Dropping the `Subscription` unsubscribes.
+    /// whatever their QoS. No ACL applies. Dropping the `Subscription` unsubscribes.
+    ///
+    /// A shared filter (`$share/GROUP/FILTER`) makes the subscription one member of that
+    /// group, next to MQTT clients and other in-process members: each message of the
+    /// group goes to one member only, and a member whose channel is full is passed over
+    /// while another has room (a message is dropped only when every member is full).
+    /// Shared subscriptions get no retained messages [MQTT-4.8.2].
     pub fn subscribe_with_capacity(
         &self,
         filter: &str,
         qos: QoS,
         capacity: usize,
     ) -> Result<Subscription, SubscribeError> {
-        let filter = embed::parse_filter(filter)?;
+        let (filter, share) = embed::parse_filter(filter)?;
         let id = self.last_sub.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
@@ -534,6 +539,7 @@ impl BrokerHandle {
             qos,
             tx,
             dropped: Arc::clone(&dropped),
+            share,
         };
         let shards = self.stopper().shards;
         let unsubscribe = shards.clone();

@@ -353,6 +353,16 @@ impl Routing {
         self.internal.add(sub, retained)
     }
 
+    /// The in-process subscribers (for shared-group members, `shared.rs`).
+    pub(in crate::broker) fn internal(&self) -> &internal::InternalSubs {
+        &self.internal
+    }
+
+    /// [`Routing::internal`], to change.
+    pub(in crate::broker) fn internal_mut(&mut self) -> &mut internal::InternalSubs {
+        &mut self.internal
+    }
+
     pub(super) fn remove_internal(&mut self, id: u64) -> bool {
         self.internal.remove(id)
     }
