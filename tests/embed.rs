@@ -364,7 +364,7 @@ fn next_of_group(
 fn in_process_and_network_members_split_a_shared_group() {
     const GROUP: &str = "$share/workers/jobs/#";
     let broker = two_shards();
-    let subs: Vec<shardmq::Subscription> = (0..3)
+    let mut subs: Vec<shardmq::Subscription> = (0..3)
         .map(|_| {
             broker
                 .subscribe_with_capacity(GROUP, QoS::AtLeastOnce, 100_000)
@@ -424,4 +424,28 @@ fn in_process_and_network_members_split_a_shared_group() {
     let extra = next_of_group(&subs, &net, Duration::from_millis(300))
         .filter(|(_, topic, _)| topic != "jobs/warmup");
     assert!(extra.is_none(), "delivered twice: {extra:?}");
+
+    // A member leaves (its host side gone at once, the shards told asynchronously):
+    // the others get every message published after it left.
+    drop(subs.remove(0));
+    for seq in 0..PER {
+        for (i, p) in publishers.iter().enumerate() {
+            let payload = format!("after {i}:{seq}");
+            p.publish(
+                &format!("jobs/{i}"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                payload,
+            );
+        }
+    }
+    let mut after = std::collections::HashSet::new();
+    while after.len() < total {
+        let (_, topic, payload) = next_of_group(&subs, &net, WAIT)
+            .unwrap_or_else(|| panic!("lost after a member left: {} of {total}", after.len()));
+        if topic != "jobs/warmup" {
+            assert!(after.insert(payload.clone()), "{payload} delivered twice");
+        }
+    }
+    assert!(subs.iter().all(|s| s.dropped() == 0));
 }

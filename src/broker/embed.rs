@@ -194,8 +194,9 @@ pub enum Source {
     /// A retained message delivered when the subscription was made (its publisher is
     /// not kept with it).
     Retained,
-    /// A client of another shard, reaching a shared (`$share/`) in-process subscription
-    /// through its group: who it was does not travel between shards.
+    /// A message that reached a shared (`$share/`) in-process subscription from another
+    /// shard (or handed over by a member that left): who published it does not travel
+    /// between shards.
     Unknown,
 }
 

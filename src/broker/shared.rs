@@ -112,42 +112,51 @@ impl Broker {
         true
     }
 
-    /// Delivers a group's copy of `msg` to the member `target` picked: a session through
-    /// the ordinary path, an in-process member into its channel.
+    /// Delivers a group's copy of `msg` (`local`: published on this shard) to the member
+    /// `target` picked: a session through the ordinary path, an in-process member into
+    /// its channel. False when that member's host side is gone: it has left the group
+    /// and the copy must go to another member.
     fn deliver_member(
         &mut self,
         target: Target,
         msg: &Arc<Message>,
+        local: bool,
         frames: &mut Frames,
         fanout: &mut Fanout,
         now: Instant,
-    ) {
+    ) -> bool {
         let Some(id) = internal_id(target.key) else {
             self.deliver(target, msg, frames, fanout, now);
-            return;
+            return true;
         };
         fanout.matched = true;
-        let source = self.source_of_routed(msg);
+        let source = if local {
+            self.source_of_routed(msg)
+        } else {
+            Source::Unknown
+        };
         // The host may keep it for long: a copy that pins no read buffer.
         let kept = Message::detached(msg);
         let delivered = embed::Message::from_publish(&kept.publish, target.qos, &source);
-        let dropped = self.routing.internal_mut().offer_member(id, delivered);
-        self.stats.dropped(DropReason::InProcess, dropped);
+        match self.routing.internal_mut().offer_member(id, delivered) {
+            Some(dropped) => {
+                self.stats.dropped(DropReason::InProcess, dropped);
+                true
+            }
+            // Gone: it leaves (false only if it was still a member here, so a retry
+            // never picks it again).
+            None => !self.leave_internal(id),
+        }
     }
 
-    /// Who published `msg`: a client of this shard says who it is; another shard's
-    /// does not travel with the message.
+    /// Who published `msg`, a message being routed on the shard it was published on
+    /// (its publisher's connection, if still there, says who it is).
     fn source_of_routed(&self, msg: &Message) -> Source {
         let Some(p) = msg.publisher else {
-            return self.source_of(None);
+            return self.source_of(None); // the host's or the broker's
         };
         let conn = p.conn as usize;
-        let here = usize::from(p.shard) == self.cross.me();
-        match self
-            .conns
-            .get(conn)
-            .filter(|c| here && c.uid == p.conn_uid.get())
-        {
+        match self.conns.get(conn).filter(|c| c.uid == p.conn_uid.get()) {
             Some(c) => match c.state {
                 ConnState::Active(key) => self.source_of(Some((conn, key))),
                 _ => Source::Unknown,
@@ -239,9 +248,13 @@ impl Broker {
     ) {
         let picks = self.routing.groups_mut().take_picks();
         let sent = std::mem::replace(&mut fanout.sent, GROUP_COPY);
+        let local = sent.source.0 == self.cross.me(); // published on this shard
         for pick in &picks {
-            if let Some(target) = self.pick_member(*pick, msg) {
-                self.deliver_member(target, msg, frames, fanout, now);
+            // A member whose host side is gone leaves; the copy goes to another one.
+            while let Some(target) = self.pick_member(*pick, msg) {
+                if self.deliver_member(target, msg, local, frames, fanout, now) {
+                    break;
+                }
             }
         }
         fanout.sent = sent;
@@ -364,11 +377,13 @@ impl Broker {
                 let Some(pick) = self.routing.groups_mut().local_pick(share.as_str()) else {
                     return;
                 };
-                if let Some(target) = self.pick_member(pick, &msg) {
-                    let mut frames = Frames::default();
-                    let mut fanout = Fanout::default();
-                    fanout.sent = GROUP_COPY;
-                    self.deliver_member(target, &msg, &mut frames, &mut fanout, now);
+                let mut frames = Frames::default();
+                let mut fanout = Fanout::default();
+                fanout.sent = GROUP_COPY;
+                while let Some(target) = self.pick_member(pick, &msg) {
+                    if self.deliver_member(target, &msg, false, &mut frames, &mut fanout, now) {
+                        break;
+                    }
                 }
             }
             Some(j) => {

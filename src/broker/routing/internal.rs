@@ -146,16 +146,13 @@ impl InternalSubs {
         self.members.get(&id).is_some_and(|m| !m.entry.tx.is_full())
     }
 
-    /// Offers `msg` to member `id`. Returns the copies dropped (a full channel); a member
-    /// whose receiving side is gone is forgotten (the runtime's unsubscribe follows).
-    pub(in crate::broker) fn offer_member(&mut self, id: u64, msg: Message) -> u64 {
+    /// Offers `msg` to member `id`. Returns the copies dropped (a full channel), or
+    /// `None` when the member's receiving side is gone (or it is unknown): the message
+    /// was not taken.
+    pub(in crate::broker) fn offer_member(&mut self, id: u64, msg: Message) -> Option<u64> {
+        let m = self.members.get_mut(&id)?;
         let mut dropped = 0;
-        if let Some(m) = self.members.get_mut(&id) {
-            if !offer(&mut m.entry, msg, &mut dropped) {
-                dropped += 1;
-            }
-        }
-        dropped
+        offer(&mut m.entry, msg, &mut dropped).then_some(dropped)
     }
 
     /// Offers a message published on this shard to the matching subscriptions (the
