@@ -91,8 +91,9 @@ pub(crate) mod topic;
 pub(crate) mod ws;
 
 pub use auth::{AclError, AuthError, PasswordError};
+pub use broker::access::{AccessHook, ConnectInfo, Decision};
 pub use broker::embed::{
-    Message, PublishError, SubscribeError, Subscription, DEFAULT_PUBLISH_CAPACITY,
+    Message, PublishError, Source, SubscribeError, Subscription, DEFAULT_PUBLISH_CAPACITY,
     DEFAULT_SUBSCRIPTION_CAPACITY,
 };
 pub use broker::ingest::{
@@ -170,6 +171,7 @@ impl Broker {
             config,
             publish_capacity: DEFAULT_PUBLISH_CAPACITY,
             ingest: Vec::new(),
+            access: None,
             invalid: None,
         }
     }
@@ -180,6 +182,7 @@ pub struct BrokerBuilder {
     config: Config,
     publish_capacity: usize,
     ingest: Vec<runtime::IngestSpec>,
+    access: Option<runtime::MakeAccess>,
     /// The first invalid ingest filter, reported by `start`.
     invalid: Option<StartError>,
 }
@@ -189,6 +192,7 @@ impl std::fmt::Debug for BrokerBuilder {
         f.debug_struct("BrokerBuilder")
             .field("publish_capacity", &self.publish_capacity)
             .field("ingest_handlers", &self.ingest.len())
+            .field("access_hook", &self.access.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -270,7 +274,7 @@ impl BrokerBuilder {
                 qos0,
                 make: Box::new(move |shard| Box::new(make(shard)) as Box<dyn IngestHandler>),
             }),
-            Err(e) => self.invalid = Some(refuse(e.to_string())),
+            Err(reason) => self.invalid = Some(refuse(reason)),
         }
         self
     }
@@ -308,6 +312,45 @@ impl BrokerBuilder {
         })
     }
 
+    /// Sets the host's access hook: `make(shard)` makes each shard's instance (once per
+    /// shard, at start), called on that shard's thread for every CONNECT, PUBLISH and
+    /// SUBSCRIBE filter that `password_file`, `acl_file` and `allow_anonymous` allow.
+    /// The hook can refuse more, never allow more; it must not block. A second call
+    /// replaces the first. See [`AccessHook`] for the reason codes clients get.
+    ///
+    /// ```no_run
+    /// use shardmq::{AccessHook, Broker, Config, ConnectInfo, Decision, Provenance};
+    ///
+    /// struct Devices;
+    /// impl AccessHook for Devices {
+    ///     fn authenticate(&mut self, c: &ConnectInfo<'_>) -> Decision {
+    ///         if c.password() == Some(b"let-me-in") { Decision::Allow } else { Decision::BadCredentials }
+    ///     }
+    ///     fn authorize_subscribe(&mut self, _: &Provenance<'_>, filter: &str) -> bool {
+    ///         !filter.starts_with('#')
+    ///     }
+    /// }
+    ///
+    /// let mut config = Config::with_listener("127.0.0.1:1883".parse().unwrap());
+    /// config.allow_anonymous = true; // the files let everyone in; the hook decides
+    /// let broker = Broker::builder(config)
+    ///     .access(|_shard| Devices)
+    ///     .start()
+    ///     .expect("broker starts");
+    /// # drop(broker);
+    /// ```
+    #[must_use]
+    pub fn access<H, F>(mut self, mut make: F) -> Self
+    where
+        H: AccessHook + 'static,
+        F: FnMut(usize) -> H + Send + 'static,
+    {
+        self.access = Some(Box::new(move |shard| {
+            Box::new(make(shard)) as Box<dyn AccessHook>
+        }));
+        self
+    }
+
     /// Binds every listener and starts the shard threads. When this returns, clients can
     /// connect to [`BrokerHandle::local_addrs`].
     pub fn start(self) -> Result<BrokerHandle, StartError> {
@@ -317,6 +360,7 @@ impl BrokerBuilder {
         let embedding = runtime::Embedding {
             publish_capacity: self.publish_capacity,
             ingest: self.ingest,
+            access: self.access,
         };
         runtime::start(self.config, embedding)
     }

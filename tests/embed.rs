@@ -184,8 +184,8 @@ fn wildcard_filters_and_the_dollar_rule() {
         Err(SubscribeError::InvalidFilter(_))
     ));
     assert!(matches!(
-        broker.subscribe("$share/g/a", QoS::AtMostOnce),
-        Err(SubscribeError::Shared)
+        broker.subscribe("$share/g", QoS::AtMostOnce),
+        Err(SubscribeError::InvalidFilter(_))
     ));
 }
 
@@ -271,4 +271,181 @@ fn full_subscription_drops_and_counts_without_stalling_the_broker() {
         kept,
         ["0", "1", "2", "3"].map(|s| Bytes::from(s.as_bytes().to_vec()))
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Provenance: a delivered `Message` says who published it.
+
+#[test]
+fn delivered_messages_say_who_published_them() {
+    use shardmq::Source;
+    let broker = two_shards();
+    inject(&broker, "who/retained", true, b"R");
+    assert!(common::wait_until(WAIT, || {
+        let probe = broker.subscribe("who/retained", QoS::AtMostOnce).unwrap();
+        probe.recv_timeout(Duration::from_millis(20)).is_ok()
+    }));
+    let sub = broker.subscribe("who/#", QoS::AtLeastOnce).unwrap();
+    let m = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        (m.topic.as_str(), &m.source),
+        ("who/retained", &Source::Retained)
+    );
+
+    // A 3.1.1 client with a user name.
+    let mut o = common::v4_options("who-client", broker.port());
+    o.set_credentials("ursula", "pw");
+    o.set_last_will(rumqttc::LastWill::new(
+        "who/will",
+        "gone",
+        rumqttc::QoS::AtLeastOnce,
+        false,
+    ));
+    let client = V4::connect_with(o);
+    client.publish("who/client", rumqttc::QoS::AtLeastOnce, false, "C");
+    let m = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!(m.topic.as_str(), "who/client");
+    let Source::Client(from) = &m.source else {
+        panic!("expected a client source, got {:?}", m.source);
+    };
+    assert_eq!(from.client_id(), "who-client");
+    assert_eq!(from.username(), Some("ursula"));
+    assert_eq!((from.listener(), from.protocol_level()), (0, 4));
+    assert_eq!(from.peer().ip().to_string(), "127.0.0.1");
+    assert_ne!(from.peer().port(), broker.port());
+
+    // The host.
+    inject(&broker, "who/host", false, b"H");
+    let m = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!((m.topic.as_str(), &m.source), ("who/host", &Source::Host));
+
+    // The broker: the client's will, once its connection drops.
+    client.drop_connection();
+    let m = sub.recv_timeout(WAIT).unwrap();
+    assert_eq!((m.topic.as_str(), &m.source), ("who/will", &Source::Broker));
+}
+
+// ---------------------------------------------------------------------------------------
+// In-process members of shared subscription groups.
+
+/// The next message of any member within `timeout`: (member index, topic, payload);
+/// members 0..n are in-process subscriptions, member n the network client.
+fn next_of_group(
+    subs: &[shardmq::Subscription],
+    net: &V4,
+    timeout: Duration,
+) -> Option<(usize, String, String)> {
+    let mut select = crossbeam_channel::Select::new();
+    for s in subs {
+        select.recv(s.receiver());
+    }
+    select.recv(&net.events);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let op = select.select_deadline(deadline).ok()?;
+        let i = op.index();
+        if i < subs.len() {
+            let m = op.recv(subs[i].receiver()).ok()?;
+            let payload = String::from_utf8(m.payload.to_vec()).unwrap();
+            return Some((i, m.topic.as_str().to_owned(), payload));
+        }
+        match op.recv(&net.events).ok()? {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                let payload = String::from_utf8(p.payload.to_vec()).unwrap();
+                return Some((i, p.topic, payload));
+            }
+            Ok(_) => {}
+            Err(e) => panic!("network member's connection ended: {e}"),
+        }
+    }
+}
+
+#[test]
+fn in_process_and_network_members_split_a_shared_group() {
+    const GROUP: &str = "$share/workers/jobs/#";
+    let broker = two_shards();
+    let mut subs: Vec<shardmq::Subscription> = (0..3)
+        .map(|_| {
+            broker
+                .subscribe_with_capacity(GROUP, QoS::AtLeastOnce, 100_000)
+                .unwrap()
+        })
+        .collect();
+    let net = V4::connect("net-worker", broker.port());
+    net.subscribe(GROUP, rumqttc::QoS::AtLeastOnce);
+    // Publishers on both shards (SO_REUSEPORT: all eight on one has probability 1/128).
+    let publishers: Vec<V4> = (0..8)
+        .map(|i| V4::connect(&format!("jobs-pub-{i}"), broker.port()))
+        .collect();
+
+    // Membership reaches the other shard asynchronously: warm up until every member has
+    // had a message.
+    let mut got = [false; 4];
+    let warm = common::wait_until(4 * WAIT, || {
+        for p in &publishers {
+            p.publish("jobs/warmup", rumqttc::QoS::AtLeastOnce, false, "w");
+        }
+        while let Some((i, _, _)) = next_of_group(&subs, &net, Duration::from_millis(50)) {
+            got[i] = true;
+        }
+        got.iter().all(|&g| g)
+    });
+    assert!(warm, "every member gets messages: {got:?}");
+
+    const PER: usize = 100;
+    for seq in 0..PER {
+        for (i, p) in publishers.iter().enumerate() {
+            p.publish(
+                &format!("jobs/{i}"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("{i}:{seq}"),
+            );
+        }
+    }
+    let total = PER * publishers.len();
+    let mut seen = std::collections::HashSet::new();
+    let mut per_member = [0usize; 4];
+    while seen.len() < total {
+        let (member, topic, payload) = next_of_group(&subs, &net, WAIT)
+            .unwrap_or_else(|| panic!("lost: {} of {total} arrived", seen.len()));
+        if topic == "jobs/warmup" {
+            continue; // a late warm-up message
+        }
+        assert!(seen.insert(payload.clone()), "{payload} delivered twice");
+        per_member[member] += 1;
+    }
+    assert!(
+        per_member.iter().all(|&n| n > 0),
+        "the stream is split: {per_member:?}"
+    );
+    assert!(subs.iter().all(|s| s.dropped() == 0));
+    // Nothing more: every message went to exactly one member.
+    let extra = next_of_group(&subs, &net, Duration::from_millis(300))
+        .filter(|(_, topic, _)| topic != "jobs/warmup");
+    assert!(extra.is_none(), "delivered twice: {extra:?}");
+
+    // A member leaves (its host side gone at once, the shards told asynchronously):
+    // the others get every message published after it left.
+    drop(subs.remove(0));
+    for seq in 0..PER {
+        for (i, p) in publishers.iter().enumerate() {
+            let payload = format!("after {i}:{seq}");
+            p.publish(
+                &format!("jobs/{i}"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                payload,
+            );
+        }
+    }
+    let mut after = std::collections::HashSet::new();
+    while after.len() < total {
+        let (_, topic, payload) = next_of_group(&subs, &net, WAIT)
+            .unwrap_or_else(|| panic!("lost after a member left: {} of {total}", after.len()));
+        if topic != "jobs/warmup" {
+            assert!(after.insert(payload.clone()), "{payload} delivered twice");
+        }
+    }
+    assert!(subs.iter().all(|s| s.dropped() == 0));
 }

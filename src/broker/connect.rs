@@ -18,6 +18,7 @@ use crate::codec::{
 };
 use crate::session::{self, Action, Session};
 
+use super::access::ConnectCheck;
 use super::cross::{MovedSession, PendingConnect};
 use super::ingest_ack::PendingAck;
 use super::options;
@@ -158,7 +159,7 @@ impl Broker {
             );
             self.stats.dropped(DropReason::TooLarge, 1);
             ReasonCode::PACKET_TOO_LARGE
-        } else if !self.may_write(key, &publish.topic) {
+        } else if !self.may_write(key, conn, &publish.topic) {
             // ACL: v5 gets 0x87 on PUBACK/PUBREC; 3.1.1 is acknowledged and dropped, as
             // Mosquitto does.
             crate::log_limited!(
@@ -249,15 +250,18 @@ impl Broker {
         }
     }
 
-    /// ACL write check for session `key` (without an ACL: anything but `$SYS`).
-    fn may_write(&mut self, key: usize, topic: &ByteStr) -> bool {
-        self.sessions
-            .get_mut(key)
-            .and_then(|s| s.security.as_mut())
-            .map_or_else(
-                || crate::auth::may_write_without_acl(topic),
-                |s| s.may_write(topic),
-            )
+    /// ACL write check for session `key` (without an ACL: anything but `$SYS`), then the
+    /// host's access hook.
+    fn may_write(&mut self, key: usize, conn: ConnId, topic: &ByteStr) -> bool {
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return false;
+        };
+        let files = slot.security.as_mut().map_or_else(
+            || crate::auth::may_write_without_acl(topic),
+            |s| s.may_write(topic),
+        );
+        let peer = self.conns.get(conn).map(|c| c.peer);
+        files && self.access.may_publish(slot, peer, topic.as_str())
     }
 
     fn on_connect(&mut self, conn: ConnId, connect: Box<Connect>, now: Instant) {
@@ -284,13 +288,13 @@ impl Broker {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        let (listener, conn_uid) = (c.listener, c.uid);
+        let (listener, conn_uid, peer) = (c.listener, c.uid, c.peer);
         // --- security hook: TLS identity as username, then password / ACL checks.
         let identity = c.identity.clone();
         let use_identity = self.config.uses_identity_as_username(listener);
         if use_identity {
             // Without a verified certificate identity the client is anonymous.
-            connect.username = identity.map(ByteStr::from);
+            connect.username = identity.clone().map(ByteStr::from);
             connect.password = None;
         }
         let security = Arc::clone(&self.security);
@@ -320,6 +324,21 @@ impl Broker {
                     Err(ReasonCode::NOT_AUTHORIZED)
                 }
             });
+        // The host's hook decides after the files (`access.rs`).
+        let verdict = verdict.and_then(|a| {
+            let check = ConnectCheck {
+                client_id: &a.client_id,
+                username: connect.username.as_ref(),
+                password: connect.password.as_deref(),
+                certificate: identity.as_deref(),
+                clean_start: connect.clean_start,
+                listener,
+                peer,
+                protocol_level: super::ingest_hook::protocol_level(connect.protocol),
+                will_topic: connect.will.as_ref().map(|w| &w.topic),
+            };
+            self.access.authenticate(&check).map(|()| a)
+        });
         let accepted = match verdict {
             Ok(a) => session::Accepted { auth, ..a },
             Err(reason) => return self.refuse_connack(conn, &connect, reason),

@@ -25,6 +25,8 @@ use crate::codec::{ByteStr, Properties, Publish, QoS};
 use crate::retained::RetainedMessage;
 use crate::topic::{TopicError, TopicFilter};
 
+use super::ingest::Origin;
+
 /// Messages an in-process subscription's channel holds by default (see
 /// [`crate::BrokerHandle::subscribe_with_capacity`]).
 pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 4096;
@@ -168,6 +170,36 @@ impl From<Publish> for Injected {
     }
 }
 
+/// Who published a message delivered to an in-process [`Subscription`].
+///
+/// ```
+/// # fn f(m: &shardmq::Message) {
+/// match &m.source {
+///     shardmq::Source::Client(from) => println!("from {} at {}", from.client_id(), from.peer()),
+///     shardmq::Source::Host => println!("published by this process"),
+///     other => println!("{other:?}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// An MQTT client: its client id, user name, listener, address and protocol level.
+    Client(Origin),
+    /// The host, through [`crate::BrokerHandle::publish`] (or `publish_timeout`,
+    /// `publish_routed`).
+    Host,
+    /// The broker itself: a client's will, a `$SYS` report.
+    Broker,
+    /// A retained message delivered when the subscription was made (its publisher is
+    /// not kept with it).
+    Retained,
+    /// A message that reached a shared (`$share/`) in-process subscription from another
+    /// shard (or handed over by a member that left): who published it does not travel
+    /// between shards.
+    Unknown,
+}
+
 /// A message delivered to an in-process [`Subscription`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -183,16 +215,19 @@ pub struct Message {
     /// The publisher's MQTT 5 properties (topic alias and subscription identifiers
     /// removed); empty for 3.1.1 publishers.
     pub properties: Properties,
+    /// Who published it.
+    pub source: Source,
 }
 
 impl Message {
-    pub(in crate::broker) fn from_publish(p: &Publish, qos: QoS) -> Self {
+    pub(in crate::broker) fn from_publish(p: &Publish, qos: QoS, source: &Source) -> Self {
         Self {
             topic: p.topic.clone(),
             payload: p.payload.clone(),
             qos: p.qos.min(qos),
             retain: false,
             properties: p.properties.clone(),
+            source: source.clone(),
         }
     }
 
@@ -203,6 +238,7 @@ impl Message {
             qos: m.qos.min(qos),
             retain: true,
             properties: m.properties.clone(),
+            source: Source::Retained,
         }
     }
 }
@@ -214,20 +250,18 @@ pub enum SubscribeError {
     /// The filter is not a valid MQTT topic filter.
     #[error("invalid topic filter: {0}")]
     InvalidFilter(#[from] TopicError),
-    /// Shared subscriptions (`$share/...`) cannot be made in-process.
-    #[error("shared subscriptions ($share/...) cannot be made in-process")]
-    Shared,
     /// The broker has stopped.
     #[error("the broker has stopped")]
     Stopped,
 }
 
-/// Validates an in-process subscription's filter.
-pub fn parse_filter(filter: &str) -> Result<TopicFilter, SubscribeError> {
-    if crate::topic::SharedFilter::is_shared(filter) {
-        return Err(SubscribeError::Shared);
+/// Validates an in-process subscription's filter: the filter to match and, for a shared
+/// subscription, the whole `$share/GROUP/FILTER`.
+pub fn parse_filter(filter: &str) -> Result<(TopicFilter, Option<ByteStr>), SubscribeError> {
+    match crate::topic::SharedFilter::try_parse(filter)? {
+        Some(share) => Ok((share.filter, Some(ByteStr::from(filter)))),
+        None => Ok((TopicFilter::parse(filter)?, None)),
     }
-    Ok(TopicFilter::parse(filter)?)
 }
 
 /// One shard's copy of an in-process subscription (what the runtime installs).
@@ -239,6 +273,8 @@ pub struct InternalSub {
     pub tx: Sender<Message>,
     /// Messages dropped because the channel was full (shared by every shard's copy).
     pub dropped: Arc<AtomicU64>,
+    /// `$share/GROUP/FILTER` for a member of a shared group (held by one shard only).
+    pub share: Option<ByteStr>,
 }
 
 /// Messages of one in-process subscription, in order per publisher. Dropping it removes

@@ -504,6 +504,9 @@ pub(super) enum Next {
 
 /// Validates an ingest handler's filter. A shared filter (`$share/...`) is refused: a
 /// handler already gets every matching message once.
-pub fn parse_filter(filter: &str) -> Result<TopicFilter, super::embed::SubscribeError> {
-    super::embed::parse_filter(filter)
+pub fn parse_filter(filter: &str) -> Result<TopicFilter, String> {
+    if crate::topic::SharedFilter::is_shared(filter) {
+        return Err("shared filters ($share/...) are not for ingest handlers".to_owned());
+    }
+    TopicFilter::parse(filter).map_err(|e| e.to_string())
 }

@@ -13,13 +13,15 @@ use std::cell::Cell;
 
 use crate::codec::{ProtocolVersion, Publish, ReasonCode};
 
+use super::embed::Source;
 use super::ingest::{Defer, HeldPublish, IngestEntry, Ingested, Next, Offer, Provenance};
 use super::ingest_ack::{AckSink, Outcome, PendingAck, TokenOutcome};
+use super::sessions::Slot;
 use super::timers::Timer;
 use super::{Broker, ConnId};
 
 /// MQTT's protocol level of `v` (the CONNECT byte).
-const fn protocol_level(v: ProtocolVersion) -> u8 {
+pub(super) const fn protocol_level(v: ProtocolVersion) -> u8 {
     match v {
         ProtocolVersion::V31 => 3,
         ProtocolVersion::V311 => 4,
@@ -27,7 +29,32 @@ const fn protocol_level(v: ProtocolVersion) -> u8 {
     }
 }
 
+/// The client of session `slot`, connected from `peer`.
+pub(super) fn provenance(slot: &Slot, peer: std::net::SocketAddr) -> Provenance<'_> {
+    Provenance {
+        client_id: slot.session.client_id(),
+        username: slot.username.as_ref(),
+        listener: slot.listener,
+        peer,
+        protocol_level: protocol_level(slot.session.version()),
+    }
+}
+
 impl Broker {
+    /// Who published a message `route` delivers to the in-process subscribers: the
+    /// client of `origin` (connection, session), else the host or the broker.
+    pub(super) fn source_of(&self, origin: Option<(ConnId, usize)>) -> Source {
+        let client = origin.and_then(|(conn, key)| {
+            let (slot, c) = (self.sessions.get(key)?, self.conns.get(conn)?);
+            Some(Source::Client(provenance(slot, c.peer).to_origin()))
+        });
+        match client {
+            Some(source) => source,
+            None if self.injecting => Source::Host,
+            None => Source::Broker,
+        }
+    }
+
     /// Installs this shard's ingest handlers (before it serves clients); their ack
     /// tokens report through `sink`.
     pub fn set_ingest(&mut self, handlers: Vec<IngestEntry>, sink: Option<AckSink>) {
@@ -66,13 +93,7 @@ impl Broker {
         };
         let msg = Ingested {
             publish: &publish,
-            from: Provenance {
-                client_id: slot.session.client_id(),
-                username: slot.username.as_ref(),
-                listener: slot.listener,
-                peer: c.peer,
-                protocol_level: protocol_level(slot.session.version()),
-            },
+            from: provenance(slot, c.peer),
             shard: self.cross.me(),
             defer: &defer,
         };

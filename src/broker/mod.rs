@@ -54,6 +54,7 @@
 //! may be empty): the runtime re-checks `wants_read` for every connection `poll_transmit`
 //! yields and resumes reading a paused one. The whole policy is `flow.rs`'s.
 
+pub mod access; // the host's access hook of the embedding API
 mod auth;
 mod bridge_member; // clients that connect with Mosquitto's bridge bit
 mod connect;
@@ -139,6 +140,10 @@ pub struct Broker {
     /// Where the ingest handlers' ack tokens report (the runtime's; `None` in sans-IO
     /// tests without one: tokens then acknowledge nothing).
     ingest_sink: Option<ingest_ack::AckSink>,
+    /// The embedding host's access hook (`access.rs`), after the password / ACL files.
+    access: access::Access,
+    /// Routing a message of the host's (`inject`), not one of the broker's own.
+    injecting: bool,
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
     /// it published (for `$SYS`).
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -182,6 +187,8 @@ impl Broker {
             memory: memory_limit::MemoryLimit::new(&config, shards),
             ingest: ingest::Ingest::default(),
             ingest_sink: None,
+            access: access::Access::default(),
+            injecting: false,
             embed_refused: None,
             auth: auth::AuthFlows::default(),
             config,
@@ -208,6 +215,12 @@ impl Broker {
             }
         }
         self.security = security;
+    }
+
+    /// Installs this shard's instance of the host's access hook (before it serves
+    /// clients).
+    pub fn set_access(&mut self, hook: Box<dyn access::AccessHook>) {
+        self.access.set(hook);
     }
 
     /// The runtime reports a TLS connection's verified client-certificate identity
@@ -411,7 +424,9 @@ impl Broker {
             slot,
             routed,
         } = injected;
+        self.injecting = true; // in-process subscribers see `Source::Host`
         let matched = self.route(publish, None, now);
+        self.injecting = false;
         drop(slot);
         if let Some(routed) = routed {
             let _ = routed.try_send(matched); // never waits: room for one
@@ -422,6 +437,10 @@ impl Broker {
     /// offers it the matching retained messages of this shard's replica (the runtime asks
     /// one shard only, so they arrive once).
     pub fn add_internal(&mut self, sub: embed::InternalSub, with_retained: bool) {
+        if sub.share.is_some() {
+            self.join_internal(sub); // one member of a shared group (shared.rs)
+            return;
+        }
         let dropped = self.routing.add_internal(sub, with_retained);
         self.stats
             .dropped(crate::metrics::DropReason::InProcess, dropped);
@@ -429,7 +448,7 @@ impl Broker {
 
     /// Removes an in-process subscription from this shard; false if it was not there.
     pub fn remove_internal(&mut self, id: u64) -> bool {
-        self.routing.remove_internal(id)
+        self.leave_internal(id) || self.routing.remove_internal(id)
     }
 
     /// Number of in-process subscriptions installed on this shard.

@@ -68,7 +68,7 @@ pub(super) struct Sent {
 /// What one fan-out did, for back-pressure and the v5 "no matching subscribers" code.
 #[derive(Debug, Default)]
 pub(super) struct Fanout {
-    matched: bool,
+    pub(super) matched: bool,
     pub(super) sent: Sent,
     /// QoS 0 subscribers offered the message, and those (key, uid) whose output was full.
     qos0: usize,
@@ -115,7 +115,12 @@ impl Broker {
         let local = self.routing.has_targets() || self.routing.groups().has_picks();
         // In-process subscribers (embedding API): only the shard a message is published
         // on delivers it to them.
-        let (internal, dropped) = self.routing.deliver_internal(&publish);
+        let (internal, dropped) = if self.routing.has_internal() {
+            let source = self.source_of(origin);
+            self.routing.deliver_internal(&publish, &source)
+        } else {
+            (false, 0)
+        };
         self.stats.dropped(DropReason::InProcess, dropped);
         if dests == 0 && !local {
             return internal;

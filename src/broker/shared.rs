@@ -14,19 +14,40 @@
 //! left: another member gets it (on this shard, or on one with members), or it stays
 //! with the leaving session when the group has no other member. A message that arrives
 //! for a group whose last member here left meanwhile is passed on the same way.
+//!
+//! An in-process member (a host's `$share/` [`crate::Subscription`]) is held by one
+//! shard (its subscription id modulo the shard count), in the group table under a key
+//! no session has (`INTERNAL_MEMBER` + id); it has room while its channel is not full,
+//! and its copy goes into that channel instead of a session.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::codec::ByteStr;
+use crate::codec::{ByteStr, SubscriptionOptions};
 use crate::config::ShareStrategy;
 use crate::mailbox::ShardId;
+use crate::metrics::DropReason;
 use crate::session::{Message, Outgoing, Session, Subscription};
 use crate::topic::{matches, SharedFilter, TopicFilter};
 
+use super::embed::{self, InternalSub, Source};
 use super::publish::{Fanout, Sent};
 use super::routing::{hash_str, Frames, LocalPick, Target};
-use super::{Broker, ConnId};
+use super::{Broker, ConnId, ConnState};
+
+/// The high bit marks an in-process member's key in the group table (session keys are
+/// slab indexes, far below it).
+const INTERNAL_MEMBER: usize = 1 << (usize::BITS - 1);
+
+/// The group table key of in-process member `id`.
+fn internal_key(id: u64) -> usize {
+    INTERNAL_MEMBER | (id as usize & !INTERNAL_MEMBER)
+}
+
+/// The in-process member id of group table key `key`, if it is one.
+fn internal_id(key: usize) -> Option<u64> {
+    (key & INTERNAL_MEMBER != 0).then_some((key & !INTERNAL_MEMBER) as u64)
+}
 
 /// How much room a member has for one more message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +68,103 @@ const GROUP_COPY: Sent = Sent {
 };
 
 impl Broker {
+    /// A host's `$share/` subscription joins its group, if this is the shard that holds
+    /// it (every shard is asked; one answers).
+    pub(super) fn join_internal(&mut self, sub: InternalSub) {
+        let Some(share) = sub.share.clone() else {
+            return;
+        };
+        let Ok(Some(parsed)) = SharedFilter::try_parse(share.as_str()) else {
+            return;
+        };
+        if sub.id % self.cross.shards() as u64 != self.cross.me() as u64 {
+            return;
+        }
+        let key = internal_key(sub.id);
+        let member = Subscription {
+            options: SubscriptionOptions {
+                qos: sub.qos,
+                ..SubscriptionOptions::default()
+            },
+            id: None,
+        };
+        self.routing.internal_mut().add_member(sub, share.clone());
+        if let Some((members, group)) = self.routing.groups_mut().join(&share, &parsed, key, member)
+        {
+            self.cross.group_changed(&share, members, group, true);
+        }
+    }
+
+    /// A host's `$share/` subscription leaves its group; false if this shard does not
+    /// hold it.
+    pub(super) fn leave_internal(&mut self, id: u64) -> bool {
+        let Some(member) = self.routing.internal_mut().remove_member(id) else {
+            return false;
+        };
+        let share = member.share;
+        if let Some((members, group)) = self
+            .routing
+            .groups_mut()
+            .leave(share.as_str(), internal_key(id))
+        {
+            self.cross.group_changed(&share, members, group, false);
+        }
+        true
+    }
+
+    /// Delivers a group's copy of `msg` (`local`: published on this shard) to the member
+    /// `target` picked: a session through the ordinary path, an in-process member into
+    /// its channel. False when that member's host side is gone: it has left the group
+    /// and the copy must go to another member.
+    fn deliver_member(
+        &mut self,
+        target: Target,
+        msg: &Arc<Message>,
+        local: bool,
+        frames: &mut Frames,
+        fanout: &mut Fanout,
+        now: Instant,
+    ) -> bool {
+        let Some(id) = internal_id(target.key) else {
+            self.deliver(target, msg, frames, fanout, now);
+            return true;
+        };
+        fanout.matched = true;
+        let source = if local {
+            self.source_of_routed(msg)
+        } else {
+            Source::Unknown
+        };
+        // The host may keep it for long: a copy that pins no read buffer.
+        let kept = Message::detached(msg);
+        let delivered = embed::Message::from_publish(&kept.publish, target.qos, &source);
+        match self.routing.internal_mut().offer_member(id, delivered) {
+            Some(dropped) => {
+                self.stats.dropped(DropReason::InProcess, dropped);
+                true
+            }
+            // Gone: it leaves (false only if it was still a member here, so a retry
+            // never picks it again).
+            None => !self.leave_internal(id),
+        }
+    }
+
+    /// Who published `msg`, a message being routed on the shard it was published on
+    /// (its publisher's connection, if still there, says who it is).
+    fn source_of_routed(&self, msg: &Message) -> Source {
+        let Some(p) = msg.publisher else {
+            return self.source_of(None); // the host's or the broker's
+        };
+        let conn = p.conn as usize;
+        match self.conns.get(conn).filter(|c| c.uid == p.conn_uid.get()) {
+            Some(c) => match c.state {
+                ConnState::Active(key) => self.source_of(Some((conn, key))),
+                _ => Source::Unknown,
+            },
+            None => Source::Unknown,
+        }
+    }
+
     /// Puts session `key`'s subscription to `filter` (validated, possibly
     /// `$share/GROUP/FILTER`) into routing, and tells the other shards what changed.
     pub(super) fn index_subscription(&mut self, key: usize, filter: &ByteStr, sub: Subscription) {
@@ -130,9 +248,13 @@ impl Broker {
     ) {
         let picks = self.routing.groups_mut().take_picks();
         let sent = std::mem::replace(&mut fanout.sent, GROUP_COPY);
+        let local = sent.source.0 == self.cross.me(); // published on this shard
         for pick in &picks {
-            if let Some(target) = self.pick_member(*pick, msg) {
-                self.deliver(target, msg, frames, fanout, now);
+            // A member whose host side is gone leaves; the copy goes to another one.
+            while let Some(target) = self.pick_member(*pick, msg) {
+                if self.deliver_member(target, msg, local, frames, fanout, now) {
+                    break;
+                }
             }
         }
         fanout.sent = sent;
@@ -175,6 +297,13 @@ impl Broker {
     }
 
     fn member_room(&self, key: usize) -> Room {
+        if let Some(id) = internal_id(key) {
+            return if self.routing.internal().member_has_room(id) {
+                Room::Free
+            } else {
+                Room::Full
+            };
+        }
         let Some(slot) = self.sessions.get(key) else {
             return Room::Full;
         };
@@ -248,11 +377,13 @@ impl Broker {
                 let Some(pick) = self.routing.groups_mut().local_pick(share.as_str()) else {
                     return;
                 };
-                if let Some(target) = self.pick_member(pick, &msg) {
-                    let mut frames = Frames::default();
-                    let mut fanout = Fanout::default();
-                    fanout.sent = GROUP_COPY;
-                    self.deliver(target, &msg, &mut frames, &mut fanout, now);
+                let mut frames = Frames::default();
+                let mut fanout = Fanout::default();
+                fanout.sent = GROUP_COPY;
+                while let Some(target) = self.pick_member(pick, &msg) {
+                    if self.deliver_member(target, &msg, false, &mut frames, &mut fanout, now) {
+                        break;
+                    }
                 }
             }
             Some(j) => {

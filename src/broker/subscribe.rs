@@ -87,10 +87,13 @@ impl Broker {
                 }
             };
             // ACLs apply to the filter without `$share/GROUP/` (as Mosquitto).
+            // The host's hook sees the filter as sent (after the files allowed it).
+            let peer = slot.conn.and_then(|c| self.conns.get(c)).map(|c| c.peer);
             if !slot
                 .security
                 .as_ref()
                 .map_or(true, |s| s.may_subscribe(parsed.as_str()))
+                || !self.access.may_subscribe(slot, peer, filter.as_str())
             {
                 crate::log_limited!(
                     crate::log::Level::Notice,

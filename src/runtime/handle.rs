@@ -220,11 +220,16 @@ pub(crate) struct IngestSpec {
     pub(crate) make: MakeHandler,
 }
 
-/// What the embedding API adds to a start: the bound on the host's publishes and the
-/// ingest handlers.
+/// Makes one shard's instance of the host's access hook (called once per shard at start).
+pub(crate) type MakeAccess =
+    Box<dyn FnMut(usize) -> Box<dyn crate::broker::access::AccessHook> + Send>;
+
+/// What the embedding API adds to a start: the bound on the host's publishes, the
+/// ingest handlers and the access hook.
 pub(crate) struct Embedding {
     pub(crate) publish_capacity: usize,
     pub(crate) ingest: Vec<IngestSpec>,
+    pub(crate) access: Option<MakeAccess>,
 }
 
 /// --- WebSockets hook: the settings a websockets listener's connections share (its
@@ -282,6 +287,7 @@ impl Prepared {
         self.start_embedded(Embedding {
             publish_capacity,
             ingest: Vec::new(),
+            access: None,
         })
     }
 
@@ -290,6 +296,7 @@ impl Prepared {
         let Embedding {
             publish_capacity,
             mut ingest,
+            mut access,
         } = embedding;
         let Self {
             config,
@@ -318,6 +325,9 @@ impl Prepared {
             let admission = Arc::clone(&admission);
             let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
             shard.set_security(Arc::clone(&security));
+            if let Some(make) = access.as_mut() {
+                shard.set_access(make(id));
+            }
             if !ingest.is_empty() {
                 let handlers = ingest
                     .iter_mut()
@@ -506,15 +516,20 @@ impl BrokerHandle {
     /// publisher, after the matching retained messages. The broker never waits for the
     /// host: once `capacity` (at least 1) messages are queued, further ones are dropped
     /// and counted ([`Subscription::dropped`], `$SYS/broker/publish/messages/dropped`),
-    /// whatever their QoS. No ACL applies; shared (`$share/`) filters are refused.
-    /// Dropping the `Subscription` unsubscribes.
+    /// whatever their QoS. No ACL applies. Dropping the `Subscription` unsubscribes.
+    ///
+    /// A shared filter (`$share/GROUP/FILTER`) makes the subscription one member of that
+    /// group, next to MQTT clients and other in-process members: each message of the
+    /// group goes to one member only, and a member whose channel is full is passed over
+    /// while another has room (a message is dropped only when every member is full).
+    /// Shared subscriptions get no retained messages [MQTT-4.8.2].
     pub fn subscribe_with_capacity(
         &self,
         filter: &str,
         qos: QoS,
         capacity: usize,
     ) -> Result<Subscription, SubscribeError> {
-        let filter = embed::parse_filter(filter)?;
+        let (filter, share) = embed::parse_filter(filter)?;
         let id = self.last_sub.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
@@ -524,6 +539,7 @@ impl BrokerHandle {
             qos,
             tx,
             dropped: Arc::clone(&dropped),
+            share,
         };
         let shards = self.stopper().shards;
         let unsubscribe = shards.clone();

@@ -33,7 +33,7 @@ mod tls_rustls;
 mod tls_v1;
 
 pub use handle::{BrokerHandle, Prepared, Reloader, StartError, Stopper};
-pub(crate) use handle::{Embedding, IngestSpec};
+pub(crate) use handle::{Embedding, IngestSpec, MakeAccess};
 pub use tls::TlsError;
 
 use std::sync::Arc;

@@ -143,6 +143,11 @@ impl Shard {
         self.broker.set_security(security);
     }
 
+    /// Installs this shard's instance of the host's access hook (before `run`).
+    pub fn set_access(&mut self, hook: Box<dyn crate::broker::access::AccessHook>) {
+        self.broker.set_access(hook);
+    }
+
     /// Installs this shard's ingest handlers (before `run`).
     pub fn set_ingest(
         &mut self,

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use smallvec::SmallVec;
 
-use crate::broker::embed::{InternalSub, Message};
+use crate::broker::embed::{InternalSub, Message, Source};
 use crate::codec::{Publish, QoS};
 use crate::retained::RetainedStore;
 use crate::topic::{TopicFilter, TopicIndex};
@@ -34,11 +34,23 @@ struct Entry {
     warned: bool,
 }
 
+/// An in-process member of a shared subscription group (`$share/GROUP/FILTER`): it
+/// sits in routing's group table on one shard only, like a session, and gets the copies
+/// that shard's member choice gives it.
+#[derive(Debug)]
+pub(in crate::broker) struct GroupMember {
+    /// `$share/GROUP/FILTER` as subscribed.
+    pub(in crate::broker) share: crate::codec::ByteStr,
+    entry: Entry,
+}
+
 /// A shard's internal subscribers.
 #[derive(Debug, Default)]
-pub(super) struct InternalSubs {
+pub(in crate::broker) struct InternalSubs {
     index: TopicIndex<u64, QoS>,
     subs: HashMap<u64, Entry>,
+    /// In-process members of shared groups that this shard holds, by subscription id.
+    members: HashMap<u64, GroupMember>,
 }
 
 /// Offers `msg` to a subscription's channel; counts (and for QoS 1/2 logs once) a drop.
@@ -113,11 +125,41 @@ impl InternalSubs {
         dropped
     }
 
+    /// Holds in-process group member `sub` (its `share` is set).
+    pub(in crate::broker) fn add_member(&mut self, sub: InternalSub, share: crate::codec::ByteStr) {
+        let entry = Entry {
+            filter: sub.filter,
+            tx: sub.tx,
+            dropped: sub.dropped,
+            warned: false,
+        };
+        self.members.insert(sub.id, GroupMember { share, entry });
+    }
+
+    /// Forgets in-process group member `id`; returns it if it was here.
+    pub(in crate::broker) fn remove_member(&mut self, id: u64) -> Option<GroupMember> {
+        self.members.remove(&id)
+    }
+
+    /// Whether member `id`'s channel has room (a gone or unknown member has none).
+    pub(in crate::broker) fn member_has_room(&self, id: u64) -> bool {
+        self.members.get(&id).is_some_and(|m| !m.entry.tx.is_full())
+    }
+
+    /// Offers `msg` to member `id`. Returns the copies dropped (a full channel), or
+    /// `None` when the member's receiving side is gone (or it is unknown): the message
+    /// was not taken.
+    pub(in crate::broker) fn offer_member(&mut self, id: u64, msg: Message) -> Option<u64> {
+        let m = self.members.get_mut(&id)?;
+        let mut dropped = 0;
+        offer(&mut m.entry, msg, &mut dropped).then_some(dropped)
+    }
+
     /// Offers a message published on this shard to the matching subscriptions (the
-    /// $-rule [MQTT-4.7.2-1] is the index's). Returns whether any matched and how many
-    /// copies were dropped.
-    pub(super) fn deliver(&mut self, publish: &Publish) -> (bool, u64) {
-        let Self { index, subs } = self;
+    /// $-rule [MQTT-4.7.2-1] is the index's), saying it came from `source`. Returns
+    /// whether any matched and how many copies were dropped.
+    pub(super) fn deliver(&mut self, publish: &Publish, source: &Source) -> (bool, u64) {
+        let Self { index, subs, .. } = self;
         let mut dropped = 0;
         let mut gone: SmallVec<[u64; 2]> = SmallVec::new();
         // The host may keep messages for long: copied once per publish (not per
@@ -134,7 +176,7 @@ impl InternalSubs {
                 properties: publish.properties.compact(),
                 ..Publish::default()
             });
-            if !offer(entry, Message::from_publish(p, *qos), &mut dropped) {
+            if !offer(entry, Message::from_publish(p, *qos, source), &mut dropped) {
                 gone.push(*id);
             }
         });

@@ -353,6 +353,16 @@ impl Routing {
         self.internal.add(sub, retained)
     }
 
+    /// The in-process subscribers (for shared-group members, `shared.rs`).
+    pub(in crate::broker) fn internal(&self) -> &internal::InternalSubs {
+        &self.internal
+    }
+
+    /// [`Routing::internal`], to change.
+    pub(in crate::broker) fn internal_mut(&mut self) -> &mut internal::InternalSubs {
+        &mut self.internal
+    }
+
     pub(super) fn remove_internal(&mut self, id: u64) -> bool {
         self.internal.remove(id)
     }
@@ -361,13 +371,18 @@ impl Routing {
         self.internal.len()
     }
 
-    /// Offers a message published on this shard to the in-process subscribers (one
-    /// length check when there are none). Returns whether any matched and how many
-    /// copies were dropped.
-    pub(super) fn deliver_internal(&mut self, publish: &Publish) -> (bool, u64) {
-        if self.internal.is_empty() {
-            return (false, 0);
-        }
-        self.internal.deliver(publish)
+    /// Whether this shard has in-process subscribers (the publish path's one check).
+    pub(super) fn has_internal(&self) -> bool {
+        !self.internal.is_empty()
+    }
+
+    /// Offers a message published on this shard by `source` to the in-process
+    /// subscribers. Returns whether any matched and how many copies were dropped.
+    pub(super) fn deliver_internal(
+        &mut self,
+        publish: &Publish,
+        source: &crate::broker::embed::Source,
+    ) -> (bool, u64) {
+        self.internal.deliver(publish, source)
     }
 }

@@ -21,6 +21,7 @@ fn sub(id: u64, filter: &str, qos: QoS, cap: usize) -> (InternalSub, Receiver<Me
         qos,
         tx,
         dropped: Arc::default(),
+        share: None,
     };
     (s, rx)
 }
@@ -112,10 +113,13 @@ fn removed_or_disconnected_subscription_is_forgotten() {
 }
 
 #[test]
-fn shared_and_invalid_filters_are_refused() {
+fn invalid_filters_are_refused_shared_ones_parsed() {
+    let (filter, share) = parse_filter("$share/g/t/#").unwrap();
+    assert_eq!(filter.as_str(), "t/#");
+    assert_eq!(share.as_ref().map(ByteStr::as_str), Some("$share/g/t/#"));
     assert!(matches!(
-        parse_filter("$share/g/t"),
-        Err(SubscribeError::Shared)
+        parse_filter("$share/g"),
+        Err(SubscribeError::InvalidFilter(_))
     ));
     assert!(matches!(
         parse_filter("a/#/b"),

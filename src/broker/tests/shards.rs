@@ -513,6 +513,7 @@ fn internal_subscription_gets_each_message_once_across_shards() {
         qos: QoS::AtLeastOnce,
         tx,
         dropped: std::sync::Arc::default(),
+        share: None,
     };
     for (i, h) in m.shards.iter_mut().enumerate() {
         h.broker.add_internal(sub.clone(), i == 0);
