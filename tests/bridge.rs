@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::bridge::{free_port, wait_bridge_up};
 use common::{num, temp_dir, v4_options, wait_until, watch_sys, BrokerProc, TIMEOUT, V4};
 use rumqttc::QoS;
 
@@ -24,15 +25,6 @@ fn have_mosquitto() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
-}
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A mosquitto process on a fixed port (so that it can be restarted on it).
@@ -107,20 +99,6 @@ impl Drop for Mosquitto {
 fn unsafe_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Waits until the bridge's retained state on `port` is `1`.
-fn wait_bridge_up(port: u16, id: &str) {
-    let c = V4::connect(&format!("watch-{id}"), port);
-    c.subscribe(
-        &format!("$SYS/broker/connection/{id}/state"),
-        QoS::AtMostOnce,
-    );
-    let up = c.wait_for(|ev| match ev {
-        rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) if &p.payload[..] == b"1" => Some(()),
-        _ => None,
-    });
-    assert!(up.is_some(), "bridge {id} did not come up on port {port}");
 }
 
 fn edge(remote: u16, bridge: &str) -> BrokerProc {
@@ -528,4 +506,22 @@ fn start_type_once_does_not_retry() {
             > 1
     });
     assert!(!again, "start_type once retried");
+}
+
+#[test]
+fn bridge_bind_address_is_the_peer_address_the_remote_sees() {
+    let central = BrokerProc::start("");
+    let _edge = edge(
+        central.port,
+        "bridge_bind_address 127.0.0.2\ntopic b/# out 0\n",
+    );
+    assert!(
+        central.wait_log("New client connected from 127.0.0.2:"),
+        "the remote saw another peer: {:?}",
+        central.log_lines()
+    );
+    assert!(central
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("New client connected from 127.0.0.2:") && l.contains(" as edge1 ")));
 }

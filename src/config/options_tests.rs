@@ -271,11 +271,6 @@ fn bridge_blocks_start_and_what_they_cannot_honour_stops_the_start() {
             "bridge_require_ocsp true",
             "bridge_require_ocsp is not supported yet",
         ),
-        (
-            "bridge_bind_address 10.0.0.1",
-            "bridge_bind_address is not supported yet",
-        ),
-        ("start_type lazy", "start_type is not supported yet"),
     ] {
         let e = Config::parse_str(
             &format!("listener 1883\nconnection up\naddress h:1883\ntopic # both 0\n{line}\n"),

@@ -105,6 +105,20 @@ impl Config {
                     ),
                 ));
             }
+            if b.start_lazy && b.local_cleansession.unwrap_or(b.cleansession) {
+                // A lazy bridge counts the messages its local session holds while it is
+                // down: a clean local session ends with each connection and holds none,
+                // so the bridge would never connect again.
+                return Err(invalid(
+                    at,
+                    "connection",
+                    format!(
+                        "bridge '{}': start_type lazy needs a persistent local session \
+                         (cleansession false, or local_cleansession false)",
+                        b.name
+                    ),
+                ));
+            }
             if self.bridges[..i].iter().any(|o| o.name == b.name) {
                 return Err(invalid(
                     at,
