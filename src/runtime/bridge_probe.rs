@@ -146,3 +146,44 @@ impl Shard {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BridgeConfig;
+
+    fn settings(addresses: usize, round_robin: bool) -> Settings {
+        let mut b = BridgeConfig::new("b");
+        b.addresses = (0..addresses)
+            .map(|i| format!("127.0.0.1:{}", 1883 + i))
+            .collect();
+        b.round_robin = round_robin;
+        Settings::new(&b)
+    }
+
+    #[test]
+    fn only_a_connection_on_a_secondary_without_round_robin_probes_the_primary() {
+        let now = Instant::now();
+        let due = |p: Option<Probe>| p.and_then(|p| p.due());
+        assert_eq!(
+            due(Probe::arm(&settings(2, false), 1, now)),
+            Some(now + PRIMARY_RETRY)
+        );
+        assert_eq!(
+            due(Probe::arm(&settings(3, false), 2, now)),
+            Some(now + PRIMARY_RETRY)
+        );
+        assert!(
+            Probe::arm(&settings(2, false), 0, now).is_none(),
+            "on the primary"
+        );
+        assert!(
+            Probe::arm(&settings(2, true), 1, now).is_none(),
+            "round_robin true"
+        );
+        assert!(
+            Probe::arm(&settings(1, false), 0, now).is_none(),
+            "one address"
+        );
+    }
+}
