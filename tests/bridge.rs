@@ -525,3 +525,37 @@ fn bridge_bind_address_is_the_peer_address_the_remote_sees() {
         .iter()
         .any(|l| l.contains("New client connected from 127.0.0.2:") && l.contains(" as edge1 ")));
 }
+
+#[cfg(feature = "psk")]
+#[test]
+fn tls_psk_to_the_remote_and_a_wrong_key_is_refused() {
+    let dir = temp_dir("bridge-psk");
+    let file = dir.join("psk");
+    std::fs::write(&file, "edge:00c0ffee1234\n").unwrap();
+    let central = BrokerProc::start(&format!(
+        "psk_file {}\nlistener 0 127.0.0.1\npsk_hint central",
+        file.display()
+    ));
+    let psk_port = common::tls::listener_port(&central, 1);
+    let edge = edge(
+        psk_port,
+        "bridge_identity edge\nbridge_psk 00c0ffee1234\ntopic p/# out 1\n",
+    );
+    wait_bridge_up(central.port, "edge1");
+    let sub = V4::connect("psk-sub", central.port);
+    sub.subscribe("p/#", QoS::AtLeastOnce);
+    publish_acked(edge.port, "p/x", QoS::AtLeastOnce, false, "over psk");
+    let p = sub.next_publish().expect("nothing crossed the PSK bridge");
+    assert_eq!(payload(&p), "over psk");
+
+    let wrong = BrokerProc::start(&format!(
+        "connection up\naddress 127.0.0.1:{psk_port}\nremote_clientid edge2\n\
+         restart_timeout 1\nbridge_identity edge\nbridge_psk 0bad\ntopic p/# out 1\n"
+    ));
+    assert!(wrong.wait_log("Warning: bridge up:"));
+    assert!(central.wait_log("PSK identity \"edge\" did not prove its key"));
+    assert!(!wrong
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("Bridge up connected")));
+}

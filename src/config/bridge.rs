@@ -2,8 +2,8 @@
 //! next `connection` or `listener` line, into a [`BridgeConfig`] with Mosquitto 2's
 //! defaults (`crate::bridge` runs them).
 //!
-//! Fail closed: a bridge option shardmq cannot honour yet (TLS-PSK and OCSP, through the
-//! option table), and TLS
+//! Fail closed: a bridge option shardmq cannot honour (OCSP, through the option table),
+//! and TLS
 //! options without a CA (which would leave the bridge in clear, `validate.rs`), stop the
 //! start naming file, line and option: a bridge's messages must never silently stay
 //! local or leave in clear. This module never reads files.
@@ -149,6 +149,14 @@ impl Parser {
             }
             "bridge_insecure" => self.bridge(line)?.insecure = line.bool()?,
             "bridge_alpn" => self.bridge(line)?.alpn = Some(line.string()?),
+            "bridge_identity" => self.bridge(line)?.psk_identity = Some(line.string()?),
+            "bridge_psk" => {
+                let v = line.value()?;
+                if v.is_empty() || !v.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(line.invalid_value(v, "expected a hexadecimal key"));
+                }
+                self.bridge(line)?.psk = Some(v.to_string());
+            }
             "bridge_bind_address" => {
                 let v = line.value()?;
                 let ip = v

@@ -312,6 +312,9 @@ pub struct BridgeConfig {
     /// `bridge_bind_address`: the local address the bridge's socket is bound to before
     /// it connects.
     pub bind_address: Option<std::net::IpAddr>,
+    /// `bridge_identity` / `bridge_psk` (hexadecimal): TLS-PSK to the remote.
+    pub psk_identity: Option<String>,
+    pub psk: Option<String>,
     /// Where the `connection` line was; `None` when not read from a file.
     pub defined_at: Option<Location>,
 }
@@ -320,6 +323,11 @@ impl BridgeConfig {
     /// Whether the bridge connects with TLS (a CA to verify the remote is set).
     pub fn uses_tls(&self) -> bool {
         self.tls.cafile.is_some() || self.tls.capath.is_some()
+    }
+
+    /// Whether the bridge connects with TLS-PSK (`bridge_psk`).
+    pub fn uses_psk(&self) -> bool {
+        self.psk.is_some()
     }
 
     /// A bridge named `name` with Mosquitto 2's defaults.

@@ -338,6 +338,10 @@ fn bridge_errors() {
             "expected an IP address",
         ),
         (
+            "connection b\naddress h\ntopic a\nbridge_identity e\nbridge_psk xyz\n",
+            "expected a hexadecimal key",
+        ),
+        (
             "connection b\naddress h\ntopic a\nstart_type lazy\ncleansession true\n",
             "start_type lazy needs a persistent local session",
         ),

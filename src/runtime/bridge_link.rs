@@ -15,7 +15,6 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -24,7 +23,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use self::probe::Probe;
-use super::super::bridge_tls::{client_config, BridgeTls};
+use super::super::bridge_tls::{client_tls, BridgeTls, ClientTls};
 use super::super::socket::connect_from;
 use super::{Conn, Shard};
 use crate::auth::BRIDGE_LISTENER;
@@ -86,7 +85,7 @@ pub(super) struct BridgeSlot {
     pub(super) address_text: String,
     /// TLS to the remote (`bridge_cafile` ...): the configuration, and the session of
     /// the current connection.
-    pub(super) tls_config: Option<Arc<rustls::ClientConfig>>,
+    pub(super) tls_config: Option<ClientTls>,
     pub(super) tls: Option<BridgeTls>,
     /// `round_robin false` on a secondary address: the probe of the primary.
     pub(super) probe: Option<Probe>,
@@ -162,16 +161,12 @@ impl Bridges {
         let settings = Settings::new(b);
         // Checked when the broker prepared (`handle.rs`): a failure here is a file that
         // changed since; the bridge then stays down, logged.
-        let tls_config = if b.uses_tls() {
-            match client_config(b) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    crate::log_error!("Error: bridge {}: {e}", b.name);
-                    return;
-                }
+        let tls_config = match client_tls(b) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::log_error!("Error: bridge {}: {e}", b.name);
+                return;
             }
-        } else {
-            None
         };
         let primed = settings.local_clean || !settings.topics.iter().any(|t| t.direction != "in");
         let slot = BridgeSlot {
