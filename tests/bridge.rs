@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::bridge::{free_port, wait_bridge_up};
 use common::{num, temp_dir, v4_options, wait_until, watch_sys, BrokerProc, TIMEOUT, V4};
 use rumqttc::QoS;
 
@@ -24,15 +25,6 @@ fn have_mosquitto() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
-}
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A mosquitto process on a fixed port (so that it can be restarted on it).
@@ -107,20 +99,6 @@ impl Drop for Mosquitto {
 fn unsafe_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Waits until the bridge's retained state on `port` is `1`.
-fn wait_bridge_up(port: u16, id: &str) {
-    let c = V4::connect(&format!("watch-{id}"), port);
-    c.subscribe(
-        &format!("$SYS/broker/connection/{id}/state"),
-        QoS::AtMostOnce,
-    );
-    let up = c.wait_for(|ev| match ev {
-        rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) if &p.payload[..] == b"1" => Some(()),
-        _ => None,
-    });
-    assert!(up.is_some(), "bridge {id} did not come up on port {port}");
 }
 
 fn edge(remote: u16, bridge: &str) -> BrokerProc {
@@ -528,4 +506,56 @@ fn start_type_once_does_not_retry() {
             > 1
     });
     assert!(!again, "start_type once retried");
+}
+
+#[test]
+fn bridge_bind_address_is_the_peer_address_the_remote_sees() {
+    let central = BrokerProc::start("");
+    let _edge = edge(
+        central.port,
+        "bridge_bind_address 127.0.0.2\ntopic b/# out 0\n",
+    );
+    assert!(
+        central.wait_log("New client connected from 127.0.0.2:"),
+        "the remote saw another peer: {:?}",
+        central.log_lines()
+    );
+    assert!(central
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("New client connected from 127.0.0.2:") && l.contains(" as edge1 ")));
+}
+
+#[cfg(feature = "psk")]
+#[test]
+fn tls_psk_to_the_remote_and_a_wrong_key_is_refused() {
+    let dir = temp_dir("bridge-psk");
+    let file = dir.join("psk");
+    std::fs::write(&file, "edge:00c0ffee1234\n").unwrap();
+    let central = BrokerProc::start(&format!(
+        "psk_file {}\nlistener 0 127.0.0.1\npsk_hint central",
+        file.display()
+    ));
+    let psk_port = common::tls::listener_port(&central, 1);
+    let edge = edge(
+        psk_port,
+        "bridge_identity edge\nbridge_psk 00c0ffee1234\ntopic p/# out 1\n",
+    );
+    wait_bridge_up(central.port, "edge1");
+    let sub = V4::connect("psk-sub", central.port);
+    sub.subscribe("p/#", QoS::AtLeastOnce);
+    publish_acked(edge.port, "p/x", QoS::AtLeastOnce, false, "over psk");
+    let p = sub.next_publish().expect("nothing crossed the PSK bridge");
+    assert_eq!(payload(&p), "over psk");
+
+    let wrong = BrokerProc::start(&format!(
+        "connection up\naddress 127.0.0.1:{psk_port}\nremote_clientid edge2\n\
+         restart_timeout 1\nbridge_identity edge\nbridge_psk 0bad\ntopic p/# out 1\n"
+    ));
+    assert!(wrong.wait_log("Warning: bridge up:"));
+    assert!(central.wait_log("PSK identity \"edge\" did not prove its key"));
+    assert!(!wrong
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("Bridge up connected")));
 }

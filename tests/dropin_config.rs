@@ -38,8 +38,8 @@ fn options_shardmq_cannot_honour_yet_stop_the_start() {
     for (lines, option) in [
         ("auth_plugin /usr/lib/x.so", "auth_plugin"),
         (
-            "bridge_psk 0a0b\nconnection up\naddress 10.0.0.1\ntopic # out 0",
-            "bridge_psk",
+            "bridge_require_ocsp true\nconnection up\naddress 10.0.0.1\ntopic # out 0",
+            "bridge_require_ocsp",
         ),
     ] {
         let err = refused_start(&format!("listener 0 127.0.0.1\n{lines}\n"));

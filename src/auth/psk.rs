@@ -130,7 +130,7 @@ impl PskFile {
 }
 
 /// Hex digits to bytes; an odd count reads as if it had a leading `0`.
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| {
         char::from(c)
             .to_digit(16)

@@ -88,6 +88,9 @@ pub struct Link {
     /// Out, QoS 2: local ids forwarded and not completed (duplicates not forwarded again).
     outbound_local: HashMap<PacketId, PacketId>,
     last_remote_send: Instant,
+    /// The last packet to or from the remote other than PINGREQ / PINGRESP (the idle
+    /// clock of `start_type lazy`).
+    last_traffic: Instant,
     ping_sent: Option<Instant>,
     /// The local broker's Server Keep Alive (0 = none).
     local_keepalive: u16,
@@ -144,6 +147,7 @@ impl Link {
             outbound: HashMap::new(),
             outbound_local: HashMap::new(),
             last_remote_send: now,
+            last_traffic: now,
             ping_sent: None,
             local_keepalive: 0,
             last_local_send: now,
@@ -172,6 +176,16 @@ impl Link {
     fn remote_send(&mut self, packet: &Packet, now: Instant) {
         encode(packet, self.settings.version, &mut self.remote_out);
         self.last_remote_send = now;
+        if !matches!(packet, Packet::PingReq) {
+            self.last_traffic = now;
+        }
+    }
+
+    /// `start_type lazy`: when the connection counts as idle (nothing but keep alive
+    /// traffic with the remote for `idle_timeout`) and is to be closed.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        let lazy = self.settings.lazy?;
+        (self.remote == Remote::Up).then(|| self.last_traffic + lazy.idle_timeout)
     }
 
     fn local_send(&mut self, packet: &Packet, now: Instant) {
@@ -266,7 +280,11 @@ impl Link {
                 });
                 let lka = Duration::from_secs(u64::from(self.local_keepalive) / 2);
                 let local = (self.local_keepalive > 1).then(|| self.last_local_send + lka);
-                remote.into_iter().chain(local).min()
+                remote
+                    .into_iter()
+                    .chain(local)
+                    .chain(self.idle_deadline())
+                    .min()
             }
         }
     }
@@ -329,6 +347,9 @@ impl Link {
         }
         if self.remote != Remote::Up {
             return Err(format!("{} from the remote before CONNACK", packet.name()));
+        }
+        if !matches!(packet, Packet::PingResp) {
+            self.last_traffic = now;
         }
         match packet {
             Packet::Publish(p) => self.remote_publish(p, now)?,

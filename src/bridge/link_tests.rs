@@ -259,3 +259,52 @@ fn messages_over_bridge_max_packet_size_are_dropped_and_released() {
         "a small one is"
     );
 }
+
+#[test]
+fn lazy_idle_clock_counts_messages_and_acks_but_not_keep_alive() {
+    let t0 = Instant::now();
+    let secs = |n: u64| t0 + Duration::from_secs(n);
+    let mut s = settings("mqttv311", &[("b/#", "out", 1)]);
+    s.keepalive = 5;
+    let idle = Duration::from_secs(12);
+    s.lazy = Some(super::super::Lazy {
+        threshold: 3,
+        idle_timeout: idle,
+    });
+    let (mut l, _, _) = up(s.clone(), t0);
+    assert_eq!(l.idle_deadline(), Some(t0 + idle));
+    // Keep alive traffic does not keep a lazy bridge up.
+    l.on_timeout(secs(5)).unwrap();
+    assert_eq!(
+        packets(&mut l.remote_out.split(), V3),
+        vec![Packet::PingReq]
+    );
+    l.on_remote(&mut bytes(&Packet::PingResp, V3), secs(5))
+        .unwrap();
+    assert_eq!(l.idle_deadline(), Some(t0 + idle));
+    // A forwarded message does, and so does its acknowledgement.
+    l.on_local(
+        &mut bytes(&publish("b/1", QoS::AtLeastOnce, Some(3)), V5),
+        secs(7),
+    )
+    .unwrap();
+    assert_eq!(l.idle_deadline(), Some(secs(7) + idle));
+    let remote = packets(&mut l.remote_out.split(), V3);
+    let Packet::Publish(p) = &remote[0] else {
+        panic!("{remote:?}")
+    };
+    l.on_remote(
+        &mut bytes(&ack(AckKind::PubAck, p.packet_id.unwrap()), V3),
+        secs(8),
+    )
+    .unwrap();
+    assert_eq!(l.idle_deadline(), Some(secs(8) + idle));
+    assert!(l.poll_timeout().is_some_and(|t| t <= secs(8) + idle));
+    // Not lazy, or not connected: no idle deadline.
+    let mut automatic = s.clone();
+    automatic.lazy = None;
+    assert_eq!(up(automatic, t0).0.idle_deadline(), None);
+    let mut down = Link::new(s, t0);
+    down.start(t0);
+    assert_eq!(down.idle_deadline(), None, "before CONNACK");
+}

@@ -9,11 +9,14 @@
 //! socket, a thread or the clock.
 
 mod backoff;
+pub mod figures;
 mod link;
 mod topics;
 
 pub use backoff::Backoff;
 pub use link::Link;
+
+use std::time::Duration;
 
 use crate::codec::ProtocolVersion;
 use crate::config::{BridgeConfig, BridgeTopic};
@@ -42,6 +45,19 @@ pub struct Settings {
     pub max_packet_size: u32,
     pub attempt_unsubscribe: bool,
     pub start_once: bool,
+    /// `start_type lazy`: connect when `threshold` messages wait, close when idle.
+    pub lazy: Option<Lazy>,
+}
+
+/// How a `start_type lazy` bridge starts and stops (Mosquitto 2's semantics): it
+/// connects when its local session holds at least `threshold` messages (queued or in
+/// flight) for the remote, and closes the connection after `idle_timeout` without a
+/// packet to or from the remote other than keep alive pings; then it waits for
+/// `threshold` messages again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lazy {
+    pub threshold: usize,
+    pub idle_timeout: Duration,
 }
 
 /// This host's name (for the default client id), as Mosquitto takes it.
@@ -92,6 +108,10 @@ impl Settings {
             max_packet_size: b.max_packet_size,
             attempt_unsubscribe: b.attempt_unsubscribe,
             start_once: b.start_once,
+            lazy: b.start_lazy.then(|| Lazy {
+                threshold: usize::try_from(b.threshold).unwrap_or(usize::MAX),
+                idle_timeout: Duration::from_secs(u64::from(b.idle_timeout)),
+            }),
         }
     }
 }

@@ -44,10 +44,8 @@ pub(super) fn take_bridge_bit(buf: &mut BytesMut) -> bool {
 impl Broker {
     /// Messages the session of `client_id` holds on this shard (queued and in flight),
     /// if it lives here: what a bridge run by this shard has waiting for its remote.
-    pub fn session_stored(&self, client_id: &str) -> Option<usize> {
-        let key = self
-            .sessions
-            .live_key_of(&ByteStr::from(client_id.to_string()))?;
+    pub fn session_stored(&self, client_id: &ByteStr) -> Option<usize> {
+        let key = self.sessions.live_key_of(client_id)?;
         self.sessions.get(key).map(|s| s.session.stored())
     }
 

@@ -2,8 +2,8 @@
 //! next `connection` or `listener` line, into a [`BridgeConfig`] with Mosquitto 2's
 //! defaults (`crate::bridge` runs them).
 //!
-//! Fail closed: a bridge option shardmq cannot honour yet (`start_type lazy`
-//! here; TLS-PSK, OCSP and `bridge_bind_address` through the option table), and TLS
+//! Fail closed: a bridge option shardmq cannot honour (OCSP, through the option table),
+//! and TLS
 //! options without a CA (which would leave the bridge in clear, `validate.rs`), stop the
 //! start naming file, line and option: a bridge's messages must never silently stay
 //! local or leave in clear. This module never reads files.
@@ -12,15 +12,6 @@ use super::error::Error;
 use super::parse::Parser;
 use super::values::{parse_bridge_address, parse_int, Line};
 use super::{BridgeConfig, BridgeTopic};
-
-/// A bridge option shardmq cannot honour: stops the start.
-fn not_yet(line: &Line<'_>, reason: &str) -> Error {
-    Error::NotYet {
-        at: line.at.clone(),
-        option: line.option.to_string(),
-        reason: reason.to_string(),
-    }
-}
 
 impl Parser {
     /// The bridge block the current line belongs to.
@@ -125,19 +116,15 @@ impl Parser {
             }
             "start_type" => {
                 let v = line.value()?;
-                self.bridge(line)?;
-                match v {
-                    "automatic" => self.bridge(line)?.start_once = false,
-                    "once" => self.bridge(line)?.start_once = true,
-                    "lazy" => {
-                        return Err(not_yet(
-                            line,
-                            "`start_type lazy` (connect once `threshold` messages wait) is not \
-                             supported yet; `automatic` and `once` are",
-                        ))
-                    }
+                let (once, lazy) = match v {
+                    "automatic" => (false, false),
+                    "once" => (true, false),
+                    "lazy" => (false, true),
                     _ => return Err(line.invalid_value(v, "expected automatic, lazy or once")),
-                }
+                };
+                let b = self.bridge(line)?;
+                b.start_once = once;
+                b.start_lazy = lazy;
             }
             "bridge_cafile" | "bridge_capath" | "bridge_certfile" | "bridge_keyfile" => {
                 let path = line.path()?;
@@ -162,6 +149,21 @@ impl Parser {
             }
             "bridge_insecure" => self.bridge(line)?.insecure = line.bool()?,
             "bridge_alpn" => self.bridge(line)?.alpn = Some(line.string()?),
+            "bridge_identity" => self.bridge(line)?.psk_identity = Some(line.string()?),
+            "bridge_psk" => {
+                let v = line.value()?;
+                if v.is_empty() || !v.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(line.invalid_value(v, "expected a hexadecimal key"));
+                }
+                self.bridge(line)?.psk = Some(v.to_string());
+            }
+            "bridge_bind_address" => {
+                let v = line.value()?;
+                let ip = v
+                    .parse()
+                    .map_err(|_| line.invalid_value(v, "expected an IP address of this host"))?;
+                self.bridge(line)?.bind_address = Some(ip);
+            }
             // Every bridge option of the table is handled above.
             other => return Err(line.invalid(format!("unknown bridge option '{other}'"))),
         }

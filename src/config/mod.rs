@@ -295,7 +295,10 @@ pub struct BridgeConfig {
     pub attempt_unsubscribe: bool,
     /// `start_type once`: no new attempt after the first connection (or attempt) ends.
     pub start_once: bool,
-    /// `idle_timeout` / `threshold` (only used by `start_type lazy`, which is refused).
+    /// `start_type lazy`: connect when `threshold` messages wait for the remote, close
+    /// after `idle_timeout` seconds without traffic (see `crate::bridge::Lazy`).
+    pub start_lazy: bool,
+    /// `idle_timeout` / `threshold` (only used by `start_type lazy`).
     pub idle_timeout: u32,
     pub threshold: u32,
     /// TLS to the remote: `bridge_cafile` / `bridge_capath` (either turns TLS on),
@@ -306,6 +309,12 @@ pub struct BridgeConfig {
     pub insecure: bool,
     /// `bridge_alpn`: the ALPN protocol offered to the remote.
     pub alpn: Option<String>,
+    /// `bridge_bind_address`: the local address the bridge's socket is bound to before
+    /// it connects.
+    pub bind_address: Option<std::net::IpAddr>,
+    /// `bridge_identity` / `bridge_psk` (hexadecimal): TLS-PSK to the remote.
+    pub psk_identity: Option<String>,
+    pub psk: Option<String>,
     /// Where the `connection` line was; `None` when not read from a file.
     pub defined_at: Option<Location>,
 }
@@ -314,6 +323,11 @@ impl BridgeConfig {
     /// Whether the bridge connects with TLS (a CA to verify the remote is set).
     pub fn uses_tls(&self) -> bool {
         self.tls.cafile.is_some() || self.tls.capath.is_some()
+    }
+
+    /// Whether the bridge connects with TLS-PSK (`bridge_psk`).
+    pub fn uses_psk(&self) -> bool {
+        self.psk.is_some()
     }
 
     /// A bridge named `name` with Mosquitto 2's defaults.

@@ -265,28 +265,52 @@ fn bridge_blocks_start_and_what_they_cannot_honour_stops_the_start() {
     )
     .unwrap();
     assert_eq!(c.bridges.len(), 1);
-    for (line, needle) in [
-        ("bridge_psk 0a0b", "bridge_psk is not supported yet"),
+    let e = Config::parse_str(
+        "listener 1883\nconnection up\naddress h:1883\ntopic # both 0\nbridge_require_ocsp true\n",
+        Path::new("/etc/x.conf"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("bridge_require_ocsp is not supported yet")
+            && e.contains("rustls does not verify")
+            && e.contains("/etc/x.conf line 5"),
+        "{e}"
+    );
+    // TLS-PSK: both options, and no certificate option with them (the error names the
+    // bridge's `connection` line).
+    for (lines, needle) in [
         (
-            "bridge_require_ocsp true",
-            "bridge_require_ocsp is not supported yet",
+            "bridge_psk 0a0b",
+            "bridge_identity and bridge_psk go together",
         ),
         (
-            "bridge_bind_address 10.0.0.1",
-            "bridge_bind_address is not supported yet",
+            "bridge_identity e\nbridge_psk 0a0b\nbridge_cafile /ca",
+            "bridge_psk goes with bridge_tls_version only",
         ),
-        ("start_type lazy", "start_type is not supported yet"),
     ] {
         let e = Config::parse_str(
-            &format!("listener 1883\nconnection up\naddress h:1883\ntopic # both 0\n{line}\n"),
+            &format!("listener 1883\nconnection up\naddress h:1883\ntopic # both 0\n{lines}\n"),
             Path::new("/etc/x.conf"),
         )
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains(needle) && e.contains("/etc/x.conf line 5"),
+            e.contains(needle) && e.contains("/etc/x.conf line 2"),
             "{e}"
         );
+    }
+    let psk = Config::parse_str(
+        "listener 1883\nconnection up\naddress h:1883\ntopic # both 0\nbridge_identity e\n\
+         bridge_psk 0a0b\nbridge_tls_version tlsv1.3\n",
+        Path::new("/etc/x.conf"),
+    );
+    if cfg!(feature = "psk") {
+        let b = &psk.unwrap().bridges[0];
+        assert!(b.uses_psk() && !b.uses_tls());
+        assert_eq!(b.psk_identity.as_deref(), Some("e"));
+    } else {
+        assert!(psk.unwrap_err().to_string().contains("psk"));
     }
     // Bridge options outside a block are still an error of their own.
     let (result, _) = run("restart_timeout", "5");

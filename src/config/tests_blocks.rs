@@ -266,6 +266,50 @@ fn bridge_options_of_mosquitto_2() {
     assert_eq!(c.bridges[1].restart_timeout, (9, None));
     assert!(parse_bridges("connection up\naddress h\ntopic a\nrestart_timeout 0\n").is_err());
     assert!(parse_bridges("connection up\naddress h\ntopic a\nstart_type x\n").is_err());
+    assert!(!b.start_lazy && !b.start_once);
+}
+
+#[test]
+fn start_type_lazy_with_its_threshold_and_idle_timeout() {
+    let c = parse_bridges(
+        "connection up\naddress h\ntopic a\nstart_type lazy\nthreshold 3\nidle_timeout 2\n",
+    )
+    .unwrap();
+    let b = &c.bridges[0];
+    assert!(b.start_lazy && !b.start_once);
+    assert_eq!((b.threshold, b.idle_timeout), (3, 2));
+    let lazy = crate::bridge::Settings::new(b).lazy.unwrap();
+    assert_eq!(lazy.threshold, 3);
+    assert_eq!(lazy.idle_timeout, std::time::Duration::from_secs(2));
+    // Mosquitto's defaults: 10 messages, 60 s.
+    let c = parse_bridges("connection up\naddress h\ntopic a\nstart_type lazy\n").unwrap();
+    assert_eq!(
+        (c.bridges[0].threshold, c.bridges[0].idle_timeout),
+        (10, 60)
+    );
+    // The last start_type line counts.
+    let c = parse_bridges("connection up\naddress h\ntopic a\nstart_type lazy\nstart_type once\n")
+        .unwrap();
+    assert!(!c.bridges[0].start_lazy && c.bridges[0].start_once);
+}
+
+#[test]
+fn bridge_bind_address_is_an_ip_address() {
+    let c = parse_bridges("connection up\naddress h\ntopic a\nbridge_bind_address 127.0.0.2\n")
+        .unwrap();
+    assert_eq!(c.bridges[0].bind_address, Some([127, 0, 0, 2].into()));
+    let c = parse_bridges("connection up\naddress h\ntopic a\nbridge_bind_address ::1\n").unwrap();
+    assert_eq!(
+        c.bridges[0].bind_address,
+        Some(std::net::Ipv6Addr::LOCALHOST.into())
+    );
+    assert_eq!(
+        parse_bridges("connection up\naddress h\ntopic a\n")
+            .unwrap()
+            .bridges[0]
+            .bind_address,
+        None
+    );
 }
 
 #[test]
@@ -289,6 +333,22 @@ fn bridge_errors() {
         ),
         ("connection b\ntopic a\n", "has no address"),
         ("connection b\naddress h\n", "has no topic"),
+        (
+            "connection b\naddress h\ntopic a\nbridge_bind_address eth0\n",
+            "expected an IP address",
+        ),
+        (
+            "connection b\naddress h\ntopic a\nbridge_identity e\nbridge_psk xyz\n",
+            "expected a hexadecimal key",
+        ),
+        (
+            "connection b\naddress h\ntopic a\nstart_type lazy\ncleansession true\n",
+            "start_type lazy needs a persistent local session",
+        ),
+        (
+            "connection b\naddress h\ntopic a\nstart_type lazy\nlocal_cleansession true\n",
+            "start_type lazy needs a persistent local session",
+        ),
         (
             "connection b\naddress h\ntopic a\nconnection b\naddress h\ntopic a\n",
             "duplicate bridge",

@@ -79,12 +79,38 @@ impl Config {
                 ));
             }
             let t = &b.tls;
-            let tls_option = t.certfile.is_some()
-                || t.keyfile.is_some()
-                || t.tls_version.is_some()
-                || b.insecure
-                || b.alpn.is_some();
-            if tls_option && !b.uses_tls() {
+            let cert_option =
+                t.certfile.is_some() || t.keyfile.is_some() || b.insecure || b.alpn.is_some();
+            let tls_option = cert_option || t.tls_version.is_some();
+            if b.psk_identity.is_some() != b.uses_psk() {
+                return Err(invalid(
+                    at,
+                    "connection",
+                    format!(
+                        "bridge '{}': bridge_identity and bridge_psk go together",
+                        b.name
+                    ),
+                ));
+            }
+            if b.uses_psk() {
+                let why = if !cfg!(feature = "psk") {
+                    Some("TLS-PSK needs shardmq built with the `psk` feature (OpenSSL)")
+                } else if b.uses_tls() || cert_option {
+                    Some(
+                        "bridge_psk goes with bridge_tls_version only (not with certificate \
+                         or host name options)",
+                    )
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(invalid(
+                        at,
+                        "connection",
+                        format!("bridge '{}': {why}", b.name),
+                    ));
+                }
+            } else if tls_option && !b.uses_tls() {
                 return Err(invalid(
                     at,
                     "connection",
@@ -101,6 +127,20 @@ impl Config {
                     "connection",
                     format!(
                         "bridge '{}': bridge_certfile and bridge_keyfile go together",
+                        b.name
+                    ),
+                ));
+            }
+            if b.start_lazy && b.local_cleansession.unwrap_or(b.cleansession) {
+                // A lazy bridge counts the messages its local session holds while it is
+                // down: a clean local session ends with each connection and holds none,
+                // so the bridge would never connect again.
+                return Err(invalid(
+                    at,
+                    "connection",
+                    format!(
+                        "bridge '{}': start_type lazy needs a persistent local session \
+                         (cleansession false, or local_cleansession false)",
                         b.name
                     ),
                 ));

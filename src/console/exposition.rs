@@ -4,9 +4,10 @@
 //! Names follow Prometheus' conventions: `shardmq_` prefix, base units in the name
 //! (`_seconds`, `_bytes`), `_total` on counters, one `shard` label per shard's series
 //! (sum them with `sum by ()`). A family is written only from figures a shard really
-//! published: a shard that has not published yet has no samples. Bridges have a place
-//! here (`shardmq_bridge_up`) once they exist. This module only formats text: it never
-//! blocks, never touches a shard and never reads the clock (`now` comes in).
+//! published: a shard that has not published yet has no samples. Bridges are labelled
+//! by name (`shardmq_bridge_up{bridge="NAME"}`, from `crate::bridge::figures`). This
+//! module only formats text: it never blocks, never touches a shard and never reads the
+//! clock (`now` comes in).
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -350,11 +351,70 @@ pub fn render(views: &[ShardView], info: &Info, now: Instant, openmetrics: bool)
         out.sample("shardmq_persistence_fsync_seconds_count", "", p.count);
     }
     // --- bridges: `shardmq_bridge_up{bridge="NAME"}` (gauge, 1 while connected) and
-    // their message counters go here once src/bridge publishes its state on the board.
+    // their message figures, as the shard running each last pinned them.
+    bridges(&mut out, &crate::bridge::figures::all());
     if openmetrics {
         out.text.push_str("# EOF\n");
     }
     out.text
+}
+
+/// One family per bridge figure, a `bridge` label per running bridge (nothing without
+/// bridges).
+fn bridges(out: &mut Out, rows: &[(String, crate::bridge::figures::Figures)]) {
+    use crate::bridge::figures::Figures;
+    type Family = (&'static str, Kind, &'static str, fn(&Figures) -> u64);
+    const FAMILIES: &[Family] = &[
+        (
+            "shardmq_bridge_up",
+            Kind::Gauge,
+            "1 while the bridge's remote connection is up.",
+            |f| u64::from(f.connected),
+        ),
+        (
+            "shardmq_bridge_sent_messages_total",
+            Kind::Counter,
+            "Messages the bridge forwarded to its remote.",
+            |f| f.sent,
+        ),
+        (
+            "shardmq_bridge_received_messages_total",
+            Kind::Counter,
+            "Messages the bridge received from its remote and published locally.",
+            |f| f.received,
+        ),
+        (
+            "shardmq_bridge_queued_messages",
+            Kind::Gauge,
+            "Messages the bridge's local session holds for the remote (queued and in flight).",
+            |f| f.queued,
+        ),
+        (
+            "shardmq_bridge_dropped_messages_total",
+            Kind::Counter,
+            "Messages the bridge did not forward (too big, or no topic line maps them).",
+            |f| f.dropped,
+        ),
+        (
+            "shardmq_bridge_reconnects_total",
+            Kind::Counter,
+            "Connections to the remote after the first.",
+            |f| f.reconnects,
+        ),
+    ];
+    if rows.is_empty() {
+        return;
+    }
+    for (name, kind, help, value) in FAMILIES {
+        out.family(name, *kind, help);
+        for (bridge, f) in rows {
+            out.sample(
+                name,
+                &format!("bridge=\"{}\"", label_value(bridge)),
+                value(f),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -88,3 +88,40 @@ fn accept_header_selects_openmetrics() {
 fn label_values_are_escaped() {
     assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
+
+#[test]
+fn bridges_have_one_family_per_figure_labelled_by_name() {
+    use crate::bridge::figures::Figures;
+    let mut out = Out {
+        text: String::new(),
+        openmetrics: false,
+    };
+    bridges(&mut out, &[]);
+    assert!(out.text.is_empty(), "no bridge, no family");
+    let up = Figures {
+        connected: true,
+        sent: 7,
+        received: 2,
+        queued: 1,
+        dropped: 3,
+        reconnects: 4,
+    };
+    let rows = [
+        ("up".to_string(), up),
+        ("b\"2".to_string(), Figures::default()),
+    ];
+    bridges(&mut out, &rows);
+    let t = &out.text;
+    assert!(t.contains("# TYPE shardmq_bridge_up gauge\n"), "{t}");
+    assert!(t.contains("shardmq_bridge_up{bridge=\"up\"} 1\n"), "{t}");
+    assert!(
+        t.contains("shardmq_bridge_up{bridge=\"b\\\"2\"} 0\n"),
+        "{t}"
+    );
+    assert!(t.contains("# TYPE shardmq_bridge_sent_messages_total counter\n"));
+    assert!(t.contains("shardmq_bridge_sent_messages_total{bridge=\"up\"} 7\n"));
+    assert!(t.contains("shardmq_bridge_received_messages_total{bridge=\"up\"} 2\n"));
+    assert!(t.contains("shardmq_bridge_queued_messages{bridge=\"up\"} 1\n"));
+    assert!(t.contains("shardmq_bridge_dropped_messages_total{bridge=\"up\"} 3\n"));
+    assert!(t.contains("shardmq_bridge_reconnects_total{bridge=\"up\"} 4\n"));
+}

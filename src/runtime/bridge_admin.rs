@@ -6,10 +6,25 @@
 use std::os::fd::FromRawFd;
 use std::time::Instant;
 
-use super::bridge_link::Phase;
+use super::bridge_link::{BridgeSlot, Phase};
 use super::{Conn, Shard};
 use crate::auth::BRIDGE_LISTENER;
+use crate::bridge::figures::{self, Figures};
+use crate::broker::Broker;
 use crate::config::BridgeConfig;
+
+/// A bridge's figures: its link's counters and what its local session holds.
+fn figures_of(broker: &Broker, slot: &BridgeSlot) -> Figures {
+    let st = slot.link.stats;
+    Figures {
+        connected: st.connected,
+        sent: st.sent,
+        received: st.received,
+        queued: broker.session_stored(&slot.local_id).unwrap_or(0) as u64,
+        dropped: st.dropped,
+        reconnects: st.reconnects,
+    }
+}
 
 impl Shard {
     /// Before the first attempt: opens the bridge's local connection on a placeholder
@@ -62,19 +77,15 @@ impl Shard {
     /// dropped,reconnects}` (retained), from the shard that runs the bridge.
     pub(super) fn bridge_sys(&mut self, now: Instant) {
         for slot in self.bridges.slots.iter().flatten() {
-            let st = slot.link.stats;
+            let f = figures_of(&self.broker, slot);
             let name = slot.link.name();
-            let queued = self
-                .broker
-                .session_stored(&slot.link.settings().local_clientid)
-                .unwrap_or(0);
             let figures = [
-                ("connected", u64::from(st.connected)),
-                ("sent", st.sent),
-                ("received", st.received),
-                ("queued", queued as u64),
-                ("dropped", st.dropped),
-                ("reconnects", st.reconnects),
+                ("connected", u64::from(f.connected)),
+                ("sent", f.sent),
+                ("received", f.received),
+                ("queued", f.queued),
+                ("dropped", f.dropped),
+                ("reconnects", f.reconnects),
             ];
             for (what, value) in figures {
                 let topic = format!("$SYS/broker/bridge/{name}/{what}");
@@ -84,10 +95,69 @@ impl Shard {
         }
     }
 
+    /// A bridge whose retry time came: connects, unless it is `start_type lazy` and
+    /// fewer than `threshold` messages wait in its local session (then it waits for
+    /// them; checked at every loop iteration, after the broker queued what it read).
+    pub(super) fn bridge_start_if_due(&mut self, idx: usize, now: Instant) {
+        let Some(slot) = self.bridges.slots.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(lazy) = slot.link.settings().lazy {
+            let waiting = self.broker.session_stored(&slot.local_id).unwrap_or(0);
+            if waiting < lazy.threshold {
+                slot.phase = Phase::Waiting;
+                return;
+            }
+            crate::log_notice!(
+                "Bridge {}: {waiting} messages wait (threshold {}): starting (start_type lazy).",
+                slot.link.name(),
+                lazy.threshold
+            );
+        }
+        self.bridge_attempt(idx, now);
+    }
+
+    /// `start_type lazy`: the connection was idle for `idle_timeout`. It closes as
+    /// Mosquitto closes it (no DISCONNECT: the remote publishes the bridge's `0` will)
+    /// and the bridge waits for `threshold` messages again.
+    pub(super) fn bridge_idle(&mut self, idx: usize, now: Instant) {
+        let Some(slot) = self.bridge_end(idx, now) else {
+            return;
+        };
+        slot.next_address(true);
+        slot.phase = Phase::Waiting;
+        crate::log_notice!(
+            "Bridge {} has exceeded its idle timeout, disconnecting (start_type lazy).",
+            slot.link.name()
+        );
+    }
+
+    /// About once a second: the same figures pinned for `GET /metrics`
+    /// (`crate::bridge::figures`; a pin skipped under a reader is retried next time).
+    pub(super) fn bridge_pin_figures(&mut self) {
+        for slot in self.bridges.slots.iter().flatten() {
+            figures::pin(slot.link.name(), figures_of(&self.broker, slot));
+        }
+    }
+
+    /// Ends bridge `idx`'s connection ([`Shard::bridge_stop`]) and forgets its
+    /// protocol state; the caller says what comes next (phase, address).
+    pub(super) fn bridge_end(&mut self, idx: usize, now: Instant) -> Option<&mut BridgeSlot> {
+        self.bridge_stop(idx, now);
+        let slot = self.bridges.slot(idx)?;
+        slot.link.reset();
+        slot.rbuf.clear();
+        slot.lbuf.clear();
+        Some(slot)
+    }
+
     /// The shard stops: every bridge ends (see [`Shard::bridge_stop`]).
     pub(super) fn bridge_shutdown(&mut self, now: Instant) {
         for idx in 0..self.bridges.slots.len() {
             self.bridge_stop(idx, now);
+            if let Some(slot) = self.bridges.slot(idx) {
+                figures::remove(slot.link.name());
+            }
         }
     }
 
@@ -100,6 +170,7 @@ impl Shard {
         };
         slot.link.down(now);
         slot.tls = None;
+        slot.probe = None;
         if let Some(key) = slot.key.take() {
             if slot.local_open {
                 if !slot.link.local_out.is_empty() {
@@ -136,6 +207,7 @@ impl Shard {
             if !bridges.iter().any(same) {
                 self.bridge_stop(idx, now);
                 self.bridges.slots[idx] = None;
+                figures::remove(&old.name);
                 crate::log_notice!("Bridge {} stopped (reload).", old.name);
             }
         }

@@ -15,7 +15,6 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -23,11 +22,14 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::super::bridge_tls::{client_config, BridgeTls};
+use self::probe::Probe;
+use super::super::bridge_tls::{client_tls, BridgeTls, ClientTls};
+use super::super::socket::connect_from;
 use super::{Conn, Shard};
 use crate::auth::BRIDGE_LISTENER;
 use crate::bridge::{Backoff, Link, Settings};
 use crate::broker::ConnId;
+use crate::codec::ByteStr;
 use crate::config::{BridgeConfig, Config};
 
 /// Bytes read from a bridge socket per event before other connections get their turn.
@@ -35,6 +37,10 @@ const READ_BUDGET: usize = 256 * 1024;
 /// Bytes for the remote the link may hold beyond what the socket took; the rest waits
 /// in the broker's output queue for the local connection (see `bridge_flush`).
 const REMOTE_OUT_MAX: usize = 1024 * 1024;
+
+/// `round_robin false`: probing the primary address from a secondary one.
+#[path = "bridge_probe.rs"]
+mod probe;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -48,6 +54,8 @@ pub(super) enum Phase {
     Priming,
     /// `start_type once` after its connection ended: no new attempt.
     Stopped,
+    /// `start_type lazy`: down until `threshold` messages wait (`bridge_admin.rs`).
+    Waiting,
 }
 
 /// One bridge run by this shard.
@@ -56,6 +64,8 @@ pub(super) struct BridgeSlot {
     pub(super) primed: bool,
     /// Its definition (a reload compares it).
     pub(super) config: BridgeConfig,
+    /// The local session's client id (to ask the broker what it holds).
+    pub(super) local_id: ByteStr,
     pub(super) link: Link,
     pub(super) phase: Phase,
     /// Slab key of the remote socket (and broker id of the local connection).
@@ -75,9 +85,27 @@ pub(super) struct BridgeSlot {
     pub(super) address_text: String,
     /// TLS to the remote (`bridge_cafile` ...): the configuration, and the session of
     /// the current connection.
-    pub(super) tls_config: Option<Arc<rustls::ClientConfig>>,
+    pub(super) tls_config: Option<ClientTls>,
     pub(super) tls: Option<BridgeTls>,
+    /// `round_robin false` on a secondary address: the probe of the primary.
+    pub(super) probe: Option<Probe>,
 }
+
+impl BridgeSlot {
+    /// After a connection ended: the next address on every failure; after a working
+    /// connection only with round_robin (otherwise back to the first).
+    pub(super) fn next_address(&mut self, was_up: bool) {
+        let settings = self.link.settings();
+        if was_up && !settings.round_robin {
+            self.address = 0;
+        } else {
+            self.address = (self.address + 1) % settings.addresses.len().max(1);
+        }
+    }
+}
+
+/// How often a shard pins its bridges' figures for `GET /metrics`.
+const FIGURES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A finished name lookup: bridge index, attempt, result.
 type Resolved = (usize, u64, io::Result<SocketAddr>);
@@ -93,6 +121,8 @@ pub(super) struct Bridges {
     /// `sys_interval` (zero: no `$SYS` figures) and when they are published next.
     sys_interval: std::time::Duration,
     next_sys: Instant,
+    /// When the figures for `GET /metrics` are pinned next ([`FIGURES_INTERVAL`]).
+    next_figures: Instant,
     resolved: (Sender<Resolved>, Receiver<Resolved>),
 }
 
@@ -106,6 +136,7 @@ impl Bridges {
             shards: shards.max(1),
             sys_interval: config.sys_interval,
             next_sys: now + config.sys_interval,
+            next_figures: now,
             resolved: crossbeam_channel::unbounded(),
         };
         for b in &config.bridges {
@@ -130,21 +161,18 @@ impl Bridges {
         let settings = Settings::new(b);
         // Checked when the broker prepared (`handle.rs`): a failure here is a file that
         // changed since; the bridge then stays down, logged.
-        let tls_config = if b.uses_tls() {
-            match client_config(b) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    crate::log_error!("Error: bridge {}: {e}", b.name);
-                    return;
-                }
+        let tls_config = match client_tls(b) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::log_error!("Error: bridge {}: {e}", b.name);
+                return;
             }
-        } else {
-            None
         };
         let primed = settings.local_clean || !settings.topics.iter().any(|t| t.direction != "in");
         let slot = BridgeSlot {
             primed,
             config: b.clone(),
+            local_id: ByteStr::from(settings.local_clientid.clone()),
             backoff: Backoff::new(settings.restart_timeout, now_seed(self.slots.len())),
             link: Link::new(settings, now),
             phase: Phase::Idle(now),
@@ -159,6 +187,7 @@ impl Bridges {
             address_text: String::new(),
             tls_config,
             tls: None,
+            probe: None,
         };
         match self.slots.iter_mut().find(|s| s.is_none()) {
             Some(free) => *free = Some(slot),
@@ -170,21 +199,47 @@ impl Bridges {
         self.slots.get_mut(idx).and_then(Option::as_mut)
     }
 
+    /// A number for a new lookup (attempt or probe).
+    pub(super) fn next_attempt(&mut self) -> u64 {
+        self.attempts += 1;
+        self.attempts
+    }
+
+    /// Where a helper thread sends a finished lookup.
+    pub(super) fn resolved_sender(&self) -> Sender<Resolved> {
+        self.resolved.0.clone()
+    }
+
     /// The next retry or link timer.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         let any = self.slots.iter().any(Option::is_some);
         let sys = (any && !self.sys_interval.is_zero()).then_some(self.next_sys);
+        let figures = any.then_some(self.next_figures);
         self.slots
             .iter()
             .flatten()
             .filter_map(|s| match s.phase {
                 Phase::Idle(at) => Some(at),
-                Phase::Resolving(_) | Phase::Priming | Phase::Stopped => None,
-                Phase::Open => s.link.poll_timeout(),
+                Phase::Resolving(_) | Phase::Priming | Phase::Stopped | Phase::Waiting => None,
+                Phase::Open => s
+                    .link
+                    .poll_timeout()
+                    .into_iter()
+                    .chain(s.probe.as_ref().and_then(Probe::due))
+                    .min(),
             })
             .chain(sys)
+            .chain(figures)
             .min()
     }
+}
+
+/// `host:port` looked up (on a helper thread: this blocks).
+pub(super) fn resolve(address: &str) -> io::Result<SocketAddr> {
+    address.to_socket_addrs().and_then(|mut a| {
+        a.next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+    })
 }
 
 /// A seed for the backoff's jitter (differs per bridge and process).
@@ -208,16 +263,26 @@ impl Shard {
                 .bridges
                 .slot(idx)
                 .is_some_and(|s| s.phase == Phase::Resolving(attempt));
+            let probe = self
+                .bridges
+                .slot(idx)
+                .is_some_and(|s| matches!(s.probe, Some(Probe::Resolving(a)) if a == attempt));
             if current {
                 match result {
                     Ok(addr) => self.bridge_connect(idx, addr, now),
                     Err(e) => self.bridge_failed(idx, &format!("cannot resolve: {e}"), now),
                 }
+            } else if probe {
+                self.bridge_probe_connect(idx, result, now);
             }
         }
         if !self.bridges.sys_interval.is_zero() && self.bridges.next_sys <= now {
             self.bridges.next_sys = now + self.bridges.sys_interval;
             self.bridge_sys(now);
+        }
+        if self.bridges.next_figures <= now {
+            self.bridges.next_figures = now + FIGURES_INTERVAL;
+            self.bridge_pin_figures();
         }
         for idx in 0..self.bridges.slots.len() {
             let Some(slot) = self.bridges.slot(idx) else {
@@ -225,7 +290,11 @@ impl Shard {
             };
             match slot.phase {
                 Phase::Idle(at) if at <= now && !slot.primed => self.bridge_prime(idx, now),
-                Phase::Idle(at) if at <= now => self.bridge_attempt(idx, now),
+                Phase::Idle(at) if at <= now => self.bridge_start_if_due(idx, now),
+                Phase::Waiting => self.bridge_start_if_due(idx, now),
+                Phase::Open if slot.link.idle_deadline().is_some_and(|t| t <= now) => {
+                    self.bridge_idle(idx, now);
+                }
                 Phase::Open if slot.link.poll_timeout().is_some_and(|t| t <= now) => {
                     if let Err(e) = slot.link.on_timeout(now) {
                         self.bridge_failed(idx, &e, now);
@@ -233,17 +302,25 @@ impl Shard {
                         self.bridge_pump(idx, now);
                     }
                 }
+                Phase::Open
+                    if slot
+                        .probe
+                        .as_ref()
+                        .and_then(Probe::due)
+                        .is_some_and(|t| t <= now) =>
+                {
+                    self.bridge_probe_tick(idx, now);
+                }
                 _ => {}
             }
         }
     }
 
     /// Starts a connection attempt to the bridge's current address.
-    fn bridge_attempt(&mut self, idx: usize, now: Instant) {
+    pub(super) fn bridge_attempt(&mut self, idx: usize, now: Instant) {
         let waker = self.waker();
-        let tx = self.bridges.resolved.0.clone();
-        self.bridges.attempts += 1;
-        let attempt = self.bridges.attempts;
+        let tx = self.bridges.resolved_sender();
+        let attempt = self.bridges.next_attempt();
         let Some(slot) = self.bridges.slot(idx) else {
             return;
         };
@@ -265,10 +342,7 @@ impl Shard {
         let spawned = std::thread::Builder::new()
             .name("shardmq-resolve".into())
             .spawn(move || {
-                let result = address.to_socket_addrs().and_then(|mut a| {
-                    a.next()
-                        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
-                });
+                let result = resolve(&address);
                 let _ = tx.send((idx, attempt, result));
                 let _ = waker.wake();
             });
@@ -278,7 +352,13 @@ impl Shard {
     }
 
     fn bridge_connect(&mut self, idx: usize, addr: SocketAddr, now: Instant) {
-        let mut stream = match TcpStream::connect(addr) {
+        let bind = self.bridges.slot(idx).and_then(|s| s.config.bind_address);
+        let connected = match bind {
+            // `bridge_bind_address`: bound first, then the non-blocking connect.
+            Some(local) => connect_from(local, addr).map(TcpStream::from_std),
+            None => TcpStream::connect(addr),
+        };
+        let mut stream = match connected {
             Ok(s) => s,
             Err(e) => return self.bridge_failed(idx, &format!("connect to {addr}: {e}"), now),
         };
@@ -441,6 +521,7 @@ impl Shard {
             self.broker.on_accept(key, peer, BRIDGE_LISTENER, now);
             slot.local_open = true;
             slot.backoff.reset();
+            slot.probe = Probe::arm(slot.link.settings(), slot.address, now);
             crate::log_notice!("Bridge {} connected.", slot.link.name());
         }
         if slot.local_open && !slot.link.local_out.is_empty() {
@@ -558,21 +639,10 @@ impl Shard {
         };
         let was_up = slot.link.is_up();
         // The retained "0" notification, then the local session goes offline.
-        self.bridge_stop(idx, now);
-        let Some(slot) = self.bridges.slot(idx) else {
+        let Some(slot) = self.bridge_end(idx, now) else {
             return;
         };
-        slot.link.reset();
-        slot.rbuf.clear();
-        slot.lbuf.clear();
-        // Next address: on every failure; after a working connection only with
-        // round_robin (otherwise back to the first).
-        let settings = slot.link.settings();
-        if was_up && !settings.round_robin {
-            slot.address = 0;
-        } else {
-            slot.address = (slot.address + 1) % settings.addresses.len().max(1);
-        }
+        slot.next_address(was_up);
         if slot.link.settings().start_once {
             slot.phase = Phase::Stopped;
             return crate::log_warning!(

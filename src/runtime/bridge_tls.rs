@@ -5,7 +5,9 @@
 //! bytes. `bridge_insecure` skips the host name check only: the chain is still verified
 //! against the bridge's CAs.
 //!
-//! It never blocks, never interprets MQTT bytes and never logs key material.
+//! With `bridge_psk` the session is OpenSSL's instead (`bridge_psk.rs`); [`BridgeTls`]
+//! drives either the same way. It never blocks, never interprets MQTT bytes and never
+//! logs key material.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -120,73 +122,131 @@ fn host(address: &str) -> &str {
     h.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// What a bridge's TLS connections are made from: certificates (rustls) or, with
+/// `bridge_psk`, a pre-shared key (OpenSSL, `bridge_psk.rs`).
+#[derive(Clone)]
+pub enum ClientTls {
+    Cert(Arc<ClientConfig>),
+    #[cfg(feature = "psk")]
+    Psk(openssl::ssl::SslContext),
+}
+
+/// The TLS setup of bridge `b`; `None` when it connects in clear.
+pub fn client_tls(b: &BridgeConfig) -> Result<Option<ClientTls>, String> {
+    if b.uses_psk() {
+        #[cfg(feature = "psk")]
+        return super::bridge_psk::context(b).map(|c| Some(ClientTls::Psk(c)));
+        #[cfg(not(feature = "psk"))]
+        return Err("TLS-PSK needs shardmq built with the `psk` feature".into());
+    }
+    if b.uses_tls() {
+        return client_config(b)
+            .map(|c| Some(ClientTls::Cert(c)))
+            .map_err(|e| e.to_string());
+    }
+    Ok(None)
+}
+
 /// One TLS connection to a bridge's remote.
-pub struct BridgeTls {
-    conn: ClientConnection,
+pub enum BridgeTls {
+    Cert(Box<ClientConnection>),
+    #[cfg(feature = "psk")]
+    Psk(Box<super::tls_psk::PskConn>),
 }
 
 impl BridgeTls {
-    pub fn new(config: &Arc<ClientConfig>, address: &str) -> Result<Self, String> {
-        let name = ServerName::try_from(host(address).to_string())
-            .map_err(|e| format!("TLS: bad server name {}: {e}", host(address)))?;
-        let conn = ClientConnection::new(Arc::clone(config), name)
-            .map_err(|e| format!("TLS setup: {e}"))?;
-        Ok(Self { conn })
+    pub fn new(config: &ClientTls, address: &str) -> Result<Self, String> {
+        match config {
+            ClientTls::Cert(config) => {
+                let name = ServerName::try_from(host(address).to_string())
+                    .map_err(|e| format!("TLS: bad server name {}: {e}", host(address)))?;
+                let conn = ClientConnection::new(Arc::clone(config), name)
+                    .map_err(|e| format!("TLS setup: {e}"))?;
+                Ok(Self::Cert(Box::new(conn)))
+            }
+            #[cfg(feature = "psk")]
+            ClientTls::Psk(context) => super::tls_psk::PskConn::new_client(context)
+                .map(|p| Self::Psk(Box::new(p)))
+                .map_err(|e| format!("TLS-PSK setup: {e}")),
+        }
     }
 
     /// Reads what the socket has and decrypts it into `out`. `Ok(true)`: the remote
     /// closed the connection.
     pub fn read(&mut self, stream: &mut TcpStream, out: &mut BytesMut) -> io::Result<bool> {
-        let mut eof = false;
-        loop {
-            match self.conn.read_tls(stream) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            self.process()?;
-        }
-        self.process()?;
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.conn.reader().read(&mut chunk) {
-                Ok(0) => return Ok(true),
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(eof),
-                Err(e) => return Err(e),
-            }
+        match self {
+            Self::Cert(conn) => read_cert(conn, stream, out),
+            #[cfg(feature = "psk")]
+            Self::Psk(p) => super::bridge_psk::read(p, stream, out),
         }
     }
 
-    fn process(&mut self) -> io::Result<()> {
-        self.conn
-            .process_new_packets()
-            .map(|_| ())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))
-    }
-
-    /// Encrypts what rustls' buffer takes of `out` (removed from it) and writes records
+    /// Encrypts what the TLS session takes of `out` (removed from it) and writes records
     /// until the socket is full. `Ok(true)` when everything was written.
     pub fn write(&mut self, stream: &mut TcpStream, out: &mut BytesMut) -> io::Result<bool> {
-        if !out.is_empty() && !self.conn.is_handshaking() {
-            let n = self.conn.writer().write(out)?;
-            let _ = out.split_to(n);
+        match self {
+            Self::Cert(conn) => write_cert(conn, stream, out),
+            #[cfg(feature = "psk")]
+            Self::Psk(p) => super::bridge_psk::write(p, stream, out),
         }
-        while self.conn.wants_write() {
-            match self.conn.write_tls(stream) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out.is_empty())
     }
+}
+
+fn read_cert(
+    conn: &mut ClientConnection,
+    stream: &mut TcpStream,
+    out: &mut BytesMut,
+) -> io::Result<bool> {
+    let mut eof = false;
+    loop {
+        match conn.read_tls(stream) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        process(conn)?;
+    }
+    process(conn)?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match conn.reader().read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(eof),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn process(conn: &mut ClientConnection) -> io::Result<()> {
+    conn.process_new_packets()
+        .map(|_| ())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))
+}
+
+fn write_cert(
+    conn: &mut ClientConnection,
+    stream: &mut TcpStream,
+    out: &mut BytesMut,
+) -> io::Result<bool> {
+    if !out.is_empty() && !conn.is_handshaking() {
+        let n = conn.writer().write(out)?;
+        let _ = out.split_to(n);
+    }
+    while conn.wants_write() {
+        match conn.write_tls(stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out.is_empty())
 }
 
 #[cfg(test)]

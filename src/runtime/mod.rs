@@ -10,6 +10,8 @@
 //! and writes what the broker queued with `writev`.
 
 mod admission;
+#[cfg(feature = "psk")]
+mod bridge_psk; // TLS-PSK to bridges' remotes
 mod bridge_tls; // TLS to bridges' remotes
 mod command;
 mod conn;

@@ -122,8 +122,11 @@ pub fn bound(addr: SocketAddr, opts: &SocketOptions) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
-fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
-    match addr {
+/// `addr` as the sockaddr the kernel takes, and its length.
+fn raw_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data for which all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
@@ -133,14 +136,13 @@ fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
                 },
                 sin_zero: [0; 8],
             };
-            // SAFETY: `sin` is a valid sockaddr_in and its size is passed.
-            check(unsafe {
-                libc::bind(
-                    fd,
-                    std::ptr::addr_of!(sin).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            })?;
+            // SAFETY: sockaddr_storage is larger than and aligned for any sockaddr.
+            unsafe {
+                std::ptr::addr_of_mut!(storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
+            std::mem::size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
@@ -152,17 +154,54 @@ fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
                 },
                 sin6_scope_id: a.scope_id(),
             };
-            // SAFETY: `sin6` is a valid sockaddr_in6 and its size is passed.
-            check(unsafe {
-                libc::bind(
-                    fd,
-                    std::ptr::addr_of!(sin6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            })?;
+            // SAFETY: sockaddr_storage is larger than and aligned for any sockaddr.
+            unsafe {
+                std::ptr::addr_of_mut!(storage)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let (storage, len) = raw_addr(addr);
+    // SAFETY: `storage` holds a valid sockaddr of length `len`.
+    check(unsafe { libc::bind(fd, std::ptr::addr_of!(storage).cast(), len) })?;
+    Ok(())
+}
+
+/// A non-blocking TCP connection to `remote` from a socket bound to `local` (any port)
+/// first, as a bridge's `bridge_bind_address` asks; the connect is under way (or done)
+/// when this returns.
+pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<std::net::TcpStream> {
+    if local.is_ipv4() != remote.is_ipv4() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot reach {remote} from {local} (another address family)"),
+        ));
+    }
+    let opts = SocketOptions {
+        nodelay: true,
+        ..SocketOptions::default()
+    };
+    let fd = bound(SocketAddr::new(local, 0), &opts)?;
+    // SAFETY: F_GETFL / F_SETFL on a descriptor we own.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    let (storage, len) = raw_addr(remote);
+    // SAFETY: `storage` holds a valid sockaddr of length `len`.
+    let ret = unsafe { libc::connect(fd.as_raw_fd(), std::ptr::addr_of!(storage).cast(), len) };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
         }
     }
-    Ok(())
+    Ok(std::net::TcpStream::from(fd))
 }
 
 /// Turns a bound socket into a listening one.

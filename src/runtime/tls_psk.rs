@@ -136,6 +136,39 @@ pub fn context(tls: &TlsConfig, port: u16) -> Result<SslContext, TlsError> {
     Ok(b.build())
 }
 
+/// The OpenSSL context of a bridge's TLS-PSK connections (`bridge_identity`,
+/// `bridge_psk` as hex, `bridge_tls_version` as the minimum), as Mosquitto's bridge
+/// sets its client up.
+pub fn client_context(
+    identity: &str,
+    key: Vec<u8>,
+    tls_version: Option<&str>,
+) -> Result<SslContext, String> {
+    let ssl = |e: openssl::error::ErrorStack| format!("OpenSSL: {e}");
+    let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(ssl)?;
+    let min = match tls_version {
+        Some("tlsv1.3") => SslVersion::TLS1_3,
+        Some("tlsv1.1") => SslVersion::TLS1_1,
+        None | Some("tlsv1.2") => SslVersion::TLS1_2,
+        Some(other) => return Err(format!("unsupported bridge_tls_version {other}")),
+    };
+    b.set_min_proto_version(Some(min)).map_err(ssl)?;
+    b.set_options(SslOptions::NO_COMPRESSION | SslOptions::NO_RENEGOTIATION);
+    b.set_cipher_list(DEFAULT_CIPHERS).map_err(ssl)?;
+    let identity =
+        std::ffi::CString::new(identity).map_err(|_| "bridge_identity contains NUL".to_string())?;
+    b.set_psk_client_callback(move |_ssl, _hint, identity_out, psk_out| {
+        let id = identity.as_bytes_with_nul();
+        if id.len() > identity_out.len() || key.len() > psk_out.len() {
+            return Ok(0); // does not fit: the handshake fails
+        }
+        identity_out[..id.len()].copy_from_slice(id);
+        psk_out[..key.len()].copy_from_slice(&key);
+        Ok(key.len())
+    });
+    Ok(b.build())
+}
+
 /// Ciphertext in both directions, for OpenSSL to read from and write to.
 #[derive(Default)]
 struct MemIo {
@@ -186,8 +219,21 @@ fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error 
 
 impl PskConn {
     pub fn new(context: &SslContext) -> io::Result<Self> {
+        Self::with_role(context, false)
+    }
+
+    /// The client side (a bridge to a TLS-PSK remote).
+    pub fn new_client(context: &SslContext) -> io::Result<Self> {
+        Self::with_role(context, true)
+    }
+
+    fn with_role(context: &SslContext, client: bool) -> io::Result<Self> {
         let mut ssl = Ssl::new(context).map_err(io::Error::other)?;
-        ssl.set_accept_state();
+        if client {
+            ssl.set_connect_state();
+        } else {
+            ssl.set_accept_state();
+        }
         Ok(Self {
             tls: SslStream::new(ssl, MemIo::default()).map_err(io::Error::other)?,
             handshaking: true,

@@ -3,6 +3,7 @@
 //! TCP client for byte-exact protocol checks, and the mosquitto_pub/sub skip rule.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bridge;
 pub mod console;
 pub mod persist;
 
