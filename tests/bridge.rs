@@ -493,6 +493,30 @@ fn messages_published_before_the_remote_was_ever_reached_wait_for_it() {
 }
 
 #[test]
+fn messages_published_right_after_the_start_are_forwarded() {
+    // No waiting for the bridge: the edge accepts clients only once the bridge's local
+    // session and its `out` subscription exist on every shard, so a message published
+    // by the first client cannot find no subscriber.
+    let central = BrokerProc::start("");
+    let opts = offline_collector(central.port, "early/#");
+    let edge = BrokerProc::start(&format!(
+        "threads 2\nconnection up\naddress 127.0.0.1:{}\nremote_clientid edge1\n\
+         restart_timeout 1\ntopic early/# out 1\n",
+        central.port
+    ));
+    const N: usize = 20;
+    for p in 0..2 {
+        let publisher = V4::connect(&format!("early-publisher-{p}"), edge.port);
+        for i in 0..N {
+            publisher.publish("early/x", QoS::AtLeastOnce, false, format!("{p}-{i}"));
+        }
+        assert!((0..N).all(|_| puback(&publisher)));
+    }
+    let seen = collect(opts, 2 * N);
+    assert_eq!(seen.len(), 2 * N, "arrived: {seen:?}");
+}
+
+#[test]
 fn start_type_once_does_not_retry() {
     let dead = free_port();
     let edge = edge(dead, "start_type once\ntopic o/# out 0\n");

@@ -100,6 +100,10 @@ impl Rate {
     }
 }
 
+/// How long the listeners may wait at start for the bridges' local sessions (a bridge
+/// that cannot create its session in that time must not keep every client out).
+pub const PRIMING_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The connection limits of one broker, shared by its shards.
 #[derive(Debug)]
 pub struct Admission {
@@ -107,6 +111,10 @@ pub struct Admission {
     listeners: Box<[(Counter, Option<Rate>)]>,
     /// Time origin of the rate limiters.
     base: Instant,
+    /// Bridges (on any shard) whose local session and `out` subscriptions do not exist
+    /// yet: no shard accepts clients until they do (or [`PRIMING_LIMIT`] passed), so a
+    /// message published right after the start cannot miss a bridge's subscription.
+    priming: AtomicUsize,
 }
 
 impl Admission {
@@ -125,7 +133,34 @@ impl Admission {
                 })
                 .collect(),
             base: now,
+            priming: AtomicUsize::new(0),
         }
+    }
+
+    /// `n` more bridges must create their local session before clients are accepted
+    /// (called while the shards are built, before any runs).
+    pub fn hold_for_bridges(&self, n: usize) {
+        self.priming.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// One of the bridges counted by [`Admission::hold_for_bridges`] has its session.
+    pub fn bridge_primed(&self) {
+        let _ = self
+            .priming
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Whether shards may accept clients: every counted bridge has its session, or
+    /// [`PRIMING_LIMIT`] passed since the start (then the bridges that still have none
+    /// are logged by the caller).
+    pub fn accepting(&self, now: Instant) -> bool {
+        self.priming.load(Ordering::Acquire) == 0
+            || now.saturating_duration_since(self.base) >= PRIMING_LIMIT
+    }
+
+    /// How many counted bridges still have no local session.
+    pub fn bridges_priming(&self) -> usize {
+        self.priming.load(Ordering::Acquire)
     }
 
     /// Counts a new connection on `listener` (index in the config), or says why it must

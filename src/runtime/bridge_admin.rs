@@ -63,6 +63,9 @@ impl Shard {
             return;
         };
         slot.primed = true;
+        if std::mem::take(&mut slot.gated) {
+            self.admission.bridge_primed();
+        }
         slot.link.reset();
         slot.lbuf.clear();
         slot.phase = Phase::Idle(now);

@@ -62,6 +62,9 @@ pub(super) enum Phase {
 pub(super) struct BridgeSlot {
     /// The local session exists (or needs no priming: clean, or no `out` line).
     pub(super) primed: bool,
+    /// Counted at start in [`super::admission::Admission::hold_for_bridges`]: clients are
+    /// accepted once every such bridge is primed.
+    pub(super) gated: bool,
     /// Its definition (a reload compares it).
     pub(super) config: BridgeConfig,
     /// The local session's client id (to ask the broker what it holds).
@@ -127,6 +130,19 @@ pub(super) struct Bridges {
 }
 
 impl Bridges {
+    /// At start: marks the bridges that must create their local session before clients
+    /// are accepted, and says how many.
+    pub(super) fn gate_unprimed(&mut self) -> usize {
+        let mut n = 0;
+        for slot in self.slots.iter_mut().flatten() {
+            if !slot.primed {
+                slot.gated = true;
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// The bridges of `config` this shard runs (see [`Bridges::owns`]).
     pub(super) fn new(config: &Config, shard: usize, shards: usize, now: Instant) -> Self {
         let mut this = Self {
@@ -171,6 +187,7 @@ impl Bridges {
         let primed = settings.local_clean || !settings.topics.iter().any(|t| t.direction != "in");
         let slot = BridgeSlot {
             primed,
+            gated: false,
             config: b.clone(),
             local_id: ByteStr::from(settings.local_clientid.clone()),
             backoff: Backoff::new(settings.restart_timeout, now_seed(self.slots.len())),

@@ -20,7 +20,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::admission::Admission;
+use super::admission::{Admission, PRIMING_LIMIT};
 use super::command::Command;
 use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::listener::Bound;
@@ -45,6 +45,9 @@ const EVENTS_CAPACITY: usize = 1024;
 const DRAIN_BUDGET: usize = 4096;
 /// How long to sleep while a peer's ring is full (it does not wake us when it drains).
 const BACKLOG_RETRY: Duration = Duration::from_micros(500);
+/// How often a shard looks whether clients may be accepted, just after the start (see
+/// `Shard::open_accepting`).
+const START_GATE_POLL: Duration = Duration::from_millis(5);
 /// Read buffers kept for reuse per shard.
 const RBUF_POOL: usize = 256;
 /// Connections preallocated per shard when `max_connections` is unlimited.
@@ -78,6 +81,9 @@ pub struct Shard {
     admission: Arc<Admission>,
     /// Per listener: accepting is paused until then (descriptors or memory ran out).
     accept_paused: Vec<Option<Instant>>,
+    /// Clients are accepted: the bridges' local sessions exist (or waited long enough;
+    /// see [`Admission::accepting`]). False only just after the start.
+    accepting: bool,
     /// Persistence (None when off): flushed before any output or mail leaves; while it
     /// holds (the log cannot be written), no output or mail leaves at all.
     persist: Option<Persister>,
@@ -113,7 +119,8 @@ impl Shard {
         let capacity = max_conns.unwrap_or(DEFAULT_CONNS_PER_SHARD).min(65_536);
         let broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
         let accept_paused = vec![None; listeners.len()];
-        let bridges = bridge_link::Bridges::new(config, id, shards, Instant::now());
+        let mut bridges = bridge_link::Bridges::new(config, id, shards, Instant::now());
+        admission.hold_for_bridges(bridges.gate_unprimed());
         Ok(Self {
             id,
             outbox,
@@ -131,6 +138,7 @@ impl Shard {
             rbuf_pool: Vec::new(),
             admission,
             accept_paused,
+            accepting: false,
             persist: None,
             bridges,
             bridge_pending: Vec::new(),
@@ -263,6 +271,7 @@ impl Shard {
                 }
             }
             self.retry_pending_reads(now);
+            self.open_accepting(now);
             self.retry_paused_accepts(now);
             crate::log::flush_suppressed(now);
             if self.broker.poll_timeout().is_some_and(|t| t <= now) {
@@ -312,6 +321,9 @@ impl Shard {
             self.accept_paused.iter().flatten().min().copied(),
             crate::log::next_summary(),
             self.bridges.poll_timeout(),
+            // Just after the start, until the bridges' sessions exist (another shard's
+            // bridge may open the gate: look again soon).
+            (!self.accepting).then(|| now + START_GATE_POLL),
         ]
         .into_iter()
         .flatten()
@@ -392,8 +404,8 @@ impl Shard {
     /// neither spins on the error nor leaves queued connections waiting for an event that
     /// will not come.
     fn accept(&mut self, index: usize, now: Instant) {
-        if self.accept_paused.get(index).is_some_and(Option::is_some) {
-            return; // the retry takes the backlog
+        if !self.accepting || self.accept_paused.get(index).is_some_and(Option::is_some) {
+            return; // the retry (or `open_accepting`) takes the backlog
         }
         loop {
             let Some(listener) = self.listeners.get(index) else {
@@ -540,6 +552,29 @@ impl Shard {
                 }
             }
             ReadOutcome::Closed => self.closed_by_peer(conn, now),
+        }
+    }
+
+    /// Just after the start: once the bridges' local sessions exist (their `out`
+    /// subscriptions are then known to every shard), takes the clients that waited in
+    /// the listeners' backlogs. After [`PRIMING_LIMIT`] it accepts anyway and says which
+    /// bridges were not ready.
+    fn open_accepting(&mut self, now: Instant) {
+        if self.accepting || !self.admission.accepting(now) {
+            return;
+        }
+        self.accepting = true;
+        let waiting = self.admission.bridges_priming();
+        if waiting > 0 && self.id == 0 {
+            crate::log_warning!(
+                "Warning: {waiting} bridge(s) could not create their local session within {} s; \
+                 accepting clients anyway (messages for their out topics published before \
+                 that are not forwarded).",
+                PRIMING_LIMIT.as_secs()
+            );
+        }
+        for index in 0..self.listeners.len() {
+            self.accept(index, now);
         }
     }
 
