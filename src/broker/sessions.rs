@@ -308,3 +308,21 @@ impl Sessions {
         })
     }
 }
+
+#[cfg(test)]
+mod sizes {
+    use std::mem::size_of;
+
+    use super::Slot;
+
+    #[test]
+    fn print_sizes() {
+        eprintln!("Slot {}", size_of::<Slot>());
+        eprintln!("Session {}", size_of::<crate::session::Session>());
+        eprintln!("slab entry {}", size_of::<slab::Slab<Slot>>());
+        eprintln!("Conn {}", size_of::<Option<super::super::connections::Conn>>());
+        eprintln!("OutQueue {}", size_of::<crate::broker::OutQueue>());
+        eprintln!("Timer {}", size_of::<super::super::timers::Timer>());
+        eprintln!("Limits {}", size_of::<crate::session::Limits>());
+    }
+}
