@@ -68,7 +68,7 @@ impl Broker {
             publish: &publish,
             from: Provenance {
                 client_id: slot.session.client_id(),
-                username: slot.username.as_ref(),
+                username: slot.username.as_deref(),
                 listener: slot.listener,
                 peer: c.peer,
                 protocol_level: protocol_level(slot.session.version()),

@@ -15,7 +15,7 @@ mod message;
 mod outbound;
 
 use std::collections::VecDeque;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::codec::{
@@ -147,10 +147,6 @@ struct LinkExtras {
 }
 
 impl Link {
-    fn will(&self) -> Option<&Will> {
-        self.extras.as_ref().and_then(|e| e.will.as_ref())
-    }
-
     /// The extras, created on first use; `alias_max` is our Topic Alias Maximum for
     /// this connection (0 for 3.1.1).
     fn extras_mut(&mut self, alias_max: u16) -> &mut LinkExtras {
@@ -200,15 +196,17 @@ pub struct Session {
     traffic: Option<Box<Traffic>>,
     link: Option<Link>,
     transmits: VecDeque<Transmit>,
-    limits: Limits,
+    /// Shared by every session of a shard (the same config): 8 bytes, not 32.
+    limits: Arc<Limits>,
     /// A will waiting for its v5 Will Delay Interval.
-    pub pending_will: Option<(Instant, Box<Will>)>,
+    /// Boxed with its time: 8 bytes in every session, most of which never have one.
+    pub pending_will: Option<Box<(Instant, Will)>>,
     /// When this offline session expires.
     pub expires_at: Option<Instant>,
 }
 
 impl Session {
-    pub fn new(client_id: ByteStr, uid: u64, limits: Limits) -> Self {
+    pub fn new(client_id: ByteStr, uid: u64, limits: Arc<Limits>) -> Self {
         Self {
             client_id,
             uid,
@@ -301,7 +299,7 @@ impl Session {
             .and_then(OutboundAliases::new);
         if will.is_some() || auth_method.is_some() || outbound_aliases.is_some() {
             let extras = link.extras_mut(self.alias_max());
-            extras.will = will.as_ref().map(Will::compact);
+            extras.will = will.map(|w| w.compact());
             extras.auth_method = auth_method;
             extras.outbound_aliases = outbound_aliases;
         }
@@ -533,7 +531,10 @@ impl Session {
     /// Adds or replaces a subscription; returns the previous one [MQTT-3.8.4-3].
     /// `filter` is compacted (see [`ByteStr::compact`]): it lives as long as the session.
     pub fn subscribe(&mut self, filter: &ByteStr, sub: Subscription) -> Option<Subscription> {
-        self.traffic_mut().0.subscriptions.insert(filter.compact(), sub)
+        self.traffic_mut()
+            .0
+            .subscriptions
+            .insert(filter.compact(), sub)
     }
 
     pub fn unsubscribe(&mut self, filter: &ByteStr) -> Option<Subscription> {
