@@ -373,7 +373,9 @@ mod tests {
     #[test]
     fn a_connection_entry_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 72, "runtime Conn is {size} bytes");
+        // mio's TcpStream carries a selector id in debug builds only (16 bytes, not 4).
+        let limit = if cfg!(debug_assertions) { 88 } else { 72 };
+        assert!(size <= limit, "runtime Conn is {size} bytes");
     }
 
     #[test]
