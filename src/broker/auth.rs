@@ -214,7 +214,7 @@ impl Broker {
         let same = self
             .sessions
             .get(key)
-            .is_some_and(|s| s.username.as_ref().map(ByteStr::as_str) == Some(username));
+            .is_some_and(|s| s.username.as_deref().map(ByteStr::as_str) == Some(username));
         if !same {
             crate::log_notice!(
                 "Client re-authenticated as another user on connection {conn}, disconnecting."

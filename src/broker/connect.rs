@@ -294,7 +294,7 @@ impl Broker {
         let use_identity = self.config.uses_identity_as_username(listener);
         if use_identity {
             // Without a verified certificate identity the client is anonymous.
-            connect.username = identity.clone().map(ByteStr::from);
+            connect.username = identity.clone().map(|i| ByteStr::from(String::from(i)));
             connect.password = None;
         }
         let security = Arc::clone(&self.security);
@@ -443,7 +443,7 @@ impl Broker {
                     self.end_session(key, now); // [MQTT-3.1.2-6]
                 }
                 let uid = self.uid();
-                let session = Session::new(client_id.clone(), uid, self.limits);
+                let session = Session::new(client_id.clone(), uid, Arc::clone(&self.limits));
                 if let Some(stub) = self.sessions.key_of(&client_id) {
                     self.end_session(stub, now);
                 }
@@ -459,7 +459,7 @@ impl Broker {
         slot.conn = Some(conn);
         slot.claim = conn_uid;
         slot.listener = listener;
-        slot.username = connect.username.as_ref().map(ByteStr::compact);
+        slot.username = connect.username.as_ref().map(|u| Box::new(u.compact()));
         slot.security = security.has_acl().then(|| {
             Box::new(ClientSecurity::new(
                 &security,

@@ -47,7 +47,7 @@ pub(super) struct Conn {
     pub(super) state: ConnState,
     pub(super) version: ProtocolVersion,
     /// Verified TLS client-certificate identity (for `use_identity_as_username`).
-    pub(super) identity: Option<String>,
+    pub(super) identity: Option<Box<str>>,
     /// CONNECT had Mosquitto's bridge bit (`bridge_member.rs`).
     pub(super) bridge: bool,
     out: OutQueue,

@@ -33,7 +33,7 @@ pub(super) const fn protocol_level(v: ProtocolVersion) -> u8 {
 pub(super) fn provenance(slot: &Slot, peer: std::net::SocketAddr) -> Provenance<'_> {
     Provenance {
         client_id: slot.session.client_id(),
-        username: slot.username.as_ref(),
+        username: slot.username.as_deref(),
         listener: slot.listener,
         peer,
         protocol_level: protocol_level(slot.session.version()),

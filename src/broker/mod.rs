@@ -120,7 +120,8 @@ const MQTT_MAX_PACKET: u32 = 268_435_460;
 #[derive(Debug)]
 pub struct Broker {
     config: Arc<Config>,
-    limits: Limits,
+    /// Shared by the shard's sessions.
+    limits: Arc<Limits>,
     max_packet_in: u32,
     /// Password and ACL rules (replaced whole on reload).
     security: Arc<Security>,
@@ -161,7 +162,7 @@ impl Broker {
     /// stay unique across shards).
     pub fn new_shard(config: Arc<Config>, shard: ShardId, shards: usize, now: Instant) -> Self {
         let shards = shards.clamp(1, MAX_SHARDS);
-        let mut timers = Timers::default();
+        let mut timers = Timers::new(now);
         if !config.sys_interval.is_zero() {
             timers.push(now, Timer::Sys);
         }
@@ -173,7 +174,7 @@ impl Broker {
         let mut stats = Stats::new(now);
         stats.update_load(now);
         Self {
-            limits: Limits::from_config(&config),
+            limits: Arc::new(Limits::from_config(&config)),
             max_packet_in,
             security: Arc::new(Security::open(&config)),
             stats,
@@ -209,7 +210,7 @@ impl Broker {
                 slot.security = Some(Box::new(ClientSecurity::new(
                     &security,
                     slot.listener,
-                    slot.username.as_ref().map(ByteStr::as_str),
+                    slot.username.as_deref().map(ByteStr::as_str),
                     slot.session.client_id().as_str(),
                 )));
             }
@@ -227,7 +228,7 @@ impl Broker {
     /// (before any MQTT bytes of that connection are fed in).
     pub fn set_identity(&mut self, conn: ConnId, identity: Option<String>) {
         if let Some(c) = self.conns.get_mut(conn) {
-            c.identity = identity;
+            c.identity = identity.map(String::into_boxed_str);
         }
     }
 

@@ -121,7 +121,7 @@ impl Broker {
         let slot = self.sessions.get(key)?;
         Some(Arc::new(RetainSource {
             client_id: slot.session.client_id().clone(),
-            username: slot.username.clone(),
+            username: slot.username.as_deref().cloned(),
             listener: slot.listener,
         }))
     }

@@ -349,7 +349,7 @@ impl Broker {
             self.persist.events.push(Record::SessionUser {
                 client_id: s.client_id().clone(),
                 listener: conn.map_or(0, |c| u32::try_from(c.listener).unwrap_or(u32::MAX)),
-                username: slot.username.clone(),
+                username: slot.username.as_deref().cloned(),
                 identity: conn.and_then(|c| c.identity.as_deref()).map(ByteStr::from),
             });
             self.persist.dirty.push((key, s.uid()));
@@ -376,11 +376,11 @@ impl Broker {
             at: self.persist.unix_ms(now),
             expiry: expiry_secs(s.expiry()),
         });
-        if let Some((at, will)) = &s.pending_will {
+        if let Some((at, will)) = s.pending_will.as_deref() {
             self.persist.events.push(Record::Will {
                 client_id,
                 at: self.persist.unix_ms(*at),
-                will: (**will).clone(),
+                will: will.clone(),
             });
         }
     }

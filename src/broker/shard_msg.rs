@@ -248,7 +248,7 @@ impl Broker {
     /// subscriptions in its place.
     fn move_out(&mut self, key: usize, to: ShardId) -> Option<MovedSession> {
         let floor = self.cross.watermarks();
-        let moved = self.sessions.move_out(key, to, self.limits, floor)?;
+        let moved = self.sessions.move_out(key, to, &self.limits, floor)?;
         let client_id = moved.session.client_id();
         self.persist.moved_out(client_id); // the new shard records it now
         crate::log_notice!(
@@ -388,7 +388,7 @@ impl Broker {
         // Checked as its user while offline; `finish_connect` sets all three again when
         // its client connects.
         slot.security = security;
-        slot.username = username;
+        slot.username = username.map(Box::new);
         slot.listener = listener;
         slot.forward = Some(Box::new(Handoff::arrived(floor)));
         let key = self.sessions.add(slot);

@@ -43,7 +43,7 @@ impl Shard {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let mut conn = Conn::new(mio::net::TcpStream::from_std(placeholder), BRIDGE_LISTENER);
-        conn.bridge = Some(idx);
+        conn.bridge = Some(idx as u32);
         entry.insert(conn);
         let Some(slot) = self.bridges.slot(idx) else {
             return;

@@ -270,7 +270,10 @@ fn now_seed(i: usize) -> u64 {
 impl Shard {
     /// The bridge whose remote socket is `key`.
     pub(super) fn bridge_of(&self, key: ConnId) -> Option<usize> {
-        self.conns.get(key).and_then(|c| c.bridge)
+        self.conns
+            .get(key)
+            .and_then(|c| c.bridge)
+            .map(|b| b as usize)
     }
 
     /// Retries that came due, finished lookups, link timers.
@@ -401,7 +404,7 @@ impl Shard {
             return self.bridge_failed(idx, &format!("cannot register socket: {e}"), now);
         }
         let mut conn = Conn::new(stream, BRIDGE_LISTENER);
-        conn.bridge = Some(idx);
+        conn.bridge = Some(idx as u32);
         conn.writable = true;
         entry.insert(conn);
         if let Some(slot) = self.bridges.slot(idx) {

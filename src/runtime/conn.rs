@@ -203,8 +203,9 @@ pub struct Conn {
     pub writable: bool,
     /// Data may still be readable (budget ran out or the broker paused reading).
     pub read_pending: bool,
-    /// Index of the listener that accepted it (for per-listener limits).
-    pub listener: usize,
+    /// Index of the listener that accepted it (for per-listener limits); 32 bits, like
+    /// `bridge`, so that an idle connection's entry stays small (issue 14).
+    pub listener: u32,
     /// TLS state on a TLS listener.
     pub tls: Option<Box<TlsConn>>,
     /// The last plain read filled less than the space offered: the socket was empty at
@@ -217,7 +218,7 @@ pub struct Conn {
     /// `rbuf` holds a compacted partial frame and nothing was read since.
     partial_compacted: bool,
     /// This is the remote socket of bridge N (`bridge_link.rs`), not a client.
-    pub bridge: Option<usize>,
+    pub bridge: Option<u32>,
     /// WebSocket state on a websockets listener (between the socket, or TLS, and the
     /// MQTT bytes in `rbuf`).
     pub ws: Option<Box<WsConn>>,
@@ -239,7 +240,8 @@ impl Conn {
             rbuf: BytesMut::new(),
             writable: false,
             read_pending: false,
-            listener,
+            // A shard has a handful of listeners (config lines).
+            listener: listener as u32,
             tls: None,
             last_read_short: false,
             peer_closed: false,
@@ -364,6 +366,16 @@ mod tests {
             rbuf.capacity()
         );
         assert!(!rbuf.try_reclaim(1024));
+    }
+
+    /// One per connection, idle or not (issue 14): the read buffer is empty while idle,
+    /// TLS and WebSocket state are boxed, listener and bridge indexes are 32 bits.
+    #[test]
+    fn a_connection_entry_stays_small() {
+        let size = std::mem::size_of::<super::Conn>();
+        // mio's TcpStream carries a selector id in debug builds only (16 bytes, not 4).
+        let limit = if cfg!(debug_assertions) { 88 } else { 72 };
+        assert!(size <= limit, "runtime Conn is {size} bytes");
     }
 
     #[test]

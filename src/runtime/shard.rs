@@ -678,7 +678,7 @@ impl Shard {
     /// The peer went away (EOF or socket error).
     fn closed_by_peer(&mut self, conn: ConnId, now: Instant) {
         if let Some(mut c) = self.conns.try_remove(conn) {
-            self.admission.release(c.listener);
+            self.admission.release(c.listener as usize);
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.broker.on_closed(conn, now);
         }
@@ -692,7 +692,7 @@ impl Shard {
         let Some(mut c) = self.conns.try_remove(conn) else {
             return;
         };
-        self.admission.release(c.listener);
+        self.admission.release(c.listener as usize);
         if let Some(out) = self.broker.output(conn) {
             let _ = c.flush(out);
             if let Some(ws) = c.ws.as_deref_mut() {

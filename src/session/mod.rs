@@ -15,6 +15,7 @@ mod message;
 mod outbound;
 
 use std::collections::VecDeque;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::codec::{
@@ -112,29 +113,69 @@ pub enum Delivery {
     Dropped,
 }
 
-/// The live connection of a session.
+/// The live connection of a session: what every connection needs inline, the rest in
+/// [`LinkExtras`] (an idle connection's memory is mostly its session; issue 14).
 #[derive(Debug)]
 struct Link {
-    keep_alive: Duration,
     last_packet: Instant,
     /// The last PUBACK / PUBREC / PUBCOMP that moved an outbound message on (or the
     /// CONNECT): how the broker tells a slow subscriber from a stuck one.
     last_ack: Instant,
-    /// Boxed: a `Will` is ~470 bytes (its properties), and most clients have none; an idle
-    /// connection's memory is mostly its session.
-    will: Option<Box<Will>>,
+    /// Keep alive of the CONNECT, seconds (0: none); MQTT's field is 16 bits.
+    keep_alive: u16,
     /// v5 Receive Maximum of the client (65535 for 3.1.1).
     client_receive_maximum: u16,
     /// v5 Maximum Packet Size of the client (`u32::MAX` when absent).
     client_max_packet_size: u32,
-    /// Topic aliases the client set on this connection.
-    inbound_aliases: InboundAliases,
+    /// Will, enhanced authentication and topic aliases: `None` while the client uses
+    /// none of them (most do not).
+    extras: Option<Box<LinkExtras>>,
+}
+
+/// The parts of a [`Link`] most connections never use.
+#[derive(Debug)]
+struct LinkExtras {
+    /// A `Will` is ~470 bytes (its properties).
+    will: Option<Will>,
     /// The enhanced authentication method of the CONNECT (re-authentication uses it).
     auth_method: Option<ByteStr>,
+    /// Topic aliases the client set on this connection (created by the first PUBLISH
+    /// with an alias).
+    inbound_aliases: InboundAliases,
     /// Topic aliases we assign on this connection (`None`: the client takes none).
-    /// Boxed: most clients take none.
-    outbound_aliases: Option<Box<OutboundAliases>>,
+    outbound_aliases: Option<OutboundAliases>,
 }
+
+impl Link {
+    /// The extras, created on first use; `alias_max` is our Topic Alias Maximum for
+    /// this connection (0 for 3.1.1).
+    fn extras_mut(&mut self, alias_max: u16) -> &mut LinkExtras {
+        self.extras.get_or_insert_with(|| {
+            Box::new(LinkExtras {
+                will: None,
+                auth_method: None,
+                inbound_aliases: InboundAliases::new(alias_max),
+                outbound_aliases: None,
+            })
+        })
+    }
+}
+
+/// The session state that grows with traffic: subscriptions, the outbound window and
+/// queue, inbound QoS 2 ids. Boxed in [`Session`] and created on first use, so an idle
+/// connection that never subscribes nor exchanges QoS 1/2 costs 8 bytes for it, not
+/// ~170 (issue 14; `broker/sessions.rs` pins the sizes).
+#[derive(Debug, Default)]
+struct Traffic {
+    /// Keyed by client-chosen filters: seeded hashing (HashDoS).
+    subscriptions: crate::hash::Map<ByteStr, Subscription>,
+    outbound: Outbound,
+    /// Inbound QoS 2 packet ids received and not yet released by PUBREL.
+    inbound_qos2: Vec<PacketId>,
+}
+
+/// What a session without [`Traffic`] reads: no subscriptions, nothing queued.
+static NO_TRAFFIC: LazyLock<Traffic> = LazyLock::new(Traffic::default);
 
 /// A client's session.
 ///
@@ -151,30 +192,27 @@ pub struct Session {
     uid: u64,
     version: ProtocolVersion,
     expiry: SessionExpiry,
-    /// Keyed by client-chosen filters: seeded hashing (HashDoS).
-    subscriptions: crate::hash::Map<ByteStr, Subscription>,
-    outbound: Outbound,
-    /// Inbound QoS 2 packet ids received and not yet released by PUBREL.
-    inbound_qos2: Vec<PacketId>,
+    /// `None` until the session first subscribes or exchanges QoS 1/2 messages.
+    traffic: Option<Box<Traffic>>,
     link: Option<Link>,
     transmits: VecDeque<Transmit>,
-    limits: Limits,
+    /// Shared by every session of a shard (the same config): 8 bytes, not 32.
+    limits: Arc<Limits>,
     /// A will waiting for its v5 Will Delay Interval.
-    pub pending_will: Option<(Instant, Box<Will>)>,
+    /// Boxed with its time: 8 bytes in every session, most of which never have one.
+    pub pending_will: Option<Box<(Instant, Will)>>,
     /// When this offline session expires.
     pub expires_at: Option<Instant>,
 }
 
 impl Session {
-    pub fn new(client_id: ByteStr, uid: u64, limits: Limits) -> Self {
+    pub fn new(client_id: ByteStr, uid: u64, limits: Arc<Limits>) -> Self {
         Self {
             client_id,
             uid,
             version: ProtocolVersion::V311,
             expiry: SessionExpiry::After(Duration::ZERO),
-            subscriptions: crate::hash::Map::default(),
-            outbound: Outbound::with_max_inflight_bytes(limits.max_inflight_bytes),
-            inbound_qos2: Vec::new(),
+            traffic: None,
             link: None,
             transmits: VecDeque::new(),
             limits,
@@ -202,9 +240,24 @@ impl Session {
 
     /// The keep alive the connected client asked for, seconds (0: none or offline).
     pub fn keep_alive_secs(&self) -> u16 {
-        self.link.as_ref().map_or(0, |l| {
-            u16::try_from(l.keep_alive.as_secs()).unwrap_or(u16::MAX)
-        })
+        self.link.as_ref().map_or(0, |l| l.keep_alive)
+    }
+
+    /// The traffic state (an empty one until created).
+    fn traffic(&self) -> &Traffic {
+        self.traffic.as_deref().unwrap_or(&NO_TRAFFIC)
+    }
+
+    /// The traffic state, created on first use, and the transmit queue.
+    fn traffic_mut(&mut self) -> (&mut Traffic, &mut VecDeque<Transmit>) {
+        let max_inflight_bytes = self.limits.max_inflight_bytes;
+        let traffic = self.traffic.get_or_insert_with(|| {
+            Box::new(Traffic {
+                outbound: Outbound::with_max_inflight_bytes(max_inflight_bytes),
+                ..Traffic::default()
+            })
+        });
+        (traffic, &mut self.transmits)
     }
 
     pub const fn is_connected(&self) -> bool {
@@ -225,36 +278,48 @@ impl Session {
         self.expiry = accepted.expiry;
         self.pending_will = None;
         self.expires_at = None;
-        self.link = Some(Link {
-            keep_alive: Duration::from_secs(u64::from(accepted.keep_alive)),
+        // New tables for every connection [MQTT-3.3.2-7].
+        let mut link = Link {
             last_packet: now,
             last_ack: now,
-            will: will.map(|w| Box::new(w.compact())),
+            keep_alive: accepted.keep_alive,
             client_receive_maximum: connect
                 .properties
                 .receive_maximum
                 .unwrap_or(u16::MAX)
                 .max(1),
             client_max_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
-            auth_method: accepted.auth.as_ref().map(|a| a.method.clone()),
-            // New tables for every connection [MQTT-3.3.2-7].
-            inbound_aliases: InboundAliases::new(if connect.protocol.is_v5() {
-                self.limits.max_topic_alias
-            } else {
-                0
-            }),
-            outbound_aliases: connect
-                .protocol
-                .is_v5()
-                .then(|| connect.properties.topic_alias_maximum.unwrap_or(0))
-                .and_then(OutboundAliases::new)
-                .map(Box::new),
-        });
+            extras: None,
+        };
+        let auth_method = accepted.auth.as_ref().map(|a| a.method.clone());
+        let outbound_aliases = connect
+            .protocol
+            .is_v5()
+            .then(|| connect.properties.topic_alias_maximum.unwrap_or(0))
+            .and_then(OutboundAliases::new);
+        if will.is_some() || auth_method.is_some() || outbound_aliases.is_some() {
+            let extras = link.extras_mut(self.alias_max());
+            extras.will = will.map(|w| w.compact());
+            extras.auth_method = auth_method;
+            extras.outbound_aliases = outbound_aliases;
+        }
+        self.link = Some(link);
+    }
+
+    /// Our Topic Alias Maximum for the connection: aliases are v5 only.
+    fn alias_max(&self) -> u16 {
+        if self.version.is_v5() {
+            self.limits.max_topic_alias
+        } else {
+            0
+        }
     }
 
     /// Queues the resend of the inflight window and the queue, after the CONNACK.
     pub fn resume(&mut self, now: Instant) -> usize {
-        self.outbound.resend(&mut self.transmits);
+        if let Some(traffic) = &self.traffic {
+            traffic.outbound.resend(&mut self.transmits);
+        }
         self.pump(now)
     }
 
@@ -264,10 +329,12 @@ impl Session {
         let link = self.link.take()?;
         self.transmits.clear();
         if !self.limits.queue_qos0 {
-            self.outbound.drop_queued_qos0();
+            if let Some(traffic) = &mut self.traffic {
+                traffic.outbound.drop_queued_qos0();
+            }
         }
         if publish_will {
-            link.will.map(|w| *w)
+            link.extras.and_then(|e| e.will)
         } else {
             None
         }
@@ -292,7 +359,10 @@ impl Session {
 
     /// The enhanced authentication method the client connected with, if any.
     pub fn auth_method(&self) -> Option<&ByteStr> {
-        self.link.as_ref().and_then(|l| l.auth_method.as_ref())
+        self.link
+            .as_ref()
+            .and_then(|l| l.extras.as_ref())
+            .and_then(|e| e.auth_method.as_ref())
     }
 
     /// Whether the broker assigns topic aliases to this connection (v5 client with a
@@ -300,7 +370,8 @@ impl Session {
     pub fn takes_topic_aliases(&self) -> bool {
         self.link
             .as_ref()
-            .is_some_and(|l| l.outbound_aliases.is_some())
+            .and_then(|l| l.extras.as_ref())
+            .is_some_and(|e| e.outbound_aliases.is_some())
     }
 
     /// Counts one PUBLISH of `topic` to the client and says whether to send it with an
@@ -309,13 +380,15 @@ impl Session {
     pub fn choose_topic_alias(&mut self, topic: &ByteStr) -> AliasUse {
         self.link
             .as_mut()
-            .and_then(|l| l.outbound_aliases.as_mut())
+            .and_then(|l| l.extras.as_mut())
+            .and_then(|e| e.outbound_aliases.as_mut())
             .map_or(AliasUse::Topic, |a| a.choose(topic))
     }
 
     /// A PUBLISH that set `alias` for `topic` is in the client's output.
     pub fn topic_alias_bound(&mut self, topic: &ByteStr, alias: u16) {
-        if let Some(a) = self.link.as_mut().and_then(|l| l.outbound_aliases.as_mut()) {
+        let aliases = self.link.as_mut().and_then(|l| l.extras.as_mut());
+        if let Some(a) = aliases.and_then(|e| e.outbound_aliases.as_mut()) {
             a.bound(topic, alias);
         }
     }
@@ -324,10 +397,10 @@ impl Session {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let link = self.link.as_ref()?;
-        if link.keep_alive.is_zero() {
+        if link.keep_alive == 0 {
             return None;
         }
-        Some(link.last_packet + link.keep_alive * 3 / 2)
+        Some(link.last_packet + Duration::from_millis(u64::from(link.keep_alive) * 1500))
     }
 
     /// Restarts the keep alive clock at `now`: the broker did not read the connection
@@ -362,26 +435,26 @@ impl Session {
 
     /// Memory the session's queue and inflight window keep alive (message footprints).
     pub fn held_bytes(&self) -> usize {
-        self.outbound.held_bytes()
+        self.traffic().outbound.held_bytes()
     }
 
     /// Messages held (inflight + queued), for `$SYS/broker/store/messages/count`.
     pub fn stored(&self) -> usize {
-        self.outbound.stored()
+        self.traffic().outbound.stored()
     }
 
     /// More messages queued than `max_queued_messages`: the publishers feeding this
     /// connected session must be paused.
     pub fn is_backlogged(&self) -> bool {
-        self.outbound.queued_len() >= self.limits.max_queued
+        self.traffic().outbound.queued_len() >= self.limits.max_queued
     }
 
     pub fn inflight_len(&self) -> usize {
-        self.outbound.inflight_len()
+        self.traffic().outbound.inflight_len()
     }
 
     pub fn queued_len(&self) -> usize {
-        self.outbound.queued_len()
+        self.traffic().outbound.queued_len()
     }
 
     /// Offers a message to the session. While connected QoS 1/2 is never dropped (it
@@ -390,15 +463,17 @@ impl Session {
     pub fn deliver(&mut self, out: Outgoing) -> Delivery {
         if self.link.is_some() {
             let window = self.window();
-            if self.outbound.offer(out, window, &mut self.transmits) {
+            let (traffic, transmits) = self.traffic_mut();
+            if traffic.outbound.offer(out, window, transmits) {
                 Delivery::Sent
             } else {
                 Delivery::Queued
             }
         } else if out.qos == QoS::AtMostOnce && !self.limits.queue_qos0 {
             Delivery::Skipped
-        } else if self.outbound.queued_len() >= self.limits.max_queued
+        } else if self.traffic().outbound.queued_len() >= self.limits.max_queued
             || self
+                .traffic()
                 .outbound
                 .queued_bytes()
                 .saturating_add(outbound::message_bytes(&out))
@@ -406,7 +481,7 @@ impl Session {
         {
             Delivery::Dropped
         } else {
-            self.outbound.enqueue(out);
+            self.traffic_mut().0.outbound.enqueue(out);
             Delivery::Queued
         }
     }
@@ -419,7 +494,10 @@ impl Session {
         now: Instant,
         pick: impl FnMut(&Outgoing) -> bool,
     ) -> Vec<Outgoing> {
-        let taken = self.outbound.take_unacked(pick);
+        let Some(traffic) = &mut self.traffic else {
+            return Vec::new();
+        };
+        let taken = traffic.outbound.take_unacked(pick);
         if !taken.is_empty() {
             self.pump(now);
         }
@@ -429,7 +507,9 @@ impl Session {
     /// Completes an inflight message that could not be sent (too large for the client's
     /// Maximum Packet Size) [MQTT-3.1.2-25], and refills the window.
     pub fn discard_inflight(&mut self, packet_id: PacketId) {
-        self.outbound.forget(packet_id);
+        if let Some(traffic) = &mut self.traffic {
+            traffic.outbound.forget(packet_id);
+        }
     }
 
     /// Moves queued messages into the window; returns how many expired on the way.
@@ -438,26 +518,36 @@ impl Session {
             return 0;
         }
         let window = self.window();
-        self.outbound.pump(window, now, &mut self.transmits)
+        match &mut self.traffic {
+            Some(traffic) => traffic.outbound.pump(window, now, &mut self.transmits),
+            None => 0,
+        }
     }
 
     pub fn subscriptions(&self) -> impl Iterator<Item = (&ByteStr, &Subscription)> {
-        self.subscriptions.iter()
+        self.traffic().subscriptions.iter()
     }
 
     /// Adds or replaces a subscription; returns the previous one [MQTT-3.8.4-3].
     /// `filter` is compacted (see [`ByteStr::compact`]): it lives as long as the session.
     pub fn subscribe(&mut self, filter: &ByteStr, sub: Subscription) -> Option<Subscription> {
-        self.subscriptions.insert(filter.compact(), sub)
+        self.traffic_mut()
+            .0
+            .subscriptions
+            .insert(filter.compact(), sub)
     }
 
     pub fn unsubscribe(&mut self, filter: &ByteStr) -> Option<Subscription> {
-        self.subscriptions.remove(filter)
+        self.traffic
+            .as_mut()
+            .and_then(|t| t.subscriptions.remove(filter))
     }
 
     /// Removes every subscription (session discarded); returns the filters.
     pub fn take_subscriptions(&mut self) -> Vec<ByteStr> {
-        self.subscriptions.drain().map(|(f, _)| f).collect()
+        self.traffic.as_mut().map_or_else(Vec::new, |t| {
+            t.subscriptions.drain().map(|(f, _)| f).collect()
+        })
     }
 
     /// Queues a packet for the client (CONNACK, SUBACK, DISCONNECT, ...).
@@ -485,7 +575,8 @@ impl Session {
                 if ack.kind == AckKind::PubRel {
                     self.on_pubrel(ack.packet_id);
                 } else {
-                    let outcome = self.outbound.acknowledge(&ack, &mut self.transmits);
+                    let (traffic, transmits) = self.traffic_mut();
+                    let outcome = traffic.outbound.acknowledge(&ack, transmits);
                     if outcome != AckOutcome::Unknown {
                         if let Some(link) = &mut self.link {
                             link.last_ack = now;
@@ -541,8 +632,9 @@ impl Session {
 
     fn check_publish(&mut self, p: &mut Publish) -> Result<bool, ProtocolError> {
         if p.properties.topic_alias.is_some() {
+            let alias_max = self.alias_max();
             match &mut self.link {
-                Some(link) => link.inbound_aliases.resolve(p)?,
+                Some(link) => link.extras_mut(alias_max).inbound_aliases.resolve(p)?,
                 None => return Err(ProtocolError::TopicAliasInvalid),
             }
         }
@@ -558,7 +650,7 @@ impl Session {
                     "QoS 2 PUBLISH without packet id",
                 )));
             };
-            if self.inbound_qos2.contains(&id) {
+            if self.traffic().inbound_qos2.contains(&id) {
                 // Duplicate before PUBREL: acknowledge again, do not deliver again
                 // [MQTT-4.3.3-10].
                 self.transmits
@@ -566,11 +658,11 @@ impl Session {
                 return Ok(false);
             }
             if self.version.is_v5()
-                && self.inbound_qos2.len() >= usize::from(self.limits.receive_maximum)
+                && self.traffic().inbound_qos2.len() >= usize::from(self.limits.receive_maximum)
             {
                 return Err(ProtocolError::ReceiveMaximumExceeded); // [MQTT-3.3.4-8]
             }
-            self.inbound_qos2.push(id);
+            self.traffic_mut().0.inbound_qos2.push(id);
         }
         Ok(true)
     }
@@ -597,7 +689,7 @@ impl Session {
             }
             QoS::ExactlyOnce => {
                 if reason.is_error() {
-                    self.inbound_qos2.retain(|&p| p != id);
+                    self.forget_inbound_qos2(id);
                 }
                 self.transmits
                     .push_back(Transmit::Ack(AckKind::PubRec, id, reason));
@@ -609,12 +701,12 @@ impl Session {
 
     /// Sequence number of the last message [`Session::deliver`] accepted.
     pub fn last_seq(&self) -> u64 {
-        self.outbound.last_seq()
+        self.traffic().outbound.last_seq()
     }
 
     /// The outbound window for persistence; see `Outbound::persist_window`.
     pub fn persist_window(&self, inflight: &mut Vec<(u64, PacketId, u8)>) -> u64 {
-        self.outbound.persist_window(inflight)
+        self.traffic().outbound.persist_window(inflight)
     }
 
     /// Sets what a restored (offline) session was last connected with.
@@ -625,32 +717,38 @@ impl Session {
 
     /// Whether the inbound QoS 2 `id` was received and awaits its PUBREL.
     pub fn awaits_pubrel(&self, id: PacketId) -> bool {
-        self.inbound_qos2.contains(&id)
+        self.traffic().inbound_qos2.contains(&id)
     }
 
     /// Forgets inbound QoS 2 `id` that was accepted but never acknowledged (an ingest
     /// handler held it when the connection ended): its resend is a new message.
     pub fn forget_inbound_qos2(&mut self, id: PacketId) {
-        self.inbound_qos2.retain(|&p| p != id);
+        if let Some(traffic) = &mut self.traffic {
+            traffic.inbound_qos2.retain(|&p| p != id);
+        }
     }
 
     /// Puts back a restored inbound QoS 2 id awaiting PUBREL: a resend with it is
     /// answered, not delivered again [MQTT-4.3.3-10].
     pub fn restore_inbound_qos2(&mut self, id: PacketId) {
-        if !self.inbound_qos2.contains(&id) {
-            self.inbound_qos2.push(id);
+        let qos2 = &mut self.traffic_mut().0.inbound_qos2;
+        if !qos2.contains(&id) {
+            qos2.push(id);
         }
     }
 
     /// Puts back a restored message (in sequence order), inflight with its packet id
     /// and stage, or queued.
     pub fn restore_message(&mut self, seq: u64, out: Outgoing, inflight: Option<(PacketId, u8)>) {
-        self.outbound.restore(seq, out, inflight);
+        self.traffic_mut().0.outbound.restore(seq, out, inflight);
     }
 
     fn on_pubrel(&mut self, id: PacketId) {
-        let reason = if let Some(pos) = self.inbound_qos2.iter().position(|&p| p == id) {
-            self.inbound_qos2.swap_remove(pos);
+        let qos2 = self.traffic.as_mut().map(|t| &mut t.inbound_qos2);
+        let reason = if let Some((qos2, pos)) =
+            qos2.and_then(|q| q.iter().position(|&p| p == id).map(|pos| (q, pos)))
+        {
+            qos2.swap_remove(pos);
             ReasonCode::SUCCESS
         } else if self.version.is_v5() {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND

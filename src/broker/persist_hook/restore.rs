@@ -97,7 +97,7 @@ impl Broker {
                 SessionExpiry::After(Duration::from_secs(u64::from(s.expiry)))
             };
             let uid = self.uid();
-            let mut session = Session::new(id.clone(), uid, self.limits);
+            let mut session = Session::new(id.clone(), uid, Arc::clone(&self.limits));
             session.restore_meta(version, expiry);
             for (filter, &(options, sub_id)) in &s.subscriptions {
                 let valid = match SharedFilter::try_parse(filter.as_str()) {
@@ -142,7 +142,7 @@ impl Broker {
                         client_id: id.clone(),
                     });
                 } else {
-                    session.pending_will = Some((instant_of(*at), Box::new(will.clone())));
+                    session.pending_will = Some(Box::new((instant_of(*at), will.clone())));
                 }
             }
             // Authorised as the user it connected as: messages routed to it while offline
@@ -158,7 +158,7 @@ impl Broker {
             });
             let mut slot = Slot::new(session);
             slot.security = security;
-            slot.username = username;
+            slot.username = username.map(Box::new);
             slot.listener = listener;
             let key = self.sessions.add(slot);
             let Some(slot) = self.sessions.get(key) else {
@@ -167,7 +167,7 @@ impl Broker {
             if let Some(at) = slot.session.expires_at {
                 self.timers.push(at, Timer::SessionExpiry { key, uid });
             }
-            if let Some((at, _)) = &slot.session.pending_will {
+            if let Some((at, _)) = slot.session.pending_will.as_deref() {
                 self.timers.push(*at, Timer::WillDelay { key, uid });
             }
             self.cross.restored(id);
