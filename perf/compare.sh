@@ -11,7 +11,7 @@
 # Environment overrides (defaults in brackets):
 #   DURATION [10] measured seconds      WARMUP [2] unmeasured seconds first
 #   DRAIN [2] seconds to wait for in-flight messages after publishers stop
-#   PORT [18883]                        BROKERS ["shardmq mosquitto flashmq"] (shardmq first)
+#   PORT [18883] first port (each broker run takes the next free pair)  BROKERS ["shardmq mosquitto flashmq"] (shardmq first)
 #   BROKER_CORE [0]  LOADGEN_CORE [1]   (taskset cores; NO_PIN=1 disables pinning)
 #   PAYLOAD [16]  INFLIGHT [100]  PUBLISHERS [8] (fan-in)  PAIRS [100]  FANOUT_SUBS [1000]
 #   FANOUT_INFLIGHT [10] (messages in flight of the fan-out publisher: x subscribers deliveries)
@@ -175,6 +175,19 @@ broker_cmd() {
     if [ "$1" = flashmq ]; then echo "$(broker_bin "$1") --config-file $2"; else echo "$(broker_bin "$1") -c $2"; fi
 }
 
+# Moves PORT to the next pair of ports (PORT and PORT+1 for ws) that no socket uses.
+BASE_PORT=$PORT
+RUN_INDEX=0
+next_port() {
+    while :; do
+        PORT=$((BASE_PORT + 2 * RUN_INDEX))
+        RUN_INDEX=$((RUN_INDEX + 1))
+        if ! command -v ss >/dev/null || [ -z "$(ss -Htan "( sport = :$PORT or sport = :$((PORT + 1)) )")" ]; then
+            return 0
+        fi
+    done
+}
+
 wait_port() {
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
@@ -195,6 +208,9 @@ run_one() { # scenario broker -> writes $WORK/<broker>.json, or returns 1 (skipp
         echo "skipped: $bin not found" >"$WORK/$broker.skip"
         return 1
     fi
+    # A fresh port per broker run: a broker killed with clients connected leaves the port
+    # in TIME_WAIT for a minute, which FlashMQ (no SO_REUSEADDR) cannot bind.
+    next_port
     conf="$WORK/$broker.conf"
     log="$WORK/$broker.log"
     config_text "$broker" >"$conf"

@@ -15,7 +15,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::ByteStr;
-use crate::codec::{self, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS};
+use crate::codec::{
+    self, AckKind, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
+};
 use crate::session::{AliasUse, Message, Outgoing};
 
 use crate::broker::out_queue::Body;
@@ -131,6 +133,19 @@ impl Encoder {
         Ok(self.scratch.split().freeze())
     }
 
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP without properties, as one frame.
+    pub(in crate::broker) fn plain_ack(
+        &mut self,
+        kind: AckKind,
+        packet_id: PacketId,
+        reason: ReasonCode,
+        version: ProtocolVersion,
+    ) -> Bytes {
+        self.scratch.clear();
+        codec::encode_plain_ack(kind, packet_id, reason, version, &mut self.scratch);
+        self.scratch.split().freeze()
+    }
+
     /// The QoS 0 frame of `msg` for a (version, retain) class.
     pub(in crate::broker) fn qos0_frame(
         &mut self,
@@ -187,8 +202,19 @@ impl Encoder {
         let alias = if v5 { alias } else { AliasUse::Topic };
         scratch.clear();
         if !v5 || (out.sub_ids.is_empty() && expiry.is_none() && alias == AliasUse::Topic) {
-            let template = header_template(&out.msg, v5, packet_id.is_some())?;
-            scratch.extend_from_slice(&template);
+            let with_id = packet_id.is_some();
+            let direct = (p.qos != QoS::AtMostOnce) == with_id && p.packet_id.is_some() == with_id;
+            if direct
+                && out.msg.headers[usize::from(v5)].get().is_none()
+                && !out.msg.header_reused(v5)
+            {
+                // First use: encoded straight into the frame; a template (an allocation)
+                // is cached only once a second subscriber needs the same header.
+                codec::encode_publish_header(p, version, scratch)?;
+            } else {
+                let template = header_template(&out.msg, v5, with_id)?;
+                scratch.extend_from_slice(&template);
+            }
             scratch[0] = publish_flags(out.qos, out.retain, dup);
             if let Some(id) = packet_id {
                 if let Some(off) = packet_id_offset(scratch) {
