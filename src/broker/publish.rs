@@ -518,13 +518,14 @@ impl Broker {
         let alias = slot.session.choose_topic_alias(topic);
         let encoded = if mount.is_some() {
             super::mount::frame(out, shown, version, (packet_id, dup), alias, now)
+                .map(|(head, body)| (head, Some(body)))
         } else {
             self.routing
                 .encoder()
                 .delivery(out, version, (packet_id, dup), alias, now)
         };
         let frame = match encoded {
-            Ok(f) if f.0.len() + f.1.len() <= max_out => f,
+            Ok(f) if f.0.len() + f.1.as_ref().map_or(0, Body::len) <= max_out => f,
             result => {
                 if let Err(e) = result {
                     crate::log_warning!(
@@ -554,7 +555,7 @@ impl Broker {
             // In the output, ahead of anything that relies on it.
             slot.session.topic_alias_bound(topic, n);
         }
-        self.push_frame(conn, frame.0, Some(frame.1));
+        self.push_frame(conn, frame.0, frame.1);
         self.stats
             .publish_out(out.qos as u8, out.msg.publish.payload.len());
     }

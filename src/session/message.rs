@@ -17,7 +17,7 @@
 //! pointing into the read buffer plus a second, detached, record.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,9 @@ pub struct Message {
     /// first delivery encodes straight into the encoder's buffer, the second caches
     /// [`Message::headers`] (a template costs an allocation; one subscriber never reuses it).
     header_used: [AtomicBool; 2],
+    /// [`Message::footprint`] once computed (0: not yet; a footprint is never 0). A
+    /// queued message is counted in and out, and the properties are walked each time.
+    footprint: AtomicUsize,
     /// Its topic, payload and properties are their own exact allocations (compacted, or
     /// built by the broker): [`Message::detached`] returns it as it is.
     standalone: bool,
@@ -86,6 +89,7 @@ impl Message {
             publisher: None,
             headers: [OnceLock::new(), OnceLock::new()],
             header_used: [AtomicBool::new(false), AtomicBool::new(false)],
+            footprint: AtomicUsize::new(0),
             standalone: own,
             detached: OnceLock::new(),
         }
@@ -120,6 +124,7 @@ impl Message {
                 AtomicBool::new(this.header_used[0].load(Ordering::Relaxed)),
                 AtomicBool::new(this.header_used[1].load(Ordering::Relaxed)),
             ],
+            footprint: AtomicUsize::new(0),
             standalone: true,
             detached: OnceLock::new(),
         });
@@ -139,9 +144,15 @@ impl Message {
     /// A message shared by several queues counts in full in each. Depends only on the
     /// message, so adding and later subtracting it always balances.
     pub fn footprint(&self) -> usize {
+        let known = self.footprint.load(Ordering::Relaxed);
+        if known != 0 {
+            return known;
+        }
         let p = &self.publish;
         let props = p.properties.heap_bytes();
-        MESSAGE_RECORD + 2 * (p.topic.len() + props) + p.payload.len()
+        let n = MESSAGE_RECORD + 2 * (p.topic.len() + props) + p.payload.len();
+        self.footprint.store(n, Ordering::Relaxed);
+        n
     }
 
     /// Seconds of message expiry left at `now`: `None` if the message has no expiry,

@@ -1,11 +1,13 @@
 //! Turning messages into bytes, once: a PUBLISH is encoded once per (protocol version,
 //! QoS 0 / QoS>0, retain) as a header template; QoS 0 frames are shared by every
 //! subscriber as one `Bytes`, QoS 1/2 copy the small header to patch flags and packet id
-//! and share the payload. Properties are cloned only when a subscriber needs different
+//! (a QoS 1/2 header is encoded straight into the frame for its first subscriber and
+//! cached as a template from the second) and share the payload, or copy it next to the
+//! header when it is small. Properties are cloned only when a subscriber needs different
 //! ones (subscription identifiers, message expiry). Other packets (acknowledgements,
 //! CONNACK, DISCONNECT) go through the same reused buffer. Frames are slices of that
 //! buffer and payloads [`Body`]s that know their message: an output queue that keeps
-//! them past the loop iteration compacts them (`out_queue.rs`), nothing here copies.
+//! them past the loop iteration compacts them (`out_queue.rs`).
 //!
 //! It never decides who gets what and never queues anything: it returns frames.
 
@@ -185,7 +187,8 @@ impl Encoder {
         }
     }
 
-    /// Header + shared payload of one delivery to one subscriber; `alias` is what the
+    /// Header + shared payload of one delivery to one subscriber (a payload of up to
+    /// [`INLINE_PAYLOAD`] bytes is copied into the header's frame); `alias` is what the
     /// subscriber's session chose for the topic (v5 only).
     pub(in crate::broker) fn delivery(
         &mut self,
@@ -194,7 +197,7 @@ impl Encoder {
         (packet_id, dup): (Option<PacketId>, bool),
         alias: AliasUse,
         now: Instant,
-    ) -> Result<(Bytes, Body), EncodeError> {
+    ) -> Result<Frame, EncodeError> {
         let scratch = &mut self.scratch;
         let v5 = version.is_v5();
         let p = &out.msg.publish;
@@ -251,6 +254,11 @@ impl Encoder {
             };
             codec::encode_publish_header(&tmp, version, scratch)?;
         }
-        Ok((scratch.split().freeze(), Body::of(&out.msg)))
+        if p.payload.len() <= INLINE_PAYLOAD {
+            // A small payload next to its header: one chunk, no payload handle to queue.
+            scratch.extend_from_slice(&p.payload);
+            return Ok((scratch.split().freeze(), None));
+        }
+        Ok((scratch.split().freeze(), Some(Body::of(&out.msg))))
     }
 }
