@@ -30,6 +30,11 @@ use super::sessions::Sessions;
 use super::trace;
 use super::{Broker, ConnId};
 
+/// QoS 1/2 messages whose topic and payload take at most this many bytes are compacted
+/// when routed (`Message::compacted`); larger ones are detached only when a queue or a
+/// window keeps them (a QoS 0 subscriber of a large QoS 1 message needs no copy).
+const EAGER_COMPACT: usize = 1024;
+
 /// The load of connected session `key` if it is still `uid` (flow control's input).
 pub(super) fn load_of(
     sessions: &Sessions,
@@ -126,7 +131,15 @@ impl Broker {
             return internal;
         }
         let origin_uid = origin.and_then(|o| self.sessions.uid_of(o.1));
-        let mut msg = Message::new(publish, now, origin_uid);
+        // A small QoS 1/2 message is kept by (almost) every subscriber: copied out of the
+        // read buffer now, once, rather than as a second, detached record on first keep.
+        let eager = publish.qos != QoS::AtMostOnce
+            && publish.topic.len() + publish.payload.len() <= EAGER_COMPACT;
+        let mut msg = if eager {
+            Message::compacted(&publish, now, origin_uid)
+        } else {
+            Message::new(publish, now, origin_uid)
+        };
         if let Some((conn, _)) = origin {
             self.flow.on_publish(conn, dests);
             msg.publisher = self.published_by(conn);
@@ -437,6 +450,16 @@ impl Broker {
                 packet_id,
                 dup,
             } => self.write_publish(key, conn, &out, (packet_id, dup), now),
+            Transmit::Ack(kind, packet_id, reason) if !trace::on() => {
+                // One per QoS 1/2 message: written straight, no `Packet` built.
+                let frame = self
+                    .routing
+                    .encoder()
+                    .plain_ack(kind, packet_id, reason, version);
+                if frame.len() <= max_out {
+                    self.push_frame(conn, frame, None);
+                }
+            }
             other => {
                 let Some(packet) = other.into_packet() else {
                     return;
@@ -500,13 +523,14 @@ impl Broker {
         let alias = slot.session.choose_topic_alias(topic);
         let encoded = if mount.is_some() {
             super::mount::frame(out, shown, version, (packet_id, dup), alias, now)
+                .map(|(head, body)| (head, Some(body)))
         } else {
             self.routing
                 .encoder()
                 .delivery(out, version, (packet_id, dup), alias, now)
         };
         let frame = match encoded {
-            Ok(f) if f.0.len() + f.1.len() <= max_out => f,
+            Ok(f) if f.0.len() + f.1.as_ref().map_or(0, Body::len) <= max_out => f,
             result => {
                 if let Err(e) = result {
                     crate::log_warning!(
@@ -536,7 +560,7 @@ impl Broker {
             // In the output, ahead of anything that relies on it.
             slot.session.topic_alias_bound(topic, n);
         }
-        self.push_frame(conn, frame.0, Some(frame.1));
+        self.push_frame(conn, frame.0, frame.1);
         self.stats
             .publish_out(out.qos as u8, out.msg.publish.payload.len());
     }

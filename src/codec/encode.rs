@@ -341,13 +341,35 @@ fn write_connack(c: &ConnAck, version: ProtocolVersion, s: Sizes, out: &mut Byte
     }
 }
 
-fn write_ack(a: &Ack, version: ProtocolVersion, s: Sizes, out: &mut BytesMut) {
-    let byte = match a.kind {
+const fn ack_byte(kind: AckKind) -> u8 {
+    match kind {
         AckKind::PubAck => 0x40,
         AckKind::PubRec => 0x50,
         AckKind::PubRel => 0x62,
         AckKind::PubComp => 0x70,
-    };
+    }
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP without properties, the same bytes [`encode`] writes
+/// for such an [`Ack`], without building a [`Packet`] (the QoS 1/2 acknowledgement path
+/// writes one per message).
+pub fn encode_plain_ack(
+    kind: AckKind,
+    packet_id: u16,
+    reason: ReasonCode,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) {
+    let [hi, lo] = packet_id.to_be_bytes();
+    if version.is_v5() && reason != ReasonCode::SUCCESS {
+        out.extend_from_slice(&[ack_byte(kind), 3, hi, lo, reason.0]);
+    } else {
+        out.extend_from_slice(&[ack_byte(kind), 2, hi, lo]);
+    }
+}
+
+fn write_ack(a: &Ack, version: ProtocolVersion, s: Sizes, out: &mut BytesMut) {
+    let byte = ack_byte(a.kind);
     put_header(out, byte, s.remaining);
     out.put_u16(a.packet_id);
     if version.is_v5() && s.remaining > 2 {
@@ -417,6 +439,58 @@ fn write_reason_packet(
         out.put_u8(reason.0);
         if s.remaining > 1 {
             put_properties(out, props, s.props);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decode;
+
+    /// The direct acknowledgement encoder writes exactly what the packet encoder writes
+    /// (and what the decoder reads back), for every kind, version and reason.
+    #[test]
+    fn plain_ack_matches_the_packet_encoder() {
+        let kinds = [
+            AckKind::PubAck,
+            AckKind::PubRec,
+            AckKind::PubRel,
+            AckKind::PubComp,
+        ];
+        let versions = [
+            ProtocolVersion::V31,
+            ProtocolVersion::V311,
+            ProtocolVersion::V5,
+        ];
+        let reasons = [ReasonCode::SUCCESS, ReasonCode(0x10), ReasonCode(0x80)];
+        for kind in kinds {
+            for version in versions {
+                for reason in reasons {
+                    for packet_id in [1u16, 0x1234, u16::MAX] {
+                        // 3.1 / 3.1.1 acknowledgements carry no reason: always SUCCESS.
+                        let reason = if version.is_v5() {
+                            reason
+                        } else {
+                            ReasonCode::SUCCESS
+                        };
+                        let packet = Packet::Ack(Ack {
+                            kind,
+                            packet_id,
+                            reason,
+                            properties: Properties::default(),
+                        });
+                        let mut want = BytesMut::new();
+                        encode(&packet, version, &mut want).unwrap();
+                        let mut got = BytesMut::new();
+                        encode_plain_ack(kind, packet_id, reason, version, &mut got);
+                        assert_eq!(got, want, "{kind:?} {version:?} {reason:?} {packet_id}");
+                        let back = decode(&mut got, version, u32::MAX).unwrap();
+                        assert_eq!(back, Some(packet));
+                        assert!(got.is_empty());
+                    }
+                }
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ mod tests;
 
 pub use bytestr::ByteStr;
 pub use decode::{decode, decode_connect_version, frame_len};
-pub use encode::{encode, encode_publish_header, encoded_len};
+pub use encode::{encode, encode_plain_ack, encode_publish_header, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::{Properties, PropertyId};

@@ -12,8 +12,12 @@
 //! offline session) keeps [`Message::detached`] instead: one compacted copy per message,
 //! made by the first holder and shared by the others, so a queued 10-byte message never
 //! pins a 64 KiB read buffer. [`Message::footprint`] is what such a copy keeps alive.
+//! A small QoS 1/2 message, which a subscriber almost always keeps, is built compacted
+//! from the start ([`Message::compacted`]): one record and one copy instead of a record
+//! pointing into the read buffer plus a second, detached, record.
 
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +43,13 @@ pub struct Message {
     /// Encoded PUBLISH headers (QoS 1 flags, placeholder packet id, no subscription
     /// identifiers) for 3.1/3.1.1 (`[0]`) and 5.0 (`[1]`), filled on first use.
     pub headers: [OnceLock<Bytes>; 2],
+    /// Whether a QoS 1/2 header was encoded for 3.1/3.1.1 (`[0]`) and 5.0 (`[1]`): the
+    /// first delivery encodes straight into the encoder's buffer, the second caches
+    /// [`Message::headers`] (a template costs an allocation; one subscriber never reuses it).
+    header_used: [AtomicBool; 2],
+    /// [`Message::footprint`] once computed (0: not yet; a footprint is never 0). A
+    /// queued message is counted in and out, and the properties are walked each time.
+    footprint: AtomicUsize,
     /// Its topic, payload and properties are their own exact allocations (compacted, or
     /// built by the broker): [`Message::detached`] returns it as it is.
     standalone: bool,
@@ -63,6 +74,13 @@ impl Message {
         Self::with_bytes(publish, received, origin, true)
     }
 
+    /// A message whose topic, payload and properties are copied now into exact
+    /// allocations (what [`Message::detached`] would copy later), for a message that will
+    /// almost surely be kept: queues keep it without a second record.
+    pub fn compacted(publish: &Publish, received: Instant, origin: Option<u64>) -> Self {
+        Self::with_bytes(compact(publish), received, origin, true)
+    }
+
     fn with_bytes(publish: Publish, received: Instant, origin: Option<u64>, own: bool) -> Self {
         Self {
             publish,
@@ -70,9 +88,17 @@ impl Message {
             origin,
             publisher: None,
             headers: [OnceLock::new(), OnceLock::new()],
+            header_used: [AtomicBool::new(false), AtomicBool::new(false)],
+            footprint: AtomicUsize::new(0),
             standalone: own,
             detached: OnceLock::new(),
         }
+    }
+
+    /// Records a use of the QoS 1/2 header of a version class (`v5`); returns whether it
+    /// was used before (then it is worth caching in [`Message::headers`]).
+    pub fn header_reused(&self, v5: bool) -> bool {
+        self.header_used[usize::from(v5)].swap(true, Ordering::Relaxed)
     }
 
     /// The message as something that outlives the loop iteration keeps it: `this` if its
@@ -86,34 +112,19 @@ impl Message {
         if let Some(copy) = this.detached.get() {
             return Arc::clone(copy);
         }
-        let p = &this.publish;
-        // Topic and payload in one exact allocation.
-        let mut data = BytesMut::with_capacity(p.topic.len() + p.payload.len());
-        data.extend_from_slice(p.topic.as_bytes());
-        data.extend_from_slice(&p.payload);
-        let mut payload = data.freeze();
-        let topic = payload.split_to(p.topic.len());
         // Built in place (the record is 600 bytes: no intermediate moves).
         let copy = Arc::new(Self {
-            publish: Publish {
-                dup: p.dup,
-                qos: p.qos,
-                retain: p.retain,
-                // SAFETY: the bytes of a `ByteStr`, copied: valid UTF-8.
-                topic: unsafe { ByteStr::from_validated(topic) },
-                packet_id: p.packet_id,
-                properties: if p.properties.is_empty() {
-                    Properties::default()
-                } else {
-                    p.properties.compact()
-                },
-                payload,
-            },
+            publish: compact(&this.publish),
             received: this.received,
             origin: this.origin,
             publisher: this.publisher,
             // The cached headers are encoded into their own buffers: shared, not copied.
             headers: this.headers.clone(),
+            header_used: [
+                AtomicBool::new(this.header_used[0].load(Ordering::Relaxed)),
+                AtomicBool::new(this.header_used[1].load(Ordering::Relaxed)),
+            ],
+            footprint: AtomicUsize::new(0),
             standalone: true,
             detached: OnceLock::new(),
         });
@@ -133,9 +144,15 @@ impl Message {
     /// A message shared by several queues counts in full in each. Depends only on the
     /// message, so adding and later subtracting it always balances.
     pub fn footprint(&self) -> usize {
+        let known = self.footprint.load(Ordering::Relaxed);
+        if known != 0 {
+            return known;
+        }
         let p = &self.publish;
         let props = p.properties.heap_bytes();
-        MESSAGE_RECORD + 2 * (p.topic.len() + props) + p.payload.len()
+        let n = MESSAGE_RECORD + 2 * (p.topic.len() + props) + p.payload.len();
+        self.footprint.store(n, Ordering::Relaxed);
+        n
     }
 
     /// Seconds of message expiry left at `now`: `None` if the message has no expiry,
@@ -149,6 +166,30 @@ impl Message {
         }
         // Round up so a message with time left is never forwarded with interval 0.
         Some(u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0)).unwrap_or(u32::MAX))
+    }
+}
+
+/// `p` with its topic and payload copied into one exact allocation and its properties
+/// compacted: nothing of it refers to a read buffer.
+fn compact(p: &Publish) -> Publish {
+    let mut data = BytesMut::with_capacity(p.topic.len() + p.payload.len());
+    data.extend_from_slice(p.topic.as_bytes());
+    data.extend_from_slice(&p.payload);
+    let mut payload = data.freeze();
+    let topic = payload.split_to(p.topic.len());
+    Publish {
+        dup: p.dup,
+        qos: p.qos,
+        retain: p.retain,
+        // SAFETY: the bytes of a `ByteStr`, copied: valid UTF-8.
+        topic: unsafe { ByteStr::from_validated(topic) },
+        packet_id: p.packet_id,
+        properties: if p.properties.is_empty() {
+            Properties::default()
+        } else {
+            p.properties.compact()
+        },
+        payload,
     }
 }
 

@@ -1,11 +1,13 @@
 //! Turning messages into bytes, once: a PUBLISH is encoded once per (protocol version,
 //! QoS 0 / QoS>0, retain) as a header template; QoS 0 frames are shared by every
 //! subscriber as one `Bytes`, QoS 1/2 copy the small header to patch flags and packet id
-//! and share the payload. Properties are cloned only when a subscriber needs different
+//! (a QoS 1/2 header is encoded straight into the frame for its first subscriber and
+//! cached as a template from the second) and share the payload, or copy it next to the
+//! header when it is small. Properties are cloned only when a subscriber needs different
 //! ones (subscription identifiers, message expiry). Other packets (acknowledgements,
 //! CONNACK, DISCONNECT) go through the same reused buffer. Frames are slices of that
 //! buffer and payloads [`Body`]s that know their message: an output queue that keeps
-//! them past the loop iteration compacts them (`out_queue.rs`), nothing here copies.
+//! them past the loop iteration compacts them (`out_queue.rs`).
 //!
 //! It never decides who gets what and never queues anything: it returns frames.
 
@@ -15,7 +17,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::ByteStr;
-use crate::codec::{self, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS};
+use crate::codec::{
+    self, AckKind, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
+};
 use crate::session::{AliasUse, Message, Outgoing};
 
 use crate::broker::out_queue::Body;
@@ -131,6 +135,19 @@ impl Encoder {
         Ok(self.scratch.split().freeze())
     }
 
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP without properties, as one frame.
+    pub(in crate::broker) fn plain_ack(
+        &mut self,
+        kind: AckKind,
+        packet_id: PacketId,
+        reason: ReasonCode,
+        version: ProtocolVersion,
+    ) -> Bytes {
+        self.scratch.clear();
+        codec::encode_plain_ack(kind, packet_id, reason, version, &mut self.scratch);
+        self.scratch.split().freeze()
+    }
+
     /// The QoS 0 frame of `msg` for a (version, retain) class.
     pub(in crate::broker) fn qos0_frame(
         &mut self,
@@ -170,7 +187,8 @@ impl Encoder {
         }
     }
 
-    /// Header + shared payload of one delivery to one subscriber; `alias` is what the
+    /// Header + shared payload of one delivery to one subscriber (a payload of up to
+    /// [`INLINE_PAYLOAD`] bytes is copied into the header's frame); `alias` is what the
     /// subscriber's session chose for the topic (v5 only).
     pub(in crate::broker) fn delivery(
         &mut self,
@@ -179,7 +197,7 @@ impl Encoder {
         (packet_id, dup): (Option<PacketId>, bool),
         alias: AliasUse,
         now: Instant,
-    ) -> Result<(Bytes, Body), EncodeError> {
+    ) -> Result<Frame, EncodeError> {
         let scratch = &mut self.scratch;
         let v5 = version.is_v5();
         let p = &out.msg.publish;
@@ -187,8 +205,19 @@ impl Encoder {
         let alias = if v5 { alias } else { AliasUse::Topic };
         scratch.clear();
         if !v5 || (out.sub_ids.is_empty() && expiry.is_none() && alias == AliasUse::Topic) {
-            let template = header_template(&out.msg, v5, packet_id.is_some())?;
-            scratch.extend_from_slice(&template);
+            let with_id = packet_id.is_some();
+            let direct = (p.qos != QoS::AtMostOnce) == with_id && p.packet_id.is_some() == with_id;
+            if direct
+                && out.msg.headers[usize::from(v5)].get().is_none()
+                && !out.msg.header_reused(v5)
+            {
+                // First use: encoded straight into the frame; a template (an allocation)
+                // is cached only once a second subscriber needs the same header.
+                codec::encode_publish_header(p, version, scratch)?;
+            } else {
+                let template = header_template(&out.msg, v5, with_id)?;
+                scratch.extend_from_slice(&template);
+            }
             scratch[0] = publish_flags(out.qos, out.retain, dup);
             if let Some(id) = packet_id {
                 if let Some(off) = packet_id_offset(scratch) {
@@ -225,6 +254,11 @@ impl Encoder {
             };
             codec::encode_publish_header(&tmp, version, scratch)?;
         }
-        Ok((scratch.split().freeze(), Body::of(&out.msg)))
+        if p.payload.len() <= INLINE_PAYLOAD {
+            // A small payload next to its header: one chunk, no payload handle to queue.
+            scratch.extend_from_slice(&p.payload);
+            return Ok((scratch.split().freeze(), None));
+        }
+        Ok((scratch.split().freeze(), Some(Body::of(&out.msg))))
     }
 }
