@@ -47,6 +47,7 @@ impl Worker {
         t.expected.store(self.expected_total, Ordering::Relaxed);
         t.received.store(self.recv_total, Ordering::Relaxed);
         t.unique.store(self.unique_total, Ordering::Relaxed);
+        t.acked.store(self.res.acked_all, Ordering::Relaxed);
         t.conns.store(self.conns, Ordering::Relaxed);
     }
 

@@ -223,7 +223,14 @@ fn coordinate(sh: &Shared) -> Result<(Vec<TimePoint>, Window)> {
         loop {
             let unique = sh.sum(|c| &c.unique);
             let expected = sh.sum(|c| &c.expected);
-            if unique >= expected || now_ns() >= drain_deadline || sh.phase() == phase::ABORT {
+            // Publishers only at QoS 1/2: wait for the acknowledgements instead.
+            let unacked = plan.publishers_only()
+                && plan.qos > 0
+                && sh.sum(|c| &c.acked) < sh.sum(|c| &c.sent);
+            if (unique >= expected && !unacked)
+                || now_ns() >= drain_deadline
+                || sh.phase() == phase::ABORT
+            {
                 break;
             }
             thread::sleep(Duration::from_millis(10));
