@@ -223,10 +223,11 @@ fn coordinate(sh: &Shared) -> Result<(Vec<TimePoint>, Window)> {
         loop {
             let unique = sh.sum(|c| &c.unique);
             let expected = sh.sum(|c| &c.expected);
-            // Publishers only at QoS 1/2: wait for the acknowledgements instead.
+            // Publishers only: wait until every message is written to its socket and, at
+            // QoS 1/2, acknowledged.
             let unacked = plan.publishers_only()
-                && plan.qos > 0
-                && sh.sum(|c| &c.acked) < sh.sum(|c| &c.sent);
+                && (sh.sum(|c| &c.unflushed) > 0
+                    || (plan.qos > 0 && sh.sum(|c| &c.acked) < sh.sum(|c| &c.sent)));
             if (unique >= expected && !unacked)
                 || now_ns() >= drain_deadline
                 || sh.phase() == phase::ABORT

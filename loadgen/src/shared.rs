@@ -28,6 +28,8 @@ pub struct ThreadCounters {
     pub expected: AtomicU64,
     /// Acknowledgements of this worker's publishers (QoS > 0), all phases.
     pub acked: AtomicU64,
+    /// Publishers only: bytes encoded but not yet written to the sockets.
+    pub unflushed: AtomicU64,
     pub conns: AtomicU64,
 }
 

@@ -359,6 +359,22 @@ impl Worker {
                 t = t.min(due.saturating_sub(now));
             }
         }
+        // Publishers only at QoS 0 in closed loop: no read (no ack, no delivery) wakes the
+        // loop, so poll without waiting while a publisher has room in its socket (a full
+        // one is woken by its writable event).
+        let plan = &self.sh.plan;
+        if ph == phase::RUN
+            && plan.publishers_only()
+            && plan.qos == 0
+            && !plan.is_open_loop()
+            && self.pub_keys.iter().any(|&k| {
+                self.clients
+                    .get(k)
+                    .is_some_and(|c| c.state == State::Ready && c.pending() <= WBUF_HIGH)
+            })
+        {
+            t = 0;
+        }
         let waiting_to_connect =
             !self.todo_subs.is_empty() || (!self.todo_pubs.is_empty() && ph >= phase::CONNECT_PUBS);
         if waiting_to_connect && self.connecting < MAX_PENDING {
