@@ -91,11 +91,13 @@ wait_port() {
     done
     return 1
 }
-# The broker has read every client to its DISCONNECT once no connection is established.
+# The broker has read every client to its DISCONNECT once it closed every connection:
+# none left established, nor half-closed by the load generator (close-wait) with bytes
+# the broker has still to read.
 wait_conns_closed() {
     command -v ss >/dev/null || { sleep 2; return 0; }
     for _ in $(seq 1 400); do
-        [ -z "$(ss -Htn state established "( sport = :$PORT )")" ] && return 0
+        [ -z "$(ss -Htn state established state close-wait "( sport = :$PORT )")" ] && return 0
         sleep 0.05
     done
     return 1
