@@ -47,6 +47,11 @@ impl Worker {
         t.expected.store(self.expected_total, Ordering::Relaxed);
         t.received.store(self.recv_total, Ordering::Relaxed);
         t.unique.store(self.unique_total, Ordering::Relaxed);
+        t.acked.store(self.res.acked_all, Ordering::Relaxed);
+        if self.sh.plan.publishers_only() {
+            let unflushed: usize = self.clients.iter().map(|(_, c)| c.pending()).sum();
+            t.unflushed.store(unflushed as u64, Ordering::Relaxed);
+        }
         t.conns.store(self.conns, Ordering::Relaxed);
     }
 

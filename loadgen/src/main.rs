@@ -1,7 +1,8 @@
 //! `shardmq-loadgen`: an MQTT 3.1.1 / 5.0 load generator for any broker (shardmq,
 //! Mosquitto, ...). Parses the command line, runs the scenario, prints the report and
 //! writes the JSON / SVG files. Exit status: 0 ok, 1 error (unreachable broker, refused
-//! CONNACK, subscription not granted, ...), 2 a run that received nothing.
+//! CONNACK, subscription not granted, ...), 2 a run that received nothing
+//! (with publishers only: that nothing was acknowledged at QoS 1/2, or sent at QoS 0).
 
 mod housekeeping;
 mod net;
@@ -47,7 +48,15 @@ fn real_main() -> Result<ExitCode> {
         std::fs::write(path, plot::svg(&report))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if report.is_messaging() && report.totals.counts.received == 0 {
+    if report.plan.publishers_only() && report.accepted() == 0 {
+        eprintln!(
+            "shardmq-loadgen: error: the broker accepted nothing ({} messages sent, {} acknowledged)",
+            report.totals.sent, report.totals.acked
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if report.is_messaging() && !report.plan.publishers_only() && report.totals.counts.received == 0
+    {
         eprintln!(
             "shardmq-loadgen: error: received nothing ({} messages sent): is the broker routing {}?",
             report.totals.sent,

@@ -250,6 +250,12 @@ impl Plan {
         }
     }
 
+    /// Publishers only (fan-in --subscribers 0): throughput is what the broker
+    /// acknowledged (QoS 1/2) or was sent (QoS 0); no end-to-end latency.
+    pub fn publishers_only(&self) -> bool {
+        self.kind == Kind::PubSub && self.subscribers == 0
+    }
+
     pub fn is_open_loop(&self) -> bool {
         self.rate.is_some()
     }
@@ -446,8 +452,16 @@ pub fn resolve(cmd: Cmd, command_line: String) -> Result<Plan> {
     if payload < STAMP_LEN {
         bail!("--payload must be at least {STAMP_LEN} bytes (stream id, sequence, timestamp)");
     }
-    if d.kind == Kind::PubSub && (publishers == 0 || subscribers == 0) {
-        bail!("need at least one publisher and one subscriber");
+    if d.kind == Kind::PubSub && publishers == 0 {
+        bail!("need at least one publisher");
+    }
+    // fan-in with no subscriber measures ingestion (publishers only, acknowledgements at
+    // QoS 1/2); every other messaging scenario needs someone to deliver to.
+    if d.kind == Kind::PubSub && subscribers == 0 && d.name != "fan-in" {
+        bail!(
+            "{} needs at least one subscriber (only fan-in takes --subscribers 0)",
+            d.name
+        );
     }
     if o.threads == 0 || o.inflight == 0 {
         bail!("--threads and --inflight must be at least 1");
@@ -586,6 +600,38 @@ mod tests {
         );
         assert_eq!(p.fanout(3), 1);
         assert_eq!(p.filters(0), vec!["lg/bench/0".to_string()]);
+    }
+
+    #[test]
+    fn fan_in_without_subscribers_is_publishers_only() {
+        let p = plan(&[
+            "fan-in",
+            "--publishers",
+            "4",
+            "--subscribers",
+            "0",
+            "--qos",
+            "1",
+        ]);
+        assert!(p.publishers_only());
+        assert_eq!((p.publishers, p.subscribers, p.qos), (4, 0, 1));
+        // Nobody receives: no delivery is expected, so none can be counted lost.
+        assert_eq!(p.fanout(0), 0);
+        assert_eq!(p.fanout(3), 0);
+        assert!(!plan(&["fan-in"]).publishers_only());
+        assert!(!plan(&["conn"]).publishers_only());
+        // Only fan-in accepts it; no publisher is never accepted.
+        for args in [
+            &["fan-out", "--subscribers", "0"][..],
+            &["pairs", "--pairs", "0"],
+            &["shared", "--subscribers", "0"],
+            &["fan-in", "--publishers", "0", "--subscribers", "0"],
+        ] {
+            let mut v = vec!["x"];
+            v.extend_from_slice(args);
+            let cli = Cli::try_parse_from(v).unwrap();
+            assert!(resolve(cli.cmd, String::new()).is_err(), "{args:?}");
+        }
     }
 
     #[test]

@@ -88,15 +88,18 @@ impl Publisher {
         }
     }
 
-    /// PUBACK / PUBCOMP (or a failed PUBREC) frees a packet id. Unknown ids are ignored.
-    pub fn release(&mut self, id: u16) {
+    /// PUBACK / PUBCOMP (or a failed PUBREC) frees a packet id; true if it was in use.
+    /// Unknown ids are ignored.
+    pub fn release(&mut self, id: u16) -> bool {
         let (w, b) = (usize::from(id / 64), 1u64 << (id % 64));
         if let Some(word) = self.ids.get_mut(w) {
             if *word & b != 0 {
                 *word &= !b;
                 self.unacked -= 1;
+                return true;
             }
         }
+        false
     }
 
     fn qos_window(&self) -> u64 {
@@ -157,6 +160,7 @@ impl Worker {
     /// Closed loop: as many as the end-to-end and QoS windows allow, in one batch.
     fn send_closed(&mut self, key: usize, now: u64) {
         let inflight = self.sh.plan.inflight as u64;
+        let publishers_only = self.sh.plan.publishers_only();
         let measure_start = self.measure_start;
         let Some(c) = self.clients.get_mut(key) else {
             return;
@@ -168,8 +172,13 @@ impl Worker {
             return;
         };
         let gate = &self.sh.gates[p.stream as usize];
-        let mut out =
-            u64::from(p.seq).saturating_sub(p.acked(gate.delivered.load(Ordering::Acquire)));
+        // Publishers only (no subscriber): no end-to-end window; QoS 1/2 is bounded by
+        // the acknowledgements, QoS 0 by the socket (WBUF_HIGH above).
+        let mut out = if publishers_only {
+            0
+        } else {
+            u64::from(p.seq).saturating_sub(p.acked(gate.delivered.load(Ordering::Acquire)))
+        };
         if out >= inflight {
             gate.blocked.store(true, Ordering::SeqCst);
             // Re-check after announcing: a subscriber may have advanced in between.
@@ -259,7 +268,8 @@ impl Worker {
     /// Closed loop only: a publisher whose window has not moved for `STALL_NS` writes the
     /// outstanding messages off (the broker dropped them) and counts a stall.
     pub fn check_stalls(&mut self, now: u64) {
-        if self.sh.plan.is_open_loop() {
+        // Publishers only: nothing is waited for end to end, so nothing stalls.
+        if self.sh.plan.is_open_loop() || self.sh.plan.publishers_only() {
             return;
         }
         let inflight = self.sh.plan.inflight as u64;
@@ -307,8 +317,8 @@ mod tests {
         assert_ne!(a, b);
         assert!(a != 0 && b != 0);
         assert_eq!(p.qos_window(), 1);
-        p.release(a);
-        p.release(a); // double release is ignored
+        assert!(p.release(a));
+        assert!(!p.release(a)); // double release is ignored
         assert_eq!(p.qos_window(), 2);
         // wrap around skips 0 and ids still in use
         p.next_id = u16::MAX;

@@ -161,6 +161,27 @@ impl Report {
     pub fn sent_per_sec(&self) -> f64 {
         self.totals.sent as f64 / self.duration_secs
     }
+    /// Publishers only: messages the broker took in the measured window, the
+    /// acknowledged ones at QoS 1/2, the sent ones at QoS 0 (nothing acknowledges them).
+    pub fn accepted(&self) -> u64 {
+        if self.plan.qos > 0 {
+            self.totals.acked
+        } else {
+            self.totals.sent
+        }
+    }
+    pub fn accepted_per_sec(&self) -> f64 {
+        self.accepted() as f64 / self.duration_secs
+    }
+    /// Messages the broker's CPU time is divided by: deliveries to subscribers, or with
+    /// publishers only what it accepted.
+    fn handled(&self) -> u64 {
+        if self.plan.publishers_only() {
+            self.accepted()
+        } else {
+            self.totals.counts.received
+        }
+    }
     pub fn mb_per_sec(&self) -> f64 {
         self.totals.bytes as f64 / self.duration_secs / 1e6
     }
@@ -185,7 +206,8 @@ impl Report {
     }
     pub fn broker_cpu_us_per_msg(&self) -> Option<f64> {
         let c = self.broker_cpu_secs()?;
-        (self.totals.counts.received > 0).then(|| c * 1e6 / self.totals.counts.received as f64)
+        let n = self.handled();
+        (n > 0).then(|| c * 1e6 / n as f64)
     }
     /// Broker RSS growth per held connection (conn scenario).
     pub fn broker_bytes_per_connection(&self) -> Option<f64> {
@@ -254,6 +276,22 @@ impl Report {
                 self.msgs_per_sec(),
                 self.mb_per_sec()
             );
+            if p.publishers_only() {
+                let _ = writeln!(
+                    s,
+                    "publishers only (no subscriber): acknowledged {} ({} in all phases), \
+                     sent {} in all phases; {} {:.0} msg/s",
+                    self.totals.acked,
+                    self.totals.acked_all,
+                    self.totals.sent_all,
+                    if p.qos > 0 {
+                        "acknowledged"
+                    } else {
+                        "sent (QoS 0: nothing acknowledges)"
+                    },
+                    self.accepted_per_sec()
+                );
+            }
             if self.totals.rejected > 0 {
                 let _ = writeln!(
                     s,
@@ -289,8 +327,10 @@ impl Report {
             }
         }
         let l = percentiles(self.main_latency());
-        let _ =
-            writeln!(
+        if p.publishers_only() {
+            let _ = writeln!(s, "end-to-end latency: not measured (no subscriber)");
+        } else {
+            let _ = writeln!(
             s,
             "{} latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             if self.is_messaging() { "end-to-end" } else { "connect" },
@@ -301,6 +341,7 @@ impl Report {
             l.max,
             l.mean
         );
+        }
         let _ = write!(s, "loadgen CPU {:.3} s", self.loadgen_cpu_secs);
         if let Some(r) = self
             .loadgen_msgs_per_cpu_sec()
@@ -312,7 +353,12 @@ impl Report {
         if let Some(c) = self.broker_cpu_secs() {
             let _ = write!(s, "broker CPU {c:.3} s");
             if let Some(u) = self.broker_cpu_us_per_msg() {
-                let _ = write!(s, " = {u:.3} us per delivered msg");
+                let what = if p.publishers_only() {
+                    "accepted"
+                } else {
+                    "delivered"
+                };
+                let _ = write!(s, " = {u:.3} us per {what} msg");
             }
             let _ = writeln!(s);
         }
@@ -363,10 +409,24 @@ impl Report {
         kv("stalls", self.totals.stalls.to_string());
         kv("foreign_messages", self.totals.foreign.to_string());
         kv("rejected_by_broker", self.totals.rejected.to_string());
+        kv("publishers_only", p.publishers_only().to_string());
+        kv("acked", self.totals.acked.to_string());
+        kv("acked_all_phases", self.totals.acked_all.to_string());
+        kv("sent_all_phases", self.totals.sent_all.to_string());
         kv("msgs_per_sec", format!("{:.3}", self.msgs_per_sec()));
         kv("sent_per_sec", format!("{:.3}", self.sent_per_sec()));
+        kv(
+            "acked_per_sec",
+            format!("{:.3}", self.totals.acked as f64 / self.duration_secs),
+        );
         kv("mb_per_sec", format!("{:.3}", self.mb_per_sec()));
-        kv("latency_us", lat(self.main_latency()));
+        // Publishers only: no subscriber, so no end-to-end latency (null, not zeros).
+        kv("latency_measured", (!p.publishers_only()).to_string());
+        if p.publishers_only() && self.is_messaging() {
+            kv("latency_us", "null".into());
+        } else {
+            kv("latency_us", lat(self.main_latency()));
+        }
         kv("connect_latency_us", lat(&self.totals.connect_latency));
         kv("connections", self.connections().to_string());
         kv("connects_ok", self.totals.connects_ok.to_string());

@@ -223,7 +223,15 @@ fn coordinate(sh: &Shared) -> Result<(Vec<TimePoint>, Window)> {
         loop {
             let unique = sh.sum(|c| &c.unique);
             let expected = sh.sum(|c| &c.expected);
-            if unique >= expected || now_ns() >= drain_deadline || sh.phase() == phase::ABORT {
+            // Publishers only: wait until every message is written to its socket and, at
+            // QoS 1/2, acknowledged.
+            let unacked = plan.publishers_only()
+                && (sh.sum(|c| &c.unflushed) > 0
+                    || (plan.qos > 0 && sh.sum(|c| &c.acked) < sh.sum(|c| &c.sent)));
+            if (unique >= expected && !unacked)
+                || now_ns() >= drain_deadline
+                || sh.phase() == phase::ABORT
+            {
                 break;
             }
             thread::sleep(Duration::from_millis(10));

@@ -26,6 +26,10 @@ pub struct ThreadCounters {
     pub received: AtomicU64,
     pub unique: AtomicU64,
     pub expected: AtomicU64,
+    /// Acknowledgements of this worker's publishers (QoS > 0), all phases.
+    pub acked: AtomicU64,
+    /// Publishers only: bytes encoded but not yet written to the sockets.
+    pub unflushed: AtomicU64,
     pub conns: AtomicU64,
 }
 

@@ -118,6 +118,13 @@ pub struct WorkerResult {
     pub churn_cycles: u64,
     pub stalls: u64,
     pub foreign: u64,
+    /// PUBACKs / PUBCOMPs without a failure reason that arrived at or after the measure
+    /// start (a message is acknowledged once; late acks of warmup messages included).
+    pub acked: u64,
+    /// Every acknowledgement of the run, warmup and drain included.
+    pub acked_all: u64,
+    /// Every message sent, warmup included (what an ingest handler should have counted).
+    pub sent_all: u64,
     /// v5 PUBACK/PUBREC with a failure reason code (the broker refused the message).
     pub rejected: u64,
     pub first_conn_error: Option<String>,
@@ -138,6 +145,9 @@ impl WorkerResult {
             churn_cycles: 0,
             stalls: 0,
             foreign: 0,
+            acked: 0,
+            acked_all: 0,
+            sent_all: 0,
             rejected: 0,
             first_conn_error: None,
         }
@@ -156,6 +166,9 @@ impl WorkerResult {
         self.churn_cycles += r.churn_cycles;
         self.stalls += r.stalls;
         self.foreign += r.foreign;
+        self.acked += r.acked;
+        self.acked_all += r.acked_all;
+        self.sent_all += r.sent_all;
         self.rejected += r.rejected;
         if self.first_conn_error.is_none() {
             self.first_conn_error = r.first_conn_error;
@@ -335,6 +348,7 @@ impl Worker {
             }
         }
         self.publish_counters();
+        self.res.sent_all = self.sent_total;
         self.res
     }
 
@@ -344,6 +358,22 @@ impl Worker {
             if let Some(std::cmp::Reverse((due, _))) = self.heap.peek() {
                 t = t.min(due.saturating_sub(now));
             }
+        }
+        // Publishers only at QoS 0 in closed loop: no read (no ack, no delivery) wakes the
+        // loop, so poll without waiting while a publisher has room in its socket (a full
+        // one is woken by its writable event).
+        let plan = &self.sh.plan;
+        if ph == phase::RUN
+            && plan.publishers_only()
+            && plan.qos == 0
+            && !plan.is_open_loop()
+            && self.pub_keys.iter().any(|&k| {
+                self.clients
+                    .get(k)
+                    .is_some_and(|c| c.state == State::Ready && c.pending() <= WBUF_HIGH)
+            })
+        {
+            t = 0;
         }
         let waiting_to_connect =
             !self.todo_subs.is_empty() || (!self.todo_pubs.is_empty() && ph >= phase::CONNECT_PUBS);
@@ -684,8 +714,11 @@ impl Worker {
                             }
                             if kind == ptype::PUBREC && reason < 0x80 {
                                 wire::encode_ack(&mut c.wbuf, ptype::PUBREL, packet_id);
-                            } else {
-                                p.release(packet_id);
+                            } else if p.release(packet_id) && reason < 0x80 {
+                                res.acked_all += 1;
+                                if now >= *measure_start {
+                                    res.acked += 1;
+                                }
                             }
                         }
                     }
