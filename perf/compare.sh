@@ -7,7 +7,8 @@
 #
 # Scenarios: fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle (or "all"),
 # and the shared subscription ones: shared-qos0 shared-qos1 (8 publishers -> 4 members of
-# `$share/g/...`, MQTT 5) and sharesub-50K-500 (the mqttbs preset, scaled by SCALE).
+# `$share/g/...`, MQTT 5) and sharesub-50K-500 (the mqttbs preset, scaled by SCALE), and
+# fanout-5-1000-5-250K (the mqttbs QoS 1 fan-out preset: 250k deliveries/s to 1000 subscribers).
 # Environment overrides (defaults in brackets):
 #   DURATION [10] measured seconds      WARMUP [2] unmeasured seconds first
 #   DRAIN [2] seconds to wait for in-flight messages after publishers stop
@@ -84,6 +85,9 @@ scenario_args() {
         shared-qos0) echo shared --publishers "$SHARED_PUBLISHERS" --subscribers "$SHARED_MEMBERS" --qos 0 --inflight "$INFLIGHT" "${common[@]}" ;;
         shared-qos1) echo shared --publishers "$SHARED_PUBLISHERS" --subscribers "$SHARED_MEMBERS" --qos 1 --inflight "$INFLIGHT" "${common[@]}" ;;
         sharesub-50K-500) echo sharesub-50K-500 --scale "$SCALE" "${common[@]}" ;;
+        # mqttbs enterprise fan-out: 5 publishers at 50 msg/s on 5 topics, 1000 subscribers
+        # on all 5 (QoS 1): 250k deliveries/s, open loop (latency from the intended time).
+        fanout-5-1000-5-250K) echo fanout-5-1000-5-250K "${common[@]}" ;;
         conn-idle)
             # One local address gives ~28k ephemeral ports: spread big runs over several.
             local bind=()
@@ -93,7 +97,7 @@ scenario_args() {
     esac
 }
 for s in "${SCENARIOS[@]}"; do
-    scenario_args "$s" >/dev/null || die "unknown scenario '$s' (fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle shared-qos0 shared-qos1 sharesub-50K-500)"
+    scenario_args "$s" >/dev/null || die "unknown scenario '$s' (fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle shared-qos0 shared-qos1 sharesub-50K-500 fanout-5-1000-5-250K)"
 done
 
 cd "$ROOT"
