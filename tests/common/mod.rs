@@ -731,33 +731,55 @@ pub struct MosquittoProc {
 
 impl MosquittoProc {
     pub fn start(bin: &std::path::Path, dir: &std::path::Path, extra: &str) -> Self {
-        // Mosquitto needs a fixed port: one the kernel just handed out and freed.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        // `user root`: started as root, Mosquitto would switch to the mosquitto user, who
-        // may not write the test's directory.
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nuser root\n{extra}\n"),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        // Mosquitto needs a fixed port: one the kernel just handed out and freed. Another
+        // test may take it in between: then Mosquitto exits ("Address already in use")
+        // and a connect could even reach the other process, so wait for Mosquitto's own
+        // "running" line (logged once its listeners are open) and try another port if it
+        // exited instead.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let conf = dir.join("mosquitto.conf");
+            let log = dir.join("mosquitto.stderr");
+            // `user root`: started as root, Mosquitto would switch to the mosquitto user,
+            // who may not write the test's directory.
+            std::fs::write(
+                &conf,
+                format!("listener {port} 127.0.0.1\nuser root\nlog_dest stderr\n{extra}\n"),
+            )
             .unwrap();
-        assert!(wait_until(TIMEOUT, || TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()));
-        Self { child, port }
+            let mut child = Command::new(bin)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut exited = false;
+            let running = wait_until(TIMEOUT, || {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    exited = true;
+                    return true;
+                }
+                std::fs::read_to_string(&log).is_ok_and(|l| l.contains(" running"))
+            });
+            assert!(
+                running,
+                "mosquitto did not start: {:?}",
+                std::fs::read_to_string(&log)
+            );
+            if !exited {
+                return Self { child, port };
+            }
+            eprintln!(
+                "mosquitto exited at start (port {port} taken?), retrying: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        panic!("mosquitto did not start on any of 5 ports");
     }
 
     /// SIGTERM, then waits for the exit.
