@@ -18,13 +18,10 @@ use rumqttc::QoS;
 /// How long a message that must not come is waited for.
 const ABSENT: Duration = Duration::from_millis(1500);
 
+/// Mosquitto is installed (else the test is skipped, or fails with
+/// SHARDMQ_REQUIRE_INTEROP=1: [`common::mosquitto_broker`]).
 fn have_mosquitto() -> bool {
-    Command::new("mosquitto")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    common::mosquitto_broker().is_some()
 }
 
 /// A mosquitto process on a fixed port (so that it can be restarted on it).
@@ -236,7 +233,6 @@ fn shardmq_to_shardmq_both_ways_v311_bridge_bit_has_no_loop() {
 #[test]
 fn shardmq_edge_and_mosquitto_central_both_ways_without_loops() {
     if !have_mosquitto() {
-        eprintln!("mosquitto not installed; skipped");
         return;
     }
     let central = Mosquitto::start("");
@@ -274,7 +270,6 @@ fn shardmq_edge_and_mosquitto_central_both_ways_without_loops() {
 #[test]
 fn mosquitto_restarted_mid_stream_under_qos1_loses_nothing() {
     if !have_mosquitto() {
-        eprintln!("mosquitto not installed; skipped");
         return;
     }
     let mut central = Mosquitto::start("persistence true\nautosave_interval 1\n");
@@ -469,7 +464,6 @@ fn bridge_tls_options_without_a_ca_stop_the_start() {
 #[test]
 fn messages_published_before_the_remote_was_ever_reached_wait_for_it() {
     if !have_mosquitto() {
-        eprintln!("mosquitto not installed; skipped");
         return;
     }
     // The central broker knows a persistent subscriber, then is stopped.

@@ -217,6 +217,11 @@ impl Access {
         self.hook = Some(hook);
     }
 
+    /// Whether the host set a hook (without one every check below allows).
+    pub(super) fn is_set(&self) -> bool {
+        self.hook.is_some()
+    }
+
     /// The hook's verdict on a CONNECT the files allowed: `Err(reason)` (MQTT 5 code)
     /// refuses it. A will topic is put to `authorize_publish` after a successful login.
     pub(super) fn authenticate(&mut self, c: &ConnectCheck<'_>) -> Result<(), ReasonCode> {
