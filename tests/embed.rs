@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::V4;
-use shardmq::{Broker, ByteStr, Config, Publish, QoS};
+use shardmq::{Broker, Config, Outgoing, QoS};
 
 #[test]
 fn start_inject_and_stop_in_process() {
@@ -17,12 +17,7 @@ fn start_inject_and_stop_in_process() {
     let sub = V4::connect("embedded-sub", port);
     sub.subscribe("embedded/#", rumqttc::QoS::AtLeastOnce);
     broker
-        .publish(Publish {
-            topic: ByteStr::from("embedded/in"),
-            qos: QoS::AtLeastOnce,
-            payload: Bytes::from_static(b"from the host process"),
-            ..Publish::default()
-        })
+        .publish(Outgoing::new("embedded/in", &b"from the host process"[..]).qos(QoS::AtLeastOnce))
         .unwrap();
     let p = sub.next_publish().expect("injected message delivered");
     assert_eq!(p.topic, "embedded/in");
@@ -64,13 +59,11 @@ fn two_shards() -> BrokerHandle {
 
 fn inject(broker: &BrokerHandle, topic: &str, retain: bool, payload: &'static [u8]) {
     broker
-        .publish(Publish {
-            topic: ByteStr::from(topic),
-            qos: QoS::AtLeastOnce,
-            retain,
-            payload: Bytes::from_static(payload),
-            ..Publish::default()
-        })
+        .publish(
+            Outgoing::new(topic, Bytes::from_static(payload))
+                .qos(QoS::AtLeastOnce)
+                .retain(retain),
+        )
         .unwrap();
 }
 
@@ -101,11 +94,11 @@ fn subscription_receives_every_publisher_in_order_across_shards() {
     let mut next: HashMap<usize, usize> = HashMap::new();
     for _ in 0..PER * publishers.len() {
         let m = sub.recv_timeout(WAIT).expect("every message arrives");
-        let text = std::str::from_utf8(&m.payload).unwrap();
+        let text = std::str::from_utf8(m.payload()).unwrap();
         let (i, seq) = text.split_once(':').unwrap();
         let (i, seq): (usize, usize) = (i.parse().unwrap(), seq.parse().unwrap());
-        assert_eq!(m.topic.as_str(), format!("ingest/{i}"));
-        assert_eq!((m.qos, m.retain), (QoS::AtLeastOnce, false));
+        assert_eq!(m.topic(), format!("ingest/{i}"));
+        assert_eq!((m.qos(), m.is_retained()), (QoS::AtLeastOnce, false));
         let expected = next.entry(i).or_insert(0);
         assert_eq!(seq, *expected, "in order per publisher");
         *expected += 1;
@@ -134,9 +127,9 @@ fn retained_messages_come_first() {
     let mut retained: Vec<(String, Bytes)> = (0..2)
         .map(|_| {
             let m = sub.recv_timeout(WAIT).unwrap();
-            assert!(m.retain);
-            assert_eq!(m.qos, QoS::AtLeastOnce);
-            (m.topic.as_str().to_owned(), m.payload)
+            assert!(m.is_retained());
+            assert_eq!(m.qos(), QoS::AtLeastOnce);
+            (m.topic().to_owned(), m.payload().clone())
         })
         .collect();
     retained.sort();
@@ -148,8 +141,8 @@ fn retained_messages_come_first() {
         ]
     );
     let live = sub.recv_timeout(WAIT).unwrap();
-    assert_eq!((live.topic.as_str(), live.retain), ("state/c", false));
-    assert_eq!(live.qos, QoS::AtMostOnce);
+    assert_eq!((live.topic(), live.is_retained()), ("state/c", false));
+    assert_eq!(live.qos(), QoS::AtMostOnce);
     assert!(sub.recv_timeout(Duration::from_millis(100)).is_err());
 }
 
@@ -167,7 +160,7 @@ fn wildcard_filters_and_the_dollar_rule() {
     inject(&broker, "$SYS/embed/x", false, b"sys");
     let topics = |s: &shardmq::Subscription, n: usize| -> Vec<String> {
         (0..n)
-            .map(|_| s.recv_timeout(WAIT).unwrap().topic.as_str().to_owned())
+            .map(|_| s.recv_timeout(WAIT).unwrap().topic().to_owned())
             .collect()
     };
     assert_eq!(topics(&plus, 2), ["site/1/temp", "site/2/temp"]);
@@ -177,7 +170,7 @@ fn wildcard_filters_and_the_dollar_rule() {
     );
     assert_eq!(topics(&sys, 1), ["$SYS/embed/x"]);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(all.try_iter().all(|m| !m.topic.as_str().starts_with('$')));
+    assert!(all.try_iter().all(|m| !m.topic().starts_with('$')));
     assert!(plus.try_recv().is_err());
     assert!(matches!(
         broker.subscribe("a/#/b", QoS::AtMostOnce),
@@ -194,7 +187,7 @@ fn dropping_the_subscription_removes_it_from_every_shard() {
     let broker = two_shards();
     let sub = broker.subscribe("gone/#", QoS::AtMostOnce).unwrap();
     inject(&broker, "gone/1", false, b"1");
-    assert_eq!(sub.recv_timeout(WAIT).unwrap().topic.as_str(), "gone/1");
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().topic(), "gone/1");
     // Keep the channel open from this side: once every shard has removed the
     // subscription (and its sender), the channel reports disconnection.
     let rx = sub.receiver().clone();
@@ -226,18 +219,13 @@ fn inject_and_subscribe_round_trip_without_network_clients() {
     let sub = broker.subscribe("loop/+", QoS::ExactlyOnce).unwrap();
     for i in 0..100u32 {
         broker
-            .publish(Publish {
-                topic: ByteStr::from("loop/x"),
-                qos: QoS::ExactlyOnce,
-                payload: Bytes::from(i.to_be_bytes().to_vec()),
-                ..Publish::default()
-            })
+            .publish(Outgoing::new("loop/x", i.to_be_bytes().to_vec()).qos(QoS::ExactlyOnce))
             .unwrap();
     }
     for i in 0..100u32 {
         let m = sub.recv_timeout(WAIT).unwrap();
-        assert_eq!(m.payload, Bytes::from(i.to_be_bytes().to_vec()));
-        assert_eq!(m.qos, QoS::ExactlyOnce);
+        assert_eq!(m.payload(), &Bytes::from(i.to_be_bytes().to_vec()));
+        assert_eq!(m.qos(), QoS::ExactlyOnce);
     }
     // The channel ends when the broker stops.
     broker.stop();
@@ -266,7 +254,7 @@ fn full_subscription_drops_and_counts_without_stalling_the_broker() {
     assert_eq!(slow.receiver().len(), 4);
     assert_eq!(slow.dropped(), (N - 4) as u64);
     // The first four were kept, in order.
-    let kept: Vec<Bytes> = slow.try_iter().map(|m| m.payload).collect();
+    let kept: Vec<Bytes> = slow.try_iter().map(|m| m.payload().clone()).collect();
     assert_eq!(
         kept,
         ["0", "1", "2", "3"].map(|s| Bytes::from(s.as_bytes().to_vec()))
@@ -287,10 +275,7 @@ fn delivered_messages_say_who_published_them() {
     }));
     let sub = broker.subscribe("who/#", QoS::AtLeastOnce).unwrap();
     let m = sub.recv_timeout(WAIT).unwrap();
-    assert_eq!(
-        (m.topic.as_str(), &m.source),
-        ("who/retained", &Source::Retained)
-    );
+    assert_eq!((m.topic(), m.source()), ("who/retained", &Source::Retained));
 
     // A 3.1.1 client with a user name.
     let mut o = common::v4_options("who-client", broker.port());
@@ -304,9 +289,9 @@ fn delivered_messages_say_who_published_them() {
     let client = V4::connect_with(o);
     client.publish("who/client", rumqttc::QoS::AtLeastOnce, false, "C");
     let m = sub.recv_timeout(WAIT).unwrap();
-    assert_eq!(m.topic.as_str(), "who/client");
-    let Source::Client(from) = &m.source else {
-        panic!("expected a client source, got {:?}", m.source);
+    assert_eq!(m.topic(), "who/client");
+    let Source::Client(from) = m.source() else {
+        panic!("expected a client source, got {:?}", m.source());
     };
     assert_eq!(from.client_id(), "who-client");
     assert_eq!(from.username(), Some("ursula"));
@@ -317,12 +302,12 @@ fn delivered_messages_say_who_published_them() {
     // The host.
     inject(&broker, "who/host", false, b"H");
     let m = sub.recv_timeout(WAIT).unwrap();
-    assert_eq!((m.topic.as_str(), &m.source), ("who/host", &Source::Host));
+    assert_eq!((m.topic(), m.source()), ("who/host", &Source::Host));
 
     // The broker: the client's will, once its connection drops.
     client.drop_connection();
     let m = sub.recv_timeout(WAIT).unwrap();
-    assert_eq!((m.topic.as_str(), &m.source), ("who/will", &Source::Broker));
+    assert_eq!((m.topic(), m.source()), ("who/will", &Source::Broker));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -346,8 +331,8 @@ fn next_of_group(
         let i = op.index();
         if i < subs.len() {
             let m = op.recv(subs[i].receiver()).ok()?;
-            let payload = String::from_utf8(m.payload.to_vec()).unwrap();
-            return Some((i, m.topic.as_str().to_owned(), payload));
+            let payload = String::from_utf8(m.payload().to_vec()).unwrap();
+            return Some((i, m.topic().to_owned(), payload));
         }
         match op.recv(&net.events).ok()? {
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {

@@ -10,15 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{TIMEOUT, V4};
-use shardmq::{Broker, ByteStr, Config, Publish, QoS};
+use shardmq::{Broker, Config, Outgoing, QoS};
 
-fn message(topic: &str, payload: &'static [u8]) -> Publish {
-    Publish {
-        topic: ByteStr::from(topic),
-        qos: QoS::AtLeastOnce,
-        payload: Bytes::from_static(payload),
-        ..Publish::default()
-    }
+fn message(topic: &str, payload: &'static [u8]) -> Outgoing {
+    Outgoing::new(topic, Bytes::from_static(payload)).qos(QoS::AtLeastOnce)
 }
 
 #[test]
@@ -37,7 +32,7 @@ fn returns_once_routed_with_whether_anyone_matched() {
     let m = sub
         .try_recv()
         .expect("in the channel when publish_routed returned");
-    assert_eq!(&m.payload[..], b"open");
+    assert_eq!(&m.payload()[..], b"open");
     assert_eq!(
         &mqtt.next_publish().expect("delivered").payload[..],
         b"open"

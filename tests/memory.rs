@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{BrokerProc, Raw, TIMEOUT};
-use shardmq::{Broker, ByteStr, Config, Publish, PublishError, QoS};
+use shardmq::{Broker, Config, Outgoing, PublishError, QoS};
 
 /// Topics of the retained store, named so that the walk's order is numeric order.
 fn retained_topic(i: usize) -> String {
@@ -111,18 +111,13 @@ fn host_and_subscriber(capacity: usize, n: u32) -> (shardmq::BrokerHandle, shard
 fn expect_numbered(sub: &shardmq::Subscription, numbers: impl IntoIterator<Item = u32>) {
     for i in numbers {
         let m = sub.recv_timeout(TIMEOUT).unwrap();
-        assert_eq!(m.payload, Bytes::from(i.to_be_bytes().to_vec()));
+        assert_eq!(m.payload(), &Bytes::from(i.to_be_bytes().to_vec()));
     }
     assert!(sub.try_recv().is_err());
 }
 
-fn numbered(i: u32) -> Publish {
-    Publish {
-        topic: ByteStr::from("host/n"),
-        qos: QoS::AtLeastOnce,
-        payload: Bytes::from(i.to_be_bytes().to_vec()),
-        ..Publish::default()
-    }
+fn numbered(i: u32) -> Outgoing {
+    Outgoing::new("host/n", i.to_be_bytes().to_vec()).qos(QoS::AtLeastOnce)
 }
 
 #[test]
@@ -150,7 +145,7 @@ fn host_publish_refuses_at_the_bound_and_counts_it() {
             Ok(()) => accepted.push(i),
             Err(PublishError::Full(p)) => {
                 // The message comes back whole.
-                assert_eq!(p.payload, Bytes::from(i.to_be_bytes().to_vec()));
+                assert_eq!(p.payload(), &Bytes::from(i.to_be_bytes().to_vec()));
                 refused += 1;
             }
             Err(e) => panic!("{e}"),
@@ -164,7 +159,7 @@ fn host_publish_refuses_at_the_bound_and_counts_it() {
     // $SYS reports every refusal (it is published every second).
     let reported = common::wait_until(TIMEOUT, || {
         sys.try_iter()
-            .any(|m| std::str::from_utf8(&m.payload).ok() == Some(&refused.to_string()))
+            .any(|m| std::str::from_utf8(m.payload()).ok() == Some(&refused.to_string()))
     });
     assert!(reported, "$SYS never reported {refused} refusals");
 

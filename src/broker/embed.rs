@@ -26,6 +26,7 @@ use crate::retained::RetainedMessage;
 use crate::topic::{TopicError, TopicFilter};
 
 use super::ingest::Origin;
+use super::outgoing::{InvalidMessage, Outgoing};
 
 /// Messages an in-process subscription's channel holds by default (see
 /// [`crate::BrokerHandle::subscribe_with_capacity`]).
@@ -35,24 +36,34 @@ pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 4096;
 /// before it refuses more, by default (see [`crate::BrokerBuilder::publish_capacity`]).
 pub const DEFAULT_PUBLISH_CAPACITY: usize = 4096;
 
-/// Why [`crate::BrokerHandle::publish`] did not take a message; the message comes back.
+/// Why [`crate::BrokerHandle::publish`] (or `publish_timeout`, `publish_routed`) did
+/// not take a message; the message comes back ([`PublishError::into_message`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
     /// The broker holds as many messages from the host as it may (its publish capacity):
     /// try again later, or wait with [`crate::BrokerHandle::publish_timeout`].
     #[error("the broker's publish channel is full")]
-    Full(Box<Publish>),
-    /// The broker has stopped (or stopped before it routed the message).
+    Full(Box<Outgoing>),
+    /// The broker has stopped (or stopped before it routed the message, or before its
+    /// records were written).
     #[error("the broker has stopped")]
-    Stopped(Box<Publish>),
+    Stopped(Box<Outgoing>),
+    /// The message is not one a client could publish (its topic, a property, its size).
+    #[error("{reason}")]
+    Invalid {
+        /// The message.
+        message: Box<Outgoing>,
+        /// What is wrong with it.
+        reason: InvalidMessage,
+    },
 }
 
 impl PublishError {
     /// The message that was not published.
-    pub fn into_publish(self) -> Publish {
+    pub fn into_message(self) -> Outgoing {
         match self {
-            Self::Full(p) | Self::Stopped(p) => *p,
+            Self::Full(m) | Self::Stopped(m) | Self::Invalid { message: m, .. } => *m,
         }
     }
 }
@@ -174,7 +185,7 @@ impl From<Publish> for Injected {
 ///
 /// ```
 /// # fn f(m: &shardmq::Message) {
-/// match &m.source {
+/// match m.source() {
 ///     shardmq::Source::Client(from) => println!("from {} at {}", from.client_id(), from.peer()),
 ///     shardmq::Source::Host => println!("published by this process"),
 ///     other => println!("{other:?}"),
@@ -200,23 +211,99 @@ pub enum Source {
     Unknown,
 }
 
-/// A message delivered to an in-process [`Subscription`].
+/// A message delivered to an in-process [`Subscription`]. Cloning it is cheap (topic,
+/// payload and binary properties are shared, reference-counted buffers).
+///
+/// ```
+/// # fn f(m: &shardmq::Message) {
+/// println!("{} ({:?}, {} bytes)", m.topic(), m.qos(), m.payload().len());
+/// for (name, value) in m.user_properties() {
+///     println!("  {name}: {value}");
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The topic it was published on.
-    pub topic: ByteStr,
+    pub(crate) topic: ByteStr,
     /// The payload (a copy: it keeps no read buffer alive).
-    pub payload: Bytes,
+    pub(crate) payload: Bytes,
     /// The lower of the publisher's QoS and the subscription's.
-    pub qos: QoS,
-    /// True only for retained messages delivered when the subscription was made (as an
-    /// MQTT subscriber sees them [MQTT-3.3.1-9]).
-    pub retain: bool,
+    pub(crate) qos: QoS,
+    /// True only for retained messages delivered when the subscription was made.
+    pub(crate) retain: bool,
     /// The publisher's MQTT 5 properties (topic alias and subscription identifiers
     /// removed); empty for 3.1.1 publishers.
-    pub properties: Properties,
+    pub(crate) properties: Properties,
     /// Who published it.
-    pub source: Source,
+    pub(crate) source: Source,
+}
+
+impl Message {
+    /// The topic it was published on.
+    pub fn topic(&self) -> &str {
+        self.topic.as_str()
+    }
+
+    /// The topic as a shared buffer (no copy).
+    pub fn topic_bytes(&self) -> Bytes {
+        self.topic.as_bytes().clone()
+    }
+
+    /// The payload (a shared buffer: cloning it does not copy).
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The lower of the publisher's QoS and the subscription's.
+    pub fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// True only for retained messages delivered when the subscription was made (as an
+    /// MQTT subscriber sees them [MQTT-3.3.1-9]).
+    pub fn is_retained(&self) -> bool {
+        self.retain
+    }
+
+    /// Who published it.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The MQTT 5 message expiry interval the publisher set, in seconds.
+    pub fn message_expiry_secs(&self) -> Option<u32> {
+        self.properties.message_expiry_interval
+    }
+
+    /// The MQTT 5 content type the publisher set.
+    pub fn content_type(&self) -> Option<&str> {
+        self.properties.content_type.as_ref().map(ByteStr::as_str)
+    }
+
+    /// The MQTT 5 response topic the publisher set.
+    pub fn response_topic(&self) -> Option<&str> {
+        self.properties.response_topic.as_ref().map(ByteStr::as_str)
+    }
+
+    /// The MQTT 5 correlation data the publisher set.
+    pub fn correlation_data(&self) -> Option<&Bytes> {
+        self.properties.correlation_data.as_ref()
+    }
+
+    /// The MQTT 5 user properties, in the publisher's order (names may repeat).
+    pub fn user_properties(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.properties
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether the publisher marked the payload as UTF-8 text (MQTT 5 payload format
+    /// indicator 1).
+    pub fn payload_is_utf8(&self) -> bool {
+        self.properties.payload_format_indicator == Some(1)
+    }
 }
 
 impl Message {

@@ -72,6 +72,7 @@ mod memory_limit; // memory_limit: each shard's share and its gauge
 mod mount; // mount_point per listener
 mod options; // Mosquitto's per-listener and delivery options
 mod out_queue;
+pub mod outgoing; // the host's messages (BrokerHandle::publish) of the embedding API
 mod persist_hook; // persistence (src/persist): event hook + restore
 mod publish;
 mod routing;
@@ -430,7 +431,7 @@ impl Broker {
         self.injecting = false;
         drop(slot);
         if let Some(routed) = routed {
-            let _ = routed.try_send(matched); // never waits: room for one
+            self.reply_when_written(routed, matched); // persistence hook
         }
     }
 

@@ -17,6 +17,8 @@ mod restore;
 
 use std::time::Instant;
 
+use crossbeam_channel::Sender;
+
 use crate::codec::{AckKind, ByteStr, Packet, PacketId, Publish, QoS, SubscriptionOptions};
 use crate::persist::{InflightEntry, Record, EXPIRY_NEVER};
 use crate::retained::RetainSource;
@@ -46,6 +48,11 @@ pub(super) struct PersistHook {
     received_dirty: Vec<u8>,
     /// The runtime could not write the records: read nothing until it can.
     held: bool,
+    /// Host publishes (`BrokerHandle::publish_routed`) routed this iteration, told
+    /// whether anything matched once their records are written: not drained yet, and
+    /// drained (in the runtime's batch) but not written yet.
+    replies: Vec<(Sender<bool>, bool)>,
+    drained_replies: Vec<(Sender<bool>, bool)>,
 }
 
 impl PersistHook {
@@ -259,6 +266,27 @@ impl Broker {
         self.persist.held = held;
     }
 
+    /// The host's `publish_routed` message was routed (`matched`: whether any
+    /// subscription matched): with persistence on, `routed` is told once the records it
+    /// made are written ([`Broker::persist_written`]), at the point a client's PUBACK
+    /// would be released; without, now.
+    pub(super) fn reply_when_written(&mut self, routed: Sender<bool>, matched: bool) {
+        if self.persist.enabled {
+            self.persist.replies.push((routed, matched));
+        } else {
+            let _ = routed.try_send(matched); // never waits: room for one
+        }
+    }
+
+    /// The runtime wrote every record [`Broker::drain_persist`] gave it (as
+    /// `persistence_fsync` says) and holds nothing: the host publishes whose records
+    /// they were are answered now.
+    pub fn persist_written(&mut self) {
+        for (routed, matched) in self.persist.drained_replies.drain(..) {
+            let _ = routed.try_send(matched); // never waits: room for one
+        }
+    }
+
     pub(super) fn persist_held(&self) -> bool {
         self.persist.held
     }
@@ -267,6 +295,7 @@ impl Broker {
     /// `persistence_fsync always`, sync it before writing any output).
     pub fn has_persist_events(&self) -> bool {
         !self.persist.events.is_empty()
+            || !self.persist.replies.is_empty()
             || !self.persist.dirty.is_empty()
             || !self.persist.received_dirty.is_empty()
     }
@@ -275,6 +304,8 @@ impl Broker {
     /// window of every session whose window changed.
     pub fn drain_persist(&mut self, out: &mut Vec<Record>) {
         out.append(&mut self.persist.events);
+        let replies = std::mem::take(&mut self.persist.replies);
+        self.persist.drained_replies.extend(replies);
         for from in std::mem::take(&mut self.persist.received_dirty) {
             out.push(Record::Delivered {
                 boot: self.persist.boot,

@@ -24,11 +24,12 @@ use super::shard::Shard;
 use super::tls::{TlsError, TlsSlot};
 use crate::auth::Security;
 use crate::broker::embed::{
-    self, Injected, InternalSub, PublishError, PublishSlot, PublishSlots, SubscribeError,
-    Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
+    self, Injected, InternalSub, PublishError, PublishSlots, SubscribeError, Subscription,
+    DEFAULT_SUBSCRIPTION_CAPACITY,
 };
 use crate::broker::ingest::{IngestEntry, IngestHandler, Qos0Policy};
 use crate::broker::ingest_ack::AckSink;
+use crate::broker::outgoing::Outgoing;
 use crate::broker::ShardMsg;
 use crate::codec::{Publish, QoS};
 use crate::config::Config;
@@ -413,80 +414,110 @@ impl BrokerHandle {
         self.addrs.first().map_or(0, SocketAddr::port)
     }
 
-    /// Publishes `publish` into the broker as if a client had sent it (QoS is honoured
+    /// Publishes `message` into the broker as if a client had sent it (QoS is honoured
     /// towards subscribers; there is no acknowledgement back to the caller). Never
     /// blocks: the broker holds at most its publish capacity of such messages not routed
     /// yet ([`crate::DEFAULT_PUBLISH_CAPACITY`], see
     /// [`crate::BrokerBuilder::publish_capacity`]); beyond it the message comes back in
     /// [`PublishError::Full`] and the refusal is counted
     /// (`$SYS/broker/publish/embed/refused`). [`BrokerHandle::publish_timeout`] waits
-    /// for room instead.
+    /// for room instead. A message no client could publish (a wildcard in the topic, a
+    /// property too long, larger than `message_size_limit`) comes back in
+    /// [`PublishError::Invalid`], checked on the calling thread.
+    ///
+    /// Which shard routes it: the one its topic hashes to. So the messages that one
+    /// thread publishes on one topic reach every subscriber in the order they were
+    /// published (each shard takes the host's messages in order and routes in order, and
+    /// MQTT orders per publisher and topic [MQTT-4.6.0-6]); messages on different topics
+    /// may be routed in parallel, by different shards, and overtake each other, as
+    /// those of different clients do.
     ///
     /// ```no_run
-    /// # use shardmq::{Broker, ByteStr, Config, Publish, PublishError};
+    /// # use shardmq::{Broker, Config, Outgoing, PublishError};
     /// # let broker = Broker::builder(Config::default()).start().unwrap();
-    /// let reading = Publish { topic: ByteStr::from("sensors/boiler"), ..Publish::default() };
-    /// match broker.publish(reading) {
+    /// match broker.publish(Outgoing::new("sensors/boiler", "71.5")) {
     ///     Ok(()) => {}
-    ///     Err(PublishError::Full(p)) => println!("busy, {} kept for later", p.topic),
+    ///     Err(PublishError::Full(m)) => println!("busy, {} kept for later", m.topic()),
     ///     Err(e) => eprintln!("{e}"),
     /// }
     /// ```
-    pub fn publish(&self, publish: Publish) -> Result<(), PublishError> {
+    pub fn publish(&self, message: Outgoing) -> Result<(), PublishError> {
+        let publish = self.check(message)?;
         match self.publish_slots.try_take() {
-            Some(slot) => self.send_publish(publish, slot),
-            None => Err(PublishError::Full(Box::new(publish))),
+            Some(slot) => self.send_injected(Injected::new(publish, slot)),
+            None => Err(full(publish)),
         }
     }
 
     /// [`BrokerHandle::publish`], waiting up to `timeout` on the calling thread for room
     /// (back-pressure for a host that produces faster than the broker routes).
-    pub fn publish_timeout(&self, publish: Publish, timeout: Duration) -> Result<(), PublishError> {
+    pub fn publish_timeout(
+        &self,
+        message: Outgoing,
+        timeout: Duration,
+    ) -> Result<(), PublishError> {
+        let publish = self.check(message)?;
         match self.publish_slots.take_timeout(timeout) {
-            Some(slot) => self.send_publish(publish, slot),
-            None => Err(PublishError::Full(Box::new(publish))),
+            Some(slot) => self.send_injected(Injected::new(publish, slot)),
+            None => Err(full(publish)),
         }
     }
 
     /// [`BrokerHandle::publish`] that waits (up to `timeout`) for room, then until the
     /// broker has routed the message: when it returns, every matching subscription has it
     /// (in-process subscriptions have it in their channel; MQTT subscribers' connections
-    /// have it queued or in flight). Returns whether any subscription matched. With
-    /// persistence on, the message's record is queued for the log but may not be on
-    /// disk yet.
+    /// have it queued or in flight). Returns whether any subscription matched.
+    ///
+    /// With persistence on, it returns only once the records the message made are
+    /// written as `persistence_fsync` says (the retained message, the copies queued for
+    /// persistent sessions, the message on its way to other shards at QoS 1 and 2): at
+    /// the point where the broker would send a client's PUBACK for it. A broker killed
+    /// after that restarts with them. Records that cannot be written hold the shard (see
+    /// `persistence` in README.md); if the broker stops before they are written, the
+    /// message comes back in [`PublishError::Stopped`]. (At QoS 0 a copy for a
+    /// persistent session on another shard is recorded by that shard, a moment later, as
+    /// for a client's QoS 0 message.)
     ///
     /// ```no_run
-    /// # use shardmq::{Broker, ByteStr, Config, Publish};
+    /// # use shardmq::{Broker, Config, Outgoing};
     /// # use std::time::Duration;
     /// # let broker = Broker::builder(Config::default()).start().unwrap();
-    /// let cmd = Publish { topic: ByteStr::from("valves/3/set"), ..Publish::default() };
+    /// let cmd = Outgoing::new("valves/3/set", "open");
     /// if !broker.publish_routed(cmd, Duration::from_secs(1)).expect("routed") {
     ///     println!("nobody listens to valves/3/set");
     /// }
     /// ```
     pub fn publish_routed(
         &self,
-        publish: Publish,
+        message: Outgoing,
         timeout: Duration,
     ) -> Result<bool, PublishError> {
+        let publish = self.check(message)?;
         let Some(slot) = self.publish_slots.take_timeout(timeout) else {
-            return Err(PublishError::Full(Box::new(publish)));
+            return Err(full(publish));
         };
         let (routed, done) = crossbeam_channel::bounded(1);
         // Kept to give it back if the broker stops before routing it (Bytes: shared).
         let copy = publish.clone();
         self.send_injected(Injected::reporting(publish, slot, routed))?;
-        done.recv()
-            .map_err(|_| PublishError::Stopped(Box::new(copy)))
+        done.recv().map_err(|_| stopped(copy))
     }
 
-    fn send_publish(&self, publish: Publish, slot: PublishSlot) -> Result<(), PublishError> {
-        self.send_injected(Injected::new(publish, slot))
+    /// Checks `message` on the host's thread, so that a shard only gets what it can route.
+    fn check(&self, message: Outgoing) -> Result<Publish, PublishError> {
+        match message.check(self.config.message_size_limit) {
+            Ok(()) => Ok(message.into_publish()),
+            Err(reason) => Err(PublishError::Invalid {
+                message: Box::new(message),
+                reason,
+            }),
+        }
     }
 
     fn send_injected(&self, injected: Injected) -> Result<(), PublishError> {
-        let Some(s) = self.shards.first() else {
-            return Err(PublishError::Stopped(Box::new(injected.publish)));
+        let shard = host_shard(injected.publish.topic.as_str(), self.shards.len());
+        let Some(s) = self.shards.get(shard) else {
+            return Err(stopped(injected.publish));
         };
         let command = Command::Publish(Box::new(injected));
         match s.commands.send(command) {
@@ -495,9 +526,7 @@ impl BrokerHandle {
                 Ok(())
             }
             Err(e) => match e.into_inner() {
-                Command::Publish(injected) => {
-                    Err(PublishError::Stopped(Box::new(injected.publish)))
-                }
+                Command::Publish(injected) => Err(stopped(injected.publish)),
                 _ => unreachable!("sent a publish"),
             },
         }
@@ -652,6 +681,25 @@ impl BrokerHandle {
             }
         }
     }
+}
+
+/// The shard that routes the host's messages on `topic` (of `shards`): always the same
+/// one for a topic, so one thread's messages on a topic keep their order (see
+/// [`BrokerHandle::publish`]), and spread over the shards by topic.
+fn host_shard(topic: &str, shards: usize) -> usize {
+    use std::hash::BuildHasher;
+    // The host chooses its topics (no HashDoS concern); the seeded hash is just a good one.
+    let h = crate::hash::SeededState.hash_one(topic);
+    // Widening u64 -> u128 and back below `shards` (a usize): never truncates.
+    ((u128::from(h) * shards as u128) >> 64) as usize
+}
+
+fn full(p: Publish) -> PublishError {
+    PublishError::Full(Box::new(Outgoing::from_publish(p)))
+}
+
+fn stopped(p: Publish) -> PublishError {
+    PublishError::Stopped(Box::new(Outgoing::from_publish(p)))
 }
 
 impl Drop for BrokerHandle {

@@ -164,14 +164,23 @@ impl Persister {
     ///
     /// If the write fails, the records are kept (with everything the broker records
     /// after them) and retried by later calls once the backoff allows; meanwhile the
-    /// broker reads nothing ([`Broker::set_persist_held`]).
+    /// broker reads nothing ([`Broker::set_persist_held`]). Host publishes waiting in
+    /// `publish_routed` are answered once what they recorded is written.
     pub(super) fn flush(&mut self, broker: &mut Broker, now: Instant) {
         if broker.has_persist_events() {
             broker.drain_persist(&mut self.batch);
         }
-        if self.batch.is_empty() || self.held.as_ref().is_some_and(|s| !s.due(now)) {
-            return;
+        if !self.batch.is_empty() && self.held.as_ref().map_or(true, |s| s.due(now)) {
+            self.write(broker, now);
         }
+        if self.held.is_none() {
+            // Everything drained is written: `publish_routed` callers may return.
+            broker.persist_written();
+        }
+    }
+
+    /// [`Persister::flush`]'s write of the batch, starting or ending a failure streak.
+    fn write(&mut self, broker: &mut Broker, now: Instant) {
         match self.write_batch(now) {
             Ok(written) => {
                 if let Some(streak) = self.held.take() {

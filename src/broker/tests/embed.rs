@@ -157,3 +157,52 @@ fn host_publishes_in_flight_are_bounded_and_refusals_counted() {
     drop((b, c));
     assert!(slots.try_take().is_some());
 }
+
+/// `publish_routed` with persistence on: the host is answered only once the records of
+/// the message were drained and written (`persist_written`, which the runtime calls after
+/// the write, at the point a client's PUBACK is released); without persistence, at once.
+#[test]
+fn routed_reply_waits_for_the_write_of_its_records_with_persistence() {
+    use crate::broker::embed::{Injected, PublishSlots};
+    use crate::persist::Record;
+
+    let slots = PublishSlots::new(4);
+    let routed = |b: &mut Broker, topic: &str| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let slot = slots.try_take().unwrap();
+        b.inject(
+            Injected::reporting(publish(topic, QoS::AtLeastOnce, true), slot, tx),
+            Instant::now(),
+        );
+        rx
+    };
+
+    let mut plain = broker();
+    assert_eq!(routed(&mut plain, "p/1").try_recv(), Ok(false));
+
+    let mut b = broker();
+    b.enable_persistence(Instant::now(), 1_700_000_000_000, 1);
+    let rx = routed(&mut b, "p/1");
+    assert!(
+        rx.try_recv().is_err(),
+        "answered before its records were drained"
+    );
+    b.persist_written(); // nothing drained yet: nothing is written
+    assert!(
+        rx.try_recv().is_err(),
+        "answered before its records were written"
+    );
+    assert!(b.has_persist_events());
+    let mut records = Vec::new();
+    b.drain_persist(&mut records);
+    assert!(matches!(records.as_slice(), [Record::Retain { .. }]));
+    // A message routed after the drain waits for the next write.
+    let later = routed(&mut b, "p/2");
+    assert!(rx.try_recv().is_err(), "answered before the write");
+    b.persist_written();
+    assert_eq!(rx.try_recv(), Ok(false));
+    assert!(later.try_recv().is_err());
+    b.drain_persist(&mut records);
+    b.persist_written();
+    assert_eq!(later.try_recv(), Ok(false));
+}
