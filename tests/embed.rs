@@ -434,3 +434,50 @@ fn in_process_and_network_members_split_a_shared_group() {
     }
     assert!(subs.iter().all(|s| s.dropped() == 0));
 }
+
+/// Host publishes are spread over the shards by topic (`BrokerHandle::publish`): one
+/// thread's messages on each topic still reach an MQTT subscriber and an in-process one
+/// in the order they were published, interleaved over several topics, on two shards.
+#[test]
+fn host_publishes_keep_their_order_per_topic_across_shards() {
+    const TOPICS: usize = 8;
+    const PER_TOPIC: u32 = 300;
+    let broker = two_shards();
+    let inproc = broker
+        .subscribe_with_capacity("order/#", QoS::AtLeastOnce, TOPICS * PER_TOPIC as usize)
+        .unwrap();
+    let mqtt = V4::connect("order-sub", broker.port());
+    mqtt.subscribe("order/#", rumqttc::QoS::AtLeastOnce);
+    for i in 0..PER_TOPIC {
+        for t in 0..TOPICS {
+            let m = Outgoing::new(format!("order/{t}"), i.to_string()).qos(QoS::AtLeastOnce);
+            broker.publish_timeout(m, WAIT).unwrap();
+        }
+    }
+    let total = TOPICS * PER_TOPIC as usize;
+    let check = |got: Vec<(String, u32)>, who: &str| {
+        assert_eq!(got.len(), total, "{who}: every message");
+        let mut next: HashMap<String, u32> = HashMap::new();
+        for (topic, n) in got {
+            let want = next.entry(topic.clone()).or_insert(0);
+            assert_eq!(n, *want, "{who}: out of order on {topic}");
+            *want += 1;
+        }
+    };
+    let from_inproc = (0..total)
+        .map(|_| {
+            let m = inproc.recv_timeout(WAIT).unwrap();
+            let n = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+            (m.topic().to_owned(), n)
+        })
+        .collect();
+    check(from_inproc, "in-process");
+    let from_mqtt = (0..total)
+        .map(|_| {
+            let p = mqtt.next_publish().expect("a host message");
+            let n = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+            (p.topic, n)
+        })
+        .collect();
+    check(from_mqtt, "MQTT");
+}

@@ -772,3 +772,24 @@ impl Reloader {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::host_shard;
+
+    #[test]
+    fn host_messages_of_a_topic_always_go_to_one_shard_and_topics_spread() {
+        for shards in 1..=8 {
+            let mut used = vec![0usize; shards];
+            for t in 0..256 {
+                let topic = format!("sensors/{t}/temp");
+                let s = host_shard(&topic, shards);
+                assert!(s < shards);
+                assert_eq!(s, host_shard(&topic, shards), "stable per topic");
+                used[s] += 1;
+            }
+            // 256 topics over at most 8 shards: every shard gets a fair share.
+            assert!(used.iter().all(|&n| n >= 256 / shards / 3), "{used:?}");
+        }
+    }
+}
