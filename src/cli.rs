@@ -50,10 +50,12 @@ pub struct Args {
     #[arg(long = "test-config")]
     pub test_config: bool,
 
+    /// A tool to run instead of the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// The `shardmq` executable's tools (subcommands).
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Manage a Mosquitto password file, as mosquitto_passwd does:

@@ -26,18 +26,26 @@ const DENY: u8 = 0;
 /// Entries a [`ClientAcl`] caches per direction before it starts over.
 const CACHE_CAPACITY: usize = 256;
 
+/// Why an `acl_file` cannot be used (it stops the start, or a reload keeps the old rules).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AclError {
+    /// The file cannot be read.
     #[error("cannot read acl_file {}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why it cannot be read.
         source: std::io::Error,
     },
+    /// A line is not a valid rule.
     #[error("acl_file {}, line {line}: {reason}", path.display())]
     Line {
+        /// The file.
         path: PathBuf,
+        /// The line number (from 1).
         line: usize,
+        /// What is wrong with the line.
         reason: String,
     },
 }

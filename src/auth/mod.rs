@@ -31,8 +31,10 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
+    /// The `password_file` cannot be used.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// The `acl_file` cannot be used.
     #[error(transparent)]
     Acl(#[from] AclError),
 }

@@ -37,25 +37,35 @@ pub enum PasswdCommand {
     },
 }
 
+/// Why the `passwd` tool (as mosquitto_passwd) failed; printed as Mosquitto's tool prints it.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswdError {
+    /// The command line is wrong: the usage message.
     #[error("{0}")]
     Usage(String),
+    /// The password file cannot be read or written.
     #[error("Error: cannot {action} password file {}: {source}", path.display())]
     Io {
+        /// What the tool was doing ("read", "write", ...).
         action: &'static str,
+        /// The password file.
         path: PathBuf,
+        /// Why it failed.
         source: std::io::Error,
     },
+    /// `-D`: the user is not in the file.
     #[error("Error: user {0} not found in the password file.")]
     UserNotFound(String),
+    /// The password typed is empty.
     #[error("Error: Empty password.")]
     EmptyPassword,
+    /// The password and its confirmation differ.
     #[error("Error: Passwords do not match.")]
     Mismatch,
     /// `--help` / `-h`: the usage, for standard output.
     #[error("{0}")]
     Help(String),
+    /// The password could not be hashed.
     #[error("Error: {0}")]
     Hash(#[from] super::PasswordError),
 }

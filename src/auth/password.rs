@@ -31,17 +31,25 @@ const MAX_ITERATIONS: u32 = 1_000_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PasswordError {
+    /// The file cannot be read.
     #[error("cannot read password file {}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why it cannot be read.
         source: std::io::Error,
     },
+    /// A line is not `user:hash` with a hash shardmq can check.
     #[error("password file {}, line {line}: {reason}", path.display())]
     Line {
+        /// The file.
         path: PathBuf,
+        /// The line number (from 1).
         line: usize,
+        /// What is wrong with the line.
         reason: &'static str,
     },
+    /// The operating system's random source failed (hashing a new password).
     #[error("cannot get random bytes for a salt: {0}")]
     Random(String),
 }

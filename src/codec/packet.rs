@@ -39,9 +39,12 @@ impl ProtocolVersion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[non_exhaustive]
 pub enum QoS {
+    /// QoS 0: delivered at most once, never acknowledged.
     #[default]
     AtMostOnce = 0,
+    /// QoS 1: delivered at least once (PUBACK).
     AtLeastOnce = 1,
+    /// QoS 2: delivered exactly once (PUBREC, PUBREL, PUBCOMP).
     ExactlyOnce = 2,
 }
 

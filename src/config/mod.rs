@@ -42,24 +42,38 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LogDest {
+    /// Standard error (the default).
     Stderr,
+    /// Standard output.
     Stdout,
+    /// Appended to this file.
     File(PathBuf),
+    /// The system log (syslog).
     Syslog,
+    /// Published on `$SYS/broker/log/...` topics.
     Topic,
+    /// Nowhere.
     None,
 }
 
 /// Which log lines are written (`log_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogTypes {
+    /// `error` lines.
     pub error: bool,
+    /// `warning` lines.
     pub warning: bool,
+    /// `notice` lines.
     pub notice: bool,
+    /// `information` lines.
     pub information: bool,
+    /// `subscribe` lines (each SUBSCRIBE).
     pub subscribe: bool,
+    /// `unsubscribe` lines (each UNSUBSCRIBE).
     pub unsubscribe: bool,
+    /// `debug` lines (the packet trace).
     pub debug: bool,
+    /// `websockets` lines.
     pub websockets: bool,
 }
 
@@ -75,6 +89,7 @@ impl LogTypes {
         debug: false,
         websockets: false,
     };
+    /// `log_type all`.
     pub const ALL: Self = Self {
         error: true,
         warning: true,
@@ -87,11 +102,16 @@ impl LogTypes {
     };
 }
 
+/// Logging: where (`log_dest`), what (`log_type`), and how lines look.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
+    /// `log_dest` lines, in order (default: standard error).
     pub dests: Vec<LogDest>,
+    /// `log_type` lines.
     pub types: LogTypes,
+    /// `connection_messages`: log each client's connection and disconnection.
     pub connection_messages: bool,
+    /// `log_timestamp`: prefix each line with the time.
     pub timestamp: bool,
     /// strftime-like format of `log_timestamp_format`, if set.
     pub timestamp_format: Option<String>,
@@ -113,10 +133,15 @@ impl Default for LogConfig {
 /// keys (OpenSSL, cargo feature `psk`). Mosquitto allows only one of the two per listener.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TlsConfig {
+    /// `cafile`: CA certificates that verify client certificates.
     pub cafile: Option<PathBuf>,
+    /// `capath`: a directory of CA certificates.
     pub capath: Option<PathBuf>,
+    /// `certfile`: the listener's certificate chain (PEM).
     pub certfile: Option<PathBuf>,
+    /// `keyfile`: the listener's private key (PEM).
     pub keyfile: Option<PathBuf>,
+    /// `require_certificate`: clients must present a certificate the CA verifies.
     pub require_certificate: bool,
     /// The verified client certificate's CN, or the PSK identity, is the username.
     pub use_identity_as_username: bool,
@@ -181,6 +206,7 @@ pub enum ListenerProtocol {
 /// One `listener` block (or the default listener from top-level `port` / `bind_address`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
+    /// The port; 0 binds a free one (see `BrokerHandle::local_addrs`).
     pub port: u16,
     /// `protocol mqtt|websockets`.
     pub protocol: ListenerProtocol,
@@ -191,6 +217,7 @@ pub struct Listener {
     pub bind_address: Option<String>,
     /// Per-listener connection limit; `None` = unlimited.
     pub max_connections: Option<usize>,
+    /// TLS, when `certfile` / `keyfile` or `psk_hint` are set on the listener.
     pub tls: Option<TlsConfig>,
     /// `bind_interface`: listen only on this network interface (its addresses, and
     /// SO_BINDTODEVICE).
@@ -218,6 +245,7 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A plain MQTT listener on `port`, on `bind_address` (`None`: every interface).
     pub fn new(port: u16, bind_address: Option<String>) -> Self {
         Self {
             port,
@@ -242,7 +270,9 @@ impl Listener {
 /// `socket_domain ipv4|ipv6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketDomain {
+    /// `ipv4`: IPv4 only.
     Ipv4,
+    /// `ipv6`: IPv6 only.
     Ipv6,
 }
 
@@ -250,6 +280,7 @@ pub enum SocketDomain {
 /// [`BridgeConfig::new`]); `bridge.rs` parses it, `crate::bridge` runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BridgeConfig {
+    /// The `connection` name.
     pub name: String,
     /// `host:port` (1883 when not given), tried in this order.
     pub addresses: Vec<String>,
@@ -262,11 +293,14 @@ pub struct BridgeConfig {
     pub remote_clientid: Option<String>,
     /// Default `local.REMOTE_CLIENTID`, as Mosquitto.
     pub local_clientid: Option<String>,
+    /// `remote_username`.
     pub remote_username: Option<String>,
+    /// `remote_password`.
     pub remote_password: Option<String>,
     /// Accepted for Mosquitto files; the bridge is a trusted local member (no password
     /// or ACL check), as Mosquitto 2's bridges are.
     pub local_username: Option<String>,
+    /// `local_password` (accepted, unused: see `local_username`).
     pub local_password: Option<String>,
     /// Default false.
     pub cleansession: bool,
@@ -285,6 +319,7 @@ pub struct BridgeConfig {
     pub notifications: bool,
     /// Default `$SYS/broker/connection/REMOTE_CLIENTID/state`.
     pub notification_topic: Option<String>,
+    /// `notifications_local_only`: notifications are published locally only, not to the remote.
     pub notifications_local_only: bool,
     /// Default true: the retain flag of forwarded messages is kept.
     pub outgoing_retain: bool,
@@ -300,6 +335,7 @@ pub struct BridgeConfig {
     pub start_lazy: bool,
     /// `idle_timeout` / `threshold` (only used by `start_type lazy`).
     pub idle_timeout: u32,
+    /// Messages waiting for the remote that make a lazy bridge connect.
     pub threshold: u32,
     /// TLS to the remote: `bridge_cafile` / `bridge_capath` (either turns TLS on),
     /// `bridge_certfile` / `bridge_keyfile` (client certificate), `bridge_tls_version`
@@ -314,6 +350,7 @@ pub struct BridgeConfig {
     pub bind_address: Option<std::net::IpAddr>,
     /// `bridge_identity` / `bridge_psk` (hexadecimal): TLS-PSK to the remote.
     pub psk_identity: Option<String>,
+    /// The pre-shared key, hexadecimal (`bridge_psk`).
     pub psk: Option<String>,
     /// Where the `connection` line was; `None` when not read from a file.
     pub defined_at: Option<Location>,
@@ -347,19 +384,25 @@ impl BridgeConfig {
     }
 }
 
+/// One `topic` line of a bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BridgeTopic {
+    /// The topic pattern (may have wildcards; empty with prefixes: the prefix alone).
     pub pattern: String,
     /// "in", "out" or "both".
     pub direction: String,
+    /// The QoS of the bridge's subscription and forwarded messages (0-2).
     pub qos: u8,
+    /// Prefix added locally (removed when forwarded out).
     pub local_prefix: Option<String>,
+    /// Prefix added on the remote (removed when forwarded in).
     pub remote_prefix: Option<String>,
 }
 
 /// The validated broker configuration. Defaults follow Mosquitto 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The `listener` blocks (and the default listener), in file order.
     pub listeners: Vec<Listener>,
     /// Number of shard threads; `None` = number of cores the process may use.
     pub threads: Option<usize>,
@@ -368,6 +411,7 @@ pub struct Config {
     /// QoS 1/2 messages in flight per client (`max_inflight_messages`, default 20;
     /// 0 = unlimited is mapped to 65535).
     pub max_inflight_messages: u16,
+    /// `max_inflight_bytes` (0 = none): bytes of QoS 1/2 messages in flight per client.
     pub max_inflight_bytes: u64,
     /// Messages queued per client beyond the inflight window (`max_queued_messages`,
     /// default 1000; Mosquitto's 0 = no maximum is mapped to `usize::MAX`).
@@ -381,25 +425,38 @@ pub struct Config {
     pub queue_qos0_messages: bool,
     /// `persistent_client_expiration`; `None` = never expire.
     pub persistent_client_expiration: Option<Duration>,
+    /// `allow_anonymous` (default false with a listener, as Mosquitto 2).
     pub allow_anonymous: bool,
+    /// `allow_zero_length_clientid`: v3.1.1 / v5 clients may send an empty client id (one is assigned).
     pub allow_zero_length_clientid: bool,
+    /// `auto_id_prefix`: the prefix of assigned client ids.
     pub auto_id_prefix: String,
+    /// `password_file`: Mosquitto's password file.
     pub password_file: Option<PathBuf>,
+    /// `acl_file`: Mosquitto's ACL file.
     pub acl_file: Option<PathBuf>,
     /// The global `psk_file` (every PSK listener's, unless `per_listener_settings`).
     pub psk_file: Option<PathBuf>,
+    /// `clientid_prefixes`: only clients whose id starts with this may connect.
     pub clientid_prefixes: Option<String>,
+    /// `persistence`: sessions, retained messages and queued messages survive a restart.
     pub persistence: bool,
+    /// `persistence_location`: the directory of the persistence files.
     pub persistence_location: Option<PathBuf>,
+    /// `persistence_file`: the snapshot's file name (the log is next to it).
     pub persistence_file: String,
+    /// `autosave_interval`: how often the log is compacted into a new snapshot.
     pub autosave_interval: Duration,
+    /// `autosave_on_changes`: `autosave_interval` counts changes, not seconds.
     pub autosave_on_changes: bool,
     /// `persistence_fsync always|interval|never` (shardmq only): when the persistence log
     /// is fsynced. See [`PersistenceFsync`].
     pub persistence_fsync: PersistenceFsync,
+    /// `log_dest`, `log_type` and the other logging options.
     pub log: LogConfig,
     /// `sys_interval`; zero disables $SYS updates.
     pub sys_interval: Duration,
+    /// `pid_file`: where the process id is written at start.
     pub pid_file: Option<PathBuf>,
     /// `user`: when started as root, the user to switch to once the listeners are bound
     /// and the TLS, password and ACL files loaded. `None` = stay as started (Mosquitto
@@ -436,6 +493,7 @@ pub struct Config {
     /// fields allow more (a 64 KiB will payload plus properties), a real client sends a
     /// few hundred bytes; raise it for clients with very large wills.
     pub max_connect_packet_size: u32,
+    /// `retain_available` (default true): false refuses retained messages.
     pub retain_available: bool,
     /// `upgrade_outgoing_qos`: deliver at the subscription's QoS even when the message
     /// was published at a lower one (Mosquitto's non-conforming option).
@@ -459,6 +517,7 @@ pub struct Config {
     /// `http_acl write USER`: users who may act through the HTTP console (disconnect,
     /// delete retained); everyone else who logs in there is read-only.
     pub http_writers: Vec<String>,
+    /// The `connection` (bridge) blocks, in file order.
     pub bridges: Vec<BridgeConfig>,
     /// Files that were read to build this config (for messages and reloads).
     pub source_files: Vec<PathBuf>,

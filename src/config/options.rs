@@ -36,6 +36,7 @@ pub enum Support {
 pub struct OptionInfo {
     /// The option name; a name ending in `*` is a prefix (`auth_opt_*`).
     pub name: &'static str,
+    /// Whether and how shardmq supports it.
     pub support: Support,
     /// What shardmq does, for the README and for error and warning messages.
     pub note: &'static str,

@@ -19,22 +19,32 @@ pub const MAX_TOPIC_LEVELS: usize = crate::codec::wire::MAX_TOPIC_LEVELS;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TopicError {
+    /// The topic is empty [MQTT-4.7.3-1].
     #[error("topic is empty")]
     Empty,
+    /// The topic is longer than 65,535 bytes [MQTT-4.7.3-3].
     #[error("topic is longer than 65535 bytes")]
     TooLong,
+    /// The topic has more levels than the broker accepts (Mosquitto's limit).
     #[error("topic has more than {} levels", MAX_TOPIC_LEVELS)]
     TooDeep,
+    /// The topic contains U+0000 [MQTT-4.7.3-2].
     #[error("topic contains U+0000")]
     Nul,
+    /// A topic name (not a filter) contains '+' or '#' [MQTT-3.3.2-2].
     #[error("topic name contains a wildcard ('+' or '#')")]
     WildcardInName,
+    /// A filter has '#' other than as its whole last level [MQTT-4.7.1-1].
     #[error("'#' is not the whole last level of the filter")]
     MultiLevelMisplaced,
+    /// A filter has '+' other than as a whole level [MQTT-4.7.1-2].
     #[error("'+' is not a whole level of the filter")]
     SingleLevelMisplaced,
+    /// A `$share/` filter's share name is empty or has '/', '+' or '#'
+    /// [MQTT-4.8.2-1] [MQTT-4.8.2-2].
     #[error("shared subscription has an empty or invalid share name")]
     InvalidShareName,
+    /// A `$share/NAME/` filter has no topic filter after the share name [MQTT-4.8.2-2].
     #[error("shared subscription has no topic filter")]
     MissingSharedFilter,
 }
@@ -93,15 +103,16 @@ macro_rules! validated_topic {
                 Ok(Self(ByteStr::from(s)))
             }
 
+            /// The topic as text.
             pub fn as_str(&self) -> &str {
                 self.0.as_str()
             }
 
-            pub fn as_byte_str(&self) -> &ByteStr {
+            pub(crate) fn as_byte_str(&self) -> &ByteStr {
                 &self.0
             }
 
-            pub fn into_inner(self) -> ByteStr {
+            pub(crate) fn into_inner(self) -> ByteStr {
                 self.0
             }
 
