@@ -97,7 +97,7 @@ pub use broker::ingest::{
 };
 pub use broker::ingest_ack::AckToken;
 pub use broker::ingest_channel::{Delivery, IngestMessage, IngestSender};
-pub use broker::outgoing::{InvalidMessage, Outgoing};
+pub use broker::outgoing::{InvalidMessage, MessageProperties, Outgoing};
 pub use codec::QoS;
 pub use config::Config;
 pub use persist::Error as PersistError;

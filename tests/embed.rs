@@ -481,3 +481,104 @@ fn host_publishes_keep_their_order_per_topic_across_shards() {
         .collect();
     check(from_mqtt, "MQTT");
 }
+
+/// The MQTT 5 properties a host sets on an `Outgoing` reach an MQTT 5 subscriber
+/// (rumqttc) and an in-process one; a message no client could publish comes back in
+/// `PublishError::Invalid` with its reason, and nothing of it is delivered.
+#[test]
+fn host_message_properties_reach_subscribers_and_bad_messages_come_back() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use shardmq::{InvalidMessage, PublishError, TopicError};
+
+    let broker = two_shards();
+    let inproc = broker.subscribe("props/#", QoS::AtLeastOnce).unwrap();
+    let mut o = rumqttc::v5::MqttOptions::new("props-v5", "127.0.0.1", broker.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut conn) = rumqttc::v5::Client::new(o, 100);
+    let (tx, events) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        while let Ok(Ok(ev)) = conn.recv_timeout(WAIT) {
+            if let rumqttc::v5::Event::Incoming(p) = ev {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let next = |want: fn(&P5) -> bool| loop {
+        let p = events.recv_timeout(WAIT).expect("a packet from the broker");
+        if want(&p) {
+            return p;
+        }
+    };
+    client
+        .subscribe("props/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .unwrap();
+    next(|p| matches!(p, P5::SubAck(_)));
+
+    let bad = Outgoing::new("props/+", "x");
+    match broker.publish(bad.clone()) {
+        Err(PublishError::Invalid { message, reason }) => {
+            assert_eq!(*message, bad);
+            assert_eq!(reason, InvalidMessage::Topic(TopicError::WildcardInName));
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let not_utf8 = Outgoing::new("props/a", vec![0xc3]).payload_is_utf8(true);
+    assert!(matches!(
+        broker.publish_routed(not_utf8, WAIT),
+        Err(PublishError::Invalid {
+            reason: InvalidMessage::NotUtf8,
+            ..
+        })
+    ));
+
+    let m = Outgoing::new("props/a", "{\"t\":71.5}")
+        .qos(QoS::AtLeastOnce)
+        .message_expiry(Duration::from_secs(600))
+        .content_type("application/json")
+        .response_topic("props/reply")
+        .correlation_data(&b"req-7"[..])
+        .user_property("unit", "celsius")
+        .user_property("unit", "kelvin")
+        .payload_is_utf8(true);
+    assert!(broker.publish_routed(m, WAIT).unwrap());
+
+    let P5::Publish(p) = next(|p| matches!(p, P5::Publish(_))) else {
+        unreachable!()
+    };
+    assert_eq!(
+        (&p.topic[..], &p.payload[..]),
+        (&b"props/a"[..], &b"{\"t\":71.5}"[..])
+    );
+    let props = p.properties.expect("MQTT 5 properties");
+    assert_eq!(props.content_type.as_deref(), Some("application/json"));
+    assert_eq!(props.response_topic.as_deref(), Some("props/reply"));
+    assert_eq!(props.correlation_data.as_deref(), Some(&b"req-7"[..]));
+    assert_eq!(props.payload_format_indicator, Some(1));
+    assert!(props
+        .message_expiry_interval
+        .is_some_and(|s| s <= 600 && s >= 590));
+    let units =
+        [("unit", "celsius"), ("unit", "kelvin")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(props.user_properties, units.to_vec());
+
+    let got = inproc.recv_timeout(WAIT).unwrap();
+    assert_eq!(got.topic(), "props/a");
+    assert_eq!(got.source(), &shardmq::Source::Host);
+    let props = got.properties();
+    assert_eq!(props.content_type(), Some("application/json"));
+    assert_eq!(props.response_topic(), Some("props/reply"));
+    assert_eq!(
+        props.correlation_data().map(|b| &b[..]),
+        Some(&b"req-7"[..])
+    );
+    assert!(props.payload_is_utf8());
+    assert_eq!(props.message_expiry_secs(), Some(600));
+    assert_eq!(
+        props.user_properties().collect::<Vec<_>>(),
+        [("unit", "celsius"), ("unit", "kelvin")]
+    );
+    // Nothing of the refused messages arrived.
+    assert!(inproc.try_recv().is_err());
+}

@@ -39,6 +39,7 @@ pub enum PasswdCommand {
 
 /// Why the `passwd` tool (as mosquitto_passwd) failed; printed as Mosquitto's tool prints it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PasswdError {
     /// The command line is wrong: the usage message.
     #[error("{0}")]

@@ -26,7 +26,7 @@ use crate::retained::RetainedMessage;
 use crate::topic::{TopicError, TopicFilter};
 
 use super::ingest::Origin;
-use super::outgoing::{InvalidMessage, Outgoing};
+use super::outgoing::{InvalidMessage, MessageProperties, Outgoing};
 
 /// Messages an in-process subscription's channel holds by default (see
 /// [`crate::BrokerHandle::subscribe_with_capacity`]).
@@ -217,7 +217,7 @@ pub enum Source {
 /// ```
 /// # fn f(m: &shardmq::Message) {
 /// println!("{} ({:?}, {} bytes)", m.topic(), m.qos(), m.payload().len());
-/// for (name, value) in m.user_properties() {
+/// for (name, value) in m.properties().user_properties() {
 ///     println!("  {name}: {value}");
 /// }
 /// # }
@@ -271,38 +271,9 @@ impl Message {
         &self.source
     }
 
-    /// The MQTT 5 message expiry interval the publisher set, in seconds.
-    pub fn message_expiry_secs(&self) -> Option<u32> {
-        self.properties.message_expiry_interval
-    }
-
-    /// The MQTT 5 content type the publisher set.
-    pub fn content_type(&self) -> Option<&str> {
-        self.properties.content_type.as_ref().map(ByteStr::as_str)
-    }
-
-    /// The MQTT 5 response topic the publisher set.
-    pub fn response_topic(&self) -> Option<&str> {
-        self.properties.response_topic.as_ref().map(ByteStr::as_str)
-    }
-
-    /// The MQTT 5 correlation data the publisher set.
-    pub fn correlation_data(&self) -> Option<&Bytes> {
-        self.properties.correlation_data.as_ref()
-    }
-
-    /// The MQTT 5 user properties, in the publisher's order (names may repeat).
-    pub fn user_properties(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.properties
-            .user_properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// Whether the publisher marked the payload as UTF-8 text (MQTT 5 payload format
-    /// indicator 1).
-    pub fn payload_is_utf8(&self) -> bool {
-        self.properties.payload_format_indicator == Some(1)
+    /// The publisher's MQTT 5 properties (empty for MQTT 3.1.1 publishers).
+    pub fn properties(&self) -> MessageProperties<'_> {
+        MessageProperties(&self.properties)
     }
 }
 

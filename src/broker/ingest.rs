@@ -219,8 +219,8 @@ impl<'a> Ingested<'a> {
     }
 
     /// The device's MQTT 5 properties (empty for MQTT 3.1.1 devices).
-    pub fn properties(&self) -> &'a Properties {
-        &self.publish.properties
+    pub fn properties(&self) -> crate::MessageProperties<'a> {
+        crate::MessageProperties(&self.publish.properties)
     }
 
     /// Who published it.

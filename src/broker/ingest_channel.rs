@@ -33,7 +33,7 @@ impl IngestMessage {
             payload: Bytes::copy_from_slice(m.payload()),
             qos: m.qos(),
             retain: m.retain(),
-            properties: m.properties().compact(),
+            properties: m.publish.properties.compact(),
             origin: m.provenance().to_origin(),
         }
     }
@@ -59,8 +59,8 @@ impl IngestMessage {
     }
 
     /// The device's MQTT 5 properties (empty for MQTT 3.1.1 devices).
-    pub fn properties(&self) -> &Properties {
-        &self.properties
+    pub fn properties(&self) -> crate::MessageProperties<'_> {
+        crate::MessageProperties(&self.properties)
     }
 
     /// Who published it.

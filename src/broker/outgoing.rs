@@ -280,6 +280,68 @@ pub enum InvalidMessage {
     },
 }
 
+/// The MQTT 5 properties a publisher set on a message (of a [`crate::Message`],
+/// [`crate::Ingested`] or [`crate::IngestMessage`]); all empty for MQTT 3.1.1 publishers.
+/// A view: it borrows the message.
+///
+/// ```
+/// # fn f(m: &shardmq::Message) {
+/// let p = m.properties();
+/// if p.content_type() == Some("application/json") {
+///     for (name, value) in p.user_properties() {
+///         println!("{name}: {value}");
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct MessageProperties<'a>(pub(crate) &'a Properties);
+
+impl<'a> MessageProperties<'a> {
+    /// The message expiry interval, in seconds, as the publisher set it.
+    pub fn message_expiry_secs(&self) -> Option<u32> {
+        self.0.message_expiry_interval
+    }
+
+    /// The content type.
+    pub fn content_type(&self) -> Option<&'a str> {
+        self.0.content_type.as_ref().map(ByteStr::as_str)
+    }
+
+    /// The response topic.
+    pub fn response_topic(&self) -> Option<&'a str> {
+        self.0.response_topic.as_ref().map(ByteStr::as_str)
+    }
+
+    /// The correlation data.
+    pub fn correlation_data(&self) -> Option<&'a Bytes> {
+        self.0.correlation_data.as_ref()
+    }
+
+    /// The user properties, in the publisher's order (names may repeat).
+    pub fn user_properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.0
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether the publisher marked the payload as UTF-8 text (payload format indicator 1).
+    pub fn payload_is_utf8(&self) -> bool {
+        self.0.payload_format_indicator == Some(1)
+    }
+
+    /// Whether the publisher set none of these.
+    pub fn is_empty(&self) -> bool {
+        self.0.message_expiry_interval.is_none()
+            && self.0.content_type.is_none()
+            && self.0.response_topic.is_none()
+            && self.0.correlation_data.is_none()
+            && self.0.user_properties.is_empty()
+            && self.0.payload_format_indicator.is_none()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

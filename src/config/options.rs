@@ -12,6 +12,7 @@
 
 /// What shardmq does with an option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Support {
     /// Parsed and honoured (the note says where shardmq differs from Mosquitto).
     Yes,

@@ -178,9 +178,9 @@ pub fn next_summary() -> Option<Instant> {
     LIMITS.with(|l| l.try_borrow().ok().and_then(|l| l.next_due()))
 }
 
-/// `log_limited!(level, now, "format {}", args...)`: a log line written at most [`BURST`]
-/// times per [`WINDOW`] from this call site on this thread; the rest are counted into a
-/// summary line.
+/// `log_limited!(level, now, "format {}", args...)`: a log line written at most `BURST`
+/// (2) times per `WINDOW` (1 s) from this call site on this thread; the rest are counted
+/// into a summary line.
 #[macro_export]
 macro_rules! log_limited {
     ($level:expr, $now:expr, $fmt:literal $($arg:tt)*) => {
