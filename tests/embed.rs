@@ -558,7 +558,7 @@ fn host_message_properties_reach_subscribers_and_bad_messages_come_back() {
     assert_eq!(props.payload_format_indicator, Some(1));
     assert!(props
         .message_expiry_interval
-        .is_some_and(|s| s <= 600 && s >= 590));
+        .is_some_and(|s| (590..=600).contains(&s)));
     let units =
         [("unit", "celsius"), ("unit", "kelvin")].map(|(k, v)| (k.to_owned(), v.to_owned()));
     assert_eq!(props.user_properties, units.to_vec());

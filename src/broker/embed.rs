@@ -4,10 +4,11 @@
 //! shard's table of internal subscribers lives in `routing/internal.rs`; why a message
 //! reaches a subscription exactly once, and never blocks a shard, is explained there.
 //!
-//! And the other direction, the host's publishes: [`PublishSlots`] bound the messages
-//! published through `BrokerHandle::publish` that shard 0 has not routed yet
-//! ([`DEFAULT_PUBLISH_CAPACITY`]); each travels as an [`Injected`] holding one slot,
-//! given back when the shard has routed it. At the bound the host gets
+//! And the other direction, the host's publishes (an [`Outgoing`], checked on the host's
+//! thread, see `outgoing.rs`): [`PublishSlots`] bound the messages published through
+//! `BrokerHandle::publish` that the shards have not routed yet
+//! ([`DEFAULT_PUBLISH_CAPACITY`]); each travels to the shard its topic hashes to as an
+//! [`Injected`] holding one slot, given back when the shard has routed it. At the bound the host gets
 //! [`PublishError::Full`] with its message back (or waits, with `publish_timeout`, on its
 //! own thread), and the refusal is counted (`$SYS/broker/publish/embed/refused`).
 //!

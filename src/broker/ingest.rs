@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::codec::{ByteStr, Packet, Properties, Publish, QoS};
+use crate::codec::{ByteStr, Packet, Publish, QoS};
 use crate::topic::{TopicFilter, TopicIndex};
 
 use super::ingest_ack::{AckSink, AckToken, Awaiting};

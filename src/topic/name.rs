@@ -108,14 +108,6 @@ macro_rules! validated_topic {
                 self.0.as_str()
             }
 
-            pub(crate) fn as_byte_str(&self) -> &ByteStr {
-                &self.0
-            }
-
-            pub(crate) fn into_inner(self) -> ByteStr {
-                self.0
-            }
-
             /// The levels between '/' separators; empty levels count ("a//b" has three).
             pub fn levels(&self) -> std::str::Split<'_, char> {
                 self.0.as_str().split('/')
@@ -316,7 +308,7 @@ mod tests {
         let b = ByteStr::from("a/b/c");
         let ptr = b.as_bytes().as_ptr();
         let t = TopicName::try_from(b).unwrap();
-        assert_eq!(t.as_byte_str().as_bytes().as_ptr(), ptr);
+        assert_eq!(t.as_str().as_ptr(), ptr);
         assert_eq!(t.levels().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
