@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::codec::{ByteStr, Properties, Publish, QoS};
+use crate::config::Config;
 use crate::topic::{TopicError, TopicName};
 
 /// Longest UTF-8 string or binary property MQTT can encode (a two-byte length prefix).
@@ -153,10 +154,14 @@ impl Outgoing {
         self.retain
     }
 
-    /// Checks what a client's PUBLISH would have to satisfy to be decoded, and the
-    /// configured `message_size_limit` (`0`: none).
-    pub(crate) fn check(&self, message_size_limit: u32) -> Result<(), InvalidMessage> {
+    /// Checks what a client's PUBLISH would have to satisfy to be decoded and accepted
+    /// by this configuration (`message_size_limit`, `retain_available`).
+    pub(crate) fn check(&self, config: &Config) -> Result<(), InvalidMessage> {
         TopicName::parse(&self.topic).map_err(InvalidMessage::Topic)?;
+        if self.retain && !config.retain_available {
+            return Err(InvalidMessage::RetainNotAvailable); // as for a client [MQTT-3.3.1-11]
+        }
+        let message_size_limit = config.message_size_limit;
         if let Some(t) = &self.response_topic {
             TopicName::parse(t).map_err(InvalidMessage::ResponseTopic)?; // [MQTT-3.3.2-14]
         }
@@ -269,6 +274,9 @@ pub enum InvalidMessage {
     /// [MQTT-3.3.2-4].
     #[error("the payload is marked UTF-8 but is not")]
     NotUtf8,
+    /// RETAIN is set and the configuration has `retain_available false`.
+    #[error("retained messages are not available (retain_available false)")]
+    RetainNotAvailable,
     /// The message is larger than MQTT can encode, or its payload larger than the
     /// configured `message_size_limit`.
     #[error("the message is {size} bytes, more than the limit of {limit}")]
@@ -358,7 +366,7 @@ mod tests {
             .user_property("k", "v")
             .user_property("k", "w")
             .payload_is_utf8(true);
-        assert_eq!(m.check(0), Ok(()));
+        assert_eq!(m.check(&Config::default()), Ok(()));
         let p = m.clone().into_publish();
         assert_eq!(p.properties.message_expiry_interval, Some(2));
         assert_eq!(p.properties.payload_format_indicator, Some(1));
@@ -369,7 +377,11 @@ mod tests {
 
     #[test]
     fn refuses_what_a_decoder_would_refuse() {
-        let check = |m: Outgoing| m.check(0).unwrap_err();
+        let limited = |limit| Config {
+            message_size_limit: limit,
+            ..Config::default()
+        };
+        let check = |m: Outgoing| m.check(&limited(0)).unwrap_err();
         assert_eq!(
             check(Outgoing::new("a/#", "")),
             InvalidMessage::Topic(TopicError::WildcardInName)
@@ -395,12 +407,21 @@ mod tests {
             InvalidMessage::NotUtf8
         );
         assert_eq!(
-            Outgoing::new("a", vec![0; 11]).check(10),
+            Outgoing::new("a", vec![0; 11]).check(&limited(10)),
             Err(InvalidMessage::TooLarge {
                 size: 11,
                 limit: 10
             })
         );
-        assert_eq!(Outgoing::new("a", vec![0; 10]).check(10), Ok(()));
+        assert_eq!(Outgoing::new("a", vec![0; 10]).check(&limited(10)), Ok(()));
+        let no_retain = Config {
+            retain_available: false,
+            ..Config::default()
+        };
+        assert_eq!(
+            Outgoing::new("a", "").retain(true).check(&no_retain),
+            Err(InvalidMessage::RetainNotAvailable)
+        );
+        assert_eq!(Outgoing::new("a", "").check(&no_retain), Ok(()));
     }
 }

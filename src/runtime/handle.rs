@@ -422,7 +422,8 @@ impl BrokerHandle {
     /// [`PublishError::Full`] and the refusal is counted
     /// (`$SYS/broker/publish/embed/refused`). [`BrokerHandle::publish_timeout`] waits
     /// for room instead. A message no client could publish (a wildcard in the topic, a
-    /// property too long, larger than `message_size_limit`) comes back in
+    /// property too long, larger than `message_size_limit`, RETAIN with
+    /// `retain_available false`) comes back in
     /// [`PublishError::Invalid`], checked on the calling thread.
     ///
     /// Which shard routes it: the one its topic hashes to. So the messages that one
@@ -505,7 +506,7 @@ impl BrokerHandle {
 
     /// Checks `message` on the host's thread, so that a shard only gets what it can route.
     fn check(&self, message: Outgoing) -> Result<Publish, PublishError> {
-        match message.check(self.config.message_size_limit) {
+        match message.check(&self.config) {
             Ok(()) => Ok(message.into_publish()),
             Err(reason) => Err(PublishError::Invalid {
                 message: Box::new(message),
