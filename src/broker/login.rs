@@ -4,7 +4,8 @@
 //! ([`Broker::on_login_answer`]) or `connect_timeout` passes (then CONNACK "server
 //! unavailable"). An answer for a connection that left, or that came too late, finds
 //! nothing and is ignored; every entry leaves by its answer or its timer, so the table
-//! never holds more than one CONNECT per connection.
+//! never holds more than one CONNECT per connection. It never decides a login itself
+//! (the host does, through the hook) and never reads a socket.
 
 use std::time::Instant;
 
