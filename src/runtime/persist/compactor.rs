@@ -347,3 +347,51 @@ impl Compactor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A file whose fsync fails: the write end of a pipe (fsync(2) gives EINVAL).
+    fn unsyncable() -> File {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills two descriptors we then own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors are open and owned by nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        File::from(write)
+    }
+
+    #[test]
+    fn a_failed_interval_fsync_is_counted_and_retried_until_one_succeeds() {
+        let start = Instant::now() - Duration::from_secs(10);
+        let mut sync = LiveSync {
+            fsync: PersistenceFsync::Interval,
+            live: unsyncable(),
+            path: PathBuf::from("test.db.log"),
+            unsynced: true,
+            last: start,
+            failing: false,
+        };
+        let before = crate::metrics::persist::figures_unchecked().write_failures;
+        sync.if_due();
+        assert!(sync.failing, "the failure starts a streak");
+        assert!(sync.unsynced, "still unsynced: retried");
+        assert!(sync.deadline().is_some(), "a retry is scheduled");
+        assert!(crate::metrics::persist::figures_unchecked().write_failures > before);
+        // The next attempt, a second later, on a file that takes the fsync.
+        let dir = std::env::temp_dir().join(format!("smq-livesync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        sync.live = File::create(dir.join("log")).unwrap();
+        sync.last = start;
+        sync.if_due();
+        assert!(!sync.failing, "the streak ends");
+        assert!(!sync.unsynced);
+        assert_eq!(sync.deadline(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
