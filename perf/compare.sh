@@ -8,7 +8,9 @@
 # Scenarios: fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle (or "all"),
 # and the shared subscription ones: shared-qos0 shared-qos1 (8 publishers -> 4 members of
 # `$share/g/...`, MQTT 5) and sharesub-50K-500 (the mqttbs preset, scaled by SCALE), and
-# fanout-5-1000-5-250K (the mqttbs QoS 1 fan-out preset: 250k deliveries/s to 1000 subscribers).
+# fanout-5-1000-5-250K (the mqttbs QoS 1 fan-out preset: 250k deliveries/s to 1000 subscribers),
+# and fan-in-qos1-wide (fan-in-qos1 with max_inflight_messages 65535 for shardmq and
+# Mosquitto: the window FlashMQ always uses; fan-in-qos1 keeps Mosquitto's default 20).
 # Environment overrides (defaults in brackets):
 #   DURATION [10] measured seconds      WARMUP [2] unmeasured seconds first
 #   DRAIN [2] seconds to wait for in-flight messages after publishers stop
@@ -78,7 +80,7 @@ scenario_args() {
     local common=(--payload "$PAYLOAD" --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN")
     case "$1" in
         fan-in-qos0) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 0 --inflight "$INFLIGHT" "${common[@]}" ;;
-        fan-in-qos1) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 1 --inflight "$INFLIGHT" "${common[@]}" ;;
+        fan-in-qos1 | fan-in-qos1-wide) echo fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos 1 --inflight "$INFLIGHT" "${common[@]}" ;;
         pairs-qos0) echo pairs --pairs "$PAIRS" --qos 0 --inflight "$PAIRS_INFLIGHT" "${common[@]}" ;;
         fan-out-qos0) echo fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos 0 --inflight "$FANOUT_INFLIGHT" "${common[@]}" ;;
         latency) echo pairs --pairs "$LAT_PAIRS" --qos 0 --rate "$RATE" "${common[@]}" ;;
@@ -97,7 +99,7 @@ scenario_args() {
     esac
 }
 for s in "${SCENARIOS[@]}"; do
-    scenario_args "$s" >/dev/null || die "unknown scenario '$s' (fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 latency conn-idle shared-qos0 shared-qos1 sharesub-50K-500 fanout-5-1000-5-250K)"
+    scenario_args "$s" >/dev/null || die "unknown scenario '$s' (fan-in-qos0 pairs-qos0 fan-out-qos0 fan-in-qos1 fan-in-qos1-wide latency conn-idle shared-qos0 shared-qos1 sharesub-50K-500 fanout-5-1000-5-250K)"
 done
 
 cd "$ROOT"
@@ -140,7 +142,13 @@ config_text() { # broker
         fi
         echo "allow_anonymous true"
         echo "max_queued_messages $MAX_QUEUED"
-        echo "max_inflight_messages $MAX_INFLIGHT"
+        # fan-in-qos1-wide: the window FlashMQ always uses (it has no such option and sends
+        # up to the client's Receive Maximum, 65535 for a 3.1.1 client).
+        if [ "${scenario:-}" = fan-in-qos1-wide ]; then
+            echo "max_inflight_messages 65535"
+        else
+            echo "max_inflight_messages $MAX_INFLIGHT"
+        fi
         echo "persistence false"
         # Mosquitto leaves Nagle on unless told; shardmq always sets TCP_NODELAY.
         if [ "$1" = mosquitto ]; then echo "set_tcp_nodelay true"; fi

@@ -87,7 +87,7 @@ pub(crate) mod topic;
 pub(crate) mod ws;
 
 pub use auth::{AclError, AuthError, PasswordError};
-pub use broker::access::{AccessHook, ConnectInfo, Decision};
+pub use broker::access::{AccessHook, ConnectInfo, Decision, LoginTicket};
 pub use broker::embed::{
     Message, PublishError, Source, SubscribeError, Subscription, DEFAULT_PUBLISH_CAPACITY,
     DEFAULT_SUBSCRIPTION_CAPACITY,

@@ -360,7 +360,7 @@ fn kill_9_while_two_shards_hold_loses_no_acknowledged_message() {
 }
 
 #[test]
-fn a_snapshot_that_cannot_be_written_keeps_the_old_one_and_the_logs() {
+fn a_snapshot_that_cannot_be_written_keeps_the_old_one_and_is_retried() {
     let dir = temp_dir("persist-fail-snapshot");
     // A compaction every 100 changes and 1000-byte retained messages: the snapshot (all
     // of them) passes the limit long before a log (the changes since a rotation) does.
@@ -374,6 +374,13 @@ fn a_snapshot_that_cannot_be_written_keeps_the_old_one_and_the_logs() {
     let publish = |raw: &mut Raw, id: u16| {
         common::persist::publish_acked(raw, &format!("fill/{id}"), id, true, &body);
     };
+    let saved = |broker: &BrokerProc| {
+        broker
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("Saved persistence snapshot"))
+            .count()
+    };
     let mut id = 0u16;
     while !logged(&broker, "persistence compaction failed") {
         assert!(
@@ -384,15 +391,46 @@ fn a_snapshot_that_cannot_be_written_keeps_the_old_one_and_the_logs() {
         id += 1;
         publish(&mut publisher, id);
     }
-    assert!(
-        logged(&broker, "Saved persistence snapshot"),
-        "no snapshot before"
-    );
+    let saved_before = saved(&broker);
+    assert!(saved_before > 0, "no snapshot before");
     for _ in 0..50 {
         id += 1;
         publish(&mut publisher, id); // appends go on into the live log
     }
     assert!(!logged(&broker, ERROR_LINE), "{:?}", broker.log_lines());
+
+    // The disk takes writes again: the compaction is retried (10 s after the failure)
+    // and its snapshot covers the logs the failed one left.
+    lift_file_size_limit(&broker);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while saved(&broker) == saved_before {
+        assert!(
+            Instant::now() < deadline,
+            "no retried compaction; log: {:?}",
+            broker.log_lines()
+        );
+        id += 1;
+        publish(&mut publisher, id); // a shard starts the retry from its next append
+        std::thread::sleep(Duration::from_millis(20)); // pacing the load, not waiting on it
+    }
+    assert!(
+        logged(&broker, "Retrying the failed persistence compaction"),
+        "{:?}",
+        broker.log_lines()
+    );
+    let numbered: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.rsplit('.')
+                .next()
+                .is_some_and(|t| t.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    assert!(numbered.is_empty(), "numbered logs left: {numbered:?}");
+    id += 1;
+    publish(&mut publisher, id);
     crash(broker);
 
     let broker = BrokerProc::start(&config);

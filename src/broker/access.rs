@@ -13,17 +13,23 @@
 //! put to the hook.
 //!
 //! The hook runs on the shard thread and must not block (no I/O to a user store in the
-//! call: keep what it needs in memory, refreshed by another thread). This module only
-//! asks the hook; it never sends a packet or touches a socket.
+//! call: keep what it needs in memory, refreshed by another thread). A login it cannot
+//! decide from memory it defers: [`ConnectInfo::defer`] gives a [`LoginTicket`] that any
+//! thread answers later, while the connection waits (unread, its pipelined packets
+//! kept) for at most `connect_timeout`. This module only asks the hook; it never sends a
+//! packet or touches a socket (`login.rs` holds the deferred CONNECTs).
 
+use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::auth::BRIDGE_LISTENER;
 use crate::codec::{ByteStr, ReasonCode};
 
 use super::ingest::Provenance;
 use super::sessions::Slot;
+use super::ConnId;
 
 /// The host's answer to a CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,19 +46,96 @@ pub enum Decision {
     /// The host cannot decide now (its user store is unavailable): CONNACK 0x88 (MQTT
     /// 5), 3 (server unavailable) in 3.1.1. The client may retry later.
     Unavailable,
+    /// The host will answer later, through the [`LoginTicket`] it took with
+    /// [`ConnectInfo::defer`] in this call (without one this is [`Decision::Unavailable`]).
+    /// As an answer on a ticket it is [`Decision::Unavailable`] too.
+    Deferred,
 }
 
 impl Decision {
     /// The MQTT 5 reason code of a refusal (`None` for [`Decision::Allow`]).
-    const fn refusal(self) -> Option<ReasonCode> {
+    pub(super) const fn refusal(self) -> Option<ReasonCode> {
         match self {
             Self::Allow => None,
             Self::BadCredentials => Some(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
             Self::NotAuthorized => Some(ReasonCode::NOT_AUTHORIZED),
             Self::Banned => Some(ReasonCode::BANNED),
-            Self::Unavailable => Some(ReasonCode::SERVER_UNAVAILABLE),
+            Self::Unavailable | Self::Deferred => Some(ReasonCode::SERVER_UNAVAILABLE),
         }
     }
+}
+
+/// Where a ticket's answer goes: the runtime turns it into a command to the shard.
+#[derive(Clone)]
+pub struct LoginSink(Arc<dyn Fn(LoginAnswer) + Send + Sync>);
+
+impl LoginSink {
+    pub(crate) fn new(f: impl Fn(LoginAnswer) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for LoginSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginSink")
+    }
+}
+
+/// A deferred login's answer, for the shard that holds the CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginAnswer {
+    pub(crate) conn: ConnId,
+    pub(crate) uid: u64,
+    pub(crate) decision: Decision,
+}
+
+/// The host's promise to decide a deferred login ([`ConnectInfo::defer`]): `Send`, so
+/// a thread that asks a remote user store answers with [`LoginTicket::answer`]. Dropped
+/// unanswered, the client gets [`Decision::Unavailable`]; unanswered within
+/// `connect_timeout` after the CONNECT, the same. An answer after the client left, or
+/// after the timeout, is ignored.
+#[must_use = "dropping a login ticket refuses the client (server unavailable)"]
+pub struct LoginTicket {
+    target: Option<(LoginSink, LoginAnswer)>,
+}
+
+impl fmt::Debug for LoginTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginTicket")
+            .field("pending", &self.target.is_some())
+            .finish()
+    }
+}
+
+impl LoginTicket {
+    /// Decides the login: [`Decision::Allow`] lets the client in (its will topic is then
+    /// put to [`AccessHook::authorize_publish`], on the shard), any other decision
+    /// refuses it with that decision's reason code.
+    pub fn answer(mut self, decision: Decision) {
+        if let Some((sink, answer)) = self.target.take() {
+            (sink.0)(LoginAnswer { decision, ..answer });
+        }
+    }
+}
+
+impl Drop for LoginTicket {
+    fn drop(&mut self) {
+        if let Some((sink, answer)) = self.target.take() {
+            (sink.0)(LoginAnswer {
+                decision: Decision::Unavailable,
+                ..answer
+            });
+        }
+    }
+}
+
+/// What [`ConnectInfo::defer`] needs: where the answer goes, and whether a ticket was
+/// taken.
+pub(super) struct Deferral<'a> {
+    sink: Option<&'a LoginSink>,
+    conn: ConnId,
+    uid: u64,
+    taken: Cell<bool>,
 }
 
 /// A CONNECT the files let through, put to [`AccessHook::authenticate`].
@@ -70,6 +153,7 @@ pub struct ConnectInfo<'a> {
     password: Option<&'a [u8]>,
     certificate: Option<&'a str>,
     clean_start: bool,
+    deferral: &'a Deferral<'a>,
 }
 
 impl fmt::Debug for ConnectInfo<'_> {
@@ -133,13 +217,57 @@ impl<'a> ConnectInfo<'a> {
     pub fn provenance(&self) -> Provenance<'a> {
         self.client
     }
+
+    /// Defers the decision: returns the ticket to answer it with, from any thread,
+    /// after [`AccessHook::authenticate`] returned [`Decision::Deferred`]. Meanwhile the
+    /// connection is not read (what the client pipelined after its CONNECT is kept and
+    /// handled after a successful login) and other clients are served as usual. Copy
+    /// what the answer needs (user name, password) out of this `ConnectInfo`: it
+    /// borrows the CONNECT only for the call.
+    ///
+    /// ```
+    /// use shardmq::{AccessHook, ConnectInfo, Decision};
+    ///
+    /// /// Asks a (slow) user store on a thread of its own.
+    /// struct RemoteUsers {
+    ///     queries: std::sync::mpsc::Sender<(String, Vec<u8>, shardmq::LoginTicket)>,
+    /// }
+    ///
+    /// impl AccessHook for RemoteUsers {
+    ///     fn authenticate(&mut self, c: &ConnectInfo<'_>) -> Decision {
+    ///         let (Some(user), Some(password)) = (c.username(), c.password()) else {
+    ///             return Decision::BadCredentials;
+    ///         };
+    ///         let query = (user.to_owned(), password.to_vec(), c.defer());
+    ///         match self.queries.send(query) {
+    ///             Ok(()) => Decision::Deferred, // the store's thread calls ticket.answer(..)
+    ///             Err(_) => Decision::Unavailable,
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn defer(&self) -> LoginTicket {
+        let d = self.deferral;
+        d.taken.set(true);
+        LoginTicket {
+            target: d.sink.map(|sink| {
+                let answer = LoginAnswer {
+                    conn: d.conn,
+                    uid: d.uid,
+                    decision: Decision::Unavailable,
+                };
+                (sink.clone(), answer)
+            }),
+        }
+    }
 }
 
 /// The host's access rules, set with [`crate::BrokerBuilder::access`]; one instance per
 /// shard, called on that shard's thread. Every call must return at once: no blocking
-/// I/O, no lock held by a slow thread (a host with a remote user store keeps a cache
-/// that another thread refreshes, and answers [`Decision::Unavailable`] for what it does
-/// not know yet).
+/// I/O, no lock held by a slow thread. A host with a remote user store keeps a cache
+/// that another thread refreshes, or defers a login it cannot decide from memory
+/// ([`ConnectInfo::defer`], answered later from any thread); publish and subscribe
+/// checks cannot be deferred.
 ///
 /// Only what `password_file`, `acl_file` and `allow_anonymous` allow reaches the hook.
 /// The authorisation calls are not cached: they run for every PUBLISH and for every
@@ -189,6 +317,17 @@ pub trait AccessHook: Send {
 #[derive(Default)]
 pub(super) struct Access {
     hook: Option<Box<dyn AccessHook>>,
+    /// Where deferred logins' answers go (set by the runtime).
+    sink: Option<LoginSink>,
+}
+
+/// The hook's verdict on a CONNECT it did not refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Login {
+    /// Decided: let it in.
+    Now,
+    /// A ticket will answer ([`super::login`]).
+    Deferred,
 }
 
 impl fmt::Debug for Access {
@@ -201,6 +340,8 @@ impl fmt::Debug for Access {
 
 /// A CONNECT as [`Access::authenticate`] needs it.
 pub(super) struct ConnectCheck<'a> {
+    pub(super) conn: ConnId,
+    pub(super) conn_uid: u64,
     pub(super) client_id: &'a ByteStr,
     pub(super) username: Option<&'a ByteStr>,
     pub(super) password: Option<&'a [u8]>,
@@ -212,9 +353,22 @@ pub(super) struct ConnectCheck<'a> {
     pub(super) will_topic: Option<&'a ByteStr>,
 }
 
+impl ConnectCheck<'_> {
+    fn provenance(&self) -> Provenance<'_> {
+        Provenance {
+            client_id: self.client_id,
+            username: self.username,
+            listener: self.listener,
+            peer: self.peer,
+            protocol_level: self.protocol_level,
+        }
+    }
+}
+
 impl Access {
-    pub(super) fn set(&mut self, hook: Box<dyn AccessHook>) {
+    pub(super) fn set(&mut self, hook: Box<dyn AccessHook>, sink: Option<LoginSink>) {
         self.hook = Some(hook);
+        self.sink = sink;
     }
 
     /// Whether the host set a hook (without one every check below allows).
@@ -223,35 +377,58 @@ impl Access {
     }
 
     /// The hook's verdict on a CONNECT the files allowed: `Err(reason)` (MQTT 5 code)
-    /// refuses it. A will topic is put to `authorize_publish` after a successful login.
-    pub(super) fn authenticate(&mut self, c: &ConnectCheck<'_>) -> Result<(), ReasonCode> {
+    /// refuses it, [`Login::Deferred`] waits for a ticket's answer. A will topic is put
+    /// to `authorize_publish` after a successful login (after the answer, if deferred).
+    pub(super) fn authenticate(&mut self, c: &ConnectCheck<'_>) -> Result<Login, ReasonCode> {
         let Some(hook) = self.hook.as_mut() else {
-            return Ok(());
+            return Ok(Login::Now);
         };
         if c.listener == BRIDGE_LISTENER {
-            return Ok(());
+            return Ok(Login::Now);
         }
-        let client = Provenance {
-            client_id: c.client_id,
-            username: c.username,
-            listener: c.listener,
-            peer: c.peer,
-            protocol_level: c.protocol_level,
+        let client = c.provenance();
+        let deferral = Deferral {
+            sink: self.sink.as_ref(),
+            conn: c.conn,
+            uid: c.conn_uid,
+            taken: Cell::new(false),
         };
         let info = ConnectInfo {
             client,
             password: c.password,
             certificate: c.certificate,
             clean_start: c.clean_start,
+            deferral: &deferral,
         };
-        if let Some(reason) = hook.authenticate(&info).refusal() {
-            return Err(reason);
+        match hook.authenticate(&info) {
+            Decision::Deferred if deferral.taken.get() => return Ok(Login::Deferred),
+            Decision::Deferred => {
+                crate::log_warning!(
+                    "Warning: the access hook deferred the login of {} without taking a \
+                     ticket (ConnectInfo::defer); refused as unavailable.",
+                    c.client_id
+                );
+                return Err(ReasonCode::SERVER_UNAVAILABLE);
+            }
+            decision => {
+                if let Some(reason) = decision.refusal() {
+                    return Err(reason);
+                }
+            }
         }
+        self.authorize_will(c)
+    }
+
+    /// After a successful login: may the client's will be published?
+    pub(super) fn authorize_will(&mut self, c: &ConnectCheck<'_>) -> Result<Login, ReasonCode> {
+        let Some(hook) = self.hook.as_mut() else {
+            return Ok(Login::Now);
+        };
         match c.will_topic {
-            Some(topic) if !hook.authorize_publish(&client, topic.as_str()) => {
+            Some(topic) if !hook.authorize_publish(&c.provenance(), topic.as_str()) => {
                 Err(ReasonCode::NOT_AUTHORIZED)
             }
-            _ => Ok(()),
+            _ => Ok(Login::Now),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::codec::{
 };
 use crate::session::{self, Action, Session};
 
-use super::access::ConnectCheck;
+use super::access::{ConnectCheck, Login};
 use super::cross::{MovedSession, PendingConnect};
 use super::ingest_ack::PendingAck;
 use super::options;
@@ -120,6 +120,11 @@ impl Broker {
                         self.end_connection(conn, now, publish_will);
                     }
                 }
+            }
+            ConnState::AwaitLogin => {
+                // Pipelined after CONNECT: handled once the host let the client in.
+                let uid = c.uid;
+                self.logins.queue(conn, uid, packet);
             }
             ConnState::AwaitHome => {
                 // Pipelined after CONNECT: replayed once the session is in place.
@@ -327,9 +332,12 @@ impl Broker {
                     Err(ReasonCode::NOT_AUTHORIZED)
                 }
             });
-        // The host's hook decides after the files (`access.rs`).
+        // The host's hook decides after the files (`access.rs`); it may defer
+        // (`login.rs`, back in `admit`).
         let verdict = verdict.and_then(|a| {
             let check = ConnectCheck {
+                conn,
+                conn_uid,
                 client_id: &a.client_id,
                 username: connect.username.as_ref(),
                 password: connect.password.as_deref(),
@@ -340,33 +348,56 @@ impl Broker {
                 protocol_level: super::ingest_hook::protocol_level(connect.protocol),
                 will_topic: connect.will.as_ref().map(|w| &w.topic),
             };
-            self.access.authenticate(&check).map(|()| a)
+            self.access.authenticate(&check).map(|login| (a, login))
         });
-        let accepted = match verdict {
-            Ok(a) => session::Accepted { auth, ..a },
+        let (accepted, login) = match verdict {
+            Ok((a, login)) => (session::Accepted { auth, ..a }, login),
             Err(reason) => return self.refuse_connack(conn, &connect, reason),
         };
+        if login == Login::Deferred {
+            self.defer_login(conn, conn_uid, connect, accepted, identity, now);
+            return;
+        }
+        self.admit(conn, connect, accepted, Vec::new(), now);
+    }
+
+    /// An authenticated CONNECT goes on: to its client id's home shard first (N > 1),
+    /// then [`Broker::finish_connect`]; `queued`: packets the client pipelined after
+    /// it, handled after it.
+    pub(super) fn admit(
+        &mut self,
+        conn: ConnId,
+        connect: Box<Connect>,
+        accepted: session::Accepted,
+        queued: Vec<Packet>,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let conn_uid = c.uid;
         if self.cross.is_multi() {
             // The client id's home shard knows where its session lives [MQTT-3.1.4-3].
-            if let Some(c) = self.conns.get_mut(conn) {
-                c.state = ConnState::AwaitHome;
-            }
+            c.state = ConnState::AwaitHome;
             let clean_start = connect.clean_start;
             let pending = PendingConnect {
                 conn,
                 connect,
                 accepted,
-                queued: Vec::new(),
+                queued,
             };
             self.cross.claim(conn_uid, clean_start, Box::new(pending));
             return;
         }
         self.finish_connect(conn, connect, &accepted, None, now);
+        for packet in queued {
+            self.handle_packet(conn, packet, now);
+        }
     }
 
     /// Refuses a CONNECT with `reason` (v5's code; 3.1.1 gets its CONNACK return code,
     /// or no CONNACK at all for a will QoS above `max_qos`, as Mosquitto), then closes.
-    fn refuse_connack(&mut self, conn: ConnId, connect: &Connect, reason: ReasonCode) {
+    pub(super) fn refuse_connack(&mut self, conn: ConnId, connect: &Connect, reason: ReasonCode) {
         let Some(peer) = self.conns.get(conn).map(|c| c.peer) else {
             return;
         };

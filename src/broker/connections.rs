@@ -29,6 +29,9 @@ use super::{ConnId, OutQueue};
 pub(super) enum ConnState {
     /// Accepted, waiting for CONNECT.
     AwaitConnect,
+    /// CONNECT accepted by the files, waiting for the host's deferred login answer
+    /// (`login.rs`).
+    AwaitLogin,
     /// CONNECT accepted, waiting for the client id's home shard (N > 1).
     AwaitHome,
     /// CONNECT accepted; the session's slab key.

@@ -68,6 +68,7 @@ pub mod ingest_ack; // their deferred acknowledgements
 pub mod ingest_channel; // the channel form of a handler
 mod ingest_hook;
 mod lifecycle;
+mod login; // logins the access hook deferred
 mod memory_limit; // memory_limit: each shard's share and its gauge
 mod mount; // mount_point per listener
 mod options; // Mosquitto's per-listener and delivery options
@@ -144,6 +145,7 @@ pub struct Broker {
     ingest_sink: Option<ingest_ack::AckSink>,
     /// The embedding host's access hook (`access.rs`), after the password / ACL files.
     access: access::Access,
+    logins: login::Logins,
     /// Routing a message of the host's (`inject`), not one of the broker's own.
     injecting: bool,
     /// The host's count of refused `BrokerHandle::publish` calls, from the first message
@@ -190,6 +192,7 @@ impl Broker {
             ingest: ingest::Ingest::default(),
             ingest_sink: None,
             access: access::Access::default(),
+            logins: login::Logins::default(),
             injecting: false,
             embed_refused: None,
             auth: auth::AuthFlows::default(),
@@ -220,9 +223,13 @@ impl Broker {
     }
 
     /// Installs this shard's instance of the host's access hook (before it serves
-    /// clients).
-    pub fn set_access(&mut self, hook: Box<dyn access::AccessHook>) {
-        self.access.set(hook);
+    /// clients); `sink` takes the answers of the logins it defers.
+    pub fn set_access(
+        &mut self,
+        hook: Box<dyn access::AccessHook>,
+        sink: Option<access::LoginSink>,
+    ) {
+        self.access.set(hook, sink);
     }
 
     /// The runtime reports a TLS connection's verified client-certificate identity
@@ -384,8 +391,10 @@ impl Broker {
             return false;
         };
         let state = c.state;
-        if matches!(state, ConnState::Closing | ConnState::AwaitHome)
-            || self.cross.held_subacks_at_limit(conn)
+        if matches!(
+            state,
+            ConnState::Closing | ConnState::AwaitHome | ConnState::AwaitLogin
+        ) || self.cross.held_subacks_at_limit(conn)
             || self.persist_held()
         {
             return false;

@@ -161,6 +161,9 @@ impl Broker {
     pub(super) fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::Connect { conn, uid } => {
+                if self.expire_login(conn, uid, now) {
+                    return;
+                }
                 let Some(c) = self.conns.get(conn) else {
                     return;
                 };

@@ -323,6 +323,16 @@ pub fn render(views: &[ShardView], info: &Info, now: Instant, openmetrics: bool)
             p.write_failures,
         );
         out.family(
+            "shardmq_persistence_compaction_failures_total",
+            Kind::Counter,
+            "Failed compactions of the persistence log into a snapshot (each is retried).",
+        );
+        out.sample(
+            "shardmq_persistence_compaction_failures_total",
+            "",
+            p.compaction_failures,
+        );
+        out.family(
             "shardmq_persistence_last_fsync_timestamp_seconds",
             Kind::Gauge,
             "Unix time the last fsync of the live log ended (0: none yet).",

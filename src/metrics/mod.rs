@@ -403,6 +403,8 @@ impl Stats {
             out.push(("$SYS/broker/persistence/failing", failing));
             let failures = p.write_failures.to_string();
             out.push(("$SYS/broker/persistence/write_failures", failures));
+            let failures = p.compaction_failures.to_string();
+            out.push(("$SYS/broker/persistence/compaction_failures", failures));
         }
         out
     }

@@ -24,6 +24,7 @@ static LAST_UNIX_MS: AtomicU64 = AtomicU64::new(0);
 static LOG_BYTES: AtomicU64 = AtomicU64::new(0);
 static HOLDING: AtomicU64 = AtomicU64::new(0);
 static WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+static COMPACTION_FAILURES: AtomicU64 = AtomicU64::new(0);
 static LOST_AT_SHUTDOWN: AtomicU64 = AtomicU64::new(0);
 
 /// Persistence is on (its families appear in `/metrics`).
@@ -64,6 +65,11 @@ pub fn write_failed() {
     WRITE_FAILURES.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A compaction (snapshot) failed; it is retried.
+pub fn compaction_failed() {
+    COMPACTION_FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A shard stopped with `n` records it could not write.
 pub fn lost_at_shutdown(n: u64) {
     LOST_AT_SHUTDOWN.fetch_add(n, Ordering::Relaxed);
@@ -89,13 +95,20 @@ pub struct Figures {
     pub holding: u64,
     /// Failed appends, fsyncs and interval fsyncs since the start.
     pub write_failures: u64,
+    /// Failed compactions since the start (each is retried).
+    pub compaction_failures: u64,
 }
 
 pub fn figures() -> Option<Figures> {
     if !ENABLED.load(Ordering::Relaxed) {
         return None;
     }
-    Some(Figures {
+    Some(figures_unchecked())
+}
+
+/// The figures whether persistence is on or not (tests).
+pub(crate) fn figures_unchecked() -> Figures {
+    Figures {
         buckets: std::array::from_fn(|i| BUCKETS[i].load(Ordering::Relaxed)),
         sum_us: SUM_US.load(Ordering::Relaxed),
         count: COUNT.load(Ordering::Relaxed),
@@ -103,5 +116,6 @@ pub fn figures() -> Option<Figures> {
         log_bytes: LOG_BYTES.load(Ordering::Relaxed),
         holding: HOLDING.load(Ordering::Relaxed),
         write_failures: WRITE_FAILURES.load(Ordering::Relaxed),
-    })
+        compaction_failures: COMPACTION_FAILURES.load(Ordering::Relaxed),
+    }
 }

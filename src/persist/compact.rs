@@ -16,6 +16,11 @@
 //!
 //! Until 2 completes the frozen log stays, so a crash loses nothing. It never writes to
 //! the live log (the shards append to it meanwhile) and never reads the clock.
+//!
+//! A retry after a failed compaction is the same run with the live log under a numbered
+//! name (`<file>.log.<generation>`, [`Paths::numbered`]) while the usual names still hold
+//! the logs of the failed attempts: its snapshot is newer than all of them, then the live
+//! log takes `<file>.log` and the spare `<file>.log.swap` again.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +48,23 @@ pub fn run(
     let snapshot_len = snapshot::write_with(&paths.snapshot, generation, state, between_chunks)?;
     let frozen_path = frozen.path().to_path_buf();
     drop(frozen);
+    if live_path != paths.log && live_path != paths.swap {
+        // A retry after failed compactions: the live log is a numbered one, and the usual
+        // names hold logs this snapshot now contains. The live log takes `<file>.log`, the
+        // next spare `<file>.log.swap`, and the numbered leftovers go. A crash between
+        // these steps leaves the snapshot newer than every log but the live one, which
+        // recovery finds under any of the names.
+        let io = |e| Error::io(&paths.log, e);
+        std::fs::rename(&live_path, &paths.log).map_err(io)?;
+        super::sync_dir(&paths.log).map_err(io)?;
+        let spare = prepare_spare(&paths.swap, generation + 1)?;
+        paths.remove_numbered_logs(&paths.log);
+        return Ok(Compacted {
+            spare,
+            snapshot_len,
+            live_path: paths.log.clone(),
+        });
+    }
     let (live_path, spare_path) = if live_path == paths.log {
         (live_path, frozen_path)
     } else {

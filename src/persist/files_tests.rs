@@ -299,3 +299,120 @@ fn files_of_the_first_release_load() {
     assert_eq!(crashed.sessions.len(), 3);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A compaction whose snapshot cannot be written is retried over a spare under a
+/// numbered name; a retry that fails too makes the chain of logs longer. A crash at any
+/// step reopens to everything appended, and the retry that succeeds leaves the usual
+/// two logs and no numbered one.
+#[test]
+fn a_failed_compaction_is_retried_and_a_crash_at_any_step_loses_nothing() {
+    let d = dir("retry");
+    let now = Instant::now();
+    let (mut store, mut model) = open(&config(&d), now).unwrap();
+    let paths = store.paths().clone();
+    let mut broken = paths.clone();
+    broken.snapshot = d.join("missing").join("test.db");
+    append(
+        &mut store,
+        &mut model,
+        vec![retain("a", "1"), retain("b", "1")],
+    );
+    // The first attempt and the first retry fail, the second retry succeeds.
+    for attempt in 0..3 {
+        let r = store.rotate(now).unwrap();
+        if attempt > 0 {
+            assert_eq!(r.live_path, paths.numbered(r.generation));
+        }
+        let at_rotation = model.clone();
+        append(
+            &mut store,
+            &mut model,
+            vec![retain("c", &attempt.to_string())],
+        );
+        reopen_copy(&d, &format!("retry-{attempt}-running"), &model, |_| {});
+        if attempt == 2 {
+            // Killed after the snapshot, before the live log got its usual name back.
+            reopen_copy(&d, "retry-snapshot-written", &model, |to| {
+                snapshot::write(&to.join("test.db"), r.generation, &at_rotation).unwrap();
+            });
+            let done = compact::run(
+                r.generation,
+                r.frozen,
+                r.live_path,
+                &at_rotation,
+                &paths,
+                &mut || {},
+            )
+            .unwrap();
+            assert_eq!(done.live_path, paths.log);
+            store.finish_compaction(Ok(done));
+            break;
+        }
+        let done = compact::run(
+            r.generation,
+            r.frozen,
+            r.live_path,
+            &at_rotation,
+            &broken,
+            &mut || {},
+        );
+        assert!(done.is_err());
+        store.finish_compaction(Err(()));
+        assert!(store.compaction_failed());
+        assert!(!store.compaction_due(now + Duration::from_secs(3600)));
+        append(
+            &mut store,
+            &mut model,
+            vec![retain("d", &attempt.to_string())],
+        );
+        reopen_copy(&d, &format!("retry-{attempt}-failed"), &model, |_| {});
+        // What the compactor thread does when the retry is due.
+        let g = store.generation() + 1;
+        let spare = compact::prepare_spare(&paths.numbered(g), g).unwrap();
+        store.retry_with(spare);
+        assert!(store.compaction_due(now));
+        assert!(store.poll_timeout().is_some_and(|t| t <= now));
+    }
+    assert!(
+        paths.numbered_logs().is_empty(),
+        "{:?}",
+        paths.numbered_logs()
+    );
+    let live = log::read(&paths.log).unwrap().unwrap();
+    assert_eq!(live.generation, store.generation());
+    assert_eq!(live.records.len(), 1);
+    let spare = log::read(&paths.swap).unwrap().unwrap();
+    assert_eq!(
+        (spare.generation, spare.valid_len),
+        (store.generation() + 1, HEADER_LEN)
+    );
+    append(&mut store, &mut model, vec![retain("e", "4")]);
+    reopen_copy(&d, "retry-done", &model, |_| {});
+    // And the next compaction is an ordinary one again.
+    let r = store.rotate(now).unwrap();
+    assert_eq!(r.live_path, paths.swap);
+    drop(store);
+    let (_, state) = open(&config(&d), now).unwrap();
+    assert_eq!(state, model);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Numbered logs older than the snapshot, and temporary files of numbered spares, are
+/// removed on open.
+#[test]
+fn open_removes_numbered_leftovers() {
+    let d = dir("leftovers");
+    let now = Instant::now();
+    let (mut store, mut model) = open(&config(&d), now).unwrap();
+    let paths = store.paths().clone();
+    append(&mut store, &mut model, vec![retain("a", "1")]);
+    drop(store);
+    let old = log::LogWriter::create(&paths.numbered(0), 0).unwrap();
+    drop(old);
+    std::fs::write(with_suffix(&paths.numbered(7), ".tmp"), b"SMQ").unwrap();
+    let (_, state) = open(&config(&d), now).unwrap();
+    assert_eq!(state, model);
+    assert!(paths.numbered_logs().is_empty());
+    assert!(paths.numbered_tmp_files().is_empty());
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -9,7 +9,9 @@
 //!   (the usual case; also every layout files of earlier versions have);
 //! - a log of generation S + 1 after one of generation S: a compaction was under way
 //!   (the frozen log, then the new live one); both are replayed, then the compaction is
-//!   finished here before the listeners open;
+//!   finished here before the listeners open; likewise a longer chain S, S + 1, S + 2...
+//!   left by compactions that failed and were retried (the later logs under numbered
+//!   names, `<file>.log.<generation>`);
 //! - empty logs of any later generation: spares, ignored.
 //!
 //! Anything else (a log with records newer than the snapshot allows) is refused, as is a
@@ -38,7 +40,10 @@ pub fn open(config: &Config, now: Instant) -> Result<(Store, State), Error> {
         snapshot::tmp_path(&paths.snapshot),
         with_suffix(&paths.log, ".tmp"),
         with_suffix(&paths.swap, ".tmp"),
-    ] {
+    ]
+    .into_iter()
+    .chain(paths.numbered_tmp_files())
+    {
         let _ = std::fs::remove_file(stale);
     }
     let (generation, mut state, snapshot_len) = match snapshot::read(&paths.snapshot)? {
@@ -49,7 +54,9 @@ pub fn open(config: &Config, now: Instant) -> Result<(Store, State), Error> {
         None => (0, State::default(), 0),
     };
     let mut logs: Vec<(PathBuf, LogContents)> = Vec::new();
-    for path in [&paths.log, &paths.swap] {
+    // The usual two, and the numbered logs of compactions retried after a failure.
+    let numbered = paths.numbered_logs();
+    for path in [&paths.log, &paths.swap].into_iter().chain(&numbered) {
         if let Some(contents) = log::read(path)? {
             if contents.generation >= generation {
                 logs.push((path.clone(), contents));
@@ -101,6 +108,16 @@ pub fn open(config: &Config, now: Instant) -> Result<(Store, State), Error> {
     }
 
     if usual {
+        let mut live_path = live_path;
+        if live_len > 0 && live_path != paths.log && live_path != paths.swap {
+            // Killed after a retried compaction's snapshot, before its live log got the
+            // usual name back: every other log is older than the snapshot, or an empty
+            // spare.
+            std::fs::rename(&live_path, &paths.log).map_err(|e| Error::io(&paths.log, e))?;
+            super::sync_dir(&paths.log).map_err(|e| Error::io(&paths.log, e))?;
+            live_path = paths.log.clone();
+        }
+        paths.remove_numbered_logs(&live_path);
         let log = if live_len > 0 {
             LogWriter::open(&live_path, live_len)?
         } else {
@@ -130,6 +147,7 @@ pub fn open(config: &Config, now: Instant) -> Result<(Store, State), Error> {
          {finished})."
     );
     let full = compact::full(&paths, finished, &state)?;
+    paths.remove_numbered_logs(&paths.log);
     let snapshot_len = full.snapshot_len;
     let store = Store::new(config, full.live, full.spare, finished, snapshot_len, now);
     Ok((store, state))
@@ -147,8 +165,10 @@ fn check_generations(logs: &[(PathBuf, LogContents)], generation: u64) -> Result
         if !has_data(c) {
             continue;
         }
+        // The snapshot's own log, or one of a chain of later generations (a compaction
+        // under way, possibly retried after failed ones).
         let follows =
-            c.generation == generation || (c.generation == generation + 1 && present(generation));
+            c.generation == generation || (c.generation > generation && present(c.generation - 1));
         let twin = logs
             .iter()
             .skip(i + 1)

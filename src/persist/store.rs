@@ -45,6 +45,78 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// Where the spare log of `generation` goes when a compaction is retried after a
+    /// failed one: `<file>.log.<generation>`, beside the two usual logs (which may both
+    /// still hold records the retry's snapshot has to cover).
+    #[must_use]
+    pub fn numbered(&self, generation: u64) -> PathBuf {
+        with_suffix(&self.log, &format!(".{generation}"))
+    }
+
+    /// The numbered logs (`<file>.log.<n>`) in the directory, left by retried
+    /// compactions.
+    pub fn numbered_logs(&self) -> Vec<PathBuf> {
+        self.numbered_files(false)
+    }
+
+    /// Their temporary files (`<file>.log.<n>.tmp`), left by a crash while one was
+    /// prepared.
+    pub fn numbered_tmp_files(&self) -> Vec<PathBuf> {
+        self.numbered_files(true)
+    }
+
+    fn numbered_files(&self, tmp: bool) -> Vec<PathBuf> {
+        let (Some(dir), Some(name)) = (self.log.parent(), self.log.file_name()) else {
+            return Vec::new();
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mut prefix = name.to_owned();
+        prefix.push(".");
+        let prefix = prefix.as_encoded_bytes().to_vec();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let matches = |n: &[u8]| {
+            let Some(rest) = n.strip_prefix(prefix.as_slice()) else {
+                return false;
+            };
+            let digits = if tmp {
+                match rest.strip_suffix(b".tmp") {
+                    Some(d) => d,
+                    None => return false,
+                }
+            } else {
+                rest
+            };
+            !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| matches(e.file_name().as_encoded_bytes()))
+            .map(|e| self.log.with_file_name(e.file_name()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Removes the numbered logs other than `keep` (all of them older than the snapshot
+    /// on disk; best effort: a leftover is ignored by recovery and removed next time).
+    pub fn remove_numbered_logs(&self, keep: &Path) {
+        let mut removed = false;
+        for p in self.numbered_logs() {
+            if p != keep {
+                removed |= std::fs::remove_file(&p).is_ok();
+            }
+        }
+        if removed {
+            let _ = super::sync_dir(&self.log);
+        }
+    }
+
     pub fn of(config: &Config) -> Self {
         let dir = config
             .persistence_location
@@ -103,8 +175,11 @@ pub struct Store {
     fsync: PersistenceFsync,
     buf: BytesMut,
     compacting: bool,
-    /// A compaction failed: no more until a restart (logged), the log just grows.
+    /// A compaction failed: none starts until the compactor hands a new spare
+    /// ([`Store::retry_with`]); the log grows meanwhile.
     failed: bool,
+    /// A spare came with [`Store::retry_with`]: the next compaction is due at once.
+    retry_due: bool,
     last_compact: Instant,
     changes_since_compact: u64,
     snapshot_len: u64,
@@ -131,6 +206,7 @@ impl Store {
             buf: BytesMut::with_capacity(64 * 1024),
             compacting: false,
             failed: false,
+            retry_due: false,
             last_compact: now,
             changes_since_compact: 0,
             snapshot_len,
@@ -218,6 +294,9 @@ impl Store {
     /// When a timed compaction (`autosave_interval`) is next due, if one is.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.retry_due && self.can_compact() && !self.log.is_empty() {
+            return Some(self.last_compact);
+        }
         (!self.autosave_on_changes
             && !self.autosave_interval.is_zero()
             && !self.log.is_empty()
@@ -242,7 +321,7 @@ impl Store {
         } else {
             !self.autosave_interval.is_zero() && now >= self.last_compact + self.autosave_interval
         };
-        big || autosave
+        big || autosave || self.retry_due
     }
 
     /// Starts a compaction: the spare becomes the live log of the next generation (a
@@ -272,6 +351,7 @@ impl Store {
         let frozen = std::mem::replace(&mut self.log, spare);
         self.generation += 1;
         self.compacting = true;
+        self.retry_due = false;
         self.last_compact = now;
         self.changes_since_compact = 0;
         Ok(Rotation {
@@ -283,8 +363,8 @@ impl Store {
     }
 
     /// The compaction of the last [`Rotation`] ended: the snapshot is durable and the
-    /// next spare prepared (`Ok`), or it failed (`Err`: the frozen log stays, no more
-    /// compactions until a restart recovers from the files).
+    /// next spare prepared (`Ok`), or it failed (`Err`: the frozen log stays, and no
+    /// compaction starts until [`Store::retry_with`]).
     pub fn finish_compaction(&mut self, result: Result<Compacted, ()>) {
         self.compacting = false;
         match result {
@@ -297,6 +377,21 @@ impl Store {
         }
     }
 
+    /// After a failed compaction: `spare` (of generation [`Store::generation`] + 1, at
+    /// [`Paths::numbered`]) lets the next one start, at once. Its snapshot covers every
+    /// log left by the failed ones (see [`super::compact::run`]).
+    pub fn retry_with(&mut self, spare: LogWriter) {
+        debug_assert!(self.failed && !self.compacting);
+        self.spare = Some(spare);
+        self.failed = false;
+        self.retry_due = true;
+    }
+
+    /// Whether a compaction failed and no retry has started yet.
+    pub fn compaction_failed(&self) -> bool {
+        self.failed
+    }
+
     /// After a full compaction to `generation` (shutdown): its new live log and spare.
     pub fn reset(&mut self, full: super::compact::Full, generation: u64) {
         self.log = full.live;
@@ -305,6 +400,7 @@ impl Store {
         self.snapshot_len = full.snapshot_len;
         self.compacting = false;
         self.failed = false;
+        self.retry_due = false;
         self.changes_since_compact = 0;
     }
 }

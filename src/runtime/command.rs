@@ -35,6 +35,8 @@ pub enum Command {
     Unsubscribe(u64),
     /// An ingest ack token was acked or dropped.
     IngestToken(TokenOutcome),
+    /// A deferred login's ticket was answered or dropped.
+    LoginAnswer(crate::broker::access::LoginAnswer),
     /// The bridges of a reloaded configuration (SIGHUP): each shard starts, stops or
     /// restarts the ones it runs.
     SetBridges(Arc<[BridgeConfig]>),

@@ -23,6 +23,7 @@ use super::listener;
 use super::shard::Shard;
 use super::tls::{TlsError, TlsSlot};
 use crate::auth::Security;
+use crate::broker::access::LoginSink;
 use crate::broker::embed::{
     self, Injected, InternalSub, PublishError, PublishSlots, SubscribeError, Subscription,
     DEFAULT_SUBSCRIPTION_CAPACITY,
@@ -327,7 +328,14 @@ impl Prepared {
             let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
             shard.set_security(Arc::clone(&security));
             if let Some(make) = access.as_mut() {
-                shard.set_access(make(id));
+                // Deferred logins' answers come back to this shard as commands.
+                let (commands, waker) = (tx.clone(), shard.waker());
+                let sink = LoginSink::new(move |a| {
+                    if commands.send(Command::LoginAnswer(a)).is_ok() {
+                        let _ = waker.wake();
+                    }
+                });
+                shard.set_access(make(id), sink);
             }
             if !ingest.is_empty() {
                 let handlers = ingest

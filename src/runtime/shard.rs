@@ -152,8 +152,12 @@ impl Shard {
     }
 
     /// Installs this shard's instance of the host's access hook (before `run`).
-    pub fn set_access(&mut self, hook: Box<dyn crate::broker::access::AccessHook>) {
-        self.broker.set_access(hook);
+    pub fn set_access(
+        &mut self,
+        hook: Box<dyn crate::broker::access::AccessHook>,
+        sink: crate::broker::access::LoginSink,
+    ) {
+        self.broker.set_access(hook, Some(sink));
     }
 
     /// Installs this shard's ingest handlers (before `run`).
@@ -373,6 +377,7 @@ impl Shard {
                 Command::Publish(p) => self.broker.inject(*p, now),
                 Command::Shutdown => self.stopping = true,
                 Command::IngestToken(t) => self.broker.on_ingest_token(t, now),
+                Command::LoginAnswer(a) => self.broker.on_login_answer(a, now),
                 Command::SetSecurity(s) => {
                     if let Some(c) = self.console.as_ref().filter(|_| self.id == 0) {
                         c.console().set_security(Arc::clone(&s));

@@ -11,6 +11,7 @@ mod embed;
 mod encode;
 mod flow;
 mod handoff;
+mod login;
 mod memory;
 mod messages;
 mod model;

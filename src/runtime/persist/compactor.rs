@@ -8,11 +8,16 @@
 //! fsyncs); batches that arrive meanwhile wait in the channel and are applied after it.
 //! The store lock is taken only to hand the store its new spare log, so the shards keep
 //! appending, and fsyncing with `always`, during a snapshot.
+//!
+//! A failed compaction (a full disk, an I/O error) is retried: after [`RETRY_FIRST`],
+//! doubling up to [`RETRY_MAX`], this thread prepares a spare log under a numbered name
+//! and hands it to the store, and the next shard to append starts the compaction again;
+//! its snapshot covers the logs the failed attempts left (see [`compact::run`]).
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -43,6 +48,11 @@ fn background_priority() {
     }
 }
 
+/// Wait before the first retry of a failed compaction.
+pub(super) const RETRY_FIRST: Duration = Duration::from_secs(10);
+/// The longest wait between retries.
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Work for the persistence thread, in log order.
 pub(super) enum Job {
     /// A batch appended to the live log.
@@ -60,6 +70,11 @@ pub(super) struct Compactor {
     state: State,
     paths: Paths,
     sync: LiveSync,
+    /// After a failed compaction: when to prepare the spare of the next attempt, and
+    /// the wait after that one if it fails too.
+    retry: Option<Instant>,
+    /// The wait before the next retry if the running compaction fails.
+    backoff: Duration,
 }
 
 /// The interval fsyncs of the live log (`persistence_fsync interval`).
@@ -126,12 +141,58 @@ impl Compactor {
                 failing: false,
             },
             state,
+            retry: None,
+            backoff: RETRY_FIRST,
         })
+    }
+
+    /// When the loop must wake up on its own: an interval fsync or a compaction retry.
+    fn deadline(&self) -> Option<Instant> {
+        match (self.sync.deadline(), self.retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Prepares the spare log of a retried compaction, if one is due, and hands it to
+    /// the store: the next append (or timed tick) of a shard starts the compaction.
+    fn retry_if_due(&mut self, now: Instant) {
+        let Some(at) = self.retry else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        // Nothing rotates meanwhile: the store has no spare until `retry_with`.
+        let generation = lock(&shared.store).generation() + 1;
+        let path = self.paths.numbered(generation);
+        match compact::prepare_spare(&path, generation) {
+            Ok(spare) => {
+                self.retry = None;
+                lock(&shared.store).retry_with(spare);
+                crate::log_notice!(
+                    "Retrying the failed persistence compaction (snapshot generation                      {generation})."
+                );
+            }
+            Err(e) => {
+                let wait = self.backoff;
+                self.backoff = (wait * 2).min(RETRY_MAX);
+                self.retry = Some(now + wait);
+                crate::log_error!(
+                    "Error: cannot prepare the retry of the persistence compaction, next \
+                     try in {} s: {e}",
+                    wait.as_secs()
+                );
+            }
+        }
     }
 
     pub(super) fn run(mut self, jobs: &Receiver<Job>) {
         loop {
-            let job = if let Some(deadline) = self.sync.deadline() {
+            let job = if let Some(deadline) = self.deadline() {
                 match jobs.recv_deadline(deadline) {
                     Ok(job) => Some(job),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -162,6 +223,7 @@ impl Compactor {
                 None => {}
             }
             self.sync.if_due();
+            self.retry_if_due(Instant::now());
         }
     }
 
@@ -236,6 +298,7 @@ impl Compactor {
             Ok(done) => {
                 let len = done.snapshot_len;
                 lock(&shared.store).finish_compaction(Ok(done));
+                self.backoff = RETRY_FIRST;
                 crate::log_info!(
                     "Saved persistence snapshot {} ({len} bytes, {} retained, {} sessions) in \
                      {} ms.",
@@ -247,9 +310,14 @@ impl Compactor {
             }
             Err(e) => {
                 lock(&shared.store).finish_compaction(Err(()));
+                let wait = self.backoff;
+                self.backoff = (wait * 2).min(RETRY_MAX);
+                self.retry = Some(Instant::now() + wait);
+                crate::metrics::persist::compaction_failed();
                 crate::log_error!(
-                    "Error: persistence compaction failed, the log keeps growing until a \
-                     restart: {e}"
+                    "Error: persistence compaction failed (the log keeps growing; retrying \
+                     in {} s): {e}",
+                    wait.as_secs()
                 );
             }
         }
@@ -277,5 +345,53 @@ impl Compactor {
                 crate::log_error!("Error: final persistence snapshot failed: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A file whose fsync fails: the write end of a pipe (fsync(2) gives EINVAL).
+    fn unsyncable() -> File {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills two descriptors we then own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors are open and owned by nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        File::from(write)
+    }
+
+    #[test]
+    fn a_failed_interval_fsync_is_counted_and_retried_until_one_succeeds() {
+        let start = Instant::now() - Duration::from_secs(10);
+        let mut sync = LiveSync {
+            fsync: PersistenceFsync::Interval,
+            live: unsyncable(),
+            path: PathBuf::from("test.db.log"),
+            unsynced: true,
+            last: start,
+            failing: false,
+        };
+        let before = crate::metrics::persist::figures_unchecked().write_failures;
+        sync.if_due();
+        assert!(sync.failing, "the failure starts a streak");
+        assert!(sync.unsynced, "still unsynced: retried");
+        assert!(sync.deadline().is_some(), "a retry is scheduled");
+        assert!(crate::metrics::persist::figures_unchecked().write_failures > before);
+        // The next attempt, a second later, on a file that takes the fsync.
+        let dir = std::env::temp_dir().join(format!("smq-livesync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        sync.live = File::create(dir.join("log")).unwrap();
+        sync.last = start;
+        sync.if_due();
+        assert!(!sync.failing, "the streak ends");
+        assert!(!sync.unsynced);
+        assert_eq!(sync.deadline(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
