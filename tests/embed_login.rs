@@ -197,7 +197,7 @@ fn mosquitto_pub_gets_through_a_deferred_login() {
     let ok = run("defer-mosq");
     assert!(ok.status.success(), "{ok:?}");
     let m = sensors.recv_timeout(TIMEOUT).expect("delivered");
-    assert_eq!(m.topic.as_str(), "m/1");
+    assert_eq!(m.topic(), "m/1");
     let refused = run("defer-mosq-no");
     assert!(!refused.status.success(), "{refused:?}");
     answer.join().unwrap();
