@@ -104,6 +104,13 @@ run_once() {
         [ "$place" = unknown ] || break
     done
     wait "$lg" || { cat "$WORK/load.txt" >&2; die "load generator failed"; }
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        # (seen once under valgrind when the port was still held: try again)
+        echo "  broker exited early: $(tail -2 "$WORK/broker.log")" >&2
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=""
+        return 0
+    fi
     t1=$(cpu_ticks "$BROKER_PID")
     kill -TERM "$BROKER_PID"
     wait "$BROKER_PID" 2>/dev/null || true
