@@ -229,6 +229,7 @@ impl CrossShard {
 
     /// A message record for routing, in the allocation of one that came back when there
     /// is one (see `recycle.rs`).
+    #[inline]
     pub(super) fn new_message(&mut self, msg: Message) -> Arc<Message> {
         self.recycler.wrap(msg)
     }

@@ -51,7 +51,10 @@ impl Recycler {
         }
     }
 
-    /// `Arc::new(msg)`, in a kept allocation when there is one.
+    /// `Arc::new(msg)`, in a kept allocation when there is one. Inlined: the message
+    /// is some 600 bytes, and a call would copy it once more (measured: +90
+    /// instructions per message on the single-shard path).
+    #[inline]
     pub(super) fn wrap(&mut self, msg: Message) -> Arc<Message> {
         let Some(mut slot) = self.free.pop() else {
             return Arc::new(msg);
