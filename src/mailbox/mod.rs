@@ -62,7 +62,9 @@
 //!   direct data does not decide delivery; it travels after `Moved` on the same lane.
 //! - `Pause` / `Resume` (flow control) and `Report`: among themselves (FIFO); they
 //!   change when a connection is read or what `$SYS` says, not what is delivered.
-//! - `Release`: messages handed back to be freed; order is irrelevant.
+//! - `Release`: messages handed back to be freed; order is irrelevant. It is the one
+//!   message sent quietly ([`Outbox::send_quiet`]): nobody waits for it, so it never
+//!   wakes its receiver by itself.
 
 mod ring;
 mod sync;
