@@ -144,7 +144,7 @@ impl Broker {
             self.flow.on_publish(conn, dests);
             msg.publisher = self.published_by(conn);
         }
-        let msg = Arc::new(msg);
+        let msg = self.cross.new_message(msg);
         self.persist.routed(self.cross.me(), &msg, dests); // before the publisher's ack
         let seq = self.cross.publish_seq(dests);
         let source = (self.cross.me(), seq);

@@ -202,7 +202,7 @@ impl Broker {
                     self.conns.wake(conn, conn_uid);
                 }
             }
-            Control::Release(batch) => drop(batch),
+            Control::Release(batch) => self.cross.on_release(batch),
             Control::Report(r) => self.cross.on_report(*r),
         }
     }

@@ -7,7 +7,8 @@
 //! blocks in `poll` it sets its [`Parker`] flag and re-checks its rings, and a producer
 //! that publishes calls the wake function only if it finds the flag set (clearing it). So
 //! while shards are busy no message costs a syscall, and a sleeping shard costs exactly
-//! one `wake` per batch. This module knows nothing of MQTT or mio: messages are a type
+//! one `wake` per batch; a batch of quiet messages only ([`Outbox::send_quiet`]: nothing
+//! waits for them) costs none. This module knows nothing of MQTT or mio: messages are a type
 //! parameter and waking is a callback. It never blocks and never drops a message.
 //!
 //! The lock-free parts are model-checked with loom (`loom_tests.rs`: every interleaving
@@ -61,7 +62,9 @@
 //!   direct data does not decide delivery; it travels after `Moved` on the same lane.
 //! - `Pause` / `Resume` (flow control) and `Report`: among themselves (FIFO); they
 //!   change when a connection is read or what `$SYS` says, not what is delivered.
-//! - `Release`: messages handed back to be freed; order is irrelevant.
+//! - `Release`: messages handed back to be freed; order is irrelevant. It is the one
+//!   message sent quietly ([`Outbox::send_quiet`]): nobody waits for it, so it never
+//!   wakes its receiver by itself.
 
 mod ring;
 mod sync;
@@ -146,6 +149,9 @@ pub struct Outbox<T> {
     overflow: Vec<Lanes<VecDeque<T>>>,
     /// Destinations written since the last flush.
     dirty: u64,
+    /// Destinations written since the last flush with a message that wakes them (see
+    /// [`Outbox::send_quiet`]); a subset of `dirty`.
+    urgent: u64,
     parkers: Arc<[Parker]>,
 }
 
@@ -192,6 +198,7 @@ pub fn mesh<T>(n: usize, capacity: usize, control_capacity: usize) -> Vec<(Outbo
                     rings: rings_out,
                     overflow: (0..n).map(|_| Lanes::default()).collect(),
                     dirty: 0,
+                    urgent: 0,
                     parkers: Arc::clone(&parkers),
                 },
                 Inbox {
@@ -213,6 +220,23 @@ impl<T> Outbox<T> {
     /// Never fails: a full ring spills into that lane's ordered overflow. Sending to
     /// oneself or to a shard that does not exist hands the message back.
     pub fn send(&mut self, to: ShardId, lane: Lane, msg: T) -> Result<(), T> {
+        self.write(to, lane, msg)?;
+        self.urgent |= 1 << to;
+        Ok(())
+    }
+
+    /// As [`Outbox::send`], but the message does not wake a sleeping receiver by itself:
+    /// it is published at the next flush and handled whenever the receiver next runs
+    /// (woken by another message, its own readiness or a timer; a receiver about to sleep
+    /// sees it in [`Inbox::has_mail`] and does not). For messages no one waits for, such
+    /// as memory handed back to be freed: a receiver that sleeps only keeps them longer,
+    /// and one wake fewer per batch is a syscall and a context switch saved on each side.
+    pub fn send_quiet(&mut self, to: ShardId, lane: Lane, msg: T) -> Result<(), T> {
+        self.write(to, lane, msg)
+    }
+
+    /// Writes `msg` into its ring (or the lane's overflow) without publishing it.
+    fn write(&mut self, to: ShardId, lane: Lane, msg: T) -> Result<(), T> {
         let Some(Some(rings)) = self.rings.get_mut(to) else {
             return Err(msg);
         };
@@ -233,7 +257,9 @@ impl<T> Outbox<T> {
     }
 
     /// Moves overflow into rings with room, publishes every written ring, and calls
-    /// `wake(j)` for each destination that was asleep.
+    /// `wake(j)` for each destination that was asleep and got a message that wakes
+    /// (anything but [`Outbox::send_quiet`]'s; a message moved out of the overflow always
+    /// wakes, as its sender may have had nothing else to say).
     pub fn flush(&mut self, mut wake: impl FnMut(ShardId)) {
         for (to, overflow) in self.overflow.iter_mut().enumerate() {
             let Some(Some(rings)) = self.rings.get_mut(to) else {
@@ -247,9 +273,11 @@ impl<T> Outbox<T> {
                         break;
                     }
                     self.dirty |= 1 << to;
+                    self.urgent |= 1 << to;
                 }
             }
         }
+        let urgent = std::mem::take(&mut self.urgent);
         let mut dirty = std::mem::take(&mut self.dirty);
         while dirty != 0 {
             let to = dirty.trailing_zeros() as usize;
@@ -258,7 +286,7 @@ impl<T> Outbox<T> {
                 for ring in rings.both() {
                     ring.publish();
                 }
-                if self.parkers[to].should_wake() {
+                if urgent & 1 << to != 0 && self.parkers[to].should_wake() {
                     wake(to);
                 }
             }

@@ -147,6 +147,54 @@ fn wake_only_on_the_sleeping_edge() {
 }
 
 #[test]
+fn quiet_messages_never_wake_but_are_seen_and_drained_in_order() {
+    let mut shards = mesh::<u32>(2, 4, 4);
+    let (_out1, mut in1) = shards.pop().unwrap();
+    let (mut out0, _in0) = shards.pop().unwrap();
+    let mut wakes = 0;
+    in1.parker().prepare_sleep();
+    out0.send_quiet(1, Lane::Control, 1).unwrap();
+    out0.flush(|_| wakes += 1);
+    assert_eq!(wakes, 0, "a quiet batch does not wake a sleeping shard");
+    // ... but is published: a shard about to sleep sees it.
+    assert!(in1.has_mail());
+    // The sleep flag is still set: the next message that wakes does.
+    out0.send(1, Lane::Data, 2).unwrap();
+    out0.send_quiet(1, Lane::Control, 3).unwrap();
+    out0.flush(|j| {
+        assert_eq!(j, 1);
+        wakes += 1;
+    });
+    assert_eq!(wakes, 1);
+    in1.parker().awake();
+    let mut got = Vec::new();
+    in1.drain(16, |_, m| got.push(m));
+    assert_eq!(got, vec![1, 3, 2], "control lane first, FIFO per lane");
+}
+
+#[test]
+fn quiet_messages_from_the_overflow_wake() {
+    // A quiet message that waited in the overflow is published by a later flush that
+    // may carry nothing else: it wakes then, so nothing waits for a wake that never
+    // comes while the receiver's ring is full.
+    let mut shards = mesh::<u32>(2, 2, 2);
+    let (_out1, mut in1) = shards.pop().unwrap();
+    let (mut out0, _in0) = shards.pop().unwrap();
+    for i in 0..3 {
+        out0.send_quiet(1, Lane::Control, i).unwrap();
+    }
+    out0.flush(|_| panic!("quiet only"));
+    let mut got = Vec::new();
+    in1.drain(16, |_, m| got.push(m));
+    in1.parker().prepare_sleep();
+    let mut wakes = 0;
+    out0.flush(|_| wakes += 1);
+    assert_eq!(wakes, 1);
+    in1.drain(16, |_, m| got.push(m));
+    assert_eq!(got, vec![0, 1, 2]);
+}
+
+#[test]
 fn drain_respects_budget() {
     let mut shards = mesh::<u32>(2, 16, 16);
     let (_out1, mut in1) = shards.pop().unwrap();

@@ -357,7 +357,11 @@ impl Shard {
         while let Some((to, msg)) = self.broker.poll_shard_message() {
             if to == self.id {
                 self.broker.on_shard_message(to, msg, now);
-            } else if let Err(msg) = self.outbox.send(to, msg.lane(), msg) {
+            } else if let Err(msg) = if msg.wakes() {
+                self.outbox.send(to, msg.lane(), msg)
+            } else {
+                self.outbox.send_quiet(to, msg.lane(), msg)
+            } {
                 drop(msg);
                 crate::log_error!("Error: shard {} has no mailbox to shard {to}.", self.id);
             }

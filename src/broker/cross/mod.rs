@@ -1,7 +1,8 @@
 //! The cross-shard part of a shard's broker: everything one shard keeps about the others
 //! and says to them. It owns the outbox of [`ShardMsg`]s (drained by the runtime into the
 //! mailbox rings), the publish sequence numbers, the messages to hand back for freeing,
-//! and four protocols, one file each:
+//! the allocations of messages handed back (`recycle.rs`), and four protocols, one file
+//! each:
 //! - `interest.rs`: the replicated shard-interest index (which filters this shard
 //!   advertises) and the SUBACKs held until every shard applied it;
 //! - `handoff.rs`: the home-shard directory, CONNECTs waiting for their home, deferred
@@ -18,6 +19,7 @@
 mod handoff;
 mod interest;
 mod messages;
+mod recycle;
 mod replication;
 mod reports;
 
@@ -53,6 +55,8 @@ pub(super) struct CrossShard {
     /// Messages from each shard to hand back for freeing (see `Control::Release`).
     releases: Vec<Vec<Arc<Message>>>,
     releases_pending: bool,
+    /// Allocations of this shard's messages that came back, for the next ones.
+    recycler: recycle::Recycler,
     watermarks: handoff::Watermarks,
     directory: handoff::Directory,
     interest: interest::Interest,
@@ -69,6 +73,7 @@ impl CrossShard {
             outbox: VecDeque::new(),
             releases: (0..shards).map(|_| Vec::new()).collect(),
             releases_pending: false,
+            recycler: recycle::Recycler::default(),
             watermarks: handoff::Watermarks::new(shards),
             directory: handoff::Directory::default(),
             interest: interest::Interest::new(me, shards),
@@ -214,6 +219,25 @@ impl CrossShard {
                 self.releases_pending = true;
             }
         }
+    }
+
+    /// Messages this shard published came back from the last shard that held them
+    /// (`Control::Release`): their allocations serve the next messages.
+    pub(super) fn on_release(&mut self, batch: Vec<Arc<Message>>) {
+        self.recycler.recycle(batch);
+    }
+
+    /// A message record for routing, in the allocation of one that came back when there
+    /// is one (see `recycle.rs`).
+    #[inline]
+    pub(super) fn new_message(&mut self, msg: Message) -> Arc<Message> {
+        self.recycler.wrap(msg)
+    }
+
+    /// Allocations kept for the next messages.
+    #[cfg(test)]
+    pub(super) fn recycled(&self) -> usize {
+        self.recycler.len()
     }
 
     // --- interest -----------------------------------------------------------------------
