@@ -95,8 +95,7 @@ impl Broker {
             // Injected or will messages: a placeholder id keeps the header template direct.
             publish.packet_id = Some(1);
         }
-        publish.properties.topic_alias = None;
-        publish.properties.subscription_identifiers.clear();
+        publish.properties.clear_connection_scoped();
         if publish.retain {
             // [MQTT-3.3.1-5] [MQTT-3.3.1-10]: store, replace, or delete on empty payload.
             // Stored until replaced: compact copies, so the read buffer is not pinned.
