@@ -435,10 +435,21 @@ fn is_empty_matches_default_comparison() {
 
 #[test]
 fn absent_properties_are_one_pointer_and_keep_packets_small() {
-    assert_eq!(std::mem::size_of::<Properties>(), std::mem::size_of::<usize>());
+    assert_eq!(
+        std::mem::size_of::<Properties>(),
+        std::mem::size_of::<usize>()
+    );
     // Decode -> routing moves a `Packet` by value several times: keep it small.
-    assert!(std::mem::size_of::<Packet>() <= 128, "{}", std::mem::size_of::<Packet>());
-    assert!(std::mem::size_of::<Publish>() <= 96, "{}", std::mem::size_of::<Publish>());
+    assert!(
+        std::mem::size_of::<Packet>() <= 128,
+        "{}",
+        std::mem::size_of::<Packet>()
+    );
+    assert!(
+        std::mem::size_of::<Publish>() <= 96,
+        "{}",
+        std::mem::size_of::<Publish>()
+    );
 }
 
 #[test]
@@ -457,5 +468,7 @@ fn absent_and_empty_properties_are_equal_and_clearing_never_allocates() {
     assert!(absent.values_mut().is_none(), "clearing allocated");
     assert_eq!(absent.heap_bytes(), 0);
     assert!(absent.compact().values_mut().is_none());
-    assert!(Properties::from(PropertyValues::default()).values_mut().is_none());
+    assert!(Properties::from(PropertyValues::default())
+        .values_mut()
+        .is_none());
 }
