@@ -99,7 +99,7 @@ impl Properties {
     /// True when no property is set (the common case; lets encoders skip work).
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|p| p.is_empty())
+        !self.0.as_ref().is_some_and(|p| !p.is_empty())
     }
 
     /// The values, if any is set, for changes that must not allocate.
