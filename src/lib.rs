@@ -101,7 +101,7 @@ pub use broker::ingest::{
 };
 pub use broker::ingest_ack::AckToken;
 pub use broker::ingest_channel::{Delivery, IngestMessage, IngestSender};
-pub use codec::{ByteStr, Properties, Publish, QoS};
+pub use codec::{ByteStr, Properties, PropertyValues, Publish, QoS};
 pub use config::Config;
 pub use persist::Error as PersistError;
 pub use runtime::{BrokerHandle, Reloader, StartError, Stopper, TlsError};
