@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use shardmq::internals::broker::{Broker, ConnId};
 use shardmq::internals::codec::{
-    encode, ByteStr, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscriptionOptions,
+    encode, ByteStr, Connect, Packet, Properties, PropertyValues, ProtocolVersion, Publish, QoS,
+    Subscribe, SubscriptionOptions,
 };
 use shardmq::internals::topic::{TopicFilter, TopicIndex};
 use shardmq::Config;
@@ -101,10 +101,10 @@ fn connect_and_subscribe(
         will: None,
         username: None,
         password: None,
-        properties: Properties {
+        properties: Properties::from(PropertyValues {
             topic_alias_maximum,
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }),
     }));
     encode(&connect, version, &mut buf).unwrap();
     if !filter.is_empty() {

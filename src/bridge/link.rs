@@ -503,8 +503,7 @@ impl Link {
             }
         };
         let mut properties = p.properties;
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        properties.clear_connection_scoped();
         let local = Publish {
             dup: false,
             qos: p.qos,

@@ -122,8 +122,7 @@ impl Link {
         } else {
             Properties::default()
         };
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        properties.clear_connection_scoped();
         let mut remote = Publish {
             dup: false,
             qos: p.qos,

@@ -14,7 +14,9 @@ use bytes::Bytes;
 
 use crate::auth::enhanced::{self, AuthExchange, AuthStep};
 use crate::codec::ReasonCode;
-use crate::codec::{Auth, ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion};
+use crate::codec::{
+    Auth, ByteStr, ConnAck, Connect, Packet, Properties, PropertyValues, ProtocolVersion,
+};
 use crate::session::{EnhancedAuth, ProtocolError};
 
 use super::connections::ConnState;
@@ -46,11 +48,11 @@ impl AuthFlows {
 fn auth_packet(reason: ReasonCode, method: &ByteStr, data: Option<Vec<u8>>) -> Packet {
     Packet::Auth(Auth {
         reason,
-        properties: Properties {
+        properties: Properties::from(PropertyValues {
             authentication_method: Some(method.clone()),
             authentication_data: data.map(Bytes::from),
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }),
     })
 }
 

@@ -241,11 +241,25 @@ impl Broker {
             packet_id,
             reason,
         } = ack;
-        if let Some(slot) = self.sessions.get_mut(key) {
-            slot.session.acknowledge_publish(qos, packet_id, reason);
-        }
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let ack = slot.session.publish_ack(qos, packet_id, reason);
+        let queued = slot.session.has_transmits();
+        let conn = slot.conn;
         self.persist_inbound_qos2(key, qos, packet_id); // persistence hook
-        self.flush_session(key, now);
+        match (ack, conn) {
+            // The common case: written at once, not through the session's queue (which
+            // an idle publisher would allocate and free again for every message).
+            (Some(ack), Some(conn)) if !queued => self.write_transmit(key, conn, ack, now),
+            (Some(ack), _) => {
+                if let Some(slot) = self.sessions.get_mut(key) {
+                    slot.session.queue_transmit(ack);
+                }
+                self.flush_session(key, now);
+            }
+            (None, _) => self.flush_session(key, now),
+        }
     }
 
     /// The trace line of a PUBLISH that is routed.

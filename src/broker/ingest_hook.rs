@@ -159,6 +159,10 @@ impl Broker {
         ack: PendingAck,
         now: Instant,
     ) {
+        if seq.is_none() && !self.ingest.awaiting.waits(conn) {
+            // No ack token in play (always so without ingest handlers): nothing to order.
+            return self.acknowledge_now(ack, now);
+        }
         let uid = self.conns.get(conn).map(|c| c.uid);
         let seq = match (uid, seq) {
             (Some(_), Some(seq)) => seq,

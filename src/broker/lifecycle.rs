@@ -142,7 +142,9 @@ impl Broker {
     /// Publishes a will as a normal message (the Will Delay Interval is not forwarded).
     pub(super) fn publish_will(&mut self, will: Will, now: Instant) {
         let mut properties = will.properties;
-        properties.will_delay_interval = None;
+        if let Some(p) = properties.values_mut() {
+            p.will_delay_interval = None;
+        }
         let publish = Publish {
             dup: false,
             qos: will.qos,

@@ -55,6 +55,7 @@
 //! yields and resumes reading a paused one. The whole policy is `flow.rs`'s.
 
 pub mod access; // the host's access hook of the embedding API
+mod ack_batch; // the acknowledgements of one read, one output chunk
 mod auth;
 mod bridge_member; // clients that connect with Mosquitto's bridge bit
 mod connect;
@@ -153,6 +154,8 @@ pub struct Broker {
     embed_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// MQTT 5 enhanced authentication exchanges in progress (`auth.rs`).
     auth: auth::AuthFlows,
+    /// The acknowledgements owed to the connection being read, queued as one chunk.
+    acks: ack_batch::AckBatch,
 }
 
 impl Broker {
@@ -196,6 +199,7 @@ impl Broker {
             injecting: false,
             embed_refused: None,
             auth: auth::AuthFlows::default(),
+            acks: ack_batch::AckBatch::default(),
             config,
         }
     }
@@ -259,7 +263,10 @@ impl Broker {
 
     /// Consumes every complete frame in `buf`, leaves a partial one.
     pub fn on_read(&mut self, conn: ConnId, buf: &mut BytesMut, now: Instant) {
+        self.acks.begin(conn);
         self.decode(conn, buf, now);
+        self.queue_acks();
+        self.acks.end();
         // What the client sent may have left it more output than it reads (flow
         // control's rule 4): then it is not read, and cut if it never catches up.
         let over = self

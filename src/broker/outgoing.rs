@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::codec::{ByteStr, Properties, Publish, QoS};
+use crate::codec::{ByteStr, Properties, PropertyValues, Publish, QoS};
 use crate::config::Config;
 use crate::topic::{TopicError, TopicName};
 
@@ -205,7 +205,7 @@ impl Outgoing {
 
     /// The message as the shards route it (after [`Outgoing::check`]).
     pub(crate) fn into_publish(self) -> Publish {
-        let properties = Properties {
+        let properties = Properties::from(PropertyValues {
             payload_format_indicator: self.payload_is_utf8.then_some(1),
             message_expiry_interval: self.message_expiry,
             content_type: self.content_type.as_deref().map(ByteStr::from),
@@ -216,8 +216,8 @@ impl Outgoing {
                 .iter()
                 .map(|(k, v)| (ByteStr::from(k.as_str()), ByteStr::from(v.as_str())))
                 .collect(),
-            ..Properties::default()
-        };
+            ..PropertyValues::default()
+        });
         Publish {
             dup: false,
             qos: self.qos,
@@ -231,7 +231,7 @@ impl Outgoing {
 
     /// The host's message back from what [`Outgoing::into_publish`] made of it.
     pub(crate) fn from_publish(p: Publish) -> Self {
-        let props = p.properties;
+        let props = p.properties.into_values();
         let string = |s: ByteStr| s.as_str().to_owned();
         Self {
             topic: p.topic.as_str().to_owned(),

@@ -95,8 +95,7 @@ impl Broker {
             // Injected or will messages: a placeholder id keeps the header template direct.
             publish.packet_id = Some(1);
         }
-        publish.properties.topic_alias = None;
-        publish.properties.subscription_identifiers.clear();
+        publish.properties.clear_connection_scoped();
         if publish.retain {
             // [MQTT-3.3.1-5] [MQTT-3.3.1-10]: store, replace, or delete on empty payload.
             // Stored until replaced: compact copies, so the read buffer is not pinned.
@@ -438,7 +437,7 @@ impl Broker {
     }
 
     /// Encodes one transmit of session `key` into connection `conn`'s output.
-    fn write_transmit(&mut self, key: usize, conn: ConnId, t: Transmit, now: Instant) {
+    pub(super) fn write_transmit(&mut self, key: usize, conn: ConnId, t: Transmit, now: Instant) {
         let Some(slot) = self.sessions.get_mut(key) else {
             return;
         };
@@ -450,6 +449,11 @@ impl Broker {
                 packet_id,
                 dup,
             } => self.write_publish(key, conn, &out, (packet_id, dup), now),
+            Transmit::Ack(kind, packet_id, reason) if self.acks.gathers(conn) && !trace::on() => {
+                // The connection being read: one chunk for all of this read's acks.
+                // (Queued by `on_read` before it returns; an oversized one is left out.)
+                let _ = self.acks.push((kind, packet_id, reason), version, max_out);
+            }
             Transmit::Ack(kind, packet_id, reason) if !trace::on() => {
                 // One per QoS 1/2 message: written straight, no `Packet` built.
                 let frame = self
@@ -587,11 +591,25 @@ impl Broker {
         }
     }
 
-    /// Appends encoded bytes to a connection's output (flagging it for `poll_transmit`).
+    /// Appends encoded bytes to a connection's output (flagging it for `poll_transmit`),
+    /// behind the acknowledgements gathered for it in this read.
     fn push_frame(&mut self, conn: ConnId, head: Bytes, body: Option<Body>) {
+        if self.acks.holds(conn) {
+            self.queue_acks();
+        }
         if let Some(n) = self.conns.push(conn, head, body) {
             self.stats.messages_sent += 1;
             self.stats.bytes_sent += n as u64;
+        }
+    }
+
+    /// Queues the acknowledgements gathered in this read as one chunk.
+    pub(super) fn queue_acks(&mut self) {
+        if let Some((conn, frame, count)) = self.acks.take() {
+            if let Some(n) = self.conns.push(conn, frame, None) {
+                self.stats.messages_sent += count;
+                self.stats.bytes_sent += n as u64;
+            }
         }
     }
 

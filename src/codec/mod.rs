@@ -26,4 +26,4 @@ pub use decode::{decode, decode_connect_version, frame_len};
 pub use encode::{encode, encode_plain_ack, encode_publish_header, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
-pub use properties::{Properties, PropertyId};
+pub use properties::{Properties, PropertyId, PropertyValues};

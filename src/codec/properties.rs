@@ -5,6 +5,9 @@
 //! For 3.1 / 3.1.1 every field stays at its default. This module owns the struct and its
 //! cheap queries only; it never reads or writes bytes.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use smallvec::SmallVec;
 
@@ -78,9 +81,130 @@ impl PropertyId {
     }
 }
 
-/// Every MQTT 5 property; `None` / empty means absent.
+/// The MQTT 5 properties of a packet: nothing at all when none is set (always for 3.1 /
+/// 3.1.1, and the common case for 5.0), else the values behind one box. A pointer wide,
+/// so the packets that carry it (and [`super::Packet`], moved from decode to routing)
+/// stay small; dropping or cloning an empty one touches nothing.
+///
+/// Read any property through `Deref` (`props.topic_alias`). Writing through `DerefMut`
+/// allocates the values if there are none yet: to clear or take a property that may be
+/// absent, use [`Properties::values_mut`], which never allocates.
+#[derive(Clone, Default)]
+pub struct Properties(Option<Box<PropertyValues>>);
+
+/// What an absent [`Properties`] reads as.
+static NO_PROPERTIES: LazyLock<PropertyValues> = LazyLock::new(PropertyValues::default);
+
+impl Properties {
+    /// True when no property is set (the common case; lets encoders skip work).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        !self.0.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
+    /// The values, if any is set, for changes that must not allocate.
+    #[inline]
+    pub fn values_mut(&mut self) -> Option<&mut PropertyValues> {
+        self.0.as_deref_mut()
+    }
+
+    /// Clears what belongs to one network connection or subscription and never travels
+    /// with a routed message: the Topic Alias and the Subscription Identifiers. Never
+    /// allocates.
+    #[inline]
+    pub fn clear_connection_scoped(&mut self) {
+        if let Some(p) = self.values_mut() {
+            p.topic_alias = None;
+            p.subscription_identifiers.clear();
+        }
+    }
+
+    /// Takes the Topic Alias, if set. Never allocates.
+    #[inline]
+    pub fn take_topic_alias(&mut self) -> Option<u16> {
+        self.values_mut().and_then(|p| p.topic_alias.take())
+    }
+
+    /// A copy whose strings and binary data share no memory with the read buffer they
+    /// were decoded from (see [`PropertyValues::compact`]). Nothing to do when empty.
+    #[must_use]
+    pub fn compact(&self) -> Self {
+        match &self.0 {
+            Some(p) if !p.is_empty() => Self(Some(Box::new(p.compact()))),
+            _ => Self(None),
+        }
+    }
+
+    /// The values, taken out (the defaults when none is set).
+    #[must_use]
+    pub fn into_values(self) -> PropertyValues {
+        self.0.map(|b| *b).unwrap_or_default()
+    }
+
+    /// Heap bytes these properties keep alive beyond the pointer itself: the boxed
+    /// values (if any) and what they point to ([`PropertyValues::heap_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |p| {
+            std::mem::size_of::<PropertyValues>() + p.heap_bytes()
+        })
+    }
+}
+
+impl Deref for Properties {
+    type Target = PropertyValues;
+
+    #[inline]
+    fn deref(&self) -> &PropertyValues {
+        match &self.0 {
+            Some(p) => p,
+            None => &NO_PROPERTIES,
+        }
+    }
+}
+
+impl DerefMut for Properties {
+    /// Allocates the values when there are none yet (see [`Properties::values_mut`]).
+    fn deref_mut(&mut self) -> &mut PropertyValues {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<PropertyValues> for Properties {
+    fn from(values: PropertyValues) -> Self {
+        if values.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Box::new(values)))
+        }
+    }
+}
+
+impl PartialEq for Properties {
+    /// Equal when the same properties are set (absent and boxed-but-empty are equal).
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            _ => **self == **other,
+        }
+    }
+}
+
+impl Eq for Properties {}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            f.write_str("Properties {}")
+        } else {
+            std::fmt::Debug::fmt(&**self, f)
+        }
+    }
+}
+
+/// Every MQTT 5 property; `None` / empty means absent. Packets hold them as
+/// [`Properties`] (boxed, or nothing when none is set).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Properties {
+pub struct PropertyValues {
     pub payload_format_indicator: Option<u8>,
     pub message_expiry_interval: Option<u32>,
     pub content_type: Option<ByteStr>,
@@ -112,8 +236,8 @@ pub struct Properties {
     pub shared_subscription_available: Option<u8>,
 }
 
-impl Properties {
-    /// True when no property is set (the common case; lets encoders skip work).
+impl PropertyValues {
+    /// True when no property is set.
     pub fn is_empty(&self) -> bool {
         // Field by field, cheapest and most likely set first; no temporary default.
         self.user_properties.is_empty()

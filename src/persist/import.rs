@@ -187,7 +187,7 @@ fn publish_of(m: &StoredMessage, now_s: i64) -> Result<Publish, BadEntry> {
     };
     publish.dup = false;
     // Per-connection properties never belong to a stored message.
-    publish.properties.topic_alias = None;
+    let _ = publish.properties.take_topic_alias();
     if m.expiry_time > 0 {
         // Mosquitto keeps the expiry as a time; the broker counts it from `received`,
         // which the import sets to now.
@@ -216,7 +216,8 @@ fn sub_ids(c: &ClientMessage) -> Result<Vec<u32>, BadEntry> {
     Ok(publish_of(&m, 0)?
         .properties
         .subscription_identifiers
-        .into_iter()
+        .iter()
+        .copied()
         .collect())
 }
 

@@ -251,7 +251,9 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
 
 fn will_publish(will: &Will) -> Publish {
     let mut properties = will.properties.clone();
-    properties.will_delay_interval = None;
+    if let Some(p) = properties.values_mut() {
+        p.will_delay_interval = None;
+    }
     Publish {
         dup: false,
         qos: will.qos,

@@ -6,7 +6,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::*;
-use crate::codec::Properties;
+use crate::codec::{Properties, PropertyValues};
 
 fn publish(topic: &str, qos: QoS, payload: &[u8]) -> Publish {
     Publish {
@@ -149,10 +149,10 @@ fn every_record_type_roundtrips() {
 
 #[test]
 fn will_delay_is_not_stored_with_the_will() {
-    let props = Properties {
+    let props = Properties::from(PropertyValues {
         will_delay_interval: Some(30),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    });
     let r = Record::Will {
         client_id: ByteStr::from("c"),
         at: 1,

@@ -30,8 +30,7 @@ pub(super) fn put_publish(out: &mut BytesMut, p: &Publish) -> Result<(), RecordE
         let mut p = p.clone();
         p.dup = false;
         p.packet_id = (p.qos != QoS::AtMostOnce).then_some(p.packet_id.unwrap_or(1));
-        p.properties.topic_alias = None;
-        p.properties.subscription_identifiers.clear();
+        p.properties.clear_connection_scoped();
         return put_publish(out, &p);
     }
     let at = out.len();

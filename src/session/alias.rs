@@ -34,7 +34,7 @@ impl InboundAliases {
     /// Resolves the Topic Alias of `p`: a PUBLISH with a topic (re)binds the alias, one
     /// with an empty topic takes the topic of the alias. Leaves `p` without an alias.
     pub(super) fn resolve(&mut self, p: &mut Publish) -> Result<(), ProtocolError> {
-        let Some(alias) = p.properties.topic_alias.take() else {
+        let Some(alias) = p.properties.take_topic_alias() else {
             return Ok(());
         };
         // [MQTT-3.3.2-8] alias 0 is never valid; [MQTT-3.3.2-9] [MQTT-3.2.2-17] nothing

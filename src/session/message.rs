@@ -169,13 +169,48 @@ impl Message {
     }
 }
 
+/// Topic and payload of a small message, stored inline in the one allocation that
+/// `Bytes::from_owner` makes for its owner and reference count.
+struct Inline<const N: usize> {
+    len: usize,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// `topic` then `payload` in one `Bytes`. Up to 256 bytes they live inline in the owner's
+/// allocation (size classes of 32 to 256 bytes): one allocation, and slicing the result
+/// only counts a reference. Larger ones take a buffer and a shared header (two).
+fn joined(topic: &[u8], payload: &[u8]) -> Bytes {
+    fn inline<const N: usize>(topic: &[u8], payload: &[u8]) -> Bytes {
+        let len = topic.len() + payload.len();
+        let mut owner = Inline { len, bytes: [0; N] };
+        owner.bytes[..topic.len()].copy_from_slice(topic);
+        owner.bytes[topic.len()..len].copy_from_slice(payload);
+        Bytes::from_owner(owner)
+    }
+    match topic.len() + payload.len() {
+        0..=32 => inline::<32>(topic, payload),
+        33..=64 => inline::<64>(topic, payload),
+        65..=128 => inline::<128>(topic, payload),
+        129..=256 => inline::<256>(topic, payload),
+        len => {
+            let mut data = BytesMut::with_capacity(len);
+            data.extend_from_slice(topic);
+            data.extend_from_slice(payload);
+            data.freeze()
+        }
+    }
+}
+
 /// `p` with its topic and payload copied into one exact allocation and its properties
 /// compacted: nothing of it refers to a read buffer.
 fn compact(p: &Publish) -> Publish {
-    let mut data = BytesMut::with_capacity(p.topic.len() + p.payload.len());
-    data.extend_from_slice(p.topic.as_bytes());
-    data.extend_from_slice(&p.payload);
-    let mut payload = data.freeze();
+    let mut payload = joined(p.topic.as_bytes(), &p.payload);
     let topic = payload.split_to(p.topic.len());
     Publish {
         dup: p.dup,
@@ -242,6 +277,42 @@ impl Transmit {
             Self::PingResp => Some(Packet::PingResp),
             Self::Packet(p) => Some(*p),
             Self::Publish { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacted_topic_and_payload_are_equal_copies_in_every_size_class() {
+        for len in [0, 1, 31, 32, 33, 64, 65, 128, 129, 255, 256, 257, 590] {
+            let topic_len = 1 + len % 10;
+            let buf = Bytes::from(
+                (0..topic_len + len)
+                    .map(|i| b'a' + (i % 26) as u8)
+                    .collect::<Vec<_>>(),
+            );
+            let p = Publish {
+                qos: QoS::AtLeastOnce,
+                packet_id: Some(9),
+                // SAFETY: ASCII letters.
+                topic: unsafe { ByteStr::from_validated(buf.slice(..topic_len)) },
+                payload: buf.slice(topic_len..),
+                ..Publish::default()
+            };
+            let c = compact(&p);
+            assert_eq!(
+                (c.topic.as_bytes(), &c.payload[..]),
+                (p.topic.as_bytes(), &p.payload[..])
+            );
+            assert_eq!((c.qos, c.packet_id), (QoS::AtLeastOnce, Some(9)));
+            // Copies, not slices of the buffer the publish was decoded from.
+            assert!(!std::ptr::eq(c.payload.as_ptr(), p.payload.as_ptr()) || len == 0);
+            let copy = c.payload.clone();
+            drop(c);
+            assert_eq!(&copy[..], &p.payload[..], "a clone outlives the message");
         }
     }
 }

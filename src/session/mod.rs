@@ -426,8 +426,13 @@ impl Session {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.transmits.pop_front();
-        if t.is_none() && self.transmits.capacity() > 0 {
-            // Drained: an idle session keeps no transmit buffer.
+        if t.is_none()
+            && self.transmits.capacity() > 0
+            && self.traffic().outbound.inflight_len() == 0
+        {
+            // Drained: an idle session keeps no transmit buffer. One with messages in
+            // flight is streaming: it keeps it rather than allocate it again for the
+            // next message (it is freed once the window is acknowledged).
             self.transmits = VecDeque::new();
         }
         t
@@ -675,26 +680,48 @@ impl Session {
         packet_id: Option<PacketId>,
         reason: ReasonCode,
     ) {
-        let Some(id) = packet_id else { return };
+        if let Some(ack) = self.publish_ack(qos, packet_id, reason) {
+            self.transmits.push_back(ack);
+        }
+    }
+
+    /// The PUBACK / PUBREC of a routed QoS 1/2 PUBLISH, as [`Session::acknowledge_publish`]
+    /// would queue it, for a driver that writes it at once: it must go out behind
+    /// whatever [`Session::poll_transmit`] still holds ([`Session::has_transmits`]).
+    /// `None` for QoS 0.
+    #[must_use]
+    pub fn publish_ack(
+        &mut self,
+        qos: QoS,
+        packet_id: Option<PacketId>,
+        reason: ReasonCode,
+    ) -> Option<Transmit> {
+        let id = packet_id?;
         let reason = if self.version.is_v5() {
             reason
         } else {
             ReasonCode::SUCCESS
         };
         match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => {
-                self.transmits
-                    .push_back(Transmit::Ack(AckKind::PubAck, id, reason))
-            }
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Transmit::Ack(AckKind::PubAck, id, reason)),
             QoS::ExactlyOnce => {
                 if reason.is_error() {
                     self.forget_inbound_qos2(id);
                 }
-                self.transmits
-                    .push_back(Transmit::Ack(AckKind::PubRec, id, reason));
+                Some(Transmit::Ack(AckKind::PubRec, id, reason))
             }
         }
+    }
+
+    /// Queues a transmit from [`Session::publish_ack`] behind what is queued already.
+    pub fn queue_transmit(&mut self, t: Transmit) {
+        self.transmits.push_back(t);
+    }
+
+    /// Whether [`Session::poll_transmit`] has anything to yield.
+    pub fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
     }
 
     // ---- persistence hooks (src/persist) ----

@@ -122,7 +122,7 @@ fn mqtt_3_1_3_6_empty_id_v5_gets_assigned_client_identifier() {
     let mut h = Harness::new(Harness::default_config());
     let (_, ack) = h.connect_with(connect("", V5, false));
     assert_eq!(ack.reason, ReasonCode::SUCCESS);
-    let id = ack.properties.assigned_client_identifier.unwrap();
+    let id = ack.properties.assigned_client_identifier.clone().unwrap();
     assert!(id.starts_with("auto-"), "{id}");
 }
 

@@ -61,7 +61,7 @@ fn protocol_error_disconnect_carries_a_reason_string_that_fits() {
     match h.expect(c) {
         Packet::Disconnect(d) => {
             assert_eq!(d.reason, ReasonCode::PROTOCOL_ERROR);
-            let why = d.properties.reason_string.expect("reason string");
+            let why = d.properties.reason_string.clone().expect("reason string");
             assert!(why.contains("PINGRESP"), "{why}");
         }
         other => panic!("{other:?}"),

@@ -7,7 +7,7 @@ use smallvec::smallvec;
 use super::{dec, enc, V5};
 use crate::codec::property_codec::{decode_properties, properties_len, put_properties, PropCtx};
 use crate::codec::wire::Reader;
-use crate::codec::{ByteStr, DecodeError, Packet, Properties, PropertyId, Publish};
+use crate::codec::{ByteStr, DecodeError, Packet, Properties, PropertyId, PropertyValues, Publish};
 
 const ALL_CTX: [PropCtx; 11] = [
     PropCtx::CONNECT,
@@ -30,222 +30,222 @@ fn s(v: &str) -> Option<ByteStr> {
 /// (property, a Properties with only it set, its bytes after the block length)
 fn table() -> Vec<(PropertyId, Properties, Vec<u8>)> {
     use PropertyId as P;
-    let d = Properties::default;
+    let d = PropertyValues::default;
     vec![
         (
             P::PayloadFormatIndicator,
-            Properties {
+            Properties::from(PropertyValues {
                 payload_format_indicator: Some(1),
                 ..d()
-            },
+            }),
             vec![0x01, 1],
         ),
         (
             P::MessageExpiryInterval,
-            Properties {
+            Properties::from(PropertyValues {
                 message_expiry_interval: Some(0x0102_0304),
                 ..d()
-            },
+            }),
             vec![0x02, 1, 2, 3, 4],
         ),
         (
             P::ContentType,
-            Properties {
+            Properties::from(PropertyValues {
                 content_type: s("json"),
                 ..d()
-            },
+            }),
             b"\x03\x00\x04json".to_vec(),
         ),
         (
             P::ResponseTopic,
-            Properties {
+            Properties::from(PropertyValues {
                 response_topic: s("r/t"),
                 ..d()
-            },
+            }),
             b"\x08\x00\x03r/t".to_vec(),
         ),
         (
             P::CorrelationData,
-            Properties {
+            Properties::from(PropertyValues {
                 correlation_data: Some(Bytes::from_static(b"\x00\xff")),
                 ..d()
-            },
+            }),
             b"\x09\x00\x02\x00\xff".to_vec(),
         ),
         (
             P::SubscriptionIdentifier,
-            Properties {
+            Properties::from(PropertyValues {
                 subscription_identifiers: smallvec![268_435_455],
                 ..d()
-            },
+            }),
             vec![0x0B, 0xff, 0xff, 0xff, 0x7f],
         ),
         (
             P::SessionExpiryInterval,
-            Properties {
+            Properties::from(PropertyValues {
                 session_expiry_interval: Some(u32::MAX),
                 ..d()
-            },
+            }),
             vec![0x11, 0xff, 0xff, 0xff, 0xff],
         ),
         (
             P::AssignedClientIdentifier,
-            Properties {
+            Properties::from(PropertyValues {
                 assigned_client_identifier: s("auto-1"),
                 ..d()
-            },
+            }),
             b"\x12\x00\x06auto-1".to_vec(),
         ),
         (
             P::ServerKeepAlive,
-            Properties {
+            Properties::from(PropertyValues {
                 server_keep_alive: Some(30),
                 ..d()
-            },
+            }),
             vec![0x13, 0, 30],
         ),
         (
             P::AuthenticationMethod,
-            Properties {
+            Properties::from(PropertyValues {
                 authentication_method: s("m"),
                 ..d()
-            },
+            }),
             b"\x15\x00\x01m".to_vec(),
         ),
         (
             P::AuthenticationData,
-            Properties {
+            Properties::from(PropertyValues {
                 authentication_data: Some(Bytes::from_static(b"d")),
                 ..d()
-            },
+            }),
             b"\x16\x00\x01d".to_vec(),
         ),
         (
             P::RequestProblemInformation,
-            Properties {
+            Properties::from(PropertyValues {
                 request_problem_information: Some(0),
                 ..d()
-            },
+            }),
             vec![0x17, 0],
         ),
         (
             P::WillDelayInterval,
-            Properties {
+            Properties::from(PropertyValues {
                 will_delay_interval: Some(9),
                 ..d()
-            },
+            }),
             vec![0x18, 0, 0, 0, 9],
         ),
         (
             P::RequestResponseInformation,
-            Properties {
+            Properties::from(PropertyValues {
                 request_response_information: Some(1),
                 ..d()
-            },
+            }),
             vec![0x19, 1],
         ),
         (
             P::ResponseInformation,
-            Properties {
+            Properties::from(PropertyValues {
                 response_information: s("ri"),
                 ..d()
-            },
+            }),
             b"\x1a\x00\x02ri".to_vec(),
         ),
         (
             P::ServerReference,
-            Properties {
+            Properties::from(PropertyValues {
                 server_reference: s("h:1"),
                 ..d()
-            },
+            }),
             b"\x1c\x00\x03h:1".to_vec(),
         ),
         (
             P::ReasonString,
-            Properties {
+            Properties::from(PropertyValues {
                 reason_string: s("why"),
                 ..d()
-            },
+            }),
             b"\x1f\x00\x03why".to_vec(),
         ),
         (
             P::ReceiveMaximum,
-            Properties {
+            Properties::from(PropertyValues {
                 receive_maximum: Some(20),
                 ..d()
-            },
+            }),
             vec![0x21, 0, 20],
         ),
         (
             P::TopicAliasMaximum,
-            Properties {
+            Properties::from(PropertyValues {
                 topic_alias_maximum: Some(0),
                 ..d()
-            },
+            }),
             vec![0x22, 0, 0],
         ),
         (
             P::TopicAlias,
-            Properties {
+            Properties::from(PropertyValues {
                 topic_alias: Some(1),
                 ..d()
-            },
+            }),
             vec![0x23, 0, 1],
         ),
         (
             P::MaximumQoS,
-            Properties {
+            Properties::from(PropertyValues {
                 maximum_qos: Some(1),
                 ..d()
-            },
+            }),
             vec![0x24, 1],
         ),
         (
             P::RetainAvailable,
-            Properties {
+            Properties::from(PropertyValues {
                 retain_available: Some(0),
                 ..d()
-            },
+            }),
             vec![0x25, 0],
         ),
         (
             P::UserProperty,
-            Properties {
+            Properties::from(PropertyValues {
                 user_properties: vec![(ByteStr::from("k"), ByteStr::from("v"))],
                 ..d()
-            },
+            }),
             b"\x26\x00\x01k\x00\x01v".to_vec(),
         ),
         (
             P::MaximumPacketSize,
-            Properties {
+            Properties::from(PropertyValues {
                 maximum_packet_size: Some(1024),
                 ..d()
-            },
+            }),
             vec![0x27, 0, 0, 4, 0],
         ),
         (
             P::WildcardSubscriptionAvailable,
-            Properties {
+            Properties::from(PropertyValues {
                 wildcard_subscription_available: Some(0),
                 ..d()
-            },
+            }),
             vec![0x28, 0],
         ),
         (
             P::SubscriptionIdentifierAvailable,
-            Properties {
+            Properties::from(PropertyValues {
                 subscription_identifier_available: Some(1),
                 ..d()
-            },
+            }),
             vec![0x29, 1],
         ),
         (
             P::SharedSubscriptionAvailable,
-            Properties {
+            Properties::from(PropertyValues {
                 shared_subscription_available: Some(0),
                 ..d()
-            },
+            }),
             vec![0x2A, 0],
         ),
     ]
@@ -413,10 +413,10 @@ fn unknown_property_and_truncated_values_are_malformed() {
 fn properties_are_dropped_when_encoding_for_v3() {
     let p = Packet::Publish(Publish {
         topic: ByteStr::from("t"),
-        properties: Properties {
+        properties: Properties::from(PropertyValues {
             message_expiry_interval: Some(5),
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }),
         ..Publish::default()
     });
     assert_eq!(enc(&p, super::V311), b"\x30\x03\x00\x01t");
@@ -431,4 +431,44 @@ fn is_empty_matches_default_comparison() {
         assert_eq!(props.is_empty(), props == Properties::default());
     }
     assert!(Properties::default().is_empty());
+}
+
+#[test]
+fn absent_properties_are_one_pointer_and_keep_packets_small() {
+    assert_eq!(
+        std::mem::size_of::<Properties>(),
+        std::mem::size_of::<usize>()
+    );
+    // Decode -> routing moves a `Packet` by value several times: keep it small.
+    assert!(
+        std::mem::size_of::<Packet>() <= 128,
+        "{}",
+        std::mem::size_of::<Packet>()
+    );
+    assert!(
+        std::mem::size_of::<Publish>() <= 96,
+        "{}",
+        std::mem::size_of::<Publish>()
+    );
+}
+
+#[test]
+fn absent_and_empty_properties_are_equal_and_clearing_never_allocates() {
+    let mut boxed = Properties::from(PropertyValues {
+        topic_alias: Some(3),
+        ..PropertyValues::default()
+    });
+    assert_ne!(boxed, Properties::default());
+    assert_eq!(boxed.take_topic_alias(), Some(3));
+    assert!(boxed.is_empty());
+    assert_eq!(boxed, Properties::default());
+    let mut absent = Properties::default();
+    absent.clear_connection_scoped();
+    assert_eq!(absent.take_topic_alias(), None);
+    assert!(absent.values_mut().is_none(), "clearing allocated");
+    assert_eq!(absent.heap_bytes(), 0);
+    assert!(absent.compact().values_mut().is_none());
+    assert!(Properties::from(PropertyValues::default())
+        .values_mut()
+        .is_none());
 }

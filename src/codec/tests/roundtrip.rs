@@ -12,8 +12,8 @@ use super::{assert_prefixes_partial, dec, enc, V31, V311, V5};
 use crate::codec::property_codec::PropCtx;
 use crate::codec::{
     decode, encode_publish_header, Ack, AckKind, Auth, ByteStr, ConnAck, Connect, Disconnect,
-    Packet, Properties, PropertyId, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    SubscriptionOptions, Unsubscribe, Will,
+    Packet, Properties, PropertyId, PropertyValues, ProtocolVersion, Publish, QoS, ReasonCode,
+    SubAck, Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 
 fn byte_str() -> impl Strategy<Value = ByteStr> {
@@ -94,7 +94,7 @@ fn properties(ctx: PropCtx) -> impl Strategy<Value = Properties> {
     );
     let c = (flag(), flag(), flag());
     (a, b, c).prop_map(move |(a, b, c)| {
-        let mut p = Properties {
+        let mut p = Properties::from(PropertyValues {
             payload_format_indicator: a.0,
             message_expiry_interval: a.1,
             content_type: a.2,
@@ -122,7 +122,7 @@ fn properties(ctx: PropCtx) -> impl Strategy<Value = Properties> {
             wildcard_subscription_available: c.0,
             subscription_identifier_available: c.1,
             shared_subscription_available: c.2,
-        };
+        });
         mask(&mut p, ctx);
         p
     })

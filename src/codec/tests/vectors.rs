@@ -7,8 +7,8 @@ use smallvec::smallvec;
 use super::{assert_prefixes_partial, dec, enc, ALL, V31, V311, V5};
 use crate::codec::{
     decode_connect_version, encode_publish_header, frame_len, Ack, AckKind, Auth, ByteStr, ConnAck,
-    Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubAck,
-    Subscribe, SubscriptionOptions, Unsubscribe, Will,
+    Connect, Disconnect, Packet, Properties, PropertyValues, ProtocolVersion, Publish, QoS,
+    ReasonCode, SubAck, Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 
 /// Encodes to exactly `bytes`, decodes back to `p`, and every prefix is partial.
@@ -95,10 +95,10 @@ fn connect_v5_with_will_properties() {
         payload: Bytes::new(),
         qos: QoS::AtMostOnce,
         retain: false,
-        properties: Properties {
+        properties: Properties::from(PropertyValues {
             will_delay_interval: Some(5),
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }),
     });
     let bytes = b"\x10\x1d\x00\x04MQTT\x05\x06\x00\x3c\x05\x11\x00\x00\x00\x78\x00\x00\x05\x18\x00\x00\x00\x05\x00\x01w\x00\x00";
     vector(&Packet::Connect(Box::new(c)), V5, bytes);
@@ -123,11 +123,11 @@ fn connack_all_versions() {
     let ca = ConnAck {
         session_present: false,
         reason: ReasonCode::SUCCESS,
-        properties: Properties {
+        properties: Properties::from(PropertyValues {
             topic_alias_maximum: Some(10),
             maximum_qos: Some(1),
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }),
     };
     vector(
         &Packet::ConnAck(ca),
@@ -295,10 +295,10 @@ fn subscribe_and_suback() {
                 retain_handling: 2,
             }
         )],
-        properties: Properties {
+        properties: Properties::from(PropertyValues {
             subscription_identifiers: smallvec![300],
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }),
     };
     vector(
         &Packet::Subscribe(s),
@@ -371,10 +371,10 @@ fn pings_and_disconnect() {
     assert_eq!(enc(&Packet::Disconnect(d), V311), b"\xe0\x00");
     let d = Disconnect {
         reason: ReasonCode::SUCCESS,
-        properties: Properties {
+        properties: Properties::from(PropertyValues {
             session_expiry_interval: Some(1),
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }),
     };
     vector(
         &Packet::Disconnect(d),
@@ -388,11 +388,11 @@ fn auth_v5() {
     vector(&Packet::Auth(Auth::default()), V5, b"\xf0\x00");
     let a = Auth {
         reason: ReasonCode::CONTINUE_AUTHENTICATION,
-        properties: Properties {
+        properties: Properties::from(PropertyValues {
             authentication_method: Some(ByteStr::from("SCRAM")),
             authentication_data: Some(Bytes::from_static(b"\x01")),
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }),
     };
     vector(
         &Packet::Auth(a),
