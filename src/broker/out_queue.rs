@@ -26,6 +26,9 @@ use crate::session::Message;
 /// allocator's header of the allocation it refers to.
 pub const CHUNK_OVERHEAD: usize = std::mem::size_of::<Bytes>() + 16;
 
+/// Chunks a drained queue makes room for at its first push.
+const FIRST_CAPACITY: usize = 16;
+
 /// A message payload on its way into an output queue: the bytes, and the message they
 /// belong to when they may pin a read buffer (so that a queue that keeps them can switch
 /// to the message's detached copy instead of copying them itself).
@@ -81,6 +84,12 @@ pub struct OutQueue {
 impl OutQueue {
     /// Queues a chunk; returns its number.
     fn push_chunk(&mut self, chunk: Bytes) -> u64 {
+        if self.chunks.capacity() == 0 {
+            // The queue was freed when it drained: one allocation for a typical loop
+            // iteration's chunks rather than growing (and copying) from 4 to 8 to 16
+            // (the growth was 7 % of a QoS 0 fan-out's instructions).
+            self.chunks.reserve(FIRST_CAPACITY);
+        }
         self.len += chunk.len();
         self.chunks.push_back(chunk);
         self.fresh += 1;
