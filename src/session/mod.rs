@@ -426,8 +426,13 @@ impl Session {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.transmits.pop_front();
-        if t.is_none() && self.transmits.capacity() > 0 {
-            // Drained: an idle session keeps no transmit buffer.
+        if t.is_none()
+            && self.transmits.capacity() > 0
+            && self.traffic().outbound.inflight_len() == 0
+        {
+            // Drained: an idle session keeps no transmit buffer. One with messages in
+            // flight keeps it: its next PUBLISH (or the one an acknowledgement lets
+            // out) needs it soon, and freeing it cost an allocation per QoS 1 delivery.
             self.transmits = VecDeque::new();
         }
         t
