@@ -7,8 +7,8 @@
 //!
 //! `cargo bench --bench fanout_batch` (criterion, per delivery), or for instruction
 //! counts under callgrind (independent of the load on the machine):
-//! `valgrind --tool=callgrind target/release/deps/fanout_batch-HASH count qos1 N`
-//! runs N rounds; the cost of a delivery is the difference between two counts divided
+//! `valgrind --tool=callgrind target/release/deps/fanout_batch-HASH count qos1 N [shuffled]`
+//! runs N rounds (`shuffled`: subscriptions made in an order unrelated to the sessions'); the cost of a delivery is the difference between two counts divided
 //! by 4,000 times the difference in N (set-up cancels out). Every round checks what it
 //! queued, so a broken acknowledgement path (a window that never reopens) fails loudly.
 #![allow(clippy::unwrap_used)] // a benchmark: set-up failures should stop it
@@ -52,7 +52,10 @@ fn packet_id(n: usize) -> u16 {
 }
 
 impl Batch {
-    fn new(qos: QoS) -> Self {
+    /// `shuffled`: the subscribers subscribe in an order unrelated to their connection
+    /// order, as 1,000 clients connecting at once do (the index then lists them out of
+    /// session order); else in connection order.
+    fn new(qos: QoS, shuffled: bool) -> Self {
         let now = Instant::now();
         let config = Config {
             sys_interval: Duration::ZERO,
@@ -74,18 +77,22 @@ impl Batch {
                 properties: Properties::default(),
             }));
             encode(&connect, ProtocolVersion::V311, &mut buf).unwrap();
-            if conn < SUBSCRIBERS {
-                let options = SubscriptionOptions {
-                    qos,
-                    ..SubscriptionOptions::default()
-                };
-                let sub = Packet::Subscribe(Subscribe {
-                    packet_id: 1,
-                    filters: smallvec![(ByteStr::from(TOPIC), options)],
-                    properties: Properties::default(),
-                });
-                encode(&sub, ProtocolVersion::V311, &mut buf).unwrap();
-            }
+            broker.on_read(conn, &mut buf, now);
+        }
+        for i in 0..SUBSCRIBERS {
+            // 337 is prime to 1,000: a permutation.
+            let conn = if shuffled { i * 337 % SUBSCRIBERS } else { i };
+            let options = SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            };
+            let sub = Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters: smallvec![(ByteStr::from(TOPIC), options)],
+                properties: Properties::default(),
+            });
+            let mut buf = BytesMut::new();
+            encode(&sub, ProtocolVersion::V311, &mut buf).unwrap();
             broker.on_read(conn, &mut buf, now);
         }
         let mut b = Self {
@@ -177,8 +184,14 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout_batch");
     g.throughput(Throughput::Elements((SUBSCRIBERS * BATCH) as u64));
     g.measurement_time(Duration::from_secs(3));
-    for (name, qos) in [("qos0", QoS::AtMostOnce), ("qos1", QoS::AtLeastOnce)] {
-        let mut b = Batch::new(qos);
+    let variants = [
+        ("qos0", QoS::AtMostOnce, false),
+        ("qos0_shuffled", QoS::AtMostOnce, true),
+        ("qos1", QoS::AtLeastOnce, false),
+        ("qos1_shuffled", QoS::AtLeastOnce, true),
+    ];
+    for (name, qos, shuffled) in variants {
+        let mut b = Batch::new(qos, shuffled);
         assert_eq!(b.round(), expected(qos), "{name}: first round");
         g.bench_function(name, |bench| {
             bench.iter(|| assert_eq!(b.round(), expected(qos)));
@@ -197,7 +210,8 @@ fn main() {
             _ => QoS::AtMostOnce,
         };
         let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let mut b = Batch::new(qos);
+        let shuffled = args.get(4).map(String::as_str) == Some("shuffled");
+        let mut b = Batch::new(qos, shuffled);
         for r in 0..n {
             assert_eq!(b.round(), expected(qos), "round {r}");
         }
