@@ -191,3 +191,25 @@ proptest::proptest! {
 fn contents_all(q: &OutQueue) -> Vec<u8> {
     q.chunks.iter().flat_map(|c| c.iter().copied()).collect()
 }
+
+/// A drained queue keeps no buffer (an idle connection holds no queue memory) but hands
+/// it to the thread's pool, and the next queue to get output takes it from there.
+#[test]
+fn a_drained_queue_gives_its_buffer_to_the_next_one() {
+    // Each test runs on a thread of its own: the pool starts empty.
+    let mut a = OutQueue::default();
+    a.push(Bytes::from_static(b"frame"));
+    assert_eq!(super::pool::kept(), 0);
+    a.consume(5);
+    assert_eq!(a.chunks(), 0);
+    assert!(a.chunks.capacity() == 0, "an idle queue keeps its buffer");
+    assert_eq!(super::pool::kept(), 1);
+    let mut b = OutQueue::default();
+    b.push(Bytes::from_static(b"next"));
+    assert_eq!(
+        super::pool::kept(),
+        0,
+        "the next queue took the pooled buffer"
+    );
+    assert_eq!(b.len(), 4);
+}

@@ -139,7 +139,14 @@ impl Outbound {
     }
 
     fn remove_inflight(&mut self, pos: usize) {
-        if let Some(f) = self.inflight.remove(pos) {
+        // Acknowledgements mostly come in order: the oldest goes without `remove`'s
+        // general shifting.
+        let f = if pos == 0 {
+            self.inflight.pop_front()
+        } else {
+            self.inflight.remove(pos)
+        };
+        if let Some(f) = f {
             self.inflight_bytes = self.inflight_bytes.saturating_sub(data_bytes(&f.out));
             if self.inflight.is_empty() {
                 self.ids = None;

@@ -207,10 +207,12 @@ impl Encoder {
         if !v5 || (out.sub_ids.is_empty() && expiry.is_none() && alias == AliasUse::Topic) {
             let with_id = packet_id.is_some();
             let direct = (p.qos != QoS::AtMostOnce) == with_id && p.packet_id.is_some() == with_id;
-            if direct
-                && out.msg.headers[usize::from(v5)].get().is_none()
-                && !out.msg.header_reused(v5)
-            {
+            let cached = out.msg.headers[usize::from(v5)].get();
+            if let (true, Some(template)) = (direct, cached) {
+                // The common case from the second subscriber on: copied from the
+                // message's template, not cloned (no refcount traffic per delivery).
+                scratch.extend_from_slice(template);
+            } else if direct && !out.msg.header_reused(v5) {
                 // First use: encoded straight into the frame; a template (an allocation)
                 // is cached only once a second subscriber needs the same header.
                 codec::encode_publish_header(p, version, scratch)?;
