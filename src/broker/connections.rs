@@ -60,6 +60,9 @@ pub(super) struct Conn {
     written: u64,
     /// In `transmit_ready` already.
     transmit_flag: bool,
+    /// Its connect timer (armed at accept) is still pending and will arm its keep alive
+    /// timer: a connection has one timer entry at a time, not two (`timers.rs`).
+    pub(super) keep_alive_waits: bool,
 }
 
 impl Conn {
@@ -185,6 +188,7 @@ impl Connections {
             out: None,
             written: 0,
             transmit_flag: false,
+            keep_alive_waits: true,
         });
         uid
     }

@@ -667,3 +667,13 @@ impl FlowControl {
         self.stall_timeout.as_secs()
     }
 }
+
+#[cfg(test)]
+mod sizes {
+    /// Every connection has a `ConnFlow` (issue 14): what holds a connection back lives
+    /// in a map of the few that are held, not in 32 inline bytes of each.
+    #[test]
+    fn a_connection_flow_entry_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<super::ConnFlow>(), 24);
+    }
+}
