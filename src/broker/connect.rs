@@ -22,7 +22,6 @@ use super::access::ConnectCheck;
 use super::cross::{MovedSession, PendingConnect};
 use super::ingest_ack::PendingAck;
 use super::options;
-use super::timers::Timer;
 use super::trace;
 use super::{Broker, ConnId, ConnState, Slot};
 

@@ -244,10 +244,11 @@ impl Connections {
     pub(super) fn poll_transmit(&mut self) -> Option<ConnId> {
         if let Some(prev) = self.last_transmit.take() {
             if let Some(c) = self.table.get_mut(prev).and_then(Option::as_mut) {
-                if let Some(q) = c.out.as_deref_mut() {
-                    q.compact();
+                match c.out.as_deref_mut() {
+                    Some(q) if q.is_empty() => c.release_queue(&mut self.pool),
+                    Some(q) => q.compact(),
+                    None => {}
                 }
-                c.release_queue(&mut self.pool);
             }
         }
         while let Some(conn) = self.transmit_ready.pop_front() {
@@ -264,7 +265,8 @@ impl Connections {
 
     /// The output queue of `conn` (`None`: no such connection), for the runtime to
     /// write. A connection without output gets an empty queue from the pool, which goes
-    /// back when `poll_transmit` moves on or [`Connections::release_output`] is called.
+    /// back when `poll_transmit` moves on from it, or when its keep alive timer finds it
+    /// empty ([`Connections::release_output`]: one written out on a WRITABLE event).
     pub(super) fn output(&mut self, conn: ConnId) -> Option<&mut OutQueue> {
         let c = self.table.get_mut(conn).and_then(Option::as_mut)?;
         Some(c.queue(&mut self.pool))

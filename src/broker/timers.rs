@@ -252,6 +252,9 @@ impl Broker {
         if c.uid != uid {
             return;
         }
+        // An idle connection keeps no output queue (one written out outside
+        // `poll_transmit` may still have one).
+        self.conns.release_output(conn);
         let deadline = |b: &Self| b.sessions.get(key).and_then(|s| s.session.poll_timeout());
         let Some(at) = deadline(self) else {
             return;

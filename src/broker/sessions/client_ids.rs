@@ -128,6 +128,7 @@ impl ClientIds {
         false
     }
 
+    #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
         self.table.is_empty() && self.spill.is_empty()
     }
