@@ -86,7 +86,7 @@ impl Conn {
     }
 
     /// Its output queue, taken from `pool` (or made) if it has none.
-    fn queue(&mut self, pool: &mut Vec<Box<OutQueue>>) -> &mut OutQueue {
+    fn queue(&mut self, pool: &mut Pool) -> &mut OutQueue {
         let written = self.written;
         self.out.get_or_insert_with(|| {
             let q = pool.pop().unwrap_or_default();
@@ -97,7 +97,7 @@ impl Conn {
     }
 
     /// Gives an empty output queue back to `pool` (keeping its progress).
-    fn release_queue(&mut self, pool: &mut Vec<Box<OutQueue>>) {
+    fn release_queue(&mut self, pool: &mut Pool) {
         if self.out.as_ref().is_some_and(|q| q.is_empty()) {
             if let Some(q) = self.out.take() {
                 self.written = self.written.wrapping_add(q.written());
@@ -108,6 +108,11 @@ impl Conn {
         }
     }
 }
+
+/// Empty output queues for reuse. Boxed on purpose: a box moves between the pool and a
+/// connection's `out` without copying or allocating.
+#[allow(clippy::vec_box)]
+type Pool = Vec<Box<OutQueue>>;
 
 /// Empty output queues kept for reuse per shard, at most: enough for every connection
 /// that has output in one loop iteration of a big fan-out, without keeping the peak of
@@ -125,7 +130,7 @@ pub(super) struct Connections {
     /// Returned by the last `poll_transmit`: its output is compacted on the next call.
     last_transmit: Option<ConnId>,
     /// Empty output queues for the connections that get output next.
-    pool: Vec<Box<OutQueue>>,
+    pool: Pool,
     /// The last uid handed out; uids step by the shard count so they stay unique across
     /// shards.
     last_uid: u64,

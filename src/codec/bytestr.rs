@@ -94,8 +94,8 @@ impl ByteStr {
         let bytes = &self.0[..];
         match bytes.len() {
             0 => Self::default(),
-            ..=23 => Self(Bytes::from_owner(Inline::<23>::new(bytes))),
-            ..=55 => Self(Bytes::from_owner(Inline::<55>::new(bytes))),
+            1..=23 => Self(Bytes::from_owner(Inline::<23>::new(bytes))),
+            24..=55 => Self(Bytes::from_owner(Inline::<55>::new(bytes))),
             _ => self.compact(),
         }
     }
