@@ -318,8 +318,6 @@ impl Broker {
     /// The connection's output queue drained; lets back-pressure release.
     pub fn on_writable(&mut self, conn: ConnId, now: Instant) {
         let _ = now;
-        // Written out: an idle connection keeps no output queue.
-        self.conns.release_output(conn);
         if let Some(ConnState::Active(key)) = self.conns.get(conn).map(|c| c.state) {
             self.maybe_release(key);
         }
