@@ -22,7 +22,6 @@ use super::access::{ConnectCheck, Login};
 use super::cross::{MovedSession, PendingConnect};
 use super::ingest_ack::PendingAck;
 use super::options;
-use super::timers::Timer;
 use super::trace;
 use super::{Broker, ConnId, ConnState, Slot};
 
@@ -532,18 +531,11 @@ impl Broker {
         }));
         let expired = slot.session.resume(now);
         self.stats.dropped(DropReason::Expired, expired as u64);
-        if let Some(deadline) = slot.session.poll_timeout() {
-            self.timers.push(
-                deadline,
-                Timer::KeepAlive {
-                    conn,
-                    uid: conn_uid,
-                },
-            );
-        }
+        let keep_alive = slot.session.poll_timeout();
         if let Some(c) = self.conns.get_mut(conn) {
             c.state = ConnState::Active(key);
         }
+        self.arm_keep_alive(conn, conn_uid, keep_alive, now);
         self.stats.client_connected();
         self.stats.clients_total = self.sessions.len() as u64;
         let user = connect

@@ -53,28 +53,74 @@ pub(super) struct Conn {
     pub(super) identity: Option<Box<str>>,
     /// CONNECT had Mosquitto's bridge bit (`bridge_member.rs`).
     pub(super) bridge: bool,
-    out: OutQueue,
+    /// Its output queue, only while output is pending (from the pool of
+    /// [`Connections`], returned when it empties): an idle connection does not pay for
+    /// one (issue 14).
+    out: Option<Box<OutQueue>>,
+    /// Progress of the socket, kept across queues: without a queue, the bytes ever
+    /// written; with one, what to add (wrapping) to the queue's own counter, whose start
+    /// depends on its earlier owners.
+    written: u64,
     /// In `transmit_ready` already.
     transmit_flag: bool,
+    /// Its connect timer (armed at accept) is still pending and will arm its keep alive
+    /// timer: a connection has one timer entry at a time, not two (`timers.rs`).
+    pub(super) keep_alive_waits: bool,
 }
 
 impl Conn {
     /// Memory held by the output queue (its bytes and per-chunk costs, see
     /// [`OutQueue::held`]): what the output limit counts.
     pub(super) fn queued_bytes(&self) -> usize {
-        self.out.held()
+        self.out.as_ref().map_or(0, |q| q.held())
     }
 
     /// Chunks of output queued (each a queue slot and a frame of its own).
     pub(super) fn queued_chunks(&self) -> usize {
-        self.out.chunks()
+        self.out.as_ref().map_or(0, |q| q.chunks())
     }
 
     /// Bytes of output ever written to the socket (progress).
     pub(super) fn written(&self) -> u64 {
-        self.out.written()
+        match &self.out {
+            Some(q) => self.written.wrapping_add(q.written()),
+            None => self.written,
+        }
+    }
+
+    /// Its output queue, taken from `pool` (or made) if it has none.
+    fn queue(&mut self, pool: &mut Pool) -> &mut OutQueue {
+        let written = self.written;
+        self.out.get_or_insert_with(|| {
+            let q = pool.pop().unwrap_or_default();
+            // From now on `written` is the offset to the queue's counter.
+            self.written = written.wrapping_sub(q.written());
+            q
+        })
+    }
+
+    /// Gives an empty output queue back to `pool` (keeping its progress).
+    fn release_queue(&mut self, pool: &mut Pool) {
+        if self.out.as_ref().is_some_and(|q| q.is_empty()) {
+            if let Some(q) = self.out.take() {
+                self.written = self.written.wrapping_add(q.written());
+                if pool.len() < POOL_MAX {
+                    pool.push(q);
+                }
+            }
+        }
     }
 }
+
+/// Empty output queues for reuse. Boxed on purpose: a box moves between the pool and a
+/// connection's `out` without copying or allocating.
+#[allow(clippy::vec_box)]
+type Pool = Vec<Box<OutQueue>>;
+
+/// Empty output queues kept for reuse per shard, at most: enough for every connection
+/// that has output in one loop iteration of a big fan-out, without keeping the peak of
+/// a burst forever.
+const POOL_MAX: usize = 4096;
 
 /// The connection table of one shard.
 #[derive(Debug)]
@@ -86,6 +132,8 @@ pub(super) struct Connections {
     last_closed: Option<(ConnId, u64)>,
     /// Returned by the last `poll_transmit`: its output is compacted on the next call.
     last_transmit: Option<ConnId>,
+    /// Empty output queues for the connections that get output next.
+    pool: Pool,
     /// The last uid handed out; uids step by the shard count so they stay unique across
     /// shards.
     last_uid: u64,
@@ -100,6 +148,7 @@ impl Connections {
             close_ready: VecDeque::new(),
             last_closed: None,
             last_transmit: None,
+            pool: Vec::new(),
             last_uid: shard as u64 + 1,
             uid_stride: shards as u64,
         }
@@ -117,7 +166,7 @@ impl Connections {
         self.table
             .iter()
             .flatten()
-            .map(|c| c.out.held() as u64)
+            .map(|c| c.queued_bytes() as u64)
             .sum()
     }
 
@@ -144,8 +193,10 @@ impl Connections {
             version: ProtocolVersion::V311,
             identity: None,
             bridge: false,
-            out: OutQueue::default(),
+            out: None,
+            written: 0,
             transmit_flag: false,
+            keep_alive_waits: true,
         });
         uid
     }
@@ -171,9 +222,10 @@ impl Connections {
     pub(super) fn push(&mut self, conn: ConnId, head: Bytes, body: Option<Body>) -> Option<usize> {
         let c = self.table.get_mut(conn).and_then(Option::as_mut)?;
         let n = head.len() + body.as_ref().map_or(0, Body::len);
-        c.out.push_slice(head);
+        let out = c.queue(&mut self.pool);
+        out.push_slice(head);
         if let Some(b) = body {
-            c.out.push_body(b);
+            out.push_body(b);
         }
         if !c.transmit_flag {
             c.transmit_flag = true;
@@ -196,11 +248,15 @@ impl Connections {
 
     /// Each connection with new output (or whose reads may resume), once. The output of
     /// the previous one has been written as far as its socket allowed: what is left is
-    /// compacted.
+    /// compacted, an empty queue goes back to the pool.
     pub(super) fn poll_transmit(&mut self) -> Option<ConnId> {
         if let Some(prev) = self.last_transmit.take() {
-            if let Some(c) = self.get_mut(prev) {
-                c.out.compact();
+            if let Some(c) = self.table.get_mut(prev).and_then(Option::as_mut) {
+                match c.out.as_deref_mut() {
+                    Some(q) if q.is_empty() => c.release_queue(&mut self.pool),
+                    Some(q) => q.compact(),
+                    None => {}
+                }
             }
         }
         while let Some(conn) = self.transmit_ready.pop_front() {
@@ -215,14 +271,29 @@ impl Connections {
         None
     }
 
+    /// The output queue of `conn` (`None`: no such connection), for the runtime to
+    /// write. A connection without output gets an empty queue from the pool, which goes
+    /// back when `poll_transmit` moves on from it, or when its keep alive timer finds it
+    /// empty ([`Connections::release_output`]: one written out on a WRITABLE event).
     pub(super) fn output(&mut self, conn: ConnId) -> Option<&mut OutQueue> {
-        self.get_mut(conn).map(|c| &mut c.out)
+        let c = self.table.get_mut(conn).and_then(Option::as_mut)?;
+        Some(c.queue(&mut self.pool))
+    }
+
+    /// Gives the output queue of `conn` back to the pool if it is empty (written out).
+    pub(super) fn release_output(&mut self, conn: ConnId) {
+        if let Some(c) = self.table.get_mut(conn).and_then(Option::as_mut) {
+            c.release_queue(&mut self.pool);
+        }
     }
 
     /// Drops what is queued for `conn` (the memory goes now, not when the socket drains).
     pub(super) fn clear_output(&mut self, conn: ConnId) {
         if let Some(c) = self.get_mut(conn) {
-            c.out.clear();
+            // Not pooled: a cleared queue may keep a big allocation (a written-out one
+            // keeps none).
+            c.written = c.written();
+            c.out = None;
         }
     }
 

@@ -70,6 +70,8 @@
 //! session, a connection table, a mailbox or a socket.
 
 use std::collections::HashMap;
+
+use crate::hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
@@ -204,17 +206,22 @@ struct StallMark {
     written: u64,
 }
 
-/// Per-connection flow state (slot = [`ConnId`]).
+/// Per-connection flow state (slot = [`ConnId`]): 24 bytes, every connection has one
+/// (issue 14); what holds it back is kept apart, for the few that are held.
 #[derive(Debug, Default)]
 struct ConnFlow {
     uid: u64,
-    holds: SmallVec<[Hold; 1]>,
     /// Shards its messages went to (bit j = shard j): it is not read while one of their
     /// rings is full.
     peers: u64,
     /// The broker declined to read it since it was last read.
     gated: bool,
+    /// Something holds it back: it has an entry in [`FlowControl::holds`].
+    held: bool,
 }
+
+/// What holds one connection back (most hold one thing).
+type Holds = SmallVec<[Hold; 1]>;
 
 /// Per-session flow state (slot = session slab key).
 #[derive(Debug, Default)]
@@ -234,6 +241,8 @@ pub(super) struct FlowControl {
     /// Peers whose data ring is full (bit j = shard j), as the runtime last reported.
     peer_backlog: u64,
     conns: Vec<ConnFlow>,
+    /// What holds each held connection back (only those: [`ConnFlow::held`]).
+    holds: FxHashMap<ConnId, Holds>,
     sessions: Vec<SessionFlow>,
     /// Armed stall timers by connection: only stuck connections have one, so an idle
     /// connection pays nothing for them.
@@ -253,6 +262,7 @@ impl FlowControl {
             stall_timeout: config.slow_subscriber_timeout,
             peer_backlog: 0,
             conns: Vec::new(),
+            holds: FxHashMap::default(),
             sessions: Vec::new(),
             stalls: HashMap::new(),
         }
@@ -262,6 +272,46 @@ impl FlowControl {
         self.conns.get_mut(conn).filter(|c| c.uid == uid)
     }
 
+    /// Adds `hold` to connection `conn` (uid `uid`) unless it has it.
+    fn add_hold(&mut self, conn: ConnId, uid: u64, hold: Hold) {
+        let Some(c) = self.conns.get_mut(conn).filter(|c| c.uid == uid) else {
+            return;
+        };
+        c.held = true;
+        let holds = self.holds.entry(conn).or_default();
+        if !holds.contains(&hold) {
+            holds.push(hold);
+        }
+    }
+
+    /// Drops the holds of connection `conn` (uid `uid`) that `drop` selects. Returns
+    /// (whether one was dropped, whether nothing holds it any more).
+    fn drop_holds(&mut self, conn: ConnId, uid: u64, drop: impl Fn(&Hold) -> bool) -> (bool, bool) {
+        let Some(c) = self.conns.get_mut(conn).filter(|c| c.uid == uid) else {
+            return (false, false);
+        };
+        let Some(holds) = self.holds.get_mut(&conn).filter(|_| c.held) else {
+            return (false, true);
+        };
+        let before = holds.len();
+        holds.retain(|h| !drop(h));
+        let dropped = holds.len() < before;
+        if holds.is_empty() {
+            self.holds.remove(&conn);
+            c.held = false;
+        }
+        (dropped, !c.held)
+    }
+
+    /// Forgets every hold of connection slot `conn`.
+    fn clear_holds(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if std::mem::take(&mut c.held) {
+                self.holds.remove(&conn);
+            }
+        }
+    }
+
     // --- inputs: connections and the runtime ------------------------------------------
 
     /// A new connection `uid` in slot `conn`.
@@ -269,6 +319,7 @@ impl FlowControl {
         if self.conns.len() <= conn {
             self.conns.resize_with(conn + 1, ConnFlow::default);
         }
+        self.clear_holds(conn);
         self.conns[conn] = ConnFlow {
             uid,
             ..ConnFlow::default()
@@ -278,8 +329,8 @@ impl FlowControl {
 
     /// The connection is closing or gone: nothing holds it back any more.
     pub(super) fn on_conn_closed(&mut self, conn: ConnId) {
+        self.clear_holds(conn);
         if let Some(c) = self.conns.get_mut(conn) {
-            c.holds.clear();
             c.gated = false;
         }
         self.stalls.remove(&conn);
@@ -322,19 +373,24 @@ impl FlowControl {
         output: Output,
         load: impl Fn(usize, u64) -> Option<Load>,
     ) -> Option<(bool, &mut ConnFlow)> {
-        let closed = self.gate_closed(self.conns.get(conn)?, output, &load);
+        let closed = self.gate_closed(conn, self.conns.get(conn)?, output, &load);
         Some((closed, &mut self.conns[conn]))
     }
 
     fn gate_closed(
         &self,
+        conn: ConnId,
         c: &ConnFlow,
         output: Output,
         load: &impl Fn(usize, u64) -> Option<Load>,
     ) -> bool {
+        let holds = match c.held {
+            true => self.holds.get(&conn).map_or(&[][..], |h| &h[..]),
+            false => &[],
+        };
         self.output_over(output)
             || c.peers & self.peer_backlog != 0
-            || c.holds.iter().any(|h| match *h {
+            || holds.iter().any(|h| match *h {
                 Hold::Remote(..) | Hold::Ingest => true,
                 Hold::Session(key, uid) => load(key, uid).is_some_and(|l| self.is_congested(l)),
             })
@@ -409,13 +465,10 @@ impl FlowControl {
 
     /// Pauses local `publisher` (conn, uid) while session `key` is congested.
     fn pause_local(&mut self, conn: ConnId, uid: u64, key: usize, session_uid: u64) {
-        let Some(c) = self.conn_mut(conn, uid) else {
+        if self.conn_mut(conn, uid).is_none() {
             return;
-        };
-        let hold = Hold::Session(key, session_uid);
-        if !c.holds.contains(&hold) {
-            c.holds.push(hold);
         }
+        self.add_hold(conn, uid, Hold::Session(key, session_uid));
         let publisher = Publisher {
             shard: self.me,
             conn,
@@ -468,12 +521,15 @@ impl FlowControl {
                 released.resume.push(p);
                 continue;
             }
-            let Some(c) = self.conn_mut(p.conn, p.uid) else {
+            if self.conn_mut(p.conn, p.uid).is_none() {
                 continue;
-            };
-            c.holds
-                .retain(|h| !matches!(*h, Hold::Session(k, _) if k == key));
-            if c.holds.is_empty() {
+            }
+            let (_, free) = self.drop_holds(
+                p.conn,
+                p.uid,
+                |h| matches!(*h, Hold::Session(k, _) if k == key),
+            );
+            if free {
                 released.wake.push((p.conn, p.uid));
             }
         }
@@ -489,12 +545,7 @@ impl FlowControl {
         conn_uid: u64,
         session: u64,
     ) {
-        if let Some(c) = self.conn_mut(conn, conn_uid) {
-            let hold = Hold::Remote(from, session);
-            if !c.holds.contains(&hold) {
-                c.holds.push(hold);
-            }
-        }
+        self.add_hold(conn, conn_uid, Hold::Remote(from, session));
     }
 
     /// Shard `from` says its session `session` lets connection `conn` go. Returns true
@@ -506,33 +557,22 @@ impl FlowControl {
         conn_uid: u64,
         session: u64,
     ) -> bool {
-        let Some(c) = self.conn_mut(conn, conn_uid) else {
-            return false;
-        };
-        let before = c.holds.len();
-        c.holds.retain(|h| *h != Hold::Remote(from, session));
-        c.holds.len() < before && c.holds.is_empty()
+        let (dropped, free) =
+            self.drop_holds(conn, conn_uid, |h| *h == Hold::Remote(from, session));
+        dropped && free
     }
 
     /// An ingest handler is busy with a message of connection `conn` (uid): it is not
     /// read until the handler accepts it (rule 7).
     pub(super) fn pause_ingest(&mut self, conn: ConnId, uid: u64) {
-        if let Some(c) = self.conn_mut(conn, uid) {
-            if !c.holds.contains(&Hold::Ingest) {
-                c.holds.push(Hold::Ingest);
-            }
-        }
+        self.add_hold(conn, uid, Hold::Ingest);
     }
 
     /// The ingest handlers took every message held for `conn`. Returns true when
     /// nothing holds it back any more (wake it).
     pub(super) fn release_ingest(&mut self, conn: ConnId, uid: u64) -> bool {
-        let Some(c) = self.conn_mut(conn, uid) else {
-            return false;
-        };
-        let before = c.holds.len();
-        c.holds.retain(|h| *h != Hold::Ingest);
-        c.holds.len() < before && c.holds.is_empty()
+        let (dropped, free) = self.drop_holds(conn, uid, |h| *h == Hold::Ingest);
+        dropped && free
     }
 
     // --- slow-subscriber cut-off (rule 6) ---------------------------------------------
@@ -625,5 +665,15 @@ impl FlowControl {
     /// `slow_subscriber_timeout` in seconds, for the log line of a cut.
     pub(super) fn stall_timeout_secs(&self) -> u64 {
         self.stall_timeout.as_secs()
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    /// Every connection has a `ConnFlow` (issue 14): what holds a connection back lives
+    /// in a map of the few that are held, not in 32 inline bytes of each.
+    #[test]
+    fn a_connection_flow_entry_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<super::ConnFlow>(), 24);
     }
 }

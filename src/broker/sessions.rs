@@ -22,6 +22,10 @@ use crate::session::{Limits, Session, SessionExpiry};
 use super::cross::{Handoff, MovedSession};
 use super::ConnId;
 
+mod client_ids;
+
+use client_ids::ClientIds;
+
 /// A session plus the broker's bookkeeping about it.
 #[derive(Debug)]
 pub(super) struct Slot {
@@ -87,7 +91,13 @@ pub(super) struct Offline {
 #[derive(Debug, Default)]
 pub(super) struct Sessions {
     slab: Slab<Slot>,
-    client_ids: crate::hash::Map<ByteStr, usize>,
+    /// 8 bytes a bucket: a client id is read from its slot (`client_ids.rs`).
+    client_ids: ClientIds,
+}
+
+/// The client id of slab key `key`'s session (for [`ClientIds`]).
+fn id_of<'a>(slab: &'a Slab<Slot>) -> impl Fn(usize) -> Option<&'a ByteStr> {
+    |key| slab.get(key).map(|s| s.session.client_id())
 }
 
 impl Sessions {
@@ -101,9 +111,9 @@ impl Sessions {
 
     /// Stores `slot` and maps its client id to it; returns its key.
     pub(super) fn add(&mut self, slot: Slot) -> usize {
-        let client_id = slot.session.client_id().clone();
         let key = self.slab.insert(slot);
-        self.client_ids.insert(client_id, key);
+        let id = self.slab[key].session.client_id();
+        self.client_ids.insert(id, key, id_of(&self.slab));
         key
     }
 
@@ -111,16 +121,13 @@ impl Sessions {
     /// freed).
     pub(super) fn remove(&mut self, key: usize) -> Option<(Slot, bool)> {
         let slot = self.slab.try_remove(key)?;
-        let owned = self.client_ids.get(slot.session.client_id()) == Some(&key);
-        if owned {
-            self.client_ids.remove(slot.session.client_id());
-        }
+        let owned = self.client_ids.remove(slot.session.client_id(), key);
         Some((slot, owned))
     }
 
     /// The slot of `client_id` (a session or a stub).
     pub(super) fn key_of(&self, client_id: &ByteStr) -> Option<usize> {
-        self.client_ids.get(client_id).copied()
+        self.client_ids.get(client_id, id_of(&self.slab))
     }
 
     /// The slot of `client_id` if it holds a real session (not a stub).
@@ -326,13 +333,15 @@ mod sizes {
 
     /// Every connected client costs one slot, one connection entry and one timer entry,
     /// whether or not it ever sends a message, and 19,000 idle connections measured
-    /// 1,112 bytes of broker RSS each before these were packed (issue 14; the goal is
-    /// 600, perf/results/2026-12-03-conn-idle.md). What an idle client does not use
-    /// lives behind boxes created on first use: its subscriptions, outbound window and
-    /// queue, inbound QoS 2 ids (`Session`'s traffic), will, auth method and topic
-    /// aliases (`Link`'s extras), a delayed will, a user name. A new field that makes a
-    /// type bigger must be worth it for every idle connection: update the figure here
-    /// with a comment, or box the field.
+    /// 1,112 bytes of broker RSS each before these were packed, 744 after a first round
+    /// (issue 14; the goal is 600, perf/results/2026-12-03-conn-memory-round3.md). What
+    /// an idle client does not use lives behind boxes created on first use: its
+    /// subscriptions, outbound window and queue, inbound QoS 2 ids (`Session`'s
+    /// traffic), will, auth method and topic aliases (`Link`'s extras), a delayed will,
+    /// a user name, and its connection's output queue (from a per-shard pool, only
+    /// while output is pending). A new field that makes a type bigger must be worth it
+    /// for every idle connection: update the figure here with a comment, or box the
+    /// field.
     #[test]
     fn per_connection_types_stay_small() {
         assert!(
@@ -343,9 +352,10 @@ mod sizes {
         assert!(size_of::<Slot>() <= 240, "Slot {}", size_of::<Slot>());
         // slab::Slab<Slot> stores an enum of a slot or a vacancy: no bigger than a slot.
         assert!(size_of::<slab::Slab<Slot>>() <= 40);
-        // The connection table holds `Option<Conn>`; the output queue is most of it.
+        // The connection table holds `Option<Conn>`: 184 bytes while the output queue
+        // was inline, 104 with it boxed only while output is pending.
         assert!(
-            size_of::<Option<Conn>>() <= 184,
+            size_of::<Option<Conn>>() <= 104,
             "Conn {}",
             size_of::<Option<Conn>>()
         );

@@ -145,6 +145,12 @@ impl Timers {
         }
     }
 
+    /// Entries held, stale ones included (tests: the memory of the timers).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.heap.len() + self.wide.len()
+    }
+
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         let next = self.next()?;
         if next > now {
@@ -161,18 +167,28 @@ impl Broker {
     pub(super) fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::Connect { conn, uid } => {
+                // A deferred login's own deadline, or the accept's while one waits
+                // (which leaves `keep_alive_waits` for the login's timer).
                 if self.expire_login(conn, uid, now) {
                     return;
                 }
-                let Some(c) = self.conns.get(conn) else {
+                let Some(c) = self.conns.get_mut(conn).filter(|c| c.uid == uid) else {
                     return;
                 };
-                if c.uid == uid && c.state == ConnState::AwaitConnect {
-                    crate::log_notice!(
-                        "Client <unknown> from {} did not send CONNECT in time, disconnecting.",
-                        c.peer
-                    );
-                    self.close_conn(conn);
+                let keep_alive_waits = std::mem::take(&mut c.keep_alive_waits);
+                match c.state {
+                    ConnState::AwaitConnect => {
+                        crate::log_notice!(
+                            "Client <unknown> from {} did not send CONNECT in time, disconnecting.",
+                            c.peer
+                        );
+                        self.close_conn(conn);
+                    }
+                    // Connected since: this entry becomes its keep alive timer.
+                    ConnState::Active(_) if keep_alive_waits => {
+                        self.check_keep_alive(conn, uid, now);
+                    }
+                    _ => {}
                 }
             }
             Timer::KeepAlive { conn, uid } => self.check_keep_alive(conn, uid, now),
@@ -203,6 +219,32 @@ impl Broker {
         }
     }
 
+    /// Arms the keep alive timer of connection `conn` (uid `uid`), connected at `now`,
+    /// for deadline `at`. Its connect timer, armed at accept, is still pending unless
+    /// the CONNECT took longer than `connect_timeout` (a home shard's answer): when
+    /// it fires before `at`, it is left to arm the keep alive timer then
+    /// ([`Broker::fire`]), so that a connection has one timer entry at a time, not two
+    /// for its first `connect_timeout` (24 bytes of every new connection, issue 14).
+    pub(super) fn arm_keep_alive(
+        &mut self,
+        conn: ConnId,
+        uid: u64,
+        at: Option<Instant>,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get_mut(conn).filter(|c| c.uid == uid) else {
+            return;
+        };
+        let Some(at) = at else {
+            return;
+        };
+        if c.keep_alive_waits && at >= now + self.config.connect_timeout {
+            return;
+        }
+        c.keep_alive_waits = false;
+        self.timers.push(at, Timer::KeepAlive { conn, uid });
+    }
+
     /// Disconnects a client whose keep alive ran out [MQTT-3.1.2-24], unless the broker
     /// did not read it (flow control); re-arms for the real deadline otherwise.
     fn check_keep_alive(&mut self, conn: ConnId, uid: u64, now: Instant) {
@@ -215,6 +257,9 @@ impl Broker {
         if c.uid != uid {
             return;
         }
+        // An idle connection keeps no output queue (one written out outside
+        // `poll_transmit` may still have one).
+        self.conns.release_output(conn);
         let deadline = |b: &Self| b.sessions.get(key).and_then(|s| s.session.poll_timeout());
         let Some(at) = deadline(self) else {
             return;

@@ -96,8 +96,9 @@ pub fn accept(
         assigned_id = true;
         ByteStr::from(format!("{}{:016x}", config.auto_id_prefix, auto_id()))
     } else {
-        // Lives as long as the session: compact, so it does not pin the read buffer.
-        connect.client_id.compact()
+        // Lives as long as the session: compact, so it does not pin the read buffer,
+        // and one allocation however often the broker clones it.
+        connect.client_id.compact_shared()
     };
     if let Some(prefixes) = &config.clientid_prefixes {
         if !prefixes.is_empty() && !client_id.starts_with(prefixes.as_str()) {

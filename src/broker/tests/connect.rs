@@ -391,3 +391,48 @@ fn random_bytes_never_panic_the_broker() {
         h.advance(Duration::from_secs(1));
     }
 }
+
+#[test]
+fn an_idle_connection_has_one_timer_entry_and_keep_alive_still_applies() {
+    // Connect timer and keep alive timer are one entry: the connect timer, due first,
+    // arms the keep alive timer (issue 14: 24 bytes of every new connection).
+    let mut h = Harness::new(Harness::default_config());
+    let before = h.broker.timers.len();
+    let conns: Vec<_> = (0..50).map(|i| h.connect(&format!("c{i}"), V311)).collect();
+    assert_eq!(h.broker.timers.len() - before, 50);
+    // The connect timers (10 s) fired and became keep alive timers (60 s: 90 s).
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.broker.timers.len() - before, 50);
+    assert!(conns.iter().all(|&c| !h.is_closed(c)));
+    h.send(conns[0], Packet::PingReq);
+    assert_eq!(h.expect(conns[0]), Packet::PingResp);
+    h.advance(Duration::from_secs(78)); // 89 s after CONNECT
+    assert!(conns.iter().all(|&c| !h.is_closed(c)));
+    h.advance(Duration::from_secs(2));
+    assert!(
+        conns[1..].iter().all(|&c| h.is_closed(c)),
+        "silent for 1.5 x 60 s"
+    );
+    assert!(
+        !h.is_closed(conns[0]),
+        "its PINGREQ at 11 s moved its deadline"
+    );
+    h.advance(Duration::from_secs(11));
+    assert!(h.is_closed(conns[0]));
+}
+
+#[test]
+fn a_keep_alive_shorter_than_the_connect_timeout_gets_its_own_timer() {
+    let config = Config {
+        connect_timeout: Duration::from_secs(30),
+        ..Harness::default_config()
+    };
+    let mut h = Harness::new(config);
+    let mut c = connect("ka", V311, true);
+    c.keep_alive = 4;
+    let (conn, _) = h.connect_with(c);
+    h.advance(Duration::from_secs(5));
+    assert!(!h.is_closed(conn));
+    h.advance(Duration::from_secs(2)); // 7 s > 1.5 x 4 s, long before 30 s
+    assert!(h.is_closed(conn));
+}
