@@ -30,22 +30,84 @@
 //! bound is checked between reads: one read, at most 16 KiB of packets, may pass it).
 //! Each time a connection reaches the bound is counted (`$SYS/broker/subscribe/paused`).
 //!
+//! Where the other shards keep that interest: a wildcard-free filter (the common case,
+//! and the one whose count can grow to millions) is not copied into every shard's trie.
+//! It lives once per process in the [`InterestTable`] (filter fingerprint -> shard set,
+//! see `topic::ShardSets`): this shard sets its own bit there *before* it broadcasts
+//! `Interest{add}`, and a shard that takes an `Interest` message for such a filter loads
+//! the table's current snapshot before it acknowledges, so the SUBACK rule above holds
+//! unchanged (a shard may see an addition earlier than its message, never later). A
+//! filter with '+' or '#' still goes into each shard's trie under `remote_key`. A
+//! fingerprint shared by two of this shard's filters (a 64-bit hash collision) keeps the
+//! bit until both are gone (`collided`); elsewhere a collision only sends a message to a
+//! shard that then finds no subscriber for it.
+//!
 //! State and decisions only: the cross-shard part sends what it returns, the coordinator
 //! queues released SUBACKs. It never touches the publish path.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use smallvec::SmallVec;
 
 use crate::codec::{ByteStr, QoS, SubAck};
+use crate::hash::{FxHashMap, SeededState};
 use crate::mailbox::ShardId;
-use crate::topic::TopicFilter;
+use crate::topic::{ShardSets, TopicFilter};
 
 use crate::broker::ConnId;
 
 /// SUBACKs one connection may have waiting for interest acknowledgements before the
 /// broker stops reading it.
 pub(in crate::broker) const MAX_HELD_SUBACKS: usize = 256;
+
+/// The process-wide interest of every shard in wildcard-free filters: filter fingerprint
+/// -> set of shards with a local subscriber (see the module documentation). Written by a
+/// shard when its first subscriber to a filter comes or its last one goes (a short lock);
+/// read as a snapshot that a shard loads when it takes an `Interest` message, so the
+/// publish path takes no lock and no atomic.
+#[derive(Debug, Default)]
+pub struct InterestTable {
+    current: Mutex<ShardSets>,
+}
+
+impl InterestTable {
+    /// One table for all the shards of a broker.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Sets or clears `shard`'s bit for the filter with fingerprint `key`; returns
+    /// whether it was set before.
+    fn set(&self, key: u64, shard: ShardId, add: bool) -> bool {
+        let mut sets = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        sets.set(key, shard, add)
+    }
+
+    /// The current contents (shares every node with the table until it changes).
+    pub(in crate::broker) fn snapshot(&self) -> ShardSets {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Whether `filter` (a valid filter: a wildcard is a whole level) has no wildcard, so that
+/// it matches exactly one topic name, itself, and goes into the [`InterestTable`].
+#[inline]
+pub(in crate::broker) fn is_exact(filter: &str) -> bool {
+    !filter.bytes().any(|b| b == b'+' || b == b'#')
+}
+
+/// The key of a wildcard-free filter, or of a topic name, in the [`InterestTable`]: the
+/// same for a filter and the one topic it matches. Keyed by the per-process secret, so
+/// nobody can aim filters at one leaf of the table.
+#[inline]
+pub(in crate::broker) fn fingerprint(topic: &str) -> u64 {
+    SeededState.hash_one(topic)
+}
 
 /// The interest this shard advertises for one filter.
 #[derive(Debug, Clone, Copy)]
@@ -109,10 +171,15 @@ pub(super) struct Interest {
     held_by: HashMap<ConnId, usize>,
     /// Times a connection reached [`MAX_HELD_SUBACKS`].
     limit_hits: u64,
+    /// The process-wide interest in wildcard-free filters.
+    table: Arc<InterestTable>,
+    /// Fingerprints of this shard's wildcard-free filters that another of its filters
+    /// shares (a hash collision): how many extra filters hold this shard's bit.
+    collided: FxHashMap<u64, u32>,
 }
 
 impl Interest {
-    pub(super) fn new(me: ShardId, shards: usize) -> Self {
+    pub(super) fn new(me: ShardId, shards: usize, table: Arc<InterestTable>) -> Self {
         Self {
             me,
             filters: crate::hash::Map::default(),
@@ -121,7 +188,45 @@ impl Interest {
             held: VecDeque::new(),
             held_by: HashMap::new(),
             limit_hits: 0,
+            table,
+            collided: FxHashMap::default(),
         }
+    }
+
+    /// The local index gained a subscription to the plain (not shared) `filter`. Returns
+    /// the sequence number to broadcast `Interest{add}` with when it is the first one; a
+    /// wildcard-free filter is in the [`InterestTable`] by then.
+    pub(super) fn filter_added(&mut self, filter: &ByteStr) -> Option<u64> {
+        let seq = self.added(filter)?;
+        if is_exact(filter.as_str()) {
+            let key = fingerprint(filter.as_str());
+            if self.table.set(key, self.me, true) {
+                *self.collided.entry(key).or_default() += 1;
+            }
+        }
+        Some(seq)
+    }
+
+    /// The local index lost a subscription to the plain `filter`. Returns true when it was
+    /// the last one (broadcast `Interest{remove}`); a wildcard-free filter has left the
+    /// [`InterestTable`] by then (unless another filter of this shard shares its key).
+    pub(super) fn filter_removed(&mut self, filter: &ByteStr) -> bool {
+        if !self.removed(filter) {
+            return false;
+        }
+        if is_exact(filter.as_str()) {
+            let key = fingerprint(filter.as_str());
+            match self.collided.get_mut(&key) {
+                Some(n) if *n > 1 => *n -= 1,
+                Some(_) => {
+                    self.collided.remove(&key);
+                }
+                None => {
+                    self.table.set(key, self.me, false);
+                }
+            }
+        }
+        true
     }
 
     /// The local index gained a subscription to `filter`. Returns the sequence number to

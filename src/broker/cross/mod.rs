@@ -33,9 +33,10 @@ use crate::session::Message;
 use super::ConnId;
 
 pub(super) use handoff::{Handoff, Offer, PendingConnect};
+pub use interest::InterestTable;
 #[cfg(test)]
 pub(super) use interest::MAX_HELD_SUBACKS;
-pub(super) use interest::{HeldSubAck, RetainedAfter};
+pub(super) use interest::{fingerprint, is_exact, HeldSubAck, RetainedAfter};
 pub use messages::{
     home_shard, Control, MovedSession, ShardMsg, ShardReport, SharePublishTargets, ShareTarget,
     SharedPublish,
@@ -62,7 +63,7 @@ pub(super) struct CrossShard {
 
 impl CrossShard {
     /// Shard `me` of `shards` (1..=[`MAX_SHARDS`]).
-    pub(super) fn new(me: ShardId, shards: usize) -> Self {
+    pub(super) fn new(me: ShardId, shards: usize, table: Arc<InterestTable>) -> Self {
         Self {
             me,
             shards,
@@ -71,7 +72,7 @@ impl CrossShard {
             releases_pending: false,
             watermarks: handoff::Watermarks::new(shards),
             directory: handoff::Directory::default(),
-            interest: interest::Interest::new(me, shards),
+            interest: interest::Interest::new(me, shards, table),
             replication: replication::Replication::new(me, shards),
             reports: reports::Reports::new(me, shards),
         }
@@ -223,7 +224,7 @@ impl CrossShard {
         if !self.is_multi() {
             return;
         }
-        if let Some(seq) = self.interest.added(filter) {
+        if let Some(seq) = self.interest.filter_added(filter) {
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: true,
@@ -234,7 +235,7 @@ impl CrossShard {
 
     /// The local index lost a subscription to `filter` (broadcasts the last one).
     pub(super) fn filter_removed(&mut self, filter: &ByteStr) {
-        if self.is_multi() && self.interest.removed(filter) {
+        if self.is_multi() && self.interest.filter_removed(filter) {
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: false,

@@ -1,6 +1,8 @@
 //! The routing part of a shard's broker: where messages go. It owns the subscription
 //! index (local subscriptions under their session's slab key, and the other shards'
-//! interest under [`remote_key`]: one trie walk per publish finds both), fan-out
+//! wildcard filters under [`remote_key`]: one trie walk per publish finds both), this
+//! shard's snapshot of the process-wide interest in wildcard-free filters (one hash
+//! lookup per publish while another shard has any; see `cross/interest.rs`), fan-out
 //! planning (matching, and merging a client's overlapping subscriptions into one
 //! delivery), the shared subscription groups and their choice of one member per message
 //! (`shared.rs`), encode-once ([`Encoder`]), the retained store with its budgeted delivery
@@ -24,9 +26,9 @@ use crate::config::ShareStrategy;
 use crate::mailbox::ShardId;
 use crate::retained::{RetainedCursor, RetainedMessage, RetainedStore};
 use crate::session::{Message, Subscription};
-use crate::topic::{TopicFilter, TopicIndex};
+use crate::topic::{ShardSets, TopicFilter, TopicIndex};
 
-use super::cross::{remote_key, remote_shard};
+use super::cross::{fingerprint, is_exact, remote_key, remote_shard, InterestTable};
 use super::embed::InternalSub;
 
 pub(super) use encode::{frame_class, Encoder, Frames};
@@ -87,8 +89,14 @@ impl RetainedJob {
 #[derive(Debug)]
 pub(super) struct Routing {
     index: TopicIndex<usize, Subscription>,
-    /// Entries of `index` that stand for other shards' interest.
+    /// Entries of `index` that stand for other shards' interest (wildcard filters).
     remote_entries: usize,
+    /// Every shard's interest in wildcard-free filters, as loaded at the last `Interest`
+    /// message for one (this shard's own bit masked out by `others`).
+    remote_exact: ShardSets,
+    table: Arc<InterestTable>,
+    /// Every shard but this one.
+    others: u64,
     retained: RetainedStore,
     /// Retained lookups continued by `run_deferred`.
     jobs: VecDeque<RetainedJob>,
@@ -102,10 +110,18 @@ pub(super) struct Routing {
 
 impl Routing {
     /// Routing of shard `me` of `shards`, with the shared subscription `strategy`.
-    pub(super) fn new(me: ShardId, shards: usize, strategy: ShareStrategy) -> Self {
+    pub(super) fn new(
+        me: ShardId,
+        shards: usize,
+        strategy: ShareStrategy,
+        table: Arc<InterestTable>,
+    ) -> Self {
         Self {
             index: TopicIndex::new(),
             remote_entries: 0,
+            remote_exact: ShardSets::new(),
+            table,
+            others: !(1u64 << (me % 64)),
             retained: RetainedStore::new(),
             jobs: VecDeque::new(),
             internal: internal::InternalSubs::default(),
@@ -137,9 +153,12 @@ impl Routing {
         self.index.remove(filter, &key).is_some()
     }
 
-    /// Shard `from` has subscribers to `filter` now (`add`) or no more.
+    /// Shard `from` has subscribers to `filter` now (`add`) or no more. A wildcard-free
+    /// filter is in the process-wide table already: load its current snapshot.
     pub(super) fn set_remote_interest(&mut self, from: ShardId, filter: ByteStr, add: bool) {
-        if add {
+        if is_exact(filter.as_str()) {
+            self.remote_exact = self.table.snapshot();
+        } else if add {
             if let Ok(f) = TopicFilter::try_from(filter) {
                 let interest = Subscription {
                     options: SubscriptionOptions::default(),
@@ -195,7 +214,17 @@ impl Routing {
                 dests |= 1 << j;
             }
         });
-        dests
+        dests | self.remote_exact_dests(topic)
+    }
+
+    /// Other shards with a wildcard-free filter equal to `topic`. One emptiness check while
+    /// no other shard has one.
+    #[inline]
+    fn remote_exact_dests(&self, topic: &str) -> u64 {
+        if self.remote_exact.is_empty() {
+            return 0;
+        }
+        self.remote_exact.get(fingerprint(topic)) & self.others
     }
 
     // --- fan-out planning ---------------------------------------------------------------
@@ -217,6 +246,9 @@ impl Routing {
                 None => targets.push((*k, *s)),
             });
         self.targets = targets;
+        if remote {
+            dests |= self.remote_exact_dests(topic);
+        }
         dests
     }
 

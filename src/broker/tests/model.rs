@@ -55,9 +55,7 @@ pub(super) struct Sim {
 impl Sim {
     pub(super) fn new(n: usize) -> Self {
         Self {
-            shards: (0..n)
-                .map(|i| Harness::new_shard(Harness::default_config(), i, n))
-                .collect(),
+            shards: Harness::new_shards(&Harness::default_config(), n),
             mail: BTreeMap::new(),
             sent: 0,
             scripts: Vec::new(),
