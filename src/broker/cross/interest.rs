@@ -37,10 +37,11 @@
 //! `Interest{add}`, and a shard that takes an `Interest` message for such a filter loads
 //! the table's current snapshot before it acknowledges, so the SUBACK rule above holds
 //! unchanged (a shard may see an addition earlier than its message, never later). A
-//! filter with '+' or '#' still goes into each shard's trie under `remote_key`. A
-//! fingerprint shared by two of this shard's filters (a 64-bit hash collision) keeps the
-//! bit until both are gone (`collided`); elsewhere a collision only sends a message to a
-//! shard that then finds no subscriber for it.
+//! filter with '+' or '#' still goes into each shard's trie under `remote_key`. This
+//! shard counts its subscriptions to a wildcard-free filter by fingerprint, so two
+//! filters with one fingerprint (a 64-bit hash collision) hold its bit together until
+//! both are gone; elsewhere a collision only sends a message to a shard that then finds
+//! no subscriber for it.
 //!
 //! State and decisions only: the cross-shard part sends what it returns, the coordinator
 //! queues released SUBACKs. It never touches the publish path.
@@ -54,7 +55,7 @@ use smallvec::SmallVec;
 use crate::codec::{ByteStr, QoS, SubAck};
 use crate::hash::{FxHashMap, SeededState};
 use crate::mailbox::ShardId;
-use crate::topic::{ShardSets, TopicFilter};
+use crate::topic::{ShardSets, TopicFilter, SHARE_PREFIX};
 
 use crate::broker::ConnId;
 
@@ -70,6 +71,18 @@ pub(in crate::broker) const MAX_HELD_SUBACKS: usize = 256;
 #[derive(Debug, Default)]
 pub struct InterestTable {
     current: Mutex<ShardSets>,
+    /// Changes and snapshot loads so far: the model checker's footprint of a step.
+    #[cfg(test)]
+    ops: Mutex<TableOps>,
+}
+
+/// Counts of [`InterestTable`] operations (tests: which steps of a model execution touch
+/// the table and so do not commute with each other).
+#[cfg(test)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(in crate::broker) struct TableOps {
+    pub(in crate::broker) writes: u64,
+    pub(in crate::broker) reads: u64,
 }
 
 impl InterestTable {
@@ -81,12 +94,46 @@ impl InterestTable {
     /// Sets or clears `shard`'s bit for the filter with fingerprint `key`; returns
     /// whether it was set before.
     fn set(&self, key: u64, shard: ShardId, add: bool) -> bool {
+        #[cfg(test)]
+        {
+            self.ops
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .writes += 1;
+        }
         let mut sets = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         sets.set(key, shard, add)
     }
 
+    /// The operations so far.
+    #[cfg(test)]
+    pub(in crate::broker) fn ops(&self) -> TableOps {
+        *self.ops.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether shard `shard` has set its bit for `filter` (a wildcard-free filter).
+    #[cfg(test)]
+    pub(in crate::broker) fn has(&self, filter: &str, shard: ShardId) -> bool {
+        self.snapshot_quiet().get(fingerprint(filter)) & (1 << shard) != 0
+    }
+
+    #[cfg(test)]
+    fn snapshot_quiet(&self) -> ShardSets {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The current contents (shares every node with the table until it changes).
     pub(in crate::broker) fn snapshot(&self) -> ShardSets {
+        #[cfg(test)]
+        {
+            self.ops
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .reads += 1;
+        }
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -159,7 +206,8 @@ pub(in crate::broker) struct RetainedAfter {
 #[derive(Debug)]
 pub(super) struct Interest {
     me: ShardId,
-    /// Local subscriptions per filter (the interest this shard advertises).
+    /// Local subscriptions per wildcard filter and shared subscription group (the
+    /// interest this shard advertises).
     filters: crate::hash::Map<ByteStr, FilterInterest>,
     /// Sequence number of the last Interest addition this shard broadcast.
     seq: u64,
@@ -173,9 +221,11 @@ pub(super) struct Interest {
     limit_hits: u64,
     /// The process-wide interest in wildcard-free filters.
     table: Arc<InterestTable>,
-    /// Fingerprints of this shard's wildcard-free filters that another of its filters
-    /// shares (a hash collision): how many extra filters hold this shard's bit.
-    collided: FxHashMap<u64, u32>,
+    /// Local subscriptions per wildcard-free filter, by fingerprint (`filters` has the
+    /// others): 24 bytes an entry instead of a copy of the filter. Two filters with one
+    /// fingerprint (a 64-bit collision) count together, so the shard's bit in the table
+    /// stays until both are gone.
+    exact: FxHashMap<u64, FilterInterest>,
 }
 
 impl Interest {
@@ -189,7 +239,7 @@ impl Interest {
             held_by: HashMap::new(),
             limit_hits: 0,
             table,
-            collided: FxHashMap::default(),
+            exact: FxHashMap::default(),
         }
     }
 
@@ -197,40 +247,50 @@ impl Interest {
     /// the sequence number to broadcast `Interest{add}` with when it is the first one; a
     /// wildcard-free filter is in the [`InterestTable`] by then.
     pub(super) fn filter_added(&mut self, filter: &ByteStr) -> Option<u64> {
-        let seq = self.added(filter)?;
-        if is_exact(filter.as_str()) {
-            let key = fingerprint(filter.as_str());
-            if self.table.set(key, self.me, true) {
-                *self.collided.entry(key).or_default() += 1;
-            }
+        if !is_exact(filter.as_str()) {
+            return self.added(filter);
         }
+        let key = fingerprint(filter.as_str());
+        if let Some(f) = self.exact.get_mut(&key) {
+            f.subscribers += 1;
+            return None;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.exact.insert(
+            key,
+            FilterInterest {
+                subscribers: 1,
+                seq,
+            },
+        );
+        self.table.set(key, self.me, true);
         Some(seq)
     }
 
     /// The local index lost a subscription to the plain `filter`. Returns true when it was
     /// the last one (broadcast `Interest{remove}`); a wildcard-free filter has left the
-    /// [`InterestTable`] by then (unless another filter of this shard shares its key).
+    /// [`InterestTable`] by then.
     pub(super) fn filter_removed(&mut self, filter: &ByteStr) -> bool {
-        if !self.removed(filter) {
+        if !is_exact(filter.as_str()) {
+            return self.removed(filter);
+        }
+        let key = fingerprint(filter.as_str());
+        let Some(f) = self.exact.get_mut(&key) else {
+            return false;
+        };
+        f.subscribers = f.subscribers.saturating_sub(1);
+        if f.subscribers > 0 {
             return false;
         }
-        if is_exact(filter.as_str()) {
-            let key = fingerprint(filter.as_str());
-            match self.collided.get_mut(&key) {
-                Some(n) if *n > 1 => *n -= 1,
-                Some(_) => {
-                    self.collided.remove(&key);
-                }
-                None => {
-                    self.table.set(key, self.me, false);
-                }
-            }
-        }
+        self.exact.remove(&key);
+        self.table.set(key, self.me, false);
         true
     }
 
-    /// The local index gained a subscription to `filter`. Returns the sequence number to
-    /// broadcast `Interest{add}` with when it is the first one.
+    /// The local index (or a shared subscription group: `filter` is then the
+    /// `$share/GROUP/FILTER` name) gained a subscription to a filter with a wildcard.
+    /// Returns the sequence number to broadcast the addition with when it is the first.
     pub(super) fn added(&mut self, filter: &ByteStr) -> Option<u64> {
         if let Some(f) = self.filters.get_mut(filter) {
             f.subscribers += 1;
@@ -238,8 +298,10 @@ impl Interest {
         }
         self.seq += 1;
         let seq = self.seq;
+        // Kept as long as the subscription: its own allocation, not a slice of the read
+        // buffer the SUBSCRIBE came in.
         self.filters.insert(
-            filter.clone(),
+            filter.compact(),
             FilterInterest {
                 subscribers: 1,
                 seq,
@@ -248,8 +310,8 @@ impl Interest {
         Some(seq)
     }
 
-    /// The local index lost a subscription to `filter`. Returns true when it was the
-    /// last one (broadcast `Interest{remove}`).
+    /// The local index (or a group) lost a subscription to `filter`. Returns true when it
+    /// was the last one (broadcast the removal).
     pub(super) fn removed(&mut self, filter: &ByteStr) -> bool {
         let Some(f) = self.filters.get_mut(filter) else {
             return false;
@@ -262,10 +324,19 @@ impl Interest {
         false
     }
 
+    /// The interest this shard advertises in the plain or group filter `filter`.
+    fn interest_in(&self, filter: &ByteStr) -> Option<&FilterInterest> {
+        if is_exact(filter.as_str()) && !filter.as_str().starts_with(SHARE_PREFIX) {
+            self.exact.get(&fingerprint(filter.as_str()))
+        } else {
+            self.filters.get(filter)
+        }
+    }
+
     /// Whether this shard advertises interest in `filter`.
     #[cfg(test)]
     pub(super) fn advertises(&self, filter: &ByteStr) -> bool {
-        self.filters.contains_key(filter)
+        self.interest_in(filter).is_some()
     }
 
     /// Shard `from` applied our broadcasts up to `seq`: the SUBACKs that can go now, in
@@ -315,7 +386,7 @@ impl Interest {
     ) -> Option<HeldSubAck> {
         let mut need = filters
             .iter()
-            .filter_map(|f| self.filters.get(f))
+            .filter_map(|f| self.interest_in(f))
             .map(|f| f.seq)
             .max()
             .unwrap_or(0);
@@ -377,5 +448,53 @@ impl Interest {
     #[cfg(test)]
     pub(super) fn has_held(&self) -> bool {
         !self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_last_local_subscriber_set_and_clear_the_shards_bit() {
+        let table = InterestTable::new();
+        let mut interest = Interest::new(1, 3, Arc::clone(&table));
+        let f = ByteStr::from("a/b");
+        assert_eq!(interest.filter_added(&f), Some(1));
+        assert!(table.has("a/b", 1) && !table.has("a/b", 0));
+        assert_eq!(interest.filter_added(&f), None);
+        assert!(!interest.filter_removed(&f));
+        assert!(table.has("a/b", 1));
+        assert!(interest.filter_removed(&f));
+        assert!(!table.has("a/b", 1));
+        assert_eq!(table.ops().writes, 2);
+    }
+
+    #[test]
+    fn wildcard_filters_stay_out_of_the_table() {
+        let table = InterestTable::new();
+        let mut interest = Interest::new(0, 2, Arc::clone(&table));
+        for f in ["a/+", "a/#", "#", "+/b"] {
+            assert!(interest.filter_added(&ByteStr::from(f)).is_some());
+        }
+        assert_eq!(table.ops().writes, 0);
+        assert!(table.snapshot().is_empty());
+    }
+
+    /// Subscriptions count per fingerprint: what two colliding filters would share.
+    #[test]
+    fn a_fingerprint_keeps_the_bit_until_its_last_subscription_goes() {
+        let table = InterestTable::new();
+        let mut interest = Interest::new(1, 2, Arc::clone(&table));
+        let f = ByteStr::from("a/b");
+        assert!(interest.filter_added(&f).is_some());
+        assert!(interest.filter_added(&f).is_none());
+        assert!(interest.advertises(&f));
+        assert!(!interest.filter_removed(&f));
+        assert!(table.has("a/b", 1));
+        assert!(interest.filter_removed(&f));
+        assert!(!table.has("a/b", 1) && !interest.advertises(&f));
+        assert!(!interest.filter_removed(&f), "nothing left to remove");
+        assert!(interest.exact.is_empty());
     }
 }

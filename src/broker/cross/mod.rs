@@ -35,6 +35,8 @@ use super::ConnId;
 pub(super) use handoff::{Handoff, Offer, PendingConnect};
 pub use interest::InterestTable;
 #[cfg(test)]
+pub(super) use interest::TableOps;
+#[cfg(test)]
 pub(super) use interest::MAX_HELD_SUBACKS;
 pub(super) use interest::{fingerprint, is_exact, HeldSubAck, RetainedAfter};
 pub use messages::{

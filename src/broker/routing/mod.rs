@@ -177,6 +177,12 @@ impl Routing {
         }
     }
 
+    /// The process-wide interest table this shard shares with its siblings.
+    #[cfg(test)]
+    pub(super) fn interest_table(&self) -> &Arc<InterestTable> {
+        &self.table
+    }
+
     /// Local subscriptions (the index minus the other shards' interest entries, plus
     /// this shard's members of shared groups).
     pub(super) fn local_subscriptions(&self) -> u64 {

@@ -11,6 +11,7 @@ mod embed;
 mod encode;
 mod flow;
 mod handoff;
+mod interest_model;
 mod memory;
 mod messages;
 mod model;
