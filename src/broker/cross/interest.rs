@@ -33,10 +33,13 @@
 //! Where the other shards keep that interest: a wildcard-free filter (the common case,
 //! and the one whose count can grow to millions) is not copied into every shard's trie.
 //! It lives once per process in the [`InterestTable`] (filter fingerprint -> shard set,
-//! see `topic::ShardSets`): this shard sets its own bit there *before* it broadcasts
-//! `Interest{add}`, and a shard that takes an `Interest` message for such a filter loads
-//! the table's current snapshot before it acknowledges, so the SUBACK rule above holds
-//! unchanged (a shard may see an addition earlier than its message, never later). A
+//! see `topic::ShardSets`): this shard sets its own bit there and broadcasts
+//! `Interest{add}` with the table's snapshot (an [`InterestSnapshot`], versioned) that
+//! has the change; a shard that takes it routes by the newest snapshot it was sent, so
+//! the SUBACK rule above holds unchanged, and what a shard sees depends only on the
+//! messages it took (never on the table's live state: the model checker's steps on
+//! different shards still commute). Each shard thus refers to one version of the shared
+//! nodes; a version lives until every shard has moved past it. A
 //! filter with '+' or '#' still goes into each shard's trie under `remote_key`. This
 //! shard counts its subscriptions to a wildcard-free filter by fingerprint, so two
 //! filters with one fingerprint (a 64-bit hash collision) hold its bit together until
@@ -70,19 +73,34 @@ pub(in crate::broker) const MAX_HELD_SUBACKS: usize = 256;
 /// publish path takes no lock and no atomic.
 #[derive(Debug, Default)]
 pub struct InterestTable {
-    current: Mutex<ShardSets>,
-    /// Changes and snapshot loads so far: the model checker's footprint of a step.
-    #[cfg(test)]
-    ops: Mutex<TableOps>,
+    current: Mutex<InterestSnapshot>,
 }
 
-/// Counts of [`InterestTable`] operations (tests: which steps of a model execution touch
-/// the table and so do not commute with each other).
-#[cfg(test)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(in crate::broker) struct TableOps {
-    pub(in crate::broker) writes: u64,
-    pub(in crate::broker) reads: u64,
+/// A version of the [`InterestTable`]'s contents: what a shard routes publishes by. It
+/// shares every node with the table until the table changes. Versions grow with each
+/// change, so a shard that gets snapshots in any order keeps the newest.
+#[derive(Debug, Clone, Default)]
+pub struct InterestSnapshot {
+    version: u64,
+    sets: ShardSets,
+}
+
+impl InterestSnapshot {
+    /// The shards (bit j = shard j) with a wildcard-free filter equal to `topic`.
+    #[inline]
+    pub(in crate::broker) fn shards_for(&self, topic: &str) -> u64 {
+        if self.sets.is_empty() {
+            return 0;
+        }
+        self.sets.get(fingerprint(topic))
+    }
+
+    /// Replaces `self` by `newer` if it is newer.
+    pub(in crate::broker) fn update(&mut self, newer: &Self) {
+        if newer.version > self.version {
+            *self = newer.clone();
+        }
+    }
 }
 
 impl InterestTable {
@@ -91,53 +109,35 @@ impl InterestTable {
         Arc::new(Self::default())
     }
 
-    /// Sets or clears `shard`'s bit for the filter with fingerprint `key`; returns
-    /// whether it was set before.
-    fn set(&self, key: u64, shard: ShardId, add: bool) -> bool {
-        #[cfg(test)]
-        {
-            self.ops
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .writes += 1;
-        }
-        let mut sets = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        sets.set(key, shard, add)
-    }
-
-    /// The operations so far.
-    #[cfg(test)]
-    pub(in crate::broker) fn ops(&self) -> TableOps {
-        *self.ops.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Sets or clears `shard`'s bit for the filter with fingerprint `key`; returns the
+    /// snapshot that has the change (for the `Interest` broadcast that announces it).
+    fn set(&self, key: u64, shard: ShardId, add: bool) -> InterestSnapshot {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.sets.set(key, shard, add);
+        current.version += 1;
+        current.clone()
     }
 
     /// Whether shard `shard` has set its bit for `filter` (a wildcard-free filter).
     #[cfg(test)]
     pub(in crate::broker) fn has(&self, filter: &str, shard: ShardId) -> bool {
-        self.snapshot_quiet().get(fingerprint(filter)) & (1 << shard) != 0
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.sets.get(fingerprint(filter)) & (1 << shard) != 0
+    }
+
+    /// Changes so far.
+    #[cfg(test)]
+    pub(in crate::broker) fn version(&self) -> u64 {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .version
     }
 
     #[cfg(test)]
-    fn snapshot_quiet(&self) -> ShardSets {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The current contents (shares every node with the table until it changes).
-    pub(in crate::broker) fn snapshot(&self) -> ShardSets {
-        #[cfg(test)]
-        {
-            self.ops
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .reads += 1;
-        }
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn is_empty(&self) -> bool {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.sets.is_empty()
     }
 }
 
@@ -226,6 +226,8 @@ pub(super) struct Interest {
     /// fingerprint (a 64-bit collision) count together, so the shard's bit in the table
     /// stays until both are gone.
     exact: FxHashMap<u64, FilterInterest>,
+    /// The table's snapshot after this shard's last change, for the broadcast of it.
+    announce: Option<InterestSnapshot>,
 }
 
 impl Interest {
@@ -240,6 +242,7 @@ impl Interest {
             limit_hits: 0,
             table,
             exact: FxHashMap::default(),
+            announce: None,
         }
     }
 
@@ -264,7 +267,7 @@ impl Interest {
                 seq,
             },
         );
-        self.table.set(key, self.me, true);
+        self.announce = Some(self.table.set(key, self.me, true));
         Some(seq)
     }
 
@@ -284,8 +287,15 @@ impl Interest {
             return false;
         }
         self.exact.remove(&key);
-        self.table.set(key, self.me, false);
+        self.announce = Some(self.table.set(key, self.me, false));
         true
+    }
+
+    /// The table snapshot with the change [`Interest::filter_added`] or
+    /// [`Interest::filter_removed`] just made (`None` for a wildcard filter): it travels
+    /// with the `Interest` broadcast.
+    pub(super) fn take_announce(&mut self) -> Option<InterestSnapshot> {
+        self.announce.take()
     }
 
     /// The local index (or a shared subscription group: `filter` is then the
@@ -467,7 +477,6 @@ mod tests {
         assert!(table.has("a/b", 1));
         assert!(interest.filter_removed(&f));
         assert!(!table.has("a/b", 1));
-        assert_eq!(table.ops().writes, 2);
     }
 
     #[test]
@@ -477,8 +486,8 @@ mod tests {
         for f in ["a/+", "a/#", "#", "+/b"] {
             assert!(interest.filter_added(&ByteStr::from(f)).is_some());
         }
-        assert_eq!(table.ops().writes, 0);
-        assert!(table.snapshot().is_empty());
+        assert!(table.is_empty());
+        assert!(interest.take_announce().is_none());
     }
 
     /// Subscriptions count per fingerprint: what two colliding filters would share.

@@ -33,12 +33,10 @@ use crate::session::Message;
 use super::ConnId;
 
 pub(super) use handoff::{Handoff, Offer, PendingConnect};
-pub use interest::InterestTable;
-#[cfg(test)]
-pub(super) use interest::TableOps;
 #[cfg(test)]
 pub(super) use interest::MAX_HELD_SUBACKS;
-pub(super) use interest::{fingerprint, is_exact, HeldSubAck, RetainedAfter};
+pub(super) use interest::{is_exact, HeldSubAck, RetainedAfter};
+pub use interest::{InterestSnapshot, InterestTable};
 pub use messages::{
     home_shard, Control, MovedSession, ShardMsg, ShardReport, SharePublishTargets, ShareTarget,
     SharedPublish,
@@ -227,10 +225,12 @@ impl CrossShard {
             return;
         }
         if let Some(seq) = self.interest.filter_added(filter) {
+            let snapshot = self.interest.take_announce();
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: true,
                 seq,
+                snapshot: snapshot.clone(),
             });
         }
     }
@@ -238,10 +238,12 @@ impl CrossShard {
     /// The local index lost a subscription to `filter` (broadcasts the last one).
     pub(super) fn filter_removed(&mut self, filter: &ByteStr) {
         if self.is_multi() && self.interest.filter_removed(filter) {
+            let snapshot = self.interest.take_announce();
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: false,
                 seq: 0,
+                snapshot: snapshot.clone(),
             });
         }
     }

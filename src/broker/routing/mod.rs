@@ -26,9 +26,9 @@ use crate::config::ShareStrategy;
 use crate::mailbox::ShardId;
 use crate::retained::{RetainedCursor, RetainedMessage, RetainedStore};
 use crate::session::{Message, Subscription};
-use crate::topic::{ShardSets, TopicFilter, TopicIndex};
+use crate::topic::{TopicFilter, TopicIndex};
 
-use super::cross::{fingerprint, is_exact, remote_key, remote_shard, InterestTable};
+use super::cross::{is_exact, remote_key, remote_shard, InterestSnapshot, InterestTable};
 use super::embed::InternalSub;
 
 pub(super) use encode::{frame_class, Encoder, Frames};
@@ -91,9 +91,11 @@ pub(super) struct Routing {
     index: TopicIndex<usize, Subscription>,
     /// Entries of `index` that stand for other shards' interest (wildcard filters).
     remote_entries: usize,
-    /// Every shard's interest in wildcard-free filters, as loaded at the last `Interest`
-    /// message for one (this shard's own bit masked out by `others`).
-    remote_exact: ShardSets,
+    /// Every shard's interest in wildcard-free filters: the newest snapshot an
+    /// `Interest` message brought (this shard's own bit masked out by `others`).
+    remote_exact: InterestSnapshot,
+    /// The table itself (tests only: routing reads snapshots, never the live table).
+    #[cfg_attr(not(test), allow(dead_code))]
     table: Arc<InterestTable>,
     /// Every shard but this one.
     others: u64,
@@ -119,7 +121,7 @@ impl Routing {
         Self {
             index: TopicIndex::new(),
             remote_entries: 0,
-            remote_exact: ShardSets::new(),
+            remote_exact: InterestSnapshot::default(),
             table,
             others: !(1u64 << (me % 64)),
             retained: RetainedStore::new(),
@@ -154,10 +156,18 @@ impl Routing {
     }
 
     /// Shard `from` has subscribers to `filter` now (`add`) or no more. A wildcard-free
-    /// filter is in the process-wide table already: load its current snapshot.
-    pub(super) fn set_remote_interest(&mut self, from: ShardId, filter: ByteStr, add: bool) {
+    /// filter is in the process-wide table already: its message brings a snapshot.
+    pub(super) fn set_remote_interest(
+        &mut self,
+        from: ShardId,
+        filter: ByteStr,
+        add: bool,
+        snapshot: Option<InterestSnapshot>,
+    ) {
         if is_exact(filter.as_str()) {
-            self.remote_exact = self.table.snapshot();
+            if let Some(snapshot) = snapshot {
+                self.remote_exact.update(&snapshot);
+            }
         } else if add {
             if let Ok(f) = TopicFilter::try_from(filter) {
                 let interest = Subscription {
@@ -227,10 +237,7 @@ impl Routing {
     /// no other shard has one.
     #[inline]
     fn remote_exact_dests(&self, topic: &str) -> u64 {
-        if self.remote_exact.is_empty() {
-            return 0;
-        }
-        self.remote_exact.get(fingerprint(topic)) & self.others
+        self.remote_exact.shards_for(topic) & self.others
     }
 
     // --- fan-out planning ---------------------------------------------------------------

@@ -1,8 +1,8 @@
 //! Model check of the interest protocol (`cross/interest.rs`) with the process-wide
 //! interest table: a client subscribes (and unsubscribes, and subscribes again) on one
 //! shard while clients on other shards publish, in every order in which the shards may
-//! take their mail and the clients act (see `model.rs`; a change of the table and a
-//! snapshot load on another shard are explored in both orders). At the end of each
+//! take their mail and the clients act (see `model.rs`: each shard routes by the newest
+//! table snapshot its mail brought). At the end of each
 //! execution: a message published after the subscriber had its SUBACK reached it, no
 //! message reached it twice, and every shard's view of the interest agrees with the
 //! subscriptions that remain. Run for a wildcard-free filter (the table) and a wildcard
