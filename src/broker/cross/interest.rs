@@ -34,8 +34,10 @@
 //! and the one whose count can grow to millions) is not copied into every shard's trie.
 //! It lives once per process in the [`InterestTable`] (filter fingerprint -> shard set,
 //! see `topic::ShardSets`): this shard sets its own bit there and broadcasts
-//! `Interest{add}` with the table's snapshot (an [`InterestSnapshot`], versioned) that
-//! has the change; a shard that takes it routes by the newest snapshot it was sent, so
+//! `Interest{add}`, which leaves with a snapshot of the table taken after the change (an
+//! [`InterestSnapshot`], versioned; one for a run of changes, see
+//! [`Interest::announce`]); a shard that takes it routes by the newest snapshot it was
+//! sent, so
 //! the SUBACK rule above holds unchanged, and what a shard sees depends only on the
 //! messages it took (never on the table's live state: the model checker's steps on
 //! different shards still commute). Each shard thus refers to one version of the shared
@@ -109,13 +111,20 @@ impl InterestTable {
         Arc::new(Self::default())
     }
 
-    /// Sets or clears `shard`'s bit for the filter with fingerprint `key`; returns the
-    /// snapshot that has the change (for the `Interest` broadcast that announces it).
-    fn set(&self, key: u64, shard: ShardId, add: bool) -> InterestSnapshot {
+    /// Sets or clears `shard`'s bit for the filter with fingerprint `key`. Changes the
+    /// nodes in place unless a snapshot still shares them.
+    fn set(&self, key: u64, shard: ShardId, add: bool) {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         current.sets.set(key, shard, add);
         current.version += 1;
-        current.clone()
+    }
+
+    /// The current contents, for `Interest` broadcasts.
+    fn snapshot(&self) -> InterestSnapshot {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether shard `shard` has set its bit for `filter` (a wildcard-free filter).
@@ -226,7 +235,8 @@ pub(super) struct Interest {
     /// fingerprint (a 64-bit collision) count together, so the shard's bit in the table
     /// stays until both are gone.
     exact: FxHashMap<u64, FilterInterest>,
-    /// The table's snapshot after this shard's last change, for the broadcast of it.
+    /// The table's snapshot taken for this shard's broadcasts after its last change
+    /// (`None` after a change: the next broadcast takes a new one).
     announce: Option<InterestSnapshot>,
 }
 
@@ -267,7 +277,8 @@ impl Interest {
                 seq,
             },
         );
-        self.announce = Some(self.table.set(key, self.me, true));
+        self.table.set(key, self.me, true);
+        self.announce = None;
         Some(seq)
     }
 
@@ -287,15 +298,18 @@ impl Interest {
             return false;
         }
         self.exact.remove(&key);
-        self.announce = Some(self.table.set(key, self.me, false));
+        self.table.set(key, self.me, false);
+        self.announce = None;
         true
     }
 
-    /// The table snapshot with the change [`Interest::filter_added`] or
-    /// [`Interest::filter_removed`] just made (`None` for a wildcard filter): it travels
-    /// with the `Interest` broadcast.
-    pub(super) fn take_announce(&mut self) -> Option<InterestSnapshot> {
-        self.announce.take()
+    /// A snapshot of the table with every change this shard made so far, for an
+    /// `Interest` broadcast leaving now: taken once after each run of changes, so
+    /// pipelined SUBSCRIBEs change the table in place and share one snapshot.
+    pub(super) fn announce(&mut self) -> InterestSnapshot {
+        self.announce
+            .get_or_insert_with(|| self.table.snapshot())
+            .clone()
     }
 
     /// The local index (or a shared subscription group: `filter` is then the
@@ -487,7 +501,6 @@ mod tests {
             assert!(interest.filter_added(&ByteStr::from(f)).is_some());
         }
         assert!(table.is_empty());
-        assert!(interest.take_announce().is_none());
     }
 
     /// Subscriptions count per fingerprint: what two colliding filters would share.

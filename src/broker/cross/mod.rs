@@ -116,7 +116,20 @@ impl CrossShard {
                 }
             }
         }
-        self.outbox.pop_front()
+        let mut next = self.outbox.pop_front();
+        if let Some((_, ShardMsg::Control(control))) = &mut next {
+            if let Control::Interest {
+                filter, snapshot, ..
+            } = control.as_mut()
+            {
+                // The table as it is now: one snapshot for all the changes made since
+                // the last one (a read of pipelined SUBSCRIBEs changes it in place).
+                if snapshot.is_none() && is_exact(filter.as_str()) {
+                    *snapshot = Some(self.interest.announce());
+                }
+            }
+        }
+        next
     }
 
     pub(super) fn send(&mut self, to: ShardId, control: Control) {
@@ -225,12 +238,12 @@ impl CrossShard {
             return;
         }
         if let Some(seq) = self.interest.filter_added(filter) {
-            let snapshot = self.interest.take_announce();
+            // A wildcard-free filter's snapshot is attached as it leaves (`poll_message`).
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: true,
                 seq,
-                snapshot: snapshot.clone(),
+                snapshot: None,
             });
         }
     }
@@ -238,12 +251,11 @@ impl CrossShard {
     /// The local index lost a subscription to `filter` (broadcasts the last one).
     pub(super) fn filter_removed(&mut self, filter: &ByteStr) {
         if self.is_multi() && self.interest.filter_removed(filter) {
-            let snapshot = self.interest.take_announce();
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: false,
                 seq: 0,
-                snapshot: snapshot.clone(),
+                snapshot: None,
             });
         }
     }
