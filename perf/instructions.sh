@@ -8,8 +8,9 @@
 #     (Ir(LONG) - Ir(SHORT)) / (delivered(LONG) - delivered(SHORT))
 # so start-up, connects and shutdown cancel out. Prints one line per run and the result.
 #
-# Scenarios: fan-in-qos1 fan-in-qos0 fan-out-qos0 fan-out-qos1.
-# Environment: PORT [18993]  MAX_INFLIGHT [20]  PAYLOAD [16]  INFLIGHT [100]
+# Scenarios: fan-in-qos1 fan-in-qos0 fan-out-qos0 fan-out-qos1 pairs-qos0 (100 pairs).
+# Environment: PORT [18993]  MAX_INFLIGHT [20]  PAYLOAD [16]  INFLIGHT [100 per
+#   publisher; pairs: PAIRS_INFLIGHT [10] per pair]  THREADS [1] (the broker's shards)
 #   PUBLISHERS [8]  FANOUT_SUBS [100]  SHARDMQ_BIN / LOADGEN (default target/release/...)
 #   KEEP [""] directory to keep the callgrind outputs in (for callgrind_annotate)
 set -euo pipefail
@@ -30,7 +31,8 @@ die() { echo "instructions.sh: $*" >&2; exit 1; }
 case "$SCENARIO" in
     fan-in-qos0 | fan-in-qos1) ARGS=(fan-in --publishers "$PUBLISHERS" --subscribers 1 --qos "${SCENARIO#fan-in-qos}") ;;
     fan-out-qos0 | fan-out-qos1) ARGS=(fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos "${SCENARIO#fan-out-qos}") ;;
-    *) die "usage: perf/instructions.sh fan-in-qos1|fan-in-qos0|fan-out-qos0|fan-out-qos1 [SHORT LONG]" ;;
+    pairs-qos0) ARGS=(pairs --pairs 100 --qos 0); INFLIGHT=${PAIRS_INFLIGHT:-10} ;;
+    *) die "usage: perf/instructions.sh fan-in-qos1|fan-in-qos0|fan-out-qos0|fan-out-qos1|pairs-qos0 [SHORT LONG]" ;;
 esac
 command -v valgrind >/dev/null || die "valgrind not found"
 [ -x "$SHARDMQ_BIN" ] || die "$SHARDMQ_BIN not found"
@@ -43,8 +45,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages %s\npersistence false\nthreads 1\n' \
-    "$PORT" "${MAX_INFLIGHT:-20}" >"$WORK/shardmq.conf"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages %s\npersistence false\nthreads %s\n' \
+    "$PORT" "${MAX_INFLIGHT:-20}" "${THREADS:-1}" >"$WORK/shardmq.conf"
 
 wait_port() {
     for _ in $(seq 1 400); do

@@ -109,7 +109,7 @@ use sessions::{Sessions, Slot};
 use timers::{Timer, Timers};
 
 pub use crate::mailbox::ShardId;
-pub use cross::{home_shard, Control, MovedSession, ShardMsg, ShardReport};
+pub use cross::{home_shard, Control, InterestTable, MovedSession, ShardMsg, ShardReport};
 pub use out_queue::OutQueue;
 
 /// Identifies a connection within a shard: the slab key and the mio Token.
@@ -161,12 +161,19 @@ pub struct Broker {
 impl Broker {
     /// A single-shard broker (what the sans-IO tests drive).
     pub fn new(config: Arc<Config>, now: Instant) -> Self {
-        Self::new_shard(config, 0, 1, now)
+        Self::new_shard(config, 0, 1, &InterestTable::new(), now)
     }
 
     /// Shard `shard` of `shards` (session uids are strided by the shard count so they
-    /// stay unique across shards).
-    pub fn new_shard(config: Arc<Config>, shard: ShardId, shards: usize, now: Instant) -> Self {
+    /// stay unique across shards). Every shard of one broker gets the same `interest`
+    /// table (the other shards' interest in wildcard-free filters, `cross/interest.rs`).
+    pub fn new_shard(
+        config: Arc<Config>,
+        shard: ShardId,
+        shards: usize,
+        interest: &Arc<InterestTable>,
+        now: Instant,
+    ) -> Self {
         let shards = shards.clamp(1, MAX_SHARDS);
         let mut timers = Timers::new(now);
         if !config.sys_interval.is_zero() {
@@ -188,8 +195,13 @@ impl Broker {
             persist: persist_hook::PersistHook::default(),
             conns: Connections::new(shard, shards),
             sessions: Sessions::default(),
-            routing: Routing::new(shard, shards, config.shared_subscription_strategy),
-            cross: CrossShard::new(shard, shards),
+            routing: Routing::new(
+                shard,
+                shards,
+                config.shared_subscription_strategy,
+                Arc::clone(interest),
+            ),
+            cross: CrossShard::new(shard, shards, Arc::clone(interest)),
             flow: FlowControl::new(&config, shard),
             memory: memory_limit::MemoryLimit::new(&config, shards),
             ingest: ingest::Ingest::default(),

@@ -86,9 +86,15 @@ impl Broker {
                     self.cross.interest_applied(from, seq);
                 }
             }
-            Control::Interest { filter, add, seq } => {
+            Control::Interest {
+                filter,
+                add,
+                seq,
+                snapshot,
+            } => {
                 if self.cross.accepts_interest_from(from) {
-                    self.routing.set_remote_interest(from, filter, add);
+                    self.routing
+                        .set_remote_interest(from, filter, add, snapshot);
                     self.cross.interest_applied(from, seq);
                 }
             }

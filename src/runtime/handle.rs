@@ -320,12 +320,14 @@ impl Prepared {
         let mesh = crate::mailbox::mesh::<ShardMsg>(n, MAILBOX_CAPACITY, CONTROL_CAPACITY);
         // Connection limits are counted across all shards.
         let admission = Arc::new(super::admission::Admission::new(config, Instant::now()));
+        // The shards' interest in wildcard-free filters, kept once for all of them.
+        let interest = crate::broker::InterestTable::new();
         let mut shards = Vec::with_capacity(n);
         let mut controls = Vec::with_capacity(n);
         for (id, (mailbox, bound)) in mesh.into_iter().zip(per_shard).enumerate() {
             let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::unbounded();
             let admission = Arc::clone(&admission);
-            let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission)?;
+            let mut shard = Shard::new(id, n, config, bound, rx, mailbox, admission, &interest)?;
             shard.set_security(Arc::clone(&security));
             if let Some(make) = access.as_mut() {
                 // Deferred logins' answers come back to this shard as commands.

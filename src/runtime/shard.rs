@@ -26,7 +26,7 @@ use super::conn::{Conn, ReadOutcome, READ_BUDGET};
 use super::listener::Bound;
 use super::persist::Persister;
 use super::tls::TlsConn;
-use crate::broker::{Broker, ConnId, ShardMsg};
+use crate::broker::{Broker, ConnId, InterestTable, ShardMsg};
 use crate::config::Config;
 use crate::mailbox::{Inbox, Outbox};
 use crate::ws::{Closing, WsConn};
@@ -96,6 +96,9 @@ pub struct Shard {
 }
 
 impl Shard {
+    // One argument per part the runtime's start hands each shard (the interest table
+    // is the eighth); a struct for them would only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
         shards: usize,
@@ -104,6 +107,7 @@ impl Shard {
         commands: Receiver<Command>,
         (outbox, inbox): (Outbox<ShardMsg>, Inbox<ShardMsg>),
         admission: Arc<Admission>,
+        interest: &Arc<InterestTable>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -117,7 +121,7 @@ impl Shard {
         }
         let max_conns = config.max_connections.map(|m| m.div_ceil(shards.max(1)));
         let capacity = max_conns.unwrap_or(DEFAULT_CONNS_PER_SHARD).min(65_536);
-        let broker = Broker::new_shard(Arc::clone(config), id, shards, Instant::now());
+        let broker = Broker::new_shard(Arc::clone(config), id, shards, interest, Instant::now());
         let accept_paused = vec![None; listeners.len()];
         let mut bridges = bridge_link::Bridges::new(config, id, shards, Instant::now());
         admission.hold_for_bridges(bridges.gate_unprimed());

@@ -9,9 +9,11 @@
 mod index;
 mod matcher;
 mod name;
+mod shard_sets;
 
 pub use index::TopicIndex;
 pub use matcher::matches;
 pub use name::{
     SharedFilter, TopicError, TopicFilter, TopicName, MAX_TOPIC_LEN, MAX_TOPIC_LEVELS, SHARE_PREFIX,
 };
+pub use shard_sets::ShardSets;

@@ -30,22 +30,140 @@
 //! bound is checked between reads: one read, at most 16 KiB of packets, may pass it).
 //! Each time a connection reaches the bound is counted (`$SYS/broker/subscribe/paused`).
 //!
+//! Where the other shards keep that interest: a wildcard-free filter (the common case,
+//! and the one whose count can grow to millions) is not copied into every shard's trie.
+//! It lives once per process in the [`InterestTable`] (filter fingerprint -> shard set,
+//! see `topic::ShardSets`): this shard sets its own bit there and broadcasts
+//! `Interest{add}`, which leaves with a snapshot of the table taken after the change (an
+//! [`InterestSnapshot`], versioned; one for a run of changes, see
+//! [`Interest::announce`]); a shard that takes it routes by the newest snapshot it was
+//! sent, so
+//! the SUBACK rule above holds unchanged, and what a shard sees depends only on the
+//! messages it took (never on the table's live state: the model checker's steps on
+//! different shards still commute). Each shard thus refers to one version of the shared
+//! nodes; a version lives until every shard has moved past it. A
+//! filter with '+' or '#' still goes into each shard's trie under `remote_key`. This
+//! shard counts its subscriptions to a wildcard-free filter by fingerprint, so two
+//! filters with one fingerprint (a 64-bit hash collision) hold its bit together until
+//! both are gone; elsewhere a collision only sends a message to a shard that then finds
+//! no subscriber for it.
+//!
 //! State and decisions only: the cross-shard part sends what it returns, the coordinator
 //! queues released SUBACKs. It never touches the publish path.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use smallvec::SmallVec;
 
 use crate::codec::{ByteStr, QoS, SubAck};
+use crate::hash::{FxHashMap, SeededState};
 use crate::mailbox::ShardId;
-use crate::topic::TopicFilter;
+use crate::topic::{ShardSets, TopicFilter, SHARE_PREFIX};
 
 use crate::broker::ConnId;
 
 /// SUBACKs one connection may have waiting for interest acknowledgements before the
 /// broker stops reading it.
 pub(in crate::broker) const MAX_HELD_SUBACKS: usize = 256;
+
+/// The process-wide interest of every shard in wildcard-free filters: filter fingerprint
+/// -> set of shards with a local subscriber (see the module documentation). Written by a
+/// shard when its first subscriber to a filter comes or its last one goes (a short lock);
+/// read as a snapshot that a shard loads when it takes an `Interest` message, so the
+/// publish path takes no lock and no atomic.
+#[derive(Debug, Default)]
+pub struct InterestTable {
+    current: Mutex<InterestSnapshot>,
+}
+
+/// A version of the [`InterestTable`]'s contents: what a shard routes publishes by. It
+/// shares every node with the table until the table changes. Versions grow with each
+/// change, so a shard that gets snapshots in any order keeps the newest.
+#[derive(Debug, Clone, Default)]
+pub struct InterestSnapshot {
+    version: u64,
+    sets: ShardSets,
+}
+
+impl InterestSnapshot {
+    /// The shards (bit j = shard j) with a wildcard-free filter equal to `topic`.
+    #[inline]
+    pub(in crate::broker) fn shards_for(&self, topic: &str) -> u64 {
+        if self.sets.is_empty() {
+            return 0;
+        }
+        self.sets.get(fingerprint(topic))
+    }
+
+    /// Replaces `self` by `newer` if it is newer.
+    pub(in crate::broker) fn update(&mut self, newer: &Self) {
+        if newer.version > self.version {
+            *self = newer.clone();
+        }
+    }
+}
+
+impl InterestTable {
+    /// One table for all the shards of a broker.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Sets or clears `shard`'s bit for the filter with fingerprint `key`. Changes the
+    /// nodes in place unless a snapshot still shares them.
+    fn set(&self, key: u64, shard: ShardId, add: bool) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.sets.set(key, shard, add);
+        current.version += 1;
+    }
+
+    /// The current contents, for `Interest` broadcasts.
+    fn snapshot(&self) -> InterestSnapshot {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether shard `shard` has set its bit for `filter` (a wildcard-free filter).
+    #[cfg(test)]
+    pub(in crate::broker) fn has(&self, filter: &str, shard: ShardId) -> bool {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.sets.get(fingerprint(filter)) & (1 << shard) != 0
+    }
+
+    /// Changes so far.
+    #[cfg(test)]
+    pub(in crate::broker) fn version(&self) -> u64 {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .version
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.sets.is_empty()
+    }
+}
+
+/// Whether `filter` (a valid filter: a wildcard is a whole level) has no wildcard, so that
+/// it matches exactly one topic name, itself, and goes into the [`InterestTable`].
+#[inline]
+pub(in crate::broker) fn is_exact(filter: &str) -> bool {
+    !filter.bytes().any(|b| b == b'+' || b == b'#')
+}
+
+/// The key of a wildcard-free filter, or of a topic name, in the [`InterestTable`]: the
+/// same for a filter and the one topic it matches. Keyed by the per-process secret, so
+/// nobody can aim filters at one leaf of the table.
+#[inline]
+pub(in crate::broker) fn fingerprint(topic: &str) -> u64 {
+    SeededState.hash_one(topic)
+}
 
 /// The interest this shard advertises for one filter.
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +215,8 @@ pub(in crate::broker) struct RetainedAfter {
 #[derive(Debug)]
 pub(super) struct Interest {
     me: ShardId,
-    /// Local subscriptions per filter (the interest this shard advertises).
+    /// Local subscriptions per wildcard filter and shared subscription group (the
+    /// interest this shard advertises).
     filters: crate::hash::Map<ByteStr, FilterInterest>,
     /// Sequence number of the last Interest addition this shard broadcast.
     seq: u64,
@@ -109,10 +228,20 @@ pub(super) struct Interest {
     held_by: HashMap<ConnId, usize>,
     /// Times a connection reached [`MAX_HELD_SUBACKS`].
     limit_hits: u64,
+    /// The process-wide interest in wildcard-free filters.
+    table: Arc<InterestTable>,
+    /// Local subscriptions per wildcard-free filter, by fingerprint (`filters` has the
+    /// others): 24 bytes an entry instead of a copy of the filter. Two filters with one
+    /// fingerprint (a 64-bit collision) count together, so the shard's bit in the table
+    /// stays until both are gone.
+    exact: FxHashMap<u64, FilterInterest>,
+    /// The table's snapshot taken for this shard's broadcasts after its last change
+    /// (`None` after a change: the next broadcast takes a new one).
+    announce: Option<InterestSnapshot>,
 }
 
 impl Interest {
-    pub(super) fn new(me: ShardId, shards: usize) -> Self {
+    pub(super) fn new(me: ShardId, shards: usize, table: Arc<InterestTable>) -> Self {
         Self {
             me,
             filters: crate::hash::Map::default(),
@@ -121,11 +250,71 @@ impl Interest {
             held: VecDeque::new(),
             held_by: HashMap::new(),
             limit_hits: 0,
+            table,
+            exact: FxHashMap::default(),
+            announce: None,
         }
     }
 
-    /// The local index gained a subscription to `filter`. Returns the sequence number to
-    /// broadcast `Interest{add}` with when it is the first one.
+    /// The local index gained a subscription to the plain (not shared) `filter`. Returns
+    /// the sequence number to broadcast `Interest{add}` with when it is the first one; a
+    /// wildcard-free filter is in the [`InterestTable`] by then.
+    pub(super) fn filter_added(&mut self, filter: &ByteStr) -> Option<u64> {
+        if !is_exact(filter.as_str()) {
+            return self.added(filter);
+        }
+        let key = fingerprint(filter.as_str());
+        if let Some(f) = self.exact.get_mut(&key) {
+            f.subscribers += 1;
+            return None;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.exact.insert(
+            key,
+            FilterInterest {
+                subscribers: 1,
+                seq,
+            },
+        );
+        self.table.set(key, self.me, true);
+        self.announce = None;
+        Some(seq)
+    }
+
+    /// The local index lost a subscription to the plain `filter`. Returns true when it was
+    /// the last one (broadcast `Interest{remove}`); a wildcard-free filter has left the
+    /// [`InterestTable`] by then.
+    pub(super) fn filter_removed(&mut self, filter: &ByteStr) -> bool {
+        if !is_exact(filter.as_str()) {
+            return self.removed(filter);
+        }
+        let key = fingerprint(filter.as_str());
+        let Some(f) = self.exact.get_mut(&key) else {
+            return false;
+        };
+        f.subscribers = f.subscribers.saturating_sub(1);
+        if f.subscribers > 0 {
+            return false;
+        }
+        self.exact.remove(&key);
+        self.table.set(key, self.me, false);
+        self.announce = None;
+        true
+    }
+
+    /// A snapshot of the table with every change this shard made so far, for an
+    /// `Interest` broadcast leaving now: taken once after each run of changes, so
+    /// pipelined SUBSCRIBEs change the table in place and share one snapshot.
+    pub(super) fn announce(&mut self) -> InterestSnapshot {
+        self.announce
+            .get_or_insert_with(|| self.table.snapshot())
+            .clone()
+    }
+
+    /// The local index (or a shared subscription group: `filter` is then the
+    /// `$share/GROUP/FILTER` name) gained a subscription to a filter with a wildcard.
+    /// Returns the sequence number to broadcast the addition with when it is the first.
     pub(super) fn added(&mut self, filter: &ByteStr) -> Option<u64> {
         if let Some(f) = self.filters.get_mut(filter) {
             f.subscribers += 1;
@@ -133,8 +322,10 @@ impl Interest {
         }
         self.seq += 1;
         let seq = self.seq;
+        // Kept as long as the subscription: its own allocation, not a slice of the read
+        // buffer the SUBSCRIBE came in.
         self.filters.insert(
-            filter.clone(),
+            filter.compact(),
             FilterInterest {
                 subscribers: 1,
                 seq,
@@ -143,8 +334,8 @@ impl Interest {
         Some(seq)
     }
 
-    /// The local index lost a subscription to `filter`. Returns true when it was the
-    /// last one (broadcast `Interest{remove}`).
+    /// The local index (or a group) lost a subscription to `filter`. Returns true when it
+    /// was the last one (broadcast the removal).
     pub(super) fn removed(&mut self, filter: &ByteStr) -> bool {
         let Some(f) = self.filters.get_mut(filter) else {
             return false;
@@ -157,10 +348,19 @@ impl Interest {
         false
     }
 
+    /// The interest this shard advertises in the plain or group filter `filter`.
+    fn interest_in(&self, filter: &ByteStr) -> Option<&FilterInterest> {
+        if is_exact(filter.as_str()) && !filter.as_str().starts_with(SHARE_PREFIX) {
+            self.exact.get(&fingerprint(filter.as_str()))
+        } else {
+            self.filters.get(filter)
+        }
+    }
+
     /// Whether this shard advertises interest in `filter`.
     #[cfg(test)]
     pub(super) fn advertises(&self, filter: &ByteStr) -> bool {
-        self.filters.contains_key(filter)
+        self.interest_in(filter).is_some()
     }
 
     /// Shard `from` applied our broadcasts up to `seq`: the SUBACKs that can go now, in
@@ -210,7 +410,7 @@ impl Interest {
     ) -> Option<HeldSubAck> {
         let mut need = filters
             .iter()
-            .filter_map(|f| self.filters.get(f))
+            .filter_map(|f| self.interest_in(f))
             .map(|f| f.seq)
             .max()
             .unwrap_or(0);
@@ -272,5 +472,51 @@ impl Interest {
     #[cfg(test)]
     pub(super) fn has_held(&self) -> bool {
         !self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_last_local_subscriber_set_and_clear_the_shards_bit() {
+        let table = InterestTable::new();
+        let mut interest = Interest::new(1, 3, Arc::clone(&table));
+        let f = ByteStr::from("a/b");
+        assert_eq!(interest.filter_added(&f), Some(1));
+        assert!(table.has("a/b", 1) && !table.has("a/b", 0));
+        assert_eq!(interest.filter_added(&f), None);
+        assert!(!interest.filter_removed(&f));
+        assert!(table.has("a/b", 1));
+        assert!(interest.filter_removed(&f));
+        assert!(!table.has("a/b", 1));
+    }
+
+    #[test]
+    fn wildcard_filters_stay_out_of_the_table() {
+        let table = InterestTable::new();
+        let mut interest = Interest::new(0, 2, Arc::clone(&table));
+        for f in ["a/+", "a/#", "#", "+/b"] {
+            assert!(interest.filter_added(&ByteStr::from(f)).is_some());
+        }
+        assert!(table.is_empty());
+    }
+
+    /// Subscriptions count per fingerprint: what two colliding filters would share.
+    #[test]
+    fn a_fingerprint_keeps_the_bit_until_its_last_subscription_goes() {
+        let table = InterestTable::new();
+        let mut interest = Interest::new(1, 2, Arc::clone(&table));
+        let f = ByteStr::from("a/b");
+        assert!(interest.filter_added(&f).is_some());
+        assert!(interest.filter_added(&f).is_none());
+        assert!(interest.advertises(&f));
+        assert!(!interest.filter_removed(&f));
+        assert!(table.has("a/b", 1));
+        assert!(interest.filter_removed(&f));
+        assert!(!table.has("a/b", 1) && !interest.advertises(&f));
+        assert!(!interest.filter_removed(&f), "nothing left to remove");
+        assert!(interest.exact.is_empty());
     }
 }

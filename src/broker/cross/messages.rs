@@ -106,10 +106,13 @@ pub enum Control {
     /// The sender's local index gained (or lost) its only subscriptions to `filter`.
     /// An addition carries a sequence number (`seq > 0`) for the receiver to acknowledge
     /// once applied (see `interest.rs`).
+    /// A wildcard-free filter carries the interest table's snapshot with the change
+    /// (see `interest.rs`); the receiver routes by the newest it was sent.
     Interest {
         filter: ByteStr,
         add: bool,
         seq: u64,
+        snapshot: Option<super::InterestSnapshot>,
     },
     /// The sender has `members` members of the shared subscription group `share`
     /// (`$share/GROUP/FILTER`) now, and names the group `group` in [`ShareTarget`]s. The

@@ -37,7 +37,8 @@ use super::ConnId;
 pub(super) use handoff::{Handoff, Offer, PendingConnect};
 #[cfg(test)]
 pub(super) use interest::MAX_HELD_SUBACKS;
-pub(super) use interest::{HeldSubAck, RetainedAfter};
+pub(super) use interest::{is_exact, HeldSubAck, RetainedAfter};
+pub use interest::{InterestSnapshot, InterestTable};
 pub use messages::{
     home_shard, Control, MovedSession, ShardMsg, ShardReport, SharePublishTargets, ShareTarget,
     SharedPublish,
@@ -66,7 +67,7 @@ pub(super) struct CrossShard {
 
 impl CrossShard {
     /// Shard `me` of `shards` (1..=[`MAX_SHARDS`]).
-    pub(super) fn new(me: ShardId, shards: usize) -> Self {
+    pub(super) fn new(me: ShardId, shards: usize, table: Arc<InterestTable>) -> Self {
         Self {
             me,
             shards,
@@ -76,7 +77,7 @@ impl CrossShard {
             recycler: recycle::Recycler::default(),
             watermarks: handoff::Watermarks::new(shards),
             directory: handoff::Directory::default(),
-            interest: interest::Interest::new(me, shards),
+            interest: interest::Interest::new(me, shards, table),
             replication: replication::Replication::new(me, shards),
             reports: reports::Reports::new(me, shards),
         }
@@ -120,7 +121,20 @@ impl CrossShard {
                 }
             }
         }
-        self.outbox.pop_front()
+        let mut next = self.outbox.pop_front();
+        if let Some((_, ShardMsg::Control(control))) = &mut next {
+            if let Control::Interest {
+                filter, snapshot, ..
+            } = control.as_mut()
+            {
+                // The table as it is now: one snapshot for all the changes made since
+                // the last one (a read of pipelined SUBSCRIBEs changes it in place).
+                if snapshot.is_none() && is_exact(filter.as_str()) {
+                    *snapshot = Some(self.interest.announce());
+                }
+            }
+        }
+        next
     }
 
     pub(super) fn send(&mut self, to: ShardId, control: Control) {
@@ -247,22 +261,25 @@ impl CrossShard {
         if !self.is_multi() {
             return;
         }
-        if let Some(seq) = self.interest.added(filter) {
+        if let Some(seq) = self.interest.filter_added(filter) {
+            // A wildcard-free filter's snapshot is attached as it leaves (`poll_message`).
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: true,
                 seq,
+                snapshot: None,
             });
         }
     }
 
     /// The local index lost a subscription to `filter` (broadcasts the last one).
     pub(super) fn filter_removed(&mut self, filter: &ByteStr) {
-        if self.is_multi() && self.interest.removed(filter) {
+        if self.is_multi() && self.interest.filter_removed(filter) {
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: false,
                 seq: 0,
+                snapshot: None,
             });
         }
     }

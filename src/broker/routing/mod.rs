@@ -1,6 +1,8 @@
 //! The routing part of a shard's broker: where messages go. It owns the subscription
 //! index (local subscriptions under their session's slab key, and the other shards'
-//! interest under [`remote_key`]: one trie walk per publish finds both), fan-out
+//! wildcard filters under [`remote_key`]: one trie walk per publish finds both), this
+//! shard's snapshot of the process-wide interest in wildcard-free filters (one hash
+//! lookup per publish while another shard has any; see `cross/interest.rs`), fan-out
 //! planning (matching, and merging a client's overlapping subscriptions into one
 //! delivery), the shared subscription groups and their choice of one member per message
 //! (`shared.rs`), encode-once ([`Encoder`]), the retained store with its budgeted delivery
@@ -26,7 +28,7 @@ use crate::retained::{RetainedCursor, RetainedMessage, RetainedStore};
 use crate::session::{Message, Subscription};
 use crate::topic::{TopicFilter, TopicIndex};
 
-use super::cross::{remote_key, remote_shard};
+use super::cross::{is_exact, remote_key, remote_shard, InterestSnapshot, InterestTable};
 use super::embed::InternalSub;
 
 pub(super) use encode::{frame_class, Encoder, Frames};
@@ -112,8 +114,16 @@ impl RetainedJob {
 #[derive(Debug)]
 pub(super) struct Routing {
     index: TopicIndex<usize, Subscription>,
-    /// Entries of `index` that stand for other shards' interest.
+    /// Entries of `index` that stand for other shards' interest (wildcard filters).
     remote_entries: usize,
+    /// Every shard's interest in wildcard-free filters: the newest snapshot an
+    /// `Interest` message brought (this shard's own bit masked out by `others`).
+    remote_exact: InterestSnapshot,
+    /// The table itself (tests only: routing reads snapshots, never the live table).
+    #[cfg_attr(not(test), allow(dead_code))]
+    table: Arc<InterestTable>,
+    /// Every shard but this one.
+    others: u64,
     retained: RetainedStore,
     /// Retained lookups continued by `run_deferred`.
     jobs: VecDeque<RetainedJob>,
@@ -130,10 +140,18 @@ pub(super) struct Routing {
 
 impl Routing {
     /// Routing of shard `me` of `shards`, with the shared subscription `strategy`.
-    pub(super) fn new(me: ShardId, shards: usize, strategy: ShareStrategy) -> Self {
+    pub(super) fn new(
+        me: ShardId,
+        shards: usize,
+        strategy: ShareStrategy,
+        table: Arc<InterestTable>,
+    ) -> Self {
         Self {
             index: TopicIndex::new(),
             remote_entries: 0,
+            remote_exact: InterestSnapshot::default(),
+            table,
+            others: !(1u64 << (me % 64)),
             retained: RetainedStore::new(),
             jobs: VecDeque::new(),
             internal: internal::InternalSubs::default(),
@@ -166,9 +184,20 @@ impl Routing {
         self.index.remove(filter, &key).is_some()
     }
 
-    /// Shard `from` has subscribers to `filter` now (`add`) or no more.
-    pub(super) fn set_remote_interest(&mut self, from: ShardId, filter: ByteStr, add: bool) {
-        if add {
+    /// Shard `from` has subscribers to `filter` now (`add`) or no more. A wildcard-free
+    /// filter is in the process-wide table already: its message brings a snapshot.
+    pub(super) fn set_remote_interest(
+        &mut self,
+        from: ShardId,
+        filter: ByteStr,
+        add: bool,
+        snapshot: Option<InterestSnapshot>,
+    ) {
+        if is_exact(filter.as_str()) {
+            if let Some(snapshot) = snapshot {
+                self.remote_exact.update(&snapshot);
+            }
+        } else if add {
             if let Ok(f) = TopicFilter::try_from(filter) {
                 let interest = Subscription {
                     options: SubscriptionOptions::default(),
@@ -185,6 +214,12 @@ impl Routing {
         {
             self.remote_entries -= 1;
         }
+    }
+
+    /// The process-wide interest table this shard shares with its siblings.
+    #[cfg(test)]
+    pub(super) fn interest_table(&self) -> &Arc<InterestTable> {
+        &self.table
     }
 
     /// Local subscriptions (the index minus the other shards' interest entries, plus
@@ -224,7 +259,14 @@ impl Routing {
                 dests |= 1 << j;
             }
         });
-        dests
+        dests | self.remote_exact_dests(topic)
+    }
+
+    /// Other shards with a wildcard-free filter equal to `topic`. One emptiness check while
+    /// no other shard has one.
+    #[inline]
+    fn remote_exact_dests(&self, topic: &str) -> u64 {
+        self.remote_exact.shards_for(topic) & self.others
     }
 
     // --- fan-out planning ---------------------------------------------------------------
@@ -246,6 +288,9 @@ impl Routing {
                 None => targets.push((*k, *s)),
             });
         self.targets = targets;
+        if remote {
+            dests |= self.remote_exact_dests(topic);
+        }
         dests
     }
 
@@ -453,7 +498,7 @@ mod tests {
         /// to each other (what `next_target` merges).
         #[test]
         fn take_targets_groups_each_session(keys in prop::collection::vec(0usize..40, 0..64)) {
-            let mut routing = Routing::new(0, 1, ShareStrategy::default());
+            let mut routing = Routing::new(0, 1, ShareStrategy::default(), Arc::default());
             routing.targets = keys.iter().map(|&k| (k, sub())).collect();
             let targets = routing.take_targets();
             let mut got: Vec<usize> = targets.iter().map(|t| t.0).collect();

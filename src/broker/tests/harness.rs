@@ -42,14 +42,28 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config: Config) -> Self {
-        Self::new_shard(config, 0, 1)
+        Self::new_shard(config, 0, 1, &crate::broker::InterestTable::new())
     }
 
-    /// Shard `shard` of `shards` (see `shards.rs` for the mesh that connects them).
-    pub fn new_shard(config: Config, shard: usize, shards: usize) -> Self {
+    /// The `n` shards of one broker, sharing its interest table (see `shards.rs` for the
+    /// mesh that connects them).
+    pub fn new_shards(config: &Config, n: usize) -> Vec<Self> {
+        let table = crate::broker::InterestTable::new();
+        (0..n)
+            .map(|i| Self::new_shard(config.clone(), i, n, &table))
+            .collect()
+    }
+
+    /// Shard `shard` of `shards`, with the interest table its sibling shards share.
+    pub fn new_shard(
+        config: Config,
+        shard: usize,
+        shards: usize,
+        table: &Arc<crate::broker::InterestTable>,
+    ) -> Self {
         let now = Instant::now();
         Self {
-            broker: Broker::new_shard(Arc::new(config), shard, shards, now),
+            broker: Broker::new_shard(Arc::new(config), shard, shards, table, now),
             now,
             clients: HashMap::new(),
             stalled: Default::default(),

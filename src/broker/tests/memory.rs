@@ -138,9 +138,7 @@ struct Wires {
 
 impl Wires {
     fn new(n: usize) -> Self {
-        let shards: Vec<Harness> = (0..n)
-            .map(|i| Harness::new_shard(Harness::default_config(), i, n))
-            .collect();
+        let shards = Harness::new_shards(&Harness::default_config(), n);
         let queues = (0..n)
             .map(|_| (0..n).map(|_| Default::default()).collect())
             .collect();

@@ -11,6 +11,7 @@ mod embed;
 mod encode;
 mod flow;
 mod handoff;
+mod interest_model;
 mod login;
 mod memory;
 mod messages;

@@ -4,9 +4,14 @@
 //! [`explore`] runs every order in which the shards may take their mail (a control lane
 //! may overtake a data lane, as in the mailbox) and in which the clients act, and calls a
 //! check at the end of each execution. Steps delivered to different shards commute (each
-//! touches only its receiver), so a DFS with sleep sets visits one execution per class of
-//! equivalent orders without missing a distinct one. Executions are replayed from a fresh
-//! build, so brokers never need to be cloned.
+//! touches only its receiver), except through the process-wide interest table
+//! (`cross/interest.rs`): a shard reads it only through the snapshots its mail brings,
+//! but the snapshot a change produces holds every earlier change, so two steps that
+//! change it (on different shards) do not commute; each step's footprint on the table is
+//! recorded when it runs and such pairs are explored in both orders. A DFS with sleep
+//! sets visits one execution per class of equivalent orders without missing a distinct
+//! one.
+//! Executions are replayed from a fresh build, so brokers never need to be cloned.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -50,17 +55,52 @@ pub(super) struct Sim {
     mail: BTreeMap<(usize, usize, bool), VecDeque<(u64, ShardMsg)>>,
     sent: u64,
     scripts: Vec<Script>,
+    /// Each client action taken: (script, SUBACKs every script's client had received
+    /// before it), for checks of what must follow a SUBACK.
+    pub(super) actions_taken: Vec<(usize, Vec<usize>)>,
+}
+
+/// What a step did to the interest table: whether it changed it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+struct Footprint {
+    wrote: bool,
+}
+
+impl Footprint {
+    /// Two changes on different shards see each other's order (in their snapshots).
+    fn conflicts(self, other: Self) -> bool {
+        self.wrote && other.wrote
+    }
 }
 
 impl Sim {
     pub(super) fn new(n: usize) -> Self {
         Self {
-            shards: (0..n)
-                .map(|i| Harness::new_shard(Harness::default_config(), i, n))
-                .collect(),
+            shards: Harness::new_shards(&Harness::default_config(), n),
             mail: BTreeMap::new(),
             sent: 0,
             scripts: Vec::new(),
+            actions_taken: Vec::new(),
+        }
+    }
+
+    /// SUBACKs the client of script `i` has received.
+    pub(super) fn subacks(&self, i: usize) -> usize {
+        let s = &self.scripts[i];
+        self.shards[s.shard].clients[&s.conn]
+            .received
+            .iter()
+            .filter(|p| matches!(p, Packet::SubAck(_)))
+            .count()
+    }
+
+    /// Applies `step` and says what it did to the interest table.
+    fn apply_traced(&mut self, step: Step) -> Footprint {
+        let table = std::sync::Arc::clone(self.shards[0].broker.routing.interest_table());
+        let before = table.version();
+        self.apply(step);
+        Footprint {
+            wrote: table.version() != before,
         }
     }
 
@@ -161,6 +201,8 @@ impl Sim {
                 h.broker.on_shard_message(from, msg, now);
             }
             Step::Client(i) => {
+                let seen = (0..self.scripts.len()).map(|j| self.subacks(j)).collect();
+                self.actions_taken.push((i, seen));
                 let s = &mut self.scripts[i];
                 let (conn, version) = (s.conn, s.version);
                 let action = s.actions.pop_front().unwrap();
@@ -206,8 +248,8 @@ impl Sim {
 /// returns how many executions were checked.
 pub(super) fn explore(build: impl Fn() -> Sim, mut check: impl FnMut(&mut Sim, &[Step])) -> usize {
     struct Node {
-        sleep: Vec<Step>,
-        done: Vec<Step>,
+        sleep: Vec<(Step, Footprint)>,
+        done: Vec<(Step, Footprint)>,
     }
     let mut path: Vec<Step> = Vec::new();
     let mut nodes = vec![Node {
@@ -219,22 +261,23 @@ pub(super) fn explore(build: impl Fn() -> Sim, mut check: impl FnMut(&mut Sim, &
     loop {
         let enabled = sim.enabled();
         let node = nodes.last_mut().unwrap();
-        let next = enabled
-            .iter()
-            .copied()
-            .find(|s| !node.sleep.contains(s) && !node.done.contains(s));
+        let next = enabled.iter().copied().find(|s| {
+            !node.sleep.iter().any(|(t, _)| t == s) && !node.done.iter().any(|(t, _)| t == s)
+        });
         if let Some(step) = next {
             let receiver = sim.receiver(step);
-            let sleep: Vec<Step> = node
+            assert!(path.len() < 300, "no end in sight: {path:?}");
+            // A step's footprint depends only on its receiver's state, which the steps
+            // of other receivers taken since do not change.
+            let footprint = sim.apply_traced(step);
+            let sleep: Vec<(Step, Footprint)> = node
                 .sleep
                 .iter()
                 .chain(node.done.iter())
                 .copied()
-                .filter(|&s| sim.receiver(s) != receiver)
+                .filter(|&(s, f)| sim.receiver(s) != receiver && !f.conflicts(footprint))
                 .collect();
-            node.done.push(step);
-            assert!(path.len() < 300, "no end in sight: {path:?}");
-            sim.apply(step);
+            node.done.push((step, footprint));
             path.push(step);
             nodes.push(Node {
                 sleep,

@@ -40,9 +40,7 @@ impl Mesh {
 
     pub(super) fn with_config(n: usize, config: &crate::config::Config) -> Self {
         Self {
-            shards: (0..n)
-                .map(|i| Harness::new_shard(config.clone(), i, n))
-                .collect(),
+            shards: Harness::new_shards(config, n),
             publishes_sent: 0,
         }
     }
@@ -495,7 +493,7 @@ fn suback_waits_for_every_shard_to_apply_the_interest() {
 
 #[test]
 fn one_shard_sends_suback_at_once() {
-    let mut h = Harness::new_shard(Harness::default_config(), 0, 1);
+    let mut h = Harness::new(Harness::default_config());
     let c = h.connect("solo", V4);
     h.send(c, subscribe_packet("t", QoS::AtMostOnce));
     assert!(matches!(h.expect(c), Packet::SubAck(_)));
