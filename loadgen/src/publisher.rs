@@ -118,6 +118,20 @@ impl Publisher {
     fn intended(&self, seq: u64) -> u64 {
         self.t0 + (seq as f64 * self.interval_ns) as u64
     }
+
+    /// How many messages are due by `horizon`: exactly those whose [`Self::intended`]
+    /// time is not after it (the float estimate is corrected with `intended` itself, so
+    /// the next message's time is always after `horizon`).
+    fn due_end(&self, horizon: u64) -> u64 {
+        let mut end = (horizon.saturating_sub(self.t0) as f64 / self.interval_ns) as u64 + 1;
+        while self.intended(end) <= horizon {
+            end += 1;
+        }
+        while end > 0 && self.intended(end - 1) > horizon {
+            end -= 1;
+        }
+        end
+    }
 }
 
 impl Worker {
@@ -146,7 +160,12 @@ impl Worker {
                 self.heap.pop();
                 let next = self.send_open(key, now, horizon);
                 if let Some(t) = next {
-                    self.heap.push(Reverse((t, key)));
+                    // Never again in this pump: a publisher held back by its window or
+                    // its write buffer waits for I/O, and one whose next message is
+                    // not due yet must not be looked at before it is (a time at or
+                    // before `horizon` here spun this loop forever at rates whose
+                    // interval is not a whole number of nanoseconds).
+                    self.heap.push(Reverse((t.max(horizon + 1), key)));
                 }
             }
         } else {
@@ -227,7 +246,7 @@ impl Worker {
         }
         let room = if c.pending() > WBUF_HIGH { 0 } else { BATCH };
         let p = c.publ.as_mut()?;
-        let due_end = ((horizon.saturating_sub(p.t0)) as f64 / p.interval_ns) as u64 + 1;
+        let due_end = p.due_end(horizon);
         let behind = due_end.saturating_sub(u64::from(p.seq));
         let n = behind.min(p.qos_window()).min(room);
         let mut sent_measured = 0;
@@ -327,6 +346,29 @@ mod tests {
         assert_eq!(c, u16::MAX);
         assert_eq!(d, 1);
         assert_ne!(d, b);
+    }
+
+    /// At 3,300 msg/s the interval (303,030.30 ns) is not a whole number of nanoseconds:
+    /// the float estimate alone could call a message not due whose intended time had
+    /// passed, and the open-loop pump spun forever on it.
+    #[test]
+    fn due_messages_are_exactly_those_whose_time_has_come() {
+        let mut p = publisher("0");
+        p.t0 = 1_234_567;
+        for rate in [3_300.0, 6_400.0, 7.0, 999_983.0] {
+            p.interval_ns = 1e9 / rate;
+            for step in 0..20_000u64 {
+                let horizon = p.t0 + step * 15_151 + step % 7;
+                let end = p.due_end(horizon);
+                assert!(p.intended(end) > horizon, "rate {rate} step {step}");
+                assert!(
+                    end == 0 || p.intended(end - 1) <= horizon,
+                    "rate {rate} step {step}"
+                );
+            }
+        }
+        assert_eq!(p.due_end(p.t0 - 1), 0);
+        assert_eq!(p.due_end(p.t0), 1);
     }
 
     #[test]
