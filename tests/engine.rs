@@ -232,8 +232,11 @@ fn qos1_flood_8_publishers_4_subscribers_loses_nothing() {
 #[test]
 fn publish_right_after_suback_reaches_the_subscriber_on_any_shard() {
     use common::Raw;
+    const PUBS: usize = 16;
     let broker = BrokerProc::start(SHARDS);
-    let mut pubs: Vec<Raw> = (0..6)
+    // SO_REUSEPORT hashes each connection to a shard: with 6 publishers and the monitor
+    // all seven landed on one shard about once in 64 runs; with 16, once in ~65,000.
+    let mut pubs: Vec<Raw> = (0..PUBS)
         .map(|i| Raw::mqtt_connect(broker.port, &format!("sa-pub{i}"), true).0)
         .collect();
     assert_both_shards_used(broker.port);
@@ -241,7 +244,7 @@ fn publish_right_after_suback_reaches_the_subscriber_on_any_shard() {
         let (mut sub, _, rc) = Raw::mqtt_connect(broker.port, &format!("sa-sub{round}"), true);
         assert_eq!(rc, 0);
         assert_eq!(sub.subscribe(1, &[("sa/+", 1)]), vec![1]);
-        let publ = &mut pubs[usize::from(round) % 6];
+        let publ = &mut pubs[usize::from(round) % PUBS];
         let id = round + 1;
         let payload = format!("round {round}");
         publ.send(&common::publish(
