@@ -101,8 +101,12 @@ impl LiveSync {
     /// fsync may not survive power loss even if a retry succeeds, which the error line
     /// says.
     fn if_due(&mut self) {
+        // No clock read unless an interval fsync is pending at all.
+        let Some(at) = self.deadline() else {
+            return;
+        };
         let now = Instant::now();
-        if self.deadline().is_some_and(|at| now >= at) {
+        if now >= at {
             let result = self.live.sync_data().map_err(|e| Error::io(&self.path, e));
             if result.is_ok() {
                 let us = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -223,7 +227,10 @@ impl Compactor {
                 None => {}
             }
             self.sync.if_due();
-            self.retry_if_due(Instant::now());
+            if self.retry.is_some() {
+                // Only after a failed compaction: no clock read per batch otherwise.
+                self.retry_if_due(Instant::now());
+            }
         }
     }
 
