@@ -146,7 +146,6 @@ impl InterestTable {
     }
 
     /// Whether shard `shard` has set its bit for `filter`.
-    #[cfg(test)]
     pub(in crate::broker) fn has(&self, filter: &str, shard: ShardId) -> bool {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let set = if is_exact(filter) {
@@ -239,8 +238,9 @@ pub(in crate::broker) struct RetainedAfter {
 #[derive(Debug)]
 pub(super) struct Interest {
     me: ShardId,
-    /// Local subscriptions per wildcard filter and shared subscription group (the
-    /// interest this shard advertises; a wildcard filter is in the table's trie too).
+    /// Local members per shared subscription group (the interest this shard
+    /// advertises). A plain wildcard filter is counted by the local index and kept in
+    /// the table's trie only.
     filters: crate::hash::Map<ByteStr, FilterInterest>,
     /// Sequence number of the last Interest addition this shard broadcast.
     seq: u64,
@@ -280,15 +280,20 @@ impl Interest {
         }
     }
 
-    /// The local index gained a subscription to the plain (not shared) `filter`. Returns
-    /// the sequence number to broadcast `Interest{add}` with when it is the first one;
-    /// the filter is in the [`InterestTable`] by then.
-    pub(super) fn filter_added(&mut self, filter: &ByteStr) -> Option<u64> {
+    /// The local index gained a subscription to the plain (not shared) `filter`
+    /// (`first`: the only one to it there now). Returns the sequence number to broadcast
+    /// `Interest{add}` with when it is the first one; the filter is in the
+    /// [`InterestTable`] by then.
+    pub(super) fn filter_added(&mut self, filter: &ByteStr, first: bool) -> Option<u64> {
         if !is_exact(filter.as_str()) {
-            let seq = self.added(filter)?;
+            // Counted by the local index itself (`first`): no copy of the filter here.
+            if !first {
+                return None;
+            }
+            self.seq += 1;
             self.table.set_wildcard(filter.as_str(), self.me, true);
             self.announce = None;
-            return Some(seq);
+            return Some(self.seq);
         }
         let key = fingerprint(filter.as_str());
         if let Some(f) = self.exact.get_mut(&key) {
@@ -309,12 +314,12 @@ impl Interest {
         Some(seq)
     }
 
-    /// The local index lost a subscription to the plain `filter`. Returns true when it was
-    /// the last one (broadcast `Interest{remove}`); the filter has left the
-    /// [`InterestTable`] by then.
-    pub(super) fn filter_removed(&mut self, filter: &ByteStr) -> bool {
+    /// The local index lost a subscription to the plain `filter` (`last`: none is left
+    /// there). Returns true when it was the last one (broadcast `Interest{remove}`); the
+    /// filter has left the [`InterestTable`] by then.
+    pub(super) fn filter_removed(&mut self, filter: &ByteStr, last: bool) -> bool {
         if !is_exact(filter.as_str()) {
-            if !self.removed(filter) {
+            if !last {
                 return false;
             }
             self.table.set_wildcard(filter.as_str(), self.me, false);
@@ -344,9 +349,9 @@ impl Interest {
             .clone()
     }
 
-    /// The local index (or a shared subscription group: `filter` is then the
-    /// `$share/GROUP/FILTER` name) gained a subscription to a filter with a wildcard.
-    /// Returns the sequence number to broadcast the addition with when it is the first.
+    /// A shared subscription group (`filter` is the `$share/GROUP/FILTER` name) gained a
+    /// member here. Returns the sequence number to broadcast the addition with when it
+    /// is the first.
     pub(super) fn added(&mut self, filter: &ByteStr) -> Option<u64> {
         if let Some(f) = self.filters.get_mut(filter) {
             f.subscribers += 1;
@@ -366,8 +371,8 @@ impl Interest {
         Some(seq)
     }
 
-    /// The local index (or a group) lost a subscription to `filter`. Returns true when it
-    /// was the last one (broadcast the removal).
+    /// A group lost a member here. Returns true when it was the last one (broadcast the
+    /// removal).
     pub(super) fn removed(&mut self, filter: &ByteStr) -> bool {
         let Some(f) = self.filters.get_mut(filter) else {
             return false;
@@ -380,12 +385,18 @@ impl Interest {
         false
     }
 
-    /// The interest this shard advertises in the plain or group filter `filter`.
-    fn interest_in(&self, filter: &ByteStr) -> Option<&FilterInterest> {
-        if is_exact(filter.as_str()) && !filter.as_str().starts_with(SHARE_PREFIX) {
-            self.exact.get(&fingerprint(filter.as_str()))
+    /// The sequence number of the broadcast that announced this shard's interest in the
+    /// plain or group filter `filter`, if it advertises any. A plain wildcard filter's
+    /// own number is not kept: the newest broadcast's stands for it (a SUBACK may then
+    /// wait for a few more acknowledgements than it needs, never for fewer).
+    fn interest_in(&self, filter: &ByteStr) -> Option<u64> {
+        let f = filter.as_str();
+        if f.starts_with(SHARE_PREFIX) {
+            self.filters.get(filter).map(|i| i.seq)
+        } else if is_exact(f) {
+            self.exact.get(&fingerprint(f)).map(|i| i.seq)
         } else {
-            self.filters.get(filter)
+            self.table.has(f, self.me).then_some(self.seq)
         }
     }
 
@@ -443,7 +454,6 @@ impl Interest {
         let mut need = filters
             .iter()
             .filter_map(|f| self.interest_in(f))
-            .map(|f| f.seq)
             .max()
             .unwrap_or(0);
         // SUBACKs of one connection leave in order.
@@ -516,12 +526,12 @@ mod tests {
         let table = InterestTable::new();
         let mut interest = Interest::new(1, 3, Arc::clone(&table));
         let f = ByteStr::from("a/b");
-        assert_eq!(interest.filter_added(&f), Some(1));
+        assert_eq!(interest.filter_added(&f, true), Some(1));
         assert!(table.has("a/b", 1) && !table.has("a/b", 0));
-        assert_eq!(interest.filter_added(&f), None);
-        assert!(!interest.filter_removed(&f));
+        assert_eq!(interest.filter_added(&f, true), None);
+        assert!(!interest.filter_removed(&f, true));
         assert!(table.has("a/b", 1));
-        assert!(interest.filter_removed(&f));
+        assert!(interest.filter_removed(&f, true));
         assert!(!table.has("a/b", 1));
     }
 
@@ -532,10 +542,10 @@ mod tests {
         let mut other = Interest::new(1, 2, Arc::clone(&table));
         let before = interest.announce();
         for f in ["a/+", "a/#", "#", "+/b"] {
-            assert!(interest.filter_added(&ByteStr::from(f)).is_some());
+            assert!(interest.filter_added(&ByteStr::from(f), true).is_some());
             assert!(table.has(f, 0) && !table.has(f, 1));
         }
-        assert!(other.filter_added(&ByteStr::from("+/b")).is_some());
+        assert!(other.filter_added(&ByteStr::from("+/b"), true).is_some());
         let after = interest.announce();
         assert_eq!(after.shards_for("x/b"), 0b11);
         assert_eq!(after.shards_for("a/c"), 0b01);
@@ -546,9 +556,9 @@ mod tests {
             "an older snapshot never changes"
         );
         for f in ["a/+", "a/#", "#", "+/b"] {
-            assert!(interest.filter_removed(&ByteStr::from(f)));
+            assert!(interest.filter_removed(&ByteStr::from(f), true));
         }
-        assert!(other.filter_removed(&ByteStr::from("+/b")));
+        assert!(other.filter_removed(&ByteStr::from("+/b"), true));
         assert!(table.is_empty());
     }
 
@@ -558,14 +568,14 @@ mod tests {
         let table = InterestTable::new();
         let mut interest = Interest::new(1, 2, Arc::clone(&table));
         let f = ByteStr::from("a/b");
-        assert!(interest.filter_added(&f).is_some());
-        assert!(interest.filter_added(&f).is_none());
+        assert!(interest.filter_added(&f, true).is_some());
+        assert!(interest.filter_added(&f, true).is_none());
         assert!(interest.advertises(&f));
-        assert!(!interest.filter_removed(&f));
+        assert!(!interest.filter_removed(&f, true));
         assert!(table.has("a/b", 1));
-        assert!(interest.filter_removed(&f));
+        assert!(interest.filter_removed(&f, true));
         assert!(!table.has("a/b", 1) && !interest.advertises(&f));
-        assert!(!interest.filter_removed(&f), "nothing left to remove");
+        assert!(!interest.filter_removed(&f, true), "nothing left to remove");
         assert!(interest.exact.is_empty());
     }
 }

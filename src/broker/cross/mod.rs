@@ -252,12 +252,13 @@ impl CrossShard {
 
     // --- interest -----------------------------------------------------------------------
 
-    /// The local index gained a subscription to `filter` (broadcasts the first one).
-    pub(super) fn filter_added(&mut self, filter: &ByteStr) {
+    /// The local index gained a subscription to `filter`, its `first` one there
+    /// (broadcasts the first one).
+    pub(super) fn filter_added(&mut self, filter: &ByteStr, first: bool) {
         if !self.is_multi() {
             return;
         }
-        if let Some(seq) = self.interest.filter_added(filter) {
+        if let Some(seq) = self.interest.filter_added(filter, first) {
             // The table's snapshot is attached as it leaves (`poll_message`).
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
@@ -268,9 +269,10 @@ impl CrossShard {
         }
     }
 
-    /// The local index lost a subscription to `filter` (broadcasts the last one).
-    pub(super) fn filter_removed(&mut self, filter: &ByteStr) {
-        if self.is_multi() && self.interest.filter_removed(filter) {
+    /// The local index lost a subscription to `filter`, its `last` one there
+    /// (broadcasts the last one).
+    pub(super) fn filter_removed(&mut self, filter: &ByteStr, last: bool) {
+        if self.is_multi() && self.interest.filter_removed(filter, last) {
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: false,

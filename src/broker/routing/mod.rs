@@ -177,6 +177,11 @@ impl Routing {
         self.index.insert(filter, key, sub).is_none()
     }
 
+    /// Local subscriptions to exactly `filter`.
+    pub(super) fn subscribers_of(&self, filter: &str) -> usize {
+        self.index.subscribers_of(filter)
+    }
+
     /// Removes session `key`'s subscription to `filter`; true if there was one.
     pub(super) fn unsubscribe(&mut self, filter: &str, key: usize) -> bool {
         self.index.remove(filter, &key).is_some()
