@@ -276,26 +276,16 @@ fn check_views(sim: &mut Sim, scripts: &[(usize, Vec<Action>)], trace: &[Step]) 
 fn overlapping_wildcard_changes_on_two_shards_converge_in_every_order() {
     let scripts = vec![
         (
-            1,
+            0,
             vec![
                 Action::Send(vec![subscribe("a/+", 1)]),
                 Action::Send(vec![unsubscribe("a/+", 2)]),
             ],
         ),
-        (
-            2,
-            vec![
-                Action::Send(vec![subscribe("a/#", 1)]),
-                Action::Send(vec![subscribe("+/b", 2)]),
-            ],
-        ),
-        (
-            0,
-            vec![Action::Send(vec![subscribe("a/+", 1)]), Action::Close],
-        ),
+        (1, vec![Action::Send(vec![subscribe("a/#", 1)])]),
     ];
     let runs = explore(
-        || build_clients(3, &scripts),
+        || build_clients(2, &scripts),
         |sim, trace| check_views(sim, &scripts, trace),
     );
     eprintln!("{runs} executions");
