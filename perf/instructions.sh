@@ -13,6 +13,8 @@
 #   publisher; pairs: PAIRS_INFLIGHT [10] per pair]  THREADS [1] (the broker's shards)
 #   PUBLISHERS [8]  FANOUT_SUBS [100]  SHARDMQ_BIN / LOADGEN (default target/release/...)
 #   KEEP [""] directory to keep the callgrind outputs in (for callgrind_annotate)
+#   LOADGEN_EXTRA [""] more shardmq-loadgen arguments (e.g. "--topics 32": 32 topics, so
+#   every subscriber subscribes to the wildcard filter lg/bench/+)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +36,8 @@ case "$SCENARIO" in
     pairs-qos0) ARGS=(pairs --pairs 100 --qos 0); INFLIGHT=${PAIRS_INFLIGHT:-10} ;;
     *) die "usage: perf/instructions.sh fan-in-qos1|fan-in-qos0|fan-out-qos0|fan-out-qos1|pairs-qos0 [SHORT LONG]" ;;
 esac
+# shellcheck disable=SC2206 # split on purpose: several arguments
+[ -n "${LOADGEN_EXTRA:-}" ] && ARGS+=($LOADGEN_EXTRA)
 command -v valgrind >/dev/null || die "valgrind not found"
 [ -x "$SHARDMQ_BIN" ] || die "$SHARDMQ_BIN not found"
 

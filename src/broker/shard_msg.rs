@@ -86,15 +86,11 @@ impl Broker {
                     self.cross.interest_applied(from, seq);
                 }
             }
-            Control::Interest {
-                filter,
-                add,
-                seq,
-                snapshot,
-            } => {
+            Control::Interest { seq, snapshot, .. } => {
                 if self.cross.accepts_interest_from(from) {
-                    self.routing
-                        .set_remote_interest(from, filter, add, snapshot);
+                    if let Some(snapshot) = &snapshot {
+                        self.routing.set_remote_interest(snapshot);
+                    }
                     self.cross.interest_applied(from, seq);
                 }
             }

@@ -182,7 +182,8 @@ impl Broker {
             Ok(None) => {
                 if let Ok(parsed) = TopicFilter::try_from(filter.clone()) {
                     if self.routing.subscribe(&parsed, key, sub) {
-                        self.cross.filter_added(filter);
+                        let first = self.routing.subscribers_of(filter.as_str()) == 1;
+                        self.cross.filter_added(filter, first);
                     }
                 }
             }
@@ -204,7 +205,8 @@ impl Broker {
         if !SharedFilter::is_shared(filter.as_str()) {
             let removed = self.routing.unsubscribe(filter.as_str(), key);
             if removed {
-                self.cross.filter_removed(filter);
+                let last = self.routing.subscribers_of(filter.as_str()) == 0;
+                self.cross.filter_removed(filter, last);
             }
             return removed;
         }

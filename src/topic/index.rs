@@ -285,6 +285,25 @@ impl<K: Copy + Eq + Hash, V, S: BuildHasher + Default> TopicIndex<K, V, S> {
         }
     }
 
+    /// How many keys are subscribed to exactly `filter` (no wildcard matching).
+    pub fn subscribers_of(&self, filter: &str) -> usize {
+        let (levels, hash) = filter_path(filter);
+        let mut node = &self.root;
+        for level in &levels {
+            match node.step(level) {
+                Some(n) => node = n,
+                None => return 0,
+            }
+        }
+        node.slots.as_deref().map_or(0, |slots| {
+            if hash {
+                slots.hash.len()
+            } else {
+                slots.exact.len()
+            }
+        })
+    }
+
     /// Removes `key`'s subscription to exactly `filter` (no wildcard matching: "a/+"
     /// removes the "a/+" subscription). Prunes nodes left empty.
     pub fn remove(&mut self, filter: &str, key: &K) -> Option<V> {

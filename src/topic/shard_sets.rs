@@ -14,6 +14,9 @@
 //! Memory: 16 bytes per key plus one small allocation per leaf and 512 bytes per inner
 //! node (at most 65), independent of the number of shards. It never allocates on a
 //! lookup, never does I/O and never panics.
+//!
+//! The map itself is generic ([`FingerprintMap`]: 64-bit key -> small `Copy` value):
+//! `wildcard_sets.rs` keeps its trie nodes in one.
 
 use std::sync::Arc;
 
@@ -22,23 +25,40 @@ const FANOUT: usize = 64;
 const ROOT_SHIFT: u32 = 58;
 const INNER_SHIFT: u32 = 52;
 
-type Leaf = Arc<[(u64, u64)]>;
+type Leaf<V> = Arc<[(u64, V)]>;
 
 #[derive(Clone)]
-struct Inner {
-    leaves: [Option<Leaf>; FANOUT],
+struct Inner<V> {
+    leaves: [Option<Leaf<V>>; FANOUT],
 }
 
 #[derive(Clone)]
-struct Root {
-    inner: [Option<Arc<Inner>>; FANOUT],
+struct Root<V> {
+    inner: [Option<Arc<Inner<V>>>; FANOUT],
 }
 
-/// key -> shard set; see the module documentation.
-#[derive(Clone, Default)]
-pub struct ShardSets {
-    root: Option<Arc<Root>>,
+/// The persistent map behind [`ShardSets`] and `WildcardSets`: a well-spread 64-bit key
+/// -> a small `Copy` value, `V::default()` standing for "absent" (see the module
+/// documentation for the shape and the cost of a change).
+pub(super) struct FingerprintMap<V> {
+    root: Option<Arc<Root<V>>>,
     len: usize,
+}
+
+impl<V> Clone for FingerprintMap<V> {
+    /// A snapshot: shares every node (one reference count).
+    fn clone(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<V> Default for FingerprintMap<V> {
+    fn default() -> Self {
+        Self { root: None, len: 0 }
+    }
 }
 
 #[inline]
@@ -49,51 +69,43 @@ fn slots(key: u64) -> (usize, usize) {
     )
 }
 
-impl ShardSets {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The shard set of `key` (0 when absent).
+impl<V: Copy + Default + PartialEq> FingerprintMap<V> {
+    /// The value of `key` (`V::default()` when absent).
     #[inline]
-    pub fn get(&self, key: u64) -> u64 {
-        let Some(root) = &self.root else { return 0 };
+    pub(super) fn get(&self, key: u64) -> V {
+        let Some(root) = &self.root else {
+            return V::default();
+        };
         let (r, i) = slots(key);
         let Some(Some(inner)) = root.inner.get(r) else {
-            return 0;
+            return V::default();
         };
         let Some(Some(leaf)) = inner.leaves.get(i) else {
-            return 0;
+            return V::default();
         };
         match leaf.binary_search_by_key(&key, |e| e.0) {
-            Ok(p) => leaf.get(p).map_or(0, |e| e.1),
-            Err(_) => 0,
+            Ok(p) => leaf.get(p).map_or_else(V::default, |e| e.1),
+            Err(_) => V::default(),
         }
     }
 
-    /// Adds (`add`) or removes shard `shard` (below 64) to or from `key`'s set. Returns
-    /// whether the shard was in the set before. A key whose set becomes empty is removed.
-    pub fn set(&mut self, key: u64, shard: usize, add: bool) -> bool {
-        let bit = 1u64 << (shard % 64);
-        let before = self.get(key);
-        let after = if add { before | bit } else { before & !bit };
-        if after != before {
-            self.replace(key, after);
-        }
-        before & bit != 0
-    }
-
-    /// Number of keys with a non-empty set.
-    pub fn len(&self) -> usize {
+    /// Number of keys with a value other than the default.
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Sets `key`'s set to `value` (removes the key when 0), copying the shared path.
-    fn replace(&mut self, key: u64, value: u64) {
+    /// Sets `key`'s value (removes the key when it is the default), copying the shared
+    /// path.
+    pub(super) fn replace(&mut self, key: u64, value: V) {
+        let absent = value == V::default();
+        if absent && self.get(key) == V::default() {
+            return; // nothing to remove: create no node
+        }
         let (r, i) = slots(key);
         let root = Arc::make_mut(self.root.get_or_insert_with(|| {
             Arc::new(Root {
@@ -111,9 +123,9 @@ impl ShardSets {
         let Some(leaf_slot) = inner.leaves.get_mut(i) else {
             return;
         };
-        let old: &[(u64, u64)] = leaf_slot.as_deref().unwrap_or(&[]);
-        let (new, delta): (Vec<(u64, u64)>, isize) = match old.binary_search_by_key(&key, |e| e.0) {
-            Ok(p) if value == 0 => {
+        let old: &[(u64, V)] = leaf_slot.as_deref().unwrap_or(&[]);
+        let (new, delta): (Vec<(u64, V)>, isize) = match old.binary_search_by_key(&key, |e| e.0) {
+            Ok(p) if absent => {
                 let mut v = Vec::with_capacity(old.len() - 1);
                 v.extend_from_slice(old.get(..p).unwrap_or(&[]));
                 v.extend_from_slice(old.get(p + 1..).unwrap_or(&[]));
@@ -126,7 +138,7 @@ impl ShardSets {
                 }
                 (v, 0)
             }
-            Err(_) if value == 0 => return,
+            Err(_) if absent => return,
             Err(p) => {
                 let mut v = Vec::with_capacity(old.len() + 1);
                 v.extend_from_slice(old.get(..p).unwrap_or(&[]));
@@ -147,9 +159,51 @@ impl ShardSets {
     }
 }
 
+/// key -> shard set; see the module documentation.
+#[derive(Clone, Default)]
+pub struct ShardSets {
+    map: FingerprintMap<u64>,
+}
+
+impl ShardSets {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shard set of `key` (0 when absent).
+    #[inline]
+    pub fn get(&self, key: u64) -> u64 {
+        self.map.get(key)
+    }
+
+    /// Adds (`add`) or removes shard `shard` (below 64) to or from `key`'s set. Returns
+    /// whether the shard was in the set before. A key whose set becomes empty is removed.
+    pub fn set(&mut self, key: u64, shard: usize, add: bool) -> bool {
+        let bit = 1u64 << (shard % 64);
+        let before = self.get(key);
+        let after = if add { before | bit } else { before & !bit };
+        if after != before {
+            self.map.replace(key, after);
+        }
+        before & bit != 0
+    }
+
+    /// Number of keys with a non-empty set.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 impl std::fmt::Debug for ShardSets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardSets").field("len", &self.len).finish()
+        f.debug_struct("ShardSets")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -227,7 +281,7 @@ mod tests {
             assert!(sets.set(spread(i), 1, false));
         }
         assert!(sets.is_empty());
-        assert!(sets.root.is_none());
+        assert!(sets.map.root.is_none());
         assert_eq!(sets.get(spread(3)), 0);
     }
 }

@@ -30,23 +30,23 @@
 //! bound is checked between reads: one read, at most 16 KiB of packets, may pass it).
 //! Each time a connection reaches the bound is counted (`$SYS/broker/subscribe/paused`).
 //!
-//! Where the other shards keep that interest: a wildcard-free filter (the common case,
-//! and the one whose count can grow to millions) is not copied into every shard's trie.
-//! It lives once per process in the [`InterestTable`] (filter fingerprint -> shard set,
-//! see `topic::ShardSets`): this shard sets its own bit there and broadcasts
-//! `Interest{add}`, which leaves with a snapshot of the table taken after the change (an
-//! [`InterestSnapshot`], versioned; one for a run of changes, see
+//! Where the other shards keep that interest: nowhere per shard. Every filter lives once
+//! per process in the [`InterestTable`]: a wildcard-free filter (the common case, and the
+//! one whose count can grow to millions) under its fingerprint (filter fingerprint ->
+//! shard set, see `topic::ShardSets`), a filter with '+' or '#' in a persistent trie of
+//! filters (filter -> shard set, see `topic::WildcardSets`). This shard sets its own bit
+//! there and broadcasts `Interest{add}`, which leaves with a snapshot of the table taken
+//! after the change (an [`InterestSnapshot`], versioned; one for a run of changes, see
 //! [`Interest::announce`]); a shard that takes it routes by the newest snapshot it was
-//! sent, so
-//! the SUBACK rule above holds unchanged, and what a shard sees depends only on the
-//! messages it took (never on the table's live state: the model checker's steps on
+//! sent, so the SUBACK rule above holds unchanged, and what a shard sees depends only on
+//! the messages it took (never on the table's live state: the model checker's steps on
 //! different shards still commute). Each shard thus refers to one version of the shared
-//! nodes; a version lives until every shard has moved past it. A
-//! filter with '+' or '#' still goes into each shard's trie under `remote_key`. This
-//! shard counts its subscriptions to a wildcard-free filter by fingerprint, so two
-//! filters with one fingerprint (a 64-bit hash collision) hold its bit together until
-//! both are gone; elsewhere a collision only sends a message to a shard that then finds
-//! no subscriber for it.
+//! nodes; a version lives until every shard has moved past it. A shard's own trie holds
+//! only its local subscriptions. This shard counts its subscriptions to a wildcard-free
+//! filter by fingerprint, so two filters with one fingerprint (a 64-bit hash collision)
+//! hold its bit together until both are gone; elsewhere a collision only sends a message
+//! to a shard that then finds no subscriber for it. A wildcard filter is counted by its
+//! text (two filters whose trie paths collide each set and clear their own bit).
 //!
 //! State and decisions only: the cross-shard part sends what it returns, the coordinator
 //! queues released SUBACKs. It never touches the publish path.
@@ -60,7 +60,7 @@ use smallvec::SmallVec;
 use crate::codec::{ByteStr, QoS, SubAck};
 use crate::hash::{FxHashMap, SeededState};
 use crate::mailbox::ShardId;
-use crate::topic::{ShardSets, TopicFilter, SHARE_PREFIX};
+use crate::topic::{ShardSets, TopicFilter, WildcardSets, SHARE_PREFIX};
 
 use crate::broker::ConnId;
 
@@ -68,8 +68,9 @@ use crate::broker::ConnId;
 /// broker stops reading it.
 pub(in crate::broker) const MAX_HELD_SUBACKS: usize = 256;
 
-/// The process-wide interest of every shard in wildcard-free filters: filter fingerprint
-/// -> set of shards with a local subscriber (see the module documentation). Written by a
+/// The process-wide interest of every shard: wildcard-free filter fingerprint, or
+/// wildcard filter -> set of shards with a local subscriber (see the module
+/// documentation). Written by a
 /// shard when its first subscriber to a filter comes or its last one goes (a short lock);
 /// read as a snapshot that a shard loads when it takes an `Interest` message, so the
 /// publish path takes no lock and no atomic.
@@ -84,17 +85,26 @@ pub struct InterestTable {
 #[derive(Debug, Clone, Default)]
 pub struct InterestSnapshot {
     version: u64,
+    /// Wildcard-free filters, by fingerprint.
     sets: ShardSets,
+    /// Filters with '+' or '#'.
+    wild: WildcardSets,
 }
 
 impl InterestSnapshot {
-    /// The shards (bit j = shard j) with a wildcard-free filter equal to `topic`.
+    /// The shards (bit j = shard j) with a filter matching the topic name `topic`: a
+    /// hash lookup while some shard has a wildcard-free filter, a walk of the wildcard
+    /// trie while some shard has a wildcard filter.
     #[inline]
     pub(in crate::broker) fn shards_for(&self, topic: &str) -> u64 {
-        if self.sets.is_empty() {
-            return 0;
+        let mut shards = 0;
+        if !self.sets.is_empty() {
+            shards = self.sets.get(fingerprint(topic));
         }
-        self.sets.get(fingerprint(topic))
+        if !self.wild.is_empty() {
+            shards |= self.wild.shards_matching(topic);
+        }
+        shards
     }
 
     /// Replaces `self` by `newer` if it is newer.
@@ -119,6 +129,14 @@ impl InterestTable {
         current.version += 1;
     }
 
+    /// Sets or clears `shard`'s bit for the wildcard filter `filter`, copying only the
+    /// nodes a snapshot still shares.
+    fn set_wildcard(&self, filter: &str, shard: ShardId, add: bool) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.wild.set(filter, shard, add);
+        current.version += 1;
+    }
+
     /// The current contents, for `Interest` broadcasts.
     fn snapshot(&self) -> InterestSnapshot {
         self.current
@@ -127,11 +145,16 @@ impl InterestTable {
             .clone()
     }
 
-    /// Whether shard `shard` has set its bit for `filter` (a wildcard-free filter).
+    /// Whether shard `shard` has set its bit for `filter`.
     #[cfg(test)]
     pub(in crate::broker) fn has(&self, filter: &str, shard: ShardId) -> bool {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        current.sets.get(fingerprint(filter)) & (1 << shard) != 0
+        let set = if is_exact(filter) {
+            current.sets.get(fingerprint(filter))
+        } else {
+            current.wild.get(filter)
+        };
+        set & (1 << shard) != 0
     }
 
     /// Changes so far.
@@ -146,14 +169,15 @@ impl InterestTable {
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        current.sets.is_empty()
+        current.sets.is_empty() && current.wild.is_empty()
     }
 }
 
 /// Whether `filter` (a valid filter: a wildcard is a whole level) has no wildcard, so that
-/// it matches exactly one topic name, itself, and goes into the [`InterestTable`].
+/// it matches exactly one topic name, itself, and goes into the [`InterestTable`] by
+/// fingerprint.
 #[inline]
-pub(in crate::broker) fn is_exact(filter: &str) -> bool {
+fn is_exact(filter: &str) -> bool {
     !filter.bytes().any(|b| b == b'+' || b == b'#')
 }
 
@@ -215,8 +239,9 @@ pub(in crate::broker) struct RetainedAfter {
 #[derive(Debug)]
 pub(super) struct Interest {
     me: ShardId,
-    /// Local subscriptions per wildcard filter and shared subscription group (the
-    /// interest this shard advertises).
+    /// Local members per shared subscription group (the interest this shard
+    /// advertises). A plain wildcard filter is counted by the local index and kept in
+    /// the table's trie only.
     filters: crate::hash::Map<ByteStr, FilterInterest>,
     /// Sequence number of the last Interest addition this shard broadcast.
     seq: u64,
@@ -256,12 +281,20 @@ impl Interest {
         }
     }
 
-    /// The local index gained a subscription to the plain (not shared) `filter`. Returns
-    /// the sequence number to broadcast `Interest{add}` with when it is the first one; a
-    /// wildcard-free filter is in the [`InterestTable`] by then.
-    pub(super) fn filter_added(&mut self, filter: &ByteStr) -> Option<u64> {
+    /// The local index gained a subscription to the plain (not shared) `filter`
+    /// (`first`: the only one to it there now). Returns the sequence number to broadcast
+    /// `Interest{add}` with when it is the first one; the filter is in the
+    /// [`InterestTable`] by then.
+    pub(super) fn filter_added(&mut self, filter: &ByteStr, first: bool) -> Option<u64> {
         if !is_exact(filter.as_str()) {
-            return self.added(filter);
+            // Counted by the local index itself (`first`): no copy of the filter here.
+            if !first {
+                return None;
+            }
+            self.seq += 1;
+            self.table.set_wildcard(filter.as_str(), self.me, true);
+            self.announce = None;
+            return Some(self.seq);
         }
         let key = fingerprint(filter.as_str());
         if let Some(f) = self.exact.get_mut(&key) {
@@ -282,12 +315,17 @@ impl Interest {
         Some(seq)
     }
 
-    /// The local index lost a subscription to the plain `filter`. Returns true when it was
-    /// the last one (broadcast `Interest{remove}`); a wildcard-free filter has left the
-    /// [`InterestTable`] by then.
-    pub(super) fn filter_removed(&mut self, filter: &ByteStr) -> bool {
+    /// The local index lost a subscription to the plain `filter` (`last`: none is left
+    /// there). Returns true when it was the last one (broadcast `Interest{remove}`); the
+    /// filter has left the [`InterestTable`] by then.
+    pub(super) fn filter_removed(&mut self, filter: &ByteStr, last: bool) -> bool {
         if !is_exact(filter.as_str()) {
-            return self.removed(filter);
+            if !last {
+                return false;
+            }
+            self.table.set_wildcard(filter.as_str(), self.me, false);
+            self.announce = None;
+            return true;
         }
         let key = fingerprint(filter.as_str());
         let Some(f) = self.exact.get_mut(&key) else {
@@ -312,9 +350,9 @@ impl Interest {
             .clone()
     }
 
-    /// The local index (or a shared subscription group: `filter` is then the
-    /// `$share/GROUP/FILTER` name) gained a subscription to a filter with a wildcard.
-    /// Returns the sequence number to broadcast the addition with when it is the first.
+    /// A shared subscription group (`filter` is the `$share/GROUP/FILTER` name) gained a
+    /// member here. Returns the sequence number to broadcast the addition with when it
+    /// is the first.
     pub(super) fn added(&mut self, filter: &ByteStr) -> Option<u64> {
         if let Some(f) = self.filters.get_mut(filter) {
             f.subscribers += 1;
@@ -334,8 +372,8 @@ impl Interest {
         Some(seq)
     }
 
-    /// The local index (or a group) lost a subscription to `filter`. Returns true when it
-    /// was the last one (broadcast the removal).
+    /// A group lost a member here. Returns true when it was the last one (broadcast the
+    /// removal).
     pub(super) fn removed(&mut self, filter: &ByteStr) -> bool {
         let Some(f) = self.filters.get_mut(filter) else {
             return false;
@@ -348,19 +386,31 @@ impl Interest {
         false
     }
 
-    /// The interest this shard advertises in the plain or group filter `filter`.
-    fn interest_in(&self, filter: &ByteStr) -> Option<&FilterInterest> {
-        if is_exact(filter.as_str()) && !filter.as_str().starts_with(SHARE_PREFIX) {
-            self.exact.get(&fingerprint(filter.as_str()))
+    /// The sequence number of the broadcast that announced this shard's interest in the
+    /// plain or group filter `filter` (just subscribed to), if it advertises any. A plain
+    /// wildcard filter's own number is not kept: the newest broadcast's stands for it (a
+    /// SUBACK may then wait for a few more acknowledgements than it needs, never for
+    /// fewer; no lock and no lookup).
+    fn interest_in(&self, filter: &ByteStr) -> Option<u64> {
+        let f = filter.as_str();
+        if f.starts_with(SHARE_PREFIX) {
+            self.filters.get(filter).map(|i| i.seq)
+        } else if is_exact(f) {
+            self.exact.get(&fingerprint(f)).map(|i| i.seq)
         } else {
-            self.filters.get(filter)
+            Some(self.seq)
         }
     }
 
     /// Whether this shard advertises interest in `filter`.
     #[cfg(test)]
     pub(super) fn advertises(&self, filter: &ByteStr) -> bool {
-        self.interest_in(filter).is_some()
+        let f = filter.as_str();
+        if is_exact(f) || f.starts_with(SHARE_PREFIX) {
+            self.interest_in(filter).is_some()
+        } else {
+            self.table.has(f, self.me)
+        }
     }
 
     /// Shard `from` applied our broadcasts up to `seq`: the SUBACKs that can go now, in
@@ -411,7 +461,6 @@ impl Interest {
         let mut need = filters
             .iter()
             .filter_map(|f| self.interest_in(f))
-            .map(|f| f.seq)
             .max()
             .unwrap_or(0);
         // SUBACKs of one connection leave in order.
@@ -484,22 +533,39 @@ mod tests {
         let table = InterestTable::new();
         let mut interest = Interest::new(1, 3, Arc::clone(&table));
         let f = ByteStr::from("a/b");
-        assert_eq!(interest.filter_added(&f), Some(1));
+        assert_eq!(interest.filter_added(&f, true), Some(1));
         assert!(table.has("a/b", 1) && !table.has("a/b", 0));
-        assert_eq!(interest.filter_added(&f), None);
-        assert!(!interest.filter_removed(&f));
+        assert_eq!(interest.filter_added(&f, true), None);
+        assert!(!interest.filter_removed(&f, true));
         assert!(table.has("a/b", 1));
-        assert!(interest.filter_removed(&f));
+        assert!(interest.filter_removed(&f, true));
         assert!(!table.has("a/b", 1));
     }
 
     #[test]
-    fn wildcard_filters_stay_out_of_the_table() {
+    fn wildcard_filters_go_into_the_tables_trie() {
         let table = InterestTable::new();
         let mut interest = Interest::new(0, 2, Arc::clone(&table));
+        let mut other = Interest::new(1, 2, Arc::clone(&table));
+        let before = interest.announce();
         for f in ["a/+", "a/#", "#", "+/b"] {
-            assert!(interest.filter_added(&ByteStr::from(f)).is_some());
+            assert!(interest.filter_added(&ByteStr::from(f), true).is_some());
+            assert!(table.has(f, 0) && !table.has(f, 1));
         }
+        assert!(other.filter_added(&ByteStr::from("+/b"), true).is_some());
+        let after = interest.announce();
+        assert_eq!(after.shards_for("x/b"), 0b11);
+        assert_eq!(after.shards_for("a/c"), 0b01);
+        assert_eq!(after.shards_for("$SYS/b"), 0);
+        assert_eq!(
+            before.shards_for("x/b"),
+            0,
+            "an older snapshot never changes"
+        );
+        for f in ["a/+", "a/#", "#", "+/b"] {
+            assert!(interest.filter_removed(&ByteStr::from(f), true));
+        }
+        assert!(other.filter_removed(&ByteStr::from("+/b"), true));
         assert!(table.is_empty());
     }
 
@@ -509,14 +575,14 @@ mod tests {
         let table = InterestTable::new();
         let mut interest = Interest::new(1, 2, Arc::clone(&table));
         let f = ByteStr::from("a/b");
-        assert!(interest.filter_added(&f).is_some());
-        assert!(interest.filter_added(&f).is_none());
+        assert!(interest.filter_added(&f, true).is_some());
+        assert!(interest.filter_added(&f, true).is_none());
         assert!(interest.advertises(&f));
-        assert!(!interest.filter_removed(&f));
+        assert!(!interest.filter_removed(&f, true));
         assert!(table.has("a/b", 1));
-        assert!(interest.filter_removed(&f));
+        assert!(interest.filter_removed(&f, true));
         assert!(!table.has("a/b", 1) && !interest.advertises(&f));
-        assert!(!interest.filter_removed(&f), "nothing left to remove");
+        assert!(!interest.filter_removed(&f, true), "nothing left to remove");
         assert!(interest.exact.is_empty());
     }
 }

@@ -1,7 +1,6 @@
 //! The messages shards exchange through their mailboxes: [`ShardMsg`] (a publish, the hot
 //! case, or a boxed [`Control`]), the session on its way between shards, a shard's
-//! `$SYS` report, the home shard of a client id, and the keys under which other shards'
-//! interest sits in the subscription index.
+//! `$SYS` report and the home shard of a client id.
 //!
 //! Types and pure functions only: nothing here keeps state, sends or receives.
 
@@ -10,27 +9,12 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::codec::ByteStr;
-use crate::mailbox::{Lane, ShardId, MAX_SHARDS};
+use crate::mailbox::{Lane, ShardId};
 use crate::metrics::Stats;
 use crate::retained::RetainedMessage;
 use crate::session::{Message, Outgoing, Session};
 
 use crate::broker::ConnId;
-
-/// The key under which shard `j`'s interest sits in the subscription index (far above
-/// any slab key).
-pub(in crate::broker) const fn remote_key(j: ShardId) -> usize {
-    usize::MAX - j
-}
-
-/// The shard a key of the subscription index stands for, `None` for a local session.
-pub(in crate::broker) const fn remote_shard(key: usize) -> Option<ShardId> {
-    if key > usize::MAX - MAX_SHARDS {
-        Some(usize::MAX - key)
-    } else {
-        None
-    }
-}
 
 /// One message between shards. Publishes are the hot case and stay small; control
 /// messages are boxed.
@@ -106,8 +90,8 @@ pub enum Control {
     /// The sender's local index gained (or lost) its only subscriptions to `filter`.
     /// An addition carries a sequence number (`seq > 0`) for the receiver to acknowledge
     /// once applied (see `interest.rs`).
-    /// A wildcard-free filter carries the interest table's snapshot with the change
-    /// (see `interest.rs`); the receiver routes by the newest it was sent.
+    /// It leaves with the interest table's snapshot taken after the change (see
+    /// `interest.rs`); the receiver routes by the newest it was sent.
     Interest {
         filter: ByteStr,
         add: bool,

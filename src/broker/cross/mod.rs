@@ -3,8 +3,8 @@
 //! mailbox rings), the publish sequence numbers, the messages to hand back for freeing,
 //! the allocations of messages handed back (`recycle.rs`), and four protocols, one file
 //! each:
-//! - `interest.rs`: the replicated shard-interest index (which filters this shard
-//!   advertises) and the SUBACKs held until every shard applied it;
+//! - `interest.rs`: the process-wide shard-interest table (which filters this shard
+//!   advertises) and the SUBACKs held until every shard applied its snapshot;
 //! - `handoff.rs`: the home-shard directory, CONNECTs waiting for their home, deferred
 //!   takeovers, and the watermarks and per-slot state of a session move;
 //! - `replication.rs`: versions of retained sets, so every replica converges, and the
@@ -37,13 +37,12 @@ use super::ConnId;
 pub(super) use handoff::{Handoff, Offer, PendingConnect};
 #[cfg(test)]
 pub(super) use interest::MAX_HELD_SUBACKS;
-pub(super) use interest::{is_exact, HeldSubAck, RetainedAfter};
+pub(super) use interest::{HeldSubAck, RetainedAfter};
 pub use interest::{InterestSnapshot, InterestTable};
 pub use messages::{
     home_shard, Control, MovedSession, ShardMsg, ShardReport, SharePublishTargets, ShareTarget,
     SharedPublish,
 };
-pub(super) use messages::{remote_key, remote_shard};
 pub(super) use replication::Version;
 
 /// This shard's view of the other shards.
@@ -123,13 +122,10 @@ impl CrossShard {
         }
         let mut next = self.outbox.pop_front();
         if let Some((_, ShardMsg::Control(control))) = &mut next {
-            if let Control::Interest {
-                filter, snapshot, ..
-            } = control.as_mut()
-            {
+            if let Control::Interest { snapshot, .. } = control.as_mut() {
                 // The table as it is now: one snapshot for all the changes made since
                 // the last one (a read of pipelined SUBSCRIBEs changes it in place).
-                if snapshot.is_none() && is_exact(filter.as_str()) {
+                if snapshot.is_none() {
                     *snapshot = Some(self.interest.announce());
                 }
             }
@@ -256,13 +252,14 @@ impl CrossShard {
 
     // --- interest -----------------------------------------------------------------------
 
-    /// The local index gained a subscription to `filter` (broadcasts the first one).
-    pub(super) fn filter_added(&mut self, filter: &ByteStr) {
+    /// The local index gained a subscription to `filter`, its `first` one there
+    /// (broadcasts the first one).
+    pub(super) fn filter_added(&mut self, filter: &ByteStr, first: bool) {
         if !self.is_multi() {
             return;
         }
-        if let Some(seq) = self.interest.filter_added(filter) {
-            // A wildcard-free filter's snapshot is attached as it leaves (`poll_message`).
+        if let Some(seq) = self.interest.filter_added(filter, first) {
+            // The table's snapshot is attached as it leaves (`poll_message`).
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: true,
@@ -272,9 +269,10 @@ impl CrossShard {
         }
     }
 
-    /// The local index lost a subscription to `filter` (broadcasts the last one).
-    pub(super) fn filter_removed(&mut self, filter: &ByteStr) {
-        if self.is_multi() && self.interest.filter_removed(filter) {
+    /// The local index lost a subscription to `filter`, its `last` one there
+    /// (broadcasts the last one).
+    pub(super) fn filter_removed(&mut self, filter: &ByteStr, last: bool) {
+        if self.is_multi() && self.interest.filter_removed(filter, last) {
             self.broadcast(|| Control::Interest {
                 filter: filter.clone(),
                 add: false,

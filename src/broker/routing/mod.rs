@@ -1,8 +1,8 @@
 //! The routing part of a shard's broker: where messages go. It owns the subscription
-//! index (local subscriptions under their session's slab key, and the other shards'
-//! wildcard filters under [`remote_key`]: one trie walk per publish finds both), this
-//! shard's snapshot of the process-wide interest in wildcard-free filters (one hash
-//! lookup per publish while another shard has any; see `cross/interest.rs`), fan-out
+//! index (local subscriptions only, under their session's slab key), this shard's
+//! snapshot of the process-wide interest of every shard (a hash lookup per publish while
+//! some shard has a wildcard-free filter, a walk of the shared wildcard trie while some
+//! shard has a wildcard filter; see `cross/interest.rs`), fan-out
 //! planning (matching, and merging a client's overlapping subscriptions into one
 //! delivery), the shared subscription groups and their choice of one member per message
 //! (`shared.rs`), encode-once ([`Encoder`]), the retained store with its budgeted delivery
@@ -21,14 +21,14 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::codec::{ByteStr, Publish, QoS, SubscriptionOptions};
+use crate::codec::{Publish, QoS};
 use crate::config::ShareStrategy;
 use crate::mailbox::ShardId;
 use crate::retained::{RetainedCursor, RetainedMessage, RetainedStore};
 use crate::session::{Message, Subscription};
 use crate::topic::{TopicFilter, TopicIndex};
 
-use super::cross::{is_exact, remote_key, remote_shard, InterestSnapshot, InterestTable};
+use super::cross::{InterestSnapshot, InterestTable};
 use super::embed::InternalSub;
 
 pub(super) use encode::{frame_class, Encoder, Frames};
@@ -113,12 +113,11 @@ impl RetainedJob {
 /// Index, retained store and fan-out planning of one shard.
 #[derive(Debug)]
 pub(super) struct Routing {
+    /// Local subscriptions.
     index: TopicIndex<usize, Subscription>,
-    /// Entries of `index` that stand for other shards' interest (wildcard filters).
-    remote_entries: usize,
-    /// Every shard's interest in wildcard-free filters: the newest snapshot an
+    /// Every shard's interest: the newest snapshot of the process-wide table an
     /// `Interest` message brought (this shard's own bit masked out by `others`).
-    remote_exact: InterestSnapshot,
+    remote: InterestSnapshot,
     /// The table itself (tests only: routing reads snapshots, never the live table).
     #[cfg_attr(not(test), allow(dead_code))]
     table: Arc<InterestTable>,
@@ -148,8 +147,7 @@ impl Routing {
     ) -> Self {
         Self {
             index: TopicIndex::new(),
-            remote_entries: 0,
-            remote_exact: InterestSnapshot::default(),
+            remote: InterestSnapshot::default(),
             table,
             others: !(1u64 << (me % 64)),
             retained: RetainedStore::new(),
@@ -179,41 +177,20 @@ impl Routing {
         self.index.insert(filter, key, sub).is_none()
     }
 
+    /// Local subscriptions to exactly `filter`.
+    pub(super) fn subscribers_of(&self, filter: &str) -> usize {
+        self.index.subscribers_of(filter)
+    }
+
     /// Removes session `key`'s subscription to `filter`; true if there was one.
     pub(super) fn unsubscribe(&mut self, filter: &str, key: usize) -> bool {
         self.index.remove(filter, &key).is_some()
     }
 
-    /// Shard `from` has subscribers to `filter` now (`add`) or no more. A wildcard-free
-    /// filter is in the process-wide table already: its message brings a snapshot.
-    pub(super) fn set_remote_interest(
-        &mut self,
-        from: ShardId,
-        filter: ByteStr,
-        add: bool,
-        snapshot: Option<InterestSnapshot>,
-    ) {
-        if is_exact(filter.as_str()) {
-            if let Some(snapshot) = snapshot {
-                self.remote_exact.update(&snapshot);
-            }
-        } else if add {
-            if let Ok(f) = TopicFilter::try_from(filter) {
-                let interest = Subscription {
-                    options: SubscriptionOptions::default(),
-                    id: None,
-                };
-                if self.index.insert(&f, remote_key(from), interest).is_none() {
-                    self.remote_entries += 1;
-                }
-            }
-        } else if self
-            .index
-            .remove(filter.as_str(), &remote_key(from))
-            .is_some()
-        {
-            self.remote_entries -= 1;
-        }
+    /// Another shard changed its interest: `snapshot` is the process-wide table as it
+    /// was after the change (kept when newer than the one this shard routes by).
+    pub(super) fn set_remote_interest(&mut self, snapshot: &InterestSnapshot) {
+        self.remote.update(snapshot);
     }
 
     /// The process-wide interest table this shard shares with its siblings.
@@ -222,10 +199,9 @@ impl Routing {
         &self.table
     }
 
-    /// Local subscriptions (the index minus the other shards' interest entries, plus
-    /// this shard's members of shared groups).
+    /// Local subscriptions (the index, plus this shard's members of shared groups).
     pub(super) fn local_subscriptions(&self) -> u64 {
-        (self.index.len().saturating_sub(self.remote_entries) + self.groups.local_members()) as u64
+        (self.index.len() + self.groups.local_members()) as u64
     }
 
     // --- shared subscription groups (see `shared.rs`) -------------------------------------
@@ -253,20 +229,14 @@ impl Routing {
     /// Shards (other than this one) with a subscriber matching `topic`.
     #[cfg(test)]
     pub(super) fn remote_dests(&self, topic: &str) -> u64 {
-        let mut dests = 0u64;
-        self.index.for_each_match(topic, |&k, _| {
-            if let Some(j) = remote_shard(k) {
-                dests |= 1 << j;
-            }
-        });
-        dests | self.remote_exact_dests(topic)
+        self.remote_dests_of(topic)
     }
 
-    /// Other shards with a wildcard-free filter equal to `topic`. One emptiness check while
-    /// no other shard has one.
+    /// Other shards with a filter matching `topic`. Emptiness checks only while no other
+    /// shard has a subscription.
     #[inline]
-    fn remote_exact_dests(&self, topic: &str) -> u64 {
-        self.remote_exact.shards_for(topic) & self.others
+    fn remote_dests_of(&self, topic: &str) -> u64 {
+        self.remote.shards_for(topic) & self.others
     }
 
     // --- fan-out planning ---------------------------------------------------------------
@@ -277,21 +247,14 @@ impl Routing {
     pub(super) fn match_topic(&mut self, topic: &str, remote: bool) -> u64 {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
-        let mut dests = 0u64;
         self.index
-            .for_each_match(topic, |k, s| match remote_shard(*k) {
-                Some(j) => {
-                    if remote {
-                        dests |= 1 << j;
-                    }
-                }
-                None => targets.push((*k, *s)),
-            });
+            .for_each_match(topic, |k, s| targets.push((*k, *s)));
         self.targets = targets;
         if remote {
-            dests |= self.remote_exact_dests(topic);
+            self.remote_dests_of(topic)
+        } else {
+            0
         }
-        dests
     }
 
     /// Empties the target list (a message only for shared subscription groups).
@@ -474,6 +437,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::codec::SubscriptionOptions;
 
     fn sub() -> Subscription {
         Subscription {
