@@ -4,7 +4,8 @@
 //! shard's snapshot of the process-wide interest in wildcard-free filters (one hash
 //! lookup per publish while another shard has any; see `cross/interest.rs`), fan-out
 //! planning (matching, and merging a client's overlapping subscriptions into one
-//! delivery), the shared subscription groups and their choice of one member per message
+//! delivery; a message from another shard is matched from the last few received topics'
+//! results while the index is unchanged, `recent.rs`), the shared subscription groups and their choice of one member per message
 //! (`shared.rs`), encode-once ([`Encoder`]), the retained store with its budgeted delivery
 //! jobs, and the in-process (embedding) subscribers.
 //!
