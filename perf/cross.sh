@@ -18,6 +18,7 @@
 # Environment: PORT [18994]  INFLIGHT [100]  PAYLOAD [16]  TRIES [12]  ROUNDS [3]
 #   SHARDMQ_BIN / LOADGEN (default target/release/...)  TASKSET [""] e.g. "taskset -c 0"
 #   KEEP [""] directory to keep the callgrind outputs in (callgrind.PLACEMENT.SECONDS)
+#   CONF_EXTRA [""] lines appended to the broker config, e.g. "set_tcp_nodelay true"
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,6 +47,7 @@ cleanup() {
 trap cleanup EXIT
 printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 20\npersistence false\nthreads 2\n' \
     "$PORT" >"$WORK/shardmq.conf"
+[ -z "${CONF_EXTRA:-}" ] || printf '%s\n' "$CONF_EXTRA" >>"$WORK/shardmq.conf"
 
 wait_port() {
     for _ in $(seq 1 400); do
@@ -80,6 +82,26 @@ placement() {
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# shard_sched PID -> per shard thread "name cpu-ns runqueue-wait-ns timeslices" (schedstat)
+shard_sched() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        case "$(cat "$t/comm" 2>/dev/null)" in
+        shardmq-shard-*) echo "$(cat "$t/comm") $(cat "$t/schedstat")" ;;
+        esac
+    done 2>/dev/null
+}
+
+# sched_report BEFORE AFTER -> how long each shard thread waited on a run queue per time
+# slice (a woken shard that waits for a CPU: the cross-shard hop pays it on both shards)
+sched_report() {
+    awk 'NR == FNR { cpu[$1] = $2; wait[$1] = $3; n[$1] = $4; next }
+         ($1 in n) && $4 > n[$1] {
+             printf " %s %.0f ms CPU, run-queue wait %.0f us per slice (%d slices);", $1,
+                 ($2 - cpu[$1]) / 1e6, ($3 - wait[$1]) / 1e3 / ($4 - n[$1]), $4 - n[$1]
+         }' "$1" "$2"
+}
+
 # run SECONDS WANT -> "instructions-or-cpu-seconds delivered" on stdout, or nothing when
 # the placement was not WANT.
 run_once() {
@@ -93,6 +115,7 @@ run_once() {
     BROKER_PID=$!
     wait_port || { cat "$WORK/broker.log" >&2; die "broker did not open port $PORT"; }
     t0=$(cpu_ticks "$BROKER_PID")
+    shard_sched "$BROKER_PID" >"$WORK/sched.0"
     $TASKSET "$LOADGEN" fan-in --publishers 1 --subscribers 1 --qos 0 --inflight "$INFLIGHT" \
         --payload "$PAYLOAD" --duration "$secs" --warmup 0 --drain 3 --host 127.0.0.1 \
         --port "$PORT" --json "$WORK/load.json" --quiet >"$WORK/load.txt" 2>&1 &
@@ -112,10 +135,11 @@ run_once() {
         return 0
     fi
     t1=$(cpu_ticks "$BROKER_PID")
+    shard_sched "$BROKER_PID" >"$WORK/sched.1"
     kill -TERM "$BROKER_PID"
     wait "$BROKER_PID" 2>/dev/null || true
     BROKER_PID=""
-    echo "  ${secs}s run: placement $place" >&2
+    echo "  ${secs}s run: placement $place;$(sched_report "$WORK/sched.0" "$WORK/sched.1")" >&2
     [ "$place" = "$want" ] || return 0
     got=$(sed -n 's/^ *"received": *\([0-9]*\).*/\1/p' "$WORK/load.json" | head -1)
     lost=$(sed -n 's/^ *"lost": *\([0-9]*\).*/\1/p' "$WORK/load.json" | head -1)

@@ -181,7 +181,7 @@ impl Broker {
         if groups_only {
             self.routing.clear_targets();
         } else {
-            self.routing.match_topic(msg.publish.topic.as_str(), false);
+            self.routing.match_received(msg.publish.topic.as_str());
         }
         self.routing.groups_mut().received(groups);
         if !groups.is_empty() {

@@ -4,7 +4,8 @@
 //! some shard has a wildcard-free filter, a walk of the shared wildcard trie while some
 //! shard has a wildcard filter; see `cross/interest.rs`), fan-out
 //! planning (matching, and merging a client's overlapping subscriptions into one
-//! delivery), the shared subscription groups and their choice of one member per message
+//! delivery; a message from another shard is matched from the last few received topics'
+//! results while the index is unchanged, `recent.rs`), the shared subscription groups and their choice of one member per message
 //! (`shared.rs`), encode-once ([`Encoder`]), the retained store with its budgeted delivery
 //! jobs, and the in-process (embedding) subscribers.
 //!
@@ -14,6 +15,7 @@
 
 mod encode;
 mod internal;
+mod recent;
 mod shared;
 
 use std::collections::VecDeque;
@@ -115,6 +117,10 @@ impl RetainedJob {
 pub(super) struct Routing {
     /// Local subscriptions.
     index: TopicIndex<usize, Subscription>,
+    /// Bumped by every change of `index` (never 0), so that `recent` is exact.
+    generation: u64,
+    /// Local matches of the last topics other shards sent (see `recent.rs`).
+    recent: recent::RecentMatches,
     /// Every shard's interest: the newest snapshot of the process-wide table an
     /// `Interest` message brought (this shard's own bit masked out by `others`).
     remote: InterestSnapshot,
@@ -147,6 +153,8 @@ impl Routing {
     ) -> Self {
         Self {
             index: TopicIndex::new(),
+            generation: 1,
+            recent: recent::RecentMatches::default(),
             remote: InterestSnapshot::default(),
             table,
             others: !(1u64 << (me % 64)),
@@ -174,6 +182,7 @@ impl Routing {
         key: usize,
         sub: Subscription,
     ) -> bool {
+        self.generation += 1;
         self.index.insert(filter, key, sub).is_none()
     }
 
@@ -184,6 +193,7 @@ impl Routing {
 
     /// Removes session `key`'s subscription to `filter`; true if there was one.
     pub(super) fn unsubscribe(&mut self, filter: &str, key: usize) -> bool {
+        self.generation += 1;
         self.index.remove(filter, &key).is_some()
     }
 
@@ -255,6 +265,21 @@ impl Routing {
         } else {
             0
         }
+    }
+
+    /// [`Routing::match_topic`] of a message another shard handed us (no remote
+    /// destinations), answered from the last few such topics while the index is
+    /// unchanged (`recent.rs`): a publisher's stream of messages to this shard costs one
+    /// trie walk, not one per message.
+    pub(super) fn match_received(&mut self, topic: &str) {
+        if self
+            .recent
+            .lookup(topic, self.generation, &mut self.targets)
+        {
+            return;
+        }
+        self.match_topic(topic, false);
+        self.recent.store(topic, self.generation, &self.targets);
     }
 
     /// Empties the target list (a message only for shared subscription groups).
