@@ -81,8 +81,11 @@ pub(super) struct Fanout {
     /// QoS 0 frames for subscribers that take topic aliases, by (retain, what the
     /// subscriber's alias table chose): every subscriber that knows the topic as alias
     /// `n` gets the same bytes, encoded once per fan-out.
-    aliased: SmallVec<[(bool, AliasUse, Frame); 2]>,
+    aliased: AliasFrames,
 }
+
+/// A fan-out's QoS 0 frames for alias-taking subscribers, by (retain, alias use).
+type AliasFrames = SmallVec<[(bool, AliasUse, Frame); 2]>;
 
 impl Broker {
     /// Routes a message to every matching subscription (and the retained store when
@@ -504,7 +507,7 @@ impl Broker {
         conn: ConnId,
         out: &Outgoing,
         (packet_id, dup): (Option<PacketId>, bool),
-        shared: Option<&mut SmallVec<[(bool, AliasUse, Frame); 2]>>,
+        shared: Option<&mut AliasFrames>,
         now: Instant,
     ) {
         let Some(slot) = self.sessions.get_mut(key) else {
