@@ -5,7 +5,8 @@
 # ...; prints one line per run: broker, round, received msgs/s, broker CPU us per delivered
 # message, p50 and p99 latency (us), lost. On a host shared with other work compare within a
 # round and look at the ratios.
-# SCENARIO: fan-out-qos0 | fan-out-qos1 | fanout-5-1000-5-250K
+# SCENARIO: fan-out-qos0 | fan-out-qos1 | fanout-5-1000-5-250K | fan-in-qos0 | pairs-qos0
+#   (fan-in: 8 publishers, inflight 100; pairs: 100 pairs, inflight 10, as compare.sh)
 # Environment: DURATION [8] WARMUP [2] DRAIN [2] PORT [18950] FANOUT_SUBS [1000]
 #   LOADGEN [target/release/shardmq-loadgen] MAX_INFLIGHT [20]
 set -euo pipefail
@@ -18,6 +19,8 @@ case "$SCENARIO" in
     fan-out-qos0 | fan-out-qos1)
         ARGS=(fan-out --publishers 1 --subscribers "$FANOUT_SUBS" --qos "${SCENARIO#fan-out-qos}" --inflight 10) ;;
     fanout-5-1000-5-250K) ARGS=(fanout-5-1000-5-250K) ;;
+    fan-in-qos0) ARGS=(fan-in --publishers 8 --subscribers 1 --qos 0 --inflight 100) ;;
+    pairs-qos0) ARGS=(pairs --pairs 100 --qos 0 --inflight 10) ;;
     *) echo "ab.sh: unknown scenario $SCENARIO" >&2; exit 1 ;;
 esac
 WORK=$(mktemp -d /tmp/shardmq-ab.XXXXXX)

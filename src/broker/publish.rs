@@ -25,7 +25,7 @@ use super::connections::{Conn, Connections};
 use super::cross::{Control, Offer};
 use super::flow::{Load, Output, Publisher};
 use super::out_queue::Body;
-use super::routing::{frame_class, Frames, Routing, Target};
+use super::routing::{frame_class, Frame, Frames, Routing, Target};
 use super::sessions::Sessions;
 use super::trace;
 use super::{Broker, ConnId};
@@ -78,7 +78,14 @@ pub(super) struct Fanout {
     /// QoS 0 subscribers offered the message, and those (key, uid) whose output was full.
     qos0: usize,
     qos0_full: SmallVec<[(usize, u64); 4]>,
+    /// QoS 0 frames for subscribers that take topic aliases, by (retain, what the
+    /// subscriber's alias table chose): every subscriber that knows the topic as alias
+    /// `n` gets the same bytes, encoded once per fan-out.
+    aliased: AliasFrames,
 }
+
+/// A fan-out's QoS 0 frames for alias-taking subscribers, by (retain, alias use).
+type AliasFrames = SmallVec<[(bool, AliasUse, Frame); 2]>;
 
 impl Broker {
     /// Routes a message to every matching subscription (and the retained store when
@@ -320,7 +327,8 @@ impl Broker {
                         retain,
                         sub_ids,
                     };
-                    self.write_publish(key, conn, &out, (None, false), now);
+                    let shared = v5.then_some(&mut fanout.aliased);
+                    self.write_publish(key, conn, &out, (None, false), shared, now);
                     return;
                 }
                 let class = frame_class(v5, retain);
@@ -448,7 +456,7 @@ impl Broker {
                 out,
                 packet_id,
                 dup,
-            } => self.write_publish(key, conn, &out, (packet_id, dup), now),
+            } => self.write_publish(key, conn, &out, (packet_id, dup), None, now),
             Transmit::Ack(kind, packet_id, reason) if self.acks.gathers(conn) && !trace::on() => {
                 // The connection being read: one chunk for all of this read's acks.
                 // (Queued by `on_read` before it returns; an oversized one is left out.)
@@ -499,6 +507,7 @@ impl Broker {
         conn: ConnId,
         out: &Outgoing,
         (packet_id, dup): (Option<PacketId>, bool),
+        shared: Option<&mut AliasFrames>,
         now: Instant,
     ) {
         let Some(slot) = self.sessions.get_mut(key) else {
@@ -528,6 +537,25 @@ impl Broker {
         let encoded = if mount.is_some() {
             super::mount::frame(out, shown, version, (packet_id, dup), alias, now)
                 .map(|(head, body)| (head, Some(body)))
+        } else if let Some(cache) = shared {
+            // A QoS 0 fan-out's v5 frame without subscription identifiers or expiry (the
+            // caller checked): its bytes depend on RETAIN and the alias use only.
+            let hit = cache
+                .iter()
+                .find(|(retain, a, _)| *retain == out.retain && *a == alias);
+            match hit {
+                Some((_, _, frame)) => Ok(frame.clone()),
+                None => {
+                    let encoded =
+                        self.routing
+                            .encoder()
+                            .delivery(out, version, (None, false), alias, now);
+                    if let Ok(frame) = &encoded {
+                        cache.push((out.retain, alias, frame.clone()));
+                    }
+                    encoded
+                }
+            }
         } else {
             self.routing
                 .encoder()

@@ -5,7 +5,7 @@
 //! socket is drained is compacted ([`Conn::compact_partial_frame`]): a connection waiting
 //! for the rest of a frame holds its bytes, not a 16 KiB+ buffer.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -160,11 +160,65 @@ impl Outgoing for WsOut<'_> {
     }
 }
 
-/// One `writev` of up to `N` slices of `out`.
-fn write_some<const N: usize>(stream: &mut TcpStream, out: &impl Outgoing) -> io::Result<usize> {
+/// One `sendmsg` of up to `N` slices of `out`.
+///
+/// `sendmsg`, not `writev`: the socket call skips the VFS layer (`vfs_writev`,
+/// `fdget_pos`). Slices that lie end to end in memory (consecutive frames of the
+/// encoder's buffer: a subscriber's messages of one loop iteration, a fan-in's whole
+/// batch) go to the kernel as one iovec, so it copies one run instead of walking a
+/// 20-byte segment per message (perf/results/2026-12-03-qos0-round4.md).
+fn write_some<const N: usize>(stream: &TcpStream, out: &impl Outgoing) -> io::Result<usize> {
     let mut iov = [IoSlice::new(&[]); N];
     let n = out.io_slices(&mut iov);
-    stream.write_vectored(&iov[..n])
+    let iov = &mut iov[..n];
+    // IoSlice is ABI-compatible with `struct iovec` on Unix (std guarantees it); from
+    // here on the array is only used as iovecs handed to the kernel, never as slices.
+    let vecs = iov.as_mut_ptr().cast::<libc::iovec>();
+    let m = coalesce(
+        // SAFETY: `vecs` points to `n` initialised iovecs (the IoSlices above), borrowed
+        // mutably for this call only.
+        unsafe { std::slice::from_raw_parts_mut(vecs, n) },
+    );
+    // SAFETY: the first `m` iovecs describe bytes of chunks `out` keeps alive (merged
+    // runs are exactly the bytes of the adjacent slices they cover); the fd is the open
+    // socket `stream` owns; sendmsg only reads them.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = vecs;
+        msg.msg_iovlen = m as _;
+        libc::sendmsg(
+            stream.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::cast_sign_loss)] // sent >= 0 checked above
+    Ok(sent as usize)
+}
+
+/// Merges iovecs that lie end to end in memory into one, in place; returns how many
+/// are left. The bytes described, in order, do not change.
+fn coalesce(vecs: &mut [libc::iovec]) -> usize {
+    let mut m = 0;
+    for i in 0..vecs.len() {
+        let v = vecs[i];
+        if v.iov_len == 0 {
+            continue;
+        }
+        if m > 0 {
+            let last = &mut vecs[m - 1];
+            if (last.iov_base as usize).wrapping_add(last.iov_len) == v.iov_base as usize {
+                last.iov_len += v.iov_len;
+                continue;
+            }
+        }
+        vecs[m] = v;
+        m += 1;
+    }
+    m
 }
 
 /// Writes as much of `out` as the socket takes (through TLS when given). Ok(true) when
@@ -338,7 +392,46 @@ impl Conn {
 mod tests {
     use bytes::BytesMut;
 
-    use super::{compact_partial, COMPACT_PARTIAL};
+    use super::{coalesce, compact_partial, COMPACT_PARTIAL};
+
+    fn iov(s: &[u8]) -> libc::iovec {
+        libc::iovec {
+            iov_base: s.as_ptr().cast_mut().cast(),
+            iov_len: s.len(),
+        }
+    }
+
+    fn runs(vecs: &[libc::iovec]) -> Vec<(usize, usize)> {
+        vecs.iter()
+            .map(|v| (v.iov_base as usize, v.iov_len))
+            .collect()
+    }
+
+    /// Frames cut one after another from one buffer (the encoder's) go out as one
+    /// iovec; a slice of another buffer starts a new one; empty slices vanish.
+    #[test]
+    fn adjacent_slices_are_sent_as_one_iovec() {
+        let buf = [7u8; 100];
+        let other = [9u8; 10];
+        let (a, rest) = buf.split_at(20);
+        let (b, rest) = rest.split_at(30);
+        let (_gap, c) = rest.split_at(5);
+        let mut vecs = [iov(a), iov(b), iov(&[]), iov(&other), iov(c), iov(c)];
+        let n = coalesce(&mut vecs);
+        assert_eq!(
+            runs(&vecs[..n]),
+            vec![
+                (a.as_ptr() as usize, 50),
+                (other.as_ptr() as usize, 10),
+                (c.as_ptr() as usize, 45),
+                (c.as_ptr() as usize, 45),
+            ]
+        );
+        let total: usize = vecs[..n].iter().map(|v| v.iov_len).sum();
+        assert_eq!(total, 20 + 30 + 10 + 45 + 45);
+        let mut none: [libc::iovec; 0] = [];
+        assert_eq!(coalesce(&mut none), 0);
+    }
 
     /// 64 KiB read at once: complete frames (handed to the broker, which keeps nothing of
     /// them) and the first 10 bytes of the next frame.

@@ -33,7 +33,7 @@ use crate::topic::{TopicFilter, TopicIndex};
 use super::cross::{InterestSnapshot, InterestTable};
 use super::embed::InternalSub;
 
-pub(super) use encode::{frame_class, Encoder, Frames};
+pub(super) use encode::{frame_class, Encoder, Frame, Frames};
 #[cfg(test)]
 pub(super) use encode::{packet_id_offset, publish_flags};
 pub(super) use shared::{hash_str, LocalPick};

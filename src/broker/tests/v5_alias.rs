@@ -245,3 +245,54 @@ fn outbound_aliases_save_the_topic_bytes_in_fan_out() {
     assert_eq!(plain, 100 * per);
     assert_eq!(with_aliases, 2 * per + 3 + 98 * (2 + 2 + 4 + 4));
 }
+
+/// One QoS 0 fan-out to subscribers in every alias state: the frame shared by those
+/// that use the same alias (encoded once per fan-out) never reaches one whose table
+/// says otherwise. `a1` and `a2` bind "t/x" to alias 1, `b` to alias 3 (1 and 2 are
+/// taken), `n` has no aliases, `v3` is MQTT 3.1.1.
+#[test]
+fn qos0_fan_out_shares_frames_per_alias_only() {
+    let mut h = Harness::new(Harness::default_config());
+    let publisher = h.connect("p", V311);
+    let b = subscriber(&mut h, "b", Some(4), QoS::AtMostOnce);
+    for topic in ["t/one", "t/two"] {
+        for _ in 0..2 {
+            h.publish(publisher, topic, b"o", QoS::AtMostOnce, false, None);
+        }
+    }
+    for want in [
+        ("t/one", None),
+        ("t/one", Some(1)),
+        ("t/two", None),
+        ("t/two", Some(2)),
+    ] {
+        assert_eq!(next(&mut h, b), (want.0.to_owned(), want.1));
+    }
+    let a1 = subscriber(&mut h, "a1", Some(4), QoS::AtMostOnce);
+    let a2 = subscriber(&mut h, "a2", Some(4), QoS::AtMostOnce);
+    let n = subscriber(&mut h, "n", None, QoS::AtMostOnce);
+    let v3 = h.connect("v3", V311);
+    h.subscribe(v3, "#", QoS::AtMostOnce);
+    // First delivery: the topic; second: topic + alias (bind); third: alias only.
+    for payload in [b"1", b"2", b"3"] {
+        h.publish(publisher, "t/x", payload, QoS::AtMostOnce, false, None);
+    }
+    let t = || "t/x".to_owned();
+    for (s, alias) in [(a1, 1), (a2, 1), (b, 3)] {
+        let got: Vec<_> = (0..3).map(|_| next(&mut h, s)).collect();
+        let want = [
+            (t(), None),
+            (t(), Some(alias)),
+            (String::new(), Some(alias)),
+        ];
+        assert_eq!(got, want, "subscriber {s}");
+    }
+    for s in [n, v3] {
+        let got: Vec<_> = (0..3).map(|_| next(&mut h, s)).collect();
+        assert_eq!(
+            got,
+            [(t(), None), (t(), None), (t(), None)],
+            "subscriber {s}"
+        );
+    }
+}
