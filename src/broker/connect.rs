@@ -13,8 +13,8 @@ use std::time::Instant;
 use crate::auth::ClientSecurity;
 
 use crate::codec::{
-    ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, Publish,
-    ReasonCode,
+    Ack, AckKind, ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion,
+    Publish, ReasonCode,
 };
 use crate::session::{self, Action, Session};
 
@@ -35,6 +35,40 @@ const fn mosquitto_protocol(v: ProtocolVersion) -> u8 {
 }
 
 impl Broker {
+    /// A PUBACK, PUBREC or PUBCOMP of session `key` in the read being handled: the
+    /// session takes it at once ([`Session::acknowledge`]); the refill of its window and
+    /// the write of its output wait for [`Self::finish_refill`].
+    fn ack_in_read(&mut self, key: usize, ack: &Ack, now: Instant) {
+        if self.refill.is_some_and(|k| k != key) {
+            self.finish_refill(now);
+        }
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let outcome = slot.session.acknowledge(ack, now);
+        self.persist.dirty(key, &slot.session);
+        if outcome != session::AckOutcome::Unknown {
+            self.refill = Some(key);
+        }
+    }
+
+    /// Refills the window of the session whose acknowledgements this read handled,
+    /// writes its output (the messages the window let out, PUBRELs) and lets its paused
+    /// publishers go if it drained: what `Session::handle_packet` and the dispatch below
+    /// do after each acknowledgement, once for all of them.
+    pub(super) fn finish_refill(&mut self, now: Instant) {
+        let Some(key) = self.refill.take() else {
+            return;
+        };
+        let Some(slot) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let expired = slot.session.refill(now);
+        self.stats.dropped(DropReason::Expired, expired as u64);
+        self.flush_session(key, now);
+        self.maybe_release(key);
+    }
+
     pub(super) fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
         if self.ingest.holds(conn) {
             // Behind a message an ingest handler is busy with, in order.
@@ -59,6 +93,22 @@ impl Broker {
                 }
             },
             ConnState::Active(key) => {
+                // PUBACK / PUBREC / PUBCOMP in a read: the window is refilled and the
+                // session's output written once per read, not once per acknowledgement
+                // (`finish_refill`, before any other packet and at the end of the read).
+                let packet = match packet {
+                    Packet::Ack(ack)
+                        if ack.kind != AckKind::PubRel
+                            && self.acks.gathers(conn)
+                            && !trace::on() =>
+                    {
+                        return self.ack_in_read(key, &ack, now);
+                    }
+                    other => other,
+                };
+                if self.refill.is_some() {
+                    self.finish_refill(now);
+                }
                 // PUBLISH is the hot case: checked in place and routed without passing
                 // through `Session::handle_packet` (one move of a large value fewer).
                 let packet = match packet {

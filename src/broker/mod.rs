@@ -156,6 +156,9 @@ pub struct Broker {
     auth: auth::AuthFlows,
     /// The acknowledgements owed to the connection being read, queued as one chunk.
     acks: ack_batch::AckBatch,
+    /// The session whose acknowledgements in the read being handled freed its window:
+    /// refilled once per read (`connect.rs` `finish_refill`).
+    refill: Option<usize>,
 }
 
 impl Broker {
@@ -212,6 +215,7 @@ impl Broker {
             embed_refused: None,
             auth: auth::AuthFlows::default(),
             acks: ack_batch::AckBatch::default(),
+            refill: None,
             config,
         }
     }
@@ -277,6 +281,7 @@ impl Broker {
     pub fn on_read(&mut self, conn: ConnId, buf: &mut BytesMut, now: Instant) {
         self.acks.begin(conn);
         self.decode(conn, buf, now);
+        self.finish_refill(now);
         self.queue_acks();
         self.acks.end();
         // What the client sent may have left it more output than it reads (flow

@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::codec::{
-    AckKind, ByteStr, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
+    Ack, AckKind, ByteStr, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
     SubscriptionOptions, Unsubscribe, Will,
 };
 use crate::config::Config;
@@ -555,6 +555,33 @@ impl Session {
         })
     }
 
+    /// Handles a PUBACK, PUBREC or PUBCOMP from the connected client without refilling
+    /// the window: what `handle_packet` does for it, less the [`Self::refill`] that the
+    /// caller owes when this returns [`AckOutcome::Released`]. A driver that handles a
+    /// read's acknowledgements this way refills once per read, before it handles any
+    /// other packet of the client and before the read's output is written, so the
+    /// client's output order is the one `handle_packet` gives.
+    pub fn acknowledge(&mut self, ack: &Ack, now: Instant) -> AckOutcome {
+        if let Some(link) = &mut self.link {
+            link.last_packet = now;
+        }
+        let (traffic, transmits) = self.traffic_mut();
+        let outcome = traffic.outbound.acknowledge(ack, transmits);
+        if outcome != AckOutcome::Unknown {
+            if let Some(link) = &mut self.link {
+                link.last_ack = now;
+            }
+        }
+        outcome
+    }
+
+    /// Moves queued messages into the window freed by acknowledgements (after
+    /// [`Self::acknowledge`]); returns how many expired on the way.
+    #[must_use]
+    pub fn refill(&mut self, now: Instant) -> usize {
+        self.pump(now)
+    }
+
     /// Queues a packet for the client (CONNACK, SUBACK, DISCONNECT, ...).
     pub fn send(&mut self, packet: Packet) {
         self.transmits.push_back(Transmit::Packet(Box::new(packet)));
@@ -579,17 +606,8 @@ impl Session {
             Packet::Ack(ack) => {
                 if ack.kind == AckKind::PubRel {
                     self.on_pubrel(ack.packet_id);
-                } else {
-                    let (traffic, transmits) = self.traffic_mut();
-                    let outcome = traffic.outbound.acknowledge(&ack, transmits);
-                    if outcome != AckOutcome::Unknown {
-                        if let Some(link) = &mut self.link {
-                            link.last_ack = now;
-                        }
-                    }
-                    if outcome == AckOutcome::Released {
-                        *expired += self.pump(now);
-                    }
+                } else if self.acknowledge(&ack, now) == AckOutcome::Released {
+                    *expired += self.pump(now);
                 }
                 Ok(None)
             }

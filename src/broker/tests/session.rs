@@ -241,6 +241,77 @@ fn inflight_window_limits_outbound_qos1() {
     h.assert_idle(s);
 }
 
+/// The acknowledgements of one read refill the window once (`finish_refill`), with the
+/// output order of one refill per acknowledgement: a PINGREQ between them is answered
+/// after the messages the earlier acknowledgements let out, a PUBLISH the subscriber
+/// sends to itself queues behind the ones waiting, and what the last ones let out goes
+/// before the PUBACK of the subscriber's own PUBLISH is written.
+#[test]
+fn acks_of_one_read_refill_the_window_in_order() {
+    let config = Config {
+        max_inflight_messages: 3,
+        ..Harness::default_config()
+    };
+    let mut h = Harness::new(config);
+    let s = h.connect("s", V311);
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = h.connect("p", V311);
+    for id in 1..=9u16 {
+        let payload: &'static [u8] =
+            [b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"][usize::from(id) - 1];
+        h.publish(p, "t", payload, QoS::AtLeastOnce, false, Some(id));
+        h.expect_ack(p, AckKind::PubAck);
+    }
+    let first: Vec<_> = (0..3).map(|_| h.expect_publish(s)).collect();
+    h.assert_idle(s);
+    let mut bytes = bytes::BytesMut::new();
+    let mut put = |packet: Packet| crate::codec::encode(&packet, V311, &mut bytes).unwrap();
+    put(super::harness::ack(
+        AckKind::PubAck,
+        first[0].packet_id.unwrap(),
+    ));
+    put(super::harness::ack(
+        AckKind::PubAck,
+        first[1].packet_id.unwrap(),
+    ));
+    put(Packet::PingReq);
+    put(super::harness::ack(
+        AckKind::PubAck,
+        first[2].packet_id.unwrap(),
+    ));
+    put(Packet::Publish(super::harness::publish(
+        "t",
+        b"own",
+        QoS::AtLeastOnce,
+        false,
+        Some(77),
+    )));
+    h.send_bytes(s, &bytes);
+    let p4 = h.expect_publish(s);
+    let p5 = h.expect_publish(s);
+    assert_eq!((&p4.payload[..], &p5.payload[..]), (&b"4"[..], &b"5"[..]));
+    assert!(matches!(h.expect(s), Packet::PingResp));
+    let p6 = h.expect_publish(s);
+    assert_eq!(&p6.payload[..], b"6");
+    assert_eq!(h.expect_ack(s, AckKind::PubAck).packet_id, 77);
+    h.assert_idle(s);
+    // A whole window acknowledged in one read lets the next three out, in order; the
+    // subscriber's own message waits behind them.
+    let mut bytes = bytes::BytesMut::new();
+    for p in [&p4, &p5, &p6] {
+        let ack = super::harness::ack(AckKind::PubAck, p.packet_id.unwrap());
+        crate::codec::encode(&ack, V311, &mut bytes).unwrap();
+    }
+    h.send_bytes(s, &bytes);
+    let next: Vec<_> = (0..3).map(|_| h.expect_publish(s)).collect();
+    let payloads: Vec<&[u8]> = next.iter().map(|p| &p.payload[..]).collect();
+    assert_eq!(payloads, [&b"7"[..], b"8", b"9"]);
+    h.assert_idle(s);
+    h.ack(s, AckKind::PubAck, next[0].packet_id.unwrap());
+    assert_eq!(&h.expect_publish(s).payload[..], b"own");
+    h.assert_idle(s);
+}
+
 /// `max_inflight_bytes` closes the window by bytes too; one message always fits.
 #[test]
 fn max_inflight_bytes_limits_outbound_qos1() {
