@@ -167,18 +167,9 @@ mod tests {
     /// One step of the model test.
     #[derive(Debug, Clone)]
     enum Op {
-        Subscribe {
-            filter: usize,
-            key: usize,
-            id: u32,
-        },
-        Unsubscribe {
-            filter: usize,
-            key: usize,
-        },
-        Receive {
-            topic: usize,
-        },
+        Subscribe { filter: usize, key: usize, id: u32 },
+        Unsubscribe { filter: usize, key: usize },
+        Receive { topic: usize },
     }
 
     const FILTERS: [&str; 9] = [
