@@ -254,12 +254,17 @@ impl Routing {
     /// Matches `topic`: the local subscriptions go into the target list (see
     /// [`Routing::take_targets`]); returns the set of other shards with subscribers (bit
     /// j = shard j), or 0 when `remote` is false (a message another shard handed us).
+    /// The local part is answered from the last few matched topics while the index is
+    /// unchanged (`recent.rs`): a publisher's stream on one topic, or a stream another
+    /// shard hands us, walks the trie once, not once per message.
     pub(super) fn match_topic(&mut self, topic: &str, remote: bool) -> u64 {
-        let mut targets = std::mem::take(&mut self.targets);
-        targets.clear();
-        self.index
-            .for_each_match(topic, |k, s| targets.push((*k, *s)));
-        self.targets = targets;
+        if !self
+            .recent
+            .lookup(topic, self.generation, &mut self.targets)
+        {
+            self.walk(topic);
+            self.recent.store(topic, self.generation, &self.targets);
+        }
         if remote {
             self.remote_dests_of(topic)
         } else {
@@ -268,18 +273,19 @@ impl Routing {
     }
 
     /// [`Routing::match_topic`] of a message another shard handed us (no remote
-    /// destinations), answered from the last few such topics while the index is
-    /// unchanged (`recent.rs`): a publisher's stream of messages to this shard costs one
-    /// trie walk, not one per message.
+    /// destinations).
     pub(super) fn match_received(&mut self, topic: &str) {
-        if self
-            .recent
-            .lookup(topic, self.generation, &mut self.targets)
-        {
-            return;
-        }
         self.match_topic(topic, false);
-        self.recent.store(topic, self.generation, &self.targets);
+    }
+
+    /// The local subscriptions matching `topic` into the target list: one walk of the
+    /// trie, no cache.
+    fn walk(&mut self, topic: &str) {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        self.index
+            .for_each_match(topic, |k, s| targets.push((*k, *s)));
+        self.targets = targets;
     }
 
     /// Empties the target list (a message only for shared subscription groups).
